@@ -1,0 +1,41 @@
+//! racelab-core: the sans-IO consistency core.
+//!
+//! Pure state machines, the store-operation vocabulary they speak, recorded histories and the
+//! oracles that judge them. Nothing here does IO, reads a clock, spawns a thread or draws OS
+//! randomness: time is a parameter, IO is an output (see [`Machine`]), and a tidy test keeps
+//! it that way.
+//!
+//! - [`StoreOp`] / [`Reply`]: what machines ask of Redis ([`KvOp`], named [`ScriptName`]s),
+//!   SQL ([`SqlOp`]) and the queue ([`QueueOp`]).
+//! - [`History`]: every operation from invocation to completion, faults and notes.
+//! - [`oracle`]: invariants over histories, each returning a [`Verdict`] with an explanation.
+//! - [`workorder`]: document 002's work-order worker, terminal and consistency checker in
+//!   their `Buggy`, `DocFix` and `Correct` variants (R-002-01 .. R-002-06), built from the
+//!   [`lease`] and [`effects`] protocol pieces.
+
+#![forbid(unsafe_code)]
+
+mod history;
+mod ids;
+mod machine;
+mod ops;
+pub mod oracle;
+mod time;
+
+pub mod effects;
+pub mod lease;
+pub mod workorder;
+
+pub use history::{
+    Fault, FaultRecord, History, Note, NoteRecord, OpRecord, StoreId, Tag, TagKind, TimelineKind,
+    TimelineStep,
+};
+pub use ids::{Epoch, OpId, ProcessId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId};
+pub use machine::{Machine, Outgoing};
+pub use ops::{
+    Assign, CmpOp, ColumnType, Cond, Delivery, DeliveryId, JobFields, JobId, KeyedRow, KvOp,
+    KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp, SqlReply,
+    SqlStmt, StoreOp, Table, Value,
+};
+pub use oracle::{FinalState, Verdict, Violation};
+pub use time::{Duration, Timestamp};

@@ -1,0 +1,869 @@
+//! The store-operation vocabulary. Races happen at the granularity of store operations, so
+//! machines emit exactly these and nothing finer.
+//!
+//! - [`KvOp`]: the Redis commands the protocols use, plus [`ScriptName`]d atomic scripts whose
+//!   one semantic definition lives here ([`ScriptName::run`], a pure function over a
+//!   [`KvView`]); the adapters hold the matching Lua text.
+//! - [`SqlOp`]: statements named by intent ([`SqlStmt`]) inside explicit transactions. The
+//!   semantics are PostgreSQL READ COMMITTED: row locks, a conditional `UPDATE` re-checked
+//!   after the lock holder commits, unique violations, rollback undoing everything.
+//! - [`QueueOp`]: an at-least-once job queue (Bull-like): enqueue with an optional dedup id,
+//!   fetch with a job lock, ack, nack.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Duration;
+
+/// One operation a machine asks a store to perform.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StoreOp {
+    /// A Redis command or script.
+    Kv(KvOp),
+    /// A SQL statement or transaction control.
+    Sql(SqlOp),
+    /// A queue operation.
+    Queue(QueueOp),
+}
+
+/// The store's answer to a [`StoreOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reply {
+    /// Redis' answer.
+    Kv(KvReply),
+    /// The SQL database's answer.
+    Sql(SqlReply),
+    /// The queue's answer.
+    Queue(QueueReply),
+    /// The client gave up waiting (a timeout or a cut connection): the operation may or may
+    /// not have been applied.
+    Timeout,
+}
+
+impl Reply {
+    /// Whether the reply reports that the operation took effect: `OK`, a positive integer, a
+    /// non-empty row set, a positive row count, a commit, an enqueue or a delivery.
+    pub fn is_success(&self) -> bool {
+        match self {
+            Reply::Kv(KvReply::Ok) | Reply::Kv(KvReply::Bulk(_)) => true,
+            Reply::Kv(KvReply::Int(n)) => *n > 0,
+            Reply::Kv(KvReply::Nil) | Reply::Kv(KvReply::Error(_)) => false,
+            Reply::Sql(SqlReply::Rows(rows)) => !rows.is_empty(),
+            Reply::Sql(SqlReply::Affected(n)) => *n > 0,
+            Reply::Sql(SqlReply::Ok) | Reply::Sql(SqlReply::Committed) => true,
+            Reply::Sql(_) => false,
+            Reply::Queue(QueueReply::Enqueued { .. })
+            | Reply::Queue(QueueReply::Acked)
+            | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
+            Reply::Queue(_) => false,
+            Reply::Timeout => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key-value (Redis)
+
+/// When a `SET` applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SetCondition {
+    /// Always.
+    Always,
+    /// `NX`: only if the key does not exist.
+    IfAbsent,
+    /// `XX`: only if the key exists.
+    IfPresent,
+}
+
+/// A Redis command.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvOp {
+    /// `GET key`.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// `SET key value [NX|XX] [PX ttl]`.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// `NX`, `XX` or neither.
+        condition: SetCondition,
+        /// `PX`, if any.
+        ttl: Option<Duration>,
+    },
+    /// `DEL key`.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// `INCRBY key delta`.
+    IncrBy {
+        /// The key.
+        key: String,
+        /// The increment.
+        delta: i64,
+    },
+    /// `PEXPIRE key ttl`.
+    PExpire {
+        /// The key.
+        key: String,
+        /// The new time to live.
+        ttl: Duration,
+    },
+    /// `PTTL key`.
+    PTtl {
+        /// The key.
+        key: String,
+    },
+    /// `EVALSHA sha(script) keys args`: a named script, atomic on the server.
+    Script {
+        /// Which script.
+        script: ScriptName,
+        /// `KEYS`.
+        keys: Vec<String>,
+        /// `ARGV`.
+        args: Vec<String>,
+    },
+}
+
+/// Redis' reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvReply {
+    /// A nil bulk reply (missing key, or a `SET NX` that did not apply).
+    Nil,
+    /// `+OK`.
+    Ok,
+    /// An integer reply.
+    Int(i64),
+    /// A bulk string reply.
+    Bulk(String),
+    /// An error reply (`WRONGTYPE`, a script runtime error, ...).
+    Error(String),
+}
+
+/// The named atomic scripts. Each has exactly one semantic definition, [`ScriptName::run`];
+/// the adapters carry the matching Lua and a conformance test proves the two agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScriptName {
+    /// `KEYS[1]` lock, `ARGV[1]` owner, `ARGV[2]` ttl in ms: extend the lock's TTL only if
+    /// the caller still owns it. Returns 1 if extended, 0 otherwise.
+    CompareAndExtend,
+    /// `KEYS[1]` lock, `ARGV[1]` owner: delete the lock only if the caller owns it. Returns 1
+    /// if deleted, 0 otherwise.
+    CompareAndDelete,
+}
+
+/// What a script sees of the key space: the calls a Lua script makes through `redis.call`.
+/// Implemented by the Redis model (with TTL on the virtual clock) and by test doubles.
+pub trait KvView {
+    /// `GET`.
+    fn get(&self, key: &str) -> Option<String>;
+    /// `PEXPIRE`; `false` when the key does not exist (nothing is created).
+    fn pexpire(&mut self, key: &str, ttl: Duration) -> bool;
+    /// `DEL`; `false` when the key did not exist.
+    fn del(&mut self, key: &str) -> bool;
+}
+
+impl ScriptName {
+    /// Every script, for conformance tests and for loading on a server.
+    pub const ALL: [ScriptName; 2] = [ScriptName::CompareAndExtend, ScriptName::CompareAndDelete];
+
+    /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
+    /// positive integer, is a runtime error (Redis keeps any writes made before it; these
+    /// scripts validate before their first write).
+    pub fn run(self, view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+        match self {
+            ScriptName::CompareAndExtend => {
+                let (Some(key), Some(owner), Some(ttl)) = (keys.first(), args.first(), args.get(1))
+                else {
+                    return KvReply::Error("ERR compare_and_extend needs 1 key and 2 args".into());
+                };
+                let Some(ttl) = ttl.parse::<u64>().ok().filter(|ms| *ms > 0) else {
+                    return KvReply::Error("ERR ttl must be a positive integer".into());
+                };
+                if view.get(key).as_deref() == Some(owner.as_str()) {
+                    view.pexpire(key, Duration::from_ms(ttl));
+                    KvReply::Int(1)
+                } else {
+                    KvReply::Int(0)
+                }
+            }
+            ScriptName::CompareAndDelete => {
+                let (Some(key), Some(owner)) = (keys.first(), args.first()) else {
+                    return KvReply::Error("ERR compare_and_delete needs 1 key and 1 arg".into());
+                };
+                if view.get(key).as_deref() == Some(owner.as_str()) {
+                    view.del(key);
+                    KvReply::Int(1)
+                } else {
+                    KvReply::Int(0)
+                }
+            }
+        }
+    }
+
+    /// The script's name as written in timelines and in the adapters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptName::CompareAndExtend => "compare_and_extend",
+            ScriptName::CompareAndDelete => "compare_and_delete",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+
+/// A column value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// A `bigint`.
+    Int(i64),
+    /// A `text`.
+    Text(String),
+}
+
+/// A row: column name to value. Every table has a `text` primary key column named `key`,
+/// which is not part of the map.
+pub type Row = BTreeMap<String, Value>;
+
+/// A row as returned by a statement: its key and its columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyedRow {
+    /// The primary key.
+    pub key: String,
+    /// The other columns.
+    pub columns: Row,
+}
+
+impl KeyedRow {
+    /// The integer in `column`, if it holds one.
+    pub fn int(&self, column: &str) -> Option<i64> {
+        match self.columns.get(column) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// A comparison operator in a [`Cond`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// A `WHERE` condition over one row (in addition to the key match).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cond {
+    /// Always true.
+    True,
+    /// `column op value`. Comparisons with `NULL`, or of an integer with text, are false
+    /// (SQL's unknown), as in PostgreSQL.
+    Cmp {
+        /// The column.
+        column: String,
+        /// The operator.
+        op: CmpOp,
+        /// The constant on the right.
+        value: Value,
+    },
+    /// All of them.
+    And(Vec<Cond>),
+    /// Any of them.
+    Or(Vec<Cond>),
+}
+
+impl Cond {
+    /// `column op value`.
+    pub fn cmp(column: &str, op: CmpOp, value: Value) -> Cond {
+        Cond::Cmp {
+            column: column.to_string(),
+            op,
+            value,
+        }
+    }
+
+    /// Evaluates the condition on a row.
+    pub fn eval(&self, row: &Row) -> bool {
+        match self {
+            Cond::True => true,
+            Cond::And(all) => all.iter().all(|c| c.eval(row)),
+            Cond::Or(any) => any.iter().any(|c| c.eval(row)),
+            Cond::Cmp { column, op, value } => {
+                let ordering = match (row.get(column), value) {
+                    (Some(Value::Int(a)), Value::Int(b)) => a.cmp(b),
+                    (Some(Value::Text(a)), Value::Text(b)) => a.cmp(b),
+                    _ => return false,
+                };
+                match op {
+                    CmpOp::Eq => ordering.is_eq(),
+                    CmpOp::Ne => ordering.is_ne(),
+                    CmpOp::Lt => ordering.is_lt(),
+                    CmpOp::Le => ordering.is_le(),
+                    CmpOp::Gt => ordering.is_gt(),
+                    CmpOp::Ge => ordering.is_ge(),
+                }
+            }
+        }
+    }
+}
+
+/// One assignment in an `UPDATE ... SET`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Assign {
+    /// `column = value`.
+    Set {
+        /// The column.
+        column: String,
+        /// The new value.
+        value: Value,
+    },
+    /// `column = column + delta` (an integer column; `NULL` stays `NULL`, as in SQL).
+    Add {
+        /// The column.
+        column: String,
+        /// The increment.
+        delta: i64,
+    },
+}
+
+/// The tables a statement may name. Each has a `text` primary key `key` plus the columns
+/// listed by [`Table::columns`]; the adapters create exactly this schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Table {
+    /// Document 002's work order (MongoDB's `WorkOrder` document): quantity and the lease.
+    WorkOrders,
+    /// The effect-dedup records keyed by the scan id (unique): the correct protocol's log.
+    AppliedScans,
+    /// Document 002's `WorkOrderUpdateLog`: one row per logged update, with the proposal's
+    /// `requestId` in a column (keyed by it only when the unique index is modelled).
+    UpdateLog,
+}
+
+/// The type of a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    /// `bigint`.
+    Int,
+    /// `text`.
+    Text,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::WorkOrders, Table::AppliedScans, Table::UpdateLog];
+
+    /// The SQL name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::WorkOrders => "work_orders",
+            Table::AppliedScans => "applied_scans",
+            Table::UpdateLog => "update_log",
+        }
+    }
+
+    /// The non-key columns and their types.
+    pub fn columns(self) -> &'static [(&'static str, ColumnType)] {
+        match self {
+            Table::WorkOrders => &[
+                ("qty", ColumnType::Int),
+                ("lease_epoch", ColumnType::Int),
+                ("lease_owner", ColumnType::Text),
+                ("lease_until", ColumnType::Int),
+            ],
+            Table::AppliedScans => &[("work_order", ColumnType::Text), ("qty", ColumnType::Int)],
+            Table::UpdateLog => &[
+                ("request_id", ColumnType::Text),
+                ("scan", ColumnType::Text),
+                ("work_order", ColumnType::Text),
+                ("qty", ColumnType::Int),
+                ("status", ColumnType::Text),
+            ],
+        }
+    }
+}
+
+/// A SQL statement, named by intent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SqlStmt {
+    /// `SELECT * FROM table WHERE key = $1 [FOR UPDATE]`.
+    Select {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// `FOR UPDATE`: take the row lock (waits for a holder to finish).
+        for_update: bool,
+    },
+    /// `SELECT * FROM table WHERE filter ORDER BY key`.
+    Scan {
+        /// The table.
+        table: Table,
+        /// The filter.
+        filter: Cond,
+    },
+    /// `INSERT INTO table (key, ...) VALUES (...)`. A duplicate key is a unique violation
+    /// (after waiting for an uncommitted inserter of the same key, as PostgreSQL does).
+    Insert {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The other columns; missing ones are `NULL`.
+        row: Row,
+    },
+    /// `UPDATE table SET ... WHERE key = $1 AND guard RETURNING *`: under READ COMMITTED,
+    /// waits for the row lock and re-checks `guard` on the newest committed row.
+    Update {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The extra condition.
+        guard: Cond,
+        /// The assignments.
+        set: Vec<Assign>,
+    },
+}
+
+/// SQL transaction control and statements. A statement outside `BEGIN ... COMMIT` runs in
+/// its own transaction (autocommit). Each process has one session.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SqlOp {
+    /// `BEGIN` (READ COMMITTED).
+    Begin,
+    /// A statement.
+    Exec(SqlStmt),
+    /// `COMMIT`.
+    Commit,
+    /// `ROLLBACK`.
+    Rollback,
+}
+
+/// The SQL database's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SqlReply {
+    /// `BEGIN` or `ROLLBACK` done.
+    Ok,
+    /// Rows returned by `SELECT`, `UPDATE ... RETURNING` (the rows after the update).
+    Rows(Vec<KeyedRow>),
+    /// Rows inserted.
+    Affected(u64),
+    /// `COMMIT` made the transaction durable.
+    Committed,
+    /// `COMMIT` of a failed transaction: PostgreSQL rolls it back instead.
+    RolledBack,
+    /// A unique violation (SQLSTATE 23505); the transaction is now failed.
+    UniqueViolation {
+        /// The table.
+        table: Table,
+        /// The duplicate key.
+        key: String,
+    },
+    /// Any other error (SQLSTATE and message); the transaction, if any, is now failed.
+    Error(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+
+/// Identifies a job in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+/// Identifies one delivery of a job (a job delivered twice has two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeliveryId(pub u64);
+
+/// A job's fields (a Redis stream entry's field-value pairs).
+pub type JobFields = BTreeMap<String, String>;
+
+/// A queue operation (Bull-like, at-least-once).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QueueOp {
+    /// Add a job. With `dedup`, a job with the same dedup id that still exists (waiting or
+    /// active) makes this a no-op (Bull's `jobId`).
+    Enqueue {
+        /// Bull's `jobId`.
+        dedup: Option<String>,
+        /// The job's data.
+        fields: JobFields,
+    },
+    /// Take the next waiting job, locking it for the queue's lock duration.
+    Fetch,
+    /// Complete a delivery. Fails with [`QueueReply::LockLost`] when the job's lock expired
+    /// and it was (or will be) delivered again.
+    Ack {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+    /// Fail a delivery: the job goes back to waiting (Bull's retry with `attempts`).
+    Nack {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+}
+
+/// One delivery of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Delivery {
+    /// This delivery.
+    pub id: DeliveryId,
+    /// The job.
+    pub job: JobId,
+    /// 1 for the first delivery, 2 for the first redelivery, ...
+    pub attempt: u32,
+    /// The job's data.
+    pub fields: JobFields,
+}
+
+/// The queue's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QueueReply {
+    /// The job was added.
+    Enqueued {
+        /// Its id.
+        job: JobId,
+    },
+    /// A job with this dedup id exists; nothing was added.
+    Duplicate {
+        /// The existing job.
+        job: JobId,
+    },
+    /// The next job, or `None` when none is waiting.
+    Delivered(Option<Delivery>),
+    /// The delivery was completed (or failed back to waiting, for `Nack`).
+    Acked,
+    /// The delivery no longer holds the job's lock: the job was stalled and moved back.
+    LockLost,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering for timelines: Redis-command and SQL-like text.
+
+impl fmt::Display for StoreOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreOp::Kv(op) => op.fmt(f),
+            StoreOp::Sql(op) => op.fmt(f),
+            StoreOp::Queue(op) => op.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for KvOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvOp::Get { key } => write!(f, "GET {key}"),
+            KvOp::Set {
+                key,
+                value,
+                condition,
+                ttl,
+            } => {
+                write!(f, "SET {key} {value}")?;
+                match condition {
+                    SetCondition::Always => {}
+                    SetCondition::IfAbsent => write!(f, " NX")?,
+                    SetCondition::IfPresent => write!(f, " XX")?,
+                }
+                if let Some(ttl) = ttl {
+                    write!(f, " PX {}", ttl.as_ms())?;
+                }
+                Ok(())
+            }
+            KvOp::Del { key } => write!(f, "DEL {key}"),
+            KvOp::IncrBy { key, delta } => write!(f, "INCRBY {key} {delta}"),
+            KvOp::PExpire { key, ttl } => write!(f, "PEXPIRE {key} {}", ttl.as_ms()),
+            KvOp::PTtl { key } => write!(f, "PTTL {key}"),
+            KvOp::Script { script, keys, args } => {
+                write!(f, "EVALSHA {} {}", script.as_str(), keys.len())?;
+                for k in keys.iter().chain(args) {
+                    write!(f, " {k}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for KvReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvReply::Nil => write!(f, "nil"),
+            KvReply::Ok => write!(f, "OK"),
+            KvReply::Int(n) => write!(f, "{n}"),
+            KvReply::Bulk(s) => write!(f, "{s:?}"),
+            KvReply::Error(e) => write!(f, "error {e:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => write!(f, "NULL"),
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
+        }
+    }
+}
+
+impl fmt::Display for Cond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cond::True => write!(f, "TRUE"),
+            Cond::Cmp { column, op, value } => {
+                let op = match op {
+                    CmpOp::Eq => "=",
+                    CmpOp::Ne => "<>",
+                    CmpOp::Lt => "<",
+                    CmpOp::Le => "<=",
+                    CmpOp::Gt => ">",
+                    CmpOp::Ge => ">=",
+                };
+                write!(f, "{column} {op} {value}")
+            }
+            Cond::And(all) => join(f, all, " AND "),
+            Cond::Or(any) => join(f, any, " OR "),
+        }
+    }
+}
+
+fn join(f: &mut fmt::Formatter<'_>, conds: &[Cond], sep: &str) -> fmt::Result {
+    write!(f, "(")?;
+    for (i, c) in conds.iter().enumerate() {
+        if i > 0 {
+            write!(f, "{sep}")?;
+        }
+        write!(f, "{c}")?;
+    }
+    write!(f, ")")
+}
+
+impl fmt::Display for SqlStmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlStmt::Select {
+                table,
+                key,
+                for_update,
+            } => {
+                write!(f, "SELECT * FROM {} WHERE key = '{key}'", table.as_str())?;
+                if *for_update {
+                    write!(f, " FOR UPDATE")?;
+                }
+                Ok(())
+            }
+            SqlStmt::Scan { table, filter } => {
+                write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())
+            }
+            SqlStmt::Insert { table, key, row } => {
+                write!(f, "INSERT INTO {} (key", table.as_str())?;
+                for c in row.keys() {
+                    write!(f, ", {c}")?;
+                }
+                write!(f, ") VALUES ('{key}'")?;
+                for v in row.values() {
+                    write!(f, ", {v}")?;
+                }
+                write!(f, ")")
+            }
+            SqlStmt::Update {
+                table,
+                key,
+                guard,
+                set,
+            } => {
+                write!(f, "UPDATE {} SET ", table.as_str())?;
+                for (i, a) in set.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    match a {
+                        Assign::Set { column, value } => write!(f, "{column} = {value}")?,
+                        Assign::Add { column, delta } if *delta < 0 => {
+                            write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
+                        }
+                        Assign::Add { column, delta } => {
+                            write!(f, "{column} = {column} + {delta}")?
+                        }
+                    }
+                }
+                write!(f, " WHERE key = '{key}'")?;
+                if *guard != Cond::True {
+                    write!(f, " AND {guard}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for SqlOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlOp::Begin => write!(f, "BEGIN"),
+            SqlOp::Exec(stmt) => stmt.fmt(f),
+            SqlOp::Commit => write!(f, "COMMIT"),
+            SqlOp::Rollback => write!(f, "ROLLBACK"),
+        }
+    }
+}
+
+impl fmt::Display for SqlReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlReply::Ok => write!(f, "OK"),
+            SqlReply::Rows(rows) if rows.is_empty() => write!(f, "0 rows"),
+            SqlReply::Rows(rows) => {
+                for (i, r) in rows.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "; ")?;
+                    }
+                    write!(f, "{{{}", r.key)?;
+                    for (c, v) in &r.columns {
+                        write!(f, " {c}={v}")?;
+                    }
+                    write!(f, "}}")?;
+                }
+                Ok(())
+            }
+            SqlReply::Affected(n) => write!(f, "{n} row(s)"),
+            SqlReply::Committed => write!(f, "COMMITTED"),
+            SqlReply::RolledBack => write!(f, "ROLLED BACK"),
+            SqlReply::UniqueViolation { table, key } => {
+                write!(f, "unique violation on {}.key = '{key}'", table.as_str())
+            }
+            SqlReply::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for QueueOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueOp::Enqueue { dedup, fields } => {
+                write!(f, "ENQUEUE")?;
+                if let Some(d) = dedup {
+                    write!(f, " jobId={d}")?;
+                }
+                for (k, v) in fields {
+                    write!(f, " {k}={v}")?;
+                }
+                Ok(())
+            }
+            QueueOp::Fetch => write!(f, "FETCH"),
+            QueueOp::Ack { delivery } => write!(f, "ACK d{}", delivery.0),
+            QueueOp::Nack { delivery } => write!(f, "NACK d{}", delivery.0),
+        }
+    }
+}
+
+impl fmt::Display for QueueReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueReply::Enqueued { job } => write!(f, "job j{}", job.0),
+            QueueReply::Duplicate { job } => write!(f, "duplicate of j{}", job.0),
+            QueueReply::Delivered(None) => write!(f, "empty"),
+            QueueReply::Delivered(Some(d)) => {
+                write!(f, "j{} (d{}, attempt {})", d.job.0, d.id.0, d.attempt)
+            }
+            QueueReply::Acked => write!(f, "OK"),
+            QueueReply::LockLost => write!(f, "lock lost (job stalled)"),
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Kv(r) => r.fmt(f),
+            Reply::Sql(r) => r.fmt(f),
+            Reply::Queue(r) => r.fmt(f),
+            Reply::Timeout => write!(f, "timeout"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Map(BTreeMap<String, String>);
+
+    impl KvView for Map {
+        fn get(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn pexpire(&mut self, key: &str, _ttl: Duration) -> bool {
+            self.0.contains_key(key)
+        }
+        fn del(&mut self, key: &str) -> bool {
+            self.0.remove(key).is_some()
+        }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn compare_and_delete_only_deletes_the_owners_lock() {
+        let mut m = Map(BTreeMap::from([("lock".to_string(), "A".to_string())]));
+        let other = ScriptName::CompareAndDelete.run(&mut m, &s(&["lock"]), &s(&["B"]));
+        assert_eq!(other, KvReply::Int(0));
+        assert!(m.0.contains_key("lock"));
+        let mine = ScriptName::CompareAndDelete.run(&mut m, &s(&["lock"]), &s(&["A"]));
+        assert_eq!(mine, KvReply::Int(1));
+        assert!(m.0.is_empty());
+    }
+
+    #[test]
+    fn scripts_reject_bad_arguments_with_an_error_reply() {
+        let mut m = Map(BTreeMap::new());
+        let r = ScriptName::CompareAndExtend.run(&mut m, &s(&["lock"]), &s(&["A", "soon"]));
+        assert!(matches!(r, KvReply::Error(_)));
+        let r = ScriptName::CompareAndDelete.run(&mut m, &[], &[]);
+        assert!(matches!(r, KvReply::Error(_)));
+    }
+
+    #[test]
+    fn conditions_follow_sql_three_valued_logic_for_null() {
+        let row = Row::from([
+            ("a".to_string(), Value::Null),
+            ("b".to_string(), Value::Int(3)),
+        ]);
+        assert!(!Cond::cmp("a", CmpOp::Eq, Value::Int(1)).eval(&row));
+        assert!(!Cond::cmp("a", CmpOp::Ne, Value::Int(1)).eval(&row));
+        assert!(Cond::cmp("b", CmpOp::Lt, Value::Int(4)).eval(&row));
+        let either = Cond::Or(vec![
+            Cond::cmp("a", CmpOp::Eq, Value::Int(1)),
+            Cond::cmp("b", CmpOp::Eq, Value::Int(3)),
+        ]);
+        assert!(either.eval(&row));
+    }
+
+    #[test]
+    fn text_values_render_with_sql_quoting() {
+        assert_eq!(Value::Text("it's".into()).to_string(), "'it''s'");
+    }
+}
