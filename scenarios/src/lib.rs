@@ -1,0 +1,189 @@
+//! racelab-scenarios: the race catalog of `RACES.md` as code, and the engine behind the
+//! `racelab` CLI.
+//!
+//! Each [`Race`] carries its invariant, its scripted minimal timelines ([`Script`]) with the
+//! expected outcome per variant, the fault model of its random sweep, and the seed budget
+//! within which the random scheduler must find the Buggy variant's violation.
+//!
+//! ```
+//! use racelab_scenarios::{catalog, run_seed, Variant};
+//! let races = catalog();
+//! let race = races.iter().find(|r| r.id == "R-002-03").unwrap();
+//! let outcome = run_seed(race, Variant::Correct, 7);
+//! assert!(!outcome.violated());
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod catalog;
+mod doc002;
+
+use racelab_core::{Quantity, Table, Value};
+use racelab_sim::explore::{self, Scheduler, SimRng};
+
+pub use catalog::{Expectation, Outcome, PerVariant, Race, Script};
+pub use racelab_core::workorder::Variant;
+
+use catalog::Workload;
+
+/// Every race of the catalog, in catalog order.
+pub fn catalog() -> Vec<Race> {
+    doc002::races()
+}
+
+/// Why a race name was not found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown race {name:?}{}", hint(.suggestions))]
+pub struct UnknownRace {
+    /// The name given.
+    pub name: String,
+    /// The nearest known names.
+    pub suggestions: Vec<String>,
+}
+
+fn hint(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => "; `racelab list` shows every race".to_string(),
+        s => format!("; did you mean {}? (`racelab list` shows every race)", s.join(", ")),
+    }
+}
+
+/// Finds a race by id (case-insensitive), suggesting the nearest ids when there is none.
+pub fn find<'a>(races: &'a [Race], name: &str) -> Result<&'a Race, UnknownRace> {
+    if let Some(race) = races.iter().find(|r| r.id.eq_ignore_ascii_case(name)) {
+        return Ok(race);
+    }
+    let wanted = name.to_ascii_uppercase();
+    let mut scored: Vec<(usize, &str)> =
+        races.iter().map(|r| (edit_distance(&wanted, r.id), r.id)).collect();
+    scored.sort();
+    let best = scored.first().map_or(usize::MAX, |(d, _)| *d);
+    let suggestions = scored
+        .iter()
+        .filter(|(d, _)| *d <= best.max(1) && *d <= 4)
+        .take(3)
+        .map(|(_, id)| id.to_string())
+        .collect();
+    Err(UnknownRace { name: name.to_string(), suggestions })
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The seed of the random workload, derived from the run's seed so that the workload and the
+/// faults are independent streams of the same seed.
+fn workload_seed(seed: u64) -> u64 {
+    // SplitMix64's finaliser.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Runs `race`'s `variant` under the random scheduler with `seed`.
+pub fn run_seed(race: &Race, variant: Variant, seed: u64) -> Outcome {
+    let mut rng = SimRng::new(workload_seed(seed));
+    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let scheduler = Scheduler::Random { seed, faults: (race.profile)() };
+    judge(race, explore::run(spec, &scheduler), state)
+}
+
+/// Runs `race`'s `variant` on one of its scripted timelines.
+pub fn run_script(race: &Race, script: &Script, variant: Variant) -> Outcome {
+    let (spec, state) = (race.build)(variant, Workload::Scripted(script.name));
+    let scheduler = Scheduler::Scripted { name: script.name.to_string(), steps: script.steps.clone() };
+    judge(race, explore::run(spec, &scheduler), state)
+}
+
+fn judge(race: &Race, run: explore::Run, mut state: racelab_core::FinalState) -> Outcome {
+    state.quiescent = run.quiescent;
+    for wo in state.initial_qty.keys().copied().collect::<Vec<_>>() {
+        if let Some(Value::Int(q)) = run.row(Table::WorkOrders, &wo.to_string()).and_then(|r| r.get("qty")) {
+            state.final_qty.insert(wo, Quantity(*q));
+        }
+    }
+    let verdict = (race.judge)(&run.history, &state);
+    Outcome { run, state, verdict }
+}
+
+/// The summary of a sweep over consecutive seeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sweep {
+    /// Seeds run.
+    pub seeds_run: u64,
+    /// Seeds whose run violated an invariant.
+    pub failures: u64,
+    /// The first of them.
+    pub first_failing_seed: Option<u64>,
+    /// Store operations executed over all seeds (a deterministic cost count).
+    pub store_ops: u64,
+    /// Events processed over all seeds.
+    pub events: u64,
+}
+
+/// Runs seeds `start..start + count`, calling `progress(done)` after each.
+pub fn sweep(
+    race: &Race,
+    variant: Variant,
+    start: u64,
+    count: u64,
+    mut progress: impl FnMut(u64),
+) -> Sweep {
+    let mut s = Sweep { seeds_run: 0, failures: 0, first_failing_seed: None, store_ops: 0, events: 0 };
+    for seed in start..start.saturating_add(count) {
+        let outcome = run_seed(race, variant, seed);
+        s.seeds_run += 1;
+        s.store_ops += outcome.run.stats.store_ops;
+        s.events += outcome.run.stats.events;
+        if outcome.violated() {
+            s.failures += 1;
+            s.first_failing_seed.get_or_insert(seed);
+        }
+        progress(s.seeds_run);
+    }
+    s
+}
+
+/// The first seed from `start` whose run violates an invariant, within `budget` seeds.
+pub fn seeds_to_detect(race: &Race, variant: Variant, start: u64, budget: u64) -> Option<u64> {
+    (start..start.saturating_add(budget)).find(|seed| run_seed(race, variant, *seed).violated())
+}
+
+/// The command that replays one seed.
+pub fn replay_command(race: &Race, variant: Variant, seed: u64) -> String {
+    format!("racelab replay {} --variant {} --seed {seed}", race.id, variant.as_str())
+}
+
+/// The command that replays one scripted timeline.
+pub fn replay_script_command(race: &Race, script: &Script, variant: Variant) -> String {
+    format!("racelab replay {} --variant {} --script {}", race.id, variant.as_str(), script.name)
+}
+
+/// The timeline of an outcome, one line per step, with the violating operations marked.
+pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
+    let history = &outcome.run.history;
+    let marked: Vec<usize> = outcome.verdict.violations.iter().flat_map(|v| v.ops.iter().copied()).collect();
+    history
+        .timeline()
+        .iter()
+        .map(|step| {
+            let line = history.render_step(step);
+            match step.kind {
+                racelab_core::TimelineKind::Op(i) if marked.contains(&i) => format!("{line}   <== violation"),
+                _ => line,
+            }
+        })
+        .collect()
+}

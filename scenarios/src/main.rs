@@ -1,0 +1,382 @@
+//! `racelab`: reproduce, judge and replay the consistency races of the catalog.
+//!
+//! ```text
+//! racelab list [--json]
+//! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--json]
+//! racelab replay RACE --variant V (--seed S | --script NAME) [--json]
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use racelab_scenarios::{
+    Expectation, Race, Variant, catalog, find, render_timeline, replay_command,
+    replay_script_command, run_script, run_seed, sweep,
+};
+use serde_json::json;
+
+/// Reproduce, judge and replay the consistency races of Redis + SQL + queue services.
+#[derive(Parser, Debug)]
+#[command(name = "racelab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the races with their titles and the expected verdict per variant.
+    List {
+        /// One JSON object per race.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the scripted timelines and a seeded random sweep per race and variant.
+    Run {
+        /// Race ids (R-002-01 ...).
+        #[arg(value_name = "RACE", required_unless_present = "all", conflicts_with = "all")]
+        races: Vec<String>,
+        /// Every race of the catalog.
+        #[arg(long)]
+        all: bool,
+        /// Which variant(s).
+        #[arg(long, value_enum, default_value_t = VariantArg::All)]
+        variant: VariantArg,
+        /// Seeds per race and variant.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        start_seed: u64,
+        /// One JSON object per line per (race, variant).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run one seed (or one scripted timeline) and print its timeline and verdict.
+    Replay {
+        /// The race id.
+        race: String,
+        /// The variant.
+        #[arg(long, value_enum)]
+        variant: OneVariant,
+        /// The seed to replay.
+        #[arg(long, required_unless_present = "script", conflicts_with = "script")]
+        seed: Option<u64>,
+        /// The scripted timeline to replay instead of a seed.
+        #[arg(long)]
+        script: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum VariantArg {
+    Buggy,
+    Docfix,
+    Correct,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OneVariant {
+    Buggy,
+    Docfix,
+    Correct,
+}
+
+impl From<OneVariant> for Variant {
+    fn from(v: OneVariant) -> Variant {
+        match v {
+            OneVariant::Buggy => Variant::Buggy,
+            OneVariant::Docfix => Variant::DocFix,
+            OneVariant::Correct => Variant::Correct,
+        }
+    }
+}
+
+impl VariantArg {
+    fn variants(self) -> Vec<Variant> {
+        match self {
+            VariantArg::Buggy => vec![Variant::Buggy],
+            VariantArg::Docfix => vec![Variant::DocFix],
+            VariantArg::Correct => vec![Variant::Correct],
+            VariantArg::All => Variant::ALL.to_vec(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            }
+            // One line: what is wrong. `--help` has the rest.
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: bad arguments");
+            eprintln!("{line} (see `racelab --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::List { json } => list(json),
+        Command::Run { races, all, variant, seeds, start_seed, json } => {
+            run(&races, all, variant, seeds, start_seed, json)
+        }
+        Command::Replay { race, variant, seed, script, json } => {
+            replay(&race, variant.into(), seed, script.as_deref(), json)
+        }
+    }
+}
+
+fn list(json: bool) -> ExitCode {
+    for race in catalog() {
+        let scripts: Vec<_> = (race.scripts)()
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "summary": s.summary,
+                    "expected": Variant::ALL.iter().map(|v| (v.as_str(), s.expect.get(*v).as_str())).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        if json {
+            let expected: serde_json::Map<_, _> = Variant::ALL
+                .iter()
+                .map(|v| (v.as_str().to_string(), json!(race.sweep.get(*v).as_str())))
+                .collect();
+            let row = json!({
+                "race": race.id,
+                "title": race.title,
+                "document": race.document,
+                "invariant": race.invariant,
+                "docfix_verdict": race.docfix_verdict,
+                "expected": expected,
+                "scripts": scripts,
+            });
+            println!("{row}");
+        } else {
+            let e = |v| race.sweep.get(v).as_str();
+            println!(
+                "{}  {}\n          doc fix: {}; expected: buggy {}, docfix {}, correct {}",
+                race.id,
+                race.title,
+                race.docfix_verdict,
+                e(Variant::Buggy),
+                e(Variant::DocFix),
+                e(Variant::Correct)
+            );
+            for s in (race.scripts)() {
+                println!("          timeline {:<24} {}", s.name, s.summary);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn resolve<'a>(races: &'a [Race], names: &[String]) -> Result<Vec<&'a Race>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        let race = find(races, name).map_err(|e| format!("error: {e}"))?;
+        if !out.iter().any(|r: &&Race| r.id == race.id) {
+            out.push(race);
+        }
+    }
+    Ok(out)
+}
+
+fn show_progress(json: bool) -> bool {
+    !json && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64, json: bool) -> ExitCode {
+    let races = catalog();
+    let selected: Vec<&Race> = if all {
+        races.iter().collect()
+    } else {
+        match resolve(&races, names) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let variants = variant.variants();
+    let total = seeds.saturating_mul((selected.len() * variants.len()) as u64);
+    let bar = show_progress(json).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:<18} [{bar:40}] {pos}/{len} seeds ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut all_match = true;
+    let mut matrix = Vec::new();
+    for race in &selected {
+        for &v in &variants {
+            let scripts: Vec<_> = (race.scripts)()
+                .into_iter()
+                .map(|s| {
+                    let outcome = run_script(race, &s, v);
+                    let expected = s.expect.get(v);
+                    let matches = expected.matches(outcome.violated());
+                    (s, expected, outcome, matches)
+                })
+                .collect();
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{} {}", race.id, v.as_str()));
+            }
+            let done_before = bar.as_ref().map_or(0, |b| b.position());
+            let result = sweep(race, v, start, seeds, |n| {
+                if let Some(bar) = &bar {
+                    bar.set_position(done_before + n);
+                }
+            });
+            let expected = race.sweep.get(v);
+            let sweep_matches = expected.matches(result.failures > 0);
+            let scripts_match = scripts.iter().all(|(.., m)| *m);
+            let matches = sweep_matches && scripts_match;
+            all_match &= matches;
+            if json {
+                let row = json!({
+                    "race": race.id,
+                    "variant": v.as_str(),
+                    "seeds_run": result.seeds_run,
+                    "start_seed": start,
+                    "failures": result.failures,
+                    "first_failing_seed": result.first_failing_seed,
+                    "expected": expected.as_str(),
+                    "verdict_matches": matches,
+                    "store_ops": result.store_ops,
+                    "replay": result.first_failing_seed.map(|s| replay_command(race, v, s)),
+                    "scripts": scripts.iter().map(|(s, e, o, m)| json!({
+                        "name": s.name,
+                        "expected": e.as_str(),
+                        "violated": o.violated(),
+                        "matches": m,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{row}");
+            } else {
+                if let Some(bar) = &bar {
+                    bar.suspend(|| {});
+                }
+                matrix.push((race.id, v, result.clone(), expected, matches));
+                let mut lines = Vec::new();
+                for (s, e, o, m) in &scripts {
+                    let observed = if o.violated() { "fails" } else { "holds" };
+                    let mark = if *m { "ok" } else { "MISMATCH" };
+                    let mut line = format!("  timeline {:<24} expected {:<5} observed {:<5} {mark}", s.name, e.as_str(), observed);
+                    if o.violated() || !m {
+                        line.push_str(&format!("\n    replay: {}", replay_script_command(race, s, v)));
+                    }
+                    lines.push(line);
+                }
+                let print = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
+                    Some(b) => b.println(text),
+                    None => println!("{text}"),
+                };
+                print(&bar, format!("{} {}:", race.id, v.as_str()));
+                for l in lines {
+                    print(&bar, l);
+                }
+                let mut line = format!(
+                    "  random   {} seeds from {start}: {} failing, expected {} -> {}",
+                    result.seeds_run,
+                    result.failures,
+                    expected.as_str(),
+                    if sweep_matches { "ok" } else { "MISMATCH" }
+                );
+                if let Some(seed) = result.first_failing_seed {
+                    line.push_str(&format!("\n    first failing seed {seed}; replay: {}", replay_command(race, v, seed)));
+                }
+                print(&bar, line);
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !json {
+        println!("\nrace matrix (random sweep; failures / seeds, expected):");
+        println!("{:<10} {:<8} {:>10} {:>8} {:>9}  verdict", "race", "variant", "failures", "seeds", "expected");
+        for (id, v, r, e, m) in matrix {
+            println!(
+                "{id:<10} {:<8} {:>10} {:>8} {:>9}  {}",
+                v.as_str(),
+                r.failures,
+                r.seeds_run,
+                e.as_str(),
+                if m { "as expected" } else { "MISMATCH" }
+            );
+        }
+    }
+    if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn replay(name: &str, variant: Variant, seed: Option<u64>, script: Option<&str>, json: bool) -> ExitCode {
+    let races = catalog();
+    let race = match find(&races, name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (outcome, command, label) = match (seed, script) {
+        (Some(seed), _) => (run_seed(race, variant, seed), replay_command(race, variant, seed), format!("seed {seed}")),
+        (None, Some(name)) => {
+            let scripts = (race.scripts)();
+            let Some(s) = scripts.iter().find(|s| s.name == name) else {
+                let names: Vec<_> = scripts.iter().map(|s| s.name).collect();
+                eprintln!("error: {} has no timeline {name:?}; it has: {}", race.id, names.join(", "));
+                return ExitCode::from(2);
+            };
+            (run_script(race, s, variant), replay_script_command(race, s, variant), format!("timeline {name}"))
+        }
+        (None, None) => {
+            eprintln!("error: pass --seed S or --script NAME");
+            return ExitCode::from(2);
+        }
+    };
+    let timeline = render_timeline(&outcome);
+    let hash = format!("{:016x}", outcome.run.trace_hash);
+    if json {
+        let row = json!({
+            "race": race.id,
+            "variant": variant.as_str(),
+            "seed": seed,
+            "script": script,
+            "trace_hash": hash,
+            "violated": outcome.violated(),
+            "explanation": outcome.verdict.explanation(),
+            "quiescent": outcome.run.quiescent,
+            "timeline": timeline,
+            "replay": command,
+        });
+        println!("{row}");
+    } else {
+        println!("{} ({}), {} variant, {label}", race.id, race.title, variant.as_str());
+        for line in &timeline {
+            println!("{line}");
+        }
+        println!();
+        println!("{}", if outcome.violated() { "VIOLATED" } else { "HELD" });
+        println!("{}", outcome.verdict.explanation());
+        println!("trace hash {hash}");
+        println!("replay: {command}");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,26 @@
+//! `sim::explore`: the fast, seeded discrete-event world.
+//!
+//! One `u64` seed decides everything under the random scheduler; the scripted scheduler
+//! replays the catalog's timelines exactly. A [`Run`] carries the history, every decision and
+//! a trace hash; running the same spec and scheduler again gives the same hash.
+
+mod queue;
+mod redis;
+mod rng;
+mod schedule;
+mod sql;
+mod world;
+
+/// The store models, public so that the adapters' conformance tests can compare them with
+/// real servers.
+pub mod models {
+    pub use super::queue::QueueModel;
+    pub use super::redis::RedisModel;
+    pub use super::sql::{SessionId, SqlModel, SqlOutcome};
+}
+
+pub use rng::{Decision, DecisionKind, Ratio, SimRng};
+pub use schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+pub use world::{
+    Factory, NetConfig, ProcessSpec, RUN_EVENTS_MAX, Run, RunStats, StableHasher, WorldSpec, run,
+};

@@ -1,0 +1,112 @@
+//! The run's one source of randomness: a ChaCha8 stream expanded from the run's `u64` seed.
+//! Probabilities are integer ratios; every draw is recorded as a [`Decision`].
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use racelab_core::{Duration, Timestamp};
+
+/// A probability as an integer ratio, `num / den` (no floats decide replay order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ratio {
+    /// Numerator.
+    pub num: u32,
+    /// Denominator, > 0.
+    pub den: u32,
+}
+
+impl Ratio {
+    /// Never.
+    pub const NEVER: Ratio = Ratio { num: 0, den: 1 };
+
+    /// `num` per thousand.
+    pub const fn per_mille(num: u32) -> Ratio {
+        Ratio { num, den: 1000 }
+    }
+}
+
+/// What a random draw decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionKind {
+    /// A workload parameter chosen when the scenario is built.
+    Workload,
+    /// A message's network latency.
+    Latency,
+    /// Whether (and how) to inject a fault at an operation.
+    OpFault,
+    /// A time-triggered fault's time, target or duration.
+    PlannedFault,
+}
+
+/// One random draw and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// When (virtual time) it was drawn.
+    pub at: Timestamp,
+    /// What it decided.
+    pub kind: DecisionKind,
+    /// The value drawn.
+    pub value: u64,
+}
+
+/// The seeded generator. Every draw goes into the decision log.
+#[derive(Debug)]
+pub struct SimRng {
+    rng: ChaCha8Rng,
+    now: Timestamp,
+    kind: DecisionKind,
+    decisions: Vec<Decision>,
+}
+
+impl SimRng {
+    /// The stream for `seed`.
+    pub fn new(seed: u64) -> SimRng {
+        SimRng {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: Timestamp::ZERO,
+            kind: DecisionKind::Workload,
+            decisions: Vec::new(),
+        }
+    }
+
+    pub(crate) fn at(&mut self, now: Timestamp, kind: DecisionKind) -> &mut SimRng {
+        self.now = now;
+        self.kind = kind;
+        self
+    }
+
+    fn record(&mut self, value: u64) -> u64 {
+        self.decisions.push(Decision { at: self.now, kind: self.kind, value });
+        value
+    }
+
+    /// A uniform integer in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        let v = if n == 0 { 0 } else { self.rng.random_range(0..n) };
+        self.record(v)
+    }
+
+    /// A uniform integer in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        let v = if hi <= lo { lo } else { self.rng.random_range(lo..=hi) };
+        self.record(v)
+    }
+
+    /// A uniform duration in `lo..=hi`.
+    pub fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+        Duration::from_ms(self.between(lo.as_ms(), hi.as_ms()))
+    }
+
+    /// `true` with probability `ratio`.
+    pub fn chance(&mut self, ratio: Ratio) -> bool {
+        if ratio.num == 0 {
+            return false;
+        }
+        let v = self.rng.random_range(0..ratio.den.max(1));
+        self.record(u64::from(v)) < u64::from(ratio.num)
+    }
+
+    pub(crate) fn take_decisions(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.decisions)
+    }
+}

@@ -1,0 +1,223 @@
+//! Schedulers: what decides the faults, the latencies and the order of events.
+//!
+//! - [`Scheduler::Random`]: a seeded random walk. Latencies, and faults at operations and at
+//!   times, are drawn from the seed according to a [`FaultProfile`].
+//! - [`Scheduler::Scripted`]: a timeline written as readable [`Step`]s, the way the documents
+//!   write T1..Tn; latencies are fixed, nothing is random.
+
+use std::fmt;
+
+use racelab_core::{Duration, StoreId, TagKind, Timestamp};
+
+use super::rng::Ratio;
+
+/// A fault that happens at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Start dropping messages between the process and the store.
+    Partition {
+        /// The process, by name.
+        process: String,
+        /// The store.
+        store: StoreId,
+    },
+    /// Stop dropping them.
+    Heal {
+        /// The process, by name.
+        process: String,
+        /// The store.
+        store: StoreId,
+    },
+    /// Pause the process.
+    Pause {
+        /// The process, by name.
+        process: String,
+        /// For how long.
+        duration: Duration,
+    },
+    /// Kill the process.
+    Crash {
+        /// The process, by name.
+        process: String,
+        /// Restart it this much later, or never.
+        restart_after: Option<Duration>,
+    },
+    /// Promote Redis' replica.
+    Failover,
+    /// Restart Redis without persistence.
+    RedisRestart,
+}
+
+/// A fault that happens at an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpEffect {
+    /// The process pauses after deciding to send the operation and before it is sent.
+    PauseBeforeSend(Duration),
+    /// The request spends this much longer in the network.
+    Delay(Duration),
+    /// The store applies the operation; its reply is lost.
+    DropReply,
+    /// The process crashes right after the store applied the operation.
+    CrashAfterApply {
+        /// Restart it this much later, or never.
+        restart_after: Option<Duration>,
+    },
+    /// Redis fails over right after applying the operation (before it is replicated).
+    FailoverAfterApply,
+}
+
+/// One step of a scripted timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// At a time.
+    At {
+        /// When.
+        at: Timestamp,
+        /// What.
+        action: Action,
+    },
+    /// At the `nth` (1-based) operation of `kind` that `process` sends.
+    On {
+        /// The process, by name.
+        process: String,
+        /// The kind of operation.
+        kind: TagKind,
+        /// Which occurrence, counted over the process' lifetime (all incarnations).
+        nth: u32,
+        /// The fault.
+        effect: OpEffect,
+    },
+}
+
+impl Step {
+    /// `At` with the time in milliseconds.
+    pub fn at(ms: u64, action: Action) -> Step {
+        Step::At { at: Timestamp::from_ms(ms), action }
+    }
+
+    /// `On` the `nth` operation of `kind` by `process`.
+    pub fn on(process: &str, kind: TagKind, nth: u32, effect: OpEffect) -> Step {
+        Step::On { process: process.to_string(), kind, nth, effect }
+    }
+}
+
+/// How often each fault happens under the random scheduler, all as integer ratios.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FaultProfile {
+    /// Faults are injected only before this time; afterwards the world settles.
+    pub window: Duration,
+    /// Network latency bounds for every message.
+    pub latency: (Duration, Duration),
+    /// Per operation of a fault-prone process: pause before sending.
+    pub pause: Ratio,
+    /// Pause length bounds.
+    pub pause_len: (Duration, Duration),
+    /// Per operation: delay the request.
+    pub delay: Ratio,
+    /// Delay bounds.
+    pub delay_len: (Duration, Duration),
+    /// Per operation of any process: lose the reply after the store applied it.
+    pub drop_reply: Ratio,
+    /// Per operation of a fault-prone process: crash after the store applied it.
+    pub crash: Ratio,
+    /// Restart delay bounds after a crash.
+    pub restart_after: (Duration, Duration),
+    /// Per Redis write: fail over right after it (before it is replicated).
+    pub failover: Ratio,
+    /// How many process-to-store partitions to plan within the window.
+    pub partitions: u32,
+    /// Partition length bounds.
+    pub partition_len: (Duration, Duration),
+    /// How many Redis restarts to plan within the window.
+    pub redis_restarts: u32,
+}
+
+impl FaultProfile {
+    /// No faults at all, latencies of 1 to 5 ms.
+    pub fn quiet() -> FaultProfile {
+        FaultProfile {
+            window: Duration::ZERO,
+            latency: (Duration::from_ms(1), Duration::from_ms(5)),
+            pause: Ratio::NEVER,
+            pause_len: (Duration::ZERO, Duration::ZERO),
+            delay: Ratio::NEVER,
+            delay_len: (Duration::ZERO, Duration::ZERO),
+            drop_reply: Ratio::NEVER,
+            crash: Ratio::NEVER,
+            restart_after: (Duration::from_secs(1), Duration::from_secs(10)),
+            failover: Ratio::NEVER,
+            partitions: 0,
+            partition_len: (Duration::ZERO, Duration::ZERO),
+            redis_restarts: 0,
+        }
+    }
+}
+
+/// What decides a run's faults and ordering.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// A seeded random walk.
+    Random {
+        /// The seed.
+        seed: u64,
+        /// The fault model.
+        faults: FaultProfile,
+    },
+    /// A scripted timeline with a fixed latency.
+    Scripted {
+        /// The timeline's name (`base`, `pause-after-check`, ...).
+        name: String,
+        /// The steps.
+        steps: Vec<Step>,
+    },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Partition { process, store } => write!(f, "partition({process}, {store:?})"),
+            Action::Heal { process, store } => write!(f, "heal({process}, {store:?})"),
+            Action::Pause { process, duration } => write!(f, "pause({process}, {duration})"),
+            Action::Crash { process, restart_after: Some(d) } => {
+                write!(f, "crash({process}), restart after {d}")
+            }
+            Action::Crash { process, restart_after: None } => write!(f, "crash({process})"),
+            Action::Failover => write!(f, "failover(Redis)"),
+            Action::RedisRestart => write!(f, "restart(Redis)"),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::At { at, action } => write!(f, "at {at}: {action}"),
+            Step::On { process, kind, nth, effect } => {
+                write!(f, "when {process} sends its {} {kind:?}: ", ordinal(*nth))?;
+                match effect {
+                    OpEffect::PauseBeforeSend(d) => write!(f, "pause({process}, {d}) before it leaves"),
+                    OpEffect::Delay(d) => write!(f, "delay it {d} in the network"),
+                    OpEffect::DropReply => write!(f, "apply it, lose the reply"),
+                    OpEffect::CrashAfterApply { restart_after: Some(d) } => {
+                        write!(f, "apply it, crash({process}), restart after {d}")
+                    }
+                    OpEffect::CrashAfterApply { restart_after: None } => {
+                        write!(f, "apply it, crash({process})")
+                    }
+                    OpEffect::FailoverAfterApply => write!(f, "apply it, failover(Redis) before it replicates"),
+                }
+            }
+        }
+    }
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}

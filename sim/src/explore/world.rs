@@ -1,0 +1,894 @@
+//! The discrete-event world: processes (core machines), store models, a network with latency,
+//! partitions and lost replies, the driver's per-operation timeouts, and fault injection.
+//!
+//! One event at a time, in (virtual time, sequence) order. Nothing here reads a clock or the
+//! OS: the seed (through [`SimRng`]) or the script decides everything, so a run is a pure
+//! function of (spec, scheduler).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use racelab_core::{
+    Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing, ProcessId,
+    Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
+};
+
+use super::queue::QueueModel;
+use super::redis::RedisModel;
+use super::rng::{Decision, DecisionKind, SimRng};
+use super::schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+use super::sql::{SessionId, SqlModel, SqlOutcome};
+
+/// Builds a process' machine for an incarnation (0 at first start, +1 per restart).
+pub type Factory = Box<dyn Fn(u32) -> Box<dyn Machine>>;
+
+/// One process of a world.
+pub struct ProcessSpec {
+    /// Its name in timelines (`W_A`, `T`, ...).
+    pub name: String,
+    /// When it starts.
+    pub start_at: Timestamp,
+    /// Whether the random scheduler may pause, crash or partition it.
+    pub fault_prone: bool,
+    /// Its machine.
+    pub factory: Factory,
+}
+
+/// Network and driver parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NetConfig {
+    /// The one-way latency under the scripted scheduler.
+    pub scripted_latency: Duration,
+    /// The driver's timeout for Redis and queue operations.
+    pub redis_timeout: Duration,
+    /// The driver's timeout for SQL operations.
+    pub sql_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            scripted_latency: Duration::from_ms(1),
+            redis_timeout: Duration::from_secs(5),
+            sql_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a world is made of, apart from the scheduler.
+pub struct WorldSpec {
+    /// The processes.
+    pub processes: Vec<ProcessSpec>,
+    /// Rows committed before the run.
+    pub sql_rows: Vec<(Table, String, Row)>,
+    /// Network and driver parameters.
+    pub net: NetConfig,
+    /// How long Redis' replica trails the primary.
+    pub replication_lag: Duration,
+    /// The queue's job lock (Bull's `lockDuration`).
+    pub queue_lock: Duration,
+    /// The run stops here if it has not quiesced.
+    pub time_limit: Timestamp,
+}
+
+/// The most events one run may process; a run that needs more is stopped as not quiescent.
+pub const RUN_EVENTS_MAX: u64 = 2_000_000;
+
+/// Counts that describe how much work a run did (deterministic, for regression gates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RunStats {
+    /// Events processed.
+    pub events: u64,
+    /// Operations the stores executed.
+    pub store_ops: u64,
+    /// Random draws.
+    pub decisions: u64,
+    /// Faults injected.
+    pub faults: u64,
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Run {
+    /// Everything that happened.
+    pub history: History,
+    /// Every random draw (empty for scripted runs).
+    pub decisions: Vec<Decision>,
+    /// Whether the world went quiet (no job, nothing in flight) before the time limit.
+    pub quiescent: bool,
+    /// The virtual time at the end.
+    pub ended_at: Timestamp,
+    /// Work counts.
+    pub stats: RunStats,
+    /// The committed SQL rows at the end.
+    pub sql_rows: Vec<(Table, String, Row)>,
+    /// A hash of the scheduler, every decision and the whole history: equal hashes mean
+    /// byte-identical runs.
+    pub trace_hash: u64,
+}
+
+impl Run {
+    /// The committed row `key` of `table` at the end of the run.
+    pub fn row(&self, table: Table, key: &str) -> Option<&Row> {
+        self.sql_rows.iter().find(|(t, k, _)| *t == table && k == key).map(|(_, _, r)| r)
+    }
+}
+
+/// Runs `spec` under `scheduler` to quiescence or the time limit.
+pub fn run(spec: WorldSpec, scheduler: &Scheduler) -> Run {
+    World::new(spec, scheduler).run()
+}
+
+/// FNV-1a, 64 bit: a stable hash (unlike `DefaultHasher`, fixed across runs and releases).
+#[derive(Debug)]
+pub struct StableHasher(u64);
+
+impl Default for StableHasher {
+    fn default() -> StableHasher {
+        StableHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Start(usize),
+    Arrive(usize),
+    ReplyArrive(usize),
+    OpTimeout(usize),
+    Timer(usize, u32),
+    Resume(usize, u32),
+    Restart(usize),
+    Act(Action),
+}
+
+#[derive(Debug)]
+enum Held {
+    Send(usize, Duration),
+    Reply(usize),
+    Timeout(usize),
+}
+
+struct Proc {
+    name: String,
+    factory: Factory,
+    fault_prone: bool,
+    machine: Option<Box<dyn Machine>>,
+    incarnation: u32,
+    started: bool,
+    restart_pending: bool,
+    paused_until: Option<Timestamp>,
+    held: Vec<Held>,
+    timer_at: Option<Timestamp>,
+    session: SessionId,
+    sent: BTreeMap<TagKind, u32>,
+}
+
+#[derive(Debug, Default)]
+struct OpState {
+    proc: usize,
+    incarnation: u32,
+    session: Option<SessionId>,
+    store: Option<StoreId>,
+    drop_reply: bool,
+    crash_after: Option<Option<Duration>>,
+    failover_after: bool,
+    done: bool,
+}
+
+enum Faults {
+    Scripted { steps: Vec<Step> },
+    Random { rng: SimRng, profile: FaultProfile },
+}
+
+struct World {
+    now: Timestamp,
+    seq: u64,
+    events: BTreeMap<(Timestamp, u64), Event>,
+    procs: Vec<Proc>,
+    redis: RedisModel,
+    sql: SqlModel,
+    queue: QueueModel,
+    ops: Vec<OpState>,
+    history: History,
+    faults: Faults,
+    net: NetConfig,
+    partitions: BTreeSet<(usize, StoreId)>,
+    parked: Vec<usize>,
+    txn_ops: BTreeMap<SessionId, Vec<usize>>,
+    next_session: u64,
+    in_flight: u64,
+    time_limit: Timestamp,
+    stats: RunStats,
+    scheduler_hash: u64,
+}
+
+impl World {
+    fn new(spec: WorldSpec, scheduler: &Scheduler) -> World {
+        let mut sql = SqlModel::new();
+        for (table, key, row) in &spec.sql_rows {
+            sql.seed(*table, key, row.clone());
+        }
+        let mut hasher = StableHasher::default();
+        scheduler.hash(&mut hasher);
+        let faults = match scheduler {
+            Scheduler::Scripted { steps, .. } => Faults::Scripted { steps: steps.clone() },
+            Scheduler::Random { seed, faults } => {
+                Faults::Random { rng: SimRng::new(*seed), profile: faults.clone() }
+            }
+        };
+        let mut world = World {
+            now: Timestamp::ZERO,
+            seq: 0,
+            events: BTreeMap::new(),
+            procs: Vec::new(),
+            redis: RedisModel::new(spec.replication_lag),
+            sql,
+            queue: QueueModel::new(spec.queue_lock),
+            ops: Vec::new(),
+            history: History::default(),
+            faults,
+            net: spec.net,
+            partitions: BTreeSet::new(),
+            parked: Vec::new(),
+            txn_ops: BTreeMap::new(),
+            next_session: 0,
+            in_flight: 0,
+            time_limit: spec.time_limit,
+            stats: RunStats::default(),
+            scheduler_hash: hasher.finish(),
+        };
+        for (i, p) in spec.processes.into_iter().enumerate() {
+            world.history.process_names.push((pid(i), p.name.clone()));
+            let session = world.new_session();
+            world.procs.push(Proc {
+                name: p.name,
+                factory: p.factory,
+                fault_prone: p.fault_prone,
+                machine: None,
+                incarnation: 0,
+                started: false,
+                restart_pending: false,
+                paused_until: None,
+                held: Vec::new(),
+                timer_at: None,
+                session,
+                sent: BTreeMap::new(),
+            });
+            world.schedule(p.start_at, Event::Start(i));
+        }
+        world.plan_faults();
+        world
+    }
+
+    fn new_session(&mut self) -> SessionId {
+        self.next_session += 1;
+        SessionId(self.next_session)
+    }
+
+    fn schedule(&mut self, at: Timestamp, event: Event) {
+        self.seq += 1;
+        self.events.insert((at.max(self.now), self.seq), event);
+    }
+
+    fn proc_index(&self, name: &str) -> usize {
+        // Invariant: scripted steps name processes of their own world (checked by the
+        // catalog's tests, which run every script).
+        self.procs
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("scripted step names unknown process {name:?}"))
+    }
+
+    fn plan_faults(&mut self) {
+        match &mut self.faults {
+            Faults::Scripted { steps } => {
+                let timed: Vec<(Timestamp, Action)> = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::At { at, action } => Some((*at, action.clone())),
+                        Step::On { .. } => None,
+                    })
+                    .collect();
+                for (at, action) in timed {
+                    self.schedule(at, Event::Act(action));
+                }
+            }
+            Faults::Random { rng, profile } => {
+                let prone: Vec<usize> = self
+                    .procs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.fault_prone)
+                    .map(|(i, _)| i)
+                    .collect();
+                let mut planned = Vec::new();
+                let window = profile.window.as_ms();
+                rng.at(Timestamp::ZERO, DecisionKind::PlannedFault);
+                for _ in 0..profile.partitions {
+                    if prone.is_empty() {
+                        break;
+                    }
+                    let at = Timestamp::from_ms(rng.below(window.max(1)));
+                    let who = prone[usize::try_from(rng.below(prone.len() as u64)).unwrap_or(0)];
+                    let store = if rng.below(2) == 0 { StoreId::Redis } else { StoreId::Sql };
+                    let len = rng.duration(profile.partition_len.0, profile.partition_len.1);
+                    let process = self.procs[who].name.clone();
+                    planned.push((at, Action::Partition { process: process.clone(), store }));
+                    planned.push((at + len, Action::Heal { process, store }));
+                }
+                for _ in 0..profile.redis_restarts {
+                    let at = Timestamp::from_ms(rng.below(window.max(1)));
+                    planned.push((at, Action::RedisRestart));
+                }
+                for (at, action) in planned {
+                    self.schedule(at, Event::Act(action));
+                }
+            }
+        }
+    }
+
+    fn run(mut self) -> Run {
+        let mut quiescent = false;
+        while let Some(((at, _), event)) = self.events.pop_first() {
+            if at > self.time_limit || self.stats.events >= RUN_EVENTS_MAX {
+                break;
+            }
+            self.now = at;
+            self.stats.events += 1;
+            self.handle(event);
+            if self.is_quiescent() {
+                quiescent = true;
+                break;
+            }
+        }
+        let decisions = match &mut self.faults {
+            Faults::Random { rng, .. } => rng.take_decisions(),
+            Faults::Scripted { .. } => Vec::new(),
+        };
+        self.stats.decisions = decisions.len() as u64;
+        let mut sql_rows = Vec::new();
+        for table in Table::ALL {
+            for (key, row) in self.sql.committed_rows(table) {
+                sql_rows.push((table, key.to_string(), row.clone()));
+            }
+        }
+        let mut hasher = StableHasher::default();
+        self.scheduler_hash.hash(&mut hasher);
+        decisions.hash(&mut hasher);
+        self.history.hash(&mut hasher);
+        sql_rows.hash(&mut hasher);
+        Run {
+            trace_hash: hasher.finish(),
+            history: self.history,
+            decisions,
+            quiescent,
+            ended_at: self.now,
+            stats: self.stats,
+            sql_rows,
+        }
+    }
+
+    fn is_quiescent(&self) -> bool {
+        self.in_flight == 0
+            && self.parked.is_empty()
+            && self.queue.is_drained()
+            && self.procs.iter().all(|p| {
+                p.started
+                    && !p.restart_pending
+                    && p.paused_until.is_none()
+                    && p.machine.as_ref().is_none_or(|m| m.is_idle())
+            })
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Start(p) => {
+                self.procs[p].started = true;
+                self.boot(p);
+            }
+            Event::Restart(p) => {
+                self.procs[p].restart_pending = false;
+                self.procs[p].incarnation += 1;
+                self.record_fault(Fault::Restart { process: pid(p) });
+                self.boot(p);
+            }
+            Event::Arrive(op) => self.arrive(op),
+            Event::ReplyArrive(op) => self.reply_arrives(op),
+            Event::OpTimeout(op) => self.op_timeout(op),
+            Event::Timer(p, incarnation) => {
+                let proc = &self.procs[p];
+                if proc.incarnation != incarnation
+                    || proc.machine.is_none()
+                    || proc.paused_until.is_some()
+                {
+                    return;
+                }
+                if proc.timer_at.is_some_and(|t| t <= self.now) {
+                    self.fire_timer(p);
+                }
+            }
+            Event::Resume(p, incarnation) => self.resume(p, incarnation),
+            Event::Act(action) => self.act(action),
+        }
+    }
+
+    fn fire_timer(&mut self, p: usize) {
+        self.procs[p].timer_at = None;
+        if let Some(m) = self.procs[p].machine.as_mut() {
+            m.handle_timeout(self.now);
+        }
+        self.drain(p);
+    }
+
+    fn boot(&mut self, p: usize) {
+        let proc = &mut self.procs[p];
+        let mut machine = (proc.factory)(proc.incarnation);
+        machine.handle_start(self.now);
+        proc.machine = Some(machine);
+        proc.timer_at = None;
+        self.drain(p);
+    }
+
+    fn drain(&mut self, p: usize) {
+        loop {
+            let Some(out) = self.procs[p].machine.as_mut().and_then(|m| m.poll_op()) else {
+                break;
+            };
+            self.emit(p, out);
+        }
+        while let Some(note) = self.procs[p].machine.as_mut().and_then(|m| m.poll_note()) {
+            self.history.notes.push(NoteRecord { at: self.now, process: pid(p), note });
+        }
+        let next = self.procs[p].machine.as_ref().and_then(|m| m.poll_timeout());
+        if next != self.procs[p].timer_at {
+            self.procs[p].timer_at = next;
+            if let Some(at) = next {
+                let incarnation = self.procs[p].incarnation;
+                self.schedule(at, Event::Timer(p, incarnation));
+            }
+        }
+    }
+
+    fn emit(&mut self, p: usize, out: Outgoing) {
+        let store = match out.op {
+            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
+            StoreOp::Sql(_) => StoreId::Sql,
+        };
+        let kind = out.tag.kind();
+        let nth = {
+            let n = self.procs[p].sent.entry(kind).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let index = self.history.ops.len();
+        self.history.ops.push(OpRecord {
+            process: pid(p),
+            id: out.id,
+            tag: out.tag,
+            op: out.op,
+            invoked_at: self.now,
+            applied_at: None,
+            durable_at: None,
+            result: None,
+            completed_at: None,
+            timed_out: false,
+        });
+        let session = (store == StoreId::Sql).then_some(self.procs[p].session);
+        self.ops.push(OpState {
+            proc: p,
+            incarnation: self.procs[p].incarnation,
+            session,
+            store: Some(store),
+            ..OpState::default()
+        });
+        let mut extra = Duration::ZERO;
+        let mut pause = None;
+        for effect in self.op_faults(p, kind, nth, store) {
+            match effect {
+                OpEffect::PauseBeforeSend(d) => pause = Some(d),
+                OpEffect::Delay(d) => {
+                    extra = d;
+                    let op = self.history.ops[index].id;
+                    self.record_fault(Fault::Delay { process: pid(p), op, by: d });
+                }
+                OpEffect::DropReply => self.ops[index].drop_reply = true,
+                OpEffect::CrashAfterApply { restart_after } => {
+                    self.ops[index].crash_after = Some(restart_after)
+                }
+                OpEffect::FailoverAfterApply => self.ops[index].failover_after = true,
+            }
+        }
+        if let Some(d) = pause {
+            self.pause(p, d);
+        }
+        if self.procs[p].paused_until.is_some() {
+            self.procs[p].held.push(Held::Send(index, extra));
+        } else {
+            self.send(index, extra);
+        }
+    }
+
+    /// The faults to inject at this operation.
+    fn op_faults(&mut self, p: usize, kind: TagKind, nth: u32, store: StoreId) -> Vec<OpEffect> {
+        let now = self.now;
+        let name = &self.procs[p].name;
+        let prone = self.procs[p].fault_prone;
+        match &mut self.faults {
+            Faults::Scripted { steps } => steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::On { process, kind: k, nth: n, effect }
+                        if process == name && *k == kind && *n == nth =>
+                    {
+                        Some(*effect)
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Faults::Random { rng, profile } => {
+                let mut effects = Vec::new();
+                if now.as_ms() >= profile.window.as_ms() {
+                    return effects;
+                }
+                let rng = rng.at(now, DecisionKind::OpFault);
+                if prone && rng.chance(profile.pause) {
+                    let d = rng.duration(profile.pause_len.0, profile.pause_len.1);
+                    effects.push(OpEffect::PauseBeforeSend(d));
+                }
+                if rng.chance(profile.delay) {
+                    let d = rng.duration(profile.delay_len.0, profile.delay_len.1);
+                    effects.push(OpEffect::Delay(d));
+                }
+                if rng.chance(profile.drop_reply) {
+                    effects.push(OpEffect::DropReply);
+                }
+                if prone && rng.chance(profile.crash) {
+                    let d = rng.duration(profile.restart_after.0, profile.restart_after.1);
+                    effects.push(OpEffect::CrashAfterApply { restart_after: Some(d) });
+                }
+                if store == StoreId::Redis && kind != TagKind::Fetch && rng.chance(profile.failover)
+                {
+                    effects.push(OpEffect::FailoverAfterApply);
+                }
+                effects
+            }
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let now = self.now;
+        match &mut self.faults {
+            Faults::Scripted { .. } => self.net.scripted_latency,
+            Faults::Random { rng, profile } => {
+                let (lo, hi) = profile.latency;
+                rng.at(now, DecisionKind::Latency).duration(lo, hi)
+            }
+        }
+    }
+
+    fn send(&mut self, index: usize, extra: Duration) {
+        let latency = self.latency();
+        self.in_flight += 1;
+        self.schedule(self.now + latency + extra, Event::Arrive(index));
+        let timeout = match self.ops[index].store {
+            Some(StoreId::Sql) => self.net.sql_timeout,
+            _ => self.net.redis_timeout,
+        };
+        self.schedule(self.now + timeout, Event::OpTimeout(index));
+    }
+
+    fn arrive(&mut self, index: usize) {
+        let state = &self.ops[index];
+        let (p, store) = (state.proc, state.store.unwrap_or(StoreId::Redis));
+        let connection_open = match state.session {
+            Some(s) => {
+                s == self.procs[p].session && state.incarnation == self.procs[p].incarnation
+            }
+            None => true,
+        };
+        if self.partitions.contains(&(p, store)) || !connection_open {
+            self.in_flight -= 1;
+            return;
+        }
+        self.apply(index);
+    }
+
+    /// Executes an arrived operation at its store (or parks it behind a SQL lock).
+    fn apply(&mut self, index: usize) {
+        let now = self.now;
+        let op = self.history.ops[index].op.clone();
+        let reply = match &op {
+            StoreOp::Kv(kv) => Reply::Kv(self.redis.execute(now, kv)),
+            StoreOp::Queue(q) => Reply::Queue(self.queue.execute(now, q)),
+            StoreOp::Sql(sql) => {
+                let Some(session) = self.ops[index].session else { return };
+                let in_tx = self.sql.in_transaction(session);
+                match self.sql.execute(session, sql) {
+                    SqlOutcome::Blocked { .. } => {
+                        if !self.parked.contains(&index) {
+                            self.parked.push(index);
+                        }
+                        return;
+                    }
+                    SqlOutcome::Done { reply, durable } => {
+                        self.parked.retain(|i| *i != index);
+                        let ended = self.track_transaction(session, index, sql, in_tx, durable);
+                        self.finish_apply(index, Reply::Sql(reply), durable && !in_tx);
+                        if ended {
+                            self.retry_parked();
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        self.finish_apply(index, reply, true);
+    }
+
+    /// Keeps the list of statements in each open transaction, and stamps them durable when
+    /// their transaction commits. Returns whether a transaction ended.
+    fn track_transaction(
+        &mut self,
+        session: SessionId,
+        index: usize,
+        op: &SqlOp,
+        in_tx: bool,
+        durable: bool,
+    ) -> bool {
+        match op {
+            SqlOp::Begin => {
+                self.txn_ops.entry(session).or_default();
+                false
+            }
+            SqlOp::Exec(_) if in_tx => {
+                self.txn_ops.entry(session).or_default().push(index);
+                false
+            }
+            SqlOp::Exec(_) => false,
+            SqlOp::Commit => {
+                let ops = self.txn_ops.remove(&session).unwrap_or_default();
+                if durable {
+                    for i in ops {
+                        self.history.ops[i].durable_at = Some(self.now);
+                    }
+                }
+                true
+            }
+            SqlOp::Rollback => {
+                self.txn_ops.remove(&session);
+                true
+            }
+        }
+    }
+
+    fn finish_apply(&mut self, index: usize, reply: Reply, durable_now: bool) {
+        self.stats.store_ops += 1;
+        let now = self.now;
+        let record = &mut self.history.ops[index];
+        record.applied_at = Some(now);
+        if durable_now && reply.is_success() {
+            record.durable_at = Some(now);
+        }
+        record.result = Some(reply);
+        let state = &self.ops[index];
+        let (p, drop_reply, crash_after, failover_after) =
+            (state.proc, state.drop_reply, state.crash_after, state.failover_after);
+        if failover_after {
+            self.redis.failover(now);
+            self.record_fault(Fault::Failover);
+        }
+        if drop_reply {
+            let op = self.history.ops[index].id;
+            self.record_fault(Fault::DropReply { process: pid(p), op });
+            self.in_flight -= 1;
+        } else {
+            let latency = self.latency();
+            self.schedule(now + latency, Event::ReplyArrive(index));
+        }
+        if let Some(restart_after) = crash_after {
+            if self.ops[index].incarnation == self.procs[p].incarnation {
+                self.crash(p, restart_after);
+            }
+        }
+    }
+
+    fn retry_parked(&mut self) {
+        loop {
+            let parked = std::mem::take(&mut self.parked);
+            let before = parked.len();
+            for index in parked {
+                self.apply(index);
+            }
+            if self.parked.len() >= before {
+                break;
+            }
+        }
+    }
+
+    fn reply_arrives(&mut self, index: usize) {
+        self.in_flight -= 1;
+        let state = &self.ops[index];
+        let (p, store) = (state.proc, state.store.unwrap_or(StoreId::Redis));
+        if state.done
+            || state.incarnation != self.procs[p].incarnation
+            || self.procs[p].machine.is_none()
+            || self.partitions.contains(&(p, store))
+        {
+            return;
+        }
+        if self.procs[p].paused_until.is_some() {
+            self.procs[p].held.push(Held::Reply(index));
+            return;
+        }
+        let reply = self.history.ops[index].result.clone().unwrap_or(Reply::Timeout);
+        self.complete(index, reply);
+    }
+
+    fn complete(&mut self, index: usize, reply: Reply) {
+        if self.ops[index].done {
+            return;
+        }
+        self.ops[index].done = true;
+        let p = self.ops[index].proc;
+        let record = &mut self.history.ops[index];
+        record.completed_at = Some(self.now);
+        record.timed_out = matches!(reply, Reply::Timeout);
+        let id = record.id;
+        if let Some(m) = self.procs[p].machine.as_mut() {
+            m.handle_reply(self.now, id, reply);
+        }
+        self.drain(p);
+    }
+
+    fn op_timeout(&mut self, index: usize) {
+        let state = &self.ops[index];
+        let p = state.proc;
+        if state.done
+            || state.incarnation != self.procs[p].incarnation
+            || self.procs[p].machine.is_none()
+        {
+            return;
+        }
+        if self.procs[p].paused_until.is_some() {
+            self.procs[p].held.push(Held::Timeout(index));
+            return;
+        }
+        if let Some(session) = state.session {
+            // The driver discards a connection whose statement timed out: PostgreSQL rolls
+            // back its transaction; a statement still waiting for a lock is cancelled.
+            if session == self.procs[p].session {
+                self.reset_session(p);
+            }
+        }
+        self.complete(index, Reply::Timeout);
+    }
+
+    fn reset_session(&mut self, p: usize) {
+        let old = self.procs[p].session;
+        let parked_here: Vec<usize> =
+            self.parked.iter().copied().filter(|i| self.ops[*i].session == Some(old)).collect();
+        for i in parked_here {
+            self.parked.retain(|x| *x != i);
+            self.in_flight -= 1;
+        }
+        self.txn_ops.remove(&old);
+        let ended = self.sql.disconnect(old);
+        self.procs[p].session = self.new_session();
+        if ended {
+            self.retry_parked();
+        }
+    }
+
+    fn pause(&mut self, p: usize, duration: Duration) {
+        let until = self.now + duration;
+        let proc = &mut self.procs[p];
+        if proc.machine.is_none() {
+            return;
+        }
+        proc.paused_until = Some(proc.paused_until.map_or(until, |u| u.max(until)));
+        let incarnation = proc.incarnation;
+        self.record_fault(Fault::Pause { process: pid(p), duration });
+        self.schedule(until, Event::Resume(p, incarnation));
+    }
+
+    fn resume(&mut self, p: usize, incarnation: u32) {
+        let proc = &mut self.procs[p];
+        if proc.incarnation != incarnation || proc.paused_until.is_none_or(|u| u > self.now) {
+            return;
+        }
+        proc.paused_until = None;
+        let held = std::mem::take(&mut proc.held);
+        for h in held {
+            if self.procs[p].paused_until.is_some() {
+                self.procs[p].held.push(h);
+                continue;
+            }
+            match h {
+                Held::Send(index, extra) => self.send(index, extra),
+                Held::Reply(index) => {
+                    let reply = self.history.ops[index].result.clone().unwrap_or(Reply::Timeout);
+                    self.complete(index, reply);
+                }
+                Held::Timeout(index) => self.op_timeout(index),
+            }
+        }
+        if self.procs[p].paused_until.is_none()
+            && self.procs[p].timer_at.is_some_and(|t| t <= self.now)
+        {
+            self.fire_timer(p);
+        } else {
+            self.drain(p);
+        }
+    }
+
+    fn crash(&mut self, p: usize, restart_after: Option<Duration>) {
+        if self.procs[p].machine.is_none() {
+            return;
+        }
+        self.record_fault(Fault::Crash { process: pid(p) });
+        let proc = &mut self.procs[p];
+        proc.machine = None;
+        proc.paused_until = None;
+        proc.timer_at = None;
+        // Requests the process never sent, and replies it never read, die with it.
+        proc.held.clear();
+        self.reset_session(p);
+        if let Some(d) = restart_after {
+            self.procs[p].restart_pending = true;
+            self.schedule(self.now + d, Event::Restart(p));
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Partition { process, store } => {
+                let p = self.proc_index(&process);
+                self.partitions.insert((p, store));
+                self.record_fault(Fault::Partition { process: pid(p), store });
+            }
+            Action::Heal { process, store } => {
+                let p = self.proc_index(&process);
+                self.partitions.remove(&(p, store));
+                self.record_fault(Fault::Heal { process: pid(p), store });
+            }
+            Action::Pause { process, duration } => {
+                let p = self.proc_index(&process);
+                self.pause(p, duration);
+            }
+            Action::Crash { process, restart_after } => {
+                let p = self.proc_index(&process);
+                self.crash(p, restart_after);
+            }
+            Action::Failover => {
+                self.redis.failover(self.now);
+                self.record_fault(Fault::Failover);
+            }
+            Action::RedisRestart => {
+                self.redis.restart();
+                self.record_fault(Fault::RedisRestart);
+            }
+        }
+    }
+
+    fn record_fault(&mut self, fault: Fault) {
+        self.stats.faults += 1;
+        self.history.faults.push(FaultRecord { at: self.now, fault });
+    }
+}
+
+fn pid(index: usize) -> ProcessId {
+    ProcessId(u16::try_from(index).unwrap_or(u16::MAX))
+}

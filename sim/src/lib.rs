@@ -1,0 +1,8 @@
+//! racelab-sim: deterministic worlds that drive the sans-IO machines of `racelab-core`.
+//!
+//! - [`explore`]: a fast discrete-event world with Redis, SQL and queue models, virtual time,
+//!   fault injection, random and scripted schedulers, and trace hashes for replay.
+
+#![forbid(unsafe_code)]
+
+pub mod explore;
