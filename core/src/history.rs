@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OpId, ProcessId, Quantity, ScanId, WorkOrderId};
-use crate::ops::{Reply, StoreOp};
+use crate::ops::{QueueReply, Reply, StoreOp};
 use crate::time::{Duration, Timestamp};
 
 /// What an operation means to the protocol that issued it. Oracles use the tag to know which
@@ -304,11 +304,16 @@ impl History {
     }
 
     /// The timeline in the style of the documents: one line per step (`T1`, `T2`, ...) with
-    /// time, process, operation, result and injected faults, ordered by time.
+    /// time, process, operation, result and injected faults, ordered by time. Idle polls of
+    /// the queue that found nothing are left out.
     pub fn timeline(&self) -> Vec<TimelineStep> {
         let mut steps = Vec::new();
         for (index, op) in self.ops.iter().enumerate() {
-            steps.push((op.invoked_at, 0, index, TimelineKind::Op(index)));
+            let empty_poll = op.tag == Tag::Fetch
+                && matches!(op.result, Some(Reply::Queue(QueueReply::Delivered(None))));
+            if !empty_poll {
+                steps.push((op.invoked_at, 0, index, TimelineKind::Op(index)));
+            }
         }
         for (index, f) in self.faults.iter().enumerate() {
             steps.push((f.at, 1, index, TimelineKind::Fault(index)));

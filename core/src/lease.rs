@@ -119,6 +119,20 @@ impl EpochLease {
         Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(epoch.0))
     }
 
+    /// The heartbeat while working: `lease_until = now + ttl WHERE lease_epoch = e`. It keeps
+    /// a slow but live holder's lease; it is not what makes the protocol safe (the fence is).
+    pub fn renew(&self, epoch: Epoch, now: Timestamp) -> SqlStmt {
+        SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: self.work_order.to_string(),
+            guard: EpochLease::fence(epoch),
+            set: vec![Assign::Set {
+                column: "lease_until".into(),
+                value: Value::Int(ms(now + self.ttl)),
+            }],
+        }
+    }
+
     /// Give the lease up early (only if still ours): `lease_until = 0 WHERE lease_epoch = e`.
     pub fn release(&self, epoch: Epoch) -> SqlStmt {
         SqlStmt::Update {

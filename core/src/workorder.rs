@@ -252,12 +252,21 @@ pub struct Worker {
 
 #[derive(Debug)]
 struct Renewal {
-    lock: RedisLock,
+    lease: RenewedLease,
     next_at: Timestamp,
     every: Duration,
     in_flight: Option<OpId>,
     /// Plan 1's `lockValid`.
     valid: bool,
+}
+
+/// What a renewal extends.
+#[derive(Debug)]
+enum RenewedLease {
+    /// Document 002's Redis lock (compare-and-extend).
+    Redis(RedisLock),
+    /// The correct lease's heartbeat, on the work-order row.
+    Epoch(EpochLease, Epoch),
 }
 
 #[derive(Debug)]
@@ -425,23 +434,27 @@ impl Worker {
     /// The lock or lease was granted: start processing.
     fn locked(&mut self, now: Timestamp, epoch: Option<Epoch>) {
         let every = match self.cfg.variant {
-            Variant::Buggy => Some(self.cfg.renew_every_buggy),
-            Variant::DocFix => Some(self.cfg.renew_every_docfix),
-            Variant::Correct => None,
+            Variant::Buggy => self.cfg.renew_every_buggy,
+            Variant::DocFix | Variant::Correct => self.cfg.renew_every_docfix,
         };
         let Some(job) = self.job() else { return };
         job.epoch = epoch;
         job.step = Step::Working;
         let work = job.scan.work;
-        if let (Some(every), WorkerState::Job(job)) = (every, &self.state) {
-            self.renewal = Some(Renewal {
-                lock: self.lock_for(job),
-                next_at: now + every,
-                every,
-                in_flight: None,
-                valid: true,
-            });
-        }
+        let WorkerState::Job(job) = &self.state else {
+            return;
+        };
+        let lease = match epoch {
+            Some(epoch) => RenewedLease::Epoch(self.epoch_lease(job.scan.work_order), epoch),
+            None => RenewedLease::Redis(self.lock_for(job)),
+        };
+        self.renewal = Some(Renewal {
+            lease,
+            next_at: now + every,
+            every,
+            in_flight: None,
+            valid: true,
+        });
         self.timer = Some(now + work);
     }
 
@@ -451,6 +464,10 @@ impl Worker {
         let scan = job.scan.scan;
         let request_id = job.request_id.clone();
         self.timer = None;
+        if self.cfg.variant == Variant::Correct {
+            // The heartbeat stops once the short effect transaction starts: the fence decides.
+            self.renewal = None;
+        }
         match self.cfg.variant {
             Variant::Buggy => self.increment(),
             Variant::DocFix => match self.cfg.docfix.plan2 {
@@ -803,14 +820,20 @@ impl Machine for Worker {
             if renewal.next_at <= now {
                 renewal.next_at = now + renewal.every;
                 if renewal.in_flight.is_none() {
-                    let op = renewal.lock.extend();
-                    let work_order = match &self.state {
-                        WorkerState::Job(job) => job.scan.work_order,
-                        _ => WorkOrderId(0),
+                    let (op, work_order) = match &renewal.lease {
+                        RenewedLease::Redis(lock) => {
+                            let work_order = match &self.state {
+                                WorkerState::Job(job) => job.scan.work_order,
+                                _ => WorkOrderId(0),
+                            };
+                            (StoreOp::Kv(lock.extend()), work_order)
+                        }
+                        RenewedLease::Epoch(lease, epoch) => (
+                            StoreOp::Sql(SqlOp::Exec(lease.renew(*epoch, now))),
+                            lease.work_order,
+                        ),
                     };
-                    let id = self
-                        .out
-                        .send(StoreOp::Kv(op), Tag::RenewLease { work_order });
+                    let id = self.out.send(op, Tag::RenewLease { work_order });
                     if let Some(renewal) = &mut self.renewal {
                         renewal.in_flight = Some(id);
                     }

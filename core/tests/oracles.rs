@@ -24,7 +24,14 @@ fn history() -> History {
     }
 }
 
-fn op(process: ProcessId, tag: Tag, op: StoreOp, at: u64, result: Reply, durable: bool) -> OpRecord {
+fn op(
+    process: ProcessId,
+    tag: Tag,
+    op: StoreOp,
+    at: u64,
+    result: Reply,
+    durable: bool,
+) -> OpRecord {
     OpRecord {
         process,
         id: OpId(at),
@@ -40,15 +47,34 @@ fn op(process: ProcessId, tag: Tag, op: StoreOp, at: u64, result: Reply, durable
 }
 
 fn submit(h: &mut History, scan: u64, qty: i64, at: u64) {
-    let tag = Tag::Submit { scan: ScanId(scan), work_order: WO, qty: Quantity(qty) };
-    let enqueue = StoreOp::Queue(QueueOp::Enqueue { dedup: None, fields: Default::default() });
+    let tag = Tag::Submit {
+        scan: ScanId(scan),
+        work_order: WO,
+        qty: Quantity(qty),
+    };
+    let enqueue = StoreOp::Queue(QueueOp::Enqueue {
+        dedup: None,
+        fields: Default::default(),
+    });
     let reply = Reply::Queue(QueueReply::Enqueued { job: JobId(scan) });
     h.ops.push(op(T, tag, enqueue, at, reply, true));
 }
 
 fn acquire(h: &mut History, p: ProcessId, at: u64) {
-    let set = KvOp::Set { key: "lock:wo-1".into(), value: "x".into(), condition: SetCondition::IfAbsent, ttl: None };
-    h.ops.push(op(p, Tag::AcquireLease { work_order: WO }, StoreOp::Kv(set), at, Reply::Kv(KvReply::Ok), true));
+    let set = KvOp::Set {
+        key: "lock:wo-1".into(),
+        value: "x".into(),
+        condition: SetCondition::IfAbsent,
+        ttl: None,
+    };
+    h.ops.push(op(
+        p,
+        Tag::AcquireLease { work_order: WO },
+        StoreOp::Kv(set),
+        at,
+        Reply::Kv(KvReply::Ok),
+        true,
+    ));
 }
 
 fn inc(qty: i64) -> StoreOp {
@@ -56,13 +82,27 @@ fn inc(qty: i64) -> StoreOp {
         table: Table::WorkOrders,
         key: "wo-1".into(),
         guard: Cond::True,
-        set: vec![Assign::Add { column: "qty".into(), delta: qty }],
+        set: vec![Assign::Add {
+            column: "qty".into(),
+            delta: qty,
+        }],
     }))
 }
 
 fn effect(h: &mut History, p: ProcessId, scan: u64, qty: i64, at: u64) {
-    let tag = Tag::Effect { scan: ScanId(scan), work_order: WO, qty: Quantity(qty) };
-    h.ops.push(op(p, tag, inc(qty), at, Reply::Sql(SqlReply::Rows(vec![Default::default()])), true));
+    let tag = Tag::Effect {
+        scan: ScanId(scan),
+        work_order: WO,
+        qty: Quantity(qty),
+    };
+    h.ops.push(op(
+        p,
+        tag,
+        inc(qty),
+        at,
+        Reply::Sql(SqlReply::Rows(vec![Default::default()])),
+        true,
+    ));
 }
 
 fn state(final_qty: i64) -> FinalState {
@@ -83,7 +123,12 @@ fn exactly_once_flags_a_scan_applied_twice_and_names_who_and_when() {
     assert!(!v.holds());
     let text = v.explanation();
     assert!(text.contains("qty is 110 but qty_0 100"), "{text}");
-    assert!(text.contains("scan s-1 (qty 5) applied 2 times: at 00:22.000 by W_A and at 00:43.000 by W_B"), "{text}");
+    assert!(
+        text.contains(
+            "scan s-1 (qty 5) applied 2 times: at 00:22.000 by W_A and at 00:43.000 by W_B"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -93,7 +138,12 @@ fn exactly_once_flags_a_lost_scan() {
     submit(&mut h, 2, 3, 0);
     effect(&mut h, A, 1, 5, 1_000);
     let v = exactly_once(&h, &state(105));
-    assert!(v.explanation().contains("scan s-2 (qty 3) was never applied"), "{}", v.explanation());
+    assert!(
+        v.explanation()
+            .contains("scan s-2 (qty 3) was never applied"),
+        "{}",
+        v.explanation()
+    );
 }
 
 #[test]
@@ -123,7 +173,10 @@ fn fenced_effects_flags_an_effect_under_a_superseded_lease() {
     let v = fenced_effects(&h);
     assert!(!v.holds());
     let text = v.explanation();
-    assert!(text.contains("W_A acquired wo-1 at 00:00.000, but W_B acquired it at 00:21.000"), "{text}");
+    assert!(
+        text.contains("W_A acquired wo-1 at 00:00.000, but W_B acquired it at 00:21.000"),
+        "{text}"
+    );
     assert_eq!(v.violations[0].ops.len(), 3);
 }
 
@@ -131,7 +184,11 @@ fn fenced_effects_flags_an_effect_under_a_superseded_lease() {
 fn fenced_effects_flags_an_effect_without_any_lease() {
     let mut h = history();
     effect(&mut h, A, 1, 5, 1_000);
-    assert!(fenced_effects(&h).explanation().contains("without ever holding its lease"));
+    assert!(
+        fenced_effects(&h)
+            .explanation()
+            .contains("without ever holding its lease")
+    );
 }
 
 #[test]
@@ -149,8 +206,19 @@ fn fenced_effects_ignores_effects_the_store_refused() {
     let mut h = history();
     acquire(&mut h, A, 0);
     acquire(&mut h, B, 21_000);
-    let tag = Tag::Effect { scan: ScanId(1), work_order: WO, qty: Quantity(5) };
-    h.ops.push(op(A, tag, inc(5), 22_000, Reply::Sql(SqlReply::Rows(vec![])), true));
+    let tag = Tag::Effect {
+        scan: ScanId(1),
+        work_order: WO,
+        qty: Quantity(5),
+    };
+    h.ops.push(op(
+        A,
+        tag,
+        inc(5),
+        22_000,
+        Reply::Sql(SqlReply::Rows(vec![])),
+        true,
+    ));
     assert!(fenced_effects(&h).holds());
 }
 
@@ -159,20 +227,46 @@ fn checker_history(commit_at: u64) -> History {
     let c = ProcessId(3);
     h.process_names.push((c, "C".into()));
     let read = |at| {
-        let select = SqlStmt::Select { table: Table::WorkOrders, key: "wo-1".into(), for_update: false };
-        op(c, Tag::CheckerRead, StoreOp::Sql(SqlOp::Exec(select)), at, Reply::Sql(SqlReply::Rows(vec![])), false)
+        let select = SqlStmt::Select {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            for_update: false,
+        };
+        op(
+            c,
+            Tag::CheckerRead,
+            StoreOp::Sql(SqlOp::Exec(select)),
+            at,
+            Reply::Sql(SqlReply::Rows(vec![])),
+            false,
+        )
     };
     submit(&mut h, 1, 3, 0);
     h.ops.push(read(5_000));
     // A scan's effect and record commit together between the checker's two reads.
     effect(&mut h, A, 1, 3, commit_at);
-    let record = Tag::Record { scan: ScanId(1), work_order: WO, qty: Quantity(3) };
-    h.ops.push(op(A, record, inc(0), commit_at, Reply::Sql(SqlReply::Affected(1)), true));
+    let record = Tag::Record {
+        scan: ScanId(1),
+        work_order: WO,
+        qty: Quantity(3),
+    };
+    h.ops.push(op(
+        A,
+        record,
+        inc(0),
+        commit_at,
+        Reply::Sql(SqlReply::Affected(1)),
+        true,
+    ));
     h.ops.push(read(7_000));
     h.notes.push(NoteRecord {
         at: t(7_001),
         process: c,
-        note: Note::Alarm { work_order: WO, expected: Quantity(100), observed: Quantity(103) },
+        note: Note::Alarm {
+            work_order: WO,
+            expected: Quantity(100),
+            observed: Quantity(103),
+        },
     });
     h
 }
@@ -182,7 +276,11 @@ fn no_false_alarm_flags_an_alarm_on_a_store_that_was_always_consistent() {
     let h = checker_history(6_000);
     let v = no_false_alarm(&h, &state(103));
     assert!(!v.holds());
-    assert!(v.explanation().contains("the reads were not one snapshot"), "{}", v.explanation());
+    assert!(
+        v.explanation().contains("the reads were not one snapshot"),
+        "{}",
+        v.explanation()
+    );
 }
 
 #[test]
@@ -193,9 +291,19 @@ fn no_false_alarm_accepts_an_alarm_after_a_repair_broke_the_store() {
         table: Table::WorkOrders,
         key: "wo-1".into(),
         guard: Cond::True,
-        set: vec![Assign::Set { column: "qty".into(), value: Value::Int(100) }],
+        set: vec![Assign::Set {
+            column: "qty".into(),
+            value: Value::Int(100),
+        }],
     }));
     let c = ProcessId(3);
-    h.ops.push(op(c, Tag::Repair { work_order: WO }, repair, 6_500, Reply::Sql(SqlReply::Rows(vec![Default::default()])), true));
+    h.ops.push(op(
+        c,
+        Tag::Repair { work_order: WO },
+        repair,
+        6_500,
+        Reply::Sql(SqlReply::Rows(vec![Default::default()])),
+        true,
+    ));
     assert!(no_false_alarm(&h, &state(100)).holds());
 }

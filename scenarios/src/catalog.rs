@@ -104,7 +104,9 @@ pub struct Race {
 
 impl std::fmt::Debug for Race {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Race").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Race")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -152,14 +152,20 @@ fn scan(at_ms: u64, id: u64, wo: WorkOrderId, qty: i64, work_ms: u64) -> Planned
 }
 
 fn world(plan: Plan) -> (WorldSpec, FinalState) {
-    let worker_variant = if plan.checker.is_some() { Variant::Correct } else { plan.variant };
+    let worker_variant = if plan.checker.is_some() {
+        Variant::Correct
+    } else {
+        plan.variant
+    };
     let mut processes = vec![ProcessSpec {
         name: "T".into(),
         start_at: Timestamp::ZERO,
         fault_prone: false,
         factory: {
             let scans = plan.scans.clone();
-            Box::new(move |_| Box::new(Terminal::new(worker_variant, scans.clone())) as Box<dyn Machine>)
+            Box::new(move |_| {
+                Box::new(Terminal::new(worker_variant, scans.clone())) as Box<dyn Machine>
+            })
         },
     }];
     for (name, start) in &plan.workers {
@@ -169,7 +175,9 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
             name: name.into(),
             start_at: *start,
             fault_prone: true,
-            factory: Box::new(move |inc| Box::new(Worker::new(cfg.clone(), name, inc)) as Box<dyn Machine>),
+            factory: Box::new(move |inc| {
+                Box::new(Worker::new(cfg.clone(), name, inc)) as Box<dyn Machine>
+            }),
         });
     }
     if let Some((variant, every, rounds)) = plan.checker {
@@ -178,7 +186,8 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
             start_at: Timestamp::ZERO,
             fault_prone: false,
             factory: Box::new(move |_| {
-                Box::new(Checker::new(variant, WO, Quantity(QTY0), every, rounds)) as Box<dyn Machine>
+                Box::new(Checker::new(variant, WO, Quantity(QTY0), every, rounds))
+                    as Box<dyn Machine>
             }),
         });
     }
@@ -208,7 +217,11 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
 /// A random workload: 2-3 workers, 1-2 work orders, 3-6 scans in the first 20 s, most of
 /// them quick, one in four taking 5-25 s between lock and `$inc`.
 fn random_plan(variant: Variant, docfix: DocFixPlans, rng: &mut SimRng) -> Plan {
-    let workers: &[&'static str] = if rng.below(2) == 0 { &["W_A", "W_B"] } else { &["W_A", "W_B", "W_C"] };
+    let workers: &[&'static str] = if rng.below(2) == 0 {
+        &["W_A", "W_B"]
+    } else {
+        &["W_A", "W_B", "W_C"]
+    };
     let work_orders: Vec<WorkOrderId> = (1..=1 + rng.below(2)).map(WorkOrderId).collect();
     let n = rng.between(3, 6);
     let scans = (1..=n)
@@ -216,7 +229,11 @@ fn random_plan(variant: Variant, docfix: DocFixPlans, rng: &mut SimRng) -> Plan 
             let at = rng.below(20_000);
             let wo = work_orders[usize::try_from(rng.below(work_orders.len() as u64)).unwrap_or(0)];
             let qty = i64::try_from(rng.between(1, 9)).unwrap_or(1);
-            let work = if rng.below(4) == 0 { rng.between(5_000, 25_000) } else { rng.between(50, 2_000) };
+            let work = if rng.below(4) == 0 {
+                rng.between(5_000, 25_000)
+            } else {
+                rng.between(50, 2_000)
+            };
             scan(at, id, wo, qty, work)
         })
         .collect();
@@ -230,10 +247,22 @@ fn random_plan(variant: Variant, docfix: DocFixPlans, rng: &mut SimRng) -> Plan 
     }
 }
 
-const PLAN1_ONLY: DocFixPlans = DocFixPlans { plan1: true, plan2: None };
-const PLANS_1_2: DocFixPlans = DocFixPlans { plan1: true, plan2: Some(Plan2::LITERAL) };
+const PLAN1_ONLY: DocFixPlans = DocFixPlans {
+    plan1: true,
+    plan2: None,
+};
+const PLANS_1_2: DocFixPlans = DocFixPlans {
+    plan1: true,
+    plan2: Some(Plan2::LITERAL),
+};
 
-fn build_with(variant: Variant, workload: Workload<'_>, docfix: DocFixPlans, scripted: fn(&str) -> Vec<PlannedScan>, workers: fn(&str) -> Vec<(&'static str, Timestamp)>) -> (WorldSpec, FinalState) {
+fn build_with(
+    variant: Variant,
+    workload: Workload<'_>,
+    docfix: DocFixPlans,
+    scripted: fn(&str) -> Vec<PlannedScan>,
+    workers: fn(&str) -> Vec<(&'static str, Timestamp)>,
+) -> (WorldSpec, FinalState) {
     let plan = match workload {
         Workload::Random(rng) => random_plan(variant, docfix, rng),
         Workload::Scripted(name) => Plan {
@@ -263,8 +292,20 @@ fn scripts_01() -> Vec<Script> {
                       unnoticed, the lock expires at 20 s, W_B locks wo-1 at 21 s, and W_A's \
                       $inc still lands at 22 s",
             steps: vec![
-                Step::at(10, Action::Partition { process: "W_A".into(), store: StoreId::Redis }),
-                Step::at(60_000, Action::Heal { process: "W_A".into(), store: StoreId::Redis }),
+                Step::at(
+                    10,
+                    Action::Partition {
+                        process: "W_A".into(),
+                        store: StoreId::Redis,
+                    },
+                ),
+                Step::at(
+                    60_000,
+                    Action::Heal {
+                        process: "W_A".into(),
+                        store: StoreId::Redis,
+                    },
+                ),
             ],
             expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
         },
@@ -273,14 +314,24 @@ fn scripts_01() -> Vec<Script> {
             summary: "counter-schedule P: W_A's renewal at 15 s succeeds, it passes the \
                       lockValid check at 19 s and pauses 21 s before its $inc leaves; the lock \
                       expires at 35 s, W_B locks at 36 s, and W_A's $inc lands at 40 s",
-            steps: vec![Step::on("W_A", TagKind::Effect, 1, OpEffect::PauseBeforeSend(Duration::from_secs(21)))],
+            steps: vec![Step::on(
+                "W_A",
+                TagKind::Effect,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(21)),
+            )],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
         Script {
             name: "delayed-write",
             summary: "counter-schedule D: W_A sends its $inc at 19 s while the lock is valid; \
                       the packet is delayed 20 s and reaches the store after W_B's write",
-            steps: vec![Step::on("W_A", TagKind::Effect, 1, OpEffect::Delay(Duration::from_secs(20)))],
+            steps: vec![Step::on(
+                "W_A",
+                TagKind::Effect,
+                1,
+                OpEffect::Delay(Duration::from_secs(20)),
+            )],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
     ]
@@ -327,13 +378,24 @@ fn scripts_02() -> Vec<Script> {
         name: "failover",
         summary: "W_A's SET lock:wo-1 NX PX 20000 is acked by the primary, which fails over \
                   before replicating it; W_B's SET NX then succeeds and both apply $inc",
-        steps: vec![Step::on("W_A", TagKind::AcquireLease, 1, OpEffect::FailoverAfterApply)],
+        steps: vec![Step::on(
+            "W_A",
+            TagKind::AcquireLease,
+            1,
+            OpEffect::FailoverAfterApply,
+        )],
         expect: PerVariant::DOCFIX_INSUFFICIENT,
     }]
 }
 
 fn build_plans_1_2(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
-    build_with(variant, workload, PLANS_1_2, scans_plans_1_2, workers_plans_1_2)
+    build_with(
+        variant,
+        workload,
+        PLANS_1_2,
+        scans_plans_1_2,
+        workers_plans_1_2,
+    )
 }
 
 fn scans_plans_1_2(name: &str) -> Vec<PlannedScan> {
@@ -378,7 +440,9 @@ fn scripts_03() -> Vec<Script> {
                 "W_A",
                 TagKind::Effect,
                 1,
-                OpEffect::CrashAfterApply { restart_after: Some(Duration::from_secs(2)) },
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(2)),
+                },
             )],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
@@ -398,7 +462,16 @@ fn profile_03() -> FaultProfile {
 // R-002-04
 
 fn scripts_04() -> Vec<Script> {
-    let crash = |kind| Step::on("W_A", kind, 1, OpEffect::CrashAfterApply { restart_after: Some(Duration::from_secs(2)) });
+    let crash = |kind| {
+        Step::on(
+            "W_A",
+            kind,
+            1,
+            OpEffect::CrashAfterApply {
+                restart_after: Some(Duration::from_secs(2)),
+            },
+        )
+    };
     vec![
         Script {
             name: "a-per-attempt-id",
@@ -413,7 +486,12 @@ fn scripts_04() -> Vec<Script> {
             summary: "(b) rid fixed at enqueue, no unique index: W_A's findOne finds nothing, \
                       W_A pauses past the job lock, W_B (the redelivery) finds nothing too; both \
                       apply $inc and both log",
-            steps: vec![Step::on("W_A", TagKind::Effect, 1, OpEffect::PauseBeforeSend(Duration::from_secs(40)))],
+            steps: vec![Step::on(
+                "W_A",
+                TagKind::Effect,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(40)),
+            )],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
         Script {
@@ -436,16 +514,37 @@ fn scripts_04() -> Vec<Script> {
 
 fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
     let reading = match &workload {
-        Workload::Scripted("b-check-then-act") => Plan2 { request_id: RequestIdSource::AtEnqueue, order: LogOrder::EffectThenLog, unique_index: false },
-        Workload::Scripted("c-effect-before-record") => Plan2 { request_id: RequestIdSource::AtEnqueue, order: LogOrder::EffectThenLog, unique_index: true },
-        Workload::Scripted("d-record-first") => Plan2 { request_id: RequestIdSource::AtEnqueue, order: LogOrder::LogFirst, unique_index: true },
+        Workload::Scripted("b-check-then-act") => Plan2 {
+            request_id: RequestIdSource::AtEnqueue,
+            order: LogOrder::EffectThenLog,
+            unique_index: false,
+        },
+        Workload::Scripted("c-effect-before-record") => Plan2 {
+            request_id: RequestIdSource::AtEnqueue,
+            order: LogOrder::EffectThenLog,
+            unique_index: true,
+        },
+        Workload::Scripted("d-record-first") => Plan2 {
+            request_id: RequestIdSource::AtEnqueue,
+            order: LogOrder::LogFirst,
+            unique_index: true,
+        },
         _ => Plan2::LITERAL,
     };
-    let docfix = DocFixPlans { plan1: true, plan2: Some(reading) };
-    build_with(variant, workload, docfix, |_| vec![scan(0, 1, WO, 5, 1_000)], |name| match name {
-        "b-check-then-act" => vec![("W_A", at(0)), ("W_B", at(0))],
-        _ => vec![("W_A", at(0))],
-    })
+    let docfix = DocFixPlans {
+        plan1: true,
+        plan2: Some(reading),
+    };
+    build_with(
+        variant,
+        workload,
+        docfix,
+        |_| vec![scan(0, 1, WO, 5, 1_000)],
+        |name| match name {
+            "b-check-then-act" => vec![("W_A", at(0)), ("W_B", at(0))],
+            _ => vec![("W_A", at(0))],
+        },
+    )
 }
 
 fn profile_04() -> FaultProfile {
@@ -469,7 +568,12 @@ fn scripts_05() -> Vec<Script> {
             summary: "W_A takes job J and pauses 35 s before its $inc leaves; Bull's 30 s job \
                       lock expires, the stalled job goes to W_B, which applies it; W_A resumes \
                       and applies it too",
-            steps: vec![Step::on("W_A", TagKind::Effect, 1, OpEffect::PauseBeforeSend(Duration::from_secs(35)))],
+            steps: vec![Step::on(
+                "W_A",
+                TagKind::Effect,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(35)),
+            )],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
         Script {
@@ -505,7 +609,12 @@ fn scripts_06() -> Vec<Script> {
         summary: "the checker sums the log at 5 s; W_A commits scan s-2 (quantity and log \
                   together); the checker's read of qty, delayed 2 s, sees it: a false alarm, \
                   and auto-repair sets qty back, destroying s-2",
-        steps: vec![Step::on("C", TagKind::CheckerRead, 2, OpEffect::Delay(Duration::from_secs(2)))],
+        steps: vec![Step::on(
+            "C",
+            TagKind::CheckerRead,
+            2,
+            OpEffect::Delay(Duration::from_secs(2)),
+        )],
         expect: PerVariant::DOCFIX_INSUFFICIENT,
     }]
 }
@@ -557,6 +666,8 @@ pub(crate) fn effects_on(history: &History, wo: WorkOrderId) -> Vec<&OpRecord> {
     history
         .ops
         .iter()
-        .filter(|op| matches!(op.tag, racelab_core::Tag::Effect { work_order, .. } if work_order == wo))
+        .filter(
+            |op| matches!(op.tag, racelab_core::Tag::Effect { work_order, .. } if work_order == wo),
+        )
         .collect()
 }

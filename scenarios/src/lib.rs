@@ -44,7 +44,10 @@ pub struct UnknownRace {
 fn hint(suggestions: &[String]) -> String {
     match suggestions {
         [] => "; `racelab list` shows every race".to_string(),
-        s => format!("; did you mean {}? (`racelab list` shows every race)", s.join(", ")),
+        s => format!(
+            "; did you mean {}? (`racelab list` shows every race)",
+            s.join(", ")
+        ),
     }
 }
 
@@ -54,8 +57,10 @@ pub fn find<'a>(races: &'a [Race], name: &str) -> Result<&'a Race, UnknownRace> 
         return Ok(race);
     }
     let wanted = name.to_ascii_uppercase();
-    let mut scored: Vec<(usize, &str)> =
-        races.iter().map(|r| (edit_distance(&wanted, r.id), r.id)).collect();
+    let mut scored: Vec<(usize, &str)> = races
+        .iter()
+        .map(|r| (edit_distance(&wanted, r.id), r.id))
+        .collect();
     scored.sort();
     let best = scored.first().map_or(usize::MAX, |(d, _)| *d);
     let suggestions = scored
@@ -64,7 +69,10 @@ pub fn find<'a>(races: &'a [Race], name: &str) -> Result<&'a Race, UnknownRace> 
         .take(3)
         .map(|(_, id)| id.to_string())
         .collect();
-    Err(UnknownRace { name: name.to_string(), suggestions })
+    Err(UnknownRace {
+        name: name.to_string(),
+        suggestions,
+    })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -96,26 +104,39 @@ fn workload_seed(seed: u64) -> u64 {
 pub fn run_seed(race: &Race, variant: Variant, seed: u64) -> Outcome {
     let mut rng = SimRng::new(workload_seed(seed));
     let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
-    let scheduler = Scheduler::Random { seed, faults: (race.profile)() };
+    let scheduler = Scheduler::Random {
+        seed,
+        faults: (race.profile)(),
+    };
     judge(race, explore::run(spec, &scheduler), state)
 }
 
 /// Runs `race`'s `variant` on one of its scripted timelines.
 pub fn run_script(race: &Race, script: &Script, variant: Variant) -> Outcome {
     let (spec, state) = (race.build)(variant, Workload::Scripted(script.name));
-    let scheduler = Scheduler::Scripted { name: script.name.to_string(), steps: script.steps.clone() };
+    let scheduler = Scheduler::Scripted {
+        name: script.name.to_string(),
+        steps: script.steps.clone(),
+    };
     judge(race, explore::run(spec, &scheduler), state)
 }
 
 fn judge(race: &Race, run: explore::Run, mut state: racelab_core::FinalState) -> Outcome {
     state.quiescent = run.quiescent;
     for wo in state.initial_qty.keys().copied().collect::<Vec<_>>() {
-        if let Some(Value::Int(q)) = run.row(Table::WorkOrders, &wo.to_string()).and_then(|r| r.get("qty")) {
+        if let Some(Value::Int(q)) = run
+            .row(Table::WorkOrders, &wo.to_string())
+            .and_then(|r| r.get("qty"))
+        {
             state.final_qty.insert(wo, Quantity(*q));
         }
     }
     let verdict = (race.judge)(&run.history, &state);
-    Outcome { run, state, verdict }
+    Outcome {
+        run,
+        state,
+        verdict,
+    }
 }
 
 /// The summary of a sweep over consecutive seeds.
@@ -141,7 +162,13 @@ pub fn sweep(
     count: u64,
     mut progress: impl FnMut(u64),
 ) -> Sweep {
-    let mut s = Sweep { seeds_run: 0, failures: 0, first_failing_seed: None, store_ops: 0, events: 0 };
+    let mut s = Sweep {
+        seeds_run: 0,
+        failures: 0,
+        first_failing_seed: None,
+        store_ops: 0,
+        events: 0,
+    };
     for seed in start..start.saturating_add(count) {
         let outcome = run_seed(race, variant, seed);
         s.seeds_run += 1;
@@ -163,25 +190,41 @@ pub fn seeds_to_detect(race: &Race, variant: Variant, start: u64, budget: u64) -
 
 /// The command that replays one seed.
 pub fn replay_command(race: &Race, variant: Variant, seed: u64) -> String {
-    format!("racelab replay {} --variant {} --seed {seed}", race.id, variant.as_str())
+    format!(
+        "racelab replay {} --variant {} --seed {seed}",
+        race.id,
+        variant.as_str()
+    )
 }
 
 /// The command that replays one scripted timeline.
 pub fn replay_script_command(race: &Race, script: &Script, variant: Variant) -> String {
-    format!("racelab replay {} --variant {} --script {}", race.id, variant.as_str(), script.name)
+    format!(
+        "racelab replay {} --variant {} --script {}",
+        race.id,
+        variant.as_str(),
+        script.name
+    )
 }
 
 /// The timeline of an outcome, one line per step, with the violating operations marked.
 pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
     let history = &outcome.run.history;
-    let marked: Vec<usize> = outcome.verdict.violations.iter().flat_map(|v| v.ops.iter().copied()).collect();
+    let marked: Vec<usize> = outcome
+        .verdict
+        .violations
+        .iter()
+        .flat_map(|v| v.ops.iter().copied())
+        .collect();
     history
         .timeline()
         .iter()
         .map(|step| {
             let line = history.render_step(step);
             match step.kind {
-                racelab_core::TimelineKind::Op(i) if marked.contains(&i) => format!("{line}   <== violation"),
+                racelab_core::TimelineKind::Op(i) if marked.contains(&i) => {
+                    format!("{line}   <== violation")
+                }
                 _ => line,
             }
         })

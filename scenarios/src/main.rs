@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use racelab_scenarios::{
-    Expectation, Race, Variant, catalog, find, render_timeline, replay_command,
-    replay_script_command, run_script, run_seed, sweep,
+    Race, Variant, catalog, find, render_timeline, replay_command, replay_script_command,
+    run_script, run_seed, sweep,
 };
 use serde_json::json;
 
@@ -37,7 +37,11 @@ enum Command {
     /// Run the scripted timelines and a seeded random sweep per race and variant.
     Run {
         /// Race ids (R-002-01 ...).
-        #[arg(value_name = "RACE", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            value_name = "RACE",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         races: Vec<String>,
         /// Every race of the catalog.
         #[arg(long)]
@@ -115,25 +119,46 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
             }
             // One line: what is wrong. `--help` has the rest.
             let text = e.render().to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: bad arguments");
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: bad arguments");
             eprintln!("{line} (see `racelab --help`)");
             return ExitCode::from(2);
         }
     };
     match cli.command {
         Command::List { json } => list(json),
-        Command::Run { races, all, variant, seeds, start_seed, json } => {
-            run(&races, all, variant, seeds, start_seed, json)
-        }
-        Command::Replay { race, variant, seed, script, json } => {
-            replay(&race, variant.into(), seed, script.as_deref(), json)
-        }
+        Command::Run {
+            races,
+            all,
+            variant,
+            seeds,
+            start_seed,
+            json,
+        } => run(&races, all, variant, seeds, start_seed, json),
+        Command::Replay {
+            race,
+            variant,
+            seed,
+            script,
+            json,
+        } => replay(&race, variant.into(), seed, script.as_deref(), json),
     }
 }
 
@@ -145,7 +170,7 @@ fn list(json: bool) -> ExitCode {
                 json!({
                     "name": s.name,
                     "summary": s.summary,
-                    "expected": Variant::ALL.iter().map(|v| (v.as_str(), s.expect.get(*v).as_str())).collect::<serde_json::Map<_, _>>(),
+                    "expected": Variant::ALL.iter().map(|v| (v.as_str().to_string(), json!(s.expect.get(*v).as_str()))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -198,7 +223,14 @@ fn show_progress(json: bool) -> bool {
     !json && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
 }
 
-fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64, json: bool) -> ExitCode {
+fn run(
+    names: &[String],
+    all: bool,
+    variant: VariantArg,
+    seeds: u64,
+    start: u64,
+    json: bool,
+) -> ExitCode {
     let races = catalog();
     let selected: Vec<&Race> = if all {
         races.iter().collect()
@@ -216,9 +248,11 @@ fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64,
     let bar = show_progress(json).then(|| {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:<18} [{bar:40}] {pos}/{len} seeds ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:<18} [{bar:40}] {pos}/{len} seeds ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar
     });
@@ -278,9 +312,17 @@ fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64,
                 for (s, e, o, m) in &scripts {
                     let observed = if o.violated() { "fails" } else { "holds" };
                     let mark = if *m { "ok" } else { "MISMATCH" };
-                    let mut line = format!("  timeline {:<24} expected {:<5} observed {:<5} {mark}", s.name, e.as_str(), observed);
+                    let mut line = format!(
+                        "  timeline {:<24} expected {:<5} observed {:<5} {mark}",
+                        s.name,
+                        e.as_str(),
+                        observed
+                    );
                     if o.violated() || !m {
-                        line.push_str(&format!("\n    replay: {}", replay_script_command(race, s, v)));
+                        line.push_str(&format!(
+                            "\n    replay: {}",
+                            replay_script_command(race, s, v)
+                        ));
                     }
                     lines.push(line);
                 }
@@ -300,7 +342,10 @@ fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64,
                     if sweep_matches { "ok" } else { "MISMATCH" }
                 );
                 if let Some(seed) = result.first_failing_seed {
-                    line.push_str(&format!("\n    first failing seed {seed}; replay: {}", replay_command(race, v, seed)));
+                    line.push_str(&format!(
+                        "\n    first failing seed {seed}; replay: {}",
+                        replay_command(race, v, seed)
+                    ));
                 }
                 print(&bar, line);
             }
@@ -311,7 +356,10 @@ fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64,
     }
     if !json {
         println!("\nrace matrix (random sweep; failures / seeds, expected):");
-        println!("{:<10} {:<8} {:>10} {:>8} {:>9}  verdict", "race", "variant", "failures", "seeds", "expected");
+        println!(
+            "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
+            "race", "variant", "failures", "seeds", "expected"
+        );
         for (id, v, r, e, m) in matrix {
             println!(
                 "{id:<10} {:<8} {:>10} {:>8} {:>9}  {}",
@@ -323,10 +371,20 @@ fn run(names: &[String], all: bool, variant: VariantArg, seeds: u64, start: u64,
             );
         }
     }
-    if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if all_match {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-fn replay(name: &str, variant: Variant, seed: Option<u64>, script: Option<&str>, json: bool) -> ExitCode {
+fn replay(
+    name: &str,
+    variant: Variant,
+    seed: Option<u64>,
+    script: Option<&str>,
+    json: bool,
+) -> ExitCode {
     let races = catalog();
     let race = match find(&races, name) {
         Ok(r) => r,
@@ -336,15 +394,27 @@ fn replay(name: &str, variant: Variant, seed: Option<u64>, script: Option<&str>,
         }
     };
     let (outcome, command, label) = match (seed, script) {
-        (Some(seed), _) => (run_seed(race, variant, seed), replay_command(race, variant, seed), format!("seed {seed}")),
+        (Some(seed), _) => (
+            run_seed(race, variant, seed),
+            replay_command(race, variant, seed),
+            format!("seed {seed}"),
+        ),
         (None, Some(name)) => {
             let scripts = (race.scripts)();
             let Some(s) = scripts.iter().find(|s| s.name == name) else {
                 let names: Vec<_> = scripts.iter().map(|s| s.name).collect();
-                eprintln!("error: {} has no timeline {name:?}; it has: {}", race.id, names.join(", "));
+                eprintln!(
+                    "error: {} has no timeline {name:?}; it has: {}",
+                    race.id,
+                    names.join(", ")
+                );
                 return ExitCode::from(2);
             };
-            (run_script(race, s, variant), replay_script_command(race, s, variant), format!("timeline {name}"))
+            (
+                run_script(race, s, variant),
+                replay_script_command(race, s, variant),
+                format!("timeline {name}"),
+            )
         }
         (None, None) => {
             eprintln!("error: pass --seed S or --script NAME");
@@ -368,12 +438,24 @@ fn replay(name: &str, variant: Variant, seed: Option<u64>, script: Option<&str>,
         });
         println!("{row}");
     } else {
-        println!("{} ({}), {} variant, {label}", race.id, race.title, variant.as_str());
+        println!(
+            "{} ({}), {} variant, {label}",
+            race.id,
+            race.title,
+            variant.as_str()
+        );
         for line in &timeline {
             println!("{line}");
         }
         println!();
-        println!("{}", if outcome.violated() { "VIOLATED" } else { "HELD" });
+        println!(
+            "{}",
+            if outcome.violated() {
+                "VIOLATED"
+            } else {
+                "HELD"
+            }
+        );
         println!("{}", outcome.verdict.explanation());
         println!("trace hash {hash}");
         println!("replay: {command}");

@@ -6,17 +6,38 @@ use std::path::{Path, PathBuf};
 
 /// (pattern, why it is banned).
 const BANNED: &[(&str, &str)] = &[
-    ("Instant::now", "ambient clock: take `now: Timestamp` as a parameter"),
-    ("SystemTime", "ambient clock: take `now: Timestamp` as a parameter"),
+    (
+        "Instant::now",
+        "ambient clock: take `now: Timestamp` as a parameter",
+    ),
+    (
+        "SystemTime",
+        "ambient clock: take `now: Timestamp` as a parameter",
+    ),
     ("std::time::Instant", "ambient clock"),
-    ("thread_rng", "OS-seeded randomness: draw from the run's SimRng"),
-    ("rand::rng()", "OS-seeded randomness: draw from the run's SimRng"),
+    (
+        "thread_rng",
+        "OS-seeded randomness: draw from the run's SimRng",
+    ),
+    (
+        "rand::rng()",
+        "OS-seeded randomness: draw from the run's SimRng",
+    ),
     ("OsRng", "OS randomness"),
     ("from_entropy", "OS randomness"),
     ("getrandom", "OS randomness"),
-    ("std::thread", "threads make interleavings the seed does not decide"),
-    ("thread::spawn", "threads make interleavings the seed does not decide"),
-    ("tokio", "an async runtime schedules tasks the seed does not decide"),
+    (
+        "std::thread",
+        "threads make interleavings the seed does not decide",
+    ),
+    (
+        "thread::spawn",
+        "threads make interleavings the seed does not decide",
+    ),
+    (
+        "tokio",
+        "an async runtime schedules tasks the seed does not decide",
+    ),
     ("std::net", "IO belongs to the adapters"),
     ("std::fs", "IO belongs to the adapters"),
     ("std::env", "ambient configuration: pass it in"),
@@ -26,7 +47,10 @@ const BANNED: &[(&str, &str)] = &[
 ];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -64,15 +88,25 @@ fn the_deterministic_crates_use_no_ambient_effects() {
     let mut files = Vec::new();
     rust_files(&root.join("core/src"), &mut files);
     rust_files(&root.join("sim/src/explore"), &mut files);
-    assert!(files.len() >= 10, "tidy found too few files to check: {files:?}");
+    assert!(
+        files.len() >= 10,
+        "tidy found too few files to check: {files:?}"
+    );
     let mut report = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("a readable source file");
         for o in offences(&text) {
-            report.push(format!("{}:{o}", file.strip_prefix(&root).unwrap_or(file).display()));
+            report.push(format!(
+                "{}:{o}",
+                file.strip_prefix(&root).unwrap_or(file).display()
+            ));
         }
     }
-    assert!(report.is_empty(), "banned in deterministic code:\n{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "banned in deterministic code:\n{}",
+        report.join("\n")
+    );
 }
 
 #[test]
@@ -91,8 +125,17 @@ fn the_deterministic_crates_do_not_depend_on_an_async_runtime() {
 fn tidy_catches_what_it_bans() {
     let bad = "let t = std::time::Instant::now();\nlet m: HashMap<u8, u8> = HashMap::new();\nstd::thread::spawn(|| ());";
     let found = offences(bad);
-    assert!(found.iter().any(|o| o.starts_with("1: `Instant::now`")), "{found:?}");
-    assert!(found.iter().any(|o| o.starts_with("2: `HashMap`")), "{found:?}");
-    assert!(found.iter().any(|o| o.starts_with("3: `std::thread`")), "{found:?}");
+    assert!(
+        found.iter().any(|o| o.starts_with("1: `Instant::now`")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|o| o.starts_with("2: `HashMap`")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|o| o.starts_with("3: `std::thread`")),
+        "{found:?}"
+    );
     assert!(offences("// Instant::now in a comment is fine").is_empty());
 }

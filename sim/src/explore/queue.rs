@@ -17,7 +17,10 @@ use racelab_core::{
 #[derive(Debug)]
 enum JobState {
     Waiting,
-    Active { delivery: DeliveryId, deadline: Timestamp },
+    Active {
+        delivery: DeliveryId,
+        deadline: Timestamp,
+    },
     Done,
 }
 
@@ -69,7 +72,12 @@ impl QueueModel {
                 }
                 self.next_job += 1;
                 let id = JobId(self.next_job);
-                let job = Job { fields: fields.clone(), dedup: dedup.clone(), attempts: 0, state: JobState::Waiting };
+                let job = Job {
+                    fields: fields.clone(),
+                    dedup: dedup.clone(),
+                    attempts: 0,
+                    state: JobState::Waiting,
+                };
                 self.jobs.insert(id, job);
                 self.waiting.push_back(id);
                 QueueReply::Enqueued { job: id }
@@ -97,7 +105,9 @@ impl QueueModel {
                 let found = self.jobs.iter_mut().find(|(_, j)| {
                     matches!(j.state, JobState::Active { delivery: d, .. } if d == *delivery)
                 });
-                let Some((id, job)) = found else { return QueueReply::LockLost };
+                let Some((id, job)) = found else {
+                    return QueueReply::LockLost;
+                };
                 if matches!(op, QueueOp::Ack { .. }) {
                     job.state = JobState::Done;
                 } else {
@@ -111,7 +121,9 @@ impl QueueModel {
 
     /// Whether every job is done (nothing waiting, nothing active).
     pub fn is_drained(&self) -> bool {
-        self.jobs.values().all(|j| matches!(j.state, JobState::Done))
+        self.jobs
+            .values()
+            .all(|j| matches!(j.state, JobState::Done))
     }
 
     /// Bull's stalled-job checker: active jobs whose lock expired go back to waiting.
@@ -137,7 +149,10 @@ mod tests {
     }
 
     fn enqueue(q: &mut QueueModel, dedup: Option<&str>) -> QueueReply {
-        let op = QueueOp::Enqueue { dedup: dedup.map(str::to_string), fields: JobFields::new() };
+        let op = QueueOp::Enqueue {
+            dedup: dedup.map(str::to_string),
+            fields: JobFields::new(),
+        };
         q.execute(t(0), &op)
     }
 
@@ -157,8 +172,19 @@ mod tests {
         let second = fetch(&mut q, 30_000).expect("redelivered after the lock expired");
         assert_eq!(second.job, first.job);
         assert_eq!(second.attempt, 2);
-        assert_eq!(q.execute(t(31_000), &QueueOp::Ack { delivery: first.id }), QueueReply::LockLost);
-        assert_eq!(q.execute(t(31_000), &QueueOp::Ack { delivery: second.id }), QueueReply::Acked);
+        assert_eq!(
+            q.execute(t(31_000), &QueueOp::Ack { delivery: first.id }),
+            QueueReply::LockLost
+        );
+        assert_eq!(
+            q.execute(
+                t(31_000),
+                &QueueOp::Ack {
+                    delivery: second.id
+                }
+            ),
+            QueueReply::Acked
+        );
         assert!(q.is_drained());
         assert_eq!(q.stalls, 1);
     }
@@ -166,11 +192,20 @@ mod tests {
     #[test]
     fn dedup_holds_only_while_the_job_exists() {
         let mut q = QueueModel::new(Duration::from_secs(30));
-        assert!(matches!(enqueue(&mut q, Some("s-1")), QueueReply::Enqueued { .. }));
-        assert!(matches!(enqueue(&mut q, Some("s-1")), QueueReply::Duplicate { .. }));
+        assert!(matches!(
+            enqueue(&mut q, Some("s-1")),
+            QueueReply::Enqueued { .. }
+        ));
+        assert!(matches!(
+            enqueue(&mut q, Some("s-1")),
+            QueueReply::Duplicate { .. }
+        ));
         let d = fetch(&mut q, 0).expect("a job");
         q.execute(t(1), &QueueOp::Ack { delivery: d.id });
-        assert!(matches!(enqueue(&mut q, Some("s-1")), QueueReply::Enqueued { .. }));
+        assert!(matches!(
+            enqueue(&mut q, Some("s-1")),
+            QueueReply::Enqueued { .. }
+        ));
     }
 
     #[test]
@@ -178,7 +213,10 @@ mod tests {
         let mut q = QueueModel::new(Duration::from_secs(30));
         enqueue(&mut q, None);
         let d = fetch(&mut q, 0).expect("a job");
-        assert_eq!(q.execute(t(1), &QueueOp::Nack { delivery: d.id }), QueueReply::Acked);
+        assert_eq!(
+            q.execute(t(1), &QueueOp::Nack { delivery: d.id }),
+            QueueReply::Acked
+        );
         assert!(!q.is_drained());
         assert_eq!(fetch(&mut q, 2).expect("again").attempt, 2);
     }

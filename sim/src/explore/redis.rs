@@ -50,7 +50,12 @@ impl RedisModel {
         let mut view = View { model: self, now };
         match op {
             KvOp::Get { key } => view.get(key).map_or(KvReply::Nil, KvReply::Bulk),
-            KvOp::Set { key, value, condition, ttl } => {
+            KvOp::Set {
+                key,
+                value,
+                condition,
+                ttl,
+            } => {
                 let exists = view.get(key).is_some();
                 let applies = match condition {
                     SetCondition::Always => true,
@@ -61,7 +66,13 @@ impl RedisModel {
                     return KvReply::Nil;
                 }
                 let expires_at = ttl.map(|ttl| now + ttl);
-                view.write(key, Some(Entry { value: value.clone(), expires_at }));
+                view.write(
+                    key,
+                    Some(Entry {
+                        value: value.clone(),
+                        expires_at,
+                    }),
+                );
                 KvReply::Ok
             }
             KvOp::Del { key } => KvReply::Int(i64::from(view.del(key))),
@@ -80,16 +91,27 @@ impl RedisModel {
                 let Some(next) = current.checked_add(*delta) else {
                     return KvReply::Error("ERR increment or decrement would overflow".into());
                 };
-                view.write(key, Some(Entry { value: next.to_string(), expires_at }));
+                view.write(
+                    key,
+                    Some(Entry {
+                        value: next.to_string(),
+                        expires_at,
+                    }),
+                );
                 KvReply::Int(next)
             }
             KvOp::PExpire { key, ttl } => KvReply::Int(i64::from(view.pexpire(key, *ttl))),
             KvOp::PTtl { key } => match view.entry(key) {
                 None => KvReply::Int(-2),
-                Some(Entry { expires_at: None, .. }) => KvReply::Int(-1),
-                Some(Entry { expires_at: Some(at), .. }) => {
-                    KvReply::Int(i64::try_from(at.saturating_since(now).as_ms()).unwrap_or(i64::MAX))
-                }
+                Some(Entry {
+                    expires_at: None, ..
+                }) => KvReply::Int(-1),
+                Some(Entry {
+                    expires_at: Some(at),
+                    ..
+                }) => KvReply::Int(
+                    i64::try_from(at.saturating_since(now).as_ms()).unwrap_or(i64::MAX),
+                ),
             },
             KvOp::Script { script, keys, args } => script.run(&mut view, keys, args),
         }
@@ -122,7 +144,9 @@ impl RedisModel {
             if *at + self.replication_lag > now {
                 break;
             }
-            let Some((_, key, entry)) = self.backlog.pop_front() else { break };
+            let Some((_, key, entry)) = self.backlog.pop_front() else {
+                break;
+            };
             match entry {
                 Some(e) => self.replica.insert(key, e),
                 None => self.replica.remove(&key),
@@ -134,7 +158,9 @@ impl RedisModel {
 impl View<'_> {
     fn entry(&self, key: &str) -> Option<Entry> {
         let e = self.model.primary.get(key)?;
-        e.expires_at.is_none_or(|at| at > self.now).then(|| e.clone())
+        e.expires_at
+            .is_none_or(|at| at > self.now)
+            .then(|| e.clone())
     }
 
     fn write(&mut self, key: &str, entry: Option<Entry>) {
@@ -142,7 +168,9 @@ impl View<'_> {
             Some(e) => self.model.primary.insert(key.to_string(), e.clone()),
             None => self.model.primary.remove(key),
         };
-        self.model.backlog.push_back((self.now, key.to_string(), entry));
+        self.model
+            .backlog
+            .push_back((self.now, key.to_string(), entry));
     }
 }
 
@@ -193,17 +221,32 @@ mod tests {
     fn keys_expire_on_the_virtual_clock() {
         let mut r = RedisModel::new(Duration::from_ms(10));
         assert_eq!(r.execute(t(0), &set_nx("lock", "A", 20_000)), KvReply::Ok);
-        assert_eq!(r.execute(t(19_999), &set_nx("lock", "B", 20_000)), KvReply::Nil);
-        assert_eq!(r.execute(t(20_000), &set_nx("lock", "B", 20_000)), KvReply::Ok);
+        assert_eq!(
+            r.execute(t(19_999), &set_nx("lock", "B", 20_000)),
+            KvReply::Nil
+        );
+        assert_eq!(
+            r.execute(t(20_000), &set_nx("lock", "B", 20_000)),
+            KvReply::Ok
+        );
         assert_eq!(r.peek(t(20_000), "lock"), Some("B"));
     }
 
     #[test]
     fn pexpire_on_a_missing_key_creates_nothing() {
         let mut r = RedisModel::new(Duration::ZERO);
-        let reply = r.execute(t(0), &KvOp::PExpire { key: "k".into(), ttl: Duration::from_secs(5) });
+        let reply = r.execute(
+            t(0),
+            &KvOp::PExpire {
+                key: "k".into(),
+                ttl: Duration::from_secs(5),
+            },
+        );
         assert_eq!(reply, KvReply::Int(0));
-        assert_eq!(r.execute(t(0), &KvOp::PTtl { key: "k".into() }), KvReply::Int(-2));
+        assert_eq!(
+            r.execute(t(0), &KvOp::PTtl { key: "k".into() }),
+            KvReply::Int(-2)
+        );
     }
 
     #[test]
@@ -213,8 +256,15 @@ mod tests {
         r.execute(t(950), &set_nx("lock", "A", 20_000));
         r.failover(t(1_000));
         assert_eq!(r.peek(t(1_000), "old"), Some("x"));
-        assert_eq!(r.peek(t(1_000), "lock"), None, "the unreplicated lock is lost");
-        assert_eq!(r.execute(t(1_001), &set_nx("lock", "B", 20_000)), KvReply::Ok);
+        assert_eq!(
+            r.peek(t(1_000), "lock"),
+            None,
+            "the unreplicated lock is lost"
+        );
+        assert_eq!(
+            r.execute(t(1_001), &set_nx("lock", "B", 20_000)),
+            KvReply::Ok
+        );
     }
 
     #[test]
@@ -227,17 +277,37 @@ mod tests {
             args: vec!["A".into(), "20000".into()],
         };
         assert_eq!(r.execute(t(10_000), &extend), KvReply::Int(0));
-        assert_eq!(r.execute(t(10_000), &KvOp::PTtl { key: "lock".into() }), KvReply::Int(10_000));
+        assert_eq!(
+            r.execute(t(10_000), &KvOp::PTtl { key: "lock".into() }),
+            KvReply::Int(10_000)
+        );
     }
 
     #[test]
     fn incrby_rejects_overflow_and_non_integers() {
         let mut r = RedisModel::new(Duration::ZERO);
-        let inc = |d| KvOp::IncrBy { key: "n".into(), delta: d };
+        let inc = |d| KvOp::IncrBy {
+            key: "n".into(),
+            delta: d,
+        };
         assert_eq!(r.execute(t(0), &inc(i64::MAX)), KvReply::Int(i64::MAX));
         assert!(matches!(r.execute(t(0), &inc(1)), KvReply::Error(_)));
-        r.execute(t(0), &KvOp::Set { key: "s".into(), value: "x".into(), condition: SetCondition::Always, ttl: None });
-        let reply = r.execute(t(0), &KvOp::IncrBy { key: "s".into(), delta: 1 });
+        r.execute(
+            t(0),
+            &KvOp::Set {
+                key: "s".into(),
+                value: "x".into(),
+                condition: SetCondition::Always,
+                ttl: None,
+            },
+        );
+        let reply = r.execute(
+            t(0),
+            &KvOp::IncrBy {
+                key: "s".into(),
+                delta: 1,
+            },
+        );
         assert!(matches!(reply, KvReply::Error(_)));
     }
 

@@ -76,19 +76,31 @@ impl SimRng {
     }
 
     fn record(&mut self, value: u64) -> u64 {
-        self.decisions.push(Decision { at: self.now, kind: self.kind, value });
+        self.decisions.push(Decision {
+            at: self.now,
+            kind: self.kind,
+            value,
+        });
         value
     }
 
     /// A uniform integer in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        let v = if n == 0 { 0 } else { self.rng.random_range(0..n) };
+        let v = if n == 0 {
+            0
+        } else {
+            self.rng.random_range(0..n)
+        };
         self.record(v)
     }
 
     /// A uniform integer in `lo..=hi`.
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        let v = if hi <= lo { lo } else { self.rng.random_range(lo..=hi) };
+        let v = if hi <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi)
+        };
         self.record(v)
     }
 

@@ -92,12 +92,20 @@ pub enum Step {
 impl Step {
     /// `At` with the time in milliseconds.
     pub fn at(ms: u64, action: Action) -> Step {
-        Step::At { at: Timestamp::from_ms(ms), action }
+        Step::At {
+            at: Timestamp::from_ms(ms),
+            action,
+        }
     }
 
     /// `On` the `nth` operation of `kind` by `process`.
     pub fn on(process: &str, kind: TagKind, nth: u32, effect: OpEffect) -> Step {
-        Step::On { process: process.to_string(), kind, nth, effect }
+        Step::On {
+            process: process.to_string(),
+            kind,
+            nth,
+            effect,
+        }
     }
 }
 
@@ -178,10 +186,16 @@ impl fmt::Display for Action {
             Action::Partition { process, store } => write!(f, "partition({process}, {store:?})"),
             Action::Heal { process, store } => write!(f, "heal({process}, {store:?})"),
             Action::Pause { process, duration } => write!(f, "pause({process}, {duration})"),
-            Action::Crash { process, restart_after: Some(d) } => {
+            Action::Crash {
+                process,
+                restart_after: Some(d),
+            } => {
                 write!(f, "crash({process}), restart after {d}")
             }
-            Action::Crash { process, restart_after: None } => write!(f, "crash({process})"),
+            Action::Crash {
+                process,
+                restart_after: None,
+            } => write!(f, "crash({process})"),
             Action::Failover => write!(f, "failover(Redis)"),
             Action::RedisRestart => write!(f, "restart(Redis)"),
         }
@@ -192,19 +206,32 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::At { at, action } => write!(f, "at {at}: {action}"),
-            Step::On { process, kind, nth, effect } => {
+            Step::On {
+                process,
+                kind,
+                nth,
+                effect,
+            } => {
                 write!(f, "when {process} sends its {} {kind:?}: ", ordinal(*nth))?;
                 match effect {
-                    OpEffect::PauseBeforeSend(d) => write!(f, "pause({process}, {d}) before it leaves"),
+                    OpEffect::PauseBeforeSend(d) => {
+                        write!(f, "pause({process}, {d}) before it leaves")
+                    }
                     OpEffect::Delay(d) => write!(f, "delay it {d} in the network"),
                     OpEffect::DropReply => write!(f, "apply it, lose the reply"),
-                    OpEffect::CrashAfterApply { restart_after: Some(d) } => {
+                    OpEffect::CrashAfterApply {
+                        restart_after: Some(d),
+                    } => {
                         write!(f, "apply it, crash({process}), restart after {d}")
                     }
-                    OpEffect::CrashAfterApply { restart_after: None } => {
+                    OpEffect::CrashAfterApply {
+                        restart_after: None,
+                    } => {
                         write!(f, "apply it, crash({process})")
                     }
-                    OpEffect::FailoverAfterApply => write!(f, "apply it, failover(Redis) before it replicates"),
+                    OpEffect::FailoverAfterApply => {
+                        write!(f, "apply it, failover(Redis) before it replicates")
+                    }
                 }
             }
         }

@@ -110,7 +110,10 @@ pub struct Run {
 impl Run {
     /// The committed row `key` of `table` at the end of the run.
     pub fn row(&self, table: Table, key: &str) -> Option<&Row> {
-        self.sql_rows.iter().find(|(t, k, _)| *t == table && k == key).map(|(_, _, r)| r)
+        self.sql_rows
+            .iter()
+            .find(|(t, k, _)| *t == table && k == key)
+            .map(|(_, _, r)| r)
     }
 }
 
@@ -224,10 +227,13 @@ impl World {
         let mut hasher = StableHasher::default();
         scheduler.hash(&mut hasher);
         let faults = match scheduler {
-            Scheduler::Scripted { steps, .. } => Faults::Scripted { steps: steps.clone() },
-            Scheduler::Random { seed, faults } => {
-                Faults::Random { rng: SimRng::new(*seed), profile: faults.clone() }
-            }
+            Scheduler::Scripted { steps, .. } => Faults::Scripted {
+                steps: steps.clone(),
+            },
+            Scheduler::Random { seed, faults } => Faults::Random {
+                rng: SimRng::new(*seed),
+                profile: faults.clone(),
+            },
         };
         let mut world = World {
             now: Timestamp::ZERO,
@@ -323,10 +329,20 @@ impl World {
                     }
                     let at = Timestamp::from_ms(rng.below(window.max(1)));
                     let who = prone[usize::try_from(rng.below(prone.len() as u64)).unwrap_or(0)];
-                    let store = if rng.below(2) == 0 { StoreId::Redis } else { StoreId::Sql };
+                    let store = if rng.below(2) == 0 {
+                        StoreId::Redis
+                    } else {
+                        StoreId::Sql
+                    };
                     let len = rng.duration(profile.partition_len.0, profile.partition_len.1);
                     let process = self.procs[who].name.clone();
-                    planned.push((at, Action::Partition { process: process.clone(), store }));
+                    planned.push((
+                        at,
+                        Action::Partition {
+                            process: process.clone(),
+                            store,
+                        },
+                    ));
                     planned.push((at + len, Action::Heal { process, store }));
                 }
                 for _ in 0..profile.redis_restarts {
@@ -450,9 +466,16 @@ impl World {
             self.emit(p, out);
         }
         while let Some(note) = self.procs[p].machine.as_mut().and_then(|m| m.poll_note()) {
-            self.history.notes.push(NoteRecord { at: self.now, process: pid(p), note });
+            self.history.notes.push(NoteRecord {
+                at: self.now,
+                process: pid(p),
+                note,
+            });
         }
-        let next = self.procs[p].machine.as_ref().and_then(|m| m.poll_timeout());
+        let next = self.procs[p]
+            .machine
+            .as_ref()
+            .and_then(|m| m.poll_timeout());
         if next != self.procs[p].timer_at {
             self.procs[p].timer_at = next;
             if let Some(at) = next {
@@ -502,7 +525,11 @@ impl World {
                 OpEffect::Delay(d) => {
                     extra = d;
                     let op = self.history.ops[index].id;
-                    self.record_fault(Fault::Delay { process: pid(p), op, by: d });
+                    self.record_fault(Fault::Delay {
+                        process: pid(p),
+                        op,
+                        by: d,
+                    });
                 }
                 OpEffect::DropReply => self.ops[index].drop_reply = true,
                 OpEffect::CrashAfterApply { restart_after } => {
@@ -530,11 +557,12 @@ impl World {
             Faults::Scripted { steps } => steps
                 .iter()
                 .filter_map(|s| match s {
-                    Step::On { process, kind: k, nth: n, effect }
-                        if process == name && *k == kind && *n == nth =>
-                    {
-                        Some(*effect)
-                    }
+                    Step::On {
+                        process,
+                        kind: k,
+                        nth: n,
+                        effect,
+                    } if process == name && *k == kind && *n == nth => Some(*effect),
                     _ => None,
                 })
                 .collect(),
@@ -557,7 +585,9 @@ impl World {
                 }
                 if prone && rng.chance(profile.crash) {
                     let d = rng.duration(profile.restart_after.0, profile.restart_after.1);
-                    effects.push(OpEffect::CrashAfterApply { restart_after: Some(d) });
+                    effects.push(OpEffect::CrashAfterApply {
+                        restart_after: Some(d),
+                    });
                 }
                 if store == StoreId::Redis && kind != TagKind::Fetch && rng.chance(profile.failover)
                 {
@@ -594,9 +624,7 @@ impl World {
         let state = &self.ops[index];
         let (p, store) = (state.proc, state.store.unwrap_or(StoreId::Redis));
         let connection_open = match state.session {
-            Some(s) => {
-                s == self.procs[p].session && state.incarnation == self.procs[p].incarnation
-            }
+            Some(s) => s == self.procs[p].session && state.incarnation == self.procs[p].incarnation,
             None => true,
         };
         if self.partitions.contains(&(p, store)) || !connection_open {
@@ -614,7 +642,9 @@ impl World {
             StoreOp::Kv(kv) => Reply::Kv(self.redis.execute(now, kv)),
             StoreOp::Queue(q) => Reply::Queue(self.queue.execute(now, q)),
             StoreOp::Sql(sql) => {
-                let Some(session) = self.ops[index].session else { return };
+                let Some(session) = self.ops[index].session else {
+                    return;
+                };
                 let in_tx = self.sql.in_transaction(session);
                 match self.sql.execute(session, sql) {
                     SqlOutcome::Blocked { .. } => {
@@ -684,15 +714,22 @@ impl World {
         }
         record.result = Some(reply);
         let state = &self.ops[index];
-        let (p, drop_reply, crash_after, failover_after) =
-            (state.proc, state.drop_reply, state.crash_after, state.failover_after);
+        let (p, drop_reply, crash_after, failover_after) = (
+            state.proc,
+            state.drop_reply,
+            state.crash_after,
+            state.failover_after,
+        );
         if failover_after {
             self.redis.failover(now);
             self.record_fault(Fault::Failover);
         }
         if drop_reply {
             let op = self.history.ops[index].id;
-            self.record_fault(Fault::DropReply { process: pid(p), op });
+            self.record_fault(Fault::DropReply {
+                process: pid(p),
+                op,
+            });
             self.in_flight -= 1;
         } else {
             let latency = self.latency();
@@ -733,7 +770,10 @@ impl World {
             self.procs[p].held.push(Held::Reply(index));
             return;
         }
-        let reply = self.history.ops[index].result.clone().unwrap_or(Reply::Timeout);
+        let reply = self.history.ops[index]
+            .result
+            .clone()
+            .unwrap_or(Reply::Timeout);
         self.complete(index, reply);
     }
 
@@ -778,8 +818,12 @@ impl World {
 
     fn reset_session(&mut self, p: usize) {
         let old = self.procs[p].session;
-        let parked_here: Vec<usize> =
-            self.parked.iter().copied().filter(|i| self.ops[*i].session == Some(old)).collect();
+        let parked_here: Vec<usize> = self
+            .parked
+            .iter()
+            .copied()
+            .filter(|i| self.ops[*i].session == Some(old))
+            .collect();
         for i in parked_here {
             self.parked.retain(|x| *x != i);
             self.in_flight -= 1;
@@ -800,7 +844,10 @@ impl World {
         }
         proc.paused_until = Some(proc.paused_until.map_or(until, |u| u.max(until)));
         let incarnation = proc.incarnation;
-        self.record_fault(Fault::Pause { process: pid(p), duration });
+        self.record_fault(Fault::Pause {
+            process: pid(p),
+            duration,
+        });
         self.schedule(until, Event::Resume(p, incarnation));
     }
 
@@ -819,7 +866,10 @@ impl World {
             match h {
                 Held::Send(index, extra) => self.send(index, extra),
                 Held::Reply(index) => {
-                    let reply = self.history.ops[index].result.clone().unwrap_or(Reply::Timeout);
+                    let reply = self.history.ops[index]
+                        .result
+                        .clone()
+                        .unwrap_or(Reply::Timeout);
                     self.complete(index, reply);
                 }
                 Held::Timeout(index) => self.op_timeout(index),
@@ -857,18 +907,27 @@ impl World {
             Action::Partition { process, store } => {
                 let p = self.proc_index(&process);
                 self.partitions.insert((p, store));
-                self.record_fault(Fault::Partition { process: pid(p), store });
+                self.record_fault(Fault::Partition {
+                    process: pid(p),
+                    store,
+                });
             }
             Action::Heal { process, store } => {
                 let p = self.proc_index(&process);
                 self.partitions.remove(&(p, store));
-                self.record_fault(Fault::Heal { process: pid(p), store });
+                self.record_fault(Fault::Heal {
+                    process: pid(p),
+                    store,
+                });
             }
             Action::Pause { process, duration } => {
                 let p = self.proc_index(&process);
                 self.pause(p, duration);
             }
-            Action::Crash { process, restart_after } => {
+            Action::Crash {
+                process,
+                restart_after,
+            } => {
                 let p = self.proc_index(&process);
                 self.crash(p, restart_after);
             }
@@ -885,7 +944,10 @@ impl World {
 
     fn record_fault(&mut self, fault: Fault) {
         self.stats.faults += 1;
-        self.history.faults.push(FaultRecord { at: self.now, fault });
+        self.history.faults.push(FaultRecord {
+            at: self.now,
+            fault,
+        });
     }
 }
 

@@ -1,0 +1,1261 @@
+//! The SQL model: PostgreSQL 15 under READ COMMITTED, one row per primary key, in memory and
+//! deterministic (ordered maps only).
+//!
+//! - Sessions: one per simulated process incarnation. `BEGIN` opens a transaction; a
+//!   statement outside one is autocommit (its own transaction, committed at once).
+//! - Reads (`SELECT` without `FOR UPDATE`, scans) never wait: each statement sees the latest
+//!   committed version of every row plus its own session's uncommitted writes.
+//! - `UPDATE` and `SELECT ... FOR UPDATE` take the row lock. A row locked by another session
+//!   makes the statement [`SqlOutcome::Blocked`]; nothing changes, and the simulator parks it
+//!   and executes the very same operation again once the holder's transaction has ended, so
+//!   the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
+//!   clause on the newest row version). As in PostgreSQL, an `UPDATE` whose guard is already
+//!   false on the committed version skips the row without waiting.
+//! - `INSERT` of a key that another session inserted (or updated) without committing waits
+//!   for that session, then fails with a unique violation if the row exists.
+//! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
+//!   `COMMIT` rolls it back).
+//!
+//! There is no deadlock detection: two sessions waiting on each other stay parked until a
+//! client timeout gives up and the session is dropped ([`SqlModel::disconnect`]), which rolls
+//! its transaction back and releases its locks.
+
+use std::collections::BTreeMap;
+
+use racelab_core::{
+    Assign, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+};
+
+/// The error every statement of a failed transaction gets.
+const ABORTED: &str =
+    "25P02: current transaction is aborted, commands ignored until end of transaction block";
+
+/// The name of every table's primary key column.
+const KEY_COLUMN: &str = "key";
+
+/// A row's identity: its table and its key.
+type RowId = (Table, String);
+
+/// Identifies a client session (one per simulated process incarnation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// The result of executing one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlOutcome {
+    /// The statement finished: its reply, and (for autocommit statements and COMMIT) whether
+    /// it made writes durable.
+    Done {
+        /// The database's answer.
+        reply: SqlReply,
+        /// Whether writes became durable (committed) with this operation.
+        durable: bool,
+    },
+    /// The statement must wait for a row lock (or an uncommitted insert of the same key) held
+    /// by `holder`. Nothing changed. The simulator parks it and calls
+    /// [`SqlModel::execute`] again with the same op after the holder's transaction ends.
+    Blocked {
+        /// The session whose transaction holds the lock.
+        holder: SessionId,
+    },
+}
+
+/// One open transaction.
+#[derive(Debug, Default)]
+struct Txn {
+    /// An error happened in it: every later statement fails with 25P02, `COMMIT` rolls back.
+    failed: bool,
+    /// The session's uncommitted row versions (inserted or updated rows), visible only to
+    /// the session until commit.
+    writes: BTreeMap<RowId, Row>,
+}
+
+/// The database: committed rows, open transactions and row locks.
+#[derive(Debug, Default)]
+pub struct SqlModel {
+    /// The committed rows of each table, by key.
+    committed: BTreeMap<Table, BTreeMap<String, Row>>,
+    /// The open transactions by session (an autocommit statement has one while it runs).
+    txns: BTreeMap<SessionId, Txn>,
+    /// Row locks: which session holds each locked row (a row it updated, inserted or
+    /// selected `FOR UPDATE`). Held until the transaction ends.
+    locks: BTreeMap<RowId, SessionId>,
+}
+
+impl SqlModel {
+    /// An empty database with every [`Table`] and no rows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Seeds a committed row (test/scenario setup), replacing any existing row with that key.
+    /// Declared columns missing from `columns` are stored as `NULL`; the columns are not
+    /// otherwise checked.
+    pub fn seed(&mut self, table: Table, key: &str, columns: Row) {
+        let mut row = null_row(table);
+        row.extend(columns);
+        self.committed
+            .entry(table)
+            .or_default()
+            .insert(key.to_string(), row);
+    }
+
+    /// Executes one operation for `session`, or reports that it must wait for a lock.
+    pub fn execute(&mut self, session: SessionId, op: &SqlOp) -> SqlOutcome {
+        match op {
+            SqlOp::Begin => match self.txns.get(&session) {
+                Some(txn) if txn.failed => done(SqlReply::Error(ABORTED.into()), false),
+                // PostgreSQL: WARNING "there is already a transaction in progress".
+                Some(_) => done(SqlReply::Ok, false),
+                None => {
+                    self.txns.insert(session, Txn::default());
+                    done(SqlReply::Ok, false)
+                }
+            },
+            SqlOp::Commit => match self.end(session) {
+                // PostgreSQL: WARNING "there is no transaction in progress".
+                None => done(SqlReply::Committed, false),
+                Some(txn) if txn.failed => done(SqlReply::RolledBack, false),
+                Some(txn) => {
+                    let durable = self.apply(txn);
+                    done(SqlReply::Committed, durable)
+                }
+            },
+            SqlOp::Rollback => {
+                self.end(session);
+                done(SqlReply::Ok, false)
+            }
+            SqlOp::Exec(stmt) => match self.txns.get(&session) {
+                Some(txn) if txn.failed => done(SqlReply::Error(ABORTED.into()), false),
+                Some(_) => match self.run(session, stmt) {
+                    Err(holder) => SqlOutcome::Blocked { holder },
+                    Ok(reply) => {
+                        if is_error(&reply) {
+                            if let Some(txn) = self.txns.get_mut(&session) {
+                                txn.failed = true;
+                            }
+                        }
+                        done(reply, false)
+                    }
+                },
+                None => {
+                    self.txns.insert(session, Txn::default());
+                    let result = self.run(session, stmt);
+                    let txn = self.end(session).unwrap_or_default();
+                    match result {
+                        Err(holder) => SqlOutcome::Blocked { holder },
+                        Ok(reply) if is_error(&reply) => done(reply, false),
+                        Ok(reply) => {
+                            let durable = self.apply(txn);
+                            done(reply, durable)
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// The session's connection dropped (process crash): roll back its open transaction and
+    /// release its locks. Returns true if a transaction was open.
+    pub fn disconnect(&mut self, session: SessionId) -> bool {
+        self.end(session).is_some()
+    }
+
+    /// Committed state of one row.
+    pub fn committed(&self, table: Table, key: &str) -> Option<&Row> {
+        self.committed.get(&table)?.get(key)
+    }
+
+    /// All committed rows of a table in key order.
+    pub fn committed_rows(&self, table: Table) -> impl Iterator<Item = (&str, &Row)> {
+        self.committed
+            .get(&table)
+            .into_iter()
+            .flat_map(|rows| rows.iter().map(|(key, row)| (key.as_str(), row)))
+    }
+
+    /// Whether `session` has an open transaction (possibly a failed one).
+    pub fn in_transaction(&self, session: SessionId) -> bool {
+        self.txns.contains_key(&session)
+    }
+
+    /// Ends the session's transaction, if any, without applying it: removes it and releases
+    /// its locks. Returns the transaction.
+    fn end(&mut self, session: SessionId) -> Option<Txn> {
+        let txn = self.txns.remove(&session)?;
+        self.locks.retain(|_, holder| *holder != session);
+        Some(txn)
+    }
+
+    /// Applies an ended transaction's writes to the committed state. Returns whether it
+    /// wrote anything.
+    fn apply(&mut self, txn: Txn) -> bool {
+        let wrote = !txn.writes.is_empty();
+        for ((table, key), row) in txn.writes {
+            self.committed.entry(table).or_default().insert(key, row);
+        }
+        wrote
+    }
+
+    /// The committed version of a row.
+    fn committed_row(&self, id: &RowId) -> Option<&Row> {
+        self.committed.get(&id.0)?.get(&id.1)
+    }
+
+    /// The version of a row `session` sees: its own uncommitted one, else the committed one.
+    fn visible(&self, session: SessionId, id: &RowId) -> Option<&Row> {
+        self.txns
+            .get(&session)
+            .and_then(|txn| txn.writes.get(id))
+            .or_else(|| self.committed_row(id))
+    }
+
+    /// The session other than `session` that holds the lock on a row, if any.
+    fn other_holder(&self, session: SessionId, id: &RowId) -> Option<SessionId> {
+        self.locks
+            .get(id)
+            .copied()
+            .filter(|holder| *holder != session)
+    }
+
+    /// Whether `holder` has an uncommitted version of the row (it inserted or updated it,
+    /// rather than only locking it `FOR UPDATE`).
+    fn wrote(&self, holder: SessionId, id: &RowId) -> bool {
+        self.txns
+            .get(&holder)
+            .is_some_and(|txn| txn.writes.contains_key(id))
+    }
+
+    /// Locks a row for `session` (whose transaction is open).
+    fn lock(&mut self, session: SessionId, id: RowId) {
+        self.locks.insert(id, session);
+    }
+
+    /// Records the session's new version of a row and locks it.
+    fn write(&mut self, session: SessionId, id: RowId, row: Row) {
+        if let Some(txn) = self.txns.get_mut(&session) {
+            txn.writes.insert(id.clone(), row);
+        }
+        self.lock(session, id);
+    }
+
+    /// Runs one statement inside the session's (open, not failed) transaction. `Err` is the
+    /// holder of the lock the statement waits for; nothing has changed then.
+    fn run(&mut self, session: SessionId, stmt: &SqlStmt) -> Result<SqlReply, SessionId> {
+        match stmt {
+            SqlStmt::Select {
+                table,
+                key,
+                for_update,
+            } => {
+                let id = (*table, key.clone());
+                if *for_update {
+                    // Another session's uncommitted insert is invisible: no row, no wait.
+                    if let Some(holder) = self.other_holder(session, &id) {
+                        if self.committed_row(&id).is_some() {
+                            return Err(holder);
+                        }
+                    }
+                }
+                let Some(row) = self.visible(session, &id).cloned() else {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                };
+                if *for_update {
+                    self.lock(session, id);
+                }
+                Ok(SqlReply::Rows(vec![keyed(key, row)]))
+            }
+            SqlStmt::Scan { table, filter } => {
+                if let Err(e) = check_cond(*table, filter) {
+                    return Ok(e);
+                }
+                let mut rows: BTreeMap<&str, &Row> = self
+                    .committed
+                    .get(table)
+                    .into_iter()
+                    .flat_map(|rows| rows.iter().map(|(k, r)| (k.as_str(), r)))
+                    .collect();
+                if let Some(txn) = self.txns.get(&session) {
+                    for ((t, k), r) in &txn.writes {
+                        if t == table {
+                            rows.insert(k.as_str(), r);
+                        }
+                    }
+                }
+                let found = rows
+                    .into_iter()
+                    .filter(|(k, r)| matches(filter, k, r))
+                    .map(|(k, r)| keyed(k, r.clone()))
+                    .collect();
+                Ok(SqlReply::Rows(found))
+            }
+            SqlStmt::Insert { table, key, row } => {
+                if let Err(e) = check_insert(*table, row) {
+                    return Ok(e);
+                }
+                let id = (*table, key.clone());
+                // PostgreSQL's unique check waits for an in-progress inserter or updater of
+                // the key (not for a mere FOR UPDATE locker), then re-checks.
+                if let Some(holder) = self.other_holder(session, &id) {
+                    if self.wrote(holder, &id) {
+                        return Err(holder);
+                    }
+                }
+                if self.visible(session, &id).is_some() {
+                    return Ok(SqlReply::UniqueViolation {
+                        table: *table,
+                        key: key.clone(),
+                    });
+                }
+                let mut full = null_row(*table);
+                full.extend(row.iter().map(|(c, v)| (c.clone(), v.clone())));
+                self.write(session, id, full);
+                Ok(SqlReply::Affected(1))
+            }
+            SqlStmt::Update {
+                table,
+                key,
+                guard,
+                set,
+            } => {
+                if let Err(e) = check_cond(*table, guard).and_then(|()| check_update(*table, set)) {
+                    return Ok(e);
+                }
+                let id = (*table, key.clone());
+                if let Some(holder) = self.other_holder(session, &id) {
+                    // The statement's snapshot holds the committed version (another session's
+                    // uncommitted insert is invisible). PostgreSQL only waits for the lock if
+                    // that version passes the guard; after the wait it re-checks the newest
+                    // version, which the re-execution does.
+                    return match self.committed_row(&id) {
+                        Some(row) if matches(guard, key, row) => Err(holder),
+                        _ => Ok(SqlReply::Rows(Vec::new())),
+                    };
+                }
+                let Some(row) = self.visible(session, &id) else {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                };
+                if !matches(guard, key, row) {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                }
+                let updated = match assign(row, set) {
+                    Ok(updated) => updated,
+                    Err(e) => return Ok(e),
+                };
+                self.write(session, id, updated.clone());
+                Ok(SqlReply::Rows(vec![keyed(key, updated)]))
+            }
+        }
+    }
+}
+
+/// `Done` with a reply.
+fn done(reply: SqlReply, durable: bool) -> SqlOutcome {
+    SqlOutcome::Done { reply, durable }
+}
+
+/// Whether a reply is an error (which fails the transaction).
+fn is_error(reply: &SqlReply) -> bool {
+    matches!(reply, SqlReply::Error(_) | SqlReply::UniqueViolation { .. })
+}
+
+/// A row of `table` with every column `NULL`.
+fn null_row(table: Table) -> Row {
+    table
+        .columns()
+        .iter()
+        .map(|(c, _)| (c.to_string(), Value::Null))
+        .collect()
+}
+
+/// A returned row.
+fn keyed(key: &str, columns: Row) -> KeyedRow {
+    KeyedRow {
+        key: key.to_string(),
+        columns,
+    }
+}
+
+/// The declared type of a non-key column.
+fn column_type(table: Table, column: &str) -> Option<ColumnType> {
+    table
+        .columns()
+        .iter()
+        .find(|(c, _)| *c == column)
+        .map(|(_, t)| *t)
+}
+
+/// The SQL name of a column type.
+fn type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Int => "bigint",
+        ColumnType::Text => "text",
+    }
+}
+
+/// The type of a non-`NULL` value.
+fn value_type(value: &Value) -> Option<ColumnType> {
+    match value {
+        Value::Null => None,
+        Value::Int(_) => Some(ColumnType::Int),
+        Value::Text(_) => Some(ColumnType::Text),
+    }
+}
+
+/// Checks that a value can be stored in a column of type `ty` (42804 otherwise).
+fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlReply> {
+    match value_type(value) {
+        Some(actual) if actual != ty => Err(SqlReply::Error(format!(
+            "42804: column \"{column}\" is of type {} but expression is of type {}",
+            type_name(ty),
+            type_name(actual)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The error for a column the table does not have, in an `INSERT` or `SET` list.
+fn no_such_column(table: Table, column: &str) -> SqlReply {
+    SqlReply::Error(format!(
+        "42703: column \"{column}\" of relation \"{}\" does not exist",
+        table.as_str()
+    ))
+}
+
+/// Checks an `INSERT`'s columns (all names first, then the values' types, as PostgreSQL's
+/// analysis does).
+fn check_insert(table: Table, row: &Row) -> Result<(), SqlReply> {
+    let mut types = Vec::with_capacity(row.len());
+    for column in row.keys() {
+        if column == KEY_COLUMN {
+            return Err(SqlReply::Error(format!(
+                "42701: column \"{KEY_COLUMN}\" specified more than once"
+            )));
+        }
+        types.push(column_type(table, column).ok_or_else(|| no_such_column(table, column))?);
+    }
+    for ((column, value), ty) in row.iter().zip(types) {
+        check_value(column, ty, value)?;
+    }
+    Ok(())
+}
+
+/// Checks an `UPDATE`'s assignments: known non-key columns, values of the column's type, `+`
+/// only on integer columns, and no column assigned twice.
+fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
+    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
+    for a in set {
+        let column = match a {
+            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
+        };
+        if column == KEY_COLUMN {
+            return Err(SqlReply::Error(format!(
+                "0A000: the model does not support updating the primary key \"{KEY_COLUMN}\" of relation \"{}\"",
+                table.as_str()
+            )));
+        }
+        let ty = column_type(table, column).ok_or_else(|| no_such_column(table, column))?;
+        match a {
+            Assign::Set { value, .. } => check_value(column, ty, value)?,
+            Assign::Add { .. } if ty != ColumnType::Int => {
+                return Err(SqlReply::Error(format!(
+                    "42883: operator does not exist: {} + bigint",
+                    type_name(ty)
+                )));
+            }
+            Assign::Add { .. } => {}
+        }
+        if seen.contains(&column) {
+            return Err(SqlReply::Error(format!(
+                "42601: multiple assignments to same column \"{column}\""
+            )));
+        }
+        seen.push(column);
+    }
+    Ok(())
+}
+
+/// Checks that a condition names only columns of the table (or its key).
+fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
+    match cond {
+        Cond::True => Ok(()),
+        Cond::Cmp { column, .. } => {
+            if column == KEY_COLUMN || column_type(table, column).is_some() {
+                Ok(())
+            } else {
+                Err(SqlReply::Error(format!(
+                    "42703: column \"{column}\" does not exist"
+                )))
+            }
+        }
+        Cond::And(conds) | Cond::Or(conds) => conds.iter().try_for_each(|c| check_cond(table, c)),
+    }
+}
+
+/// Whether a condition mentions the key column.
+fn mentions_key(cond: &Cond) -> bool {
+    match cond {
+        Cond::True => false,
+        Cond::Cmp { column, .. } => column == KEY_COLUMN,
+        Cond::And(conds) | Cond::Or(conds) => conds.iter().any(mentions_key),
+    }
+}
+
+/// Evaluates a condition on a row, whose key the condition may also compare.
+fn matches(cond: &Cond, key: &str, row: &Row) -> bool {
+    if mentions_key(cond) {
+        let mut with_key = row.clone();
+        with_key.insert(KEY_COLUMN.to_string(), Value::Text(key.to_string()));
+        cond.eval(&with_key)
+    } else {
+        cond.eval(row)
+    }
+}
+
+/// The row after an `UPDATE`'s (checked) assignments. `+` leaves `NULL` alone and fails with
+/// 22003 on overflow, as `bigint` arithmetic does.
+fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
+    let mut updated = row.clone();
+    for a in set {
+        match a {
+            Assign::Set { column, value } => {
+                updated.insert(column.clone(), value.clone());
+            }
+            Assign::Add { column, delta } => {
+                if let Some(Value::Int(n)) = updated.get_mut(column) {
+                    *n = n
+                        .checked_add(*delta)
+                        .ok_or_else(|| SqlReply::Error("22003: bigint out of range".into()))?;
+                }
+            }
+        }
+    }
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racelab_core::CmpOp;
+
+    const A: SessionId = SessionId(1);
+    const B: SessionId = SessionId(2);
+    const C: SessionId = SessionId(3);
+    const WO: &str = "wo-1";
+
+    fn int(n: i64) -> Value {
+        Value::Int(n)
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_string())
+    }
+
+    fn row(columns: &[(&str, Value)]) -> Row {
+        columns
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn work_order(qty: i64, epoch: i64) -> Row {
+        row(&[
+            ("qty", int(qty)),
+            ("lease_epoch", int(epoch)),
+            ("lease_owner", text("")),
+            ("lease_until", int(0)),
+        ])
+    }
+
+    fn seeded() -> SqlModel {
+        let mut m = SqlModel::new();
+        m.seed(Table::WorkOrders, WO, work_order(10, 1));
+        m
+    }
+
+    fn exec(stmt: SqlStmt) -> SqlOp {
+        SqlOp::Exec(stmt)
+    }
+
+    fn select(table: Table, key: &str) -> SqlOp {
+        exec(SqlStmt::Select {
+            table,
+            key: key.to_string(),
+            for_update: false,
+        })
+    }
+
+    fn select_for_update(table: Table, key: &str) -> SqlOp {
+        exec(SqlStmt::Select {
+            table,
+            key: key.to_string(),
+            for_update: true,
+        })
+    }
+
+    fn update(key: &str, guard: Cond, set: Vec<Assign>) -> SqlOp {
+        exec(SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: key.to_string(),
+            guard,
+            set,
+        })
+    }
+
+    fn add(column: &str, delta: i64) -> Assign {
+        Assign::Add {
+            column: column.to_string(),
+            delta,
+        }
+    }
+
+    fn set(column: &str, value: Value) -> Assign {
+        Assign::Set {
+            column: column.to_string(),
+            value,
+        }
+    }
+
+    fn epoch_is(e: i64) -> Cond {
+        Cond::cmp("lease_epoch", CmpOp::Eq, int(e))
+    }
+
+    fn insert_scan(key: &str, qty: i64) -> SqlOp {
+        exec(SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key: key.to_string(),
+            row: row(&[("work_order", text(WO)), ("qty", int(qty))]),
+        })
+    }
+
+    fn reply(outcome: SqlOutcome) -> SqlReply {
+        match outcome {
+            SqlOutcome::Done { reply, .. } => reply,
+            SqlOutcome::Blocked { holder } => panic!("unexpectedly blocked on {holder:?}"),
+        }
+    }
+
+    fn ok(m: &mut SqlModel, s: SessionId, op: &SqlOp) -> SqlReply {
+        reply(m.execute(s, op))
+    }
+
+    fn rows(r: SqlReply) -> Vec<KeyedRow> {
+        match r {
+            SqlReply::Rows(rows) => rows,
+            other => panic!("expected rows, got {other:?}"),
+        }
+    }
+
+    fn qty_seen(m: &mut SqlModel, s: SessionId) -> Option<i64> {
+        rows(ok(m, s, &select(Table::WorkOrders, WO)))
+            .first()
+            .and_then(|r| r.int("qty"))
+    }
+
+    fn committed_qty(m: &SqlModel) -> Option<&Value> {
+        m.committed(Table::WorkOrders, WO)?.get("qty")
+    }
+
+    fn error(r: SqlReply) -> String {
+        match r {
+            SqlReply::Error(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn autocommit_writes_are_durable_and_reads_are_not() {
+        let mut m = seeded();
+        let out = m.execute(A, &update(WO, Cond::True, vec![add("qty", 5)]));
+        let SqlOutcome::Done { reply, durable } = out else {
+            panic!("blocked")
+        };
+        assert!(durable);
+        assert_eq!(rows(reply)[0].int("qty"), Some(15));
+        assert_eq!(committed_qty(&m), Some(&int(15)));
+        assert!(!m.in_transaction(A));
+
+        let out = m.execute(A, &insert_scan("s1", 5));
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Affected(1),
+                durable: true
+            }
+        );
+        assert!(m.committed(Table::AppliedScans, "s1").is_some());
+
+        // A guard that fails writes nothing: not durable.
+        let out = m.execute(A, &update(WO, epoch_is(7), vec![add("qty", 5)]));
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(vec![]),
+                durable: false
+            }
+        );
+        let out = m.execute(A, &select(Table::WorkOrders, WO));
+        assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
+        let out = m.execute(A, &select_for_update(Table::WorkOrders, WO));
+        assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
+        // An autocommit FOR UPDATE does not keep its lock.
+        assert_eq!(qty_seen(&mut m, B), Some(15));
+        let out = m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)]));
+        assert!(matches!(out, SqlOutcome::Done { durable: true, .. }));
+        // An update of a missing key matches nothing.
+        let out = m.execute(A, &update("nope", Cond::True, vec![add("qty", 1)]));
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(vec![]),
+                durable: false
+            }
+        );
+    }
+
+    #[test]
+    fn own_writes_are_visible_and_others_see_only_committed_rows() {
+        let mut m = seeded();
+        assert_eq!(ok(&mut m, A, &SqlOp::Begin), SqlReply::Ok);
+        assert!(m.in_transaction(A));
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        assert_eq!(ok(&mut m, A, &insert_scan("s1", 5)), SqlReply::Affected(1));
+        assert_eq!(qty_seen(&mut m, A), Some(15));
+        assert_eq!(qty_seen(&mut m, B), Some(10));
+        assert_eq!(committed_qty(&m), Some(&int(10)));
+        assert!(rows(ok(&mut m, B, &select(Table::AppliedScans, "s1"))).is_empty());
+        let scan = exec(SqlStmt::Scan {
+            table: Table::AppliedScans,
+            filter: Cond::cmp("work_order", CmpOp::Eq, text(WO)),
+        });
+        assert_eq!(rows(ok(&mut m, A, &scan)).len(), 1);
+        assert!(rows(ok(&mut m, B, &scan)).is_empty());
+        // Another session's uncommitted insert is invisible to FOR UPDATE and UPDATE too.
+        assert!(rows(ok(&mut m, B, &select_for_update(Table::AppliedScans, "s1"))).is_empty());
+
+        let out = m.execute(A, &SqlOp::Commit);
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Committed,
+                durable: true
+            }
+        );
+        assert!(!m.in_transaction(A));
+        assert_eq!(qty_seen(&mut m, B), Some(15));
+        assert_eq!(rows(ok(&mut m, B, &scan)).len(), 1);
+    }
+
+    #[test]
+    fn rollback_discards_writes_and_read_only_commit_is_not_durable() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+        assert_eq!(committed_qty(&m), Some(&int(10)));
+        // The lock is gone.
+        assert!(matches!(
+            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
+            SqlOutcome::Done { durable: true, .. }
+        ));
+
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        assert_eq!(
+            m.execute(A, &SqlOp::Commit),
+            SqlOutcome::Done {
+                reply: SqlReply::Committed,
+                durable: false
+            }
+        );
+    }
+
+    #[test]
+    fn transaction_control_outside_and_inside_transactions() {
+        let mut m = seeded();
+        assert_eq!(
+            m.execute(A, &SqlOp::Commit),
+            SqlOutcome::Done {
+                reply: SqlReply::Committed,
+                durable: false
+            }
+        );
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+        assert!(!m.in_transaction(A));
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 1)])));
+        // A second BEGIN only warns: the transaction and its writes stay.
+        assert_eq!(ok(&mut m, A, &SqlOp::Begin), SqlReply::Ok);
+        assert_eq!(qty_seen(&mut m, A), Some(11));
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert_eq!(committed_qty(&m), Some(&int(11)));
+    }
+
+    #[test]
+    fn conditional_update_is_rechecked_after_the_holder_commits() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, B, &SqlOp::Begin);
+        let a_update = update(WO, epoch_is(1), vec![add("qty", 5), add("lease_epoch", 1)]);
+        let after = rows(ok(&mut m, A, &a_update));
+        assert_eq!(after[0].int("lease_epoch"), Some(2));
+        assert_eq!(after[0].int("qty"), Some(15));
+
+        let b_update = update(WO, epoch_is(1), vec![add("qty", 7)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        // Blocked changed nothing, and blocking again is the same.
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        // The holder itself never blocks on its own lock.
+        assert_eq!(
+            rows(ok(&mut m, A, &update(WO, Cond::True, vec![]))).len(),
+            1
+        );
+        // Plain reads do not wait.
+        assert_eq!(qty_seen(&mut m, B), Some(10));
+
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert!(rows(ok(&mut m, B, &b_update)).is_empty());
+        // B took no lock: C can update at once.
+        let c = m.execute(C, &update(WO, epoch_is(2), vec![add("qty", 1)]));
+        assert!(matches!(c, SqlOutcome::Done { durable: true, .. }));
+        assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::Committed);
+        assert_eq!(committed_qty(&m), Some(&int(16)));
+    }
+
+    #[test]
+    fn blocked_update_applies_on_the_newest_row_when_the_guard_still_holds() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, epoch_is(1), vec![add("qty", 5)])));
+        let b_update = update(WO, epoch_is(1), vec![add("qty", 7)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Commit);
+        let out = m.execute(B, &b_update);
+        let SqlOutcome::Done { reply, durable } = out else {
+            panic!("blocked")
+        };
+        assert!(durable);
+        assert_eq!(rows(reply)[0].int("qty"), Some(22));
+    }
+
+    #[test]
+    fn update_whose_guard_fails_on_the_committed_row_does_not_wait() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(
+            &mut m,
+            A,
+            &update(WO, Cond::True, vec![set("lease_epoch", int(5))]),
+        ));
+        // PostgreSQL filters on the snapshot (epoch 1) before trying the lock.
+        let out = m.execute(B, &update(WO, epoch_is(5), vec![add("qty", 1)]));
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(vec![]),
+                durable: false
+            }
+        );
+    }
+
+    #[test]
+    fn select_for_update_waits_for_any_row_lock() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        let locked = rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO)));
+        assert_eq!(locked[0].int("qty"), Some(10));
+        assert_eq!(
+            m.execute(B, &select_for_update(Table::WorkOrders, WO)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        assert_eq!(
+            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
+            SqlOutcome::Blocked { holder: A }
+        );
+        // A second FOR UPDATE by the holder does not block.
+        assert_eq!(
+            rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO))).len(),
+            1
+        );
+        // A missing key: no row, no lock.
+        assert!(rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, "nope"))).is_empty());
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(
+            rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, WO))).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn insert_waits_for_an_uncommitted_inserter_then_violates_if_it_committed() {
+        let mut m = SqlModel::new();
+        ok(&mut m, A, &SqlOp::Begin);
+        assert_eq!(ok(&mut m, A, &insert_scan("s1", 5)), SqlReply::Affected(1));
+        // Inserting it again in the same transaction is a violation (and fails it).
+        ok(&mut m, C, &SqlOp::Begin);
+        assert_eq!(ok(&mut m, C, &insert_scan("s2", 5)), SqlReply::Affected(1));
+        assert!(matches!(
+            ok(&mut m, C, &insert_scan("s2", 5)),
+            SqlReply::UniqueViolation { .. }
+        ));
+        assert_eq!(ok(&mut m, C, &SqlOp::Commit), SqlReply::RolledBack);
+
+        ok(&mut m, B, &SqlOp::Begin);
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 9)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        // Blocking did not fail B's transaction.
+        assert_eq!(qty_seen(&mut m, B), None);
+        ok(&mut m, A, &SqlOp::Commit);
+        assert_eq!(
+            ok(&mut m, B, &insert_scan("s1", 9)),
+            SqlReply::UniqueViolation {
+                table: Table::AppliedScans,
+                key: "s1".into()
+            }
+        );
+        assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::RolledBack);
+        assert_eq!(
+            m.committed(Table::AppliedScans, "s1")
+                .and_then(|r| r.get("qty")),
+            Some(&int(5))
+        );
+        assert!(m.committed(Table::AppliedScans, "s2").is_none());
+    }
+
+    #[test]
+    fn insert_waits_for_an_uncommitted_inserter_then_succeeds_if_it_rolled_back() {
+        let mut m = SqlModel::new();
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &insert_scan("s1", 5));
+        // Autocommit insert blocks too, with nothing changed.
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 9)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        assert!(!m.in_transaction(B));
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 9)),
+            SqlOutcome::Done {
+                reply: SqlReply::Affected(1),
+                durable: true
+            }
+        );
+        assert_eq!(
+            m.committed(Table::AppliedScans, "s1")
+                .and_then(|r| r.get("qty")),
+            Some(&int(9))
+        );
+    }
+
+    #[test]
+    fn insert_of_a_committed_key_waits_only_for_an_uncommitted_updater() {
+        let mut m = seeded();
+        let dup = exec(SqlStmt::Insert {
+            table: Table::WorkOrders,
+            key: WO.into(),
+            row: Row::new(),
+        });
+        assert!(matches!(
+            ok(&mut m, B, &dup),
+            SqlReply::UniqueViolation { .. }
+        ));
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        // A FOR UPDATE locker does not hold up the unique check.
+        assert!(matches!(
+            ok(&mut m, B, &dup),
+            SqlReply::UniqueViolation { .. }
+        ));
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 1)])));
+        assert_eq!(m.execute(B, &dup), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Commit);
+        assert!(matches!(
+            ok(&mut m, B, &dup),
+            SqlReply::UniqueViolation { .. }
+        ));
+    }
+
+    #[test]
+    fn an_error_fails_the_transaction_until_its_end() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        ok(&mut m, A, &insert_scan("s1", 5));
+        assert!(matches!(
+            ok(&mut m, A, &insert_scan("s1", 5)),
+            SqlReply::UniqueViolation { .. }
+        ));
+        assert_eq!(
+            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
+            ABORTED
+        );
+        assert_eq!(error(ok(&mut m, A, &insert_scan("s9", 1))), ABORTED);
+        assert_eq!(error(ok(&mut m, A, &SqlOp::Begin)), ABORTED);
+        assert!(m.in_transaction(A));
+        // Locks are still held until the end.
+        assert_eq!(
+            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
+            SqlOutcome::Blocked { holder: A }
+        );
+        assert_eq!(
+            m.execute(A, &SqlOp::Commit),
+            SqlOutcome::Done {
+                reply: SqlReply::RolledBack,
+                durable: false
+            }
+        );
+        assert!(!m.in_transaction(A));
+        assert_eq!(committed_qty(&m), Some(&int(10)));
+        assert!(m.committed(Table::AppliedScans, "s1").is_none());
+        // The next transaction starts clean.
+        ok(&mut m, A, &SqlOp::Begin);
+        assert_eq!(qty_seen(&mut m, A), Some(10));
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+
+        // ROLLBACK ends a failed transaction too.
+        ok(&mut m, A, &SqlOp::Begin);
+        error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+        assert!(!m.in_transaction(A));
+    }
+
+    #[test]
+    fn an_autocommit_error_applies_nothing() {
+        let mut m = seeded();
+        m.seed(Table::WorkOrders, "big", work_order(i64::MAX, 1));
+        let out = m.execute(
+            A,
+            &update(
+                "big",
+                Cond::True,
+                vec![add("lease_epoch", 1), add("qty", 1)],
+            ),
+        );
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Error("22003: bigint out of range".into()),
+                durable: false
+            }
+        );
+        assert!(!m.in_transaction(A));
+        let big = m.committed(Table::WorkOrders, "big").unwrap();
+        assert_eq!(big.get("lease_epoch"), Some(&int(1)));
+        assert_eq!(big.get("qty"), Some(&int(i64::MAX)));
+        // No lock was left behind.
+        assert_eq!(
+            rows(ok(
+                &mut m,
+                B,
+                &update("big", Cond::True, vec![add("qty", -1)])
+            ))[0]
+                .int("qty"),
+            Some(i64::MAX - 1)
+        );
+    }
+
+    #[test]
+    fn disconnect_rolls_back_and_releases_locks() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        ok(&mut m, A, &insert_scan("s1", 5));
+        let b_update = update(WO, Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 1)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        assert!(m.disconnect(A));
+        assert!(!m.in_transaction(A));
+        assert_eq!(committed_qty(&m), Some(&int(10)));
+        assert_eq!(rows(ok(&mut m, B, &b_update))[0].int("qty"), Some(11));
+        assert_eq!(ok(&mut m, B, &insert_scan("s1", 1)), SqlReply::Affected(1));
+        assert!(!m.disconnect(A));
+        assert!(!m.disconnect(B));
+    }
+
+    #[test]
+    fn add_leaves_null_alone_and_fails_on_overflow() {
+        let mut m = SqlModel::new();
+        m.seed(Table::WorkOrders, WO, row(&[("lease_epoch", int(1))]));
+        let after = rows(ok(
+            &mut m,
+            A,
+            &update(WO, Cond::True, vec![add("qty", 5), add("lease_epoch", 1)]),
+        ));
+        assert_eq!(after[0].columns.get("qty"), Some(&Value::Null));
+        assert_eq!(after[0].int("lease_epoch"), Some(2));
+        assert_eq!(committed_qty(&m), Some(&Value::Null));
+
+        m.seed(Table::WorkOrders, WO, work_order(i64::MIN, 1));
+        ok(&mut m, A, &SqlOp::Begin);
+        assert_eq!(
+            error(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", -1)]))),
+            "22003: bigint out of range"
+        );
+        assert_eq!(
+            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
+            ABORTED
+        );
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
+        assert_eq!(committed_qty(&m), Some(&int(i64::MIN)));
+    }
+
+    #[test]
+    fn unknown_columns_and_wrong_types_are_errors() {
+        let mut m = seeded();
+        let bad_insert = |row: Row| {
+            exec(SqlStmt::Insert {
+                table: Table::WorkOrders,
+                key: "w2".into(),
+                row,
+            })
+        };
+        assert_eq!(
+            error(ok(&mut m, A, &bad_insert(row(&[("x", int(1))])))),
+            "42703: column \"x\" of relation \"work_orders\" does not exist"
+        );
+        assert_eq!(
+            error(ok(&mut m, A, &bad_insert(row(&[("lease_owner", int(1))])))),
+            "42804: column \"lease_owner\" is of type text but expression is of type bigint"
+        );
+        assert_eq!(
+            error(ok(&mut m, A, &bad_insert(row(&[("qty", text("1"))])))),
+            "42804: column \"qty\" is of type bigint but expression is of type text"
+        );
+        error(ok(&mut m, A, &bad_insert(row(&[("key", text("w2"))]))));
+        assert_eq!(
+            error(ok(
+                &mut m,
+                A,
+                &update(WO, Cond::True, vec![set("x", int(1))])
+            )),
+            "42703: column \"x\" of relation \"work_orders\" does not exist"
+        );
+        assert_eq!(
+            error(ok(
+                &mut m,
+                A,
+                &update(WO, Cond::True, vec![set("qty", text("a"))])
+            )),
+            "42804: column \"qty\" is of type bigint but expression is of type text"
+        );
+        assert_eq!(
+            error(ok(
+                &mut m,
+                A,
+                &update(WO, Cond::True, vec![add("lease_owner", 1)])
+            )),
+            "42883: operator does not exist: text + bigint"
+        );
+        assert_eq!(
+            error(ok(
+                &mut m,
+                A,
+                &update(WO, Cond::cmp("x", CmpOp::Eq, int(1)), vec![])
+            )),
+            "42703: column \"x\" does not exist"
+        );
+        error(ok(
+            &mut m,
+            A,
+            &update(WO, Cond::True, vec![add("qty", 1), add("qty", 1)]),
+        ));
+        error(ok(
+            &mut m,
+            A,
+            &update(WO, Cond::True, vec![set("key", text("w3"))]),
+        ));
+        let bad_scan = exec(SqlStmt::Scan {
+            table: Table::WorkOrders,
+            filter: Cond::Or(vec![Cond::True, Cond::cmp("y", CmpOp::Eq, int(1))]),
+        });
+        error(ok(&mut m, A, &bad_scan));
+        // NULL fits any column.
+        assert_eq!(
+            ok(&mut m, A, &bad_insert(row(&[("qty", Value::Null)]))),
+            SqlReply::Affected(1)
+        );
+        // None of the errors changed anything.
+        assert_eq!(m.committed(Table::WorkOrders, WO), Some(&work_order(10, 1)));
+
+        // Inside a transaction, a column error fails it.
+        ok(&mut m, A, &SqlOp::Begin);
+        error(ok(&mut m, A, &bad_insert(row(&[("x", int(1))]))));
+        assert_eq!(
+            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
+            ABORTED
+        );
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
+    }
+
+    #[test]
+    fn inserted_rows_have_every_column_and_scans_are_in_key_order() {
+        let mut m = SqlModel::new();
+        for (key, qty) in [("c", 3), ("a", 1), ("b", 2)] {
+            ok(
+                &mut m,
+                A,
+                &exec(SqlStmt::Insert {
+                    table: Table::WorkOrders,
+                    key: key.into(),
+                    row: row(&[("qty", int(qty))]),
+                }),
+            );
+        }
+        let expected = row(&[
+            ("qty", int(1)),
+            ("lease_epoch", Value::Null),
+            ("lease_owner", Value::Null),
+            ("lease_until", Value::Null),
+        ]);
+        assert_eq!(m.committed(Table::WorkOrders, "a"), Some(&expected));
+        ok(&mut m, B, &SqlOp::Begin);
+        ok(
+            &mut m,
+            B,
+            &exec(SqlStmt::Insert {
+                table: Table::WorkOrders,
+                key: "aa".into(),
+                row: row(&[("qty", int(9))]),
+            }),
+        );
+        let scan = |filter| {
+            exec(SqlStmt::Scan {
+                table: Table::WorkOrders,
+                filter,
+            })
+        };
+        let keys = |rows: Vec<KeyedRow>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(rows(ok(&mut m, B, &scan(Cond::True)))),
+            ["a", "aa", "b", "c"]
+        );
+        assert_eq!(
+            keys(rows(ok(&mut m, A, &scan(Cond::True)))),
+            ["a", "b", "c"]
+        );
+        let filter = Cond::And(vec![
+            Cond::cmp("key", CmpOp::Ne, text("b")),
+            Cond::cmp("qty", CmpOp::Ge, int(2)),
+        ]);
+        assert_eq!(keys(rows(ok(&mut m, B, &scan(filter)))), ["aa", "c"]);
+        let committed: Vec<&str> = m
+            .committed_rows(Table::WorkOrders)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(committed, ["a", "b", "c"]);
+        assert_eq!(m.committed_rows(Table::UpdateLog).count(), 0);
+        // A guard on the key works in UPDATE too.
+        let on_key = update(
+            "a",
+            Cond::cmp("key", CmpOp::Eq, text("a")),
+            vec![add("qty", 1)],
+        );
+        assert_eq!(rows(ok(&mut m, A, &on_key))[0].int("qty"), Some(2));
+    }
+}
