@@ -23,6 +23,7 @@ pub mod oracle;
 mod time;
 
 pub mod effects;
+pub mod health;
 pub mod lease;
 pub mod workorder;
 

@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 mod catalog;
+mod doc001;
 mod doc002;
+mod doc003;
 
 use racelab_core::{Quantity, Table, Value};
 use racelab_sim::explore::{self, Scheduler, SimRng};
@@ -28,7 +30,10 @@ use catalog::Workload;
 
 /// Every race of the catalog, in catalog order.
 pub fn catalog() -> Vec<Race> {
-    doc002::races()
+    let mut races = doc001::races();
+    races.extend(doc002::races());
+    races.extend(doc003::races());
+    races
 }
 
 /// Why a race name was not found.
