@@ -157,6 +157,11 @@ pub struct Sweep {
     pub store_ops: u64,
     /// Events processed over all seeds.
     pub events: u64,
+    /// Seeds whose run had at least one injected fault.
+    pub runs_with_faults: u64,
+    /// How often a protocol refused a duplicate or a stale write (a skipped duplicate, a
+    /// fenced effect): evidence that a passing sweep exercised the protections at all.
+    pub protections: u64,
 }
 
 /// Runs seeds `start..start + count`, calling `progress(done)` after each.
@@ -173,12 +178,16 @@ pub fn sweep(
         first_failing_seed: None,
         store_ops: 0,
         events: 0,
+        runs_with_faults: 0,
+        protections: 0,
     };
     for seed in start..start.saturating_add(count) {
         let outcome = run_seed(race, variant, seed);
         s.seeds_run += 1;
         s.store_ops += outcome.run.stats.store_ops;
         s.events += outcome.run.stats.events;
+        s.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
+        s.protections += protections(&outcome.run.history);
         if outcome.violated() {
             s.failures += 1;
             s.first_failing_seed.get_or_insert(seed);
@@ -186,6 +195,17 @@ pub fn sweep(
         progress(s.seeds_run);
     }
     s
+}
+
+/// How often the history shows a protocol refusing a duplicate or a stale write.
+fn protections(history: &racelab_core::History) -> u64 {
+    use racelab_core::Note;
+    let refused = |n: &Note| match n {
+        Note::Skipped { .. } => true,
+        Note::Abandoned { reason, .. } => reason.starts_with("fenced"),
+        Note::Alarm { .. } => false,
+    };
+    history.notes.iter().filter(|n| refused(&n.note)).count() as u64
 }
 
 /// The first seed from `start` whose run violates an invariant, within `budget` seeds.

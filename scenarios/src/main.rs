@@ -50,10 +50,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = VariantArg::All)]
         variant: VariantArg,
         /// Seeds per race and variant.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 1000, value_parser = parse_seed_count)]
         seeds: u64,
         /// The first seed.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
         start_seed: u64,
         /// One JSON object per line per (race, variant).
         #[arg(long)]
@@ -67,7 +67,13 @@ enum Command {
         #[arg(long, value_enum)]
         variant: OneVariant,
         /// The seed to replay.
-        #[arg(long, required_unless_present = "script", conflicts_with = "script")]
+        #[arg(
+            long,
+            required_unless_present = "script",
+            conflicts_with = "script",
+            value_parser = parse_seed,
+            allow_negative_numbers = true
+        )]
         seed: Option<u64>,
         /// The scripted timeline to replay instead of a seed.
         #[arg(long)]
@@ -114,6 +120,45 @@ impl VariantArg {
     }
 }
 
+fn parse_seed(text: &str) -> Result<u64, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "a seed is a whole number from 0 to {} (as printed by a failing run)",
+            u64::MAX
+        )
+    })
+}
+
+fn parse_seed_count(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("at least one seed is needed".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("the number of seeds is a whole number of at least 1".to_string()),
+    }
+}
+
+/// Folds clap's multi-line error into one line: the message and the lines that continue it,
+/// without the usage block.
+fn one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("Usage:") || line.starts_with("For more information")
+        {
+            if !parts.is_empty() {
+                break;
+            }
+            continue;
+        }
+        parts.push(line);
+    }
+    if parts.is_empty() {
+        "error: bad arguments".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -133,12 +178,10 @@ fn main() -> ExitCode {
                 };
             }
             // One line: what is wrong. `--help` has the rest.
-            let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: bad arguments");
-            eprintln!("{line} (see `racelab --help`)");
+            eprintln!(
+                "{} (see `racelab --help`)",
+                one_line(&e.render().to_string())
+            );
             return ExitCode::from(2);
         }
     };

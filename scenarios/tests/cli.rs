@@ -1,0 +1,176 @@
+//! The `racelab` binary: JSON rows as documented, replays that print their own command, and a
+//! clear one-line error with a non-zero exit for every kind of bad input (never a panic).
+
+use std::process::{Command, Output};
+
+fn racelab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the racelab binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+fn check_rejected(args: &[&str], needle: &str) {
+    let o = racelab(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?} should exit 2; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "{args:?} should print one line, got:\n{err}"
+    );
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_code_2() {
+    check_rejected(&["run", "R-002-1"], "did you mean R-002-01");
+    check_rejected(
+        &["replay", "R-002-9", "--variant", "buggy", "--seed", "1"],
+        "unknown race",
+    );
+    check_rejected(&["run", "R-002-01", "--seeds", "0"], "--seeds");
+    check_rejected(
+        &["replay", "R-002-01", "--variant", "buggy", "--seed", "12x"],
+        "12x",
+    );
+    check_rejected(
+        &["replay", "R-002-01", "--variant", "buggy", "--seed", "-1"],
+        "--seed",
+    );
+    check_rejected(
+        &[
+            "replay",
+            "R-002-01",
+            "--variant",
+            "sometimes",
+            "--seed",
+            "1",
+        ],
+        "sometimes",
+    );
+    check_rejected(&["run", "R-002-01", "--all"], "cannot be used with");
+    check_rejected(&["run"], "required");
+    check_rejected(
+        &[
+            "replay",
+            "R-002-01",
+            "--variant",
+            "buggy",
+            "--seed",
+            "1",
+            "--script",
+            "base",
+        ],
+        "cannot be used with",
+    );
+    check_rejected(
+        &[
+            "replay",
+            "R-002-01",
+            "--variant",
+            "buggy",
+            "--script",
+            "nope",
+        ],
+        "has no timeline",
+    );
+    check_rejected(&["frobnicate"], "frobnicate");
+}
+
+#[test]
+fn run_json_has_the_documented_fields_and_a_replay_command() {
+    let o = racelab(&[
+        "run",
+        "R-002-03",
+        "--variant",
+        "buggy",
+        "--seeds",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("one row")).expect("JSON");
+    assert_eq!(row["race"], "R-002-03");
+    assert_eq!(row["variant"], "buggy");
+    assert_eq!(row["seeds_run"], 20);
+    assert_eq!(row["expected"], "fails");
+    assert_eq!(row["verdict_matches"], true);
+    assert!(row["failures"].as_u64().expect("a count") > 0);
+    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
+    assert_eq!(
+        row["replay"],
+        format!("racelab replay R-002-03 --variant buggy --seed {seed}")
+    );
+}
+
+#[test]
+fn replay_is_byte_identical_and_ends_with_its_own_command() {
+    let args = [
+        "replay",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seed",
+        "0",
+        "--json",
+    ];
+    let (a, b) = (racelab(&args), racelab(&args));
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout, "two replays of one seed differ");
+    let row: serde_json::Value = serde_json::from_str(&stdout(&a)).expect("JSON");
+    assert_eq!(row["violated"], true);
+    assert_eq!(row["seed"], 0);
+    assert!(row["trace_hash"].as_str().is_some_and(|h| h.len() == 16));
+    assert!(
+        row["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("violated"))
+    );
+    let text = racelab(&["replay", "R-002-01", "--variant", "buggy", "--seed", "0"]);
+    let last = stdout(&text).lines().last().unwrap_or_default().to_string();
+    assert_eq!(
+        last,
+        "replay: racelab replay R-002-01 --variant buggy --seed 0"
+    );
+}
+
+#[test]
+fn list_shows_every_race_with_its_expected_verdicts() {
+    let o = racelab(&["list", "--json"]);
+    assert!(o.status.success());
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    for id in [
+        "R-002-01", "R-002-02", "R-002-03", "R-002-04", "R-002-05", "R-002-06",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["race"] == id)
+            .unwrap_or_else(|| panic!("{id} listed"));
+        assert_eq!(row["expected"]["buggy"], "fails");
+        assert_eq!(row["expected"]["correct"], "holds");
+    }
+}
