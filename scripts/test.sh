@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every test of racelab: the workspace's tests (unit, catalog, determinism, tidy, CLI,
+# real-server adapters, regression gate), then the model-checking lanes (loom, madsim),
+# which need their own builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace
+if [ -x scripts/model-check.sh ]; then
+    scripts/model-check.sh
+fi
