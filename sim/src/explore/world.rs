@@ -193,7 +193,7 @@ struct OpState {
 
 enum Faults {
     Scripted { steps: Vec<Step> },
-    Random { rng: SimRng, profile: FaultProfile },
+    Random { rng: Box<SimRng>, profile: FaultProfile },
 }
 
 struct World {
@@ -231,7 +231,7 @@ impl World {
                 steps: steps.clone(),
             },
             Scheduler::Random { seed, faults } => Faults::Random {
-                rng: SimRng::new(*seed),
+                rng: Box::new(SimRng::new(*seed)),
                 profile: faults.clone(),
             },
         };
@@ -459,10 +459,7 @@ impl World {
     }
 
     fn drain(&mut self, p: usize) {
-        loop {
-            let Some(out) = self.procs[p].machine.as_mut().and_then(|m| m.poll_op()) else {
-                break;
-            };
+        while let Some(out) = self.procs[p].machine.as_mut().and_then(|m| m.poll_op()) {
             self.emit(p, out);
         }
         while let Some(note) = self.procs[p].machine.as_mut().and_then(|m| m.poll_note()) {
