@@ -277,6 +277,8 @@ enum WorkerState {
     Fetching(OpId),
     /// Processing a delivery.
     Job(Job),
+    /// Completing a delivery whose data could not be parsed.
+    Discarding(OpId),
 }
 
 #[derive(Debug)]
@@ -775,29 +777,14 @@ impl Machine for Worker {
                 Reply::Queue(QueueReply::Delivered(Some(delivery))) => {
                     match ScanJob::from_fields(&delivery.fields) {
                         Ok(scan) => self.start_job(now, delivery.id, scan),
-                        Err(e) => {
-                            // A poison job: complete it so it is not redelivered forever.
-                            let id = self.out.send(
-                                StoreOp::Queue(QueueOp::Ack {
-                                    delivery: delivery.id,
-                                }),
-                                Tag::Ack,
-                            );
-                            let _ = e;
-                            self.state = WorkerState::Job(Job {
+                        Err(_) => {
+                            // A poison job: complete it so that it is not redelivered
+                            // forever. Its fields stay in the history's FETCH reply.
+                            let ack = QueueOp::Ack {
                                 delivery: delivery.id,
-                                scan: ScanJob {
-                                    scan: ScanId(0),
-                                    work_order: WorkOrderId(0),
-                                    qty: Quantity(0),
-                                    work: Duration::ZERO,
-                                    request_id: String::new(),
-                                },
-                                lock_attempts: 0,
-                                epoch: None,
-                                request_id: String::new(),
-                                step: Step::Finishing(id),
-                            });
+                            };
+                            let id = self.out.send(StoreOp::Queue(ack), Tag::Ack);
+                            self.state = WorkerState::Discarding(id);
                         }
                     }
                 }
@@ -806,6 +793,7 @@ impl Machine for Worker {
                     self.timer = Some(now + self.cfg.poll_interval);
                 }
             },
+            WorkerState::Discarding(id) if *id == op => self.fetch(),
             WorkerState::Job(job) if step_op(job.step) == Some(op) => {
                 let step = job.step;
                 self.on_job_reply(now, step, reply);
@@ -1020,8 +1008,8 @@ pub struct Checker {
     rounds_left: u32,
     next_at: Option<Timestamp>,
     step: CheckStep,
-    log_sum: i64,
-    observed: i64,
+    log_sum: Option<i64>,
+    observed: Option<i64>,
     out: Outbox,
 }
 
@@ -1055,8 +1043,8 @@ impl Checker {
             rounds_left: rounds,
             next_at: None,
             step: CheckStep::Waiting,
-            log_sum: 0,
-            observed: 0,
+            log_sum: None,
+            observed: None,
             out: Outbox::default(),
         }
     }
@@ -1088,16 +1076,21 @@ impl Checker {
     }
 
     fn round_done(&mut self, now: Timestamp) {
-        let expected = self.qty0.0.saturating_add(self.log_sum);
+        let (Some(log_sum), Some(observed)) = (self.log_sum, self.observed) else {
+            self.step = CheckStep::Waiting;
+            self.next_at = (self.rounds_left > 0).then(|| now + self.every);
+            return;
+        };
+        let expected = self.qty0.0.saturating_add(log_sum);
         self.step = CheckStep::Waiting;
         self.next_at = (self.rounds_left > 0).then(|| now + self.every);
-        if self.observed == expected {
+        if observed == expected {
             return;
         }
         self.out.notes.push_back(Note::Alarm {
             work_order: self.work_order,
             expected: Quantity(expected),
-            observed: Quantity(self.observed),
+            observed: Quantity(observed),
         });
         if self.variant == Variant::DocFix {
             let stmt = SqlStmt::Update {
@@ -1146,7 +1139,7 @@ impl Machine for Checker {
         match self.step {
             CheckStep::ReadingLog(_) => match Checker::sum_of(&reply) {
                 Some(sum) => {
-                    self.log_sum = sum;
+                    self.log_sum = Some(sum);
                     let id = self.out.sql(self.read_qty_stmt(false), Tag::CheckerRead);
                     self.step = CheckStep::ReadingQty(id);
                 }
@@ -1154,7 +1147,7 @@ impl Machine for Checker {
             },
             CheckStep::ReadingQty(_) => match Checker::qty_of(&reply) {
                 Some(qty) => {
-                    self.observed = qty;
+                    self.observed = Some(qty);
                     self.round_done(now);
                 }
                 None => abort(self),
@@ -1165,7 +1158,7 @@ impl Machine for Checker {
             }
             CheckStep::Locking(_) => match Checker::qty_of(&reply) {
                 Some(qty) => {
-                    self.observed = qty;
+                    self.observed = Some(qty);
                     let id = self
                         .out
                         .sql(effects::applied_scans_of(self.work_order), Tag::CheckerRead);
@@ -1174,17 +1167,16 @@ impl Machine for Checker {
                 None => {
                     let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), Tag::Tx);
                     self.step = CheckStep::Committing(id);
-                    self.observed = i64::MIN;
+                    self.observed = None;
                 }
             },
             CheckStep::ReadingLogLocked(_) => {
-                self.log_sum = Checker::sum_of(&reply).unwrap_or(i64::MIN);
+                self.log_sum = Checker::sum_of(&reply);
                 let id = self.out.send(StoreOp::Sql(SqlOp::Commit), Tag::Tx);
                 self.step = CheckStep::Committing(id);
             }
             CheckStep::Committing(_) => {
-                let complete = self.observed != i64::MIN && self.log_sum != i64::MIN;
-                if complete && matches!(reply, Reply::Sql(SqlReply::Committed)) {
+                if matches!(reply, Reply::Sql(SqlReply::Committed)) {
                     self.round_done(now);
                 } else {
                     abort(self);
@@ -1201,8 +1193,8 @@ impl Machine for Checker {
         }
         self.next_at = None;
         self.rounds_left = self.rounds_left.saturating_sub(1);
-        self.log_sum = 0;
-        self.observed = 0;
+        self.log_sum = None;
+        self.observed = None;
         self.step = match self.variant {
             Variant::Buggy | Variant::DocFix => {
                 let id = self

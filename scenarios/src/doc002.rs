@@ -9,8 +9,8 @@ use racelab_core::workorder::{
     Variant, Worker, WorkerConfig,
 };
 use racelab_core::{
-    Duration, FinalState, History, Machine, OpRecord, Quantity, Row, ScanId, StoreId, Table,
-    TagKind, Timestamp, Value, Verdict, WorkOrderId,
+    Duration, FinalState, History, Machine, Quantity, Row, ScanId, StoreId, Table, TagKind,
+    Timestamp, Value, Verdict, WorkOrderId,
 };
 use racelab_sim::explore::{
     Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, SimRng, Step, WorldSpec,
@@ -658,16 +658,4 @@ fn profile_06() -> FaultProfile {
         delay_len: (Duration::from_ms(5), Duration::from_ms(300)),
         ..FaultProfile::quiet()
     }
-}
-
-/// Operations in `history` whose tag is an effect on `wo` (used by tests and reports).
-#[allow(dead_code)]
-pub(crate) fn effects_on(history: &History, wo: WorkOrderId) -> Vec<&OpRecord> {
-    history
-        .ops
-        .iter()
-        .filter(
-            |op| matches!(op.tag, racelab_core::Tag::Effect { work_order, .. } if work_order == wo),
-        )
-        .collect()
 }

@@ -1,0 +1,136 @@
+//! Document 002's machines on their own: bad job data is an error, never a panic, and a worker
+//! completes a poison job instead of choking on it.
+
+use racelab_core::workorder::{DocFixPlans, JobError, ScanJob, Variant, Worker, WorkerConfig};
+use racelab_core::{
+    Delivery, DeliveryId, JobFields, JobId, Machine, QueueOp, QueueReply, Reply, StoreOp, Tag,
+    Timestamp,
+};
+
+fn fields(pairs: &[(&str, &str)]) -> JobFields {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn job_data_is_validated_with_clear_errors() {
+    let ok = fields(&[
+        ("scan", "7"),
+        ("work_order", "1"),
+        ("qty", "5"),
+        ("work_ms", "100"),
+    ]);
+    assert_eq!(ScanJob::from_fields(&ok).map(|j| j.qty.0), Ok(5));
+    let bad = |k: &str, v: &str| {
+        let mut f = ok.clone();
+        f.insert(k.to_string(), v.to_string());
+        ScanJob::from_fields(&f)
+    };
+    assert_eq!(
+        bad("qty", "99999999999999999999"),
+        Err(JobError::Malformed {
+            field: "qty",
+            value: "99999999999999999999".into()
+        })
+    );
+    assert_eq!(bad("qty", "0"), Err(JobError::QuantityOutOfRange(0)));
+    assert_eq!(bad("qty", "-3"), Err(JobError::QuantityOutOfRange(-3)));
+    assert_eq!(
+        bad("qty", "1000000001"),
+        Err(JobError::QuantityOutOfRange(1_000_000_001))
+    );
+    assert!(matches!(
+        bad("scan", "s-1'; DROP TABLE work_orders"),
+        Err(JobError::Malformed { field: "scan", .. })
+    ));
+    let mut missing = ok.clone();
+    missing.remove("work_order");
+    assert_eq!(
+        ScanJob::from_fields(&missing),
+        Err(JobError::Missing("work_order"))
+    );
+    assert_eq!(
+        JobError::QuantityOutOfRange(0).to_string(),
+        "scan quantity 0 is outside 1..=1000000000"
+    );
+}
+
+#[test]
+fn a_worker_completes_a_poison_job_and_asks_for_the_next() {
+    for variant in Variant::ALL {
+        let cfg = WorkerConfig::new(
+            variant,
+            DocFixPlans {
+                plan1: true,
+                plan2: None,
+            },
+        );
+        let mut w = Worker::new(cfg, "W_A", 0);
+        let now = Timestamp::ZERO;
+        w.handle_start(now);
+        let fetch = w.poll_op().expect("a fetch");
+        assert_eq!(fetch.tag, Tag::Fetch);
+        let poison = Delivery {
+            id: DeliveryId(9),
+            job: JobId(1),
+            attempt: 1,
+            fields: fields(&[("qty", "lots")]),
+        };
+        w.handle_reply(
+            now,
+            fetch.id,
+            Reply::Queue(QueueReply::Delivered(Some(poison))),
+        );
+        let ack = w.poll_op().expect("the poison job is completed");
+        assert_eq!(
+            ack.op,
+            StoreOp::Queue(QueueOp::Ack {
+                delivery: DeliveryId(9)
+            })
+        );
+        assert!(w.poll_op().is_none());
+        w.handle_reply(now, ack.id, Reply::Queue(QueueReply::Acked));
+        assert_eq!(
+            w.poll_op().map(|o| o.tag),
+            Some(Tag::Fetch),
+            "{variant:?} moves on"
+        );
+        assert!(w.is_idle());
+    }
+}
+
+#[test]
+fn spurious_timeouts_and_stray_replies_are_no_ops() {
+    let cfg = WorkerConfig::new(
+        Variant::Correct,
+        DocFixPlans {
+            plan1: false,
+            plan2: None,
+        },
+    );
+    let mut w = Worker::new(cfg, "W_A", 0);
+    w.handle_start(Timestamp::ZERO);
+    let fetch = w.poll_op().expect("a fetch");
+    w.handle_timeout(Timestamp::from_ms(1));
+    w.handle_reply(
+        Timestamp::from_ms(1),
+        racelab_core::OpId(999),
+        Reply::Timeout,
+    );
+    assert!(
+        w.poll_op().is_none(),
+        "nothing happens without a due timer or an awaited reply"
+    );
+    w.handle_reply(
+        Timestamp::from_ms(2),
+        fetch.id,
+        Reply::Queue(QueueReply::Delivered(None)),
+    );
+    assert_eq!(
+        w.poll_timeout(),
+        Some(Timestamp::from_ms(502)),
+        "polls again after 500 ms"
+    );
+}
