@@ -30,6 +30,8 @@ pub enum Tag {
     Ack,
     /// A worker fails a job back to the queue.
     Nack,
+    /// The queue client extends a job's lock while the worker processes it.
+    ExtendJob,
     /// Acquire the lease (lock) on a work order.
     AcquireLease {
         /// The work order.
@@ -91,6 +93,8 @@ pub enum TagKind {
     Ack,
     /// [`Tag::Nack`].
     Nack,
+    /// [`Tag::ExtendJob`].
+    ExtendJob,
     /// [`Tag::AcquireLease`].
     AcquireLease,
     /// [`Tag::RenewLease`].
@@ -119,6 +123,7 @@ impl Tag {
             Tag::Fetch => TagKind::Fetch,
             Tag::Ack => TagKind::Ack,
             Tag::Nack => TagKind::Nack,
+            Tag::ExtendJob => TagKind::ExtendJob,
             Tag::AcquireLease { .. } => TagKind::AcquireLease,
             Tag::RenewLease { .. } => TagKind::RenewLease,
             Tag::ReleaseLease { .. } => TagKind::ReleaseLease,

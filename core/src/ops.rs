@@ -520,6 +520,13 @@ pub enum QueueOp {
         /// The delivery.
         delivery: DeliveryId,
     },
+    /// Extend the delivery's job lock by the lock duration (Bull renews it every
+    /// `lockDuration / 2` while the processor's event loop runs). Fails with
+    /// [`QueueReply::LockLost`] if the job already stalled.
+    Extend {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
 }
 
 /// One delivery of a job.
@@ -774,6 +781,7 @@ impl fmt::Display for QueueOp {
             QueueOp::Fetch => write!(f, "FETCH"),
             QueueOp::Ack { delivery } => write!(f, "ACK d{}", delivery.0),
             QueueOp::Nack { delivery } => write!(f, "NACK d{}", delivery.0),
+            QueueOp::Extend { delivery } => write!(f, "EXTEND d{}", delivery.0),
         }
     }
 }

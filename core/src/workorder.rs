@@ -119,6 +119,9 @@ pub struct WorkerConfig {
     pub lock_attempts_max: u32,
     /// How long an idle worker waits before asking the queue again.
     pub poll_interval: Duration,
+    /// How often the queue client extends the job lock while processing (Bull:
+    /// `lockDuration / 2` = 15 s). Every variant does this: it is Bull's, not the app's.
+    pub job_lock_renew_every: Duration,
 }
 
 impl WorkerConfig {
@@ -133,6 +136,7 @@ impl WorkerConfig {
             lock_retry: Duration::from_secs(1),
             lock_attempts_max: 30,
             poll_interval: Duration::from_ms(500),
+            job_lock_renew_every: Duration::from_secs(15),
         }
     }
 }
@@ -248,6 +252,9 @@ pub struct Worker {
     renewal: Option<Renewal>,
     /// How many request ids this incarnation has built (plan 2's per-attempt ids).
     request_ids: u64,
+    /// When the queue client next extends the current job's lock, and the extension in
+    /// flight. Its result is ignored, as Bull's processor ignores a lost lock.
+    job_lock: Option<(Timestamp, Option<OpId>)>,
 }
 
 #[derive(Debug)]
@@ -344,10 +351,12 @@ impl Worker {
             timer: None,
             renewal: None,
             request_ids: 0,
+            job_lock: None,
         }
     }
 
     fn fetch(&mut self) {
+        self.job_lock = None;
         let id = self.out.send(StoreOp::Queue(QueueOp::Fetch), Tag::Fetch);
         self.state = WorkerState::Fetching(id);
         self.timer = None;
@@ -394,6 +403,7 @@ impl Worker {
             step: Step::LockBackoff,
         };
         self.state = WorkerState::Job(job);
+        self.job_lock = Some((now + self.cfg.job_lock_renew_every, None));
         self.try_lock(now);
     }
 
@@ -768,6 +778,12 @@ impl Machine for Worker {
     }
 
     fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
+        if let Some((_, in_flight)) = &mut self.job_lock {
+            if *in_flight == Some(op) {
+                *in_flight = None;
+                return;
+            }
+        }
         if self.renewal.as_ref().and_then(|r| r.in_flight) == Some(op) {
             self.on_renewal_reply(&reply);
             return;
@@ -804,6 +820,17 @@ impl Machine for Worker {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
+        if let (Some((at, in_flight)), WorkerState::Job(job)) = (&mut self.job_lock, &self.state) {
+            if *at <= now {
+                *at = now + self.cfg.job_lock_renew_every;
+                if in_flight.is_none() {
+                    let extend = QueueOp::Extend {
+                        delivery: job.delivery,
+                    };
+                    *in_flight = Some(self.out.send(StoreOp::Queue(extend), Tag::ExtendJob));
+                }
+            }
+        }
         if let Some(renewal) = &mut self.renewal {
             if renewal.next_at <= now {
                 renewal.next_at = now + renewal.every;
@@ -849,10 +876,8 @@ impl Machine for Worker {
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         let renew = self.renewal.as_ref().map(|r| r.next_at);
-        match (self.timer, renew) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let job_lock = self.job_lock.map(|(at, _)| at);
+        [self.timer, renew, job_lock].into_iter().flatten().min()
     }
 
     fn is_idle(&self) -> bool {

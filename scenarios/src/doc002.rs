@@ -324,14 +324,32 @@ fn scripts_01() -> Vec<Script> {
         },
         Script {
             name: "delayed-write",
-            summary: "counter-schedule D: W_A sends its $inc at 19 s while the lock is valid; \
-                      the packet is delayed 20 s and reaches the store after W_B's write",
-            steps: vec![Step::on(
-                "W_A",
-                TagKind::Effect,
-                1,
-                OpEffect::Delay(Duration::from_secs(20)),
-            )],
+            summary: "counter-schedule D: W_A passes its checks and sends its $inc at 19 s while \
+                      the lock is valid; the same network trouble delays the packet 20 s and \
+                      cuts W_A off from Redis, so the lock expires at 35 s; W_B locks and \
+                      writes, and W_A's delayed $inc lands after it",
+            steps: vec![
+                Step::on(
+                    "W_A",
+                    TagKind::Effect,
+                    1,
+                    OpEffect::Delay(Duration::from_secs(20)),
+                ),
+                Step::at(
+                    19_500,
+                    Action::Partition {
+                        process: "W_A".into(),
+                        store: StoreId::Redis,
+                    },
+                ),
+                Step::at(
+                    60_000,
+                    Action::Heal {
+                        process: "W_A".into(),
+                        store: StoreId::Redis,
+                    },
+                ),
+            ],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
     ]

@@ -21,7 +21,7 @@ mod doc002;
 mod doc003;
 
 use racelab_core::{Quantity, Table, Value};
-use racelab_sim::explore::{self, Scheduler, SimRng};
+use racelab_sim::explore::{self, Scheduler, SimRng, Step};
 
 pub use catalog::{Expectation, Outcome, PerVariant, Race, Script};
 pub use racelab_core::workorder::Variant;
@@ -195,6 +195,111 @@ pub fn sweep(
         progress(s.seeds_run);
     }
     s
+}
+
+/// A failing random run reduced to the fewest faults that still break the invariant.
+#[derive(Debug)]
+pub struct Shrunk {
+    /// How many faults the original run injected.
+    pub original_faults: usize,
+    /// The faults that remain, as a readable schedule.
+    pub steps: Vec<Step>,
+    /// The run with only those faults.
+    pub outcome: Outcome,
+    /// How many candidate schedules were tried.
+    pub attempts: u64,
+}
+
+/// The most candidate schedules one shrink may try.
+pub const SHRINK_ATTEMPTS_MAX: u64 = 2_000;
+
+/// Runs `race`'s `variant` with `seed`'s workload and latencies but only the faults `steps`.
+pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> Outcome {
+    let mut rng = SimRng::new(workload_seed(seed));
+    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let latency = (race.profile)().latency;
+    let scheduler = Scheduler::Pinned {
+        seed,
+        latency,
+        steps: steps.to_vec(),
+    };
+    judge(race, explore::run(spec, &scheduler), state)
+}
+
+/// Shrinks a failing seed: delta debugging (ddmin) over the faults the random scheduler
+/// injected, keeping the seed's workload and latencies. `None` if the seed does not fail.
+pub fn shrink(race: &Race, variant: Variant, seed: u64) -> Option<Shrunk> {
+    let original = run_seed(race, variant, seed);
+    if !original.violated() {
+        return None;
+    }
+    let mut steps = original.run.injected.clone();
+    let original_faults = steps.len();
+    let mut attempts = 0u64;
+    let mut fails = |candidate: &[Step]| {
+        attempts += 1;
+        attempts <= SHRINK_ATTEMPTS_MAX && run_pinned(race, variant, seed, candidate).violated()
+    };
+    if fails(&[]) {
+        steps.clear();
+    }
+    let mut n = 2usize;
+    while steps.len() >= 2 {
+        let chunk = steps.len().div_ceil(n);
+        let chunks: Vec<Vec<Step>> = steps.chunks(chunk).map(<[Step]>::to_vec).collect();
+        let mut reduced = false;
+        for (i, c) in chunks.iter().enumerate() {
+            if fails(c) {
+                steps = c.clone();
+                n = 2;
+                reduced = true;
+                break;
+            }
+            let complement: Vec<Step> = chunks
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, c)| c.clone())
+                .collect();
+            if chunks.len() > 2 && fails(&complement) {
+                steps = complement;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= steps.len() {
+                break;
+            }
+            n = (n * 2).min(steps.len());
+        }
+    }
+    if steps.len() == 1 && fails(&[]) {
+        steps.clear();
+    }
+    let outcome = run_pinned(race, variant, seed, &steps);
+    // Invariant: every accepted candidate failed, and runs are deterministic.
+    assert!(
+        outcome.violated(),
+        "the shrunk schedule of {} seed {seed} no longer fails",
+        race.id
+    );
+    Some(Shrunk {
+        original_faults,
+        steps,
+        outcome,
+        attempts,
+    })
+}
+
+/// The command that shrinks (and so replays the shrunk schedule of) one seed.
+pub fn shrink_command(race: &Race, variant: Variant, seed: u64) -> String {
+    format!(
+        "racelab shrink {} --variant {} --seed {seed}",
+        race.id,
+        variant.as_str()
+    )
 }
 
 /// How often the history shows a protocol refusing a duplicate or a stale write.

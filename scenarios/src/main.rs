@@ -18,6 +18,17 @@ use racelab_scenarios::{
 };
 use serde_json::json;
 
+/// `println!` that ends the program quietly when stdout is closed (`racelab run ... | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Reproduce, judge and replay the consistency races of Redis + SQL + queue services.
 #[derive(Parser, Debug)]
 #[command(name = "racelab", version, about)]
@@ -78,6 +89,20 @@ enum Command {
         /// The scripted timeline to replay instead of a seed.
         #[arg(long)]
         script: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reduce a failing seed to the fewest injected faults that still break the invariant.
+    Shrink {
+        /// The race id.
+        race: String,
+        /// The variant.
+        #[arg(long, value_enum)]
+        variant: OneVariant,
+        /// The failing seed.
+        #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
+        seed: u64,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -178,7 +203,7 @@ fn main() -> ExitCode {
                 };
             }
             // One line: what is wrong. `--help` has the rest.
-            eprintln!(
+            eout!(
                 "{} (see `racelab --help`)",
                 one_line(&e.render().to_string())
             );
@@ -187,6 +212,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::List { json } => list(json),
+        Command::Shrink {
+            race,
+            variant,
+            seed,
+            json,
+        } => shrink(&race, variant.into(), seed, json),
         Command::Run {
             races,
             all,
@@ -231,10 +262,10 @@ fn list(json: bool) -> ExitCode {
                 "expected": expected,
                 "scripts": scripts,
             });
-            println!("{row}");
+            out!("{row}");
         } else {
             let e = |v| race.sweep.get(v).as_str();
-            println!(
+            out!(
                 "{}  {}\n          doc fix: {}; expected: buggy {}, docfix {}, correct {}",
                 race.id,
                 race.title,
@@ -244,7 +275,7 @@ fn list(json: bool) -> ExitCode {
                 e(Variant::Correct)
             );
             for s in (race.scripts)() {
-                println!("          timeline {:<24} {}", s.name, s.summary);
+                out!("          timeline {:<24} {}", s.name, s.summary);
             }
         }
     }
@@ -281,7 +312,7 @@ fn run(
         match resolve(&races, names) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("{e}");
+                eout!("{e}");
                 return ExitCode::from(2);
             }
         }
@@ -345,7 +376,7 @@ fn run(
                         "matches": m,
                     })).collect::<Vec<_>>(),
                 });
-                println!("{row}");
+                out!("{row}");
             } else {
                 if let Some(bar) = &bar {
                     bar.suspend(|| {});
@@ -371,7 +402,7 @@ fn run(
                 }
                 let print = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
                     Some(b) => b.println(text),
-                    None => println!("{text}"),
+                    None => out!("{text}"),
                 };
                 print(&bar, format!("{} {}:", race.id, v.as_str()));
                 for l in lines {
@@ -398,13 +429,17 @@ fn run(
         bar.finish_and_clear();
     }
     if !json {
-        println!("\nrace matrix (random sweep; failures / seeds, expected):");
-        println!(
+        out!("\nrace matrix (random sweep; failures / seeds, expected):");
+        out!(
             "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
-            "race", "variant", "failures", "seeds", "expected"
+            "race",
+            "variant",
+            "failures",
+            "seeds",
+            "expected"
         );
         for (id, v, r, e, m) in matrix {
-            println!(
+            out!(
                 "{id:<10} {:<8} {:>10} {:>8} {:>9}  {}",
                 v.as_str(),
                 r.failures,
@@ -432,7 +467,7 @@ fn replay(
     let race = match find(&races, name) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eout!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -446,7 +481,7 @@ fn replay(
             let scripts = (race.scripts)();
             let Some(s) = scripts.iter().find(|s| s.name == name) else {
                 let names: Vec<_> = scripts.iter().map(|s| s.name).collect();
-                eprintln!(
+                eout!(
                     "error: {} has no timeline {name:?}; it has: {}",
                     race.id,
                     names.join(", ")
@@ -460,7 +495,7 @@ fn replay(
             )
         }
         (None, None) => {
-            eprintln!("error: pass --seed S or --script NAME");
+            eout!("error: pass --seed S or --script NAME");
             return ExitCode::from(2);
         }
     };
@@ -479,19 +514,19 @@ fn replay(
             "timeline": timeline,
             "replay": command,
         });
-        println!("{row}");
+        out!("{row}");
     } else {
-        println!(
+        out!(
             "{} ({}), {} variant, {label}",
             race.id,
             race.title,
             variant.as_str()
         );
         for line in &timeline {
-            println!("{line}");
+            out!("{line}");
         }
-        println!();
-        println!(
+        out!();
+        out!(
             "{}",
             if outcome.violated() {
                 "VIOLATED"
@@ -499,9 +534,68 @@ fn replay(
                 "HELD"
             }
         );
-        println!("{}", outcome.verdict.explanation());
-        println!("trace hash {hash}");
-        println!("replay: {command}");
+        out!("{}", outcome.verdict.explanation());
+        out!("trace hash {hash}");
+        out!("replay: {command}");
     }
+    ExitCode::SUCCESS
+}
+
+fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
+    let races = catalog();
+    let race = match find(&races, name) {
+        Ok(r) => r,
+        Err(e) => {
+            eout!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(shrunk) = racelab_scenarios::shrink(race, variant, seed) else {
+        eout!(
+            "error: {} {} seed {seed} holds its invariants: there is nothing to shrink",
+            race.id,
+            variant.as_str()
+        );
+        return ExitCode::from(1);
+    };
+    let command = racelab_scenarios::shrink_command(race, variant, seed);
+    let steps: Vec<String> = shrunk.steps.iter().map(ToString::to_string).collect();
+    if json {
+        let row = json!({
+            "race": race.id,
+            "variant": variant.as_str(),
+            "seed": seed,
+            "original_faults": shrunk.original_faults,
+            "faults": steps,
+            "attempts": shrunk.attempts,
+            "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash),
+            "explanation": shrunk.outcome.verdict.explanation(),
+            "timeline": render_timeline(&shrunk.outcome),
+            "replay": command,
+        });
+        out!("{row}");
+        return ExitCode::SUCCESS;
+    }
+    out!(
+        "{} {} seed {seed}: {} injected faults shrunk to {} ({} schedules tried)",
+        race.id,
+        variant.as_str(),
+        shrunk.original_faults,
+        steps.len(),
+        shrunk.attempts
+    );
+    if steps.is_empty() {
+        out!("  it fails with no fault at all: the seed's workload and latencies suffice");
+    }
+    for step in &steps {
+        out!("  {step}");
+    }
+    out!();
+    for line in render_timeline(&shrunk.outcome) {
+        out!("{line}");
+    }
+    out!();
+    out!("{}", shrunk.outcome.verdict.explanation());
+    out!("replay: {command}");
     ExitCode::SUCCESS
 }

@@ -101,6 +101,22 @@ impl QueueModel {
                     fields: job.fields.clone(),
                 }))
             }
+            QueueOp::Extend { delivery } => {
+                let lock = self.lock_duration;
+                let found = self.jobs.values_mut().find(
+                    |j| matches!(j.state, JobState::Active { delivery: d, .. } if d == *delivery),
+                );
+                match found {
+                    Some(job) => {
+                        job.state = JobState::Active {
+                            delivery: *delivery,
+                            deadline: now + lock,
+                        };
+                        QueueReply::Acked
+                    }
+                    None => QueueReply::LockLost,
+                }
+            }
             QueueOp::Ack { delivery } | QueueOp::Nack { delivery } => {
                 let found = self.jobs.iter_mut().find(|(_, j)| {
                     matches!(j.state, JobState::Active { delivery: d, .. } if d == *delivery)
@@ -206,6 +222,30 @@ mod tests {
             enqueue(&mut q, Some("s-1")),
             QueueReply::Enqueued { .. }
         ));
+    }
+
+    #[test]
+    fn an_extended_job_does_not_stall_and_a_stalled_one_cannot_be_extended() {
+        let mut q = QueueModel::new(Duration::from_secs(30));
+        enqueue(&mut q, None);
+        let d = fetch(&mut q, 0).expect("a job");
+        assert_eq!(
+            q.execute(t(15_000), &QueueOp::Extend { delivery: d.id }),
+            QueueReply::Acked
+        );
+        assert!(
+            fetch(&mut q, 44_999).is_none(),
+            "the lock now lasts until 45 s"
+        );
+        let again = fetch(&mut q, 45_000).expect("stalled at 45 s");
+        assert_eq!(
+            q.execute(t(45_001), &QueueOp::Extend { delivery: d.id }),
+            QueueReply::LockLost
+        );
+        assert_eq!(
+            q.execute(t(45_001), &QueueOp::Ack { delivery: again.id }),
+            QueueReply::Acked
+        );
     }
 
     #[test]

@@ -171,6 +171,16 @@ pub enum Scheduler {
         /// The fault model.
         faults: FaultProfile,
     },
+    /// Exactly the given fault steps, with the seed's latencies: how a random run's faults are
+    /// replayed and shrunk (see `Run::injected`).
+    Pinned {
+        /// The seed of the original run (its latency stream is reused).
+        seed: u64,
+        /// The latency bounds of the original run's fault profile.
+        latency: (Duration, Duration),
+        /// The faults to inject.
+        steps: Vec<Step>,
+    },
     /// A scripted timeline with a fixed latency.
     Scripted {
         /// The timeline's name (`base`, `pause-after-check`, ...).

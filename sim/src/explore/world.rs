@@ -105,6 +105,9 @@ pub struct Run {
     /// A hash of the scheduler, every decision and the whole history: equal hashes mean
     /// byte-identical runs.
     pub trace_hash: u64,
+    /// Every fault the random scheduler injected, as steps that reproduce it under
+    /// [`Scheduler::Pinned`] (empty for scripted and pinned runs).
+    pub injected: Vec<Step>,
 }
 
 impl Run {
@@ -192,8 +195,28 @@ struct OpState {
 }
 
 enum Faults {
-    Scripted { steps: Vec<Step> },
-    Random { rng: Box<SimRng>, profile: FaultProfile },
+    Scripted {
+        steps: Vec<Step>,
+    },
+    Random {
+        rng: Box<SimRng>,
+        profile: FaultProfile,
+    },
+}
+
+/// Where latencies come from: fixed for scripts, a seeded stream of its own otherwise (so
+/// that pinning the faults of a random run keeps its latencies).
+enum Latency {
+    Fixed(Duration),
+    Random {
+        rng: Box<SimRng>,
+        bounds: (Duration, Duration),
+    },
+}
+
+/// The latency stream's seed, derived from the run's seed.
+fn latency_seed(seed: u64) -> u64 {
+    seed.rotate_left(17) ^ 0x5DEE_CE66_D1CE_4E5B
 }
 
 struct World {
@@ -207,6 +230,9 @@ struct World {
     ops: Vec<OpState>,
     history: History,
     faults: Faults,
+    latency: Latency,
+    /// Every fault the random scheduler injected, as a step that pins it.
+    injected: Vec<Step>,
     net: NetConfig,
     partitions: BTreeSet<(usize, StoreId)>,
     parked: Vec<usize>,
@@ -226,14 +252,36 @@ impl World {
         }
         let mut hasher = StableHasher::default();
         scheduler.hash(&mut hasher);
-        let faults = match scheduler {
-            Scheduler::Scripted { steps, .. } => Faults::Scripted {
-                steps: steps.clone(),
-            },
-            Scheduler::Random { seed, faults } => Faults::Random {
-                rng: Box::new(SimRng::new(*seed)),
-                profile: faults.clone(),
-            },
+        let (faults, latency) = match scheduler {
+            Scheduler::Scripted { steps, .. } => (
+                Faults::Scripted {
+                    steps: steps.clone(),
+                },
+                Latency::Fixed(spec.net.scripted_latency),
+            ),
+            Scheduler::Random { seed, faults } => (
+                Faults::Random {
+                    rng: Box::new(SimRng::new(*seed)),
+                    profile: faults.clone(),
+                },
+                Latency::Random {
+                    rng: Box::new(SimRng::new(latency_seed(*seed))),
+                    bounds: faults.latency,
+                },
+            ),
+            Scheduler::Pinned {
+                seed,
+                latency,
+                steps,
+            } => (
+                Faults::Scripted {
+                    steps: steps.clone(),
+                },
+                Latency::Random {
+                    rng: Box::new(SimRng::new(latency_seed(*seed))),
+                    bounds: *latency,
+                },
+            ),
         };
         let mut world = World {
             now: Timestamp::ZERO,
@@ -246,6 +294,8 @@ impl World {
             ops: Vec::new(),
             history: History::default(),
             faults,
+            latency,
+            injected: Vec::new(),
             net: spec.net,
             partitions: BTreeSet::new(),
             parked: Vec::new(),
@@ -350,6 +400,10 @@ impl World {
                     planned.push((at, Action::RedisRestart));
                 }
                 for (at, action) in planned {
+                    self.injected.push(Step::At {
+                        at,
+                        action: action.clone(),
+                    });
                     self.schedule(at, Event::Act(action));
                 }
             }
@@ -370,10 +424,13 @@ impl World {
                 break;
             }
         }
-        let decisions = match &mut self.faults {
+        let mut decisions = match &mut self.faults {
             Faults::Random { rng, .. } => rng.take_decisions(),
             Faults::Scripted { .. } => Vec::new(),
         };
+        if let Latency::Random { rng, .. } = &mut self.latency {
+            decisions.extend(rng.take_decisions());
+        }
         self.stats.decisions = decisions.len() as u64;
         let mut sql_rows = Vec::new();
         for table in Table::ALL {
@@ -388,6 +445,7 @@ impl World {
         sql_rows.hash(&mut hasher);
         Run {
             trace_hash: hasher.finish(),
+            injected: self.injected,
             history: self.history,
             decisions,
             quiescent,
@@ -516,7 +574,19 @@ impl World {
         });
         let mut extra = Duration::ZERO;
         let mut pause = None;
-        for effect in self.op_faults(p, kind, nth, store) {
+        let effects = self.op_faults(p, kind, nth, store);
+        if matches!(self.faults, Faults::Random { .. }) {
+            for effect in &effects {
+                let process = self.procs[p].name.clone();
+                self.injected.push(Step::On {
+                    process,
+                    kind,
+                    nth,
+                    effect: *effect,
+                });
+            }
+        }
+        for effect in effects {
             match effect {
                 OpEffect::PauseBeforeSend(d) => pause = Some(d),
                 OpEffect::Delay(d) => {
@@ -597,12 +667,11 @@ impl World {
 
     fn latency(&mut self) -> Duration {
         let now = self.now;
-        match &mut self.faults {
-            Faults::Scripted { .. } => self.net.scripted_latency,
-            Faults::Random { rng, profile } => {
-                let (lo, hi) = profile.latency;
-                rng.at(now, DecisionKind::Latency).duration(lo, hi)
-            }
+        match &mut self.latency {
+            Latency::Fixed(d) => *d,
+            Latency::Random { rng, bounds } => rng
+                .at(now, DecisionKind::Latency)
+                .duration(bounds.0, bounds.1),
         }
     }
 
