@@ -203,7 +203,7 @@ fn main() -> ExitCode {
                 };
             }
             // One line: what is wrong. `--help` has the rest.
-            eout!(
+            eprintln!(
                 "{} (see `racelab --help`)",
                 one_line(&e.render().to_string())
             );
@@ -312,7 +312,7 @@ fn run(
         match resolve(&races, names) {
             Ok(r) => r,
             Err(e) => {
-                eout!("{e}");
+                eprintln!("{e}");
                 return ExitCode::from(2);
             }
         }
@@ -467,7 +467,7 @@ fn replay(
     let race = match find(&races, name) {
         Ok(r) => r,
         Err(e) => {
-            eout!("error: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -481,7 +481,7 @@ fn replay(
             let scripts = (race.scripts)();
             let Some(s) = scripts.iter().find(|s| s.name == name) else {
                 let names: Vec<_> = scripts.iter().map(|s| s.name).collect();
-                eout!(
+                eprintln!(
                     "error: {} has no timeline {name:?}; it has: {}",
                     race.id,
                     names.join(", ")
@@ -495,7 +495,7 @@ fn replay(
             )
         }
         (None, None) => {
-            eout!("error: pass --seed S or --script NAME");
+            eprintln!("error: pass --seed S or --script NAME");
             return ExitCode::from(2);
         }
     };
@@ -546,12 +546,12 @@ fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
     let race = match find(&races, name) {
         Ok(r) => r,
         Err(e) => {
-            eout!("error: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let Some(shrunk) = racelab_scenarios::shrink(race, variant, seed) else {
-        eout!(
+        eprintln!(
             "error: {} {} seed {seed} holds its invariants: there is nothing to shrink",
             race.id,
             variant.as_str()
