@@ -126,13 +126,27 @@ fn run_json_has_the_documented_fields_and_a_replay_command() {
 
 #[test]
 fn replay_is_byte_identical_and_ends_with_its_own_command() {
+    let run = racelab(&[
+        "run",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seeds",
+        "50",
+        "--json",
+    ]);
+    let row: serde_json::Value = serde_json::from_str(stdout(&run).trim()).expect("JSON");
+    let seed = row["first_failing_seed"]
+        .as_u64()
+        .expect("a failing seed")
+        .to_string();
     let args = [
         "replay",
         "R-002-01",
         "--variant",
         "buggy",
         "--seed",
-        "0",
+        seed.as_str(),
         "--json",
     ];
     let (a, b) = (racelab(&args), racelab(&args));
@@ -140,19 +154,69 @@ fn replay_is_byte_identical_and_ends_with_its_own_command() {
     assert_eq!(a.stdout, b.stdout, "two replays of one seed differ");
     let row: serde_json::Value = serde_json::from_str(&stdout(&a)).expect("JSON");
     assert_eq!(row["violated"], true);
-    assert_eq!(row["seed"], 0);
+    assert_eq!(row["seed"].to_string(), seed);
     assert!(row["trace_hash"].as_str().is_some_and(|h| h.len() == 16));
     assert!(
         row["explanation"]
             .as_str()
             .is_some_and(|e| e.contains("violated"))
     );
-    let text = racelab(&["replay", "R-002-01", "--variant", "buggy", "--seed", "0"]);
+    let text = racelab(&[
+        "replay",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seed",
+        seed.as_str(),
+    ]);
     let last = stdout(&text).lines().last().unwrap_or_default().to_string();
     assert_eq!(
         last,
-        "replay: racelab replay R-002-01 --variant buggy --seed 0"
+        format!("replay: racelab replay R-002-01 --variant buggy --seed {seed}")
     );
+}
+
+#[test]
+fn shrink_reports_a_minimal_schedule_that_still_fails() {
+    let run = racelab(&[
+        "run",
+        "R-002-03",
+        "--variant",
+        "buggy",
+        "--seeds",
+        "50",
+        "--json",
+    ]);
+    let row: serde_json::Value = serde_json::from_str(stdout(&run).trim()).expect("JSON");
+    let seed = row["first_failing_seed"]
+        .as_u64()
+        .expect("a failing seed")
+        .to_string();
+    let o = racelab(&[
+        "shrink",
+        "R-002-03",
+        "--variant",
+        "buggy",
+        "--seed",
+        seed.as_str(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let kept = row["faults"].as_array().expect("a list").len() as u64;
+    assert!(kept <= row["original_faults"].as_u64().expect("a count"));
+    assert!(
+        row["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("violated"))
+    );
+    assert_eq!(
+        row["replay"],
+        format!("racelab shrink R-002-03 --variant buggy --seed {seed}")
+    );
+    let held = racelab(&["shrink", "R-002-03", "--variant", "correct", "--seed", "1"]);
+    assert_eq!(held.status.code(), Some(1));
+    assert!(stderr(&held).contains("nothing to shrink"));
 }
 
 #[test]
