@@ -282,6 +282,14 @@ fn list(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Finds a race, or reports the unknown name (with suggestions) and the exit code to use.
+fn lookup<'a>(races: &'a [Race], name: &str) -> Result<&'a Race, ExitCode> {
+    find(races, name).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn resolve<'a>(races: &'a [Race], names: &[String]) -> Result<Vec<&'a Race>, String> {
     let mut out = Vec::new();
     for name in names {
@@ -464,12 +472,9 @@ fn replay(
     json: bool,
 ) -> ExitCode {
     let races = catalog();
-    let race = match find(&races, name) {
+    let race = match lookup(&races, name) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let (outcome, command, label) = match (seed, script) {
         (Some(seed), _) => (
@@ -543,12 +548,9 @@ fn replay(
 
 fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
     let races = catalog();
-    let race = match find(&races, name) {
+    let race = match lookup(&races, name) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(shrunk) = racelab_scenarios::shrink(race, variant, seed) else {
         eprintln!(
