@@ -331,7 +331,7 @@ fn run(
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{msg:<18} [{bar:40}] {pos}/{len} seeds ({per_sec}, eta {eta})",
+                "{msg:<18} [{bar:40}] {pos}/{len} seeds (eta {eta})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -409,7 +409,7 @@ fn run(
                     lines.push(line);
                 }
                 let print = |bar: &Option<indicatif::ProgressBar>, text: String| match bar {
-                    Some(b) => b.println(text),
+                    Some(b) => b.suspend(|| out!("{text}")),
                     None => out!("{text}"),
                 };
                 print(&bar, format!("{} {}:", race.id, v.as_str()));
