@@ -1,0 +1,207 @@
+//! Store hosts: the simulation's Redis, queue and SQL models served over turmoil TCP.
+//!
+//! Each accepted connection is one client session and runs as its own task; requests on a
+//! connection are answered one at a time. A SQL statement that must wait for a row lock waits
+//! (without blocking other connections) until some transaction ends, then runs again, exactly as
+//! in `sim::explore`. A connection that closes rolls back its open transaction. Every executed
+//! operation is recorded with the store-side time it was applied.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use racelab_core::{Duration, Reply, StoreOp, Timestamp};
+use tokio::sync::Notify;
+
+use super::wire::{Request, Response, read_frame, write_frame};
+use crate::explore::models::{QueueModel, RedisModel, SessionId, SqlModel, SqlOutcome};
+
+/// What a store host applied: the client, its operation id, when, and the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The client process' name.
+    pub client: String,
+    /// The client's operation id.
+    pub op: u64,
+    /// When the store applied it (simulated time since the start).
+    pub at: Timestamp,
+    /// The store's answer.
+    pub reply: Reply,
+    /// Whether its writes became durable at `at` (autocommit or Redis).
+    pub durable: bool,
+    /// For a `COMMIT`: the client's operation ids of the transaction's statements, which
+    /// became durable at `at`.
+    pub committed: Vec<u64>,
+}
+
+/// The models one world's store hosts share, and the record of what they applied.
+#[derive(Debug)]
+pub struct Stores {
+    /// Redis' key space.
+    pub redis: RedisModel,
+    /// The queue (in Redis).
+    pub queue: QueueModel,
+    /// The SQL database.
+    pub sql: SqlModel,
+    /// Every applied operation, in order.
+    pub applied: Vec<Applied>,
+    next_session: u64,
+    /// Statements of open transactions, by session.
+    open: std::collections::BTreeMap<SessionId, Vec<u64>>,
+}
+
+impl Stores {
+    /// Fresh models.
+    pub fn new(replication_lag: Duration, queue_lock: Duration) -> Stores {
+        Stores {
+            redis: RedisModel::new(replication_lag),
+            queue: QueueModel::new(queue_lock),
+            sql: SqlModel::new(),
+            applied: Vec::new(),
+            next_session: 0,
+            open: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Shared store state inside one (single-threaded) simulation.
+pub type SharedStores = Rc<RefCell<Stores>>;
+
+/// Simulated time since the simulation started.
+pub fn sim_now() -> Timestamp {
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    Timestamp::from_ms(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Serves the stores on `port` until the host is crashed. `kinds` selects what this host
+/// answers: a request for another store gets an error reply.
+pub async fn serve(
+    port: u16,
+    stores: SharedStores,
+    kinds: StoreKinds,
+    tx_done: Rc<Notify>,
+) -> turmoil::Result {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let stores = stores.clone();
+        let tx_done = tx_done.clone();
+        tokio::task::spawn_local(async move {
+            let session = {
+                let mut s = stores.borrow_mut();
+                s.next_session += 1;
+                SessionId(s.next_session)
+            };
+            let _ = connection(stream, &stores, session, kinds, &tx_done).await;
+            // The client is gone: PostgreSQL rolls back its transaction.
+            let ended = {
+                let mut s = stores.borrow_mut();
+                s.open.remove(&session);
+                s.sql.disconnect(session)
+            };
+            if ended {
+                tx_done.notify_waiters();
+            }
+        });
+    }
+}
+
+/// Which stores a host answers for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKinds {
+    /// Redis commands and the queue.
+    Redis,
+    /// SQL.
+    Sql,
+}
+
+async fn connection(
+    mut stream: turmoil::net::TcpStream,
+    stores: &SharedStores,
+    session: SessionId,
+    kinds: StoreKinds,
+    tx_done: &Notify,
+) -> Result<(), super::wire::WireError> {
+    while let Some(req) = read_frame::<_, Request>(&mut stream).await? {
+        let reply = loop {
+            // Register interest before trying, so a commit between the try and the wait is
+            // not missed.
+            let notified = tx_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match execute(stores, session, kinds, &req) {
+                Some((reply, ended)) => {
+                    if ended {
+                        tx_done.notify_waiters();
+                    }
+                    break reply;
+                }
+                None => notified.await,
+            }
+        };
+        write_frame(&mut stream, &Response { op: req.op, reply }).await?;
+    }
+    Ok(())
+}
+
+/// Runs one request; `None` when a SQL statement must wait for a lock. Also returns whether a
+/// transaction ended.
+fn execute(
+    stores: &SharedStores,
+    session: SessionId,
+    kinds: StoreKinds,
+    req: &Request,
+) -> Option<(Reply, bool)> {
+    let now = sim_now();
+    let mut s = stores.borrow_mut();
+    let mut committed = Vec::new();
+    let (reply, durable, ended) = match (&req.body, kinds) {
+        (StoreOp::Kv(op), StoreKinds::Redis) => {
+            let r = Reply::Kv(s.redis.execute(now, op));
+            (r, true, false)
+        }
+        (StoreOp::Queue(op), StoreKinds::Redis) => {
+            let r = Reply::Queue(s.queue.execute(now, op));
+            (r, true, false)
+        }
+        (StoreOp::Sql(op), StoreKinds::Sql) => {
+            let in_tx = s.sql.in_transaction(session);
+            match s.sql.execute(session, op) {
+                SqlOutcome::Blocked { .. } => return None,
+                SqlOutcome::Done { reply, durable } => {
+                    use racelab_core::SqlOp;
+                    let ended = matches!(op, SqlOp::Commit | SqlOp::Rollback);
+                    match op {
+                        SqlOp::Begin => {
+                            s.open.entry(session).or_default();
+                        }
+                        SqlOp::Exec(_) if in_tx => s.open.entry(session).or_default().push(req.op),
+                        SqlOp::Commit => {
+                            let ops = s.open.remove(&session).unwrap_or_default();
+                            if durable {
+                                committed = ops;
+                            }
+                        }
+                        SqlOp::Rollback => {
+                            s.open.remove(&session);
+                        }
+                        SqlOp::Exec(_) => {}
+                    }
+                    (Reply::Sql(reply), durable && !in_tx, ended)
+                }
+            }
+        }
+        (op, _) => {
+            let msg = format!("this host does not serve {op}");
+            (Reply::Kv(racelab_core::KvReply::Error(msg)), false, false)
+        }
+    };
+    s.applied.push(Applied {
+        client: req.client.clone(),
+        op: req.op,
+        at: now,
+        reply: reply.clone(),
+        durable,
+        committed,
+    });
+    Some((reply, ended))
+}

@@ -1,0 +1,154 @@
+//! The store hosts of `sim::net` under turmoil: requests travel as frames, SQL lock waits
+//! behave as in `sim::explore`, and a dropped connection rolls its transaction back.
+#![cfg(feature = "net")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use racelab_core::{
+    Assign, CmpOp, Cond, Duration, Reply, Row, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Value,
+};
+use racelab_sim::net::host::{StoreKinds, Stores, serve};
+use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
+use tokio::sync::Notify;
+
+const PORT: u16 = 5432;
+
+async fn call(stream: &mut turmoil::net::TcpStream, op: u64, body: SqlOp) -> Reply {
+    let req = Request {
+        op,
+        client: "test".into(),
+        body: StoreOp::Sql(body),
+    };
+    write_frame(stream, &req).await.expect("sent");
+    let resp: Response = read_frame(stream)
+        .await
+        .expect("a frame")
+        .expect("not closed");
+    assert_eq!(resp.op, op);
+    resp.reply
+}
+
+fn bump(guard_epoch: i64) -> SqlOp {
+    SqlOp::Exec(SqlStmt::Update {
+        table: Table::WorkOrders,
+        key: "wo-1".into(),
+        guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(guard_epoch)),
+        set: vec![Assign::Add {
+            column: "lease_epoch".into(),
+            delta: 1,
+        }],
+    })
+}
+
+#[test]
+fn a_conditional_update_waits_for_the_lock_holder_and_rechecks_its_guard() {
+    let mut sim = turmoil::Builder::new().rng_seed(7).build();
+    let stores = Rc::new(RefCell::new(Stores::new(
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )));
+    stores.borrow_mut().sql.seed(
+        Table::WorkOrders,
+        "wo-1",
+        Row::from([
+            ("lease_epoch".to_string(), Value::Int(1)),
+            ("qty".to_string(), Value::Int(0)),
+        ]),
+    );
+    let host_stores = stores.clone();
+    sim.host("sql", move || {
+        serve(
+            PORT,
+            host_stores.clone(),
+            StoreKinds::Sql,
+            Rc::new(Notify::new()),
+        )
+    });
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let a_order = order.clone();
+    sim.client("a", async move {
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        assert_eq!(
+            call(&mut s, 1, SqlOp::Begin).await,
+            Reply::Sql(SqlReply::Ok)
+        );
+        let Reply::Sql(SqlReply::Rows(rows)) = call(&mut s, 2, bump(1)).await else {
+            panic!("rows")
+        };
+        assert_eq!(rows.len(), 1);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        a_order.borrow_mut().push("a commits");
+        assert_eq!(
+            call(&mut s, 3, SqlOp::Commit).await,
+            Reply::Sql(SqlReply::Committed)
+        );
+        Ok(())
+    });
+    let b_order = order.clone();
+    sim.client("b", async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        let reply = call(&mut s, 1, bump(1)).await;
+        b_order.borrow_mut().push("b's update returns");
+        assert_eq!(
+            reply,
+            Reply::Sql(SqlReply::Rows(vec![])),
+            "re-checked after a's commit"
+        );
+        Ok(())
+    });
+    sim.run().expect("the simulation completes");
+    assert_eq!(*order.borrow(), vec!["a commits", "b's update returns"]);
+    let applied = &stores.borrow().applied;
+    let commit = applied
+        .iter()
+        .find(|a| a.reply == Reply::Sql(SqlReply::Committed))
+        .expect("a commit");
+    assert_eq!(
+        commit.committed,
+        vec![2],
+        "the update became durable at the commit"
+    );
+}
+
+#[test]
+fn a_dropped_connection_rolls_back_its_transaction() {
+    let mut sim = turmoil::Builder::new().rng_seed(3).build();
+    let stores = Rc::new(RefCell::new(Stores::new(
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )));
+    stores.borrow_mut().sql.seed(
+        Table::WorkOrders,
+        "wo-1",
+        Row::from([("lease_epoch".to_string(), Value::Int(1))]),
+    );
+    let host_stores = stores.clone();
+    sim.host("sql", move || {
+        serve(
+            PORT,
+            host_stores.clone(),
+            StoreKinds::Sql,
+            Rc::new(Notify::new()),
+        )
+    });
+    sim.client("a", async move {
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        call(&mut s, 1, SqlOp::Begin).await;
+        call(&mut s, 2, bump(1)).await;
+        drop(s);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        let Reply::Sql(SqlReply::Rows(rows)) = call(&mut s, 3, bump(1)).await else {
+            panic!("rows")
+        };
+        assert_eq!(
+            rows.len(),
+            1,
+            "the first bump was rolled back with its connection"
+        );
+        Ok(())
+    });
+    sim.run().expect("the simulation completes");
+}
