@@ -117,7 +117,8 @@ fn the_deterministic_crates_do_not_depend_on_an_async_runtime() {
         let deps = deps.split("\n[").next().unwrap_or("");
         // Optional dependencies serve `sim::net` only (behind its feature); the source scan
         // above keeps them out of `explore`.
-        for line in deps.lines().filter(|l| !l.contains("optional = true")) {
+        let code = deps.lines().map(|l| l.split('#').next().unwrap_or(""));
+        for line in code.filter(|l| !l.contains("optional = true")) {
             for banned in ["tokio", "async-std", "smol", "getrandom", "turmoil"] {
                 assert!(
                     !line.contains(banned),
