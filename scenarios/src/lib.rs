@@ -302,6 +302,39 @@ pub fn shrink_command(race: &Race, variant: Variant, seed: u64) -> String {
     )
 }
 
+/// Runs `race`'s `variant` on the small workload of its first scripted timeline under one
+/// schedule of the bounded exhaustive search (`prefix` of fault choices).
+pub fn run_exhaustive(race: &Race, variant: Variant, prefix: &[u32]) -> Outcome {
+    let scripts = (race.scripts)();
+    let workload = scripts.first().map_or("", |s| s.name);
+    let (spec, state) = (race.build)(variant, Workload::Scripted(workload));
+    let mut faults = (race.profile)();
+    // Faults planned at times are not choice points (their domain is every millisecond);
+    // the random sweeps cover them.
+    faults.partitions = 0;
+    faults.redis_restarts = 0;
+    let scheduler = Scheduler::Exhaustive {
+        prefix: prefix.to_vec(),
+        faults,
+    };
+    judge(race, explore::run(spec, &scheduler), state)
+}
+
+/// Visits every schedule of `race`'s small workload with at most `deviations_max` injected
+/// faults (see `racelab_sim::explore::exhaustive`).
+pub fn explore_exhaustively(
+    race: &Race,
+    variant: Variant,
+    deviations_max: u32,
+    schedules_max: u64,
+) -> explore::Exhaustive {
+    explore::exhaustive(deviations_max, schedules_max, |prefix| {
+        let outcome = run_exhaustive(race, variant, prefix);
+        let choices = outcome.run.choices.clone().unwrap_or_default();
+        (outcome.violated(), choices)
+    })
+}
+
 /// How often the history shows a protocol refusing a duplicate or a stale write.
 fn protections(history: &racelab_core::History) -> u64 {
     use racelab_core::Note;

@@ -4,6 +4,7 @@
 //! replays the catalog's timelines exactly. A [`Run`] carries the history, every decision and
 //! a trace hash; running the same spec and scheduler again gives the same hash.
 
+mod exhaustive;
 mod queue;
 mod redis;
 mod rng;
@@ -19,7 +20,8 @@ pub mod models {
     pub use super::sql::{SessionId, SqlModel, SqlOutcome};
 }
 
-pub use rng::{Decision, DecisionKind, Ratio, SimRng};
+pub use exhaustive::{Exhaustive, exhaustive};
+pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
 pub use schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
 pub use world::{
     Factory, NetConfig, ProcessSpec, RUN_EVENTS_MAX, Run, RunStats, StableHasher, WorldSpec, run,

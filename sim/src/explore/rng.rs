@@ -50,12 +50,28 @@ pub struct Decision {
 }
 
 /// The seeded generator. Every draw goes into the decision log.
+///
+/// A generator can also *enumerate* instead of sampling ([`SimRng::enumerating`]): every draw
+/// is then a choice point with a small domain (a chance is {no, yes}, a range is {low, high}),
+/// taken from a given prefix and defaulting to the first option after it. That is how the
+/// bounded exhaustive search walks every schedule with few deviations from the default.
 #[derive(Debug)]
 pub struct SimRng {
     rng: ChaCha8Rng,
     now: Timestamp,
     kind: DecisionKind,
     decisions: Vec<Decision>,
+    /// In enumeration mode: the prefix of choices to take, and every choice made.
+    choices: Option<Choices>,
+}
+
+/// The choices of an enumerating generator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Choices {
+    /// The choices to take first (index into each choice point's domain).
+    pub prefix: Vec<u32>,
+    /// Every choice point met: (the option taken, how many options there were).
+    pub taken: Vec<(u32, u32)>,
 }
 
 impl SimRng {
@@ -66,7 +82,38 @@ impl SimRng {
             now: Timestamp::ZERO,
             kind: DecisionKind::Workload,
             decisions: Vec::new(),
+            choices: None,
         }
+    }
+
+    /// A generator that enumerates: it takes `prefix`'s choices, then the first option of
+    /// every later choice point.
+    pub fn enumerating(prefix: Vec<u32>) -> SimRng {
+        let mut rng = SimRng::new(0);
+        rng.choices = Some(Choices {
+            prefix,
+            taken: Vec::new(),
+        });
+        rng
+    }
+
+    /// The choices an enumerating generator made (`None` for a sampling one).
+    pub fn choices(&self) -> Option<&Choices> {
+        self.choices.as_ref()
+    }
+
+    /// In enumeration mode, the option taken at the next choice point of `domain` options.
+    fn choose(&mut self, domain: u32) -> Option<u32> {
+        let c = self.choices.as_mut()?;
+        let i = c.taken.len();
+        let pick = c
+            .prefix
+            .get(i)
+            .copied()
+            .unwrap_or(0)
+            .min(domain.saturating_sub(1));
+        c.taken.push((pick, domain));
+        Some(pick)
     }
 
     pub(crate) fn at(&mut self, now: Timestamp, kind: DecisionKind) -> &mut SimRng {
@@ -113,6 +160,9 @@ impl SimRng {
     pub fn chance(&mut self, ratio: Ratio) -> bool {
         if ratio.num == 0 {
             return false;
+        }
+        if let Some(pick) = self.choose(2) {
+            return self.record(u64::from(pick)) == 1;
         }
         let v = self.rng.random_range(0..ratio.den.max(1));
         self.record(u64::from(v)) < u64::from(ratio.num)

@@ -181,6 +181,15 @@ pub enum Scheduler {
         /// The faults to inject.
         steps: Vec<Step>,
     },
+    /// One schedule of a bounded exhaustive search: every fault decision is a choice point
+    /// (see `SimRng::enumerating`); `prefix` fixes the first ones, later ones take their
+    /// default (no fault). Latencies are fixed. `explore::exhaustive` walks all prefixes.
+    Exhaustive {
+        /// The choices to take first.
+        prefix: Vec<u32>,
+        /// Which faults are choice points (only the non-zero ratios), and their bounds.
+        faults: FaultProfile,
+    },
     /// A scripted timeline with a fixed latency.
     Scripted {
         /// The timeline's name (`base`, `pause-after-check`, ...).

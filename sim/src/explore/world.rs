@@ -15,7 +15,7 @@ use racelab_core::{
 
 use super::queue::QueueModel;
 use super::redis::RedisModel;
-use super::rng::{Decision, DecisionKind, SimRng};
+use super::rng::{Choices, Decision, DecisionKind, SimRng};
 use super::schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
 
@@ -108,6 +108,8 @@ pub struct Run {
     /// Every fault the random scheduler injected, as steps that reproduce it under
     /// [`Scheduler::Pinned`] (empty for scripted and pinned runs).
     pub injected: Vec<Step>,
+    /// The choices an exhaustive run took (`None` for other schedulers).
+    pub choices: Option<Choices>,
 }
 
 impl Run {
@@ -269,6 +271,13 @@ impl World {
                     bounds: faults.latency,
                 },
             ),
+            Scheduler::Exhaustive { prefix, faults } => (
+                Faults::Random {
+                    rng: Box::new(SimRng::enumerating(prefix.clone())),
+                    profile: faults.clone(),
+                },
+                Latency::Fixed(spec.net.scripted_latency),
+            ),
             Scheduler::Pinned {
                 seed,
                 latency,
@@ -424,6 +433,10 @@ impl World {
                 break;
             }
         }
+        let choices = match &self.faults {
+            Faults::Random { rng, .. } => rng.choices().cloned(),
+            Faults::Scripted { .. } => None,
+        };
         let mut decisions = match &mut self.faults {
             Faults::Random { rng, .. } => rng.take_decisions(),
             Faults::Scripted { .. } => Vec::new(),
@@ -446,6 +459,7 @@ impl World {
         Run {
             trace_hash: hasher.finish(),
             injected: self.injected,
+            choices,
             history: self.history,
             decisions,
             quiescent,
