@@ -19,6 +19,8 @@ mod catalog;
 mod doc001;
 mod doc002;
 mod doc003;
+pub mod gate;
+pub mod report;
 
 use racelab_core::{Quantity, Table, Value};
 use racelab_sim::explore::{self, Scheduler, SimRng, Step};

@@ -93,6 +93,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the race matrix (Markdown, JSON) and a timeline (Markdown, HTML/SVG) per failing
+    /// trace.
+    Report {
+        /// Where to write.
+        #[arg(long, default_value = "reports/out")]
+        out: std::path::PathBuf,
+        /// Seeds per race and variant.
+        #[arg(long, default_value_t = 200, value_parser = parse_seed_count)]
+        seeds: u64,
+    },
+    /// Measure throughput (seeds and store operations per second, simulated:wall time) and the
+    /// regression gate's deterministic counts.
+    Bench {
+        /// Seeds per race and variant.
+        #[arg(long, default_value_t = 500, value_parser = parse_seed_count)]
+        seeds: u64,
+        /// One JSON object per line per (race, variant).
+        #[arg(long)]
+        json: bool,
+    },
     /// Reduce a failing seed to the fewest injected faults that still break the invariant.
     Shrink {
         /// The race id.
@@ -212,6 +232,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::List { json } => list(json),
+        Command::Report { out, seeds } => report(&out, seeds),
+        Command::Bench { seeds, json } => bench(seeds, json),
         Command::Shrink {
             race,
             variant,
@@ -599,5 +621,80 @@ fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
     out!();
     out!("{}", shrunk.outcome.verdict.explanation());
     out!("replay: {command}");
+    ExitCode::SUCCESS
+}
+
+fn report(out: &std::path::Path, seeds: u64) -> ExitCode {
+    let races = catalog();
+    let bar = show_progress(false)
+        .then(|| indicatif::ProgressBar::new((races.len() * Variant::ALL.len()) as u64));
+    let written = racelab_scenarios::report::write_report(&races, out, seeds, |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match written {
+        Ok(w) => {
+            let unexpected = w.rows.iter().filter(|r| r.expected != r.observed).count();
+            out!(
+                "wrote {} files to {} ({} matrix rows, {} unexpected); open {}",
+                w.files.len(),
+                out.display(),
+                w.rows.len(),
+                unexpected,
+                out.join("matrix.md").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the report to {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(seeds: u64, json: bool) -> ExitCode {
+    let races = catalog();
+    let gate = racelab_scenarios::gate::measure(&races);
+    for race in &races {
+        for variant in [Variant::Buggy, Variant::Correct] {
+            let started = std::time::Instant::now();
+            let (mut ops, mut sim_ms) = (0u64, 0u64);
+            for seed in 0..seeds {
+                let run = run_seed(race, variant, seed).run;
+                ops += run.stats.store_ops;
+                sim_ms += run.ended_at.as_ms();
+            }
+            let wall = started.elapsed().as_secs_f64().max(1e-9);
+            let figures = gate.races.get(race.id);
+            let row = json!({
+                "race": race.id,
+                "variant": variant.as_str(),
+                "seeds": seeds,
+                "wall_ms": (wall * 1000.0).round() as u64,
+                "seeds_per_sec": (seeds as f64 / wall).round() as u64,
+                "store_ops_per_sec": (ops as f64 / wall).round() as u64,
+                "sim_wall_ratio": (sim_ms as f64 / 1000.0 / wall).round() as u64,
+                "store_ops_per_seed": ops / seeds,
+                "seeds_to_detect_from_0": figures.and_then(|f| f.seeds_to_detect_from_0),
+                "seeds_to_detect_median": figures.and_then(|f| f.seeds_to_detect_median),
+            });
+            if json {
+                out!("{row}");
+            } else {
+                out!(
+                    "{:<9} {:<8} {:>8} seeds/s {:>10} store ops/s  simulated:wall {:>9}:1",
+                    race.id,
+                    variant.as_str(),
+                    row["seeds_per_sec"],
+                    row["store_ops_per_sec"],
+                    row["sim_wall_ratio"]
+                );
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
