@@ -1,0 +1,292 @@
+//! The explore world's fault semantics, checked directly with a tiny scripted machine that
+//! sends a fixed list of operations one after another and keeps the replies it gets.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use racelab_core::{
+    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, Reply, Row,
+    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Tag, TagKind, Timestamp, Value,
+};
+use racelab_sim::explore::{
+    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Scheduler, Step, WorldSpec, run,
+};
+
+type Replies = Rc<RefCell<Vec<(Timestamp, Reply)>>>;
+
+/// Sends `ops` in order, each after the previous one's reply; `gap` between them.
+struct Scripted {
+    ops: Vec<(StoreOp, Tag)>,
+    next: usize,
+    waiting: Option<OpId>,
+    wake_at: Option<Timestamp>,
+    gap: Duration,
+    out: Vec<Outgoing>,
+    replies: Replies,
+}
+
+impl Scripted {
+    fn send_next(&mut self) {
+        if let Some((op, tag)) = self.ops.get(self.next).cloned() {
+            self.next += 1;
+            let id = OpId(self.next as u64);
+            self.waiting = Some(id);
+            self.out.push(Outgoing { id, op, tag });
+        }
+    }
+}
+
+impl Machine for Scripted {
+    fn handle_start(&mut self, _now: Timestamp) {
+        self.send_next();
+    }
+    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
+        if self.waiting == Some(op) {
+            self.waiting = None;
+            self.replies.borrow_mut().push((now, reply));
+            self.wake_at = Some(now + self.gap);
+        }
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.wake_at.is_some_and(|t| t <= now) {
+            self.wake_at = None;
+            self.send_next();
+        }
+    }
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.wake_at
+    }
+    fn is_idle(&self) -> bool {
+        self.waiting.is_none() && self.wake_at.is_none() && self.next >= self.ops.len()
+    }
+}
+
+fn process(name: &str, ops: Vec<(StoreOp, Tag)>, gap: Duration) -> (ProcessSpec, Replies) {
+    let replies: Replies = Rc::default();
+    let r = replies.clone();
+    let spec = ProcessSpec {
+        name: name.into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(Scripted {
+                ops: ops.clone(),
+                next: 0,
+                waiting: None,
+                wake_at: None,
+                gap,
+                out: Vec::new(),
+                replies: r.clone(),
+            }) as Box<dyn Machine>
+        }),
+    };
+    (spec, replies)
+}
+
+fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
+    WorldSpec {
+        processes,
+        sql_rows: vec![(
+            Table::WorkOrders,
+            "wo-1".into(),
+            Row::from([("qty".to_string(), Value::Int(0))]),
+        )],
+        net: NetConfig::default(),
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(600_000),
+    }
+}
+
+fn sql(op: SqlOp) -> (StoreOp, Tag) {
+    (StoreOp::Sql(op), Tag::Tx)
+}
+
+fn add_qty(n: i64) -> SqlOp {
+    SqlOp::Exec(SqlStmt::Update {
+        table: Table::WorkOrders,
+        key: "wo-1".into(),
+        guard: Cond::True,
+        set: vec![Assign::Add {
+            column: "qty".into(),
+            delta: n,
+        }],
+    })
+}
+
+fn scripted(steps: Vec<Step>) -> Scheduler {
+    Scheduler::Scripted {
+        name: "test".into(),
+        steps,
+    }
+}
+
+fn qty(run: &racelab_sim::explore::Run) -> Option<Value> {
+    run.row(Table::WorkOrders, "wo-1")
+        .and_then(|r| r.get("qty").cloned())
+}
+
+#[test]
+fn a_crash_inside_a_transaction_rolls_it_back() {
+    let ops = vec![sql(SqlOp::Begin), sql(add_qty(5)), sql(SqlOp::Commit)];
+    let (p, replies) = process("P", ops, Duration::from_secs(1));
+    let steps = vec![Step::at(
+        1_500,
+        Action::Crash {
+            process: "P".into(),
+            restart_after: None,
+        },
+    )];
+    let r = run(world(vec![p]), &scripted(steps));
+    assert_eq!(
+        qty(&r),
+        Some(Value::Int(0)),
+        "the uncommitted +5 was rolled back"
+    );
+    assert_eq!(
+        replies.borrow().len(),
+        2,
+        "BEGIN and the UPDATE answered before the crash"
+    );
+    assert!(
+        r.history
+            .faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::Crash { .. }))
+    );
+    assert!(r.quiescent);
+}
+
+#[test]
+fn a_lost_reply_is_applied_and_surfaces_as_the_drivers_timeout() {
+    let set = KvOp::Set {
+        key: "k".into(),
+        value: "v".into(),
+        condition: SetCondition::Always,
+        ttl: None,
+    };
+    let get = KvOp::Get { key: "k".into() };
+    let ops = vec![
+        (StoreOp::Kv(set), Tag::Fetch),
+        (StoreOp::Kv(get), Tag::Fetch),
+    ];
+    let (p, replies) = process("P", ops, Duration::ZERO);
+    let steps = vec![Step::on("P", TagKind::Fetch, 1, OpEffect::DropReply)];
+    let r = run(world(vec![p]), &scripted(steps));
+    let replies = replies.borrow();
+    assert_eq!(
+        replies[0],
+        (Timestamp::from_ms(5_000), Reply::Timeout),
+        "after the 5 s Redis timeout"
+    );
+    assert_eq!(
+        replies[1].1,
+        Reply::Kv(KvReply::Bulk("v".into())),
+        "but the SET was applied"
+    );
+    assert!(r.history.ops[0].timed_out && r.history.ops[0].result == Some(Reply::Kv(KvReply::Ok)));
+}
+
+#[test]
+fn a_pause_holds_the_send_and_the_timers() {
+    let ops = vec![sql(add_qty(1)), sql(add_qty(1))];
+    let (p, replies) = process("P", ops, Duration::from_ms(100));
+    let steps = vec![Step::on(
+        "P",
+        TagKind::Tx,
+        2,
+        OpEffect::PauseBeforeSend(Duration::from_secs(10)),
+    )];
+    let r = run(world(vec![p]), &scripted(steps));
+    let second = r.history.ops[1].applied_at.expect("applied");
+    assert!(
+        second >= Timestamp::from_ms(10_000),
+        "sent only after the pause: {second}"
+    );
+    assert_eq!(replies.borrow().len(), 2);
+    assert_eq!(qty(&r), Some(Value::Int(2)));
+}
+
+#[test]
+fn a_partition_drops_requests_until_it_heals() {
+    let ops = vec![sql(add_qty(1)), sql(add_qty(1))];
+    let (p, replies) = process("P", ops, Duration::ZERO);
+    let steps = vec![
+        Step::at(
+            0,
+            Action::Partition {
+                process: "P".into(),
+                store: racelab_core::StoreId::Sql,
+            },
+        ),
+        Step::at(
+            20_000,
+            Action::Heal {
+                process: "P".into(),
+                store: racelab_core::StoreId::Sql,
+            },
+        ),
+    ];
+    let r = run(world(vec![p]), &scripted(steps));
+    assert_eq!(
+        replies.borrow()[0],
+        (Timestamp::from_ms(30_000), Reply::Timeout),
+        "the SQL timeout"
+    );
+    assert!(
+        r.history.ops[0].applied_at.is_none(),
+        "the first request never arrived"
+    );
+    assert_eq!(
+        qty(&r),
+        Some(Value::Int(1)),
+        "the request sent after the heal (at 30 s) applied"
+    );
+}
+
+#[test]
+fn a_blocked_statement_waits_for_the_other_sessions_commit() {
+    let holder = vec![sql(SqlOp::Begin), sql(add_qty(1)), sql(SqlOp::Commit)];
+    let waiter = vec![sql(add_qty(10))];
+    let (a, _) = process("A", holder, Duration::from_secs(2));
+    let (b, b_replies) = process("B", waiter, Duration::ZERO);
+    let mut spec = world(vec![a, b]);
+    // A holds the row lock from about 2 s (its UPDATE) to about 4 s (its COMMIT).
+    spec.processes[1].start_at = Timestamp::from_ms(3_000);
+    let r = run(spec, &scripted(vec![]));
+    let (at, reply) = b_replies.borrow()[0].clone();
+    assert!(
+        at >= Timestamp::from_ms(4_000),
+        "B waited for A's commit at about 4 s, got {at}"
+    );
+    assert!(matches!(reply, Reply::Sql(SqlReply::Rows(ref rows)) if rows.len() == 1));
+    assert_eq!(qty(&r), Some(Value::Int(11)));
+}
+
+#[test]
+fn random_runs_are_reproducible_and_record_their_faults() {
+    let ops: Vec<_> = (0..20).map(|_| sql(add_qty(1))).collect();
+    let faults = FaultProfile {
+        window: Duration::from_secs(600),
+        drop_reply: racelab_sim::explore::Ratio::per_mille(200),
+        ..FaultProfile::quiet()
+    };
+    let make = || {
+        let (p, _) = process("P", ops.clone(), Duration::from_ms(10));
+        world(vec![p])
+    };
+    let sched = Scheduler::Random { seed: 9, faults };
+    let (a, b) = (run(make(), &sched), run(make(), &sched));
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert!(
+        !a.injected.is_empty(),
+        "a 20% drop rate over 20 operations injected something"
+    );
+    assert_eq!(a.injected.len(), a.history.faults.len());
+}
