@@ -93,6 +93,7 @@ fn a_timeline_page_renders_in_a_headless_browser() {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
+        .stderr(std::process::Stdio::null())
         .output()
         .expect("chromium runs");
     let dom = String::from_utf8_lossy(&dom.stdout);
@@ -111,6 +112,8 @@ fn a_timeline_page_renders_in_a_headless_browser() {
         .arg(format!("--screenshot={}", shot.display()))
         .arg("--window-size=1400,1200")
         .arg(format!("file://{}", page.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("chromium runs");
     assert!(status.success());
