@@ -183,7 +183,10 @@ impl ScriptName {
                 else {
                     return KvReply::Error("ERR compare_and_extend needs 1 key and 2 args".into());
                 };
-                let Some(ttl) = ttl.parse::<u64>().ok().filter(|ms| *ms > 0) else {
+                // Digits only and at most 15 of them, exactly as the Lua text checks, so that
+                // Rust's and Lua's number parsing can never disagree.
+                let digits = !ttl.is_empty() && ttl.len() <= 15 && ttl.bytes().all(|b| b.is_ascii_digit());
+                let Some(ttl) = digits.then(|| ttl.parse::<u64>().ok()).flatten().filter(|ms| *ms > 0) else {
                     return KvReply::Error("ERR ttl must be a positive integer".into());
                 };
                 if view.get(key).as_deref() == Some(owner.as_str()) {
