@@ -185,8 +185,13 @@ impl ScriptName {
                 };
                 // Digits only and at most 15 of them, exactly as the Lua text checks, so that
                 // Rust's and Lua's number parsing can never disagree.
-                let digits = !ttl.is_empty() && ttl.len() <= 15 && ttl.bytes().all(|b| b.is_ascii_digit());
-                let Some(ttl) = digits.then(|| ttl.parse::<u64>().ok()).flatten().filter(|ms| *ms > 0) else {
+                let digits =
+                    !ttl.is_empty() && ttl.len() <= 15 && ttl.bytes().all(|b| b.is_ascii_digit());
+                let Some(ttl) = digits
+                    .then(|| ttl.parse::<u64>().ok())
+                    .flatten()
+                    .filter(|ms| *ms > 0)
+                else {
                     return KvReply::Error("ERR ttl must be a positive integer".into());
                 };
                 if view.get(key).as_deref() == Some(owner.as_str()) {

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod catalog;
 mod doc001;
 mod doc002;

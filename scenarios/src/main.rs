@@ -4,6 +4,8 @@
 //! racelab list [--json]
 //! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--json]
 //! racelab replay RACE --variant V (--seed S | --script NAME) [--json]
+//! racelab report [--out DIR] [--seeds N]
+//! racelab bench [--seeds N] [--repeats R] [--json]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -99,17 +101,21 @@ enum Command {
         /// Where to write.
         #[arg(long, default_value = "reports/out")]
         out: std::path::PathBuf,
-        /// Seeds per race and variant.
-        #[arg(long, default_value_t = 200, value_parser = parse_seed_count)]
+        /// Seeds per race and variant (from seed 0).
+        #[arg(long, default_value_t = 1000, value_parser = parse_seed_count)]
         seeds: u64,
     },
-    /// Measure throughput (seeds and store operations per second, simulated:wall time) and the
-    /// regression gate's deterministic counts.
+    /// Measure throughput (seeds and store operations per second, simulated:wall time, the
+    /// core machines' cost per operation) and the regression gate's deterministic counts.
+    /// Wall-clock figures are reported, never gated.
     Bench {
-        /// Seeds per race and variant.
-        #[arg(long, default_value_t = 500, value_parser = parse_seed_count)]
+        /// Seeds per race and variant in the reference workload.
+        #[arg(long, default_value_t = 200, value_parser = parse_seed_count)]
         seeds: u64,
-        /// One JSON object per line per (race, variant).
+        /// Repetitions per measurement; the fastest is kept.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeats: u32,
+        /// One JSON document (for CI dashboards).
         #[arg(long)]
         json: bool,
     },
@@ -233,7 +239,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::List { json } => list(json),
         Command::Report { out, seeds } => report(&out, seeds),
-        Command::Bench { seeds, json } => bench(seeds, json),
+        Command::Bench {
+            seeds,
+            repeats,
+            json,
+        } => bench(seeds, repeats, json),
         Command::Shrink {
             race,
             variant,
@@ -626,8 +636,15 @@ fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
 
 fn report(out: &std::path::Path, seeds: u64) -> ExitCode {
     let races = catalog();
-    let bar = show_progress(false)
-        .then(|| indicatif::ProgressBar::new((races.len() * Variant::ALL.len()) as u64));
+    let bar = show_progress(false).then(|| {
+        let bar = indicatif::ProgressBar::new((races.len() * Variant::ALL.len()) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("report [{bar:40}] {pos}/{len} race variants")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
     let written = racelab_scenarios::report::write_report(&races, out, seeds, |done, _| {
         if let Some(b) = &bar {
             b.set_position(done);
@@ -638,16 +655,39 @@ fn report(out: &std::path::Path, seeds: u64) -> ExitCode {
     }
     match written {
         Ok(w) => {
-            let unexpected = w.rows.iter().filter(|r| r.expected != r.observed).count();
+            let unexpected = w.rows.iter().filter(|r| !r.as_expected()).count();
+            let pages = w
+                .files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "html"))
+                .count()
+                .saturating_sub(1);
             out!(
-                "wrote {} files to {} ({} matrix rows, {} unexpected); open {}",
+                "wrote {} files to {}: the matrix ({} rows, {} unexpected) and {} failing traces",
                 w.files.len(),
                 out.display(),
                 w.rows.len(),
                 unexpected,
-                out.join("matrix.md").display()
+                pages
             );
-            ExitCode::SUCCESS
+            out!("open {}", out.join("index.html").display());
+            for row in w.rows.iter().filter(|r| !r.as_expected()) {
+                out!(
+                    "unexpected: {} {} (expected {}, observed {}){}",
+                    row.race,
+                    row.variant,
+                    row.expected,
+                    row.observed,
+                    row.replay
+                        .as_deref()
+                        .map_or_else(String::new, |c| format!("; replay: {c}"))
+                );
+            }
+            if unexpected == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: cannot write the report to {}: {e}", out.display());
@@ -656,45 +696,119 @@ fn report(out: &std::path::Path, seeds: u64) -> ExitCode {
     }
 }
 
-fn bench(seeds: u64, json: bool) -> ExitCode {
+fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
     let races = catalog();
-    let gate = racelab_scenarios::gate::measure(&races);
-    for race in &races {
-        for variant in [Variant::Buggy, Variant::Correct] {
-            let started = std::time::Instant::now();
-            let (mut ops, mut sim_ms) = (0u64, 0u64);
-            for seed in 0..seeds {
-                let run = run_seed(race, variant, seed).run;
-                ops += run.stats.store_ops;
-                sim_ms += run.ended_at.as_ms();
-            }
-            let wall = started.elapsed().as_secs_f64().max(1e-9);
-            let figures = gate.races.get(race.id);
-            let row = json!({
-                "race": race.id,
-                "variant": variant.as_str(),
-                "seeds": seeds,
-                "wall_ms": (wall * 1000.0).round() as u64,
-                "seeds_per_sec": (seeds as f64 / wall).round() as u64,
-                "store_ops_per_sec": (ops as f64 / wall).round() as u64,
-                "sim_wall_ratio": (sim_ms as f64 / 1000.0 / wall).round() as u64,
-                "store_ops_per_seed": ops / seeds,
-                "seeds_to_detect_from_0": figures.and_then(|f| f.seeds_to_detect_from_0),
-                "seeds_to_detect_median": figures.and_then(|f| f.seeds_to_detect_median),
-            });
-            if json {
-                out!("{row}");
-            } else {
-                out!(
-                    "{:<9} {:<8} {:>8} seeds/s {:>10} store ops/s  simulated:wall {:>9}:1",
-                    race.id,
-                    variant.as_str(),
-                    row["seeds_per_sec"],
-                    row["store_ops_per_sec"],
-                    row["sim_wall_ratio"]
-                );
+    let bar = show_progress(false).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let report = racelab_scenarios::bench::run(&races, seeds, repeats, |what| {
+        if let Some(b) = &bar {
+            b.set_message(format!("measuring {what}"));
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => out!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the figures: {e}");
+                return ExitCode::FAILURE;
             }
         }
+        return ExitCode::SUCCESS;
+    }
+    out!(
+        "reference workload: seeds 0..{} of each race's buggy and correct variants, fastest of \
+         {} runs; wall-clock figures are reported, never gated",
+        report.seeds,
+        report.repeats
+    );
+    out!();
+    out!(
+        "{:<8} {:<18} {:>9} {:>12} {:>16}",
+        "family",
+        "races",
+        "seeds/s",
+        "store ops/s",
+        "simulated:wall"
+    );
+    for f in &report.families {
+        out!(
+            "{:<8} {:<18} {:>9} {:>12} {:>14}:1",
+            f.family,
+            format!("{} races", f.races.len()),
+            f.explore.seeds_per_sec,
+            f.explore.store_ops_per_sec,
+            f.explore.sim_wall_ratio
+        );
+    }
+    out!();
+    out!(
+        "{:<8} {:<8} {:>9} {:>12} {:>16} {:>14} {:>9} {:>7} {:>9}",
+        "race",
+        "variant",
+        "seeds/s",
+        "store ops/s",
+        "simulated:wall",
+        "machine ns/op",
+        "ops/seed",
+        "events",
+        "decisions"
+    );
+    for r in &report.races {
+        out!(
+            "{:<8} {:<8} {:>9} {:>12} {:>14}:1 {:>14} {:>9} {:>7} {:>9}",
+            r.race,
+            r.variant,
+            r.explore.seeds_per_sec,
+            r.explore.store_ops_per_sec,
+            r.explore.sim_wall_ratio,
+            r.machines.ns_per_op,
+            r.store_ops_per_seed,
+            r.events_per_seed,
+            r.decisions_per_seed
+        );
+    }
+    out!();
+    out!(
+        "regression gate (deterministic): seeds to detect from seed 0 / median over {} start \
+         seeds; work per seed of the correct variant",
+        racelab_scenarios::gate::START_SEED_COUNT
+    );
+    for (race, f) in &report.gate.races {
+        let detection: Vec<String> = f
+            .detection
+            .iter()
+            .map(|(v, d)| {
+                let n = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
+                format!("{v} {}/{}", n(d.from_seed_0), n(d.median))
+            })
+            .collect();
+        out!(
+            "{race:<10} {:<28} {} store ops, {} events, {} decisions",
+            detection.join(", "),
+            f.cost.store_ops_per_seed,
+            f.cost.events_per_seed,
+            f.cost.decisions_per_seed
+        );
+    }
+    let check = &report.gate_check;
+    match (check.passed, &check.error) {
+        (Some(true), _) => out!("the gate passes against {}", check.baseline),
+        (Some(false), _) => {
+            out!("the gate FAILS against {}:", check.baseline);
+            for line in &check.regressions {
+                out!("  - {line}");
+            }
+        }
+        (None, error) => out!(
+            "the gate was not checked: {}",
+            error.as_deref().unwrap_or("no baseline")
+        ),
     }
     ExitCode::SUCCESS
 }

@@ -1,0 +1,396 @@
+//! What a rendered trace is made of, shared by the Markdown and the HTML timelines: the input
+//! ([`Trace`]), the lanes, and the text of each step.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use racelab_core::{
+    Fault, History, OpRecord, ProcessId, StoreId, StoreOp, TimelineKind, TimelineStep, Verdict,
+};
+
+/// One trace to render: a run's history and its verdict, plus the words around them.
+#[derive(Clone, Copy, Debug)]
+pub struct Trace<'a> {
+    /// The page's heading (`R-002-01 buggy, timeline base`).
+    pub title: &'a str,
+    /// What the trace shows, in a sentence (a script's summary, the race's title); may be
+    /// empty.
+    pub summary: &'a str,
+    /// The invariant the oracles judged, in words; may be empty.
+    pub invariant: &'a str,
+    /// Everything that happened.
+    pub history: &'a History,
+    /// The oracles' verdict; its violations' `ops` are highlighted.
+    pub verdict: &'a Verdict,
+    /// The command that replays the trace.
+    pub replay: &'a str,
+    /// The run's trace hash, if known (equal hashes: identical runs).
+    pub trace_hash: Option<u64>,
+}
+
+/// A column of the sequence diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Lane {
+    /// A process, in the history's naming order.
+    Process(ProcessId),
+    /// Redis' key space.
+    Redis,
+    /// The Bull-like queue (which lives in Redis).
+    Queue,
+    /// The SQL database.
+    Sql,
+}
+
+/// The store an operation goes to.
+pub(crate) fn store_lane(op: &StoreOp) -> Lane {
+    match op {
+        StoreOp::Kv(_) => Lane::Redis,
+        StoreOp::Queue(_) => Lane::Queue,
+        StoreOp::Sql(_) => Lane::Sql,
+    }
+}
+
+/// The lanes a fault concerns: its process, or the Redis lanes for a Redis-wide fault.
+pub(crate) fn fault_lanes(fault: &Fault) -> Vec<Lane> {
+    match fault {
+        Fault::Pause { process, .. }
+        | Fault::Partition { process, .. }
+        | Fault::Heal { process, .. }
+        | Fault::Crash { process }
+        | Fault::Restart { process }
+        | Fault::Delay { process, .. }
+        | Fault::DropReply { process, .. } => vec![Lane::Process(*process)],
+        Fault::Failover | Fault::RedisRestart => vec![Lane::Redis, Lane::Queue],
+    }
+}
+
+/// The store lane a partition cuts a process off from.
+pub(crate) fn partition_store(fault: &Fault) -> Option<Lane> {
+    match fault {
+        Fault::Partition { store, .. } | Fault::Heal { store, .. } => Some(match store {
+            StoreId::Redis => Lane::Redis,
+            StoreId::Sql => Lane::Sql,
+        }),
+        _ => None,
+    }
+}
+
+/// The diagram's lanes, left to right: every process (named ones in naming order, then any
+/// other that appears), then the stores that appear.
+pub(crate) fn lanes(history: &History) -> Vec<Lane> {
+    let mut processes: Vec<ProcessId> = history.process_names.iter().map(|(p, _)| *p).collect();
+    let mut seen: BTreeSet<ProcessId> = processes.iter().copied().collect();
+    let mut stores = BTreeSet::new();
+    let mut more = |p: ProcessId, processes: &mut Vec<ProcessId>| {
+        if seen.insert(p) {
+            processes.push(p);
+        }
+    };
+    for op in &history.ops {
+        more(op.process, &mut processes);
+        stores.insert(store_lane(&op.op));
+    }
+    for n in &history.notes {
+        more(n.process, &mut processes);
+    }
+    for f in &history.faults {
+        for lane in fault_lanes(&f.fault) {
+            match lane {
+                Lane::Process(p) => more(p, &mut processes),
+                // A failover shows on the store lanes that the operations already use.
+                Lane::Redis | Lane::Queue | Lane::Sql => {}
+            }
+        }
+        if let Some(store) = partition_store(&f.fault) {
+            stores.insert(store);
+        }
+    }
+    processes
+        .into_iter()
+        .map(Lane::Process)
+        .chain(stores)
+        .collect()
+}
+
+/// A lane's heading.
+pub(crate) fn lane_name(history: &History, lane: Lane) -> String {
+    match lane {
+        Lane::Process(p) => history.name(p),
+        Lane::Redis => "Redis".to_string(),
+        Lane::Queue => "Queue (Redis)".to_string(),
+        Lane::Sql => "SQL".to_string(),
+    }
+}
+
+/// The operations the verdict's violations name, and for each the invariants involved.
+pub(crate) fn marked_ops(verdict: &Verdict) -> BTreeMap<usize, Vec<String>> {
+    let mut marked: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for v in &verdict.violations {
+        for &op in &v.ops {
+            let names = marked.entry(op).or_default();
+            if !names.contains(&v.invariant) {
+                names.push(v.invariant.clone());
+            }
+        }
+    }
+    marked
+}
+
+/// The step number (`T7` is 7) of each operation that appears in the timeline.
+pub(crate) fn step_of_op(steps: &[TimelineStep]) -> BTreeMap<usize, usize> {
+    steps
+        .iter()
+        .filter_map(|s| match s.kind {
+            TimelineKind::Op(i) => Some((i, s.step)),
+            TimelineKind::Fault(_) | TimelineKind::Note(_) => None,
+        })
+        .collect()
+}
+
+/// The steps a violation involves, as `T3, T10`, in step order.
+pub(crate) fn violation_steps(ops: &[usize], step_of: &BTreeMap<usize, usize>) -> Vec<usize> {
+    let steps: BTreeSet<usize> = ops.iter().filter_map(|i| step_of.get(i).copied()).collect();
+    steps.into_iter().collect()
+}
+
+/// One timeline step in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StepText {
+    /// An operation: the process, the operation, and what became of it.
+    Op {
+        /// The process' name.
+        who: String,
+        /// The operation.
+        what: String,
+        /// The store's answer, or `never applied`.
+        result: String,
+        /// When and how it ended (`applied 00:00.003`, `reply lost: caller timed out`).
+        fate: String,
+    },
+    /// An injected fault.
+    Fault {
+        /// The fault, as the history renders it (`partition(W_A, Redis)`).
+        what: String,
+    },
+    /// A process' note.
+    Note {
+        /// The process' name.
+        who: String,
+        /// The note (`skips s-1: already applied`).
+        what: String,
+        /// Whether it is an alarm.
+        alarm: bool,
+    },
+}
+
+/// The words of one step. Faults and notes take their text from [`History::render_step`]
+/// (their renderers are private to `core`), without its `Tn time` prefix.
+pub(crate) fn step_text(history: &History, step: &TimelineStep) -> StepText {
+    match step.kind {
+        TimelineKind::Op(i) => {
+            let op = &history.ops[i];
+            let (result, fate) = op_fate(op);
+            StepText::Op {
+                who: history.name(op.process),
+                what: op.op.to_string(),
+                result,
+                fate,
+            }
+        }
+        TimelineKind::Fault(_) => {
+            let line = history.render_step(step);
+            let body = strip_step_prefix(&line, step);
+            StepText::Fault {
+                what: body.strip_prefix("FAULT ").unwrap_or(body).to_string(),
+            }
+        }
+        TimelineKind::Note(i) => {
+            let note = &history.notes[i];
+            let who = history.name(note.process);
+            let line = history.render_step(step);
+            let body = strip_step_prefix(&line, step);
+            let what = body
+                .strip_prefix(&format!("{who:<4} "))
+                .unwrap_or(body)
+                .trim()
+                .to_string();
+            StepText::Note {
+                who,
+                what,
+                alarm: matches!(note.note, racelab_core::Note::Alarm { .. }),
+            }
+        }
+    }
+}
+
+/// What an operation returned and how it ended, in the words of [`History::render_step`].
+fn op_fate(op: &OpRecord) -> (String, String) {
+    match (&op.result, op.applied_at) {
+        (Some(r), Some(at)) => {
+            let fate = if op.timed_out {
+                format!("applied {at}; reply lost: caller timed out")
+            } else {
+                format!("applied {at}")
+            };
+            (r.to_string(), fate)
+        }
+        _ => {
+            let fate = if op.timed_out {
+                "caller timed out".to_string()
+            } else {
+                String::new()
+            };
+            ("never applied".to_string(), fate)
+        }
+    }
+}
+
+fn strip_step_prefix<'l>(line: &'l str, step: &TimelineStep) -> &'l str {
+    let prefix = format!("T{:<3} {}  ", step.step, step.at);
+    line.strip_prefix(&prefix).unwrap_or(line).trim_start()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use racelab_core::{
+        Duration, Fault, FaultRecord, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, Reply,
+        ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, Tag, Timestamp, Verdict, Violation,
+    };
+
+    use super::*;
+
+    /// A small history with every kind of step: an applied op, a lost reply, an op that never
+    /// arrived, a fault and a note; operation text with quotes and `<>`.
+    pub(crate) fn sample() -> (History, Verdict) {
+        let t = Timestamp::from_ms;
+        let op = |process: u16,
+                  id: u64,
+                  op: StoreOp,
+                  invoked: u64,
+                  applied: Option<u64>,
+                  result: Option<Reply>,
+                  completed: Option<u64>,
+                  timed_out: bool| OpRecord {
+            process: ProcessId(process),
+            id: OpId(id),
+            tag: Tag::Fetch,
+            op,
+            invoked_at: t(invoked),
+            applied_at: applied.map(t),
+            durable_at: applied.map(t),
+            result,
+            completed_at: completed.map(t),
+            timed_out,
+        };
+        let set = StoreOp::Kv(KvOp::Set {
+            key: "lock:<wo-1>".into(),
+            value: "\"W_A\" & 'x'".into(),
+            condition: SetCondition::IfAbsent,
+            ttl: Some(Duration::from_secs(20)),
+        });
+        let sql = StoreOp::Sql(SqlOp::Begin);
+        let history = History {
+            process_names: vec![(ProcessId(0), "<W_A>".into()), (ProcessId(1), "W_B".into())],
+            ops: vec![
+                op(
+                    0,
+                    1,
+                    set.clone(),
+                    0,
+                    Some(1),
+                    Some(Reply::Kv(KvReply::Ok)),
+                    Some(2),
+                    false,
+                ),
+                op(
+                    1,
+                    2,
+                    set,
+                    5,
+                    Some(6_000),
+                    Some(Reply::Kv(KvReply::Ok)),
+                    Some(5_005),
+                    true,
+                ),
+                op(0, 3, sql, 7, None, None, Some(30_007), true),
+                op(
+                    1,
+                    4,
+                    StoreOp::Sql(SqlOp::Exec(SqlStmt::Select {
+                        table: racelab_core::Table::WorkOrders,
+                        key: "wo-1".into(),
+                        for_update: false,
+                    })),
+                    8,
+                    Some(9),
+                    Some(Reply::Sql(SqlReply::Ok)),
+                    Some(10),
+                    false,
+                ),
+            ],
+            faults: vec![FaultRecord {
+                at: t(3),
+                fault: Fault::Pause {
+                    process: ProcessId(0),
+                    duration: Duration::from_secs(4),
+                },
+            }],
+            notes: vec![NoteRecord {
+                at: t(11),
+                process: ProcessId(1),
+                note: Note::Skipped { scan: ScanId(1) },
+            }],
+        };
+        let verdict = Verdict {
+            violations: vec![Violation {
+                invariant: "I-MX".into(),
+                explanation: "both <W_A> and W_B hold \"wo-1\"".into(),
+                ops: vec![0, 1, 99],
+            }],
+        };
+        (history, verdict)
+    }
+
+    #[test]
+    fn lanes_are_processes_then_the_stores_in_use() {
+        let (h, _) = sample();
+        assert_eq!(
+            lanes(&h),
+            vec![
+                Lane::Process(ProcessId(0)),
+                Lane::Process(ProcessId(1)),
+                Lane::Redis,
+                Lane::Sql
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_and_notes_lose_the_step_prefix_but_keep_their_words() {
+        let (h, _) = sample();
+        let steps = h.timeline();
+        let texts: Vec<StepText> = steps.iter().map(|s| step_text(&h, s)).collect();
+        assert!(texts.contains(&StepText::Fault {
+            what: "pause(<W_A>, 4s)".into()
+        }));
+        assert!(texts.contains(&StepText::Note {
+            who: "W_B".into(),
+            what: "skips s-1: already applied".into(),
+            alarm: false
+        }));
+        assert!(texts.contains(&StepText::Op {
+            who: "W_B".into(),
+            what: "SET lock:<wo-1> \"W_A\" & 'x' NX PX 20000".into(),
+            result: "OK".into(),
+            fate: "applied 00:06.000; reply lost: caller timed out".into()
+        }));
+    }
+
+    #[test]
+    fn violations_map_to_steps_and_ignore_unknown_ops() {
+        let (h, v) = sample();
+        let steps = h.timeline();
+        let step_of = step_of_op(&steps);
+        assert_eq!(violation_steps(&v.violations[0].ops, &step_of), vec![1, 3]);
+        assert_eq!(marked_ops(&v).len(), 3);
+    }
+}
