@@ -1,4 +1,113 @@
-//! racelab-adapters: the Correct protocols over real Redis and PostgreSQL (not built yet: see
-//! ARCHITECTURE.md). The store-operation vocabulary it will execute is `racelab_core::StoreOp`.
+//! racelab-adapters: the store-operation vocabulary of `racelab-core` executed against real
+//! Redis and PostgreSQL, the async driver that runs core machines over them, and the
+//! real-server check of document 002's protocols.
+//!
+//! - [`StoreClient`]: the small interface the driver needs. [`RedisKv`] (commands, and the
+//!   named scripts as Lua loaded once and called by SHA), [`RedisQueue`] (the at-least-once
+//!   queue as atomic Lua scripts over Redis) and [`PgSql`] (parameterised statements,
+//!   explicit transactions, an idempotent schema set-up) each execute their part of
+//!   [`racelab_core::StoreOp`]; [`Stores`] bundles the three into one client.
+//! - [`drive`]: runs one sans-IO machine: drains its operations, executes them with a timeout
+//!   (retrying only what certainly did not reach the server), feeds replies and timers back,
+//!   and stops on request. An [`Observer`] sees every invocation and completion (that is how
+//!   histories are recorded) and may crash the process at any point.
+//! - [`check_real`]: document 002's work-order protocol with many workers against real
+//!   servers while faults are injected ([`FaultProxy`], [`OwnRedis`]), judged by the core's
+//!   oracles. This is what `racelab check-real` runs.
+//! - [`Config`]: `RACELAB_REDIS_URL` / `RACELAB_PG_URL` with loopback defaults.
+//!
+//! Architecture invariant: the adapters own no protocol logic. What to do next is always the
+//! machine's decision; the adapters only execute operations and report what happened.
+//! Architecture invariant: keys and values travel only as `KEYS`/`ARGV` and as statement
+//! parameters, never spliced into script or SQL text (table and column names come from the
+//! core's fixed [`racelab_core::Table`] schema, schema names are checked `[a-z0-9_]+`).
 
 #![forbid(unsafe_code)]
+
+mod check;
+mod config;
+mod driver;
+mod postgres;
+mod proxy;
+mod queue;
+mod recorder;
+mod redis_conn;
+mod redis_kv;
+mod redis_server;
+
+pub use check::{
+    CheckRealOptions, CheckRealReport, FaultCounts, FaultOptions, RedisTarget, check_real,
+    check_real_with_history,
+};
+pub use config::{Config, ServiceStatus, require_services, services};
+pub use driver::{
+    Clock, Completion, Control, DriveEnd, DriverConfig, NoObserver, Observer, StoreClient, Stores,
+    drive,
+};
+pub use postgres::PgSql;
+pub use proxy::{FaultProxy, ProxyFaults};
+pub use queue::{QueueClock, QueueStatus, RedisQueue, queue_lua};
+pub use recorder::{ProcessRecorder, Recorder};
+pub use redis_kv::{RedisKv, lua};
+pub use redis_server::OwnRedis;
+
+/// What can go wrong talking to a store or setting up a run. Server answers (a unique
+/// violation, a `WRONGTYPE`, a script's error reply) are replies, not errors; these are the
+/// failures around them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    /// No connection could be established: the operation was certainly not sent, so it is
+    /// safe to retry.
+    #[error("cannot reach {what} at {url}: {source} (is the server running? check the URL)")]
+    Unreachable {
+        /// Which store.
+        what: &'static str,
+        /// Where.
+        url: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The connection failed during an operation: it may or may not have been applied.
+    #[error(
+        "{what} connection failed during an operation (it may or may not have applied): {message}"
+    )]
+    Connection {
+        /// Which store.
+        what: &'static str,
+        /// What the client library said.
+        message: String,
+    },
+    /// The server answered something the adapter cannot interpret (a schema that is not
+    /// racelab's, a script reply of the wrong shape).
+    #[error("{what} answered unexpectedly: {message}")]
+    Protocol {
+        /// Which store.
+        what: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The input cannot be sent as it is: a number out of the store's range, an invalid
+    /// schema name, an operation for another store. Nothing was sent.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A quantity would overflow a 64-bit column; nothing was sent.
+    #[error("quantity overflow: {what} = {value} is outside 1..={max}")]
+    AmountOutOfRange {
+        /// Which amount.
+        what: String,
+        /// Its value.
+        value: i128,
+        /// The largest accepted value.
+        max: i64,
+    },
+    /// Starting, stopping or talking to a local helper process (our own `redis-server`)
+    /// failed.
+    #[error("{what}: {message}")]
+    Process {
+        /// What was attempted.
+        what: String,
+        /// Why it failed.
+        message: String,
+    },
+}

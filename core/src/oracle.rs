@@ -108,10 +108,10 @@ pub fn exactly_once(history: &History, state: &FinalState) -> Verdict {
     // Effects the store accepted, by scan.
     let mut applied: BTreeMap<ScanId, Vec<usize>> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
-        if let Tag::Effect { scan, .. } = op.tag {
-            if op.accepted() {
-                applied.entry(scan).or_default().push(i);
-            }
+        if let Tag::Effect { scan, .. } = op.tag
+            && op.accepted()
+        {
+            applied.entry(scan).or_default().push(i);
         }
     }
     let work_orders: Vec<WorkOrderId> = accepted

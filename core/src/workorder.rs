@@ -778,11 +778,11 @@ impl Machine for Worker {
     }
 
     fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
-        if let Some((_, in_flight)) = &mut self.job_lock {
-            if *in_flight == Some(op) {
-                *in_flight = None;
-                return;
-            }
+        if let Some((_, in_flight)) = &mut self.job_lock
+            && *in_flight == Some(op)
+        {
+            *in_flight = None;
+            return;
         }
         if self.renewal.as_ref().and_then(|r| r.in_flight) == Some(op) {
             self.on_renewal_reply(&reply);
@@ -820,38 +820,38 @@ impl Machine for Worker {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        if let (Some((at, in_flight)), WorkerState::Job(job)) = (&mut self.job_lock, &self.state) {
-            if *at <= now {
-                *at = now + self.cfg.job_lock_renew_every;
-                if in_flight.is_none() {
-                    let extend = QueueOp::Extend {
-                        delivery: job.delivery,
-                    };
-                    *in_flight = Some(self.out.send(StoreOp::Queue(extend), Tag::ExtendJob));
-                }
+        if let (Some((at, in_flight)), WorkerState::Job(job)) = (&mut self.job_lock, &self.state)
+            && *at <= now
+        {
+            *at = now + self.cfg.job_lock_renew_every;
+            if in_flight.is_none() {
+                let extend = QueueOp::Extend {
+                    delivery: job.delivery,
+                };
+                *in_flight = Some(self.out.send(StoreOp::Queue(extend), Tag::ExtendJob));
             }
         }
-        if let Some(renewal) = &mut self.renewal {
-            if renewal.next_at <= now {
-                renewal.next_at = now + renewal.every;
-                if renewal.in_flight.is_none() {
-                    let (op, work_order) = match &renewal.lease {
-                        RenewedLease::Redis(lock) => {
-                            let work_order = match &self.state {
-                                WorkerState::Job(job) => job.scan.work_order,
-                                _ => WorkOrderId(0),
-                            };
-                            (StoreOp::Kv(lock.extend()), work_order)
-                        }
-                        RenewedLease::Epoch(lease, epoch) => (
-                            StoreOp::Sql(SqlOp::Exec(lease.renew(*epoch, now))),
-                            lease.work_order,
-                        ),
-                    };
-                    let id = self.out.send(op, Tag::RenewLease { work_order });
-                    if let Some(renewal) = &mut self.renewal {
-                        renewal.in_flight = Some(id);
+        if let Some(renewal) = &mut self.renewal
+            && renewal.next_at <= now
+        {
+            renewal.next_at = now + renewal.every;
+            if renewal.in_flight.is_none() {
+                let (op, work_order) = match &renewal.lease {
+                    RenewedLease::Redis(lock) => {
+                        let work_order = match &self.state {
+                            WorkerState::Job(job) => job.scan.work_order,
+                            _ => WorkOrderId(0),
+                        };
+                        (StoreOp::Kv(lock.extend()), work_order)
                     }
+                    RenewedLease::Epoch(lease, epoch) => (
+                        StoreOp::Sql(SqlOp::Exec(lease.renew(*epoch, now))),
+                        lease.work_order,
+                    ),
+                };
+                let id = self.out.send(op, Tag::RenewLease { work_order });
+                if let Some(renewal) = &mut self.renewal {
+                    renewal.in_flight = Some(id);
                 }
             }
         }

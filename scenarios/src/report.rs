@@ -146,31 +146,31 @@ fn seed_pages(
         replay: replay_command(race, variant, seed),
     };
     pages.push(page.write(out, race, &outcome)?);
-    if let Some(shrunk) = shrink(race, variant, seed) {
-        if shrunk.steps.len() < shrunk.original_faults {
-            let faults = if shrunk.steps.is_empty() {
-                "no fault at all: the seed's workload and latencies suffice".to_string()
-            } else {
-                shrunk
-                    .steps
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            let page = Page {
-                name: format!("{base}-shrunk"),
-                title: format!("{} {}, seed {seed} shrunk", race.id, variant.as_str()),
-                summary: format!(
-                    "{}: seed {seed} with its {} injected faults shrunk to {}: {faults}",
-                    race.title,
-                    shrunk.original_faults,
-                    shrunk.steps.len()
-                ),
-                replay: shrink_command(race, variant, seed),
-            };
-            pages.push(page.write(out, race, &shrunk.outcome)?);
-        }
+    if let Some(shrunk) = shrink(race, variant, seed)
+        && shrunk.steps.len() < shrunk.original_faults
+    {
+        let faults = if shrunk.steps.is_empty() {
+            "no fault at all: the seed's workload and latencies suffice".to_string()
+        } else {
+            shrunk
+                .steps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let page = Page {
+            name: format!("{base}-shrunk"),
+            title: format!("{} {}, seed {seed} shrunk", race.id, variant.as_str()),
+            summary: format!(
+                "{}: seed {seed} with its {} injected faults shrunk to {}: {faults}",
+                race.title,
+                shrunk.original_faults,
+                shrunk.steps.len()
+            ),
+            replay: shrink_command(race, variant, seed),
+        };
+        pages.push(page.write(out, race, &shrunk.outcome)?);
     }
     Ok(pages)
 }

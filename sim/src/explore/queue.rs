@@ -145,12 +145,12 @@ impl QueueModel {
     /// Bull's stalled-job checker: active jobs whose lock expired go back to waiting.
     fn requeue_stalled(&mut self, now: Timestamp) {
         for (id, job) in &mut self.jobs {
-            if let JobState::Active { deadline, .. } = job.state {
-                if deadline <= now {
-                    job.state = JobState::Waiting;
-                    self.waiting.push_back(*id);
-                    self.stalls += 1;
-                }
+            if let JobState::Active { deadline, .. } = job.state
+                && deadline <= now
+            {
+                job.state = JobState::Waiting;
+                self.waiting.push_back(*id);
+                self.stalls += 1;
             }
         }
     }

@@ -130,10 +130,10 @@ impl SqlModel {
                 Some(_) => match self.run(session, stmt) {
                     Err(holder) => SqlOutcome::Blocked { holder },
                     Ok(reply) => {
-                        if is_error(&reply) {
-                            if let Some(txn) = self.txns.get_mut(&session) {
-                                txn.failed = true;
-                            }
+                        if is_error(&reply)
+                            && let Some(txn) = self.txns.get_mut(&session)
+                        {
+                            txn.failed = true;
                         }
                         done(reply, false)
                     }
@@ -251,10 +251,10 @@ impl SqlModel {
                 let id = (*table, key.clone());
                 if *for_update {
                     // Another session's uncommitted insert is invisible: no row, no wait.
-                    if let Some(holder) = self.other_holder(session, &id) {
-                        if self.committed_row(&id).is_some() {
-                            return Err(holder);
-                        }
+                    if let Some(holder) = self.other_holder(session, &id)
+                        && self.committed_row(&id).is_some()
+                    {
+                        return Err(holder);
                     }
                 }
                 let Some(row) = self.visible(session, &id).cloned() else {
@@ -296,10 +296,10 @@ impl SqlModel {
                 let id = (*table, key.clone());
                 // PostgreSQL's unique check waits for an in-progress inserter or updater of
                 // the key (not for a mere FOR UPDATE locker), then re-checks.
-                if let Some(holder) = self.other_holder(session, &id) {
-                    if self.wrote(holder, &id) {
-                        return Err(holder);
-                    }
+                if let Some(holder) = self.other_holder(session, &id)
+                    && self.wrote(holder, &id)
+                {
+                    return Err(holder);
                 }
                 if self.visible(session, &id).is_some() {
                     return Ok(SqlReply::UniqueViolation {

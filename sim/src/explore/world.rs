@@ -815,10 +815,10 @@ impl World {
             let latency = self.latency();
             self.schedule(now + latency, Event::ReplyArrive(index));
         }
-        if let Some(restart_after) = crash_after {
-            if self.ops[index].incarnation == self.procs[p].incarnation {
-                self.crash(p, restart_after);
-            }
+        if let Some(restart_after) = crash_after
+            && self.ops[index].incarnation == self.procs[p].incarnation
+        {
+            self.crash(p, restart_after);
         }
     }
 

@@ -1,0 +1,698 @@
+//! `SqlOp` over real PostgreSQL: parameterised statements only (each sent with its parameter
+//! types in one round trip), explicit READ COMMITTED transactions, and an idempotent schema
+//! set-up. One [`PgSql`] is one connection, which is one session, as in the SQL model.
+//!
+//! Where PostgreSQL would coerce or reject what the model treats strictly, the adapter applies
+//! the model's rule before sending anything, with the model's SQLSTATE: a value of the wrong
+//! type for its column is 42804, an unknown column 42703, `key` inside an insert row 42701, a
+//! column assigned twice 42601, `+` on a text column 42883, assigning the key 0A000; a
+//! comparison of a column with a value of another type, or with NULL, is false. Inside a
+//! transaction such an error fails the transaction on the server too, as the server's own
+//! error would have. The conformance tests hold the two to the same answers.
+//!
+//! A session never silently continues on a new connection inside a transaction: when the
+//! connection is lost (or an operation was interrupted by a timeout) while a transaction was
+//! open, the server rolls it back, and the session answers every statement with an error and
+//! `COMMIT` with `RolledBack` until the machine says `ROLLBACK`. Outside a transaction the
+//! next operation simply reconnects.
+
+use racelab_core::{
+    Assign, CmpOp, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+};
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::AdapterError;
+
+const WHAT: &str = "PostgreSQL";
+
+/// The error of every statement in a transaction whose connection was lost.
+const LOST_TX: &str = "25P02: the connection was lost inside this transaction, which the server \
+                       rolled back; ROLLBACK to continue";
+
+/// A PostgreSQL session working inside its own schema.
+#[derive(Debug)]
+pub struct PgSql {
+    url: String,
+    schema: String,
+    client: Option<tokio_postgres::Client>,
+    /// A transaction is open (possibly failed).
+    in_tx: bool,
+    /// The open transaction had an error: `COMMIT` will roll it back.
+    failed: bool,
+    /// The connection was lost while a transaction was open.
+    lost_tx: bool,
+    /// An operation started and did not finish (its future was dropped).
+    interrupted: bool,
+}
+
+/// A typed statement parameter.
+#[derive(Debug)]
+enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl Param {
+    fn typed(&self) -> (&(dyn ToSql + Sync), Type) {
+        match self {
+            Param::Int(v) => (v, Type::INT8),
+            Param::Text(v) => (v, Type::TEXT),
+        }
+    }
+}
+
+/// The key column of every table.
+const KEY: &str = "key";
+
+fn column_type(table: Table, column: &str) -> Option<ColumnType> {
+    table
+        .columns()
+        .iter()
+        .find(|(c, _)| *c == column)
+        .map(|(_, t)| *t)
+}
+
+fn type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Int => "bigint",
+        ColumnType::Text => "text",
+    }
+}
+
+/// The parameter for `value` in a column of type `ty`, or `None` if the types differ.
+fn typed(ty: ColumnType, value: &Value) -> Option<Param> {
+    match (ty, value) {
+        (ColumnType::Int, Value::Int(n)) => Some(Param::Int(Some(*n))),
+        (ColumnType::Int, Value::Null) => Some(Param::Int(None)),
+        (ColumnType::Text, Value::Text(s)) => Some(Param::Text(Some(s.clone()))),
+        (ColumnType::Text, Value::Null) => Some(Param::Text(None)),
+        _ => None,
+    }
+}
+
+/// Column names come from the core's fixed schema (checked before use); quoting them anyway
+/// keeps the SQL valid whatever they are.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A statement's text and parameters, or the model's error reply for it.
+type Built = Result<(String, Vec<Param>), SqlReply>;
+
+fn error(message: String) -> SqlReply {
+    SqlReply::Error(message)
+}
+
+fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
+    match cond {
+        Cond::True => Ok(()),
+        Cond::Cmp { column, .. } => {
+            if column == KEY || column_type(table, column).is_some() {
+                Ok(())
+            } else {
+                Err(error(format!("42703: column \"{column}\" does not exist")))
+            }
+        }
+        Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(|c| check_cond(table, c)),
+    }
+}
+
+fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
+    match cond {
+        Cond::True => "TRUE".to_string(),
+        Cond::And(all) if all.is_empty() => "TRUE".to_string(),
+        Cond::Or(any) if any.is_empty() => "FALSE".to_string(),
+        Cond::And(all) => {
+            let parts: Vec<String> = all.iter().map(|c| cond_sql(table, c, params)).collect();
+            format!("({})", parts.join(" AND "))
+        }
+        Cond::Or(any) => {
+            let parts: Vec<String> = any.iter().map(|c| cond_sql(table, c, params)).collect();
+            format!("({})", parts.join(" OR "))
+        }
+        Cond::Cmp { column, op, value } => {
+            let ty = if column == KEY {
+                ColumnType::Text
+            } else {
+                // Checked by `check_cond` before.
+                column_type(table, column).unwrap_or(ColumnType::Text)
+            };
+            match (value, typed(ty, value)) {
+                // SQL's unknown, which a WHERE treats as false; the model's rule for a
+                // comparison across types (PostgreSQL would reject it).
+                (Value::Null, _) | (_, None) => "FALSE".to_string(),
+                (_, Some(p)) => {
+                    params.push(p);
+                    let op = match op {
+                        CmpOp::Eq => "=",
+                        CmpOp::Ne => "<>",
+                        CmpOp::Lt => "<",
+                        CmpOp::Le => "<=",
+                        CmpOp::Gt => ">",
+                        CmpOp::Ge => ">=",
+                    };
+                    format!("{} {op} ${}", ident(column), params.len())
+                }
+            }
+        }
+    }
+}
+
+fn returning(table: Table) -> String {
+    let mut cols = vec![ident(KEY)];
+    cols.extend(table.columns().iter().map(|(c, _)| ident(c)));
+    cols.join(", ")
+}
+
+fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlReply> {
+    let actual = match value {
+        Value::Null => return Ok(()),
+        Value::Int(_) => ColumnType::Int,
+        Value::Text(_) => ColumnType::Text,
+    };
+    if actual == ty {
+        return Ok(());
+    }
+    Err(error(format!(
+        "42804: column \"{column}\" is of type {} but expression is of type {}",
+        type_name(ty),
+        type_name(actual)
+    )))
+}
+
+fn no_such_column(table: Table, column: &str) -> SqlReply {
+    error(format!(
+        "42703: column \"{column}\" of relation \"{}\" does not exist",
+        table.as_str()
+    ))
+}
+
+fn check_insert(table: Table, row: &Row) -> Result<Vec<ColumnType>, SqlReply> {
+    let mut types = Vec::with_capacity(row.len());
+    for column in row.keys() {
+        if column == KEY {
+            return Err(error(format!(
+                "42701: column \"{KEY}\" specified more than once"
+            )));
+        }
+        types.push(column_type(table, column).ok_or_else(|| no_such_column(table, column))?);
+    }
+    for ((column, value), ty) in row.iter().zip(&types) {
+        check_value(column, *ty, value)?;
+    }
+    Ok(types)
+}
+
+fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
+    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
+    for a in set {
+        let column = match a {
+            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
+        };
+        if column == KEY {
+            return Err(error(format!(
+                "0A000: racelab does not support updating the primary key \"{KEY}\" of relation \"{}\"",
+                table.as_str()
+            )));
+        }
+        let ty = column_type(table, column).ok_or_else(|| no_such_column(table, column))?;
+        match a {
+            Assign::Set { value, .. } => check_value(column, ty, value)?,
+            Assign::Add { .. } if ty != ColumnType::Int => {
+                return Err(error(format!(
+                    "42883: operator does not exist: {} + bigint",
+                    type_name(ty)
+                )));
+            }
+            Assign::Add { .. } => {}
+        }
+        if seen.contains(&column) {
+            return Err(error(format!(
+                "42601: multiple assignments to same column \"{column}\""
+            )));
+        }
+        seen.push(column);
+    }
+    Ok(())
+}
+
+fn build(stmt: &SqlStmt) -> Built {
+    let mut params = Vec::new();
+    match stmt {
+        SqlStmt::Select {
+            table,
+            key,
+            for_update,
+        } => {
+            params.push(Param::Text(Some(key.clone())));
+            let lock = if *for_update { " FOR UPDATE" } else { "" };
+            Ok((
+                format!(
+                    "SELECT {} FROM {} WHERE {} = $1{lock}",
+                    returning(*table),
+                    table.as_str(),
+                    ident(KEY)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Scan { table, filter } => {
+            check_cond(*table, filter)?;
+            let filter = cond_sql(*table, filter, &mut params);
+            Ok((
+                format!(
+                    "SELECT {} FROM {} WHERE {filter} ORDER BY {}",
+                    returning(*table),
+                    table.as_str(),
+                    ident(KEY)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Insert { table, key, row } => {
+            let types = check_insert(*table, row)?;
+            params.push(Param::Text(Some(key.clone())));
+            let mut cols = vec![ident(KEY)];
+            for ((column, value), ty) in row.iter().zip(types) {
+                params.push(typed(ty, value).ok_or_else(|| {
+                    error(format!("42804: column \"{column}\" has another type"))
+                })?);
+                cols.push(ident(column));
+            }
+            let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+            Ok((
+                format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    table.as_str(),
+                    cols.join(", "),
+                    placeholders.join(", ")
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Update {
+            table,
+            key,
+            guard,
+            set,
+        } => {
+            check_cond(*table, guard)?;
+            check_update(*table, set)?;
+            params.push(Param::Text(Some(key.clone())));
+            let mut assigns = Vec::new();
+            for a in set {
+                match a {
+                    Assign::Set { column, value } => {
+                        let ty = column_type(*table, column).unwrap_or(ColumnType::Text);
+                        params.push(typed(ty, value).ok_or_else(|| {
+                            error(format!("42804: column \"{column}\" has another type"))
+                        })?);
+                        assigns.push(format!("{} = ${}", ident(column), params.len()));
+                    }
+                    Assign::Add { column, delta } => {
+                        params.push(Param::Int(Some(*delta)));
+                        assigns.push(format!("{c} = {c} + ${}", params.len(), c = ident(column)));
+                    }
+                }
+            }
+            let guard = cond_sql(*table, guard, &mut params);
+            let assigns = if assigns.is_empty() {
+                // `UPDATE ... SET` needs one assignment; this one changes nothing but still
+                // takes the row lock, as the model's empty update does.
+                format!("{k} = {k}", k = ident(KEY))
+            } else {
+                assigns.join(", ")
+            };
+            Ok((
+                format!(
+                    "UPDATE {} SET {assigns} WHERE {} = $1 AND {guard} RETURNING {}",
+                    table.as_str(),
+                    ident(KEY),
+                    returning(*table)
+                ),
+                params,
+            ))
+        }
+    }
+}
+
+fn row_of(table: Table, row: &tokio_postgres::Row) -> Result<KeyedRow, AdapterError> {
+    let bad = |e: tokio_postgres::Error| AdapterError::Protocol {
+        what: WHAT,
+        message: format!(
+            "a row of {} does not have racelab's schema: {e}",
+            table.as_str()
+        ),
+    };
+    let key: String = row.try_get(0).map_err(bad)?;
+    let mut columns = Row::new();
+    for (i, (name, ty)) in table.columns().iter().enumerate() {
+        let value = match ty {
+            ColumnType::Int => row
+                .try_get::<_, Option<i64>>(i + 1)
+                .map_err(bad)?
+                .map_or(Value::Null, Value::Int),
+            ColumnType::Text => row
+                .try_get::<_, Option<String>>(i + 1)
+                .map_err(bad)?
+                .map_or(Value::Null, Value::Text),
+        };
+        columns.insert((*name).to_string(), value);
+    }
+    Ok(KeyedRow { key, columns })
+}
+
+/// The table a statement names.
+fn table_of(stmt: &SqlStmt) -> Table {
+    match stmt {
+        SqlStmt::Select { table, .. }
+        | SqlStmt::Scan { table, .. }
+        | SqlStmt::Insert { table, .. }
+        | SqlStmt::Update { table, .. } => *table,
+    }
+}
+
+/// The idempotent schema set-up: the schema and each [`Table`] with `key text PRIMARY KEY`
+/// plus its columns (`bigint` or `text`). Text compares byte-wise (`COLLATE "C"`), as the
+/// model's strings do.
+fn ddl(schema: &str) -> String {
+    let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", ident(schema));
+    for table in Table::ALL {
+        let cols: Vec<String> = table
+            .columns()
+            .iter()
+            .map(|(c, t)| match t {
+                ColumnType::Int => format!("{} bigint", ident(c)),
+                ColumnType::Text => format!("{} text COLLATE \"C\"", ident(c)),
+            })
+            .collect();
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} ({} text COLLATE \"C\" PRIMARY KEY, {});",
+            ident(schema),
+            table.as_str(),
+            ident(KEY),
+            cols.join(", ")
+        ));
+    }
+    ddl
+}
+
+/// An arbitrary constant naming racelab's schema set-up lock (concurrent `CREATE ... IF NOT
+/// EXISTS` can otherwise fail with a unique violation in the catalog).
+const DDL_LOCK: i64 = 0x0072_6163_656c_6162;
+
+impl PgSql {
+    /// Connects to `url`, creates (if absent) `schema` with every table of [`Table::ALL`],
+    /// and works inside it from then on. `schema` must be `[a-z0-9_]+` (it is a name in SQL
+    /// text; checked so that it can never carry SQL). Safe to call concurrently.
+    pub async fn connect(url: &str, schema: &str) -> Result<PgSql, AdapterError> {
+        let mut pg = PgSql::lazy(url, schema)?;
+        let client = pg.client().await?;
+        let setup = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {} COMMIT;",
+            ddl(schema)
+        );
+        client
+            .batch_execute(&setup)
+            .await
+            .map_err(|e| conn_err(&e))?;
+        Ok(pg)
+    }
+
+    /// A session that connects on its first operation, in a schema that must already exist
+    /// (see [`PgSql::connect`]).
+    pub fn lazy(url: &str, schema: &str) -> Result<PgSql, AdapterError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(AdapterError::InvalidInput(format!(
+                "schema name {schema:?} must be 1 to 63 of [a-z0-9_]"
+            )));
+        }
+        Ok(PgSql {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            client: None,
+            in_tx: false,
+            failed: false,
+            lost_tx: false,
+            interrupted: false,
+        })
+    }
+
+    /// The schema this session works in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Whether the session has an open transaction (possibly a failed or lost one).
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx || self.lost_tx
+    }
+
+    /// The live connection, made (with `search_path` set) if there is none.
+    async fn client(&mut self) -> Result<&tokio_postgres::Client, AdapterError> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(tokio_postgres::Client::is_closed)
+        {
+            self.drop_connection();
+        }
+        if self.client.is_none() {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    what: WHAT,
+                    url: self.url.clone(),
+                    source: Box::new(e),
+                })?;
+            tokio::spawn(async move {
+                // The connection ends when the client is dropped or the socket breaks; either
+                // way the session is over and the client reports the failure.
+                let _ = connection.await;
+            });
+            let set = format!("SET search_path TO {}", ident(&self.schema));
+            client
+                .batch_execute(&set)
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    what: WHAT,
+                    url: self.url.clone(),
+                    source: Box::new(e),
+                })?;
+            self.client = Some(client);
+        }
+        // Invariant: set just above when it was `None`.
+        self.client
+            .as_ref()
+            .ok_or_else(|| AdapterError::Connection {
+                what: WHAT,
+                message: "no connection".into(),
+            })
+    }
+
+    /// Closes the connection. An open transaction is rolled back by the server; the session
+    /// remembers it until `ROLLBACK`. A statement still running on the server is cancelled
+    /// (best effort), so that a timed-out statement does not apply much later.
+    fn drop_connection(&mut self) {
+        if let Some(client) = self.client.take() {
+            let cancel = client.cancel_token();
+            tokio::spawn(async move {
+                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
+        if self.in_tx {
+            self.lost_tx = true;
+        }
+        self.in_tx = false;
+        self.failed = false;
+    }
+
+    /// Ends any transaction (`ROLLBACK`) and deletes every row of every table of the schema
+    /// (test and run set-up).
+    pub async fn reset(&mut self) -> Result<(), AdapterError> {
+        self.execute_sql(&SqlOp::Rollback).await?;
+        let mut sql = String::new();
+        for table in Table::ALL {
+            sql.push_str(&format!("DELETE FROM {};", table.as_str()));
+        }
+        let client = self.client().await?;
+        client.batch_execute(&sql).await.map_err(|e| conn_err(&e))
+    }
+
+    /// The server process id of this session's connection (to watch it in `pg_stat_activity`,
+    /// for example to see that a statement waits for a lock).
+    pub async fn backend_pid(&mut self) -> Result<i32, AdapterError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| conn_err(&e))?;
+        row.try_get(0).map_err(|e| conn_err(&e))
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop_schema(&mut self) -> Result<(), AdapterError> {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&self.schema));
+        let client = self.client().await?;
+        client.batch_execute(&sql).await.map_err(|e| conn_err(&e))
+    }
+
+    /// Executes one operation in this session.
+    pub async fn execute_sql(&mut self, op: &SqlOp) -> Result<SqlReply, AdapterError> {
+        if self.interrupted {
+            // The previous operation's future was dropped mid-flight: its statement may still
+            // run on that connection, so it is not reused.
+            self.interrupted = false;
+            self.drop_connection();
+        }
+        if self
+            .client
+            .as_ref()
+            .is_some_and(tokio_postgres::Client::is_closed)
+        {
+            // Noticed before sending anything: inside a transaction, that transaction is
+            // gone with its connection.
+            self.drop_connection();
+        }
+        if self.lost_tx {
+            return Ok(match op {
+                SqlOp::Begin | SqlOp::Exec(_) => error(LOST_TX.to_string()),
+                SqlOp::Commit => {
+                    self.lost_tx = false;
+                    SqlReply::RolledBack
+                }
+                SqlOp::Rollback => {
+                    self.lost_tx = false;
+                    SqlReply::Ok
+                }
+            });
+        }
+        self.client().await?;
+        self.interrupted = true;
+        let r = self.execute_connected(op).await;
+        self.interrupted = false;
+        if r.is_err() {
+            self.drop_connection();
+        }
+        r
+    }
+
+    async fn execute_connected(&mut self, op: &SqlOp) -> Result<SqlReply, AdapterError> {
+        match op {
+            SqlOp::Begin => {
+                let r = self.control("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+                if r == SqlReply::Ok {
+                    self.in_tx = true;
+                }
+                Ok(r)
+            }
+            SqlOp::Commit => {
+                let (was_tx, was_failed) = (self.in_tx, self.failed);
+                let r = self.control("COMMIT").await?;
+                self.in_tx = false;
+                self.failed = false;
+                Ok(match r {
+                    SqlReply::Ok if was_tx && was_failed => SqlReply::RolledBack,
+                    SqlReply::Ok => SqlReply::Committed,
+                    other => other,
+                })
+            }
+            SqlOp::Rollback => {
+                let r = self.control("ROLLBACK").await?;
+                self.in_tx = false;
+                self.failed = false;
+                Ok(r)
+            }
+            SqlOp::Exec(stmt) => {
+                let table = table_of(stmt);
+                let (text, params) = match build(stmt) {
+                    Ok(built) => built,
+                    Err(reply) => return self.local_error(reply).await,
+                };
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                    params.iter().map(Param::typed).collect();
+                let client = self.client().await?;
+                match stmt {
+                    SqlStmt::Insert { key, .. } => {
+                        match client.execute_typed(&text, &typed).await {
+                            Ok(n) => Ok(SqlReply::Affected(n)),
+                            Err(e) => self.db_error(&e, table, key),
+                        }
+                    }
+                    _ => match client.query_typed(&text, &typed).await {
+                        Ok(rows) => rows
+                            .iter()
+                            .map(|r| row_of(table, r))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(SqlReply::Rows),
+                        Err(e) => self.db_error(&e, table, ""),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn control(&mut self, sql: &str) -> Result<SqlReply, AdapterError> {
+        let client = self.client().await?;
+        match client.batch_execute(sql).await {
+            Ok(()) => Ok(SqlReply::Ok),
+            Err(e) => self.db_error(&e, Table::WorkOrders, ""),
+        }
+    }
+
+    /// A statement the model rejects is not sent. Inside a transaction it fails the
+    /// transaction, as the server's own error would have, so the server is told to fail it
+    /// too (with a constant statement that errors) and the two stay in step.
+    async fn local_error(&mut self, reply: SqlReply) -> Result<SqlReply, AdapterError> {
+        if self.in_tx {
+            if self.failed {
+                return Ok(error(
+                    "25P02: current transaction is aborted, commands ignored until end of \
+                     transaction block"
+                        .into(),
+                ));
+            }
+            self.failed = true;
+            let client = self.client().await?;
+            if let Err(e) = client.batch_execute("SELECT 1/0").await
+                && e.as_db_error().is_none()
+            {
+                return Err(conn_err(&e));
+            }
+        }
+        Ok(reply)
+    }
+
+    fn db_error(
+        &mut self,
+        e: &tokio_postgres::Error,
+        table: Table,
+        key: &str,
+    ) -> Result<SqlReply, AdapterError> {
+        let Some(db) = e.as_db_error() else {
+            return Err(conn_err(e));
+        };
+        if self.in_tx {
+            self.failed = true;
+        }
+        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+            return Ok(SqlReply::UniqueViolation {
+                table,
+                key: key.to_string(),
+            });
+        }
+        Ok(error(format!("{}: {}", db.code().code(), db.message())))
+    }
+}
+
+fn conn_err(e: &tokio_postgres::Error) -> AdapterError {
+    AdapterError::Connection {
+        what: WHAT,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,684 @@
+//! Conformance: generated sequences of statements and transaction control on two sessions,
+//! run against the SQL model and a real PostgreSQL 15, must get the same replies and leave
+//! the same committed rows. Error replies agree on their SQLSTATE.
+//!
+//! Concurrency: when the model parks a statement (`Blocked`), the same statement runs on a
+//! spawned task and must be seen waiting for a lock in `pg_stat_activity`; when the holder's
+//! transaction ends, the model re-executes the parked statement and its reply must equal the
+//! one the server finally gives. (A statement the model would park while the other session is
+//! already parked would be a deadlock, which the model does not detect: it is left out.)
+
+mod common;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use racelab_adapters::{AdapterError, PgSql};
+use racelab_core::{Assign, CmpOp, Cond, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
+use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
+use tokio::task::JoinHandle;
+
+const SESSIONS: [SessionId; 2] = [SessionId(1), SessionId(2)];
+/// How long a statement may take before the test calls it stuck.
+const STATEMENT_WAIT: Duration = Duration::from_secs(10);
+
+fn int() -> impl Strategy<Value = i64> {
+    prop::sample::select(vec![0i64, 1, 2, 5, -1, i64::MAX, i64::MIN])
+}
+
+/// Texts with quotes, SQL metacharacters and unicode (no NUL: PostgreSQL's text cannot hold
+/// it, a limit the model does not have).
+fn text() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "",
+        "W_A#0",
+        "wo-1",
+        "it's",
+        "b",
+        "'; DROP TABLE work_orders; --",
+        "ключ🔑",
+    ])
+    .prop_map(str::to_string)
+}
+
+fn wo_key() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["wo-1", "wo-2", "wo'3"]).prop_map(str::to_string)
+}
+
+fn cond() -> impl Strategy<Value = Cond> {
+    let cmp = prop::sample::select(vec![
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ]);
+    let leaf = prop_oneof![
+        3 => Just(Cond::True),
+        3 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("lease_epoch", op, Value::Int(n))),
+        2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("qty", op, Value::Int(n))),
+        2 => (cmp.clone(), text()).prop_map(|(op, t)| Cond::cmp("lease_owner", op, Value::Text(t))),
+        1 => (cmp, wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
+        1 => Just(Cond::cmp("lease_owner", CmpOp::Eq, Value::Null)),
+        1 => Just(Cond::cmp("qty", CmpOp::Eq, Value::Text("1".into()))),
+        1 => Just(Cond::cmp("no_such_column", CmpOp::Eq, Value::Int(1))),
+    ];
+    prop_oneof![
+        5 => leaf.clone(),
+        1 => prop::collection::vec(leaf.clone(), 0..3).prop_map(Cond::And),
+        1 => prop::collection::vec(leaf, 0..3).prop_map(Cond::Or),
+    ]
+}
+
+fn assign() -> impl Strategy<Value = Assign> {
+    prop_oneof![
+        4 => int().prop_map(|delta| Assign::Add { column: "qty".into(), delta }),
+        4 => Just(Assign::Add { column: "lease_epoch".into(), delta: 1 }),
+        2 => text().prop_map(|t| Assign::Set { column: "lease_owner".into(), value: Value::Text(t) }),
+        2 => int().prop_map(|n| Assign::Set { column: "lease_until".into(), value: Value::Int(n) }),
+        1 => Just(Assign::Set { column: "lease_until".into(), value: Value::Null }),
+        1 => Just(Assign::Set { column: "lease_owner".into(), value: Value::Int(3) }),
+        1 => Just(Assign::Add { column: "lease_owner".into(), delta: 1 }),
+        1 => Just(Assign::Set { column: "key".into(), value: Value::Text("x".into()) }),
+    ]
+}
+
+fn stmt() -> impl Strategy<Value = SqlStmt> {
+    let scan_key = prop::sample::select(vec!["s-1", "s-2"]).prop_map(str::to_string);
+    prop_oneof![
+        3 => (wo_key(), any::<bool>()).prop_map(|(key, for_update)| SqlStmt::Select {
+            table: Table::WorkOrders,
+            key,
+            for_update
+        }),
+        2 => cond().prop_map(|filter| SqlStmt::Scan { table: Table::WorkOrders, filter }),
+        1 => Just(SqlStmt::Scan {
+            table: Table::AppliedScans,
+            filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into()))
+        }),
+        4 => (scan_key, int()).prop_map(|(key, q)| SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key,
+            row: Row::from([
+                ("work_order".to_string(), Value::Text("wo-1".into())),
+                ("qty".to_string(), Value::Int(q)),
+            ]),
+        }),
+        1 => wo_key().prop_map(|key| SqlStmt::Insert { table: Table::WorkOrders, key, row: seed_row(0) }),
+        1 => (text(), text()).prop_map(|(request, status)| SqlStmt::Insert {
+            table: Table::UpdateLog,
+            key: request.clone(),
+            row: Row::from([
+                ("request_id".to_string(), Value::Text(request)),
+                ("status".to_string(), Value::Text(status)),
+            ]),
+        }),
+        1 => Just(SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key: "s-3".into(),
+            row: Row::from([("qty".to_string(), Value::Text("x".into()))]),
+        }),
+        1 => Just(SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key: "s-4".into(),
+            row: Row::from([("key".to_string(), Value::Text("x".into()))]),
+        }),
+        6 => (wo_key(), cond(), prop::collection::vec(assign(), 0..3))
+            .prop_map(|(key, guard, set)| SqlStmt::Update { table: Table::WorkOrders, key, guard, set }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = (usize, SqlOp)> {
+    let op = prop_oneof![
+        3 => Just(SqlOp::Begin),
+        2 => Just(SqlOp::Commit),
+        1 => Just(SqlOp::Rollback),
+        10 => stmt().prop_map(SqlOp::Exec),
+    ];
+    (0usize..2, op)
+}
+
+fn seed_row(qty: i64) -> Row {
+    Row::from([
+        ("qty".to_string(), Value::Int(qty)),
+        ("lease_epoch".to_string(), Value::Int(0)),
+        ("lease_owner".to_string(), Value::Text(String::new())),
+        ("lease_until".to_string(), Value::Int(0)),
+    ])
+}
+
+/// A statement that takes a row lock (or inserts a key others may insert).
+fn locking() -> impl Strategy<Value = SqlStmt> {
+    prop_oneof![
+        (cond(), prop::collection::vec(assign(), 0..2)).prop_map(|(guard, set)| SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            guard,
+            set
+        }),
+        Just(SqlStmt::Select {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            for_update: true
+        }),
+        Just(SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key: "s-1".into(),
+            row: Row::from([("qty".to_string(), Value::Int(1))]),
+        }),
+    ]
+}
+
+/// Contention: one session opens a transaction and locks, the other then wants the same.
+fn contention() -> impl Strategy<Value = Vec<(usize, SqlOp)>> {
+    (0usize..2, locking(), locking()).prop_map(|(a, first, second)| {
+        vec![
+            (a, SqlOp::Begin),
+            (a, SqlOp::Exec(first)),
+            (1 - a, SqlOp::Exec(second)),
+        ]
+    })
+}
+
+/// A case: whether wo-2 is seeded (near overflow), then the operations: random ones around
+/// an optional contention block.
+fn case() -> impl Strategy<Value = (bool, Vec<(usize, SqlOp)>)> {
+    (
+        any::<bool>(),
+        prop::collection::vec(op(), 0..6),
+        prop::option::weighted(0.5, contention()),
+        prop::collection::vec(op(), 1..8),
+    )
+        .prop_map(|(seed, mut ops, block, rest)| {
+            ops.extend(block.into_iter().flatten());
+            ops.extend(rest);
+            (seed, ops)
+        })
+}
+
+/// Replies agree exactly, except that two errors agree when their SQLSTATEs do.
+fn agree(model: &SqlReply, real: &SqlReply) -> bool {
+    match (model, real) {
+        (SqlReply::Error(m), SqlReply::Error(r)) => m.get(..5) == r.get(..5),
+        _ => model == real,
+    }
+}
+
+type Parked = (
+    usize,
+    SqlOp,
+    JoinHandle<(PgSql, Result<SqlReply, AdapterError>)>,
+);
+
+/// What the generated sequences exercised, so that the test cannot pass vacuously.
+#[derive(Debug, Default)]
+struct Seen {
+    parked: u32,
+    unique_violations: u32,
+    rolled_back_commits: u32,
+    errors: u32,
+    committed_writes: u32,
+}
+
+struct Ctx {
+    seen: Seen,
+    sessions: [Option<PgSql>; 2],
+    pids: [i32; 2],
+    /// Watches `pg_stat_activity`.
+    observer: tokio_postgres::Client,
+}
+
+impl Ctx {
+    fn session(&mut self, s: usize) -> Result<&mut PgSql, String> {
+        self.sessions[s]
+            .as_mut()
+            .ok_or_else(|| format!("session {s} is parked"))
+    }
+
+    async fn exec(&mut self, s: usize, op: &SqlOp) -> Result<SqlReply, String> {
+        let pg = self.session(s)?;
+        match tokio::time::timeout(STATEMENT_WAIT, pg.execute_sql(op)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(format!("session {s} `{op}`: PostgreSQL failed: {e}")),
+            Err(_) => Err(format!(
+                "session {s} `{op}`: no answer within {STATEMENT_WAIT:?} (the model did not block it)"
+            )),
+        }
+    }
+
+    /// Whether the session's backend waits for a lock, polled until it does or `task`
+    /// finishes.
+    async fn waits_for_lock(
+        &self,
+        s: usize,
+        task: &JoinHandle<(PgSql, Result<SqlReply, AdapterError>)>,
+    ) -> Result<bool, String> {
+        let deadline = tokio::time::Instant::now() + STATEMENT_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if task.is_finished() {
+                return Ok(false);
+            }
+            let row = self
+                .observer
+                .query_opt(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                    &[&self.pids[s]],
+                )
+                .await
+                .map_err(|e| format!("watching pg_stat_activity: {e}"))?;
+            let wait: Option<String> = row.and_then(|r| r.get(0));
+            if wait.as_deref() == Some("Lock") {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(format!(
+            "session {s}'s statement neither finished nor waited for a lock"
+        ))
+    }
+
+    async fn check(&mut self, seed_wo2: bool, ops: &[(usize, SqlOp)]) -> Result<(), String> {
+        for s in 0..2 {
+            self.exec(s, &SqlOp::Rollback).await?;
+        }
+        self.session(0)?
+            .reset()
+            .await
+            .map_err(|e| format!("resetting the tables: {e}"))?;
+        let mut model = SqlModel::new();
+        let mut seeds = vec![("wo-1", seed_row(0))];
+        if seed_wo2 {
+            seeds.push(("wo-2", seed_row(i64::MAX - 1)));
+        }
+        for (key, row) in seeds {
+            model.seed(Table::WorkOrders, key, row.clone());
+            let insert = SqlOp::Exec(SqlStmt::Insert {
+                table: Table::WorkOrders,
+                key: key.into(),
+                row,
+            });
+            self.exec(0, &insert).await?;
+        }
+        let mut trace: Vec<String> = Vec::new();
+        let mut parked: Option<Parked> = None;
+        // Whether each session's transaction failed (an error inside it).
+        let mut failed = [false; 2];
+        let fail = |trace: &[String], what: String| {
+            Err(format!(
+                "{what}\nsequence so far:\n  {}",
+                trace.join("\n  ")
+            ))
+        };
+        for (s, op) in ops {
+            let s = *s;
+            if parked.as_ref().is_some_and(|p| p.0 == s) {
+                continue;
+            }
+            match model.execute(SESSIONS[s], op) {
+                SqlOutcome::Done { reply, .. } => {
+                    let real = self.exec(s, op).await?;
+                    trace.push(format!("S{s} {op} -> model {reply}, PostgreSQL {real}"));
+                    if !agree(&reply, &real) {
+                        return fail(
+                            &trace,
+                            format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
+                        );
+                    }
+                    let error =
+                        matches!(reply, SqlReply::Error(_) | SqlReply::UniqueViolation { .. });
+                    match &reply {
+                        SqlReply::UniqueViolation { .. } => self.seen.unique_violations += 1,
+                        SqlReply::RolledBack => self.seen.rolled_back_commits += 1,
+                        SqlReply::Error(_) => self.seen.errors += 1,
+                        SqlReply::Committed if matches!(op, SqlOp::Commit) => {
+                            self.seen.committed_writes += 1
+                        }
+                        _ => {}
+                    }
+                    failed[s] = model.in_transaction(SESSIONS[s]) && (failed[s] || error);
+                    if parked.is_some()
+                        && !model.in_transaction(SESSIONS[s])
+                        && let Some(p) = parked.take()
+                    {
+                        self.resolve(&mut model, p, &mut trace).await?;
+                    }
+                }
+                SqlOutcome::Blocked { holder } => {
+                    if parked.is_some() {
+                        // A deadlock: the model has no detector. Left out (nothing changed).
+                        continue;
+                    }
+                    if failed[1 - s] {
+                        // KNOWN MODEL DIFFERENCE (reported; see
+                        // `known_model_difference_a_failed_transaction_releases_its_locks`):
+                        // PostgreSQL releases a failed transaction's locks at the error, the
+                        // model keeps them until ROLLBACK. Left out (nothing changed).
+                        trace.push(format!(
+                            "S{s} {op} -> skipped: the model waits for a failed transaction"
+                        ));
+                        continue;
+                    }
+                    let Some(mut pg) = self.sessions[s].take() else {
+                        return fail(&trace, format!("session {s} is missing"));
+                    };
+                    let o = op.clone();
+                    let task = tokio::spawn(async move {
+                        let r = pg.execute_sql(&o).await;
+                        (pg, r)
+                    });
+                    trace.push(format!("S{s} {op} -> model: waits for {holder:?}"));
+                    if !self.waits_for_lock(s, &task).await? {
+                        let (pg, r) = task.await.map_err(|e| format!("task: {e}"))?;
+                        self.sessions[s] = Some(pg);
+                        return fail(
+                            &trace,
+                            format!(
+                                "S{s} `{op}`: the model parks it, but PostgreSQL answered at once: {r:?}"
+                            ),
+                        );
+                    }
+                    self.seen.parked += 1;
+                    parked = Some((s, op.clone(), task));
+                }
+            }
+        }
+        if let Some(p) = parked.take() {
+            let holder = 1 - p.0;
+            model.execute(SESSIONS[holder], &SqlOp::Rollback);
+            self.exec(holder, &SqlOp::Rollback).await?;
+            trace.push(format!("S{holder} ROLLBACK (end of sequence)"));
+            self.resolve(&mut model, p, &mut trace).await?;
+        }
+        for (s, session) in SESSIONS.iter().enumerate() {
+            model.execute(*session, &SqlOp::Rollback);
+            self.exec(s, &SqlOp::Rollback).await?;
+        }
+        for table in Table::ALL {
+            let all = SqlOp::Exec(SqlStmt::Scan {
+                table,
+                filter: Cond::True,
+            });
+            let real = match self.exec(0, &all).await? {
+                SqlReply::Rows(rows) => rows,
+                other => {
+                    return fail(
+                        &trace,
+                        format!("reading {} failed: {other:?}", table.as_str()),
+                    );
+                }
+            };
+            let expected: Vec<(String, Row)> = model
+                .committed_rows(table)
+                .map(|(k, r)| (k.to_string(), r.clone()))
+                .collect();
+            let real: Vec<(String, Row)> = real.into_iter().map(|r| (r.key, r.columns)).collect();
+            if expected != real {
+                return fail(
+                    &trace,
+                    format!(
+                        "committed {} differ: model {expected:?}, PostgreSQL {real:?}",
+                        table.as_str()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The holder's transaction ended: the parked statement finishes on both sides.
+    async fn resolve(
+        &mut self,
+        model: &mut SqlModel,
+        parked: Parked,
+        trace: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (s, op, task) = parked;
+        let (pg, real) = tokio::time::timeout(STATEMENT_WAIT, task)
+            .await
+            .map_err(|_| format!("S{s} `{op}` still waits after the holder's transaction ended"))?
+            .map_err(|e| format!("task: {e}"))?;
+        self.sessions[s] = Some(pg);
+        let real = real.map_err(|e| format!("S{s} `{op}`: PostgreSQL failed: {e}"))?;
+        let SqlOutcome::Done { reply, .. } = model.execute(SESSIONS[s], &op) else {
+            return Err(format!(
+                "S{s} `{op}`: the model still parks it after the holder ended"
+            ));
+        };
+        trace.push(format!(
+            "S{s} {op} (resumed) -> model {reply}, PostgreSQL {real}"
+        ));
+        if !agree(&reply, &real) {
+            return Err(format!(
+                "S{s} `{op}` after the wait: model {reply:?}, PostgreSQL {real:?}\nsequence:\n  {}",
+                trace.join("\n  ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn connect(test: &str) -> Option<(Ctx, String)> {
+    let config = common::servers_or_skip(test, false, true).await?;
+    let schema = common::unique("sqlconf");
+    let mut a = PgSql::connect(&config.pg_url, &schema)
+        .await
+        .expect("PostgreSQL was reachable a moment ago");
+    let mut b = PgSql::connect(&config.pg_url, &schema)
+        .await
+        .expect("PostgreSQL was reachable a moment ago");
+    let pids = [
+        a.backend_pid().await.expect("backend pid"),
+        b.backend_pid().await.expect("backend pid"),
+    ];
+    let (observer, connection) = tokio_postgres::connect(&config.pg_url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL was reachable a moment ago");
+    tokio::spawn(connection);
+    Some((
+        Ctx {
+            seen: Seen::default(),
+            sessions: [Some(a), Some(b)],
+            pids,
+            observer,
+        },
+        schema,
+    ))
+}
+
+#[test]
+fn sql_statements_and_transactions_on_two_sessions_agree_with_the_model() {
+    let rt = common::runtime();
+    let Some((ctx, _schema)) = rt.block_on(connect("sql conformance")) else {
+        return;
+    };
+    let ctx = RefCell::new(ctx);
+    let mut runner = TestRunner::new(PropConfig {
+        cases: 1_000,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
+    let result = runner.run(&case(), |(seed_wo2, ops)| {
+        rt.block_on(ctx.borrow_mut().check(seed_wo2, &ops))
+            .map_err(TestCaseError::fail)
+    });
+    let mut ctx = ctx.into_inner();
+    let dropped = match ctx.session(0) {
+        Ok(pg) => rt.block_on(pg.drop_schema()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        panic!("SQL conformance failed (a difference is a bug in the model or the adapter):\n{e}");
+    }
+    dropped.expect("dropping the test's schema");
+    let seen = &ctx.seen;
+    assert!(
+        seen.parked >= 20
+            && seen.unique_violations >= 20
+            && seen.rolled_back_commits >= 20
+            && seen.errors >= 20
+            && seen.committed_writes >= 20,
+        "the generated sequences did not exercise enough (the generator needs work): {seen:?}"
+    );
+    eprintln!("SQL conformance exercised: {seen:?}");
+}
+
+/// Hand-picked two-session sequences: the lock waits of document 002's protocols.
+#[test]
+fn sql_regression_sequences_agree_with_the_model() {
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("sql regressions")) else {
+        return;
+    };
+    let bump = |epoch: i64| {
+        SqlOp::Exec(SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(epoch)),
+            set: vec![Assign::Add {
+                column: "lease_epoch".into(),
+                delta: 1,
+            }],
+        })
+    };
+    let insert = SqlOp::Exec(SqlStmt::Insert {
+        table: Table::AppliedScans,
+        key: "s-1".into(),
+        row: Row::from([("qty".to_string(), Value::Int(1))]),
+    });
+    let lock = SqlOp::Exec(SqlStmt::Select {
+        table: Table::WorkOrders,
+        key: "wo-1".into(),
+        for_update: true,
+    });
+    let cases: Vec<(&str, Vec<(usize, SqlOp)>)> = vec![
+        (
+            "a conditional update waits, then re-checks its guard on the committed row",
+            vec![
+                (0, SqlOp::Begin),
+                (0, bump(0)),
+                (1, bump(0)),
+                (0, SqlOp::Commit),
+            ],
+        ),
+        (
+            "a conditional update waits and applies after the holder rolls back",
+            vec![
+                (0, SqlOp::Begin),
+                (0, bump(0)),
+                (1, bump(0)),
+                (0, SqlOp::Rollback),
+            ],
+        ),
+        (
+            "a duplicate insert waits for the first inserter, then violates",
+            vec![
+                (0, SqlOp::Begin),
+                (0, insert.clone()),
+                (1, insert.clone()),
+                (0, SqlOp::Commit),
+            ],
+        ),
+        (
+            "a duplicate insert waits for the first inserter, then succeeds after its rollback",
+            vec![
+                (0, SqlOp::Begin),
+                (0, insert.clone()),
+                (1, insert.clone()),
+                (0, SqlOp::Rollback),
+            ],
+        ),
+        (
+            "SELECT FOR UPDATE waits for an updater and sees its committed row",
+            vec![
+                (0, SqlOp::Begin),
+                (0, bump(0)),
+                (1, SqlOp::Begin),
+                (1, lock.clone()),
+                (0, SqlOp::Commit),
+                (1, SqlOp::Commit),
+            ],
+        ),
+        (
+            "an update whose guard is false on the committed row does not wait",
+            vec![
+                (0, SqlOp::Begin),
+                (0, bump(0)),
+                (1, bump(7)),
+                (0, SqlOp::Commit),
+            ],
+        ),
+    ];
+    for (name, ops) in cases {
+        let r = rt.block_on(ctx.check(false, &ops));
+        assert!(r.is_ok(), "regression case `{name}`: {}", r.unwrap_err());
+    }
+    rt.block_on(async { ctx.session(0).expect("idle").drop_schema().await })
+        .expect("dropping the test's schema");
+}
+
+/// KNOWN MODEL DIFFERENCE, reported to the `sim` owners and kept out of the generated
+/// sequences: PostgreSQL aborts a transaction at its first error and releases its row locks
+/// right away (the transaction block only waits for `ROLLBACK`); the model keeps the locks of
+/// a failed transaction until it ends, so another session's statement is parked there but
+/// runs at once on the server. When the model is fixed this test fails on purpose: then turn
+/// it into a regression sequence and remove the skip in `Ctx::check`.
+#[test]
+fn known_model_difference_a_failed_transaction_releases_its_locks() {
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("sql known difference")) else {
+        return;
+    };
+    rt.block_on(async {
+        ctx.session(0).expect("idle").reset().await.expect("reset");
+        let mut model = SqlModel::new();
+        let seed = SqlStmt::Insert {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            row: seed_row(0),
+        };
+        model.seed(Table::WorkOrders, "wo-1", seed_row(0));
+        ctx.exec(0, &SqlOp::Exec(seed)).await.expect("seed");
+        let bump = SqlOp::Exec(SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: "wo-1".into(),
+            guard: Cond::True,
+            set: vec![Assign::Add {
+                column: "qty".into(),
+                delta: 1,
+            }],
+        });
+        let bad = SqlOp::Exec(SqlStmt::Insert {
+            table: Table::AppliedScans,
+            key: "s-1".into(),
+            row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
+        });
+        let dup = bad.clone();
+        // S0 locks wo-1, then fails its transaction with a unique violation.
+        for op in [SqlOp::Begin, bump.clone(), bad, dup] {
+            model.execute(SESSIONS[0], &op);
+            ctx.exec(0, &op).await.expect("S0 answers");
+        }
+        let real = ctx.exec(1, &bump).await;
+        assert!(
+            matches!(&real, Ok(SqlReply::Rows(rows)) if rows.len() == 1),
+            "PostgreSQL runs S1's update at once after S0's transaction failed: {real:?}"
+        );
+        assert!(
+            matches!(
+                model.execute(SESSIONS[1], &bump),
+                SqlOutcome::Blocked { .. }
+            ),
+            "the model was fixed (a failed transaction's locks are released): turn this into \
+             a regression sequence and remove the skip in Ctx::check"
+        );
+        ctx.exec(0, &SqlOp::Rollback).await.expect("rollback");
+        ctx.session(0)
+            .expect("idle")
+            .drop_schema()
+            .await
+            .expect("dropping the test's schema");
+    });
+}
