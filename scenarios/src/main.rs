@@ -119,6 +119,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run document 002's protocol with many workers against real Redis and PostgreSQL while
+    /// faults are injected (Redis restarts, killed workers, a fault proxy), and judge the
+    /// recorded history with the same oracles.
+    CheckReal {
+        /// A shared Redis to use (no restarts are injected then); by default the run starts
+        /// its own `redis-server` on a free loopback port and restarts it.
+        #[arg(long)]
+        redis: Option<String>,
+        /// The PostgreSQL URL (default: `RACELAB_PG_URL` or the loopback default).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Workers, each with its own connections.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=512))]
+        workers: u16,
+        /// Distinct scans to process.
+        #[arg(long, default_value_t = 10_000, value_parser = parse_seed_count)]
+        requests: u64,
+        /// The protocol: `correct` (shipped) or `buggy`.
+        #[arg(long, value_enum, default_value_t = OneVariant::Correct)]
+        variant: OneVariant,
+        /// The seed of the run's plan and faults.
+        #[arg(long, default_value_t = 1, value_parser = parse_seed, allow_negative_numbers = true)]
+        seed: u64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reduce a failing seed to the fewest injected faults that still break the invariant.
     Shrink {
         /// The race id.
@@ -238,6 +265,23 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::List { json } => list(json),
+        Command::CheckReal {
+            redis,
+            postgres,
+            workers,
+            requests,
+            variant,
+            seed,
+            json,
+        } => check_real(
+            redis,
+            postgres,
+            workers,
+            requests,
+            variant.into(),
+            seed,
+            json,
+        ),
         Command::Report { out, seeds } => report(&out, seeds),
         Command::Bench {
             seeds,
@@ -811,4 +855,108 @@ fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
         ),
     }
     ExitCode::SUCCESS
+}
+
+fn check_real(
+    redis: Option<String>,
+    postgres: Option<String>,
+    workers: u16,
+    requests: u64,
+    variant: Variant,
+    seed: u64,
+    json: bool,
+) -> ExitCode {
+    use racelab_adapters::{CheckRealOptions, Config, FaultOptions, RedisTarget};
+    let config = Config::from_env();
+    let pg_url = postgres.unwrap_or(config.pg_url);
+    let shared = redis.is_some();
+    let target = match redis {
+        Some(url) => RedisTarget::Url(url),
+        None => RedisTarget::Spawn {
+            binary: "redis-server".into(),
+        },
+    };
+    let mut opts = CheckRealOptions::new(variant, workers, requests, target, &pg_url);
+    opts.seed = seed;
+    opts.faults = FaultOptions {
+        // A shared server is never restarted.
+        redis_restarts: if shared { 0 } else { 3 },
+        worker_kills: 3,
+        kills_after_lease: 3,
+        proxy: true,
+        every: std::time::Duration::from_millis(400),
+    };
+    opts.time_limit = std::time::Duration::from_secs(600);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = show_progress(json).then(|| {
+        let bar = indicatif::ProgressBar::new(requests);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "check-real [{bar:40}] {pos}/{len} scans applied (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let result = runtime.block_on(racelab_adapters::check_real(opts, |applied, _| {
+        if let Some(b) = &bar {
+            b.set_position(applied);
+        }
+    }));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let f = &report.faults_injected;
+        out!(
+            "{} variant: {} scans, {} workers; faults: {} Redis restarts, {} worker kills, {} kills after a lease, {} latency spikes, {} stalled and {} cut connections",
+            report.variant,
+            report.requests,
+            report.workers,
+            f.redis_restarts,
+            f.worker_kills,
+            f.kills_after_lease,
+            f.latency_spikes,
+            f.stalled_connections,
+            f.cut_connections
+        );
+        out!(
+            "operation latency p50 {} ms, p99 {} ms; quiescent: {}",
+            report.p50_ms,
+            report.p99_ms,
+            report.quiescent
+        );
+        if report.violations.is_empty() {
+            out!("no violation: every scan applied exactly once");
+        } else {
+            for v in &report.violations {
+                out!("{} violated: {}", v.invariant, v.explanation);
+            }
+        }
+    }
+    if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -238,3 +238,30 @@ fn list_shows_every_race_with_its_expected_verdicts() {
         assert_eq!(row["expected"]["correct"], "holds");
     }
 }
+
+#[test]
+fn check_real_reports_the_documented_fields() {
+    let o = racelab(&[
+        "check-real",
+        "--workers",
+        "4",
+        "--requests",
+        "200",
+        "--json",
+    ]);
+    if !o.status.success() && std::env::var_os("RACELAB_REQUIRE_SERVICES").is_none_or(|v| v != "1")
+    {
+        eprintln!(
+            "\n!!! SKIPPED: racelab check-real could not run here: {}\n",
+            stderr(&o).trim()
+        );
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("JSON");
+    assert_eq!(row["requests"], 200);
+    for field in ["faults_injected", "violations", "p50_ms", "p99_ms"] {
+        assert!(row.get(field).is_some(), "missing {field}: {row}");
+    }
+    assert_eq!(row["violations"].as_array().map(Vec::len), Some(0), "{row}");
+}
