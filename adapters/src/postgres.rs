@@ -64,21 +64,6 @@ impl Param {
 /// The key column of every table.
 const KEY: &str = "key";
 
-fn column_type(table: Table, column: &str) -> Option<ColumnType> {
-    table
-        .columns()
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, t)| *t)
-}
-
-fn type_name(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Int => "bigint",
-        ColumnType::Text => "text",
-    }
-}
-
 /// The parameter for `value` in a column of type `ty`, or `None` if the types differ.
 fn typed(ty: ColumnType, value: &Value) -> Option<Param> {
     match (ty, value) {
@@ -107,7 +92,7 @@ fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
     match cond {
         Cond::True => Ok(()),
         Cond::Cmp { column, .. } => {
-            if column == KEY || column_type(table, column).is_some() {
+            if column == KEY || table.column_type(column).is_some() {
                 Ok(())
             } else {
                 Err(error(format!("42703: column \"{column}\" does not exist")))
@@ -135,7 +120,7 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
                 ColumnType::Text
             } else {
                 // Checked by `check_cond` before.
-                column_type(table, column).unwrap_or(ColumnType::Text)
+                table.column_type(column).unwrap_or(ColumnType::Text)
             };
             match (value, typed(ty, value)) {
                 // SQL's unknown, which a WHERE treats as false; the model's rule for a
@@ -175,8 +160,8 @@ fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlRep
     }
     Err(error(format!(
         "42804: column \"{column}\" is of type {} but expression is of type {}",
-        type_name(ty),
-        type_name(actual)
+        ty.sql_name(),
+        actual.sql_name()
     )))
 }
 
@@ -195,7 +180,11 @@ fn check_insert(table: Table, row: &Row) -> Result<Vec<ColumnType>, SqlReply> {
                 "42701: column \"{KEY}\" specified more than once"
             )));
         }
-        types.push(column_type(table, column).ok_or_else(|| no_such_column(table, column))?);
+        types.push(
+            table
+                .column_type(column)
+                .ok_or_else(|| no_such_column(table, column))?,
+        );
     }
     for ((column, value), ty) in row.iter().zip(&types) {
         check_value(column, *ty, value)?;
@@ -215,13 +204,15 @@ fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
                 table.as_str()
             )));
         }
-        let ty = column_type(table, column).ok_or_else(|| no_such_column(table, column))?;
+        let ty = table
+            .column_type(column)
+            .ok_or_else(|| no_such_column(table, column))?;
         match a {
             Assign::Set { value, .. } => check_value(column, ty, value)?,
             Assign::Add { .. } if ty != ColumnType::Int => {
                 return Err(error(format!(
                     "42883: operator does not exist: {} + bigint",
-                    type_name(ty)
+                    ty.sql_name()
                 )));
             }
             Assign::Add { .. } => {}
@@ -303,7 +294,7 @@ fn build(stmt: &SqlStmt) -> Built {
             for a in set {
                 match a {
                     Assign::Set { column, value } => {
-                        let ty = column_type(*table, column).unwrap_or(ColumnType::Text);
+                        let ty = table.column_type(column).unwrap_or(ColumnType::Text);
                         params.push(typed(ty, value).ok_or_else(|| {
                             error(format!("42804: column \"{column}\" has another type"))
                         })?);

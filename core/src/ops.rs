@@ -375,6 +375,16 @@ pub enum ColumnType {
     Text,
 }
 
+impl ColumnType {
+    /// The SQL name of the type.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::Int => "bigint",
+            ColumnType::Text => "text",
+        }
+    }
+}
+
 impl Table {
     /// Every table.
     pub const ALL: [Table; 3] = [Table::WorkOrders, Table::AppliedScans, Table::UpdateLog];
@@ -386,6 +396,14 @@ impl Table {
             Table::AppliedScans => "applied_scans",
             Table::UpdateLog => "update_log",
         }
+    }
+
+    /// The declared type of a non-key column, if the table has it.
+    pub fn column_type(self, column: &str) -> Option<ColumnType> {
+        self.columns()
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, t)| *t)
     }
 
     /// The non-key columns and their types.

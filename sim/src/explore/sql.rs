@@ -376,23 +376,6 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     }
 }
 
-/// The declared type of a non-key column.
-fn column_type(table: Table, column: &str) -> Option<ColumnType> {
-    table
-        .columns()
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, t)| *t)
-}
-
-/// The SQL name of a column type.
-fn type_name(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Int => "bigint",
-        ColumnType::Text => "text",
-    }
-}
-
 /// The type of a non-`NULL` value.
 fn value_type(value: &Value) -> Option<ColumnType> {
     match value {
@@ -407,8 +390,8 @@ fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlRep
     match value_type(value) {
         Some(actual) if actual != ty => Err(SqlReply::Error(format!(
             "42804: column \"{column}\" is of type {} but expression is of type {}",
-            type_name(ty),
-            type_name(actual)
+            ty.sql_name(),
+            actual.sql_name()
         ))),
         _ => Ok(()),
     }
@@ -432,7 +415,11 @@ fn check_insert(table: Table, row: &Row) -> Result<(), SqlReply> {
                 "42701: column \"{KEY_COLUMN}\" specified more than once"
             )));
         }
-        types.push(column_type(table, column).ok_or_else(|| no_such_column(table, column))?);
+        types.push(
+            table
+                .column_type(column)
+                .ok_or_else(|| no_such_column(table, column))?,
+        );
     }
     for ((column, value), ty) in row.iter().zip(types) {
         check_value(column, ty, value)?;
@@ -454,13 +441,15 @@ fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
                 table.as_str()
             )));
         }
-        let ty = column_type(table, column).ok_or_else(|| no_such_column(table, column))?;
+        let ty = table
+            .column_type(column)
+            .ok_or_else(|| no_such_column(table, column))?;
         match a {
             Assign::Set { value, .. } => check_value(column, ty, value)?,
             Assign::Add { .. } if ty != ColumnType::Int => {
                 return Err(SqlReply::Error(format!(
                     "42883: operator does not exist: {} + bigint",
-                    type_name(ty)
+                    ty.sql_name()
                 )));
             }
             Assign::Add { .. } => {}
@@ -480,7 +469,7 @@ fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
     match cond {
         Cond::True => Ok(()),
         Cond::Cmp { column, .. } => {
-            if column == KEY_COLUMN || column_type(table, column).is_some() {
+            if column == KEY_COLUMN || table.column_type(column).is_some() {
                 Ok(())
             } else {
                 Err(SqlReply::Error(format!(
