@@ -241,12 +241,18 @@ fn list_shows_every_race_with_its_expected_verdicts() {
 
 #[test]
 fn check_real_reports_the_documented_fields() {
+    // The command's plumbing and fields, on the shared Redis (so no Redis restarts; kills and
+    // the fault proxy stay on). Robustness under every fault is adapters/tests/e2e.rs's job.
+    let redis =
+        std::env::var("RACELAB_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let o = racelab(&[
         "check-real",
+        "--redis",
+        redis.as_str(),
         "--workers",
         "4",
         "--requests",
-        "200",
+        "300",
         "--json",
     ]);
     if !o.status.success() && std::env::var_os("RACELAB_REQUIRE_SERVICES").is_none_or(|v| v != "1")
