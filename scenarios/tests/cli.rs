@@ -265,7 +265,7 @@ fn check_real_reports_the_documented_fields() {
     }
     assert!(o.status.success(), "{}", stderr(&o));
     let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("JSON");
-    assert_eq!(row["requests"], 200);
+    assert_eq!(row["requests"], 300);
     for field in ["faults_injected", "violations", "p50_ms", "p99_ms"] {
         assert!(row.get(field).is_some(), "missing {field}: {row}");
     }
