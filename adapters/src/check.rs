@@ -1018,6 +1018,7 @@ impl Run {
             initial_qty: self.initial_qty.clone(),
             final_qty: final_qty.clone(),
             quiescent,
+            queue: None,
         };
         let mut violations = exactly_once(&history, &state).violations;
         if self.variant == Variant::Correct {

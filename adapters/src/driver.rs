@@ -241,7 +241,9 @@ async fn execute<C: StoreClient>(
 ) -> Completion {
     let timeout = match op {
         StoreOp::Sql(_) => config.sql_timeout,
-        StoreOp::Kv(_) | StoreOp::Queue(_) => config.redis_timeout,
+        StoreOp::Kv(_) | StoreOp::Queue(_) | StoreOp::Local(_) | StoreOp::Upstream(_) => {
+            config.redis_timeout
+        }
     };
     let deadline = Instant::now() + timeout;
     let mut backoff = config.retry_backoff;
@@ -306,6 +308,11 @@ impl StoreClient for Stores {
                 Some(c) => c.execute_sql(s).await.map(Reply::Sql),
                 None => Err(missing("SQL")),
             },
+            // The proxy's in-process state and its upstream endpoints are not stores the
+            // real-server clients reach: the shipped in-process structures live in
+            // `crate::local`, and document 002's protocols never emit these.
+            StoreOp::Local(_) => Err(missing("in-process state")),
+            StoreOp::Upstream(_) => Err(missing("upstream HTTP")),
         }
     }
 }

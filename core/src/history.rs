@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{OpId, ProcessId, Quantity, ScanId, WorkOrderId};
+use crate::ids::{EndpointId, OpId, ProcessId, Quantity, ScanId, WorkOrderId};
 use crate::ops::{QueueReply, Reply, StoreOp};
 use crate::time::{Duration, Timestamp};
 
@@ -79,6 +79,28 @@ pub enum Tag {
         /// The work order.
         work_order: WorkOrderId,
     },
+    /// Documents 001/003: a proxy request chooses an endpoint for an attempt (reads the
+    /// health table).
+    Select,
+    /// Documents 001/003: a request attempt sent to an upstream endpoint.
+    Call {
+        /// The endpoint.
+        endpoint: EndpointId,
+    },
+    /// Documents 001/003: a health probe sent to an upstream endpoint (or its start).
+    Probe {
+        /// The endpoint.
+        endpoint: EndpointId,
+    },
+    /// Documents 001/003: a health observation written to the endpoint table.
+    Observe {
+        /// The endpoint.
+        endpoint: EndpointId,
+    },
+    /// Document 003: an operation on the failure queue.
+    FailureQueue,
+    /// Document 003: the failure queue's persistence (file writes, reads, loading).
+    Persist,
 }
 
 /// A [`Tag`] without its data, for matching operations in scripted schedules
@@ -113,6 +135,18 @@ pub enum TagKind {
     CheckerRead,
     /// [`Tag::Repair`].
     Repair,
+    /// [`Tag::Select`].
+    Select,
+    /// [`Tag::Call`].
+    Call,
+    /// [`Tag::Probe`].
+    Probe,
+    /// [`Tag::Observe`].
+    Observe,
+    /// [`Tag::FailureQueue`].
+    FailureQueue,
+    /// [`Tag::Persist`].
+    Persist,
 }
 
 impl Tag {
@@ -133,6 +167,12 @@ impl Tag {
             Tag::Tx => TagKind::Tx,
             Tag::CheckerRead => TagKind::CheckerRead,
             Tag::Repair { .. } => TagKind::Repair,
+            Tag::Select => TagKind::Select,
+            Tag::Call { .. } => TagKind::Call,
+            Tag::Probe { .. } => TagKind::Probe,
+            Tag::Observe { .. } => TagKind::Observe,
+            Tag::FailureQueue => TagKind::FailureQueue,
+            Tag::Persist => TagKind::Persist,
         }
     }
 }
@@ -182,6 +222,11 @@ pub enum StoreId {
     Redis,
     /// The SQL database (document 002's MongoDB stand-in).
     Sql,
+    /// A process's own memory (documents 001 and 003: the endpoint health table, the failure
+    /// queue and the local file it is saved to), reached without a network.
+    Local,
+    /// The upstream API endpoints the proxy of documents 001 and 003 forwards requests to.
+    Upstream,
 }
 
 /// An injected fault.

@@ -12,6 +12,8 @@
 //! - [`workorder`]: document 002's work-order worker, terminal and consistency checker in
 //!   their `Buggy`, `DocFix` and `Correct` variants (R-002-01 .. R-002-06), built from the
 //!   [`lease`] and [`effects`] protocol pieces.
+//! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
+//!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
 
 #![forbid(unsafe_code)]
 
@@ -31,12 +33,14 @@ pub use history::{
     Fault, FaultRecord, History, Note, NoteRecord, OpRecord, StoreId, Tag, TagKind, TimelineKind,
     TimelineStep,
 };
-pub use ids::{Epoch, OpId, ProcessId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId};
+pub use ids::{
+    EndpointId, Epoch, OpId, ProcessId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId,
+};
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CmpOp, ColumnType, Cond, Delivery, DeliveryId, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp, SqlReply,
-    SqlStmt, StoreOp, Table, Value,
+    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, JobFields, JobId, KeyedRow,
+    KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp,
+    SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
 };
 pub use oracle::{FinalState, Verdict, Violation};
 pub use time::{Duration, Timestamp};

@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{LocalOp, LocalReply};
+use crate::ids::EndpointId;
 use crate::time::Duration;
 
 /// One operation a machine asks a store to perform.
@@ -26,6 +28,11 @@ pub enum StoreOp {
     Sql(SqlOp),
     /// A queue operation.
     Queue(QueueOp),
+    /// One synchronous block on a process's own memory (documents 001 and 003): atomic with
+    /// respect to the other tasks of the process, because it contains no `await`.
+    Local(LocalOp),
+    /// A call to an upstream API endpoint (documents 001 and 003).
+    Upstream(UpstreamOp),
 }
 
 /// The store's answer to a [`StoreOp`].
@@ -37,6 +44,10 @@ pub enum Reply {
     Sql(SqlReply),
     /// The queue's answer.
     Queue(QueueReply),
+    /// The answer of a synchronous block on local memory.
+    Local(LocalReply),
+    /// An upstream endpoint's answer.
+    Upstream(UpstreamReply),
     /// The client gave up waiting (a timeout or a cut connection): the operation may or may
     /// not have been applied.
     Timeout,
@@ -58,9 +69,46 @@ impl Reply {
             | Reply::Queue(QueueReply::Acked)
             | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
             Reply::Queue(_) => false,
+            Reply::Local(_) => true,
+            Reply::Upstream(reply) => reply.status == 200,
             Reply::Timeout => false,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream endpoints (documents 001 and 003)
+
+/// What kind of call the proxy makes to an upstream endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallKind {
+    /// A user request, forwarded; the answer streams for `stream` after it starts.
+    Request {
+        /// How long the response streams after the endpoint accepted it.
+        stream: Duration,
+    },
+    /// A health probe. `auth: false` is a probe that does not exercise the key (a connect
+    /// or a model list), so it succeeds on an endpoint whose key was revoked.
+    Probe {
+        /// Whether the probe uses the endpoint's key.
+        auth: bool,
+    },
+}
+
+/// A call to an upstream endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UpstreamOp {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The call.
+    pub kind: CallKind,
+}
+
+/// An upstream endpoint's answer: its HTTP status (200, 401, 429, 503).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UpstreamReply {
+    /// The HTTP status.
+    pub status: u16,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,6 +646,20 @@ impl fmt::Display for StoreOp {
             StoreOp::Kv(op) => op.fmt(f),
             StoreOp::Sql(op) => op.fmt(f),
             StoreOp::Queue(op) => op.fmt(f),
+            StoreOp::Local(op) => op.fmt(f),
+            StoreOp::Upstream(op) => op.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            CallKind::Request { stream } => {
+                write!(f, "POST {}/v1/messages (streams {stream})", self.endpoint)
+            }
+            CallKind::Probe { auth: true } => write!(f, "probe {} with its key", self.endpoint),
+            CallKind::Probe { auth: false } => write!(f, "probe {} without key", self.endpoint),
         }
     }
 }
@@ -833,6 +895,8 @@ impl fmt::Display for Reply {
             Reply::Kv(r) => r.fmt(f),
             Reply::Sql(r) => r.fmt(f),
             Reply::Queue(r) => r.fmt(f),
+            Reply::Local(r) => r.result.fmt(f),
+            Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
             Reply::Timeout => write!(f, "timeout"),
         }
     }

@@ -69,6 +69,8 @@ pub struct FinalState {
     pub final_qty: BTreeMap<WorkOrderId, Quantity>,
     /// Whether the run reached quiescence (no job left, nothing in flight).
     pub quiescent: bool,
+    /// Documents 001/003: the failure queue's end state, when the run has one.
+    pub queue: Option<crate::health::oracle::QueueEnd>,
 }
 
 /// I-WO, exactly-once effect (document 002): at quiescence every work order's quantity equals

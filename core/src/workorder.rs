@@ -28,7 +28,9 @@ use crate::ops::{
 use crate::time::{Duration, Timestamp};
 
 /// Which protocol a machine runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Variant {
     /// The code as the document describes its current state.
     Buggy,

@@ -110,6 +110,7 @@ fn state(final_qty: i64) -> FinalState {
         initial_qty: [(WO, Quantity(100))].into(),
         final_qty: [(WO, Quantity(final_qty))].into(),
         quiescent: true,
+        queue: None,
     }
 }
 

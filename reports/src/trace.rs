@@ -38,6 +38,10 @@ pub(crate) enum Lane {
     Queue,
     /// The SQL database.
     Sql,
+    /// The proxy's own memory (documents 001/003: health table, failure queue, files).
+    Local,
+    /// The upstream API endpoints.
+    Upstream,
 }
 
 /// The store an operation goes to.
@@ -46,6 +50,8 @@ pub(crate) fn store_lane(op: &StoreOp) -> Lane {
         StoreOp::Kv(_) => Lane::Redis,
         StoreOp::Queue(_) => Lane::Queue,
         StoreOp::Sql(_) => Lane::Sql,
+        StoreOp::Local(_) => Lane::Local,
+        StoreOp::Upstream(_) => Lane::Upstream,
     }
 }
 
@@ -69,6 +75,8 @@ pub(crate) fn partition_store(fault: &Fault) -> Option<Lane> {
         Fault::Partition { store, .. } | Fault::Heal { store, .. } => Some(match store {
             StoreId::Redis => Lane::Redis,
             StoreId::Sql => Lane::Sql,
+            StoreId::Local => Lane::Local,
+            StoreId::Upstream => Lane::Upstream,
         }),
         _ => None,
     }
@@ -97,7 +105,7 @@ pub(crate) fn lanes(history: &History) -> Vec<Lane> {
             match lane {
                 Lane::Process(p) => more(p, &mut processes),
                 // A failover shows on the store lanes that the operations already use.
-                Lane::Redis | Lane::Queue | Lane::Sql => {}
+                Lane::Redis | Lane::Queue | Lane::Sql | Lane::Local | Lane::Upstream => {}
             }
         }
         if let Some(store) = partition_store(&f.fault) {
@@ -118,6 +126,8 @@ pub(crate) fn lane_name(history: &History, lane: Lane) -> String {
         Lane::Redis => "Redis".to_string(),
         Lane::Queue => "Queue (Redis)".to_string(),
         Lane::Sql => "SQL".to_string(),
+        Lane::Local => "Proxy memory".to_string(),
+        Lane::Upstream => "Upstream".to_string(),
     }
 }
 

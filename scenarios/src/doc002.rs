@@ -158,6 +158,7 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
         plan.variant
     };
     let mut processes = vec![ProcessSpec {
+        host: 0,
         name: "T".into(),
         start_at: Timestamp::ZERO,
         fault_prone: false,
@@ -172,6 +173,7 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
         let cfg = WorkerConfig::new(worker_variant, plan.docfix);
         let name = *name;
         processes.push(ProcessSpec {
+            host: 0,
             name: name.into(),
             start_at: *start,
             fault_prone: true,
@@ -182,6 +184,7 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
     }
     if let Some((variant, every, rounds)) = plan.checker {
         processes.push(ProcessSpec {
+            host: 0,
             name: "C".into(),
             start_at: Timestamp::ZERO,
             fault_prone: false,
@@ -204,6 +207,8 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
         sql_rows.push((Table::WorkOrders, wo.to_string(), row));
     }
     let spec = WorldSpec {
+        local: None,
+        upstream: Default::default(),
         processes,
         sql_rows,
         net: NetConfig::default(),

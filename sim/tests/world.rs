@@ -71,6 +71,7 @@ fn process(name: &str, ops: Vec<(StoreOp, Tag)>, gap: Duration) -> (ProcessSpec,
     let replies: Replies = Rc::default();
     let r = replies.clone();
     let spec = ProcessSpec {
+        host: 0,
         name: name.into(),
         start_at: Timestamp::ZERO,
         fault_prone: true,
@@ -91,6 +92,8 @@ fn process(name: &str, ops: Vec<(StoreOp, Tag)>, gap: Duration) -> (ProcessSpec,
 
 fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
     WorldSpec {
+        local: None,
+        upstream: Default::default(),
         processes,
         sql_rows: vec![(
             Table::WorkOrders,

@@ -10,6 +10,7 @@ mod redis;
 mod rng;
 mod schedule;
 mod sql;
+mod upstream;
 mod world;
 
 /// The store models, public so that the adapters' conformance tests can compare them with
@@ -23,6 +24,7 @@ pub mod models {
 pub use exhaustive::{Exhaustive, exhaustive};
 pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
 pub use schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+pub use upstream::{EndpointScript, Upstream};
 pub use world::{
     Factory, NetConfig, ProcessSpec, RUN_EVENTS_MAX, Run, RunStats, StableHasher, WorldSpec, run,
 };

@@ -8,9 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
+use racelab_core::health::{HealthConfig, LocalReply, LocalState};
 use racelab_core::{
-    Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing, ProcessId,
-    Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
+    CallKind, Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing,
+    ProcessId, Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp, UpstreamOp,
 };
 
 use super::queue::QueueModel;
@@ -18,6 +19,7 @@ use super::redis::RedisModel;
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
 use super::schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
+use super::upstream::Upstream;
 
 /// Builds a process' machine for an incarnation (0 at first start, +1 per restart).
 pub type Factory = Box<dyn Fn(u32) -> Box<dyn Machine>>;
@@ -32,6 +34,9 @@ pub struct ProcessSpec {
     pub fault_prone: bool,
     /// Its machine.
     pub factory: Factory,
+    /// The host it runs on: processes of one host share its local memory
+    /// ([`StoreOp::Local`]); a crash of one process does not clear it.
+    pub host: u32,
 }
 
 /// Network and driver parameters.
@@ -43,6 +48,8 @@ pub struct NetConfig {
     pub redis_timeout: Duration,
     /// The driver's timeout for SQL operations.
     pub sql_timeout: Duration,
+    /// The proxy's timeout for upstream calls (time to the first byte).
+    pub upstream_timeout: Duration,
 }
 
 impl Default for NetConfig {
@@ -51,6 +58,7 @@ impl Default for NetConfig {
             scripted_latency: Duration::from_ms(1),
             redis_timeout: Duration::from_secs(5),
             sql_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -69,6 +77,10 @@ pub struct WorldSpec {
     pub queue_lock: Duration,
     /// The run stops here if it has not quiesced.
     pub time_limit: Timestamp,
+    /// Each host's local memory at the start (documents 001/003), copied per host.
+    pub local: Option<LocalState>,
+    /// The upstream endpoints (documents 001/003).
+    pub upstream: Upstream,
 }
 
 /// The most events one run may process; a run that needs more is stopped as not quiescent.
@@ -102,6 +114,8 @@ pub struct Run {
     pub stats: RunStats,
     /// The committed SQL rows at the end.
     pub sql_rows: Vec<(Table, String, Row)>,
+    /// Each host's local memory at the end (documents 001/003).
+    pub local: BTreeMap<u32, LocalState>,
     /// A hash of the scheduler, every decision and the whole history: equal hashes mean
     /// byte-identical runs.
     pub trace_hash: u64,
@@ -182,6 +196,7 @@ struct Proc {
     timer_at: Option<Timestamp>,
     session: SessionId,
     sent: BTreeMap<TagKind, u32>,
+    host: u32,
 }
 
 #[derive(Debug, Default)]
@@ -244,6 +259,10 @@ struct World {
     time_limit: Timestamp,
     stats: RunStats,
     scheduler_hash: u64,
+    local_template: Option<LocalState>,
+    locals: BTreeMap<u32, LocalState>,
+    local_seq: u64,
+    upstream: Upstream,
 }
 
 impl World {
@@ -314,6 +333,10 @@ impl World {
             time_limit: spec.time_limit,
             stats: RunStats::default(),
             scheduler_hash: hasher.finish(),
+            local_template: spec.local,
+            locals: BTreeMap::new(),
+            local_seq: 0,
+            upstream: spec.upstream,
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -331,6 +354,7 @@ impl World {
                 timer_at: None,
                 session,
                 sent: BTreeMap::new(),
+                host: p.host,
             });
             world.schedule(p.start_at, Event::Start(i));
         }
@@ -456,6 +480,7 @@ impl World {
         decisions.hash(&mut hasher);
         self.history.hash(&mut hasher);
         sql_rows.hash(&mut hasher);
+        self.locals.hash(&mut hasher);
         Run {
             trace_hash: hasher.finish(),
             injected: self.injected,
@@ -466,6 +491,7 @@ impl World {
             ended_at: self.now,
             stats: self.stats,
             sql_rows,
+            local: self.locals,
         }
     }
 
@@ -558,6 +584,8 @@ impl World {
         let store = match out.op {
             StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
             StoreOp::Sql(_) => StoreId::Sql,
+            StoreOp::Local(_) => StoreId::Local,
+            StoreOp::Upstream(_) => StoreId::Upstream,
         };
         let kind = out.tag.kind();
         let nth = {
@@ -588,7 +616,12 @@ impl World {
         });
         let mut extra = Duration::ZERO;
         let mut pause = None;
-        let effects = self.op_faults(p, kind, nth, store);
+        let mut effects = self.op_faults(p, kind, nth, store);
+        if store == StoreId::Local {
+            // A synchronous block runs without the network: only a crash right after it
+            // applies.
+            effects.retain(|e| matches!(e, OpEffect::CrashAfterApply { .. }));
+        }
         if matches!(self.faults, Faults::Random { .. }) {
             for effect in &effects {
                 let process = self.procs[p].name.clone();
@@ -690,11 +723,16 @@ impl World {
     }
 
     fn send(&mut self, index: usize, extra: Duration) {
-        let latency = self.latency();
         self.in_flight += 1;
+        if self.ops[index].store == Some(StoreId::Local) {
+            self.schedule(self.now, Event::Arrive(index));
+            return;
+        }
+        let latency = self.latency();
         self.schedule(self.now + latency + extra, Event::Arrive(index));
         let timeout = match self.ops[index].store {
             Some(StoreId::Sql) => self.net.sql_timeout,
+            Some(StoreId::Upstream) => self.net.upstream_timeout,
             _ => self.net.redis_timeout,
         };
         self.schedule(self.now + timeout, Event::OpTimeout(index));
@@ -721,6 +759,21 @@ impl World {
         let reply = match &op {
             StoreOp::Kv(kv) => Reply::Kv(self.redis.execute(now, kv)),
             StoreOp::Queue(q) => Reply::Queue(self.queue.execute(now, q)),
+            StoreOp::Local(local) => {
+                let host = self.procs[self.ops[index].proc].host;
+                let template = &self.local_template;
+                let state = self
+                    .locals
+                    .entry(host)
+                    .or_insert_with(|| template.clone().unwrap_or_else(empty_local));
+                let result = state.apply(local);
+                self.local_seq += 1;
+                Reply::Local(LocalReply {
+                    seq: self.local_seq,
+                    result,
+                })
+            }
+            StoreOp::Upstream(call) => Reply::Upstream(self.upstream.call(now, call)),
             StoreOp::Sql(sql) => {
                 let Some(session) = self.ops[index].session else {
                     return;
@@ -812,7 +865,20 @@ impl World {
             });
             self.in_flight -= 1;
         } else {
-            let latency = self.latency();
+            let latency = match (&self.ops[index].store, &self.history.ops[index].op) {
+                (Some(StoreId::Local), _) => Duration::ZERO,
+                (
+                    _,
+                    StoreOp::Upstream(UpstreamOp {
+                        kind: CallKind::Request { stream },
+                        ..
+                    }),
+                ) => {
+                    let stream = *stream;
+                    self.latency() + stream
+                }
+                _ => self.latency(),
+            };
             self.schedule(now + latency, Event::ReplyArrive(index));
         }
         if let Some(restart_after) = crash_after
@@ -1029,6 +1095,16 @@ impl World {
             fault,
         });
     }
+}
+
+/// Local memory for a world whose spec has none (no process of it uses local blocks in the
+/// catalog; an empty table answers them harmlessly).
+fn empty_local() -> LocalState {
+    LocalState::new(
+        racelab_core::workorder::Variant::Correct,
+        HealthConfig::default(),
+        &[],
+    )
 }
 
 fn pid(index: usize) -> ProcessId {

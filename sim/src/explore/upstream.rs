@@ -1,0 +1,45 @@
+//! The upstream API endpoints of documents 001 and 003: each answers by a script of
+//! virtual-time windows (key revoked from `t`, rate limited, down).
+
+use std::collections::BTreeMap;
+
+use racelab_core::{CallKind, EndpointId, Timestamp, UpstreamOp, UpstreamReply};
+
+/// How one endpoint behaves over time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointScript {
+    /// From this time on the key is rejected (401) by requests and by keyed probes.
+    pub revoked_at: Option<Timestamp>,
+    /// Windows `[from, to)` in which requests get 429.
+    pub rate_limited: Vec<(Timestamp, Timestamp)>,
+    /// Windows `[from, to)` in which every call gets 503.
+    pub down: Vec<(Timestamp, Timestamp)>,
+}
+
+/// The upstream endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Each endpoint's script; an endpoint not listed always answers 200.
+    pub endpoints: BTreeMap<EndpointId, EndpointScript>,
+}
+
+fn within(windows: &[(Timestamp, Timestamp)], now: Timestamp) -> bool {
+    windows.iter().any(|(from, to)| *from <= now && now < *to)
+}
+
+impl Upstream {
+    /// The status a call gets when it reaches the endpoint at `now`.
+    pub fn call(&self, now: Timestamp, op: &UpstreamOp) -> UpstreamReply {
+        let script = self.endpoints.get(&op.endpoint);
+        let revoked = script.and_then(|s| s.revoked_at).is_some_and(|t| t <= now);
+        let down = script.is_some_and(|s| within(&s.down, now));
+        let limited = script.is_some_and(|s| within(&s.rate_limited, now));
+        let status = match op.kind {
+            _ if down => 503,
+            CallKind::Request { .. } | CallKind::Probe { auth: true } if revoked => 401,
+            CallKind::Request { .. } if limited => 429,
+            _ => 200,
+        };
+        UpstreamReply { status }
+    }
+}
