@@ -1,8 +1,299 @@
-//! Document 001 (HTTP 401 endpoint health race), R-001-01 .. R-001-04.
+//! Document 001 (HTTP 401 endpoint health race), R-001-01 .. R-001-04, on the proxy world of
+//! [`crate::proxy`]. One asyncio event loop: only await points interleave (RACES.md 0.6),
+//! so the document's `asyncio.Lock` around the writes changes nothing and `DocFix` has the
+//! same table semantics as `Buggy`.
 
-use crate::catalog::Race;
+use racelab_core::health::Variant;
+use racelab_core::health::oracle::{no_selection_after_401, observations_applied};
+use racelab_core::health::tasks::RequestConfig;
+use racelab_core::{Duration, FinalState, History, TagKind, Verdict};
+use racelab_sim::explore::{OpEffect, Step, WorldSpec};
+
+use crate::catalog::{Expectation, PerVariant, Race, Script, Workload};
+use crate::proxy::{self, ProxyPlan, Req, ms, request_cfg};
+
+const FAILS_FAILS_HOLDS: PerVariant = PerVariant::DOCFIX_INSUFFICIENT;
+const ALL_HOLD: PerVariant =
+    PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]);
 
 /// The entries of document 001.
 pub(crate) fn races() -> Vec<Race> {
-    Vec::new()
+    vec![
+        Race {
+            id: "R-001-01",
+            title: "A 401 endpoint is still selected: race between selection and failure record",
+            document: "001",
+            invariant: "I-401: once a 401 from E is recorded, no attempt is dispatched to E until \
+                        a probe started after the record has succeeded",
+            docfix_verdict: "insufficient",
+            sweep: FAILS_FAILS_HOLDS,
+            scripts: scripts_01,
+            profile: proxy::profile_timeouts,
+            seed_budget: 1_000,
+            build: build_01,
+            judge: judge_401,
+        },
+        Race {
+            id: "R-001-02",
+            title: "A stale success or recovery write brings a 401 endpoint back (last writer wins)",
+            document: "001",
+            invariant: "I-401: a success observed by an attempt or probe that started before the \
+                        401 record does not make E selectable",
+            docfix_verdict: "insufficient",
+            sweep: FAILS_FAILS_HOLDS,
+            scripts: scripts_02,
+            profile: proxy::profile_latency,
+            seed_budget: 1_000,
+            build: build_02,
+            judge: judge_401,
+        },
+        Race {
+            id: "R-001-03",
+            title: "Converting update_health_status to async silently drops updates at any call \
+                    site missing await",
+            document: "001",
+            invariant: "I-OBS: every observation a request makes is applied to the health table \
+                        exactly once",
+            docfix_verdict: "partially",
+            sweep: FAILS_FAILS_HOLDS,
+            scripts: scripts_03,
+            profile: proxy::profile_timeouts,
+            seed_budget: 1_000,
+            build: build_03,
+            judge: judge_obs,
+        },
+        Race {
+            id: "R-001-04",
+            title: "asyncio.Lock with lock-free reads outside one event loop (processes; threads \
+                    in the loom models)",
+            document: "001",
+            invariant: "I-401 across every process that selects endpoints",
+            docfix_verdict: "insufficient",
+            sweep: FAILS_FAILS_HOLDS,
+            scripts: scripts_04,
+            profile: proxy::profile_latency,
+            seed_budget: 1_000,
+            build: build_04,
+            judge: judge_401,
+        },
+    ]
+}
+
+fn judge_401(history: &History, _: &FinalState) -> Verdict {
+    no_selection_after_401(history)
+}
+
+fn judge_obs(history: &History, _: &FinalState) -> Verdict {
+    observations_applied(history)
+}
+
+/// The random world shared by R-001-01 and R-001-02: requests, and the health monitor
+/// probing every endpoint each second for 6 rounds.
+fn random_world(variant: Variant, rng: &mut racelab_sim::explore::SimRng) -> ProxyPlan {
+    let mut plan = proxy::random_plan(variant, rng, false);
+    plan.monitor = Some((1_000, 6));
+    plan
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-001-01
+
+fn scripts_01() -> Vec<Script> {
+    vec![
+        Script {
+            name: "stale-list",
+            summary: "R4 computes its candidates [E1, E2] at 0 s; R1 gets a 401 from E2 and \
+                      records it at 0.1 s; R4's attempt on E1 times out at 10 s and its retry \
+                      takes E2 from the stale list",
+            steps: vec![Step::on(
+                "R4",
+                TagKind::Call,
+                1,
+                OpEffect::Delay(Duration::from_secs(15)),
+            )],
+            expect: FAILS_FAILS_HOLDS,
+        },
+        Script {
+            name: "document-timeline",
+            summary: "the document's T1-T7: R1 and R2 both select E before R1's 401 is \
+                      recorded; R2's 401 is the unavoidable in-flight case, not a violation of \
+                      I-401 (and no await-free block can be seen half-applied)",
+            steps: Vec::new(),
+            expect: ALL_HOLD,
+        },
+    ]
+}
+
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+    let plan = match workload {
+        Workload::Random(rng) => random_world(variant, rng),
+        Workload::Scripted("document-timeline") => {
+            let mut plan = ProxyPlan::new(variant, 1);
+            plan.script(1).revoked_at = Some(ms(0));
+            // The document's timeline has one attempt per request (no retry).
+            let single = RequestConfig {
+                attempts: 1,
+                ..request_cfg(variant, 10, false)
+            };
+            plan.request("R1", 0, single.clone());
+            plan.request("R2", 0, single);
+            plan
+        }
+        Workload::Scripted(_) => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(2).revoked_at = Some(ms(0));
+            plan.script(1).down.push((ms(50), ms(20_000)));
+            plan.request("R4", 0, request_cfg(variant, 10, false));
+            plan.request("R1", 100, request_cfg(variant, 10, false));
+            plan
+        }
+    };
+    proxy::world(plan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-001-02
+
+fn scripts_02() -> Vec<Script> {
+    vec![
+        Script {
+            name: "stale-stream",
+            summary: "R0 starts a 5 s stream on E1 at 0 s; E1's key is revoked at 1 s; R1 \
+                      records E1's 401 at 2 s; R0's stream ends at 5 s and marks E1 healthy; \
+                      R3 selects E1 at 6 s",
+            steps: Vec::new(),
+            expect: FAILS_FAILS_HOLDS,
+        },
+        Script {
+            name: "stale-probe",
+            summary: "HM's probe of E1 starts at 0.9 s (E1 answers slowly); E1's key is revoked \
+                      at 1 s; R1 records E1's 401 at 2 s; the probe's success arrives at 3.9 s \
+                      and marks E1 healthy; R3 selects E1 at 5 s",
+            steps: Vec::new(),
+            expect: FAILS_FAILS_HOLDS,
+        },
+    ]
+}
+
+fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+    let plan = match workload {
+        Workload::Random(rng) => random_world(variant, rng),
+        Workload::Scripted("stale-probe") => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(1).revoked_at = Some(ms(1_000));
+            plan.script(1)
+                .slow
+                .push((ms(850), ms(1_000), Duration::from_secs(3)));
+            plan.monitor = Some((900, 1));
+            plan.request("R1", 2_000, request_cfg(variant, 10, false));
+            plan.request("R3", 5_000, request_cfg(variant, 10, false));
+            plan
+        }
+        Workload::Scripted(_) => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(1).revoked_at = Some(ms(1_000));
+            plan.request("R0", 0, request_cfg(variant, 5_000, false));
+            plan.request("R1", 2_000, request_cfg(variant, 10, false));
+            plan.request("R3", 6_000, request_cfg(variant, 10, false));
+            plan
+        }
+    };
+    proxy::world(plan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-001-03
+
+fn scripts_03() -> Vec<Script> {
+    vec![
+        Script {
+            name: "missed-401",
+            summary: "update_health_status became async; the 401 call site was not updated, so \
+                      R1's 401 from E1 creates a coroutine that is never awaited and E1 stays \
+                      selectable",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "missed-unlisted-site",
+            summary: "every call site the document lists awaits, but the rate-limit path (not \
+                      on the list) calls update_health_status without await: R1's 429 is lost",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+    ]
+}
+
+fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+    let mut plan = match workload {
+        Workload::Random(rng) => random_world(variant, rng),
+        Workload::Scripted("missed-unlisted-site") => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(1).rate_limited.push((ms(0), ms(5_000)));
+            plan.request("R1", 0, request_cfg(variant, 10, false));
+            plan
+        }
+        Workload::Scripted(_) => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(1).revoked_at = Some(ms(0));
+            plan.request("R1", 0, request_cfg(variant, 10, false));
+            plan.request("R2", 1_000, request_cfg(variant, 10, false));
+            plan
+        }
+    };
+    for r in &mut plan.requests {
+        r.cfg.missed_await = proxy::missed_await(variant);
+    }
+    proxy::world(plan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-001-04
+
+fn scripts_04() -> Vec<Script> {
+    vec![Script {
+        name: "two-processes",
+        summary: "the proxy runs two worker processes, each with its own health table; P1's \
+                  request records E1's 401 at 0 s; P2's request at 1 s still selects E1. \
+                  Correct keeps one table (a shared store with the generation check) for both",
+        steps: Vec::new(),
+        expect: FAILS_FAILS_HOLDS,
+    }]
+}
+
+/// The host a request runs on: its own process for the documents' per-process table, one
+/// shared table for `Correct`.
+fn host(variant: Variant, process: u32) -> u32 {
+    if variant == Variant::Correct {
+        0
+    } else {
+        process
+    }
+}
+
+fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+    let plan = match workload {
+        Workload::Random(rng) => {
+            let mut plan = proxy::random_plan(variant, rng, false);
+            let processes = rng.between(2, 3);
+            for r in &mut plan.requests {
+                r.host = host(variant, rng.below(processes) as u32);
+            }
+            plan
+        }
+        Workload::Scripted(_) => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            plan.script(1).revoked_at = Some(ms(0));
+            for (name, start, process) in [("P1.R1", 0, 0), ("P2.R2", 1_000, 1)] {
+                plan.requests.push(Req {
+                    name: name.into(),
+                    start_ms: start,
+                    host: host(variant, process),
+                    cfg: request_cfg(variant, 10, false),
+                });
+            }
+            plan
+        }
+    };
+    proxy::world(plan)
 }

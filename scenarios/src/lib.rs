@@ -21,6 +21,7 @@ mod doc001;
 mod doc002;
 mod doc003;
 pub mod gate;
+mod proxy;
 pub mod report;
 
 use racelab_core::{Quantity, Table, Value};
@@ -139,6 +140,7 @@ fn judge(race: &Race, run: explore::Run, mut state: racelab_core::FinalState) ->
             state.final_qty.insert(wo, Quantity(*q));
         }
     }
+    state.queue = doc003::queue_end(&run);
     let verdict = (race.judge)(&run.history, &state);
     Outcome {
         run,
@@ -346,7 +348,26 @@ fn protections(history: &racelab_core::History) -> u64 {
         Note::Abandoned { reason, .. } => reason.starts_with("fenced"),
         Note::Alarm { .. } => false,
     };
-    history.notes.iter().filter(|n| refused(&n.note)).count() as u64
+    let notes = history.notes.iter().filter(|n| refused(&n.note)).count() as u64;
+    notes + health_protections(history)
+}
+
+/// Documents 001/003: stale or sticky observations ignored by the generation check, and
+/// recoveries refused by the failure epoch.
+fn health_protections(history: &racelab_core::History) -> u64 {
+    use racelab_core::health::{LocalOp, LocalResult, ObserveOutcome};
+    use racelab_core::{Reply, StoreOp};
+    let refused = |op: &racelab_core::OpRecord| match (&op.op, &op.result) {
+        (StoreOp::Local(LocalOp::Observe { .. }), Some(Reply::Local(r))) => matches!(
+            r.result,
+            LocalResult::Observed(ObserveOutcome::Stale | ObserveOutcome::Sticky)
+        ),
+        (StoreOp::Local(LocalOp::FqRemove { .. }), Some(Reply::Local(r))) => {
+            r.result == LocalResult::Bool(false)
+        }
+        _ => false,
+    };
+    history.ops.iter().filter(|op| refused(op)).count() as u64
 }
 
 /// The first seed from `start` whose run violates an invariant, within `budget` seeds.

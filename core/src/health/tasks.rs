@@ -665,3 +665,58 @@ impl Machine for SaverTask {
         self.state == SaverState::Done && self.steps.pending.is_none()
     }
 }
+
+/// A coroutine that runs fixed synchronous blocks one after another, awaiting between them:
+/// the documents' own concurrency tests are made of these (`update_fail()`,
+/// `check_health()`, `add_failed_endpoint()`, `remove_failed_endpoint()`).
+#[derive(Debug)]
+pub struct BlockTask {
+    blocks: VecDeque<(LocalOp, Tag)>,
+    steps: Steps,
+}
+
+impl BlockTask {
+    /// A task running `blocks` in order.
+    pub fn new(blocks: Vec<(LocalOp, Tag)>) -> BlockTask {
+        BlockTask {
+            blocks: blocks.into(),
+            steps: Steps::default(),
+        }
+    }
+
+    fn next(&mut self) {
+        if let Some((op, tag)) = self.blocks.pop_front() {
+            self.steps.local(op, tag);
+        }
+    }
+}
+
+impl Machine for BlockTask {
+    fn handle_start(&mut self, _now: Timestamp) {
+        self.next();
+    }
+
+    fn handle_reply(&mut self, _now: Timestamp, op: OpId, _reply: Reply) {
+        if self.steps.accept(op) {
+            self.next();
+        }
+    }
+
+    fn handle_timeout(&mut self, _now: Timestamp) {}
+
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        self.steps.ops.pop_front()
+    }
+
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+
+    fn is_idle(&self) -> bool {
+        self.blocks.is_empty() && self.steps.pending.is_none()
+    }
+}

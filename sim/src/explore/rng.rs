@@ -23,6 +23,11 @@ impl Ratio {
     pub const fn per_mille(num: u32) -> Ratio {
         Ratio { num, den: 1000 }
     }
+
+    /// Whether the ratio is zero.
+    pub const fn is_never(self) -> bool {
+        self.num == 0
+    }
 }
 
 /// What a random draw decided.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{CallKind, EndpointId, Timestamp, UpstreamOp, UpstreamReply};
+use racelab_core::{CallKind, Duration, EndpointId, Timestamp, UpstreamOp, UpstreamReply};
 
 /// How one endpoint behaves over time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -14,6 +14,9 @@ pub struct EndpointScript {
     pub rate_limited: Vec<(Timestamp, Timestamp)>,
     /// Windows `[from, to)` in which every call gets 503.
     pub down: Vec<(Timestamp, Timestamp)>,
+    /// Windows `[from, to)` in which the endpoint answers calls that reach it this much
+    /// later (a slow endpoint; the answer is decided when the call arrives).
+    pub slow: Vec<(Timestamp, Timestamp, Duration)>,
 }
 
 /// The upstream endpoints.
@@ -28,8 +31,9 @@ fn within(windows: &[(Timestamp, Timestamp)], now: Timestamp) -> bool {
 }
 
 impl Upstream {
-    /// The status a call gets when it reaches the endpoint at `now`.
-    pub fn call(&self, now: Timestamp, op: &UpstreamOp) -> UpstreamReply {
+    /// The status a call gets when it reaches the endpoint at `now`, and how much longer
+    /// than the network latency its answer takes (streaming, a slow endpoint).
+    pub fn call(&self, now: Timestamp, op: &UpstreamOp) -> (UpstreamReply, Duration) {
         let script = self.endpoints.get(&op.endpoint);
         let revoked = script.and_then(|s| s.revoked_at).is_some_and(|t| t <= now);
         let down = script.is_some_and(|s| within(&s.down, now));
@@ -40,6 +44,18 @@ impl Upstream {
             CallKind::Request { .. } if limited => 429,
             _ => 200,
         };
-        UpstreamReply { status }
+        let slow = script
+            .and_then(|s| {
+                s.slow
+                    .iter()
+                    .find(|(from, to, _)| *from <= now && now < *to)
+                    .map(|w| w.2)
+            })
+            .unwrap_or(Duration::ZERO);
+        let stream = match op.kind {
+            CallKind::Request { stream } if status == 200 => stream,
+            _ => Duration::ZERO,
+        };
+        (UpstreamReply { status }, slow + stream)
     }
 }

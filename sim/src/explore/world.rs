@@ -10,8 +10,8 @@ use std::hash::{Hash, Hasher};
 
 use racelab_core::health::{HealthConfig, LocalReply, LocalState};
 use racelab_core::{
-    CallKind, Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing,
-    ProcessId, Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp, UpstreamOp,
+    Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing, ProcessId,
+    Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
 };
 
 use super::queue::QueueModel;
@@ -209,6 +209,8 @@ struct OpState {
     crash_after: Option<Option<Duration>>,
     failover_after: bool,
     done: bool,
+    /// Time the store takes to answer beyond the network (an upstream's stream or slowness).
+    reply_extra: Duration,
 }
 
 enum Faults {
@@ -773,7 +775,11 @@ impl World {
                     result,
                 })
             }
-            StoreOp::Upstream(call) => Reply::Upstream(self.upstream.call(now, call)),
+            StoreOp::Upstream(call) => {
+                let (reply, extra) = self.upstream.call(now, call);
+                self.ops[index].reply_extra = extra;
+                Reply::Upstream(reply)
+            }
             StoreOp::Sql(sql) => {
                 let Some(session) = self.ops[index].session else {
                     return;
@@ -865,19 +871,9 @@ impl World {
             });
             self.in_flight -= 1;
         } else {
-            let latency = match (&self.ops[index].store, &self.history.ops[index].op) {
-                (Some(StoreId::Local), _) => Duration::ZERO,
-                (
-                    _,
-                    StoreOp::Upstream(UpstreamOp {
-                        kind: CallKind::Request { stream },
-                        ..
-                    }),
-                ) => {
-                    let stream = *stream;
-                    self.latency() + stream
-                }
-                _ => self.latency(),
+            let latency = match self.ops[index].store {
+                Some(StoreId::Local) => Duration::ZERO,
+                _ => self.latency() + self.ops[index].reply_extra,
             };
             self.schedule(now + latency, Event::ReplyArrive(index));
         }

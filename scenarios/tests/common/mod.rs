@@ -1,0 +1,153 @@
+//! The checks every catalog entry goes through: its scripted timelines, random discovery
+//! within its seed budget, and its Correct variant over 10,000 seeds.
+
+#![allow(dead_code)]
+
+use racelab_scenarios::{
+    Expectation, Race, Variant, catalog, render_timeline, replay_command, replay_script_command,
+    run_script, run_seed, seeds_to_detect, sweep,
+};
+
+/// The same profile with every fault switched off (latencies kept).
+fn racelab_sim_profile_without_faults(race: &Race) -> racelab_sim::explore::FaultProfile {
+    let profile = (race.profile)();
+    racelab_sim::explore::FaultProfile {
+        window: profile.window,
+        latency: profile.latency,
+        ..racelab_sim::explore::FaultProfile::quiet()
+    }
+}
+
+pub(crate) fn race(id: &str) -> Race {
+    catalog()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("{id} is in the catalog"))
+}
+
+/// The Correct variant must hold for this many seeds per race.
+pub(crate) const CORRECT_SEEDS: u64 = 10_000;
+
+pub(crate) fn check_scripts(id: &str) {
+    let race = race(id);
+    let scripts = (race.scripts)();
+    assert!(!scripts.is_empty(), "{id} has no scripted timeline");
+    for script in &scripts {
+        for variant in Variant::ALL {
+            let outcome = run_script(&race, script, variant);
+            let expected = script.expect.get(variant);
+            if !expected.matches(outcome.violated()) {
+                panic!(
+                    "{id} timeline {} ({}): expected the {} variant to {}, but it {}\n{}\n{}\nreplay: {}",
+                    script.name,
+                    script.summary,
+                    variant.as_str(),
+                    expected.as_str().trim_end_matches('s'),
+                    if outcome.violated() { "failed" } else { "held" },
+                    render_timeline(&outcome).join("\n"),
+                    outcome.verdict.explanation(),
+                    replay_script_command(&race, script, variant),
+                );
+            }
+            assert!(
+                outcome.run.quiescent || outcome.violated(),
+                "{id} {} did not settle",
+                script.name
+            );
+        }
+    }
+}
+
+pub(crate) fn check_discovery(id: &str) -> Vec<(Variant, u64)> {
+    let race = race(id);
+    let mut found = Vec::new();
+    for variant in Variant::ALL {
+        if race.sweep.get(variant) != Expectation::Fails {
+            continue;
+        }
+        let seed = seeds_to_detect(&race, variant, 0, race.seed_budget);
+        let seed = seed.unwrap_or_else(|| {
+            panic!(
+                "{id}: the random scheduler did not find the {} variant's violation within {} \
+                 seeds: the model no longer reproduces the race",
+                variant.as_str(),
+                race.seed_budget
+            )
+        });
+        // The failure replays: same seed, same trace, same verdict.
+        let a = run_seed(&race, variant, seed);
+        let b = run_seed(&race, variant, seed);
+        assert!(
+            a.violated() && b.violated(),
+            "{id} seed {seed} did not replay"
+        );
+        assert_eq!(
+            a.run.trace_hash,
+            b.run.trace_hash,
+            "replay: {}",
+            replay_command(&race, variant, seed)
+        );
+        found.push((variant, seed));
+    }
+    found
+}
+
+pub(crate) fn check_correct(id: &str, exercises_protections: bool) {
+    let race = race(id);
+    let result = sweep(&race, Variant::Correct, 0, CORRECT_SEEDS, |_| {});
+    if let Some(seed) = result.first_failing_seed {
+        let outcome = run_seed(&race, Variant::Correct, seed);
+        panic!(
+            "{id}: the Correct variant failed {} of {} seeds\n{}\n{}\nreplay: {}",
+            result.failures,
+            result.seeds_run,
+            render_timeline(&outcome).join("\n"),
+            outcome.verdict.explanation(),
+            replay_command(&race, Variant::Correct, seed)
+        );
+    }
+    assert_eq!(result.seeds_run, CORRECT_SEEDS);
+    // Sometimes-properties: a pass means something only if faults were injected and the
+    // protections were exercised.
+    // A race whose sweep draws only latencies and workloads (no injected fault) must show
+    // its protections at work instead.
+    let injects_faults = (race.profile)() != racelab_sim_profile_without_faults(&race);
+    assert!(
+        !injects_faults || result.runs_with_faults * 10 >= CORRECT_SEEDS,
+        "{id}: only {} of {} seeds injected any fault: the sweep is nearly vacuous",
+        result.runs_with_faults,
+        CORRECT_SEEDS
+    );
+    if exercises_protections {
+        assert!(
+            result.protections > 0,
+            "{id}: no duplicate or stale write was ever refused"
+        );
+    }
+    eprintln!(
+        "{id}: correct held for {} seeds; {} with faults; {} refusals of duplicates or stale writes",
+        result.seeds_run, result.runs_with_faults, result.protections
+    );
+}
+
+macro_rules! race_tests {
+    ($($name:ident => $id:literal, $protect:literal),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn scripted_timelines_match_the_catalog() {
+                $crate::common::check_scripts($id);
+            }
+
+            #[test]
+            fn random_search_finds_the_buggy_and_docfix_violations() {
+                let found = $crate::common::check_discovery($id);
+                eprintln!("{} seeds to first detection: {found:?}", $id);
+            }
+
+            #[test]
+            fn correct_holds_for_ten_thousand_seeds() {
+                $crate::common::check_correct($id, $protect);
+            }
+        }
+    )*};
+}
