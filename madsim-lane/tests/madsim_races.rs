@@ -14,7 +14,7 @@ use racelab_madsim_lane::{Race, SimRun, refused, replay_command, run};
 /// The seed budget within which every `Buggy` and `DocFix` variant must be caught.
 const SEEDS_TO_FIND_MAX: u64 = 200;
 /// The seeds every `Correct` variant must pass.
-const SEEDS_CORRECT: u64 = 1_000;
+const SEEDS_CORRECT: u64 = 10_000;
 
 /// The seeds to play: `RACELAB_MADSIM_SEED` alone, or `0..count`.
 fn seeds(count: u64) -> Vec<u64> {
