@@ -11,7 +11,7 @@
 //! Each `Buggy` and `DocFix` structure must be caught: the model counts, outside loom, the
 //! interleavings whose outcome breaks the invariant and asserts that there was one. Each
 //! `Correct` structure is explored exhaustively under an explicit preemption bound with the
-//! invariant asserted in every interleaving. [`explore`] runs one model and reports the bound,
+//! invariant asserted in every interleaving. `explore` runs one model and reports the bound,
 //! the number of interleavings and the wall time. The bounded exhaustive search over
 //! simulated worlds is `racelab_sim::explore::exhaustive`.
 
