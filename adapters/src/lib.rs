@@ -51,6 +51,11 @@ pub use recorder::{ProcessRecorder, Recorder};
 pub use redis_kv::{RedisKv, lua};
 pub use redis_server::OwnRedis;
 
+/// The proxy's in-process shared structures of documents 001 and 003 (endpoint health
+/// table, failure queue) and the async code that uses them, over a sync facade that loom
+/// checks: the `racelab-local` crate, kept apart so that it builds under `--cfg loom`.
+pub use racelab_local as local;
+
 /// What can go wrong talking to a store or setting up a run. Server answers (a unique
 /// violation, a `WRONGTYPE`, a script's error reply) are replies, not errors; these are the
 /// failures around them.
