@@ -15,12 +15,14 @@
 
 #![forbid(unsafe_code)]
 
+mod doc_tests;
 mod escape;
 mod html;
 mod markdown;
 mod matrix;
 mod trace;
 
+pub use doc_tests::{DocTestRow, doc_tests_html, doc_tests_markdown};
 pub use html::timeline_html;
 pub use markdown::timeline_markdown;
 pub use matrix::{MatrixRow, ScriptRow, matrix_html, matrix_json, matrix_markdown};

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acceptance;
 pub mod bench;
 mod catalog;
 mod doc001;

@@ -355,6 +355,42 @@ fn list(json: bool) -> ExitCode {
             }
         }
     }
+    let tests = racelab_scenarios::acceptance::doc_tests();
+    if !json {
+        out!(
+            "\nthe documents' own tests, run against each variant of the race they were written for:"
+        );
+    }
+    for t in &tests {
+        let r = t.result();
+        let word = |p: bool| if p { "passes" } else { "fails" };
+        if json {
+            let row = json!({
+                "doc_test": t.id,
+                "name": t.name,
+                "race": t.race,
+                "setting": t.setting,
+                "passes": Variant::ALL.iter().zip(r.passes).map(|(v, p)| (v.as_str().to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
+                "detects_race": r.detects(),
+            });
+            out!("{row}");
+        } else {
+            out!(
+                "{:<9} {:<45} {}: buggy {}, docfix {}, correct {} -> {}",
+                t.id,
+                t.name,
+                t.race,
+                word(r.passes[0]),
+                word(r.passes[1]),
+                word(r.passes[2]),
+                if r.detects() {
+                    "detects the race".to_string()
+                } else {
+                    format!("passes on buggy code: cannot detect {}", t.race)
+                }
+            );
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use racelab_reports::{
-    MatrixRow, ScriptRow, Trace, matrix_html, matrix_json, matrix_markdown, timeline_html,
-    timeline_markdown,
+    DocTestRow, MatrixRow, ScriptRow, Trace, doc_tests_html, doc_tests_markdown, matrix_html,
+    matrix_json, matrix_markdown, timeline_html, timeline_markdown,
 };
 
 use crate::{
@@ -103,6 +103,11 @@ pub fn write_report(
          run until the first violation.\n\n"
     );
     md.push_str(&matrix_markdown(&rows));
+    let doc_rows = doc_test_rows(races);
+    if !doc_rows.is_empty() {
+        md.push('\n');
+        md.push_str(&doc_tests_markdown(&doc_rows));
+    }
     md.push_str("\n## Failing traces\n\n");
     for row in &rows {
         for page in &row.timelines {
@@ -112,12 +117,32 @@ pub fn write_report(
     }
     std::fs::write(out.join("matrix.md"), md)?;
     std::fs::write(out.join("matrix.json"), matrix_json(&rows))?;
-    std::fs::write(
-        out.join("index.html"),
-        matrix_html("racelab race matrix", &rows),
-    )?;
+    let mut index = matrix_html("racelab race matrix", &rows);
+    if !doc_rows.is_empty() {
+        let section = doc_tests_html(&doc_rows);
+        match index.rfind("</body>") {
+            Some(at) => index.insert_str(at, &section),
+            None => index.push_str(&section),
+        }
+    }
+    std::fs::write(out.join("index.html"), index)?;
     files.extend(["matrix.md", "matrix.json", "index.html"].map(PathBuf::from));
     Ok(Written { rows, files })
+}
+
+/// The documents' tests written for any of `races`.
+fn doc_test_rows(races: &[Race]) -> Vec<DocTestRow> {
+    crate::acceptance::doc_tests()
+        .iter()
+        .filter(|t| races.iter().any(|r| r.id == t.race))
+        .map(|t| DocTestRow {
+            id: t.id.to_string(),
+            name: t.name.to_string(),
+            race: t.race.to_string(),
+            setting: t.setting.to_string(),
+            passes: t.result().passes,
+        })
+        .collect()
 }
 
 fn observed(violated: bool) -> &'static str {
