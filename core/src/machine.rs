@@ -33,17 +33,24 @@ pub trait Machine {
     fn handle_start(&mut self, now: Timestamp);
     /// The answer to an operation this machine emitted.
     fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply);
-    /// A timer the machine asked for is due. Spurious calls are no-ops.
-    fn handle_timeout(&mut self, now: Timestamp);
+    /// A timer the machine asked for is due. Spurious calls are no-ops (the default, for
+    /// machines that never ask for one).
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let _ = now;
+    }
     /// The next store operation to perform.
     #[must_use]
     fn poll_op(&mut self) -> Option<Outgoing>;
-    /// The next outcome to record in the history.
+    /// The next outcome to record in the history (none by default).
     #[must_use]
-    fn poll_note(&mut self) -> Option<Note>;
-    /// When the machine next wants [`Machine::handle_timeout`].
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+    /// When the machine next wants [`Machine::handle_timeout`] (never by default).
     #[must_use]
-    fn poll_timeout(&self) -> Option<Timestamp>;
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
     /// Whether the machine has nothing in flight and nothing it will do without new input
     /// other than polling for work (used to detect quiescence).
     fn is_idle(&self) -> bool;

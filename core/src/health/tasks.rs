@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::history::{Note, Tag};
+use crate::history::Tag;
 use crate::ids::OpId;
 use crate::machine::{Machine, Outgoing};
 use crate::ops::{CallKind, Reply, StoreOp, UpstreamOp};
@@ -240,18 +240,8 @@ impl Machine for RequestTask {
         }
     }
 
-    fn handle_timeout(&mut self, _now: Timestamp) {}
-
     fn poll_op(&mut self) -> Option<Outgoing> {
         self.steps.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        None
     }
 
     fn is_idle(&self) -> bool {
@@ -433,10 +423,6 @@ impl Machine for ProbeTask {
         self.steps.ops.pop_front()
     }
 
-    fn poll_note(&mut self) -> Option<Note> {
-        None
-    }
-
     fn poll_timeout(&self) -> Option<Timestamp> {
         self.next_at
     }
@@ -501,18 +487,8 @@ impl Machine for AddThread {
         self.done = true;
     }
 
-    fn handle_timeout(&mut self, _now: Timestamp) {}
-
     fn poll_op(&mut self) -> Option<Outgoing> {
         self.steps.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        None
     }
 
     fn is_idle(&self) -> bool {
@@ -647,18 +623,8 @@ impl Machine for SaverTask {
         }
     }
 
-    fn handle_timeout(&mut self, _now: Timestamp) {}
-
     fn poll_op(&mut self) -> Option<Outgoing> {
         self.steps.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        None
     }
 
     fn is_idle(&self) -> bool {
@@ -702,18 +668,8 @@ impl Machine for BlockTask {
         }
     }
 
-    fn handle_timeout(&mut self, _now: Timestamp) {}
-
     fn poll_op(&mut self) -> Option<Outgoing> {
         self.steps.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        None
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        None
     }
 
     fn is_idle(&self) -> bool {
