@@ -10,11 +10,18 @@
 //!   and executes the very same operation again once the holder's transaction has ended, so
 //!   the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
 //!   clause on the newest row version). As in PostgreSQL, an `UPDATE` whose guard is already
-//!   false on the committed version skips the row without waiting.
+//!   false on the committed version skips the row without waiting, and one whose new values
+//!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
+//!   waiting: PostgreSQL computes them before it tries the lock (and again, on the newest
+//!   version, after the wait).
 //! - `INSERT` of a key that another session inserted (or updated) without committing waits
 //!   for that session, then fails with a unique violation if the row exists.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
-//!   `COMMIT` rolls it back).
+//!   `COMMIT` rolls it back). PostgreSQL aborts the transaction at the error, so its row
+//!   locks and uncommitted rows are gone at once, not at `ROLLBACK`: a statement waiting for
+//!   them proceeds (checked on PostgreSQL 15; see the adapters' SQL conformance test
+//!   `a_failed_transaction_releases_its_locks_at_the_error`). [`SqlModel::lock_releases`]
+//!   tells a caller with parked statements when to try them again.
 //!
 //! There is no deadlock detection: two sessions waiting on each other stay parked until a
 //! client timeout gives up and the session is dropped ([`SqlModel::disconnect`]), which rolls
@@ -64,6 +71,7 @@ pub enum SqlOutcome {
 #[derive(Debug, Default)]
 struct Txn {
     /// An error happened in it: every later statement fails with 25P02, `COMMIT` rolls back.
+    /// Its locks and writes were dropped at the error.
     failed: bool,
     /// The session's uncommitted row versions (inserted or updated rows), visible only to
     /// the session until commit.
@@ -78,8 +86,10 @@ pub struct SqlModel {
     /// The open transactions by session (an autocommit statement has one while it runs).
     txns: BTreeMap<SessionId, Txn>,
     /// Row locks: which session holds each locked row (a row it updated, inserted or
-    /// selected `FOR UPDATE`). Held until the transaction ends.
+    /// selected `FOR UPDATE`). Held until the transaction ends or fails.
     locks: BTreeMap<RowId, SessionId>,
+    /// How many times a transaction released row locks (see [`SqlModel::lock_releases`]).
+    lock_releases: u64,
 }
 
 impl SqlModel {
@@ -130,10 +140,8 @@ impl SqlModel {
                 Some(_) => match self.run(session, stmt) {
                     Err(holder) => SqlOutcome::Blocked { holder },
                     Ok(reply) => {
-                        if is_error(&reply)
-                            && let Some(txn) = self.txns.get_mut(&session)
-                        {
-                            txn.failed = true;
+                        if is_error(&reply) {
+                            self.fail(session);
                         }
                         done(reply, false)
                     }
@@ -141,7 +149,11 @@ impl SqlModel {
                 None => {
                     self.txns.insert(session, Txn::default());
                     let result = self.run(session, stmt);
+                    // The statement's own locks live and die inside this call: no other
+                    // statement can have waited for them, so their release is not counted.
+                    let releases = self.lock_releases;
                     let txn = self.end(session).unwrap_or_default();
+                    self.lock_releases = releases;
                     match result {
                         Err(holder) => SqlOutcome::Blocked { holder },
                         Ok(reply) if is_error(&reply) => done(reply, false),
@@ -179,12 +191,40 @@ impl SqlModel {
         self.txns.contains_key(&session)
     }
 
+    /// How many times so far a transaction released row locks: by its end (commit, rollback,
+    /// disconnect) or by failing. A statement parked behind a lock may proceed once this
+    /// changes, and not before; a caller compares it before and after each operation.
+    pub fn lock_releases(&self) -> u64 {
+        self.lock_releases
+    }
+
     /// Ends the session's transaction, if any, without applying it: removes it and releases
     /// its locks. Returns the transaction.
     fn end(&mut self, session: SessionId) -> Option<Txn> {
         let txn = self.txns.remove(&session)?;
-        self.locks.retain(|_, holder| *holder != session);
+        self.release_locks(session);
         Some(txn)
+    }
+
+    /// An error failed the session's open transaction: PostgreSQL aborts it at once, so its
+    /// uncommitted rows vanish and its locks are released; only the transaction block stays
+    /// (answering 25P02) until `COMMIT` or `ROLLBACK`.
+    fn fail(&mut self, session: SessionId) {
+        let Some(txn) = self.txns.get_mut(&session) else {
+            return;
+        };
+        txn.failed = true;
+        txn.writes.clear();
+        self.release_locks(session);
+    }
+
+    /// Releases every row lock `session` holds, counting the release if there was any.
+    fn release_locks(&mut self, session: SessionId) {
+        let before = self.locks.len();
+        self.locks.retain(|_, holder| *holder != session);
+        if self.locks.len() != before {
+            self.lock_releases += 1;
+        }
     }
 
     /// Applies an ended transaction's writes to the committed state. Returns whether it
@@ -325,10 +365,15 @@ impl SqlModel {
                 if let Some(holder) = self.other_holder(session, &id) {
                     // The statement's snapshot holds the committed version (another session's
                     // uncommitted insert is invisible). PostgreSQL only waits for the lock if
-                    // that version passes the guard; after the wait it re-checks the newest
-                    // version, which the re-execution does.
+                    // that version passes the guard, and it computes the new values from
+                    // that version before it tries the lock, so an overflow fails at once.
+                    // After the wait it re-checks and recomputes on the newest version,
+                    // which the re-execution does.
                     return match self.committed_row(&id) {
-                        Some(row) if matches(guard, key, row) => Err(holder),
+                        Some(row) if matches(guard, key, row) => match assign(row, set) {
+                            Ok(_) => Err(holder),
+                            Err(e) => Ok(e),
+                        },
                         _ => Ok(SqlReply::Rows(Vec::new())),
                     };
                 }
@@ -984,11 +1029,6 @@ mod tests {
         assert_eq!(error(ok(&mut m, A, &insert_scan("s9", 1))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &SqlOp::Begin)), ABORTED);
         assert!(m.in_transaction(A));
-        // Locks are still held until the end.
-        assert_eq!(
-            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
-            SqlOutcome::Blocked { holder: A }
-        );
         assert_eq!(
             m.execute(A, &SqlOp::Commit),
             SqlOutcome::Done {
@@ -1009,6 +1049,107 @@ mod tests {
         error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
         assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
         assert!(!m.in_transaction(A));
+    }
+
+    #[test]
+    fn a_failed_transaction_releases_its_locks_and_rows_at_the_error() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        ok(&mut m, A, &insert_scan("s1", 5));
+        let b_update = update(WO, Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 9)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        let releases = m.lock_releases();
+        // A's transaction fails (on a column it does not have): PostgreSQL aborts it there.
+        error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
+        assert_ne!(m.lock_releases(), releases, "the failure released locks");
+        assert!(m.in_transaction(A), "the block waits for ROLLBACK");
+        // B proceeds before A's ROLLBACK, without A's uncommitted update or insert.
+        assert_eq!(rows(ok(&mut m, B, &b_update))[0].int("qty"), Some(11));
+        assert_eq!(ok(&mut m, B, &insert_scan("s1", 9)), SqlReply::Affected(1));
+        assert_eq!(error(ok(&mut m, A, &insert_scan("s2", 1))), ABORTED);
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+        assert_eq!(committed_qty(&m), Some(&int(11)));
+        assert_eq!(
+            m.committed(Table::AppliedScans, "s1")
+                .and_then(|r| r.get("qty")),
+            Some(&int(9))
+        );
+    }
+
+    #[test]
+    fn lock_releases_count_only_locks_another_statement_could_wait_for() {
+        let mut m = seeded();
+        let releases = m.lock_releases();
+        // Autocommit: the lock is taken and dropped inside one call.
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 1)])));
+        error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
+        // A transaction without locks, failed and ended.
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select(Table::WorkOrders, WO));
+        let bad_scan = exec(SqlStmt::Scan {
+            table: Table::WorkOrders,
+            filter: Cond::cmp("nope", CmpOp::Eq, int(1)),
+        });
+        error(ok(&mut m, A, &bad_scan));
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(m.lock_releases(), releases);
+        // A transaction holding a lock, committed.
+        ok(&mut m, B, &SqlOp::Begin);
+        ok(&mut m, B, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, B, &SqlOp::Commit);
+        assert_eq!(m.lock_releases(), releases + 1);
+    }
+
+    #[test]
+    fn an_update_that_would_overflow_fails_without_waiting_for_the_lock() {
+        let mut m = seeded();
+        m.seed(Table::WorkOrders, "big", work_order(i64::MAX - 1, 1));
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, "big")));
+        // PostgreSQL computes the new value from the committed version before it tries
+        // the lock.
+        ok(&mut m, B, &SqlOp::Begin);
+        assert_eq!(
+            error(ok(
+                &mut m,
+                B,
+                &update("big", Cond::True, vec![add("qty", 5)])
+            )),
+            "22003: bigint out of range"
+        );
+        assert_eq!(ok(&mut m, B, &SqlOp::Rollback), SqlReply::Ok);
+        // The guard comes first: a row it skips is not computed.
+        assert!(
+            rows(ok(
+                &mut m,
+                B,
+                &update("big", epoch_is(7), vec![add("qty", 5)])
+            ))
+            .is_empty()
+        );
+        // A value that fits waits, and is computed again on the newest version.
+        let b_update = update("big", Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        rows(ok(
+            &mut m,
+            A,
+            &update("big", Cond::True, vec![add("qty", 1)]),
+        ));
+        ok(&mut m, A, &SqlOp::Commit);
+        assert_eq!(
+            error(ok(&mut m, B, &b_update)),
+            "22003: bigint out of range"
+        );
+        assert_eq!(
+            m.committed(Table::WorkOrders, "big")
+                .and_then(|r| r.get("qty")),
+            Some(&int(i64::MAX))
+        );
     }
 
     #[test]
