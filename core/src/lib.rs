@@ -34,9 +34,9 @@ pub use history::{
 pub use ids::{Epoch, OpId, ProcessId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId};
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CmpOp, ColumnType, Cond, Delivery, DeliveryId, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp, SqlReply,
-    SqlStmt, StoreOp, Table, Value,
+    Assign, CmpOp, ColumnType, Cond, Delivery, DeliveryId, InvalidStmt, JobFields, JobId, KeyedRow,
+    KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp,
+    SqlReply, SqlStmt, StoreOp, Table, Value,
 };
 pub use oracle::{FinalState, Verdict, Violation};
 pub use time::{Duration, Timestamp};

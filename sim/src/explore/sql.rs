@@ -16,6 +16,8 @@
 //!   version, after the wait).
 //! - `INSERT` of a key that another session inserted (or updated) without committing waits
 //!   for that session, then fails with a unique violation if the row exists.
+//! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
+//!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
 //!   `COMMIT` rolls it back). PostgreSQL aborts the transaction at the error, so its row
 //!   locks and uncommitted rows are gone at once, not at `ROLLBACK`: a statement waiting for
@@ -29,9 +31,7 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{
-    Assign, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
-};
+use racelab_core::{Assign, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
@@ -282,6 +282,9 @@ impl SqlModel {
     /// Runs one statement inside the session's (open, not failed) transaction. `Err` is the
     /// holder of the lock the statement waits for; nothing has changed then.
     fn run(&mut self, session: SessionId, stmt: &SqlStmt) -> Result<SqlReply, SessionId> {
+        if let Err(invalid) = stmt.validate() {
+            return Ok(invalid.reply());
+        }
         match stmt {
             SqlStmt::Select {
                 table,
@@ -306,9 +309,6 @@ impl SqlModel {
                 Ok(SqlReply::Rows(vec![keyed(key, row)]))
             }
             SqlStmt::Scan { table, filter } => {
-                if let Err(e) = check_cond(*table, filter) {
-                    return Ok(e);
-                }
                 let mut rows: BTreeMap<&str, &Row> = self
                     .committed
                     .get(table)
@@ -330,9 +330,6 @@ impl SqlModel {
                 Ok(SqlReply::Rows(found))
             }
             SqlStmt::Insert { table, key, row } => {
-                if let Err(e) = check_insert(*table, row) {
-                    return Ok(e);
-                }
                 let id = (*table, key.clone());
                 // PostgreSQL's unique check waits for an in-progress inserter or updater of
                 // the key (not for a mere FOR UPDATE locker), then re-checks.
@@ -358,9 +355,6 @@ impl SqlModel {
                 guard,
                 set,
             } => {
-                if let Err(e) = check_cond(*table, guard).and_then(|()| check_update(*table, set)) {
-                    return Ok(e);
-                }
                 let id = (*table, key.clone());
                 if let Some(holder) = self.other_holder(session, &id) {
                     // The statement's snapshot holds the committed version (another session's
@@ -418,111 +412,6 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     KeyedRow {
         key: key.to_string(),
         columns,
-    }
-}
-
-/// The type of a non-`NULL` value.
-fn value_type(value: &Value) -> Option<ColumnType> {
-    match value {
-        Value::Null => None,
-        Value::Int(_) => Some(ColumnType::Int),
-        Value::Text(_) => Some(ColumnType::Text),
-    }
-}
-
-/// Checks that a value can be stored in a column of type `ty` (42804 otherwise).
-fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlReply> {
-    match value_type(value) {
-        Some(actual) if actual != ty => Err(SqlReply::Error(format!(
-            "42804: column \"{column}\" is of type {} but expression is of type {}",
-            ty.sql_name(),
-            actual.sql_name()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The error for a column the table does not have, in an `INSERT` or `SET` list.
-fn no_such_column(table: Table, column: &str) -> SqlReply {
-    SqlReply::Error(format!(
-        "42703: column \"{column}\" of relation \"{}\" does not exist",
-        table.as_str()
-    ))
-}
-
-/// Checks an `INSERT`'s columns (all names first, then the values' types, as PostgreSQL's
-/// analysis does).
-fn check_insert(table: Table, row: &Row) -> Result<(), SqlReply> {
-    let mut types = Vec::with_capacity(row.len());
-    for column in row.keys() {
-        if column == KEY_COLUMN {
-            return Err(SqlReply::Error(format!(
-                "42701: column \"{KEY_COLUMN}\" specified more than once"
-            )));
-        }
-        types.push(
-            table
-                .column_type(column)
-                .ok_or_else(|| no_such_column(table, column))?,
-        );
-    }
-    for ((column, value), ty) in row.iter().zip(types) {
-        check_value(column, ty, value)?;
-    }
-    Ok(())
-}
-
-/// Checks an `UPDATE`'s assignments: known non-key columns, values of the column's type, `+`
-/// only on integer columns, and no column assigned twice.
-fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
-    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
-    for a in set {
-        let column = match a {
-            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-        };
-        if column == KEY_COLUMN {
-            return Err(SqlReply::Error(format!(
-                "0A000: the model does not support updating the primary key \"{KEY_COLUMN}\" of relation \"{}\"",
-                table.as_str()
-            )));
-        }
-        let ty = table
-            .column_type(column)
-            .ok_or_else(|| no_such_column(table, column))?;
-        match a {
-            Assign::Set { value, .. } => check_value(column, ty, value)?,
-            Assign::Add { .. } if ty != ColumnType::Int => {
-                return Err(SqlReply::Error(format!(
-                    "42883: operator does not exist: {} + bigint",
-                    ty.sql_name()
-                )));
-            }
-            Assign::Add { .. } => {}
-        }
-        if seen.contains(&column) {
-            return Err(SqlReply::Error(format!(
-                "42601: multiple assignments to same column \"{column}\""
-            )));
-        }
-        seen.push(column);
-    }
-    Ok(())
-}
-
-/// Checks that a condition names only columns of the table (or its key).
-fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
-    match cond {
-        Cond::True => Ok(()),
-        Cond::Cmp { column, .. } => {
-            if column == KEY_COLUMN || table.column_type(column).is_some() {
-                Ok(())
-            } else {
-                Err(SqlReply::Error(format!(
-                    "42703: column \"{column}\" does not exist"
-                )))
-            }
-        }
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().try_for_each(|c| check_cond(table, c)),
     }
 }
 
