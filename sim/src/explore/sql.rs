@@ -7,8 +7,8 @@
 //!   committed version of every row plus its own session's uncommitted writes.
 //! - `UPDATE` and `SELECT ... FOR UPDATE` take the row lock. A row locked by another session
 //!   makes the statement [`SqlOutcome::Blocked`]; nothing changes, and the simulator parks it
-//!   and executes the very same operation again once the holder's transaction has ended, so
-//!   the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
+//!   and executes the very same operation again once the holder's transaction has ended (or
+//!   failed), so the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
 //!   clause on the newest row version). As in PostgreSQL, an `UPDATE` whose guard is already
 //!   false on the committed version skips the row without waiting, and one whose new values
 //!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
@@ -60,7 +60,8 @@ pub enum SqlOutcome {
     },
     /// The statement must wait for a row lock (or an uncommitted insert of the same key) held
     /// by `holder`. Nothing changed. The simulator parks it and calls
-    /// [`SqlModel::execute`] again with the same op after the holder's transaction ends.
+    /// [`SqlModel::execute`] again with the same op after the holder's transaction ends or
+    /// fails ([`SqlModel::lock_releases`] moves).
     Blocked {
         /// The session whose transaction holds the lock.
         holder: SessionId,
