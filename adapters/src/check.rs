@@ -927,6 +927,14 @@ impl Run {
                 drained_checks = 0;
                 continue;
             }
+            if pending.is_empty() {
+                // Every scan is applied, so a Redis restart can only have lost jobs whose
+                // effect is in already: there is nothing to re-submit for it. (A restart at
+                // or after the last scan, which a tiny run reaches within moments, used to
+                // leave `seen_epoch` behind for good: the run waited for a re-submission that
+                // nothing was left to make, until its time limit.)
+                seen_epoch = epoch;
+            }
             if pending.is_empty() && terminals_done {
                 // Everything applied: stop injecting, heal the network, make sure every scan
                 // has an acknowledged submission, then wait for the queue to drain.

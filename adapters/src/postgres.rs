@@ -3,10 +3,11 @@
 //! set-up. One [`PgSql`] is one connection, which is one session, as in the SQL model.
 //!
 //! Where PostgreSQL would coerce or reject what the model treats strictly, the adapter applies
-//! the model's rule before sending anything, with the model's SQLSTATE: a value of the wrong
-//! type for its column is 42804, an unknown column 42703, `key` inside an insert row 42701, a
-//! column assigned twice 42601, `+` on a text column 42883, assigning the key 0A000; a
-//! comparison of a column with a value of another type, or with NULL, is false. Inside a
+//! the model's rule before sending anything, with the model's SQLSTATE: the statement rules
+//! are [`SqlStmt::validate`]'s (a value of the wrong type for its column is 42804, an unknown
+//! column 42703, `key` inside an insert row 42701, a column assigned twice 42601, `+` on a
+//! text column 42883, assigning the key 0A000), shared with the model; a comparison of a
+//! column with a value of another type, or with NULL, is false. Inside a
 //! transaction such an error fails the transaction on the server too, as the server's own
 //! error would have. The conformance tests hold the two to the same answers.
 //!
@@ -88,20 +89,6 @@ fn error(message: String) -> SqlReply {
     SqlReply::Error(message)
 }
 
-fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
-    match cond {
-        Cond::True => Ok(()),
-        Cond::Cmp { column, .. } => {
-            if column == KEY || table.column_type(column).is_some() {
-                Ok(())
-            } else {
-                Err(error(format!("42703: column \"{column}\" does not exist")))
-            }
-        }
-        Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(|c| check_cond(table, c)),
-    }
-}
-
 fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
     match cond {
         Cond::True => "TRUE".to_string(),
@@ -119,7 +106,7 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
             let ty = if column == KEY {
                 ColumnType::Text
             } else {
-                // Checked by `check_cond` before.
+                // Validated before (`SqlStmt::validate`).
                 table.column_type(column).unwrap_or(ColumnType::Text)
             };
             match (value, typed(ty, value)) {
@@ -149,85 +136,8 @@ fn returning(table: Table) -> String {
     cols.join(", ")
 }
 
-fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlReply> {
-    let actual = match value {
-        Value::Null => return Ok(()),
-        Value::Int(_) => ColumnType::Int,
-        Value::Text(_) => ColumnType::Text,
-    };
-    if actual == ty {
-        return Ok(());
-    }
-    Err(error(format!(
-        "42804: column \"{column}\" is of type {} but expression is of type {}",
-        ty.sql_name(),
-        actual.sql_name()
-    )))
-}
-
-fn no_such_column(table: Table, column: &str) -> SqlReply {
-    error(format!(
-        "42703: column \"{column}\" of relation \"{}\" does not exist",
-        table.as_str()
-    ))
-}
-
-fn check_insert(table: Table, row: &Row) -> Result<Vec<ColumnType>, SqlReply> {
-    let mut types = Vec::with_capacity(row.len());
-    for column in row.keys() {
-        if column == KEY {
-            return Err(error(format!(
-                "42701: column \"{KEY}\" specified more than once"
-            )));
-        }
-        types.push(
-            table
-                .column_type(column)
-                .ok_or_else(|| no_such_column(table, column))?,
-        );
-    }
-    for ((column, value), ty) in row.iter().zip(&types) {
-        check_value(column, *ty, value)?;
-    }
-    Ok(types)
-}
-
-fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
-    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
-    for a in set {
-        let column = match a {
-            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-        };
-        if column == KEY {
-            return Err(error(format!(
-                "0A000: racelab does not support updating the primary key \"{KEY}\" of relation \"{}\"",
-                table.as_str()
-            )));
-        }
-        let ty = table
-            .column_type(column)
-            .ok_or_else(|| no_such_column(table, column))?;
-        match a {
-            Assign::Set { value, .. } => check_value(column, ty, value)?,
-            Assign::Add { .. } if ty != ColumnType::Int => {
-                return Err(error(format!(
-                    "42883: operator does not exist: {} + bigint",
-                    ty.sql_name()
-                )));
-            }
-            Assign::Add { .. } => {}
-        }
-        if seen.contains(&column) {
-            return Err(error(format!(
-                "42601: multiple assignments to same column \"{column}\""
-            )));
-        }
-        seen.push(column);
-    }
-    Ok(())
-}
-
 fn build(stmt: &SqlStmt) -> Built {
+    stmt.validate().map_err(|invalid| invalid.reply())?;
     let mut params = Vec::new();
     match stmt {
         SqlStmt::Select {
@@ -248,7 +158,6 @@ fn build(stmt: &SqlStmt) -> Built {
             ))
         }
         SqlStmt::Scan { table, filter } => {
-            check_cond(*table, filter)?;
             let filter = cond_sql(*table, filter, &mut params);
             Ok((
                 format!(
@@ -261,13 +170,15 @@ fn build(stmt: &SqlStmt) -> Built {
             ))
         }
         SqlStmt::Insert { table, key, row } => {
-            let types = check_insert(*table, row)?;
             params.push(Param::Text(Some(key.clone())));
             let mut cols = vec![ident(KEY)];
-            for ((column, value), ty) in row.iter().zip(types) {
-                params.push(typed(ty, value).ok_or_else(|| {
-                    error(format!("42804: column \"{column}\" has another type"))
-                })?);
+            for (column, value) in row {
+                // Validated: the column exists and the value has its type.
+                let param = table
+                    .column_type(column)
+                    .and_then(|ty| typed(ty, value))
+                    .ok_or_else(|| error(format!("42804: column \"{column}\" has another type")))?;
+                params.push(param);
                 cols.push(ident(column));
             }
             let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
@@ -287,8 +198,6 @@ fn build(stmt: &SqlStmt) -> Built {
             guard,
             set,
         } => {
-            check_cond(*table, guard)?;
-            check_update(*table, set)?;
             params.push(Param::Text(Some(key.clone())));
             let mut assigns = Vec::new();
             for a in set {

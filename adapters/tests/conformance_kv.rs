@@ -20,8 +20,9 @@ use racelab_sim::explore::models::RedisModel;
 /// Keys with quotes, glob and Lua metacharacters, unicode and a NUL.
 const KEYS: [&str; 4] = ["k", "k'\"; --", "ключ🔑{a}*?[x]", "nul\u{0}key"];
 
-/// Values: numbers for INCRBY, SQL/Lua injection attempts, unicode, empty, NUL.
-const VALUES: [&str; 11] = [
+/// Values: numbers for INCRBY (and texts Redis does not read as integers: leading zero, plus
+/// sign, "-0", a space), SQL/Lua injection attempts, unicode, empty, NUL.
+const VALUES: [&str; 15] = [
     "",
     "v",
     "0",
@@ -33,6 +34,10 @@ const VALUES: [&str; 11] = [
     "]]..redis.call('DEL', KEYS[1])..[[",
     "ünï©ødé 🎉",
     "a\u{0}b",
+    "05",
+    "+5",
+    "-0",
+    " 5",
 ];
 
 /// TTL arguments of `compare_and_extend`, valid and not (leading zeros, too long, signs).
@@ -86,8 +91,11 @@ fn op() -> impl Strategy<Value = KvOp> {
     ];
     prop_oneof![
         1 => key().prop_map(|key| KvOp::Get { key }),
-        // No `PX 0`: see the regression test of the model's known difference below.
-        3 => (key(), value(), condition, prop::option::of(ttl())).prop_map(
+        // `PX 0` is refused by Redis (see `set_px_0_and_non_canonical_integers_agree`).
+        3 => (key(), value(), condition, prop::option::of(prop_oneof![
+            8 => ttl(),
+            1 => Just(Duration::ZERO),
+        ])).prop_map(
             |(key, value, condition, ttl)| KvOp::Set {
                 key,
                 value,
@@ -313,62 +321,70 @@ fn kv_regression_sequences_agree_with_the_model() {
         .expect("cleaning the test's keys");
 }
 
-/// KNOWN MODEL DIFFERENCES, reported to the `sim` owners and kept out of the generator.
-/// Each case asserts what real Redis does and that the model still differs; when the model
-/// is fixed this test fails on purpose: then move the case into
-/// `kv_regression_sequences_agree_with_the_model` and allow the input in the generator.
+/// Former model differences, now regression cases: `SET k v PX 0`, which Redis refuses, and
+/// `INCRBY` on texts Redis' strict integer parsing (`string2ll`) refuses. Each case checks
+/// the exact error real Redis gives and that the model gives the same.
 #[test]
-fn known_model_differences_are_still_present() {
+fn set_px_0_and_non_canonical_integers_agree() {
     let rt = common::runtime();
-    let Some(config) = rt.block_on(common::servers_or_skip("kv known differences", true, false))
-    else {
+    let Some(config) = rt.block_on(common::servers_or_skip(
+        "kv former differences",
+        true,
+        false,
+    )) else {
         return;
     };
     let prefix = common::prefix("kvdiff");
     let mut kv = rt
         .block_on(RedisKv::connect(&config.redis_url, &prefix))
         .expect("Redis was reachable a moment ago");
-    let set = |value: &str, ttl: Option<Duration>| KvOp::Set {
+    let set = |value: &str, condition, ttl: Option<Duration>| KvOp::Set {
         key: "n".into(),
         value: value.into(),
-        condition: SetCondition::Always,
+        condition,
         ttl,
     };
     let incr = KvOp::IncrBy {
         key: "n".into(),
         delta: 1,
     };
-    // 1. `SET k v PX 0`: Redis rejects the expire time; the model answers OK.
+    // 1. `SET k v PX 0`, whatever the condition and whether the key exists.
+    let refused = KvReply::Error("ERR invalid expire time in 'set' command".into());
     let mut model = RedisModel::new(Duration::ZERO);
-    let op = set("v", Some(Duration::ZERO));
-    let real = rt.block_on(kv.execute_kv(&op)).expect("Redis answers");
-    assert_eq!(
-        real,
-        KvReply::Error("ERR invalid expire time in 'set' command".into()),
-        "Redis rejects PX 0"
-    );
-    assert_eq!(
-        model.execute(Timestamp::ZERO, &op),
-        KvReply::Ok,
-        "the model was fixed for PX 0: move this case into the regression sequences"
-    );
-    // 2. INCRBY on "05", "+5", "-0": Redis' strict integer parsing rejects them; the model
-    //    (Rust's `str::parse::<i64>`) accepts them.
-    for text in ["05", "+5", "-0"] {
+    for exists in [false, true] {
+        if exists {
+            let op = set("v", SetCondition::Always, None);
+            rt.block_on(kv.execute_kv(&op)).expect("Redis answers");
+            model.execute(Timestamp::ZERO, &op);
+        }
+        for condition in [
+            SetCondition::Always,
+            SetCondition::IfAbsent,
+            SetCondition::IfPresent,
+        ] {
+            let op = set("w", condition, Some(Duration::ZERO));
+            let real = rt.block_on(kv.execute_kv(&op)).expect("Redis answers");
+            assert_eq!(real, refused, "Redis refuses `{op}` (key exists: {exists})");
+            assert_eq!(
+                model.execute(Timestamp::ZERO, &op),
+                real,
+                "the model answers `{op}` as Redis does (key exists: {exists})"
+            );
+        }
+    }
+    // 2. INCRBY on texts that are not an integer's canonical decimal form.
+    let not_an_integer = KvReply::Error("ERR value is not an integer or out of range".into());
+    for text in ["05", "+5", "-0", " 5", "", "9223372036854775808"] {
         let mut model = RedisModel::new(Duration::ZERO);
-        model.execute(Timestamp::ZERO, &set(text, None));
-        rt.block_on(kv.execute_kv(&set(text, None)))
-            .expect("Redis answers");
+        let op = set(text, SetCondition::Always, None);
+        model.execute(Timestamp::ZERO, &op);
+        rt.block_on(kv.execute_kv(&op)).expect("Redis answers");
         let real = rt.block_on(kv.execute_kv(&incr)).expect("Redis answers");
+        assert_eq!(real, not_an_integer, "Redis refuses INCRBY on {text:?}");
         assert_eq!(
+            model.execute(Timestamp::ZERO, &incr),
             real,
-            KvReply::Error("ERR value is not an integer or out of range".into()),
-            "Redis rejects INCRBY on {text:?}"
-        );
-        assert!(
-            matches!(model.execute(Timestamp::ZERO, &incr), KvReply::Int(_)),
-            "the model was fixed for INCRBY on {text:?}: move this case into the regression \
-             sequences"
+            "the model answers INCRBY on {text:?} as Redis does"
         );
     }
     rt.block_on(kv.clean()).expect("cleaning the test's keys");

@@ -3,9 +3,10 @@
 //! the same committed rows. Error replies agree on their SQLSTATE.
 //!
 //! Concurrency: when the model parks a statement (`Blocked`), the same statement runs on a
-//! spawned task and must be seen waiting for a lock in `pg_stat_activity`; when the holder's
-//! transaction ends, the model re-executes the parked statement and its reply must equal the
-//! one the server finally gives. (A statement the model would park while the other session is
+//! spawned task and must be seen waiting for a lock in `pg_stat_activity`; when the holder
+//! releases its locks (its transaction ends, or fails at an error), the model re-executes the
+//! parked statement and its reply must equal the one the server then gives, before anything
+//! else is sent. (A statement the model would park while the other session is
 //! already parked would be a deadlock, which the model does not detect: it is left out.)
 
 mod common;
@@ -280,6 +281,20 @@ impl Ctx {
         ))
     }
 
+    /// Whether session `s`'s backend still waits for a lock the other session's backend
+    /// holds.
+    async fn blocked_by_other(&self, s: usize) -> Result<bool, String> {
+        let row = self
+            .observer
+            .query_one(
+                "SELECT $2::int4 = ANY(pg_blocking_pids($1::int4))",
+                &[&self.pids[s], &self.pids[1 - s]],
+            )
+            .await
+            .map_err(|e| format!("watching pg_blocking_pids: {e}"))?;
+        Ok(row.get(0))
+    }
+
     async fn check(&mut self, seed_wo2: bool, ops: &[(usize, SqlOp)]) -> Result<(), String> {
         for s in 0..2 {
             self.exec(s, &SqlOp::Rollback).await?;
@@ -304,8 +319,6 @@ impl Ctx {
         }
         let mut trace: Vec<String> = Vec::new();
         let mut parked: Option<Parked> = None;
-        // Whether each session's transaction failed (an error inside it).
-        let mut failed = [false; 2];
         let fail = |trace: &[String], what: String| {
             Err(format!(
                 "{what}\nsequence so far:\n  {}",
@@ -317,6 +330,7 @@ impl Ctx {
             if parked.as_ref().is_some_and(|p| p.0 == s) {
                 continue;
             }
+            let releases = model.lock_releases();
             match model.execute(SESSIONS[s], op) {
                 SqlOutcome::Done { reply, .. } => {
                     let real = self.exec(s, op).await?;
@@ -327,8 +341,6 @@ impl Ctx {
                             format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
                         );
                     }
-                    let error =
-                        matches!(reply, SqlReply::Error(_) | SqlReply::UniqueViolation { .. });
                     match &reply {
                         SqlReply::UniqueViolation { .. } => self.seen.unique_violations += 1,
                         SqlReply::RolledBack => self.seen.rolled_back_commits += 1,
@@ -338,27 +350,29 @@ impl Ctx {
                         }
                         _ => {}
                     }
-                    failed[s] = model.in_transaction(SESSIONS[s]) && (failed[s] || error);
-                    if parked.is_some()
-                        && !model.in_transaction(SESSIONS[s])
+                    // The holder's locks are gone (its transaction ended or failed): the
+                    // parked statement must finish now, on the server too.
+                    if model.lock_releases() != releases
                         && let Some(p) = parked.take()
                     {
                         self.resolve(&mut model, p, &mut trace).await?;
+                    } else if let Some(p) = &parked
+                        && !self.blocked_by_other(p.0).await?
+                    {
+                        // The model still parks it: so must the server.
+                        return fail(
+                            &trace,
+                            format!(
+                                "S{} `{}`: the model still parks it after S{s} `{op}`, but \
+                                 PostgreSQL no longer makes it wait",
+                                p.0, p.1
+                            ),
+                        );
                     }
                 }
                 SqlOutcome::Blocked { holder } => {
                     if parked.is_some() {
                         // A deadlock: the model has no detector. Left out (nothing changed).
-                        continue;
-                    }
-                    if failed[1 - s] {
-                        // KNOWN MODEL DIFFERENCE (reported; see
-                        // `known_model_difference_a_failed_transaction_releases_its_locks`):
-                        // PostgreSQL releases a failed transaction's locks at the error, the
-                        // model keeps them until ROLLBACK. Left out (nothing changed).
-                        trace.push(format!(
-                            "S{s} {op} -> skipped: the model waits for a failed transaction"
-                        ));
                         continue;
                     }
                     let Some(mut pg) = self.sessions[s].take() else {
@@ -428,7 +442,7 @@ impl Ctx {
         Ok(())
     }
 
-    /// The holder's transaction ended: the parked statement finishes on both sides.
+    /// The holder released its locks: the parked statement finishes on both sides.
     async fn resolve(
         &mut self,
         model: &mut SqlModel,
@@ -438,13 +452,13 @@ impl Ctx {
         let (s, op, task) = parked;
         let (pg, real) = tokio::time::timeout(STATEMENT_WAIT, task)
             .await
-            .map_err(|_| format!("S{s} `{op}` still waits after the holder's transaction ended"))?
+            .map_err(|_| format!("S{s} `{op}` still waits after the holder released its locks"))?
             .map_err(|e| format!("task: {e}"))?;
         self.sessions[s] = Some(pg);
         let real = real.map_err(|e| format!("S{s} `{op}`: PostgreSQL failed: {e}"))?;
         let SqlOutcome::Done { reply, .. } = model.execute(SESSIONS[s], &op) else {
             return Err(format!(
-                "S{s} `{op}`: the model still parks it after the holder ended"
+                "S{s} `{op}`: the model still parks it after the holder released its locks"
             ));
         };
         trace.push(format!(
@@ -553,6 +567,29 @@ fn sql_regression_sequences_agree_with_the_model() {
         key: "wo-1".into(),
         for_update: true,
     });
+    // A statement that fails at analysis (42703), whatever the data.
+    let bad = SqlOp::Exec(SqlStmt::Insert {
+        table: Table::AppliedScans,
+        key: "s-9".into(),
+        row: Row::from([("no_such_column".to_string(), Value::Int(1))]),
+    });
+    // wo-2 is seeded with qty i64::MAX - 1.
+    let add_to_wo2 = |delta: i64| {
+        SqlOp::Exec(SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: "wo-2".into(),
+            guard: Cond::True,
+            set: vec![Assign::Add {
+                column: "qty".into(),
+                delta,
+            }],
+        })
+    };
+    let lock_wo2 = SqlOp::Exec(SqlStmt::Select {
+        table: Table::WorkOrders,
+        key: "wo-2".into(),
+        for_update: true,
+    });
     let cases: Vec<(&str, Vec<(usize, SqlOp)>)> = vec![
         (
             "a conditional update waits, then re-checks its guard on the committed row",
@@ -610,25 +647,79 @@ fn sql_regression_sequences_agree_with_the_model() {
                 (0, SqlOp::Commit),
             ],
         ),
+        (
+            // Once a known model difference: the model kept a failed transaction's locks
+            // until ROLLBACK. PostgreSQL aborts the transaction at the error.
+            "a waiting update proceeds when the holder's transaction fails, before its ROLLBACK",
+            vec![
+                (0, SqlOp::Begin),
+                (0, bump(0)),
+                (1, bump(0)),
+                (0, bad.clone()),
+                (0, SqlOp::Rollback),
+            ],
+        ),
+        (
+            "a waiting insert proceeds when the first inserter's transaction fails",
+            vec![
+                (0, SqlOp::Begin),
+                (0, insert.clone()),
+                (1, SqlOp::Begin),
+                (1, insert.clone()),
+                (0, bad.clone()),
+                (1, SqlOp::Commit),
+                (0, SqlOp::Commit),
+            ],
+        ),
+        (
+            "a waiting FOR UPDATE proceeds when the holder fails on a unique violation",
+            vec![
+                (0, SqlOp::Begin),
+                (0, lock.clone()),
+                (0, insert.clone()),
+                (1, lock.clone()),
+                (0, insert.clone()),
+                (0, SqlOp::Commit),
+            ],
+        ),
+        (
+            // Found by the generated sequences with other seeds: PostgreSQL computes the new
+            // value from the committed version before it tries the row lock.
+            "an update that would overflow fails at once on a locked row",
+            vec![
+                (0, SqlOp::Begin),
+                (0, lock_wo2.clone()),
+                (1, add_to_wo2(5)),
+                (0, SqlOp::Commit),
+            ],
+        ),
+        (
+            "an update that fits waits, then overflows on the holder's committed row",
+            vec![
+                (0, SqlOp::Begin),
+                (0, add_to_wo2(1)),
+                (1, add_to_wo2(1)),
+                (0, SqlOp::Commit),
+            ],
+        ),
     ];
     for (name, ops) in cases {
-        let r = rt.block_on(ctx.check(false, &ops));
+        // wo-2 (near overflow) is seeded for every case; only the overflow cases use it.
+        let r = rt.block_on(ctx.check(true, &ops));
         assert!(r.is_ok(), "regression case `{name}`: {}", r.unwrap_err());
     }
     rt.block_on(async { ctx.session(0).expect("idle").drop_schema().await })
         .expect("dropping the test's schema");
 }
 
-/// KNOWN MODEL DIFFERENCE, reported to the `sim` owners and kept out of the generated
-/// sequences: PostgreSQL aborts a transaction at its first error and releases its row locks
-/// right away (the transaction block only waits for `ROLLBACK`); the model keeps the locks of
-/// a failed transaction until it ends, so another session's statement is parked there but
-/// runs at once on the server. When the model is fixed this test fails on purpose: then turn
-/// it into a regression sequence and remove the skip in `Ctx::check`.
+/// Once a known model difference, now a regression case: PostgreSQL aborts a transaction at
+/// its first error and releases its row locks right away (the transaction block only waits
+/// for `ROLLBACK`). A statement another session sends after the error runs at once on the
+/// server, and must in the model too, with the same answer.
 #[test]
-fn known_model_difference_a_failed_transaction_releases_its_locks() {
+fn a_failed_transaction_releases_its_locks_at_the_error() {
     let rt = common::runtime();
-    let Some((mut ctx, _schema)) = rt.block_on(connect("sql known difference")) else {
+    let Some((mut ctx, _schema)) = rt.block_on(connect("sql failed transaction")) else {
         return;
     };
     rt.block_on(async {
@@ -650,31 +741,36 @@ fn known_model_difference_a_failed_transaction_releases_its_locks() {
                 delta: 1,
             }],
         });
-        let bad = SqlOp::Exec(SqlStmt::Insert {
+        let insert = SqlOp::Exec(SqlStmt::Insert {
             table: Table::AppliedScans,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
         });
-        let dup = bad.clone();
+        let done = |outcome: SqlOutcome| match outcome {
+            SqlOutcome::Done { reply, .. } => reply,
+            SqlOutcome::Blocked { holder } => SqlReply::Error(format!("parked behind {holder:?}")),
+        };
         // S0 locks wo-1, then fails its transaction with a unique violation.
-        for op in [SqlOp::Begin, bump.clone(), bad, dup] {
-            model.execute(SESSIONS[0], &op);
-            ctx.exec(0, &op).await.expect("S0 answers");
+        for op in [SqlOp::Begin, bump.clone(), insert.clone(), insert] {
+            let expected = done(model.execute(SESSIONS[0], &op));
+            let real = ctx.exec(0, &op).await.expect("S0 answers");
+            assert!(
+                agree(&expected, &real),
+                "S0 `{op}`: model {expected:?}, PostgreSQL {real:?}"
+            );
         }
-        let real = ctx.exec(1, &bump).await;
+        // S1's update runs at once (within `STATEMENT_WAIT`, before S0's ROLLBACK) and does
+        // not see S0's aborted +1.
+        let real = ctx.exec(1, &bump).await.expect("PostgreSQL runs S1's update at once");
+        let expected = done(model.execute(SESSIONS[1], &bump));
         assert!(
-            matches!(&real, Ok(SqlReply::Rows(rows)) if rows.len() == 1),
-            "PostgreSQL runs S1's update at once after S0's transaction failed: {real:?}"
+            matches!(&real, SqlReply::Rows(rows) if rows.len() == 1 && rows[0].int("qty") == Some(1)),
+            "PostgreSQL updates the committed row: {real:?}"
         );
-        assert!(
-            matches!(
-                model.execute(SESSIONS[1], &bump),
-                SqlOutcome::Blocked { .. }
-            ),
-            "the model was fixed (a failed transaction's locks are released): turn this into \
-             a regression sequence and remove the skip in Ctx::check"
-        );
-        ctx.exec(0, &SqlOp::Rollback).await.expect("rollback");
+        assert_eq!(expected, real, "the model answers S1's update as PostgreSQL does");
+        let expected = done(model.execute(SESSIONS[0], &SqlOp::Commit));
+        let real = ctx.exec(0, &SqlOp::Commit).await.expect("S0 answers");
+        assert_eq!((&expected, &real), (&SqlReply::RolledBack, &SqlReply::RolledBack));
         ctx.session(0)
             .expect("idle")
             .drop_schema()

@@ -131,3 +131,61 @@ fn the_buggy_protocol_is_caught_double_applying_on_real_servers() {
         "the oracle missed the Buggy protocol's double effects: {report:?}"
     );
 }
+
+/// A tiny run reaches its Redis restart milestones within moments, so restarts can land at or
+/// after the last scan is applied. The run must still drain and finish: it once waited for a
+/// re-submission that nothing was left to make, until its time limit (ten minutes from the
+/// CLI). The timeout is only a hang guard; the assertions are on the report.
+#[test]
+fn a_tiny_run_with_redis_restarts_finishes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    let Some(config) = rt.block_on(common::servers_or_skip("e2e tiny", false, true)) else {
+        return;
+    };
+    let mut opts = CheckRealOptions::new(
+        Variant::Correct,
+        4,
+        20,
+        RedisTarget::Spawn {
+            binary: "redis-server".into(),
+        },
+        &config.pg_url,
+    );
+    opts.faults = FaultOptions {
+        redis_restarts: 3,
+        ..FaultOptions::none()
+    };
+    // Well above what a tiny run needs (a few seconds), well below the hang guard.
+    opts.time_limit = std::time::Duration::from_secs(60);
+    let guard = std::time::Duration::from_secs(120);
+    let result =
+        rt.block_on(async { tokio::time::timeout(guard, check_real(opts, |_, _| {})).await });
+    let report = match result {
+        Err(_) => panic!("the tiny run hung for {guard:?}, past its own time limit"),
+        Ok(Err(e @ AdapterError::Process { .. })) => {
+            assert!(
+                !racelab_adapters::require_services(),
+                "RACELAB_REQUIRE_SERVICES=1 but our own redis-server cannot run: {e}"
+            );
+            common::banner(&format!(
+                "SKIPPED: e2e tiny: cannot run our own redis-server: {e}"
+            ));
+            return;
+        }
+        Ok(Err(e)) => panic!("the tiny run could not be set up: {e}"),
+        Ok(Ok(report)) => report,
+    };
+    assert!(
+        report.quiescent,
+        "the tiny run did not drain before its time limit: {report:?}"
+    );
+    assert!(report.holds(), "{:#?}", report.violations);
+    assert!(
+        report.faults_injected.redis_restarts >= 1,
+        "Redis was restarted: {report:?}"
+    );
+}

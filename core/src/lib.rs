@@ -38,9 +38,9 @@ pub use ids::{
 };
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, JobFields, JobId, KeyedRow,
-    KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition, SqlOp,
-    SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
+    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, InvalidStmt, JobFields, JobId,
+    KeyedRow, KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition,
+    SqlOp, SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
 };
 pub use oracle::{FinalState, Verdict, Violation};
 pub use time::{Duration, Timestamp};

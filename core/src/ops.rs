@@ -6,7 +6,9 @@
 //!   [`KvView`]); the adapters hold the matching Lua text.
 //! - [`SqlOp`]: statements named by intent ([`SqlStmt`]) inside explicit transactions. The
 //!   semantics are PostgreSQL READ COMMITTED: row locks, a conditional `UPDATE` re-checked
-//!   after the lock holder commits, unique violations, rollback undoing everything.
+//!   after the lock holder commits, unique violations, rollback undoing everything. The rules
+//!   a statement must follow before it touches any row are [`SqlStmt::validate`]'s, the one
+//!   copy the SQL model and the PostgreSQL adapter share.
 //! - [`QueueOp`]: an at-least-once job queue (Bull-like): enqueue with an optional dedup id,
 //!   fetch with a job lock, ack, nack.
 
@@ -401,6 +403,9 @@ pub enum Assign {
     },
 }
 
+/// The name of every table's primary key column (`text`).
+const KEY_COLUMN: &str = "key";
+
 /// The tables a statement may name. Each has a `text` primary key `key` plus the columns
 /// listed by [`Table::columns`]; the adapters create exactly this schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -554,6 +559,201 @@ pub enum SqlReply {
     },
     /// Any other error (SQLSTATE and message); the transaction, if any, is now failed.
     Error(String),
+}
+
+/// A statement refused before it reads or locks any row: what PostgreSQL's analysis of the
+/// statement rejects over racelab's fixed schema, plus racelab's stricter rules (no implicit
+/// casts, the primary key is never updated). The SQL model and the PostgreSQL adapter both
+/// answer these with [`SqlReply::Error`] carrying [`InvalidStmt`]'s text, `SQLSTATE: message`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum InvalidStmt {
+    /// 42703: a condition names a column the table does not have.
+    #[error("42703: column \"{column}\" does not exist")]
+    UnknownColumn {
+        /// The column.
+        column: String,
+    },
+    /// 42703: an `INSERT` row or a `SET` list names a column the table does not have.
+    #[error("42703: column \"{column}\" of relation \"{}\" does not exist", .table.as_str())]
+    NoSuchColumn {
+        /// The table.
+        table: Table,
+        /// The column.
+        column: String,
+    },
+    /// 42701: an `INSERT` row names the key column, which [`SqlStmt::Insert`] already sets.
+    #[error("42701: column \"{}\" specified more than once", KEY_COLUMN)]
+    KeyInInsertRow,
+    /// 42804: a value of another type than its column's (PostgreSQL would sometimes cast
+    /// it; racelab never does).
+    #[error(
+        "42804: column \"{column}\" is of type {} but expression is of type {}",
+        .expected.sql_name(),
+        .actual.sql_name()
+    )]
+    WrongType {
+        /// The column.
+        column: String,
+        /// The column's type.
+        expected: ColumnType,
+        /// The value's type.
+        actual: ColumnType,
+    },
+    /// 42883: `column = column + delta` on a column that is not an integer.
+    #[error("42883: operator does not exist: {} + bigint", .column_type.sql_name())]
+    AddToNonInteger {
+        /// The column's type.
+        column_type: ColumnType,
+    },
+    /// 0A000: an `UPDATE` assigns the primary key (PostgreSQL allows it; racelab's row
+    /// identity does not).
+    #[error(
+        "0A000: racelab does not support updating the primary key \"{}\" of relation \"{}\"",
+        KEY_COLUMN,
+        .table.as_str()
+    )]
+    KeyUpdate {
+        /// The table.
+        table: Table,
+    },
+    /// 42601: an `UPDATE` assigns the same column twice.
+    #[error("42601: multiple assignments to same column \"{column}\"")]
+    DuplicateAssignment {
+        /// The column.
+        column: String,
+    },
+}
+
+impl InvalidStmt {
+    /// The SQLSTATE PostgreSQL (or, for racelab's own rules, the adapter) answers with.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            InvalidStmt::UnknownColumn { .. } | InvalidStmt::NoSuchColumn { .. } => "42703",
+            InvalidStmt::KeyInInsertRow => "42701",
+            InvalidStmt::WrongType { .. } => "42804",
+            InvalidStmt::AddToNonInteger { .. } => "42883",
+            InvalidStmt::KeyUpdate { .. } => "0A000",
+            InvalidStmt::DuplicateAssignment { .. } => "42601",
+        }
+    }
+
+    /// The reply a store gives: an error with this text.
+    pub fn reply(&self) -> SqlReply {
+        SqlReply::Error(self.to_string())
+    }
+}
+
+impl SqlStmt {
+    /// Checks the statement against the fixed schema of [`Table`] before it reads or locks
+    /// any row, in the order PostgreSQL's analysis meets the problems (the first one found is
+    /// the answer):
+    ///
+    /// - `SELECT` by key: nothing to check.
+    /// - Scan: every column the filter names exists, or is `key` (42703).
+    /// - `INSERT`: first every column name, in the row's order (42701 for `key`, which the
+    ///   statement sets already; 42703 for an unknown one), then every value's type (42804;
+    ///   `NULL` fits any column).
+    /// - `UPDATE`: the guard's columns (42703), then each assignment in order: not `key`
+    ///   (0A000), a column the table has (42703), a value of its type (42804) or `+` on an
+    ///   integer column (42883), and not assigned before (42601).
+    ///
+    /// The SQL model and the PostgreSQL adapter both answer an invalid statement with
+    /// [`InvalidStmt::reply`], so the two cannot drift apart.
+    pub fn validate(&self) -> Result<(), InvalidStmt> {
+        match self {
+            SqlStmt::Select { .. } => Ok(()),
+            SqlStmt::Scan { table, filter } => validate_cond(*table, filter),
+            SqlStmt::Insert { table, row, .. } => {
+                let mut types = Vec::with_capacity(row.len());
+                for column in row.keys() {
+                    if column == KEY_COLUMN {
+                        return Err(InvalidStmt::KeyInInsertRow);
+                    }
+                    types.push(column_type(*table, column)?);
+                }
+                for ((column, value), ty) in row.iter().zip(types) {
+                    validate_value(column, ty, value)?;
+                }
+                Ok(())
+            }
+            SqlStmt::Update {
+                table, guard, set, ..
+            } => {
+                validate_cond(*table, guard)?;
+                let mut seen: Vec<&str> = Vec::with_capacity(set.len());
+                for a in set {
+                    let column = match a {
+                        Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
+                    };
+                    if column == KEY_COLUMN {
+                        return Err(InvalidStmt::KeyUpdate { table: *table });
+                    }
+                    let ty = column_type(*table, column)?;
+                    match a {
+                        Assign::Set { value, .. } => validate_value(column, ty, value)?,
+                        Assign::Add { .. } if ty != ColumnType::Int => {
+                            return Err(InvalidStmt::AddToNonInteger { column_type: ty });
+                        }
+                        Assign::Add { .. } => {}
+                    }
+                    if seen.contains(&column) {
+                        return Err(InvalidStmt::DuplicateAssignment {
+                            column: column.to_string(),
+                        });
+                    }
+                    seen.push(column);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The type of a column an `INSERT` row or a `SET` list names (42703 if the table has none).
+fn column_type(table: Table, column: &str) -> Result<ColumnType, InvalidStmt> {
+    table
+        .column_type(column)
+        .ok_or_else(|| InvalidStmt::NoSuchColumn {
+            table,
+            column: column.to_string(),
+        })
+}
+
+/// Checks that a value can be stored in a column of type `ty` (42804 otherwise).
+fn validate_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), InvalidStmt> {
+    let actual = match value {
+        Value::Null => return Ok(()),
+        Value::Int(_) => ColumnType::Int,
+        Value::Text(_) => ColumnType::Text,
+    };
+    if actual == ty {
+        Ok(())
+    } else {
+        Err(InvalidStmt::WrongType {
+            column: column.to_string(),
+            expected: ty,
+            actual,
+        })
+    }
+}
+
+/// Checks that a condition names only columns of the table, or its key (42703 otherwise).
+fn validate_cond(table: Table, cond: &Cond) -> Result<(), InvalidStmt> {
+    match cond {
+        Cond::True => Ok(()),
+        Cond::Cmp { column, .. } => {
+            if column == KEY_COLUMN || table.column_type(column).is_some() {
+                Ok(())
+            } else {
+                Err(InvalidStmt::UnknownColumn {
+                    column: column.clone(),
+                })
+            }
+        }
+        Cond::And(conds) | Cond::Or(conds) => {
+            conds.iter().try_for_each(|c| validate_cond(table, c))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -958,6 +1158,175 @@ mod tests {
             Cond::cmp("b", CmpOp::Eq, Value::Int(3)),
         ]);
         assert!(either.eval(&row));
+    }
+
+    fn insert(row: &[(&str, Value)]) -> SqlStmt {
+        SqlStmt::Insert {
+            table: Table::WorkOrders,
+            key: "w".into(),
+            row: row
+                .iter()
+                .map(|(c, v)| (c.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn update(guard: Cond, set: Vec<Assign>) -> SqlStmt {
+        SqlStmt::Update {
+            table: Table::WorkOrders,
+            key: "w".into(),
+            guard,
+            set,
+        }
+    }
+
+    fn add(column: &str) -> Assign {
+        Assign::Add {
+            column: column.into(),
+            delta: 1,
+        }
+    }
+
+    fn set(column: &str, value: Value) -> Assign {
+        Assign::Set {
+            column: column.into(),
+            value,
+        }
+    }
+
+    /// The SQLSTATE and text a statement is refused with.
+    fn refusal(stmt: &SqlStmt) -> (&'static str, String) {
+        match stmt.validate() {
+            Err(e) => (e.sqlstate(), e.to_string()),
+            Ok(()) => ("", format!("`{stmt}` was accepted")),
+        }
+    }
+
+    #[test]
+    fn each_rule_refuses_its_known_bad_statement() {
+        let cases: Vec<(SqlStmt, &str, &str)> = vec![
+            (
+                SqlStmt::Scan {
+                    table: Table::WorkOrders,
+                    filter: Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
+                },
+                "42703",
+                "42703: column \"x\" does not exist",
+            ),
+            (
+                insert(&[("x", Value::Int(1))]),
+                "42703",
+                "42703: column \"x\" of relation \"work_orders\" does not exist",
+            ),
+            (
+                insert(&[("key", Value::Text("w".into()))]),
+                "42701",
+                "42701: column \"key\" specified more than once",
+            ),
+            (
+                insert(&[("qty", Value::Text("1".into()))]),
+                "42804",
+                "42804: column \"qty\" is of type bigint but expression is of type text",
+            ),
+            (
+                update(Cond::True, vec![set("lease_owner", Value::Int(1))]),
+                "42804",
+                "42804: column \"lease_owner\" is of type text but expression is of type bigint",
+            ),
+            (
+                update(Cond::True, vec![set("x", Value::Int(1))]),
+                "42703",
+                "42703: column \"x\" of relation \"work_orders\" does not exist",
+            ),
+            (
+                update(Cond::cmp("x", CmpOp::Eq, Value::Int(1)), vec![]),
+                "42703",
+                "42703: column \"x\" does not exist",
+            ),
+            (
+                update(Cond::True, vec![add("lease_owner")]),
+                "42883",
+                "42883: operator does not exist: text + bigint",
+            ),
+            (
+                update(Cond::True, vec![set("key", Value::Text("v".into()))]),
+                "0A000",
+                "0A000: racelab does not support updating the primary key \"key\" of relation \
+                 \"work_orders\"",
+            ),
+            (
+                update(Cond::True, vec![add("qty"), set("qty", Value::Int(1))]),
+                "42601",
+                "42601: multiple assignments to same column \"qty\"",
+            ),
+        ];
+        for (stmt, sqlstate, text) in cases {
+            assert_eq!(refusal(&stmt), (sqlstate, text.to_string()), "`{stmt}`");
+            assert_eq!(
+                stmt.validate().map_err(|e| e.reply()),
+                Err(SqlReply::Error(text.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_problem_in_analysis_order_is_the_answer() {
+        // INSERT: every name before any type, whatever the row's order.
+        let names_first = insert(&[("lease_owner", Value::Int(1)), ("x", Value::Int(1))]);
+        assert_eq!(refusal(&names_first).0, "42703");
+        let key_first = insert(&[("key", Value::Int(1)), ("x", Value::Int(1))]);
+        assert_eq!(refusal(&key_first).0, "42701");
+        // UPDATE: the guard before the assignments.
+        let guard_first = update(
+            Cond::cmp("x", CmpOp::Eq, Value::Int(1)),
+            vec![set("key", Value::Text("v".into()))],
+        );
+        assert_eq!(
+            refusal(&guard_first).1,
+            "42703: column \"x\" does not exist"
+        );
+        // Each assignment in order, its type before the repetition.
+        let type_before_repeat = update(Cond::True, vec![add("lease_owner"), add("lease_owner")]);
+        assert_eq!(refusal(&type_before_repeat).0, "42883");
+        let in_order = update(
+            Cond::True,
+            vec![add("qty"), add("qty"), set("key", Value::Null)],
+        );
+        assert_eq!(refusal(&in_order).0, "42601");
+    }
+
+    #[test]
+    fn valid_statements_pass() {
+        let valid = [
+            SqlStmt::Select {
+                table: Table::WorkOrders,
+                key: "any'key".into(),
+                for_update: true,
+            },
+            SqlStmt::Scan {
+                table: Table::UpdateLog,
+                filter: Cond::Or(vec![
+                    Cond::cmp("key", CmpOp::Eq, Value::Text("k".into())),
+                    Cond::cmp("status", CmpOp::Eq, Value::Int(1)),
+                ]),
+            },
+            insert(&[
+                ("qty", Value::Null),
+                ("lease_owner", Value::Text("A".into())),
+            ]),
+            update(
+                Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(1)),
+                vec![
+                    add("qty"),
+                    add("lease_epoch"),
+                    set("lease_until", Value::Null),
+                ],
+            ),
+            update(Cond::True, vec![]),
+        ];
+        for stmt in valid {
+            assert_eq!(stmt.validate(), Ok(()), "`{stmt}`");
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@ use racelab_core::{Fault, History, TimelineKind, TimelineStep, Timestamp};
 
 use crate::escape::{html as esc, shorten};
 use crate::trace::{
-    Lane, StepText, Trace, fault_lanes, lane_name, lanes, marked_ops, partition_store, step_of_op,
-    step_text, store_lane, violation_steps,
+    Lane, StepText, Trace, fault_lanes, lane_name, lanes, marked_ops, partition_store, step_list,
+    step_of_op, step_text, store_lane, violation_steps,
 };
 
 const ROW_PX: f64 = 24.0;
@@ -76,11 +76,7 @@ pub fn timeline_html(trace: &Trace<'_>) -> String {
             } else {
                 format!(
                     r#" <span class="steps">(steps {})</span>"#,
-                    involved
-                        .iter()
-                        .map(|s| format!("T{s}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    step_list(&involved)
                 )
             };
             let _ = writeln!(

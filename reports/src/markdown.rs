@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use racelab_core::TimelineKind;
 
 use crate::escape::{md_code, md_text};
-use crate::trace::{StepText, Trace, marked_ops, step_of_op, step_text, violation_steps};
+use crate::trace::{
+    StepText, Trace, marked_ops, step_list, step_of_op, step_text, violation_steps,
+};
 
 /// Renders the Markdown timeline.
 pub fn timeline_markdown(trace: &Trace<'_>) -> String {
@@ -74,14 +76,7 @@ pub fn timeline_markdown(trace: &Trace<'_>) -> String {
             let steps_text = if involved.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " (steps {})",
-                    involved
-                        .iter()
-                        .map(|s| format!("T{s}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!(" (steps {})", step_list(&involved))
             };
             let _ = writeln!(
                 out,

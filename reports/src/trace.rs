@@ -156,10 +156,19 @@ pub(crate) fn step_of_op(steps: &[TimelineStep]) -> BTreeMap<usize, usize> {
         .collect()
 }
 
-/// The steps a violation involves, as `T3, T10`, in step order.
+/// The steps a violation involves, in step order (written out by [`step_list`]).
 pub(crate) fn violation_steps(ops: &[usize], step_of: &BTreeMap<usize, usize>) -> Vec<usize> {
     let steps: BTreeSet<usize> = ops.iter().filter_map(|i| step_of.get(i).copied()).collect();
     steps.into_iter().collect()
+}
+
+/// Steps as the documents write them: `T3, T8, T17` (empty for none).
+pub(crate) fn step_list(steps: &[usize]) -> String {
+    steps
+        .iter()
+        .map(|s| format!("T{s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One timeline step in words.
@@ -358,6 +367,13 @@ pub(crate) mod tests {
             }],
         };
         (history, verdict)
+    }
+
+    #[test]
+    fn step_lists_read_as_in_the_documents() {
+        assert_eq!(step_list(&[3, 8, 17]), "T3, T8, T17");
+        assert_eq!(step_list(&[1]), "T1");
+        assert_eq!(step_list(&[]), "");
     }
 
     #[test]

@@ -7,6 +7,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use racelab_core::{Duration, KvOp, KvReply, KvView, SetCondition, Timestamp};
 
+/// Redis' reply to `SET ... PX ms` with a time it refuses.
+const INVALID_SET_EXPIRE: &str = "ERR invalid expire time in 'set' command";
+
+/// Redis' reply to `INCRBY` on a value that is not exactly an integer's canonical text.
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
     value: String,
@@ -56,6 +62,10 @@ impl RedisModel {
                 condition,
                 ttl,
             } => {
+                // Redis checks the expire time before anything else, `NX`/`XX` included.
+                if ttl.is_some_and(|ttl| !valid_set_ttl(ttl)) {
+                    return KvReply::Error(INVALID_SET_EXPIRE.into());
+                }
                 let exists = view.get(key).is_some();
                 let applies = match condition {
                     SetCondition::Always => true,
@@ -78,13 +88,9 @@ impl RedisModel {
             KvOp::Del { key } => KvReply::Int(i64::from(view.del(key))),
             KvOp::IncrBy { key, delta } => {
                 let (current, expires_at) = match view.entry(key) {
-                    Some(e) => match e.value.parse::<i64>() {
-                        Ok(n) => (n, e.expires_at),
-                        Err(_) => {
-                            return KvReply::Error(
-                                "ERR value is not an integer or out of range".into(),
-                            );
-                        }
+                    Some(e) => match parse_redis_integer(&e.value) {
+                        Some(n) => (n, e.expires_at),
+                        None => return KvReply::Error(NOT_AN_INTEGER.into()),
                     },
                     None => (0, None),
                 };
@@ -153,6 +159,29 @@ impl RedisModel {
             };
         }
     }
+}
+
+/// Whether Redis accepts `PX ttl` in `SET`: a positive number of milliseconds that fits its
+/// signed 64 bits (0 is refused; a negative one cannot be written as a [`Duration`]).
+///
+/// Redis also refuses a time whose sum with its Unix clock overflows (within about
+/// 1.8 * 10^12 ms of `i64::MAX`); the model's clock is virtual, so it does not refuse those.
+fn valid_set_ttl(ttl: Duration) -> bool {
+    ttl.as_ms() > 0 && i64::try_from(ttl.as_ms()).is_ok()
+}
+
+/// A value as Redis reads an integer from a string (`string2ll`): the canonical decimal text
+/// of an `i64` and nothing else. No sign `+`, no leading zeros ("0" itself is fine), no
+/// "-0", no spaces, not empty, no overflow. Rust's `str::parse::<i64>` is more lenient
+/// ("+5", "05", "-0"), so it cannot be used alone.
+fn parse_redis_integer(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = match digits.as_bytes() {
+        [b'0'] => digits.len() == text.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if canonical { text.parse().ok() } else { None }
 }
 
 impl View<'_> {
@@ -309,6 +338,88 @@ mod tests {
             },
         );
         assert!(matches!(reply, KvReply::Error(_)));
+    }
+
+    #[test]
+    fn set_refuses_an_expire_time_of_zero_before_its_condition() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        let set = |condition, ttl_ms| KvOp::Set {
+            key: "k".into(),
+            value: "v".into(),
+            condition,
+            ttl: Some(Duration::from_ms(ttl_ms)),
+        };
+        let refused = KvReply::Error(INVALID_SET_EXPIRE.into());
+        for condition in [
+            SetCondition::Always,
+            SetCondition::IfAbsent,
+            SetCondition::IfPresent,
+        ] {
+            assert_eq!(r.execute(t(0), &set(condition, 0)), refused);
+        }
+        assert_eq!(r.peek(t(0), "k"), None, "a refused SET writes nothing");
+        assert_eq!(
+            r.execute(t(0), &set(SetCondition::Always, u64::MAX)),
+            refused
+        );
+        assert_eq!(r.execute(t(0), &set(SetCondition::Always, 1)), KvReply::Ok);
+        assert_eq!(r.peek(t(0), "k"), Some("v"));
+    }
+
+    #[test]
+    fn incrby_reads_integers_as_strictly_as_redis() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        let set = |value: &str| KvOp::Set {
+            key: "n".into(),
+            value: value.into(),
+            condition: SetCondition::Always,
+            ttl: None,
+        };
+        let inc = KvOp::IncrBy {
+            key: "n".into(),
+            delta: 1,
+        };
+        let refused = [
+            "05",
+            "+5",
+            "-0",
+            " 5",
+            "5 ",
+            "",
+            "-",
+            "00",
+            "-05",
+            "1e3",
+            "0x1",
+            "١",
+            "9223372036854775808",
+            "-9223372036854775809",
+        ];
+        for text in refused {
+            r.execute(t(0), &set(text));
+            assert_eq!(
+                r.execute(t(0), &inc),
+                KvReply::Error(NOT_AN_INTEGER.into()),
+                "INCRBY on {text:?}"
+            );
+            assert_eq!(r.peek(t(0), "n"), Some(text), "the value is left alone");
+        }
+        let accepted = [
+            ("0", 1),
+            ("7", 8),
+            ("-1", 0),
+            ("-10", -9),
+            ("9223372036854775806", i64::MAX),
+            ("-9223372036854775808", i64::MIN + 1),
+        ];
+        for (text, next) in accepted {
+            r.execute(t(0), &set(text));
+            assert_eq!(
+                r.execute(t(0), &inc),
+                KvReply::Int(next),
+                "INCRBY on {text:?}"
+            );
+        }
     }
 
     #[test]

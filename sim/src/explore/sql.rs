@@ -7,14 +7,23 @@
 //!   committed version of every row plus its own session's uncommitted writes.
 //! - `UPDATE` and `SELECT ... FOR UPDATE` take the row lock. A row locked by another session
 //!   makes the statement [`SqlOutcome::Blocked`]; nothing changes, and the simulator parks it
-//!   and executes the very same operation again once the holder's transaction has ended, so
-//!   the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
+//!   and executes the very same operation again once the holder's transaction has ended (or
+//!   failed), so the re-execution sees the holder's committed row (PostgreSQL's re-check of the `WHERE`
 //!   clause on the newest row version). As in PostgreSQL, an `UPDATE` whose guard is already
-//!   false on the committed version skips the row without waiting.
+//!   false on the committed version skips the row without waiting, and one whose new values
+//!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
+//!   waiting: PostgreSQL computes them before it tries the lock (and again, on the newest
+//!   version, after the wait).
 //! - `INSERT` of a key that another session inserted (or updated) without committing waits
 //!   for that session, then fails with a unique violation if the row exists.
+//! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
+//!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
-//!   `COMMIT` rolls it back).
+//!   `COMMIT` rolls it back). PostgreSQL aborts the transaction at the error, so its row
+//!   locks and uncommitted rows are gone at once, not at `ROLLBACK`: a statement waiting for
+//!   them proceeds (checked on PostgreSQL 15; see the adapters' SQL conformance test
+//!   `a_failed_transaction_releases_its_locks_at_the_error`). [`SqlModel::lock_releases`]
+//!   tells a caller with parked statements when to try them again.
 //!
 //! There is no deadlock detection: two sessions waiting on each other stay parked until a
 //! client timeout gives up and the session is dropped ([`SqlModel::disconnect`]), which rolls
@@ -22,9 +31,7 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{
-    Assign, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
-};
+use racelab_core::{Assign, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
@@ -53,7 +60,8 @@ pub enum SqlOutcome {
     },
     /// The statement must wait for a row lock (or an uncommitted insert of the same key) held
     /// by `holder`. Nothing changed. The simulator parks it and calls
-    /// [`SqlModel::execute`] again with the same op after the holder's transaction ends.
+    /// [`SqlModel::execute`] again with the same op after the holder's transaction ends or
+    /// fails ([`SqlModel::lock_releases`] moves).
     Blocked {
         /// The session whose transaction holds the lock.
         holder: SessionId,
@@ -64,6 +72,7 @@ pub enum SqlOutcome {
 #[derive(Debug, Default)]
 struct Txn {
     /// An error happened in it: every later statement fails with 25P02, `COMMIT` rolls back.
+    /// Its locks and writes were dropped at the error.
     failed: bool,
     /// The session's uncommitted row versions (inserted or updated rows), visible only to
     /// the session until commit.
@@ -78,8 +87,10 @@ pub struct SqlModel {
     /// The open transactions by session (an autocommit statement has one while it runs).
     txns: BTreeMap<SessionId, Txn>,
     /// Row locks: which session holds each locked row (a row it updated, inserted or
-    /// selected `FOR UPDATE`). Held until the transaction ends.
+    /// selected `FOR UPDATE`). Held until the transaction ends or fails.
     locks: BTreeMap<RowId, SessionId>,
+    /// How many times a transaction released row locks (see [`SqlModel::lock_releases`]).
+    lock_releases: u64,
 }
 
 impl SqlModel {
@@ -130,10 +141,8 @@ impl SqlModel {
                 Some(_) => match self.run(session, stmt) {
                     Err(holder) => SqlOutcome::Blocked { holder },
                     Ok(reply) => {
-                        if is_error(&reply)
-                            && let Some(txn) = self.txns.get_mut(&session)
-                        {
-                            txn.failed = true;
+                        if is_error(&reply) {
+                            self.fail(session);
                         }
                         done(reply, false)
                     }
@@ -141,7 +150,11 @@ impl SqlModel {
                 None => {
                     self.txns.insert(session, Txn::default());
                     let result = self.run(session, stmt);
+                    // The statement's own locks live and die inside this call: no other
+                    // statement can have waited for them, so their release is not counted.
+                    let releases = self.lock_releases;
                     let txn = self.end(session).unwrap_or_default();
+                    self.lock_releases = releases;
                     match result {
                         Err(holder) => SqlOutcome::Blocked { holder },
                         Ok(reply) if is_error(&reply) => done(reply, false),
@@ -179,12 +192,40 @@ impl SqlModel {
         self.txns.contains_key(&session)
     }
 
+    /// How many times so far a transaction released row locks: by its end (commit, rollback,
+    /// disconnect) or by failing. A statement parked behind a lock may proceed once this
+    /// changes, and not before; a caller compares it before and after each operation.
+    pub fn lock_releases(&self) -> u64 {
+        self.lock_releases
+    }
+
     /// Ends the session's transaction, if any, without applying it: removes it and releases
     /// its locks. Returns the transaction.
     fn end(&mut self, session: SessionId) -> Option<Txn> {
         let txn = self.txns.remove(&session)?;
-        self.locks.retain(|_, holder| *holder != session);
+        self.release_locks(session);
         Some(txn)
+    }
+
+    /// An error failed the session's open transaction: PostgreSQL aborts it at once, so its
+    /// uncommitted rows vanish and its locks are released; only the transaction block stays
+    /// (answering 25P02) until `COMMIT` or `ROLLBACK`.
+    fn fail(&mut self, session: SessionId) {
+        let Some(txn) = self.txns.get_mut(&session) else {
+            return;
+        };
+        txn.failed = true;
+        txn.writes.clear();
+        self.release_locks(session);
+    }
+
+    /// Releases every row lock `session` holds, counting the release if there was any.
+    fn release_locks(&mut self, session: SessionId) {
+        let before = self.locks.len();
+        self.locks.retain(|_, holder| *holder != session);
+        if self.locks.len() != before {
+            self.lock_releases += 1;
+        }
     }
 
     /// Applies an ended transaction's writes to the committed state. Returns whether it
@@ -242,6 +283,9 @@ impl SqlModel {
     /// Runs one statement inside the session's (open, not failed) transaction. `Err` is the
     /// holder of the lock the statement waits for; nothing has changed then.
     fn run(&mut self, session: SessionId, stmt: &SqlStmt) -> Result<SqlReply, SessionId> {
+        if let Err(invalid) = stmt.validate() {
+            return Ok(invalid.reply());
+        }
         match stmt {
             SqlStmt::Select {
                 table,
@@ -266,9 +310,6 @@ impl SqlModel {
                 Ok(SqlReply::Rows(vec![keyed(key, row)]))
             }
             SqlStmt::Scan { table, filter } => {
-                if let Err(e) = check_cond(*table, filter) {
-                    return Ok(e);
-                }
                 let mut rows: BTreeMap<&str, &Row> = self
                     .committed
                     .get(table)
@@ -290,9 +331,6 @@ impl SqlModel {
                 Ok(SqlReply::Rows(found))
             }
             SqlStmt::Insert { table, key, row } => {
-                if let Err(e) = check_insert(*table, row) {
-                    return Ok(e);
-                }
                 let id = (*table, key.clone());
                 // PostgreSQL's unique check waits for an in-progress inserter or updater of
                 // the key (not for a mere FOR UPDATE locker), then re-checks.
@@ -318,17 +356,19 @@ impl SqlModel {
                 guard,
                 set,
             } => {
-                if let Err(e) = check_cond(*table, guard).and_then(|()| check_update(*table, set)) {
-                    return Ok(e);
-                }
                 let id = (*table, key.clone());
                 if let Some(holder) = self.other_holder(session, &id) {
                     // The statement's snapshot holds the committed version (another session's
                     // uncommitted insert is invisible). PostgreSQL only waits for the lock if
-                    // that version passes the guard; after the wait it re-checks the newest
-                    // version, which the re-execution does.
+                    // that version passes the guard, and it computes the new values from
+                    // that version before it tries the lock, so an overflow fails at once.
+                    // After the wait it re-checks and recomputes on the newest version,
+                    // which the re-execution does.
                     return match self.committed_row(&id) {
-                        Some(row) if matches(guard, key, row) => Err(holder),
+                        Some(row) if matches(guard, key, row) => match assign(row, set) {
+                            Ok(_) => Err(holder),
+                            Err(e) => Ok(e),
+                        },
                         _ => Ok(SqlReply::Rows(Vec::new())),
                     };
                 }
@@ -373,111 +413,6 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     KeyedRow {
         key: key.to_string(),
         columns,
-    }
-}
-
-/// The type of a non-`NULL` value.
-fn value_type(value: &Value) -> Option<ColumnType> {
-    match value {
-        Value::Null => None,
-        Value::Int(_) => Some(ColumnType::Int),
-        Value::Text(_) => Some(ColumnType::Text),
-    }
-}
-
-/// Checks that a value can be stored in a column of type `ty` (42804 otherwise).
-fn check_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), SqlReply> {
-    match value_type(value) {
-        Some(actual) if actual != ty => Err(SqlReply::Error(format!(
-            "42804: column \"{column}\" is of type {} but expression is of type {}",
-            ty.sql_name(),
-            actual.sql_name()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The error for a column the table does not have, in an `INSERT` or `SET` list.
-fn no_such_column(table: Table, column: &str) -> SqlReply {
-    SqlReply::Error(format!(
-        "42703: column \"{column}\" of relation \"{}\" does not exist",
-        table.as_str()
-    ))
-}
-
-/// Checks an `INSERT`'s columns (all names first, then the values' types, as PostgreSQL's
-/// analysis does).
-fn check_insert(table: Table, row: &Row) -> Result<(), SqlReply> {
-    let mut types = Vec::with_capacity(row.len());
-    for column in row.keys() {
-        if column == KEY_COLUMN {
-            return Err(SqlReply::Error(format!(
-                "42701: column \"{KEY_COLUMN}\" specified more than once"
-            )));
-        }
-        types.push(
-            table
-                .column_type(column)
-                .ok_or_else(|| no_such_column(table, column))?,
-        );
-    }
-    for ((column, value), ty) in row.iter().zip(types) {
-        check_value(column, ty, value)?;
-    }
-    Ok(())
-}
-
-/// Checks an `UPDATE`'s assignments: known non-key columns, values of the column's type, `+`
-/// only on integer columns, and no column assigned twice.
-fn check_update(table: Table, set: &[Assign]) -> Result<(), SqlReply> {
-    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
-    for a in set {
-        let column = match a {
-            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-        };
-        if column == KEY_COLUMN {
-            return Err(SqlReply::Error(format!(
-                "0A000: the model does not support updating the primary key \"{KEY_COLUMN}\" of relation \"{}\"",
-                table.as_str()
-            )));
-        }
-        let ty = table
-            .column_type(column)
-            .ok_or_else(|| no_such_column(table, column))?;
-        match a {
-            Assign::Set { value, .. } => check_value(column, ty, value)?,
-            Assign::Add { .. } if ty != ColumnType::Int => {
-                return Err(SqlReply::Error(format!(
-                    "42883: operator does not exist: {} + bigint",
-                    ty.sql_name()
-                )));
-            }
-            Assign::Add { .. } => {}
-        }
-        if seen.contains(&column) {
-            return Err(SqlReply::Error(format!(
-                "42601: multiple assignments to same column \"{column}\""
-            )));
-        }
-        seen.push(column);
-    }
-    Ok(())
-}
-
-/// Checks that a condition names only columns of the table (or its key).
-fn check_cond(table: Table, cond: &Cond) -> Result<(), SqlReply> {
-    match cond {
-        Cond::True => Ok(()),
-        Cond::Cmp { column, .. } => {
-            if column == KEY_COLUMN || table.column_type(column).is_some() {
-                Ok(())
-            } else {
-                Err(SqlReply::Error(format!(
-                    "42703: column \"{column}\" does not exist"
-                )))
-            }
-        }
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().try_for_each(|c| check_cond(table, c)),
     }
 }
 
@@ -984,11 +919,6 @@ mod tests {
         assert_eq!(error(ok(&mut m, A, &insert_scan("s9", 1))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &SqlOp::Begin)), ABORTED);
         assert!(m.in_transaction(A));
-        // Locks are still held until the end.
-        assert_eq!(
-            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
-            SqlOutcome::Blocked { holder: A }
-        );
         assert_eq!(
             m.execute(A, &SqlOp::Commit),
             SqlOutcome::Done {
@@ -1009,6 +939,107 @@ mod tests {
         error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
         assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
         assert!(!m.in_transaction(A));
+    }
+
+    #[test]
+    fn a_failed_transaction_releases_its_locks_and_rows_at_the_error() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 5)])));
+        ok(&mut m, A, &insert_scan("s1", 5));
+        let b_update = update(WO, Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        assert_eq!(
+            m.execute(B, &insert_scan("s1", 9)),
+            SqlOutcome::Blocked { holder: A }
+        );
+        let releases = m.lock_releases();
+        // A's transaction fails (on a column it does not have): PostgreSQL aborts it there.
+        error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
+        assert_ne!(m.lock_releases(), releases, "the failure released locks");
+        assert!(m.in_transaction(A), "the block waits for ROLLBACK");
+        // B proceeds before A's ROLLBACK, without A's uncommitted update or insert.
+        assert_eq!(rows(ok(&mut m, B, &b_update))[0].int("qty"), Some(11));
+        assert_eq!(ok(&mut m, B, &insert_scan("s1", 9)), SqlReply::Affected(1));
+        assert_eq!(error(ok(&mut m, A, &insert_scan("s2", 1))), ABORTED);
+        assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
+        assert_eq!(committed_qty(&m), Some(&int(11)));
+        assert_eq!(
+            m.committed(Table::AppliedScans, "s1")
+                .and_then(|r| r.get("qty")),
+            Some(&int(9))
+        );
+    }
+
+    #[test]
+    fn lock_releases_count_only_locks_another_statement_could_wait_for() {
+        let mut m = seeded();
+        let releases = m.lock_releases();
+        // Autocommit: the lock is taken and dropped inside one call.
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 1)])));
+        error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
+        // A transaction without locks, failed and ended.
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select(Table::WorkOrders, WO));
+        let bad_scan = exec(SqlStmt::Scan {
+            table: Table::WorkOrders,
+            filter: Cond::cmp("nope", CmpOp::Eq, int(1)),
+        });
+        error(ok(&mut m, A, &bad_scan));
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(m.lock_releases(), releases);
+        // A transaction holding a lock, committed.
+        ok(&mut m, B, &SqlOp::Begin);
+        ok(&mut m, B, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, B, &SqlOp::Commit);
+        assert_eq!(m.lock_releases(), releases + 1);
+    }
+
+    #[test]
+    fn an_update_that_would_overflow_fails_without_waiting_for_the_lock() {
+        let mut m = seeded();
+        m.seed(Table::WorkOrders, "big", work_order(i64::MAX - 1, 1));
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, "big")));
+        // PostgreSQL computes the new value from the committed version before it tries
+        // the lock.
+        ok(&mut m, B, &SqlOp::Begin);
+        assert_eq!(
+            error(ok(
+                &mut m,
+                B,
+                &update("big", Cond::True, vec![add("qty", 5)])
+            )),
+            "22003: bigint out of range"
+        );
+        assert_eq!(ok(&mut m, B, &SqlOp::Rollback), SqlReply::Ok);
+        // The guard comes first: a row it skips is not computed.
+        assert!(
+            rows(ok(
+                &mut m,
+                B,
+                &update("big", epoch_is(7), vec![add("qty", 5)])
+            ))
+            .is_empty()
+        );
+        // A value that fits waits, and is computed again on the newest version.
+        let b_update = update("big", Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        rows(ok(
+            &mut m,
+            A,
+            &update("big", Cond::True, vec![add("qty", 1)]),
+        ));
+        ok(&mut m, A, &SqlOp::Commit);
+        assert_eq!(
+            error(ok(&mut m, B, &b_update)),
+            "22003: bigint out of range"
+        );
+        assert_eq!(
+            m.committed(Table::WorkOrders, "big")
+                .and_then(|r| r.get("qty")),
+            Some(&int(i64::MAX))
+        );
     }
 
     #[test]

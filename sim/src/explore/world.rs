@@ -785,6 +785,7 @@ impl World {
                     return;
                 };
                 let in_tx = self.sql.in_transaction(session);
+                let releases = self.sql.lock_releases();
                 match self.sql.execute(session, sql) {
                     SqlOutcome::Blocked { .. } => {
                         if !self.parked.contains(&index) {
@@ -794,9 +795,10 @@ impl World {
                     }
                     SqlOutcome::Done { reply, durable } => {
                         self.parked.retain(|i| *i != index);
-                        let ended = self.track_transaction(session, index, sql, in_tx, durable);
+                        self.track_transaction(session, index, sql, in_tx, durable);
                         self.finish_apply(index, Reply::Sql(reply), durable && !in_tx);
-                        if ended {
+                        // Locks go at a transaction's end and at its first error.
+                        if self.sql.lock_releases() != releases {
                             self.retry_parked();
                         }
                         return;
@@ -808,7 +810,7 @@ impl World {
     }
 
     /// Keeps the list of statements in each open transaction, and stamps them durable when
-    /// their transaction commits. Returns whether a transaction ended.
+    /// their transaction commits.
     fn track_transaction(
         &mut self,
         session: SessionId,
@@ -816,17 +818,15 @@ impl World {
         op: &SqlOp,
         in_tx: bool,
         durable: bool,
-    ) -> bool {
+    ) {
         match op {
             SqlOp::Begin => {
                 self.txn_ops.entry(session).or_default();
-                false
             }
             SqlOp::Exec(_) if in_tx => {
                 self.txn_ops.entry(session).or_default().push(index);
-                false
             }
-            SqlOp::Exec(_) => false,
+            SqlOp::Exec(_) => {}
             SqlOp::Commit => {
                 let ops = self.txn_ops.remove(&session).unwrap_or_default();
                 if durable {
@@ -834,11 +834,9 @@ impl World {
                         self.history.ops[i].durable_at = Some(self.now);
                     }
                 }
-                true
             }
             SqlOp::Rollback => {
                 self.txn_ops.remove(&session);
-                true
             }
         }
     }
@@ -971,9 +969,10 @@ impl World {
             self.in_flight -= 1;
         }
         self.txn_ops.remove(&old);
-        let ended = self.sql.disconnect(old);
+        let releases = self.sql.lock_releases();
+        self.sql.disconnect(old);
         self.procs[p].session = self.new_session();
-        if ended {
+        if self.sql.lock_releases() != releases {
             self.retry_parked();
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! Each accepted connection is one client session and runs as its own task; requests on a
 //! connection are answered one at a time. A SQL statement that must wait for a row lock waits
-//! (without blocking other connections) until some transaction ends, then runs again, exactly as
-//! in `sim::explore`. A connection that closes rolls back its open transaction. Every executed
+//! (without blocking other connections) until some transaction releases locks (by ending, or
+//! by failing at an error, as in PostgreSQL), then runs again, exactly as in `sim::explore`. A connection that closes rolls back its open transaction. Every executed
 //! operation is recorded with the store-side time it was applied.
 
 use std::cell::RefCell;
@@ -93,12 +93,14 @@ pub async fn serve(
             };
             let _ = connection(stream, &stores, session, kinds, &tx_done).await;
             // The client is gone: PostgreSQL rolls back its transaction.
-            let ended = {
+            let released = {
                 let mut s = stores.borrow_mut();
                 s.open.remove(&session);
-                s.sql.disconnect(session)
+                let releases = s.sql.lock_releases();
+                s.sql.disconnect(session);
+                s.sql.lock_releases() != releases
             };
-            if ended {
+            if released {
                 tx_done.notify_waiters();
             }
         });
@@ -129,8 +131,8 @@ async fn connection(
             tokio::pin!(notified);
             notified.as_mut().enable();
             match execute(stores, session, kinds, &req) {
-                Some((reply, ended)) => {
-                    if ended {
+                Some((reply, released)) => {
+                    if released {
                         tx_done.notify_waiters();
                     }
                     break reply;
@@ -144,7 +146,8 @@ async fn connection(
 }
 
 /// Runs one request; `None` when a SQL statement must wait for a lock. Also returns whether a
-/// transaction ended.
+/// transaction released row locks (it ended, or failed at an error), so that waiting
+/// statements must try again.
 fn execute(
     stores: &SharedStores,
     session: SessionId,
@@ -154,7 +157,7 @@ fn execute(
     let now = sim_now();
     let mut s = stores.borrow_mut();
     let mut committed = Vec::new();
-    let (reply, durable, ended) = match (&req.body, kinds) {
+    let (reply, durable, released) = match (&req.body, kinds) {
         (StoreOp::Kv(op), StoreKinds::Redis) => {
             let r = Reply::Kv(s.redis.execute(now, op));
             (r, true, false)
@@ -165,11 +168,12 @@ fn execute(
         }
         (StoreOp::Sql(op), StoreKinds::Sql) => {
             let in_tx = s.sql.in_transaction(session);
+            let releases = s.sql.lock_releases();
             match s.sql.execute(session, op) {
                 SqlOutcome::Blocked { .. } => return None,
                 SqlOutcome::Done { reply, durable } => {
                     use racelab_core::SqlOp;
-                    let ended = matches!(op, SqlOp::Commit | SqlOp::Rollback);
+                    let released = s.sql.lock_releases() != releases;
                     match op {
                         SqlOp::Begin => {
                             s.open.entry(session).or_default();
@@ -186,7 +190,7 @@ fn execute(
                         }
                         SqlOp::Exec(_) => {}
                     }
-                    (Reply::Sql(reply), durable && !in_tx, ended)
+                    (Reply::Sql(reply), durable && !in_tx, released)
                 }
             }
         }
@@ -203,5 +207,5 @@ fn execute(
         durable,
         committed,
     });
-    Some((reply, ended))
+    Some((reply, released))
 }
