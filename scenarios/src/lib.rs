@@ -21,6 +21,7 @@ mod doc001;
 mod doc002;
 mod doc003;
 pub mod gate;
+pub mod net;
 pub mod report;
 
 use racelab_core::{Quantity, Table, Value};

@@ -61,6 +61,12 @@ impl Stores {
             open: std::collections::BTreeMap::new(),
         }
     }
+
+    /// How many SQL transactions are open (a world with one is not quiescent: a statement
+    /// may still be waiting for its locks).
+    pub fn open_transactions(&self) -> usize {
+        self.open.len()
+    }
 }
 
 /// Shared store state inside one (single-threaded) simulation.
