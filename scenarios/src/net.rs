@@ -65,7 +65,7 @@ pub const NET_RACES: [&str; 4] = ["R-002-01", "R-002-02", "R-002-03", "R-002-04"
 pub const NET_SEED_BUDGET: u64 = 300;
 
 /// turmoil's tick in milliseconds: the granularity of message delivery.
-pub const TICK_MS: u64 = 10;
+pub const TICK_MS: u64 = 50;
 
 /// The most simulation steps one run may take (a run that needs more is stopped as not
 /// quiescent, like `RUN_EVENTS_MAX` in the explore world).
@@ -555,19 +555,25 @@ impl NetWorld {
         }
         let applied_len = self.stores.borrow().applied.len();
         if applied_len > applied_seen && !self.shared.borrow().failover_after.is_empty() {
+            // The earliest chosen write applied in this step: Redis fails over right after
+            // it (at its apply time, so the write is younger than the replication lag).
             let hit = {
                 let stores = self.stores.borrow();
                 let mut shared = self.shared.borrow_mut();
-                let before = shared.failover_after.len();
                 let new = &stores.applied[applied_seen..];
+                let at = new
+                    .iter()
+                    .find(|a| shared.failover_after.contains(&a.op))
+                    .map(|a| a.at);
                 shared
                     .failover_after
                     .retain(|op| !new.iter().any(|a| a.op == *op));
-                shared.failover_after.len() < before
+                at
             };
-            if hit {
-                self.stores.borrow_mut().redis.failover(now);
-                self.fault(Fault::Failover);
+            if let Some(at) = hit {
+                self.stores.borrow_mut().redis.failover(at);
+                self.recorder.fault(at, Fault::Failover);
+                self.shared.borrow_mut().faults += 1;
             }
         }
         applied_len
