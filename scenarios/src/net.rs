@@ -2,7 +2,7 @@
 //! (`racelab_adapters::drive`, unchanged) inside a turmoil network simulation.
 //!
 //! Each process of a race's world (the terminal `T`, the workers `W_A`, `W_B`, ...) is a
-//! turmoil host that runs its core machine with `drive` over [`NetClient`], a
+//! turmoil host that runs its core machine with `drive` over `NetClient`, a
 //! [`StoreClient`] that speaks `racelab_sim::net::wire` to two store hosts, `redis` (the key
 //! space and the queue) and `sql`, which serve the simulation's models
 //! (`racelab_sim::net::host`). Only the store client differs from a real deployment: the
@@ -29,9 +29,16 @@
 //! and durability, even for answers that never arrived. The same oracles then judge it.
 //!
 //! Time: turmoil advances every host's tokio clock by a fixed tick ([`TICK_MS`]); timers fire
-//! at their exact instant inside a tick, messages are delivered at tick boundaries. A quiet
-//! span costs one cheap step per tick, so leases of 20 s and job locks of 30 s expire in a few
-//! thousand steps.
+//! at their exact instant inside a tick, messages are delivered at tick boundaries. Every step
+//! ticks every host whether anything happens or not, so the tick sets the cost of a run: at
+//! 50 ms a minute of simulated time is 1,200 steps, and leases of 20 s and job locks of 30 s
+//! expire cheaply.
+//!
+//! Known approximations:
+//! a partition drops TCP segments for good (FIN included: the SQL host's idle-in-transaction
+//! timeout ends the orphaned session); a hold on a partitioned link replaces the partition
+//! with the hold; a failover happens at the chosen write's apply time, after the step, so a
+//! write applied later in the same tick is lost with it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -913,7 +920,7 @@ where
 /// queue) and one to the SQL host (the session). A connection whose request was interrupted
 /// (a timeout or a stop dropped the future) is never reused, as with the real clients.
 #[derive(Debug)]
-pub struct NetClient {
+struct NetClient {
     name: String,
     current: Arc<AtomicU64>,
     redis: Conn,
