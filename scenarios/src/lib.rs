@@ -22,6 +22,7 @@ mod doc001;
 mod doc002;
 mod doc003;
 pub mod gate;
+pub mod net;
 mod proxy;
 pub mod report;
 

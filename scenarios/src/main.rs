@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! racelab list [--json]
-//! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--json]
-//! racelab replay RACE --variant V (--seed S | --script NAME) [--json]
+//! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--json] [--world explore|net]
+//! racelab replay RACE --variant V (--seed S | --script NAME) [--json] [--world explore|net]
 //! racelab report [--out DIR] [--seeds N]
 //! racelab bench [--seeds N] [--repeats R] [--json]
 //! ```
@@ -71,6 +71,10 @@ enum Command {
         /// One JSON object per line per (race, variant).
         #[arg(long)]
         json: bool,
+        /// Where to run: `explore` (the discrete-event world) or `net` (the production driver
+        /// under turmoil; R-002-01 .. R-002-04, random seeds only).
+        #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
+        world: WorldArg,
     },
     /// Re-run one seed (or one scripted timeline) and print its timeline and verdict.
     Replay {
@@ -94,6 +98,9 @@ enum Command {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// Which world the seed belongs to (`explore` or `net`).
+        #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
+        world: WorldArg,
     },
     /// Write the race matrix (Markdown, JSON) and a timeline (Markdown, HTML/SVG) per failing
     /// trace.
@@ -168,6 +175,13 @@ enum VariantArg {
     Docfix,
     Correct,
     All,
+}
+
+/// The world a run happens in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WorldArg {
+    Explore,
+    Net,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -301,6 +315,16 @@ fn main() -> ExitCode {
             seeds,
             start_seed,
             json,
+            world: WorldArg::Net,
+        } => run_net(&races, all, variant, seeds, start_seed, json),
+        Command::Run {
+            races,
+            all,
+            variant,
+            seeds,
+            start_seed,
+            json,
+            world: WorldArg::Explore,
         } => run(&races, all, variant, seeds, start_seed, json),
         Command::Replay {
             race,
@@ -308,6 +332,15 @@ fn main() -> ExitCode {
             seed,
             script,
             json,
+            world: WorldArg::Net,
+        } => replay_net(&race, variant.into(), seed, script.as_deref(), json),
+        Command::Replay {
+            race,
+            variant,
+            seed,
+            script,
+            json,
+            world: WorldArg::Explore,
         } => replay(&race, variant.into(), seed, script.as_deref(), json),
     }
 }
@@ -995,4 +1028,218 @@ fn check_real(
     } else {
         ExitCode::FAILURE
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--world net`: the production driver under turmoil (racelab_scenarios::net).
+
+fn run_net(
+    names: &[String],
+    all: bool,
+    variant: VariantArg,
+    seeds: u64,
+    start: u64,
+    json: bool,
+) -> ExitCode {
+    use racelab_scenarios::net::{replay_command_net, supports, sweep_net};
+    let races = catalog();
+    let selected: Vec<&Race> = if all {
+        races.iter().filter(|r| supports(r)).collect()
+    } else {
+        match resolve(&races, names) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(race) = selected.iter().find(|r| !supports(r)) {
+        eprintln!(
+            "error: {}",
+            racelab_scenarios::net::NetError::Unsupported {
+                race: race.id.to_string()
+            }
+        );
+        return ExitCode::from(2);
+    }
+    let variants = variant.variants();
+    let total = seeds.saturating_mul((selected.len() * variants.len()) as u64);
+    let bar = show_progress(json).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:<22} [{bar:40}] {pos}/{len} seeds (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut all_match = true;
+    let mut matrix = Vec::new();
+    for race in &selected {
+        for &v in &variants {
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{} {} (net)", race.id, v.as_str()));
+            }
+            let done_before = bar.as_ref().map_or(0, |b| b.position());
+            let result = match sweep_net(race, v, start, seeds, |n| {
+                if let Some(bar) = &bar {
+                    bar.set_position(done_before + n);
+                }
+            }) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let expected = race.sweep.get(v);
+            let matches = expected.matches(result.failures > 0);
+            all_match &= matches;
+            let replay = result
+                .first_failing_seed
+                .map(|s| replay_command_net(race, v, s));
+            if json {
+                // The explore world's fields; the net world has no scripted timelines.
+                let row = json!({
+                    "race": race.id,
+                    "variant": v.as_str(),
+                    "seeds_run": result.seeds_run,
+                    "start_seed": start,
+                    "failures": result.failures,
+                    "first_failing_seed": result.first_failing_seed,
+                    "expected": expected.as_str(),
+                    "verdict_matches": matches,
+                    "store_ops": result.store_ops,
+                    "replay": replay,
+                    "scripts": Vec::<serde_json::Value>::new(),
+                });
+                out!("{row}");
+            } else {
+                let mut line = format!(
+                    "{} {} (net world):\n  random   {} seeds from {start}: {} failing, expected {} -> {}",
+                    race.id,
+                    v.as_str(),
+                    result.seeds_run,
+                    result.failures,
+                    expected.as_str(),
+                    if matches { "ok" } else { "MISMATCH" }
+                );
+                if let (Some(seed), Some(command)) = (result.first_failing_seed, &replay) {
+                    line.push_str(&format!(
+                        "\n    first failing seed {seed}; replay: {command}"
+                    ));
+                }
+                match &bar {
+                    Some(b) => b.suspend(|| out!("{line}")),
+                    None => out!("{line}"),
+                }
+                matrix.push((race.id, v, result, expected, matches));
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if !json {
+        out!("\nrace matrix (net world, random sweep; failures / seeds, expected):");
+        out!(
+            "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
+            "race",
+            "variant",
+            "failures",
+            "seeds",
+            "expected"
+        );
+        for (id, v, r, e, m) in matrix {
+            out!(
+                "{id:<10} {:<8} {:>10} {:>8} {:>9}  {}",
+                v.as_str(),
+                r.failures,
+                r.seeds_run,
+                e.as_str(),
+                if m { "as expected" } else { "MISMATCH" }
+            );
+        }
+    }
+    if all_match {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn replay_net(
+    name: &str,
+    variant: Variant,
+    seed: Option<u64>,
+    script: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    use racelab_scenarios::net::{replay_command_net, run_seed_net};
+    let races = catalog();
+    let race = match lookup(&races, name) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let Some(seed) = seed else {
+        eprintln!(
+            "error: the net world replays seeds (--seed S); scripted timelines run with \
+             --world explore"
+        );
+        return ExitCode::from(2);
+    };
+    let outcome = match run_seed_net(race, variant, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = replay_command_net(race, variant, seed);
+    let timeline = render_timeline(&outcome);
+    let hash = format!("{:016x}", outcome.run.trace_hash);
+    if json {
+        let row = json!({
+            "race": race.id,
+            "variant": variant.as_str(),
+            "seed": seed,
+            "script": script,
+            "trace_hash": hash,
+            "violated": outcome.violated(),
+            "explanation": outcome.verdict.explanation(),
+            "quiescent": outcome.run.quiescent,
+            "timeline": timeline,
+            "replay": command,
+        });
+        out!("{row}");
+    } else {
+        out!(
+            "{} ({}), {} variant, seed {seed}, net world",
+            race.id,
+            race.title,
+            variant.as_str()
+        );
+        for line in &timeline {
+            out!("{line}");
+        }
+        out!();
+        out!(
+            "{}",
+            if outcome.violated() {
+                "VIOLATED"
+            } else {
+                "HELD"
+            }
+        );
+        out!("{}", outcome.verdict.explanation());
+        out!("trace hash {hash}");
+        out!("replay: {command}");
+    }
+    ExitCode::SUCCESS
 }

@@ -61,6 +61,12 @@ impl Stores {
             open: std::collections::BTreeMap::new(),
         }
     }
+
+    /// How many SQL transactions are open (a world with one is not quiescent: a statement
+    /// may still be waiting for its locks).
+    pub fn open_transactions(&self) -> usize {
+        self.open.len()
+    }
 }
 
 /// Shared store state inside one (single-threaded) simulation.
@@ -107,6 +113,12 @@ pub async fn serve(
     }
 }
 
+/// PostgreSQL's `idle_in_transaction_session_timeout` as the SQL host applies it. turmoil
+/// drops the segments a partition cuts, FIN included, so without it a transaction whose client
+/// gave up during a partition would keep its locks for the rest of the run (a real server
+/// needs the same setting, or TCP keepalives, for a client host that vanishes).
+pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Which stores a host answers for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKinds {
@@ -123,7 +135,19 @@ async fn connection(
     kinds: StoreKinds,
     tx_done: &Notify,
 ) -> Result<(), super::wire::WireError> {
-    while let Some(req) = read_frame::<_, Request>(&mut stream).await? {
+    loop {
+        // A session idle inside a transaction is ended (and so rolled back) after
+        // `IDLE_IN_TRANSACTION`: a client lost without a FIN must not hold row locks forever.
+        let in_tx = stores.borrow().sql.in_transaction(session);
+        let next = if in_tx {
+            match tokio::time::timeout(IDLE_IN_TRANSACTION, read_frame(&mut stream)).await {
+                Ok(next) => next?,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            read_frame::<_, Request>(&mut stream).await?
+        };
+        let Some(req) = next else { break };
         let reply = loop {
             // Register interest before trying, so a commit between the try and the wait is
             // not missed.

@@ -1,0 +1,1027 @@
+//! The net world: document 002's races (R-002-01 .. R-002-04) with the production async driver
+//! (`racelab_adapters::drive`, unchanged) inside a turmoil network simulation.
+//!
+//! Each process of a race's world (the terminal `T`, the workers `W_A`, `W_B`, ...) is a
+//! turmoil host that runs its core machine with `drive` over `NetClient`, a
+//! [`StoreClient`] that speaks `racelab_sim::net::wire` to two store hosts, `redis` (the key
+//! space and the queue) and `sql`, which serve the simulation's models
+//! (`racelab_sim::net::host`). Only the store client differs from a real deployment: the
+//! timeouts, retries, reconnects and cancellation are the shipped driver's.
+//!
+//! Faults come from the race's [`FaultProfile`], drawn from the seed and carried out by
+//! turmoil:
+//!
+//! - planned partitions (both ways, or one way in either direction) between a worker and a
+//!   store, repaired after `partition_len`;
+//! - per operation, with the profile's ratios: `pause` holds every link of the process for
+//!   `pause_len` (its messages wait, its timers still fire: a stalled process as the network
+//!   sees it), `delay` holds the link of this operation's store, `drop_reply` cuts the
+//!   store-to-process direction until the operation's timeout, `crash` kills the host right
+//!   after a completion (turmoil `crash`, then `bounce` after `restart_after`, with a fresh
+//!   machine of the next incarnation);
+//! - store faults the network cannot express: `failover` right after a Redis write is applied
+//!   (the model loses writes younger than the replication lag) and planned Redis restarts;
+//! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
+//!
+//! The history is recorded from the client side by the adapters' recorder (invocation,
+//! completion, timeouts) and then given the store's truth: each request carries the index of
+//! its history record, and the store hosts' apply log (`Applied`) sets the result, apply time
+//! and durability, even for answers that never arrived. The same oracles then judge it.
+//!
+//! Time: turmoil advances every host's tokio clock by a fixed tick ([`TICK_MS`]); timers fire
+//! at their exact instant inside a tick, messages are delivered at tick boundaries. Every step
+//! ticks every host whether anything happens or not, so the tick sets the cost of a run: at
+//! 50 ms a minute of simulated time is 1,200 steps, and leases of 20 s and job locks of 30 s
+//! expire cheaply.
+//!
+//! Known approximations:
+//! a partition drops TCP segments for good (FIN included: the SQL host's idle-in-transaction
+//! timeout ends the orphaned session); a hold on a partitioned link replaces the partition
+//! with the hold; a failover happens at the chosen write's apply time, after the step, so a
+//! write applied later in the same tick is lost with it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use racelab_adapters::{
+    AdapterError, Clock, Completion, Control, DriveEnd, DriverConfig, Observer, ProcessRecorder,
+    Recorder, StoreClient, drive,
+};
+use racelab_core::{
+    Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, Reply, SqlReply, StoreId, StoreOp,
+    Table, Tag, Timestamp,
+};
+use racelab_sim::explore::{Factory, FaultProfile, Run, RunStats, SimRng, StableHasher};
+use racelab_sim::net::host::{StoreKinds, Stores, serve};
+use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
+use tokio::sync::{Notify, watch};
+
+use crate::catalog::{Outcome, Race, Workload};
+use crate::{Sweep, Variant};
+
+/// The races the net world runs.
+pub const NET_RACES: [&str; 4] = ["R-002-01", "R-002-02", "R-002-03", "R-002-04"];
+
+/// The random sweep must find each Buggy variant's violation in the net world within this
+/// many seeds from seed 0 (asserted by `tests/net.rs`).
+pub const NET_SEED_BUDGET: u64 = 300;
+
+/// turmoil's tick in milliseconds: the granularity of message delivery.
+pub const TICK_MS: u64 = 50;
+
+/// The most simulation steps one run may take (a run that needs more is stopped as not
+/// quiescent, like `RUN_EVENTS_MAX` in the explore world).
+pub const RUN_STEPS_MAX: u64 = 400_000;
+
+/// The store hosts' port (one per host).
+const STORE_PORT: u16 = 7000;
+const REDIS_HOST: &str = "redis";
+const SQL_HOST: &str = "sql";
+
+/// Why a race cannot run in the net world.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// The race has no net-world version.
+    #[error(
+        "{race} does not run in the net world yet; it covers {} (use --world explore for the \
+         others)",
+        NET_RACES.join(", ")
+    )]
+    Unsupported {
+        /// The race id.
+        race: String,
+    },
+    /// A host's software failed (a bug in the harness, not a race).
+    #[error("the net simulation of {race} seed {seed} failed: {message}")]
+    Simulation {
+        /// The race id.
+        race: String,
+        /// The seed.
+        seed: u64,
+        /// What turmoil reported.
+        message: String,
+    },
+}
+
+/// Whether `race` runs in the net world.
+pub fn supports(race: &Race) -> bool {
+    NET_RACES.contains(&race.id)
+}
+
+/// Runs `race`'s `variant` in the net world with `seed`: the same random workload as the
+/// explore world's seed, faults from the race's profile carried out by turmoil.
+pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome, NetError> {
+    if !supports(race) {
+        return Err(NetError::Unsupported {
+            race: race.id.to_string(),
+        });
+    }
+    let mut rng = SimRng::new(crate::workload_seed(seed));
+    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let run = NetWorld::new(spec, (race.profile)(), seed)
+        .run()
+        .map_err(|message| NetError::Simulation {
+            race: race.id.to_string(),
+            seed,
+            message,
+        })?;
+    Ok(crate::judge(race, run, state))
+}
+
+/// Runs seeds `start..start + count` in the net world, calling `progress(done)` after each.
+pub fn sweep_net(
+    race: &Race,
+    variant: Variant,
+    start: u64,
+    count: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Sweep, NetError> {
+    let mut s = Sweep {
+        seeds_run: 0,
+        failures: 0,
+        first_failing_seed: None,
+        store_ops: 0,
+        events: 0,
+        runs_with_faults: 0,
+        protections: 0,
+    };
+    for seed in start..start.saturating_add(count) {
+        let outcome = run_seed_net(race, variant, seed)?;
+        s.seeds_run += 1;
+        s.store_ops += outcome.run.stats.store_ops;
+        s.events += outcome.run.stats.events;
+        s.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
+        s.protections += crate::protections(&outcome.run.history);
+        if outcome.violated() {
+            s.failures += 1;
+            s.first_failing_seed.get_or_insert(seed);
+        }
+        progress(s.seeds_run);
+    }
+    Ok(s)
+}
+
+/// The first seed from `start` whose net-world run violates an invariant, within `budget`.
+pub fn seeds_to_detect_net(
+    race: &Race,
+    variant: Variant,
+    start: u64,
+    budget: u64,
+) -> Result<Option<u64>, NetError> {
+    for seed in start..start.saturating_add(budget) {
+        if run_seed_net(race, variant, seed)?.violated() {
+            return Ok(Some(seed));
+        }
+    }
+    Ok(None)
+}
+
+/// The command that replays one seed in the net world.
+pub fn replay_command_net(race: &Race, variant: Variant, seed: u64) -> String {
+    format!("{} --world net", crate::replay_command(race, variant, seed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world
+
+/// What the hosts and the outer loop share (one thread: turmoil runs hosts on a `LocalSet`).
+struct Shared {
+    procs: Vec<ProcState>,
+    /// Links held until a time, by (process, store).
+    holds: BTreeMap<(usize, StoreId), Timestamp>,
+    /// One-way cuts (store to process) until a time.
+    reply_cuts: BTreeMap<(usize, StoreId), Timestamp>,
+    /// History indexes of Redis writes after whose application Redis fails over.
+    failover_after: Vec<u64>,
+    /// Faults injected so far.
+    faults: u64,
+}
+
+#[derive(Debug)]
+struct ProcState {
+    ip: IpAddr,
+    prone: bool,
+    start_at: Timestamp,
+    incarnation: u32,
+    started: bool,
+    /// The machine's `is_idle`, updated by [`Tracked`].
+    idle: Rc<Cell<bool>>,
+    /// Operations in flight other than queue polls.
+    in_flight: u32,
+    /// The driver returned (the machine has nothing left to do).
+    finished: bool,
+    /// The process asked to crash, with the pause before its restart.
+    crash: Option<Duration>,
+    /// Crashed; restarts at this time.
+    restart_at: Option<Timestamp>,
+}
+
+/// What one process host needs to (re)start.
+struct ProcCtx {
+    index: usize,
+    name: String,
+    factory: Factory,
+    shared: Rc<RefCell<Shared>>,
+    recorder: Recorder,
+    config: DriverConfig,
+    profile: FaultProfile,
+    seed: u64,
+    ips: StoreIps,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StoreIps {
+    redis: IpAddr,
+    sql: IpAddr,
+}
+
+impl StoreIps {
+    fn of(self, store: StoreId) -> IpAddr {
+        match store {
+            StoreId::Sql => self.sql,
+            // The net world runs document 002's races only (others are refused before a run
+            // starts), which reach nothing but Redis and SQL.
+            StoreId::Redis | StoreId::Local | StoreId::Upstream => self.redis,
+        }
+    }
+}
+
+/// A planned fault of the outer loop.
+#[derive(Clone, Debug)]
+enum Planned {
+    Partition {
+        proc: usize,
+        store: StoreId,
+        /// 0: both ways, 1: process to store only, 2: store to process only.
+        direction: u64,
+    },
+    Heal {
+        proc: usize,
+        store: StoreId,
+    },
+    RedisRestart,
+}
+
+struct NetWorld {
+    sim: turmoil::Sim<'static>,
+    shared: Rc<RefCell<Shared>>,
+    stores: Rc<RefCell<Stores>>,
+    recorder: Recorder,
+    planned: Vec<(Timestamp, Planned)>,
+    ips: StoreIps,
+    time_limit: Timestamp,
+    decisions: u64,
+    seed: u64,
+}
+
+fn to_std(d: Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_ms())
+}
+
+fn pid(index: usize) -> ProcessId {
+    ProcessId(u16::try_from(index).unwrap_or(u16::MAX))
+}
+
+/// SplitMix64's finaliser: independent streams from one seed.
+fn mix(seed: u64, salt: u64) -> u64 {
+    let mut z = seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl NetWorld {
+    fn new(spec: racelab_sim::explore::WorldSpec, profile: FaultProfile, seed: u64) -> NetWorld {
+        let mut builder = turmoil::Builder::new();
+        builder
+            .rng_seed(seed)
+            .enable_random_order()
+            .tick_duration(std::time::Duration::from_millis(TICK_MS))
+            // The outer loop enforces the time limit; turmoil's own limit only applies to
+            // clients, of which there are none.
+            .simulation_duration(to_std(Duration::from_ms(spec.time_limit.as_ms())) * 2)
+            .min_message_latency(to_std(profile.latency.0))
+            .max_message_latency(to_std(profile.latency.1));
+        let mut sim = builder.build();
+        let stores = Rc::new(RefCell::new(Stores::new(
+            spec.replication_lag,
+            spec.queue_lock,
+        )));
+        for (table, key, row) in &spec.sql_rows {
+            stores.borrow_mut().sql.seed(*table, key, row.clone());
+        }
+        let tx_done = Rc::new(Notify::new());
+        for (name, kinds) in [(REDIS_HOST, StoreKinds::Redis), (SQL_HOST, StoreKinds::Sql)] {
+            let stores = stores.clone();
+            let tx_done = tx_done.clone();
+            sim.host(name, move || {
+                serve(STORE_PORT, stores.clone(), kinds, tx_done.clone())
+            });
+        }
+        let ips = StoreIps {
+            redis: sim.lookup(REDIS_HOST),
+            sql: sim.lookup(SQL_HOST),
+        };
+        let recorder = Recorder::new();
+        let shared = Rc::new(RefCell::new(Shared {
+            procs: Vec::new(),
+            holds: BTreeMap::new(),
+            reply_cuts: BTreeMap::new(),
+            failover_after: Vec::new(),
+            faults: 0,
+        }));
+        let config = DriverConfig {
+            redis_timeout: to_std(spec.net.redis_timeout),
+            sql_timeout: to_std(spec.net.sql_timeout),
+            ..DriverConfig::default()
+        };
+        let mut prone = Vec::new();
+        for (index, p) in spec.processes.into_iter().enumerate() {
+            recorder.name(pid(index), &p.name);
+            if p.fault_prone {
+                prone.push(index);
+            }
+            let ctx = Rc::new(ProcCtx {
+                index,
+                name: p.name.clone(),
+                factory: p.factory,
+                shared: shared.clone(),
+                recorder: recorder.clone(),
+                config: config.clone(),
+                profile: profile.clone(),
+                seed,
+                ips,
+            });
+            sim.host(p.name.as_str(), move || run_process(ctx.clone()));
+            let ip = sim.lookup(p.name.as_str());
+            shared.borrow_mut().procs.push(ProcState {
+                ip,
+                prone: p.fault_prone,
+                start_at: p.start_at,
+                incarnation: 0,
+                started: false,
+                idle: Rc::new(Cell::new(false)),
+                in_flight: 0,
+                finished: false,
+                crash: None,
+                restart_at: None,
+            });
+        }
+        let mut world = NetWorld {
+            sim,
+            shared,
+            stores,
+            recorder,
+            planned: Vec::new(),
+            ips,
+            time_limit: spec.time_limit,
+            decisions: 0,
+            seed,
+        };
+        world.plan(&profile, &prone);
+        world
+    }
+
+    /// The faults planned at times: partitions and Redis restarts.
+    fn plan(&mut self, profile: &FaultProfile, prone: &[usize]) {
+        let mut rng = SimRng::new(mix(self.seed, 0xFA17));
+        let window = profile.window.as_ms().max(1);
+        for _ in 0..profile.partitions {
+            if prone.is_empty() {
+                break;
+            }
+            let at = Timestamp::from_ms(rng.below(window));
+            let proc = prone[usize::try_from(rng.below(prone.len() as u64)).unwrap_or(0)];
+            let store = if rng.below(2) == 0 {
+                StoreId::Redis
+            } else {
+                StoreId::Sql
+            };
+            let direction = rng.below(3);
+            let len = rng.duration(profile.partition_len.0, profile.partition_len.1);
+            self.decisions += 5;
+            self.planned.push((
+                at,
+                Planned::Partition {
+                    proc,
+                    store,
+                    direction,
+                },
+            ));
+            self.planned.push((at + len, Planned::Heal { proc, store }));
+        }
+        for _ in 0..profile.redis_restarts {
+            let at = Timestamp::from_ms(rng.below(window));
+            self.decisions += 1;
+            self.planned.push((at, Planned::RedisRestart));
+        }
+        // Stable: equal times keep their planning order.
+        self.planned.sort_by_key(|(at, _)| *at);
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_ms(u64::try_from(self.sim.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn fault(&self, fault: Fault) {
+        self.recorder.fault(self.now(), fault);
+        self.shared.borrow_mut().faults += 1;
+    }
+
+    fn run(mut self) -> Result<Run, String> {
+        let mut steps = 0u64;
+        let mut applied_seen = 0usize;
+        let mut quiescent = false;
+        loop {
+            self.act();
+            self.sim.step().map_err(|e| e.to_string())?;
+            steps += 1;
+            applied_seen = self.after_step(applied_seen);
+            if self.is_quiescent() {
+                quiescent = true;
+                break;
+            }
+            if self.now() > self.time_limit || steps >= RUN_STEPS_MAX {
+                break;
+            }
+        }
+        Ok(self.finish(steps, quiescent))
+    }
+
+    /// Carries out what is due: planned faults, releases, repairs and restarts.
+    fn act(&mut self) {
+        let now = self.now();
+        while self.planned.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, planned) = self.planned.remove(0);
+            match planned {
+                Planned::Partition {
+                    proc,
+                    store,
+                    direction,
+                } => {
+                    let (p, s) = (self.shared.borrow().procs[proc].ip, self.ips.of(store));
+                    match direction {
+                        0 => self.sim.partition(p, s),
+                        1 => self.sim.partition_oneway(p, s),
+                        _ => self.sim.partition_oneway(s, p),
+                    }
+                    self.fault(Fault::Partition {
+                        process: pid(proc),
+                        store,
+                    });
+                }
+                Planned::Heal { proc, store } => {
+                    let (p, s) = (self.shared.borrow().procs[proc].ip, self.ips.of(store));
+                    self.sim.repair(p, s);
+                    self.fault(Fault::Heal {
+                        process: pid(proc),
+                        store,
+                    });
+                }
+                Planned::RedisRestart => {
+                    self.stores.borrow_mut().redis.restart();
+                    self.fault(Fault::RedisRestart);
+                }
+            }
+        }
+        let due = |m: &mut BTreeMap<(usize, StoreId), Timestamp>| {
+            let keys: Vec<_> = m
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &keys {
+                m.remove(k);
+            }
+            keys
+        };
+        let (released, repaired) = {
+            let mut shared = self.shared.borrow_mut();
+            let released = due(&mut shared.holds);
+            let repaired = due(&mut shared.reply_cuts);
+            (released, repaired)
+        };
+        for (proc, store) in released {
+            let p = self.shared.borrow().procs[proc].ip;
+            self.sim.release(p, self.ips.of(store));
+        }
+        for (proc, store) in repaired {
+            let p = self.shared.borrow().procs[proc].ip;
+            self.sim.repair_oneway(self.ips.of(store), p);
+        }
+        let restarts: Vec<usize> = self
+            .shared
+            .borrow()
+            .procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.restart_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        for i in restarts {
+            let ip = {
+                let mut shared = self.shared.borrow_mut();
+                let p = &mut shared.procs[i];
+                p.restart_at = None;
+                p.incarnation += 1;
+                p.started = false;
+                p.idle.set(false);
+                p.in_flight = 0;
+                p.finished = false;
+                p.ip
+            };
+            self.fault(Fault::Restart { process: pid(i) });
+            self.sim.bounce(ip);
+        }
+    }
+
+    /// Crashes the processes that asked for it, and fails Redis over after the writes chosen
+    /// for it. Returns how much of the apply log has been looked at.
+    fn after_step(&mut self, applied_seen: usize) -> usize {
+        let now = self.now();
+        let crashes: Vec<(usize, Duration)> = self
+            .shared
+            .borrow_mut()
+            .procs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, p)| p.crash.take().map(|d| (i, d)))
+            .collect();
+        for (i, restart_after) in crashes {
+            let ip = {
+                let mut shared = self.shared.borrow_mut();
+                let p = &mut shared.procs[i];
+                p.restart_at = Some(now + restart_after);
+                p.ip
+            };
+            self.sim.crash(ip);
+            self.fault(Fault::Crash { process: pid(i) });
+        }
+        let applied_len = self.stores.borrow().applied.len();
+        if applied_len > applied_seen && !self.shared.borrow().failover_after.is_empty() {
+            // The earliest chosen write applied in this step: Redis fails over right after
+            // it (at its apply time, so the write is younger than the replication lag).
+            let hit = {
+                let stores = self.stores.borrow();
+                let mut shared = self.shared.borrow_mut();
+                let new = &stores.applied[applied_seen..];
+                let at = new
+                    .iter()
+                    .find(|a| shared.failover_after.contains(&a.op))
+                    .map(|a| a.at);
+                shared
+                    .failover_after
+                    .retain(|op| !new.iter().any(|a| a.op == *op));
+                at
+            };
+            if let Some(at) = hit {
+                self.stores.borrow_mut().redis.failover(at);
+                self.recorder.fault(at, Fault::Failover);
+                self.shared.borrow_mut().faults += 1;
+            }
+        }
+        applied_len
+    }
+
+    fn is_quiescent(&self) -> bool {
+        let shared = self.shared.borrow();
+        let stores = self.stores.borrow();
+        stores.queue.is_drained()
+            && stores.open_transactions() == 0
+            && shared.holds.is_empty()
+            && shared.procs.iter().all(|p| {
+                p.restart_at.is_none()
+                    && p.crash.is_none()
+                    && (p.finished || (p.started && p.in_flight == 0 && p.idle.get()))
+            })
+    }
+
+    /// The history with the store's truth, the end state and the trace hash.
+    fn finish(self, steps: u64, quiescent: bool) -> Run {
+        let ended_at = self.now();
+        let mut history = self.recorder.history();
+        // The client only knows what reached it; the store's apply log says what happened.
+        for op in &mut history.ops {
+            op.applied_at = None;
+            op.durable_at = None;
+            op.result = None;
+        }
+        let stores = self.stores.borrow();
+        for a in &stores.applied {
+            let Some(record) = usize::try_from(a.op)
+                .ok()
+                .and_then(|i| history.ops.get_mut(i))
+            else {
+                continue;
+            };
+            record.applied_at = Some(a.at);
+            let committed = a.reply == Reply::Sql(SqlReply::Committed);
+            if (a.durable || committed) && a.reply.is_success() {
+                record.durable_at = Some(a.at);
+            }
+            record.result = Some(a.reply.clone());
+            for c in &a.committed {
+                if let Some(r) = usize::try_from(*c)
+                    .ok()
+                    .and_then(|i| history.ops.get_mut(i))
+                    && r.succeeded()
+                {
+                    r.durable_at = Some(a.at);
+                }
+            }
+        }
+        let mut sql_rows = Vec::new();
+        for table in Table::ALL {
+            for (key, row) in stores.sql.committed_rows(table) {
+                sql_rows.push((table, key.to_string(), row.clone()));
+            }
+        }
+        let mut hasher = StableHasher::default();
+        self.seed.hash(&mut hasher);
+        history.hash(&mut hasher);
+        sql_rows.hash(&mut hasher);
+        for a in &stores.applied {
+            (&a.client, a.op, a.at, &a.reply, a.durable, &a.committed).hash(&mut hasher);
+        }
+        let faults = self.shared.borrow().faults;
+        Run {
+            trace_hash: hasher.finish(),
+            injected: Vec::new(),
+            choices: None,
+            decisions: Vec::new(),
+            quiescent,
+            ended_at,
+            stats: RunStats {
+                events: steps,
+                store_ops: stores.applied.len() as u64,
+                decisions: self.decisions,
+                faults,
+            },
+            sql_rows,
+            history,
+            local: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process host
+
+/// The software of one process host: waits for its start time, builds the machine of its
+/// incarnation and drives it until it is idle for good or crashes.
+async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
+    // One time line for every host: the zero of this host's tokio clock is the simulation's
+    // start (a bounced host gets a fresh runtime whose clock starts anew).
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    let zero = tokio::time::Instant::now()
+        .checked_sub(elapsed)
+        .ok_or("the host clock cannot express the simulation's start")?;
+    let clock = Clock::starting_at(zero);
+    let (start_at, incarnation, idle) = {
+        let shared = ctx.shared.borrow();
+        let p = &shared.procs[ctx.index];
+        (p.start_at, p.incarnation, p.idle.clone())
+    };
+    if clock.now() < start_at {
+        tokio::time::sleep_until(clock.instant(start_at)).await;
+    }
+    ctx.shared.borrow_mut().procs[ctx.index].started = true;
+    let mut machine = Tracked {
+        inner: (ctx.factory)(incarnation),
+        idle,
+    };
+    let current = Arc::new(AtomicU64::new(0));
+    let mut client = NetClient {
+        name: ctx.name.clone(),
+        current: current.clone(),
+        redis: Conn::new(ctx.ips.redis),
+        sql: Conn::new(ctx.ips.sql),
+    };
+    let mut observer = NetObserver {
+        recorder: ctx.recorder.process(
+            pid(ctx.index),
+            go_on as fn(&Outgoing, &Completion) -> Control,
+        ),
+        ctx: ctx.clone(),
+        rng: SimRng::new(mix(
+            ctx.seed,
+            1 + ((ctx.index as u64) << 16) + u64::from(incarnation),
+        )),
+        current,
+        store_of: BTreeMap::new(),
+    };
+    let (_stop_tx, mut stop) = watch::channel(false);
+    let end = drive(
+        &mut machine,
+        &mut client,
+        &ctx.config,
+        clock,
+        &mut stop,
+        &mut observer,
+    )
+    .await;
+    // A crashed process' connections close now, which rolls back its transaction.
+    drop(client);
+    match end {
+        DriveEnd::Crashed => {
+            // The outer loop crashes the host (and bounces it later).
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+        DriveEnd::Idle | DriveEnd::Stopped => {
+            ctx.shared.borrow_mut().procs[ctx.index].finished = true;
+            Ok(())
+        }
+    }
+}
+
+fn go_on(_: &Outgoing, _: &Completion) -> Control {
+    Control::Continue
+}
+
+/// A machine that publishes whether it is idle after every call (for quiescence).
+struct Tracked {
+    inner: Box<dyn Machine>,
+    idle: Rc<Cell<bool>>,
+}
+
+impl Tracked {
+    fn publish(&self) {
+        self.idle.set(self.inner.is_idle());
+    }
+}
+
+impl Machine for Tracked {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.inner.handle_start(now);
+        self.publish();
+    }
+    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
+        self.inner.handle_reply(now, op, reply);
+        self.publish();
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        let out = self.inner.poll_op();
+        self.publish();
+        out
+    }
+    fn poll_note(&mut self) -> Option<Note> {
+        self.inner.poll_note()
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.publish();
+        self.inner.poll_timeout()
+    }
+    fn is_idle(&self) -> bool {
+        self.inner.is_idle()
+    }
+}
+
+/// Records the process' operations and injects its per-operation faults.
+struct NetObserver<F> {
+    recorder: ProcessRecorder<F>,
+    ctx: Rc<ProcCtx>,
+    rng: SimRng,
+    /// The history index of the operation being executed, read by [`NetClient`].
+    current: Arc<AtomicU64>,
+    /// Operations in flight that count for quiescence, with their store.
+    store_of: BTreeMap<OpId, StoreId>,
+}
+
+fn store_of(op: &StoreOp) -> StoreId {
+    match op {
+        StoreOp::Sql(_) => StoreId::Sql,
+        StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
+        StoreOp::Local(_) => StoreId::Local,
+        StoreOp::Upstream(_) => StoreId::Upstream,
+    }
+}
+
+impl<F> NetObserver<F> {
+    fn timeout(&self, store: StoreId) -> Duration {
+        let d = match store {
+            StoreId::Sql => self.ctx.config.sql_timeout,
+            StoreId::Redis | StoreId::Local | StoreId::Upstream => self.ctx.config.redis_timeout,
+        };
+        Duration::from_ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn hold(&self, store: StoreId, until: Timestamp) {
+        let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
+        turmoil::hold(me, self.ctx.ips.of(store));
+        let mut shared = self.ctx.shared.borrow_mut();
+        let entry = shared.holds.entry((self.ctx.index, store)).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// The per-operation faults of the profile, decided as the operation leaves.
+    fn op_faults(&mut self, at: Timestamp, op: &Outgoing, index: u64) {
+        let profile = &self.ctx.profile;
+        if at.as_ms() >= profile.window.as_ms() {
+            return;
+        }
+        let (prone, process) = {
+            let shared = self.ctx.shared.borrow();
+            (shared.procs[self.ctx.index].prone, pid(self.ctx.index))
+        };
+        let store = store_of(&op.op);
+        let mut faults = Vec::new();
+        if prone && self.rng.chance(profile.pause) {
+            let d = self.rng.duration(profile.pause_len.0, profile.pause_len.1);
+            self.hold(StoreId::Redis, at + d);
+            self.hold(StoreId::Sql, at + d);
+            faults.push(Fault::Pause {
+                process,
+                duration: d,
+            });
+        }
+        if self.rng.chance(profile.delay) {
+            let d = self.rng.duration(profile.delay_len.0, profile.delay_len.1);
+            self.hold(store, at + d);
+            faults.push(Fault::Delay {
+                process,
+                op: op.id,
+                by: d,
+            });
+        }
+        if self.rng.chance(profile.drop_reply) {
+            let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
+            turmoil::partition_oneway(self.ctx.ips.of(store), me);
+            let until = at + self.timeout(store);
+            let mut shared = self.ctx.shared.borrow_mut();
+            let entry = shared
+                .reply_cuts
+                .entry((self.ctx.index, store))
+                .or_insert(until);
+            *entry = (*entry).max(until);
+            faults.push(Fault::DropReply { process, op: op.id });
+        }
+        if store == StoreId::Redis && op.tag != Tag::Fetch && self.rng.chance(profile.failover) {
+            self.ctx.shared.borrow_mut().failover_after.push(index);
+        }
+        for f in faults {
+            self.ctx.recorder.fault(at, f);
+            self.ctx.shared.borrow_mut().faults += 1;
+        }
+    }
+}
+
+impl<F> Observer for NetObserver<F>
+where
+    F: FnMut(&Outgoing, &Completion) -> Control,
+{
+    fn invoked(&mut self, at: Timestamp, op: &Outgoing) {
+        let index = self
+            .ctx
+            .recorder
+            .with_history(|h| h.ops.len() as u64)
+            .unwrap_or(0);
+        self.current.store(index, Ordering::Relaxed);
+        if op.tag != Tag::Fetch {
+            self.store_of.insert(op.id, store_of(&op.op));
+            self.ctx.shared.borrow_mut().procs[self.ctx.index].in_flight += 1;
+        }
+        self.recorder.invoked(at, op);
+        self.op_faults(at, op, index);
+    }
+
+    fn completed(&mut self, at: Timestamp, op: &Outgoing, completion: &Completion) -> Control {
+        if self.store_of.remove(&op.id).is_some() {
+            let mut shared = self.ctx.shared.borrow_mut();
+            let p = &mut shared.procs[self.ctx.index];
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+        let control = self.recorder.completed(at, op, completion);
+        let profile = &self.ctx.profile;
+        let prone = self.ctx.shared.borrow().procs[self.ctx.index].prone;
+        if prone && at.as_ms() < profile.window.as_ms() && self.rng.chance(profile.crash) {
+            let d = self
+                .rng
+                .duration(profile.restart_after.0, profile.restart_after.1);
+            self.ctx.shared.borrow_mut().procs[self.ctx.index].crash = Some(d);
+            return Control::Crash;
+        }
+        control
+    }
+
+    fn noted(&mut self, at: Timestamp, note: &Note) {
+        self.recorder.noted(at, note);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store client
+
+/// A [`StoreClient`] over turmoil TCP: one connection to the Redis host (commands and the
+/// queue) and one to the SQL host (the session). A connection whose request was interrupted
+/// (a timeout or a stop dropped the future) is never reused, as with the real clients.
+#[derive(Debug)]
+struct NetClient {
+    name: String,
+    current: Arc<AtomicU64>,
+    redis: Conn,
+    sql: Conn,
+}
+
+#[derive(Debug)]
+struct Conn {
+    host: IpAddr,
+    stream: Option<turmoil::net::TcpStream>,
+    /// A request is outstanding; still set at the next call means it was interrupted.
+    busy: bool,
+}
+
+impl Conn {
+    fn new(host: IpAddr) -> Conn {
+        Conn {
+            host,
+            stream: None,
+            busy: false,
+        }
+    }
+
+    async fn call(&mut self, req: &Request, what: &'static str) -> Result<Reply, AdapterError> {
+        if self.busy {
+            self.stream = None;
+            self.busy = false;
+        }
+        if self.stream.is_none() {
+            let stream = turmoil::net::TcpStream::connect((self.host, STORE_PORT))
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    what,
+                    url: format!("{}:{STORE_PORT}", self.host),
+                    source: Box::new(e),
+                })?;
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(AdapterError::InvalidInput("no connection".into()));
+        };
+        self.busy = true;
+        let result = async {
+            write_frame(stream, req).await?;
+            read_frame::<_, Response>(stream).await
+        }
+        .await;
+        self.busy = false;
+        let failed = |message: String| AdapterError::Connection { what, message };
+        match result {
+            Ok(Some(resp)) if resp.op == req.op => Ok(resp.reply),
+            Ok(Some(resp)) => {
+                self.stream = None;
+                Err(AdapterError::Protocol {
+                    what,
+                    message: format!("answer to request {} for request {}", resp.op, req.op),
+                })
+            }
+            Ok(None) => {
+                self.stream = None;
+                Err(failed("the store closed the connection".into()))
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(failed(e.to_string()))
+            }
+        }
+    }
+}
+
+impl StoreClient for NetClient {
+    async fn execute(&mut self, op: &StoreOp) -> Result<Reply, AdapterError> {
+        let req = Request {
+            op: self.current.load(Ordering::Relaxed),
+            client: self.name.clone(),
+            body: op.clone(),
+        };
+        match op {
+            StoreOp::Sql(_) => self.sql.call(&req, "SQL").await,
+            StoreOp::Kv(_) | StoreOp::Queue(_) => self.redis.call(&req, "Redis").await,
+            StoreOp::Local(_) | StoreOp::Upstream(_) => Err(AdapterError::InvalidInput(format!(
+                "the net world serves Redis and SQL only, not {op}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_race_is_a_clear_error() {
+        let races = crate::catalog();
+        let race = crate::find(&races, "R-002-06").expect("in the catalog");
+        let err = run_seed_net(race, Variant::Correct, 1).expect_err("not in the net world");
+        assert!(err.to_string().contains("--world explore"), "{err}");
+    }
+}
