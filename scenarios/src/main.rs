@@ -581,32 +581,12 @@ fn run(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if !json {
-        out!("\nrace matrix (random sweep; failures / seeds, expected):");
-        out!(
-            "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
-            "race",
-            "variant",
-            "failures",
-            "seeds",
-            "expected"
-        );
-        for (id, v, r, e, m) in matrix {
-            out!(
-                "{id:<10} {:<8} {:>10} {:>8} {:>9}  {}",
-                v.as_str(),
-                r.failures,
-                r.seeds_run,
-                e.as_str(),
-                if m { "as expected" } else { "MISMATCH" }
-            );
-        }
-    }
-    if all_match {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    finish_matrix(
+        "race matrix (random sweep; failures / seeds, expected):",
+        &matrix,
+        all_match,
+        json,
+    )
 }
 
 fn replay(
@@ -1146,8 +1126,27 @@ fn run_net(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    finish_matrix(
+        "race matrix (net world, random sweep; failures / seeds, expected):",
+        &matrix,
+        all_match,
+        json,
+    )
+}
+
+/// One row of a `run` matrix: race, variant, sweep, expectation, whether they match.
+type MatrixLine = (
+    &'static str,
+    Variant,
+    racelab_scenarios::Sweep,
+    racelab_scenarios::Expectation,
+    bool,
+);
+
+/// Prints the matrix (unless `--json`) and turns the match into the exit code.
+fn finish_matrix(title: &str, matrix: &[MatrixLine], all_match: bool, json: bool) -> ExitCode {
     if !json {
-        out!("\nrace matrix (net world, random sweep; failures / seeds, expected):");
+        out!("\n{title}");
         out!(
             "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
             "race",
@@ -1163,7 +1162,7 @@ fn run_net(
                 r.failures,
                 r.seeds_run,
                 e.as_str(),
-                if m { "as expected" } else { "MISMATCH" }
+                if *m { "as expected" } else { "MISMATCH" }
             );
         }
     }
