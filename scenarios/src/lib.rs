@@ -152,7 +152,7 @@ fn judge(race: &Race, run: explore::Run, mut state: racelab_core::FinalState) ->
 }
 
 /// The summary of a sweep over consecutive seeds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
     /// Seeds run.
     pub seeds_run: u64,
@@ -179,29 +179,27 @@ pub fn sweep(
     count: u64,
     mut progress: impl FnMut(u64),
 ) -> Sweep {
-    let mut s = Sweep {
-        seeds_run: 0,
-        failures: 0,
-        first_failing_seed: None,
-        store_ops: 0,
-        events: 0,
-        runs_with_faults: 0,
-        protections: 0,
-    };
+    let mut s = Sweep::default();
     for seed in start..start.saturating_add(count) {
-        let outcome = run_seed(race, variant, seed);
-        s.seeds_run += 1;
-        s.store_ops += outcome.run.stats.store_ops;
-        s.events += outcome.run.stats.events;
-        s.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
-        s.protections += protections(&outcome.run.history);
-        if outcome.violated() {
-            s.failures += 1;
-            s.first_failing_seed.get_or_insert(seed);
-        }
+        s.record(seed, &run_seed(race, variant, seed));
         progress(s.seeds_run);
     }
     s
+}
+
+impl Sweep {
+    /// Adds one seed's outcome.
+    pub fn record(&mut self, seed: u64, outcome: &Outcome) {
+        self.seeds_run += 1;
+        self.store_ops += outcome.run.stats.store_ops;
+        self.events += outcome.run.stats.events;
+        self.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
+        self.protections += protections(&outcome.run.history);
+        if outcome.violated() {
+            self.failures += 1;
+            self.first_failing_seed.get_or_insert(seed);
+        }
+    }
 }
 
 /// A failing random run reduced to the fewest faults that still break the invariant.

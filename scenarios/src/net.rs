@@ -141,26 +141,9 @@ pub fn sweep_net(
     count: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Sweep, NetError> {
-    let mut s = Sweep {
-        seeds_run: 0,
-        failures: 0,
-        first_failing_seed: None,
-        store_ops: 0,
-        events: 0,
-        runs_with_faults: 0,
-        protections: 0,
-    };
+    let mut s = Sweep::default();
     for seed in start..start.saturating_add(count) {
-        let outcome = run_seed_net(race, variant, seed)?;
-        s.seeds_run += 1;
-        s.store_ops += outcome.run.stats.store_ops;
-        s.events += outcome.run.stats.events;
-        s.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
-        s.protections += crate::protections(&outcome.run.history);
-        if outcome.violated() {
-            s.failures += 1;
-            s.first_failing_seed.get_or_insert(seed);
-        }
+        s.record(seed, &run_seed_net(race, variant, seed)?);
         progress(s.seeds_run);
     }
     Ok(s)
