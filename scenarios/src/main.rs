@@ -629,46 +629,9 @@ fn replay(
             return ExitCode::from(2);
         }
     };
-    let timeline = render_timeline(&outcome);
-    let hash = format!("{:016x}", outcome.run.trace_hash);
-    if json {
-        let row = json!({
-            "race": race.id,
-            "variant": variant.as_str(),
-            "seed": seed,
-            "script": script,
-            "trace_hash": hash,
-            "violated": outcome.violated(),
-            "explanation": outcome.verdict.explanation(),
-            "quiescent": outcome.run.quiescent,
-            "timeline": timeline,
-            "replay": command,
-        });
-        out!("{row}");
-    } else {
-        out!(
-            "{} ({}), {} variant, {label}",
-            race.id,
-            race.title,
-            variant.as_str()
-        );
-        for line in &timeline {
-            out!("{line}");
-        }
-        out!();
-        out!(
-            "{}",
-            if outcome.violated() {
-                "VIOLATED"
-            } else {
-                "HELD"
-            }
-        );
-        out!("{}", outcome.verdict.explanation());
-        out!("trace hash {hash}");
-        out!("replay: {command}");
-    }
-    ExitCode::SUCCESS
+    print_replay(
+        race, variant, seed, script, &label, &outcome, &command, json,
+    )
 }
 
 fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
@@ -1201,7 +1164,33 @@ fn replay_net(
         }
     };
     let command = replay_command_net(race, variant, seed);
-    let timeline = render_timeline(&outcome);
+    let label = format!("seed {seed}, net world");
+    print_replay(
+        race,
+        variant,
+        Some(seed),
+        script,
+        &label,
+        &outcome,
+        &command,
+        json,
+    )
+}
+
+/// Prints a replayed run: its timeline, verdict, trace hash and replay command (or one JSON
+/// object with the same fields).
+#[allow(clippy::too_many_arguments)]
+fn print_replay(
+    race: &Race,
+    variant: Variant,
+    seed: Option<u64>,
+    script: Option<&str>,
+    label: &str,
+    outcome: &racelab_scenarios::Outcome,
+    command: &str,
+    json: bool,
+) -> ExitCode {
+    let timeline = render_timeline(outcome);
     let hash = format!("{:016x}", outcome.run.trace_hash);
     if json {
         let row = json!({
@@ -1219,7 +1208,7 @@ fn replay_net(
         out!("{row}");
     } else {
         out!(
-            "{} ({}), {} variant, seed {seed}, net world",
+            "{} ({}), {} variant, {label}",
             race.id,
             race.title,
             variant.as_str()
