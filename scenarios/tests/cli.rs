@@ -1,23 +1,9 @@
 //! The `racelab` binary: JSON rows as documented, replays that print their own command, and a
 //! clear one-line error with a non-zero exit for every kind of bad input (never a panic).
 
-use std::process::{Command, Output};
+use common::{racelab, stderr, stdout};
 
-fn racelab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the racelab binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
 
 #[track_caller]
 fn check_rejected(args: &[&str], needle: &str) {

@@ -1,23 +1,9 @@
 //! `racelab run/replay --world net`: the explore world's JSON fields, failures that name the
 //! command replaying them, byte-identical replays, and one clear line for bad input.
 
-use std::process::{Command, Output};
+use common::{racelab, stderr, stdout};
 
-fn racelab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the racelab binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
     let mut k: Vec<String> = v

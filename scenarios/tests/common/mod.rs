@@ -1,12 +1,33 @@
 //! The checks every catalog entry goes through: its scripted timelines, random discovery
 //! within its seed budget, and its Correct variant over 10,000 seeds.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+use std::process::{Command, Output};
 
 use racelab_scenarios::{
     Expectation, Race, Variant, catalog, render_timeline, replay_command, replay_script_command,
     run_script, run_seed, seeds_to_detect, sweep,
 };
+
+/// Runs the `racelab` binary.
+pub(crate) fn racelab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the racelab binary runs")
+}
+
+/// Its standard output.
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Its standard error.
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// The same profile with every fault switched off (latencies kept).
 fn racelab_sim_profile_without_faults(race: &Race) -> racelab_sim::explore::FaultProfile {
