@@ -1,5 +1,7 @@
 //! The store hosts of `sim::net` under turmoil: requests travel as frames, SQL lock waits
-//! behave as in `sim::explore`, and a dropped connection rolls its transaction back.
+//! behave as in `sim::explore`, a dropped connection rolls its transaction back, and a session
+//! idle inside a transaction for `IDLE_IN_TRANSACTION` is ended (a client that vanished during a
+//! partition, its FIN dropped, cannot hold row locks forever).
 #![cfg(feature = "net")]
 
 use std::cell::RefCell;
@@ -8,7 +10,7 @@ use std::rc::Rc;
 use racelab_core::{
     Assign, CmpOp, Cond, Duration, Reply, Row, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Value,
 };
-use racelab_sim::net::host::{StoreKinds, Stores, serve};
+use racelab_sim::net::host::{IDLE_IN_TRANSACTION, StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::Notify;
 
@@ -151,4 +153,87 @@ fn a_dropped_connection_rolls_back_its_transaction() {
         Ok(())
     });
     sim.run().expect("the simulation completes");
+}
+
+/// `qty += 1` on wo-1 under the epoch-1 guard.
+fn bump_qty() -> SqlOp {
+    SqlOp::Exec(SqlStmt::Update {
+        table: Table::WorkOrders,
+        key: "wo-1".into(),
+        guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(1)),
+        set: vec![Assign::Add {
+            column: "qty".into(),
+            delta: 1,
+        }],
+    })
+}
+
+#[test]
+fn a_transaction_orphaned_by_a_partition_is_rolled_back_after_the_idle_timeout() {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(11)
+        .tick_duration(std::time::Duration::from_millis(10))
+        .simulation_duration(std::time::Duration::from_secs(600))
+        .build();
+    let stores = Rc::new(RefCell::new(Stores::new(
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )));
+    stores.borrow_mut().sql.seed(
+        Table::WorkOrders,
+        "wo-1",
+        Row::from([
+            ("lease_epoch".to_string(), Value::Int(1)),
+            ("qty".to_string(), Value::Int(0)),
+        ]),
+    );
+    let host_stores = stores.clone();
+    sim.host("sql", move || {
+        serve(
+            PORT,
+            host_stores.clone(),
+            StoreKinds::Sql,
+            Rc::new(Notify::new()),
+        )
+    });
+    sim.client("lost", async move {
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        call(&mut s, 1, SqlOp::Begin).await;
+        call(&mut s, 2, bump_qty()).await;
+        // Cut off: the FIN of the dropped connection never arrives.
+        turmoil::partition("lost", "sql");
+        drop(s);
+        Ok(())
+    });
+    let waited = Rc::new(RefCell::new(None));
+    let w = waited.clone();
+    sim.client("other", async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let start = tokio::time::Instant::now();
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        let reply = call(&mut s, 1, bump_qty()).await;
+        *w.borrow_mut() = Some((start.elapsed(), reply));
+        Ok(())
+    });
+    sim.run().expect("the simulation completes");
+    let (waited, reply) = waited
+        .borrow_mut()
+        .take()
+        .expect("the other client finished");
+    assert!(
+        waited >= IDLE_IN_TRANSACTION - std::time::Duration::from_secs(2),
+        "the lock was held until the idle timeout, waited {waited:?}"
+    );
+    assert!(
+        waited <= IDLE_IN_TRANSACTION + std::time::Duration::from_secs(2),
+        "then released, waited {waited:?}"
+    );
+    let Reply::Sql(SqlReply::Rows(rows)) = reply else {
+        panic!("rows, got {reply:?}")
+    };
+    assert_eq!(
+        rows.len(),
+        1,
+        "the orphan's update was rolled back, so the guard holds"
+    );
 }
