@@ -40,14 +40,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use racelab_core::oracle::exactly_once;
 use racelab_core::workorder::{
-    DocFixPlans, PlannedScan, ScanJob, Terminal, Variant, Worker, WorkerConfig,
+    DocFixPlans, PlannedScan, ScanJob, Terminal, WoEnd, WoTag, Worker, WorkerConfig, exactly_once,
 };
 use racelab_core::{
-    Cond, Duration, Fault, FinalState, History, OpId, Outgoing, ProcessId, Quantity, QueueOp,
-    QueueReply, Reply, Row, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Table,
-    Tag, Timestamp, Value, Violation, WorkOrderId,
+    Cond, Duration, Fault, History, OpId, Outgoing, ProcessId, Quantity, QueueOp, QueueReply,
+    Reply, Row, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Tag,
+    Timestamp, Value, Variant, Violation, WorkOrderId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -622,7 +621,7 @@ impl Run {
             let run = self.clone();
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(incarnation) << 32));
             let crash = move |op: &Outgoing, completion: &Completion| {
-                let acquired = matches!(op.tag, Tag::AcquireLease { .. })
+                let acquired = op.tag.kind() == WoTag::ACQUIRE_LEASE
                     && matches!(completion, Completion::Reply(r) if r.is_success());
                 if acquired && rng.random_ratio(1, 25) {
                     let left = &run.kills_after_lease_left;
@@ -717,8 +716,8 @@ impl Run {
             .with_history(|h| {
                 h.ops
                     .iter()
-                    .filter_map(|op| match op.tag {
-                        Tag::Effect { scan, .. } if op.succeeded() => Some(scan),
+                    .filter_map(|op| match WoTag::of(&op.tag) {
+                        Some(&WoTag::Effect { scan, .. }) if op.succeeded() => Some(scan),
                         _ => None,
                     })
                     .collect()
@@ -742,11 +741,11 @@ impl Run {
                 dedup,
                 fields: scan.to_fields(),
             }),
-            tag: Tag::Submit {
+            tag: Tag::new(WoTag::Submit {
                 scan: scan.scan,
                 work_order: scan.work_order,
                 qty: scan.qty,
-            },
+            }),
         };
         observer.invoked(self.clock.now(), &out);
         let StoreOp::Queue(op) = &out.op else {
@@ -774,8 +773,8 @@ impl Run {
             .with_history(|h| {
                 h.ops
                     .iter()
-                    .filter_map(|op| match op.tag {
-                        Tag::Submit { scan, .. }
+                    .filter_map(|op| match WoTag::of(&op.tag) {
+                        Some(&WoTag::Submit { scan, .. })
                             if matches!(
                                 op.result,
                                 Some(Reply::Queue(
@@ -1022,19 +1021,28 @@ impl Run {
                 Some((WorkOrderId(id), Quantity(r.int("qty")?)))
             })
             .collect();
-        let state = FinalState {
+        let state = WoEnd {
             initial_qty: self.initial_qty.clone(),
             final_qty: final_qty.clone(),
             quiescent,
-            queue: None,
         };
         let mut violations = exactly_once(&history, &state).violations;
+        if !quiescent {
+            // A real run that did not settle is a liveness failure of its own.
+            violations.push(Violation {
+                invariant: "stuck".into(),
+                explanation: "the run did not settle: scans were still queued or in flight \
+                              when its time ran out"
+                    .into(),
+                ops: Vec::new(),
+            });
+        }
         if self.variant == Variant::Correct {
             violations.extend(self.check_database(&applied_rows, &final_qty));
         }
         let mut effects: BTreeMap<ScanId, u32> = BTreeMap::new();
         for op in &history.ops {
-            if let Tag::Effect { scan, .. } = op.tag
+            if let Some(&WoTag::Effect { scan, .. }) = WoTag::of(&op.tag)
                 && op.accepted()
             {
                 *effects.entry(scan).or_default() += 1;
@@ -1052,7 +1060,7 @@ impl Run {
         let submissions = history
             .ops
             .iter()
-            .filter(|op| matches!(op.tag, Tag::Submit { .. }))
+            .filter(|op| op.tag.kind() == WoTag::SUBMIT)
             .count() as u64;
         let unknown_outcomes = history.ops.iter().filter(|op| op.result.is_none()).count() as u64;
         let redeliveries = history

@@ -217,7 +217,7 @@ mod tests {
         Outgoing {
             id: OpId(id),
             op,
-            tag: Tag::Tx,
+            tag: Tag::plain(racelab_core::TagKind::new("tx")),
         }
     }
 

@@ -43,7 +43,7 @@ impl Scripted {
             self.out.push_back(Outgoing {
                 id: OpId(self.next),
                 op,
-                tag: Tag::CheckerRead,
+                tag: Tag::plain(racelab_core::TagKind::new("read")),
             });
             self.waiting = true;
         }

@@ -12,7 +12,7 @@ mod common;
 use racelab_adapters::{
     AdapterError, CheckRealOptions, CheckRealReport, FaultOptions, RedisTarget, check_real,
 };
-use racelab_core::workorder::Variant;
+use racelab_core::Variant;
 
 fn size(var: &str, default: u64) -> u64 {
     std::env::var(var)

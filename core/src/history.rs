@@ -6,179 +6,13 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EndpointId, OpId, ProcessId, Quantity, ScanId, WorkOrderId};
-use crate::ops::{QueueReply, Reply, StoreOp};
+use crate::ids::{OpId, ProcessId};
+use crate::ops::{QueueOp, QueueReply, Reply, StoreOp};
+use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 
-/// What an operation means to the protocol that issued it. Oracles use the tag to know which
-/// operations are lease acquisitions, effects and so on; whether the operation took effect
-/// always comes from the store's recorded reply, never from the process.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Tag {
-    /// The terminal submits a scan (an enqueue).
-    Submit {
-        /// The scan.
-        scan: ScanId,
-        /// Its work order.
-        work_order: WorkOrderId,
-        /// Its quantity.
-        qty: Quantity,
-    },
-    /// A worker asks the queue for a job.
-    Fetch,
-    /// A worker completes a job.
-    Ack,
-    /// A worker fails a job back to the queue.
-    Nack,
-    /// The queue client extends a job's lock while the worker processes it.
-    ExtendJob,
-    /// Acquire the lease (lock) on a work order.
-    AcquireLease {
-        /// The work order.
-        work_order: WorkOrderId,
-    },
-    /// Renew the lease.
-    RenewLease {
-        /// The work order.
-        work_order: WorkOrderId,
-    },
-    /// Release the lease.
-    ReleaseLease {
-        /// The work order.
-        work_order: WorkOrderId,
-    },
-    /// Look up whether an effect was already recorded.
-    FindRecord {
-        /// The scan.
-        scan: ScanId,
-    },
-    /// Apply the scan's effect to the work order (`$inc`).
-    Effect {
-        /// The scan.
-        scan: ScanId,
-        /// The work order.
-        work_order: WorkOrderId,
-        /// The increment.
-        qty: Quantity,
-    },
-    /// Record that the scan's effect was applied (a log or dedup row).
-    Record {
-        /// The scan.
-        scan: ScanId,
-        /// The work order.
-        work_order: WorkOrderId,
-        /// The quantity recorded.
-        qty: Quantity,
-    },
-    /// Transaction control.
-    Tx,
-    /// The consistency checker reads state.
-    CheckerRead,
-    /// The consistency checker overwrites a work order's quantity.
-    Repair {
-        /// The work order.
-        work_order: WorkOrderId,
-    },
-    /// Documents 001/003: a proxy request chooses an endpoint for an attempt (reads the
-    /// health table).
-    Select,
-    /// Documents 001/003: a request attempt sent to an upstream endpoint.
-    Call {
-        /// The endpoint.
-        endpoint: EndpointId,
-    },
-    /// Documents 001/003: a health probe sent to an upstream endpoint (or its start).
-    Probe {
-        /// The endpoint.
-        endpoint: EndpointId,
-    },
-    /// Documents 001/003: a health observation written to the endpoint table.
-    Observe {
-        /// The endpoint.
-        endpoint: EndpointId,
-    },
-    /// Document 003: an operation on the failure queue.
-    FailureQueue,
-    /// Document 003: the failure queue's persistence (file writes, reads, loading).
-    Persist,
-}
-
-/// A [`Tag`] without its data, for matching operations in scripted schedules
-/// ("when `W_A` sends its 1st `Effect`").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum TagKind {
-    /// [`Tag::Submit`].
-    Submit,
-    /// [`Tag::Fetch`].
-    Fetch,
-    /// [`Tag::Ack`].
-    Ack,
-    /// [`Tag::Nack`].
-    Nack,
-    /// [`Tag::ExtendJob`].
-    ExtendJob,
-    /// [`Tag::AcquireLease`].
-    AcquireLease,
-    /// [`Tag::RenewLease`].
-    RenewLease,
-    /// [`Tag::ReleaseLease`].
-    ReleaseLease,
-    /// [`Tag::FindRecord`].
-    FindRecord,
-    /// [`Tag::Effect`].
-    Effect,
-    /// [`Tag::Record`].
-    Record,
-    /// [`Tag::Tx`].
-    Tx,
-    /// [`Tag::CheckerRead`].
-    CheckerRead,
-    /// [`Tag::Repair`].
-    Repair,
-    /// [`Tag::Select`].
-    Select,
-    /// [`Tag::Call`].
-    Call,
-    /// [`Tag::Probe`].
-    Probe,
-    /// [`Tag::Observe`].
-    Observe,
-    /// [`Tag::FailureQueue`].
-    FailureQueue,
-    /// [`Tag::Persist`].
-    Persist,
-}
-
-impl Tag {
-    /// The tag without its data.
-    pub fn kind(&self) -> TagKind {
-        match self {
-            Tag::Submit { .. } => TagKind::Submit,
-            Tag::Fetch => TagKind::Fetch,
-            Tag::Ack => TagKind::Ack,
-            Tag::Nack => TagKind::Nack,
-            Tag::ExtendJob => TagKind::ExtendJob,
-            Tag::AcquireLease { .. } => TagKind::AcquireLease,
-            Tag::RenewLease { .. } => TagKind::RenewLease,
-            Tag::ReleaseLease { .. } => TagKind::ReleaseLease,
-            Tag::FindRecord { .. } => TagKind::FindRecord,
-            Tag::Effect { .. } => TagKind::Effect,
-            Tag::Record { .. } => TagKind::Record,
-            Tag::Tx => TagKind::Tx,
-            Tag::CheckerRead => TagKind::CheckerRead,
-            Tag::Repair { .. } => TagKind::Repair,
-            Tag::Select => TagKind::Select,
-            Tag::Call { .. } => TagKind::Call,
-            Tag::Probe { .. } => TagKind::Probe,
-            Tag::Observe { .. } => TagKind::Observe,
-            Tag::FailureQueue => TagKind::FailureQueue,
-            Tag::Persist => TagKind::Persist,
-        }
-    }
-}
-
 /// One operation, from invocation to completion.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct OpRecord {
     /// The process that issued it.
     pub process: ProcessId,
@@ -265,7 +99,9 @@ pub enum Fault {
     },
     /// Redis' replica is promoted; writes not yet replicated are lost.
     Failover,
-    /// Redis restarts without persistence: every key and every queued job is lost.
+    /// Redis restarts without persistence: every key of the key space is lost. The job queue
+    /// survives: it is modelled as Bull on a Redis that persists its queue (the documents'
+    /// deployments do), so a restart costs the queue only its in-flight replies.
     RedisRestart,
     /// An operation's request is delayed in the network.
     Delay {
@@ -294,34 +130,8 @@ pub struct FaultRecord {
     pub fault: Fault,
 }
 
-/// An outcome a process reports (a checker's alarm, a job given up).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Note {
-    /// The consistency checker believes the work order is inconsistent.
-    Alarm {
-        /// The work order.
-        work_order: WorkOrderId,
-        /// `qty_0 + Σ log` as the checker computed it.
-        expected: Quantity,
-        /// `qty` as the checker read it.
-        observed: Quantity,
-    },
-    /// A worker gave a job back (lease lost, lock not acquired, an error).
-    Abandoned {
-        /// The scan.
-        scan: ScanId,
-        /// Why.
-        reason: String,
-    },
-    /// A worker skipped a job it believes was already applied.
-    Skipped {
-        /// The scan.
-        scan: ScanId,
-    },
-}
-
 /// A note and who reported it when.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct NoteRecord {
     /// When.
     pub at: Timestamp,
@@ -332,7 +142,7 @@ pub struct NoteRecord {
 }
 
 /// A complete run's record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct History {
     /// Process names by id (`W_A`, `W_B`, `T`, ...), for explanations.
     pub process_names: Vec<(ProcessId, String)>,
@@ -359,7 +169,7 @@ impl History {
     pub fn timeline(&self) -> Vec<TimelineStep> {
         let mut steps = Vec::new();
         for (index, op) in self.ops.iter().enumerate() {
-            let empty_poll = op.tag == Tag::Fetch
+            let empty_poll = matches!(op.op, StoreOp::Queue(QueueOp::Fetch))
                 && matches!(op.result, Some(Reply::Queue(QueueReply::Delivered(None))));
             if !empty_poll {
                 steps.push((op.invoked_at, 0, index, TimelineKind::Op(index)));
@@ -411,7 +221,7 @@ impl History {
             }
             TimelineKind::Note(i) => {
                 let n = &self.notes[i];
-                let _ = write!(line, "{:<4} {}", self.name(n.process), NoteDisplay(&n.note));
+                let _ = write!(line, "{:<4} {}", self.name(n.process), n.note);
             }
         }
         line
@@ -456,32 +266,13 @@ impl fmt::Display for FaultDisplay<'_> {
             Fault::Crash { process } => write!(f, "crash({})", h.name(*process)),
             Fault::Restart { process } => write!(f, "restart({})", h.name(*process)),
             Fault::Failover => write!(f, "failover(Redis): unreplicated writes lost"),
-            Fault::RedisRestart => write!(f, "restart(Redis): every key and job lost"),
+            Fault::RedisRestart => write!(f, "restart(Redis): every key lost, queued jobs kept"),
             Fault::Delay { process, op, by } => {
                 write!(f, "delay({} {op}, {by})", h.name(*process))
             }
             Fault::DropReply { process, op } => {
                 write!(f, "drop reply to {} {op}", h.name(*process))
             }
-        }
-    }
-}
-
-struct NoteDisplay<'a>(&'a Note);
-
-impl fmt::Display for NoteDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Note::Alarm {
-                work_order,
-                expected,
-                observed,
-            } => write!(
-                f,
-                "ALARM {work_order}: qty {observed} but qty_0 + log = {expected}"
-            ),
-            Note::Abandoned { scan, reason } => write!(f, "abandons {scan}: {reason}"),
-            Note::Skipped { scan } => write!(f, "skips {scan}: already applied"),
         }
     }
 }

@@ -22,7 +22,9 @@ mod ids;
 mod machine;
 mod ops;
 pub mod oracle;
+mod tag;
 mod time;
+mod variant;
 
 pub mod effects;
 pub mod health;
@@ -30,8 +32,7 @@ pub mod lease;
 pub mod workorder;
 
 pub use history::{
-    Fault, FaultRecord, History, Note, NoteRecord, OpRecord, StoreId, Tag, TagKind, TimelineKind,
-    TimelineStep,
+    Fault, FaultRecord, History, NoteRecord, OpRecord, StoreId, TimelineKind, TimelineStep,
 };
 pub use ids::{
     EndpointId, Epoch, OpId, ProcessId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId,
@@ -42,5 +43,7 @@ pub use ops::{
     KeyedRow, KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition,
     SqlOp, SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
 };
-pub use oracle::{FinalState, Verdict, Violation};
+pub use oracle::{Property, PropertyKind, Verdict, Violation};
+pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};
 pub use time::{Duration, Timestamp};
+pub use variant::Variant;

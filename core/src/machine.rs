@@ -11,9 +11,9 @@
 //!
 //! Time is always a parameter. A machine never reads a clock, never sleeps and never does IO.
 
-use crate::history::{Note, Tag};
 use crate::ids::OpId;
 use crate::ops::{Reply, StoreOp};
+use crate::tag::{Note, Tag};
 use crate::time::Timestamp;
 
 /// An operation a machine wants performed.

@@ -1,11 +1,11 @@
 //! Every oracle is fed known-bad histories and must flag them, and a known-good one that it
 //! must accept.
 
-use racelab_core::oracle::{exactly_once, fenced_effects, no_false_alarm};
+use racelab_core::workorder::{WoEnd, WoNote, WoTag, exactly_once, fenced_effects, no_false_alarm};
 use racelab_core::{
-    Assign, Cond, FinalState, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord,
-    ProcessId, Quantity, QueueOp, QueueReply, Reply, ScanId, SetCondition, SqlOp, SqlReply,
-    SqlStmt, StoreOp, Table, Tag, Timestamp, Value, WorkOrderId,
+    Assign, Cond, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId,
+    Quantity, QueueOp, QueueReply, Reply, ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
+    Table, Tag, Timestamp, Value, WorkOrderId,
 };
 
 const WO: WorkOrderId = WorkOrderId(1);
@@ -26,7 +26,7 @@ fn history() -> History {
 
 fn op(
     process: ProcessId,
-    tag: Tag,
+    tag: WoTag,
     op: StoreOp,
     at: u64,
     result: Reply,
@@ -35,7 +35,7 @@ fn op(
     OpRecord {
         process,
         id: OpId(at),
-        tag,
+        tag: Tag::new(tag),
         op,
         invoked_at: t(at),
         applied_at: Some(t(at)),
@@ -47,7 +47,7 @@ fn op(
 }
 
 fn submit(h: &mut History, scan: u64, qty: i64, at: u64) {
-    let tag = Tag::Submit {
+    let tag = WoTag::Submit {
         scan: ScanId(scan),
         work_order: WO,
         qty: Quantity(qty),
@@ -69,7 +69,7 @@ fn acquire(h: &mut History, p: ProcessId, at: u64) {
     };
     h.ops.push(op(
         p,
-        Tag::AcquireLease { work_order: WO },
+        WoTag::AcquireLease { work_order: WO },
         StoreOp::Kv(set),
         at,
         Reply::Kv(KvReply::Ok),
@@ -90,7 +90,7 @@ fn inc(qty: i64) -> StoreOp {
 }
 
 fn effect(h: &mut History, p: ProcessId, scan: u64, qty: i64, at: u64) {
-    let tag = Tag::Effect {
+    let tag = WoTag::Effect {
         scan: ScanId(scan),
         work_order: WO,
         qty: Quantity(qty),
@@ -105,12 +105,11 @@ fn effect(h: &mut History, p: ProcessId, scan: u64, qty: i64, at: u64) {
     ));
 }
 
-fn state(final_qty: i64) -> FinalState {
-    FinalState {
+fn state(final_qty: i64) -> WoEnd {
+    WoEnd {
         initial_qty: [(WO, Quantity(100))].into(),
         final_qty: [(WO, Quantity(final_qty))].into(),
         quiescent: true,
-        queue: None,
     }
 }
 
@@ -148,11 +147,24 @@ fn exactly_once_flags_a_lost_scan() {
 }
 
 #[test]
-fn exactly_once_flags_a_run_that_never_quiesced() {
-    let h = history();
+fn exactly_once_judges_only_duplicates_in_a_run_that_never_quiesced() {
+    // A scan not yet applied is a liveness matter (the run is stuck), not an I-WO violation.
+    let mut h = history();
+    submit(&mut h, 1, 5, 0);
     let mut s = state(100);
     s.quiescent = false;
-    assert!(!exactly_once(&h, &s).holds());
+    assert!(exactly_once(&h, &s).holds());
+    // A scan applied twice breaks I-WO whether or not the run settled.
+    effect(&mut h, A, 1, 5, 1_000);
+    effect(&mut h, B, 1, 5, 2_000);
+    let v = exactly_once(&h, &s);
+    assert_eq!(v.broken(), ["I-WO"], "{}", v.explanation());
+    assert!(
+        v.explanation()
+            .contains("before the run settled: scan s-1 (qty 5) applied 2 times"),
+        "{}",
+        v.explanation()
+    );
 }
 
 #[test]
@@ -207,7 +219,7 @@ fn fenced_effects_ignores_effects_the_store_refused() {
     let mut h = history();
     acquire(&mut h, A, 0);
     acquire(&mut h, B, 21_000);
-    let tag = Tag::Effect {
+    let tag = WoTag::Effect {
         scan: ScanId(1),
         work_order: WO,
         qty: Quantity(5),
@@ -235,7 +247,7 @@ fn checker_history(commit_at: u64) -> History {
         };
         op(
             c,
-            Tag::CheckerRead,
+            WoTag::CheckerRead,
             StoreOp::Sql(SqlOp::Exec(select)),
             at,
             Reply::Sql(SqlReply::Rows(vec![])),
@@ -246,7 +258,7 @@ fn checker_history(commit_at: u64) -> History {
     h.ops.push(read(5_000));
     // A scan's effect and record commit together between the checker's two reads.
     effect(&mut h, A, 1, 3, commit_at);
-    let record = Tag::Record {
+    let record = WoTag::Record {
         scan: ScanId(1),
         work_order: WO,
         qty: Quantity(3),
@@ -263,11 +275,11 @@ fn checker_history(commit_at: u64) -> History {
     h.notes.push(NoteRecord {
         at: t(7_001),
         process: c,
-        note: Note::Alarm {
+        note: Note::new(WoNote::Alarm {
             work_order: WO,
             expected: Quantity(100),
             observed: Quantity(103),
-        },
+        }),
     });
     h
 }
@@ -300,7 +312,7 @@ fn no_false_alarm_accepts_an_alarm_after_a_repair_broke_the_store() {
     let c = ProcessId(3);
     h.ops.push(op(
         c,
-        Tag::Repair { work_order: WO },
+        WoTag::Repair { work_order: WO },
         repair,
         6_500,
         Reply::Sql(SqlReply::Rows(vec![Default::default()])),

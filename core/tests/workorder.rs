@@ -1,7 +1,8 @@
 //! Document 002's machines on their own: bad job data is an error, never a panic, and a worker
 //! completes a poison job instead of choking on it.
 
-use racelab_core::workorder::{DocFixPlans, JobError, ScanJob, Variant, Worker, WorkerConfig};
+use racelab_core::Variant;
+use racelab_core::workorder::{DocFixPlans, JobError, ScanJob, WoTag, Worker, WorkerConfig};
 use racelab_core::{
     Delivery, DeliveryId, JobFields, JobId, Machine, QueueOp, QueueReply, Reply, StoreOp, Tag,
     Timestamp,
@@ -71,7 +72,7 @@ fn a_worker_completes_a_poison_job_and_asks_for_the_next() {
         let now = Timestamp::ZERO;
         w.handle_start(now);
         let fetch = w.poll_op().expect("a fetch");
-        assert_eq!(fetch.tag, Tag::Fetch);
+        assert_eq!(fetch.tag, Tag::new(WoTag::Fetch));
         let poison = Delivery {
             id: DeliveryId(9),
             job: JobId(1),
@@ -94,7 +95,7 @@ fn a_worker_completes_a_poison_job_and_asks_for_the_next() {
         w.handle_reply(now, ack.id, Reply::Queue(QueueReply::Acked));
         assert_eq!(
             w.poll_op().map(|o| o.tag),
-            Some(Tag::Fetch),
+            Some(Tag::new(WoTag::Fetch)),
             "{variant:?} moves on"
         );
         assert!(w.is_idle());

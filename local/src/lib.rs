@@ -3,7 +3,7 @@
 //!
 //! - [`SharedHealthTable`] and [`SharedFailureQueue`]: the endpoint table and the failure
 //!   queue shared by many threads or tasks, in the `Buggy`, `DocFix` and `Correct` variants
-//!   of [`racelab_core::workorder::Variant`]. The protocol logic is
+//!   of [`racelab_core::Variant`]. The protocol logic is
 //!   [`racelab_core::health`]'s; these types only decide the critical sections (a `Mutex`
 //!   around the core type for `Correct`, the ported check-then-act and load/store splits for
 //!   the others).

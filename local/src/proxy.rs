@@ -10,7 +10,8 @@
 
 use std::future::Future;
 
-use racelab_core::health::{EndpointId, Generation, HealthConfig, Observation, Source, Variant};
+use racelab_core::Variant;
+use racelab_core::health::{EndpointId, Generation, HealthConfig, Observation, Source};
 
 use crate::log::{Event, EventLog, RequestId, Ticket};
 use crate::queue::SharedFailureQueue;

@@ -18,7 +18,8 @@
 //! operation, since none contains an await; the races of the async code are in
 //! [`crate::LocalProxy::recovery_round`].
 
-use racelab_core::health::{EndpointId, FailureQueue, Variant};
+use racelab_core::Variant;
+use racelab_core::health::{EndpointId, FailureQueue};
 
 use crate::sync::{EventLoopLock, Mutex, lock};
 

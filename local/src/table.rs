@@ -17,9 +17,10 @@
 //!   generation, a success only applies if the generation it started with is current, and
 //!   a 401 is a sticky `AuthFailed` that only a probe started after it clears.
 
+use racelab_core::Variant;
 use racelab_core::health::{
     EndpointHealth, EndpointId, Generation, HealthConfig, HealthTable, Observation, ObserveOutcome,
-    Source, Variant,
+    Source,
 };
 
 use crate::sync::{EventLoopLock, Mutex, lock};

@@ -16,7 +16,8 @@ use std::time::Duration;
 use madsim::rand::{Rng, thread_rng};
 use madsim::runtime::Runtime;
 use madsim::time::TimeHandle;
-use racelab_core::health::{EndpointId, HealthConfig, Observation, ObserveOutcome, Variant};
+use racelab_core::health::{EndpointId, HealthConfig, Observation, ObserveOutcome};
+use racelab_core::Variant;
 use racelab_local::{
     ATTEMPTS_MAX, CallKind, Event, LocalProxy, LogViolation, RequestId, Upstream,
     no_dispatch_after_401, no_stale_recovery,

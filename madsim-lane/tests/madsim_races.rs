@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use racelab_core::health::Variant;
+use racelab_core::Variant;
 use racelab_madsim_lane::{Race, SimRun, refused, replay_command, run};
 
 /// The seed budget within which every `Buggy` and `DocFix` variant must be caught.

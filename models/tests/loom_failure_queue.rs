@@ -6,7 +6,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use racelab_core::health::{EndpointId, Variant};
+use racelab_core::Variant;
+use racelab_core::health::EndpointId;
 use racelab_local::SharedFailureQueue;
 use racelab_models::{Outcomes, explore};
 

@@ -8,7 +8,8 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use racelab_core::health::{EndpointId, Generation, HealthConfig, Observation, Source, Variant};
+use racelab_core::Variant;
+use racelab_core::health::{EndpointId, Generation, HealthConfig, Observation, Source};
 use racelab_local::SharedHealthTable;
 use racelab_models::{Outcomes, explore};
 

@@ -235,7 +235,7 @@ pub(crate) fn step_text(history: &History, step: &TimelineStep) -> StepText {
             StepText::Note {
                 who,
                 what,
-                alarm: matches!(note.note, racelab_core::Note::Alarm { .. }),
+                alarm: note.note.is_alarm(),
             }
         }
     }
@@ -271,11 +271,23 @@ fn strip_step_prefix<'l>(line: &'l str, step: &TimelineStep) -> &'l str {
 #[cfg(test)]
 pub(crate) mod tests {
     use racelab_core::{
-        Duration, Fault, FaultRecord, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, Reply,
-        ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, Tag, Timestamp, Verdict, Violation,
+        Duration, FamilyNote, Fault, FaultRecord, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord,
+        Reply, SetCondition, SqlOp, SqlReply, SqlStmt, Tag, TagKind, Timestamp, Verdict, Violation,
     };
 
     use super::*;
+
+    /// A note of the tests' own family.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct Skipped(u64);
+
+    impl FamilyNote for Skipped {}
+
+    impl std::fmt::Display for Skipped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "skips s-{}: already applied", self.0)
+        }
+    }
 
     /// A small history with every kind of step: an applied op, a lost reply, an op that never
     /// arrived, a fault and a note; operation text with quotes and `<>`.
@@ -291,7 +303,7 @@ pub(crate) mod tests {
                   timed_out: bool| OpRecord {
             process: ProcessId(process),
             id: OpId(id),
-            tag: Tag::Fetch,
+            tag: Tag::plain(TagKind::new("op")),
             op,
             invoked_at: t(invoked),
             applied_at: applied.map(t),
@@ -356,7 +368,7 @@ pub(crate) mod tests {
             notes: vec![NoteRecord {
                 at: t(11),
                 process: ProcessId(1),
-                note: Note::Skipped { scan: ScanId(1) },
+                note: Note::new(Skipped(1)),
             }],
         };
         let verdict = Verdict {
@@ -365,6 +377,7 @@ pub(crate) mod tests {
                 explanation: "both <W_A> and W_B hold \"wo-1\"".into(),
                 ops: vec![0, 1, 99],
             }],
+            ..Verdict::default()
         };
         (history, verdict)
     }

@@ -2,14 +2,13 @@
 //! model allows and run against each variant of the race they were written for. A test that
 //! passes on the Buggy variant cannot detect that race: that finding is part of the catalog.
 
-use racelab_core::Tag;
-use racelab_core::health::oracle::episodes_counted_once;
+use racelab_core::Variant;
+use racelab_core::health::oracle::{QueueEnd, episodes_counted_once};
 use racelab_core::health::{
-    EndpointId, FailureQueue, Generation, LocalOp, Observation, Source, Status, Variant,
+    EndpointId, FailureQueue, Generation, HealthTag, LocalOp, Observation, Source, Status,
 };
 use racelab_sim::explore::{self, Scheduler};
 
-use crate::doc003::queue_end;
 use crate::proxy::{self, ProxyPlan, request_cfg};
 
 /// One of the documents' tests.
@@ -172,10 +171,13 @@ fn ac_001_1(variant: Variant) -> bool {
             plan.blocks.push((
                 format!("U{i}"),
                 0,
-                vec![(fail, Tag::Observe { endpoint: E1 })],
+                vec![(fail, HealthTag::Observe { endpoint: E1 })],
             ));
-            plan.blocks
-                .push((format!("C{i}"), 1, vec![(LocalOp::Candidates, Tag::Select)]));
+            plan.blocks.push((
+                format!("C{i}"),
+                1,
+                vec![(LocalOp::Candidates, HealthTag::Select)],
+            ));
         }
         plan
     };
@@ -238,12 +240,15 @@ fn concurrent_adds(variant: Variant, endpoints: impl Fn(u32) -> EndpointId, expe
                 endpoint: endpoints(i),
             };
             plan.blocks
-                .push((format!("A{i}"), 0, vec![(add, Tag::FailureQueue)]));
+                .push((format!("A{i}"), 0, vec![(add, HealthTag::FailureQueue)]));
         }
         plan
     };
     runs(plan, |run| {
-        queue_end(run).is_some_and(|end| end.total_failed == expect)
+        run.local
+            .get(&0)
+            .map(QueueEnd::read)
+            .is_some_and(|end| end.total_failed == expect)
     })
 }
 
@@ -263,21 +268,30 @@ fn ac_003_7(variant: Variant) -> bool {
             plan.blocks.push((
                 format!("A{i}"),
                 0,
-                vec![(LocalOp::FqAdd { endpoint }, Tag::FailureQueue)],
+                vec![(LocalOp::FqAdd { endpoint }, HealthTag::FailureQueue)],
             ));
             plan.blocks.push((
                 format!("D{i}"),
                 0,
                 vec![
-                    (LocalOp::BeginProbe { endpoint }, Tag::Probe { endpoint }),
-                    (LocalOp::FqRemove { endpoint, epoch: 0 }, Tag::FailureQueue),
+                    (
+                        LocalOp::BeginProbe { endpoint },
+                        HealthTag::Probe { endpoint },
+                    ),
+                    (
+                        LocalOp::FqRemove { endpoint, epoch: 0 },
+                        HealthTag::FailureQueue,
+                    ),
                 ],
             ));
         }
         plan
     };
     runs(plan, |run| {
-        queue_end(run).is_some_and(|end| episodes_counted_once(&run.history, &end).holds())
+        run.local
+            .get(&0)
+            .map(QueueEnd::read)
+            .is_some_and(|end| episodes_counted_once(&run.history, &end).holds())
     })
 }
 
@@ -293,7 +307,9 @@ fn ac_003_8(variant: Variant) -> bool {
         plan
     };
     runs(plan, |run| {
-        queue_end(run)
+        run.local
+            .get(&0)
+            .map(QueueEnd::read)
             .is_some_and(|end| end.failed == vec![E1, EndpointId(2)] && end.total_failed == 2)
     })
 }

@@ -3,13 +3,17 @@
 //! so the document's `asyncio.Lock` around the writes changes nothing and `DocFix` has the
 //! same table semantics as `Buggy`.
 
-use racelab_core::health::Variant;
-use racelab_core::health::oracle::{no_selection_after_401, observations_applied};
+use racelab_core::Variant;
+use racelab_core::health::HealthTag;
+use racelab_core::health::oracle::{
+    I_401, I_OBS, RATE_LIMIT_OBSERVED, STALE_OBSERVATION_REFUSED, UNAUTHORIZED_OBSERVED, coverage,
+    no_selection_after_401, observations_applied,
+};
 use racelab_core::health::tasks::RequestConfig;
-use racelab_core::{Duration, FinalState, History, TagKind, Verdict};
-use racelab_sim::explore::{OpEffect, Step, WorldSpec};
+use racelab_core::{Duration, Property, Verdict};
+use racelab_sim::explore::{OpEffect, Run, Step, WorldSpec};
 
-use crate::catalog::{Expectation, PerVariant, Race, Script, Workload};
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 use crate::proxy::{self, ProxyPlan, Req, ms, request_cfg};
 
 const FAILS_FAILS_HOLDS: PerVariant = PerVariant::DOCFIX_INSUFFICIENT;
@@ -30,6 +34,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_01,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
+            properties: PROPS_401,
+            net: false,
             build: build_01,
             judge: judge_401,
         },
@@ -44,6 +50,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_02,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
+            properties: PROPS_401,
+            net: false,
             build: build_02,
             judge: judge_401,
         },
@@ -59,6 +67,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_03,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
+            properties: PROPS_OBS,
+            net: false,
             build: build_03,
             judge: judge_obs,
         },
@@ -73,18 +83,23 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_04,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
+            properties: PROPS_401,
+            net: false,
             build: build_04,
             judge: judge_401,
         },
     ]
 }
 
-fn judge_401(history: &History, _: &FinalState) -> Verdict {
-    no_selection_after_401(history)
+const PROPS_401: &[Property] = &[I_401, UNAUTHORIZED_OBSERVED, STALE_OBSERVATION_REFUSED];
+const PROPS_OBS: &[Property] = &[I_OBS, UNAUTHORIZED_OBSERVED, RATE_LIMIT_OBSERVED];
+
+fn judge_401(run: &Run, _: &Capture) -> Verdict {
+    no_selection_after_401(&run.history).merge(coverage(&run.history))
 }
 
-fn judge_obs(history: &History, _: &FinalState) -> Verdict {
-    observations_applied(history)
+fn judge_obs(run: &Run, _: &Capture) -> Verdict {
+    observations_applied(&run.history).merge(coverage(&run.history))
 }
 
 /// The random world shared by R-001-01 and R-001-02: requests, and the health monitor
@@ -107,7 +122,7 @@ fn scripts_01() -> Vec<Script> {
                       takes E2 from the stale list",
             steps: vec![Step::on(
                 "R4",
-                TagKind::Call,
+                HealthTag::CALL,
                 1,
                 OpEffect::Delay(Duration::from_secs(15)),
             )],
@@ -124,7 +139,7 @@ fn scripts_01() -> Vec<Script> {
     ]
 }
 
-fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => random_world(variant, rng),
         Workload::Scripted("document-timeline") => {
@@ -175,7 +190,7 @@ fn scripts_02() -> Vec<Script> {
     ]
 }
 
-fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => random_world(variant, rng),
         Workload::Scripted("stale-probe") => {
@@ -224,7 +239,7 @@ fn scripts_03() -> Vec<Script> {
     ]
 }
 
-fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let mut plan = match workload {
         Workload::Random(rng) => random_world(variant, rng),
         Workload::Scripted("missed-unlisted-site") => {
@@ -271,7 +286,7 @@ fn host(variant: Variant, process: u32) -> u32 {
     }
 }
 
-fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => {
             let mut plan = proxy::random_plan(variant, rng, false);

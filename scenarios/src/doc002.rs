@@ -3,20 +3,23 @@
 //! model's conditional `UPDATE` (RACES.md assumption A10); Bull's lock is 30 s and the work
 //! order lock's TTL 20 s (A5).
 
-use racelab_core::oracle::{exactly_once, fenced_effects, no_false_alarm};
+use std::collections::BTreeMap;
+
 use racelab_core::workorder::{
-    Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob, Terminal,
-    Variant, Worker, WorkerConfig,
+    CHECKER_OVERLAPPED, Checker, DELIVERED_AGAIN, DUPLICATE_SKIPPED, DocFixPlans, FAILOVER_LANDED,
+    I_MX, I_WO, LEASE_SUPERSEDED, LogOrder, NO_FALSE_ALARM, Plan2, PlannedScan, RequestIdSource,
+    STALE_WRITE_FENCED, ScanJob, Terminal, WoEnd, WoTag, Worker, WorkerConfig, coverage,
+    exactly_once, fenced_effects, no_false_alarm,
 };
 use racelab_core::{
-    Duration, FinalState, History, Machine, Quantity, Row, ScanId, StoreId, Table, TagKind,
-    Timestamp, Value, Verdict, WorkOrderId,
+    Duration, Machine, Property, Quantity, Row, ScanId, StoreId, Table, Timestamp, Value, Variant,
+    Verdict, WorkOrderId,
 };
 use racelab_sim::explore::{
-    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, SimRng, Step, WorldSpec,
+    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, SimRng, Step, WorldSpec,
 };
 
-use crate::catalog::{Expectation, PerVariant, Race, Script, Workload};
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 
 const QTY0: i64 = 100;
 const WO: WorkOrderId = WorkOrderId(1);
@@ -35,6 +38,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_01,
             profile: profile_01,
             seed_budget: 1_000,
+            properties: PROPS_01,
+            net: true,
             build: build_01,
             judge: judge_mx,
         },
@@ -48,6 +53,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_02,
             profile: profile_02,
             seed_budget: 1_000,
+            properties: PROPS_02,
+            net: true,
             build: build_plans_1_2,
             judge: judge_mx,
         },
@@ -61,6 +68,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_03,
             profile: profile_03,
             seed_budget: 1_000,
+            properties: PROPS_03,
+            net: true,
             build: build_plans_1_2,
             judge: judge_wo,
         },
@@ -75,6 +84,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_04,
             profile: profile_04,
             seed_budget: 1_000,
+            properties: PROPS_04,
+            net: true,
             build: build_04,
             judge: judge_wo,
         },
@@ -89,6 +100,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_05,
             profile: profile_05,
             seed_budget: 1_000,
+            properties: PROPS_05,
+            net: false,
             build: build_plans_1_2,
             judge: judge_wo,
         },
@@ -103,6 +116,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_06,
             profile: profile_06,
             seed_budget: 1_000,
+            properties: PROPS_06,
+            net: false,
             build: build_06,
             judge: judge_checker,
         },
@@ -112,16 +127,40 @@ pub(crate) fn races() -> Vec<Race> {
 // ---------------------------------------------------------------------------------------------
 // Judges
 
-fn judge_mx(history: &History, state: &FinalState) -> Verdict {
-    fenced_effects(history).merge(exactly_once(history, state))
+const PROPS_01: &[Property] = &[I_MX, I_WO, LEASE_SUPERSEDED, STALE_WRITE_FENCED];
+const PROPS_02: &[Property] = &[I_MX, I_WO, FAILOVER_LANDED];
+const PROPS_03: &[Property] = &[I_WO, DELIVERED_AGAIN, DUPLICATE_SKIPPED];
+const PROPS_04: &[Property] = &[I_WO, DELIVERED_AGAIN, DUPLICATE_SKIPPED];
+const PROPS_05: &[Property] = &[I_WO, DELIVERED_AGAIN, DUPLICATE_SKIPPED];
+const PROPS_06: &[Property] = &[NO_FALSE_ALARM, I_WO, CHECKER_OVERLAPPED];
+
+/// The family's end state: the initial quantities the build captured, the final ones from
+/// the committed rows.
+fn end(run: &Run, capture: &Capture) -> WoEnd {
+    let initial = capture
+        .get::<BTreeMap<WorkOrderId, Quantity>>()
+        .cloned()
+        .unwrap_or_default();
+    let rows = run.sql_rows.iter().map(|(t, k, r)| (t, k.as_str(), r));
+    WoEnd::read(&initial, rows, run.quiescent)
 }
 
-fn judge_wo(history: &History, state: &FinalState) -> Verdict {
-    exactly_once(history, state)
+fn judge_mx(run: &Run, capture: &Capture) -> Verdict {
+    let h = &run.history;
+    fenced_effects(h)
+        .merge(exactly_once(h, &end(run, capture)))
+        .merge(coverage(h))
 }
 
-fn judge_checker(history: &History, state: &FinalState) -> Verdict {
-    no_false_alarm(history, state).merge(exactly_once(history, state))
+fn judge_wo(run: &Run, capture: &Capture) -> Verdict {
+    exactly_once(&run.history, &end(run, capture)).merge(coverage(&run.history))
+}
+
+fn judge_checker(run: &Run, capture: &Capture) -> Verdict {
+    let (h, end) = (&run.history, end(run, capture));
+    no_false_alarm(h, &end)
+        .merge(exactly_once(h, &end))
+        .merge(coverage(h))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +190,7 @@ fn scan(at_ms: u64, id: u64, wo: WorkOrderId, qty: i64, work_ms: u64) -> Planned
     }
 }
 
-fn world(plan: Plan) -> (WorldSpec, FinalState) {
+fn world(plan: Plan) -> (WorldSpec, Capture) {
     let worker_variant = if plan.checker.is_some() {
         Variant::Correct
     } else {
@@ -194,10 +233,10 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
             }),
         });
     }
-    let mut state = FinalState::default();
+    let mut initial_qty: BTreeMap<WorkOrderId, Quantity> = BTreeMap::new();
     let mut sql_rows = Vec::new();
     for wo in &plan.work_orders {
-        state.initial_qty.insert(*wo, Quantity(QTY0));
+        initial_qty.insert(*wo, Quantity(QTY0));
         let row = Row::from([
             ("qty".to_string(), Value::Int(QTY0)),
             ("lease_epoch".to_string(), Value::Int(0)),
@@ -216,7 +255,7 @@ fn world(plan: Plan) -> (WorldSpec, FinalState) {
         queue_lock: Duration::from_secs(30),
         time_limit: Timestamp::from_ms(30 * 60 * 1000),
     };
-    (spec, state)
+    (spec, Capture::new(initial_qty))
 }
 
 /// A random workload: 2-3 workers, 1-2 work orders, 3-6 scans in the first 20 s, most of
@@ -267,7 +306,7 @@ fn build_with(
     docfix: DocFixPlans,
     scripted: fn(&str) -> Vec<PlannedScan>,
     workers: fn(&str) -> Vec<(&'static str, Timestamp)>,
-) -> (WorldSpec, FinalState) {
+) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => random_plan(variant, docfix, rng),
         Workload::Scripted(name) => Plan {
@@ -321,7 +360,7 @@ fn scripts_01() -> Vec<Script> {
                       expires at 35 s, W_B locks at 36 s, and W_A's $inc lands at 40 s",
             steps: vec![Step::on(
                 "W_A",
-                TagKind::Effect,
+                WoTag::EFFECT,
                 1,
                 OpEffect::PauseBeforeSend(Duration::from_secs(21)),
             )],
@@ -336,7 +375,7 @@ fn scripts_01() -> Vec<Script> {
             steps: vec![
                 Step::on(
                     "W_A",
-                    TagKind::Effect,
+                    WoTag::EFFECT,
                     1,
                     OpEffect::Delay(Duration::from_secs(20)),
                 ),
@@ -360,7 +399,7 @@ fn scripts_01() -> Vec<Script> {
     ]
 }
 
-fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     build_with(variant, workload, PLAN1_ONLY, scans_01, workers_01)
 }
 
@@ -389,6 +428,7 @@ fn profile_01() -> FaultProfile {
         delay_len: (Duration::from_secs(1), Duration::from_secs(25)),
         partitions: 1,
         partition_len: (Duration::from_secs(5), Duration::from_secs(40)),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }
@@ -403,7 +443,7 @@ fn scripts_02() -> Vec<Script> {
                   before replicating it; W_B's SET NX then succeeds and both apply $inc",
         steps: vec![Step::on(
             "W_A",
-            TagKind::AcquireLease,
+            WoTag::ACQUIRE_LEASE,
             1,
             OpEffect::FailoverAfterApply,
         )],
@@ -411,7 +451,7 @@ fn scripts_02() -> Vec<Script> {
     }]
 }
 
-fn build_plans_1_2(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_plans_1_2(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     build_with(
         variant,
         workload,
@@ -439,6 +479,7 @@ fn profile_02() -> FaultProfile {
     FaultProfile {
         window: Duration::from_secs(60),
         failover: Ratio::per_mille(30),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }
@@ -452,7 +493,7 @@ fn scripts_03() -> Vec<Script> {
             name: "client-retry",
             summary: "the answer to T's submission of s-1 is lost; T resubmits, two jobs carry \
                       the same scan, and the lock serialises them without deduplicating them",
-            steps: vec![Step::on("T", TagKind::Submit, 1, OpEffect::DropReply)],
+            steps: vec![Step::on("T", WoTag::SUBMIT, 1, OpEffect::DropReply)],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
         Script {
@@ -461,7 +502,7 @@ fn scripts_03() -> Vec<Script> {
                       redelivers the stalled job and it is applied again",
             steps: vec![Step::on(
                 "W_A",
-                TagKind::Effect,
+                WoTag::EFFECT,
                 1,
                 OpEffect::CrashAfterApply {
                     restart_after: Some(Duration::from_secs(2)),
@@ -477,6 +518,7 @@ fn profile_03() -> FaultProfile {
         window: Duration::from_secs(60),
         drop_reply: Ratio::per_mille(30),
         crash: Ratio::per_mille(10),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }
@@ -500,7 +542,7 @@ fn scripts_04() -> Vec<Script> {
             name: "a-per-attempt-id",
             summary: "(a) attempt 1 applies $inc and logs rid1, then crashes; the redelivery \
                       builds rid2 from a new Date.now(), findOne(rid2) finds nothing, $inc again",
-            steps: vec![crash(TagKind::Record)],
+            steps: vec![crash(WoTag::RECORD)],
             // Buggy never logs, so the crash point never comes: it applies once.
             expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
         },
@@ -511,7 +553,7 @@ fn scripts_04() -> Vec<Script> {
                       apply $inc and both log",
             steps: vec![Step::on(
                 "W_A",
-                TagKind::Effect,
+                WoTag::EFFECT,
                 1,
                 OpEffect::PauseBeforeSend(Duration::from_secs(40)),
             )],
@@ -521,7 +563,7 @@ fn scripts_04() -> Vec<Script> {
             name: "c-effect-before-record",
             summary: "(c) rid fixed at enqueue, unique index: $inc, then a crash before \
                       create(log); the retry's findOne finds nothing and applies $inc again",
-            steps: vec![crash(TagKind::Effect)],
+            steps: vec![crash(WoTag::EFFECT)],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
         Script {
@@ -529,13 +571,13 @@ fn scripts_04() -> Vec<Script> {
             summary: "(d) rid fixed at enqueue, unique index, log written first: a crash between \
                       create(log) and $inc; the retry sees the log and skips: the scan is never \
                       applied",
-            steps: vec![crash(TagKind::Record)],
+            steps: vec![crash(WoTag::RECORD)],
             expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
         },
     ]
 }
 
-fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let reading = match &workload {
         Workload::Scripted("b-check-then-act") => Plan2 {
             request_id: RequestIdSource::AtEnqueue,
@@ -577,6 +619,7 @@ fn profile_04() -> FaultProfile {
         drop_reply: Ratio::per_mille(20),
         pause: Ratio::per_mille(10),
         pause_len: (Duration::from_secs(1), Duration::from_secs(40)),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }
@@ -593,7 +636,7 @@ fn scripts_05() -> Vec<Script> {
                       and applies it too",
             steps: vec![Step::on(
                 "W_A",
-                TagKind::Effect,
+                WoTag::EFFECT,
                 1,
                 OpEffect::PauseBeforeSend(Duration::from_secs(35)),
             )],
@@ -604,7 +647,7 @@ fn scripts_05() -> Vec<Script> {
             summary: "Redis restarts while T submits s-1; T never gets the answer and \
                       resubmits after the outage: two jobs for one scan",
             steps: vec![
-                Step::on("T", TagKind::Submit, 1, OpEffect::DropReply),
+                Step::on("T", WoTag::SUBMIT, 1, OpEffect::DropReply),
                 Step::at(2, Action::RedisRestart),
             ],
             expect: PerVariant::DOCFIX_INSUFFICIENT,
@@ -619,6 +662,7 @@ fn profile_05() -> FaultProfile {
         pause_len: (Duration::from_secs(20), Duration::from_secs(45)),
         partitions: 1,
         partition_len: (Duration::from_secs(20), Duration::from_secs(45)),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }
@@ -634,7 +678,7 @@ fn scripts_06() -> Vec<Script> {
                   and auto-repair sets qty back, destroying s-2",
         steps: vec![Step::on(
             "C",
-            TagKind::CheckerRead,
+            WoTag::CHECKER_READ,
             2,
             OpEffect::Delay(Duration::from_secs(2)),
         )],
@@ -642,7 +686,7 @@ fn scripts_06() -> Vec<Script> {
     }]
 }
 
-fn build_06(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_06(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Scripted(_) => Plan {
             variant,
@@ -679,6 +723,7 @@ fn profile_06() -> FaultProfile {
         window: Duration::from_secs(30),
         delay: Ratio::per_mille(50),
         delay_len: (Duration::from_ms(5), Duration::from_ms(300)),
+        failover_exempt: vec![WoTag::FETCH],
         ..FaultProfile::quiet()
     }
 }

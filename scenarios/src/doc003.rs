@@ -1,15 +1,17 @@
 //! Document 003 (failure queue: duplicate counting, concurrent add), R-003-01 .. R-003-04, on
 //! the proxy world of [`crate::proxy`].
 
+use racelab_core::Variant;
 use racelab_core::health::oracle::{
-    QueueEnd, crash_consistent, episodes_counted_once, no_stale_recovery,
+    I_FQ1, I_FQ2, I_FQ4, I_FQ5, QUEUE_RELOADED, QueueEnd, REPEAT_FAILURE, STALE_RECOVERY_REFUSED,
+    coverage, crash_consistent, episodes_counted_once, no_stale_recovery,
 };
 use racelab_core::health::tasks::SaveStyle;
-use racelab_core::health::{EndpointId, Variant};
-use racelab_core::{Duration, FinalState, History, TagKind, Verdict};
-use racelab_sim::explore::{FaultProfile, OpEffect, Ratio, Step, WorldSpec};
+use racelab_core::health::{EndpointId, HealthTag};
+use racelab_core::{Duration, Property, Verdict};
+use racelab_sim::explore::{FaultProfile, OpEffect, Ratio, Run, Step, WorldSpec};
 
-use crate::catalog::{Expectation, PerVariant, Race, Script, Workload};
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 use crate::proxy::{self, ProxyPlan, ms, request_cfg};
 
 /// The entries of document 003.
@@ -26,6 +28,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_01,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
+            properties: PROPS_FQ1,
+            net: false,
             build: build_01,
             judge: judge_fq1,
         },
@@ -39,6 +43,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_02,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
+            properties: PROPS_FQ1,
+            net: false,
             build: build_02,
             judge: judge_fq1,
         },
@@ -53,6 +59,8 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_03,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
+            properties: PROPS_FQ4,
+            net: false,
             build: build_03,
             judge: judge_fq4,
         },
@@ -67,32 +75,29 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_04,
             profile: profile_crash,
             seed_budget: 1_000,
+            properties: PROPS_FQ5,
+            net: false,
             build: build_04,
             judge: judge_fq5,
         },
     ]
 }
 
-fn judge_fq1(history: &History, state: &FinalState) -> Verdict {
-    episodes_counted_once(history, &state.queue.clone().unwrap_or_default())
+const PROPS_FQ1: &[Property] = &[I_FQ1, I_FQ2, REPEAT_FAILURE];
+const PROPS_FQ4: &[Property] = &[I_FQ4, STALE_RECOVERY_REFUSED];
+const PROPS_FQ5: &[Property] = &[I_FQ5, QUEUE_RELOADED];
+
+fn judge_fq1(run: &Run, _: &Capture) -> Verdict {
+    let end = run.local.get(&0).map(QueueEnd::read).unwrap_or_default();
+    episodes_counted_once(&run.history, &end).merge(coverage(&run.history))
 }
 
-fn judge_fq4(history: &History, _: &FinalState) -> Verdict {
-    no_stale_recovery(history)
+fn judge_fq4(run: &Run, _: &Capture) -> Verdict {
+    no_stale_recovery(&run.history).merge(coverage(&run.history))
 }
 
-fn judge_fq5(history: &History, _: &FinalState) -> Verdict {
-    crash_consistent(history)
-}
-
-/// The failure queue's end state of host 0, for I-FQ1 and I-FQ2.
-pub(crate) fn queue_end(run: &racelab_sim::explore::Run) -> Option<QueueEnd> {
-    let local = run.local.get(&0)?;
-    Some(QueueEnd {
-        total_failed: local.queue.total_failed(),
-        failed: local.queue.failed(),
-        configured: local.health.endpoints().len(),
-    })
+fn judge_fq5(run: &Run, _: &Capture) -> Verdict {
+    crash_consistent(&run.history).merge(coverage(&run.history))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,7 +114,7 @@ fn scripts_01() -> Vec<Script> {
     }]
 }
 
-fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => {
             let mut plan = proxy::random_plan(variant, rng, true);
@@ -142,7 +147,7 @@ fn scripts_02() -> Vec<Script> {
     }]
 }
 
-fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let split = variant != Variant::Correct;
     let mut plan = ProxyPlan::new(variant, 2);
     match workload {
@@ -177,7 +182,7 @@ fn scripts_03() -> Vec<Script> {
     }]
 }
 
-fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let plan = match workload {
         Workload::Random(rng) => {
             let mut plan = proxy::random_plan(variant, rng, true);
@@ -211,7 +216,7 @@ fn scripts_04() -> Vec<Script> {
                   empty file",
         steps: vec![Step::on(
             "P",
-            TagKind::Persist,
+            HealthTag::PERSIST,
             7,
             OpEffect::CrashAfterApply {
                 restart_after: Some(Duration::from_secs(1)),
@@ -229,7 +234,7 @@ fn style(variant: Variant) -> SaveStyle {
     }
 }
 
-fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, FinalState) {
+fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let mut plan = ProxyPlan::new(variant, 4);
     let adds = match workload {
         Workload::Random(rng) => (1..=rng.between(2, 4))

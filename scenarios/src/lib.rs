@@ -26,13 +26,15 @@ pub mod net;
 mod proxy;
 pub mod report;
 
-use racelab_core::{Quantity, Table, Value};
+use std::collections::BTreeMap;
+
+use racelab_core::PropertyKind;
 use racelab_sim::explore::{self, Scheduler, SimRng, Step};
 
-pub use catalog::{Expectation, Outcome, PerVariant, Race, Script};
-pub use racelab_core::workorder::Variant;
-
-use catalog::Workload;
+pub use catalog::{
+    BuildFn, Capture, Expectation, JudgeFn, Outcome, PerVariant, Race, Script, Workload,
+};
+pub use racelab_core::Variant;
 
 /// Every race of the catalog, in catalog order.
 pub fn catalog() -> Vec<Race> {
@@ -101,9 +103,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The seed of the random workload, derived from the run's seed so that the workload and the
+/// The seed of the random workload (the [`SimRng`] a race's build draws from), derived from the run's seed so that the workload and the
 /// faults are independent streams of the same seed.
-fn workload_seed(seed: u64) -> u64 {
+pub fn workload_seed(seed: u64) -> u64 {
     // SplitMix64's finaliser.
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -114,41 +116,57 @@ fn workload_seed(seed: u64) -> u64 {
 /// Runs `race`'s `variant` under the random scheduler with `seed`.
 pub fn run_seed(race: &Race, variant: Variant, seed: u64) -> Outcome {
     let mut rng = SimRng::new(workload_seed(seed));
-    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let scheduler = Scheduler::Random {
         seed,
         faults: (race.profile)(),
     };
-    judge(race, explore::run(spec, &scheduler), state)
+    judge(race, explore::run(spec, &scheduler), &capture)
 }
 
 /// Runs `race`'s `variant` on one of its scripted timelines.
 pub fn run_script(race: &Race, script: &Script, variant: Variant) -> Outcome {
-    let (spec, state) = (race.build)(variant, Workload::Scripted(script.name));
+    let (spec, capture) = (race.build)(variant, Workload::Scripted(script.name));
     let scheduler = Scheduler::Scripted {
         name: script.name.to_string(),
         steps: script.steps.clone(),
     };
-    judge(race, explore::run(spec, &scheduler), state)
+    judge(race, explore::run(spec, &scheduler), &capture)
 }
 
-fn judge(race: &Race, run: explore::Run, mut state: racelab_core::FinalState) -> Outcome {
-    state.quiescent = run.quiescent;
-    for wo in state.initial_qty.keys().copied().collect::<Vec<_>>() {
-        if let Some(Value::Int(q)) = run
-            .row(Table::WorkOrders, &wo.to_string())
-            .and_then(|r| r.get("qty"))
-        {
-            state.final_qty.insert(wo, Quantity(*q));
-        }
+/// Judges a run of `race`: its judge's verdict, checked against the properties it declares,
+/// plus the generic stuck verdict when the run did not complete. Of the `sometimes` counts the
+/// judge reports, those of the properties the race declares are kept.
+///
+/// # Panics
+///
+/// When the judge reports a property the race does not declare (a defect of the race's
+/// definition, not of the run).
+pub fn judge(race: &Race, run: explore::Run, capture: &Capture) -> Outcome {
+    let mut verdict = (race.judge)(&run, capture);
+    for v in &verdict.violations {
+        let declared = race
+            .property(&v.invariant)
+            .is_some_and(|p| p.kind != PropertyKind::Sometimes);
+        assert!(
+            declared,
+            "{}: its judge reported {:?} broken, which it does not declare as an `always` or \
+             `eventually` property",
+            race.id, v.invariant
+        );
     }
-    state.queue = doc003::queue_end(&run);
-    let verdict = (race.judge)(&run.history, &state);
-    Outcome {
-        run,
-        state,
-        verdict,
+    // A family counts all of its `sometimes` properties; the race keeps those it declares.
+    verdict.sometimes.retain(|name, _| {
+        race.property(name)
+            .is_some_and(|p| p.kind == PropertyKind::Sometimes)
+    });
+    if !run.quiescent && verdict.stuck.is_none() {
+        verdict.stuck = Some(format!(
+            "the run did not complete: {}",
+            run.unsettled.join("; ")
+        ));
     }
+    Outcome { run, verdict }
 }
 
 /// The summary of a sweep over consecutive seeds.
@@ -166,9 +184,15 @@ pub struct Sweep {
     pub events: u64,
     /// Seeds whose run had at least one injected fault.
     pub runs_with_faults: u64,
-    /// How often a protocol refused a duplicate or a stale write (a skipped duplicate, a
-    /// fenced effect): evidence that a passing sweep exercised the protections at all.
+    /// How often a protocol refused a duplicate or a stale write (the counts of the race's
+    /// protection properties): evidence that a passing sweep exercised the protections.
     pub protections: u64,
+    /// Seeds whose run violated no property but did not complete.
+    pub stuck: u64,
+    /// The first of them.
+    pub first_stuck_seed: Option<u64>,
+    /// Per `sometimes` property, the seeds in which it held.
+    pub sometimes: BTreeMap<String, u64>,
 }
 
 /// Runs seeds `start..start + count`, calling `progress(done)` after each.
@@ -181,7 +205,7 @@ pub fn sweep(
 ) -> Sweep {
     let mut s = Sweep::default();
     for seed in start..start.saturating_add(count) {
-        s.record(seed, &run_seed(race, variant, seed));
+        s.record(race, seed, &run_seed(race, variant, seed));
         progress(s.seeds_run);
     }
     s
@@ -189,16 +213,38 @@ pub fn sweep(
 
 impl Sweep {
     /// Adds one seed's outcome.
-    pub fn record(&mut self, seed: u64, outcome: &Outcome) {
+    pub fn record(&mut self, race: &Race, seed: u64, outcome: &Outcome) {
         self.seeds_run += 1;
         self.store_ops += outcome.run.stats.store_ops;
         self.events += outcome.run.stats.events;
         self.runs_with_faults += u64::from(outcome.run.stats.faults > 0);
-        self.protections += protections(&outcome.run.history);
+        for (name, n) in &outcome.verdict.sometimes {
+            *self.sometimes.entry(name.clone()).or_default() += 1;
+            if race.property(name).is_some_and(|p| p.protection) {
+                self.protections += n;
+            }
+        }
         if outcome.violated() {
             self.failures += 1;
             self.first_failing_seed.get_or_insert(seed);
+        } else if outcome.stuck() {
+            self.stuck += 1;
+            self.first_stuck_seed.get_or_insert(seed);
         }
+    }
+
+    /// What the sweep showed: fails if any seed violated a property, else stuck if any seed
+    /// did not complete, else holds.
+    pub fn observed(&self) -> Expectation {
+        Expectation::observed(self.failures > 0, self.stuck > 0)
+    }
+
+    /// The `sometimes` properties of `race` that never held in this sweep.
+    pub fn never_held(&self, race: &Race) -> Vec<&'static str> {
+        race.properties_of(PropertyKind::Sometimes)
+            .filter(|p| !self.sometimes.contains_key(p.name))
+            .map(|p| p.name)
+            .collect()
     }
 }
 
@@ -221,14 +267,14 @@ pub const SHRINK_ATTEMPTS_MAX: u64 = 2_000;
 /// Runs `race`'s `variant` with `seed`'s workload and latencies but only the faults `steps`.
 pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> Outcome {
     let mut rng = SimRng::new(workload_seed(seed));
-    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let latency = (race.profile)().latency;
     let scheduler = Scheduler::Pinned {
         seed,
         latency,
         steps: steps.to_vec(),
     };
-    judge(race, explore::run(spec, &scheduler), state)
+    judge(race, explore::run(spec, &scheduler), &capture)
 }
 
 /// Shrinks a failing seed: delta debugging (ddmin) over the faults the random scheduler
@@ -312,7 +358,7 @@ pub fn shrink_command(race: &Race, variant: Variant, seed: u64) -> String {
 pub fn run_exhaustive(race: &Race, variant: Variant, prefix: &[u32]) -> Outcome {
     let scripts = (race.scripts)();
     let workload = scripts.first().map_or("", |s| s.name);
-    let (spec, state) = (race.build)(variant, Workload::Scripted(workload));
+    let (spec, capture) = (race.build)(variant, Workload::Scripted(workload));
     let mut faults = (race.profile)();
     // Faults planned at times are not choice points (their domain is every millisecond);
     // the random sweeps cover them.
@@ -322,7 +368,7 @@ pub fn run_exhaustive(race: &Race, variant: Variant, prefix: &[u32]) -> Outcome 
         prefix: prefix.to_vec(),
         faults,
     };
-    judge(race, explore::run(spec, &scheduler), state)
+    judge(race, explore::run(spec, &scheduler), &capture)
 }
 
 /// Visits every schedule of `race`'s small workload with at most `deviations_max` injected
@@ -338,36 +384,6 @@ pub fn explore_exhaustively(
         let choices = outcome.run.choices.clone().unwrap_or_default();
         (outcome.violated(), choices)
     })
-}
-
-/// How often the history shows a protocol refusing a duplicate or a stale write.
-fn protections(history: &racelab_core::History) -> u64 {
-    use racelab_core::Note;
-    let refused = |n: &Note| match n {
-        Note::Skipped { .. } => true,
-        Note::Abandoned { reason, .. } => reason.starts_with("fenced"),
-        Note::Alarm { .. } => false,
-    };
-    let notes = history.notes.iter().filter(|n| refused(&n.note)).count() as u64;
-    notes + health_protections(history)
-}
-
-/// Documents 001/003: stale or sticky observations ignored by the generation check, and
-/// recoveries refused by the failure epoch.
-fn health_protections(history: &racelab_core::History) -> u64 {
-    use racelab_core::health::{LocalOp, LocalResult, ObserveOutcome};
-    use racelab_core::{Reply, StoreOp};
-    let refused = |op: &racelab_core::OpRecord| match (&op.op, &op.result) {
-        (StoreOp::Local(LocalOp::Observe { .. }), Some(Reply::Local(r))) => matches!(
-            r.result,
-            LocalResult::Observed(ObserveOutcome::Stale | ObserveOutcome::Sticky)
-        ),
-        (StoreOp::Local(LocalOp::FqRemove { .. }), Some(Reply::Local(r))) => {
-            r.result == LocalResult::Bool(false)
-        }
-        _ => false,
-    };
-    history.ops.iter().filter(|op| refused(op)).count() as u64
 }
 
 /// The first seed from `start` whose run violates an invariant, within `budget` seeds.

@@ -492,7 +492,7 @@ fn run(
                 .map(|s| {
                     let outcome = run_script(race, &s, v);
                     let expected = s.expect.get(v);
-                    let matches = expected.matches(outcome.violated());
+                    let matches = expected.matches(outcome.observed());
                     (s, expected, outcome, matches)
                 })
                 .collect();
@@ -506,7 +506,7 @@ fn run(
                 }
             });
             let expected = race.sweep.get(v);
-            let sweep_matches = expected.matches(result.failures > 0);
+            let sweep_matches = expected.matches(result.observed());
             let scripts_match = scripts.iter().all(|(.., m)| *m);
             let matches = sweep_matches && scripts_match;
             all_match &= matches;
@@ -521,11 +521,16 @@ fn run(
                     "expected": expected.as_str(),
                     "verdict_matches": matches,
                     "store_ops": result.store_ops,
+                    "stuck": result.stuck,
+                    "first_stuck_seed": result.first_stuck_seed,
+                    "sometimes": result.sometimes,
                     "replay": result.first_failing_seed.map(|s| replay_command(race, v, s)),
                     "scripts": scripts.iter().map(|(s, e, o, m)| json!({
                         "name": s.name,
                         "expected": e.as_str(),
                         "violated": o.violated(),
+                        "observed": o.observed().as_str(),
+                        "broken": o.verdict.broken(),
                         "matches": m,
                     })).collect::<Vec<_>>(),
                 });
@@ -537,7 +542,7 @@ fn run(
                 matrix.push((race.id, v, result.clone(), expected, matches));
                 let mut lines = Vec::new();
                 for (s, e, o, m) in &scripts {
-                    let observed = if o.violated() { "fails" } else { "holds" };
+                    let observed = o.observed().as_str();
                     let mark = if *m { "ok" } else { "MISMATCH" };
                     let mut line = format!(
                         "  timeline {:<24} expected {:<5} observed {:<5} {mark}",
@@ -1001,7 +1006,8 @@ fn run_net(
         eprintln!(
             "error: {}",
             racelab_scenarios::net::NetError::Unsupported {
-                race: race.id.to_string()
+                race: race.id.to_string(),
+                supported: racelab_scenarios::net::net_races().join(", "),
             }
         );
         return ExitCode::from(2);
@@ -1042,7 +1048,7 @@ fn run_net(
                 }
             };
             let expected = race.sweep.get(v);
-            let matches = expected.matches(result.failures > 0);
+            let matches = expected.matches(result.observed());
             all_match &= matches;
             let replay = result
                 .first_failing_seed

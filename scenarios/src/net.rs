@@ -53,8 +53,8 @@ use racelab_adapters::{
     Recorder, StoreClient, drive,
 };
 use racelab_core::{
-    Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, Reply, SqlReply, StoreId, StoreOp,
-    Table, Tag, Timestamp,
+    Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, QueueOp, Reply, SqlReply, StoreId,
+    StoreOp, Table, Timestamp,
 };
 use racelab_sim::explore::{Factory, FaultProfile, Run, RunStats, SimRng, StableHasher};
 use racelab_sim::net::host::{StoreKinds, Stores, serve};
@@ -64,8 +64,14 @@ use tokio::sync::{Notify, watch};
 use crate::catalog::{Outcome, Race, Workload};
 use crate::{Sweep, Variant};
 
-/// The races the net world runs.
-pub const NET_RACES: [&str; 4] = ["R-002-01", "R-002-02", "R-002-03", "R-002-04"];
+/// The races the net world runs: those of the catalog whose entry says so ([`Race::net`]).
+pub fn net_races() -> Vec<&'static str> {
+    crate::catalog()
+        .iter()
+        .filter(|r| r.net)
+        .map(|r| r.id)
+        .collect()
+}
 
 /// The random sweep must find each Buggy variant's violation in the net world within this
 /// many seeds from seed 0 (asserted by `tests/net.rs`).
@@ -88,13 +94,14 @@ const SQL_HOST: &str = "sql";
 pub enum NetError {
     /// The race has no net-world version.
     #[error(
-        "{race} does not run in the net world yet; it covers {} (use --world explore for the \
-         others)",
-        NET_RACES.join(", ")
+        "{race} does not run in the net world yet; it covers {supported} (use --world explore \
+         for the others)"
     )]
     Unsupported {
         /// The race id.
         race: String,
+        /// The races it does run, comma-separated.
+        supported: String,
     },
     /// A host's software failed (a bug in the harness, not a race).
     #[error("the net simulation of {race} seed {seed} failed: {message}")]
@@ -110,7 +117,7 @@ pub enum NetError {
 
 /// Whether `race` runs in the net world.
 pub fn supports(race: &Race) -> bool {
-    NET_RACES.contains(&race.id)
+    race.net
 }
 
 /// Runs `race`'s `variant` in the net world with `seed`: the same random workload as the
@@ -119,10 +126,11 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
     if !supports(race) {
         return Err(NetError::Unsupported {
             race: race.id.to_string(),
+            supported: net_races().join(", "),
         });
     }
     let mut rng = SimRng::new(crate::workload_seed(seed));
-    let (spec, state) = (race.build)(variant, Workload::Random(&mut rng));
+    let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let run = NetWorld::new(spec, (race.profile)(), seed)
         .run()
         .map_err(|message| NetError::Simulation {
@@ -130,7 +138,7 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
             seed,
             message,
         })?;
-    Ok(crate::judge(race, run, state))
+    Ok(crate::judge(race, run, &capture))
 }
 
 /// Runs seeds `start..start + count` in the net world, calling `progress(done)` after each.
@@ -143,7 +151,7 @@ pub fn sweep_net(
 ) -> Result<Sweep, NetError> {
     let mut s = Sweep::default();
     for seed in start..start.saturating_add(count) {
-        s.record(seed, &run_seed_net(race, variant, seed)?);
+        s.record(race, seed, &run_seed_net(race, variant, seed)?);
         progress(s.seeds_run);
     }
     Ok(s)
@@ -638,6 +646,11 @@ impl NetWorld {
             choices: None,
             decisions: Vec::new(),
             quiescent,
+            unsettled: if quiescent {
+                Vec::new()
+            } else {
+                vec!["the net world stopped before every job completed".to_string()]
+            },
             ended_at,
             stats: RunStats {
                 events: steps,
@@ -848,7 +861,10 @@ impl<F> NetObserver<F> {
             *entry = (*entry).max(until);
             faults.push(Fault::DropReply { process, op: op.id });
         }
-        if store == StoreId::Redis && op.tag != Tag::Fetch && self.rng.chance(profile.failover) {
+        if store == StoreId::Redis
+            && !profile.failover_exempt.contains(&op.tag.kind())
+            && self.rng.chance(profile.failover)
+        {
             self.ctx.shared.borrow_mut().failover_after.push(index);
         }
         for f in faults {
@@ -869,7 +885,7 @@ where
             .with_history(|h| h.ops.len() as u64)
             .unwrap_or(0);
         self.current.store(index, Ordering::Relaxed);
-        if op.tag != Tag::Fetch {
+        if !matches!(op.op, StoreOp::Queue(QueueOp::Fetch)) {
             self.store_of.insert(op.id, store_of(&op.op));
             self.ctx.shared.borrow_mut().procs[self.ctx.index].in_flight += 1;
         }

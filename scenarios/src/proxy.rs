@@ -7,18 +7,20 @@
 //! local operation (atomic, no latency) and each `await` on the network is an upstream call
 //! with a seeded latency, so the world interleaves tasks exactly where asyncio can.
 
+use crate::catalog::Capture;
+use racelab_core::Variant;
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
     SaverTask, Selection,
 };
-use racelab_core::health::{EndpointId, HealthConfig, LocalOp, LocalState, Observation, Variant};
-use racelab_core::{Duration, FinalState, Machine, Tag, Timestamp};
+use racelab_core::health::{EndpointId, HealthConfig, HealthTag, LocalOp, LocalState, Observation};
+use racelab_core::{Duration, Machine, Timestamp};
 use racelab_sim::explore::{
     EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, SimRng, Upstream, WorldSpec,
 };
 
 /// A coroutine's fixed synchronous blocks.
-pub(crate) type Blocks = Vec<(LocalOp, Tag)>;
+pub(crate) type Blocks = Vec<(LocalOp, HealthTag)>;
 
 /// A request coroutine of the plan.
 pub(crate) struct Req {
@@ -119,7 +121,7 @@ fn process(
 }
 
 /// Builds the world.
-pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, FinalState) {
+pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, Capture) {
     let mut processes = Vec::new();
     for r in plan.requests {
         let cfg = r.cfg;
@@ -178,7 +180,7 @@ pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, FinalState) {
         )),
         upstream: plan.upstream,
     };
-    (spec, FinalState::default())
+    (spec, Capture::none())
 }
 
 /// A random proxy workload: 2-3 endpoints, one key revoked in the first 4 s, random 503

@@ -9,18 +9,14 @@ use racelab_scenarios::{Variant, catalog, run_script};
 mod common;
 
 race_tests! {
-    r_001_01 => "R-001-01", true,
-    r_001_02 => "R-001-02", true,
-    // Correct keeps the update synchronous: nothing is refused, every observation applies.
-    r_001_03 => "R-001-03", false,
-    r_001_04 => "R-001-04", true,
-    // Episode counting refuses nothing; the oracle compares counts.
-    r_003_01 => "R-003-01", false,
-    // One critical section refuses nothing; the oracle compares counts.
-    r_003_02 => "R-003-02", false,
-    r_003_03 => "R-003-03", true,
-    // Write-then-rename refuses nothing; the oracle checks what a restart loads.
-    r_003_04 => "R-003-04", false,
+    r_001_01 => "R-001-01", ["I-401"],
+    r_001_02 => "R-001-02", ["I-401"],
+    r_001_03 => "R-001-03", ["I-OBS"],
+    r_001_04 => "R-001-04", ["I-401"],
+    r_003_01 => "R-003-01", ["I-FQ1"],
+    r_003_02 => "R-003-02", ["I-FQ1"],
+    r_003_03 => "R-003-03", ["I-FQ4"],
+    r_003_04 => "R-003-04", ["I-FQ5"],
 }
 
 /// Each oracle, fed the Buggy variant's scripted history (a known-bad history), names the

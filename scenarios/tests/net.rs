@@ -4,7 +4,7 @@
 //! every seed replays to the same trace hash.
 
 use racelab_scenarios::net::{
-    NET_RACES, NET_SEED_BUDGET, replay_command_net, run_seed_net, seeds_to_detect_net, sweep_net,
+    NET_SEED_BUDGET, net_races, replay_command_net, run_seed_net, seeds_to_detect_net, sweep_net,
 };
 use racelab_scenarios::{Race, Variant, catalog, render_timeline};
 
@@ -117,7 +117,7 @@ fn r_002_04_correct_holds_for_1000_seeds_under_turmoil() {
 
 #[test]
 fn every_seed_replays_to_the_same_trace_hash() {
-    for id in NET_RACES {
+    for id in net_races() {
         let race = race(id);
         for variant in [Variant::Buggy, Variant::Correct] {
             for seed in 0..8 {

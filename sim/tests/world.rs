@@ -12,6 +12,9 @@ use racelab_sim::explore::{
     Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Scheduler, Step, WorldSpec, run,
 };
 
+const TX: TagKind = TagKind::new("tx");
+const FETCH: TagKind = TagKind::new("fetch");
+
 type Replies = Rc<RefCell<Vec<(Timestamp, Reply)>>>;
 
 /// Sends `ops` in order, each after the previous one's reply; `gap` between them.
@@ -108,7 +111,7 @@ fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
 }
 
 fn sql(op: SqlOp) -> (StoreOp, Tag) {
-    (StoreOp::Sql(op), Tag::Tx)
+    (StoreOp::Sql(op), Tag::plain(TX))
 }
 
 fn add_qty(n: i64) -> SqlOp {
@@ -176,11 +179,11 @@ fn a_lost_reply_is_applied_and_surfaces_as_the_drivers_timeout() {
     };
     let get = KvOp::Get { key: "k".into() };
     let ops = vec![
-        (StoreOp::Kv(set), Tag::Fetch),
-        (StoreOp::Kv(get), Tag::Fetch),
+        (StoreOp::Kv(set), Tag::plain(FETCH)),
+        (StoreOp::Kv(get), Tag::plain(FETCH)),
     ];
     let (p, replies) = process("P", ops, Duration::ZERO);
-    let steps = vec![Step::on("P", TagKind::Fetch, 1, OpEffect::DropReply)];
+    let steps = vec![Step::on("P", FETCH, 1, OpEffect::DropReply)];
     let r = run(world(vec![p]), &scripted(steps));
     let replies = replies.borrow();
     assert_eq!(
@@ -202,7 +205,7 @@ fn a_pause_holds_the_send_and_the_timers() {
     let (p, replies) = process("P", ops, Duration::from_ms(100));
     let steps = vec![Step::on(
         "P",
-        TagKind::Tx,
+        TX,
         2,
         OpEffect::PauseBeforeSend(Duration::from_secs(10)),
     )];

@@ -25,6 +25,7 @@
 
 mod local;
 pub mod oracle;
+mod tag;
 pub mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +34,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use crate::ids::EndpointId;
-pub use crate::workorder::Variant;
+use crate::variant::Variant;
 pub use local::{LocalOp, LocalReply, LocalResult, LocalState};
+pub use tag::HealthTag;
 
 /// What a call to an endpoint showed about its health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{History, OpRecord, Tag};
+use super::HealthTag;
+use crate::history::{History, OpRecord};
 use crate::ids::ProcessId;
 use crate::ops::{Reply, StoreOp};
-use crate::oracle::{Verdict, Violation};
+use crate::oracle::{Property, Verdict, Violation};
 
 use super::{EndpointId, FailureQueue, LocalOp, LocalReply, LocalResult, Observation, Source};
 
@@ -92,7 +93,7 @@ pub fn no_selection_after_401(history: &History) -> Verdict {
         {
             let rec = &history.ops[record];
             verdict.violations.push(Violation {
-                invariant: "I-401".into(),
+                invariant: I_401.name.into(),
                 explanation: format!(
                     "{} dispatched a request to {e} at {} although {} had recorded a 401 from \
                      {e} at {} and no probe started since then had succeeded",
@@ -115,13 +116,13 @@ pub fn observations_applied(history: &History) -> Verdict {
     // (process, endpoint) -> (calls completed, first call index, observations applied).
     let mut counts: BTreeMap<(ProcessId, EndpointId), (u64, usize, u64)> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
-        match (&op.tag, &op.op) {
-            (Tag::Call { endpoint }, _) if op.completed_at.is_some() => {
+        match (HealthTag::of(&op.tag), &op.op) {
+            (Some(HealthTag::Call { endpoint }), _) if op.completed_at.is_some() => {
                 let c = counts.entry((op.process, *endpoint)).or_insert((0, i, 0));
                 c.0 += 1;
             }
             (
-                Tag::Observe { endpoint },
+                Some(HealthTag::Observe { endpoint }),
                 StoreOp::Local(LocalOp::Observe {
                     source: Source::Request,
                     ..
@@ -136,7 +137,7 @@ pub fn observations_applied(history: &History) -> Verdict {
     for ((p, e), (calls, first, applied)) in counts {
         if calls != applied {
             verdict.violations.push(Violation {
-                invariant: "I-OBS".into(),
+                invariant: I_OBS.name.into(),
                 explanation: format!(
                     "{} made {calls} observation(s) of {e} but {applied} reached the health \
                      table: an update_health_status coroutine was created and never awaited",
@@ -173,7 +174,7 @@ pub fn episodes_counted_once(history: &History, end: &QueueEnd) -> Verdict {
     }
     if end.total_failed != transitions {
         verdict.violations.push(Violation {
-            invariant: "I-FQ1".into(),
+            invariant: I_FQ1.name.into(),
             explanation: format!(
                 "total_failed is {} but endpoints entered the failure queue {transitions} \
                  time(s) ({} add call(s))",
@@ -185,7 +186,7 @@ pub fn episodes_counted_once(history: &History, end: &QueueEnd) -> Verdict {
     }
     if end.failed.len() > end.configured {
         verdict.violations.push(Violation {
-            invariant: "I-FQ2".into(),
+            invariant: I_FQ2.name.into(),
             explanation: format!(
                 "{} failed endpoints but only {} configured",
                 end.failed.len(),
@@ -218,7 +219,7 @@ pub fn no_stale_recovery(history: &History) -> Verdict {
                 {
                     let f = &history.ops[failure];
                     verdict.violations.push(Violation {
-                        invariant: "I-FQ4".into(),
+                        invariant: I_FQ4.name.into(),
                         explanation: format!(
                             "{} removed {endpoint} from the failure queue at {} on a probe that \
                              started before {} recorded a newer failure of it at {}",
@@ -267,7 +268,7 @@ pub fn crash_consistent(history: &History) -> Verdict {
                 };
                 if let Some(problem) = problem {
                     verdict.violations.push(Violation {
-                        invariant: "I-FQ5".into(),
+                        invariant: I_FQ5.name.into(),
                         explanation: format!(
                             "the restarted process loaded a torn failure queue: {problem}"
                         ),
@@ -278,5 +279,126 @@ pub fn crash_consistent(history: &History) -> Verdict {
             _ => {}
         }
     }
+    verdict
+}
+
+impl QueueEnd {
+    /// The end state read from a host's local memory.
+    pub fn read(local: &super::LocalState) -> QueueEnd {
+        QueueEnd {
+            total_failed: local.queue.total_failed(),
+            failed: local.queue.failed(),
+            configured: local.health.endpoints().len(),
+        }
+    }
+}
+
+/// I-401 ([`no_selection_after_401`]).
+pub const I_401: Property = Property::always(
+    "I-401",
+    "no request is dispatched to an endpoint after its 401 until a later probe succeeded",
+);
+/// I-OBS ([`observations_applied`]).
+pub const I_OBS: Property = Property::always(
+    "I-OBS",
+    "every completed upstream call's observation is applied to the health table once",
+);
+/// I-FQ1 ([`episodes_counted_once`]).
+pub const I_FQ1: Property = Property::always(
+    "I-FQ1",
+    "total_failed equals the transitions of endpoints into the failed set",
+);
+/// I-FQ2 ([`episodes_counted_once`]).
+pub const I_FQ2: Property = Property::always(
+    "I-FQ2",
+    "the failed set is never larger than the configured endpoints",
+);
+/// I-FQ4 ([`no_stale_recovery`]).
+pub const I_FQ4: Property = Property::always(
+    "I-FQ4",
+    "an endpoint leaves the failure queue only through a probe started after its last failure",
+);
+/// I-FQ5 ([`crash_consistent`]).
+pub const I_FQ5: Property = Property::always(
+    "I-FQ5",
+    "after a crash the loaded queue parses and equals a state the queue had",
+);
+/// Protection: a stale success or a request success on an `AuthFailed` endpoint was ignored.
+pub const STALE_OBSERVATION_REFUSED: Property = Property::protection(
+    "stale-observation-refused",
+    "a success older than a newer failure, or a request success on AUTH_FAILED, was ignored",
+);
+/// Protection: a recovery from a probe older than the endpoint's latest failure was refused.
+pub const STALE_RECOVERY_REFUSED: Property = Property::protection(
+    "stale-recovery-refused",
+    "a recovery by a probe that started before the latest failure was refused",
+);
+/// Window: a 401 was observed and recorded.
+pub const UNAUTHORIZED_OBSERVED: Property = Property::sometimes(
+    "unauthorized-observed",
+    "an upstream answered 401 and the observation reached the health table",
+);
+/// Window: a 429 was observed and recorded.
+pub const RATE_LIMIT_OBSERVED: Property = Property::sometimes(
+    "rate-limit-observed",
+    "an upstream answered 429 and the observation reached the health table",
+);
+/// Window: a failure was reported for an endpoint already in the failure queue.
+pub const REPEAT_FAILURE: Property = Property::sometimes(
+    "repeat-failure-in-episode",
+    "an endpoint already in the failure queue failed again (the double-count window)",
+);
+/// Window: a restarted process loaded a persisted failure queue.
+pub const QUEUE_RELOADED: Property = Property::sometimes(
+    "queue-reloaded",
+    "a restarted process loaded the failure queue from its file",
+);
+
+/// How often each of documents 001 and 003's `sometimes` properties held in a history, as a
+/// verdict with no violation (a race keeps the counts of the properties it declares).
+pub fn coverage(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let count = |f: &dyn Fn(&LocalOp, &LocalResult) -> bool| {
+        local_blocks(history)
+            .into_iter()
+            .filter(|(_, _, op, reply)| f(op, &reply.result))
+            .count() as u64
+    };
+    verdict.count(
+        STALE_OBSERVATION_REFUSED.name,
+        count(&|op, r| {
+            matches!(op, LocalOp::Observe { .. })
+                && matches!(
+                    r,
+                    LocalResult::Observed(
+                        super::ObserveOutcome::Stale | super::ObserveOutcome::Sticky
+                    )
+                )
+        }),
+    );
+    verdict.count(
+        STALE_RECOVERY_REFUSED.name,
+        count(&|op, r| matches!(op, LocalOp::FqRemove { .. }) && *r == LocalResult::Bool(false)),
+    );
+    let observed = |o: Observation| {
+        count(&|op, _| matches!(op, LocalOp::Observe { observation, .. } if *observation == o))
+    };
+    verdict.count(
+        UNAUTHORIZED_OBSERVED.name,
+        observed(Observation::Unauthorized),
+    );
+    verdict.count(RATE_LIMIT_OBSERVED.name, observed(Observation::RateLimited));
+    verdict.count(
+        REPEAT_FAILURE.name,
+        count(&|op, r| match (op, r) {
+            (LocalOp::FqAdd { .. }, LocalResult::Added(added)) => !added.inserted,
+            (LocalOp::FqContains { .. }, LocalResult::Bool(present)) => *present,
+            _ => false,
+        }),
+    );
+    verdict.count(
+        QUEUE_RELOADED.name,
+        count(&|op, _| matches!(op, LocalOp::FqLoad { content: Some(_) })),
+    );
     verdict
 }

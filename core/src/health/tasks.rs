@@ -5,13 +5,13 @@
 
 use std::collections::VecDeque;
 
-use crate::history::Tag;
 use crate::ids::OpId;
 use crate::machine::{Machine, Outgoing};
 use crate::ops::{CallKind, Reply, StoreOp, UpstreamOp};
+use crate::tag::Tag;
 use crate::time::{Duration, Timestamp};
 
-use super::{EndpointId, Generation, LocalOp, LocalResult, Observation, Source};
+use super::{EndpointId, Generation, HealthTag, LocalOp, LocalResult, Observation, Source};
 
 /// One task's outbox: at most one step in flight.
 #[derive(Debug, Default)]
@@ -22,19 +22,23 @@ struct Steps {
 }
 
 impl Steps {
-    fn local(&mut self, op: LocalOp, tag: Tag) {
+    fn local(&mut self, op: LocalOp, tag: HealthTag) {
         self.send(StoreOp::Local(op), tag);
     }
 
-    fn call(&mut self, endpoint: EndpointId, kind: CallKind, tag: Tag) {
+    fn call(&mut self, endpoint: EndpointId, kind: CallKind, tag: HealthTag) {
         self.send(StoreOp::Upstream(UpstreamOp { endpoint, kind }), tag);
     }
 
-    fn send(&mut self, op: StoreOp, tag: Tag) {
+    fn send(&mut self, op: StoreOp, tag: HealthTag) {
         self.next += 1;
         let id = OpId(self.next);
         self.pending = Some(id);
-        self.ops.push_back(Outgoing { id, op, tag });
+        self.ops.push_back(Outgoing {
+            id,
+            op,
+            tag: Tag::new(tag),
+        });
     }
 
     /// Takes the reply if it answers the step in flight.
@@ -139,14 +143,14 @@ impl RequestTask {
                 let e = self.candidates[self.attempt as usize % self.candidates.len()];
                 self.choosing = Some(e);
                 self.steps
-                    .local(LocalOp::Dispatch { endpoint: e }, Tag::Select);
+                    .local(LocalOp::Dispatch { endpoint: e }, HealthTag::Select);
             }
             Selection::EveryAttempt => {
                 self.steps.local(
                     LocalOp::Select {
                         tried: self.tried.clone(),
                     },
-                    Tag::Select,
+                    HealthTag::Select,
                 );
             }
         }
@@ -161,7 +165,7 @@ impl RequestTask {
             CallKind::Request {
                 stream: self.cfg.stream,
             },
-            Tag::Call { endpoint: e },
+            HealthTag::Call { endpoint: e },
         );
         self.state = ReqState::Calling(e, g);
     }
@@ -169,7 +173,7 @@ impl RequestTask {
     fn observed(&mut self, e: EndpointId, obs: Observation) {
         if obs.is_failure() && self.cfg.report_failures {
             self.steps
-                .local(LocalOp::FqAdd { endpoint: e }, Tag::FailureQueue);
+                .local(LocalOp::FqAdd { endpoint: e }, HealthTag::FailureQueue);
             self.state = ReqState::Reporting(obs);
         } else {
             self.finish_attempt(obs);
@@ -189,7 +193,7 @@ impl Machine for RequestTask {
     fn handle_start(&mut self, _now: Timestamp) {
         match self.cfg.selection {
             Selection::ListAtStart => {
-                self.steps.local(LocalOp::Candidates, Tag::Select);
+                self.steps.local(LocalOp::Candidates, HealthTag::Select);
                 self.state = ReqState::Listing;
             }
             Selection::EveryAttempt => self.next_attempt(),
@@ -229,7 +233,7 @@ impl Machine for RequestTask {
                             source: Source::Request,
                             started: g,
                         },
-                        Tag::Observe { endpoint: e },
+                        HealthTag::Observe { endpoint: e },
                     );
                     self.state = ReqState::Observing(e, obs);
                 }
@@ -314,7 +318,7 @@ impl ProbeTask {
             Some(e) => {
                 self.steps.local(
                     LocalOp::BeginProbe { endpoint: e },
-                    Tag::Probe { endpoint: e },
+                    HealthTag::Probe { endpoint: e },
                 );
                 self.state = ProbeState::Beginning(e);
             }
@@ -354,8 +358,11 @@ impl Machine for ProbeTask {
                     _ => (Generation(0), 0),
                 };
                 let auth = self.auth();
-                self.steps
-                    .call(e, CallKind::Probe { auth }, Tag::Probe { endpoint: e });
+                self.steps.call(
+                    e,
+                    CallKind::Probe { auth },
+                    HealthTag::Probe { endpoint: e },
+                );
                 self.state = ProbeState::Probing(e, g, epoch);
             }
             ProbeState::Probing(e, g, epoch) => {
@@ -369,13 +376,15 @@ impl Machine for ProbeTask {
                                 source: Source::Probe,
                                 started: g,
                             },
-                            Tag::Observe { endpoint: e },
+                            HealthTag::Observe { endpoint: e },
                         );
                         self.state = ProbeState::Recording;
                     }
                     ProbeRole::Recovery if obs == Observation::Success => {
-                        self.steps
-                            .local(LocalOp::FqRemove { endpoint: e, epoch }, Tag::FailureQueue);
+                        self.steps.local(
+                            LocalOp::FqRemove { endpoint: e, epoch },
+                            HealthTag::FailureQueue,
+                        );
                         self.state = ProbeState::Removing(e, g);
                     }
                     ProbeRole::Recovery => self.next_endpoint(now),
@@ -390,7 +399,7 @@ impl Machine for ProbeTask {
                             source: Source::Probe,
                             started: g,
                         },
-                        Tag::Observe { endpoint: e },
+                        HealthTag::Observe { endpoint: e },
                     );
                     self.state = ProbeState::Recording;
                 } else {
@@ -413,7 +422,7 @@ impl Machine for ProbeTask {
                 self.next_endpoint(now);
             }
             ProbeRole::Recovery => {
-                self.steps.local(LocalOp::FqFailed, Tag::FailureQueue);
+                self.steps.local(LocalOp::FqFailed, HealthTag::FailureQueue);
                 self.state = ProbeState::Listing;
             }
         }
@@ -463,11 +472,11 @@ impl Machine for AddThread {
         let endpoint = self.endpoint;
         if self.split {
             self.steps
-                .local(LocalOp::FqContains { endpoint }, Tag::FailureQueue);
+                .local(LocalOp::FqContains { endpoint }, HealthTag::FailureQueue);
             self.checking = true;
         } else {
             self.steps
-                .local(LocalOp::FqAdd { endpoint }, Tag::FailureQueue);
+                .local(LocalOp::FqAdd { endpoint }, HealthTag::FailureQueue);
         }
     }
 
@@ -479,8 +488,10 @@ impl Machine for AddThread {
             self.checking = false;
             if matches!(local(reply), Some(LocalResult::Bool(false))) {
                 let endpoint = self.endpoint;
-                self.steps
-                    .local(LocalOp::FqInsertCounted { endpoint }, Tag::FailureQueue);
+                self.steps.local(
+                    LocalOp::FqInsertCounted { endpoint },
+                    HealthTag::FailureQueue,
+                );
                 return;
             }
         }
@@ -550,7 +561,7 @@ impl SaverTask {
         match self.adds.get(i) {
             Some(&endpoint) if self.first_life => {
                 self.steps
-                    .local(LocalOp::FqAdd { endpoint }, Tag::FailureQueue);
+                    .local(LocalOp::FqAdd { endpoint }, HealthTag::FailureQueue);
                 self.state = SaverState::Adding(i);
             }
             _ => self.state = SaverState::Done,
@@ -576,7 +587,7 @@ impl SaverTask {
             },
             _ => return,
         };
-        self.steps.local(op, Tag::Persist);
+        self.steps.local(op, HealthTag::Persist);
         self.state = SaverState::Writing(step);
     }
 }
@@ -587,7 +598,7 @@ impl Machine for SaverTask {
             LocalOp::FsRead {
                 path: QUEUE_FILE.into(),
             },
-            Tag::Persist,
+            HealthTag::Persist,
         );
         self.state = SaverState::Reading;
     }
@@ -602,12 +613,13 @@ impl Machine for SaverTask {
                     Some(LocalResult::File(content)) => content,
                     _ => None,
                 };
-                self.steps.local(LocalOp::FqLoad { content }, Tag::Persist);
+                self.steps
+                    .local(LocalOp::FqLoad { content }, HealthTag::Persist);
                 self.state = SaverState::Loading;
             }
             SaverState::Loading => self.add(0),
             SaverState::Adding(i) => {
-                self.steps.local(LocalOp::FqSnapshot, Tag::Persist);
+                self.steps.local(LocalOp::FqSnapshot, HealthTag::Persist);
                 self.state = SaverState::Snapshotting;
                 self.next_add = i + 1;
             }
@@ -637,13 +649,13 @@ impl Machine for SaverTask {
 /// `check_health()`, `add_failed_endpoint()`, `remove_failed_endpoint()`).
 #[derive(Debug)]
 pub struct BlockTask {
-    blocks: VecDeque<(LocalOp, Tag)>,
+    blocks: VecDeque<(LocalOp, HealthTag)>,
     steps: Steps,
 }
 
 impl BlockTask {
     /// A task running `blocks` in order.
-    pub fn new(blocks: Vec<(LocalOp, Tag)>) -> BlockTask {
+    pub fn new(blocks: Vec<(LocalOp, HealthTag)>) -> BlockTask {
         BlockTask {
             blocks: blocks.into(),
             steps: Steps::default(),

@@ -57,14 +57,14 @@ pub(crate) fn check_scripts(id: &str) {
         for variant in Variant::ALL {
             let outcome = run_script(&race, script, variant);
             let expected = script.expect.get(variant);
-            if !expected.matches(outcome.violated()) {
+            if !expected.matches(outcome.observed()) {
                 panic!(
-                    "{id} timeline {} ({}): expected the {} variant to {}, but it {}\n{}\n{}\nreplay: {}",
+                    "{id} timeline {} ({}): the {} variant was expected to be {} but was {}\n{}\n{}\nreplay: {}",
                     script.name,
                     script.summary,
                     variant.as_str(),
-                    expected.as_str().trim_end_matches('s'),
-                    if outcome.violated() { "failed" } else { "held" },
+                    expected.as_str(),
+                    outcome.observed().as_str(),
                     render_timeline(&outcome).join("\n"),
                     outcome.verdict.explanation(),
                     replay_script_command(&race, script, variant),
@@ -79,7 +79,17 @@ pub(crate) fn check_scripts(id: &str) {
     }
 }
 
-pub(crate) fn check_discovery(id: &str) -> Vec<(Variant, u64)> {
+/// A detection must name a property the race expects its Buggy variant to break.
+fn check_broken(id: &str, outcome: &racelab_scenarios::Outcome, expected: &[&str], what: &str) {
+    let broken = outcome.verdict.broken();
+    assert!(
+        !broken.is_empty() && broken.iter().all(|b| expected.contains(b)),
+        "{id} {what}: broke {broken:?}, expected one of {expected:?}\n{}",
+        outcome.verdict.explanation()
+    );
+}
+
+pub(crate) fn check_discovery(id: &str, expected: &[&str]) -> Vec<(Variant, u64)> {
     let race = race(id);
     let mut found = Vec::new();
     for variant in Variant::ALL {
@@ -102,6 +112,12 @@ pub(crate) fn check_discovery(id: &str) -> Vec<(Variant, u64)> {
             a.violated() && b.violated(),
             "{id} seed {seed} did not replay"
         );
+        check_broken(
+            id,
+            &a,
+            expected,
+            &format!("{} seed {seed}", variant.as_str()),
+        );
         assert_eq!(
             a.run.trace_hash,
             b.run.trace_hash,
@@ -113,7 +129,7 @@ pub(crate) fn check_discovery(id: &str) -> Vec<(Variant, u64)> {
     found
 }
 
-pub(crate) fn check_correct(id: &str, exercises_protections: bool) {
+pub(crate) fn check_correct(id: &str) {
     let race = race(id);
     let result = sweep(&race, Variant::Correct, 0, CORRECT_SEEDS, |_| {});
     if let Some(seed) = result.first_failing_seed {
@@ -139,20 +155,40 @@ pub(crate) fn check_correct(id: &str, exercises_protections: bool) {
         result.runs_with_faults,
         CORRECT_SEEDS
     );
-    if exercises_protections {
-        assert!(
-            result.protections > 0,
-            "{id}: no duplicate or stale write was ever refused"
+    if let Some(seed) = result.first_stuck_seed {
+        let outcome = run_seed(&race, Variant::Correct, seed);
+        panic!(
+            "{id}: the Correct variant did not complete in {} of {} seeds\n{}\nreplay: {}",
+            result.stuck,
+            result.seeds_run,
+            outcome.verdict.explanation(),
+            replay_command(&race, Variant::Correct, seed)
         );
     }
+    // Every declared `sometimes` property (the window opened, the protection fired, the
+    // fault landed) must have held somewhere, or the sweep proved nothing.
+    let never = result.never_held(&race);
+    assert!(
+        never.is_empty(),
+        "{id}: over {CORRECT_SEEDS} Correct seeds these sometimes-properties never held: \
+         {never:?} (held: {:?})",
+        result.sometimes
+    );
+    assert!(
+        race.properties
+            .iter()
+            .any(|p| p.kind == racelab_core::PropertyKind::Sometimes),
+        "{id} declares no sometimes-property: nothing shows a sweep exercised it"
+    );
     eprintln!(
-        "{id}: correct held for {} seeds; {} with faults; {} refusals of duplicates or stale writes",
-        result.seeds_run, result.runs_with_faults, result.protections
+        "{id}: correct held for {} seeds; {} with faults; sometimes-properties held in {:?} \
+         seeds; {} refusals of duplicates or stale writes",
+        result.seeds_run, result.runs_with_faults, result.sometimes, result.protections
     );
 }
 
 macro_rules! race_tests {
-    ($($name:ident => $id:literal, $protect:literal),* $(,)?) => {$(
+    ($($name:ident => $id:literal, [$($broken:literal),+]),* $(,)?) => {$(
         mod $name {
             #[test]
             fn scripted_timelines_match_the_catalog() {
@@ -161,13 +197,13 @@ macro_rules! race_tests {
 
             #[test]
             fn random_search_finds_the_buggy_and_docfix_violations() {
-                let found = $crate::common::check_discovery($id);
+                let found = $crate::common::check_discovery($id, &[$($broken),+]);
                 eprintln!("{} seeds to first detection: {found:?}", $id);
             }
 
             #[test]
             fn correct_holds_for_ten_thousand_seeds() {
-                $crate::common::check_correct($id, $protect);
+                $crate::common::check_correct($id);
             }
         }
     )*};

@@ -137,9 +137,15 @@ impl QueueModel {
 
     /// Whether every job is done (nothing waiting, nothing active).
     pub fn is_drained(&self) -> bool {
+        self.unfinished() == 0
+    }
+
+    /// How many jobs are not completed (waiting or active).
+    pub fn unfinished(&self) -> usize {
         self.jobs
             .values()
-            .all(|j| matches!(j.state, JobState::Done))
+            .filter(|j| !matches!(j.state, JobState::Done))
+            .count()
     }
 
     /// Bull's stalled-job checker: active jobs whose lock expired go back to waiting.

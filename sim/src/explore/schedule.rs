@@ -44,7 +44,8 @@ pub enum Action {
     },
     /// Promote Redis' replica.
     Failover,
-    /// Restart Redis without persistence.
+    /// Restart Redis without persistence: every key is lost; the queue survives
+    /// (`Fault::RedisRestart` says why).
     RedisRestart,
 }
 
@@ -138,6 +139,9 @@ pub struct FaultProfile {
     pub partition_len: (Duration, Duration),
     /// How many Redis restarts to plan within the window.
     pub redis_restarts: u32,
+    /// Operation kinds after which no failover is injected (a race's own rule: document
+    /// 002's queue fetches, whose loss the queue model does not express, are exempt).
+    pub failover_exempt: Vec<TagKind>,
 }
 
 impl FaultProfile {
@@ -157,6 +161,7 @@ impl FaultProfile {
             partitions: 0,
             partition_len: (Duration::ZERO, Duration::ZERO),
             redis_restarts: 0,
+            failover_exempt: Vec::new(),
         }
     }
 }

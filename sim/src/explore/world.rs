@@ -108,6 +108,9 @@ pub struct Run {
     pub decisions: Vec<Decision>,
     /// Whether the world went quiet (no job, nothing in flight) before the time limit.
     pub quiescent: bool,
+    /// When it did not: what was still unsettled at the end (the limit that stopped it,
+    /// operations in flight, parked statements, unfinished jobs, busy processes).
+    pub unsettled: Vec<String>,
     /// The virtual time at the end.
     pub ended_at: Timestamp,
     /// Work counts.
@@ -447,8 +450,16 @@ impl World {
 
     fn run(mut self) -> Run {
         let mut quiescent = false;
+        let mut stopped_by = None;
         while let Some(((at, _), event)) = self.events.pop_first() {
-            if at > self.time_limit || self.stats.events >= RUN_EVENTS_MAX {
+            if at > self.time_limit {
+                stopped_by = Some(format!("the time limit {} was reached", self.time_limit));
+                break;
+            }
+            if self.stats.events >= RUN_EVENTS_MAX {
+                stopped_by = Some(format!(
+                    "the event limit RUN_EVENTS_MAX ({RUN_EVENTS_MAX}) was reached at {at}"
+                ));
                 break;
             }
             self.now = at;
@@ -459,6 +470,11 @@ impl World {
                 break;
             }
         }
+        let unsettled = if quiescent {
+            Vec::new()
+        } else {
+            self.unsettled(stopped_by)
+        };
         let choices = match &self.faults {
             Faults::Random { rng, .. } => rng.choices().cloned(),
             Faults::Scripted { .. } => None,
@@ -490,11 +506,48 @@ impl World {
             history: self.history,
             decisions,
             quiescent,
+            unsettled,
             ended_at: self.now,
             stats: self.stats,
             sql_rows,
             local: self.locals,
         }
+    }
+
+    /// What keeps the world from quiescence, for a stuck verdict.
+    fn unsettled(&self, stopped_by: Option<String>) -> Vec<String> {
+        let mut out =
+            vec![stopped_by.unwrap_or_else(|| {
+                format!("nothing was left to happen at {} (a deadlock)", self.now)
+            })];
+        if self.in_flight > 0 {
+            out.push(format!("{} operations in flight", self.in_flight));
+        }
+        if !self.parked.is_empty() {
+            out.push(format!(
+                "{} SQL statements waiting for a lock",
+                self.parked.len()
+            ));
+        }
+        let jobs = self.queue.unfinished();
+        if jobs > 0 {
+            out.push(format!("{jobs} queue jobs not completed"));
+        }
+        for p in &self.procs {
+            let state = if !p.started {
+                "not started"
+            } else if p.restart_pending {
+                "crashed, restart pending"
+            } else if p.paused_until.is_some() {
+                "paused"
+            } else if p.machine.as_ref().is_some_and(|m| !m.is_idle()) {
+                "busy"
+            } else {
+                continue;
+            };
+            out.push(format!("{} {state}", p.name));
+        }
+        out
     }
 
     fn is_quiescent(&self) -> bool {
@@ -705,7 +758,9 @@ impl World {
                         restart_after: Some(d),
                     });
                 }
-                if store == StoreId::Redis && kind != TagKind::Fetch && rng.chance(profile.failover)
+                if store == StoreId::Redis
+                    && !profile.failover_exempt.contains(&kind)
+                    && rng.chance(profile.failover)
                 {
                     effects.push(OpEffect::FailoverAfterApply);
                 }
@@ -1095,11 +1150,7 @@ impl World {
 /// Local memory for a world whose spec has none (no process of it uses local blocks in the
 /// catalog; an empty table answers them harmlessly).
 fn empty_local() -> LocalState {
-    LocalState::new(
-        racelab_core::workorder::Variant::Correct,
-        HealthConfig::default(),
-        &[],
-    )
+    LocalState::new(racelab_core::Variant::Correct, HealthConfig::default(), &[])
 }
 
 fn pid(index: usize) -> ProcessId {

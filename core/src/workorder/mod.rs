@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 
 use crate::effects;
-use crate::history::{Note, Tag};
 use crate::ids::{Epoch, OpId, Quantity, SCAN_QUANTITY_MAX, ScanId, WorkOrderId};
 use crate::lease::{EpochLease, RedisLock};
 use crate::machine::{Machine, Outgoing};
@@ -25,34 +24,19 @@ use crate::ops::{
     DeliveryId, JobFields, KvReply, QueueOp, QueueReply, Reply, SqlOp, SqlReply, SqlStmt, StoreOp,
     Table,
 };
+use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
+use crate::variant::Variant;
 
-/// Which protocol a machine runs.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum Variant {
-    /// The code as the document describes its current state.
-    Buggy,
-    /// The document's proposed fix, implemented literally.
-    DocFix,
-    /// The correct fix.
-    Correct,
-}
+mod oracle;
+mod tag;
 
-impl Variant {
-    /// Every variant, in catalog order.
-    pub const ALL: [Variant; 3] = [Variant::Buggy, Variant::DocFix, Variant::Correct];
-
-    /// `buggy`, `docfix` or `correct`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Buggy => "buggy",
-            Variant::DocFix => "docfix",
-            Variant::Correct => "correct",
-        }
-    }
-}
+pub use oracle::{
+    CHECKER_OVERLAPPED, DELIVERED_AGAIN, DUPLICATE_SKIPPED, FAILOVER_LANDED, I_MX, I_WO,
+    LEASE_SUPERSEDED, NO_FALSE_ALARM, STALE_WRITE_FENCED, WoEnd, coverage, exactly_once,
+    fenced_effects, no_false_alarm,
+};
+pub use tag::{WoNote, WoTag};
 
 /// Where plan 2's `requestId` comes from (RACES.md assumption A6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -222,18 +206,26 @@ impl ScanJob {
 struct Outbox {
     next: u64,
     ops: VecDeque<Outgoing>,
-    notes: VecDeque<Note>,
+    notes: VecDeque<WoNote>,
 }
 
 impl Outbox {
-    fn send(&mut self, op: StoreOp, tag: Tag) -> OpId {
+    fn send(&mut self, op: StoreOp, tag: WoTag) -> OpId {
         self.next += 1;
         let id = OpId(self.next);
-        self.ops.push_back(Outgoing { id, op, tag });
+        self.ops.push_back(Outgoing {
+            id,
+            op,
+            tag: Tag::new(tag),
+        });
         id
     }
 
-    fn sql(&mut self, stmt: SqlStmt, tag: Tag) -> OpId {
+    fn pop_note(&mut self) -> Option<Note> {
+        self.notes.pop_front().map(Note::new)
+    }
+
+    fn sql(&mut self, stmt: SqlStmt, tag: WoTag) -> OpId {
         self.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag)
     }
 }
@@ -359,7 +351,7 @@ impl Worker {
 
     fn fetch(&mut self) {
         self.job_lock = None;
-        let id = self.out.send(StoreOp::Queue(QueueOp::Fetch), Tag::Fetch);
+        let id = self.out.send(StoreOp::Queue(QueueOp::Fetch), WoTag::Fetch);
         self.state = WorkerState::Fetching(id);
         self.timer = None;
     }
@@ -414,7 +406,7 @@ impl Worker {
             return;
         };
         let work_order = job.scan.work_order;
-        let tag = Tag::AcquireLease { work_order };
+        let tag = WoTag::AcquireLease { work_order };
         let id = match self.cfg.variant {
             Variant::Buggy | Variant::DocFix => {
                 let op = self.lock_for(job).acquire();
@@ -488,13 +480,13 @@ impl Worker {
                 Some(_) => {
                     let id = self
                         .out
-                        .sql(effects::find_log(&request_id), Tag::FindRecord { scan });
+                        .sql(effects::find_log(&request_id), WoTag::FindRecord { scan });
                     self.set_step(Step::FindingLog(id));
                 }
                 None => self.checked_increment(),
             },
             Variant::Correct => {
-                let id = self.out.send(StoreOp::Sql(SqlOp::Begin), Tag::Tx);
+                let id = self.out.send(StoreOp::Sql(SqlOp::Begin), WoTag::Tx);
                 self.set_step(Step::Beginning(id));
             }
         }
@@ -513,7 +505,7 @@ impl Worker {
     fn increment(&mut self) {
         let Some(job) = self.job() else { return };
         let s = &job.scan;
-        let tag = Tag::Effect {
+        let tag = WoTag::Effect {
             scan: s.scan,
             work_order: s.work_order,
             qty: s.qty,
@@ -535,7 +527,7 @@ impl Worker {
             format!("log-{}-{}", self.name, self.request_ids)
         };
         let stmt = effects::insert_log(row_key, &request_id, s.scan, s.work_order, s.qty);
-        let tag = Tag::Record {
+        let tag = WoTag::Record {
             scan: s.scan,
             work_order: s.work_order,
             qty: s.qty,
@@ -550,7 +542,7 @@ impl Worker {
         let Some(job) = self.job() else { return };
         let work_order = job.scan.work_order;
         let epoch = job.epoch;
-        let tag = Tag::ReleaseLease { work_order };
+        let tag = WoTag::ReleaseLease { work_order };
         let id = match (self.cfg.variant, epoch) {
             (Variant::Correct, Some(epoch)) => {
                 let stmt = self.epoch_lease(work_order).release(epoch);
@@ -573,20 +565,17 @@ impl Worker {
         let Some(job) = self.job() else { return };
         let delivery = job.delivery;
         let (op, tag) = match finish {
-            Finish::Ack => (QueueOp::Ack { delivery }, Tag::Ack),
-            Finish::Nack => (QueueOp::Nack { delivery }, Tag::Nack),
+            Finish::Ack => (QueueOp::Ack { delivery }, WoTag::Ack),
+            Finish::Nack => (QueueOp::Nack { delivery }, WoTag::Nack),
         };
         let id = self.out.send(StoreOp::Queue(op), tag);
         self.set_step(Step::Finishing(id));
     }
 
-    fn abandon(&mut self, reason: &str) {
+    fn abandon(&mut self, reason: &'static str) {
         if let Some(job) = self.job() {
             let scan = job.scan.scan;
-            self.out.notes.push_back(Note::Abandoned {
-                scan,
-                reason: reason.to_string(),
-            });
+            self.out.notes.push_back(WoNote::Abandoned { scan, reason });
         }
         self.release(Finish::Nack);
     }
@@ -594,12 +583,12 @@ impl Worker {
     fn skip(&mut self) {
         if let Some(job) = self.job() {
             let scan = job.scan.scan;
-            self.out.notes.push_back(Note::Skipped { scan });
+            self.out.notes.push_back(WoNote::Skipped { scan });
         }
     }
 
     fn rollback_then(&mut self, finish: Finish) {
-        let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), Tag::Tx);
+        let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), WoTag::Tx);
         self.set_step(Step::RollingBack(id, finish));
     }
 
@@ -629,9 +618,9 @@ impl Worker {
                         if attempts >= self.cfg.lock_attempts_max {
                             if let Some(job) = self.job() {
                                 let scan = job.scan.scan;
-                                self.out.notes.push_back(Note::Abandoned {
+                                self.out.notes.push_back(WoNote::Abandoned {
                                     scan,
-                                    reason: "the lock stayed busy".into(),
+                                    reason: "the lock stayed busy",
                                 });
                             }
                             self.finish(Finish::Nack);
@@ -682,7 +671,7 @@ impl Worker {
                 Reply::Sql(SqlReply::Ok) => {
                     let Some(job) = self.job() else { return };
                     let s = job.scan.clone();
-                    let tag = Tag::Record {
+                    let tag = WoTag::Record {
                         scan: s.scan,
                         work_order: s.work_order,
                         qty: s.qty,
@@ -701,7 +690,7 @@ impl Worker {
                     let Some(epoch) = job.epoch else {
                         return self.rollback_then(Finish::Nack);
                     };
-                    let tag = Tag::Effect {
+                    let tag = WoTag::Effect {
                         scan: s.scan,
                         work_order: s.work_order,
                         qty: s.qty,
@@ -713,23 +702,20 @@ impl Worker {
                 Reply::Sql(SqlReply::UniqueViolation { .. }) => {
                     // Already applied by an earlier delivery: done, not an error.
                     self.skip();
-                    let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), Tag::Tx);
+                    let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), WoTag::Tx);
                     self.set_step(Step::RollingBack(id, Finish::Ack));
                 }
                 _ => self.rollback_then(Finish::Nack),
             },
             Step::FencedIncrement(_) => match reply {
                 Reply::Sql(SqlReply::Rows(rows)) if !rows.is_empty() => {
-                    let id = self.out.send(StoreOp::Sql(SqlOp::Commit), Tag::Tx);
+                    let id = self.out.send(StoreOp::Sql(SqlOp::Commit), WoTag::Tx);
                     self.set_step(Step::Committing(id));
                 }
                 Reply::Sql(SqlReply::Rows(_)) => {
                     if let Some(job) = self.job() {
                         let scan = job.scan.scan;
-                        self.out.notes.push_back(Note::Abandoned {
-                            scan,
-                            reason: "fenced: the lease epoch moved on".into(),
-                        });
+                        self.out.notes.push_back(WoNote::Fenced { scan });
                     }
                     self.rollback_then(Finish::Nack)
                 }
@@ -801,7 +787,7 @@ impl Machine for Worker {
                             let ack = QueueOp::Ack {
                                 delivery: delivery.id,
                             };
-                            let id = self.out.send(StoreOp::Queue(ack), Tag::Ack);
+                            let id = self.out.send(StoreOp::Queue(ack), WoTag::Ack);
                             self.state = WorkerState::Discarding(id);
                         }
                     }
@@ -830,7 +816,7 @@ impl Machine for Worker {
                 let extend = QueueOp::Extend {
                     delivery: job.delivery,
                 };
-                *in_flight = Some(self.out.send(StoreOp::Queue(extend), Tag::ExtendJob));
+                *in_flight = Some(self.out.send(StoreOp::Queue(extend), WoTag::ExtendJob));
             }
         }
         if let Some(renewal) = &mut self.renewal
@@ -851,7 +837,7 @@ impl Machine for Worker {
                         lease.work_order,
                     ),
                 };
-                let id = self.out.send(op, Tag::RenewLease { work_order });
+                let id = self.out.send(op, WoTag::RenewLease { work_order });
                 if let Some(renewal) = &mut self.renewal {
                     renewal.in_flight = Some(id);
                 }
@@ -873,7 +859,7 @@ impl Machine for Worker {
     }
 
     fn poll_note(&mut self) -> Option<Note> {
-        self.out.notes.pop_front()
+        self.out.pop_note()
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
@@ -943,7 +929,7 @@ impl Terminal {
         // Plan 2's id when built at enqueue: new on every submission (RACES.md A6).
         job.request_id = format!("{}_in_{}_{}", job.work_order, now.as_ms(), self.submissions);
         let dedup = (self.variant == Variant::Correct).then(|| job.scan.to_string());
-        let tag = Tag::Submit {
+        let tag = WoTag::Submit {
             scan: job.scan,
             work_order: job.work_order,
             qty: job.qty,
@@ -997,7 +983,7 @@ impl Machine for Terminal {
     }
 
     fn poll_note(&mut self) -> Option<Note> {
-        self.out.notes.pop_front()
+        self.out.pop_note()
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
@@ -1114,7 +1100,7 @@ impl Checker {
         if observed == expected {
             return;
         }
-        self.out.notes.push_back(Note::Alarm {
+        self.out.notes.push_back(WoNote::Alarm {
             work_order: self.work_order,
             expected: Quantity(expected),
             observed: Quantity(observed),
@@ -1131,7 +1117,7 @@ impl Checker {
             };
             let id = self.out.sql(
                 stmt,
-                Tag::Repair {
+                WoTag::Repair {
                     work_order: self.work_order,
                 },
             );
@@ -1167,7 +1153,7 @@ impl Machine for Checker {
             CheckStep::ReadingLog(_) => match Checker::sum_of(&reply) {
                 Some(sum) => {
                     self.log_sum = Some(sum);
-                    let id = self.out.sql(self.read_qty_stmt(false), Tag::CheckerRead);
+                    let id = self.out.sql(self.read_qty_stmt(false), WoTag::CheckerRead);
                     self.step = CheckStep::ReadingQty(id);
                 }
                 None => abort(self),
@@ -1180,26 +1166,27 @@ impl Machine for Checker {
                 None => abort(self),
             },
             CheckStep::Beginning(_) => {
-                let id = self.out.sql(self.read_qty_stmt(true), Tag::CheckerRead);
+                let id = self.out.sql(self.read_qty_stmt(true), WoTag::CheckerRead);
                 self.step = CheckStep::Locking(id);
             }
             CheckStep::Locking(_) => match Checker::qty_of(&reply) {
                 Some(qty) => {
                     self.observed = Some(qty);
-                    let id = self
-                        .out
-                        .sql(effects::applied_scans_of(self.work_order), Tag::CheckerRead);
+                    let id = self.out.sql(
+                        effects::applied_scans_of(self.work_order),
+                        WoTag::CheckerRead,
+                    );
                     self.step = CheckStep::ReadingLogLocked(id);
                 }
                 None => {
-                    let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), Tag::Tx);
+                    let id = self.out.send(StoreOp::Sql(SqlOp::Rollback), WoTag::Tx);
                     self.step = CheckStep::Committing(id);
                     self.observed = None;
                 }
             },
             CheckStep::ReadingLogLocked(_) => {
                 self.log_sum = Checker::sum_of(&reply);
-                let id = self.out.send(StoreOp::Sql(SqlOp::Commit), Tag::Tx);
+                let id = self.out.send(StoreOp::Sql(SqlOp::Commit), WoTag::Tx);
                 self.step = CheckStep::Committing(id);
             }
             CheckStep::Committing(_) => {
@@ -1224,13 +1211,14 @@ impl Machine for Checker {
         self.observed = None;
         self.step = match self.variant {
             Variant::Buggy | Variant::DocFix => {
-                let id = self
-                    .out
-                    .sql(effects::applied_scans_of(self.work_order), Tag::CheckerRead);
+                let id = self.out.sql(
+                    effects::applied_scans_of(self.work_order),
+                    WoTag::CheckerRead,
+                );
                 CheckStep::ReadingLog(id)
             }
             Variant::Correct => {
-                let id = self.out.send(StoreOp::Sql(SqlOp::Begin), Tag::Tx);
+                let id = self.out.send(StoreOp::Sql(SqlOp::Begin), WoTag::Tx);
                 CheckStep::Beginning(id)
             }
         };
@@ -1241,7 +1229,7 @@ impl Machine for Checker {
     }
 
     fn poll_note(&mut self) -> Option<Note> {
-        self.out.notes.pop_front()
+        self.out.pop_note()
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
