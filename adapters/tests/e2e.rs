@@ -28,7 +28,7 @@ fn run(variant: Variant, scans: u64, test: &str) -> Option<CheckRealReport> {
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
-    let config = rt.block_on(common::servers_or_skip(test, false, true))?;
+    let config = rt.block_on(common::reachable_or_skip(test, false, true))?;
     let workers = u16::try_from(size("RACELAB_E2E_WORKERS", 20)).unwrap_or(20);
     let mut opts = CheckRealOptions::new(
         variant,
@@ -58,6 +58,7 @@ fn run(variant: Variant, scans: u64, test: &str) -> Option<CheckRealReport> {
     }));
     match result {
         Ok(report) => {
+            common::ran(test);
             eprintln!(
                 "{test} report:\n{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -65,16 +66,13 @@ fn run(variant: Variant, scans: u64, test: &str) -> Option<CheckRealReport> {
             Some(report)
         }
         Err(e @ AdapterError::Process { .. }) => {
-            assert!(
-                !racelab_adapters::require_services(),
-                "{test}: RACELAB_REQUIRE_SERVICES=1 but our own redis-server cannot run: {e}"
-            );
-            common::banner(&format!(
-                "SKIPPED: {test}: cannot run our own redis-server: {e}"
-            ));
+            common::skip(test, &format!("our own redis-server cannot run: {e}"));
             None
         }
-        Err(e) => panic!("{test}: the run could not be set up: {e}"),
+        Err(e) => {
+            common::ran(test);
+            panic!("{test}: the run could not be set up: {e}")
+        }
     }
 }
 
@@ -143,7 +141,8 @@ fn a_tiny_run_with_redis_restarts_finishes() {
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
-    let Some(config) = rt.block_on(common::servers_or_skip("e2e tiny", false, true)) else {
+    let test = "e2e tiny";
+    let Some(config) = rt.block_on(common::reachable_or_skip(test, false, true)) else {
         return;
     };
     let mut opts = CheckRealOptions::new(
@@ -164,18 +163,13 @@ fn a_tiny_run_with_redis_restarts_finishes() {
     let guard = std::time::Duration::from_secs(120);
     let result =
         rt.block_on(async { tokio::time::timeout(guard, check_real(opts, |_, _| {})).await });
+    if let Ok(Err(e @ AdapterError::Process { .. })) = &result {
+        common::skip(test, &format!("our own redis-server cannot run: {e}"));
+        return;
+    }
+    common::ran(test);
     let report = match result {
         Err(_) => panic!("the tiny run hung for {guard:?}, past its own time limit"),
-        Ok(Err(e @ AdapterError::Process { .. })) => {
-            assert!(
-                !racelab_adapters::require_services(),
-                "RACELAB_REQUIRE_SERVICES=1 but our own redis-server cannot run: {e}"
-            );
-            common::banner(&format!(
-                "SKIPPED: e2e tiny: cannot run our own redis-server: {e}"
-            ));
-            return;
-        }
         Ok(Err(e)) => panic!("the tiny run could not be set up: {e}"),
         Ok(Ok(report)) => report,
     };
