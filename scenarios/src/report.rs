@@ -65,7 +65,7 @@ pub fn write_report(
                 scripts.push(ScriptRow {
                     name: script.name.to_string(),
                     expected: script.expect.get(variant).as_str().to_string(),
-                    observed: observed(outcome.violated()).to_string(),
+                    observed: outcome.observed().as_str().to_string(),
                     replay,
                 });
             }
@@ -83,7 +83,7 @@ pub fn write_report(
                 document: race.document.to_string(),
                 variant: variant.as_str().to_string(),
                 expected: race.sweep.get(variant).as_str().to_string(),
-                observed: observed(result.failures > 0).to_string(),
+                observed: result.observed().as_str().to_string(),
                 seeds_run: result.seeds_run,
                 failures: result.failures,
                 seeds_to_detect: result.first_failing_seed.map(|s| s + 1),
@@ -143,10 +143,6 @@ fn doc_test_rows(races: &[Race]) -> Vec<DocTestRow> {
             passes: t.result().passes,
         })
         .collect()
-}
-
-fn observed(violated: bool) -> &'static str {
-    if violated { "fails" } else { "holds" }
 }
 
 /// The pages of a sweep's first failing seed: the seed as it ran, and shrunk to the fewest
