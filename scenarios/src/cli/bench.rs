@@ -1,0 +1,124 @@
+//! `racelab bench`: throughput per race and family, the simulated:wall ratio, the core
+//! machines' cost per operation and the regression gate's deterministic counts.
+
+use std::process::ExitCode;
+
+use racelab_scenarios::catalog;
+
+use super::output::{clear, show_progress};
+
+/// Runs `racelab bench` (`repeats` runs of `seeds` seeds each, the fastest kept).
+pub(crate) fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
+    let races = catalog();
+    let bar = show_progress(false).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let report = racelab_scenarios::bench::run(&races, seeds, repeats, |what| {
+        if let Some(b) = &bar {
+            b.set_message(format!("measuring {what}"));
+        }
+    });
+    clear(bar);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => out!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the figures: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    out!(
+        "reference workload: seeds 0..{} of each race's buggy and correct variants, fastest of \
+         {} runs; wall-clock figures are reported, never gated",
+        report.seeds,
+        report.repeats
+    );
+    out!();
+    out!(
+        "{:<8} {:<18} {:>9} {:>12} {:>16}",
+        "family",
+        "races",
+        "seeds/s",
+        "store ops/s",
+        "simulated:wall"
+    );
+    for f in &report.families {
+        out!(
+            "{:<8} {:<18} {:>9} {:>12} {:>14}:1",
+            f.family,
+            format!("{} races", f.races.len()),
+            f.explore.seeds_per_sec,
+            f.explore.store_ops_per_sec,
+            f.explore.sim_wall_ratio
+        );
+    }
+    out!();
+    out!(
+        "{:<8} {:<8} {:>9} {:>12} {:>16} {:>14} {:>9} {:>7} {:>9}",
+        "race",
+        "variant",
+        "seeds/s",
+        "store ops/s",
+        "simulated:wall",
+        "machine ns/op",
+        "ops/seed",
+        "events",
+        "decisions"
+    );
+    for r in &report.races {
+        out!(
+            "{:<8} {:<8} {:>9} {:>12} {:>14}:1 {:>14} {:>9} {:>7} {:>9}",
+            r.race,
+            r.variant,
+            r.explore.seeds_per_sec,
+            r.explore.store_ops_per_sec,
+            r.explore.sim_wall_ratio,
+            r.machines.ns_per_op,
+            r.store_ops_per_seed,
+            r.events_per_seed,
+            r.decisions_per_seed
+        );
+    }
+    out!();
+    out!(
+        "regression gate (deterministic): seeds to detect from seed 0 / median over {} start \
+         seeds; work per seed of the correct variant",
+        racelab_scenarios::gate::START_SEED_COUNT
+    );
+    for (race, f) in &report.gate.races {
+        let detection: Vec<String> = f
+            .detection
+            .iter()
+            .map(|(v, d)| {
+                let n = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
+                format!("{v} {}/{}", n(d.from_seed_0), n(d.median))
+            })
+            .collect();
+        out!(
+            "{race:<10} {:<28} {} store ops, {} events, {} decisions",
+            detection.join(", "),
+            f.cost.store_ops_per_seed,
+            f.cost.events_per_seed,
+            f.cost.decisions_per_seed
+        );
+    }
+    let check = &report.gate_check;
+    match (check.passed, &check.error) {
+        (Some(true), _) => out!("the gate passes against {}", check.baseline),
+        (Some(false), _) => {
+            out!("the gate FAILS against {}:", check.baseline);
+            for line in &check.regressions {
+                out!("  - {line}");
+            }
+        }
+        (None, error) => out!(
+            "the gate was not checked: {}",
+            error.as_deref().unwrap_or("no baseline")
+        ),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,278 @@
+//! `racelab run`: per race and variant, the scripted timelines and a seeded random sweep, in
+//! either world, then the race matrix; the exit code says whether every verdict was the
+//! expected one.
+
+use std::process::ExitCode;
+
+use indicatif::ProgressBar;
+use racelab_scenarios::{
+    Expectation, Outcome, Race, Script, Sweep, Variant, catalog, find, replay_script_command,
+    run_script,
+};
+use serde_json::json;
+
+use super::World;
+use super::output::{clear, print_above, progress_bar};
+
+/// Runs `racelab run` in `world` over the races named (or `all` those the world runs).
+pub(crate) fn run(
+    world: World,
+    names: &[String],
+    all: bool,
+    variants: &[Variant],
+    seeds: u64,
+    start: u64,
+    json: bool,
+) -> ExitCode {
+    let races = catalog();
+    let selected: Vec<&Race> = if all {
+        races.iter().filter(|r| world.check(r).is_ok()).collect()
+    } else {
+        match resolve(&races, names) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(e) = selected.iter().find_map(|r| world.check(r).err()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let total = seeds.saturating_mul((selected.len() * variants.len()) as u64);
+    let bar = progress_bar(json, total, world.progress_template());
+    let mut all_match = true;
+    let mut matrix = Vec::new();
+    for race in &selected {
+        for &v in variants {
+            let scripts: Vec<ScriptRun> = world
+                .scripts(race)
+                .into_iter()
+                .map(|script| ScriptRun::new(race, script, v))
+                .collect();
+            if let Some(bar) = &bar {
+                bar.set_message(world.progress_message(race, v));
+            }
+            let done_before = bar.as_ref().map_or(0, ProgressBar::position);
+            let sweep = match world.sweep(race, v, start, seeds, |n| {
+                if let Some(bar) = &bar {
+                    bar.set_position(done_before + n);
+                }
+            }) {
+                Ok(s) => s,
+                Err(e) => {
+                    clear(bar);
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let row = Row::new(world, race, v, scripts, sweep);
+            all_match &= row.matches();
+            if json {
+                out!("{}", row.json(start));
+            } else {
+                for line in row.text(world, start) {
+                    print_above(bar.as_ref(), &line);
+                }
+                matrix.push(row);
+            }
+        }
+    }
+    clear(bar);
+    if !json {
+        print_matrix(world.matrix_title(), &matrix);
+    }
+    if all_match {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The races named, in order and each once, or the error line for an unknown name.
+fn resolve<'a>(races: &'a [Race], names: &[String]) -> Result<Vec<&'a Race>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        let race = find(races, name).map_err(|e| format!("error: {e}"))?;
+        if !out.iter().any(|r: &&Race| r.id == race.id) {
+            out.push(race);
+        }
+    }
+    Ok(out)
+}
+
+/// One scripted timeline run against one variant.
+struct ScriptRun {
+    /// The timeline.
+    script: Script,
+    /// Its expected outcome for the variant.
+    expected: Expectation,
+    /// What happened.
+    outcome: Outcome,
+    /// Whether that was the expected outcome.
+    matches: bool,
+}
+
+impl ScriptRun {
+    /// Runs `script` against `variant` and judges it.
+    fn new(race: &Race, script: Script, variant: Variant) -> ScriptRun {
+        let outcome = run_script(race, &script, variant);
+        let expected = script.expect.get(variant);
+        let matches = expected.matches(outcome.observed());
+        ScriptRun {
+            script,
+            expected,
+            outcome,
+            matches,
+        }
+    }
+}
+
+/// What `run` found for one race and variant.
+struct Row<'a> {
+    /// The race.
+    race: &'a Race,
+    /// The variant.
+    variant: Variant,
+    /// Its scripted timelines (none in the net world).
+    scripts: Vec<ScriptRun>,
+    /// The random sweep.
+    sweep: Sweep,
+    /// The sweep's expected verdict.
+    expected: Expectation,
+    /// Whether the sweep's verdict was the expected one.
+    sweep_matches: bool,
+    /// The command replaying the first failing seed, if a seed failed.
+    replay: Option<String>,
+}
+
+impl<'a> Row<'a> {
+    /// Judges the sweep of `race`'s `variant` in `world`.
+    fn new(
+        world: World,
+        race: &'a Race,
+        variant: Variant,
+        scripts: Vec<ScriptRun>,
+        sweep: Sweep,
+    ) -> Row<'a> {
+        let expected = race.sweep.get(variant);
+        let sweep_matches = expected.matches(sweep.observed());
+        let replay = sweep
+            .first_failing_seed
+            .map(|s| world.replay_command(race, variant, s));
+        Row {
+            race,
+            variant,
+            scripts,
+            sweep,
+            expected,
+            sweep_matches,
+            replay,
+        }
+    }
+
+    /// Whether the sweep and every timeline had their expected verdicts.
+    fn matches(&self) -> bool {
+        self.sweep_matches && self.scripts.iter().all(|s| s.matches)
+    }
+
+    /// The row as one JSON object (the same fields in both worlds).
+    fn json(&self, start: u64) -> serde_json::Value {
+        json!({
+            "race": self.race.id,
+            "variant": self.variant.as_str(),
+            "seeds_run": self.sweep.seeds_run,
+            "start_seed": start,
+            "failures": self.sweep.failures,
+            "first_failing_seed": self.sweep.first_failing_seed,
+            "expected": self.expected.as_str(),
+            "verdict_matches": self.matches(),
+            "store_ops": self.sweep.store_ops,
+            "stuck": self.sweep.stuck,
+            "first_stuck_seed": self.sweep.first_stuck_seed,
+            "sometimes": self.sweep.sometimes,
+            "replay": self.replay,
+            "scripts": self.scripts.iter().map(|s| json!({
+                "name": s.script.name,
+                "expected": s.expected.as_str(),
+                "violated": s.outcome.violated(),
+                "observed": s.outcome.observed().as_str(),
+                "broken": s.outcome.verdict.broken(),
+                "matches": s.matches,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The row as text: a heading, a line per timeline, the sweep's line.
+    fn text(&self, world: World, start: u64) -> Vec<String> {
+        let mut lines = vec![world.heading(self.race, self.variant)];
+        for s in &self.scripts {
+            let violated = s.outcome.violated();
+            let observed = s.outcome.observed().as_str();
+            let mark = if s.matches { "ok" } else { "MISMATCH" };
+            let mut line = format!(
+                "  timeline {:<24} expected {:<5} observed {:<5} {mark}",
+                s.script.name,
+                s.expected.as_str(),
+                observed
+            );
+            if violated || !s.matches {
+                line.push_str(&format!(
+                    "\n    replay: {}",
+                    replay_script_command(self.race, &s.script, self.variant)
+                ));
+            }
+            lines.push(line);
+        }
+        let mut line = format!(
+            "  random   {} seeds from {start}: {} failing, expected {} -> {}",
+            self.sweep.seeds_run,
+            self.sweep.failures,
+            self.expected.as_str(),
+            if self.sweep_matches { "ok" } else { "MISMATCH" }
+        );
+        if let (Some(seed), Some(command)) = (self.sweep.first_failing_seed, &self.replay) {
+            line.push_str(&format!(
+                "\n    first failing seed {seed}; replay: {command}"
+            ));
+        }
+        if let Some(seed) = self.sweep.first_stuck_seed {
+            line.push_str(&format!(
+                "\n    {} seeds stuck (did not complete), first {seed}; replay: {}",
+                self.sweep.stuck,
+                world.replay_command(self.race, self.variant, seed)
+            ));
+        }
+        lines.push(line);
+        lines
+    }
+}
+
+/// Prints the race matrix under `title`.
+fn print_matrix(title: &str, matrix: &[Row<'_>]) {
+    out!("\n{title}");
+    out!(
+        "{:<10} {:<8} {:>10} {:>8} {:>9}  verdict",
+        "race",
+        "variant",
+        "failures",
+        "seeds",
+        "expected"
+    );
+    for row in matrix {
+        out!(
+            "{:<10} {:<8} {:>10} {:>8} {:>9}  {}",
+            row.race.id,
+            row.variant.as_str(),
+            row.sweep.failures,
+            row.sweep.seeds_run,
+            row.expected.as_str(),
+            if row.matches() {
+                "as expected"
+            } else {
+                "MISMATCH"
+            }
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! `racelab shrink`: reduces a failing seed to the fewest injected faults that still break the
+//! invariant, and prints that schedule's timeline and replay command.
+
+use std::process::ExitCode;
+
+use racelab_scenarios::{Variant, catalog, render_timeline};
+use serde_json::json;
+
+use super::lookup;
+
+/// Runs `racelab shrink` on `name`'s `variant` at `seed` (explore world).
+pub(crate) fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
+    let races = catalog();
+    let race = match lookup(&races, name) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let Some(shrunk) = racelab_scenarios::shrink(race, variant, seed) else {
+        eprintln!(
+            "error: {} {} seed {seed} holds its invariants: there is nothing to shrink",
+            race.id,
+            variant.as_str()
+        );
+        return ExitCode::from(1);
+    };
+    let command = racelab_scenarios::shrink_command(race, variant, seed);
+    let steps: Vec<String> = shrunk.steps.iter().map(ToString::to_string).collect();
+    if json {
+        let row = json!({
+            "race": race.id,
+            "variant": variant.as_str(),
+            "seed": seed,
+            "original_faults": shrunk.original_faults,
+            "faults": steps,
+            "attempts": shrunk.attempts,
+            "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash),
+            "explanation": shrunk.outcome.verdict.explanation(),
+            "timeline": render_timeline(&shrunk.outcome),
+            "replay": command,
+        });
+        out!("{row}");
+        return ExitCode::SUCCESS;
+    }
+    out!(
+        "{} {} seed {seed}: {} injected faults shrunk to {} ({} schedules tried)",
+        race.id,
+        variant.as_str(),
+        shrunk.original_faults,
+        steps.len(),
+        shrunk.attempts
+    );
+    if steps.is_empty() {
+        out!("  it fails with no fault at all: the seed's workload and latencies suffice");
+    }
+    for step in &steps {
+        out!("  {step}");
+    }
+    out!();
+    for line in render_timeline(&shrunk.outcome) {
+        out!("{line}");
+    }
+    out!();
+    out!("{}", shrunk.outcome.verdict.explanation());
+    out!("replay: {command}");
+    ExitCode::SUCCESS
+}

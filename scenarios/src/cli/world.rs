@@ -1,0 +1,120 @@
+//! The world a `run` or `replay` happens in: one code path per command, with the world as a
+//! parameter.
+
+use racelab_scenarios::net::{self, NetError};
+use racelab_scenarios::{Outcome, Race, Script, Sweep, Variant};
+
+/// Where a race runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum World {
+    /// The discrete-event world: random seeds and the races' scripted timelines.
+    Explore,
+    /// The production driver under turmoil (`racelab_scenarios::net`): random seeds of the
+    /// races in `net::NET_RACES` only.
+    Net,
+}
+
+impl World {
+    /// `Ok` if `race` runs in this world; otherwise why not.
+    pub(crate) fn check(self, race: &Race) -> Result<(), NetError> {
+        match self {
+            World::Net if !net::supports(race) => Err(NetError::Unsupported {
+                race: race.id.to_string(),
+                supported: net::net_races().join(", "),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this world runs scripted timelines (the net world runs seeds only).
+    pub(crate) fn runs_scripts(self) -> bool {
+        self == World::Explore
+    }
+
+    /// The scripted timelines of `race` that this world runs.
+    pub(crate) fn scripts(self, race: &Race) -> Vec<Script> {
+        if self.runs_scripts() {
+            (race.scripts)()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Runs one seed.
+    pub(crate) fn run_seed(
+        self,
+        race: &Race,
+        variant: Variant,
+        seed: u64,
+    ) -> Result<Outcome, NetError> {
+        match self {
+            World::Explore => Ok(racelab_scenarios::run_seed(race, variant, seed)),
+            World::Net => net::run_seed_net(race, variant, seed),
+        }
+    }
+
+    /// Runs seeds `start..start + count`, calling `progress(done)` after each.
+    pub(crate) fn sweep(
+        self,
+        race: &Race,
+        variant: Variant,
+        start: u64,
+        count: u64,
+        progress: impl FnMut(u64),
+    ) -> Result<Sweep, NetError> {
+        match self {
+            World::Explore => Ok(racelab_scenarios::sweep(
+                race, variant, start, count, progress,
+            )),
+            World::Net => net::sweep_net(race, variant, start, count, progress),
+        }
+    }
+
+    /// The command that replays one seed in this world.
+    pub(crate) fn replay_command(self, race: &Race, variant: Variant, seed: u64) -> String {
+        match self {
+            World::Explore => racelab_scenarios::replay_command(race, variant, seed),
+            World::Net => net::replay_command_net(race, variant, seed),
+        }
+    }
+
+    /// The heading of a race and variant in `run`'s text output.
+    pub(crate) fn heading(self, race: &Race, variant: Variant) -> String {
+        match self {
+            World::Explore => format!("{} {}:", race.id, variant.as_str()),
+            World::Net => format!("{} {} (net world):", race.id, variant.as_str()),
+        }
+    }
+
+    /// The title of `run`'s closing matrix.
+    pub(crate) fn matrix_title(self) -> &'static str {
+        match self {
+            World::Explore => "race matrix (random sweep; failures / seeds, expected):",
+            World::Net => "race matrix (net world, random sweep; failures / seeds, expected):",
+        }
+    }
+
+    /// What `replay` calls a seed in its first line.
+    pub(crate) fn seed_label(self, seed: u64) -> String {
+        match self {
+            World::Explore => format!("seed {seed}"),
+            World::Net => format!("seed {seed}, net world"),
+        }
+    }
+
+    /// The template of `run`'s progress bar.
+    pub(crate) fn progress_template(self) -> &'static str {
+        match self {
+            World::Explore => "{msg:<18} [{bar:40}] {pos}/{len} seeds (eta {eta})",
+            World::Net => "{msg:<22} [{bar:40}] {pos}/{len} seeds (eta {eta})",
+        }
+    }
+
+    /// The progress bar's message while a race and variant run.
+    pub(crate) fn progress_message(self, race: &Race, variant: Variant) -> String {
+        match self {
+            World::Explore => format!("{} {}", race.id, variant.as_str()),
+            World::Net => format!("{} {} (net)", race.id, variant.as_str()),
+        }
+    }
+}
