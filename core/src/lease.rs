@@ -79,14 +79,16 @@ pub struct EpochLease {
 
 impl EpochLease {
     /// `UPDATE work_orders SET lease_epoch = lease_epoch + 1, lease_owner = me, lease_until =
-    /// now + ttl WHERE key = WO AND (lease_until < now OR lease_owner = me) RETURNING *`.
+    /// now + ttl WHERE key = WO AND (lease_until <= now OR lease_owner = me) RETURNING *`.
+    /// A lease is expired from the instant `lease_until` itself, so a row seeded with
+    /// `lease_until = 0` can be acquired at t = 0.
     pub fn acquire(&self, now: Timestamp) -> SqlStmt {
         let until = now + self.ttl;
         SqlStmt::Update {
             table: Table::WorkOrders,
             key: self.work_order.to_string(),
             guard: Cond::Or(vec![
-                Cond::cmp("lease_until", CmpOp::Lt, Value::Int(ms(now))),
+                Cond::cmp("lease_until", CmpOp::Le, Value::Int(ms(now))),
                 Cond::cmp("lease_owner", CmpOp::Eq, Value::Text(self.owner.clone())),
             ]),
             set: vec![
@@ -176,6 +178,56 @@ mod tests {
             ("lease_until".to_string(), Value::Int(4_999)),
         ]);
         assert!(guard.eval(&expired));
+    }
+
+    #[test]
+    fn a_lease_can_be_acquired_at_the_instant_it_expires() {
+        let lease = EpochLease {
+            work_order: WorkOrderId(1),
+            owner: "W_B".into(),
+            ttl: Duration::from_secs(20),
+        };
+        let guard = |now| {
+            let SqlStmt::Update { guard, .. } = lease.acquire(Timestamp::from_ms(now)) else {
+                panic!("acquire is an update")
+            };
+            guard
+        };
+        // A row seeded with `lease_until = 0`, first acquired at t = 0.
+        let never_held = Row::from([
+            ("lease_owner".to_string(), Value::Text(String::new())),
+            ("lease_until".to_string(), Value::Int(0)),
+        ]);
+        assert!(guard(0).eval(&never_held));
+        // Another owner's lease, at the instant it runs out and one millisecond before.
+        let held = Row::from([
+            ("lease_owner".to_string(), Value::Text("W_A".into())),
+            ("lease_until".to_string(), Value::Int(20_000)),
+        ]);
+        assert!(guard(20_000).eval(&held));
+        assert!(!guard(19_999).eval(&held));
+    }
+
+    #[test]
+    fn renewal_requires_the_current_epoch_whatever_the_expiry() {
+        let lease = EpochLease {
+            work_order: WorkOrderId(1),
+            owner: "W_A".into(),
+            ttl: Duration::from_secs(20),
+        };
+        let SqlStmt::Update { guard, .. } = lease.renew(Epoch(3), Timestamp::from_ms(20_000))
+        else {
+            panic!("renew is an update")
+        };
+        let row = |epoch| {
+            Row::from([
+                ("lease_epoch".to_string(), Value::Int(epoch)),
+                ("lease_owner".to_string(), Value::Text("W_A".into())),
+                ("lease_until".to_string(), Value::Int(20_000)),
+            ])
+        };
+        assert!(guard.eval(&row(3)));
+        assert!(!guard.eval(&row(4)));
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! The store-operation vocabulary. Races happen at the granularity of store operations, so
+//! machines emit exactly these and nothing finer. One module per store:
+//!
+//! - [`KvOp`] (`kv`): the Redis commands the protocols use, plus [`ScriptName`]d atomic
+//!   scripts whose one semantic definition lives there ([`ScriptName::run`], a pure function
+//!   over a [`KvView`]); the adapters hold the matching Lua text.
+//! - [`SqlOp`] (`sql`): statements named by intent ([`SqlStmt`]) inside explicit
+//!   transactions. The semantics are PostgreSQL READ COMMITTED: row locks, a conditional
+//!   `UPDATE` re-checked after the lock holder commits, unique violations, rollback undoing
+//!   everything. The rules a statement must follow before it touches any row are
+//!   [`SqlStmt::validate`]'s, the one copy the SQL model and the PostgreSQL adapter share.
+//! - [`QueueOp`] (`queue`): an at-least-once job queue (Bull-like): enqueue with an optional
+//!   dedup id, fetch with a job lock, ack, nack.
+//! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint (documents 001 and 003).
+//! - [`LocalOp`]: a synchronous block on a process's own memory, defined with the state it
+//!   runs on in [`crate::health`].
+//!
+//! This module holds what spans the stores: [`StoreOp`], [`Reply`] and their rendering.
+
+mod kv;
+mod queue;
+mod sql;
+mod upstream;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::{LocalOp, LocalReply};
+
+pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
+pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
+pub use sql::{
+    Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
+    Value,
+};
+pub use upstream::{CallKind, UpstreamOp, UpstreamReply};
+
+/// One operation a machine asks a store to perform.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StoreOp {
+    /// A Redis command or script.
+    Kv(KvOp),
+    /// A SQL statement or transaction control.
+    Sql(SqlOp),
+    /// A queue operation.
+    Queue(QueueOp),
+    /// One synchronous block on a process's own memory (documents 001 and 003): atomic with
+    /// respect to the other tasks of the process, because it contains no `await`.
+    Local(LocalOp),
+    /// A call to an upstream API endpoint (documents 001 and 003).
+    Upstream(UpstreamOp),
+}
+
+/// The store's answer to a [`StoreOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reply {
+    /// Redis' answer.
+    Kv(KvReply),
+    /// The SQL database's answer.
+    Sql(SqlReply),
+    /// The queue's answer.
+    Queue(QueueReply),
+    /// The answer of a synchronous block on local memory.
+    Local(LocalReply),
+    /// An upstream endpoint's answer.
+    Upstream(UpstreamReply),
+    /// The client gave up waiting (a timeout or a cut connection): the operation may or may
+    /// not have been applied.
+    Timeout,
+}
+
+impl Reply {
+    /// Whether the reply reports that the operation took effect: `OK`, a positive integer, a
+    /// non-empty row set, a positive row count, a commit, an enqueue or a delivery.
+    pub fn is_success(&self) -> bool {
+        match self {
+            Reply::Kv(KvReply::Ok) | Reply::Kv(KvReply::Bulk(_)) => true,
+            Reply::Kv(KvReply::Int(n)) => *n > 0,
+            Reply::Kv(KvReply::Nil) | Reply::Kv(KvReply::Error(_)) => false,
+            Reply::Sql(SqlReply::Rows(rows)) => !rows.is_empty(),
+            Reply::Sql(SqlReply::Affected(n)) => *n > 0,
+            Reply::Sql(SqlReply::Ok) | Reply::Sql(SqlReply::Committed) => true,
+            Reply::Sql(_) => false,
+            Reply::Queue(QueueReply::Enqueued { .. })
+            | Reply::Queue(QueueReply::Acked)
+            | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
+            Reply::Queue(_) => false,
+            Reply::Local(_) => true,
+            Reply::Upstream(reply) => reply.status == 200,
+            Reply::Timeout => false,
+        }
+    }
+}
+
+impl fmt::Display for StoreOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreOp::Kv(op) => op.fmt(f),
+            StoreOp::Sql(op) => op.fmt(f),
+            StoreOp::Queue(op) => op.fmt(f),
+            StoreOp::Local(op) => op.fmt(f),
+            StoreOp::Upstream(op) => op.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Kv(r) => r.fmt(f),
+            Reply::Sql(r) => r.fmt(f),
+            Reply::Queue(r) => r.fmt(f),
+            Reply::Local(r) => r.result.fmt(f),
+            Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
+            Reply::Timeout => write!(f, "timeout"),
+        }
+    }
+}
