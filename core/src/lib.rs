@@ -39,8 +39,9 @@ pub use ids::{
 };
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, InvalidStmt, JobFields, JobId,
-    KeyedRow, KvOp, KvReply, KvView, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition,
+    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, FamilyMemory, ForeignBlock,
+    InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock, LocalMemory,
+    LocalReply, LocalValue, NoMemory, QueueOp, QueueReply, Reply, Row, ScriptName, SetCondition,
     SqlOp, SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};

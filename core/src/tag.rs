@@ -61,7 +61,7 @@ pub trait FamilyNote:
 }
 
 /// Object-safe face of a payload: equality and hashing through `Any`.
-trait Payload: Any + fmt::Debug + Send + Sync {
+pub(crate) trait Payload: Any + fmt::Debug + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn eq_payload(&self, other: &dyn Payload) -> bool;
     fn hash_payload(&self, state: &mut dyn Hasher);
@@ -152,6 +152,11 @@ impl FamilyTag for Plain {
         self.0
     }
 }
+
+/// Object-safe face of a displayable payload.
+pub(crate) trait Shown: Payload + fmt::Display {}
+
+impl<T: Payload + fmt::Display> Shown for T {}
 
 /// Object-safe face of a note payload.
 trait NotePayload: Payload + fmt::Display {

@@ -5,7 +5,7 @@ use racelab_core::workorder::{WoEnd, WoNote, WoTag, exactly_once, fenced_effects
 use racelab_core::{
     Assign, Cond, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId,
     Quantity, QueueOp, QueueReply, Reply, ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
-    Table, Tag, Timestamp, Value, WorkOrderId,
+    Table, Tag, Timestamp, Value, Verdict, WorkOrderId,
 };
 
 const WO: WorkOrderId = WorkOrderId(1);
@@ -319,4 +319,117 @@ fn no_false_alarm_accepts_an_alarm_after_a_repair_broke_the_store() {
         true,
     ));
     assert!(no_false_alarm(&h, &state(100)).holds());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generic oracles, each fed a known-bad history.
+
+#[test]
+fn at_most_once_per_key_flags_a_key_accepted_twice_and_accepts_once() {
+    let mut h = history();
+    effect(&mut h, A, 1, 5, 1_000);
+    effect(&mut h, B, 1, 5, 2_000);
+    effect(&mut h, A, 2, 5, 3_000);
+    let scan_of = |op: &OpRecord| match WoTag::of(&op.tag) {
+        Some(&WoTag::Effect { scan, .. }) => Some(scan),
+        _ => None,
+    };
+    let v = racelab_core::oracle::at_most_once_per_key(&h, "once", scan_of);
+    assert_eq!(v.broken(), ["once"], "{}", v.explanation());
+    assert_eq!(
+        v.violations.len(),
+        1,
+        "only s-1 broke it: {}",
+        v.explanation()
+    );
+    let text = v.explanation();
+    assert!(
+        text.contains("s-1 took effect 2 times") && text.contains("by W_A and at"),
+        "{text}"
+    );
+    h.ops.remove(1);
+    assert!(racelab_core::oracle::at_most_once_per_key(&h, "once", scan_of).holds());
+}
+
+#[test]
+fn newest_epoch_only_flags_a_write_under_a_superseded_epoch() {
+    // Grants are lease acquisitions carrying their epoch in the op id; writes carry theirs
+    // likewise: A is granted 1 at 0, B is granted 2 at 10, A writes with 1 at 20.
+    let mut h = history();
+    let grant = |p, at, epoch| {
+        let mut o = op(
+            p,
+            WoTag::AcquireLease { work_order: WO },
+            inc(0),
+            at,
+            Reply::Sql(SqlReply::Rows(vec![Default::default()])),
+            true,
+        );
+        o.id = OpId(epoch);
+        o
+    };
+    h.ops.push(grant(A, 0, 1));
+    h.ops.push(grant(B, 10, 2));
+    let mut write = op(
+        A,
+        WoTag::Effect {
+            scan: ScanId(1),
+            work_order: WO,
+            qty: Quantity(1),
+        },
+        inc(1),
+        20,
+        Reply::Sql(SqlReply::Rows(vec![Default::default()])),
+        true,
+    );
+    write.id = OpId(1);
+    h.ops.push(write);
+    let of = |kind: racelab_core::TagKind| {
+        move |o: &OpRecord| (o.tag.kind() == kind).then_some((WO, o.id.0))
+    };
+    let v = racelab_core::oracle::newest_epoch_only(
+        &h,
+        "newest-epoch",
+        of(WoTag::ACQUIRE_LEASE),
+        of(WoTag::EFFECT),
+    );
+    assert_eq!(v.broken(), ["newest-epoch"], "{}", v.explanation());
+    assert_eq!(v.violations[0].ops, vec![1, 2]);
+    // The same write with the newest epoch is fine.
+    h.ops[2].id = OpId(2);
+    let v = racelab_core::oracle::newest_epoch_only(
+        &h,
+        "newest-epoch",
+        of(WoTag::ACQUIRE_LEASE),
+        of(WoTag::EFFECT),
+    );
+    assert!(v.holds(), "{}", v.explanation());
+}
+
+#[test]
+fn conservation_flags_a_lost_or_invented_unit() {
+    let v = racelab_core::oracle::conservation("sum", "the balance", 10, 9);
+    assert_eq!(v.broken(), ["sum"]);
+    assert!(
+        v.explanation()
+            .contains("the balance is 9 but must be 10 (-1)")
+    );
+    assert!(racelab_core::oracle::conservation("sum", "the balance", 10, 10).holds());
+}
+
+#[test]
+fn a_verdict_counts_sometimes_properties_and_keeps_stuck_apart() {
+    let mut v = Verdict::default();
+    v.count("window", 0);
+    assert!(v.sometimes.is_empty(), "a zero count is not a hold");
+    v.count("window", 2);
+    let stuck = Verdict {
+        stuck: Some("W_A busy".into()),
+        ..Verdict::default()
+    };
+    let v = v.merge(stuck);
+    assert!(v.holds(), "a stuck run violates no property");
+    assert!(v.is_stuck());
+    assert_eq!(v.sometimes["window"], 2);
+    assert!(v.explanation().contains("stuck: W_A busy"));
 }

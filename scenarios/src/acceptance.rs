@@ -182,7 +182,7 @@ fn ac_001_1(variant: Variant) -> bool {
         plan
     };
     runs(plan, |run| {
-        run.local.get(&0).is_some_and(|l| {
+        proxy::host_state(run, 0).is_some_and(|l| {
             let status = l.health.get(E1).map(|h| h.status);
             matches!(status, Some(Status::Unhealthy | Status::AuthFailed))
                 && !l.health.is_healthy(E1)
@@ -245,8 +245,7 @@ fn concurrent_adds(variant: Variant, endpoints: impl Fn(u32) -> EndpointId, expe
         plan
     };
     runs(plan, |run| {
-        run.local
-            .get(&0)
+        proxy::host_state(run, 0)
             .map(QueueEnd::read)
             .is_some_and(|end| end.total_failed == expect)
     })
@@ -288,8 +287,7 @@ fn ac_003_7(variant: Variant) -> bool {
         plan
     };
     runs(plan, |run| {
-        run.local
-            .get(&0)
+        proxy::host_state(run, 0)
             .map(QueueEnd::read)
             .is_some_and(|end| episodes_counted_once(&run.history, &end).holds())
     })
@@ -307,8 +305,7 @@ fn ac_003_8(variant: Variant) -> bool {
         plan
     };
     runs(plan, |run| {
-        run.local
-            .get(&0)
+        proxy::host_state(run, 0)
             .map(QueueEnd::read)
             .is_some_and(|end| end.failed == vec![E1, EndpointId(2)] && end.total_failed == 2)
     })

@@ -88,7 +88,9 @@ const PROPS_FQ4: &[Property] = &[I_FQ4, STALE_RECOVERY_REFUSED];
 const PROPS_FQ5: &[Property] = &[I_FQ5, QUEUE_RELOADED];
 
 fn judge_fq1(run: &Run, _: &Capture) -> Verdict {
-    let end = run.local.get(&0).map(QueueEnd::read).unwrap_or_default();
+    let end = proxy::host_state(run, 0)
+        .map(QueueEnd::read)
+        .unwrap_or_default();
     episodes_counted_once(&run.history, &end).merge(coverage(&run.history))
 }
 

@@ -16,7 +16,7 @@ use racelab_core::health::tasks::{
 use racelab_core::health::{EndpointId, HealthConfig, HealthTag, LocalOp, LocalState, Observation};
 use racelab_core::{Duration, Machine, Timestamp};
 use racelab_sim::explore::{
-    EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, SimRng, Upstream, WorldSpec,
+    EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, Run, SimRng, Upstream, WorldSpec,
 };
 
 /// A coroutine's fixed synchronous blocks.
@@ -121,6 +121,11 @@ fn process(
 }
 
 /// Builds the world.
+/// The proxy memory of `host` at the end of a run.
+pub(crate) fn host_state(run: &Run, host: u32) -> Option<&LocalState> {
+    run.local.get(&host).and_then(|m| m.get::<LocalState>())
+}
+
 pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, Capture) {
     let mut processes = Vec::new();
     for r in plan.requests {
@@ -173,11 +178,11 @@ pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, Capture) {
         replication_lag: Duration::ZERO,
         queue_lock: Duration::from_secs(30),
         time_limit: Timestamp::from_ms(10 * 60 * 1000),
-        local: Some(LocalState::new(
+        local: Some(Box::new(LocalState::new(
             plan.variant,
             HealthConfig::default(),
             &plan.endpoints,
-        )),
+        ))),
         upstream: plan.upstream,
     };
     (spec, Capture::none())

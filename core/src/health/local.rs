@@ -134,16 +134,6 @@ pub enum LocalResult {
     Done,
 }
 
-/// A block's result with its position in the run's total order of local blocks (the
-/// simulation numbers them; oracles order events by it).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LocalReply {
-    /// The position of the block among all local blocks of the run.
-    pub seq: u64,
-    /// The result.
-    pub result: LocalResult,
-}
-
 /// One process's in-process state: the endpoint table, the failure queue and its local
 /// files (which survive a crash; the rest is rebuilt by a load).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,6 +144,15 @@ pub struct LocalState {
     pub queue: FailureQueue,
     /// Local files by path.
     pub files: BTreeMap<String, String>,
+}
+
+impl crate::ops::FamilyMemory for LocalState {
+    type Block = LocalOp;
+    type Output = LocalResult;
+
+    fn run(&mut self, block: &LocalOp) -> LocalResult {
+        self.apply(block)
+    }
 }
 
 impl LocalState {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::ids::EndpointId;
 use crate::variant::Variant;
-pub use local::{LocalOp, LocalReply, LocalResult, LocalState};
+pub use local::{LocalOp, LocalResult, LocalState};
 pub use tag::HealthTag;
 
 /// What a call to an endpoint showed about its health.

@@ -1,5 +1,5 @@
 //! The invariants of documents 001 and 003, judged on recorded histories. Local blocks are
-//! ordered by the sequence number the simulation gives each ([`LocalReply::seq`]), so that
+//! ordered by the sequence number the simulation gives each ([`crate::LocalReply::seq`]), so that
 //! "after the failure was recorded" means after it in the one event loop's order.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +12,7 @@ use crate::ids::ProcessId;
 use crate::ops::{Reply, StoreOp};
 use crate::oracle::{Property, Verdict, Violation};
 
-use super::{EndpointId, FailureQueue, LocalOp, LocalReply, LocalResult, Observation, Source};
+use super::{EndpointId, FailureQueue, LocalOp, LocalResult, Observation, Source};
 
 /// The failure queue's end state, for I-FQ1 and I-FQ2.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,14 +25,28 @@ pub struct QueueEnd {
     pub configured: usize,
 }
 
-/// The applied local blocks of a history, in their execution order: (op index, op, reply).
-fn local_blocks(history: &History) -> Vec<(usize, &OpRecord, &LocalOp, &LocalReply)> {
+/// A local block's result as the family's oracles read it.
+struct Block<'a> {
+    /// Its position in the run's order of local blocks.
+    seq: u64,
+    /// The family's result.
+    result: &'a LocalResult,
+}
+
+/// The applied local blocks of this family in a history, in their execution order.
+fn local_blocks(history: &History) -> Vec<(usize, &OpRecord, &LocalOp, Block<'_>)> {
     let mut blocks: Vec<_> = history
         .ops
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match (&op.op, &op.result) {
-            (StoreOp::Local(l), Some(Reply::Local(r))) => Some((i, op, l, r)),
+            (StoreOp::Local(l), Some(Reply::Local(r))) => {
+                let block = Block {
+                    seq: r.seq,
+                    result: r.result.get::<LocalResult>()?,
+                };
+                Some((i, op, l.get::<LocalOp>()?, block))
+            }
             _ => None,
         })
         .collect();
@@ -116,14 +130,18 @@ pub fn observations_applied(history: &History) -> Verdict {
     // (process, endpoint) -> (calls completed, first call index, observations applied).
     let mut counts: BTreeMap<(ProcessId, EndpointId), (u64, usize, u64)> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
-        match (HealthTag::of(&op.tag), &op.op) {
+        let block = match &op.op {
+            StoreOp::Local(block) => block.get::<LocalOp>(),
+            _ => None,
+        };
+        match (HealthTag::of(&op.tag), block) {
             (Some(HealthTag::Call { endpoint }), _) if op.completed_at.is_some() => {
                 let c = counts.entry((op.process, *endpoint)).or_insert((0, i, 0));
                 c.0 += 1;
             }
             (
                 Some(HealthTag::Observe { endpoint }),
-                StoreOp::Local(LocalOp::Observe {
+                Some(LocalOp::Observe {
                     source: Source::Request,
                     ..
                 }),
@@ -361,7 +379,7 @@ pub fn coverage(history: &History) -> Verdict {
     let count = |f: &dyn Fn(&LocalOp, &LocalResult) -> bool| {
         local_blocks(history)
             .into_iter()
-            .filter(|(_, _, op, reply)| f(op, &reply.result))
+            .filter(|(_, _, op, reply)| f(op, reply.result))
             .count() as u64
     };
     verdict.count(

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use crate::ids::OpId;
 use crate::machine::{Machine, Outgoing};
-use crate::ops::{CallKind, Reply, StoreOp, UpstreamOp};
+use crate::ops::{CallKind, LocalBlock, Reply, StoreOp, UpstreamOp};
 use crate::tag::Tag;
 use crate::time::{Duration, Timestamp};
 
@@ -23,7 +23,7 @@ struct Steps {
 
 impl Steps {
     fn local(&mut self, op: LocalOp, tag: HealthTag) {
-        self.send(StoreOp::Local(op), tag);
+        self.send(StoreOp::Local(LocalBlock::new(op)), tag);
     }
 
     fn call(&mut self, endpoint: EndpointId, kind: CallKind, tag: HealthTag) {
@@ -54,7 +54,7 @@ impl Steps {
 
 fn local(reply: Reply) -> Option<LocalResult> {
     match reply {
-        Reply::Local(r) => Some(r.result),
+        Reply::Local(r) => r.result.get::<LocalResult>().cloned(),
         _ => None,
     }
 }

@@ -11,13 +11,14 @@
 //!   [`SqlStmt::validate`]'s, the one copy the SQL model and the PostgreSQL adapter share.
 //! - [`QueueOp`] (`queue`): an at-least-once job queue (Bull-like): enqueue with an optional
 //!   dedup id, fetch with a job lock, ack, nack.
-//! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint (documents 001 and 003).
-//! - [`LocalOp`]: a synchronous block on a process's own memory, defined with the state it
-//!   runs on in [`crate::health`].
+//! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint.
+//! - [`LocalBlock`] (`local`): a synchronous block on a process's own memory, whose type
+//!   and memory a family defines ([`FamilyMemory`]).
 //!
 //! This module holds what spans the stores: [`StoreOp`], [`Reply`] and their rendering.
 
 mod kv;
+mod local;
 mod queue;
 mod sql;
 mod upstream;
@@ -26,9 +27,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::health::{LocalOp, LocalReply};
-
 pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
+pub use local::{
+    FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
+};
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use sql::{
     Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
@@ -45,10 +47,10 @@ pub enum StoreOp {
     Sql(SqlOp),
     /// A queue operation.
     Queue(QueueOp),
-    /// One synchronous block on a process's own memory (documents 001 and 003): atomic with
-    /// respect to the other tasks of the process, because it contains no `await`.
-    Local(LocalOp),
-    /// A call to an upstream API endpoint (documents 001 and 003).
+    /// One synchronous block on a process's own memory: atomic with respect to the other
+    /// tasks of the process, because it contains no `await`.
+    Local(LocalBlock),
+    /// A call to an upstream API endpoint.
     Upstream(UpstreamOp),
 }
 

@@ -139,8 +139,8 @@ pub struct FaultProfile {
     pub partition_len: (Duration, Duration),
     /// How many Redis restarts to plan within the window.
     pub redis_restarts: u32,
-    /// Operation kinds after which no failover is injected (a race's own rule: document
-    /// 002's queue fetches, whose loss the queue model does not express, are exempt).
+    /// Operation kinds after which no failover is injected (a race's own rule, e.g. queue
+    /// fetches, whose loss the queue model does not express).
     pub failover_exempt: Vec<TagKind>,
 }
 

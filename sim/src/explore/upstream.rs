@@ -1,4 +1,4 @@
-//! The upstream API endpoints of documents 001 and 003: each answers by a script of
+//! The upstream API endpoints (an LLM-style API): each answers by a script of
 //! virtual-time windows (key revoked from `t`, rate limited, down).
 
 use std::collections::BTreeMap;

@@ -8,10 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
-use racelab_core::health::{HealthConfig, LocalReply, LocalState};
 use racelab_core::{
-    Duration, Fault, FaultRecord, History, Machine, NoteRecord, OpRecord, Outgoing, ProcessId,
-    Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
+    Duration, Fault, FaultRecord, History, LocalMemory, LocalReply, Machine, NoMemory, NoteRecord,
+    OpRecord, Outgoing, ProcessId, Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
 };
 
 use super::queue::QueueModel;
@@ -77,9 +76,10 @@ pub struct WorldSpec {
     pub queue_lock: Duration,
     /// The run stops here if it has not quiesced.
     pub time_limit: Timestamp,
-    /// Each host's local memory at the start (documents 001/003), copied per host.
-    pub local: Option<LocalState>,
-    /// The upstream endpoints (documents 001/003).
+    /// Each host's local memory at the start (a family's [`racelab_core::FamilyMemory`]),
+    /// copied per host; `None`: no process runs local blocks.
+    pub local: Option<Box<dyn LocalMemory>>,
+    /// The upstream endpoints.
     pub upstream: Upstream,
 }
 
@@ -117,8 +117,8 @@ pub struct Run {
     pub stats: RunStats,
     /// The committed SQL rows at the end.
     pub sql_rows: Vec<(Table, String, Row)>,
-    /// Each host's local memory at the end (documents 001/003).
-    pub local: BTreeMap<u32, LocalState>,
+    /// Each host's local memory at the end (read back with `<dyn LocalMemory>::get`).
+    pub local: BTreeMap<u32, Box<dyn LocalMemory>>,
     /// A hash of the scheduler, every decision and the whole history: equal hashes mean
     /// byte-identical runs.
     pub trace_hash: u64,
@@ -264,8 +264,8 @@ struct World {
     time_limit: Timestamp,
     stats: RunStats,
     scheduler_hash: u64,
-    local_template: Option<LocalState>,
-    locals: BTreeMap<u32, LocalState>,
+    local_template: Option<Box<dyn LocalMemory>>,
+    locals: BTreeMap<u32, Box<dyn LocalMemory>>,
     local_seq: u64,
     upstream: Upstream,
 }
@@ -498,7 +498,10 @@ impl World {
         decisions.hash(&mut hasher);
         self.history.hash(&mut hasher);
         sql_rows.hash(&mut hasher);
-        self.locals.hash(&mut hasher);
+        for (host, memory) in &self.locals {
+            host.hash(&mut hasher);
+            memory.hash_memory(&mut hasher);
+        }
         Run {
             trace_hash: hasher.finish(),
             injected: self.injected,
@@ -819,11 +822,11 @@ impl World {
             StoreOp::Local(local) => {
                 let host = self.procs[self.ops[index].proc].host;
                 let template = &self.local_template;
-                let state = self
-                    .locals
-                    .entry(host)
-                    .or_insert_with(|| template.clone().unwrap_or_else(empty_local));
-                let result = state.apply(local);
+                let memory = self.locals.entry(host).or_insert_with(|| match template {
+                    Some(t) => t.clone_memory(),
+                    None => Box::new(NoMemory),
+                });
+                let result = memory.run(local);
                 self.local_seq += 1;
                 Reply::Local(LocalReply {
                     seq: self.local_seq,
@@ -1145,12 +1148,6 @@ impl World {
             fault,
         });
     }
-}
-
-/// Local memory for a world whose spec has none (no process of it uses local blocks in the
-/// catalog; an empty table answers them harmlessly).
-fn empty_local() -> LocalState {
-    LocalState::new(racelab_core::Variant::Correct, HealthConfig::default(), &[])
 }
 
 fn pid(index: usize) -> ProcessId {
