@@ -126,7 +126,7 @@ pub(crate) fn lane_name(history: &History, lane: Lane) -> String {
         Lane::Redis => "Redis".to_string(),
         Lane::Queue => "Queue (Redis)".to_string(),
         Lane::Sql => "SQL".to_string(),
-        Lane::Local => "Proxy memory".to_string(),
+        Lane::Local => "Process memory".to_string(),
         Lane::Upstream => "Upstream".to_string(),
     }
 }

@@ -1,7 +1,9 @@
-//! The net world: document 002's races (R-002-01 .. R-002-04) with the production async driver
-//! (`racelab_adapters::drive`, unchanged) inside a turmoil network simulation.
+//! The net world: the races whose entry sets [`Race::net`] (today R-002-01 .. R-002-04) with
+//! the production async driver (`racelab_adapters::drive`, unchanged) inside a turmoil
+//! network simulation. Races whose processes run local blocks or call upstreams stay in the
+//! explore world.
 //!
-//! Each process of a race's world (the terminal `T`, the workers `W_A`, `W_B`, ...) is a
+//! Each process of a race's world (for example a terminal `T` and workers `W_A`, `W_B`) is a
 //! turmoil host that runs its core machine with `drive` over `NetClient`, a
 //! [`StoreClient`] that speaks `racelab_sim::net::wire` to two store hosts, `redis` (the key
 //! space and the queue) and `sql`, which serve the simulation's models
