@@ -155,6 +155,77 @@ pub struct History {
 }
 
 impl History {
+    /// Checks the history is well formed: every operation was applied at most once, between
+    /// its invocation and its completion, became durable no earlier than it was applied, and
+    /// completed no earlier than it was invoked; faults and notes are in time order. The
+    /// worlds assert it at the end of every run.
+    pub fn check_well_formed(&self) -> Result<(), String> {
+        for (i, op) in self.ops.iter().enumerate() {
+            let who = || format!("operation {i} ({} {})", self.name(op.process), op.op);
+            if let Some(applied) = op.applied_at
+                && applied < op.invoked_at
+            {
+                return Err(format!(
+                    "{} applied at {applied}, before its invocation at {}",
+                    who(),
+                    op.invoked_at
+                ));
+            }
+            if let (Some(applied), Some(done)) = (op.applied_at, op.completed_at)
+                && done < applied
+                && !op.timed_out
+            {
+                return Err(format!(
+                    "{} completed at {done} with the store's reply, before it was applied at \
+                     {applied}",
+                    who()
+                ));
+            }
+            if let Some(done) = op.completed_at
+                && done < op.invoked_at
+            {
+                return Err(format!(
+                    "{} completed at {done}, before its invocation at {}",
+                    who(),
+                    op.invoked_at
+                ));
+            }
+            match (op.applied_at, op.durable_at) {
+                (None, Some(d)) => {
+                    return Err(format!("{} durable at {d} but never applied", who()));
+                }
+                (Some(a), Some(d)) if d < a => {
+                    return Err(format!(
+                        "{} durable at {d}, before it was applied at {a}",
+                        who()
+                    ));
+                }
+                _ => {}
+            }
+            if op.applied_at.is_some() != op.result.is_some() {
+                return Err(format!(
+                    "{} has a store result without an apply time, or the reverse",
+                    who()
+                ));
+            }
+        }
+        fn in_order(mut times: impl Iterator<Item = Timestamp>) -> bool {
+            let mut last = Timestamp::ZERO;
+            times.all(|t| {
+                let ok = t >= last;
+                last = t;
+                ok
+            })
+        }
+        if !in_order(self.faults.iter().map(|f| f.at)) {
+            return Err("faults are not recorded in time order".into());
+        }
+        if !in_order(self.notes.iter().map(|n| n.at)) {
+            return Err("notes are not recorded in time order".into());
+        }
+        Ok(())
+    }
+
     /// The process' display name.
     pub fn name(&self, process: ProcessId) -> String {
         self.process_names

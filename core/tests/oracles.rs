@@ -433,3 +433,32 @@ fn a_verdict_counts_sometimes_properties_and_keeps_stuck_apart() {
     assert_eq!(v.sometimes["window"], 2);
     assert!(v.explanation().contains("stuck: W_A busy"));
 }
+
+#[test]
+fn a_history_that_breaks_time_is_not_well_formed() {
+    let mut h = history();
+    effect(&mut h, A, 1, 5, 1_000);
+    assert!(h.check_well_formed().is_ok());
+    let mut early = h.clone();
+    early.ops[0].applied_at = Some(t(999));
+    let e = early.check_well_formed().unwrap_err();
+    assert!(e.contains("before its invocation"), "{e}");
+    let mut ghost = h.clone();
+    ghost.ops[0].applied_at = None;
+    ghost.ops[0].result = None;
+    let e = ghost.check_well_formed().unwrap_err();
+    assert!(e.contains("never applied"), "{e}");
+    let mut late = h.clone();
+    late.ops[0].completed_at = Some(t(500));
+    assert!(late.check_well_formed().is_err());
+    let mut notes = h;
+    for at in [5, 3] {
+        notes.notes.push(NoteRecord {
+            at: t(at),
+            process: A,
+            note: Note::new(WoNote::Skipped { scan: ScanId(1) }),
+        });
+    }
+    let e = notes.check_well_formed().unwrap_err();
+    assert!(e.contains("notes are not recorded in time order"), "{e}");
+}

@@ -296,3 +296,103 @@ fn random_runs_are_reproducible_and_record_their_faults() {
     );
     assert_eq!(a.injected.len(), a.history.faults.len());
 }
+
+/// A process that wakes every millisecond forever and is never idle.
+struct Spinner {
+    next: Timestamp,
+}
+
+impl Machine for Spinner {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.next = now + Duration::from_ms(1);
+    }
+    fn handle_reply(&mut self, _: Timestamp, _: OpId, _: Reply) {}
+    fn handle_timeout(&mut self, now: Timestamp) {
+        self.next = now + Duration::from_ms(1);
+    }
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        Some(self.next)
+    }
+    fn is_idle(&self) -> bool {
+        false
+    }
+}
+
+fn spinner_world(time_limit_ms: u64) -> WorldSpec {
+    let spinner = ProcessSpec {
+        host: 0,
+        name: "S".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: false,
+        factory: Box::new(|_| {
+            Box::new(Spinner {
+                next: Timestamp::ZERO,
+            }) as Box<dyn Machine>
+        }),
+    };
+    WorldSpec {
+        time_limit: Timestamp::from_ms(time_limit_ms),
+        ..world(vec![spinner])
+    }
+}
+
+#[test]
+fn a_run_stopped_by_the_time_limit_says_so_and_names_the_busy_process() {
+    let run = run(
+        spinner_world(1_000),
+        &Scheduler::Scripted {
+            name: "t".into(),
+            steps: Vec::new(),
+        },
+    );
+    assert!(!run.quiescent);
+    assert!(
+        run.unsettled[0].contains("the time limit"),
+        "{:?}",
+        run.unsettled
+    );
+    assert!(
+        run.unsettled.iter().any(|u| u == "S busy"),
+        "{:?}",
+        run.unsettled
+    );
+}
+
+#[test]
+fn a_run_stopped_by_run_events_max_says_so() {
+    // One event a millisecond for longer than RUN_EVENTS_MAX milliseconds.
+    let limit = racelab_sim::explore::RUN_EVENTS_MAX + 10;
+    let run = run(
+        spinner_world(limit),
+        &Scheduler::Scripted {
+            name: "t".into(),
+            steps: Vec::new(),
+        },
+    );
+    assert!(!run.quiescent);
+    assert_eq!(run.stats.events, racelab_sim::explore::RUN_EVENTS_MAX);
+    assert!(
+        run.unsettled[0].contains("RUN_EVENTS_MAX"),
+        "{:?}",
+        run.unsettled
+    );
+}
+
+#[test]
+fn every_run_of_these_tests_leaves_a_well_formed_history() {
+    let get = StoreOp::Kv(KvOp::Get { key: "k".into() });
+    let (p, _) = process("P", vec![(get, Tag::plain(FETCH))], Duration::ZERO);
+    let run = run(
+        world(vec![p]),
+        &Scheduler::Scripted {
+            name: "t".into(),
+            steps: Vec::new(),
+        },
+    );
+    assert!(run.quiescent, "{:?}", run.unsettled);
+    assert!(run.unsettled.is_empty());
+    run.history.check_well_formed().expect("well formed");
+}

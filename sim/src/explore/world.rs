@@ -456,6 +456,11 @@ impl World {
                 stopped_by = Some(format!("the time limit {} was reached", self.time_limit));
                 break;
             }
+            assert!(
+                at >= self.now,
+                "world invariant: an event at {at} after the clock reached {}",
+                self.now
+            );
             if self.stats.events >= RUN_EVENTS_MAX {
                 stopped_by = Some(format!(
                     "the event limit RUN_EVENTS_MAX ({RUN_EVENTS_MAX}) was reached at {at}"
@@ -469,6 +474,9 @@ impl World {
                 quiescent = true;
                 break;
             }
+        }
+        if let Err(e) = self.history.check_well_formed() {
+            panic!("world invariant: the history is not well formed: {e}");
         }
         let unsettled = if quiescent {
             Vec::new()
@@ -806,7 +814,7 @@ impl World {
             None => true,
         };
         if self.partitions.contains(&(p, store)) || !connection_open {
-            self.in_flight -= 1;
+            self.landed();
             return;
         }
         self.apply(index);
@@ -899,10 +907,22 @@ impl World {
         }
     }
 
+    /// An operation in flight arrived nowhere, was dropped, or its reply arrived.
+    fn landed(&mut self) {
+        self.in_flight = self
+            .in_flight
+            .checked_sub(1)
+            .expect("world invariant: an operation landed while none was in flight");
+    }
+
     fn finish_apply(&mut self, index: usize, reply: Reply, durable_now: bool) {
         self.stats.store_ops += 1;
         let now = self.now;
         let record = &mut self.history.ops[index];
+        assert!(
+            record.applied_at.is_none() && record.invoked_at <= now,
+            "world invariant: operation {index} applied twice, or before its invocation"
+        );
         record.applied_at = Some(now);
         if durable_now && reply.is_success() {
             record.durable_at = Some(now);
@@ -925,7 +945,7 @@ impl World {
                 process: pid(p),
                 op,
             });
-            self.in_flight -= 1;
+            self.landed();
         } else {
             let latency = match self.ops[index].store {
                 Some(StoreId::Local) => Duration::ZERO,
@@ -954,7 +974,7 @@ impl World {
     }
 
     fn reply_arrives(&mut self, index: usize) {
-        self.in_flight -= 1;
+        self.landed();
         let state = &self.ops[index];
         let (p, store) = (state.proc, state.store.unwrap_or(StoreId::Redis));
         if state.done
@@ -982,6 +1002,10 @@ impl World {
         self.ops[index].done = true;
         let p = self.ops[index].proc;
         let record = &mut self.history.ops[index];
+        assert!(
+            record.completed_at.is_none(),
+            "world invariant: operation {index} completed twice"
+        );
         record.completed_at = Some(self.now);
         record.timed_out = matches!(reply, Reply::Timeout);
         let id = record.id;
@@ -1024,7 +1048,7 @@ impl World {
             .collect();
         for i in parked_here {
             self.parked.retain(|x| *x != i);
-            self.in_flight -= 1;
+            self.landed();
         }
         self.txn_ops.remove(&old);
         let releases = self.sql.lock_releases();
