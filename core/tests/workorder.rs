@@ -2,10 +2,12 @@
 //! completes a poison job instead of choking on it.
 
 use racelab_core::Variant;
-use racelab_core::workorder::{DocFixPlans, JobError, ScanJob, WoTag, Worker, WorkerConfig};
+use racelab_core::workorder::{
+    DocFixPlans, JobError, PlannedScan, ScanJob, Terminal, WoTag, Worker, WorkerConfig,
+};
 use racelab_core::{
-    Delivery, DeliveryId, JobFields, JobId, Machine, QueueOp, QueueReply, Reply, StoreOp, Tag,
-    Timestamp,
+    Delivery, DeliveryId, Duration, JobFields, JobId, Machine, Quantity, QueueOp, QueueReply,
+    Reply, ScanId, StoreOp, Tag, Timestamp, WorkOrderId,
 };
 
 fn fields(pairs: &[(&str, &str)]) -> JobFields {
@@ -134,4 +136,76 @@ fn spurious_timeouts_and_stray_replies_are_no_ops() {
         Some(Timestamp::from_ms(502)),
         "polls again after 500 ms"
     );
+}
+
+#[test]
+fn only_correct_terminals_deduplicate_at_enqueue_and_a_lost_answer_is_resubmitted() {
+    for variant in Variant::ALL {
+        let scan = PlannedScan {
+            at: Timestamp::from_ms(10),
+            job: ScanJob {
+                scan: ScanId(7),
+                work_order: WorkOrderId(1),
+                qty: Quantity(5),
+                work: Duration::from_ms(100),
+                request_id: String::new(),
+            },
+        };
+        let mut t = Terminal::new(variant, vec![scan]);
+        t.handle_start(Timestamp::ZERO);
+        assert!(t.poll_op().is_none(), "the scan is not due yet");
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_ms(10)));
+        let mut now = Timestamp::from_ms(10);
+        let mut dedups = Vec::new();
+        // The answer to every submission is lost: the terminal submits three times, a second
+        // apart, then gives up.
+        loop {
+            t.handle_timeout(now);
+            let Some(submit) = t.poll_op() else {
+                break;
+            };
+            let StoreOp::Queue(QueueOp::Enqueue { dedup, fields }) = submit.op else {
+                panic!("{variant:?}: expected an enqueue, got {}", submit.op);
+            };
+            assert_eq!(fields.get("scan").map(String::as_str), Some("7"));
+            dedups.push(dedup);
+            assert!(!t.is_idle());
+            t.handle_reply(now, submit.id, Reply::Timeout);
+            match t.poll_timeout() {
+                Some(next) => {
+                    assert_eq!(next, now + Duration::from_secs(1), "{variant:?}");
+                    now = next;
+                }
+                None => break,
+            }
+        }
+        let expected = (variant == Variant::Correct).then(|| "s-7".to_string());
+        assert_eq!(dedups, vec![expected; 3], "{variant:?}");
+        assert!(t.is_idle(), "{variant:?} gives up after three submissions");
+    }
+}
+
+#[test]
+fn a_terminal_whose_submission_was_answered_does_not_resubmit() {
+    let scan = PlannedScan {
+        at: Timestamp::ZERO,
+        job: ScanJob {
+            scan: ScanId(1),
+            work_order: WorkOrderId(1),
+            qty: Quantity(2),
+            work: Duration::from_ms(100),
+            request_id: String::new(),
+        },
+    };
+    let mut t = Terminal::new(Variant::Correct, vec![scan]);
+    t.handle_start(Timestamp::ZERO);
+    let submit = t.poll_op().expect("a submission");
+    t.handle_reply(
+        Timestamp::from_ms(5),
+        submit.id,
+        Reply::Queue(QueueReply::Enqueued { job: JobId(1) }),
+    );
+    assert!(t.poll_op().is_none());
+    assert_eq!(t.poll_timeout(), None);
+    assert!(t.is_idle());
 }

@@ -6,8 +6,9 @@
 use racelab_core::Variant;
 use racelab_core::health::HealthTag;
 use racelab_core::health::oracle::{
-    I_401, I_OBS, RATE_LIMIT_OBSERVED, STALE_OBSERVATION_REFUSED, UNAUTHORIZED_OBSERVED, coverage,
-    no_selection_after_401, observations_applied,
+    ENDPOINT_RECOVERS, I_401, I_FRESH, I_OBS, RATE_LIMIT_OBSERVED, RECOVERY_PROBED,
+    STALE_OBSERVATION_REFUSED, TableEnd, UNAUTHORIZED_OBSERVED, coverage, endpoints_recover,
+    fresh_evidence_only, no_selection_after_401, observations_applied,
 };
 use racelab_core::health::tasks::RequestConfig;
 use racelab_core::{Duration, Property, Verdict};
@@ -34,10 +35,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_01,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
-            properties: PROPS_401,
+            properties: PROPS_01,
             net: false,
             build: build_01,
-            judge: judge_401,
+            judge: judge_01,
         },
         Race {
             id: "R-001-02",
@@ -50,10 +51,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_02,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
-            properties: PROPS_401,
+            properties: PROPS_02,
             net: false,
             build: build_02,
-            judge: judge_401,
+            judge: judge_02,
         },
         Race {
             id: "R-001-03",
@@ -67,10 +68,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_03,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
-            properties: PROPS_OBS,
+            properties: PROPS_03,
             net: false,
             build: build_03,
-            judge: judge_obs,
+            judge: judge_03,
         },
         Race {
             id: "R-001-04",
@@ -83,23 +84,77 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_04,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
-            properties: PROPS_401,
+            properties: PROPS_04,
             net: false,
             build: build_04,
-            judge: judge_401,
+            judge: judge_04,
         },
     ]
 }
 
-const PROPS_401: &[Property] = &[I_401, UNAUTHORIZED_OBSERVED, STALE_OBSERVATION_REFUSED];
-const PROPS_OBS: &[Property] = &[I_OBS, UNAUTHORIZED_OBSERVED, RATE_LIMIT_OBSERVED];
+// R-001-01 .. 03 run the health monitor, so a probe can see an endpoint recover: each also
+// declares that it then ends healthy. R-001-04's processes have a table each and no monitor.
+const PROPS_01: &[Property] = &[
+    I_401,
+    ENDPOINT_RECOVERS,
+    UNAUTHORIZED_OBSERVED,
+    STALE_OBSERVATION_REFUSED,
+    RECOVERY_PROBED,
+];
+const PROPS_02: &[Property] = &[
+    I_401,
+    I_FRESH,
+    ENDPOINT_RECOVERS,
+    UNAUTHORIZED_OBSERVED,
+    STALE_OBSERVATION_REFUSED,
+    RECOVERY_PROBED,
+];
+const PROPS_03: &[Property] = &[
+    I_OBS,
+    ENDPOINT_RECOVERS,
+    UNAUTHORIZED_OBSERVED,
+    RATE_LIMIT_OBSERVED,
+    RECOVERY_PROBED,
+];
+const PROPS_04: &[Property] = &[I_401, UNAUTHORIZED_OBSERVED, STALE_OBSERVATION_REFUSED];
 
-fn judge_401(run: &Run, _: &Capture) -> Verdict {
-    no_selection_after_401(&run.history).merge(coverage(&run.history))
+/// The table's end state (the one host of R-001-01 .. 03).
+fn table_end(run: &Run) -> TableEnd {
+    proxy::host_state(run, 0)
+        .map(TableEnd::read)
+        .unwrap_or_default()
 }
 
-fn judge_obs(run: &Run, _: &Capture) -> Verdict {
-    observations_applied(&run.history).merge(coverage(&run.history))
+fn judge_01(run: &Run, _: &Capture) -> Verdict {
+    no_selection_after_401(&run.history)
+        .merge(endpoints_recover(
+            &run.history,
+            &table_end(run),
+            run.quiescent,
+        ))
+        .merge(coverage(&run.history))
+}
+
+fn judge_02(run: &Run, _: &Capture) -> Verdict {
+    let end = table_end(run);
+    no_selection_after_401(&run.history)
+        .merge(fresh_evidence_only(&run.history, &end))
+        .merge(endpoints_recover(&run.history, &end, run.quiescent))
+        .merge(coverage(&run.history))
+}
+
+fn judge_03(run: &Run, _: &Capture) -> Verdict {
+    observations_applied(&run.history)
+        .merge(endpoints_recover(
+            &run.history,
+            &table_end(run),
+            run.quiescent,
+        ))
+        .merge(coverage(&run.history))
+}
+
+fn judge_04(run: &Run, _: &Capture) -> Verdict {
+    no_selection_after_401(&run.history).merge(coverage(&run.history))
 }
 
 /// The random world shared by R-001-01 and R-001-02: requests, and the health monitor
@@ -187,6 +242,23 @@ fn scripts_02() -> Vec<Script> {
             steps: Vec::new(),
             expect: FAILS_FAILS_HOLDS,
         },
+        Script {
+            name: "stale-503",
+            summary: "R0 starts a 5 s stream on E1 at 0 s; E1 answers 503 from 1 s to 3 s, and \
+                      R1, R2 and R3 each record a 503 from E1 (the third makes it unhealthy) \
+                      before retrying on E2; R0's stream ends at 5 s and resets E1 to healthy; \
+                      R4 is offered E1 at 6 s. Every failure bumps Correct's generation, so R0's \
+                      success is stale",
+            steps: Vec::new(),
+            expect: FAILS_FAILS_HOLDS,
+        },
+        Script {
+            name: "stale-429",
+            summary: "as stale-503 with E1 rate limiting (429) from 1 s to 3 s: three 429s make \
+                      E1 unhealthy, R0's older stream success must not undo them",
+            steps: Vec::new(),
+            expect: FAILS_FAILS_HOLDS,
+        },
     ]
 }
 
@@ -202,6 +274,21 @@ fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
             plan.monitor = Some((900, 1));
             plan.request("R1", 2_000, request_cfg(variant, 10, false));
             plan.request("R3", 5_000, request_cfg(variant, 10, false));
+            plan
+        }
+        Workload::Scripted(name @ ("stale-503" | "stale-429")) => {
+            let mut plan = ProxyPlan::new(variant, 2);
+            let window = (ms(1_000), ms(3_000));
+            if name == "stale-503" {
+                plan.script(1).down.push(window);
+            } else {
+                plan.script(1).rate_limited.push(window);
+            }
+            plan.request("R0", 0, request_cfg(variant, 5_000, false));
+            for (name, start) in [("R1", 1_000), ("R2", 1_200), ("R3", 1_400)] {
+                plan.request(name, start, request_cfg(variant, 10, false));
+            }
+            plan.request("R4", 6_000, request_cfg(variant, 10, false));
             plan
         }
         Workload::Scripted(_) => {

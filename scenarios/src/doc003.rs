@@ -3,8 +3,9 @@
 
 use racelab_core::Variant;
 use racelab_core::health::oracle::{
-    I_FQ1, I_FQ2, I_FQ4, I_FQ5, QUEUE_RELOADED, QueueEnd, REPEAT_FAILURE, STALE_RECOVERY_REFUSED,
-    coverage, crash_consistent, episodes_counted_once, no_stale_recovery,
+    ENDPOINT_RECOVERS, I_FQ1, I_FQ2, I_FQ4, I_FQ5, QUEUE_DRAINS, QUEUE_RELOADED, QueueEnd,
+    RECOVERY_PROBED, REPEAT_FAILURE, STALE_RECOVERY_REFUSED, TableEnd, coverage, crash_consistent,
+    endpoints_recover, episodes_counted_once, no_stale_recovery, queue_drains,
 };
 use racelab_core::health::tasks::SaveStyle;
 use racelab_core::health::{EndpointId, HealthTag};
@@ -28,10 +29,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_01,
             profile: proxy::profile_timeouts,
             seed_budget: 1_000,
-            properties: PROPS_FQ1,
+            properties: PROPS_01,
             net: false,
             build: build_01,
-            judge: judge_fq1,
+            judge: judge_01,
         },
         Race {
             id: "R-003-02",
@@ -43,10 +44,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_02,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
-            properties: PROPS_FQ1,
+            properties: PROPS_02,
             net: false,
             build: build_02,
-            judge: judge_fq1,
+            judge: judge_02,
         },
         Race {
             id: "R-003-03",
@@ -59,10 +60,10 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_03,
             profile: proxy::profile_latency,
             seed_budget: 1_000,
-            properties: PROPS_FQ4,
+            properties: PROPS_03,
             net: false,
             build: build_03,
-            judge: judge_fq4,
+            judge: judge_03,
         },
         Race {
             id: "R-003-04",
@@ -75,30 +76,71 @@ pub(crate) fn races() -> Vec<Race> {
             scripts: scripts_04,
             profile: profile_crash,
             seed_budget: 1_000,
-            properties: PROPS_FQ5,
+            properties: PROPS_04,
             net: false,
             build: build_04,
-            judge: judge_fq5,
+            judge: judge_04,
         },
     ]
 }
 
-const PROPS_FQ1: &[Property] = &[I_FQ1, I_FQ2, REPEAT_FAILURE];
-const PROPS_FQ4: &[Property] = &[I_FQ4, STALE_RECOVERY_REFUSED];
-const PROPS_FQ5: &[Property] = &[I_FQ5, QUEUE_RELOADED];
+// R-003-01 and R-003-03 run the recovery loop, so a probe can see an endpoint recover: each
+// also declares that it then leaves the queue and ends healthy. R-003-02 and R-003-04 probe
+// nothing.
+const PROPS_01: &[Property] = &[
+    I_FQ1,
+    I_FQ2,
+    QUEUE_DRAINS,
+    ENDPOINT_RECOVERS,
+    REPEAT_FAILURE,
+    RECOVERY_PROBED,
+];
+const PROPS_02: &[Property] = &[I_FQ1, I_FQ2, REPEAT_FAILURE];
+const PROPS_03: &[Property] = &[
+    I_FQ4,
+    QUEUE_DRAINS,
+    ENDPOINT_RECOVERS,
+    STALE_RECOVERY_REFUSED,
+    RECOVERY_PROBED,
+];
+const PROPS_04: &[Property] = &[I_FQ5, QUEUE_RELOADED];
 
-fn judge_fq1(run: &Run, _: &Capture) -> Verdict {
+/// The liveness half of R-003-01 and R-003-03: the queue drains and recovered endpoints end
+/// healthy.
+fn recovered(run: &Run) -> Verdict {
+    let Some(local) = proxy::host_state(run, 0) else {
+        return Verdict::default();
+    };
+    queue_drains(&run.history, &QueueEnd::read(local), run.quiescent).merge(endpoints_recover(
+        &run.history,
+        &TableEnd::read(local),
+        run.quiescent,
+    ))
+}
+
+fn judge_01(run: &Run, _: &Capture) -> Verdict {
+    let end = proxy::host_state(run, 0)
+        .map(QueueEnd::read)
+        .unwrap_or_default();
+    episodes_counted_once(&run.history, &end)
+        .merge(recovered(run))
+        .merge(coverage(&run.history))
+}
+
+fn judge_02(run: &Run, _: &Capture) -> Verdict {
     let end = proxy::host_state(run, 0)
         .map(QueueEnd::read)
         .unwrap_or_default();
     episodes_counted_once(&run.history, &end).merge(coverage(&run.history))
 }
 
-fn judge_fq4(run: &Run, _: &Capture) -> Verdict {
-    no_stale_recovery(&run.history).merge(coverage(&run.history))
+fn judge_03(run: &Run, _: &Capture) -> Verdict {
+    no_stale_recovery(&run.history)
+        .merge(recovered(run))
+        .merge(coverage(&run.history))
 }
 
-fn judge_fq5(run: &Run, _: &Capture) -> Verdict {
+fn judge_04(run: &Run, _: &Capture) -> Verdict {
     crash_consistent(&run.history).merge(coverage(&run.history))
 }
 

@@ -208,6 +208,11 @@ impl HealthTable {
         self.variant
     }
 
+    /// The tuning.
+    pub fn config(&self) -> HealthConfig {
+        self.config
+    }
+
     /// The configured endpoints in selection order.
     pub fn endpoints(&self) -> &[EndpointId] {
         &self.order

@@ -1,6 +1,11 @@
 //! The invariants of documents 001 and 003, judged on recorded histories. Local blocks are
 //! ordered by the sequence number the simulation gives each ([`crate::LocalReply::seq`]), so that
 //! "after the failure was recorded" means after it in the one event loop's order.
+//!
+//! Safety (`always`): I-401, I-OBS, I-FQ1/2, I-FQ4, I-FQ5 and I-FRESH (the table offers an
+//! endpoint only when the freshest evidence allows it). Liveness (`eventually`, judged at the
+//! end of a completed run): an endpoint a probe saw recover after its latest failure ends
+//! healthy ([`ENDPOINT_RECOVERS`]) and out of the failure queue ([`QUEUE_DRAINS`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::HealthTag;
 use crate::history::{History, OpRecord};
 use crate::ids::ProcessId;
-use crate::ops::{Reply, StoreOp};
+use crate::ops::{CallKind, Reply, StoreOp};
 use crate::oracle::{Property, Verdict, Violation};
 
-use super::{EndpointId, FailureQueue, LocalOp, LocalResult, Observation, Source};
+use super::{
+    EndpointId, FailureQueue, LocalOp, LocalResult, LocalState, Observation, Source, Status,
+};
 
 /// The failure queue's end state, for I-FQ1 and I-FQ2.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,13 +309,318 @@ pub fn crash_consistent(history: &History) -> Verdict {
 
 impl QueueEnd {
     /// The end state read from a host's local memory.
-    pub fn read(local: &super::LocalState) -> QueueEnd {
+    pub fn read(local: &LocalState) -> QueueEnd {
         QueueEnd {
             total_failed: local.queue.total_failed(),
             failed: local.queue.failed(),
             configured: local.health.endpoints().len(),
         }
     }
+}
+
+/// The health table's end state, for I-FRESH and [`ENDPOINT_RECOVERS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEnd {
+    /// Each configured endpoint's status at the end.
+    pub status: BTreeMap<EndpointId, Status>,
+    /// The table's consecutive-failure threshold.
+    pub failure_threshold: u32,
+}
+
+impl TableEnd {
+    /// The end state read from a host's local memory.
+    pub fn read(local: &LocalState) -> TableEnd {
+        let status = local
+            .health
+            .endpoints()
+            .iter()
+            .filter_map(|e| local.health.get(*e).map(|h| (*e, h.status)))
+            .collect();
+        TableEnd {
+            status,
+            failure_threshold: local.health.config().failure_threshold,
+        }
+    }
+}
+
+/// Whether a table status lets requests select the endpoint (`is_healthy`).
+fn selectable(status: Status) -> bool {
+    matches!(status, Status::Unknown | Status::Healthy)
+}
+
+/// One endpoint's health as the freshest evidence says, rebuilt from the history with the
+/// catalog's correct rules (RACES.md R-001-01, correct fix): a success counts only if its
+/// attempt or probe started after the endpoint's latest recorded failure (401, 429, 5xx or
+/// timeout alike), and a 401 stays until a probe that started after it succeeds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Evidence {
+    /// Failures since the last fresh success (a 401 counts as the threshold).
+    failures: u32,
+    /// A 401 no fresh probe success has cleared since.
+    auth_failed: bool,
+    /// The sequence number and op index of the latest recorded failure observation.
+    last_failure: Option<(u64, usize)>,
+}
+
+impl Evidence {
+    fn allows(&self, threshold: u32) -> bool {
+        !self.auth_failed && self.failures < threshold
+    }
+
+    fn why_not(&self, history: &History, threshold: u32) -> String {
+        let latest = self.last_failure.map(|(_, i)| {
+            let op = &history.ops[i];
+            format!(
+                " (latest failure recorded by {} at {})",
+                history.name(op.process),
+                op.applied_at.unwrap_or(op.invoked_at)
+            )
+        });
+        let latest = latest.unwrap_or_default();
+        if self.auth_failed {
+            format!("its 401 was not cleared by a probe started after it{latest}")
+        } else {
+            format!(
+                "{} failure(s) (threshold {threshold}) since the last success that started \
+                 after a failure{latest}",
+                self.failures
+            )
+        }
+    }
+}
+
+/// I-FRESH (R-001-02, with 401, 429 and 5xx): the table offers an endpoint (in a candidate
+/// list, a selection, or selectable at the end) only when the freshest evidence allows it: a
+/// success observed by an attempt or probe that started before a newer recorded failure
+/// neither clears a 401 nor resets the failure count. A request's start is its selection or
+/// dispatch, a probe's its `BeginProbe`.
+pub fn fresh_evidence_only(history: &History, end: &TableEnd) -> Verdict {
+    let threshold = end.failure_threshold;
+    let mut verdict = Verdict::default();
+    let mut evidence: BTreeMap<EndpointId, Evidence> = BTreeMap::new();
+    let mut started: BTreeMap<ProcessId, u64> = BTreeMap::new();
+    let mut reported: BTreeSet<EndpointId> = BTreeSet::new();
+    let mut report = |verdict: &mut Verdict, e: EndpointId, ev: &Evidence, what: String, i| {
+        if reported.insert(e) {
+            let mut ops: Vec<usize> = ev.last_failure.map(|(_, f)| f).into_iter().collect();
+            ops.extend(i);
+            verdict.violations.push(Violation {
+                invariant: I_FRESH.name.into(),
+                explanation: format!("{what} although {}", ev.why_not(history, threshold)),
+                ops,
+            });
+        }
+    };
+    for (i, op, local, reply) in local_blocks(history) {
+        let offered: Vec<EndpointId> = match (local, &reply.result) {
+            (LocalOp::Candidates, LocalResult::Endpoints(list)) => list.clone(),
+            (LocalOp::Select { .. }, LocalResult::Selected(Some((e, _)))) => {
+                started.insert(op.process, reply.seq);
+                vec![*e]
+            }
+            (LocalOp::Dispatch { .. } | LocalOp::BeginProbe { .. }, _) => {
+                started.insert(op.process, reply.seq);
+                Vec::new()
+            }
+            (
+                LocalOp::Observe {
+                    endpoint,
+                    observation,
+                    source,
+                    ..
+                },
+                _,
+            ) => {
+                let ev = evidence.entry(*endpoint).or_default();
+                match observation {
+                    Observation::Success => {
+                        let start = started.get(&op.process).copied();
+                        let fresh = match ev.last_failure {
+                            None => true,
+                            Some((failed_at, _)) => start.is_some_and(|s| s > failed_at),
+                        };
+                        if fresh && (*source == Source::Probe || !ev.auth_failed) {
+                            ev.failures = 0;
+                            ev.auth_failed = false;
+                        }
+                    }
+                    Observation::Unauthorized => {
+                        ev.auth_failed = true;
+                        ev.failures = ev.failures.max(threshold);
+                        ev.last_failure = Some((reply.seq, i));
+                    }
+                    Observation::RateLimited | Observation::ServerError | Observation::Timeout => {
+                        ev.failures = ev.failures.saturating_add(1);
+                        ev.last_failure = Some((reply.seq, i));
+                    }
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        for e in offered {
+            let ev = evidence.get(&e).copied().unwrap_or_default();
+            if !ev.allows(threshold) {
+                let what = format!(
+                    "the table offered {e} to {} at {}",
+                    history.name(op.process),
+                    op.applied_at.unwrap_or(op.invoked_at)
+                );
+                report(&mut verdict, e, &ev, what, Some(i));
+            }
+        }
+    }
+    for (e, status) in &end.status {
+        let ev = evidence.get(e).copied().unwrap_or_default();
+        if selectable(*status) && !ev.allows(threshold) {
+            let what = format!("{e} ended {} (selectable)", status.as_str());
+            report(&mut verdict, *e, &ev, what, None);
+        }
+    }
+    verdict
+}
+
+/// A probe whose upstream call answered 200 to the prober, and which began after every
+/// failure of its endpoint recorded in the whole run (an observation or a failure-queue add):
+/// nothing newer than its evidence exists.
+struct FreshProbe {
+    process: ProcessId,
+    endpoint: EndpointId,
+    /// The op index of the probe's upstream call.
+    call: usize,
+    /// Whether the endpoint had failed before the probe began.
+    after_failure: bool,
+}
+
+/// Every probe that succeeded with nothing newer than its evidence, in history order.
+fn fresh_probes(history: &History) -> Vec<FreshProbe> {
+    // Each endpoint's failure records (observations and queue adds), in execution order.
+    let mut failures: BTreeMap<EndpointId, Vec<u64>> = BTreeMap::new();
+    for (_, _, local, reply) in local_blocks(history) {
+        let failed = match local {
+            LocalOp::Observe {
+                endpoint,
+                observation,
+                ..
+            } if observation.is_failure() => Some(endpoint),
+            LocalOp::FqAdd { endpoint } | LocalOp::FqInsertCounted { endpoint } => Some(endpoint),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            failures.entry(*e).or_default().push(reply.seq);
+        }
+    }
+    // A process runs one step at a time, so its operations appear in the history in program
+    // order: a probe's upstream call follows its `BeginProbe`.
+    let mut began: BTreeMap<ProcessId, (EndpointId, u64)> = BTreeMap::new();
+    let mut probes = Vec::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        let block = match &op.op {
+            StoreOp::Local(block) => block.get::<LocalOp>(),
+            _ => None,
+        };
+        match (&op.op, &op.result) {
+            (StoreOp::Local(_), Some(Reply::Local(r))) => {
+                if let Some(LocalOp::BeginProbe { endpoint }) = block {
+                    began.insert(op.process, (*endpoint, r.seq));
+                }
+            }
+            (StoreOp::Upstream(call), result) if matches!(call.kind, CallKind::Probe { .. }) => {
+                let Some((endpoint, seq)) = began.remove(&op.process) else {
+                    continue;
+                };
+                let answered_200 = matches!(result, Some(Reply::Upstream(r)) if r.status == 200)
+                    && !op.timed_out
+                    && op.completed_at.is_some();
+                let failed = failures.get(&endpoint).map(Vec::as_slice).unwrap_or(&[]);
+                let newest = failed.last().is_none_or(|f| *f < seq);
+                if endpoint == call.endpoint && answered_200 && newest {
+                    probes.push(FreshProbe {
+                        process: op.process,
+                        endpoint,
+                        call: i,
+                        after_failure: !failed.is_empty(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    probes
+}
+
+/// `endpoint-recovers` (documents 001 and 003, liveness): an endpoint that a probe saw
+/// answer 200, the probe having begun after every failure of it recorded in the run, ends
+/// `healthy` in the table. Judged only at the end of a completed run (`settled`): before
+/// that the prober may not have recorded what it saw.
+pub fn endpoints_recover(history: &History, end: &TableEnd, settled: bool) -> Verdict {
+    let mut verdict = Verdict::default();
+    if !settled {
+        return verdict;
+    }
+    let mut reported: BTreeSet<EndpointId> = BTreeSet::new();
+    for p in fresh_probes(history) {
+        let status = end.status.get(&p.endpoint).copied();
+        if status == Some(Status::Healthy) || !reported.insert(p.endpoint) {
+            continue;
+        }
+        let call = &history.ops[p.call];
+        verdict.violations.push(Violation {
+            invariant: ENDPOINT_RECOVERS.name.into(),
+            explanation: format!(
+                "{}'s probe of {} answered 200 at {} and no failure of {} was recorded after \
+                 the probe began, yet {} ended {}",
+                history.name(p.process),
+                p.endpoint,
+                call.completed_at.unwrap_or(call.invoked_at),
+                p.endpoint,
+                p.endpoint,
+                status.map_or("unconfigured", Status::as_str),
+            ),
+            ops: vec![p.call],
+        });
+    }
+    verdict
+}
+
+/// `queue-drains` (document 003, liveness): an endpoint that the failure queue's recovery
+/// loop (a process that listed the queue) probed successfully, the probe having begun after
+/// every failure of it recorded in the run, ends out of the failure queue. Judged only at the
+/// end of a completed run (`settled`).
+pub fn queue_drains(history: &History, end: &QueueEnd, settled: bool) -> Verdict {
+    let mut verdict = Verdict::default();
+    if !settled {
+        return verdict;
+    }
+    let recovery: BTreeSet<ProcessId> = local_blocks(history)
+        .into_iter()
+        .filter(|(_, _, local, _)| matches!(local, LocalOp::FqFailed))
+        .map(|(_, op, _, _)| op.process)
+        .collect();
+    let mut reported: BTreeSet<EndpointId> = BTreeSet::new();
+    for p in fresh_probes(history) {
+        if !recovery.contains(&p.process)
+            || !end.failed.contains(&p.endpoint)
+            || !reported.insert(p.endpoint)
+        {
+            continue;
+        }
+        let call = &history.ops[p.call];
+        verdict.violations.push(Violation {
+            invariant: QUEUE_DRAINS.name.into(),
+            explanation: format!(
+                "{}'s recovery probe of {} answered 200 at {} and no failure of {} was recorded \
+                 after the probe began, yet {} ended in the failure queue",
+                history.name(p.process),
+                p.endpoint,
+                call.completed_at.unwrap_or(call.invoked_at),
+                p.endpoint,
+                p.endpoint,
+            ),
+            ops: vec![p.call],
+        });
+    }
+    verdict
 }
 
 /// I-401 ([`no_selection_after_401`]).
@@ -340,6 +652,28 @@ pub const I_FQ4: Property = Property::always(
 pub const I_FQ5: Property = Property::always(
     "I-FQ5",
     "after a crash the loaded queue parses and equals a state the queue had",
+);
+/// I-FRESH ([`fresh_evidence_only`]).
+pub const I_FRESH: Property = Property::always(
+    "I-FRESH",
+    "the table offers an endpoint only if no failure newer than its last fresh success forbids \
+     it: a success whose attempt or probe started before a newer 401, 429 or 5xx changes nothing",
+);
+/// `endpoint-recovers` ([`endpoints_recover`]).
+pub const ENDPOINT_RECOVERS: Property = Property::eventually(
+    "endpoint-recovers",
+    "an endpoint a probe saw answer 200 after its latest failure ends healthy",
+);
+/// `queue-drains` ([`queue_drains`]).
+pub const QUEUE_DRAINS: Property = Property::eventually(
+    "queue-drains",
+    "an endpoint the recovery loop saw answer 200 after its latest failure ends out of the queue",
+);
+/// Window: a probe that began after its endpoint's latest failure answered 200 (what the
+/// recovery properties judge).
+pub const RECOVERY_PROBED: Property = Property::sometimes(
+    "recovery-probed",
+    "a probe that began after its endpoint's latest failure answered 200",
 );
 /// Protection: a stale success or a request success on an `AuthFailed` endpoint was ignored.
 pub const STALE_OBSERVATION_REFUSED: Property = Property::protection(
@@ -413,6 +747,13 @@ pub fn coverage(history: &History) -> Verdict {
             (LocalOp::FqContains { .. }, LocalResult::Bool(present)) => *present,
             _ => false,
         }),
+    );
+    verdict.count(
+        RECOVERY_PROBED.name,
+        fresh_probes(history)
+            .iter()
+            .filter(|p| p.after_failure)
+            .count() as u64,
     );
     verdict.count(
         QUEUE_RELOADED.name,
