@@ -375,7 +375,8 @@ impl FailureQueue {
     pub fn add(&mut self, endpoint: EndpointId) -> Added {
         let inserted = self.failed.insert(endpoint);
         if inserted || self.variant == Variant::Buggy {
-            self.total_failed += 1;
+            // Saturating: a loaded file may carry any count, up to `u64::MAX`.
+            self.total_failed = self.total_failed.saturating_add(1);
         }
         let epoch = if self.variant == Variant::Correct {
             let epoch = self.epochs.entry(endpoint).or_insert(0);
@@ -396,7 +397,7 @@ impl FailureQueue {
     /// made earlier (R-003-02's Buggy split).
     pub fn insert_counted(&mut self, endpoint: EndpointId) -> Added {
         let inserted = self.failed.insert(endpoint);
-        self.total_failed += 1;
+        self.total_failed = self.total_failed.saturating_add(1);
         Added { inserted, epoch: 0 }
     }
 
@@ -626,6 +627,22 @@ mod tests {
                 FailureQueue::from_json(Variant::Correct, torn).is_err(),
                 "{torn:?}"
             );
+        }
+    }
+
+    /// Found by `core/tests/machines_never_panic.rs`: a loaded file may carry any count, and
+    /// one more failure after a count of `u64::MAX` overflowed `total_failed`.
+    #[test]
+    fn a_loaded_failure_count_at_its_maximum_saturates() {
+        let text = format!(
+            r#"{{"failed_endpoints":[],"stats":{{"total_failed":{}}}}}"#,
+            u64::MAX
+        );
+        for variant in Variant::ALL {
+            let mut q = FailureQueue::from_json(variant, &text).expect("parses");
+            q.add(E);
+            q.insert_counted(F);
+            assert_eq!(q.total_failed(), u64::MAX, "{variant:?}");
         }
     }
 }

@@ -1,0 +1,840 @@
+//! Protocols never panic on input: every machine of every family, in every variant, is fed
+//! arbitrary sequences of starts (sometimes repeated), replies (to an operation in flight, a
+//! duplicate to one already answered, or to an id it never emitted), timer calls at arbitrary
+//! non-decreasing times and due timers, and drained after each. A reply either fits the
+//! operation (the happy-path answer, so that runs get deep into a machine; any answer of its
+//! store; for the health family's local blocks, the real answer of a `LocalState` the test
+//! keeps), or is an arbitrary `Reply` of any store (rows with missing or ill-typed columns,
+//! deliveries with garbage job fields, local results of every `LocalResult` variant or of a
+//! foreign type, HTTP 200/401/429/503/0 and others), or a timeout. The property: nothing
+//! panics (proptest catches the panic and shrinks the sequence), and a machine never emits
+//! an op id twice. 256 cases per machine kind and variant, up to 40 actions each.
+//!
+//! Deterministic in CI: `scripts/test.sh` sets `PROPTEST_RNG_SEED`.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use racelab_core::health::tasks::{
+    AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
+    SaverTask, Selection,
+};
+use racelab_core::health::{
+    Added, EndpointId, Generation, HealthConfig, HealthTag, LocalOp, LocalResult, LocalState,
+    Observation, ObserveOutcome, Source,
+};
+use racelab_core::workorder::{
+    Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob, Terminal, Worker,
+    WorkerConfig,
+};
+use racelab_core::{
+    ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
+    KvReply, LocalReply, LocalValue, Machine, OpId, Quantity, QueueOp, QueueReply, Reply,
+    SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Timestamp, UpstreamReply,
+    Value, Variant, WorkOrderId,
+};
+
+/// Generated cases per machine kind and variant.
+const CASES: u32 = 256;
+/// Actions per case at most.
+const ACTIONS_MAX: usize = 40;
+
+// ---------------------------------------------------------------------------------------------
+// Values
+
+fn small_int() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => -3i64..12,
+        1 => Just(i64::MIN),
+        1 => Just(i64::MAX),
+        2 => any::<i64>(),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[a-zE0-9:_ '-]{0,8}",
+        Just("wo-1".to_string()),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        1 => Just(Value::Null),
+        4 => small_int().prop_map(Value::Int),
+        2 => text().prop_map(Value::Text),
+    ]
+}
+
+/// Rows with any subset of the known columns (and one unknown), any of them ill-typed.
+fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
+    let column = prop::sample::select(vec![
+        "qty",
+        "lease_epoch",
+        "lease_owner",
+        "lease_until",
+        "work_order",
+        "status",
+        "key",
+        "x",
+    ]);
+    let row = (
+        text(),
+        prop::collection::btree_map(column.prop_map(String::from), value(), 0..4),
+    )
+        .prop_map(|(key, columns)| KeyedRow { key, columns });
+    prop::collection::vec(row, 0..3)
+}
+
+fn table() -> impl Strategy<Value = Table> {
+    prop::sample::select(Table::ALL.to_vec())
+}
+
+fn kv_reply() -> impl Strategy<Value = KvReply> {
+    prop_oneof![
+        3 => Just(KvReply::Ok),
+        2 => Just(KvReply::Int(1)),
+        1 => Just(KvReply::Int(0)),
+        1 => Just(KvReply::Nil),
+        1 => small_int().prop_map(KvReply::Int),
+        1 => text().prop_map(KvReply::Bulk),
+        1 => text().prop_map(KvReply::Error),
+    ]
+}
+
+fn sql_reply() -> impl Strategy<Value = SqlReply> {
+    prop_oneof![
+        2 => Just(SqlReply::Ok),
+        4 => rows().prop_map(SqlReply::Rows),
+        2 => prop_oneof![0u64..3, any::<u64>()].prop_map(SqlReply::Affected),
+        2 => Just(SqlReply::Committed),
+        1 => Just(SqlReply::RolledBack),
+        1 => (table(), text()).prop_map(|(table, key)| SqlReply::UniqueViolation { table, key }),
+        1 => text().prop_map(SqlReply::Error),
+    ]
+}
+
+/// A scan job the worker accepts.
+fn scan_job() -> impl Strategy<Value = ScanJob> {
+    (
+        0u64..6,
+        prop_oneof![1u64..3, any::<u64>()],
+        prop_oneof![1i64..10, Just(SCAN_QUANTITY_MAX.0)],
+        prop_oneof![8 => 0u64..3_000, 1 => 0u64..60_000, 1 => Just(u64::MAX)],
+        text(),
+    )
+        .prop_map(|(scan, work_order, qty, work, request_id)| ScanJob {
+            scan: ScanId(scan),
+            work_order: WorkOrderId(work_order),
+            qty: Quantity(qty),
+            work: Duration::from_ms(work),
+            request_id,
+        })
+}
+
+/// Job fields: a valid job, or any subset of the fields with garbage values.
+fn job_fields() -> impl Strategy<Value = JobFields> {
+    let field = prop::sample::select(vec![
+        "scan",
+        "work_order",
+        "qty",
+        "work_ms",
+        "request_id",
+        "extra",
+    ]);
+    let garbage = prop_oneof![
+        Just(String::new()),
+        "-?[0-9]{1,25}",
+        text(),
+        Just("18446744073709551616".to_string()),
+        Just("1e3".to_string()),
+        Just(" 1".to_string()),
+    ];
+    prop_oneof![
+        scan_job().prop_map(|job| job.to_fields()),
+        prop::collection::btree_map(field.prop_map(String::from), garbage, 0..6),
+    ]
+}
+
+fn queue_reply() -> impl Strategy<Value = QueueReply> {
+    let delivery = (any::<u64>(), any::<u64>(), any::<u32>(), job_fields()).prop_map(
+        |(id, job, attempt, fields)| Delivery {
+            id: DeliveryId(id),
+            job: JobId(job),
+            attempt,
+            fields,
+        },
+    );
+    prop_oneof![
+        1 => any::<u64>().prop_map(|job| QueueReply::Enqueued { job: JobId(job) }),
+        1 => any::<u64>().prop_map(|job| QueueReply::Duplicate { job: JobId(job) }),
+        1 => Just(QueueReply::Delivered(None)),
+        4 => delivery.prop_map(|d| QueueReply::Delivered(Some(d))),
+        1 => Just(QueueReply::Acked),
+        1 => Just(QueueReply::LockLost),
+    ]
+}
+
+fn status() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(200u16),
+        Just(401),
+        Just(429),
+        Just(503),
+        Just(0),
+        any::<u16>(),
+    ]
+}
+
+fn endpoint() -> impl Strategy<Value = EndpointId> {
+    prop_oneof![4 => 0u32..5, 1 => any::<u32>()].prop_map(EndpointId)
+}
+
+fn endpoints() -> impl Strategy<Value = Vec<EndpointId>> {
+    prop::collection::vec(endpoint(), 0..4)
+}
+
+fn generation() -> impl Strategy<Value = Generation> {
+    prop_oneof![0u64..4, any::<u64>()].prop_map(Generation)
+}
+
+fn epoch() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..4, Just(u64::MAX), any::<u64>()]
+}
+
+/// A persisted failure queue: well formed, with odd endpoint names or extreme counters, or
+/// not JSON at all.
+fn queue_file() -> impl Strategy<Value = String> {
+    let name = prop_oneof![
+        (0u32..5).prop_map(|n| format!("E{n}")),
+        Just("E".to_string()),
+        Just("X2".to_string()),
+        Just("E99999999999".to_string()),
+        text(),
+    ];
+    let json = (
+        prop::collection::vec(name, 0..3),
+        prop_oneof![0u64..4, Just(u64::MAX)],
+    )
+        .prop_map(|(names, total)| {
+            let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            format!(
+                "{{\"failed_endpoints\":[{}],\"stats\":{{\"total_failed\":{total}}}}}",
+                names.join(",")
+            )
+        });
+    prop_oneof![
+        3 => json,
+        1 => Just("{\"failed_endpoints\":[\"E1\"],\"stats\":{\"total_failed\":-1}}".to_string()),
+        1 => text(),
+    ]
+}
+
+fn observation() -> impl Strategy<Value = Observation> {
+    prop::sample::select(vec![
+        Observation::Success,
+        Observation::Unauthorized,
+        Observation::RateLimited,
+        Observation::ServerError,
+        Observation::Timeout,
+    ])
+}
+
+fn local_result() -> impl Strategy<Value = LocalResult> {
+    let outcome = prop::sample::select(vec![
+        ObserveOutcome::Applied,
+        ObserveOutcome::Stale,
+        ObserveOutcome::Sticky,
+        ObserveOutcome::Unknown,
+    ]);
+    prop_oneof![
+        endpoints().prop_map(LocalResult::Endpoints),
+        generation().prop_map(LocalResult::Dispatched),
+        proptest::option::of((endpoint(), generation())).prop_map(LocalResult::Selected),
+        outcome.prop_map(LocalResult::Observed),
+        (generation(), epoch())
+            .prop_map(|(generation, epoch)| LocalResult::Begun { generation, epoch }),
+        (any::<bool>(), epoch())
+            .prop_map(|(inserted, epoch)| LocalResult::Added(Added { inserted, epoch })),
+        any::<bool>().prop_map(LocalResult::Bool),
+        queue_file().prop_map(LocalResult::Text),
+        proptest::option::of(queue_file()).prop_map(LocalResult::File),
+        prop_oneof![Just(Ok(())), text().prop_map(Err)].prop_map(LocalResult::Loaded),
+        Just(LocalResult::Done),
+    ]
+}
+
+/// A local reply: one of the health family's results, or a value of another type.
+fn local_reply() -> impl Strategy<Value = LocalReply> {
+    let result = prop_oneof![
+        6 => local_result().prop_map(LocalValue::new),
+        1 => text().prop_map(|s| LocalValue::new(ForeignBlock(s))),
+        1 => any::<u32>().prop_map(LocalValue::new),
+    ];
+    (any::<u64>(), result).prop_map(|(seq, result)| LocalReply { seq, result })
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        kv_reply().prop_map(Reply::Kv),
+        sql_reply().prop_map(Reply::Sql),
+        queue_reply().prop_map(Reply::Queue),
+        local_reply().prop_map(Reply::Local),
+        status().prop_map(|status| Reply::Upstream(UpstreamReply { status })),
+        Just(Reply::Timeout),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actions
+
+/// Which operation a reply answers.
+#[derive(Clone, Debug)]
+enum Target {
+    /// One still unanswered (by index, modulo their number).
+    Pending(usize),
+    /// A duplicate answer to one already answered.
+    Answered(usize),
+    /// An id the machine has not emitted: `Past(k)` is the k-th after the largest so far.
+    Zero,
+    Past(u8),
+    Raw(u64),
+}
+
+/// A reply that fits the operation's store, whichever it is: the protocol's happy path
+/// (`happy`, so that runs get deep into a machine), or any reply of that store.
+#[derive(Clone, Debug)]
+struct Fitting {
+    happy: bool,
+    int: i64,
+    job: ScanJob,
+    kv: KvReply,
+    sql: SqlReply,
+    queue: QueueReply,
+    local: LocalReply,
+    status: u16,
+}
+
+impl Fitting {
+    /// The answer a store that did what `op` asked would give.
+    fn happy(&self, op: &StoreOp) -> Reply {
+        match op {
+            StoreOp::Kv(KvOp::Get { .. }) => Reply::Kv(KvReply::Bulk(self.int.to_string())),
+            StoreOp::Kv(KvOp::Set { .. } | KvOp::PExpire { .. }) => Reply::Kv(KvReply::Ok),
+            StoreOp::Kv(_) => Reply::Kv(KvReply::Int(1)),
+            StoreOp::Sql(SqlOp::Begin) => Reply::Sql(SqlReply::Ok),
+            StoreOp::Sql(SqlOp::Commit) => Reply::Sql(SqlReply::Committed),
+            StoreOp::Sql(SqlOp::Rollback) => Reply::Sql(SqlReply::RolledBack),
+            StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { .. })) => Reply::Sql(SqlReply::Affected(1)),
+            StoreOp::Sql(SqlOp::Exec(
+                SqlStmt::Select { table, key, .. } | SqlStmt::Update { table, key, .. },
+            )) => Reply::Sql(SqlReply::Rows(vec![self.row(*table, key)])),
+            StoreOp::Sql(SqlOp::Exec(SqlStmt::Scan { table, .. })) => {
+                let rows = (self.int % 2 == 0).then(|| self.row(*table, "k"));
+                Reply::Sql(SqlReply::Rows(rows.into_iter().collect()))
+            }
+            StoreOp::Queue(QueueOp::Fetch) => Reply::Queue(QueueReply::Delivered(Some(Delivery {
+                id: DeliveryId(self.int.unsigned_abs()),
+                job: JobId(self.job.scan.0),
+                attempt: 1,
+                fields: self.job.to_fields(),
+            }))),
+            StoreOp::Queue(QueueOp::Enqueue { .. }) => Reply::Queue(QueueReply::Enqueued {
+                job: JobId(self.int.unsigned_abs()),
+            }),
+            StoreOp::Queue(_) => Reply::Queue(QueueReply::Acked),
+            StoreOp::Local(_) => Reply::Local(self.local.clone()),
+            StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply { status: 200 }),
+        }
+    }
+
+    /// Any reply of `op`'s store.
+    fn any(&self, op: &StoreOp) -> Reply {
+        match op {
+            StoreOp::Kv(_) => Reply::Kv(self.kv.clone()),
+            StoreOp::Sql(_) => Reply::Sql(self.sql.clone()),
+            StoreOp::Queue(_) => Reply::Queue(self.queue.clone()),
+            StoreOp::Local(_) => Reply::Local(self.local.clone()),
+            StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply {
+                status: self.status,
+            }),
+        }
+    }
+
+    /// A row of `table` with every column, well typed.
+    fn row(&self, table: Table, key: &str) -> KeyedRow {
+        let columns = table
+            .columns()
+            .iter()
+            .map(|(column, ty)| {
+                let value = match ty {
+                    ColumnType::Int => Value::Int(self.int),
+                    ColumnType::Text => Value::Text(key.to_string()),
+                };
+                (column.to_string(), value)
+            })
+            .collect();
+        KeyedRow {
+            key: key.to_string(),
+            columns,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Fit(Box<Fitting>),
+    Any(Reply),
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Start {
+        dt: u64,
+    },
+    Reply {
+        dt: u64,
+        to: Target,
+        answer: Answer,
+    },
+    Timeout {
+        dt: u64,
+    },
+    /// `handle_timeout` at the time the machine asked for (if later than now).
+    TimerDue,
+}
+
+fn dt() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => Just(0u64),
+        6 => 0u64..2_000,
+        3 => 0u64..120_000,
+        1 => Just(u64::MAX / 2),
+    ]
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        12 => any::<usize>().prop_map(Target::Pending),
+        2 => any::<usize>().prop_map(Target::Answered),
+        1 => Just(Target::Zero),
+        1 => (0u8..4).prop_map(Target::Past),
+        1 => any::<u64>().prop_map(Target::Raw),
+    ]
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    let fitting = (
+        (prop::bool::weighted(0.75), small_int(), scan_job()),
+        (
+            kv_reply(),
+            sql_reply(),
+            queue_reply(),
+            local_reply(),
+            status(),
+        ),
+    )
+        .prop_map(|((happy, int, job), (kv, sql, queue, local, status))| {
+            Answer::Fit(Box::new(Fitting {
+                happy,
+                int,
+                job,
+                kv,
+                sql,
+                queue,
+                local,
+                status,
+            }))
+        });
+    prop_oneof![
+        8 => fitting,
+        3 => reply().prop_map(Answer::Any),
+        1 => Just(Answer::Any(Reply::Timeout)),
+    ]
+}
+
+fn actions() -> impl Strategy<Value = Vec<Action>> {
+    let action = prop_oneof![
+        2 => dt().prop_map(|dt| Action::Start { dt }),
+        12 => (dt(), target(), answer()).prop_map(|(dt, to, answer)| Action::Reply { dt, to, answer }),
+        2 => dt().prop_map(|dt| Action::Timeout { dt }),
+        4 => Just(Action::TimerDue),
+    ];
+    // Start first most of the time, as the driver does; sometimes not at all.
+    (any::<u8>(), prop::collection::vec(action, 0..ACTIONS_MAX)).prop_map(|(first, mut rest)| {
+        if first % 8 != 0 {
+            rest.insert(0, Action::Start { dt: 0 });
+            rest.truncate(ACTIONS_MAX);
+        }
+        rest
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machines
+
+/// A machine to build, in the variant the test runs.
+#[derive(Clone, Debug)]
+enum Kind {
+    Worker(WorkerConfig, u32),
+    Terminal(Vec<PlannedScan>),
+    Checker {
+        work_order: WorkOrderId,
+        qty0: Quantity,
+        every: Duration,
+        rounds: u32,
+    },
+    Request(RequestConfig),
+    Probe(ProbeConfig),
+    Add(EndpointId, bool),
+    Saver(Vec<EndpointId>, SaveStyle, u32),
+    Blocks(Vec<(LocalOp, HealthTag)>),
+}
+
+impl Kind {
+    fn build(&self, variant: Variant) -> Box<dyn Machine> {
+        match self.clone() {
+            Kind::Worker(cfg, incarnation) => Box::new(Worker::new(cfg, "W", incarnation)),
+            Kind::Terminal(plan) => Box::new(Terminal::new(variant, plan)),
+            Kind::Checker {
+                work_order,
+                qty0,
+                every,
+                rounds,
+            } => Box::new(Checker::new(variant, work_order, qty0, every, rounds)),
+            Kind::Request(cfg) => Box::new(RequestTask::new(cfg)),
+            Kind::Probe(cfg) => Box::new(ProbeTask::new(cfg)),
+            Kind::Add(endpoint, split) => Box::new(AddThread::new(endpoint, split)),
+            Kind::Saver(adds, style, incarnation) => {
+                Box::new(SaverTask::new(adds, style, incarnation))
+            }
+            Kind::Blocks(blocks) => Box::new(BlockTask::new(blocks)),
+        }
+    }
+}
+
+fn millis(max: u64) -> impl Strategy<Value = Duration> {
+    prop_oneof![4 => 0..max, 1 => Just(0u64), 1 => Just(u64::MAX)].prop_map(Duration::from_ms)
+}
+
+fn worker(variant: Variant) -> impl Strategy<Value = Kind> {
+    let plan2 = proptest::option::of(
+        (
+            prop::sample::select(vec![
+                RequestIdSource::PerAttempt,
+                RequestIdSource::AtEnqueue,
+            ]),
+            prop::sample::select(vec![LogOrder::EffectThenLog, LogOrder::LogFirst]),
+            any::<bool>(),
+        )
+            .prop_map(|(request_id, order, unique_index)| Plan2 {
+                request_id,
+                order,
+                unique_index,
+            }),
+    );
+    (
+        any::<bool>(),
+        plan2,
+        0u32..3,
+        prop_oneof![Just(1u32), Just(2), Just(30)],
+    )
+        .prop_map(move |(plan1, plan2, incarnation, attempts)| {
+            let mut cfg = WorkerConfig::new(variant, DocFixPlans { plan1, plan2 });
+            cfg.lock_attempts_max = attempts;
+            Kind::Worker(cfg, incarnation)
+        })
+}
+
+fn terminal() -> impl Strategy<Value = Kind> {
+    let scan = (0u64..5_000, scan_job(), small_int()).prop_map(|(at, mut job, qty)| {
+        if qty % 3 == 0 {
+            job.qty = Quantity(qty);
+        }
+        PlannedScan {
+            at: Timestamp::from_ms(at),
+            job,
+        }
+    });
+    prop::collection::vec(scan, 0..4).prop_map(Kind::Terminal)
+}
+
+fn checker() -> impl Strategy<Value = Kind> {
+    (any::<u64>(), small_int(), millis(10_000), 0u32..4).prop_map(
+        |(work_order, qty0, every, rounds)| Kind::Checker {
+            work_order: WorkOrderId(work_order),
+            qty0: Quantity(qty0),
+            every,
+            rounds,
+        },
+    )
+}
+
+fn request() -> impl Strategy<Value = Kind> {
+    (
+        prop::sample::select(vec![Selection::ListAtStart, Selection::EveryAttempt]),
+        prop_oneof![0u32..5, Just(u32::MAX)],
+        millis(5_000),
+        any::<bool>(),
+        proptest::option::of(observation()),
+    )
+        .prop_map(
+            |(selection, attempts, stream, report_failures, missed_await)| {
+                Kind::Request(RequestConfig {
+                    selection,
+                    attempts,
+                    stream,
+                    report_failures,
+                    missed_await,
+                })
+            },
+        )
+}
+
+fn probe() -> impl Strategy<Value = Kind> {
+    let role = prop_oneof![
+        endpoints().prop_map(|endpoints| ProbeRole::Monitor { endpoints }),
+        Just(ProbeRole::Recovery),
+    ];
+    (role, millis(5_000), prop_oneof![0u32..4, Just(u32::MAX)]).prop_map(
+        |(role, interval, rounds)| {
+            Kind::Probe(ProbeConfig {
+                role,
+                interval,
+                rounds,
+            })
+        },
+    )
+}
+
+fn add_thread() -> impl Strategy<Value = Kind> {
+    (endpoint(), any::<bool>()).prop_map(|(e, split)| Kind::Add(e, split))
+}
+
+fn saver() -> impl Strategy<Value = Kind> {
+    (
+        endpoints(),
+        prop::sample::select(vec![SaveStyle::InPlace, SaveStyle::TempAndRename]),
+        0u32..3,
+    )
+        .prop_map(|(adds, style, incarnation)| Kind::Saver(adds, style, incarnation))
+}
+
+fn path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("failure_queue.json".to_string()),
+        Just("failure_queue.json.tmp".to_string()),
+        text(),
+    ]
+}
+
+fn local_op() -> impl Strategy<Value = LocalOp> {
+    let source = prop::sample::select(vec![Source::Request, Source::Probe]);
+    prop_oneof![
+        Just(LocalOp::Candidates),
+        endpoint().prop_map(|endpoint| LocalOp::Dispatch { endpoint }),
+        endpoints().prop_map(|tried| LocalOp::Select { tried }),
+        (endpoint(), observation(), source, generation()).prop_map(
+            |(endpoint, observation, source, started)| LocalOp::Observe {
+                endpoint,
+                observation,
+                source,
+                started,
+            }
+        ),
+        endpoint().prop_map(|endpoint| LocalOp::BeginProbe { endpoint }),
+        endpoint().prop_map(|endpoint| LocalOp::FqAdd { endpoint }),
+        endpoint().prop_map(|endpoint| LocalOp::FqContains { endpoint }),
+        endpoint().prop_map(|endpoint| LocalOp::FqInsertCounted { endpoint }),
+        Just(LocalOp::FqFailed),
+        (endpoint(), epoch()).prop_map(|(endpoint, epoch)| LocalOp::FqRemove { endpoint, epoch }),
+        Just(LocalOp::FqSnapshot),
+        proptest::option::of(queue_file()).prop_map(|content| LocalOp::FqLoad { content }),
+        path().prop_map(|path| LocalOp::FsTruncate { path }),
+        (path(), queue_file()).prop_map(|(path, content)| LocalOp::FsWrite { path, content }),
+        (path(), path()).prop_map(|(from, to)| LocalOp::FsRename { from, to }),
+        path().prop_map(|path| LocalOp::FsRead { path }),
+    ]
+}
+
+fn blocks() -> impl Strategy<Value = Kind> {
+    let tag = prop_oneof![
+        Just(HealthTag::Select),
+        endpoint().prop_map(|endpoint| HealthTag::Call { endpoint }),
+        endpoint().prop_map(|endpoint| HealthTag::Probe { endpoint }),
+        endpoint().prop_map(|endpoint| HealthTag::Observe { endpoint }),
+        Just(HealthTag::FailureQueue),
+        Just(HealthTag::Persist),
+    ];
+    prop::collection::vec((local_op(), tag), 0..5).prop_map(Kind::Blocks)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+
+/// Drives one machine through `actions`. `memory`, for the health family, answers fitting
+/// local blocks as the simulation would.
+fn drive(
+    kind: &Kind,
+    variant: Variant,
+    mut memory: Option<LocalState>,
+    actions: &[Action],
+) -> Result<(), TestCaseError> {
+    let mut machine = kind.build(variant);
+    let mut now = Timestamp::ZERO;
+    let mut emitted: BTreeMap<OpId, StoreOp> = BTreeMap::new();
+    let mut pending: Vec<OpId> = Vec::new();
+    let mut answered: Vec<OpId> = Vec::new();
+    let mut replies: BTreeMap<OpId, Reply> = BTreeMap::new();
+    let mut seq = 0u64;
+    for action in actions {
+        match action {
+            Action::Start { dt } => {
+                now = now + Duration::from_ms(*dt);
+                machine.handle_start(now);
+            }
+            Action::Timeout { dt } => {
+                now = now + Duration::from_ms(*dt);
+                machine.handle_timeout(now);
+            }
+            Action::TimerDue => {
+                if let Some(at) = machine.poll_timeout() {
+                    now = now.max(at);
+                }
+                machine.handle_timeout(now);
+            }
+            Action::Reply { dt, to, answer } => {
+                now = now + Duration::from_ms(*dt);
+                let last = emitted.keys().next_back().map_or(0, |id| id.0);
+                let id = match to {
+                    Target::Pending(i) if !pending.is_empty() => {
+                        let id = pending.remove(i % pending.len());
+                        answered.push(id);
+                        id
+                    }
+                    Target::Answered(i) if !answered.is_empty() => answered[i % answered.len()],
+                    Target::Past(k) => OpId(last.saturating_add(1 + u64::from(*k))),
+                    Target::Raw(raw) => OpId(*raw),
+                    _ => OpId(0),
+                };
+                let reply = match (answer, replies.get(&id)) {
+                    (Answer::Any(reply), _) => reply.clone(),
+                    // A duplicate of a fitting reply is the same reply again: a local block
+                    // runs once.
+                    (Answer::Fit(_), Some(previous)) => previous.clone(),
+                    (Answer::Fit(fit), None) => match emitted.get(&id) {
+                        Some(StoreOp::Local(block)) => {
+                            match (memory.as_mut(), block.get::<LocalOp>()) {
+                                (Some(memory), Some(op)) => {
+                                    seq += 1;
+                                    Reply::Local(LocalReply {
+                                        seq,
+                                        result: LocalValue::new(memory.apply(op)),
+                                    })
+                                }
+                                _ => fit.any(&StoreOp::Local(block.clone())),
+                            }
+                        }
+                        Some(op) if fit.happy => fit.happy(op),
+                        Some(op) => fit.any(op),
+                        None => Reply::Kv(fit.kv.clone()),
+                    },
+                };
+                if emitted.contains_key(&id) {
+                    replies.entry(id).or_insert_with(|| reply.clone());
+                }
+                machine.handle_reply(now, id, reply);
+            }
+        }
+        while let Some(out) = machine.poll_op() {
+            prop_assert!(
+                !emitted.contains_key(&out.id),
+                "op id {:?} emitted twice ({} after {})",
+                out.id,
+                out.op,
+                emitted[&out.id]
+            );
+            let _ = (out.op.to_string(), format!("{:?}", out.tag), out.tag.kind());
+            pending.push(out.id);
+            emitted.insert(out.id, out.op);
+        }
+        while let Some(note) = machine.poll_note() {
+            let _ = note.to_string();
+        }
+        let _ = machine.poll_timeout();
+        let _ = machine.is_idle();
+    }
+    Ok(())
+}
+
+fn memory(variant: Variant, threshold: u32) -> LocalState {
+    let endpoints: Vec<EndpointId> = (1..=3).map(EndpointId).collect();
+    LocalState::new(
+        variant,
+        HealthConfig {
+            failure_threshold: threshold,
+        },
+        &endpoints,
+    )
+}
+
+/// Runs `CASES` generated cases of the machines `kinds` builds, in every variant.
+fn check<S: Strategy<Value = Kind>>(health: bool, kinds: impl Fn(Variant) -> S) {
+    for variant in Variant::ALL {
+        let mut runner = TestRunner::new(PropConfig {
+            cases: CASES,
+            failure_persistence: None,
+            ..PropConfig::default()
+        });
+        let case = (kinds(variant), actions(), 0u32..5);
+        let result = runner.run(&case, |(kind, actions, threshold)| {
+            let memory = health.then(|| memory(variant, threshold));
+            drive(&kind, variant, memory, &actions)
+        });
+        if let Err(e) = result {
+            panic!("{variant:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn workers_never_panic() {
+    check(false, worker);
+}
+
+#[test]
+fn terminals_never_panic() {
+    check(false, |_| terminal());
+}
+
+#[test]
+fn checkers_never_panic() {
+    check(false, |_| checker());
+}
+
+#[test]
+fn request_tasks_never_panic() {
+    check(true, |_| request());
+}
+
+#[test]
+fn probe_tasks_never_panic() {
+    check(true, |_| probe());
+}
+
+#[test]
+fn add_threads_never_panic() {
+    check(true, |_| add_thread());
+}
+
+#[test]
+fn saver_tasks_never_panic() {
+    check(true, |_| saver());
+}
+
+#[test]
+fn block_tasks_never_panic() {
+    check(true, |_| blocks());
+}
