@@ -395,6 +395,46 @@ fn newest_epoch_only_flags_a_write_under_a_superseded_epoch() {
     );
     assert_eq!(v.broken(), ["newest-epoch"], "{}", v.explanation());
     assert_eq!(v.violations[0].ops, vec![1, 2]);
+    // A newer grant of another key, or one at the very instant of the write, is no reason.
+    let mut other = h.clone();
+    other.ops[1].id = OpId(2);
+    let of_key = |kind: racelab_core::TagKind| {
+        move |o: &OpRecord| {
+            let key = if o.process == B { WorkOrderId(2) } else { WO };
+            (o.tag.kind() == kind).then_some((key, o.id.0))
+        }
+    };
+    let v = racelab_core::oracle::newest_epoch_only(
+        &other,
+        "newest-epoch",
+        of_key(WoTag::ACQUIRE_LEASE),
+        of_key(WoTag::EFFECT),
+    );
+    assert!(v.holds(), "another key's grant: {}", v.explanation());
+    let mut same_instant = h.clone();
+    same_instant.ops[1].applied_at = Some(t(20));
+    same_instant.ops[1].invoked_at = t(20);
+    let v = racelab_core::oracle::newest_epoch_only(
+        &same_instant,
+        "newest-epoch",
+        of(WoTag::ACQUIRE_LEASE),
+        of(WoTag::EFFECT),
+    );
+    assert!(
+        v.holds(),
+        "a grant at the write's instant: {}",
+        v.explanation()
+    );
+    // An older grant with a lower epoch is no reason either.
+    let mut older = h.clone();
+    older.ops[1].id = OpId(0);
+    let v = racelab_core::oracle::newest_epoch_only(
+        &older,
+        "newest-epoch",
+        of(WoTag::ACQUIRE_LEASE),
+        of(WoTag::EFFECT),
+    );
+    assert!(v.holds(), "a lower epoch: {}", v.explanation());
     // The same write with the newest epoch is fine.
     h.ops[2].id = OpId(2);
     let v = racelab_core::oracle::newest_epoch_only(
