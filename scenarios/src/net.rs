@@ -793,15 +793,6 @@ struct NetObserver<F> {
     store_of: BTreeMap<OpId, StoreId>,
 }
 
-fn store_of(op: &StoreOp) -> StoreId {
-    match op {
-        StoreOp::Sql(_) => StoreId::Sql,
-        StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
-        StoreOp::Local(_) => StoreId::Local,
-        StoreOp::Upstream(_) => StoreId::Upstream,
-    }
-}
-
 impl<F> NetObserver<F> {
     fn timeout(&self, store: StoreId) -> Duration {
         let d = match store {
@@ -829,7 +820,7 @@ impl<F> NetObserver<F> {
             let shared = self.ctx.shared.borrow();
             (shared.procs[self.ctx.index].prone, pid(self.ctx.index))
         };
-        let store = store_of(&op.op);
+        let store = op.op.store();
         let mut faults = Vec::new();
         if prone && self.rng.chance(profile.pause) {
             let d = self.rng.duration(profile.pause_len.0, profile.pause_len.1);
@@ -886,7 +877,7 @@ where
             .unwrap_or(0);
         self.current.store(index, Ordering::Relaxed);
         if !matches!(op.op, StoreOp::Queue(QueueOp::Fetch)) {
-            self.store_of.insert(op.id, store_of(&op.op));
+            self.store_of.insert(op.id, op.op.store());
             self.ctx.shared.borrow_mut().procs[self.ctx.index].in_flight += 1;
         }
         self.recorder.invoked(at, op);
@@ -1002,10 +993,10 @@ impl StoreClient for NetClient {
             client: self.name.clone(),
             body: op.clone(),
         };
-        match op {
-            StoreOp::Sql(_) => self.sql.call(&req, "SQL").await,
-            StoreOp::Kv(_) | StoreOp::Queue(_) => self.redis.call(&req, "Redis").await,
-            StoreOp::Local(_) | StoreOp::Upstream(_) => Err(AdapterError::InvalidInput(format!(
+        match op.store() {
+            StoreId::Sql => self.sql.call(&req, "SQL").await,
+            StoreId::Redis => self.redis.call(&req, "Redis").await,
+            StoreId::Local | StoreId::Upstream => Err(AdapterError::InvalidInput(format!(
                 "the net world serves Redis and SQL only, not {op}"
             ))),
         }

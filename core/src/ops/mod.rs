@@ -15,7 +15,8 @@
 //! - [`LocalOp`]: a synchronous block on a process's own memory, defined with the state it
 //!   runs on in [`crate::health`].
 //!
-//! This module holds what spans the stores: [`StoreOp`], [`Reply`] and their rendering.
+//! This module holds what spans the stores: [`StoreOp`] with its routing
+//! ([`StoreOp::store`]), [`Reply`] and their rendering.
 
 mod kv;
 mod queue;
@@ -27,6 +28,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::health::{LocalOp, LocalReply};
+use crate::history::StoreId;
 
 pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
@@ -50,6 +52,19 @@ pub enum StoreOp {
     Local(LocalOp),
     /// A call to an upstream API endpoint (documents 001 and 003).
     Upstream(UpstreamOp),
+}
+
+impl StoreOp {
+    /// The store the operation goes to: the one routing rule that the worlds, the adapters'
+    /// driver and the reports share. The queue lives in Redis.
+    pub fn store(&self) -> StoreId {
+        match self {
+            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
+            StoreOp::Sql(_) => StoreId::Sql,
+            StoreOp::Local(_) => StoreId::Local,
+            StoreOp::Upstream(_) => StoreId::Upstream,
+        }
+    }
 }
 
 /// The store's answer to a [`StoreOp`].

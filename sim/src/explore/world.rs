@@ -636,12 +636,7 @@ impl World {
     }
 
     fn emit(&mut self, p: usize, out: Outgoing) {
-        let store = match out.op {
-            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
-            StoreOp::Sql(_) => StoreId::Sql,
-            StoreOp::Local(_) => StoreId::Local,
-            StoreOp::Upstream(_) => StoreId::Upstream,
-        };
+        let store = out.op.store();
         let kind = out.tag.kind();
         let nth = {
             let n = self.procs[p].sent.entry(kind).or_insert(0);
