@@ -13,12 +13,14 @@
 //!
 //! - planned partitions (both ways, or one way in either direction) between a worker and a
 //!   store, repaired after `partition_len`;
-//! - per operation, with the profile's ratios: `pause` holds every link of the process for
+//! - per operation, decided as it leaves by the explore world's own fault engine
+//!   ([`FaultProfile::op_faults`]: the same ratios, targets and order of draws, from a stream
+//!   of this process incarnation's own): `pause` holds every link of the process for
 //!   `pause_len` (its messages wait, its timers still fire: a stalled process as the network
 //!   sees it), `delay` holds the link of this operation's store, `drop_reply` cuts the
 //!   store-to-process direction until the operation's timeout, `crash` kills the host right
-//!   after a completion (turmoil `crash`, then `bounce` after `restart_after`, with a fresh
-//!   machine of the next incarnation);
+//!   after this operation completes (turmoil `crash`, then `bounce` after `restart_after`,
+//!   with a fresh machine of the next incarnation);
 //! - store faults the network cannot express: `failover` right after a Redis write is applied
 //!   (the model loses writes younger than the replication lag) and planned Redis restarts;
 //! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
@@ -56,7 +58,9 @@ use racelab_core::{
     Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, QueueOp, Reply, SqlReply, StoreId,
     StoreOp, Table, Timestamp,
 };
-use racelab_sim::explore::{Factory, FaultProfile, Run, RunStats, SimRng, StableHasher};
+use racelab_sim::explore::{
+    Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher,
+};
 use racelab_sim::net::host::{StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::{Notify, watch};
@@ -256,6 +260,19 @@ enum Planned {
         store: StoreId,
     },
     RedisRestart,
+}
+
+/// The links of a process: the stores it reaches.
+const LINKS: [StoreId; 2] = [StoreId::Redis, StoreId::Sql];
+
+/// Keeps `key` in `until_of` until `until` at least (the latest of overlapping holds or cuts).
+fn extend_until(
+    until_of: &mut BTreeMap<(usize, StoreId), Timestamp>,
+    key: (usize, StoreId),
+    until: Timestamp,
+) {
+    let entry = until_of.entry(key).or_insert(until);
+    *entry = (*entry).max(until);
 }
 
 struct NetWorld {
@@ -710,6 +727,7 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
         )),
         current,
         store_of: BTreeMap::new(),
+        crash_after: BTreeMap::new(),
     };
     let (_stop_tx, mut stop) = watch::channel(false);
     let end = drive(
@@ -791,6 +809,9 @@ struct NetObserver<F> {
     current: Arc<AtomicU64>,
     /// Operations in flight that count for quiescence, with their store.
     store_of: BTreeMap<OpId, StoreId>,
+    /// Operations after whose completion the process crashes, with the pause before its
+    /// restart.
+    crash_after: BTreeMap<OpId, Duration>,
 }
 
 impl<F> NetObserver<F> {
@@ -805,58 +826,64 @@ impl<F> NetObserver<F> {
     fn hold(&self, store: StoreId, until: Timestamp) {
         let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
         turmoil::hold(me, self.ctx.ips.of(store));
-        let mut shared = self.ctx.shared.borrow_mut();
-        let entry = shared.holds.entry((self.ctx.index, store)).or_insert(until);
-        *entry = (*entry).max(until);
+        let holds = &mut self.ctx.shared.borrow_mut().holds;
+        extend_until(holds, (self.ctx.index, store), until);
     }
 
-    /// The per-operation faults of the profile, decided as the operation leaves.
+    /// The per-operation faults of the profile ([`FaultProfile::op_faults`]), decided as the
+    /// operation leaves.
     fn op_faults(&mut self, at: Timestamp, op: &Outgoing, index: u64) {
-        let profile = &self.ctx.profile;
-        if at.as_ms() >= profile.window.as_ms() {
-            return;
-        }
         let (prone, process) = {
             let shared = self.ctx.shared.borrow();
             (shared.procs[self.ctx.index].prone, pid(self.ctx.index))
         };
         let store = op.op.store();
+        let site = OpSite {
+            process: &self.ctx.name,
+            fault_prone: prone,
+            kind: op.tag.kind(),
+            store,
+        };
+        let effects = self.ctx.profile.op_faults(&mut self.rng, at, &site);
         let mut faults = Vec::new();
-        if prone && self.rng.chance(profile.pause) {
-            let d = self.rng.duration(profile.pause_len.0, profile.pause_len.1);
-            self.hold(StoreId::Redis, at + d);
-            self.hold(StoreId::Sql, at + d);
-            faults.push(Fault::Pause {
-                process,
-                duration: d,
-            });
-        }
-        if self.rng.chance(profile.delay) {
-            let d = self.rng.duration(profile.delay_len.0, profile.delay_len.1);
-            self.hold(store, at + d);
-            faults.push(Fault::Delay {
-                process,
-                op: op.id,
-                by: d,
-            });
-        }
-        if self.rng.chance(profile.drop_reply) {
-            let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
-            turmoil::partition_oneway(self.ctx.ips.of(store), me);
-            let until = at + self.timeout(store);
-            let mut shared = self.ctx.shared.borrow_mut();
-            let entry = shared
-                .reply_cuts
-                .entry((self.ctx.index, store))
-                .or_insert(until);
-            *entry = (*entry).max(until);
-            faults.push(Fault::DropReply { process, op: op.id });
-        }
-        if store == StoreId::Redis
-            && !profile.failover_exempt.contains(&op.tag.kind())
-            && self.rng.chance(profile.failover)
-        {
-            self.ctx.shared.borrow_mut().failover_after.push(index);
+        for effect in effects {
+            match effect {
+                OpEffect::PauseBeforeSend(d) => {
+                    for link in LINKS {
+                        self.hold(link, at + d);
+                    }
+                    faults.push(Fault::Pause {
+                        process,
+                        duration: d,
+                    });
+                }
+                OpEffect::Delay(d) => {
+                    self.hold(store, at + d);
+                    faults.push(Fault::Delay {
+                        process,
+                        op: op.id,
+                        by: d,
+                    });
+                }
+                OpEffect::DropReply => {
+                    let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
+                    turmoil::partition_oneway(self.ctx.ips.of(store), me);
+                    let until = at + self.timeout(store);
+                    let cuts = &mut self.ctx.shared.borrow_mut().reply_cuts;
+                    extend_until(cuts, (self.ctx.index, store), until);
+                    faults.push(Fault::DropReply { process, op: op.id });
+                }
+                // The engine always restarts a crashed process (a crash for good is only
+                // scripted, and the net world runs no scripts).
+                OpEffect::CrashAfterApply { restart_after } => {
+                    if let Some(d) = restart_after {
+                        self.crash_after.insert(op.id, d);
+                    }
+                }
+                OpEffect::FailoverAfterApply => {
+                    self.ctx.shared.borrow_mut().failover_after.push(index);
+                }
+            }
         }
         for f in faults {
             self.ctx.recorder.fault(at, f);
@@ -891,12 +918,7 @@ where
             p.in_flight = p.in_flight.saturating_sub(1);
         }
         let control = self.recorder.completed(at, op, completion);
-        let profile = &self.ctx.profile;
-        let prone = self.ctx.shared.borrow().procs[self.ctx.index].prone;
-        if prone && at.as_ms() < profile.window.as_ms() && self.rng.chance(profile.crash) {
-            let d = self
-                .rng
-                .duration(profile.restart_after.0, profile.restart_after.1);
+        if let Some(d) = self.crash_after.remove(&op.id) {
             self.ctx.shared.borrow_mut().procs[self.ctx.index].crash = Some(d);
             return Control::Crash;
         }

@@ -2,14 +2,17 @@
 //! sends a fixed list of operations one after another and keeps the replies it gets.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use racelab_core::{
-    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, Reply, Row,
-    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Tag, TagKind, Timestamp, Value,
+    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, ProcessId, Reply,
+    Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId, StoreOp, Table, Tag, TagKind, Timestamp,
+    Value,
 };
 use racelab_sim::explore::{
-    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Scheduler, Step, WorldSpec, run,
+    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step, Target,
+    WorldSpec, run,
 };
 
 const TX: TagKind = TagKind::new("tx");
@@ -295,4 +298,125 @@ fn random_runs_are_reproducible_and_record_their_faults() {
         "a 20% drop rate over 20 operations injected something"
     );
     assert_eq!(a.injected.len(), a.history.faults.len());
+}
+
+fn set(key: &str) -> StoreOp {
+    StoreOp::Kv(KvOp::Set {
+        key: key.into(),
+        value: "v".into(),
+        condition: SetCondition::Always,
+        ttl: None,
+    })
+}
+
+/// Every per-operation fault, each at about one operation in three (crashes one in ten),
+/// within a minute.
+fn every_fault() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(60),
+        pause: Ratio::per_mille(300),
+        pause_len: (Duration::from_secs(1), Duration::from_secs(5)),
+        delay: Ratio::per_mille(300),
+        delay_len: (Duration::from_secs(1), Duration::from_secs(5)),
+        drop_reply: Ratio::per_mille(300),
+        crash: Ratio::per_mille(100),
+        failover: Ratio::per_mille(300),
+        ..FaultProfile::quiet()
+    }
+}
+
+/// The processes the faults of a run strike: those of its injected steps.
+fn struck(r: &racelab_sim::explore::Run) -> BTreeSet<String> {
+    r.injected
+        .iter()
+        .map(|s| match s {
+            Step::On { process, .. } => process.clone(),
+            Step::At { action, .. } => action.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_fault_aimed_at_one_process_never_strikes_the_other() {
+    let only_p = Target::processes(&["P"]);
+    let faults = FaultProfile {
+        pause_on: only_p.clone(),
+        delay_on: only_p.clone(),
+        drop_reply_on: only_p.clone(),
+        crash_on: only_p.clone(),
+        failover_on: only_p,
+        ..every_fault()
+    };
+    let make = || {
+        let ops: Vec<_> = (0..20).map(|_| (set("k"), Tag::plain(FETCH))).collect();
+        let (p, _) = process("P", ops.clone(), Duration::from_ms(100));
+        let (q, _) = process("Q", ops, Duration::from_ms(100));
+        world(vec![p, q])
+    };
+    for seed in 0..20 {
+        let r = run(
+            make(),
+            &Scheduler::Random {
+                seed,
+                faults: faults.clone(),
+            },
+        );
+        assert_eq!(struck(&r), BTreeSet::from(["P".to_string()]), "seed {seed}");
+        let q = ProcessId(1);
+        assert!(r.history.faults.iter().all(|f| match f.fault {
+            Fault::Pause { process, .. }
+            | Fault::Crash { process }
+            | Fault::Restart { process }
+            | Fault::Delay { process, .. }
+            | Fault::DropReply { process, .. } => process != q,
+            _ => true,
+        }));
+    }
+    // Unaimed, the same profile strikes both.
+    let r = run(
+        make(),
+        &Scheduler::Random {
+            seed: 0,
+            faults: every_fault(),
+        },
+    );
+    assert_eq!(struck(&r).len(), 2, "{:?}", r.injected);
+}
+
+#[test]
+fn a_fault_aimed_at_a_store_and_a_kind_strikes_only_those_operations() {
+    let faults = FaultProfile {
+        window: Duration::from_secs(60),
+        drop_reply: Ratio::per_mille(500),
+        drop_reply_on: Target {
+            stores: vec![StoreId::Sql],
+            kinds: vec![TX],
+            ..Target::ANY
+        },
+        ..FaultProfile::quiet()
+    };
+    // Alternately: a Redis write of kind TX, a SQL update of kind TX, one of kind FETCH.
+    let ops: Vec<_> = (0..10)
+        .flat_map(|_| {
+            [
+                (set("k"), Tag::plain(TX)),
+                sql(add_qty(1)),
+                (StoreOp::Sql(add_qty(1)), Tag::plain(FETCH)),
+            ]
+        })
+        .collect();
+    let (p, _) = process("P", ops, Duration::from_ms(10));
+    let r = run(world(vec![p]), &Scheduler::Random { seed: 3, faults });
+    assert!(!r.injected.is_empty());
+    for step in &r.injected {
+        assert!(matches!(step, Step::On { kind, effect: OpEffect::DropReply, .. } if *kind == TX));
+    }
+    for f in &r.history.faults {
+        let Fault::DropReply { op, .. } = f.fault else {
+            panic!("only lost replies: {f:?}");
+        };
+        let record = r.history.ops.iter().find(|o| o.id == op).expect("the op");
+        assert_eq!(record.op.store(), StoreId::Sql);
+        assert_eq!(record.tag.kind(), TX);
+    }
 }

@@ -14,10 +14,11 @@ use racelab_core::{
     Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
 };
 
+use super::faults::{FaultProfile, OpSite};
 use super::queue::QueueModel;
 use super::redis::RedisModel;
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
-use super::schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+use super::schedule::{Action, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
 use super::upstream::Upstream;
 
@@ -30,7 +31,8 @@ pub struct ProcessSpec {
     pub name: String,
     /// When it starts.
     pub start_at: Timestamp,
-    /// Whether the random scheduler may pause, crash or partition it.
+    /// Whether the random scheduler may pause, crash or partition it (delays, lost replies
+    /// and failovers strike any process: see [`FaultProfile`]'s fields).
     pub fault_prone: bool,
     /// Its machine.
     pub factory: Factory,
@@ -222,7 +224,7 @@ enum Faults {
     },
     Random {
         rng: Box<SimRng>,
-        profile: FaultProfile,
+        profile: Box<FaultProfile>,
     },
 }
 
@@ -288,7 +290,7 @@ impl World {
             Scheduler::Random { seed, faults } => (
                 Faults::Random {
                     rng: Box::new(SimRng::new(*seed)),
-                    profile: faults.clone(),
+                    profile: Box::new(faults.clone()),
                 },
                 Latency::Random {
                     rng: Box::new(SimRng::new(latency_seed(*seed))),
@@ -298,7 +300,7 @@ impl World {
             Scheduler::Exhaustive { prefix, faults } => (
                 Faults::Random {
                     rng: Box::new(SimRng::enumerating(prefix.clone())),
-                    profile: faults.clone(),
+                    profile: Box::new(faults.clone()),
                 },
                 Latency::Fixed(spec.net.scripted_latency),
             ),
@@ -731,35 +733,13 @@ impl World {
                 })
                 .collect(),
             Faults::Random { rng, profile } => {
-                let mut effects = Vec::new();
-                if now.as_ms() >= profile.window.as_ms() {
-                    return effects;
-                }
-                let rng = rng.at(now, DecisionKind::OpFault);
-                if prone && rng.chance(profile.pause) {
-                    let d = rng.duration(profile.pause_len.0, profile.pause_len.1);
-                    effects.push(OpEffect::PauseBeforeSend(d));
-                }
-                if rng.chance(profile.delay) {
-                    let d = rng.duration(profile.delay_len.0, profile.delay_len.1);
-                    effects.push(OpEffect::Delay(d));
-                }
-                if rng.chance(profile.drop_reply) {
-                    effects.push(OpEffect::DropReply);
-                }
-                if prone && rng.chance(profile.crash) {
-                    let d = rng.duration(profile.restart_after.0, profile.restart_after.1);
-                    effects.push(OpEffect::CrashAfterApply {
-                        restart_after: Some(d),
-                    });
-                }
-                if store == StoreId::Redis
-                    && !profile.failover_exempt.contains(&kind)
-                    && rng.chance(profile.failover)
-                {
-                    effects.push(OpEffect::FailoverAfterApply);
-                }
-                effects
+                let op = OpSite {
+                    process: name,
+                    fault_prone: prone,
+                    kind,
+                    store,
+                };
+                profile.op_faults(rng, now, &op)
             }
         }
     }
