@@ -21,6 +21,8 @@
 //!   store-to-process direction until the operation's timeout, `crash` kills the host right
 //!   after this operation completes (turmoil `crash`, then `bounce` after `restart_after`,
 //!   with a fresh machine of the next incarnation);
+//! - planned pauses (`pauses_at`, [`FaultProfile::plan_pauses`]): every link of the process
+//!   held for the pause, as for a per-operation pause;
 //! - store faults the network cannot express: `failover` right after a Redis write is applied
 //!   (the model loses writes younger than the replication lag) and planned Redis restarts;
 //! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
@@ -260,6 +262,11 @@ enum Planned {
         store: StoreId,
     },
     RedisRestart,
+    /// Hold every link of the process (a pause as the network sees it).
+    Pause {
+        proc: usize,
+        duration: Duration,
+    },
 }
 
 /// The links of a process: the stores it reaches.
@@ -348,12 +355,10 @@ impl NetWorld {
             sql_timeout: to_std(spec.net.sql_timeout),
             ..DriverConfig::default()
         };
-        let mut prone = Vec::new();
+        let mut procs = Vec::new();
         for (index, p) in spec.processes.into_iter().enumerate() {
             recorder.name(pid(index), &p.name);
-            if p.fault_prone {
-                prone.push(index);
-            }
+            procs.push((p.name.clone(), p.fault_prone));
             let ctx = Rc::new(ProcCtx {
                 index,
                 name: p.name.clone(),
@@ -391,12 +396,14 @@ impl NetWorld {
             decisions: 0,
             seed,
         };
-        world.plan(&profile, &prone);
+        world.plan(&profile, &procs);
         world
     }
 
-    /// The faults planned at times: partitions and Redis restarts.
-    fn plan(&mut self, profile: &FaultProfile, prone: &[usize]) {
+    /// The faults planned at times: partitions, Redis restarts and pauses. `procs`: each
+    /// process' name and whether it is fault-prone.
+    fn plan(&mut self, profile: &FaultProfile, procs: &[(String, bool)]) {
+        let prone: Vec<usize> = (0..procs.len()).filter(|i| procs[*i].1).collect();
         let mut rng = SimRng::new(mix(self.seed, 0xFA17));
         let window = profile.window.as_ms().max(1);
         for _ in 0..profile.partitions {
@@ -427,6 +434,15 @@ impl NetWorld {
             let at = Timestamp::from_ms(rng.below(window));
             self.decisions += 1;
             self.planned.push((at, Planned::RedisRestart));
+        }
+        let names: Vec<(&str, bool)> = procs.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        for pause in profile.plan_pauses(&mut rng, &names) {
+            self.decisions += 3;
+            let planned = Planned::Pause {
+                proc: pause.process,
+                duration: pause.duration,
+            };
+            self.planned.push((pause.at, planned));
         }
         // Stable: equal times keep their planning order.
         self.planned.sort_by_key(|(at, _)| *at);
@@ -465,7 +481,7 @@ impl NetWorld {
     fn act(&mut self) {
         let now = self.now();
         while self.planned.first().is_some_and(|(at, _)| *at <= now) {
-            let (_, planned) = self.planned.remove(0);
+            let (at, planned) = self.planned.remove(0);
             match planned {
                 Planned::Partition {
                     proc,
@@ -494,6 +510,18 @@ impl NetWorld {
                 Planned::RedisRestart => {
                     self.stores.borrow_mut().redis.restart();
                     self.fault(Fault::RedisRestart);
+                }
+                Planned::Pause { proc, duration } => {
+                    let p = self.shared.borrow().procs[proc].ip;
+                    for store in LINKS {
+                        self.sim.hold(p, self.ips.of(store));
+                        let holds = &mut self.shared.borrow_mut().holds;
+                        extend_until(holds, (proc, store), at + duration);
+                    }
+                    self.fault(Fault::Pause {
+                        process: pid(proc),
+                        duration,
+                    });
                 }
             }
         }

@@ -420,3 +420,119 @@ fn a_fault_aimed_at_a_store_and_a_kind_strikes_only_those_operations() {
         assert_eq!(record.tag.kind(), TX);
     }
 }
+
+/// One planned pause of 60 s within the first 50 s: it covers the moment P's timer was due.
+fn pause_at_a_time() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(50),
+        pause_len: (Duration::from_secs(60), Duration::from_secs(60)),
+        pauses_at: 1,
+        ..FaultProfile::quiet()
+    }
+}
+
+#[test]
+fn a_pause_at_a_time_holds_a_timer_driven_operation() {
+    // P sends its second update 60 s after the first one's reply, on its timer.
+    let make = || {
+        let (p, _) = process(
+            "P",
+            vec![sql(add_qty(1)), sql(add_qty(1))],
+            Duration::from_secs(60),
+        );
+        world(vec![p])
+    };
+    let seed = 1;
+    let paused = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: pause_at_a_time(),
+        },
+    );
+    let Some(Step::At {
+        at,
+        action: Action::Pause { process, duration },
+    }) = paused.injected.first().cloned()
+    else {
+        panic!(
+            "a planned pause is injected as a step at its time: {:?}",
+            paused.injected
+        );
+    };
+    assert_eq!((process.as_str(), paused.injected.len()), ("P", 1));
+    let first_reply = paused.history.ops[0].completed_at.expect("answered");
+    assert!(
+        at > first_reply,
+        "the pause began while P waited for its timer ({at}, reply at {first_reply})"
+    );
+    let second = paused.history.ops[1].invoked_at;
+    assert_eq!(second, at + duration, "sent as the pause ended");
+    let unpaused = FaultProfile {
+        pauses_at: 0,
+        ..pause_at_a_time()
+    };
+    let plain = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: unpaused,
+        },
+    );
+    assert!(plain.history.ops[1].invoked_at < second);
+    assert_eq!(qty(&paused), Some(Value::Int(2)));
+    assert!(
+        paused
+            .history
+            .faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::Pause { .. }))
+    );
+}
+
+#[test]
+fn pinning_the_injected_steps_reproduces_a_run_with_planned_pauses() {
+    let faults = FaultProfile {
+        pauses_at: 3,
+        pause_len: (Duration::from_secs(1), Duration::from_secs(20)),
+        drop_reply: Ratio::per_mille(200),
+        ..every_fault()
+    };
+    let make = || {
+        let ops: Vec<_> = (0..20).map(|_| sql(add_qty(1))).collect();
+        let (p, _) = process("P", ops.clone(), Duration::from_secs(2));
+        let (q, _) = process("Q", ops, Duration::from_secs(3));
+        world(vec![p, q])
+    };
+    let seed = 5;
+    let original = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: faults.clone(),
+        },
+    );
+    let planned = original
+        .injected
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                Step::At {
+                    action: Action::Pause { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(planned, 3);
+    let pinned = Scheduler::Pinned {
+        seed,
+        latency: faults.latency,
+        steps: original.injected.clone(),
+    };
+    let (a, b) = (run(make(), &pinned), run(make(), &pinned));
+    assert_eq!(a.history, original.history);
+    assert_eq!(a.sql_rows, original.sql_rows);
+    assert_eq!(a.trace_hash, b.trace_hash);
+}

@@ -4,6 +4,7 @@
 //! `net.rs`), so a profile means the same thing in either.
 //!
 //! - [`FaultProfile::op_faults`]: the faults at one operation as its process sends it.
+//! - [`FaultProfile::plan_pauses`]: the pauses planned at times (`pauses_at`).
 //!
 //! A race's own rules are parameters of its profile ([`Target`]s, `failover_exempt`), never
 //! code in a world.
@@ -73,7 +74,7 @@ pub struct FaultProfile {
     /// Per operation of a fault-prone process that matches `pause_on`: the process pauses
     /// after deciding to send it and before it is sent, for `pause_len`.
     pub pause: Ratio,
-    /// Pause length bounds.
+    /// Pause length bounds (of per-operation and of planned pauses).
     pub pause_len: (Duration, Duration),
     /// Per operation of any process (fault-prone or not) that matches `delay_on`: the request
     /// spends `delay_len` longer in the network.
@@ -100,10 +101,15 @@ pub struct FaultProfile {
     pub partition_len: (Duration, Duration),
     /// How many Redis restarts to plan within the window.
     pub redis_restarts: u32,
+    /// How many pauses to plan at random times within the window, each of a random
+    /// fault-prone process among `pause_on`'s processes (its stores and kinds do not apply)
+    /// and of `pause_len`: unlike `pause`, such a pause can begin at any moment of the
+    /// process' work (waiting for a reply or a timer), not only as it sends.
+    pub pauses_at: u32,
     /// Operation kinds after which no failover is injected (a race's own rule: document
     /// 002's queue fetches, whose loss the queue model does not express, are exempt).
     pub failover_exempt: Vec<TagKind>,
-    /// The operations `pause` may strike.
+    /// The operations `pause` may strike (and the processes `pauses_at` may).
     pub pause_on: Target,
     /// The operations `delay` may strike.
     pub delay_on: Target,
@@ -116,7 +122,7 @@ pub struct FaultProfile {
 }
 
 /// The profile is part of a random run's trace hash (through its [`Scheduler`]). The fields
-/// added after the first ones (the targets) are hashed only when set, so that
+/// added after the first ones (`pauses_at` and the targets) are hashed only when set, so that
 /// a profile that does not use them keeps the trace hashes it had before they existed.
 ///
 /// [`Scheduler`]: super::Scheduler
@@ -136,6 +142,7 @@ impl Hash for FaultProfile {
             partitions,
             partition_len,
             redis_restarts,
+            pauses_at,
             failover_exempt,
             pause_on,
             delay_on,
@@ -149,6 +156,9 @@ impl Hash for FaultProfile {
             .hash(state);
         (crash, restart_after, failover, partitions, partition_len).hash(state);
         (redis_restarts, failover_exempt).hash(state);
+        if *pauses_at != 0 {
+            (0u8, pauses_at).hash(state);
+        }
         let targets = [pause_on, delay_on, drop_reply_on, crash_on, failover_on];
         for (i, target) in (1u8..).zip(targets) {
             if *target != Target::ANY {
@@ -171,6 +181,17 @@ pub struct OpSite<'a> {
     pub store: StoreId,
 }
 
+/// A pause planned at a time ([`FaultProfile::plan_pauses`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedPause {
+    /// When it begins.
+    pub at: Timestamp,
+    /// The process, as an index into the list given to the planner.
+    pub process: usize,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
 impl FaultProfile {
     /// No faults at all, latencies of 1 to 5 ms.
     pub fn quiet() -> FaultProfile {
@@ -188,6 +209,7 @@ impl FaultProfile {
             partitions: 0,
             partition_len: (Duration::ZERO, Duration::ZERO),
             redis_restarts: 0,
+            pauses_at: 0,
             failover_exempt: Vec::new(),
             pause_on: Target::ANY,
             delay_on: Target::ANY,
@@ -230,5 +252,35 @@ impl FaultProfile {
             effects.push(OpEffect::FailoverAfterApply);
         }
         effects
+    }
+
+    /// The `pauses_at` pauses planned within the window, drawn from `rng`: each at a random
+    /// time, of a random candidate among `processes` (name, fault-prone) that are fault-prone
+    /// and among `pause_on`'s processes, for `pause_len`. None without a candidate.
+    pub fn plan_pauses(&self, rng: &mut SimRng, processes: &[(&str, bool)]) -> Vec<PlannedPause> {
+        let candidates: Vec<usize> = processes
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, prone))| *prone && self.pause_on.allows_process(name))
+            .map(|(i, _)| i)
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let rng = rng.at(Timestamp::ZERO, DecisionKind::PlannedFault);
+        let window = self.window.as_ms().max(1);
+        (0..self.pauses_at)
+            .map(|_| {
+                let at = Timestamp::from_ms(rng.below(window));
+                let pick = rng.below(candidates.len() as u64);
+                let process = candidates[usize::try_from(pick).unwrap_or(0)];
+                let duration = rng.duration(self.pause_len.0, self.pause_len.1);
+                PlannedPause {
+                    at,
+                    process,
+                    duration,
+                }
+            })
+            .collect()
     }
 }

@@ -23,7 +23,7 @@ pub mod models {
 }
 
 pub use exhaustive::{Exhaustive, exhaustive};
-pub use faults::{FaultProfile, OpSite, Target};
+pub use faults::{FaultProfile, OpSite, PlannedPause, Target};
 pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
 pub use schedule::{Action, OpEffect, Scheduler, Step};
 pub use upstream::{EndpointScript, Upstream};

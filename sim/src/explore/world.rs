@@ -439,6 +439,18 @@ impl World {
                     let at = Timestamp::from_ms(rng.below(window.max(1)));
                     planned.push((at, Action::RedisRestart));
                 }
+                let procs: Vec<(&str, bool)> = self
+                    .procs
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.fault_prone))
+                    .collect();
+                for pause in profile.plan_pauses(rng, &procs) {
+                    let action = Action::Pause {
+                        process: self.procs[pause.process].name.clone(),
+                        duration: pause.duration,
+                    };
+                    planned.push((pause.at, action));
+                }
                 for (at, action) in planned {
                     self.injected.push(Step::At {
                         at,
