@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use racelab_core::{Machine, Note, Outgoing, Reply, StoreOp, Timestamp};
+use racelab_core::{Machine, Note, Outgoing, Reply, StoreId, StoreOp, Timestamp};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -239,11 +239,9 @@ async fn execute<C: StoreClient>(
     op: &StoreOp,
     config: &DriverConfig,
 ) -> Completion {
-    let timeout = match op {
-        StoreOp::Sql(_) => config.sql_timeout,
-        StoreOp::Kv(_) | StoreOp::Queue(_) | StoreOp::Local(_) | StoreOp::Upstream(_) => {
-            config.redis_timeout
-        }
+    let timeout = match op.store() {
+        StoreId::Sql => config.sql_timeout,
+        StoreId::Redis | StoreId::Local | StoreId::Upstream => config.redis_timeout,
     };
     let deadline = Instant::now() + timeout;
     let mut backoff = config.retry_backoff;

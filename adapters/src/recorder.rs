@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use racelab_core::{
     Fault, FaultRecord, History, Note, NoteRecord, OpRecord, Outgoing, ProcessId, Reply, SqlOp,
-    SqlReply, StoreOp, Timestamp,
+    SqlReply, StoreId, StoreOp, Timestamp,
 };
 
 use crate::driver::{Completion, Control, Observer};
@@ -153,7 +153,7 @@ where
                     record.applied_at = Some(at);
                     let mut durable: Vec<usize> = Vec::new();
                     match (&op.op, reply) {
-                        (StoreOp::Kv(_) | StoreOp::Queue(_), _) => durable.push(index),
+                        (op, _) if op.store() == StoreId::Redis => durable.push(index),
                         (StoreOp::Sql(SqlOp::Begin), Reply::Sql(SqlReply::Ok)) => {
                             self.in_tx = true;
                             self.tx_ops.clear();

@@ -44,14 +44,22 @@ pub(crate) enum Lane {
     Upstream,
 }
 
-/// The store an operation goes to.
+/// The lane of the store an operation goes to ([`StoreOp::store`]); the queue, which lives
+/// in Redis, has a lane of its own.
 pub(crate) fn store_lane(op: &StoreOp) -> Lane {
     match op {
-        StoreOp::Kv(_) => Lane::Redis,
         StoreOp::Queue(_) => Lane::Queue,
-        StoreOp::Sql(_) => Lane::Sql,
-        StoreOp::Local(_) => Lane::Local,
-        StoreOp::Upstream(_) => Lane::Upstream,
+        op => lane(op.store()),
+    }
+}
+
+/// A store's lane.
+fn lane(store: StoreId) -> Lane {
+    match store {
+        StoreId::Redis => Lane::Redis,
+        StoreId::Sql => Lane::Sql,
+        StoreId::Local => Lane::Local,
+        StoreId::Upstream => Lane::Upstream,
     }
 }
 
@@ -72,12 +80,7 @@ pub(crate) fn fault_lanes(fault: &Fault) -> Vec<Lane> {
 /// The store lane a partition cuts a process off from.
 pub(crate) fn partition_store(fault: &Fault) -> Option<Lane> {
     match fault {
-        Fault::Partition { store, .. } | Fault::Heal { store, .. } => Some(match store {
-            StoreId::Redis => Lane::Redis,
-            StoreId::Sql => Lane::Sql,
-            StoreId::Local => Lane::Local,
-            StoreId::Upstream => Lane::Upstream,
-        }),
+        Fault::Partition { store, .. } | Fault::Heal { store, .. } => Some(lane(*store)),
         _ => None,
     }
 }

@@ -15,12 +15,16 @@
 //!
 //! - planned partitions (both ways, or one way in either direction) between a worker and a
 //!   store, repaired after `partition_len`;
-//! - per operation, with the profile's ratios: `pause` holds every link of the process for
+//! - per operation, decided as it leaves by the explore world's own fault engine
+//!   ([`FaultProfile::op_faults`]: the same ratios, targets and order of draws, from a stream
+//!   of this process incarnation's own): `pause` holds every link of the process for
 //!   `pause_len` (its messages wait, its timers still fire: a stalled process as the network
 //!   sees it), `delay` holds the link of this operation's store, `drop_reply` cuts the
 //!   store-to-process direction until the operation's timeout, `crash` kills the host right
-//!   after a completion (turmoil `crash`, then `bounce` after `restart_after`, with a fresh
-//!   machine of the next incarnation);
+//!   after this operation completes (turmoil `crash`, then `bounce` after `restart_after`,
+//!   with a fresh machine of the next incarnation);
+//! - planned pauses (`pauses_at`, [`FaultProfile::plan_pauses`]): every link of the process
+//!   held for the pause, as for a per-operation pause;
 //! - store faults the network cannot express: `failover` right after a Redis write is applied
 //!   (the model loses writes younger than the replication lag) and planned Redis restarts;
 //! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
@@ -58,7 +62,9 @@ use racelab_core::{
     Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, QueueOp, Reply, SqlReply, StoreId,
     StoreOp, Table, Timestamp,
 };
-use racelab_sim::explore::{Factory, FaultProfile, Run, RunStats, SimRng, StableHasher};
+use racelab_sim::explore::{
+    Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher,
+};
 use racelab_sim::net::host::{StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::{Notify, watch};
@@ -258,6 +264,24 @@ enum Planned {
         store: StoreId,
     },
     RedisRestart,
+    /// Hold every link of the process (a pause as the network sees it).
+    Pause {
+        proc: usize,
+        duration: Duration,
+    },
+}
+
+/// The links of a process: the stores it reaches.
+const LINKS: [StoreId; 2] = [StoreId::Redis, StoreId::Sql];
+
+/// Keeps `key` in `until_of` until `until` at least (the latest of overlapping holds or cuts).
+fn extend_until(
+    until_of: &mut BTreeMap<(usize, StoreId), Timestamp>,
+    key: (usize, StoreId),
+    until: Timestamp,
+) {
+    let entry = until_of.entry(key).or_insert(until);
+    *entry = (*entry).max(until);
 }
 
 struct NetWorld {
@@ -333,12 +357,10 @@ impl NetWorld {
             sql_timeout: to_std(spec.net.sql_timeout),
             ..DriverConfig::default()
         };
-        let mut prone = Vec::new();
+        let mut procs = Vec::new();
         for (index, p) in spec.processes.into_iter().enumerate() {
             recorder.name(pid(index), &p.name);
-            if p.fault_prone {
-                prone.push(index);
-            }
+            procs.push((p.name.clone(), p.fault_prone));
             let ctx = Rc::new(ProcCtx {
                 index,
                 name: p.name.clone(),
@@ -376,12 +398,14 @@ impl NetWorld {
             decisions: 0,
             seed,
         };
-        world.plan(&profile, &prone);
+        world.plan(&profile, &procs);
         world
     }
 
-    /// The faults planned at times: partitions and Redis restarts.
-    fn plan(&mut self, profile: &FaultProfile, prone: &[usize]) {
+    /// The faults planned at times: partitions, Redis restarts and pauses. `procs`: each
+    /// process' name and whether it is fault-prone.
+    fn plan(&mut self, profile: &FaultProfile, procs: &[(String, bool)]) {
+        let prone: Vec<usize> = (0..procs.len()).filter(|i| procs[*i].1).collect();
         let mut rng = SimRng::new(mix(self.seed, 0xFA17));
         let window = profile.window.as_ms().max(1);
         for _ in 0..profile.partitions {
@@ -412,6 +436,15 @@ impl NetWorld {
             let at = Timestamp::from_ms(rng.below(window));
             self.decisions += 1;
             self.planned.push((at, Planned::RedisRestart));
+        }
+        let names: Vec<(&str, bool)> = procs.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        for pause in profile.plan_pauses(&mut rng, &names) {
+            self.decisions += 3;
+            let planned = Planned::Pause {
+                proc: pause.process,
+                duration: pause.duration,
+            };
+            self.planned.push((pause.at, planned));
         }
         // Stable: equal times keep their planning order.
         self.planned.sort_by_key(|(at, _)| *at);
@@ -450,7 +483,7 @@ impl NetWorld {
     fn act(&mut self) {
         let now = self.now();
         while self.planned.first().is_some_and(|(at, _)| *at <= now) {
-            let (_, planned) = self.planned.remove(0);
+            let (at, planned) = self.planned.remove(0);
             match planned {
                 Planned::Partition {
                     proc,
@@ -479,6 +512,18 @@ impl NetWorld {
                 Planned::RedisRestart => {
                     self.stores.borrow_mut().redis.restart();
                     self.fault(Fault::RedisRestart);
+                }
+                Planned::Pause { proc, duration } => {
+                    let p = self.shared.borrow().procs[proc].ip;
+                    for store in LINKS {
+                        self.sim.hold(p, self.ips.of(store));
+                        let holds = &mut self.shared.borrow_mut().holds;
+                        extend_until(holds, (proc, store), at + duration);
+                    }
+                    self.fault(Fault::Pause {
+                        process: pid(proc),
+                        duration,
+                    });
                 }
             }
         }
@@ -712,6 +757,7 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
         )),
         current,
         store_of: BTreeMap::new(),
+        crash_after: BTreeMap::new(),
     };
     let (_stop_tx, mut stop) = watch::channel(false);
     let end = drive(
@@ -793,15 +839,9 @@ struct NetObserver<F> {
     current: Arc<AtomicU64>,
     /// Operations in flight that count for quiescence, with their store.
     store_of: BTreeMap<OpId, StoreId>,
-}
-
-fn store_of(op: &StoreOp) -> StoreId {
-    match op {
-        StoreOp::Sql(_) => StoreId::Sql,
-        StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
-        StoreOp::Local(_) => StoreId::Local,
-        StoreOp::Upstream(_) => StoreId::Upstream,
-    }
+    /// Operations after whose completion the process crashes, with the pause before its
+    /// restart.
+    crash_after: BTreeMap<OpId, Duration>,
 }
 
 impl<F> NetObserver<F> {
@@ -816,58 +856,64 @@ impl<F> NetObserver<F> {
     fn hold(&self, store: StoreId, until: Timestamp) {
         let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
         turmoil::hold(me, self.ctx.ips.of(store));
-        let mut shared = self.ctx.shared.borrow_mut();
-        let entry = shared.holds.entry((self.ctx.index, store)).or_insert(until);
-        *entry = (*entry).max(until);
+        let holds = &mut self.ctx.shared.borrow_mut().holds;
+        extend_until(holds, (self.ctx.index, store), until);
     }
 
-    /// The per-operation faults of the profile, decided as the operation leaves.
+    /// The per-operation faults of the profile ([`FaultProfile::op_faults`]), decided as the
+    /// operation leaves.
     fn op_faults(&mut self, at: Timestamp, op: &Outgoing, index: u64) {
-        let profile = &self.ctx.profile;
-        if at.as_ms() >= profile.window.as_ms() {
-            return;
-        }
         let (prone, process) = {
             let shared = self.ctx.shared.borrow();
             (shared.procs[self.ctx.index].prone, pid(self.ctx.index))
         };
-        let store = store_of(&op.op);
+        let store = op.op.store();
+        let site = OpSite {
+            process: &self.ctx.name,
+            fault_prone: prone,
+            kind: op.tag.kind(),
+            store,
+        };
+        let effects = self.ctx.profile.op_faults(&mut self.rng, at, &site);
         let mut faults = Vec::new();
-        if prone && self.rng.chance(profile.pause) {
-            let d = self.rng.duration(profile.pause_len.0, profile.pause_len.1);
-            self.hold(StoreId::Redis, at + d);
-            self.hold(StoreId::Sql, at + d);
-            faults.push(Fault::Pause {
-                process,
-                duration: d,
-            });
-        }
-        if self.rng.chance(profile.delay) {
-            let d = self.rng.duration(profile.delay_len.0, profile.delay_len.1);
-            self.hold(store, at + d);
-            faults.push(Fault::Delay {
-                process,
-                op: op.id,
-                by: d,
-            });
-        }
-        if self.rng.chance(profile.drop_reply) {
-            let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
-            turmoil::partition_oneway(self.ctx.ips.of(store), me);
-            let until = at + self.timeout(store);
-            let mut shared = self.ctx.shared.borrow_mut();
-            let entry = shared
-                .reply_cuts
-                .entry((self.ctx.index, store))
-                .or_insert(until);
-            *entry = (*entry).max(until);
-            faults.push(Fault::DropReply { process, op: op.id });
-        }
-        if store == StoreId::Redis
-            && !profile.failover_exempt.contains(&op.tag.kind())
-            && self.rng.chance(profile.failover)
-        {
-            self.ctx.shared.borrow_mut().failover_after.push(index);
+        for effect in effects {
+            match effect {
+                OpEffect::PauseBeforeSend(d) => {
+                    for link in LINKS {
+                        self.hold(link, at + d);
+                    }
+                    faults.push(Fault::Pause {
+                        process,
+                        duration: d,
+                    });
+                }
+                OpEffect::Delay(d) => {
+                    self.hold(store, at + d);
+                    faults.push(Fault::Delay {
+                        process,
+                        op: op.id,
+                        by: d,
+                    });
+                }
+                OpEffect::DropReply => {
+                    let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
+                    turmoil::partition_oneway(self.ctx.ips.of(store), me);
+                    let until = at + self.timeout(store);
+                    let cuts = &mut self.ctx.shared.borrow_mut().reply_cuts;
+                    extend_until(cuts, (self.ctx.index, store), until);
+                    faults.push(Fault::DropReply { process, op: op.id });
+                }
+                // The engine always restarts a crashed process (a crash for good is only
+                // scripted, and the net world runs no scripts).
+                OpEffect::CrashAfterApply { restart_after } => {
+                    if let Some(d) = restart_after {
+                        self.crash_after.insert(op.id, d);
+                    }
+                }
+                OpEffect::FailoverAfterApply => {
+                    self.ctx.shared.borrow_mut().failover_after.push(index);
+                }
+            }
         }
         for f in faults {
             self.ctx.recorder.fault(at, f);
@@ -888,7 +934,7 @@ where
             .unwrap_or(0);
         self.current.store(index, Ordering::Relaxed);
         if !matches!(op.op, StoreOp::Queue(QueueOp::Fetch)) {
-            self.store_of.insert(op.id, store_of(&op.op));
+            self.store_of.insert(op.id, op.op.store());
             self.ctx.shared.borrow_mut().procs[self.ctx.index].in_flight += 1;
         }
         self.recorder.invoked(at, op);
@@ -902,12 +948,7 @@ where
             p.in_flight = p.in_flight.saturating_sub(1);
         }
         let control = self.recorder.completed(at, op, completion);
-        let profile = &self.ctx.profile;
-        let prone = self.ctx.shared.borrow().procs[self.ctx.index].prone;
-        if prone && at.as_ms() < profile.window.as_ms() && self.rng.chance(profile.crash) {
-            let d = self
-                .rng
-                .duration(profile.restart_after.0, profile.restart_after.1);
+        if let Some(d) = self.crash_after.remove(&op.id) {
             self.ctx.shared.borrow_mut().procs[self.ctx.index].crash = Some(d);
             return Control::Crash;
         }
@@ -1004,10 +1045,10 @@ impl StoreClient for NetClient {
             client: self.name.clone(),
             body: op.clone(),
         };
-        match op {
-            StoreOp::Sql(_) => self.sql.call(&req, "SQL").await,
-            StoreOp::Kv(_) | StoreOp::Queue(_) => self.redis.call(&req, "Redis").await,
-            StoreOp::Local(_) | StoreOp::Upstream(_) => Err(AdapterError::InvalidInput(format!(
+        match op.store() {
+            StoreId::Sql => self.sql.call(&req, "SQL").await,
+            StoreId::Redis => self.redis.call(&req, "Redis").await,
+            StoreId::Local | StoreId::Upstream => Err(AdapterError::InvalidInput(format!(
                 "the net world serves Redis and SQL only, not {op}"
             ))),
         }

@@ -2,14 +2,17 @@
 //! sends a fixed list of operations one after another and keeps the replies it gets.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use racelab_core::{
-    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, Reply, Row,
-    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Tag, TagKind, Timestamp, Value,
+    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, ProcessId, Reply,
+    Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId, StoreOp, Table, Tag, TagKind, Timestamp,
+    Value,
 };
 use racelab_sim::explore::{
-    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Scheduler, Step, WorldSpec, run,
+    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step, Target,
+    WorldSpec, run,
 };
 
 const TX: TagKind = TagKind::new("tx");
@@ -295,6 +298,243 @@ fn random_runs_are_reproducible_and_record_their_faults() {
         "a 20% drop rate over 20 operations injected something"
     );
     assert_eq!(a.injected.len(), a.history.faults.len());
+}
+
+fn set(key: &str) -> StoreOp {
+    StoreOp::Kv(KvOp::Set {
+        key: key.into(),
+        value: "v".into(),
+        condition: SetCondition::Always,
+        ttl: None,
+    })
+}
+
+/// Every per-operation fault, each at about one operation in three (crashes one in ten),
+/// within a minute.
+fn every_fault() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(60),
+        pause: Ratio::per_mille(300),
+        pause_len: (Duration::from_secs(1), Duration::from_secs(5)),
+        delay: Ratio::per_mille(300),
+        delay_len: (Duration::from_secs(1), Duration::from_secs(5)),
+        drop_reply: Ratio::per_mille(300),
+        crash: Ratio::per_mille(100),
+        failover: Ratio::per_mille(300),
+        ..FaultProfile::quiet()
+    }
+}
+
+/// The processes the faults of a run strike: those of its injected steps.
+fn struck(r: &racelab_sim::explore::Run) -> BTreeSet<String> {
+    r.injected
+        .iter()
+        .map(|s| match s {
+            Step::On { process, .. } => process.clone(),
+            Step::At { action, .. } => action.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_fault_aimed_at_one_process_never_strikes_the_other() {
+    let only_p = Target::processes(&["P"]);
+    let faults = FaultProfile {
+        pause_on: only_p.clone(),
+        delay_on: only_p.clone(),
+        drop_reply_on: only_p.clone(),
+        crash_on: only_p.clone(),
+        failover_on: only_p,
+        ..every_fault()
+    };
+    let make = || {
+        let ops: Vec<_> = (0..20).map(|_| (set("k"), Tag::plain(FETCH))).collect();
+        let (p, _) = process("P", ops.clone(), Duration::from_ms(100));
+        let (q, _) = process("Q", ops, Duration::from_ms(100));
+        world(vec![p, q])
+    };
+    for seed in 0..20 {
+        let r = run(
+            make(),
+            &Scheduler::Random {
+                seed,
+                faults: faults.clone(),
+            },
+        );
+        assert_eq!(struck(&r), BTreeSet::from(["P".to_string()]), "seed {seed}");
+        let q = ProcessId(1);
+        assert!(r.history.faults.iter().all(|f| match f.fault {
+            Fault::Pause { process, .. }
+            | Fault::Crash { process }
+            | Fault::Restart { process }
+            | Fault::Delay { process, .. }
+            | Fault::DropReply { process, .. } => process != q,
+            _ => true,
+        }));
+    }
+    // Unaimed, the same profile strikes both.
+    let r = run(
+        make(),
+        &Scheduler::Random {
+            seed: 0,
+            faults: every_fault(),
+        },
+    );
+    assert_eq!(struck(&r).len(), 2, "{:?}", r.injected);
+}
+
+#[test]
+fn a_fault_aimed_at_a_store_and_a_kind_strikes_only_those_operations() {
+    let faults = FaultProfile {
+        window: Duration::from_secs(60),
+        drop_reply: Ratio::per_mille(500),
+        drop_reply_on: Target {
+            stores: vec![StoreId::Sql],
+            kinds: vec![TX],
+            ..Target::ANY
+        },
+        ..FaultProfile::quiet()
+    };
+    // Alternately: a Redis write of kind TX, a SQL update of kind TX, one of kind FETCH.
+    let ops: Vec<_> = (0..10)
+        .flat_map(|_| {
+            [
+                (set("k"), Tag::plain(TX)),
+                sql(add_qty(1)),
+                (StoreOp::Sql(add_qty(1)), Tag::plain(FETCH)),
+            ]
+        })
+        .collect();
+    let (p, _) = process("P", ops, Duration::from_ms(10));
+    let r = run(world(vec![p]), &Scheduler::Random { seed: 3, faults });
+    assert!(!r.injected.is_empty());
+    for step in &r.injected {
+        assert!(matches!(step, Step::On { kind, effect: OpEffect::DropReply, .. } if *kind == TX));
+    }
+    for f in &r.history.faults {
+        let Fault::DropReply { op, .. } = f.fault else {
+            panic!("only lost replies: {f:?}");
+        };
+        let record = r.history.ops.iter().find(|o| o.id == op).expect("the op");
+        assert_eq!(record.op.store(), StoreId::Sql);
+        assert_eq!(record.tag.kind(), TX);
+    }
+}
+
+/// One planned pause of 60 s within the first 50 s: it covers the moment P's timer was due.
+fn pause_at_a_time() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(50),
+        pause_len: (Duration::from_secs(60), Duration::from_secs(60)),
+        pauses_at: 1,
+        ..FaultProfile::quiet()
+    }
+}
+
+#[test]
+fn a_pause_at_a_time_holds_a_timer_driven_operation() {
+    // P sends its second update 60 s after the first one's reply, on its timer.
+    let make = || {
+        let (p, _) = process(
+            "P",
+            vec![sql(add_qty(1)), sql(add_qty(1))],
+            Duration::from_secs(60),
+        );
+        world(vec![p])
+    };
+    let seed = 1;
+    let paused = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: pause_at_a_time(),
+        },
+    );
+    let Some(Step::At {
+        at,
+        action: Action::Pause { process, duration },
+    }) = paused.injected.first().cloned()
+    else {
+        panic!(
+            "a planned pause is injected as a step at its time: {:?}",
+            paused.injected
+        );
+    };
+    assert_eq!((process.as_str(), paused.injected.len()), ("P", 1));
+    let first_reply = paused.history.ops[0].completed_at.expect("answered");
+    assert!(
+        at > first_reply,
+        "the pause began while P waited for its timer ({at}, reply at {first_reply})"
+    );
+    let second = paused.history.ops[1].invoked_at;
+    assert_eq!(second, at + duration, "sent as the pause ended");
+    let unpaused = FaultProfile {
+        pauses_at: 0,
+        ..pause_at_a_time()
+    };
+    let plain = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: unpaused,
+        },
+    );
+    assert!(plain.history.ops[1].invoked_at < second);
+    assert_eq!(qty(&paused), Some(Value::Int(2)));
+    assert!(
+        paused
+            .history
+            .faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::Pause { .. }))
+    );
+}
+
+#[test]
+fn pinning_the_injected_steps_reproduces_a_run_with_planned_pauses() {
+    let faults = FaultProfile {
+        pauses_at: 3,
+        pause_len: (Duration::from_secs(1), Duration::from_secs(20)),
+        drop_reply: Ratio::per_mille(200),
+        ..every_fault()
+    };
+    let make = || {
+        let ops: Vec<_> = (0..20).map(|_| sql(add_qty(1))).collect();
+        let (p, _) = process("P", ops.clone(), Duration::from_secs(2));
+        let (q, _) = process("Q", ops, Duration::from_secs(3));
+        world(vec![p, q])
+    };
+    let seed = 5;
+    let original = run(
+        make(),
+        &Scheduler::Random {
+            seed,
+            faults: faults.clone(),
+        },
+    );
+    let planned = original
+        .injected
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                Step::At {
+                    action: Action::Pause { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(planned, 3);
+    let pinned = Scheduler::Pinned {
+        seed,
+        latency: faults.latency,
+        steps: original.injected.clone(),
+    };
+    let (a, b) = (run(make(), &pinned), run(make(), &pinned));
+    assert_eq!(a.history, original.history);
+    assert_eq!(a.sql_rows, original.sql_rows);
+    assert_eq!(a.trace_hash, b.trace_hash);
 }
 
 /// A process that wakes every millisecond forever and is never idle.

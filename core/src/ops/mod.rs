@@ -15,7 +15,8 @@
 //! - [`LocalBlock`] (`local`): a synchronous block on a process's own memory, whose type
 //!   and memory a family defines ([`FamilyMemory`]).
 //!
-//! This module holds what spans the stores: [`StoreOp`], [`Reply`] and their rendering.
+//! This module holds what spans the stores: [`StoreOp`] with its routing
+//! ([`StoreOp::store`]), [`Reply`] and their rendering.
 
 mod kv;
 mod local;
@@ -26,6 +27,8 @@ mod upstream;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::history::StoreId;
 
 pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
 pub use local::{
@@ -52,6 +55,19 @@ pub enum StoreOp {
     Local(LocalBlock),
     /// A call to an upstream API endpoint.
     Upstream(UpstreamOp),
+}
+
+impl StoreOp {
+    /// The store the operation goes to: the one routing rule that the worlds, the adapters'
+    /// driver and the reports share. The queue lives in Redis.
+    pub fn store(&self) -> StoreId {
+        match self {
+            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
+            StoreOp::Sql(_) => StoreId::Sql,
+            StoreOp::Local(_) => StoreId::Local,
+            StoreOp::Upstream(_) => StoreId::Upstream,
+        }
+    }
 }
 
 /// The store's answer to a [`StoreOp`].

@@ -5,6 +5,7 @@
 //! a trace hash; running the same spec and scheduler again gives the same hash.
 
 mod exhaustive;
+mod faults;
 mod queue;
 mod redis;
 mod rng;
@@ -22,8 +23,9 @@ pub mod models {
 }
 
 pub use exhaustive::{Exhaustive, exhaustive};
+pub use faults::{FaultProfile, OpSite, PlannedPause, Target};
 pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
-pub use schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+pub use schedule::{Action, OpEffect, Scheduler, Step};
 pub use upstream::{EndpointScript, Upstream};
 pub use world::{
     Factory, NetConfig, ProcessSpec, RUN_EVENTS_MAX, Run, RunStats, StableHasher, WorldSpec, run,

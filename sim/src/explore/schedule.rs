@@ -1,7 +1,7 @@
 //! Schedulers: what decides the faults, the latencies and the order of events.
 //!
 //! - [`Scheduler::Random`]: a seeded random walk. Latencies, and faults at operations and at
-//!   times, are drawn from the seed according to a [`FaultProfile`].
+//!   times, are drawn from the seed according to a [`FaultProfile`] (`faults.rs`).
 //! - [`Scheduler::Scripted`]: a timeline written as readable [`Step`]s, the way the documents
 //!   write T1..Tn; latencies are fixed, nothing is random.
 
@@ -9,7 +9,7 @@ use std::fmt;
 
 use racelab_core::{Duration, StoreId, TagKind, Timestamp};
 
-use super::rng::Ratio;
+use super::faults::FaultProfile;
 
 /// A fault that happens at a time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -106,62 +106,6 @@ impl Step {
             kind,
             nth,
             effect,
-        }
-    }
-}
-
-/// How often each fault happens under the random scheduler, all as integer ratios.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct FaultProfile {
-    /// Faults are injected only before this time; afterwards the world settles.
-    pub window: Duration,
-    /// Network latency bounds for every message.
-    pub latency: (Duration, Duration),
-    /// Per operation of a fault-prone process: pause before sending.
-    pub pause: Ratio,
-    /// Pause length bounds.
-    pub pause_len: (Duration, Duration),
-    /// Per operation: delay the request.
-    pub delay: Ratio,
-    /// Delay bounds.
-    pub delay_len: (Duration, Duration),
-    /// Per operation of any process: lose the reply after the store applied it.
-    pub drop_reply: Ratio,
-    /// Per operation of a fault-prone process: crash after the store applied it.
-    pub crash: Ratio,
-    /// Restart delay bounds after a crash.
-    pub restart_after: (Duration, Duration),
-    /// Per Redis write: fail over right after it (before it is replicated).
-    pub failover: Ratio,
-    /// How many process-to-store partitions to plan within the window.
-    pub partitions: u32,
-    /// Partition length bounds.
-    pub partition_len: (Duration, Duration),
-    /// How many Redis restarts to plan within the window.
-    pub redis_restarts: u32,
-    /// Operation kinds after which no failover is injected (a race's own rule, e.g. queue
-    /// fetches, whose loss the queue model does not express).
-    pub failover_exempt: Vec<TagKind>,
-}
-
-impl FaultProfile {
-    /// No faults at all, latencies of 1 to 5 ms.
-    pub fn quiet() -> FaultProfile {
-        FaultProfile {
-            window: Duration::ZERO,
-            latency: (Duration::from_ms(1), Duration::from_ms(5)),
-            pause: Ratio::NEVER,
-            pause_len: (Duration::ZERO, Duration::ZERO),
-            delay: Ratio::NEVER,
-            delay_len: (Duration::ZERO, Duration::ZERO),
-            drop_reply: Ratio::NEVER,
-            crash: Ratio::NEVER,
-            restart_after: (Duration::from_secs(1), Duration::from_secs(10)),
-            failover: Ratio::NEVER,
-            partitions: 0,
-            partition_len: (Duration::ZERO, Duration::ZERO),
-            redis_restarts: 0,
-            failover_exempt: Vec::new(),
         }
     }
 }

@@ -13,10 +13,11 @@ use racelab_core::{
     OpRecord, Outgoing, ProcessId, Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
 };
 
+use super::faults::{FaultProfile, OpSite};
 use super::queue::QueueModel;
 use super::redis::RedisModel;
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
-use super::schedule::{Action, FaultProfile, OpEffect, Scheduler, Step};
+use super::schedule::{Action, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
 use super::upstream::Upstream;
 
@@ -29,7 +30,8 @@ pub struct ProcessSpec {
     pub name: String,
     /// When it starts.
     pub start_at: Timestamp,
-    /// Whether the random scheduler may pause, crash or partition it.
+    /// Whether the random scheduler may pause, crash or partition it (delays, lost replies
+    /// and failovers strike any process: see [`FaultProfile`]'s fields).
     pub fault_prone: bool,
     /// Its machine.
     pub factory: Factory,
@@ -222,7 +224,7 @@ enum Faults {
     },
     Random {
         rng: Box<SimRng>,
-        profile: FaultProfile,
+        profile: Box<FaultProfile>,
     },
 }
 
@@ -288,7 +290,7 @@ impl World {
             Scheduler::Random { seed, faults } => (
                 Faults::Random {
                     rng: Box::new(SimRng::new(*seed)),
-                    profile: faults.clone(),
+                    profile: Box::new(faults.clone()),
                 },
                 Latency::Random {
                     rng: Box::new(SimRng::new(latency_seed(*seed))),
@@ -298,7 +300,7 @@ impl World {
             Scheduler::Exhaustive { prefix, faults } => (
                 Faults::Random {
                     rng: Box::new(SimRng::enumerating(prefix.clone())),
-                    profile: faults.clone(),
+                    profile: Box::new(faults.clone()),
                 },
                 Latency::Fixed(spec.net.scripted_latency),
             ),
@@ -436,6 +438,18 @@ impl World {
                 for _ in 0..profile.redis_restarts {
                     let at = Timestamp::from_ms(rng.below(window.max(1)));
                     planned.push((at, Action::RedisRestart));
+                }
+                let procs: Vec<(&str, bool)> = self
+                    .procs
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.fault_prone))
+                    .collect();
+                for pause in profile.plan_pauses(rng, &procs) {
+                    let action = Action::Pause {
+                        process: self.procs[pause.process].name.clone(),
+                        duration: pause.duration,
+                    };
+                    planned.push((pause.at, action));
                 }
                 for (at, action) in planned {
                     self.injected.push(Step::At {
@@ -647,12 +661,7 @@ impl World {
     }
 
     fn emit(&mut self, p: usize, out: Outgoing) {
-        let store = match out.op {
-            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
-            StoreOp::Sql(_) => StoreId::Sql,
-            StoreOp::Local(_) => StoreId::Local,
-            StoreOp::Upstream(_) => StoreId::Upstream,
-        };
+        let store = out.op.store();
         let kind = out.tag.kind();
         let nth = {
             let n = self.procs[p].sent.entry(kind).or_insert(0);
@@ -747,35 +756,13 @@ impl World {
                 })
                 .collect(),
             Faults::Random { rng, profile } => {
-                let mut effects = Vec::new();
-                if now.as_ms() >= profile.window.as_ms() {
-                    return effects;
-                }
-                let rng = rng.at(now, DecisionKind::OpFault);
-                if prone && rng.chance(profile.pause) {
-                    let d = rng.duration(profile.pause_len.0, profile.pause_len.1);
-                    effects.push(OpEffect::PauseBeforeSend(d));
-                }
-                if rng.chance(profile.delay) {
-                    let d = rng.duration(profile.delay_len.0, profile.delay_len.1);
-                    effects.push(OpEffect::Delay(d));
-                }
-                if rng.chance(profile.drop_reply) {
-                    effects.push(OpEffect::DropReply);
-                }
-                if prone && rng.chance(profile.crash) {
-                    let d = rng.duration(profile.restart_after.0, profile.restart_after.1);
-                    effects.push(OpEffect::CrashAfterApply {
-                        restart_after: Some(d),
-                    });
-                }
-                if store == StoreId::Redis
-                    && !profile.failover_exempt.contains(&kind)
-                    && rng.chance(profile.failover)
-                {
-                    effects.push(OpEffect::FailoverAfterApply);
-                }
-                effects
+                let op = OpSite {
+                    process: name,
+                    fault_prone: prone,
+                    kind,
+                    store,
+                };
+                profile.op_faults(rng, now, &op)
             }
         }
     }
