@@ -27,7 +27,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
+pub use kv::{KvOp, KvReply, KvView, ScoreBound, ScriptName, SetCondition, WRONGTYPE};
 pub use local::{
     FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
 };
@@ -74,12 +74,15 @@ pub enum Reply {
 
 impl Reply {
     /// Whether the reply reports that the operation took effect: `OK`, a positive integer, a
-    /// non-empty row set, a positive row count, a commit, an enqueue or a delivery.
+    /// non-empty Redis array, a non-empty row set, a positive row count, a commit, an enqueue
+    /// or a delivery.
     pub fn is_success(&self) -> bool {
         match self {
             Reply::Kv(KvReply::Ok) | Reply::Kv(KvReply::Bulk(_)) => true,
             Reply::Kv(KvReply::Int(n)) => *n > 0,
             Reply::Kv(KvReply::Nil) | Reply::Kv(KvReply::Error(_)) => false,
+            Reply::Kv(KvReply::Array(items)) => !items.is_empty(),
+            Reply::Kv(KvReply::Pairs(pairs)) => !pairs.is_empty(),
             Reply::Sql(SqlReply::Rows(rows)) => !rows.is_empty(),
             Reply::Sql(SqlReply::Affected(n)) => *n > 0,
             Reply::Sql(SqlReply::Ok) | Reply::Sql(SqlReply::Committed) => true,
