@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{Duration, KvOp, KvReply, ScriptName, SetCondition};
+use racelab_core::{Duration, KvOp, KvReply, ScoreBound, ScriptName, SetCondition};
 
 use crate::AdapterError;
 use crate::redis_conn::{Answer, RedisConn, WHAT};
@@ -17,7 +17,8 @@ use crate::redis_conn::{Answer, RedisConn, WHAT};
 /// The Lua text of a named script. Arguments arrive only as `KEYS` and `ARGV`.
 ///
 /// Both mirror [`ScriptName::run`]: extra keys or arguments are ignored, too few are an
-/// error reply before any write, and `compare_and_extend`'s TTL must be 1 to 15 ASCII
+/// error reply before any write, a lock key of another type returns `WRONGTYPE` as the
+/// command gave it (`redis.pcall`, so that Redis does not append the script's name), and `compare_and_extend`'s TTL must be 1 to 15 ASCII
 /// digits with a positive value (leading zeros are stripped before `PEXPIRE`, which would
 /// reject them).
 pub fn lua(script: ScriptName) -> &'static str {
@@ -32,7 +33,11 @@ if #ttl == 0 or #ttl > 15 or not string.match(ttl, '^%d+$') or tonumber(ttl) <= 
   return redis.error_reply('ERR ttl must be a positive integer')
 end
 ttl = string.gsub(ttl, '^0+', '')
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'table' and current.err then
+  return current
+end
+if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ttl)
   return 1
 end
@@ -44,7 +49,11 @@ return 0
 if #KEYS < 1 or #ARGV < 1 then
   return redis.error_reply('ERR compare_and_delete needs 1 key and 1 arg')
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'table' and current.err then
+  return current
+end
+if current == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -156,6 +165,77 @@ impl RedisKv {
                 cmd = redis::cmd("PTTL");
                 cmd.arg(self.key(key));
             }
+            KvOp::DecrBy { key, delta } => {
+                cmd = redis::cmd("DECRBY");
+                cmd.arg(self.key(key)).arg(*delta);
+            }
+            KvOp::Expire { key, seconds } => {
+                cmd = redis::cmd("EXPIRE");
+                cmd.arg(self.key(key)).arg(*seconds);
+            }
+            KvOp::Ttl { key } => {
+                cmd = redis::cmd("TTL");
+                cmd.arg(self.key(key));
+            }
+            KvOp::Exists { key } => {
+                cmd = redis::cmd("EXISTS");
+                cmd.arg(self.key(key));
+            }
+            KvOp::HGet { key, field } => {
+                cmd = redis::cmd("HGET");
+                cmd.arg(self.key(key)).arg(field.as_bytes());
+            }
+            KvOp::HSet { key, pairs } => {
+                cmd = redis::cmd("HSET");
+                cmd.arg(self.key(key));
+                for (field, value) in pairs {
+                    cmd.arg(field.as_bytes()).arg(value.as_bytes());
+                }
+            }
+            KvOp::HMGet { key, fields } => cmd = key_and_list("HMGET", self.key(key), fields),
+            KvOp::HGetAll { key } => {
+                cmd = redis::cmd("HGETALL");
+                cmd.arg(self.key(key));
+                let answer = self.conn.query(&cmd).await?;
+                return kv_reply(answer).and_then(pairs);
+            }
+            KvOp::HIncrBy { key, field, delta } => {
+                cmd = redis::cmd("HINCRBY");
+                cmd.arg(self.key(key)).arg(field.as_bytes()).arg(*delta);
+            }
+            KvOp::HDel { key, fields } => cmd = key_and_list("HDEL", self.key(key), fields),
+            KvOp::SAdd { key, members } => cmd = key_and_list("SADD", self.key(key), members),
+            KvOp::SRem { key, members } => cmd = key_and_list("SREM", self.key(key), members),
+            KvOp::SIsMember { key, member } => {
+                cmd = redis::cmd("SISMEMBER");
+                cmd.arg(self.key(key)).arg(member.as_bytes());
+            }
+            KvOp::SMembers { key } => {
+                cmd = redis::cmd("SMEMBERS");
+                cmd.arg(self.key(key));
+            }
+            KvOp::SCard { key } => {
+                cmd = redis::cmd("SCARD");
+                cmd.arg(self.key(key));
+            }
+            KvOp::ZAdd { key, pairs } => {
+                cmd = redis::cmd("ZADD");
+                cmd.arg(self.key(key));
+                for (score, member) in pairs {
+                    cmd.arg(exact_score(*score)?).arg(member.as_bytes());
+                }
+            }
+            KvOp::ZRem { key, members } => cmd = key_and_list("ZREM", self.key(key), members),
+            KvOp::ZRangeByScore { key, min, max } => {
+                cmd = redis::cmd("ZRANGEBYSCORE");
+                cmd.arg(self.key(key))
+                    .arg(score_bound(*min)?)
+                    .arg(score_bound(*max)?);
+            }
+            KvOp::ZScore { key, member } => {
+                cmd = redis::cmd("ZSCORE");
+                cmd.arg(self.key(key)).arg(member.as_bytes());
+            }
             KvOp::Script { script, keys, args } => {
                 let Some(s) = self.scripts.get(script) else {
                     return Err(AdapterError::InvalidInput(format!(
@@ -185,28 +265,104 @@ fn ttl_ms(ttl: Duration) -> Result<i64, AdapterError> {
     })
 }
 
+/// `CMD key item [item ...]`.
+fn key_and_list(name: &str, key: Vec<u8>, items: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(key);
+    for item in items {
+        cmd.arg(item.as_bytes());
+    }
+    cmd
+}
+
+/// The largest magnitude up to which every integer is exact in Redis' double scores.
+const EXACT_SCORE_MAX: i64 = 1 << 53;
+
+/// A sorted-set score, refused beyond 2^53, where Redis' doubles would round it and the
+/// model's integers would not.
+fn exact_score(score: i64) -> Result<i64, AdapterError> {
+    if score.unsigned_abs() <= EXACT_SCORE_MAX.unsigned_abs() {
+        Ok(score)
+    } else {
+        Err(AdapterError::InvalidInput(format!(
+            "score {score} is beyond 2^53, where Redis' double scores are no longer exact"
+        )))
+    }
+}
+
+fn score_bound(bound: ScoreBound) -> Result<String, AdapterError> {
+    Ok(match bound {
+        ScoreBound::NegInf => "-inf".into(),
+        ScoreBound::At(n) => exact_score(n)?.to_string(),
+        ScoreBound::PosInf => "+inf".into(),
+    })
+}
+
+/// `HGETALL`'s flat array `[f1, v1, f2, v2, ...]` as pairs (errors pass through).
+fn pairs(reply: KvReply) -> Result<KvReply, AdapterError> {
+    let KvReply::Array(items) = reply else {
+        return Ok(reply);
+    };
+    if items.len() % 2 != 0 {
+        return Err(AdapterError::Protocol {
+            what: WHAT,
+            message: format!("HGETALL answered an odd number of items ({})", items.len()),
+        });
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(field), Some(value)) = (it.next(), it.next()) {
+        let (Some(field), Some(value)) = (field, value) else {
+            return Err(AdapterError::Protocol {
+                what: WHAT,
+                message: "HGETALL answered a nil field or value".into(),
+            });
+        };
+        out.push((field, value));
+    }
+    Ok(KvReply::Pairs(out))
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, AdapterError> {
+    String::from_utf8(bytes).map_err(|e| AdapterError::Protocol {
+        what: WHAT,
+        message: format!("a value is not UTF-8 ({e}); racelab stores only text"),
+    })
+}
+
+/// One element of an array reply: a bulk string or nil.
+fn item(v: redis::Value) -> Result<Option<String>, AdapterError> {
+    match v {
+        redis::Value::Nil => Ok(None),
+        redis::Value::BulkString(bytes) => text(bytes).map(Some),
+        redis::Value::SimpleString(s) => Ok(Some(s)),
+        other => Err(AdapterError::Protocol {
+            what: WHAT,
+            message: format!("unexpected array element {other:?}"),
+        }),
+    }
+}
+
 fn kv_reply(answer: Answer) -> Result<KvReply, AdapterError> {
     match answer {
         Answer::Error(e) => Ok(KvReply::Error(e)),
-        Answer::Value(v) => {
-            match v {
-                redis::Value::Nil => Ok(KvReply::Nil),
-                redis::Value::Okay => Ok(KvReply::Ok),
-                redis::Value::SimpleString(s) if s == "OK" => Ok(KvReply::Ok),
-                redis::Value::SimpleString(s) => Ok(KvReply::Bulk(s)),
-                redis::Value::Int(n) => Ok(KvReply::Int(n)),
-                redis::Value::BulkString(bytes) => String::from_utf8(bytes)
-                    .map(KvReply::Bulk)
-                    .map_err(|e| AdapterError::Protocol {
-                        what: WHAT,
-                        message: format!("a value is not UTF-8 ({e}); racelab stores only text"),
-                    }),
-                other => Err(AdapterError::Protocol {
-                    what: WHAT,
-                    message: format!("unexpected reply {other:?}"),
-                }),
-            }
-        }
+        Answer::Value(v) => match v {
+            redis::Value::Nil => Ok(KvReply::Nil),
+            redis::Value::Okay => Ok(KvReply::Ok),
+            redis::Value::SimpleString(s) if s == "OK" => Ok(KvReply::Ok),
+            redis::Value::SimpleString(s) => Ok(KvReply::Bulk(s)),
+            redis::Value::Int(n) => Ok(KvReply::Int(n)),
+            redis::Value::BulkString(bytes) => text(bytes).map(KvReply::Bulk),
+            redis::Value::Array(items) | redis::Value::Set(items) => items
+                .into_iter()
+                .map(item)
+                .collect::<Result<_, _>>()
+                .map(KvReply::Array),
+            other => Err(AdapterError::Protocol {
+                what: WHAT,
+                message: format!("unexpected reply {other:?}"),
+            }),
+        },
     }
 }
 

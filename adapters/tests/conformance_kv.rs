@@ -1,20 +1,26 @@
 //! Conformance: generated sequences of every `KvOp` and named script, run against the Redis
-//! model and against real Redis, must give equal replies and leave equal state.
+//! model and against real Redis, must give equal replies and leave equal state. Strings,
+//! hashes, sets and sorted sets share the same few keys, so that commands meet keys of the
+//! wrong type (`WRONGTYPE`), TTLs land on collections and last members get removed.
+//! `HGETALL` and `SMEMBERS` come in Redis' hash order and are compared as sets.
 //!
 //! Time: the model takes virtual `now`, Redis uses its clock. The model is given the real
 //! milliseconds since the sequence started, TTLs are generous (at least a minute, or 0 for
-//! `PEXPIRE`, which deletes at once in both), so nothing expires by accident, and `PTTL` is
-//! compared within a tolerance.
+//! `PEXPIRE`/`EXPIRE`, which delete at once in both), so nothing expires by accident, and
+//! `PTTL` and `TTL` are compared within a tolerance.
 
 mod common;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::RedisKv;
-use racelab_core::{Duration, KvOp, KvReply, ScriptName, SetCondition, Timestamp};
+use racelab_core::{
+    Duration, KvOp, KvReply, ScoreBound, ScriptName, SetCondition, Timestamp, WRONGTYPE,
+};
 use racelab_sim::explore::models::RedisModel;
 
 /// Keys with quotes, glob and Lua metacharacters, unicode and a NUL.
@@ -55,15 +61,139 @@ const SCRIPT_TTLS: [&str; 11] = [
     "１２",
 ];
 
+/// Hash fields and set or sorted-set members: mostly the first, so that they meet again.
+const FIELDS: [&str; 5] = ["f", "g", "ключ🔑", "a\u{0}b", "'; --"];
+
 /// PTTL tolerance between the model's virtual clock and Redis' clock.
 const PTTL_TOLERANCE_MS: i64 = 1_000;
+
+/// TTL (seconds, rounded) tolerance: one rounding step either way.
+const TTL_TOLERANCE_S: i64 = 1;
+
+/// The commands the typed-value generators must each have run, by name.
+const NEW_COMMANDS: [&str; 19] = [
+    "HGET",
+    "HSET",
+    "HMGET",
+    "HGETALL",
+    "HINCRBY",
+    "HDEL",
+    "SADD",
+    "SREM",
+    "SISMEMBER",
+    "SMEMBERS",
+    "SCARD",
+    "ZADD",
+    "ZREM",
+    "ZRANGEBYSCORE",
+    "ZSCORE",
+    "DECRBY",
+    "EXPIRE",
+    "TTL",
+    "EXISTS",
+];
 
 fn ttl() -> impl Strategy<Value = Duration> {
     (60_000u64..600_000).prop_map(Duration::from_ms)
 }
 
+/// Mostly the first two keys, so that types collide on them.
 fn key() -> impl Strategy<Value = String> {
-    prop::sample::select(&KEYS[..]).prop_map(str::to_string)
+    prop_oneof![
+        3 => prop::sample::select(&KEYS[..2]).prop_map(str::to_string),
+        1 => prop::sample::select(&KEYS[..]).prop_map(str::to_string),
+    ]
+}
+
+fn field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just(FIELDS[0].to_string()),
+        3 => prop::sample::select(&FIELDS[..2]).prop_map(str::to_string),
+        1 => prop::sample::select(&FIELDS[..]).prop_map(str::to_string),
+    ]
+}
+
+/// One to three fields or members; rarely none, which Redis refuses (arity).
+fn fields() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        15 => prop::collection::vec(field(), 1..=3),
+        1 => Just(Vec::new()),
+    ]
+}
+
+/// Integer scores, exact in Redis' doubles up to 2^53.
+fn score() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        8 => -3i64..=3,
+        1 => Just(1i64 << 53),
+        1 => Just(-(1i64 << 53)),
+    ]
+}
+
+fn bound() -> impl Strategy<Value = ScoreBound> {
+    prop_oneof![
+        4 => score().prop_map(ScoreBound::At),
+        1 => Just(ScoreBound::NegInf),
+        1 => Just(ScoreBound::PosInf),
+    ]
+}
+
+fn delta() -> impl Strategy<Value = i64> {
+    prop_oneof![-5i64..=5, Just(i64::MAX), Just(i64::MIN), Just(1i64 << 62)]
+}
+
+/// Hash commands.
+fn hash_op() -> impl Strategy<Value = KvOp> {
+    let pairs = prop_oneof![
+        15 => prop::collection::vec((field(), value()), 1..=3),
+        1 => Just(Vec::new()),
+    ];
+    prop_oneof![
+        2 => (key(), field()).prop_map(|(key, field)| KvOp::HGet { key, field }),
+        4 => (key(), pairs).prop_map(|(key, pairs)| KvOp::HSet { key, pairs }),
+        1 => (key(), fields()).prop_map(|(key, fields)| KvOp::HMGet { key, fields }),
+        1 => key().prop_map(|key| KvOp::HGetAll { key }),
+        2 => (key(), field(), delta())
+            .prop_map(|(key, field, delta)| KvOp::HIncrBy { key, field, delta }),
+        2 => (key(), fields()).prop_map(|(key, fields)| KvOp::HDel { key, fields }),
+    ]
+}
+
+/// Set commands.
+fn set_op() -> impl Strategy<Value = KvOp> {
+    prop_oneof![
+        4 => (key(), fields()).prop_map(|(key, members)| KvOp::SAdd { key, members }),
+        3 => (key(), fields()).prop_map(|(key, members)| KvOp::SRem { key, members }),
+        1 => (key(), field()).prop_map(|(key, member)| KvOp::SIsMember { key, member }),
+        1 => key().prop_map(|key| KvOp::SMembers { key }),
+        1 => key().prop_map(|key| KvOp::SCard { key }),
+    ]
+}
+
+/// Sorted-set commands.
+fn zset_op() -> impl Strategy<Value = KvOp> {
+    let pairs = prop_oneof![
+        15 => prop::collection::vec((score(), field()), 1..=3),
+        1 => Just(Vec::new()),
+    ];
+    prop_oneof![
+        4 => (key(), pairs).prop_map(|(key, pairs)| KvOp::ZAdd { key, pairs }),
+        3 => (key(), fields()).prop_map(|(key, members)| KvOp::ZRem { key, members }),
+        2 => (key(), bound(), bound())
+            .prop_map(|(key, min, max)| KvOp::ZRangeByScore { key, min, max }),
+        1 => (key(), field()).prop_map(|(key, member)| KvOp::ZScore { key, member }),
+    ]
+}
+
+/// Commands on a key of any type, and `DECRBY`.
+fn any_type_op() -> impl Strategy<Value = KvOp> {
+    prop_oneof![
+        2 => (key(), prop_oneof![1 => Just(0u64), 6 => 60u64..600])
+            .prop_map(|(key, seconds)| KvOp::Expire { key, seconds }),
+        2 => key().prop_map(|key| KvOp::Ttl { key }),
+        1 => key().prop_map(|key| KvOp::Exists { key }),
+        2 => (key(), delta()).prop_map(|(key, delta)| KvOp::DecrBy { key, delta }),
+    ]
 }
 
 /// Mostly a few common values, so that owners match and scripts take their success paths.
@@ -83,7 +213,18 @@ fn script_keys() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn op() -> impl Strategy<Value = KvOp> {
-    let delta = prop_oneof![-5i64..=5, Just(i64::MAX), Just(i64::MIN), Just(1i64 << 62),];
+    prop_oneof![
+        14 => string_op(),
+        4 => hash_op(),
+        4 => set_op(),
+        4 => zset_op(),
+        2 => any_type_op(),
+    ]
+}
+
+/// The string commands and the scripts.
+fn string_op() -> impl Strategy<Value = KvOp> {
+    let delta = delta();
     let condition = prop_oneof![
         Just(SetCondition::Always),
         Just(SetCondition::IfAbsent),
@@ -137,7 +278,7 @@ fn op() -> impl Strategy<Value = KvOp> {
 
 /// A sequence: a few of the operations, biased towards keys that hold something.
 fn sequence() -> impl Strategy<Value = Vec<KvOp>> {
-    prop::collection::vec(op(), 1..14)
+    prop::collection::vec(op(), 1..24)
 }
 
 /// What the generated sequences exercised, so that the test cannot pass vacuously.
@@ -147,6 +288,36 @@ struct Seen {
     ttls_compared: u32,
     errors: u32,
     nils: u32,
+    /// `WRONGTYPE` replies to generated commands (the end-state reads add many more).
+    wrongtype: u32,
+    /// Expiry commands (`EXPIRE`, `PEXPIRE`, `TTL`, `PTTL`) that set or read a TTL on a hash,
+    /// set or sorted set.
+    collection_ttls: u32,
+    /// `HDEL`, `SREM`, `ZREM` that removed the last field or member (the key went).
+    last_member_removed: u32,
+    /// Generated commands run, by name.
+    commands: BTreeMap<String, u32>,
+}
+
+/// A reply in a canonical order: `HGETALL` and `SMEMBERS` come in Redis' hash order.
+fn canonical(op: &KvOp, reply: &KvReply) -> KvReply {
+    match (op, reply) {
+        (KvOp::HGetAll { .. }, KvReply::Pairs(pairs)) => {
+            let mut pairs = pairs.clone();
+            pairs.sort();
+            KvReply::Pairs(pairs)
+        }
+        (KvOp::SMembers { .. }, KvReply::Array(items)) => {
+            let mut items = items.clone();
+            items.sort();
+            KvReply::Array(items)
+        }
+        _ => reply.clone(),
+    }
+}
+
+fn is_collection(kind: Option<&str>) -> bool {
+    matches!(kind, Some("hash" | "set" | "zset"))
 }
 
 struct Ctx {
@@ -168,20 +339,57 @@ impl Ctx {
         let start = Instant::now();
         let now = || Timestamp::from_ms(u64::try_from(start.elapsed().as_millis()).unwrap_or(0));
         let mut trace = Vec::new();
+        // The end state of every key, whatever its type (the others answer WRONGTYPE).
         let finals = KEYS.iter().flat_map(|k| {
+            let key = || k.to_string();
             [
-                KvOp::Get { key: k.to_string() },
-                KvOp::PTtl { key: k.to_string() },
+                KvOp::Exists { key: key() },
+                KvOp::Get { key: key() },
+                KvOp::PTtl { key: key() },
+                KvOp::HGetAll { key: key() },
+                KvOp::SMembers { key: key() },
+                KvOp::ZRangeByScore {
+                    key: key(),
+                    min: ScoreBound::NegInf,
+                    max: ScoreBound::PosInf,
+                },
             ]
         });
-        for op in ops.iter().cloned().chain(finals) {
+        for (i, op) in ops.iter().cloned().chain(finals).enumerate() {
             let real = self
                 .kv
                 .execute_kv(&op)
                 .await
                 .map_err(|e| format!("{op}: the real server failed: {e}"))?;
-            let expected = model.execute(now(), &op);
+            let at = now();
+            let before = op.key().and_then(|k| model.type_of(at, k));
+            let expected = model.execute(at, &op);
+            let after = op.key().and_then(|k| model.type_of(at, k));
             trace.push(format!("{op} -> model {expected}, redis {real}"));
+            if i < ops.len() {
+                let name = op.to_string();
+                let name = name.split(' ').next().unwrap_or_default().to_string();
+                *self.seen.commands.entry(name).or_default() += 1;
+            }
+            match &op {
+                KvOp::Expire { .. }
+                | KvOp::PExpire { .. }
+                | KvOp::Ttl { .. }
+                | KvOp::PTtl { .. }
+                    if is_collection(before) && expected != KvReply::Int(-1) =>
+                {
+                    self.seen.collection_ttls += 1;
+                }
+                KvOp::HDel { .. } | KvOp::SRem { .. } | KvOp::ZRem { .. }
+                    if is_collection(before) && after.is_none() =>
+                {
+                    self.seen.last_member_removed += 1;
+                }
+                _ => {}
+            }
+            if i < ops.len() && expected == KvReply::Error(WRONGTYPE.into()) {
+                self.seen.wrongtype += 1;
+            }
             match (&op, &expected) {
                 (KvOp::Script { .. }, KvReply::Int(1)) => self.seen.script_successes += 1,
                 (KvOp::PTtl { .. }, KvReply::Int(n)) if *n > 0 => self.seen.ttls_compared += 1,
@@ -193,7 +401,10 @@ impl Ctx {
                 (KvOp::PTtl { .. }, KvReply::Int(m), KvReply::Int(r)) if *m >= 0 && *r >= 0 => {
                     (m - r).abs() <= PTTL_TOLERANCE_MS
                 }
-                _ => expected == real,
+                (KvOp::Ttl { .. }, KvReply::Int(m), KvReply::Int(r)) if *m >= 0 && *r >= 0 => {
+                    (m - r).abs() <= TTL_TOLERANCE_S
+                }
+                _ => canonical(&op, &expected) == canonical(&op, &real),
             };
             if !equal {
                 return Err(format!(
@@ -240,9 +451,19 @@ fn kv_ops_and_scripts_agree_with_the_model() {
         seen.script_successes >= 20
             && seen.ttls_compared >= 20
             && seen.errors >= 20
-            && seen.nils >= 20,
+            && seen.nils >= 20
+            && seen.wrongtype >= 20
+            && seen.collection_ttls >= 20
+            && seen.last_member_removed >= 20,
         "the generated sequences did not exercise enough (the generator needs work): {seen:?}"
     );
+    for name in NEW_COMMANDS {
+        let n = seen.commands.get(name).copied().unwrap_or(0);
+        assert!(
+            n >= 20,
+            "only {n} generated {name} (the generator needs work)"
+        );
+    }
     eprintln!("KV conformance exercised: {seen:?}");
 }
 
@@ -309,6 +530,131 @@ fn kv_regression_sequences_agree_with_the_model() {
                 KvOp::IncrBy {
                     key: "k".into(),
                     delta: i64::MIN,
+                },
+            ],
+        ),
+        (
+            // `redis.call` would append the script's SHA and line to WRONGTYPE; the Lua text
+            // uses `redis.pcall` and returns the command's own error, as the model does.
+            "a script on a lock key holding a hash answers WRONGTYPE",
+            vec![
+                KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![("A".into(), "A".into())],
+                },
+                script(ScriptName::CompareAndDelete, &["k"], &["A"]),
+                script(ScriptName::CompareAndExtend, &["k"], &["A", "60000"]),
+                KvOp::HGetAll { key: "k".into() },
+            ],
+        ),
+        (
+            // Redis refuses DECRBY by i64::MIN before looking at the key, with its own text;
+            // empty argument lists are arity errors before the type check.
+            "DECRBY i64::MIN and arity errors",
+            vec![
+                KvOp::SAdd {
+                    key: "k".into(),
+                    members: vec!["m".into()],
+                },
+                KvOp::DecrBy {
+                    key: "k".into(),
+                    delta: i64::MIN,
+                },
+                KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![],
+                },
+                KvOp::ZAdd {
+                    key: "k".into(),
+                    pairs: vec![],
+                },
+                KvOp::SRem {
+                    key: "k".into(),
+                    members: vec![],
+                },
+                KvOp::HMGet {
+                    key: "k".into(),
+                    fields: vec![],
+                },
+            ],
+        ),
+        (
+            "HINCRBY reads fields as strictly as INCRBY, with the hash's own error",
+            vec![
+                KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![("f".into(), "05".into()), ("g".into(), "x".into())],
+                },
+                KvOp::HIncrBy {
+                    key: "k".into(),
+                    field: "f".into(),
+                    delta: 1,
+                },
+                KvOp::HIncrBy {
+                    key: "k".into(),
+                    field: "g".into(),
+                    delta: 1,
+                },
+                KvOp::HIncrBy {
+                    key: "k".into(),
+                    field: "n".into(),
+                    delta: i64::MAX,
+                },
+                KvOp::HIncrBy {
+                    key: "k".into(),
+                    field: "n".into(),
+                    delta: 1,
+                },
+            ],
+        ),
+        (
+            "a TTL on a hash goes with its last field",
+            vec![
+                KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![("f".into(), "1".into())],
+                },
+                KvOp::Expire {
+                    key: "k".into(),
+                    seconds: 100,
+                },
+                KvOp::Ttl { key: "k".into() },
+                KvOp::HDel {
+                    key: "k".into(),
+                    fields: vec!["f".into()],
+                },
+                KvOp::Exists { key: "k".into() },
+                KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![("f".into(), "1".into())],
+                },
+                KvOp::Ttl { key: "k".into() },
+            ],
+        ),
+        (
+            "sorted sets: ties by member, scores at 2^53, bounds inclusive",
+            vec![
+                KvOp::ZAdd {
+                    key: "k".into(),
+                    pairs: vec![
+                        (1, "b".into()),
+                        (1, "a".into()),
+                        (1 << 53, "c".into()),
+                        (-(1 << 53), "d".into()),
+                    ],
+                },
+                KvOp::ZRangeByScore {
+                    key: "k".into(),
+                    min: ScoreBound::At(1),
+                    max: ScoreBound::PosInf,
+                },
+                KvOp::ZScore {
+                    key: "k".into(),
+                    member: "c".into(),
+                },
+                KvOp::ZScore {
+                    key: "k".into(),
+                    member: "d".into(),
                 },
             ],
         ),

@@ -101,6 +101,8 @@ fn kv_reply() -> impl Strategy<Value = KvReply> {
         1 => small_int().prop_map(KvReply::Int),
         1 => text().prop_map(KvReply::Bulk),
         1 => text().prop_map(KvReply::Error),
+        1 => prop::collection::vec(prop::option::of(text()), 0..3).prop_map(KvReply::Array),
+        1 => prop::collection::vec((text(), text()), 0..3).prop_map(KvReply::Pairs),
     ]
 }
 

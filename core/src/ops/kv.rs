@@ -1,7 +1,7 @@
-//! The key-value store (Redis): the commands the protocols use ([`KvOp`], [`KvReply`]) and
-//! the [`ScriptName`]d atomic scripts, whose one semantic definition lives here
-//! ([`ScriptName::run`], a pure function over a [`KvView`]); the adapters hold the matching
-//! Lua text.
+//! The key-value store (Redis): the commands the protocols use ([`KvOp`], [`KvReply`]) on
+//! strings, hashes, sets and sorted sets, and the [`ScriptName`]d atomic scripts, whose one
+//! semantic definition lives here ([`ScriptName::run`], a pure function over a [`KvView`]);
+//! the adapters hold the matching Lua text.
 
 use std::fmt;
 
@@ -20,7 +20,50 @@ pub enum SetCondition {
     IfPresent,
 }
 
-/// A Redis command.
+/// One end of a `ZRANGEBYSCORE` range (inclusive). Scores are integers: every integer within
+/// 2^53 of zero is exact in Redis' doubles, and the adapter refuses scores beyond that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScoreBound {
+    /// `-inf`.
+    NegInf,
+    /// A score, included.
+    At(i64),
+    /// `+inf`.
+    PosInf,
+}
+
+impl ScoreBound {
+    /// Whether `score` lies at or above this bound taken as a minimum.
+    pub fn below_or_at(self, score: i64) -> bool {
+        match self {
+            ScoreBound::NegInf => true,
+            ScoreBound::At(b) => b <= score,
+            ScoreBound::PosInf => false,
+        }
+    }
+
+    /// Whether `score` lies at or below this bound taken as a maximum.
+    pub fn above_or_at(self, score: i64) -> bool {
+        match self {
+            ScoreBound::NegInf => false,
+            ScoreBound::At(b) => score <= b,
+            ScoreBound::PosInf => true,
+        }
+    }
+}
+
+impl fmt::Display for ScoreBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScoreBound::NegInf => write!(f, "-inf"),
+            ScoreBound::At(n) => write!(f, "{n}"),
+            ScoreBound::PosInf => write!(f, "+inf"),
+        }
+    }
+}
+
+/// A Redis command. Commands on a key of another type answer `WRONGTYPE`; `DEL`, `EXISTS`
+/// and the expiry commands apply to a key of any type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvOp {
     /// `GET key`.
@@ -63,6 +106,133 @@ pub enum KvOp {
         /// The key.
         key: String,
     },
+    /// `DECRBY key delta`.
+    DecrBy {
+        /// The key.
+        key: String,
+        /// The decrement.
+        delta: i64,
+    },
+    /// `EXPIRE key seconds`.
+    Expire {
+        /// The key.
+        key: String,
+        /// The new time to live, in seconds.
+        seconds: u64,
+    },
+    /// `TTL key`: seconds (rounded to the nearest), -1 without expiry, -2 when missing.
+    Ttl {
+        /// The key.
+        key: String,
+    },
+    /// `EXISTS key`.
+    Exists {
+        /// The key.
+        key: String,
+    },
+    /// `HGET key field`.
+    HGet {
+        /// The key.
+        key: String,
+        /// The field.
+        field: String,
+    },
+    /// `HSET key field value [field value ...]`: the number of fields created.
+    HSet {
+        /// The key.
+        key: String,
+        /// Field-value pairs, applied in order.
+        pairs: Vec<(String, String)>,
+    },
+    /// `HMGET key field [field ...]`.
+    HMGet {
+        /// The key.
+        key: String,
+        /// The fields.
+        fields: Vec<String>,
+    },
+    /// `HGETALL key`.
+    HGetAll {
+        /// The key.
+        key: String,
+    },
+    /// `HINCRBY key field delta`.
+    HIncrBy {
+        /// The key.
+        key: String,
+        /// The field.
+        field: String,
+        /// The increment.
+        delta: i64,
+    },
+    /// `HDEL key field [field ...]`: the number of fields removed.
+    HDel {
+        /// The key.
+        key: String,
+        /// The fields.
+        fields: Vec<String>,
+    },
+    /// `SADD key member [member ...]`: the number of members added.
+    SAdd {
+        /// The key.
+        key: String,
+        /// The members.
+        members: Vec<String>,
+    },
+    /// `SREM key member [member ...]`: the number of members removed.
+    SRem {
+        /// The key.
+        key: String,
+        /// The members.
+        members: Vec<String>,
+    },
+    /// `SISMEMBER key member`.
+    SIsMember {
+        /// The key.
+        key: String,
+        /// The member.
+        member: String,
+    },
+    /// `SMEMBERS key`.
+    SMembers {
+        /// The key.
+        key: String,
+    },
+    /// `SCARD key`.
+    SCard {
+        /// The key.
+        key: String,
+    },
+    /// `ZADD key score member [score member ...]`: the number of members added.
+    ZAdd {
+        /// The key.
+        key: String,
+        /// Score-member pairs, applied in order.
+        pairs: Vec<(i64, String)>,
+    },
+    /// `ZREM key member [member ...]`: the number of members removed.
+    ZRem {
+        /// The key.
+        key: String,
+        /// The members.
+        members: Vec<String>,
+    },
+    /// `ZRANGEBYSCORE key min max`: members with `min <= score <= max`, by score then member.
+    ZRangeByScore {
+        /// The key.
+        key: String,
+        /// The lowest score included.
+        min: ScoreBound,
+        /// The highest score included.
+        max: ScoreBound,
+    },
+    /// `ZSCORE key member`: the score as Redis writes it.
+    ZScore {
+        /// The key.
+        key: String,
+        /// The member.
+        member: String,
+    },
     /// `EVALSHA sha(script) keys args`: a named script, atomic on the server.
     Script {
         /// Which script.
@@ -87,7 +257,15 @@ pub enum KvReply {
     Bulk(String),
     /// An error reply (`WRONGTYPE`, a script runtime error, ...).
     Error(String),
+    /// An array of bulk strings or nils (`HMGET`, `SMEMBERS`, `ZRANGEBYSCORE`). `SMEMBERS`
+    /// comes in the server's hash order: compare it as a set.
+    Array(Vec<Option<String>>),
+    /// Field-value pairs (`HGETALL`), in the server's hash order: compare them as a set.
+    Pairs(Vec<(String, String)>),
 }
+
+/// Redis' reply to a command on a key holding another type.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 /// The named atomic scripts. Each has exactly one semantic definition, [`ScriptName::run`];
 /// the adapters carry the matching Lua and a conformance test proves the two agree.
@@ -101,15 +279,23 @@ pub enum ScriptName {
     CompareAndDelete,
 }
 
-/// What a script sees of the key space: the calls a Lua script makes through `redis.call`.
-/// Implemented by the Redis model (with TTL on the virtual clock) and by test doubles.
+/// What a script sees of the key space: the commands a Lua script runs through
+/// `redis.pcall`, every [`KvOp`] but a script. Implemented by the Redis model (with TTL on the
+/// virtual clock) and by test doubles.
 pub trait KvView {
-    /// `GET`.
-    fn get(&self, key: &str) -> Option<String>;
-    /// `PEXPIRE`; `false` when the key does not exist (nothing is created).
-    fn pexpire(&mut self, key: &str, ttl: Duration) -> bool;
-    /// `DEL`; `false` when the key did not exist.
-    fn del(&mut self, key: &str) -> bool;
+    /// Runs one command inside the script and returns its reply; an error (`WRONGTYPE`, ...)
+    /// comes back as [`KvReply::Error`], as `redis.pcall` returns it.
+    fn call(&mut self, op: &KvOp) -> KvReply;
+}
+
+/// `GET key` inside a script: the value, `None` when missing, or the error reply
+/// (`WRONGTYPE`) the script must return at once.
+fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvReply> {
+    match view.call(&KvOp::Get { key: key.into() }) {
+        KvReply::Bulk(v) => Ok(Some(v)),
+        KvReply::Error(e) => Err(KvReply::Error(e)),
+        _ => Ok(None),
+    }
 }
 
 impl ScriptName {
@@ -118,7 +304,8 @@ impl ScriptName {
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
     /// positive integer, is a runtime error (Redis keeps any writes made before it; these
-    /// scripts validate before their first write).
+    /// scripts validate before their first write). A lock key holding a hash, set or sorted
+    /// set makes them return `WRONGTYPE`, before any write.
     pub fn run(self, view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
         match self {
             ScriptName::CompareAndExtend => {
@@ -137,8 +324,15 @@ impl ScriptName {
                 else {
                     return KvReply::Error("ERR ttl must be a positive integer".into());
                 };
-                if view.get(key).as_deref() == Some(owner.as_str()) {
-                    view.pexpire(key, Duration::from_ms(ttl));
+                let current = match script_get(view, key) {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                };
+                if current.as_deref() == Some(owner.as_str()) {
+                    view.call(&KvOp::PExpire {
+                        key: key.clone(),
+                        ttl: Duration::from_ms(ttl),
+                    });
                     KvReply::Int(1)
                 } else {
                     KvReply::Int(0)
@@ -148,8 +342,12 @@ impl ScriptName {
                 let (Some(key), Some(owner)) = (keys.first(), args.first()) else {
                     return KvReply::Error("ERR compare_and_delete needs 1 key and 1 arg".into());
                 };
-                if view.get(key).as_deref() == Some(owner.as_str()) {
-                    view.del(key);
+                let current = match script_get(view, key) {
+                    Ok(v) => v,
+                    Err(e) => return e,
+                };
+                if current.as_deref() == Some(owner.as_str()) {
+                    view.call(&KvOp::Del { key: key.clone() });
                     KvReply::Int(1)
                 } else {
                     KvReply::Int(0)
@@ -192,6 +390,37 @@ impl fmt::Display for KvOp {
             KvOp::IncrBy { key, delta } => write!(f, "INCRBY {key} {delta}"),
             KvOp::PExpire { key, ttl } => write!(f, "PEXPIRE {key} {}", ttl.as_ms()),
             KvOp::PTtl { key } => write!(f, "PTTL {key}"),
+            KvOp::DecrBy { key, delta } => write!(f, "DECRBY {key} {delta}"),
+            KvOp::Expire { key, seconds } => write!(f, "EXPIRE {key} {seconds}"),
+            KvOp::Ttl { key } => write!(f, "TTL {key}"),
+            KvOp::Exists { key } => write!(f, "EXISTS {key}"),
+            KvOp::HGet { key, field } => write!(f, "HGET {key} {field}"),
+            KvOp::HSet { key, pairs } => {
+                write!(f, "HSET {key}")?;
+                for (field, value) in pairs {
+                    write!(f, " {field} {value}")?;
+                }
+                Ok(())
+            }
+            KvOp::HMGet { key, fields } => write_list(f, "HMGET", key, fields),
+            KvOp::HGetAll { key } => write!(f, "HGETALL {key}"),
+            KvOp::HIncrBy { key, field, delta } => write!(f, "HINCRBY {key} {field} {delta}"),
+            KvOp::HDel { key, fields } => write_list(f, "HDEL", key, fields),
+            KvOp::SAdd { key, members } => write_list(f, "SADD", key, members),
+            KvOp::SRem { key, members } => write_list(f, "SREM", key, members),
+            KvOp::SIsMember { key, member } => write!(f, "SISMEMBER {key} {member}"),
+            KvOp::SMembers { key } => write!(f, "SMEMBERS {key}"),
+            KvOp::SCard { key } => write!(f, "SCARD {key}"),
+            KvOp::ZAdd { key, pairs } => {
+                write!(f, "ZADD {key}")?;
+                for (score, member) in pairs {
+                    write!(f, " {score} {member}")?;
+                }
+                Ok(())
+            }
+            KvOp::ZRem { key, members } => write_list(f, "ZREM", key, members),
+            KvOp::ZRangeByScore { key, min, max } => write!(f, "ZRANGEBYSCORE {key} {min} {max}"),
+            KvOp::ZScore { key, member } => write!(f, "ZSCORE {key} {member}"),
             KvOp::Script { script, keys, args } => {
                 write!(f, "EVALSHA {} {}", script.as_str(), keys.len())?;
                 for k in keys.iter().chain(args) {
@@ -211,8 +440,69 @@ impl fmt::Display for KvReply {
             KvReply::Int(n) => write!(f, "{n}"),
             KvReply::Bulk(s) => write!(f, "{s:?}"),
             KvReply::Error(e) => write!(f, "error {e:?}"),
+            KvReply::Array(items) => {
+                write!(f, "[")?;
+                for (i, item) in items.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    match item {
+                        Some(s) => write!(f, "{sep}{s:?}")?,
+                        None => write!(f, "{sep}nil")?,
+                    }
+                }
+                write!(f, "]")
+            }
+            KvReply::Pairs(pairs) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{k:?}: {v:?}")?;
+                }
+                write!(f, "}}")
+            }
         }
     }
+}
+
+impl KvOp {
+    /// The key the command is about (a script's first key, if any).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            KvOp::Script { keys, .. } => keys.first().map(String::as_str),
+            KvOp::Get { key }
+            | KvOp::Set { key, .. }
+            | KvOp::Del { key }
+            | KvOp::IncrBy { key, .. }
+            | KvOp::PExpire { key, .. }
+            | KvOp::PTtl { key }
+            | KvOp::DecrBy { key, .. }
+            | KvOp::Expire { key, .. }
+            | KvOp::Ttl { key }
+            | KvOp::Exists { key }
+            | KvOp::HGet { key, .. }
+            | KvOp::HSet { key, .. }
+            | KvOp::HMGet { key, .. }
+            | KvOp::HGetAll { key }
+            | KvOp::HIncrBy { key, .. }
+            | KvOp::HDel { key, .. }
+            | KvOp::SAdd { key, .. }
+            | KvOp::SRem { key, .. }
+            | KvOp::SIsMember { key, .. }
+            | KvOp::SMembers { key }
+            | KvOp::SCard { key }
+            | KvOp::ZAdd { key, .. }
+            | KvOp::ZRem { key, .. }
+            | KvOp::ZRangeByScore { key, .. }
+            | KvOp::ZScore { key, .. } => Some(key),
+        }
+    }
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, cmd: &str, key: &str, items: &[String]) -> fmt::Result {
+    write!(f, "{cmd} {key}")?;
+    for item in items {
+        write!(f, " {item}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,15 +514,51 @@ mod tests {
     struct Map(BTreeMap<String, String>);
 
     impl KvView for Map {
-        fn get(&self, key: &str) -> Option<String> {
-            self.0.get(key).cloned()
+        fn call(&mut self, op: &KvOp) -> KvReply {
+            match op {
+                KvOp::Get { key } => self.0.get(key).cloned().map_or(KvReply::Nil, KvReply::Bulk),
+                KvOp::PExpire { key, .. } => KvReply::Int(i64::from(self.0.contains_key(key))),
+                KvOp::Del { key } => KvReply::Int(i64::from(self.0.remove(key).is_some())),
+                _ => KvReply::Error("ERR not in this test double".into()),
+            }
         }
-        fn pexpire(&mut self, key: &str, _ttl: Duration) -> bool {
-            self.0.contains_key(key)
+    }
+
+    /// A view whose lock key holds a hash.
+    struct WrongType;
+
+    impl KvView for WrongType {
+        fn call(&mut self, op: &KvOp) -> KvReply {
+            match op {
+                KvOp::Get { .. } => KvReply::Error(WRONGTYPE.into()),
+                _ => panic!("the script wrote after WRONGTYPE: {op}"),
+            }
         }
-        fn del(&mut self, key: &str) -> bool {
-            self.0.remove(key).is_some()
+    }
+
+    #[test]
+    fn scripts_return_wrongtype_before_any_write() {
+        for script in ScriptName::ALL {
+            let r = script.run(&mut WrongType, &s(&["lock"]), &s(&["A", "1000"]));
+            assert_eq!(r, KvReply::Error(WRONGTYPE.into()), "{}", script.as_str());
         }
+    }
+
+    #[test]
+    fn commands_display_as_redis_writes_them() {
+        let hset = KvOp::HSet {
+            key: "k".into(),
+            pairs: vec![("f".into(), "v".into()), ("g".into(), "w".into())],
+        };
+        assert_eq!(hset.to_string(), "HSET k f v g w");
+        let range = KvOp::ZRangeByScore {
+            key: "z".into(),
+            min: ScoreBound::NegInf,
+            max: ScoreBound::At(3),
+        };
+        assert_eq!(range.to_string(), "ZRANGEBYSCORE z -inf 3");
+        let reply = KvReply::Array(vec![Some("a".into()), None]);
+        assert_eq!(reply.to_string(), r#"["a", nil]"#);
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::StoreId;
 
-pub use kv::{KvOp, KvReply, KvView, ScriptName, SetCondition};
+pub use kv::{KvOp, KvReply, KvView, ScoreBound, ScriptName, SetCondition, WRONGTYPE};
 pub use local::{
     FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
 };
@@ -90,12 +90,15 @@ pub enum Reply {
 
 impl Reply {
     /// Whether the reply reports that the operation took effect: `OK`, a positive integer, a
-    /// non-empty row set, a positive row count, a commit, an enqueue or a delivery.
+    /// Redis array holding a value, non-empty pairs, a non-empty row set, a positive row
+    /// count, a commit, an enqueue or a delivery.
     pub fn is_success(&self) -> bool {
         match self {
             Reply::Kv(KvReply::Ok) | Reply::Kv(KvReply::Bulk(_)) => true,
             Reply::Kv(KvReply::Int(n)) => *n > 0,
             Reply::Kv(KvReply::Nil) | Reply::Kv(KvReply::Error(_)) => false,
+            Reply::Kv(KvReply::Array(items)) => items.iter().any(Option::is_some),
+            Reply::Kv(KvReply::Pairs(pairs)) => !pairs.is_empty(),
             Reply::Sql(SqlReply::Rows(rows)) => !rows.is_empty(),
             Reply::Sql(SqlReply::Affected(n)) => *n > 0,
             Reply::Sql(SqlReply::Ok) | Reply::Sql(SqlReply::Committed) => true,

@@ -1,21 +1,63 @@
-//! The Redis model: single-threaded command and script atomicity, per-key TTL on the virtual
-//! clock, `PEXPIRE` on a missing key creating nothing, scripts that keep their writes on a
-//! runtime error, and a primary with an asynchronous replica: a failover promotes the replica
-//! and loses every write not yet replicated; a restart without persistence loses everything.
+//! The Redis model: single-threaded command and script atomicity, typed values (string,
+//! hash, set, sorted set) with `WRONGTYPE` errors, a hash, set or sorted set deleted with its
+//! last field or member, per-key TTL on the virtual clock (a TTL applies to the whole key),
+//! `PEXPIRE` on a missing key creating nothing, scripts that keep their writes on a runtime
+//! error, and a primary with an asynchronous replica: a failover promotes the replica and
+//! loses every write not yet replicated; a restart without persistence loses everything.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use racelab_core::{Duration, KvOp, KvReply, KvView, SetCondition, Timestamp};
+use racelab_core::{Duration, KvOp, KvReply, KvView, SetCondition, Timestamp, WRONGTYPE};
 
 /// Redis' reply to `SET ... PX ms` with a time it refuses.
 const INVALID_SET_EXPIRE: &str = "ERR invalid expire time in 'set' command";
 
+/// Redis' reply to `EXPIRE key seconds` whose milliseconds overflow.
+const INVALID_EXPIRE: &str = "ERR invalid expire time in 'expire' command";
+
 /// Redis' reply to `INCRBY` on a value that is not exactly an integer's canonical text.
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
+/// Redis' reply to `HINCRBY` on a field that is not exactly an integer's canonical text.
+const HASH_NOT_AN_INTEGER: &str = "ERR hash value is not an integer";
+
+/// Redis' reply to an increment past `i64`.
+const OVERFLOW: &str = "ERR increment or decrement would overflow";
+
+/// A key's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    Str(String),
+    Hash(BTreeMap<String, String>),
+    Set(BTreeSet<String>),
+    /// Member to score.
+    ZSet(BTreeMap<String, i64>),
+}
+
+impl Value {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+        }
+    }
+
+    /// An empty collection, which Redis never keeps.
+    fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
-    value: String,
+    value: Value,
     expires_at: Option<Timestamp>,
 }
 
@@ -26,8 +68,8 @@ type Keyspace = BTreeMap<String, Entry>;
 pub struct RedisModel {
     primary: Keyspace,
     replica: Keyspace,
-    /// Writes applied on the primary and not yet on the replica: (applied at, key, new entry
-    /// or deletion).
+    /// Writes applied on the primary and not yet on the replica: (applied at, key, whole new
+    /// entry or deletion).
     backlog: VecDeque<(Timestamp, String, Option<Entry>)>,
     /// How long a write takes to reach the replica.
     replication_lag: Duration,
@@ -37,6 +79,19 @@ pub struct RedisModel {
 struct View<'a> {
     model: &'a mut RedisModel,
     now: Timestamp,
+}
+
+/// `ERR wrong number of arguments for 'cmd' command`.
+fn arity(cmd: &str) -> KvReply {
+    KvReply::Error(format!("ERR wrong number of arguments for '{cmd}' command"))
+}
+
+fn wrongtype() -> KvReply {
+    KvReply::Error(WRONGTYPE.into())
+}
+
+fn count(n: usize) -> KvReply {
+    KvReply::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 impl RedisModel {
@@ -55,71 +110,8 @@ impl RedisModel {
         self.replicate(now);
         let mut view = View { model: self, now };
         match op {
-            KvOp::Get { key } => view.get(key).map_or(KvReply::Nil, KvReply::Bulk),
-            KvOp::Set {
-                key,
-                value,
-                condition,
-                ttl,
-            } => {
-                // Redis checks the expire time before anything else, `NX`/`XX` included.
-                if ttl.is_some_and(|ttl| !valid_set_ttl(ttl)) {
-                    return KvReply::Error(INVALID_SET_EXPIRE.into());
-                }
-                let exists = view.get(key).is_some();
-                let applies = match condition {
-                    SetCondition::Always => true,
-                    SetCondition::IfAbsent => !exists,
-                    SetCondition::IfPresent => exists,
-                };
-                if !applies {
-                    return KvReply::Nil;
-                }
-                let expires_at = ttl.map(|ttl| now + ttl);
-                view.write(
-                    key,
-                    Some(Entry {
-                        value: value.clone(),
-                        expires_at,
-                    }),
-                );
-                KvReply::Ok
-            }
-            KvOp::Del { key } => KvReply::Int(i64::from(view.del(key))),
-            KvOp::IncrBy { key, delta } => {
-                let (current, expires_at) = match view.entry(key) {
-                    Some(e) => match parse_redis_integer(&e.value) {
-                        Some(n) => (n, e.expires_at),
-                        None => return KvReply::Error(NOT_AN_INTEGER.into()),
-                    },
-                    None => (0, None),
-                };
-                let Some(next) = current.checked_add(*delta) else {
-                    return KvReply::Error("ERR increment or decrement would overflow".into());
-                };
-                view.write(
-                    key,
-                    Some(Entry {
-                        value: next.to_string(),
-                        expires_at,
-                    }),
-                );
-                KvReply::Int(next)
-            }
-            KvOp::PExpire { key, ttl } => KvReply::Int(i64::from(view.pexpire(key, *ttl))),
-            KvOp::PTtl { key } => match view.entry(key) {
-                None => KvReply::Int(-2),
-                Some(Entry {
-                    expires_at: None, ..
-                }) => KvReply::Int(-1),
-                Some(Entry {
-                    expires_at: Some(at),
-                    ..
-                }) => KvReply::Int(
-                    i64::try_from(at.saturating_since(now).as_ms()).unwrap_or(i64::MAX),
-                ),
-            },
             KvOp::Script { script, keys, args } => script.run(&mut view, keys, args),
+            op => view.command(op),
         }
     }
 
@@ -137,12 +129,24 @@ impl RedisModel {
         self.backlog.clear();
     }
 
-    /// The live value of `key` at `now`, for tests and state snapshots.
+    /// The live string value of `key` at `now`, for tests and state snapshots (`None` when
+    /// missing or of another type).
     pub fn peek(&self, now: Timestamp, key: &str) -> Option<&str> {
+        match &self.live(now, key)?.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// `TYPE key` at `now`: "string", "hash", "set", "zset", or `None` when missing.
+    pub fn type_of(&self, now: Timestamp, key: &str) -> Option<&'static str> {
+        self.live(now, key).map(|e| e.value.type_name())
+    }
+
+    fn live(&self, now: Timestamp, key: &str) -> Option<&Entry> {
         self.primary
             .get(key)
             .filter(|e| e.expires_at.is_none_or(|at| at > now))
-            .map(|e| e.value.as_str())
     }
 
     fn replicate(&mut self, now: Timestamp) {
@@ -166,6 +170,7 @@ impl RedisModel {
 ///
 /// Redis also refuses a time whose sum with its Unix clock overflows (within about
 /// 1.8 * 10^12 ms of `i64::MAX`); the model's clock is virtual, so it does not refuse those.
+/// The same holds for `EXPIRE`.
 fn valid_set_ttl(ttl: Duration) -> bool {
     ttl.as_ms() > 0 && i64::try_from(ttl.as_ms()).is_ok()
 }
@@ -186,10 +191,7 @@ fn parse_redis_integer(text: &str) -> Option<i64> {
 
 impl View<'_> {
     fn entry(&self, key: &str) -> Option<Entry> {
-        let e = self.model.primary.get(key)?;
-        e.expires_at
-            .is_none_or(|at| at > self.now)
-            .then(|| e.clone())
+        self.model.live(self.now, key).cloned()
     }
 
     fn write(&mut self, key: &str, entry: Option<Entry>) {
@@ -201,14 +203,26 @@ impl View<'_> {
             .backlog
             .push_back((self.now, key.to_string(), entry));
     }
-}
 
-impl KvView for View<'_> {
-    fn get(&self, key: &str) -> Option<String> {
-        self.entry(key).map(|e| e.value)
+    /// Writes a collection back, keeping the key's TTL, or deletes the key when the
+    /// collection is empty (as Redis does when the last field or member goes).
+    fn put(&mut self, key: &str, value: Value, expires_at: Option<Timestamp>) {
+        if value.is_empty_collection() {
+            self.write(key, None);
+        } else {
+            self.write(key, Some(Entry { value, expires_at }));
+        }
     }
 
-    fn pexpire(&mut self, key: &str, ttl: Duration) -> bool {
+    fn del(&mut self, key: &str) -> bool {
+        let existed = self.entry(key).is_some();
+        if existed {
+            self.write(key, None);
+        }
+        existed
+    }
+
+    fn expire_in(&mut self, key: &str, ttl: Duration) -> bool {
         match self.entry(key) {
             Some(mut e) => {
                 e.expires_at = Some(self.now + ttl);
@@ -219,12 +233,290 @@ impl KvView for View<'_> {
         }
     }
 
-    fn del(&mut self, key: &str) -> bool {
-        let existed = self.entry(key).is_some();
-        if existed {
-            self.write(key, None);
+    /// The remaining time to live in ms: -2 missing, -1 no expiry.
+    fn pttl(&self, key: &str) -> i64 {
+        match self.entry(key) {
+            None => -2,
+            Some(Entry {
+                expires_at: None, ..
+            }) => -1,
+            Some(Entry {
+                expires_at: Some(at),
+                ..
+            }) => i64::try_from(at.saturating_since(self.now).as_ms()).unwrap_or(i64::MAX),
         }
-        existed
+    }
+
+    /// The string at `key` (`None` when missing) with its expiry, or `WRONGTYPE`.
+    fn string(&self, key: &str) -> Result<Option<(String, Option<Timestamp>)>, KvReply> {
+        match self.entry(key) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Str(s),
+                expires_at,
+            }) => Ok(Some((s, expires_at))),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    /// The hash at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
+    fn hash(&self, key: &str) -> Result<(BTreeMap<String, String>, Option<Timestamp>), KvReply> {
+        match self.entry(key) {
+            None => Ok((BTreeMap::new(), None)),
+            Some(Entry {
+                value: Value::Hash(h),
+                expires_at,
+            }) => Ok((h, expires_at)),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    /// The set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
+    fn set(&self, key: &str) -> Result<(BTreeSet<String>, Option<Timestamp>), KvReply> {
+        match self.entry(key) {
+            None => Ok((BTreeSet::new(), None)),
+            Some(Entry {
+                value: Value::Set(s),
+                expires_at,
+            }) => Ok((s, expires_at)),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    /// The sorted set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
+    fn zset(&self, key: &str) -> Result<(BTreeMap<String, i64>, Option<Timestamp>), KvReply> {
+        match self.entry(key) {
+            None => Ok((BTreeMap::new(), None)),
+            Some(Entry {
+                value: Value::ZSet(z),
+                expires_at,
+            }) => Ok((z, expires_at)),
+            Some(_) => Err(wrongtype()),
+        }
+    }
+
+    /// One command other than a script.
+    fn command(&mut self, op: &KvOp) -> KvReply {
+        match self.try_command(op) {
+            Ok(reply) | Err(reply) => reply,
+        }
+    }
+
+    fn try_command(&mut self, op: &KvOp) -> Result<KvReply, KvReply> {
+        let now = self.now;
+        Ok(match op {
+            KvOp::Script { .. } => {
+                return Err(KvReply::Error(
+                    "ERR This Redis command is not allowed from script".into(),
+                ));
+            }
+            KvOp::Get { key } => self
+                .string(key)?
+                .map_or(KvReply::Nil, |(s, _)| KvReply::Bulk(s)),
+            KvOp::Set {
+                key,
+                value,
+                condition,
+                ttl,
+            } => {
+                // Redis checks the expire time before anything else, `NX`/`XX` included.
+                if ttl.is_some_and(|ttl| !valid_set_ttl(ttl)) {
+                    return Err(KvReply::Error(INVALID_SET_EXPIRE.into()));
+                }
+                // A key of any type counts, and `SET` replaces it whatever its type.
+                let exists = self.entry(key).is_some();
+                let applies = match condition {
+                    SetCondition::Always => true,
+                    SetCondition::IfAbsent => !exists,
+                    SetCondition::IfPresent => exists,
+                };
+                if !applies {
+                    return Ok(KvReply::Nil);
+                }
+                let expires_at = ttl.map(|ttl| now + ttl);
+                self.write(
+                    key,
+                    Some(Entry {
+                        value: Value::Str(value.clone()),
+                        expires_at,
+                    }),
+                );
+                KvReply::Ok
+            }
+            KvOp::Del { key } => KvReply::Int(i64::from(self.del(key))),
+            KvOp::Exists { key } => KvReply::Int(i64::from(self.entry(key).is_some())),
+            KvOp::IncrBy { key, delta } => self.incr(key, *delta)?,
+            KvOp::DecrBy { key, delta } => {
+                if *delta == i64::MIN {
+                    return Err(KvReply::Error("ERR decrement would overflow".into()));
+                }
+                self.incr(key, -*delta)?
+            }
+            KvOp::PExpire { key, ttl } => KvReply::Int(i64::from(self.expire_in(key, *ttl))),
+            KvOp::Expire { key, seconds } => {
+                let ms = i64::try_from(*seconds)
+                    .map_err(|_| KvReply::Error(NOT_AN_INTEGER.into()))?
+                    .checked_mul(1000)
+                    .ok_or_else(|| KvReply::Error(INVALID_EXPIRE.into()))?;
+                let ttl = Duration::from_ms(ms.unsigned_abs());
+                KvReply::Int(i64::from(self.expire_in(key, ttl)))
+            }
+            KvOp::PTtl { key } => KvReply::Int(self.pttl(key)),
+            KvOp::Ttl { key } => match self.pttl(key) {
+                // Redis rounds the remaining milliseconds to the nearest second.
+                ms if ms >= 0 => KvReply::Int(ms.saturating_add(500) / 1000),
+                code => KvReply::Int(code),
+            },
+            KvOp::HGet { key, field } => self
+                .hash(key)?
+                .0
+                .remove(field)
+                .map_or(KvReply::Nil, KvReply::Bulk),
+            KvOp::HSet { key, pairs } => {
+                if pairs.is_empty() {
+                    return Err(arity("hset"));
+                }
+                let (mut h, expires_at) = self.hash(key)?;
+                let mut created = 0;
+                for (field, value) in pairs {
+                    if h.insert(field.clone(), value.clone()).is_none() {
+                        created += 1;
+                    }
+                }
+                self.put(key, Value::Hash(h), expires_at);
+                count(created)
+            }
+            KvOp::HMGet { key, fields } => {
+                if fields.is_empty() {
+                    return Err(arity("hmget"));
+                }
+                let (h, _) = self.hash(key)?;
+                KvReply::Array(fields.iter().map(|f| h.get(f).cloned()).collect())
+            }
+            KvOp::HGetAll { key } => KvReply::Pairs(self.hash(key)?.0.into_iter().collect()),
+            KvOp::HIncrBy { key, field, delta } => {
+                let (mut h, expires_at) = self.hash(key)?;
+                let current = match h.get(field) {
+                    None => 0,
+                    Some(text) => parse_redis_integer(text)
+                        .ok_or_else(|| KvReply::Error(HASH_NOT_AN_INTEGER.into()))?,
+                };
+                let next = current
+                    .checked_add(*delta)
+                    .ok_or_else(|| KvReply::Error(OVERFLOW.into()))?;
+                h.insert(field.clone(), next.to_string());
+                self.put(key, Value::Hash(h), expires_at);
+                KvReply::Int(next)
+            }
+            KvOp::HDel { key, fields } => {
+                if fields.is_empty() {
+                    return Err(arity("hdel"));
+                }
+                let (mut h, expires_at) = self.hash(key)?;
+                let removed = fields.iter().filter(|f| h.remove(*f).is_some()).count();
+                if removed > 0 {
+                    self.put(key, Value::Hash(h), expires_at);
+                }
+                count(removed)
+            }
+            KvOp::SAdd { key, members } => {
+                if members.is_empty() {
+                    return Err(arity("sadd"));
+                }
+                let (mut s, expires_at) = self.set(key)?;
+                let added = members.iter().filter(|m| s.insert((*m).clone())).count();
+                if added > 0 {
+                    self.put(key, Value::Set(s), expires_at);
+                }
+                count(added)
+            }
+            KvOp::SRem { key, members } => {
+                if members.is_empty() {
+                    return Err(arity("srem"));
+                }
+                let (mut s, expires_at) = self.set(key)?;
+                let removed = members.iter().filter(|m| s.remove(*m)).count();
+                if removed > 0 {
+                    self.put(key, Value::Set(s), expires_at);
+                }
+                count(removed)
+            }
+            KvOp::SIsMember { key, member } => {
+                KvReply::Int(i64::from(self.set(key)?.0.contains(member)))
+            }
+            KvOp::SMembers { key } => {
+                KvReply::Array(self.set(key)?.0.into_iter().map(Some).collect())
+            }
+            KvOp::SCard { key } => count(self.set(key)?.0.len()),
+            KvOp::ZAdd { key, pairs } => {
+                if pairs.is_empty() {
+                    return Err(arity("zadd"));
+                }
+                let (mut z, expires_at) = self.zset(key)?;
+                let mut added = 0;
+                for (score, member) in pairs {
+                    if z.insert(member.clone(), *score).is_none() {
+                        added += 1;
+                    }
+                }
+                self.put(key, Value::ZSet(z), expires_at);
+                count(added)
+            }
+            KvOp::ZRem { key, members } => {
+                if members.is_empty() {
+                    return Err(arity("zrem"));
+                }
+                let (mut z, expires_at) = self.zset(key)?;
+                let removed = members.iter().filter(|m| z.remove(*m).is_some()).count();
+                if removed > 0 {
+                    self.put(key, Value::ZSet(z), expires_at);
+                }
+                count(removed)
+            }
+            KvOp::ZRangeByScore { key, min, max } => {
+                let (z, _) = self.zset(key)?;
+                let mut hits: Vec<(i64, String)> = z
+                    .into_iter()
+                    .filter(|(_, score)| min.below_or_at(*score) && max.above_or_at(*score))
+                    .map(|(member, score)| (score, member))
+                    .collect();
+                hits.sort();
+                KvReply::Array(hits.into_iter().map(|(_, m)| Some(m)).collect())
+            }
+            KvOp::ZScore { key, member } => self
+                .zset(key)?
+                .0
+                .get(member)
+                .map_or(KvReply::Nil, |score| KvReply::Bulk(score.to_string())),
+        })
+    }
+
+    /// `INCRBY`: the string must hold an integer; the key keeps its TTL.
+    fn incr(&mut self, key: &str, delta: i64) -> Result<KvReply, KvReply> {
+        let (current, expires_at) = match self.string(key)? {
+            Some((text, expires_at)) => (
+                parse_redis_integer(&text).ok_or_else(|| KvReply::Error(NOT_AN_INTEGER.into()))?,
+                expires_at,
+            ),
+            None => (0, None),
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| KvReply::Error(OVERFLOW.into()))?;
+        self.write(
+            key,
+            Some(Entry {
+                value: Value::Str(next.to_string()),
+                expires_at,
+            }),
+        );
+        Ok(KvReply::Int(next))
+    }
+}
+
+impl KvView for View<'_> {
+    fn call(&mut self, op: &KvOp) -> KvReply {
+        self.command(op)
     }
 }
 
@@ -420,6 +712,314 @@ mod tests {
                 "INCRBY on {text:?}"
             );
         }
+    }
+
+    fn hset(key: &str, pairs: &[(&str, &str)]) -> KvOp {
+        KvOp::HSet {
+            key: key.into(),
+            pairs: pairs
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn commands_on_a_key_of_another_type_answer_wrongtype() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        let wrong = KvReply::Error(WRONGTYPE.into());
+        let k = || "k".to_string();
+        r.execute(t(0), &hset("k", &[("f", "1")]));
+        for op in [
+            KvOp::Get { key: k() },
+            KvOp::IncrBy { key: k(), delta: 1 },
+            KvOp::DecrBy { key: k(), delta: 1 },
+            KvOp::SAdd {
+                key: k(),
+                members: strs(&["m"]),
+            },
+            KvOp::SCard { key: k() },
+            KvOp::ZScore {
+                key: k(),
+                member: "m".into(),
+            },
+            KvOp::ZAdd {
+                key: k(),
+                pairs: vec![(1, "m".into())],
+            },
+        ] {
+            assert_eq!(r.execute(t(0), &op), wrong, "{op}");
+        }
+        // A script reading the lock key gets WRONGTYPE too, and writes nothing.
+        let del = KvOp::Script {
+            script: ScriptName::CompareAndDelete,
+            keys: vec![k()],
+            args: strs(&["1"]),
+        };
+        assert_eq!(r.execute(t(0), &del), wrong);
+        assert_eq!(r.type_of(t(0), "k"), Some("hash"));
+        // Type-agnostic commands work; SET replaces a hash with a string.
+        assert_eq!(r.execute(t(0), &KvOp::Exists { key: k() }), KvReply::Int(1));
+        let set = KvOp::Set {
+            key: k(),
+            value: "v".into(),
+            condition: SetCondition::IfAbsent,
+            ttl: None,
+        };
+        assert_eq!(r.execute(t(0), &set), KvReply::Nil, "NX sees the hash");
+        let set = KvOp::Set {
+            key: k(),
+            value: "v".into(),
+            condition: SetCondition::Always,
+            ttl: None,
+        };
+        assert_eq!(r.execute(t(0), &set), KvReply::Ok);
+        assert_eq!(r.peek(t(0), "k"), Some("v"));
+        r.execute(
+            t(0),
+            &KvOp::SAdd {
+                key: "s".into(),
+                members: strs(&["m"]),
+            },
+        );
+        assert_eq!(
+            r.execute(
+                t(0),
+                &KvOp::HGet {
+                    key: "s".into(),
+                    field: "f".into()
+                }
+            ),
+            wrong
+        );
+        assert_eq!(
+            r.execute(t(0), &KvOp::Del { key: "s".into() }),
+            KvReply::Int(1)
+        );
+    }
+
+    #[test]
+    fn the_last_field_or_member_removed_deletes_the_key() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        let exists =
+            |r: &mut RedisModel, key: &str| r.execute(t(0), &KvOp::Exists { key: key.into() });
+        r.execute(t(0), &hset("h", &[("f", "1"), ("g", "2")]));
+        let hdel = |fields: &[&str]| KvOp::HDel {
+            key: "h".into(),
+            fields: strs(fields),
+        };
+        assert_eq!(r.execute(t(0), &hdel(&["f", "x"])), KvReply::Int(1));
+        assert_eq!(exists(&mut r, "h"), KvReply::Int(1));
+        assert_eq!(r.execute(t(0), &hdel(&["g"])), KvReply::Int(1));
+        assert_eq!(exists(&mut r, "h"), KvReply::Int(0));
+        assert_eq!(r.type_of(t(0), "h"), None);
+
+        r.execute(
+            t(0),
+            &KvOp::SAdd {
+                key: "s".into(),
+                members: strs(&["a", "b", "a"]),
+            },
+        );
+        assert_eq!(
+            r.execute(t(0), &KvOp::SCard { key: "s".into() }),
+            KvReply::Int(2)
+        );
+        let srem = KvOp::SRem {
+            key: "s".into(),
+            members: strs(&["a", "b"]),
+        };
+        assert_eq!(r.execute(t(0), &srem), KvReply::Int(2));
+        assert_eq!(exists(&mut r, "s"), KvReply::Int(0));
+
+        r.execute(
+            t(0),
+            &KvOp::ZAdd {
+                key: "z".into(),
+                pairs: vec![(2, "b".into()), (1, "a".into())],
+            },
+        );
+        let all = KvOp::ZRangeByScore {
+            key: "z".into(),
+            min: racelab_core::ScoreBound::NegInf,
+            max: racelab_core::ScoreBound::PosInf,
+        };
+        assert_eq!(
+            r.execute(t(0), &all),
+            KvReply::Array(vec![Some("a".into()), Some("b".into())])
+        );
+        let zrem = KvOp::ZRem {
+            key: "z".into(),
+            members: strs(&["a", "b"]),
+        };
+        assert_eq!(r.execute(t(0), &zrem), KvReply::Int(2));
+        assert_eq!(exists(&mut r, "z"), KvReply::Int(0));
+        // The key's next incarnation starts without the old TTL, and may be of another type.
+        assert_eq!(r.execute(t(0), &hset("z", &[("f", "1")])), KvReply::Int(1));
+        assert_eq!(r.type_of(t(0), "z"), Some("hash"));
+    }
+
+    #[test]
+    fn a_ttl_applies_to_the_whole_collection() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        r.execute(t(0), &hset("h", &[("f", "1")]));
+        let expire = KvOp::Expire {
+            key: "h".into(),
+            seconds: 10,
+        };
+        assert_eq!(r.execute(t(0), &expire), KvReply::Int(1));
+        // Writing a field keeps the key's TTL.
+        r.execute(t(1_000), &hset("h", &[("g", "2")]));
+        r.execute(
+            t(1_000),
+            &KvOp::HIncrBy {
+                key: "h".into(),
+                field: "n".into(),
+                delta: 3,
+            },
+        );
+        assert_eq!(
+            r.execute(t(1_400), &KvOp::Ttl { key: "h".into() }),
+            KvReply::Int(9),
+            "8.6 s rounds to 9"
+        );
+        assert_eq!(
+            r.execute(t(1_400), &KvOp::PTtl { key: "h".into() }),
+            KvReply::Int(8_600)
+        );
+        assert_eq!(
+            r.execute(t(9_999), &KvOp::HGetAll { key: "h".into() }),
+            KvReply::Pairs(vec![
+                ("f".into(), "1".into()),
+                ("g".into(), "2".into()),
+                ("n".into(), "3".into()),
+            ])
+        );
+        assert_eq!(
+            r.execute(t(10_000), &KvOp::HGetAll { key: "h".into() }),
+            KvReply::Pairs(vec![]),
+            "every field expires with the key"
+        );
+        assert_eq!(
+            r.execute(t(10_000), &KvOp::Ttl { key: "h".into() }),
+            KvReply::Int(-2)
+        );
+        // A set likewise; EXPIRE 0 deletes at once.
+        r.execute(
+            t(0),
+            &KvOp::SAdd {
+                key: "s".into(),
+                members: strs(&["m"]),
+            },
+        );
+        assert_eq!(
+            r.execute(t(0), &KvOp::Ttl { key: "s".into() }),
+            KvReply::Int(-1)
+        );
+        let expire0 = KvOp::Expire {
+            key: "s".into(),
+            seconds: 0,
+        };
+        assert_eq!(r.execute(t(0), &expire0), KvReply::Int(1));
+        assert_eq!(
+            r.execute(
+                t(0),
+                &KvOp::SIsMember {
+                    key: "s".into(),
+                    member: "m".into()
+                }
+            ),
+            KvReply::Int(0)
+        );
+    }
+
+    #[test]
+    fn hincrby_reads_fields_as_strictly_as_incrby() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        let inc = |delta| KvOp::HIncrBy {
+            key: "h".into(),
+            field: "f".into(),
+            delta,
+        };
+        for text in ["05", "+5", "-0", " 5", "x", ""] {
+            r.execute(t(0), &hset("h", &[("f", text)]));
+            assert_eq!(
+                r.execute(t(0), &inc(1)),
+                KvReply::Error(HASH_NOT_AN_INTEGER.into()),
+                "HINCRBY on {text:?}"
+            );
+        }
+        r.execute(t(0), &hset("h", &[("f", "9223372036854775807")]));
+        assert_eq!(r.execute(t(0), &inc(1)), KvReply::Error(OVERFLOW.into()));
+        assert_eq!(r.execute(t(0), &inc(-7)), KvReply::Int(i64::MAX - 7));
+    }
+
+    #[test]
+    fn failover_loses_an_unreplicated_hset_and_keeps_the_replicated_hash() {
+        let mut r = RedisModel::new(Duration::from_ms(100));
+        r.execute(t(0), &hset("h", &[("f", "1")]));
+        r.execute(
+            t(0),
+            &KvOp::ZAdd {
+                key: "z".into(),
+                pairs: vec![(5, "m".into())],
+            },
+        );
+        r.execute(t(950), &hset("h", &[("g", "2")]));
+        r.execute(
+            t(960),
+            &KvOp::ZRem {
+                key: "z".into(),
+                members: strs(&["m"]),
+            },
+        );
+        r.failover(t(1_000));
+        assert_eq!(
+            r.execute(t(1_000), &KvOp::HGetAll { key: "h".into() }),
+            KvReply::Pairs(vec![("f".into(), "1".into())]),
+            "the unreplicated field is lost, the replicated one kept"
+        );
+        assert_eq!(
+            r.execute(
+                t(1_000),
+                &KvOp::ZScore {
+                    key: "z".into(),
+                    member: "m".into()
+                }
+            ),
+            KvReply::Bulk("5".into()),
+            "the unreplicated deletion of the last member is lost"
+        );
+    }
+
+    #[test]
+    fn arity_errors_come_before_the_type_check() {
+        let mut r = RedisModel::new(Duration::ZERO);
+        r.execute(t(0), &set_nx("k", "v", 60_000));
+        assert_eq!(
+            r.execute(
+                t(0),
+                &KvOp::HSet {
+                    key: "k".into(),
+                    pairs: vec![]
+                }
+            ),
+            KvReply::Error("ERR wrong number of arguments for 'hset' command".into())
+        );
+        assert_eq!(
+            r.execute(
+                t(0),
+                &KvOp::DecrBy {
+                    key: "k".into(),
+                    delta: i64::MIN
+                }
+            ),
+            KvReply::Error("ERR decrement would overflow".into())
+        );
     }
 
     #[test]
