@@ -10,8 +10,8 @@ use racelab_core::health::oracle::{
     endpoints_recover, fresh_evidence_only, queue_drains,
 };
 use racelab_core::health::{
-    EndpointId, Generation, HealthConfig, HealthTable, HealthTag, LocalOp, LocalResult, LocalState,
-    Observation, ObserveOutcome, Source, Status,
+    EndpointId, FailureQueue, Generation, HealthConfig, HealthTable, HealthTag, LocalOp,
+    LocalResult, LocalState, Observation, ObserveOutcome, Source, Status,
 };
 use racelab_core::{
     CallKind, History, LocalBlock, LocalReply, LocalValue, OpId, OpRecord, ProcessId, Reply,
@@ -466,4 +466,41 @@ fn every_failure_kind_makes_older_successes_stale_in_correct_only() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The failure queue's pieces that only Buggy and DocFix worlds reach.
+
+#[test]
+fn the_threaded_ports_act_half_counts_every_call() {
+    // R-003-02's split check-then-act: both threads saw E1 absent, both insert and count.
+    for variant in Variant::ALL {
+        let mut q = FailureQueue::new(variant);
+        assert!(!q.contains(E1));
+        let first = q.insert_counted(E1);
+        let second = q.insert_counted(E1);
+        assert!(first.inserted && !second.inserted, "{variant:?}");
+        assert_eq!((q.total_failed(), q.len()), (2, 1), "{variant:?}");
+    }
+}
+
+#[test]
+fn a_torn_queue_file_is_an_error_that_says_so() {
+    let err = FailureQueue::from_json(Variant::Correct, "{\"failed_endpoints\":[\"E1\"")
+        .expect_err("a torn file does not parse");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("the persisted failure queue does not parse: "),
+        "{text}"
+    );
+    assert!(text.len() > "the persisted failure queue does not parse: ".len());
+    let bad_name = FailureQueue::from_json(
+        Variant::Correct,
+        r#"{"failed_endpoints":["X1"],"stats":{"total_failed":1}}"#,
+    )
+    .expect_err("not an endpoint name");
+    assert_eq!(
+        bad_name.to_string(),
+        "the persisted failure queue does not parse: bad endpoint name \"X1\""
+    );
 }

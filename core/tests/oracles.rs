@@ -1,6 +1,7 @@
 //! Every oracle is fed known-bad histories and must flag them, and a known-good one that it
 //! must accept.
 
+use racelab_core::oracle::{at_most_once_per_key, conservation, newest_epoch_only};
 use racelab_core::workorder::{WoEnd, WoNote, WoTag, exactly_once, fenced_effects, no_false_alarm};
 use racelab_core::{
     Assign, Cond, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId,
@@ -501,4 +502,103 @@ fn a_history_that_breaks_time_is_not_well_formed() {
     }
     let e = notes.check_well_formed().unwrap_err();
     assert!(e.contains("notes are not recorded in time order"), "{e}");
+}
+
+// The generic oracles, over document 002's vocabulary: effects keyed by scan, leases granted
+// with the epoch given as the acquisition's time in seconds.
+
+fn scan_of(op: &OpRecord) -> Option<u64> {
+    match WoTag::of(&op.tag) {
+        Some(WoTag::Effect { scan, .. }) => Some(scan.0),
+        _ => None,
+    }
+}
+
+fn grant_of(op: &OpRecord) -> Option<(WorkOrderId, u64)> {
+    matches!(WoTag::of(&op.tag), Some(WoTag::AcquireLease { .. }))
+        .then(|| (WO, op.invoked_at.as_ms() / 1_000))
+}
+
+#[test]
+fn at_most_once_per_key_flags_a_key_accepted_twice_and_ignores_refused_effects() {
+    let mut h = history();
+    effect(&mut h, A, 1, 5, 1_000);
+    effect(&mut h, B, 2, 5, 2_000);
+    assert!(at_most_once_per_key(&h, "once", scan_of).holds());
+    effect(&mut h, B, 1, 5, 3_000);
+    // Refused, and not durable: neither counts.
+    let mut refused = h.ops[0].clone();
+    refused.result = Some(Reply::Sql(SqlReply::Error("40P01 deadlock".into())));
+    h.ops.push(refused);
+    let mut lost = h.ops[0].clone();
+    lost.durable_at = None;
+    h.ops.push(lost);
+    let v = at_most_once_per_key(&h, "once", scan_of);
+    assert_eq!(v.broken(), ["once"]);
+    assert_eq!(
+        v.explanation(),
+        "once violated: 1 took effect 2 times: at 00:01.000 by W_A and at 00:03.000 by W_B"
+    );
+    assert_eq!(v.violations[0].ops, [0, 2]);
+}
+
+#[test]
+fn newest_epoch_only_flags_a_write_after_a_newer_grant_of_its_key_only() {
+    // Epoch 1 granted at 1 s to W_A, epoch 2 at 2 s to W_B; W_A writes with epoch 1 at 3 s.
+    let write_of = |op: &OpRecord| scan_of(op).map(|_| (WO, 1));
+    let mut h = history();
+    acquire(&mut h, A, 1_000);
+    effect(&mut h, A, 1, 5, 1_500);
+    assert!(newest_epoch_only(&h, "fresh", grant_of, write_of).holds());
+    acquire(&mut h, B, 2_000);
+    effect(&mut h, A, 2, 5, 3_000);
+    let v = newest_epoch_only(&h, "fresh", grant_of, write_of);
+    assert_eq!(
+        v.explanation(),
+        "fresh violated: W_A wrote wo-1 with epoch 1 at 00:03.000, but epoch 2 had been granted \
+         at 00:02.000"
+    );
+    assert_eq!(v.violations[0].ops, [2, 3]);
+    // A newer grant of another key, an older or equal grant of the same key, or a grant at
+    // the write's own instant do not make the write stale.
+    let other = |op: &OpRecord| grant_of(op).map(|(_, e)| (WorkOrderId(2), e));
+    assert!(newest_epoch_only(&h, "fresh", other, write_of).holds());
+    let newest = |op: &OpRecord| scan_of(op).map(|_| (WO, 2));
+    assert!(newest_epoch_only(&h, "fresh", grant_of, newest).holds());
+    let mut h = history();
+    acquire(&mut h, B, 2_000);
+    effect(&mut h, A, 1, 5, 2_000);
+    assert!(newest_epoch_only(&h, "fresh", grant_of, write_of).holds());
+}
+
+#[test]
+fn conservation_names_the_difference() {
+    assert!(conservation("sum", "qty", 7, 7).holds());
+    assert_eq!(
+        conservation("sum", "qty", 7, 5).explanation(),
+        "sum violated: qty is 5 but must be 7 (-2)"
+    );
+}
+
+#[test]
+fn a_verdict_explains_each_violation_on_its_own_line_then_the_stuck_state() {
+    let mut v = conservation("a", "x", 1, 2).merge(conservation("b", "y", 1, 3));
+    v.stuck = Some("W_A still holds a job".into());
+    v.count("window", 2);
+    v.count("never", 0);
+    assert_eq!(
+        v.explanation(),
+        "a violated: x is 2 but must be 1 (+1)\nb violated: y is 3 but must be 1 (+2)\nstuck: W_A \
+         still holds a job"
+    );
+    assert_eq!(v.broken(), ["a", "b"]);
+    assert!(v.broke("b") && !v.broke("c") && v.is_stuck() && !v.holds());
+    assert_eq!(v.sometimes.len(), 1);
+    let merged = v.clone().merge(v);
+    assert_eq!(merged.sometimes.get("window"), Some(&4));
+    assert_eq!(merged.violations.len(), 4);
+    assert_eq!(
+        racelab_core::Verdict::default().explanation(),
+        "all invariants held"
+    );
 }

@@ -3,7 +3,7 @@
 
 use racelab_core::Variant;
 use racelab_core::workorder::{
-    DocFixPlans, JobError, PlannedScan, ScanJob, Terminal, WoTag, Worker, WorkerConfig,
+    Checker, DocFixPlans, JobError, PlannedScan, ScanJob, Terminal, WoTag, Worker, WorkerConfig,
 };
 use racelab_core::{
     Delivery, DeliveryId, Duration, JobFields, JobId, Machine, Quantity, QueueOp, QueueReply,
@@ -208,4 +208,78 @@ fn a_terminal_whose_submission_was_answered_does_not_resubmit() {
     assert!(t.poll_op().is_none());
     assert_eq!(t.poll_timeout(), None);
     assert!(t.is_idle());
+}
+
+#[test]
+fn a_buggy_workers_lock_renewal_names_its_work_order() {
+    let cfg = WorkerConfig::new(
+        Variant::Buggy,
+        DocFixPlans {
+            plan1: false,
+            plan2: None,
+        },
+    );
+    let mut w = Worker::new(cfg, "W_A", 0);
+    let now = Timestamp::ZERO;
+    w.handle_start(now);
+    let fetch = w.poll_op().expect("a fetch");
+    let job = ScanJob {
+        scan: ScanId(3),
+        work_order: WorkOrderId(4),
+        qty: Quantity(1),
+        work: Duration::from_secs(30),
+        request_id: String::new(),
+    };
+    let delivery = Delivery {
+        id: DeliveryId(1),
+        job: JobId(1),
+        attempt: 1,
+        fields: job.to_fields(),
+    };
+    w.handle_reply(
+        now,
+        fetch.id,
+        Reply::Queue(QueueReply::Delivered(Some(delivery))),
+    );
+    let lock = w.poll_op().expect("the lock");
+    assert_eq!(
+        lock.tag,
+        Tag::new(WoTag::AcquireLease {
+            work_order: WorkOrderId(4)
+        })
+    );
+    w.handle_reply(now, lock.id, Reply::Kv(racelab_core::KvReply::Ok));
+    // The renewal every 8 s, for wo-4.
+    let at = Timestamp::from_ms(8_000);
+    assert_eq!(w.poll_timeout(), Some(at));
+    w.handle_timeout(at);
+    let renew = w.poll_op().expect("a renewal");
+    assert_eq!(
+        renew.tag,
+        Tag::new(WoTag::RenewLease {
+            work_order: WorkOrderId(4)
+        })
+    );
+}
+
+#[test]
+fn a_checker_round_whose_read_fails_is_retried_one_interval_later() {
+    for variant in Variant::ALL {
+        let every = Duration::from_secs(5);
+        let mut c = Checker::new(variant, WorkOrderId(1), Quantity(100), every, 2);
+        c.handle_start(Timestamp::ZERO);
+        let first = Timestamp::from_ms(5_000);
+        assert_eq!(c.poll_timeout(), Some(first));
+        c.handle_timeout(first);
+        assert!(!c.is_idle());
+        // Every statement's answer is lost (Correct's transaction is rolled back): the round
+        // is abandoned and the next one is due `every` after the last answer.
+        let mut failed_at = first;
+        while let Some(op) = c.poll_op() {
+            failed_at = failed_at + Duration::from_ms(100);
+            c.handle_reply(failed_at, op.id, Reply::Timeout);
+        }
+        assert!(failed_at > first, "{variant:?} sent nothing");
+        assert_eq!(c.poll_timeout(), Some(failed_at + every), "{variant:?}");
+    }
 }
