@@ -247,52 +247,55 @@ impl View<'_> {
         }
     }
 
-    /// The string at `key` (`None` when missing) with its expiry, or `WRONGTYPE`.
-    fn string(&self, key: &str) -> Result<Option<(String, Option<Timestamp>)>, KvReply> {
+    /// The value at `key` (`None` when missing) with its expiry, if `pick` accepts its type;
+    /// `WRONGTYPE` otherwise.
+    fn typed<T>(
+        &self,
+        key: &str,
+        pick: fn(Value) -> Option<T>,
+    ) -> Result<Option<(T, Option<Timestamp>)>, KvReply> {
         match self.entry(key) {
             None => Ok(None),
-            Some(Entry {
-                value: Value::Str(s),
-                expires_at,
-            }) => Ok(Some((s, expires_at))),
-            Some(_) => Err(wrongtype()),
+            Some(Entry { value, expires_at }) => match pick(value) {
+                Some(v) => Ok(Some((v, expires_at))),
+                None => Err(wrongtype()),
+            },
         }
+    }
+
+    /// The string at `key` (`None` when missing) with its expiry, or `WRONGTYPE`.
+    fn string(&self, key: &str) -> Result<Option<(String, Option<Timestamp>)>, KvReply> {
+        self.typed(key, |v| match v {
+            Value::Str(s) => Some(s),
+            _ => None,
+        })
     }
 
     /// The hash at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
     fn hash(&self, key: &str) -> Result<(BTreeMap<String, String>, Option<Timestamp>), KvReply> {
-        match self.entry(key) {
-            None => Ok((BTreeMap::new(), None)),
-            Some(Entry {
-                value: Value::Hash(h),
-                expires_at,
-            }) => Ok((h, expires_at)),
-            Some(_) => Err(wrongtype()),
-        }
+        let hash = self.typed(key, |v| match v {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        })?;
+        Ok(hash.unwrap_or_default())
     }
 
     /// The set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
     fn set(&self, key: &str) -> Result<(BTreeSet<String>, Option<Timestamp>), KvReply> {
-        match self.entry(key) {
-            None => Ok((BTreeSet::new(), None)),
-            Some(Entry {
-                value: Value::Set(s),
-                expires_at,
-            }) => Ok((s, expires_at)),
-            Some(_) => Err(wrongtype()),
-        }
+        let set = self.typed(key, |v| match v {
+            Value::Set(s) => Some(s),
+            _ => None,
+        })?;
+        Ok(set.unwrap_or_default())
     }
 
     /// The sorted set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
     fn zset(&self, key: &str) -> Result<(BTreeMap<String, i64>, Option<Timestamp>), KvReply> {
-        match self.entry(key) {
-            None => Ok((BTreeMap::new(), None)),
-            Some(Entry {
-                value: Value::ZSet(z),
-                expires_at,
-            }) => Ok((z, expires_at)),
-            Some(_) => Err(wrongtype()),
-        }
+        let zset = self.typed(key, |v| match v {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        })?;
+        Ok(zset.unwrap_or_default())
     }
 
     /// One command other than a script.
