@@ -315,3 +315,18 @@ impl fmt::Display for LocalResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_lists_render_comma_separated_in_timelines() {
+        let list = |v: Vec<u32>| {
+            LocalResult::Endpoints(v.into_iter().map(EndpointId).collect()).to_string()
+        };
+        assert_eq!(list(vec![]), "[]");
+        assert_eq!(list(vec![1]), "[E1]");
+        assert_eq!(list(vec![1, 2, 3]), "[E1, E2, E3]");
+    }
+}

@@ -504,6 +504,17 @@ mod tests {
     }
 
     #[test]
+    fn a_threaded_ports_act_counts_every_insert_it_trusts() {
+        // The act half of the check-then-act split counts whatever its check decided, so two
+        // threads that both saw `E` absent count it twice (R-003-02's double count).
+        let mut q = FailureQueue::new(Variant::Buggy);
+        assert!(q.insert_counted(E).inserted);
+        assert!(!q.insert_counted(E).inserted);
+        assert_eq!(q.total_failed(), 2);
+        assert_eq!(q.failed(), vec![E]);
+    }
+
+    #[test]
     fn stale_success_wins_in_the_documents_table_and_loses_in_correct() {
         for variant in Variant::ALL {
             let mut t = table(variant);
