@@ -241,6 +241,7 @@ fn a_buggy_workers_lock_renewal_names_its_work_order() {
         fetch.id,
         Reply::Queue(QueueReply::Delivered(Some(delivery))),
     );
+    assert!(!w.is_idle(), "a worker holding a job is not idle");
     let lock = w.poll_op().expect("the lock");
     assert_eq!(
         lock.tag,
