@@ -130,6 +130,7 @@ where
             invoked_at: at,
             applied_at: None,
             durable_at: None,
+            lost_at: None,
             result: None,
             completed_at: None,
             timed_out: false,

@@ -26,9 +26,14 @@ pub struct OpRecord {
     pub invoked_at: Timestamp,
     /// When the store executed it; `None` if it never arrived (partition, crash).
     pub applied_at: Option<Timestamp>,
-    /// When its writes became durable: at the store for autocommit and Redis, at `COMMIT`
-    /// for statements inside a transaction; `None` if they never did.
+    /// When its writes became durable: at the store for autocommit SQL, at `COMMIT` for
+    /// statements inside a transaction, when the replica received them for a Redis write
+    /// (a read or a write that changed nothing: at the store); `None` if they never did.
     pub durable_at: Option<Timestamp>,
+    /// When a fault lost its writes before they became durable: a Redis failover or restart
+    /// before the replica had them. Such an operation succeeded at the store but was never
+    /// accepted ([`OpRecord::accepted`] is false).
+    pub lost_at: Option<Timestamp>,
     /// What the store answered, even if the answer was lost on the way back.
     pub result: Option<Reply>,
     /// When the process learnt the outcome (the reply, or its timeout).
@@ -190,6 +195,21 @@ impl History {
                     op.invoked_at
                 ));
             }
+            match (op.applied_at, op.lost_at) {
+                (_, Some(l)) if op.durable_at.is_some() => {
+                    return Err(format!("{} both durable and lost at {l}", who()));
+                }
+                (None, Some(l)) => {
+                    return Err(format!("{} lost at {l} but never applied", who()));
+                }
+                (Some(a), Some(l)) if l < a => {
+                    return Err(format!(
+                        "{} lost at {l}, before it was applied at {a}",
+                        who()
+                    ));
+                }
+                _ => {}
+            }
             match (op.applied_at, op.durable_at) {
                 (None, Some(d)) => {
                     return Err(format!("{} durable at {d} but never applied", who()));
@@ -274,6 +294,9 @@ impl History {
                 match (&op.result, op.applied_at) {
                     (Some(r), Some(at)) => {
                         let _ = write!(line, " -> {r} (applied {at}");
+                        if let Some(lost) = op.lost_at {
+                            let _ = write!(line, ", write lost at {lost}: never replicated");
+                        }
                         if op.timed_out {
                             let _ = write!(line, ", reply lost: caller timed out");
                         }

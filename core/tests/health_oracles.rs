@@ -57,6 +57,7 @@ impl Run {
             invoked_at: at,
             applied_at: Some(at),
             durable_at: Some(at),
+            lost_at: None,
             result: Some(result),
             completed_at: Some(at),
             timed_out,

@@ -41,6 +41,7 @@ fn op(
         invoked_at: t(at),
         applied_at: Some(t(at)),
         durable_at: durable.then(|| t(at)),
+        lost_at: None,
         result: Some(result),
         completed_at: Some(t(at + 1)),
         timed_out: false,

@@ -2,6 +2,7 @@
 //! ([`Trace`]), the lanes, and the text of each step.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use racelab_core::{
     Fault, History, OpRecord, ProcessId, StoreId, StoreOp, TimelineKind, TimelineStep, Verdict,
@@ -248,11 +249,13 @@ pub(crate) fn step_text(history: &History, step: &TimelineStep) -> StepText {
 fn op_fate(op: &OpRecord) -> (String, String) {
     match (&op.result, op.applied_at) {
         (Some(r), Some(at)) => {
-            let fate = if op.timed_out {
-                format!("applied {at}; reply lost: caller timed out")
-            } else {
-                format!("applied {at}")
-            };
+            let mut fate = format!("applied {at}");
+            if let Some(lost) = op.lost_at {
+                let _ = write!(fate, "; write lost at {lost}: never replicated");
+            }
+            if op.timed_out {
+                fate.push_str("; reply lost: caller timed out");
+            }
             (r.to_string(), fate)
         }
         _ => {
@@ -311,6 +314,7 @@ pub(crate) mod tests {
             invoked_at: t(invoked),
             applied_at: applied.map(t),
             durable_at: applied.map(t),
+            lost_at: None,
             result,
             completed_at: completed.map(t),
             timed_out,

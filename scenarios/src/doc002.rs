@@ -254,6 +254,7 @@ fn world(plan: Plan) -> (WorldSpec, Capture) {
         replication_lag: Duration::from_ms(50),
         queue_lock: Duration::from_secs(30),
         time_limit: Timestamp::from_ms(30 * 60 * 1000),
+        horizon: None,
     };
     (spec, Capture::new(initial_qty))
 }

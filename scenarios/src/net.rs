@@ -139,6 +139,16 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
     }
     let mut rng = SimRng::new(crate::workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
+    if let Some(horizon) = spec.horizon {
+        return Err(NetError::Simulation {
+            race: race.id.to_string(),
+            seed,
+            message: format!(
+                "the race runs to a horizon ({horizon}), which the net world does not support \
+                 yet; run it with --world explore"
+            ),
+        });
+    }
     let run = NetWorld::new(spec, (race.profile)(), seed)
         .run()
         .map_err(|message| NetError::Simulation {
@@ -510,7 +520,8 @@ impl NetWorld {
                     });
                 }
                 Planned::RedisRestart => {
-                    self.stores.borrow_mut().redis.restart();
+                    let now = self.now();
+                    self.stores.borrow_mut().redis_restart(now);
                     self.fault(Fault::RedisRestart);
                 }
                 Planned::Pause { proc, duration } => {
@@ -618,7 +629,7 @@ impl NetWorld {
                 at
             };
             if let Some(at) = hit {
-                self.stores.borrow_mut().redis.failover(at);
+                self.stores.borrow_mut().redis_failover(at);
                 self.recorder.fault(at, Fault::Failover);
                 self.shared.borrow_mut().faults += 1;
             }
@@ -659,7 +670,16 @@ impl NetWorld {
             };
             record.applied_at = Some(a.at);
             let committed = a.reply == Reply::Sql(SqlReply::Committed);
-            if (a.durable || committed) && a.reply.is_success() {
+            if let Some(write) = a.redis_write {
+                // A Redis write is durable once the replica has it, unless a fault lost it.
+                match stores.lost_at(write) {
+                    Some(lost) => record.lost_at = Some(lost),
+                    None if a.reply.is_success() => {
+                        record.durable_at = Some(stores.redis.replicated_at(a.at));
+                    }
+                    None => {}
+                }
+            } else if (a.durable || committed) && a.reply.is_success() {
                 record.durable_at = Some(a.at);
             }
             record.result = Some(a.reply.clone());
@@ -693,6 +713,7 @@ impl NetWorld {
             choices: None,
             decisions: Vec::new(),
             quiescent,
+            horizon: None,
             unsettled: if quiescent {
                 Vec::new()
             } else {

@@ -178,6 +178,7 @@ pub(crate) fn world(plan: ProxyPlan) -> (WorldSpec, Capture) {
         replication_lag: Duration::ZERO,
         queue_lock: Duration::from_secs(30),
         time_limit: Timestamp::from_ms(10 * 60 * 1000),
+        horizon: None,
         local: Some(Box::new(LocalState::new(
             plan.variant,
             HealthConfig::default(),

@@ -225,6 +225,7 @@ fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
         replication_lag: racelab_core::Duration::from_ms(10),
         queue_lock: racelab_core::Duration::from_secs(30),
         time_limit: Timestamp::from_ms(60_000),
+        horizon: None,
         local: None,
         upstream: Default::default(),
     };

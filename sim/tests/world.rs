@@ -110,6 +110,7 @@ fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
         replication_lag: Duration::from_ms(50),
         queue_lock: Duration::from_secs(30),
         time_limit: Timestamp::from_ms(600_000),
+        horizon: None,
     }
 }
 
@@ -575,6 +576,7 @@ fn spinner_world(time_limit_ms: u64) -> WorldSpec {
     };
     WorldSpec {
         time_limit: Timestamp::from_ms(time_limit_ms),
+        horizon: None,
         ..world(vec![spinner])
     }
 }
@@ -635,4 +637,212 @@ fn every_run_of_these_tests_leaves_a_well_formed_history() {
     assert!(run.quiescent, "{:?}", run.unsettled);
     assert!(run.unsettled.is_empty());
     run.history.check_well_formed().expect("well formed");
+}
+
+/// A Redis write is durable when the replica has it (the world's replication lag after it
+/// was applied); a failover or restart before then loses it, and the history says so.
+#[test]
+fn a_redis_write_is_durable_at_the_replica_and_lost_in_a_failover_before() {
+    for (action, fault) in [
+        (Action::Failover, Fault::Failover),
+        (Action::RedisRestart, Fault::RedisRestart),
+    ] {
+        let get = StoreOp::Kv(KvOp::Get { key: "b".into() });
+        let (a, replies) = process(
+            "A",
+            vec![
+                (set("a"), Tag::plain(TX)),
+                (set("b"), Tag::plain(TX)),
+                (get, Tag::plain(TX)),
+                (StoreOp::Kv(KvOp::Get { key: "a".into() }), Tag::plain(TX)),
+            ],
+            Duration::from_ms(100),
+        );
+        // Latency 1 ms, lag 50 ms: `a` applied at 1 ms (replicated at 51 ms), `b` at 103 ms,
+        // the first GET at 205 ms; the fault at 120 ms, before `b` reached the replica.
+        let steps = vec![Step::At {
+            at: Timestamp::from_ms(120),
+            action: action.clone(),
+        }];
+        let r = run(world(vec![a]), &scripted(steps));
+        assert!(r.quiescent, "{:?}", r.unsettled);
+        let ops = &r.history.ops;
+        assert_eq!(ops[0].applied_at, Some(Timestamp::from_ms(1)));
+        assert_eq!(
+            ops[0].durable_at,
+            Some(Timestamp::from_ms(51)),
+            "{action:?}"
+        );
+        assert!(ops[0].accepted() && ops[0].lost_at.is_none());
+        assert_eq!(ops[1].applied_at, Some(Timestamp::from_ms(103)));
+        assert!(ops[1].succeeded(), "the primary answered OK");
+        assert_eq!(ops[1].lost_at, Some(Timestamp::from_ms(120)), "{action:?}");
+        assert_eq!(ops[1].durable_at, None);
+        assert!(!ops[1].accepted(), "a lost write was never accepted");
+        assert_eq!(
+            replies.borrow()[2].1,
+            Reply::Kv(KvReply::Nil),
+            "{action:?}: b is gone"
+        );
+        // A failover keeps the replicated `a` (a restart wipes it too); a read of it is
+        // durable where it was applied.
+        if fault == Fault::Failover {
+            assert!(ops[3].succeeded());
+            assert_eq!(ops[3].durable_at, ops[3].applied_at);
+        } else {
+            assert_eq!(replies.borrow()[3].1, Reply::Kv(KvReply::Nil));
+        }
+        assert_eq!(r.history.faults[0].fault, fault);
+        let text: Vec<String> = r
+            .history
+            .timeline()
+            .iter()
+            .map(|s| r.history.render_step(s))
+            .collect();
+        assert!(
+            text.iter()
+                .any(|l| l.contains("write lost at 00:00.120: never replicated")),
+            "{text:#?}"
+        );
+    }
+    // Without a fault, the last write becomes durable a lag after it was applied, even after
+    // the run ended.
+    let (a, _) = process("A", vec![(set("a"), Tag::plain(TX))], Duration::ZERO);
+    let r = run(world(vec![a]), &scripted(Vec::new()));
+    assert_eq!(r.history.ops[0].durable_at, Some(Timestamp::from_ms(51)));
+    assert!(r.ended_at < Timestamp::from_ms(51));
+}
+
+/// Sends a SET every `every`, forever: a workload that never quiesces.
+struct Heartbeat {
+    every: Duration,
+    next_at: Option<Timestamp>,
+    beats: u64,
+    waiting: Option<OpId>,
+    out: Vec<Outgoing>,
+}
+
+impl Machine for Heartbeat {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.next_at = Some(now);
+    }
+    fn handle_reply(&mut self, _now: Timestamp, op: OpId, _reply: Reply) {
+        if self.waiting == Some(op) {
+            self.waiting = None;
+        }
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.next_at.is_some_and(|t| t <= now) {
+            self.beats += 1;
+            let id = OpId(self.beats);
+            self.waiting = Some(id);
+            self.out.push(Outgoing {
+                id,
+                op: set("heartbeat"),
+                tag: Tag::plain(TX),
+            });
+            self.next_at = Some(now + self.every);
+        }
+    }
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.next_at
+    }
+    fn is_idle(&self) -> bool {
+        false
+    }
+}
+
+fn heartbeat_world(horizon: Option<Timestamp>) -> WorldSpec {
+    let spec = ProcessSpec {
+        host: 0,
+        name: "N".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(|_| {
+            Box::new(Heartbeat {
+                every: Duration::from_secs(1),
+                next_at: None,
+                beats: 0,
+                waiting: None,
+                out: Vec::new(),
+            }) as Box<dyn Machine>
+        }),
+    };
+    WorldSpec {
+        horizon,
+        time_limit: Timestamp::from_ms(60_000),
+        ..world(vec![spec])
+    }
+}
+
+#[test]
+fn a_run_with_a_horizon_stops_its_timers_there_and_drains_what_is_in_flight() {
+    // Without a horizon a heartbeat never quiesces: the time limit makes it stuck.
+    let r = run(heartbeat_world(None), &scripted(Vec::new()));
+    assert!(!r.quiescent && r.horizon.is_none());
+    assert!(r.unsettled[0].contains("time limit"), "{:?}", r.unsettled);
+
+    // With one at 10 s: beats at 0, 1, ..., 9 s, then nothing is left in flight.
+    let horizon = Timestamp::from_ms(10_000);
+    let r = run(heartbeat_world(Some(horizon)), &scripted(Vec::new()));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    assert_eq!(r.horizon, Some(horizon));
+    assert_eq!(r.history.ops.len(), 10);
+    assert_eq!(r.ended_at, horizon);
+
+    // The tenth beat (sent at 9 s) is delayed 1.5 s: the run drains it past the horizon, its
+    // reply delivered, and no timer fires meanwhile.
+    let delayed = vec![Step::On {
+        process: "N".into(),
+        kind: TX,
+        nth: 10,
+        effect: OpEffect::Delay(Duration::from_ms(1_500)),
+    }];
+    let r = run(heartbeat_world(Some(horizon)), &scripted(delayed.clone()));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    assert_eq!(r.horizon, Some(horizon));
+    assert_eq!(r.history.ops.len(), 10, "no beat after the horizon");
+    let last = &r.history.ops[9];
+    assert_eq!(last.completed_at, Some(Timestamp::from_ms(10_502)));
+    assert_eq!(r.ended_at, Timestamp::from_ms(10_502));
+
+    // No fault after the horizon: a crash planned there does not happen.
+    let mut late_crash = delayed;
+    late_crash.push(Step::At {
+        at: Timestamp::from_ms(10_200),
+        action: Action::Crash {
+            process: "N".into(),
+            restart_after: None,
+        },
+    });
+    let r = run(heartbeat_world(Some(horizon)), &scripted(late_crash));
+    assert!(
+        r.history.faults.iter().all(|f| f.at < horizon),
+        "{:?}",
+        r.history.faults
+    );
+
+    // A drain that cannot finish before the time limit is stuck, and says it was draining.
+    let stuck = WorldSpec {
+        time_limit: Timestamp::from_ms(10_300),
+        ..heartbeat_world(Some(horizon))
+    };
+    let delayed = vec![Step::On {
+        process: "N".into(),
+        kind: TX,
+        nth: 10,
+        effect: OpEffect::Delay(Duration::from_ms(1_500)),
+    }];
+    let r = run(stuck, &scripted(delayed));
+    assert!(!r.quiescent && r.horizon.is_none());
+    assert!(
+        r.unsettled
+            .iter()
+            .any(|u| u.contains("draining after the horizon 00:10.000")),
+        "{:?}",
+        r.unsettled
+    );
 }

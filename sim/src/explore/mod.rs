@@ -18,7 +18,7 @@ mod world;
 /// real servers.
 pub mod models {
     pub use super::queue::QueueModel;
-    pub use super::redis::RedisModel;
+    pub use super::redis::{LostWrites, RedisModel};
     pub use super::sql::{SessionId, SqlModel, SqlOutcome};
 }
 

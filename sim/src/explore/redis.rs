@@ -73,6 +73,18 @@ pub struct RedisModel {
     backlog: VecDeque<(Timestamp, String, Option<Entry>)>,
     /// How long a write takes to reach the replica.
     replication_lag: Duration,
+    /// Writes applied on the primary since the start, the lost ones included.
+    writes: u64,
+}
+
+/// What became of the writes a failover or restart found not yet replicated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostWrites {
+    /// The write count ([`RedisModel::writes`]) of the first lost write; every later write
+    /// up to the count at the fault is lost too.
+    pub first: u64,
+    /// How many writes were lost.
+    pub count: u64,
 }
 
 /// A view of the primary at one instant, through which commands and scripts run.
@@ -102,7 +114,29 @@ impl RedisModel {
             replica: Keyspace::new(),
             backlog: VecDeque::new(),
             replication_lag,
+            writes: 0,
         }
+    }
+
+    /// How many writes the primary has applied since the start: the `n`-th write is numbered
+    /// `n`. A command or script that changed nothing leaves the count as it was.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// When the replica receives a write applied at `applied_at`, unless a fault loses it first.
+    pub fn replicated_at(&self, applied_at: Timestamp) -> Timestamp {
+        applied_at + self.replication_lag
+    }
+
+    /// The writes not yet on the replica at `now`: the newest `count` of them.
+    fn unreplicated(&mut self, now: Timestamp) -> Option<LostWrites> {
+        self.replicate(now);
+        let count = self.backlog.len() as u64;
+        (count > 0).then(|| LostWrites {
+            first: self.writes - count + 1,
+            count,
+        })
     }
 
     /// Executes one command atomically at `now`.
@@ -115,18 +149,23 @@ impl RedisModel {
         }
     }
 
-    /// The replica is promoted: writes applied less than the replication lag ago are lost.
-    pub fn failover(&mut self, now: Timestamp) {
-        self.replicate(now);
+    /// The replica is promoted: writes applied less than the replication lag ago are lost,
+    /// and returned.
+    pub fn failover(&mut self, now: Timestamp) -> Option<LostWrites> {
+        let lost = self.unreplicated(now);
         self.primary = self.replica.clone();
         self.backlog.clear();
+        lost
     }
 
-    /// A restart without persistence: every key is gone, on both nodes.
-    pub fn restart(&mut self) {
+    /// A restart without persistence: every key is gone, on both nodes. Returns the writes
+    /// that had not even reached the replica (the replicated ones were durable, then wiped).
+    pub fn restart(&mut self, now: Timestamp) -> Option<LostWrites> {
+        let lost = self.unreplicated(now);
         self.primary.clear();
         self.replica.clear();
         self.backlog.clear();
+        lost
     }
 
     /// The live string value of `key` at `now`, for tests and state snapshots (`None` when
@@ -202,6 +241,7 @@ impl View<'_> {
         self.model
             .backlog
             .push_back((self.now, key.to_string(), entry));
+        self.model.writes += 1;
     }
 
     /// Writes a collection back, keeping the key's TTL, or deletes the key when the
@@ -1029,7 +1069,30 @@ mod tests {
     fn restart_without_persistence_loses_everything() {
         let mut r = RedisModel::new(Duration::ZERO);
         r.execute(t(0), &set_nx("lock", "A", 20_000));
-        r.restart();
+        assert_eq!(
+            r.restart(t(1)),
+            None,
+            "with no lag the write was replicated"
+        );
         assert_eq!(r.peek(t(1), "lock"), None);
+    }
+
+    #[test]
+    fn a_failover_names_the_writes_it_lost() {
+        let mut r = RedisModel::new(Duration::from_ms(100));
+        r.execute(t(0), &set_nx("a", "1", 60_000));
+        // A write that changes nothing is not counted.
+        r.execute(t(10), &set_nx("a", "2", 60_000));
+        r.execute(t(950), &set_nx("b", "1", 60_000));
+        r.execute(t(960), &set_nx("c", "1", 60_000));
+        assert_eq!(r.writes(), 3);
+        assert_eq!(r.replicated_at(t(950)), t(1_050));
+        assert_eq!(
+            r.failover(t(1_000)),
+            Some(LostWrites { first: 2, count: 2 })
+        );
+        assert_eq!(r.failover(t(1_001)), None, "nothing left to lose");
+        r.execute(t(1_002), &set_nx("d", "1", 60_000));
+        assert_eq!(r.restart(t(1_003)), Some(LostWrites { first: 4, count: 1 }));
     }
 }

@@ -15,7 +15,7 @@ use racelab_core::{
 
 use super::faults::{FaultProfile, OpSite};
 use super::queue::QueueModel;
-use super::redis::RedisModel;
+use super::redis::{LostWrites, RedisModel};
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
 use super::schedule::{Action, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
@@ -78,6 +78,13 @@ pub struct WorldSpec {
     pub queue_lock: Duration,
     /// The run stops here if it has not quiesced.
     pub time_limit: Timestamp,
+    /// For workloads that never quiesce (heartbeats, sweepers, health monitors): at this
+    /// instant the world stops firing timers, starting or restarting processes and
+    /// injecting faults (a heal still applies), and drains: operations in flight complete,
+    /// and the replies they bring may still send more. The run ends, settled, once nothing
+    /// is in flight, parked or held by a paused process; oracles judge the end state there.
+    /// A drain that has not finished by `time_limit` is stuck like any other run.
+    pub horizon: Option<Timestamp>,
     /// Each host's local memory at the start (a family's [`racelab_core::FamilyMemory`]),
     /// copied per host; `None`: no process runs local blocks.
     pub local: Option<Box<dyn LocalMemory>>,
@@ -108,8 +115,13 @@ pub struct Run {
     pub history: History,
     /// Every random draw (empty for scripted runs).
     pub decisions: Vec<Decision>,
-    /// Whether the world went quiet (no job, nothing in flight) before the time limit.
+    /// Whether the run settled before the time limit: the world went quiet (no job, nothing
+    /// in flight), or it reached its horizon and drained ([`Run::horizon`]). A run that did
+    /// not settle is stuck.
     pub quiescent: bool,
+    /// When the run ended by draining after its [`WorldSpec::horizon`]: the horizon.
+    /// `None` for a run that quiesced before it, or did not settle.
+    pub horizon: Option<Timestamp>,
     /// When it did not: what was still unsettled at the end (the limit that stopped it,
     /// operations in flight, parked statements, unfinished jobs, busy processes).
     pub unsettled: Vec<String>,
@@ -179,6 +191,7 @@ enum Event {
     Resume(usize, u32),
     Restart(usize),
     Act(Action),
+    Horizon,
 }
 
 #[derive(Debug)]
@@ -264,12 +277,18 @@ struct World {
     next_session: u64,
     in_flight: u64,
     time_limit: Timestamp,
+    horizon: Option<Timestamp>,
+    past_horizon: bool,
     stats: RunStats,
     scheduler_hash: u64,
     local_template: Option<Box<dyn LocalMemory>>,
     locals: BTreeMap<u32, Box<dyn LocalMemory>>,
     local_seq: u64,
     upstream: Upstream,
+    /// Redis operations whose writes the replica may not have yet: (the write count of
+    /// their last write, op index). Settled as durable or lost at a failover, a restart
+    /// and the end of the run.
+    redis_pending: Vec<(u64, usize)>,
 }
 
 impl World {
@@ -338,12 +357,15 @@ impl World {
             next_session: 0,
             in_flight: 0,
             time_limit: spec.time_limit,
+            horizon: spec.horizon,
+            past_horizon: false,
             stats: RunStats::default(),
             scheduler_hash: hasher.finish(),
             local_template: spec.local,
             locals: BTreeMap::new(),
             local_seq: 0,
             upstream: spec.upstream,
+            redis_pending: Vec::new(),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -366,6 +388,9 @@ impl World {
             world.schedule(p.start_at, Event::Start(i));
         }
         world.plan_faults();
+        if let Some(h) = spec.horizon {
+            world.schedule(h, Event::Horizon);
+        }
         world
     }
 
@@ -484,11 +509,12 @@ impl World {
             self.now = at;
             self.stats.events += 1;
             self.handle(event);
-            if self.is_quiescent() {
+            if self.is_quiescent() || self.is_drained() {
                 quiescent = true;
                 break;
             }
         }
+        self.settle_redis(None);
         if let Err(e) = self.history.check_well_formed() {
             panic!("world invariant: the history is not well formed: {e}");
         }
@@ -525,6 +551,11 @@ impl World {
             memory.hash_memory(&mut hasher);
         }
         Run {
+            horizon: if quiescent && self.past_horizon {
+                self.horizon
+            } else {
+                None
+            },
             trace_hash: hasher.finish(),
             injected: self.injected,
             choices,
@@ -545,6 +576,9 @@ impl World {
             vec![stopped_by.unwrap_or_else(|| {
                 format!("nothing was left to happen at {} (a deadlock)", self.now)
             })];
+        if let Some(h) = self.horizon.filter(|_| self.past_horizon) {
+            out.push(format!("draining after the horizon {h}"));
+        }
         if self.in_flight > 0 {
             out.push(format!("{} operations in flight", self.in_flight));
         }
@@ -575,6 +609,14 @@ impl World {
         out
     }
 
+    /// After the horizon: nothing in flight, parked, or held by a paused process.
+    fn is_drained(&self) -> bool {
+        self.past_horizon
+            && self.in_flight == 0
+            && self.parked.is_empty()
+            && self.procs.iter().all(|p| p.held.is_empty())
+    }
+
     fn is_quiescent(&self) -> bool {
         self.in_flight == 0
             && self.parked.is_empty()
@@ -588,7 +630,16 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) {
+        if self.past_horizon {
+            // Draining: no new work from timers, starts or restarts, and no new fault.
+            match &event {
+                Event::Start(_) | Event::Restart(_) | Event::Timer(..) => return,
+                Event::Act(action) if !matches!(action, Action::Heal { .. }) => return,
+                _ => {}
+            }
+        }
         match event {
+            Event::Horizon => self.past_horizon = true,
             Event::Start(p) => {
                 self.procs[p].started = true;
                 self.boot(p);
@@ -677,6 +728,7 @@ impl World {
             invoked_at: self.now,
             applied_at: None,
             durable_at: None,
+            lost_at: None,
             result: None,
             completed_at: None,
             timed_out: false,
@@ -812,7 +864,18 @@ impl World {
         let now = self.now;
         let op = self.history.ops[index].op.clone();
         let reply = match &op {
-            StoreOp::Kv(kv) => Reply::Kv(self.redis.execute(now, kv)),
+            StoreOp::Kv(kv) => {
+                let before = self.redis.writes();
+                let reply = Reply::Kv(self.redis.execute(now, kv));
+                let wrote = self.redis.writes();
+                if wrote > before {
+                    // Durable once the replica has it: settled later (settle_redis).
+                    self.redis_pending.push((wrote, index));
+                    self.finish_apply(index, reply, false);
+                    return;
+                }
+                reply
+            }
             StoreOp::Queue(q) => Reply::Queue(self.queue.execute(now, q)),
             StoreOp::Local(local) => {
                 let host = self.procs[self.ops[index].proc].host;
@@ -923,7 +986,8 @@ impl World {
             state.failover_after,
         );
         if failover_after {
-            self.redis.failover(now);
+            let lost = self.redis.failover(now);
+            self.settle_redis(lost);
             self.record_fault(Fault::Failover);
         }
         if drop_reply {
@@ -1086,6 +1150,7 @@ impl World {
             }
         }
         if self.procs[p].paused_until.is_none()
+            && !self.past_horizon
             && self.procs[p].timer_at.is_some_and(|t| t <= self.now)
         {
             self.fire_timer(p);
@@ -1142,12 +1207,30 @@ impl World {
                 self.crash(p, restart_after);
             }
             Action::Failover => {
-                self.redis.failover(self.now);
+                let lost = self.redis.failover(self.now);
+                self.settle_redis(lost);
                 self.record_fault(Fault::Failover);
             }
             Action::RedisRestart => {
-                self.redis.restart();
+                let lost = self.redis.restart(self.now);
+                self.settle_redis(lost);
                 self.record_fault(Fault::RedisRestart);
+            }
+        }
+    }
+
+    /// Stamps every pending Redis write durable at the instant the replica received it, or
+    /// lost now if a failover or restart just lost it (`lost`: the writes not replicated).
+    fn settle_redis(&mut self, lost: Option<LostWrites>) {
+        for (last_write, index) in std::mem::take(&mut self.redis_pending) {
+            let record = &mut self.history.ops[index];
+            let Some(applied) = record.applied_at else {
+                continue;
+            };
+            if lost.is_some_and(|l| last_write >= l.first) {
+                record.lost_at = Some(self.now);
+            } else if record.succeeded() {
+                record.durable_at = Some(self.redis.replicated_at(applied));
             }
         }
     }

@@ -13,7 +13,7 @@ use racelab_core::{Duration, Reply, StoreOp, Timestamp};
 use tokio::sync::Notify;
 
 use super::wire::{Request, Response, read_frame, write_frame};
-use crate::explore::models::{QueueModel, RedisModel, SessionId, SqlModel, SqlOutcome};
+use crate::explore::models::{LostWrites, QueueModel, RedisModel, SessionId, SqlModel, SqlOutcome};
 
 /// What a store host applied: the client, its operation id, when, and the answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +26,13 @@ pub struct Applied {
     pub at: Timestamp,
     /// The store's answer.
     pub reply: Reply,
-    /// Whether its writes became durable at `at` (autocommit or Redis).
+    /// Whether its writes became durable at `at` (autocommit SQL, Redis and queue commands
+    /// that wrote nothing).
     pub durable: bool,
+    /// For a Redis command that wrote: the write count of its last write
+    /// ([`RedisModel::writes`]); it is durable once the replica has it, unless one of
+    /// [`Stores::lost`] covers it.
+    pub redis_write: Option<u64>,
     /// For a `COMMIT`: the client's operation ids of the transaction's statements, which
     /// became durable at `at`.
     pub committed: Vec<u64>,
@@ -44,6 +49,8 @@ pub struct Stores {
     pub sql: SqlModel,
     /// Every applied operation, in order.
     pub applied: Vec<Applied>,
+    /// The Redis writes each failover or restart lost before the replica had them.
+    pub lost: Vec<(Timestamp, LostWrites)>,
     next_session: u64,
     /// Statements of open transactions, by session.
     open: std::collections::BTreeMap<SessionId, Vec<u64>>,
@@ -57,9 +64,32 @@ impl Stores {
             queue: QueueModel::new(queue_lock),
             sql: SqlModel::new(),
             applied: Vec::new(),
+            lost: Vec::new(),
             next_session: 0,
             open: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Redis fails over at `now` (the replica is promoted); the writes it loses are recorded.
+    pub fn redis_failover(&mut self, now: Timestamp) {
+        if let Some(lost) = self.redis.failover(now) {
+            self.lost.push((now, lost));
+        }
+    }
+
+    /// Redis restarts at `now` without persistence; the unreplicated writes are recorded lost.
+    pub fn redis_restart(&mut self, now: Timestamp) {
+        if let Some(lost) = self.redis.restart(now) {
+            self.lost.push((now, lost));
+        }
+    }
+
+    /// When the Redis write numbered `write` was lost, if a fault lost it.
+    pub fn lost_at(&self, write: u64) -> Option<Timestamp> {
+        self.lost
+            .iter()
+            .find(|(_, l)| l.first <= write && write < l.first + l.count)
+            .map(|(at, _)| *at)
     }
 
     /// How many SQL transactions are open (a world with one is not quiescent: a statement
@@ -181,10 +211,14 @@ fn execute(
     let now = sim_now();
     let mut s = stores.borrow_mut();
     let mut committed = Vec::new();
+    let mut redis_write = None;
     let (reply, durable, released) = match (&req.body, kinds) {
         (StoreOp::Kv(op), StoreKinds::Redis) => {
+            let before = s.redis.writes();
             let r = Reply::Kv(s.redis.execute(now, op));
-            (r, true, false)
+            let wrote = s.redis.writes();
+            redis_write = (wrote > before).then_some(wrote);
+            (r, redis_write.is_none(), false)
         }
         (StoreOp::Queue(op), StoreKinds::Redis) => {
             let r = Reply::Queue(s.queue.execute(now, op));
@@ -229,6 +263,7 @@ fn execute(
         at: now,
         reply: reply.clone(),
         durable,
+        redis_write,
         committed,
     });
     Some((reply, released))
