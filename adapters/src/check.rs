@@ -596,6 +596,8 @@ impl Run {
                 self.queue_lock,
             )?),
             sql: Some(PgSql::lazy(&self.pg_url, &self.schema)?),
+            // Document 002's machines never draw.
+            random: None,
         })
     }
 
@@ -675,6 +677,7 @@ impl Run {
                 self.queue_lock,
             )?),
             sql: None,
+            random: None,
         };
         let mut rx = self.stop_terminals.subscribe();
         let mut observer = self

@@ -288,6 +288,9 @@ pub struct Stores {
     pub queue: Option<RedisQueue>,
     /// The SQL session.
     pub sql: Option<PgSql>,
+    /// The process's random stream, answering [`StoreOp::Random`] in-process (seed it
+    /// with [`racelab_core::RandomStream::for_process`] to replay a simulated run's draws).
+    pub random: Option<racelab_core::RandomStream>,
 }
 
 impl StoreClient for Stores {
@@ -311,6 +314,10 @@ impl StoreClient for Stores {
             // `crate::local`, and document 002's protocols never emit these.
             StoreOp::Local(_) => Err(missing("in-process state")),
             StoreOp::Upstream(_) => Err(missing("upstream HTTP")),
+            StoreOp::Random(draw) => match &mut self.random {
+                Some(r) => Ok(Reply::Random(r.answer(draw))),
+                None => Err(missing("random stream")),
+            },
         }
     }
 }

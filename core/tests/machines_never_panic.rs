@@ -349,6 +349,7 @@ impl Fitting {
             StoreOp::Queue(_) => Reply::Queue(QueueReply::Acked),
             StoreOp::Local(_) => Reply::Local(self.local.clone()),
             StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply { status: 200 }),
+            StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
         }
     }
 
@@ -362,6 +363,7 @@ impl Fitting {
             StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply {
                 status: self.status,
             }),
+            StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
         }
     }
 

@@ -765,6 +765,7 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
         current: current.clone(),
         redis: Conn::new(ctx.ips.redis),
         sql: Conn::new(ctx.ips.sql),
+        random: racelab_core::RandomStream::for_process(ctx.seed, pid(ctx.index).0, incarnation),
     };
     let mut observer = NetObserver {
         recorder: ctx.recorder.process(
@@ -993,6 +994,8 @@ struct NetClient {
     current: Arc<AtomicU64>,
     redis: Conn,
     sql: Conn,
+    /// The process's random stream (draws are answered in-process, as in the explore world).
+    random: racelab_core::RandomStream,
 }
 
 #[derive(Debug)]
@@ -1066,6 +1069,9 @@ impl StoreClient for NetClient {
             client: self.name.clone(),
             body: op.clone(),
         };
+        if let StoreOp::Random(draw) = op {
+            return Ok(Reply::Random(self.random.answer(draw)));
+        }
         match op.store() {
             StoreId::Sql => self.sql.call(&req, "SQL").await,
             StoreId::Redis => self.redis.call(&req, "Redis").await,

@@ -846,3 +846,85 @@ fn a_run_with_a_horizon_stops_its_timers_there_and_drains_what_is_in_flight() {
         r.unsettled
     );
 }
+
+/// Each process draws from its own stream, derived from the run's seed, the process and its
+/// incarnation; every draw is an operation in the history and a decision of the run.
+#[test]
+fn each_process_draws_from_its_own_seeded_stream_recorded_in_the_history() {
+    use racelab_core::RandomOp;
+    use racelab_sim::explore::DecisionKind;
+    let draw = || (StoreOp::Random(RandomOp::Below(1_000_000)), Tag::plain(TX));
+    let make = || {
+        let (a, ra) = process("A", vec![draw(), draw(), draw()], Duration::from_ms(10));
+        let (b, rb) = process("B", vec![draw(), draw(), draw()], Duration::from_ms(10));
+        (world(vec![a, b]), ra, rb)
+    };
+    let values = |r: &Replies| -> Vec<u64> {
+        r.borrow()
+            .iter()
+            .map(|(_, reply)| match reply {
+                Reply::Random(v) => *v,
+                other => panic!("a draw answered {other:?}"),
+            })
+            .collect()
+    };
+    let sched = |seed| Scheduler::Random {
+        seed,
+        faults: FaultProfile::quiet(),
+    };
+    let (spec, ra, rb) = make();
+    let run1 = run(spec, &sched(5));
+    let (a1, b1) = (values(&ra), values(&rb));
+    assert_eq!(a1.len(), 3);
+    assert_ne!(a1, b1, "two processes, two streams");
+    assert!(a1.iter().chain(&b1).all(|v| *v < 1_000_000));
+    // Recorded: each draw is an operation with its value, and a decision of the run.
+    let recorded: Vec<u64> = run1
+        .history
+        .ops
+        .iter()
+        .filter(|o| o.process == ProcessId(0))
+        .map(|o| match o.result {
+            Some(Reply::Random(v)) => v,
+            _ => panic!("{o:?}"),
+        })
+        .collect();
+    assert_eq!(recorded, a1);
+    let decided: Vec<u64> = run1
+        .decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::ProcessRandom)
+        .map(|d| d.value)
+        .collect();
+    assert_eq!(decided.len(), 6);
+    assert!(a1.iter().all(|v| decided.contains(v)));
+    // Same seed, same draws; another seed, others.
+    let (spec, ra, _) = make();
+    let run2 = run(spec, &sched(5));
+    assert_eq!(values(&ra), a1);
+    assert_eq!(run1.trace_hash, run2.trace_hash);
+    let (spec, ra, _) = make();
+    run(spec, &sched(6));
+    assert_ne!(values(&ra), a1);
+    // A restarted process reseeds: after a crash right after its first draw, A's second
+    // incarnation starts its stream anew, unlike the first one's continuation.
+    let crash = vec![Step::On {
+        process: "A".into(),
+        kind: TX,
+        nth: 1,
+        effect: OpEffect::CrashAfterApply {
+            restart_after: Some(Duration::from_ms(5)),
+        },
+    }];
+    let (spec, ra, _) = make();
+    let pinned = Scheduler::Pinned {
+        seed: 5,
+        latency: FaultProfile::quiet().latency,
+        steps: crash,
+    };
+    let r = run(spec, &pinned);
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let after = values(&ra);
+    assert_eq!(after.len(), 3, "the second incarnation drew three times");
+    assert_ne!(after, a1[1..].to_vec());
+}

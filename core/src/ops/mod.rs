@@ -14,6 +14,8 @@
 //! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint.
 //! - [`LocalBlock`] (`local`): a synchronous block on a process's own memory, whose type
 //!   and memory a family defines ([`FamilyMemory`]).
+//! - [`RandomOp`] (`random`): a draw from the process's own seeded random stream
+//!   ([`RandomStream`]), recorded like every other operation.
 //!
 //! This module holds what spans the stores: [`StoreOp`] with its routing
 //! ([`StoreOp::store`]), [`Reply`] and their rendering.
@@ -21,6 +23,7 @@
 mod kv;
 mod local;
 mod queue;
+mod random;
 mod sql;
 mod upstream;
 
@@ -35,6 +38,7 @@ pub use local::{
     FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
 };
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
+pub use random::{RandomOp, RandomStream};
 pub use sql::{
     Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
     Value,
@@ -55,6 +59,8 @@ pub enum StoreOp {
     Local(LocalBlock),
     /// A call to an upstream API endpoint.
     Upstream(UpstreamOp),
+    /// A draw from the process's own random stream (synchronous, like a local block).
+    Random(RandomOp),
 }
 
 impl StoreOp {
@@ -64,7 +70,7 @@ impl StoreOp {
         match self {
             StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
             StoreOp::Sql(_) => StoreId::Sql,
-            StoreOp::Local(_) => StoreId::Local,
+            StoreOp::Local(_) | StoreOp::Random(_) => StoreId::Local,
             StoreOp::Upstream(_) => StoreId::Upstream,
         }
     }
@@ -83,6 +89,8 @@ pub enum Reply {
     Local(LocalReply),
     /// An upstream endpoint's answer.
     Upstream(UpstreamReply),
+    /// The value a [`RandomOp`] drew.
+    Random(u64),
     /// The client gave up waiting (a timeout or a cut connection): the operation may or may
     /// not have been applied.
     Timeout,
@@ -107,7 +115,7 @@ impl Reply {
             | Reply::Queue(QueueReply::Acked)
             | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
             Reply::Queue(_) => false,
-            Reply::Local(_) => true,
+            Reply::Local(_) | Reply::Random(_) => true,
             Reply::Upstream(reply) => reply.status == 200,
             Reply::Timeout => false,
         }
@@ -122,6 +130,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Queue(op) => op.fmt(f),
             StoreOp::Local(op) => op.fmt(f),
             StoreOp::Upstream(op) => op.fmt(f),
+            StoreOp::Random(op) => op.fmt(f),
         }
     }
 }
@@ -134,6 +143,7 @@ impl fmt::Display for Reply {
             Reply::Queue(r) => r.fmt(f),
             Reply::Local(r) => r.result.fmt(f),
             Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
+            Reply::Random(v) => write!(f, "{v}"),
             Reply::Timeout => write!(f, "timeout"),
         }
     }

@@ -41,6 +41,8 @@ pub enum DecisionKind {
     OpFault,
     /// A time-triggered fault's time, target or duration.
     PlannedFault,
+    /// A process's draw from its own stream ([`racelab_core::RandomOp`]).
+    ProcessRandom,
 }
 
 /// One random draw and its value.

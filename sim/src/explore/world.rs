@@ -10,7 +10,8 @@ use std::hash::{Hash, Hasher};
 
 use racelab_core::{
     Duration, Fault, FaultRecord, History, LocalMemory, LocalReply, Machine, NoMemory, NoteRecord,
-    OpRecord, Outgoing, ProcessId, Reply, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp,
+    OpRecord, Outgoing, ProcessId, RandomStream, Reply, Row, SqlOp, StoreId, StoreOp, Table,
+    TagKind, Timestamp,
 };
 
 use super::faults::{FaultProfile, OpSite};
@@ -215,6 +216,8 @@ struct Proc {
     session: SessionId,
     sent: BTreeMap<TagKind, u32>,
     host: u32,
+    /// Its random stream ([`racelab_core::RandomOp`]), reseeded at every (re)start.
+    random: RandomStream,
 }
 
 #[derive(Debug, Default)]
@@ -289,6 +292,11 @@ struct World {
     /// their last write, op index). Settled as durable or lost at a failover, a restart
     /// and the end of the run.
     redis_pending: Vec<(u64, usize)>,
+    /// The seed processes derive their random streams from (the scheduler's seed; 0 for
+    /// scripted and exhaustive runs).
+    run_seed: u64,
+    /// Every process draw, in order, for [`Run::decisions`].
+    draws: Vec<Decision>,
 }
 
 impl World {
@@ -366,6 +374,11 @@ impl World {
             local_seq: 0,
             upstream: spec.upstream,
             redis_pending: Vec::new(),
+            run_seed: match scheduler {
+                Scheduler::Random { seed, .. } | Scheduler::Pinned { seed, .. } => *seed,
+                Scheduler::Scripted { .. } | Scheduler::Exhaustive { .. } => 0,
+            },
+            draws: Vec::new(),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -384,6 +397,7 @@ impl World {
                 session,
                 sent: BTreeMap::new(),
                 host: p.host,
+                random: RandomStream::for_process(world.run_seed, pid(i).0, 0),
             });
             world.schedule(p.start_at, Event::Start(i));
         }
@@ -534,6 +548,7 @@ impl World {
         if let Latency::Random { rng, .. } = &mut self.latency {
             decisions.extend(rng.take_decisions());
         }
+        decisions.append(&mut self.draws);
         self.stats.decisions = decisions.len() as u64;
         let mut sql_rows = Vec::new();
         for table in Table::ALL {
@@ -680,6 +695,7 @@ impl World {
 
     fn boot(&mut self, p: usize) {
         let proc = &mut self.procs[p];
+        proc.random = RandomStream::for_process(self.run_seed, pid(p).0, proc.incarnation);
         let mut machine = (proc.factory)(proc.incarnation);
         machine.handle_start(self.now);
         proc.machine = Some(machine);
@@ -890,6 +906,15 @@ impl World {
                     seq: self.local_seq,
                     result,
                 })
+            }
+            StoreOp::Random(draw) => {
+                let value = self.procs[self.ops[index].proc].random.answer(draw);
+                self.draws.push(Decision {
+                    at: now,
+                    kind: DecisionKind::ProcessRandom,
+                    value,
+                });
+                Reply::Random(value)
             }
             StoreOp::Upstream(call) => {
                 let (reply, extra) = self.upstream.call(now, call);
