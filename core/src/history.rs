@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{OpId, ProcessId};
 use crate::ops::{QueueOp, QueueReply, Reply, StoreOp};
 use crate::tag::{Note, Tag};
-use crate::time::{Duration, Timestamp};
+use crate::time::{ClockSkew, Duration, Timestamp};
 
 /// One operation, from invocation to completion.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -123,6 +123,13 @@ pub enum Fault {
         process: ProcessId,
         /// The operation.
         op: OpId,
+    },
+    /// From now on the process's clock has this error (stores keep true time).
+    Clock {
+        /// The process.
+        process: ProcessId,
+        /// Its clock's error.
+        skew: ClockSkew,
     },
 }
 
@@ -284,9 +291,35 @@ impl History {
             .collect()
     }
 
-    /// Renders one timeline step as a line of text.
+    /// What `process`'s clock read at true time `at`, if a [`Fault::Clock`] skewed it by
+    /// then (the latest one before `at`); `None` for a true clock.
+    pub fn local_time(&self, process: ProcessId, at: Timestamp) -> Option<Timestamp> {
+        let skew = self
+            .faults
+            .iter()
+            .filter(|f| f.at <= at)
+            .filter_map(|f| match &f.fault {
+                Fault::Clock { process: p, skew } if *p == process => Some(*skew),
+                _ => None,
+            })
+            .next_back()?;
+        (skew != ClockSkew::NONE).then(|| skew.read(at))
+    }
+
+    /// Renders one timeline step as a line of text. A step of a process whose clock is
+    /// skewed also shows what its clock read (`[W_A's clock 00:01.250]`).
     pub fn render_step(&self, step: &TimelineStep) -> String {
         let mut line = format!("T{:<3} {}  ", step.step, step.at);
+        let process = match step.kind {
+            TimelineKind::Op(i) => Some(self.ops[i].process),
+            TimelineKind::Note(i) => Some(self.notes[i].process),
+            TimelineKind::Fault(_) => None,
+        };
+        if let Some(p) = process
+            && let Some(local) = self.local_time(p, step.at)
+        {
+            let _ = write!(line, "[{}'s clock {local}]  ", self.name(p));
+        }
         match step.kind {
             TimelineKind::Op(i) => {
                 let op = &self.ops[i];
@@ -366,6 +399,9 @@ impl fmt::Display for FaultDisplay<'_> {
             }
             Fault::DropReply { process, op } => {
                 write!(f, "drop reply to {} {op}", h.name(*process))
+            }
+            Fault::Clock { process, skew } => {
+                write!(f, "clock({}): {skew}", h.name(*process))
             }
         }
     }

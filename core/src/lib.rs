@@ -47,5 +47,5 @@ pub use ops::{
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};
-pub use time::{Duration, Timestamp};
+pub use time::{ClockSkew, Duration, Timestamp};
 pub use variant::Variant;

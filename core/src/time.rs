@@ -57,6 +57,76 @@ impl Duration {
     }
 }
 
+/// A process's clock error: what it reads at true time `t` is `t + offset + t * rate / 10^6`
+/// (an NTP offset and a drift in parts per million), never less than it read before (a
+/// monotonic clock: a step back is held until true time catches up). Stores keep true time.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ClockSkew {
+    /// The constant offset, in milliseconds (negative: the clock is behind).
+    pub offset_ms: i64,
+    /// The rate error in parts per million (positive: the clock runs fast). Bounded by
+    /// [`ClockSkew::RATE_PPM_MAX`] in magnitude.
+    pub rate_ppm: i32,
+}
+
+impl ClockSkew {
+    /// A true clock.
+    pub const NONE: ClockSkew = ClockSkew {
+        offset_ms: 0,
+        rate_ppm: 0,
+    };
+
+    /// The largest rate error a clock may have, in parts per million (50%: a clock that
+    /// runs at half or one and a half times true speed; real ones are within 500 ppm).
+    pub const RATE_PPM_MAX: i32 = 500_000;
+
+    /// A clock `offset_ms` off with a rate error of `rate_ppm`, or `None` if the rate is
+    /// beyond [`ClockSkew::RATE_PPM_MAX`].
+    pub fn new(offset_ms: i64, rate_ppm: i32) -> Option<ClockSkew> {
+        (rate_ppm.unsigned_abs() <= Self::RATE_PPM_MAX.unsigned_abs()).then_some(ClockSkew {
+            offset_ms,
+            rate_ppm,
+        })
+    }
+
+    /// What the clock reads at true time `now` (before the monotonic hold; zero at the
+    /// least).
+    pub fn read(self, now: Timestamp) -> Timestamp {
+        let t = i128::from(now.0);
+        let rate = i128::from(self.rate_ppm.clamp(-Self::RATE_PPM_MAX, Self::RATE_PPM_MAX));
+        let local = t + i128::from(self.offset_ms) + t * rate / 1_000_000;
+        Timestamp(u64::try_from(local.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// The earliest true time at which the clock reads `local` or later: when a timer the
+    /// process set for `local` fires.
+    pub fn true_time_of(self, local: Timestamp) -> Timestamp {
+        if self == ClockSkew::NONE {
+            return local;
+        }
+        let rate = i128::from(self.rate_ppm.clamp(-Self::RATE_PPM_MAX, Self::RATE_PPM_MAX));
+        // Solve t + o + t*r/1e6 >= L for the smallest t, then correct the rounding.
+        let target = i128::from(local.0) - i128::from(self.offset_ms);
+        let mut t = (target * 1_000_000).div_euclid(1_000_000 + rate).max(0);
+        let as_ts = |t: i128| Timestamp(u64::try_from(t.max(0)).unwrap_or(u64::MAX));
+        while t > 0 && self.read(as_ts(t - 1)) >= local {
+            t -= 1;
+        }
+        while self.read(as_ts(t)) < local && t < i128::from(u64::MAX) {
+            t += 1;
+        }
+        as_ts(t)
+    }
+}
+
+impl fmt::Display for ClockSkew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:+} ms, {:+} ppm", self.offset_ms, self.rate_ppm)
+    }
+}
+
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, rhs: Duration) -> Timestamp {
@@ -108,6 +178,49 @@ mod tests {
         assert_eq!(Timestamp::from_ms(61_005).to_string(), "01:01.005");
         assert_eq!(Duration::from_secs(20).to_string(), "20s");
         assert_eq!(Duration::from_ms(150).to_string(), "150ms");
+    }
+
+    #[test]
+    fn a_skewed_clock_reads_offset_and_drift_and_finds_its_timers_true_time() {
+        let fast = ClockSkew::new(250, 100_000).expect("10% is within bounds");
+        assert_eq!(
+            fast.read(Timestamp::from_ms(10_000)),
+            Timestamp::from_ms(11_250)
+        );
+        let slow = ClockSkew::new(-5_000, -100_000).expect("within bounds");
+        assert_eq!(
+            slow.read(Timestamp::from_ms(1_000)),
+            Timestamp::ZERO,
+            "never below zero"
+        );
+        assert_eq!(
+            slow.read(Timestamp::from_ms(10_000)),
+            Timestamp::from_ms(4_000)
+        );
+        assert_eq!(ClockSkew::new(0, 500_001), None);
+        assert_eq!(
+            ClockSkew::NONE.read(Timestamp::from_ms(7)),
+            Timestamp::from_ms(7)
+        );
+        for skew in [
+            fast,
+            slow,
+            ClockSkew::NONE,
+            ClockSkew::new(3, 333).expect("ok"),
+        ] {
+            for local in [0, 1, 999, 4_000, 11_250, 11_251, 123_457] {
+                let local = Timestamp::from_ms(local);
+                let t = skew.true_time_of(local);
+                assert!(skew.read(t) >= local, "{skew}: {t} reads {}", skew.read(t));
+                if t > Timestamp::ZERO {
+                    assert!(
+                        skew.read(t - Duration::from_ms(1)) < local,
+                        "{skew}: {local}"
+                    );
+                }
+            }
+        }
+        assert_eq!(fast.to_string(), "+250 ms, +100000 ppm");
     }
 
     #[test]

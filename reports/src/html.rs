@@ -413,7 +413,8 @@ fn intervals(s: &mut String, history: &History, l: &Layout) {
             | Fault::Failover
             | Fault::RedisRestart
             | Fault::Delay { .. }
-            | Fault::DropReply { .. } => continue,
+            | Fault::DropReply { .. }
+            | Fault::Clock { .. } => continue,
         };
         let Some(x) = l.lane_x(Lane::Process(process)) else {
             continue;

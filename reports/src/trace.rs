@@ -73,7 +73,8 @@ pub(crate) fn fault_lanes(fault: &Fault) -> Vec<Lane> {
         | Fault::Crash { process }
         | Fault::Restart { process }
         | Fault::Delay { process, .. }
-        | Fault::DropReply { process, .. } => vec![Lane::Process(*process)],
+        | Fault::DropReply { process, .. }
+        | Fault::Clock { process, .. } => vec![Lane::Process(*process)],
         Fault::Failover | Fault::RedisRestart => vec![Lane::Redis, Lane::Queue],
     }
 }

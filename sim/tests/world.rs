@@ -928,3 +928,85 @@ fn each_process_draws_from_its_own_seeded_stream_recorded_in_the_history() {
     assert_eq!(after.len(), 3, "the second incarnation drew three times");
     assert_ne!(after, a1[1..].to_vec());
 }
+
+/// A process's clock may be skewed: it reads `t + offset + t * rate`, its timers fire when
+/// its own clock reaches them, the stores keep true time, and the timeline shows both.
+#[test]
+fn a_skewed_clock_moves_a_process_timers_and_the_timeline_shows_both_times() {
+    use racelab_core::ClockSkew;
+    let horizon = Timestamp::from_ms(10_000);
+    // 10% fast, from the start: beats when N's clock reads 0, 1, 2, ... s, i.e. true times
+    // 0, 910, 1819, ...: eleven of them before the horizon instead of ten.
+    let fast = ClockSkew::new(0, 100_000).expect("within bounds");
+    let steps = vec![Step::At {
+        at: Timestamp::ZERO,
+        action: Action::Clock {
+            process: "N".into(),
+            skew: fast,
+        },
+    }];
+    let r = run(heartbeat_world(Some(horizon)), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let sent: Vec<u64> = r.history.ops.iter().map(|o| o.invoked_at.as_ms()).collect();
+    assert_eq!(sent.len(), 11, "{sent:?}");
+    // Each beat is due one second on N's clock after what the clock read at the last one.
+    let mut due = Timestamp::ZERO;
+    for (k, at) in sent.iter().enumerate() {
+        let fired = fast.true_time_of(due);
+        assert_eq!(*at, fired.as_ms(), "beat {k}");
+        due = fast.read(fired) + Duration::from_secs(1);
+    }
+    assert_eq!(
+        r.history.faults[0].fault,
+        Fault::Clock {
+            process: ProcessId(0),
+            skew: fast
+        }
+    );
+    let text: Vec<String> = r
+        .history
+        .timeline()
+        .iter()
+        .map(|s| r.history.render_step(s))
+        .collect();
+    // The last beat, sent at true 00:09.100, is the one N's clock read as 00:10.010.
+    assert!(
+        text.iter()
+            .any(|l| l.contains("00:09.100  [N's clock 00:10.010]  N    SET")),
+        "{text:#?}"
+    );
+
+    // Drawn from the profile within its bounds, recorded as a fault, pinned with the rest.
+    let faults = FaultProfile {
+        clock_offset: Duration::from_secs(2),
+        clock_rate_ppm: 50_000,
+        ..FaultProfile::quiet()
+    };
+    let random = Scheduler::Random {
+        seed: 3,
+        faults: faults.clone(),
+    };
+    let original = run(heartbeat_world(Some(horizon)), &random);
+    let skew = match original.history.faults.first().map(|f| &f.fault) {
+        Some(Fault::Clock { skew, .. }) => *skew,
+        other => panic!("no clock fault: {other:?}"),
+    };
+    assert!(
+        skew.offset_ms.abs() <= 2_000 && skew.rate_ppm.abs() <= 50_000,
+        "{skew}"
+    );
+    assert_ne!(skew, ClockSkew::NONE);
+    let pinned = Scheduler::Pinned {
+        seed: 3,
+        latency: faults.latency,
+        steps: original.injected.clone(),
+    };
+    assert_eq!(
+        run(heartbeat_world(Some(horizon)), &pinned).history,
+        original.history
+    );
+    assert_eq!(
+        run(heartbeat_world(Some(horizon)), &random).trace_hash,
+        original.trace_hash
+    );
+}

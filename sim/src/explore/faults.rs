@@ -11,7 +11,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use racelab_core::{Duration, StoreId, TagKind, Timestamp};
+use racelab_core::{ClockSkew, Duration, StoreId, TagKind, Timestamp};
 
 use super::rng::{DecisionKind, Ratio, SimRng};
 use super::schedule::OpEffect;
@@ -119,10 +119,18 @@ pub struct FaultProfile {
     pub crash_on: Target,
     /// The operations `failover` may strike.
     pub failover_on: Target,
+    /// Clock skew bounds: each fault-prone process among `pause_on`'s processes gets, at the
+    /// start of the run, a clock whose offset is drawn within `±clock_offset` and whose rate
+    /// error within `±clock_rate_ppm` parts per million (see [`racelab_core::ClockSkew`];
+    /// stores keep true time). Zero and zero: every clock is true.
+    pub clock_offset: Duration,
+    /// See `clock_offset` (capped at [`racelab_core::ClockSkew::RATE_PPM_MAX`]).
+    pub clock_rate_ppm: u32,
 }
 
 /// The profile is part of a random run's trace hash (through its [`Scheduler`]). The fields
-/// added after the first ones (`pauses_at` and the targets) are hashed only when set, so that
+/// added after the first ones (`pauses_at`, the targets, the clock bounds) are hashed only
+/// when set, so that
 /// a profile that does not use them keeps the trace hashes it had before they existed.
 ///
 /// [`Scheduler`]: super::Scheduler
@@ -149,6 +157,8 @@ impl Hash for FaultProfile {
             drop_reply_on,
             crash_on,
             failover_on,
+            clock_offset,
+            clock_rate_ppm,
         } = self;
         (
             window, latency, pause, pause_len, delay, delay_len, drop_reply,
@@ -164,6 +174,9 @@ impl Hash for FaultProfile {
             if *target != Target::ANY {
                 (i, target).hash(state);
             }
+        }
+        if *clock_offset != Duration::ZERO || *clock_rate_ppm != 0 {
+            (6u8, clock_offset, clock_rate_ppm).hash(state);
         }
     }
 }
@@ -216,6 +229,8 @@ impl FaultProfile {
             drop_reply_on: Target::ANY,
             crash_on: Target::ANY,
             failover_on: Target::ANY,
+            clock_offset: Duration::ZERO,
+            clock_rate_ppm: 0,
         }
     }
 
@@ -252,6 +267,38 @@ impl FaultProfile {
             effects.push(OpEffect::FailoverAfterApply);
         }
         effects
+    }
+
+    /// The clocks of the processes (name, fault-prone) that the clock bounds apply to, drawn
+    /// from `rng`: (process index, skew), none when both bounds are zero.
+    pub fn plan_clocks(
+        &self,
+        rng: &mut SimRng,
+        processes: &[(&str, bool)],
+    ) -> Vec<(usize, ClockSkew)> {
+        if self.clock_offset == Duration::ZERO && self.clock_rate_ppm == 0 {
+            return Vec::new();
+        }
+        let rng = rng.at(Timestamp::ZERO, DecisionKind::PlannedFault);
+        let max_offset = self.clock_offset.as_ms().min(i64::MAX as u64 / 2);
+        let max_rate = u64::from(
+            self.clock_rate_ppm
+                .min(ClockSkew::RATE_PPM_MAX.unsigned_abs()),
+        );
+        processes
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, prone))| *prone && self.pause_on.allows_process(name))
+            .map(|(i, _)| {
+                let offset = rng.between(0, 2 * max_offset) as i64 - max_offset as i64;
+                let rate = rng.between(0, 2 * max_rate) as i64 - max_rate as i64;
+                let skew = ClockSkew {
+                    offset_ms: offset,
+                    rate_ppm: i32::try_from(rate).unwrap_or(0),
+                };
+                (i, skew)
+            })
+            .collect()
     }
 
     /// The `pauses_at` pauses planned within the window, drawn from `rng`: each at a random

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use racelab_core::{Duration, StoreId, TagKind, Timestamp};
+use racelab_core::{ClockSkew, Duration, StoreId, TagKind, Timestamp};
 
 use super::faults::FaultProfile;
 
@@ -47,6 +47,15 @@ pub enum Action {
     /// Restart Redis without persistence: every key is lost; the queue survives
     /// (`Fault::RedisRestart` says why).
     RedisRestart,
+    /// From now on the process's clock has this error: what it reads (its `now`, the
+    /// deadlines it computes) drifts from the stores' true time; it never reads less than it
+    /// read before.
+    Clock {
+        /// The process, by name.
+        process: String,
+        /// The clock's error.
+        skew: ClockSkew,
+    },
 }
 
 /// A fault that happens at an operation.
@@ -166,6 +175,7 @@ impl fmt::Display for Action {
             } => write!(f, "crash({process})"),
             Action::Failover => write!(f, "failover(Redis)"),
             Action::RedisRestart => write!(f, "restart(Redis)"),
+            Action::Clock { process, skew } => write!(f, "clock({process}, {skew})"),
         }
     }
 }

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use racelab_core::{
-    Duration, Fault, FaultRecord, History, LocalMemory, LocalReply, Machine, NoMemory, NoteRecord,
-    OpRecord, Outgoing, ProcessId, RandomStream, Reply, Row, SqlOp, StoreId, StoreOp, Table,
-    TagKind, Timestamp,
+    ClockSkew, Duration, Fault, FaultRecord, History, LocalMemory, LocalReply, Machine, NoMemory,
+    NoteRecord, OpRecord, Outgoing, ProcessId, RandomStream, Reply, Row, SqlOp, StoreId, StoreOp,
+    Table, TagKind, Timestamp,
 };
 
 use super::faults::{FaultProfile, OpSite};
@@ -218,6 +218,10 @@ struct Proc {
     host: u32,
     /// Its random stream ([`racelab_core::RandomOp`]), reseeded at every (re)start.
     random: RandomStream,
+    /// Its host's clock error ([`Action::Clock`]), and the latest time it read (the clock
+    /// never reads less; both survive restarts, like the host).
+    clock: ClockSkew,
+    last_local: Timestamp,
 }
 
 #[derive(Debug, Default)]
@@ -398,6 +402,8 @@ impl World {
                 sent: BTreeMap::new(),
                 host: p.host,
                 random: RandomStream::for_process(world.run_seed, pid(i).0, 0),
+                clock: ClockSkew::NONE,
+                last_local: Timestamp::ZERO,
             });
             world.schedule(p.start_at, Event::Start(i));
         }
@@ -438,7 +444,7 @@ impl World {
                     })
                     .collect();
                 for (at, action) in timed {
-                    self.schedule(at, Event::Act(action));
+                    self.plan(at, action);
                 }
             }
             Faults::Random { rng, profile } => {
@@ -483,6 +489,10 @@ impl World {
                     .iter()
                     .map(|p| (p.name.as_str(), p.fault_prone))
                     .collect();
+                for (p, skew) in profile.plan_clocks(rng, &procs) {
+                    let process = self.procs[p].name.clone();
+                    planned.push((Timestamp::ZERO, Action::Clock { process, skew }));
+                }
                 for pause in profile.plan_pauses(rng, &procs) {
                     let action = Action::Pause {
                         process: self.procs[pause.process].name.clone(),
@@ -495,9 +505,19 @@ impl World {
                         at,
                         action: action.clone(),
                     });
-                    self.schedule(at, Event::Act(action));
+                    self.plan(at, action);
                 }
             }
+        }
+    }
+
+    /// Schedules a planned action; a clock set at time zero applies at once, so that
+    /// processes starting at zero read it from their start.
+    fn plan(&mut self, at: Timestamp, action: Action) {
+        if at == Timestamp::ZERO && matches!(action, Action::Clock { .. }) {
+            self.act(action);
+        } else {
+            self.schedule(at, Event::Act(action));
         }
     }
 
@@ -685,19 +705,29 @@ impl World {
         }
     }
 
+    /// What process `p`'s clock reads now (true time unless an [`Action::Clock`] skewed it).
+    fn local_now(&mut self, p: usize) -> Timestamp {
+        let proc = &mut self.procs[p];
+        let local = proc.clock.read(self.now).max(proc.last_local);
+        proc.last_local = local;
+        local
+    }
+
     fn fire_timer(&mut self, p: usize) {
         self.procs[p].timer_at = None;
+        let local = self.local_now(p);
         if let Some(m) = self.procs[p].machine.as_mut() {
-            m.handle_timeout(self.now);
+            m.handle_timeout(local);
         }
         self.drain(p);
     }
 
     fn boot(&mut self, p: usize) {
+        let local = self.local_now(p);
         let proc = &mut self.procs[p];
         proc.random = RandomStream::for_process(self.run_seed, pid(p).0, proc.incarnation);
         let mut machine = (proc.factory)(proc.incarnation);
-        machine.handle_start(self.now);
+        machine.handle_start(local);
         proc.machine = Some(machine);
         proc.timer_at = None;
         self.drain(p);
@@ -714,10 +744,14 @@ impl World {
                 note,
             });
         }
+        // The machine asks for a time on its own clock; the world waits until that clock
+        // reads it.
+        let clock = self.procs[p].clock;
         let next = self.procs[p]
             .machine
             .as_ref()
-            .and_then(|m| m.poll_timeout());
+            .and_then(|m| m.poll_timeout())
+            .map(|local| clock.true_time_of(local));
         if next != self.procs[p].timer_at {
             self.procs[p].timer_at = next;
             if let Some(at) = next {
@@ -1085,8 +1119,9 @@ impl World {
         record.completed_at = Some(self.now);
         record.timed_out = matches!(reply, Reply::Timeout);
         let id = record.id;
+        let local = self.local_now(p);
         if let Some(m) = self.procs[p].machine.as_mut() {
-            m.handle_reply(self.now, id, reply);
+            m.handle_reply(local, id, reply);
         }
         self.drain(p);
     }
@@ -1235,6 +1270,18 @@ impl World {
                 let lost = self.redis.failover(self.now);
                 self.settle_redis(lost);
                 self.record_fault(Fault::Failover);
+            }
+            Action::Clock { process, skew } => {
+                let p = self.proc_index(&process);
+                self.procs[p].clock = skew;
+                self.record_fault(Fault::Clock {
+                    process: pid(p),
+                    skew,
+                });
+                // A timer already asked for now falls due at another true time.
+                if self.procs[p].machine.is_some() && self.procs[p].paused_until.is_none() {
+                    self.drain(p);
+                }
             }
             Action::RedisRestart => {
                 let lost = self.redis.restart(self.now);
