@@ -31,8 +31,8 @@ use racelab_core::workorder::{
 use racelab_core::{
     ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
     KvReply, LocalReply, LocalValue, Machine, OpId, Quantity, QueueOp, QueueReply, Reply,
-    SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Timestamp, UpstreamReply,
-    Value, Variant, WorkOrderId,
+    SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply, Table,
+    Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
 };
 
 /// Generated cases per machine kind and variant.
@@ -278,6 +278,33 @@ fn local_reply() -> impl Strategy<Value = LocalReply> {
     (any::<u64>(), result).prop_map(|(seq, result)| LocalReply { seq, result })
 }
 
+/// An answer to a streaming upstream call, of any kind.
+fn stream_reply() -> impl Strategy<Value = StreamReply> {
+    let usage = (any::<u32>(), any::<u32>()).prop_map(|(prompt_tokens, completion_tokens)| Usage {
+        prompt_tokens,
+        completion_tokens,
+    });
+    prop_oneof![
+        any::<u64>().prop_map(|s| StreamReply::Opened {
+            stream: StreamId(s)
+        }),
+        (status(), proptest::option::of(any::<u64>())).prop_map(|(status, after)| {
+            StreamReply::Refused {
+                status,
+                retry_after: after.map(Duration::from_ms),
+            }
+        }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(index, tokens)| StreamReply::Chunk { index, tokens }),
+        proptest::option::of(usage.clone()).prop_map(|usage| StreamReply::End { usage }),
+        any::<u32>().prop_map(|after_chunks| StreamReply::Failed { after_chunks }),
+        Just(StreamReply::Cancelled),
+        Just(StreamReply::Closed),
+        (usage, any::<bool>()).prop_map(|(usage, complete)| StreamReply::Usage { usage, complete }),
+        Just(StreamReply::UnknownRequest),
+    ]
+}
+
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         kv_reply().prop_map(Reply::Kv),
@@ -285,6 +312,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         queue_reply().prop_map(Reply::Queue),
         local_reply().prop_map(Reply::Local),
         status().prop_map(|status| Reply::Upstream(UpstreamReply { status })),
+        stream_reply().prop_map(Reply::Stream),
         Just(Reply::Timeout),
     ]
 }

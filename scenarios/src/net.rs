@@ -739,6 +739,8 @@ impl NetWorld {
             sql_rows,
             history,
             local: std::collections::BTreeMap::new(),
+            // The net world serves no upstream (see the module's docs).
+            upstream_usage: BTreeMap::new(),
         }
     }
 }

@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use racelab_core::{
-    Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, ProcessId, Reply,
-    Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId, StoreOp, Table, Tag, TagKind, Timestamp,
-    Value,
+    Assign, CallKind, Cond, Duration, EndpointId, Fault, KvOp, KvReply, Machine, Note, OpId,
+    Outgoing, ProcessId, Reply, RequestId, Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId,
+    StoreOp, StreamId, StreamReply, Table, Tag, TagKind, Timestamp, UpstreamOp, Usage, Value,
 };
 use racelab_sim::explore::{
-    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step, Target,
-    WorldSpec, run,
+    Action, EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step,
+    StreamScript, Target, Upstream, WorldSpec, run,
 };
 
 const TX: TagKind = TagKind::new("tx");
@@ -1009,4 +1009,425 @@ fn a_skewed_clock_moves_a_process_timers_and_the_timeline_shows_both_times() {
         run(heartbeat_world(Some(horizon)), &random).trace_hash,
         original.trace_hash
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamed upstream calls: open, read chunk by chunk, cancel, usage; faults at the k-th read.
+
+const OPEN: TagKind = TagKind::new("open");
+const READ: TagKind = TagKind::new("read");
+const CANCEL: TagKind = TagKind::new("cancel");
+const USAGE: TagKind = TagKind::new("usage");
+
+const E1: EndpointId = EndpointId(1);
+const R1: RequestId = RequestId(1);
+/// The first stream a run's endpoints accept.
+const S1: StreamId = StreamId(1);
+
+fn call(kind: CallKind, tag: TagKind) -> (StoreOp, Tag) {
+    let op = StoreOp::Upstream(UpstreamOp { endpoint: E1, kind });
+    (op, Tag::plain(tag))
+}
+
+fn open() -> (StoreOp, Tag) {
+    let kind = CallKind::Open {
+        request: R1,
+        prompt_tokens: 10,
+    };
+    call(kind, OPEN)
+}
+
+fn read() -> (StoreOp, Tag) {
+    call(CallKind::Next { stream: S1 }, READ)
+}
+
+fn cancel() -> (StoreOp, Tag) {
+    call(CallKind::Cancel { stream: S1 }, CANCEL)
+}
+
+fn usage_of_r1() -> (StoreOp, Tag) {
+    call(CallKind::Usage { request: R1 }, USAGE)
+}
+
+/// A world whose endpoint E1 follows `script` and streams three chunks of 7 tokens, 100 ms
+/// apart, the first 100 ms after the open.
+fn stream_world(processes: Vec<ProcessSpec>, script: EndpointScript) -> WorldSpec {
+    let mut w = world(processes);
+    w.upstream = Upstream {
+        endpoints: [(E1, script)].into(),
+    };
+    w
+}
+
+fn three_chunks() -> EndpointScript {
+    EndpointScript {
+        stream: StreamScript::uniform(3, 7, Duration::from_ms(100)),
+        ..EndpointScript::default()
+    }
+}
+
+fn stream_replies(replies: &Replies) -> Vec<(u64, StreamReply)> {
+    replies
+        .borrow()
+        .iter()
+        .map(|(at, r)| match r {
+            Reply::Stream(s) => (at.as_ms(), *s),
+            other => panic!("not a stream reply: {other}"),
+        })
+        .collect()
+}
+
+fn usage(prompt_tokens: u32, completion_tokens: u32) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+    }
+}
+
+#[test]
+fn a_stream_read_to_the_end_gets_every_chunk_at_its_production_time_and_the_usage() {
+    let ops = vec![
+        open(),
+        read(),
+        read(),
+        read(),
+        read(),
+        read(),
+        usage_of_r1(),
+    ];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    let r = run(stream_world(vec![p], three_chunks()), &scripted(vec![]));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    // 1 ms each way: the open reaches E1 at 1 ms, so chunk i is produced at 101 + 100 i ms;
+    // a read waits at the endpoint for its chunk and is answered 1 ms after it.
+    let full = usage(10, 21);
+    assert_eq!(
+        stream_replies(&replies),
+        vec![
+            (2, StreamReply::Opened { stream: S1 }),
+            (
+                102,
+                StreamReply::Chunk {
+                    index: 0,
+                    tokens: 7
+                }
+            ),
+            (
+                202,
+                StreamReply::Chunk {
+                    index: 1,
+                    tokens: 7
+                }
+            ),
+            (
+                302,
+                StreamReply::Chunk {
+                    index: 2,
+                    tokens: 7
+                }
+            ),
+            (304, StreamReply::End { usage: Some(full) }),
+            (306, StreamReply::Closed),
+            (
+                308,
+                StreamReply::Usage {
+                    usage: full,
+                    complete: true
+                }
+            ),
+        ]
+    );
+    let applied: Vec<u64> = r.history.ops[1..4]
+        .iter()
+        .map(|o| o.applied_at.map_or(0, Timestamp::as_ms))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![101, 201, 301],
+        "each read applies as its chunk is produced"
+    );
+    assert_eq!(r.upstream_usage, [((E1, R1), full)].into());
+    let timeline = r.history.timeline();
+    let rendered: Vec<String> = timeline.iter().map(|s| r.history.render_step(s)).collect();
+    assert!(
+        rendered.iter().any(|l| l.contains("chunk 1 (7 tokens)")),
+        "{rendered:#?}"
+    );
+}
+
+#[test]
+fn the_final_usage_record_is_missing_when_the_endpoint_does_not_send_it() {
+    let mut script = three_chunks();
+    script.stream.usage_in_final = false;
+    let ops = vec![open(), read(), read(), read(), read()];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    let r = run(stream_world(vec![p], script), &scripted(vec![]));
+    let last = stream_replies(&replies).pop().map(|(_, s)| s);
+    assert_eq!(last, Some(StreamReply::End { usage: None }));
+    assert_eq!(
+        r.upstream_usage[&(E1, R1)],
+        usage(10, 21),
+        "billed all the same"
+    );
+}
+
+#[test]
+fn a_stream_that_fails_mid_stream_ends_with_the_failure_and_bills_what_it_generated() {
+    let mut script = three_chunks();
+    script.stream.fail_after = Some(1);
+    let ops = vec![open(), read(), read(), read()];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    let r = run(stream_world(vec![p], script), &scripted(vec![]));
+    assert_eq!(
+        stream_replies(&replies)[1..],
+        [
+            (
+                102,
+                StreamReply::Chunk {
+                    index: 0,
+                    tokens: 7
+                }
+            ),
+            (202, StreamReply::Failed { after_chunks: 1 }),
+            (204, StreamReply::Closed),
+        ]
+    );
+    assert!(!r.history.ops[2].succeeded());
+    assert_eq!(r.upstream_usage[&(E1, R1)], usage(10, 7));
+}
+
+#[test]
+fn a_cancel_before_the_first_chunk_delivers_no_chunk_and_bills_the_prompt_only() {
+    let ops = vec![open(), cancel(), read(), usage_of_r1()];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    let r = run(stream_world(vec![p], three_chunks()), &scripted(vec![]));
+    assert_eq!(
+        stream_replies(&replies)[1..],
+        [
+            (4, StreamReply::Cancelled),
+            (6, StreamReply::Cancelled),
+            (
+                8,
+                StreamReply::Usage {
+                    usage: usage(10, 0),
+                    complete: true
+                }
+            ),
+        ]
+    );
+    assert_eq!(r.upstream_usage[&(E1, R1)], usage(10, 0));
+}
+
+/// Sends all its operations at its start, at once, and keeps the replies.
+struct Burst {
+    ops: Vec<(StoreOp, Tag)>,
+    answered: usize,
+    replies: Replies,
+}
+
+impl Machine for Burst {
+    fn handle_start(&mut self, _now: Timestamp) {}
+    fn handle_reply(&mut self, now: Timestamp, _op: OpId, reply: Reply) {
+        self.answered += 1;
+        self.replies.borrow_mut().push((now, reply));
+    }
+    fn handle_timeout(&mut self, _now: Timestamp) {}
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        let (op, tag) = (!self.ops.is_empty()).then(|| self.ops.remove(0))?;
+        Some(Outgoing {
+            id: OpId(self.replies.borrow().len() as u64 + 100 + self.ops.len() as u64),
+            op,
+            tag,
+        })
+    }
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+    fn is_idle(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+#[test]
+fn a_cancel_fails_the_read_waiting_for_a_chunk_at_once() {
+    let replies: Replies = Rc::default();
+    let r2 = replies.clone();
+    let ops = vec![open(), read(), cancel()];
+    let p = ProcessSpec {
+        host: 0,
+        name: "C".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(Burst {
+                ops: ops.clone(),
+                answered: 0,
+                replies: r2.clone(),
+            }) as Box<dyn Machine>
+        }),
+    };
+    // The read reaches E1 at 1 ms and waits for chunk 0 (101 ms); the cancel, delayed,
+    // reaches E1 at 51 ms.
+    let steps = vec![Step::on(
+        "C",
+        CANCEL,
+        1,
+        OpEffect::Delay(Duration::from_ms(50)),
+    )];
+    let r = run(stream_world(vec![p], three_chunks()), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let read = &r.history.ops[1];
+    assert_eq!(read.applied_at, Some(Timestamp::from_ms(51)));
+    assert_eq!(read.result, Some(Reply::Stream(StreamReply::Cancelled)));
+    assert_eq!(stream_replies(&replies).len(), 3);
+    assert_eq!(r.upstream_usage[&(E1, R1)], usage(10, 0));
+}
+
+#[test]
+fn a_crash_after_the_kth_chunk_read_leaves_the_provider_billing_the_whole_generation() {
+    let ops = vec![open(), read(), read(), read(), read()];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    // The client (the gateway's process) dies right after its second chunk read applies.
+    let crash = OpEffect::CrashAfterApply {
+        restart_after: None,
+    };
+    let r = run(
+        stream_world(vec![p], three_chunks()),
+        &scripted(vec![Step::on("C", READ, 2, crash)]),
+    );
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    assert_eq!(stream_replies(&replies).len(), 2, "the opened and chunk 0");
+    assert_eq!(r.history.ops.len(), 3, "nothing more was read");
+    assert_eq!(r.upstream_usage[&(E1, R1)], usage(10, 21));
+}
+
+#[test]
+fn a_crash_while_a_read_waits_fails_it_and_a_new_incarnation_cannot_read_the_old_stream() {
+    let ops = vec![open(), read(), read(), usage_of_r1()];
+    let (p, replies) = process("C", ops, Duration::ZERO);
+    let crash = Action::Crash {
+        process: "C".into(),
+        restart_after: Some(Duration::from_ms(10)),
+    };
+    let steps = vec![Step::At {
+        at: Timestamp::from_ms(150),
+        action: crash,
+    }];
+    let r = run(stream_world(vec![p], three_chunks()), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let waiting = &r.history.ops[2];
+    assert_eq!(
+        (
+            waiting.applied_at,
+            waiting.result.clone(),
+            waiting.completed_at
+        ),
+        (
+            Some(Timestamp::from_ms(150)),
+            Some(Reply::Stream(StreamReply::Closed)),
+            None
+        ),
+        "the read waiting for chunk 1 failed with the connection, unanswered"
+    );
+    // The restarted process opens s2 and reads s1, the dead connection's stream.
+    let after: Vec<StreamReply> = stream_replies(&replies)[2..]
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        after[0],
+        StreamReply::Opened {
+            stream: StreamId(2)
+        }
+    );
+    assert_eq!(after[1..3], [StreamReply::Closed, StreamReply::Closed]);
+    match after[3] {
+        StreamReply::Usage {
+            usage: u,
+            complete: false,
+        } => assert_eq!(u.prompt_tokens, 20, "two attempts of r1"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        r.upstream_usage[&(E1, R1)],
+        usage(20, 42),
+        "both generated to their end"
+    );
+}
+
+#[test]
+fn a_refused_open_carries_its_status_and_a_429_its_retry_after() {
+    let cases = [
+        (
+            EndpointScript {
+                rate_limited: vec![(Timestamp::ZERO, Timestamp::from_ms(5_000))],
+                ..three_chunks()
+            },
+            StreamReply::Refused {
+                status: 429,
+                retry_after: Some(Duration::from_ms(4_999)),
+            },
+        ),
+        (
+            EndpointScript {
+                revoked_at: Some(Timestamp::ZERO),
+                ..three_chunks()
+            },
+            StreamReply::Refused {
+                status: 401,
+                retry_after: None,
+            },
+        ),
+        (
+            EndpointScript {
+                down: vec![(Timestamp::ZERO, Timestamp::from_ms(5_000))],
+                ..three_chunks()
+            },
+            StreamReply::Refused {
+                status: 503,
+                retry_after: None,
+            },
+        ),
+    ];
+    for (script, expected) in cases {
+        let (p, replies) = process("C", vec![open(), read(), usage_of_r1()], Duration::ZERO);
+        let r = run(stream_world(vec![p], script), &scripted(vec![]));
+        let got: Vec<StreamReply> = stream_replies(&replies).iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            got,
+            vec![expected, StreamReply::Closed, StreamReply::UnknownRequest]
+        );
+        assert!(
+            r.upstream_usage.is_empty(),
+            "nothing generated, nothing billed"
+        );
+    }
+}
+
+#[test]
+fn streamed_runs_under_random_faults_are_reproducible() {
+    let mut ops = vec![open()];
+    ops.extend((0..5).map(|_| read()));
+    ops.push(cancel());
+    ops.push(usage_of_r1());
+    let make = || {
+        let (p, _) = process("C", ops.clone(), Duration::from_ms(20));
+        stream_world(vec![p], three_chunks())
+    };
+    let mut struck_any = false;
+    for seed in 0..20 {
+        let sched = Scheduler::Random {
+            seed,
+            faults: every_fault(),
+        };
+        let (a, b) = (run(make(), &sched), run(make(), &sched));
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(a.upstream_usage, b.upstream_usage);
+        struck_any |= !a.injected.is_empty();
+        a.history.check_well_formed().expect("well formed");
+    }
+    assert!(struck_any);
 }

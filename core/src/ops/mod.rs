@@ -11,7 +11,9 @@
 //!   [`SqlStmt::validate`]'s, the one copy the SQL model and the PostgreSQL adapter share.
 //! - [`QueueOp`] (`queue`): an at-least-once job queue (Bull-like): enqueue with an optional
 //!   dedup id, fetch with a job lock, ack, nack.
-//! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint.
+//! - [`UpstreamOp`] (`upstream`): a call to an upstream API endpoint: a one-shot request or
+//!   probe, or one step of a streamed completion (open, read the next frame, cancel, ask for
+//!   a request's usage).
 //! - [`LocalBlock`] (`local`): a synchronous block on a process's own memory, whose type
 //!   and memory a family defines ([`FamilyMemory`]).
 //! - [`RandomOp`] (`random`): a draw from the process's own seeded random stream
@@ -43,7 +45,7 @@ pub use sql::{
     Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
     Value,
 };
-pub use upstream::{CallKind, UpstreamOp, UpstreamReply};
+pub use upstream::{CallKind, RequestId, StreamId, StreamReply, UpstreamOp, UpstreamReply, Usage};
 
 /// One operation a machine asks a store to perform.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,13 +89,16 @@ pub enum Reply {
     Queue(QueueReply),
     /// The answer of a synchronous block on local memory.
     Local(LocalReply),
-    /// An upstream endpoint's answer.
+    /// An upstream endpoint's answer to a request or a probe.
     Upstream(UpstreamReply),
     /// The value a [`RandomOp`] drew.
     Random(u64),
     /// The client gave up waiting (a timeout or a cut connection): the operation may or may
     /// not have been applied.
     Timeout,
+    /// An upstream endpoint's answer to a streaming call (after `Timeout` so that the
+    /// existing variants keep their hashes, and so every recorded trace hash).
+    Stream(StreamReply),
 }
 
 impl Reply {
@@ -117,6 +122,7 @@ impl Reply {
             Reply::Queue(_) => false,
             Reply::Local(_) | Reply::Random(_) => true,
             Reply::Upstream(reply) => reply.status == 200,
+            Reply::Stream(reply) => reply.is_success(),
             Reply::Timeout => false,
         }
     }
@@ -144,6 +150,7 @@ impl fmt::Display for Reply {
             Reply::Local(r) => r.result.fmt(f),
             Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
             Reply::Random(v) => write!(f, "{v}"),
+            Reply::Stream(r) => r.fmt(f),
             Reply::Timeout => write!(f, "timeout"),
         }
     }

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use racelab_core::{
-    ClockSkew, Duration, Fault, FaultRecord, History, LocalMemory, LocalReply, Machine, NoMemory,
-    NoteRecord, OpRecord, Outgoing, ProcessId, RandomStream, Reply, Row, SqlOp, StoreId, StoreOp,
-    Table, TagKind, Timestamp,
+    CallKind, ClockSkew, Duration, EndpointId, Fault, FaultRecord, History, LocalMemory,
+    LocalReply, Machine, NoMemory, NoteRecord, OpRecord, Outgoing, ProcessId, RandomStream, Reply,
+    RequestId, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp, Usage,
 };
 
 use super::faults::{FaultProfile, OpSite};
@@ -20,7 +20,7 @@ use super::redis::{LostWrites, RedisModel};
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
 use super::schedule::{Action, OpEffect, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
-use super::upstream::Upstream;
+use super::upstream::{StreamStep, Upstream, UpstreamModel};
 
 /// Builds a process' machine for an incarnation (0 at first start, +1 per restart).
 pub type Factory = Box<dyn Fn(u32) -> Box<dyn Machine>>;
@@ -142,6 +142,10 @@ pub struct Run {
     pub injected: Vec<Step>,
     /// The choices an exhaustive run took (`None` for other schedulers).
     pub choices: Option<Choices>,
+    /// What the upstream provider bills in the end for each request that opened a stream
+    /// (the sum over its attempts): every stream generates to its end, read or not, unless
+    /// it failed or was cancelled. The truth a billing oracle compares the ledger with.
+    pub upstream_usage: BTreeMap<(EndpointId, RequestId), Usage>,
 }
 
 impl Run {
@@ -189,6 +193,8 @@ enum Event {
     ReplyArrive(usize),
     OpTimeout(usize),
     Timer(usize, u32),
+    /// A stream read waiting for its frame: the frame's production time has come.
+    StreamWake(usize),
     Resume(usize, u32),
     Restart(usize),
     Act(Action),
@@ -291,7 +297,11 @@ struct World {
     local_template: Option<Box<dyn LocalMemory>>,
     locals: BTreeMap<u32, Box<dyn LocalMemory>>,
     local_seq: u64,
-    upstream: Upstream,
+    upstream: UpstreamModel,
+    /// Stream reads that reached the endpoint before their frame was produced, in arrival
+    /// order; each is applied at the frame's time, or earlier if its stream is cancelled or
+    /// its reader crashes.
+    stream_waits: Vec<usize>,
     /// Redis operations whose writes the replica may not have yet: (the write count of
     /// their last write, op index). Settled as durable or lost at a failover, a restart
     /// and the end of the run.
@@ -376,7 +386,8 @@ impl World {
             local_template: spec.local,
             locals: BTreeMap::new(),
             local_seq: 0,
-            upstream: spec.upstream,
+            upstream: UpstreamModel::new(spec.upstream),
+            stream_waits: Vec::new(),
             redis_pending: Vec::new(),
             run_seed: match scheduler {
                 Scheduler::Random { seed, .. } | Scheduler::Pinned { seed, .. } => *seed,
@@ -594,6 +605,7 @@ impl World {
             trace_hash: hasher.finish(),
             injected: self.injected,
             choices,
+            upstream_usage: self.upstream.final_usage(),
             history: self.history,
             decisions,
             quiescent,
@@ -698,6 +710,12 @@ impl World {
                 }
                 if proc.timer_at.is_some_and(|t| t <= self.now) {
                     self.fire_timer(p);
+                }
+            }
+            Event::StreamWake(op) => {
+                if self.stream_waits.contains(&op) {
+                    self.stream_waits.retain(|i| *i != op);
+                    self.apply(op);
                 }
             }
             Event::Resume(p, incarnation) => self.resume(p, incarnation),
@@ -950,6 +968,29 @@ impl World {
                 });
                 Reply::Random(value)
             }
+            StoreOp::Upstream(call) if call.kind.is_stream() => {
+                let reader = (self.ops[index].proc, self.ops[index].incarnation);
+                match self.upstream.stream_call(now, reader, call) {
+                    StreamStep::Reply(reply, extra) => {
+                        self.ops[index].reply_extra = extra;
+                        self.finish_apply(index, Reply::Stream(reply), true);
+                        if let CallKind::Cancel { stream } = call.kind {
+                            // A read waiting on the cancelled stream fails now.
+                            let endpoint = call.endpoint;
+                            self.wake_stream_reads(|_, op| {
+                                matches!(op, StoreOp::Upstream(c)
+                                    if c.endpoint == endpoint
+                                        && c.kind == CallKind::Next { stream })
+                            });
+                        }
+                    }
+                    StreamStep::Wait(at) => {
+                        self.stream_waits.push(index);
+                        self.schedule(at, Event::StreamWake(index));
+                    }
+                }
+                return;
+            }
             StoreOp::Upstream(call) => {
                 let (reply, extra) = self.upstream.call(now, call);
                 self.ops[index].reply_extra = extra;
@@ -982,6 +1023,24 @@ impl World {
             }
         };
         self.finish_apply(index, reply, true);
+    }
+
+    /// Applies now the waiting stream reads that `which` selects (by their process and
+    /// operation).
+    fn wake_stream_reads(&mut self, which: impl Fn(usize, &StoreOp) -> bool) {
+        let woken: Vec<usize> = self
+            .stream_waits
+            .iter()
+            .copied()
+            .filter(|i| which(self.ops[*i].proc, &self.history.ops[*i].op))
+            .collect();
+        for index in woken {
+            // An earlier one's crash may have woken it already.
+            if self.stream_waits.contains(&index) {
+                self.stream_waits.retain(|i| *i != index);
+                self.apply(index);
+            }
+        }
     }
 
     /// Keeps the list of statements in each open transaction, and stamps them durable when
@@ -1231,6 +1290,10 @@ impl World {
         // Requests the process never sent, and replies it never read, die with it.
         proc.held.clear();
         self.reset_session(p);
+        // Its upstream connections close: its streams keep generating unread, and its reads
+        // waiting for a frame fail now.
+        self.upstream.reader_gone(p);
+        self.wake_stream_reads(|proc, _| proc == p);
         if let Some(d) = restart_after {
             self.procs[p].restart_pending = true;
             self.schedule(self.now + d, Event::Restart(p));
