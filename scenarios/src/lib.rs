@@ -364,15 +364,30 @@ pub fn run_exhaustive(race: &Race, variant: Variant, prefix: &[u32]) -> Outcome 
     // the random sweeps cover them.
     faults.partitions = 0;
     faults.redis_restarts = 0;
+    // A race whose sweep injects no fault races on arrival order: its choice points are the
+    // messages' latencies (the scripted one, or the profile's longest).
+    let slow = (!injects_faults(&faults)).then_some(faults.latency.1);
     let scheduler = Scheduler::Exhaustive {
         prefix: prefix.to_vec(),
         faults,
+        slow,
     };
     judge(race, explore::run(spec, &scheduler), &capture)
 }
 
+/// Whether a fault profile injects any fault a bounded exhaustive search enumerates (per
+/// operation, or planned pauses).
+pub fn injects_faults(profile: &explore::FaultProfile) -> bool {
+    !(profile.delay.is_never()
+        && profile.drop_reply.is_never()
+        && profile.pause.is_never()
+        && profile.crash.is_never()
+        && profile.failover.is_never())
+}
+
 /// Visits every schedule of `race`'s small workload with at most `deviations_max` injected
-/// faults (see `racelab_sim::explore::exhaustive`).
+/// faults, or, for a race whose profile injects none, with at most `deviations_max` slow
+/// messages (see `racelab_sim::explore::exhaustive`).
 pub fn explore_exhaustively(
     race: &Race,
     variant: Variant,

@@ -1,9 +1,12 @@
 //! Small-scope bounded exhaustive checks: on each race's smallest workload (its first scripted
 //! timeline's processes and scans), every schedule with up to two injected faults is visited.
 //! The Buggy variant must break within the bound; the Correct variant must hold on all of them.
-//! Races whose sweep injects no fault (only latencies vary) have nothing to enumerate here.
+//! Races whose sweep injects no fault (only latencies vary) are enumerated over arrival orders
+//! instead: every schedule in which up to two messages take the profile's longest latency.
 
-use racelab_scenarios::{Variant, catalog, explore_exhaustively, render_timeline, run_exhaustive};
+use racelab_scenarios::{
+    Variant, catalog, explore_exhaustively, injects_faults, render_timeline, run_exhaustive,
+};
 
 /// Faults per schedule.
 const DEVIATIONS_MAX: u32 = 2;
@@ -13,18 +16,8 @@ const SCHEDULES_MAX: u64 = 200_000;
 #[test]
 fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not() {
     for race in catalog() {
-        let profile = (race.profile)();
-        if profile.delay.is_never()
-            && profile.drop_reply.is_never()
-            && profile.pause.is_never()
-            && profile.crash.is_never()
-            && profile.failover.is_never()
-            && profile.partitions == 0
-            && profile.redis_restarts == 0
-        {
-            // Its sweep injects no fault: its interleavings come from latencies and workloads
-            // (the random sweep), and from the loom and madsim lanes for in-process code.
-            eprintln!("{}: no fault to enumerate, skipped", race.id);
+        if !injects_faults(&(race.profile)()) {
+            // Checked over arrival orders instead (below).
             continue;
         }
         let correct = explore_exhaustively(&race, Variant::Correct, DEVIATIONS_MAX, SCHEDULES_MAX);
@@ -62,4 +55,56 @@ fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not() {
             race.id
         );
     }
+}
+
+/// Slow messages per schedule for the races that race on arrival order.
+const SLOW_MAX: u32 = 2;
+
+#[test]
+fn races_without_faults_are_checked_over_every_arrival_order_within_the_bound() {
+    let mut checked = Vec::new();
+    for race in catalog() {
+        if injects_faults(&(race.profile)()) {
+            continue;
+        }
+        let correct = explore_exhaustively(&race, Variant::Correct, SLOW_MAX, SCHEDULES_MAX);
+        let buggy = explore_exhaustively(&race, Variant::Buggy, SLOW_MAX, SCHEDULES_MAX);
+        eprintln!(
+            "{}: up to {SLOW_MAX} slow messages: correct {} schedules ({} violations, complete: \
+             {}), buggy {} schedules ({} violations, first at {:?})",
+            race.id,
+            correct.schedules,
+            correct.violations,
+            correct.complete,
+            buggy.schedules,
+            buggy.violations,
+            buggy.first_violation
+        );
+        assert!(correct.complete, "{}: cut short", race.id);
+        assert!(
+            correct.schedules > 1,
+            "{}: no latency was a choice",
+            race.id
+        );
+        if let Some(prefix) = &correct.first_violation {
+            let outcome = run_exhaustive(&race, Variant::Correct, prefix);
+            panic!(
+                "{}: the Correct variant breaks under latency choices {prefix:?}\n{}\n{}",
+                race.id,
+                render_timeline(&outcome).join("\n"),
+                outcome.verdict.explanation()
+            );
+        }
+        assert!(
+            buggy.violations > 0,
+            "{}: no schedule with up to {SLOW_MAX} slow messages breaks the Buggy variant",
+            race.id
+        );
+        checked.push(race.id);
+    }
+    assert_eq!(
+        checked,
+        ["R-001-02", "R-001-04", "R-003-02", "R-003-03"],
+        "the races whose sweeps inject no fault"
+    );
 }

@@ -163,6 +163,17 @@ impl SimRng {
         Duration::from_ms(self.between(lo.as_ms(), hi.as_ms()))
     }
 
+    /// One of `domain` alternatives (0 is the default): a choice point when enumerating,
+    /// a uniform draw otherwise.
+    pub fn alternative(&mut self, domain: u32) -> u32 {
+        if let Some(pick) = self.choose(domain) {
+            self.record(u64::from(pick));
+            return pick;
+        }
+        let v = self.below(u64::from(domain.max(1)));
+        u32::try_from(v).unwrap_or(0)
+    }
+
     /// `true` with probability `ratio`.
     pub fn chance(&mut self, ratio: Ratio) -> bool {
         if ratio.num == 0 {

@@ -141,12 +141,17 @@ pub enum Scheduler {
     },
     /// One schedule of a bounded exhaustive search: every fault decision is a choice point
     /// (see `SimRng::enumerating`); `prefix` fixes the first ones, later ones take their
-    /// default (no fault). Latencies are fixed. `explore::exhaustive` walks all prefixes.
+    /// default (no fault). Latencies are fixed at the scripted latency, unless `slow` is set:
+    /// then every message's latency is a choice point too (the scripted latency by default,
+    /// or `slow`), so that the order in which messages arrive is enumerated, not only the
+    /// faults. `explore::exhaustive` walks all prefixes.
     Exhaustive {
         /// The choices to take first.
         prefix: Vec<u32>,
         /// Which faults are choice points (only the non-zero ratios), and their bounds.
         faults: FaultProfile,
+        /// The latency of a message delayed by choice; `None`: latencies are not choices.
+        slow: Option<Duration>,
     },
     /// A scripted timeline with a fixed latency.
     Scripted {

@@ -258,6 +258,12 @@ enum Faults {
 /// that pinning the faults of a random run keeps its latencies).
 enum Latency {
     Fixed(Duration),
+    /// Exhaustive search over arrival orders: each message's latency is a choice point of
+    /// the fault stream (`fixed` by default, or `slow`).
+    Choice {
+        fixed: Duration,
+        slow: Duration,
+    },
     Random {
         rng: Box<SimRng>,
         bounds: (Duration, Duration),
@@ -338,12 +344,22 @@ impl World {
                     bounds: faults.latency,
                 },
             ),
-            Scheduler::Exhaustive { prefix, faults } => (
+            Scheduler::Exhaustive {
+                prefix,
+                faults,
+                slow,
+            } => (
                 Faults::Random {
                     rng: Box::new(SimRng::enumerating(prefix.clone())),
                     profile: Box::new(faults.clone()),
                 },
-                Latency::Fixed(spec.net.scripted_latency),
+                match slow {
+                    Some(slow) => Latency::Choice {
+                        fixed: spec.net.scripted_latency,
+                        slow: *slow,
+                    },
+                    None => Latency::Fixed(spec.net.scripted_latency),
+                },
             ),
             Scheduler::Pinned {
                 seed,
@@ -891,6 +907,15 @@ impl World {
         let now = self.now;
         match &mut self.latency {
             Latency::Fixed(d) => *d,
+            Latency::Choice { fixed, slow } => match &mut self.faults {
+                Faults::Random { rng, .. } => {
+                    match rng.at(now, DecisionKind::Latency).alternative(2) {
+                        0 => *fixed,
+                        _ => *slow,
+                    }
+                }
+                Faults::Scripted { .. } => *fixed,
+            },
             Latency::Random { rng, bounds } => rng
                 .at(now, DecisionKind::Latency)
                 .duration(bounds.0, bounds.1),
@@ -900,7 +925,18 @@ impl World {
     fn send(&mut self, index: usize, extra: Duration) {
         self.in_flight += 1;
         if self.ops[index].store == Some(StoreId::Local) {
-            self.schedule(self.now, Event::Arrive(index));
+            // A synchronous block runs at once; under an exhaustive search over arrival
+            // orders, it may instead run after a task switch (1 ms), so that blocks of
+            // processes ready at the same instant run in either order.
+            let now = self.now;
+            let switch = match (&self.latency, &mut self.faults) {
+                (Latency::Choice { .. }, Faults::Random { rng, .. }) => {
+                    let pick = rng.at(now, DecisionKind::Latency).alternative(2);
+                    Duration::from_ms(u64::from(pick))
+                }
+                _ => Duration::ZERO,
+            };
+            self.schedule(now + switch, Event::Arrive(index));
             return;
         }
         let latency = self.latency();
