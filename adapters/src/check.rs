@@ -596,7 +596,8 @@ impl Run {
                 self.queue_lock,
             )?),
             sql: Some(PgSql::lazy(&self.pg_url, &self.schema)?),
-            // Document 002's machines never draw.
+            // Document 002's machines never draw nor subscribe.
+            pubsub: None,
             random: None,
         })
     }
@@ -677,6 +678,7 @@ impl Run {
                 self.queue_lock,
             )?),
             sql: None,
+            pubsub: None,
             random: None,
         };
         let mut rx = self.stop_terminals.subscribe();

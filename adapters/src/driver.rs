@@ -288,6 +288,8 @@ pub struct Stores {
     pub queue: Option<RedisQueue>,
     /// The SQL session.
     pub sql: Option<PgSql>,
+    /// The subscriber connection ([`StoreOp::PubSub`]).
+    pub pubsub: Option<crate::RedisPubSub>,
     /// The process's random stream, answering [`StoreOp::Random`] in-process (seed it
     /// with [`racelab_core::RandomStream::for_process`] to replay a simulated run's draws).
     pub random: Option<racelab_core::RandomStream>,
@@ -314,6 +316,10 @@ impl StoreClient for Stores {
             // `crate::local`, and document 002's protocols never emit these.
             StoreOp::Local(_) => Err(missing("in-process state")),
             StoreOp::Upstream(_) => Err(missing("upstream HTTP")),
+            StoreOp::PubSub(p) => match &mut self.pubsub {
+                Some(c) => c.execute_pubsub(p).await.map(Reply::PubSub),
+                None => Err(missing("Redis subscriber")),
+            },
             StoreOp::Random(draw) => match &mut self.random {
                 Some(r) => Ok(Reply::Random(r.answer(draw))),
                 None => Err(missing("random stream")),

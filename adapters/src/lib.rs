@@ -33,6 +33,7 @@ mod queue;
 mod recorder;
 mod redis_conn;
 mod redis_kv;
+mod redis_pubsub;
 mod redis_server;
 
 pub use check::{
@@ -49,6 +50,7 @@ pub use proxy::{FaultProxy, ProxyFaults};
 pub use queue::{QueueClock, QueueStatus, RedisQueue, queue_lua};
 pub use recorder::{ProcessRecorder, Recorder};
 pub use redis_kv::{RedisKv, lua};
+pub use redis_pubsub::RedisPubSub;
 pub use redis_server::OwnRedis;
 
 /// The proxy's in-process shared structures of documents 001 and 003 (endpoint health

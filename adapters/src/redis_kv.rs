@@ -181,6 +181,11 @@ impl RedisKv {
                 cmd = redis::cmd("EXISTS");
                 cmd.arg(self.key(key));
             }
+            KvOp::Publish { channel, message } => {
+                // Channels live under the prefix too (see `RedisPubSub`).
+                cmd = redis::cmd("PUBLISH");
+                cmd.arg(self.key(channel)).arg(message.as_bytes());
+            }
             KvOp::HGet { key, field } => {
                 cmd = redis::cmd("HGET");
                 cmd.arg(self.key(key)).arg(field.as_bytes());

@@ -71,7 +71,7 @@ const PTTL_TOLERANCE_MS: i64 = 1_000;
 const TTL_TOLERANCE_S: i64 = 1;
 
 /// The commands the typed-value generators must each have run, by name.
-const NEW_COMMANDS: [&str; 19] = [
+const NEW_COMMANDS: [&str; 20] = [
     "HGET",
     "HSET",
     "HMGET",
@@ -91,6 +91,7 @@ const NEW_COMMANDS: [&str; 19] = [
     "EXPIRE",
     "TTL",
     "EXISTS",
+    "PUBLISH",
 ];
 
 fn ttl() -> impl Strategy<Value = Duration> {
@@ -193,6 +194,8 @@ fn any_type_op() -> impl Strategy<Value = KvOp> {
         2 => key().prop_map(|key| KvOp::Ttl { key }),
         1 => key().prop_map(|key| KvOp::Exists { key }),
         2 => (key(), delta()).prop_map(|(key, delta)| KvOp::DecrBy { key, delta }),
+        // Nobody subscribes in these sequences: 0 receivers, and no key changes.
+        1 => (key(), value()).prop_map(|(channel, message)| KvOp::Publish { channel, message }),
     ]
 }
 
@@ -734,4 +737,142 @@ fn set_px_0_and_non_canonical_integers_agree() {
         );
     }
     rt.block_on(kv.clean()).expect("cleaning the test's keys");
+}
+
+/// Pub/sub misses what is published while a subscriber is disconnected, on real Redis as in
+/// the model: the same script of subscribe, publish, receive, disconnect and resubscribe
+/// gives the same answers from both.
+#[test]
+fn pub_sub_misses_messages_across_a_disconnect_like_the_model() {
+    use racelab_adapters::RedisPubSub;
+    use racelab_core::{PubSubOp, PubSubReply};
+    let rt = common::runtime();
+    let Some(config) = rt.block_on(common::servers_or_skip("pub/sub conformance", true, false))
+    else {
+        return;
+    };
+    let prefix = common::prefix("pubsub");
+    let mut kv = rt
+        .block_on(RedisKv::connect(&config.redis_url, &prefix))
+        .expect("Redis was reachable a moment ago");
+    let mut sub = RedisPubSub::new(&config.redis_url, &prefix).expect("the URL parses");
+    let mut model = RedisModel::new(Duration::ZERO);
+    const S: u64 = 1;
+    enum Step {
+        Subscribe(&'static str),
+        Publish(&'static str, &'static str),
+        Receive(u64),
+        Disconnect,
+    }
+    use Step::*;
+    let script = [
+        Receive(50),
+        Subscribe("news"),
+        Subscribe("alerts"),
+        Publish("news", "m1"),
+        Publish("other", "x"),
+        Receive(1_000),
+        Receive(100),
+        Disconnect,
+        Publish("news", "m2"),
+        Receive(100),
+        Subscribe("news"),
+        Publish("news", "m3"),
+        Publish("alerts", "a1"),
+        Receive(1_000),
+        Receive(1_000),
+        Receive(100),
+    ];
+    let mut answers = Vec::new();
+    for step in &script {
+        let (real, modelled) = match step {
+            Subscribe(ch) => {
+                let op = PubSubOp::Subscribe {
+                    channels: vec![(*ch).to_string()],
+                };
+                let real = rt.block_on(sub.execute_pubsub(&op)).expect("subscribe");
+                (
+                    format!("{real}"),
+                    format!(
+                        "{}",
+                        PubSubReply::Subscribed {
+                            count: model.subscribe(S, &[(*ch).to_string()]),
+                        }
+                    ),
+                )
+            }
+            Publish(ch, m) => {
+                let op = KvOp::Publish {
+                    channel: (*ch).to_string(),
+                    message: (*m).to_string(),
+                };
+                let real = rt.block_on(kv.execute_kv(&op)).expect("publish");
+                (
+                    format!("{real}"),
+                    format!("{}", model.execute(Timestamp::ZERO, &op)),
+                )
+            }
+            Receive(wait) => {
+                let op = PubSubOp::Receive {
+                    wait: Duration::from_ms(*wait),
+                };
+                let real = rt.block_on(sub.execute_pubsub(&op)).expect("receive");
+                let modelled = match model.next_message(S) {
+                    None => PubSubReply::Disconnected,
+                    Some(None) => PubSubReply::NoMessage,
+                    Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
+                };
+                (format!("{real}"), format!("{modelled}"))
+            }
+            Disconnect => {
+                sub.disconnect();
+                model.disconnect(S);
+                // Redis counts a subscriber until it notices the closed connection; the
+                // model's disconnect is that moment, so wait for it (a second at most).
+                let client = redis::Client::open(config.redis_url.as_str()).expect("URL");
+                let gone = rt.block_on(async {
+                    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                    for _ in 0..100 {
+                        let numsub: (String, i64) = redis::cmd("PUBSUB")
+                            .arg("NUMSUB")
+                            .arg(format!("{prefix}news"))
+                            .query_async(&mut c)
+                            .await
+                            .ok()?;
+                        if numsub.1 == 0 {
+                            return Some(());
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    None
+                });
+                assert!(gone.is_some(), "Redis never noticed the closed subscriber");
+                ("-".to_string(), "-".to_string())
+            }
+        };
+        assert_eq!(real, modelled, "after {answers:?}");
+        answers.push(real);
+    }
+    assert_eq!(
+        answers,
+        [
+            "disconnected",
+            "subscribed to 1",
+            "subscribed to 2",
+            "1",
+            "0",
+            "message news: m1",
+            "no message",
+            "-",
+            "0",
+            "disconnected",
+            "subscribed to 1",
+            "1",
+            "0",
+            "message news: m3",
+            "no message",
+            "no message",
+        ]
+    );
+    common::ran("pub/sub conformance");
 }

@@ -41,9 +41,10 @@ pub use machine::{Machine, Outgoing};
 pub use ops::{
     Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, FamilyMemory, ForeignBlock,
     InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock, LocalMemory,
-    LocalReply, LocalValue, NoMemory, QueueOp, QueueReply, RandomOp, RandomStream, Reply,
-    RequestId, Row, ScoreBound, ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
-    StreamId, StreamReply, Table, UpstreamOp, UpstreamReply, Usage, Value, WRONGTYPE,
+    LocalReply, LocalValue, NoMemory, PubSubOp, PubSubReply, QueueOp, QueueReply, RandomOp,
+    RandomStream, Reply, RequestId, Row, ScoreBound, ScriptName, SetCondition, SqlOp, SqlReply,
+    SqlStmt, StoreOp, StreamId, StreamReply, Table, UpstreamOp, UpstreamReply, Usage, Value,
+    WRONGTYPE,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};

@@ -30,9 +30,9 @@ use racelab_core::workorder::{
 };
 use racelab_core::{
     ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, LocalReply, LocalValue, Machine, OpId, Quantity, QueueOp, QueueReply, Reply,
-    SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply, Table,
-    Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
+    KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, Quantity, QueueOp, QueueReply,
+    Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply,
+    Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
 };
 
 /// Generated cases per machine kind and variant.
@@ -378,6 +378,10 @@ impl Fitting {
             StoreOp::Local(_) => Reply::Local(self.local.clone()),
             StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply { status: 200 }),
             StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
+            StoreOp::PubSub(_) => Reply::PubSub(PubSubReply::Message {
+                channel: "c".into(),
+                payload: self.int.to_string(),
+            }),
         }
     }
 
@@ -392,6 +396,10 @@ impl Fitting {
                 status: self.status,
             }),
             StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
+            StoreOp::PubSub(_) => Reply::PubSub(PubSubReply::Message {
+                channel: "c".into(),
+                payload: self.int.to_string(),
+            }),
         }
     }
 

@@ -1472,3 +1472,103 @@ fn an_exhaustive_search_with_slow_messages_visits_both_arrival_orders() {
     assert_eq!(found.schedules, 7);
     assert_eq!(finals.len(), 2, "both orders of the two writes: {finals:?}");
 }
+
+/// Redis pub/sub is at most once: a subscriber partitioned when a message is published misses
+/// it (Redis still counts it), a waiting receive gets the next message at once, and a
+/// failover drops the subscription.
+#[test]
+fn pub_sub_delivers_at_most_once_and_a_failover_disconnects_subscribers() {
+    use racelab_core::{PubSubOp, PubSubReply};
+    let tag = || Tag::plain(TX);
+    let receive = || {
+        (
+            StoreOp::PubSub(PubSubOp::Receive {
+                wait: Duration::from_ms(500),
+            }),
+            tag(),
+        )
+    };
+    let publish = |m: &str| {
+        (
+            StoreOp::Kv(KvOp::Publish {
+                channel: "ch".into(),
+                message: m.into(),
+            }),
+            tag(),
+        )
+    };
+    let (s, got) = process(
+        "S",
+        vec![
+            (
+                StoreOp::PubSub(PubSubOp::Subscribe {
+                    channels: vec!["ch".into()],
+                }),
+                tag(),
+            ),
+            receive(),
+            receive(),
+            receive(),
+            receive(),
+        ],
+        Duration::ZERO,
+    );
+    let (mut p, published) = process(
+        "P",
+        vec![publish("m1"), publish("m2"), publish("m3")],
+        Duration::from_ms(100),
+    );
+    p.start_at = Timestamp::from_ms(50);
+    // m1 at 51 ms, m2 at 153 ms (S cut off from Redis 100..200 ms), m3 at 255 ms; a failover
+    // at 400 ms while S waits for a fourth message.
+    let steps = vec![
+        Step::At {
+            at: Timestamp::from_ms(100),
+            action: Action::Partition {
+                process: "S".into(),
+                store: StoreId::Redis,
+            },
+        },
+        Step::At {
+            at: Timestamp::from_ms(200),
+            action: Action::Heal {
+                process: "S".into(),
+                store: StoreId::Redis,
+            },
+        },
+        Step::At {
+            at: Timestamp::from_ms(400),
+            action: Action::Failover,
+        },
+    ];
+    let r = run(world(vec![s, p]), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let message = |m: &str| {
+        Reply::PubSub(PubSubReply::Message {
+            channel: "ch".into(),
+            payload: m.into(),
+        })
+    };
+    let got: Vec<Reply> = got.borrow().iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        got,
+        vec![
+            Reply::PubSub(PubSubReply::Subscribed { count: 1 }),
+            message("m1"),
+            message("m3"),
+            Reply::PubSub(PubSubReply::Disconnected),
+            Reply::PubSub(PubSubReply::Disconnected),
+        ],
+        "m2 is missed, the failover ends the subscription"
+    );
+    let receivers: Vec<Reply> = published.borrow().iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        receivers,
+        vec![Reply::Kv(KvReply::Int(1)); 3],
+        "Redis counts S every time"
+    );
+    // The third receive waited at Redis and got m3 the instant it was published.
+    let third = &r.history.ops[3];
+    assert_eq!(third.applied_at, Some(Timestamp::from_ms(255)));
+    assert!(third.invoked_at < Timestamp::from_ms(200));
+}

@@ -130,6 +130,15 @@ pub enum KvOp {
         /// The key.
         key: String,
     },
+    /// `PUBLISH channel message`: the number of subscribed connections Redis wrote it to
+    /// (at most once: a subscriber that is disconnected or partitioned misses it; see
+    /// [`crate::PubSubOp`]).
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The message.
+        message: String,
+    },
     /// `HGET key field`.
     HGet {
         /// The key.
@@ -394,6 +403,7 @@ impl fmt::Display for KvOp {
             KvOp::Expire { key, seconds } => write!(f, "EXPIRE {key} {seconds}"),
             KvOp::Ttl { key } => write!(f, "TTL {key}"),
             KvOp::Exists { key } => write!(f, "EXISTS {key}"),
+            KvOp::Publish { channel, message } => write!(f, "PUBLISH {channel} {message}"),
             KvOp::HGet { key, field } => write!(f, "HGET {key} {field}"),
             KvOp::HSet { key, pairs } => {
                 write!(f, "HSET {key}")?;
@@ -464,10 +474,11 @@ impl fmt::Display for KvReply {
 }
 
 impl KvOp {
-    /// The key the command is about (a script's first key, if any).
+    /// The key the command is about (a script's first key, if any; none for `PUBLISH`).
     pub fn key(&self) -> Option<&str> {
         match self {
             KvOp::Script { keys, .. } => keys.first().map(String::as_str),
+            KvOp::Publish { .. } => None,
             KvOp::Get { key }
             | KvOp::Set { key, .. }
             | KvOp::Del { key }

@@ -16,6 +16,8 @@
 //!   a request's usage).
 //! - [`LocalBlock`] (`local`): a synchronous block on a process's own memory, whose type
 //!   and memory a family defines ([`FamilyMemory`]).
+//! - [`PubSubOp`] (`pubsub`): Redis pub/sub from the subscriber's connection (at most once);
+//!   publishing is [`KvOp::Publish`].
 //! - [`RandomOp`] (`random`): a draw from the process's own seeded random stream
 //!   ([`RandomStream`]), recorded like every other operation.
 //!
@@ -24,6 +26,7 @@
 
 mod kv;
 mod local;
+mod pubsub;
 mod queue;
 mod random;
 mod sql;
@@ -39,6 +42,7 @@ pub use kv::{KvOp, KvReply, KvView, ScoreBound, ScriptName, SetCondition, WRONGT
 pub use local::{
     FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
 };
+pub use pubsub::{PubSubOp, PubSubReply};
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use random::{RandomOp, RandomStream};
 pub use sql::{
@@ -63,6 +67,8 @@ pub enum StoreOp {
     Upstream(UpstreamOp),
     /// A draw from the process's own random stream (synchronous, like a local block).
     Random(RandomOp),
+    /// An operation on the process's Redis subscriber connection.
+    PubSub(PubSubOp),
 }
 
 impl StoreOp {
@@ -70,7 +76,7 @@ impl StoreOp {
     /// driver and the reports share. The queue lives in Redis.
     pub fn store(&self) -> StoreId {
         match self {
-            StoreOp::Kv(_) | StoreOp::Queue(_) => StoreId::Redis,
+            StoreOp::Kv(_) | StoreOp::Queue(_) | StoreOp::PubSub(_) => StoreId::Redis,
             StoreOp::Sql(_) => StoreId::Sql,
             StoreOp::Local(_) | StoreOp::Random(_) => StoreId::Local,
             StoreOp::Upstream(_) => StoreId::Upstream,
@@ -93,6 +99,8 @@ pub enum Reply {
     Upstream(UpstreamReply),
     /// The value a [`RandomOp`] drew.
     Random(u64),
+    /// The answer on the subscriber connection.
+    PubSub(PubSubReply),
     /// The client gave up waiting (a timeout or a cut connection): the operation may or may
     /// not have been applied.
     Timeout,
@@ -121,6 +129,10 @@ impl Reply {
             | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
             Reply::Queue(_) => false,
             Reply::Local(_) | Reply::Random(_) => true,
+            Reply::PubSub(reply) => matches!(
+                reply,
+                PubSubReply::Subscribed { .. } | PubSubReply::Message { .. }
+            ),
             Reply::Upstream(reply) => reply.status == 200,
             Reply::Stream(reply) => reply.is_success(),
             Reply::Timeout => false,
@@ -137,6 +149,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Local(op) => op.fmt(f),
             StoreOp::Upstream(op) => op.fmt(f),
             StoreOp::Random(op) => op.fmt(f),
+            StoreOp::PubSub(op) => op.fmt(f),
         }
     }
 }
@@ -150,6 +163,7 @@ impl fmt::Display for Reply {
             Reply::Local(r) => r.result.fmt(f),
             Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
             Reply::Random(v) => write!(f, "{v}"),
+            Reply::PubSub(r) => r.fmt(f),
             Reply::Stream(r) => r.fmt(f),
             Reply::Timeout => write!(f, "timeout"),
         }

@@ -75,6 +75,18 @@ pub struct RedisModel {
     replication_lag: Duration,
     /// Writes applied on the primary since the start, the lost ones included.
     writes: u64,
+    /// Subscriber connections by id (the caller names them), with their channels and the
+    /// messages published to those and not yet received.
+    subscribers: BTreeMap<u64, Subscription>,
+    /// Subscribers that messages cannot reach at the moment (partitioned): `PUBLISH` counts
+    /// them, as Redis counts a connection it still believes open, but they miss the message.
+    unreachable: BTreeSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    channels: BTreeSet<String>,
+    queue: VecDeque<(String, String)>,
 }
 
 /// What became of the writes a failover or restart found not yet replicated.
@@ -115,6 +127,45 @@ impl RedisModel {
             backlog: VecDeque::new(),
             replication_lag,
             writes: 0,
+            subscribers: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+        }
+    }
+
+    /// `SUBSCRIBE` on subscriber connection `sub`: the number of channels it is subscribed
+    /// to afterwards.
+    pub fn subscribe(&mut self, sub: u64, channels: &[String]) -> u64 {
+        let s = self.subscribers.entry(sub).or_default();
+        s.channels.extend(channels.iter().cloned());
+        s.channels.len() as u64
+    }
+
+    /// The next message for `sub` (channel, payload): `None` if it is not subscribed (never,
+    /// or it lost its subscriptions), `Some(None)` if nothing is queued.
+    pub fn next_message(&mut self, sub: u64) -> Option<Option<(String, String)>> {
+        self.subscribers.get_mut(&sub).map(|s| s.queue.pop_front())
+    }
+
+    /// Whether `sub` has a message queued.
+    pub fn has_message(&self, sub: u64) -> bool {
+        self.subscribers
+            .get(&sub)
+            .is_some_and(|s| !s.queue.is_empty())
+    }
+
+    /// The subscriber connection closed (its process crashed): its subscriptions and
+    /// queued messages are gone.
+    pub fn disconnect(&mut self, sub: u64) {
+        self.subscribers.remove(&sub);
+        self.unreachable.remove(&sub);
+    }
+
+    /// Whether messages can reach `sub` (false while it is partitioned from Redis).
+    pub fn set_reachable(&mut self, sub: u64, reachable: bool) {
+        if reachable {
+            self.unreachable.remove(&sub);
+        } else {
+            self.unreachable.insert(sub);
         }
     }
 
@@ -155,6 +206,8 @@ impl RedisModel {
         let lost = self.unreplicated(now);
         self.primary = self.replica.clone();
         self.backlog.clear();
+        // Clients are disconnected from the old primary: every subscription is gone.
+        self.subscribers.clear();
         lost
     }
 
@@ -165,6 +218,7 @@ impl RedisModel {
         self.primary.clear();
         self.replica.clear();
         self.backlog.clear();
+        self.subscribers.clear();
         lost
     }
 
@@ -388,6 +442,19 @@ impl View<'_> {
             }
             KvOp::Del { key } => KvReply::Int(i64::from(self.del(key))),
             KvOp::Exists { key } => KvReply::Int(i64::from(self.entry(key).is_some())),
+            KvOp::Publish { channel, message } => {
+                let model = &mut *self.model;
+                let mut receivers = 0;
+                for (sub, s) in &mut model.subscribers {
+                    if s.channels.contains(channel) {
+                        receivers += 1;
+                        if !model.unreachable.contains(sub) {
+                            s.queue.push_back((channel.clone(), message.clone()));
+                        }
+                    }
+                }
+                count(receivers)
+            }
             KvOp::IncrBy { key, delta } => self.incr(key, *delta)?,
             KvOp::DecrBy { key, delta } => {
                 if *delta == i64::MIN {

@@ -10,8 +10,9 @@ use std::hash::{Hash, Hasher};
 
 use racelab_core::{
     CallKind, ClockSkew, Duration, EndpointId, Fault, FaultRecord, History, LocalMemory,
-    LocalReply, Machine, NoMemory, NoteRecord, OpRecord, Outgoing, ProcessId, RandomStream, Reply,
-    RequestId, Row, SqlOp, StoreId, StoreOp, Table, TagKind, Timestamp, Usage,
+    LocalReply, Machine, NoMemory, NoteRecord, OpRecord, Outgoing, ProcessId, PubSubOp,
+    PubSubReply, RandomStream, Reply, RequestId, Row, SqlOp, StoreId, StoreOp, Table, TagKind,
+    Timestamp, Usage,
 };
 
 use super::faults::{FaultProfile, OpSite};
@@ -199,6 +200,8 @@ enum Event {
     Restart(usize),
     Act(Action),
     Horizon,
+    /// A pub/sub receive's wait ends.
+    ReceiveExpires(usize),
 }
 
 #[derive(Debug)]
@@ -317,6 +320,8 @@ struct World {
     run_seed: u64,
     /// Every process draw, in order, for [`Run::decisions`].
     draws: Vec<Decision>,
+    /// Pub/sub receives waiting at Redis for a message, in arrival order.
+    receive_waits: Vec<usize>,
 }
 
 impl World {
@@ -410,6 +415,7 @@ impl World {
                 Scheduler::Scripted { .. } | Scheduler::Exhaustive { .. } => 0,
             },
             draws: Vec::new(),
+            receive_waits: Vec::new(),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -703,6 +709,12 @@ impl World {
         }
         match event {
             Event::Horizon => self.past_horizon = true,
+            Event::ReceiveExpires(index) => {
+                if let Some(at) = self.receive_waits.iter().position(|i| *i == index) {
+                    self.receive_waits.remove(at);
+                    self.finish_apply(index, Reply::PubSub(PubSubReply::NoMessage), true);
+                }
+            }
             Event::Start(p) => {
                 self.procs[p].started = true;
                 self.boot(p);
@@ -971,6 +983,7 @@ impl World {
             StoreOp::Kv(kv) => {
                 let before = self.redis.writes();
                 let reply = Reply::Kv(self.redis.execute(now, kv));
+                self.deliver_messages();
                 let wrote = self.redis.writes();
                 if wrote > before {
                     // Durable once the replica has it: settled later (settle_redis).
@@ -994,6 +1007,25 @@ impl World {
                     seq: self.local_seq,
                     result,
                 })
+            }
+            StoreOp::PubSub(op) => {
+                let (p, incarnation) = (self.ops[index].proc, self.ops[index].incarnation);
+                let sub = subscriber(p, incarnation);
+                let reply = match op {
+                    PubSubOp::Subscribe { channels } => PubSubReply::Subscribed {
+                        count: self.redis.subscribe(sub, channels),
+                    },
+                    PubSubOp::Receive { wait } => match self.redis.next_message(sub) {
+                        None => PubSubReply::Disconnected,
+                        Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
+                        Some(None) => {
+                            self.receive_waits.push(index);
+                            self.schedule(now + *wait, Event::ReceiveExpires(index));
+                            return;
+                        }
+                    },
+                };
+                Reply::PubSub(reply)
             }
             StoreOp::Random(draw) => {
                 let value = self.procs[self.ops[index].proc].random.answer(draw);
@@ -1143,6 +1175,7 @@ impl World {
             let lost = self.redis.failover(now);
             self.settle_redis(lost);
             self.record_fault(Fault::Failover);
+            self.deliver_messages();
         }
         if drop_reply {
             let op = self.history.ops[index].id;
@@ -1325,6 +1358,10 @@ impl World {
         proc.timer_at = None;
         // Requests the process never sent, and replies it never read, die with it.
         proc.held.clear();
+        // So does its subscriber connection.
+        let sub = subscriber(p, proc.incarnation);
+        self.redis.disconnect(sub);
+        self.deliver_messages();
         self.reset_session(p);
         // Its upstream connections close: its streams keep generating unread, and its reads
         // waiting for a frame fail now.
@@ -1341,6 +1378,10 @@ impl World {
             Action::Partition { process, store } => {
                 let p = self.proc_index(&process);
                 self.partitions.insert((p, store));
+                if store == StoreId::Redis {
+                    let sub = subscriber(p, self.procs[p].incarnation);
+                    self.redis.set_reachable(sub, false);
+                }
                 self.record_fault(Fault::Partition {
                     process: pid(p),
                     store,
@@ -1349,6 +1390,10 @@ impl World {
             Action::Heal { process, store } => {
                 let p = self.proc_index(&process);
                 self.partitions.remove(&(p, store));
+                if store == StoreId::Redis {
+                    let sub = subscriber(p, self.procs[p].incarnation);
+                    self.redis.set_reachable(sub, true);
+                }
                 self.record_fault(Fault::Heal {
                     process: pid(p),
                     store,
@@ -1369,6 +1414,7 @@ impl World {
                 let lost = self.redis.failover(self.now);
                 self.settle_redis(lost);
                 self.record_fault(Fault::Failover);
+                self.deliver_messages();
             }
             Action::Clock { process, skew } => {
                 let p = self.proc_index(&process);
@@ -1386,7 +1432,26 @@ impl World {
                 let lost = self.redis.restart(self.now);
                 self.settle_redis(lost);
                 self.record_fault(Fault::RedisRestart);
+                self.deliver_messages();
             }
+        }
+    }
+
+    /// Answers every waiting pub/sub receive whose connection has a message now, or lost
+    /// its subscriptions.
+    fn deliver_messages(&mut self) {
+        let waits = std::mem::take(&mut self.receive_waits);
+        for index in waits {
+            let sub = subscriber(self.ops[index].proc, self.ops[index].incarnation);
+            let reply = match self.redis.next_message(sub) {
+                None => PubSubReply::Disconnected,
+                Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
+                Some(None) => {
+                    self.receive_waits.push(index);
+                    continue;
+                }
+            };
+            self.finish_apply(index, Reply::PubSub(reply), true);
         }
     }
 
@@ -1413,6 +1478,11 @@ impl World {
             fault,
         });
     }
+}
+
+/// The id of process `p`'s subscriber connection in one incarnation.
+fn subscriber(p: usize, incarnation: u32) -> u64 {
+    ((p as u64) << 32) | u64::from(incarnation)
 }
 
 fn pid(index: usize) -> ProcessId {
