@@ -17,6 +17,8 @@
 //! `COMMIT` with `RolledBack` until the machine says `ROLLBACK`. Outside a transaction the
 //! next operation simply reconnects.
 
+use std::collections::BTreeSet;
+
 use racelab_core::{
     Assign, CmpOp, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
 };
@@ -44,6 +46,8 @@ pub struct PgSql {
     lost_tx: bool,
     /// An operation started and did not finish (its future was dropped).
     interrupted: bool,
+    /// The tables this session has made sure exist in its schema.
+    created: BTreeSet<Table>,
 }
 
 /// A typed statement parameter.
@@ -151,7 +155,7 @@ fn build(stmt: &SqlStmt) -> Built {
                 format!(
                     "SELECT {} FROM {} WHERE {} = $1{lock}",
                     returning(*table),
-                    table.as_str(),
+                    ident(table.as_str()),
                     ident(KEY)
                 ),
                 params,
@@ -163,7 +167,7 @@ fn build(stmt: &SqlStmt) -> Built {
                 format!(
                     "SELECT {} FROM {} WHERE {filter} ORDER BY {}",
                     returning(*table),
-                    table.as_str(),
+                    ident(table.as_str()),
                     ident(KEY)
                 ),
                 params,
@@ -185,7 +189,7 @@ fn build(stmt: &SqlStmt) -> Built {
             Ok((
                 format!(
                     "INSERT INTO {} ({}) VALUES ({})",
-                    table.as_str(),
+                    ident(table.as_str()),
                     cols.join(", "),
                     placeholders.join(", ")
                 ),
@@ -226,7 +230,7 @@ fn build(stmt: &SqlStmt) -> Built {
             Ok((
                 format!(
                     "UPDATE {} SET {assigns} WHERE {} = $1 AND {guard} RETURNING {}",
-                    table.as_str(),
+                    ident(table.as_str()),
                     ident(KEY),
                     returning(*table)
                 ),
@@ -262,39 +266,25 @@ fn row_of(table: Table, row: &tokio_postgres::Row) -> Result<KeyedRow, AdapterEr
     Ok(KeyedRow { key, columns })
 }
 
-/// The table a statement names.
-fn table_of(stmt: &SqlStmt) -> Table {
-    match stmt {
-        SqlStmt::Select { table, .. }
-        | SqlStmt::Scan { table, .. }
-        | SqlStmt::Insert { table, .. }
-        | SqlStmt::Update { table, .. } => *table,
-    }
-}
-
-/// The idempotent schema set-up: the schema and each [`Table`] with `key text PRIMARY KEY`
-/// plus its columns (`bigint` or `text`). Text compares byte-wise (`COLLATE "C"`), as the
-/// model's strings do.
-fn ddl(schema: &str) -> String {
-    let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", ident(schema));
-    for table in Table::ALL {
-        let cols: Vec<String> = table
-            .columns()
-            .iter()
-            .map(|(c, t)| match t {
-                ColumnType::Int => format!("{} bigint", ident(c)),
-                ColumnType::Text => format!("{} text COLLATE \"C\"", ident(c)),
-            })
-            .collect();
-        ddl.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} ({} text COLLATE \"C\" PRIMARY KEY, {});",
-            ident(schema),
-            table.as_str(),
-            ident(KEY),
-            cols.join(", ")
-        ));
-    }
-    ddl
+/// The DDL of one table in `schema`: `key text PRIMARY KEY` plus its declared columns
+/// (`bigint` or `text`). Text compares byte-wise (`COLLATE "C"`), as the model's strings do.
+fn table_ddl(schema: &str, table: Table) -> String {
+    let cols: Vec<String> = table
+        .columns()
+        .iter()
+        .map(|(c, t)| match t {
+            ColumnType::Int => format!("{} bigint", ident(c)),
+            ColumnType::Text => format!("{} text COLLATE \"C\"", ident(c)),
+        })
+        .collect();
+    let mut all = vec![format!("{} text COLLATE \"C\" PRIMARY KEY", ident(KEY))];
+    all.extend(cols);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} ({});",
+        ident(schema),
+        ident(table.as_str()),
+        all.join(", ")
+    )
 }
 
 /// An arbitrary constant naming racelab's schema set-up lock (concurrent `CREATE ... IF NOT
@@ -302,15 +292,16 @@ fn ddl(schema: &str) -> String {
 const DDL_LOCK: i64 = 0x0072_6163_656c_6162;
 
 impl PgSql {
-    /// Connects to `url`, creates (if absent) `schema` with every table of [`Table::ALL`],
-    /// and works inside it from then on. `schema` must be `[a-z0-9_]+` (it is a name in SQL
+    /// Connects to `url`, creates `schema` if absent, and works inside it from then on. A
+    /// table is created (if absent) when a statement of the session first names it. `schema` must be `[a-z0-9_]+` (it is a name in SQL
     /// text; checked so that it can never carry SQL). Safe to call concurrently.
     pub async fn connect(url: &str, schema: &str) -> Result<PgSql, AdapterError> {
         let mut pg = PgSql::lazy(url, schema)?;
         let client = pg.client().await?;
         let setup = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {} COMMIT;",
-            ddl(schema)
+            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); CREATE SCHEMA IF NOT EXISTS {}; \
+             COMMIT;",
+            ident(schema)
         );
         client
             .batch_execute(&setup)
@@ -340,6 +331,7 @@ impl PgSql {
             failed: false,
             lost_tx: false,
             interrupted: false,
+            created: BTreeSet::new(),
         })
     }
 
@@ -416,12 +408,58 @@ impl PgSql {
     /// (test and run set-up).
     pub async fn reset(&mut self) -> Result<(), AdapterError> {
         self.execute_sql(&SqlOp::Rollback).await?;
-        let mut sql = String::new();
-        for table in Table::ALL {
-            sql.push_str(&format!("DELETE FROM {};", table.as_str()));
-        }
+        let schema = self.schema.clone();
         let client = self.client().await?;
+        let tables = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| conn_err(&e))?;
+        let mut sql = String::new();
+        for row in tables {
+            let name: String = row.try_get(0).map_err(|e| conn_err(&e))?;
+            sql.push_str(&format!("DELETE FROM {}.{};", ident(&schema), ident(&name)));
+        }
         client.batch_execute(&sql).await.map_err(|e| conn_err(&e))
+    }
+
+    /// Makes sure `table` exists in the schema (`CREATE TABLE IF NOT EXISTS`, under the
+    /// set-up lock), once per session. Outside a transaction on the session's connection;
+    /// inside one on a connection of its own, so that the table outlives the transaction.
+    async fn ensure_table(&mut self, table: Table) -> Result<(), AdapterError> {
+        if self.created.contains(&table) {
+            return Ok(());
+        }
+        let setup = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {} COMMIT;",
+            table_ddl(&self.schema, table)
+        );
+        if self.in_tx {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    what: WHAT,
+                    url: self.url.clone(),
+                    source: Box::new(e),
+                })?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let r = client.batch_execute(&setup).await;
+            drop(client);
+            let _ = driver.await;
+            r.map_err(|e| conn_err(&e))?;
+        } else {
+            let client = self.client().await?;
+            client
+                .batch_execute(&setup)
+                .await
+                .map_err(|e| conn_err(&e))?;
+        }
+        self.created.insert(table);
+        Ok(())
     }
 
     /// The server process id of this session's connection (to watch it in `pg_stat_activity`,
@@ -509,11 +547,14 @@ impl PgSql {
                 Ok(r)
             }
             SqlOp::Exec(stmt) => {
-                let table = table_of(stmt);
+                let table = stmt.table();
                 let (text, params) = match build(stmt) {
                     Ok(built) => built,
                     Err(reply) => return self.local_error(reply).await,
                 };
+                if !(self.in_tx && self.failed) {
+                    self.ensure_table(table).await?;
+                }
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> =
                     params.iter().map(Param::typed).collect();
                 let client = self.client().await?;
@@ -521,7 +562,7 @@ impl PgSql {
                     SqlStmt::Insert { key, .. } => {
                         match client.execute_typed(&text, &typed).await {
                             Ok(n) => Ok(SqlReply::Affected(n)),
-                            Err(e) => self.db_error(&e, table, key),
+                            Err(e) => self.db_error(&e, Some(table), key),
                         }
                     }
                     _ => match client.query_typed(&text, &typed).await {
@@ -530,7 +571,7 @@ impl PgSql {
                             .map(|r| row_of(table, r))
                             .collect::<Result<Vec<_>, _>>()
                             .map(SqlReply::Rows),
-                        Err(e) => self.db_error(&e, table, ""),
+                        Err(e) => self.db_error(&e, Some(table), ""),
                     },
                 }
             }
@@ -541,7 +582,7 @@ impl PgSql {
         let client = self.client().await?;
         match client.batch_execute(sql).await {
             Ok(()) => Ok(SqlReply::Ok),
-            Err(e) => self.db_error(&e, Table::WorkOrders, ""),
+            Err(e) => self.db_error(&e, None, ""),
         }
     }
 
@@ -571,7 +612,7 @@ impl PgSql {
     fn db_error(
         &mut self,
         e: &tokio_postgres::Error,
-        table: Table,
+        table: Option<Table>,
         key: &str,
     ) -> Result<SqlReply, AdapterError> {
         let Some(db) = e.as_db_error() else {
@@ -580,7 +621,9 @@ impl PgSql {
         if self.in_tx {
             self.failed = true;
         }
-        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && let Some(table) = table
+        {
             return Ok(SqlReply::UniqueViolation {
                 table,
                 key: key.to_string(),

@@ -11,13 +11,14 @@
 
 mod common;
 
+use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 use std::cell::RefCell;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::{AdapterError, PgSql};
-use racelab_core::{Assign, CmpOp, Cond, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
+use racelab_core::{Assign, CmpOp, Cond, Row, SqlOp, SqlReply, SqlStmt, Value};
 use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
 use tokio::task::JoinHandle;
 
@@ -91,26 +92,26 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
     let scan_key = prop::sample::select(vec!["s-1", "s-2"]).prop_map(str::to_string);
     prop_oneof![
         3 => (wo_key(), any::<bool>()).prop_map(|(key, for_update)| SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key,
             for_update
         }),
-        2 => cond().prop_map(|filter| SqlStmt::Scan { table: Table::WorkOrders, filter }),
+        2 => cond().prop_map(|filter| SqlStmt::Scan { table: WORK_ORDERS, filter }),
         1 => Just(SqlStmt::Scan {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into()))
         }),
         4 => (scan_key, int()).prop_map(|(key, q)| SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key,
             row: Row::from([
                 ("work_order".to_string(), Value::Text("wo-1".into())),
                 ("qty".to_string(), Value::Int(q)),
             ]),
         }),
-        1 => wo_key().prop_map(|key| SqlStmt::Insert { table: Table::WorkOrders, key, row: seed_row(0) }),
+        1 => wo_key().prop_map(|key| SqlStmt::Insert { table: WORK_ORDERS, key, row: seed_row(0) }),
         1 => (text(), text()).prop_map(|(request, status)| SqlStmt::Insert {
-            table: Table::UpdateLog,
+            table: UPDATE_LOG,
             key: request.clone(),
             row: Row::from([
                 ("request_id".to_string(), Value::Text(request)),
@@ -118,17 +119,17 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
             ]),
         }),
         1 => Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-3".into(),
             row: Row::from([("qty".to_string(), Value::Text("x".into()))]),
         }),
         1 => Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-4".into(),
             row: Row::from([("key".to_string(), Value::Text("x".into()))]),
         }),
         6 => (wo_key(), cond(), prop::collection::vec(assign(), 0..3))
-            .prop_map(|(key, guard, set)| SqlStmt::Update { table: Table::WorkOrders, key, guard, set }),
+            .prop_map(|(key, guard, set)| SqlStmt::Update { table: WORK_ORDERS, key, guard, set }),
     ]
 }
 
@@ -155,18 +156,18 @@ fn seed_row(qty: i64) -> Row {
 fn locking() -> impl Strategy<Value = SqlStmt> {
     prop_oneof![
         (cond(), prop::collection::vec(assign(), 0..2)).prop_map(|(guard, set)| SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard,
             set
         }),
         Just(SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             for_update: true
         }),
         Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(1))]),
         }),
@@ -309,9 +310,9 @@ impl Ctx {
             seeds.push(("wo-2", seed_row(i64::MAX - 1)));
         }
         for (key, row) in seeds {
-            model.seed(Table::WorkOrders, key, row.clone());
+            model.seed(WORK_ORDERS, key, row.clone());
             let insert = SqlOp::Exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: key.into(),
                 row,
             });
@@ -410,7 +411,7 @@ impl Ctx {
             model.execute(*session, &SqlOp::Rollback);
             self.exec(s, &SqlOp::Rollback).await?;
         }
-        for table in Table::ALL {
+        for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG] {
             let all = SqlOp::Exec(SqlStmt::Scan {
                 table,
                 filter: Cond::True,
@@ -548,7 +549,7 @@ fn sql_regression_sequences_agree_with_the_model() {
     };
     let bump = |epoch: i64| {
         SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(epoch)),
             set: vec![Assign::Add {
@@ -558,25 +559,25 @@ fn sql_regression_sequences_agree_with_the_model() {
         })
     };
     let insert = SqlOp::Exec(SqlStmt::Insert {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         key: "s-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(1))]),
     });
     let lock = SqlOp::Exec(SqlStmt::Select {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         for_update: true,
     });
     // A statement that fails at analysis (42703), whatever the data.
     let bad = SqlOp::Exec(SqlStmt::Insert {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         key: "s-9".into(),
         row: Row::from([("no_such_column".to_string(), Value::Int(1))]),
     });
     // wo-2 is seeded with qty i64::MAX - 1.
     let add_to_wo2 = |delta: i64| {
         SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-2".into(),
             guard: Cond::True,
             set: vec![Assign::Add {
@@ -586,7 +587,7 @@ fn sql_regression_sequences_agree_with_the_model() {
         })
     };
     let lock_wo2 = SqlOp::Exec(SqlStmt::Select {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-2".into(),
         for_update: true,
     });
@@ -726,14 +727,14 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
         ctx.session(0).expect("idle").reset().await.expect("reset");
         let mut model = SqlModel::new();
         let seed = SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             row: seed_row(0),
         };
-        model.seed(Table::WorkOrders, "wo-1", seed_row(0));
+        model.seed(WORK_ORDERS, "wo-1", seed_row(0));
         ctx.exec(0, &SqlOp::Exec(seed)).await.expect("seed");
         let bump = SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::True,
             set: vec![Assign::Add {
@@ -742,7 +743,7 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
             }],
         });
         let insert = SqlOp::Exec(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
         });

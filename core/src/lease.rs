@@ -12,9 +12,10 @@
 
 use crate::ids::{Epoch, WorkOrderId};
 use crate::ops::{
-    Assign, CmpOp, Cond, KvOp, Reply, ScriptName, SetCondition, SqlReply, SqlStmt, Table, Value,
+    Assign, CmpOp, Cond, KvOp, Reply, ScriptName, SetCondition, SqlReply, SqlStmt, Value,
 };
 use crate::time::{Duration, Timestamp};
+use crate::workorder::WORK_ORDERS;
 
 /// Document 002's Redis lock on one work order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ impl EpochLease {
     pub fn acquire(&self, now: Timestamp) -> SqlStmt {
         let until = now + self.ttl;
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: Cond::Or(vec![
                 Cond::cmp("lease_until", CmpOp::Le, Value::Int(ms(now))),
@@ -125,7 +126,7 @@ impl EpochLease {
     /// a slow but live holder's lease; it is not what makes the protocol safe (the fence is).
     pub fn renew(&self, epoch: Epoch, now: Timestamp) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: EpochLease::fence(epoch),
             set: vec![Assign::Set {
@@ -138,7 +139,7 @@ impl EpochLease {
     /// Give the lease up early (only if still ours): `lease_until = 0 WHERE lease_epoch = e`.
     pub fn release(&self, epoch: Epoch) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: EpochLease::fence(epoch),
             set: vec![Assign::Set {

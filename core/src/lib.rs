@@ -42,8 +42,8 @@ pub use ops::{
     Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, FamilyMemory, ForeignBlock,
     InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock, LocalMemory,
     LocalReply, LocalValue, NoMemory, QueueOp, QueueReply, Reply, Row, ScoreBound, ScriptName,
-    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, UpstreamOp, UpstreamReply, Value,
-    WRONGTYPE,
+    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, TableDef, UpstreamOp, UpstreamReply,
+    Value, WRONGTYPE,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};

@@ -1,14 +1,14 @@
 //! The explore world's fault semantics, checked directly with a tiny scripted machine that
 //! sends a fixed list of operations one after another and keeps the replies it gets.
 
+use racelab_core::workorder::WORK_ORDERS;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use racelab_core::{
     Assign, Cond, Duration, Fault, KvOp, KvReply, Machine, Note, OpId, Outgoing, ProcessId, Reply,
-    Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId, StoreOp, Table, Tag, TagKind, Timestamp,
-    Value,
+    Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId, StoreOp, Tag, TagKind, Timestamp, Value,
 };
 use racelab_sim::explore::{
     Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step, Target,
@@ -102,7 +102,7 @@ fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
         upstream: Default::default(),
         processes,
         sql_rows: vec![(
-            Table::WorkOrders,
+            WORK_ORDERS,
             "wo-1".into(),
             Row::from([("qty".to_string(), Value::Int(0))]),
         )],
@@ -119,7 +119,7 @@ fn sql(op: SqlOp) -> (StoreOp, Tag) {
 
 fn add_qty(n: i64) -> SqlOp {
     SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
         set: vec![Assign::Add {
@@ -137,7 +137,7 @@ fn scripted(steps: Vec<Step>) -> Scheduler {
 }
 
 fn qty(run: &racelab_sim::explore::Run) -> Option<Value> {
-    run.row(Table::WorkOrders, "wo-1")
+    run.row(WORK_ORDERS, "wo-1")
         .and_then(|r| r.get("qty").cloned())
 }
 

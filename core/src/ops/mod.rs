@@ -37,7 +37,7 @@ pub use local::{
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use sql::{
     Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
-    Value,
+    TableDef, Value,
 };
 pub use upstream::{CallKind, UpstreamOp, UpstreamReply};
 

@@ -1,5 +1,5 @@
 //! The SQL database (PostgreSQL): statements named by intent ([`SqlStmt`]) inside explicit
-//! transactions ([`SqlOp`]), over racelab's fixed schema ([`Table`]). The semantics are
+//! transactions ([`SqlOp`]), over tables each race family declares ([`Table`], [`TableDef`]). The semantics are
 //! PostgreSQL READ COMMITTED: row locks, a conditional `UPDATE` re-checked after the lock
 //! holder commits, unique violations, rollback undoing everything. The rules a statement
 //! must follow before it touches any row are [`SqlStmt::validate`]'s, the one copy the SQL
@@ -139,21 +139,29 @@ pub enum Assign {
 /// The name of every table's primary key column (`text`).
 const KEY_COLUMN: &str = "key";
 
-/// The tables a statement may name. Each has a `text` primary key `key` plus the columns
-/// listed by [`Table::columns`]; the adapters create exactly this schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Table {
-    /// Document 002's work order (MongoDB's `WorkOrder` document): quantity and the lease.
-    WorkOrders,
-    /// The effect-dedup records keyed by the scan id (unique): the correct protocol's log.
-    AppliedScans,
-    /// Document 002's `WorkOrderUpdateLog`: one row per logged update, with the proposal's
-    /// `requestId` in a column (keyed by it only when the unique index is modelled).
-    UpdateLog,
+/// A table's declaration: its SQL name and its non-key columns with their types. Every table
+/// also has the `text` primary key column `key`, which is not listed. A family declares its
+/// tables in its own module (`static DEF: TableDef = ...; pub const T: Table =
+/// Table::declare(&DEF);`); nothing lists every table: the SQL model learns a table from the
+/// seeds and statements that name it, and the PostgreSQL adapter creates it when a statement
+/// first names it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableDef {
+    /// The SQL name (`[a-z_][a-z0-9_]*`, unique among the tables a run uses).
+    pub name: &'static str,
+    /// The non-key columns and their types, in declaration order.
+    pub columns: &'static [(&'static str, ColumnType)],
 }
 
+/// A declared table: a cheap copyable handle on its [`TableDef`]. Two handles are the same
+/// table when their names are equal; tables order, hash, print (`Debug` and `Display`) by
+/// name. Serialized as its whole declaration, so that a deserialized statement carries the
+/// table's columns with it.
+#[derive(Clone, Copy)]
+pub struct Table(&'static TableDef);
+
 /// The type of a column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ColumnType {
     /// `bigint`.
     Int,
@@ -172,16 +180,19 @@ impl ColumnType {
 }
 
 impl Table {
-    /// Every table.
-    pub const ALL: [Table; 3] = [Table::WorkOrders, Table::AppliedScans, Table::UpdateLog];
+    /// The handle of a declared table.
+    pub const fn declare(def: &'static TableDef) -> Table {
+        Table(def)
+    }
+
+    /// The declaration.
+    pub fn def(self) -> &'static TableDef {
+        self.0
+    }
 
     /// The SQL name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Table::WorkOrders => "work_orders",
-            Table::AppliedScans => "applied_scans",
-            Table::UpdateLog => "update_log",
-        }
+        self.0.name
     }
 
     /// The declared type of a non-key column, if the table has it.
@@ -194,22 +205,119 @@ impl Table {
 
     /// The non-key columns and their types.
     pub fn columns(self) -> &'static [(&'static str, ColumnType)] {
-        match self {
-            Table::WorkOrders => &[
-                ("qty", ColumnType::Int),
-                ("lease_epoch", ColumnType::Int),
-                ("lease_owner", ColumnType::Text),
-                ("lease_until", ColumnType::Int),
-            ],
-            Table::AppliedScans => &[("work_order", ColumnType::Text), ("qty", ColumnType::Int)],
-            Table::UpdateLog => &[
-                ("request_id", ColumnType::Text),
-                ("scan", ColumnType::Text),
-                ("work_order", ColumnType::Text),
-                ("qty", ColumnType::Int),
-                ("status", ColumnType::Text),
-            ],
+        self.0.columns
+    }
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Table {}
+
+impl PartialOrd for Table {
+    fn partial_cmp(&self, other: &Table) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Table {
+    fn cmp(&self, other: &Table) -> std::cmp::Ordering {
+        self.0.name.cmp(other.0.name)
+    }
+}
+
+impl std::hash::Hash for Table {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// A table's declaration as it travels (see [`Table`]'s serialization).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct TableDecl {
+    name: String,
+    columns: Vec<(String, ColumnType)>,
+}
+
+impl Serialize for Table {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TableDecl {
+            name: self.0.name.to_string(),
+            columns: self
+                .0
+                .columns
+                .iter()
+                .map(|(c, t)| ((*c).to_string(), *t))
+                .collect(),
         }
+        .serialize(serializer)
+    }
+}
+
+/// The declarations deserialized so far in this process, each leaked once: deserializing
+/// the same declaration again yields the same `&'static TableDef`, so the memory this takes
+/// is bounded by the number of distinct declarations received.
+static RECEIVED: std::sync::Mutex<BTreeMap<TableDecl, &'static TableDef>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+impl<'de> Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Table, D::Error> {
+        let decl = TableDecl::deserialize(deserializer)?;
+        let name_ok = decl
+            .name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && decl
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            return Err(serde::de::Error::custom(format!(
+                "table name {:?} is not [a-z_][a-z0-9_]*",
+                decl.name
+            )));
+        }
+        for (i, (column, _)) in decl.columns.iter().enumerate() {
+            if column == KEY_COLUMN || decl.columns[..i].iter().any(|(c, _)| c == column) {
+                return Err(serde::de::Error::custom(format!(
+                    "table {} declares column {column:?} twice",
+                    decl.name
+                )));
+            }
+        }
+        let mut received = RECEIVED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(def) = received.get(&decl) {
+            return Ok(Table(def));
+        }
+        let columns: Vec<(&'static str, ColumnType)> = decl
+            .columns
+            .iter()
+            .map(|(c, t)| (&*Box::leak(c.clone().into_boxed_str()), *t))
+            .collect();
+        let def: &'static TableDef = Box::leak(Box::new(TableDef {
+            name: Box::leak(decl.name.clone().into_boxed_str()),
+            columns: Box::leak(columns.into_boxed_slice()),
+        }));
+        received.insert(decl, def);
+        Ok(Table(def))
     }
 }
 
@@ -295,7 +403,7 @@ pub enum SqlReply {
 }
 
 /// A statement refused before it reads or locks any row: what PostgreSQL's analysis of the
-/// statement rejects over racelab's fixed schema, plus racelab's stricter rules (no implicit
+/// statement rejects over the tables' declarations, plus racelab's stricter rules (no implicit
 /// casts, the primary key is never updated). The SQL model and the PostgreSQL adapter both
 /// answer these with [`SqlReply::Error`] carrying [`InvalidStmt`]'s text, `SQLSTATE: message`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -377,7 +485,17 @@ impl InvalidStmt {
 }
 
 impl SqlStmt {
-    /// Checks the statement against the fixed schema of [`Table`] before it reads or locks
+    /// The table the statement names.
+    pub fn table(&self) -> Table {
+        match self {
+            SqlStmt::Select { table, .. }
+            | SqlStmt::Scan { table, .. }
+            | SqlStmt::Insert { table, .. }
+            | SqlStmt::Update { table, .. } => *table,
+        }
+    }
+
+    /// Checks the statement against its table's declaration ([`TableDef`]) before it reads or locks
     /// any row, in the order PostgreSQL's analysis meets the problems (the first one found is
     /// the answer):
     ///
@@ -396,50 +514,61 @@ impl SqlStmt {
         match self {
             SqlStmt::Select { .. } => Ok(()),
             SqlStmt::Scan { table, filter } => validate_cond(*table, filter),
-            SqlStmt::Insert { table, row, .. } => {
-                let mut types = Vec::with_capacity(row.len());
-                for column in row.keys() {
-                    if column == KEY_COLUMN {
-                        return Err(InvalidStmt::KeyInInsertRow);
-                    }
-                    types.push(column_type(*table, column)?);
-                }
-                for ((column, value), ty) in row.iter().zip(types) {
-                    validate_value(column, ty, value)?;
-                }
-                Ok(())
-            }
+            SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
             SqlStmt::Update {
                 table, guard, set, ..
             } => {
                 validate_cond(*table, guard)?;
-                let mut seen: Vec<&str> = Vec::with_capacity(set.len());
-                for a in set {
-                    let column = match a {
-                        Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-                    };
-                    if column == KEY_COLUMN {
-                        return Err(InvalidStmt::KeyUpdate { table: *table });
-                    }
-                    let ty = column_type(*table, column)?;
-                    match a {
-                        Assign::Set { value, .. } => validate_value(column, ty, value)?,
-                        Assign::Add { .. } if ty != ColumnType::Int => {
-                            return Err(InvalidStmt::AddToNonInteger { column_type: ty });
-                        }
-                        Assign::Add { .. } => {}
-                    }
-                    if seen.contains(&column) {
-                        return Err(InvalidStmt::DuplicateAssignment {
-                            column: column.to_string(),
-                        });
-                    }
-                    seen.push(column);
-                }
-                Ok(())
+                validate_set(*table, set)
             }
         }
     }
+}
+
+/// Checks an `INSERT` row: first every column name, in the row's order (42701 for `key`,
+/// 42703 for an unknown one), then every value's type (42804; `NULL` fits any column).
+fn validate_row(table: Table, row: &Row) -> Result<(), InvalidStmt> {
+    let mut types = Vec::with_capacity(row.len());
+    for column in row.keys() {
+        if column == KEY_COLUMN {
+            return Err(InvalidStmt::KeyInInsertRow);
+        }
+        types.push(column_type(table, column)?);
+    }
+    for ((column, value), ty) in row.iter().zip(types) {
+        validate_value(column, ty, value)?;
+    }
+    Ok(())
+}
+
+/// Checks a `SET` list, each assignment in order: not `key` (0A000), a column the table has
+/// (42703), a value of its type (42804) or `+` on an integer column (42883), and not
+/// assigned before (42601).
+fn validate_set(table: Table, set: &[Assign]) -> Result<(), InvalidStmt> {
+    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
+    for a in set {
+        let column = match a {
+            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
+        };
+        if column == KEY_COLUMN {
+            return Err(InvalidStmt::KeyUpdate { table });
+        }
+        let ty = column_type(table, column)?;
+        match a {
+            Assign::Set { value, .. } => validate_value(column, ty, value)?,
+            Assign::Add { .. } if ty != ColumnType::Int => {
+                return Err(InvalidStmt::AddToNonInteger { column_type: ty });
+            }
+            Assign::Add { .. } => {}
+        }
+        if seen.contains(&column) {
+            return Err(InvalidStmt::DuplicateAssignment {
+                column: column.to_string(),
+            });
+        }
+        seen.push(column);
+    }
+    Ok(())
 }
 
 /// The type of a column an `INSERT` row or a `SET` list names (42703 if the table has none).
@@ -531,6 +660,34 @@ fn join(f: &mut fmt::Formatter<'_>, conds: &[Cond], sep: &str) -> fmt::Result {
     write!(f, ")")
 }
 
+fn write_insert(f: &mut fmt::Formatter<'_>, table: Table, key: &str, row: &Row) -> fmt::Result {
+    write!(f, "INSERT INTO {table} (key")?;
+    for c in row.keys() {
+        write!(f, ", {c}")?;
+    }
+    write!(f, ") VALUES ('{key}'")?;
+    for v in row.values() {
+        write!(f, ", {v}")?;
+    }
+    write!(f, ")")
+}
+
+fn write_set(f: &mut fmt::Formatter<'_>, set: &[Assign]) -> fmt::Result {
+    for (i, a) in set.iter().enumerate() {
+        if i > 0 {
+            write!(f, ", ")?;
+        }
+        match a {
+            Assign::Set { column, value } => write!(f, "{column} = {value}")?,
+            Assign::Add { column, delta } if *delta < 0 => {
+                write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
+            }
+            Assign::Add { column, delta } => write!(f, "{column} = {column} + {delta}")?,
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for SqlStmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -548,17 +705,7 @@ impl fmt::Display for SqlStmt {
             SqlStmt::Scan { table, filter } => {
                 write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())
             }
-            SqlStmt::Insert { table, key, row } => {
-                write!(f, "INSERT INTO {} (key", table.as_str())?;
-                for c in row.keys() {
-                    write!(f, ", {c}")?;
-                }
-                write!(f, ") VALUES ('{key}'")?;
-                for v in row.values() {
-                    write!(f, ", {v}")?;
-                }
-                write!(f, ")")
-            }
+            SqlStmt::Insert { table, key, row } => write_insert(f, *table, key, row),
             SqlStmt::Update {
                 table,
                 key,
@@ -566,20 +713,7 @@ impl fmt::Display for SqlStmt {
                 set,
             } => {
                 write!(f, "UPDATE {} SET ", table.as_str())?;
-                for (i, a) in set.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    match a {
-                        Assign::Set { column, value } => write!(f, "{column} = {value}")?,
-                        Assign::Add { column, delta } if *delta < 0 => {
-                            write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
-                        }
-                        Assign::Add { column, delta } => {
-                            write!(f, "{column} = {column} + {delta}")?
-                        }
-                    }
-                }
+                write_set(f, set)?;
                 write!(f, " WHERE key = '{key}'")?;
                 if *guard != Cond::True {
                     write!(f, " AND {guard}")?;
@@ -633,6 +767,7 @@ impl fmt::Display for SqlReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workorder::{UPDATE_LOG, WORK_ORDERS};
 
     #[test]
     fn conditions_follow_sql_three_valued_logic_for_null() {
@@ -652,7 +787,7 @@ mod tests {
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {
         SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "w".into(),
             row: row
                 .iter()
@@ -663,7 +798,7 @@ mod tests {
 
     fn update(guard: Cond, set: Vec<Assign>) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "w".into(),
             guard,
             set,
@@ -697,7 +832,7 @@ mod tests {
         let cases: Vec<(SqlStmt, &str, &str)> = vec![
             (
                 SqlStmt::Scan {
-                    table: Table::WorkOrders,
+                    table: WORK_ORDERS,
                     filter: Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
                 },
                 "42703",
@@ -789,12 +924,12 @@ mod tests {
     fn valid_statements_pass() {
         let valid = [
             SqlStmt::Select {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "any'key".into(),
                 for_update: true,
             },
             SqlStmt::Scan {
-                table: Table::UpdateLog,
+                table: UPDATE_LOG,
                 filter: Cond::Or(vec![
                     Cond::cmp("key", CmpOp::Eq, Value::Text("k".into())),
                     Cond::cmp("status", CmpOp::Eq, Value::Int(1)),
@@ -816,6 +951,29 @@ mod tests {
         ];
         for stmt in valid {
             assert_eq!(stmt.validate(), Ok(()), "`{stmt}`");
+        }
+    }
+
+    #[test]
+    fn a_table_travels_with_its_declaration_and_compares_by_name() {
+        let json = serde_json::to_string(&WORK_ORDERS).unwrap();
+        assert!(json.contains("\"work_orders\"") && json.contains("lease_owner"));
+        let back: Table = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, WORK_ORDERS);
+        assert_eq!(back.columns(), WORK_ORDERS.columns());
+        let again: Table = serde_json::from_str(&json).unwrap();
+        assert!(std::ptr::eq(back.def(), again.def()), "interned once");
+        assert_eq!(
+            format!("{WORK_ORDERS:?} {UPDATE_LOG}"),
+            "work_orders update_log"
+        );
+        assert!(UPDATE_LOG < WORK_ORDERS);
+        for bad in [
+            r#"{"name":"x y","columns":[]}"#,
+            r#"{"name":"t","columns":[["key","Text"]]}"#,
+            r#"{"name":"t","columns":[["a","Int"],["a","Text"]]}"#,
+        ] {
+            assert!(serde_json::from_str::<Table>(bad).is_err(), "{bad}");
         }
     }
 

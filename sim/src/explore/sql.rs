@@ -94,7 +94,8 @@ pub struct SqlModel {
 }
 
 impl SqlModel {
-    /// An empty database with every [`Table`] and no rows.
+    /// An empty database: no table and no row. It learns a table from the first seed or
+    /// statement that names it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -185,6 +186,19 @@ impl SqlModel {
             .get(&table)
             .into_iter()
             .flat_map(|rows| rows.iter().map(|(key, row)| (key.as_str(), row)))
+    }
+
+    /// The tables the database knows, in name order: every table a seed or a statement has
+    /// named (there is no global list of tables; each family declares its own).
+    pub fn tables(&self) -> impl Iterator<Item = Table> + '_ {
+        self.committed.keys().copied()
+    }
+
+    /// Every committed row of every table, by table name then key.
+    pub fn all_committed_rows(&self) -> impl Iterator<Item = (Table, &str, &Row)> {
+        self.committed
+            .iter()
+            .flat_map(|(table, rows)| rows.iter().map(|(key, row)| (*table, key.as_str(), row)))
     }
 
     /// Whether `session` has an open transaction (possibly a failed one).
@@ -283,6 +297,7 @@ impl SqlModel {
     /// Runs one statement inside the session's (open, not failed) transaction. `Err` is the
     /// holder of the lock the statement waits for; nothing has changed then.
     fn run(&mut self, session: SessionId, stmt: &SqlStmt) -> Result<SqlReply, SessionId> {
+        self.committed.entry(stmt.table()).or_default();
         if let Err(invalid) = stmt.validate() {
             return Ok(invalid.reply());
         }
@@ -461,6 +476,7 @@ fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
 mod tests {
     use super::*;
     use racelab_core::CmpOp;
+    use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 
     const A: SessionId = SessionId(1);
     const B: SessionId = SessionId(2);
@@ -493,7 +509,7 @@ mod tests {
 
     fn seeded() -> SqlModel {
         let mut m = SqlModel::new();
-        m.seed(Table::WorkOrders, WO, work_order(10, 1));
+        m.seed(WORK_ORDERS, WO, work_order(10, 1));
         m
     }
 
@@ -519,7 +535,7 @@ mod tests {
 
     fn update(key: &str, guard: Cond, set: Vec<Assign>) -> SqlOp {
         exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: key.to_string(),
             guard,
             set,
@@ -546,7 +562,7 @@ mod tests {
 
     fn insert_scan(key: &str, qty: i64) -> SqlOp {
         exec(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: key.to_string(),
             row: row(&[("work_order", text(WO)), ("qty", int(qty))]),
         })
@@ -571,13 +587,13 @@ mod tests {
     }
 
     fn qty_seen(m: &mut SqlModel, s: SessionId) -> Option<i64> {
-        rows(ok(m, s, &select(Table::WorkOrders, WO)))
+        rows(ok(m, s, &select(WORK_ORDERS, WO)))
             .first()
             .and_then(|r| r.int("qty"))
     }
 
     fn committed_qty(m: &SqlModel) -> Option<&Value> {
-        m.committed(Table::WorkOrders, WO)?.get("qty")
+        m.committed(WORK_ORDERS, WO)?.get("qty")
     }
 
     fn error(r: SqlReply) -> String {
@@ -607,7 +623,7 @@ mod tests {
                 durable: true
             }
         );
-        assert!(m.committed(Table::AppliedScans, "s1").is_some());
+        assert!(m.committed(APPLIED_SCANS, "s1").is_some());
 
         // A guard that fails writes nothing: not durable.
         let out = m.execute(A, &update(WO, epoch_is(7), vec![add("qty", 5)]));
@@ -618,9 +634,9 @@ mod tests {
                 durable: false
             }
         );
-        let out = m.execute(A, &select(Table::WorkOrders, WO));
+        let out = m.execute(A, &select(WORK_ORDERS, WO));
         assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
-        let out = m.execute(A, &select_for_update(Table::WorkOrders, WO));
+        let out = m.execute(A, &select_for_update(WORK_ORDERS, WO));
         assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
         // An autocommit FOR UPDATE does not keep its lock.
         assert_eq!(qty_seen(&mut m, B), Some(15));
@@ -647,15 +663,15 @@ mod tests {
         assert_eq!(qty_seen(&mut m, A), Some(15));
         assert_eq!(qty_seen(&mut m, B), Some(10));
         assert_eq!(committed_qty(&m), Some(&int(10)));
-        assert!(rows(ok(&mut m, B, &select(Table::AppliedScans, "s1"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select(APPLIED_SCANS, "s1"))).is_empty());
         let scan = exec(SqlStmt::Scan {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             filter: Cond::cmp("work_order", CmpOp::Eq, text(WO)),
         });
         assert_eq!(rows(ok(&mut m, A, &scan)).len(), 1);
         assert!(rows(ok(&mut m, B, &scan)).is_empty());
         // Another session's uncommitted insert is invisible to FOR UPDATE and UPDATE too.
-        assert!(rows(ok(&mut m, B, &select_for_update(Table::AppliedScans, "s1"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select_for_update(APPLIED_SCANS, "s1"))).is_empty());
 
         let out = m.execute(A, &SqlOp::Commit);
         assert_eq!(
@@ -684,7 +700,7 @@ mod tests {
         ));
 
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
         assert_eq!(
             m.execute(A, &SqlOp::Commit),
             SqlOutcome::Done {
@@ -786,10 +802,10 @@ mod tests {
     fn select_for_update_waits_for_any_row_lock() {
         let mut m = seeded();
         ok(&mut m, A, &SqlOp::Begin);
-        let locked = rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO)));
+        let locked = rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, WO)));
         assert_eq!(locked[0].int("qty"), Some(10));
         assert_eq!(
-            m.execute(B, &select_for_update(Table::WorkOrders, WO)),
+            m.execute(B, &select_for_update(WORK_ORDERS, WO)),
             SqlOutcome::Blocked { holder: A }
         );
         assert_eq!(
@@ -798,14 +814,14 @@ mod tests {
         );
         // A second FOR UPDATE by the holder does not block.
         assert_eq!(
-            rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO))).len(),
+            rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, WO))).len(),
             1
         );
         // A missing key: no row, no lock.
-        assert!(rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, "nope"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select_for_update(WORK_ORDERS, "nope"))).is_empty());
         ok(&mut m, A, &SqlOp::Rollback);
         assert_eq!(
-            rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, WO))).len(),
+            rows(ok(&mut m, B, &select_for_update(WORK_ORDERS, WO))).len(),
             1
         );
     }
@@ -835,17 +851,16 @@ mod tests {
         assert_eq!(
             ok(&mut m, B, &insert_scan("s1", 9)),
             SqlReply::UniqueViolation {
-                table: Table::AppliedScans,
+                table: APPLIED_SCANS,
                 key: "s1".into()
             }
         );
         assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::RolledBack);
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(5))
         );
-        assert!(m.committed(Table::AppliedScans, "s2").is_none());
+        assert!(m.committed(APPLIED_SCANS, "s2").is_none());
     }
 
     #[test]
@@ -868,8 +883,7 @@ mod tests {
             }
         );
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(9))
         );
     }
@@ -878,7 +892,7 @@ mod tests {
     fn insert_of_a_committed_key_waits_only_for_an_uncommitted_updater() {
         let mut m = seeded();
         let dup = exec(SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: WO.into(),
             row: Row::new(),
         });
@@ -887,7 +901,7 @@ mod tests {
             SqlReply::UniqueViolation { .. }
         ));
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
         // A FOR UPDATE locker does not hold up the unique check.
         assert!(matches!(
             ok(&mut m, B, &dup),
@@ -912,10 +926,7 @@ mod tests {
             ok(&mut m, A, &insert_scan("s1", 5)),
             SqlReply::UniqueViolation { .. }
         ));
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &insert_scan("s9", 1))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &SqlOp::Begin)), ABORTED);
         assert!(m.in_transaction(A));
@@ -928,7 +939,7 @@ mod tests {
         );
         assert!(!m.in_transaction(A));
         assert_eq!(committed_qty(&m), Some(&int(10)));
-        assert!(m.committed(Table::AppliedScans, "s1").is_none());
+        assert!(m.committed(APPLIED_SCANS, "s1").is_none());
         // The next transaction starts clean.
         ok(&mut m, A, &SqlOp::Begin);
         assert_eq!(qty_seen(&mut m, A), Some(10));
@@ -965,8 +976,7 @@ mod tests {
         assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
         assert_eq!(committed_qty(&m), Some(&int(11)));
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(9))
         );
     }
@@ -980,9 +990,9 @@ mod tests {
         error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
         // A transaction without locks, failed and ended.
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select(Table::WorkOrders, WO));
+        ok(&mut m, A, &select(WORK_ORDERS, WO));
         let bad_scan = exec(SqlStmt::Scan {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             filter: Cond::cmp("nope", CmpOp::Eq, int(1)),
         });
         error(ok(&mut m, A, &bad_scan));
@@ -990,7 +1000,7 @@ mod tests {
         assert_eq!(m.lock_releases(), releases);
         // A transaction holding a lock, committed.
         ok(&mut m, B, &SqlOp::Begin);
-        ok(&mut m, B, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, B, &select_for_update(WORK_ORDERS, WO));
         ok(&mut m, B, &SqlOp::Commit);
         assert_eq!(m.lock_releases(), releases + 1);
     }
@@ -998,9 +1008,9 @@ mod tests {
     #[test]
     fn an_update_that_would_overflow_fails_without_waiting_for_the_lock() {
         let mut m = seeded();
-        m.seed(Table::WorkOrders, "big", work_order(i64::MAX - 1, 1));
+        m.seed(WORK_ORDERS, "big", work_order(i64::MAX - 1, 1));
         ok(&mut m, A, &SqlOp::Begin);
-        rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, "big")));
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "big")));
         // PostgreSQL computes the new value from the committed version before it tries
         // the lock.
         ok(&mut m, B, &SqlOp::Begin);
@@ -1036,8 +1046,7 @@ mod tests {
             "22003: bigint out of range"
         );
         assert_eq!(
-            m.committed(Table::WorkOrders, "big")
-                .and_then(|r| r.get("qty")),
+            m.committed(WORK_ORDERS, "big").and_then(|r| r.get("qty")),
             Some(&int(i64::MAX))
         );
     }
@@ -1045,7 +1054,7 @@ mod tests {
     #[test]
     fn an_autocommit_error_applies_nothing() {
         let mut m = seeded();
-        m.seed(Table::WorkOrders, "big", work_order(i64::MAX, 1));
+        m.seed(WORK_ORDERS, "big", work_order(i64::MAX, 1));
         let out = m.execute(
             A,
             &update(
@@ -1062,7 +1071,7 @@ mod tests {
             }
         );
         assert!(!m.in_transaction(A));
-        let big = m.committed(Table::WorkOrders, "big").unwrap();
+        let big = m.committed(WORK_ORDERS, "big").unwrap();
         assert_eq!(big.get("lease_epoch"), Some(&int(1)));
         assert_eq!(big.get("qty"), Some(&int(i64::MAX)));
         // No lock was left behind.
@@ -1101,7 +1110,7 @@ mod tests {
     #[test]
     fn add_leaves_null_alone_and_fails_on_overflow() {
         let mut m = SqlModel::new();
-        m.seed(Table::WorkOrders, WO, row(&[("lease_epoch", int(1))]));
+        m.seed(WORK_ORDERS, WO, row(&[("lease_epoch", int(1))]));
         let after = rows(ok(
             &mut m,
             A,
@@ -1111,16 +1120,13 @@ mod tests {
         assert_eq!(after[0].int("lease_epoch"), Some(2));
         assert_eq!(committed_qty(&m), Some(&Value::Null));
 
-        m.seed(Table::WorkOrders, WO, work_order(i64::MIN, 1));
+        m.seed(WORK_ORDERS, WO, work_order(i64::MIN, 1));
         ok(&mut m, A, &SqlOp::Begin);
         assert_eq!(
             error(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", -1)]))),
             "22003: bigint out of range"
         );
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
         assert_eq!(committed_qty(&m), Some(&int(i64::MIN)));
     }
@@ -1130,7 +1136,7 @@ mod tests {
         let mut m = seeded();
         let bad_insert = |row: Row| {
             exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "w2".into(),
                 row,
             })
@@ -1191,7 +1197,7 @@ mod tests {
             &update(WO, Cond::True, vec![set("key", text("w3"))]),
         ));
         let bad_scan = exec(SqlStmt::Scan {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             filter: Cond::Or(vec![Cond::True, Cond::cmp("y", CmpOp::Eq, int(1))]),
         });
         error(ok(&mut m, A, &bad_scan));
@@ -1201,15 +1207,12 @@ mod tests {
             SqlReply::Affected(1)
         );
         // None of the errors changed anything.
-        assert_eq!(m.committed(Table::WorkOrders, WO), Some(&work_order(10, 1)));
+        assert_eq!(m.committed(WORK_ORDERS, WO), Some(&work_order(10, 1)));
 
         // Inside a transaction, a column error fails it.
         ok(&mut m, A, &SqlOp::Begin);
         error(ok(&mut m, A, &bad_insert(row(&[("x", int(1))]))));
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
     }
 
@@ -1221,7 +1224,7 @@ mod tests {
                 &mut m,
                 A,
                 &exec(SqlStmt::Insert {
-                    table: Table::WorkOrders,
+                    table: WORK_ORDERS,
                     key: key.into(),
                     row: row(&[("qty", int(qty))]),
                 }),
@@ -1233,20 +1236,20 @@ mod tests {
             ("lease_owner", Value::Null),
             ("lease_until", Value::Null),
         ]);
-        assert_eq!(m.committed(Table::WorkOrders, "a"), Some(&expected));
+        assert_eq!(m.committed(WORK_ORDERS, "a"), Some(&expected));
         ok(&mut m, B, &SqlOp::Begin);
         ok(
             &mut m,
             B,
             &exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "aa".into(),
                 row: row(&[("qty", int(9))]),
             }),
         );
         let scan = |filter| {
             exec(SqlStmt::Scan {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 filter,
             })
         };
@@ -1264,12 +1267,9 @@ mod tests {
             Cond::cmp("qty", CmpOp::Ge, int(2)),
         ]);
         assert_eq!(keys(rows(ok(&mut m, B, &scan(filter)))), ["aa", "c"]);
-        let committed: Vec<&str> = m
-            .committed_rows(Table::WorkOrders)
-            .map(|(k, _)| k)
-            .collect();
+        let committed: Vec<&str> = m.committed_rows(WORK_ORDERS).map(|(k, _)| k).collect();
         assert_eq!(committed, ["a", "b", "c"]);
-        assert_eq!(m.committed_rows(Table::UpdateLog).count(), 0);
+        assert_eq!(m.committed_rows(UPDATE_LOG).count(), 0);
         // A guard on the key works in UPDATE too.
         let on_key = update(
             "a",
