@@ -20,7 +20,8 @@
 use std::collections::BTreeSet;
 
 use racelab_core::{
-    Assign, CmpOp, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+    Assign, CmpOp, ColumnType, Cond, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Table,
+    Value,
 };
 use tokio_postgres::types::{ToSql, Type};
 
@@ -127,16 +128,77 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
                         CmpOp::Gt => ">",
                         CmpOp::Ge => ">=",
                     };
-                    format!("{} {op} ${}", ident(column), params.len())
+                    format!("{} {op} ${}", col(table, column), params.len())
                 }
             }
         }
     }
 }
 
-fn returning(table: Table) -> String {
+/// A column qualified by its table (unambiguous beside `EXCLUDED` in `ON CONFLICT`).
+fn col(table: Table, column: &str) -> String {
+    format!("{}.{}", ident(table.as_str()), ident(column))
+}
+
+/// A `SET` list's SQL (`key = key` when empty: `SET` needs one assignment; this one changes
+/// nothing but still takes the row lock, as the model's empty update does).
+fn set_sql(table: Table, set: &[Assign], params: &mut Vec<Param>) -> Built1 {
+    let mut assigns = Vec::new();
+    for a in set {
+        match a {
+            Assign::Set { column, value } => {
+                let ty = table.column_type(column).unwrap_or(ColumnType::Text);
+                params.push(typed(ty, value).ok_or_else(|| {
+                    error(format!("42804: column \"{column}\" has another type"))
+                })?);
+                assigns.push(format!("{} = ${}", ident(column), params.len()));
+            }
+            Assign::Add { column, delta } => {
+                params.push(Param::Int(Some(*delta)));
+                assigns.push(format!(
+                    "{} = {} + ${}",
+                    ident(column),
+                    col(table, column),
+                    params.len()
+                ));
+            }
+        }
+    }
+    if assigns.is_empty() {
+        return Ok(format!("{} = {}", ident(KEY), col(table, KEY)));
+    }
+    Ok(assigns.join(", "))
+}
+
+/// Part of a statement's text, or the model's error reply for it.
+type Built1 = Result<String, SqlReply>;
+
+/// `INSERT INTO table (key, ...) VALUES ($1, ...)`.
+fn insert_sql(table: Table, key: &str, row: &Row, params: &mut Vec<Param>) -> Built1 {
+    params.push(Param::Text(Some(key.to_string())));
     let mut cols = vec![ident(KEY)];
-    cols.extend(table.columns().iter().map(|(c, _)| ident(c)));
+    let mut placeholders = vec![format!("${}", params.len())];
+    for (column, value) in row {
+        // Validated: the column exists and the value has its type.
+        let param = table
+            .column_type(column)
+            .and_then(|ty| typed(ty, value))
+            .ok_or_else(|| error(format!("42804: column \"{column}\" has another type")))?;
+        params.push(param);
+        cols.push(ident(column));
+        placeholders.push(format!("${}", params.len()));
+    }
+    Ok(format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        ident(table.as_str()),
+        cols.join(", "),
+        placeholders.join(", ")
+    ))
+}
+
+fn returning(table: Table) -> String {
+    let mut cols = vec![col(table, KEY)];
+    cols.extend(table.columns().iter().map(|(c, _)| col(table, c)));
     cols.join(", ")
 }
 
@@ -174,27 +236,8 @@ fn build(stmt: &SqlStmt) -> Built {
             ))
         }
         SqlStmt::Insert { table, key, row } => {
-            params.push(Param::Text(Some(key.clone())));
-            let mut cols = vec![ident(KEY)];
-            for (column, value) in row {
-                // Validated: the column exists and the value has its type.
-                let param = table
-                    .column_type(column)
-                    .and_then(|ty| typed(ty, value))
-                    .ok_or_else(|| error(format!("42804: column \"{column}\" has another type")))?;
-                params.push(param);
-                cols.push(ident(column));
-            }
-            let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
-            Ok((
-                format!(
-                    "INSERT INTO {} ({}) VALUES ({})",
-                    ident(table.as_str()),
-                    cols.join(", "),
-                    placeholders.join(", ")
-                ),
-                params,
-            ))
+            let text = insert_sql(*table, key, row, &mut params)?;
+            Ok((text, params))
         }
         SqlStmt::Update {
             table,
@@ -203,34 +246,49 @@ fn build(stmt: &SqlStmt) -> Built {
             set,
         } => {
             params.push(Param::Text(Some(key.clone())));
-            let mut assigns = Vec::new();
-            for a in set {
-                match a {
-                    Assign::Set { column, value } => {
-                        let ty = table.column_type(column).unwrap_or(ColumnType::Text);
-                        params.push(typed(ty, value).ok_or_else(|| {
-                            error(format!("42804: column \"{column}\" has another type"))
-                        })?);
-                        assigns.push(format!("{} = ${}", ident(column), params.len()));
-                    }
-                    Assign::Add { column, delta } => {
-                        params.push(Param::Int(Some(*delta)));
-                        assigns.push(format!("{c} = {c} + ${}", params.len(), c = ident(column)));
-                    }
-                }
-            }
+            let assigns = set_sql(*table, set, &mut params)?;
             let guard = cond_sql(*table, guard, &mut params);
-            let assigns = if assigns.is_empty() {
-                // `UPDATE ... SET` needs one assignment; this one changes nothing but still
-                // takes the row lock, as the model's empty update does.
-                format!("{k} = {k}", k = ident(KEY))
-            } else {
-                assigns.join(", ")
-            };
             Ok((
                 format!(
                     "UPDATE {} SET {assigns} WHERE {} = $1 AND {guard} RETURNING {}",
                     ident(table.as_str()),
+                    ident(KEY),
+                    returning(*table)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Delete { table, key, guard } => {
+            params.push(Param::Text(Some(key.clone())));
+            let guard = cond_sql(*table, guard, &mut params);
+            Ok((
+                format!(
+                    "DELETE FROM {} WHERE {} = $1 AND {guard} RETURNING {}",
+                    ident(table.as_str()),
+                    ident(KEY),
+                    returning(*table)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Upsert {
+            table,
+            key,
+            row,
+            on_conflict,
+        } => {
+            let insert = insert_sql(*table, key, row, &mut params)?;
+            let action = match on_conflict {
+                OnConflict::DoNothing => "DO NOTHING".to_string(),
+                OnConflict::DoUpdate { set, guard } => {
+                    let assigns = set_sql(*table, set, &mut params)?;
+                    let guard = cond_sql(*table, guard, &mut params);
+                    format!("DO UPDATE SET {assigns} WHERE {guard}")
+                }
+            };
+            Ok((
+                format!(
+                    "{insert} ON CONFLICT ({}) {action} RETURNING {}",
                     ident(KEY),
                     returning(*table)
                 ),

@@ -13,12 +13,13 @@ mod common;
 
 use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::{AdapterError, PgSql};
-use racelab_core::{Assign, CmpOp, Cond, Row, SqlOp, SqlReply, SqlStmt, Value};
+use racelab_core::{Assign, CmpOp, Cond, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Value};
 use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
 use tokio::task::JoinHandle;
 
@@ -130,6 +131,21 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
         }),
         6 => (wo_key(), cond(), prop::collection::vec(assign(), 0..3))
             .prop_map(|(key, guard, set)| SqlStmt::Update { table: WORK_ORDERS, key, guard, set }),
+        2 => (wo_key(), cond()).prop_map(|(key, guard)| SqlStmt::Delete { table: WORK_ORDERS, key, guard }),
+        3 => (wo_key(), int(), on_conflict()).prop_map(|(key, qty, on_conflict)| SqlStmt::Upsert {
+            table: WORK_ORDERS,
+            key,
+            row: seed_row(qty),
+            on_conflict,
+        }),
+    ]
+}
+
+fn on_conflict() -> impl Strategy<Value = OnConflict> {
+    prop_oneof![
+        1 => Just(OnConflict::DoNothing),
+        2 => (prop::collection::vec(assign(), 0..3), cond())
+            .prop_map(|(set, guard)| OnConflict::DoUpdate { set, guard }),
     ]
 }
 
@@ -166,6 +182,21 @@ fn locking() -> impl Strategy<Value = SqlStmt> {
             key: "wo-1".into(),
             for_update: true
         }),
+        cond().prop_map(|guard| SqlStmt::Delete {
+            table: WORK_ORDERS,
+            key: "wo-1".into(),
+            guard
+        }),
+        (prop::sample::select(vec!["wo-1", "wo-3"]), on_conflict()).prop_map(
+            |(key, on_conflict)| {
+                SqlStmt::Upsert {
+                    table: WORK_ORDERS,
+                    key: key.into(),
+                    row: seed_row(7),
+                    on_conflict,
+                }
+            }
+        ),
         Just(SqlStmt::Insert {
             table: APPLIED_SCANS,
             key: "s-1".into(),
@@ -223,6 +254,44 @@ struct Seen {
     rolled_back_commits: u32,
     errors: u32,
     committed_writes: u32,
+    /// Statements that did not fail, by kind (see [`kind`]), and that were parked first.
+    kinds: BTreeMap<&'static str, u32>,
+}
+
+/// The kinds of statement every run must exercise.
+const KINDS: [&str; 8] = [
+    "select",
+    "select-for-update",
+    "scan",
+    "insert",
+    "update",
+    "delete",
+    "upsert-do-nothing",
+    "upsert-do-update",
+];
+
+/// A statement's kind, as counted in [`Seen::kinds`].
+fn kind(stmt: &SqlStmt) -> &'static str {
+    match stmt {
+        SqlStmt::Select {
+            for_update: false, ..
+        } => "select",
+        SqlStmt::Select {
+            for_update: true, ..
+        } => "select-for-update",
+        SqlStmt::Scan { .. } => "scan",
+        SqlStmt::Insert { .. } => "insert",
+        SqlStmt::Update { .. } => "update",
+        SqlStmt::Delete { .. } => "delete",
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoNothing,
+            ..
+        } => "upsert-do-nothing",
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoUpdate { .. },
+            ..
+        } => "upsert-do-update",
+    }
 }
 
 struct Ctx {
@@ -341,6 +410,11 @@ impl Ctx {
                             &trace,
                             format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
                         );
+                    }
+                    if let SqlOp::Exec(stmt) = op
+                        && !matches!(reply, SqlReply::Error(_))
+                    {
+                        *self.seen.kinds.entry(kind(stmt)).or_default() += 1;
                     }
                     match &reply {
                         SqlReply::UniqueViolation { .. } => self.seen.unique_violations += 1,
@@ -534,7 +608,10 @@ fn sql_statements_and_transactions_on_two_sessions_agree_with_the_model() {
             && seen.unique_violations >= 20
             && seen.rolled_back_commits >= 20
             && seen.errors >= 20
-            && seen.committed_writes >= 20,
+            && seen.committed_writes >= 20
+            && KINDS
+                .iter()
+                .all(|k| seen.kinds.get(k).is_some_and(|n| *n >= 20)),
         "the generated sequences did not exercise enough (the generator needs work): {seen:?}"
     );
     eprintln!("SQL conformance exercised: {seen:?}");

@@ -41,9 +41,9 @@ pub use machine::{Machine, Outgoing};
 pub use ops::{
     Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, FamilyMemory, ForeignBlock,
     InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock, LocalMemory,
-    LocalReply, LocalValue, NoMemory, QueueOp, QueueReply, Reply, Row, ScoreBound, ScriptName,
-    SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, TableDef, UpstreamOp, UpstreamReply,
-    Value, WRONGTYPE,
+    LocalReply, LocalValue, NoMemory, OnConflict, QueueOp, QueueReply, Reply, Row, ScoreBound,
+    ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, TableDef, UpstreamOp,
+    UpstreamReply, Value, WRONGTYPE,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};

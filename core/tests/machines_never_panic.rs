@@ -331,7 +331,10 @@ impl Fitting {
             StoreOp::Sql(SqlOp::Rollback) => Reply::Sql(SqlReply::RolledBack),
             StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { .. })) => Reply::Sql(SqlReply::Affected(1)),
             StoreOp::Sql(SqlOp::Exec(
-                SqlStmt::Select { table, key, .. } | SqlStmt::Update { table, key, .. },
+                SqlStmt::Select { table, key, .. }
+                | SqlStmt::Update { table, key, .. }
+                | SqlStmt::Delete { table, key, .. }
+                | SqlStmt::Upsert { table, key, .. },
             )) => Reply::Sql(SqlReply::Rows(vec![self.row(*table, key)])),
             StoreOp::Sql(SqlOp::Exec(SqlStmt::Scan { table, .. })) => {
                 let rows = (self.int % 2 == 0).then(|| self.row(*table, "k"));

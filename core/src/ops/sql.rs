@@ -362,6 +362,49 @@ pub enum SqlStmt {
         /// The assignments.
         set: Vec<Assign>,
     },
+    /// `DELETE FROM table WHERE key = $1 AND guard RETURNING *` (the deleted row): takes the
+    /// row lock and re-checks `guard` on the newest committed row after a wait, as `UPDATE`
+    /// does.
+    Delete {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The extra condition.
+        guard: Cond,
+    },
+    /// `INSERT INTO table (key, ...) VALUES (...) ON CONFLICT (key) DO NOTHING | DO UPDATE
+    /// SET ... [WHERE guard] RETURNING *`: the row inserted or updated, none if it did
+    /// nothing. As in PostgreSQL it first waits for an uncommitted inserter, updater or
+    /// deleter of the key; under READ COMMITTED it never fails with a unique violation on
+    /// the key.
+    Upsert {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The other columns of the row to insert; missing ones are `NULL`.
+        row: Row,
+        /// What to do when the key exists.
+        on_conflict: OnConflict,
+    },
+}
+
+/// What `INSERT ... ON CONFLICT (key)` does with an existing row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnConflict {
+    /// `DO NOTHING`: no row returned, nothing locked.
+    DoNothing,
+    /// `DO UPDATE SET ... WHERE guard`: locks the existing row (waiting for any holder, even
+    /// a `FOR UPDATE` one), then, if `guard` holds on it, updates it; the row stays locked
+    /// even when `guard` is false.
+    DoUpdate {
+        /// The assignments, over the existing row (and `EXCLUDED`, the row proposed for
+        /// insertion, where an expression allows it).
+        set: Vec<Assign>,
+        /// The condition on the existing row.
+        guard: Cond,
+    },
 }
 
 /// SQL transaction control and statements. A statement outside `BEGIN ... COMMIT` runs in
@@ -491,7 +534,9 @@ impl SqlStmt {
             SqlStmt::Select { table, .. }
             | SqlStmt::Scan { table, .. }
             | SqlStmt::Insert { table, .. }
-            | SqlStmt::Update { table, .. } => *table,
+            | SqlStmt::Update { table, .. }
+            | SqlStmt::Delete { table, .. }
+            | SqlStmt::Upsert { table, .. } => *table,
         }
     }
 
@@ -515,6 +560,22 @@ impl SqlStmt {
             SqlStmt::Select { .. } => Ok(()),
             SqlStmt::Scan { table, filter } => validate_cond(*table, filter),
             SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
+            SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard),
+            SqlStmt::Upsert {
+                table,
+                row,
+                on_conflict,
+                ..
+            } => {
+                validate_row(*table, row)?;
+                match on_conflict {
+                    OnConflict::DoNothing => Ok(()),
+                    OnConflict::DoUpdate { set, guard } => {
+                        validate_set(*table, set)?;
+                        validate_cond(*table, guard)
+                    }
+                }
+            }
             SqlStmt::Update {
                 table, guard, set, ..
             } => {
@@ -719,6 +780,32 @@ impl fmt::Display for SqlStmt {
                     write!(f, " AND {guard}")?;
                 }
                 Ok(())
+            }
+            SqlStmt::Delete { table, key, guard } => {
+                write!(f, "DELETE FROM {table} WHERE key = '{key}'")?;
+                if *guard != Cond::True {
+                    write!(f, " AND {guard}")?;
+                }
+                Ok(())
+            }
+            SqlStmt::Upsert {
+                table,
+                key,
+                row,
+                on_conflict,
+            } => {
+                write_insert(f, *table, key, row)?;
+                match on_conflict {
+                    OnConflict::DoNothing => write!(f, " ON CONFLICT (key) DO NOTHING"),
+                    OnConflict::DoUpdate { set, guard } => {
+                        write!(f, " ON CONFLICT (key) DO UPDATE SET ")?;
+                        write_set(f, set)?;
+                        if *guard != Cond::True {
+                            write!(f, " WHERE {guard}")?;
+                        }
+                        Ok(())
+                    }
+                }
             }
         }
     }

@@ -14,8 +14,13 @@
 //!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
 //!   waiting: PostgreSQL computes them before it tries the lock (and again, on the newest
 //!   version, after the wait).
-//! - `INSERT` of a key that another session inserted (or updated) without committing waits
-//!   for that session, then fails with a unique violation if the row exists.
+//! - `INSERT` of a key that another session inserted, updated or deleted without committing
+//!   waits for that session, then fails with a unique violation if the row exists.
+//! - `DELETE` locks and re-checks like `UPDATE`; a deleted row is the session's own until it
+//!   commits. `INSERT ... ON CONFLICT (key)` waits like `INSERT`; `DO NOTHING` then returns
+//!   no row if the key exists, `DO UPDATE` locks the existing row (waiting even for a `FOR
+//!   UPDATE` holder), keeps it locked and updates it if its guard holds: never a unique
+//!   violation on the key.
 //! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
 //!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
@@ -31,7 +36,9 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{Assign, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
+use racelab_core::{
+    Assign, Cond, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+};
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
@@ -74,9 +81,9 @@ struct Txn {
     /// An error happened in it: every later statement fails with 25P02, `COMMIT` rolls back.
     /// Its locks and writes were dropped at the error.
     failed: bool,
-    /// The session's uncommitted row versions (inserted or updated rows), visible only to
-    /// the session until commit.
-    writes: BTreeMap<RowId, Row>,
+    /// The session's uncommitted row versions (inserted or updated rows; `None` for a
+    /// deleted one), visible only to the session until commit.
+    writes: BTreeMap<RowId, Option<Row>>,
 }
 
 /// The database: committed rows, open transactions and row locks.
@@ -247,7 +254,11 @@ impl SqlModel {
     fn apply(&mut self, txn: Txn) -> bool {
         let wrote = !txn.writes.is_empty();
         for ((table, key), row) in txn.writes {
-            self.committed.entry(table).or_default().insert(key, row);
+            let rows = self.committed.entry(table).or_default();
+            match row {
+                Some(row) => rows.insert(key, row),
+                None => rows.remove(&key),
+            };
         }
         wrote
     }
@@ -259,10 +270,10 @@ impl SqlModel {
 
     /// The version of a row `session` sees: its own uncommitted one, else the committed one.
     fn visible(&self, session: SessionId, id: &RowId) -> Option<&Row> {
-        self.txns
-            .get(&session)
-            .and_then(|txn| txn.writes.get(id))
-            .or_else(|| self.committed_row(id))
+        match self.txns.get(&session).and_then(|txn| txn.writes.get(id)) {
+            Some(own) => own.as_ref(),
+            None => self.committed_row(id),
+        }
     }
 
     /// The session other than `session` that holds the lock on a row, if any.
@@ -286,8 +297,8 @@ impl SqlModel {
         self.locks.insert(id, session);
     }
 
-    /// Records the session's new version of a row and locks it.
-    fn write(&mut self, session: SessionId, id: RowId, row: Row) {
+    /// Records the session's new version of a row (`None`: deleted) and locks it.
+    fn write(&mut self, session: SessionId, id: RowId, row: Option<Row>) {
         if let Some(txn) = self.txns.get_mut(&session) {
             txn.writes.insert(id.clone(), row);
         }
@@ -334,7 +345,10 @@ impl SqlModel {
                 if let Some(txn) = self.txns.get(&session) {
                     for ((t, k), r) in &txn.writes {
                         if t == table {
-                            rows.insert(k.as_str(), r);
+                            match r {
+                                Some(r) => rows.insert(k.as_str(), r),
+                                None => rows.remove(k.as_str()),
+                            };
                         }
                     }
                 }
@@ -362,7 +376,7 @@ impl SqlModel {
                 }
                 let mut full = null_row(*table);
                 full.extend(row.iter().map(|(c, v)| (c.clone(), v.clone())));
-                self.write(session, id, full);
+                self.write(session, id, Some(full));
                 Ok(SqlReply::Affected(1))
             }
             SqlStmt::Update {
@@ -397,8 +411,67 @@ impl SqlModel {
                     Ok(updated) => updated,
                     Err(e) => return Ok(e),
                 };
-                self.write(session, id, updated.clone());
+                self.write(session, id, Some(updated.clone()));
                 Ok(SqlReply::Rows(vec![keyed(key, updated)]))
+            }
+            SqlStmt::Delete { table, key, guard } => {
+                let id = (*table, key.clone());
+                if let Some(holder) = self.other_holder(session, &id) {
+                    // As for UPDATE: wait only if the committed version passes the guard;
+                    // the re-execution re-checks on the newest version.
+                    return match self.committed_row(&id) {
+                        Some(row) if matches(guard, key, row) => Err(holder),
+                        _ => Ok(SqlReply::Rows(Vec::new())),
+                    };
+                }
+                let Some(row) = self.visible(session, &id).cloned() else {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                };
+                if !matches(guard, key, &row) {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                }
+                self.write(session, id, None);
+                Ok(SqlReply::Rows(vec![keyed(key, row)]))
+            }
+            SqlStmt::Upsert {
+                table,
+                key,
+                row,
+                on_conflict,
+            } => {
+                let id = (*table, key.clone());
+                let mut proposed = null_row(*table);
+                proposed.extend(row.iter().map(|(c, v)| (c.clone(), v.clone())));
+                if let Some(holder) = self.other_holder(session, &id) {
+                    // The arbiter check waits for an uncommitted inserter, updater or
+                    // deleter of the key; DO UPDATE then locks the existing row, so it also
+                    // waits for a FOR UPDATE holder (DO NOTHING does not lock).
+                    let locks_existing = matches!(on_conflict, OnConflict::DoUpdate { .. })
+                        && self.committed_row(&id).is_some();
+                    if self.wrote(holder, &id) || locks_existing {
+                        return Err(holder);
+                    }
+                }
+                let Some(existing) = self.visible(session, &id).cloned() else {
+                    self.write(session, id, Some(proposed.clone()));
+                    return Ok(SqlReply::Rows(vec![keyed(key, proposed)]));
+                };
+                match on_conflict {
+                    OnConflict::DoNothing => Ok(SqlReply::Rows(Vec::new())),
+                    OnConflict::DoUpdate { set, guard } => {
+                        // The existing row is locked whether or not the guard holds.
+                        self.lock(session, id.clone());
+                        if !matches(guard, key, &existing) {
+                            return Ok(SqlReply::Rows(Vec::new()));
+                        }
+                        let updated = match assign(&existing, set) {
+                            Ok(updated) => updated,
+                            Err(e) => return Ok(e),
+                        };
+                        self.write(session, id, Some(updated.clone()));
+                        Ok(SqlReply::Rows(vec![keyed(key, updated)]))
+                    }
+                }
             }
         }
     }
@@ -1277,5 +1350,105 @@ mod tests {
             vec![add("qty", 1)],
         );
         assert_eq!(rows(ok(&mut m, A, &on_key))[0].int("qty"), Some(2));
+    }
+
+    fn delete(key: &str, guard: Cond) -> SqlOp {
+        exec(SqlStmt::Delete {
+            table: WORK_ORDERS,
+            key: key.to_string(),
+            guard,
+        })
+    }
+
+    fn upsert(key: &str, qty: i64, on_conflict: OnConflict) -> SqlOp {
+        exec(SqlStmt::Upsert {
+            table: WORK_ORDERS,
+            key: key.to_string(),
+            row: row(&[("qty", int(qty))]),
+            on_conflict,
+        })
+    }
+
+    #[test]
+    fn delete_returns_the_row_locks_it_and_is_rechecked_after_a_wait() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        let gone = rows(ok(&mut m, A, &delete(WO, Cond::True)));
+        assert_eq!(gone[0].int("qty"), Some(10));
+        assert!(rows(ok(&mut m, A, &select(WORK_ORDERS, WO))).is_empty());
+        let scan = exec(SqlStmt::Scan {
+            table: WORK_ORDERS,
+            filter: Cond::True,
+        });
+        assert!(rows(ok(&mut m, A, &scan)).is_empty());
+        // Others still see the row, and wait for it.
+        assert_eq!(rows(ok(&mut m, B, &select(WORK_ORDERS, WO))).len(), 1);
+        let b_update = update(WO, Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        // A re-insert of the key waits for the deleter too.
+        let b_insert = exec(SqlStmt::Insert {
+            table: WORK_ORDERS,
+            key: WO.into(),
+            row: Row::new(),
+        });
+        assert_eq!(m.execute(B, &b_insert), SqlOutcome::Blocked { holder: A });
+        // A guard false on the committed row does not wait.
+        assert!(rows(ok(&mut m, B, &delete(WO, epoch_is(9)))).is_empty());
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert!(rows(ok(&mut m, B, &b_update)).is_empty());
+        assert_eq!(ok(&mut m, B, &b_insert), SqlReply::Affected(1));
+        assert!(rows(ok(&mut m, A, &delete("nope", Cond::True))).is_empty());
+    }
+
+    #[test]
+    fn upsert_does_nothing_or_updates_and_waits_like_postgresql() {
+        let mut m = seeded();
+        let nothing = upsert(WO, 3, OnConflict::DoNothing);
+        assert!(rows(ok(&mut m, A, &nothing)).is_empty());
+        let fresh = rows(ok(&mut m, A, &upsert("w2", 3, OnConflict::DoNothing)));
+        assert_eq!(fresh[0].int("qty"), Some(3));
+        assert_eq!(fresh[0].columns.get("lease_epoch"), Some(&Value::Null));
+        let bump = OnConflict::DoUpdate {
+            set: vec![add("qty", 1)],
+            guard: epoch_is(1),
+        };
+        assert_eq!(
+            rows(ok(&mut m, A, &upsert(WO, 3, bump.clone())))[0].int("qty"),
+            Some(11)
+        );
+        // A FOR UPDATE holder: DO NOTHING does not wait, DO UPDATE does.
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
+        assert!(rows(ok(&mut m, B, &nothing)).is_empty());
+        assert_eq!(
+            m.execute(B, &upsert(WO, 3, bump.clone())),
+            SqlOutcome::Blocked { holder: A }
+        );
+        ok(&mut m, A, &SqlOp::Commit);
+        // An uncommitted insert of the key: both wait; after a rollback, they insert.
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &upsert("w3", 1, OnConflict::DoNothing)));
+        assert_eq!(
+            m.execute(B, &nothing.clone()),
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(Vec::new()),
+                durable: false,
+            }
+        );
+        let w3 = upsert("w3", 5, bump.clone());
+        assert_eq!(m.execute(B, &w3), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(rows(ok(&mut m, B, &w3))[0].int("qty"), Some(5));
+        // A false guard updates nothing but keeps the row locked.
+        ok(&mut m, A, &SqlOp::Begin);
+        let no = OnConflict::DoUpdate {
+            set: vec![add("qty", 1)],
+            guard: epoch_is(9),
+        };
+        assert!(rows(ok(&mut m, A, &upsert(WO, 0, no))).is_empty());
+        assert_eq!(
+            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
+            SqlOutcome::Blocked { holder: A }
+        );
     }
 }
