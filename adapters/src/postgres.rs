@@ -20,8 +20,8 @@
 use std::collections::BTreeSet;
 
 use racelab_core::{
-    Assign, CmpOp, ColumnType, Cond, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Table,
-    Value,
+    Assign, CmpOp, ColumnType, Cond, Expr, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt,
+    Table, Value,
 };
 use tokio_postgres::types::{ToSql, Type};
 
@@ -107,30 +107,62 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
             let parts: Vec<String> = any.iter().map(|c| cond_sql(table, c, params)).collect();
             format!("({})", parts.join(" OR "))
         }
-        Cond::Cmp { column, op, value } => {
-            let ty = if column == KEY {
-                ColumnType::Text
-            } else {
-                // Validated before (`SqlStmt::validate`).
-                table.column_type(column).unwrap_or(ColumnType::Text)
-            };
-            match (value, typed(ty, value)) {
-                // SQL's unknown, which a WHERE treats as false; the model's rule for a
-                // comparison across types (PostgreSQL would reject it).
-                (Value::Null, _) | (_, None) => "FALSE".to_string(),
-                (_, Some(p)) => {
-                    params.push(p);
-                    let op = match op {
-                        CmpOp::Eq => "=",
-                        CmpOp::Ne => "<>",
-                        CmpOp::Lt => "<",
-                        CmpOp::Le => "<=",
-                        CmpOp::Gt => ">",
-                        CmpOp::Ge => ">=",
-                    };
-                    format!("{} {op} ${}", col(table, column), params.len())
-                }
+        Cond::Cmp { left, op, right } => {
+            if Cond::statically_false(table, left, right) {
+                // SQL's unknown (a NULL constant), which a WHERE treats as false, or the
+                // model's rule for a comparison across types (PostgreSQL would reject it).
+                return "FALSE".to_string();
             }
+            let l = expr_sql(table, left, right.ty(table), params);
+            let r = expr_sql(table, right, left.ty(table), params);
+            let op = match op {
+                CmpOp::Eq => "=",
+                CmpOp::Ne => "<>",
+                CmpOp::Lt => "<",
+                CmpOp::Le => "<=",
+                CmpOp::Gt => ">",
+                CmpOp::Ge => ">=",
+            };
+            format!("{l} {op} {r}")
+        }
+    }
+}
+
+/// An expression's SQL; a constant becomes a parameter of its type (a `NULL` one of the type
+/// `hint` says, `bigint` by default), text compared byte-wise as the model does.
+fn expr_sql(
+    table: Table,
+    expr: &Expr,
+    hint: Option<ColumnType>,
+    params: &mut Vec<Param>,
+) -> String {
+    match expr {
+        Expr::Col(c) => col(table, c),
+        Expr::Excluded(c) => format!("EXCLUDED.{}", ident(c)),
+        Expr::Const(v) => {
+            let param = match v {
+                Value::Int(n) => Param::Int(Some(*n)),
+                Value::Text(t) => Param::Text(Some(t.clone())),
+                Value::Null if hint == Some(ColumnType::Text) => Param::Text(None),
+                Value::Null => Param::Int(None),
+            };
+            let text = matches!(param, Param::Text(_));
+            params.push(param);
+            if text {
+                format!("(${} COLLATE \"C\")", params.len())
+            } else {
+                format!("${}", params.len())
+            }
+        }
+        Expr::Add(l, r) | Expr::Sub(l, r) => {
+            let l = expr_sql(table, l, Some(ColumnType::Int), params);
+            let r = expr_sql(table, r, Some(ColumnType::Int), params);
+            let op = if matches!(expr, Expr::Add(..)) {
+                "+"
+            } else {
+                "-"
+            };
+            format!("({l} {op} {r})")
         }
     }
 }
@@ -152,6 +184,10 @@ fn set_sql(table: Table, set: &[Assign], params: &mut Vec<Param>) -> Built1 {
                     error(format!("42804: column \"{column}\" has another type"))
                 })?);
                 assigns.push(format!("{} = ${}", ident(column), params.len()));
+            }
+            Assign::To { column, expr } => {
+                let e = expr_sql(table, expr, table.column_type(column), params);
+                assigns.push(format!("{} = {e}", ident(column)));
             }
             Assign::Add { column, delta } => {
                 params.push(Param::Int(Some(*delta)));

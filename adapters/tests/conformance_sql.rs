@@ -19,7 +19,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::{AdapterError, PgSql};
-use racelab_core::{Assign, CmpOp, Cond, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Value};
+use racelab_core::{Assign, CmpOp, Cond, Expr, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Value};
 use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
 use tokio::task::JoinHandle;
 
@@ -64,10 +64,17 @@ fn cond() -> impl Strategy<Value = Cond> {
         3 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("lease_epoch", op, Value::Int(n))),
         2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("qty", op, Value::Int(n))),
         2 => (cmp.clone(), text()).prop_map(|(op, t)| Cond::cmp("lease_owner", op, Value::Text(t))),
-        1 => (cmp, wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
+        1 => (cmp.clone(), wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
         1 => Just(Cond::cmp("lease_owner", CmpOp::Eq, Value::Null)),
         1 => Just(Cond::cmp("qty", CmpOp::Eq, Value::Text("1".into()))),
         1 => Just(Cond::cmp("no_such_column", CmpOp::Eq, Value::Int(1))),
+        3 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::compare(
+            Expr::col("qty").plus(Expr::int(n)), op, Expr::col("lease_until"))),
+        2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::compare(
+            Expr::col("qty").minus(Expr::col("lease_epoch")), op, Expr::int(n))),
+        1 => cmp.clone().prop_map(|op| Cond::compare(
+            Expr::col("lease_owner").plus(Expr::int(1)), op, Expr::int(1))),
+        1 => cmp.clone().prop_map(|op| Cond::compare(Expr::excluded("qty"), op, Expr::col("qty"))),
     ];
     prop_oneof![
         5 => leaf.clone(),
@@ -86,6 +93,13 @@ fn assign() -> impl Strategy<Value = Assign> {
         1 => Just(Assign::Set { column: "lease_owner".into(), value: Value::Int(3) }),
         1 => Just(Assign::Add { column: "lease_owner".into(), delta: 1 }),
         1 => Just(Assign::Set { column: "key".into(), value: Value::Text("x".into()) }),
+        3 => Just(Assign::to("qty", Expr::col("qty").plus(Expr::col("lease_epoch")))),
+        3 => int().prop_map(|n| Assign::to("lease_until", Expr::col("qty").minus(Expr::int(n)))),
+        2 => Just(Assign::to("lease_epoch", Expr::excluded("qty"))),
+        1 => Just(Assign::to("lease_epoch", Expr::excluded("qty").plus(Expr::col("lease_epoch")))),
+        1 => Just(Assign::to("lease_owner", Expr::col("qty"))),
+        1 => Just(Assign::to("lease_until", Expr::int(i64::MAX).plus(Expr::int(1)))),
+        1 => Just(Assign::to("lease_until", Expr::Const(Value::Null))),
     ]
 }
 
@@ -259,7 +273,8 @@ struct Seen {
 }
 
 /// The kinds of statement every run must exercise.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
+    "expression",
     "select",
     "select-for-update",
     "scan",
@@ -269,6 +284,31 @@ const KINDS: [&str; 8] = [
     "upsert-do-nothing",
     "upsert-do-update",
 ];
+
+/// Whether a statement computes an expression (beyond `column op constant`, `column = column
+/// + constant`).
+fn has_expression(stmt: &SqlStmt) -> bool {
+    fn cond(c: &Cond) -> bool {
+        match c {
+            Cond::True => false,
+            Cond::Cmp { left, right, .. } => {
+                !matches!(left, Expr::Col(_)) || !matches!(right, Expr::Const(_))
+            }
+            Cond::And(all) | Cond::Or(all) => all.iter().any(cond),
+        }
+    }
+    let set = |set: &[Assign]| set.iter().any(|a| matches!(a, Assign::To { .. }));
+    match stmt {
+        SqlStmt::Scan { filter, .. } => cond(filter),
+        SqlStmt::Update { guard, set: s, .. } => cond(guard) || set(s),
+        SqlStmt::Delete { guard, .. } => cond(guard),
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoUpdate { set: s, guard },
+            ..
+        } => cond(guard) || set(s),
+        _ => false,
+    }
+}
 
 /// A statement's kind, as counted in [`Seen::kinds`].
 fn kind(stmt: &SqlStmt) -> &'static str {
@@ -415,6 +455,9 @@ impl Ctx {
                         && !matches!(reply, SqlReply::Error(_))
                     {
                         *self.seen.kinds.entry(kind(stmt)).or_default() += 1;
+                        if has_expression(stmt) {
+                            *self.seen.kinds.entry("expression").or_default() += 1;
+                        }
                     }
                     match &reply {
                         SqlReply::UniqueViolation { .. } => self.seen.unique_violations += 1,

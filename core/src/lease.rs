@@ -173,12 +173,13 @@ mod tests {
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(20_000)),
         ]);
-        assert!(!guard.eval(&held));
+        let on = |row: &Row| guard.holds_on(WORK_ORDERS, "1", row);
+        assert_eq!(on(&held), Ok(false));
         let expired = Row::from([
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(4_999)),
         ]);
-        assert!(guard.eval(&expired));
+        assert_eq!(on(&expired), Ok(true));
     }
 
     #[test]
@@ -199,14 +200,14 @@ mod tests {
             ("lease_owner".to_string(), Value::Text(String::new())),
             ("lease_until".to_string(), Value::Int(0)),
         ]);
-        assert!(guard(0).eval(&never_held));
+        assert_eq!(guard(0).holds_on(WORK_ORDERS, "1", &never_held), Ok(true));
         // Another owner's lease, at the instant it runs out and one millisecond before.
         let held = Row::from([
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(20_000)),
         ]);
-        assert!(guard(20_000).eval(&held));
-        assert!(!guard(19_999).eval(&held));
+        assert_eq!(guard(20_000).holds_on(WORK_ORDERS, "1", &held), Ok(true));
+        assert_eq!(guard(19_999).holds_on(WORK_ORDERS, "1", &held), Ok(false));
     }
 
     #[test]
@@ -227,8 +228,8 @@ mod tests {
                 ("lease_until".to_string(), Value::Int(20_000)),
             ])
         };
-        assert!(guard.eval(&row(3)));
-        assert!(!guard.eval(&row(4)));
+        assert_eq!(guard.holds_on(WORK_ORDERS, "1", &row(3)), Ok(true));
+        assert_eq!(guard.holds_on(WORK_ORDERS, "1", &row(4)), Ok(false));
     }
 
     #[test]

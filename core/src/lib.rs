@@ -39,11 +39,11 @@ pub use ids::{
 };
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, FamilyMemory, ForeignBlock,
-    InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock, LocalMemory,
-    LocalReply, LocalValue, NoMemory, OnConflict, QueueOp, QueueReply, Reply, Row, ScoreBound,
-    ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, Table, TableDef, UpstreamOp,
-    UpstreamReply, Value, WRONGTYPE,
+    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, Expr, FamilyMemory,
+    ForeignBlock, InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock,
+    LocalMemory, LocalReply, LocalValue, NoMemory, OnConflict, OutOfRange, QueueOp, QueueReply,
+    Reply, Row, RowRef, ScoreBound, ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
+    Table, TableDef, UpstreamOp, UpstreamReply, Value, WRONGTYPE,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};

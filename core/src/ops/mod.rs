@@ -36,8 +36,8 @@ pub use local::{
 };
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use sql::{
-    Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, OnConflict, Row, SqlOp, SqlReply,
-    SqlStmt, Table, TableDef, Value,
+    Assign, CmpOp, ColumnType, Cond, Expr, InvalidStmt, KeyedRow, OnConflict, OutOfRange, Row,
+    RowRef, SqlOp, SqlReply, SqlStmt, Table, TableDef, Value,
 };
 pub use upstream::{CallKind, UpstreamOp, UpstreamReply};
 

@@ -61,20 +61,166 @@ pub enum CmpOp {
     Ge,
 }
 
+/// A `bigint` result out of range (SQLSTATE 22003): the error an overflowing expression
+/// raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("22003: bigint out of range")]
+pub struct OutOfRange;
+
+impl OutOfRange {
+    /// The reply a store gives: an error with this text.
+    pub fn reply(self) -> SqlReply {
+        SqlReply::Error(self.to_string())
+    }
+}
+
+/// A scalar expression over one row: its columns, constants (sent as statement parameters),
+/// `EXCLUDED` (the row `INSERT ... ON CONFLICT DO UPDATE` proposed) and `bigint` arithmetic.
+/// `NULL` in arithmetic gives `NULL`; a result out of range is 22003, as in PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Expr {
+    /// A column of the row (or `key`).
+    Col(String),
+    /// A constant.
+    Const(Value),
+    /// `EXCLUDED.column` (only inside `ON CONFLICT DO UPDATE`).
+    Excluded(String),
+    /// `left + right` (`bigint`).
+    Add(Box<Expr>, Box<Expr>),
+    /// `left - right` (`bigint`).
+    Sub(Box<Expr>, Box<Expr>),
+}
+
+/// The row an expression is evaluated on.
+#[derive(Clone, Copy, Debug)]
+pub struct RowRef<'a> {
+    /// The row's table (for the columns' types).
+    pub table: Table,
+    /// The row's key.
+    pub key: &'a str,
+    /// The row's other columns.
+    pub row: &'a Row,
+    /// The row `INSERT ... ON CONFLICT DO UPDATE` proposed, if any.
+    pub excluded: Option<&'a Row>,
+}
+
+impl Expr {
+    /// A column.
+    pub fn col(column: &str) -> Expr {
+        Expr::Col(column.to_string())
+    }
+
+    /// An integer constant.
+    pub fn int(n: i64) -> Expr {
+        Expr::Const(Value::Int(n))
+    }
+
+    /// `EXCLUDED.column`.
+    pub fn excluded(column: &str) -> Expr {
+        Expr::Excluded(column.to_string())
+    }
+
+    /// `self + other`.
+    pub fn plus(self, other: Expr) -> Expr {
+        Expr::Add(Box::new(self), Box::new(other))
+    }
+
+    /// `self - other`.
+    pub fn minus(self, other: Expr) -> Expr {
+        Expr::Sub(Box::new(self), Box::new(other))
+    }
+
+    /// The static type in `table` (`None`: an untyped `NULL` constant, which fits any type).
+    /// Arithmetic is `bigint`; an unknown column is taken as `text` (validation refuses it).
+    pub fn ty(&self, table: Table) -> Option<ColumnType> {
+        match self {
+            Expr::Col(c) | Expr::Excluded(c) if c == KEY_COLUMN => Some(ColumnType::Text),
+            Expr::Col(c) | Expr::Excluded(c) => {
+                Some(table.column_type(c).unwrap_or(ColumnType::Text))
+            }
+            Expr::Const(Value::Null) => None,
+            Expr::Const(Value::Int(_)) | Expr::Add(..) | Expr::Sub(..) => Some(ColumnType::Int),
+            Expr::Const(Value::Text(_)) => Some(ColumnType::Text),
+        }
+    }
+
+    /// Whether the expression holds no column: PostgreSQL computes it when it plans the
+    /// statement (its parameters are constants then), before it reads any row.
+    pub fn is_constant(&self) -> bool {
+        match self {
+            Expr::Const(_) => true,
+            Expr::Col(_) | Expr::Excluded(_) => false,
+            Expr::Add(l, r) | Expr::Sub(l, r) => l.is_constant() && r.is_constant(),
+        }
+    }
+
+    /// Computes every constant arithmetic subexpression, as PostgreSQL's planner does:
+    /// 22003 if one overflows, whatever the rows.
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        match self {
+            Expr::Add(l, r) | Expr::Sub(l, r) => {
+                if self.is_constant() {
+                    self.eval_constant().map(|_| ())
+                } else {
+                    l.fold_constants()?;
+                    r.fold_constants()
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn eval_constant(&self) -> Result<Value, OutOfRange> {
+        match self {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Add(l, r) => arith(l.eval_constant()?, r.eval_constant()?, i64::checked_add),
+            Expr::Sub(l, r) => arith(l.eval_constant()?, r.eval_constant()?, i64::checked_sub),
+            Expr::Col(_) | Expr::Excluded(_) => Ok(Value::Null),
+        }
+    }
+
+    /// The value on a row. A column the row lacks is `NULL`; arithmetic on anything but two
+    /// integers is `NULL` (validation refuses text operands).
+    pub fn eval(&self, at: &RowRef<'_>) -> Result<Value, OutOfRange> {
+        match self {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Col(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
+            Expr::Col(c) => Ok(at.row.get(c).cloned().unwrap_or(Value::Null)),
+            Expr::Excluded(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
+            Expr::Excluded(c) => Ok(at
+                .excluded
+                .and_then(|r| r.get(c))
+                .cloned()
+                .unwrap_or(Value::Null)),
+            Expr::Add(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_add),
+            Expr::Sub(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_sub),
+        }
+    }
+}
+
+/// `bigint` arithmetic: `NULL` if either side is not an integer, 22003 on overflow.
+fn arith(l: Value, r: Value, f: fn(i64, i64) -> Option<i64>) -> Result<Value, OutOfRange> {
+    match (l, r) {
+        (Value::Int(a), Value::Int(b)) => f(a, b).map(Value::Int).ok_or(OutOfRange),
+        _ => Ok(Value::Null),
+    }
+}
+
 /// A `WHERE` condition over one row (in addition to the key match).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cond {
     /// Always true.
     True,
-    /// `column op value`. Comparisons with `NULL`, or of an integer with text, are false
-    /// (SQL's unknown), as in PostgreSQL.
+    /// `left op right`. A comparison with `NULL` is false (SQL's unknown); so is one of an
+    /// integer with text (PostgreSQL would reject it; racelab never casts), decided from
+    /// the static types without computing either side.
     Cmp {
-        /// The column.
-        column: String,
+        /// The left side.
+        left: Expr,
         /// The operator.
         op: CmpOp,
-        /// The constant on the right.
-        value: Value,
+        /// The right side.
+        right: Expr,
     },
     /// All of them.
     And(Vec<Cond>),
@@ -86,33 +232,89 @@ impl Cond {
     /// `column op value`.
     pub fn cmp(column: &str, op: CmpOp, value: Value) -> Cond {
         Cond::Cmp {
-            column: column.to_string(),
+            left: Expr::col(column),
             op,
-            value,
+            right: Expr::Const(value),
         }
     }
 
-    /// Evaluates the condition on a row.
-    pub fn eval(&self, row: &Row) -> bool {
+    /// `left op right`.
+    pub fn compare(left: Expr, op: CmpOp, right: Expr) -> Cond {
+        Cond::Cmp { left, op, right }
+    }
+
+    /// Whether a comparison is false whatever the row: its sides' types differ, or one side
+    /// is the constant `NULL` (which PostgreSQL folds away without computing the other).
+    pub fn statically_false(table: Table, left: &Expr, right: &Expr) -> bool {
+        let null = |e: &Expr| matches!(e, Expr::Const(Value::Null));
+        if null(left) || null(right) {
+            return true;
+        }
+        matches!((left.ty(table), right.ty(table)), (Some(a), Some(b)) if a != b)
+    }
+
+    /// Evaluates the condition on a row, left to right (`AND` and `OR` stop at the first
+    /// side that decides them); 22003 if an expression it computes overflows.
+    pub fn eval(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
         match self {
-            Cond::True => true,
-            Cond::And(all) => all.iter().all(|c| c.eval(row)),
-            Cond::Or(any) => any.iter().any(|c| c.eval(row)),
-            Cond::Cmp { column, op, value } => {
-                let ordering = match (row.get(column), value) {
-                    (Some(Value::Int(a)), Value::Int(b)) => a.cmp(b),
-                    (Some(Value::Text(a)), Value::Text(b)) => a.cmp(b),
-                    _ => return false,
+            Cond::True => Ok(true),
+            Cond::And(all) => {
+                for c in all {
+                    if !c.eval(at)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Cond::Or(any) => {
+                for c in any {
+                    if c.eval(at)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Cond::Cmp { left, op, right } => {
+                if Cond::statically_false(at.table, left, right) {
+                    return Ok(false);
+                }
+                let (l, r) = (left.eval(at)?, right.eval(at)?);
+                let ordering = match (&l, &r) {
+                    (Value::Int(a), Value::Int(b)) => a.cmp(b),
+                    (Value::Text(a), Value::Text(b)) => a.cmp(b),
+                    _ => return Ok(false),
                 };
-                match op {
+                Ok(match op {
                     CmpOp::Eq => ordering.is_eq(),
                     CmpOp::Ne => ordering.is_ne(),
                     CmpOp::Lt => ordering.is_lt(),
                     CmpOp::Le => ordering.is_le(),
                     CmpOp::Gt => ordering.is_gt(),
                     CmpOp::Ge => ordering.is_ge(),
-                }
+                })
             }
+        }
+    }
+
+    /// [`Cond::eval`] on a row of `table` with this key (no `EXCLUDED` row).
+    pub fn holds_on(&self, table: Table, key: &str, row: &Row) -> Result<bool, OutOfRange> {
+        self.eval(&RowRef {
+            table,
+            key,
+            row,
+            excluded: None,
+        })
+    }
+
+    /// Computes the constant arithmetic in the condition (see [`Expr::fold_constants`]).
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        match self {
+            Cond::True => Ok(()),
+            Cond::Cmp { left, right, .. } => {
+                left.fold_constants()?;
+                right.fold_constants()
+            }
+            Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(Cond::fold_constants),
         }
     }
 }
@@ -134,6 +336,33 @@ pub enum Assign {
         /// The increment.
         delta: i64,
     },
+    /// `column = expr`, computed on the row before the update (all of a `SET` list's
+    /// expressions see the old row, as in SQL).
+    To {
+        /// The column.
+        column: String,
+        /// The new value.
+        expr: Expr,
+    },
+}
+
+impl Assign {
+    /// `column = expr`.
+    pub fn to(column: &str, expr: Expr) -> Assign {
+        Assign::To {
+            column: column.to_string(),
+            expr,
+        }
+    }
+
+    /// The column assigned.
+    pub fn column(&self) -> &str {
+        match self {
+            Assign::Set { column, .. } | Assign::Add { column, .. } | Assign::To { column, .. } => {
+                column
+            }
+        }
+    }
 }
 
 /// The name of every table's primary key column (`text`).
@@ -489,6 +718,25 @@ pub enum InvalidStmt {
         /// The column's type.
         column_type: ColumnType,
     },
+    /// 42883: arithmetic on an operand that is not an integer.
+    #[error("42883: operator does not exist: {left} {op} {right}")]
+    NoOperator {
+        /// The left operand's type name.
+        left: &'static str,
+        /// `+` or `-`.
+        op: char,
+        /// The right operand's type name.
+        right: &'static str,
+    },
+    /// 42P01: `EXCLUDED` outside `INSERT ... ON CONFLICT DO UPDATE`.
+    #[error("42P01: missing FROM-clause entry for table \"excluded\"")]
+    ExcludedOutsideConflict,
+    /// 42703: `EXCLUDED.column` of a column the table does not have.
+    #[error("42703: column excluded.{column} does not exist")]
+    UnknownExcludedColumn {
+        /// The column.
+        column: String,
+    },
     /// 0A000: an `UPDATE` assigns the primary key (PostgreSQL allows it; racelab's row
     /// identity does not).
     #[error(
@@ -512,7 +760,11 @@ impl InvalidStmt {
     /// The SQLSTATE PostgreSQL (or, for racelab's own rules, the adapter) answers with.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            InvalidStmt::UnknownColumn { .. } | InvalidStmt::NoSuchColumn { .. } => "42703",
+            InvalidStmt::UnknownColumn { .. }
+            | InvalidStmt::NoSuchColumn { .. }
+            | InvalidStmt::UnknownExcludedColumn { .. } => "42703",
+            InvalidStmt::NoOperator { .. } => "42883",
+            InvalidStmt::ExcludedOutsideConflict => "42P01",
             InvalidStmt::KeyInInsertRow => "42701",
             InvalidStmt::WrongType { .. } => "42804",
             InvalidStmt::AddToNonInteger { .. } => "42883",
@@ -558,9 +810,9 @@ impl SqlStmt {
     pub fn validate(&self) -> Result<(), InvalidStmt> {
         match self {
             SqlStmt::Select { .. } => Ok(()),
-            SqlStmt::Scan { table, filter } => validate_cond(*table, filter),
+            SqlStmt::Scan { table, filter } => validate_cond(*table, filter, false),
             SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
-            SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard),
+            SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard, false),
             SqlStmt::Upsert {
                 table,
                 row,
@@ -571,16 +823,16 @@ impl SqlStmt {
                 match on_conflict {
                     OnConflict::DoNothing => Ok(()),
                     OnConflict::DoUpdate { set, guard } => {
-                        validate_set(*table, set)?;
-                        validate_cond(*table, guard)
+                        validate_set(*table, set, true)?;
+                        validate_cond(*table, guard, true)
                     }
                 }
             }
             SqlStmt::Update {
                 table, guard, set, ..
             } => {
-                validate_cond(*table, guard)?;
-                validate_set(*table, set)
+                validate_cond(*table, guard, false)?;
+                validate_set(*table, set, false)
             }
         }
     }
@@ -605,12 +857,10 @@ fn validate_row(table: Table, row: &Row) -> Result<(), InvalidStmt> {
 /// Checks a `SET` list, each assignment in order: not `key` (0A000), a column the table has
 /// (42703), a value of its type (42804) or `+` on an integer column (42883), and not
 /// assigned before (42601).
-fn validate_set(table: Table, set: &[Assign]) -> Result<(), InvalidStmt> {
+fn validate_set(table: Table, set: &[Assign], excluded: bool) -> Result<(), InvalidStmt> {
     let mut seen: Vec<&str> = Vec::with_capacity(set.len());
     for a in set {
-        let column = match a {
-            Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-        };
+        let column = a.column();
         if column == KEY_COLUMN {
             return Err(InvalidStmt::KeyUpdate { table });
         }
@@ -621,6 +871,18 @@ fn validate_set(table: Table, set: &[Assign]) -> Result<(), InvalidStmt> {
                 return Err(InvalidStmt::AddToNonInteger { column_type: ty });
             }
             Assign::Add { .. } => {}
+            Assign::To { expr, .. } => {
+                validate_expr(table, expr, excluded)?;
+                if let Some(actual) = expr.ty(table)
+                    && actual != ty
+                {
+                    return Err(InvalidStmt::WrongType {
+                        column: column.to_string(),
+                        expected: ty,
+                        actual,
+                    });
+                }
+            }
         }
         if seen.contains(&column) {
             return Err(InvalidStmt::DuplicateAssignment {
@@ -660,21 +922,89 @@ fn validate_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), Inv
     }
 }
 
-/// Checks that a condition names only columns of the table, or its key (42703 otherwise).
-fn validate_cond(table: Table, cond: &Cond) -> Result<(), InvalidStmt> {
+/// Checks a condition's expressions, left to right ([`validate_expr`]).
+fn validate_cond(table: Table, cond: &Cond, excluded: bool) -> Result<(), InvalidStmt> {
     match cond {
         Cond::True => Ok(()),
-        Cond::Cmp { column, .. } => {
-            if column == KEY_COLUMN || table.column_type(column).is_some() {
-                Ok(())
-            } else {
-                Err(InvalidStmt::UnknownColumn {
-                    column: column.clone(),
-                })
-            }
+        Cond::Cmp { left, right, .. } => {
+            validate_expr(table, left, excluded)?;
+            validate_expr(table, right, excluded)
         }
-        Cond::And(conds) | Cond::Or(conds) => {
-            conds.iter().try_for_each(|c| validate_cond(table, c))
+        Cond::And(conds) | Cond::Or(conds) => conds
+            .iter()
+            .try_for_each(|c| validate_cond(table, c, excluded)),
+    }
+}
+
+/// Checks an expression: every column exists in the table or is `key` (42703), `EXCLUDED`
+/// only where `excluded` allows it (42P01), arithmetic only on integers (42883).
+fn validate_expr(table: Table, expr: &Expr, excluded: bool) -> Result<(), InvalidStmt> {
+    let known = |c: &str| c == KEY_COLUMN || table.column_type(c).is_some();
+    match expr {
+        Expr::Const(_) => Ok(()),
+        Expr::Col(c) if known(c) => Ok(()),
+        Expr::Col(c) => Err(InvalidStmt::UnknownColumn { column: c.clone() }),
+        Expr::Excluded(_) if !excluded => Err(InvalidStmt::ExcludedOutsideConflict),
+        Expr::Excluded(c) if known(c) => Ok(()),
+        Expr::Excluded(c) => Err(InvalidStmt::UnknownExcludedColumn { column: c.clone() }),
+        Expr::Add(l, r) | Expr::Sub(l, r) => {
+            validate_expr(table, l, excluded)?;
+            validate_expr(table, r, excluded)?;
+            let name = |e: &Expr| e.ty(table).unwrap_or(ColumnType::Int).sql_name();
+            if l.ty(table) == Some(ColumnType::Text) || r.ty(table) == Some(ColumnType::Text) {
+                return Err(InvalidStmt::NoOperator {
+                    left: name(l),
+                    op: if matches!(expr, Expr::Add(..)) {
+                        '+'
+                    } else {
+                        '-'
+                    },
+                    right: name(r),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+impl SqlStmt {
+    /// Computes the statement's constant arithmetic, as PostgreSQL's planner does before any
+    /// row is read: 22003 if some constant expression overflows.
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        let set = |set: &[Assign]| {
+            set.iter().try_for_each(|a| match a {
+                Assign::To { expr, .. } => expr.fold_constants(),
+                _ => Ok(()),
+            })
+        };
+        match self {
+            SqlStmt::Select { .. } | SqlStmt::Insert { .. } => Ok(()),
+            SqlStmt::Scan { filter: c, .. } | SqlStmt::Delete { guard: c, .. } => {
+                c.fold_constants()
+            }
+            SqlStmt::Update { guard, set: s, .. } => {
+                set(s)?;
+                guard.fold_constants()
+            }
+            SqlStmt::Upsert { on_conflict, .. } => match on_conflict {
+                OnConflict::DoNothing => Ok(()),
+                OnConflict::DoUpdate { set: s, guard } => {
+                    set(s)?;
+                    guard.fold_constants()
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Col(c) => write!(f, "{c}"),
+            Expr::Const(v) => write!(f, "{v}"),
+            Expr::Excluded(c) => write!(f, "EXCLUDED.{c}"),
+            Expr::Add(l, r) => write!(f, "({l} + {r})"),
+            Expr::Sub(l, r) => write!(f, "({l} - {r})"),
         }
     }
 }
@@ -693,7 +1023,7 @@ impl fmt::Display for Cond {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cond::True => write!(f, "TRUE"),
-            Cond::Cmp { column, op, value } => {
+            Cond::Cmp { left, op, right } => {
                 let op = match op {
                     CmpOp::Eq => "=",
                     CmpOp::Ne => "<>",
@@ -702,7 +1032,7 @@ impl fmt::Display for Cond {
                     CmpOp::Gt => ">",
                     CmpOp::Ge => ">=",
                 };
-                write!(f, "{column} {op} {value}")
+                write!(f, "{left} {op} {right}")
             }
             Cond::And(all) => join(f, all, " AND "),
             Cond::Or(any) => join(f, any, " OR "),
@@ -744,6 +1074,7 @@ fn write_set(f: &mut fmt::Formatter<'_>, set: &[Assign]) -> fmt::Result {
                 write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
             }
             Assign::Add { column, delta } => write!(f, "{column} = {column} + {delta}")?,
+            Assign::To { column, expr } => write!(f, "{column} = {expr}")?,
         }
     }
     Ok(())
@@ -856,20 +1187,92 @@ mod tests {
     use super::*;
     use crate::workorder::{UPDATE_LOG, WORK_ORDERS};
 
+    static AB_DEF: TableDef = TableDef {
+        name: "ab",
+        columns: &[
+            ("a", ColumnType::Int),
+            ("b", ColumnType::Int),
+            ("t", ColumnType::Text),
+        ],
+    };
+    const AB: Table = Table::declare(&AB_DEF);
+
+    fn holds(cond: &Cond, row: &Row) -> Result<bool, OutOfRange> {
+        cond.eval(&RowRef {
+            table: AB,
+            key: "k",
+            row,
+            excluded: None,
+        })
+    }
+
     #[test]
     fn conditions_follow_sql_three_valued_logic_for_null() {
         let row = Row::from([
             ("a".to_string(), Value::Null),
             ("b".to_string(), Value::Int(3)),
         ]);
-        assert!(!Cond::cmp("a", CmpOp::Eq, Value::Int(1)).eval(&row));
-        assert!(!Cond::cmp("a", CmpOp::Ne, Value::Int(1)).eval(&row));
-        assert!(Cond::cmp("b", CmpOp::Lt, Value::Int(4)).eval(&row));
+        assert_eq!(
+            holds(&Cond::cmp("a", CmpOp::Eq, Value::Int(1)), &row),
+            Ok(false)
+        );
+        assert_eq!(
+            holds(&Cond::cmp("a", CmpOp::Ne, Value::Int(1)), &row),
+            Ok(false)
+        );
+        assert_eq!(
+            holds(&Cond::cmp("b", CmpOp::Lt, Value::Int(4)), &row),
+            Ok(true)
+        );
         let either = Cond::Or(vec![
             Cond::cmp("a", CmpOp::Eq, Value::Int(1)),
             Cond::cmp("b", CmpOp::Eq, Value::Int(3)),
         ]);
-        assert!(either.eval(&row));
+        assert_eq!(holds(&either, &row), Ok(true));
+    }
+
+    #[test]
+    fn expressions_compute_bigint_arithmetic_with_null_and_overflow() {
+        let row = Row::from([
+            ("a".to_string(), Value::Null),
+            ("b".to_string(), Value::Int(i64::MAX - 1)),
+            ("t".to_string(), Value::Text("x".into())),
+        ]);
+        let at = RowRef {
+            table: AB,
+            key: "k",
+            row: &row,
+            excluded: None,
+        };
+        let b = || Expr::col("b");
+        assert_eq!(b().plus(Expr::int(1)).eval(&at), Ok(Value::Int(i64::MAX)));
+        assert_eq!(b().plus(Expr::int(2)).eval(&at), Err(OutOfRange));
+        assert_eq!(Expr::col("a").plus(b()).eval(&at), Ok(Value::Null));
+        assert_eq!(
+            Expr::int(i64::MIN).minus(Expr::int(1)).fold_constants(),
+            Err(OutOfRange)
+        );
+        assert_eq!(b().minus(b()).eval(&at), Ok(Value::Int(0)));
+        // `b + 1 <= b`: false; with NULL: unknown (false); overflow: an error.
+        let le = |l: Expr, r: Expr| Cond::compare(l, CmpOp::Le, r);
+        assert_eq!(holds(&le(b().plus(Expr::int(1)), b()), &row), Ok(false));
+        assert_eq!(
+            holds(&le(Expr::col("a").plus(Expr::int(1)), b()), &row),
+            Ok(false)
+        );
+        assert_eq!(holds(&le(b().plus(b()), b()), &row), Err(OutOfRange));
+        // Across types or against a NULL constant: false without computing anything.
+        assert_eq!(holds(&le(b().plus(b()), Expr::col("t")), &row), Ok(false));
+        assert_eq!(
+            holds(&le(b().plus(b()), Expr::Const(Value::Null)), &row),
+            Ok(false)
+        );
+        // AND stops at its first false side.
+        let and = Cond::And(vec![
+            Cond::cmp("b", CmpOp::Eq, Value::Int(0)),
+            le(b().plus(b()), b()),
+        ]);
+        assert_eq!(holds(&and, &row), Ok(false));
     }
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {

@@ -37,15 +37,13 @@
 use std::collections::BTreeMap;
 
 use racelab_core::{
-    Assign, Cond, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+    Assign, Cond, KeyedRow, OnConflict, OutOfRange, Row, RowRef, SqlOp, SqlReply, SqlStmt, Table,
+    Value,
 };
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
     "25P02: current transaction is aborted, commands ignored until end of transaction block";
-
-/// The name of every table's primary key column.
-const KEY_COLUMN: &str = "key";
 
 /// A row's identity: its table and its key.
 type RowId = (Table, String);
@@ -312,6 +310,9 @@ impl SqlModel {
         if let Err(invalid) = stmt.validate() {
             return Ok(invalid.reply());
         }
+        if let Err(e) = stmt.fold_constants() {
+            return Ok(e.reply());
+        }
         match stmt {
             SqlStmt::Select {
                 table,
@@ -352,11 +353,14 @@ impl SqlModel {
                         }
                     }
                 }
-                let found = rows
-                    .into_iter()
-                    .filter(|(k, r)| matches(filter, k, r))
-                    .map(|(k, r)| keyed(k, r.clone()))
-                    .collect();
+                let mut found = Vec::new();
+                for (k, r) in rows {
+                    match matches(*table, filter, k, r, None) {
+                        Ok(true) => found.push(keyed(k, r.clone())),
+                        Ok(false) => {}
+                        Err(e) => return Ok(e),
+                    }
+                }
                 Ok(SqlReply::Rows(found))
             }
             SqlStmt::Insert { table, key, row } => {
@@ -393,21 +397,27 @@ impl SqlModel {
                     // that version before it tries the lock, so an overflow fails at once.
                     // After the wait it re-checks and recomputes on the newest version,
                     // which the re-execution does.
-                    return match self.committed_row(&id) {
-                        Some(row) if matches(guard, key, row) => match assign(row, set) {
+                    let Some(row) = self.committed_row(&id) else {
+                        return Ok(SqlReply::Rows(Vec::new()));
+                    };
+                    return match matches(*table, guard, key, row, None) {
+                        Err(e) => Ok(e),
+                        Ok(false) => Ok(SqlReply::Rows(Vec::new())),
+                        Ok(true) => match assign(*table, key, row, None, set) {
                             Ok(_) => Err(holder),
                             Err(e) => Ok(e),
                         },
-                        _ => Ok(SqlReply::Rows(Vec::new())),
                     };
                 }
                 let Some(row) = self.visible(session, &id) else {
                     return Ok(SqlReply::Rows(Vec::new()));
                 };
-                if !matches(guard, key, row) {
-                    return Ok(SqlReply::Rows(Vec::new()));
+                match matches(*table, guard, key, row, None) {
+                    Err(e) => return Ok(e),
+                    Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                    Ok(true) => {}
                 }
-                let updated = match assign(row, set) {
+                let updated = match assign(*table, key, row, None, set) {
                     Ok(updated) => updated,
                     Err(e) => return Ok(e),
                 };
@@ -419,16 +429,22 @@ impl SqlModel {
                 if let Some(holder) = self.other_holder(session, &id) {
                     // As for UPDATE: wait only if the committed version passes the guard;
                     // the re-execution re-checks on the newest version.
-                    return match self.committed_row(&id) {
-                        Some(row) if matches(guard, key, row) => Err(holder),
+                    return match self
+                        .committed_row(&id)
+                        .map(|row| matches(*table, guard, key, row, None))
+                    {
+                        Some(Err(e)) => Ok(e),
+                        Some(Ok(true)) => Err(holder),
                         _ => Ok(SqlReply::Rows(Vec::new())),
                     };
                 }
                 let Some(row) = self.visible(session, &id).cloned() else {
                     return Ok(SqlReply::Rows(Vec::new()));
                 };
-                if !matches(guard, key, &row) {
-                    return Ok(SqlReply::Rows(Vec::new()));
+                match matches(*table, guard, key, &row, None) {
+                    Err(e) => return Ok(e),
+                    Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                    Ok(true) => {}
                 }
                 self.write(session, id, None);
                 Ok(SqlReply::Rows(vec![keyed(key, row)]))
@@ -461,10 +477,12 @@ impl SqlModel {
                     OnConflict::DoUpdate { set, guard } => {
                         // The existing row is locked whether or not the guard holds.
                         self.lock(session, id.clone());
-                        if !matches(guard, key, &existing) {
-                            return Ok(SqlReply::Rows(Vec::new()));
+                        match matches(*table, guard, key, &existing, Some(&proposed)) {
+                            Err(e) => return Ok(e),
+                            Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                            Ok(true) => {}
                         }
-                        let updated = match assign(&existing, set) {
+                        let updated = match assign(*table, key, &existing, Some(&proposed), set) {
                             Ok(updated) => updated,
                             Err(e) => return Ok(e),
                         };
@@ -504,29 +522,39 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     }
 }
 
-/// Whether a condition mentions the key column.
-fn mentions_key(cond: &Cond) -> bool {
-    match cond {
-        Cond::True => false,
-        Cond::Cmp { column, .. } => column == KEY_COLUMN,
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().any(mentions_key),
-    }
+/// Evaluates a condition on a row (22003 as an error reply).
+fn matches(
+    table: Table,
+    cond: &Cond,
+    key: &str,
+    row: &Row,
+    excluded: Option<&Row>,
+) -> Result<bool, SqlReply> {
+    let at = RowRef {
+        table,
+        key,
+        row,
+        excluded,
+    };
+    cond.eval(&at).map_err(OutOfRange::reply)
 }
 
-/// Evaluates a condition on a row, whose key the condition may also compare.
-fn matches(cond: &Cond, key: &str, row: &Row) -> bool {
-    if mentions_key(cond) {
-        let mut with_key = row.clone();
-        with_key.insert(KEY_COLUMN.to_string(), Value::Text(key.to_string()));
-        cond.eval(&with_key)
-    } else {
-        cond.eval(row)
-    }
-}
-
-/// The row after an `UPDATE`'s (checked) assignments. `+` leaves `NULL` alone and fails with
-/// 22003 on overflow, as `bigint` arithmetic does.
-fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
+/// The row after an `UPDATE`'s (checked) assignments, every expression computed on the row
+/// before the update. `+` leaves `NULL` alone and fails with 22003 on overflow, as `bigint`
+/// arithmetic does.
+fn assign(
+    table: Table,
+    key: &str,
+    row: &Row,
+    excluded: Option<&Row>,
+    set: &[Assign],
+) -> Result<Row, SqlReply> {
+    let at = RowRef {
+        table,
+        key,
+        row,
+        excluded,
+    };
     let mut updated = row.clone();
     for a in set {
         match a {
@@ -537,8 +565,13 @@ fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
                 if let Some(Value::Int(n)) = updated.get_mut(column) {
                     *n = n
                         .checked_add(*delta)
-                        .ok_or_else(|| SqlReply::Error("22003: bigint out of range".into()))?;
+                        .ok_or(OutOfRange)
+                        .map_err(OutOfRange::reply)?;
                 }
+            }
+            Assign::To { column, expr } => {
+                let value = expr.eval(&at).map_err(OutOfRange::reply)?;
+                updated.insert(column.clone(), value);
             }
         }
     }
