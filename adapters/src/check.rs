@@ -36,6 +36,7 @@
 //! the real-server check judges with those; the simulators, which know the apply times,
 //! judge I-MX.
 
+use racelab_core::workorder::{APPLIED_SCANS, WORK_ORDERS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,8 @@ use racelab_core::workorder::{
 };
 use racelab_core::{
     Cond, Duration, Fault, History, OpId, Outgoing, ProcessId, Quantity, QueueOp, QueueReply,
-    Reply, Row, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Tag,
-    Timestamp, Value, Variant, Violation, WorkOrderId,
+    Reply, Row, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, Tag, Timestamp,
+    Value, Variant, Violation, WorkOrderId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -329,7 +330,7 @@ pub async fn check_real_with_history(
                 ("lease_until".to_string(), Value::Int(0)),
             ]);
             let insert = SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: wo.to_string(),
                 row,
             };
@@ -702,7 +703,7 @@ impl Run {
     async fn applied(&self, pg: &mut PgSql) -> Result<BTreeSet<ScanId>, AdapterError> {
         if self.variant == Variant::Correct {
             let all = SqlOp::Exec(SqlStmt::Scan {
-                table: Table::AppliedScans,
+                table: APPLIED_SCANS,
                 filter: Cond::True,
             });
             return match pg.execute_sql(&all).await? {
@@ -1011,14 +1012,8 @@ impl Run {
                 message: format!("reading {what} answered {other}"),
             }),
         };
-        let work_orders = rows(
-            pg.execute_sql(&read(Table::WorkOrders)).await?,
-            "work_orders",
-        )?;
-        let applied_rows = rows(
-            pg.execute_sql(&read(Table::AppliedScans)).await?,
-            "applied_scans",
-        )?;
+        let work_orders = rows(pg.execute_sql(&read(WORK_ORDERS)).await?, "work_orders")?;
+        let applied_rows = rows(pg.execute_sql(&read(APPLIED_SCANS)).await?, "applied_scans")?;
         let final_qty: BTreeMap<WorkOrderId, Quantity> = work_orders
             .iter()
             .filter_map(|r| {

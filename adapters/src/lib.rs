@@ -5,7 +5,7 @@
 //! - [`StoreClient`]: the small interface the driver needs. [`RedisKv`] (commands, and the
 //!   named scripts as Lua loaded once and called by SHA), [`RedisQueue`] (the at-least-once
 //!   queue as atomic Lua scripts over Redis) and [`PgSql`] (parameterised statements,
-//!   explicit transactions, an idempotent schema set-up) each execute their part of
+//!   explicit transactions, each table created when a statement first names it) each execute their part of
 //!   [`racelab_core::StoreOp`]; [`Stores`] bundles the three into one client.
 //! - [`drive`]: runs one sans-IO machine: drains its operations, executes them with a timeout
 //!   (retrying only what certainly did not reach the server), feeds replies and timers back,
@@ -20,7 +20,8 @@
 //! machine's decision; the adapters only execute operations and report what happened.
 //! Architecture invariant: keys and values travel only as `KEYS`/`ARGV` and as statement
 //! parameters, never spliced into script or SQL text (table and column names come from the
-//! core's fixed [`racelab_core::Table`] schema, schema names are checked `[a-z0-9_]+`).
+//! families' [`racelab_core::Table`] declarations and are quoted, schema names are checked
+//! `[a-z0-9_]+`).
 
 #![forbid(unsafe_code)]
 

@@ -17,8 +17,11 @@
 //! `COMMIT` with `RolledBack` until the machine says `ROLLBACK`. Outside a transaction the
 //! next operation simply reconnects.
 
+use std::collections::BTreeSet;
+
 use racelab_core::{
-    Assign, CmpOp, ColumnType, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value,
+    Assign, CmpOp, ColumnType, Cond, Expr, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt,
+    Table, Value,
 };
 use tokio_postgres::types::{ToSql, Type};
 
@@ -44,6 +47,8 @@ pub struct PgSql {
     lost_tx: bool,
     /// An operation started and did not finish (its future was dropped).
     interrupted: bool,
+    /// The tables this session has made sure exist in its schema.
+    created: BTreeSet<Table>,
 }
 
 /// A typed statement parameter.
@@ -102,37 +107,134 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
             let parts: Vec<String> = any.iter().map(|c| cond_sql(table, c, params)).collect();
             format!("({})", parts.join(" OR "))
         }
-        Cond::Cmp { column, op, value } => {
-            let ty = if column == KEY {
-                ColumnType::Text
-            } else {
-                // Validated before (`SqlStmt::validate`).
-                table.column_type(column).unwrap_or(ColumnType::Text)
-            };
-            match (value, typed(ty, value)) {
-                // SQL's unknown, which a WHERE treats as false; the model's rule for a
-                // comparison across types (PostgreSQL would reject it).
-                (Value::Null, _) | (_, None) => "FALSE".to_string(),
-                (_, Some(p)) => {
-                    params.push(p);
-                    let op = match op {
-                        CmpOp::Eq => "=",
-                        CmpOp::Ne => "<>",
-                        CmpOp::Lt => "<",
-                        CmpOp::Le => "<=",
-                        CmpOp::Gt => ">",
-                        CmpOp::Ge => ">=",
-                    };
-                    format!("{} {op} ${}", ident(column), params.len())
-                }
+        Cond::Cmp { left, op, right } => {
+            if Cond::statically_false(table, left, right) {
+                // SQL's unknown (a NULL constant), which a WHERE treats as false, or the
+                // model's rule for a comparison across types (PostgreSQL would reject it).
+                return "FALSE".to_string();
             }
+            let l = expr_sql(table, left, right.ty(table), params);
+            let r = expr_sql(table, right, left.ty(table), params);
+            let op = match op {
+                CmpOp::Eq => "=",
+                CmpOp::Ne => "<>",
+                CmpOp::Lt => "<",
+                CmpOp::Le => "<=",
+                CmpOp::Gt => ">",
+                CmpOp::Ge => ">=",
+            };
+            format!("{l} {op} {r}")
         }
     }
 }
 
-fn returning(table: Table) -> String {
+/// An expression's SQL; a constant becomes a parameter of its type (a `NULL` one of the type
+/// `hint` says, `bigint` by default), text compared byte-wise as the model does.
+fn expr_sql(
+    table: Table,
+    expr: &Expr,
+    hint: Option<ColumnType>,
+    params: &mut Vec<Param>,
+) -> String {
+    match expr {
+        Expr::Col(c) => col(table, c),
+        Expr::Excluded(c) => format!("EXCLUDED.{}", ident(c)),
+        Expr::Const(v) => {
+            let param = match v {
+                Value::Int(n) => Param::Int(Some(*n)),
+                Value::Text(t) => Param::Text(Some(t.clone())),
+                Value::Null if hint == Some(ColumnType::Text) => Param::Text(None),
+                Value::Null => Param::Int(None),
+            };
+            let text = matches!(param, Param::Text(_));
+            params.push(param);
+            if text {
+                format!("(${} COLLATE \"C\")", params.len())
+            } else {
+                format!("${}", params.len())
+            }
+        }
+        Expr::Add(l, r) | Expr::Sub(l, r) => {
+            let l = expr_sql(table, l, Some(ColumnType::Int), params);
+            let r = expr_sql(table, r, Some(ColumnType::Int), params);
+            let op = if matches!(expr, Expr::Add(..)) {
+                "+"
+            } else {
+                "-"
+            };
+            format!("({l} {op} {r})")
+        }
+    }
+}
+
+/// A column qualified by its table (unambiguous beside `EXCLUDED` in `ON CONFLICT`).
+fn col(table: Table, column: &str) -> String {
+    format!("{}.{}", ident(table.as_str()), ident(column))
+}
+
+/// A `SET` list's SQL (`key = key` when empty: `SET` needs one assignment; this one changes
+/// nothing but still takes the row lock, as the model's empty update does).
+fn set_sql(table: Table, set: &[Assign], params: &mut Vec<Param>) -> Built1 {
+    let mut assigns = Vec::new();
+    for a in set {
+        match a {
+            Assign::Set { column, value } => {
+                let ty = table.column_type(column).unwrap_or(ColumnType::Text);
+                params.push(typed(ty, value).ok_or_else(|| {
+                    error(format!("42804: column \"{column}\" has another type"))
+                })?);
+                assigns.push(format!("{} = ${}", ident(column), params.len()));
+            }
+            Assign::To { column, expr } => {
+                let e = expr_sql(table, expr, table.column_type(column), params);
+                assigns.push(format!("{} = {e}", ident(column)));
+            }
+            Assign::Add { column, delta } => {
+                params.push(Param::Int(Some(*delta)));
+                assigns.push(format!(
+                    "{} = {} + ${}",
+                    ident(column),
+                    col(table, column),
+                    params.len()
+                ));
+            }
+        }
+    }
+    if assigns.is_empty() {
+        return Ok(format!("{} = {}", ident(KEY), col(table, KEY)));
+    }
+    Ok(assigns.join(", "))
+}
+
+/// Part of a statement's text, or the model's error reply for it.
+type Built1 = Result<String, SqlReply>;
+
+/// `INSERT INTO table (key, ...) VALUES ($1, ...)`.
+fn insert_sql(table: Table, key: &str, row: &Row, params: &mut Vec<Param>) -> Built1 {
+    params.push(Param::Text(Some(key.to_string())));
     let mut cols = vec![ident(KEY)];
-    cols.extend(table.columns().iter().map(|(c, _)| ident(c)));
+    let mut placeholders = vec![format!("${}", params.len())];
+    for (column, value) in row {
+        // Validated: the column exists and the value has its type.
+        let param = table
+            .column_type(column)
+            .and_then(|ty| typed(ty, value))
+            .ok_or_else(|| error(format!("42804: column \"{column}\" has another type")))?;
+        params.push(param);
+        cols.push(ident(column));
+        placeholders.push(format!("${}", params.len()));
+    }
+    Ok(format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        ident(table.as_str()),
+        cols.join(", "),
+        placeholders.join(", ")
+    ))
+}
+
+fn returning(table: Table) -> String {
+    let mut cols = vec![col(table, KEY)];
+    cols.extend(table.columns().iter().map(|(c, _)| col(table, c)));
     cols.join(", ")
 }
 
@@ -151,7 +253,7 @@ fn build(stmt: &SqlStmt) -> Built {
                 format!(
                     "SELECT {} FROM {} WHERE {} = $1{lock}",
                     returning(*table),
-                    table.as_str(),
+                    ident(table.as_str()),
                     ident(KEY)
                 ),
                 params,
@@ -163,34 +265,15 @@ fn build(stmt: &SqlStmt) -> Built {
                 format!(
                     "SELECT {} FROM {} WHERE {filter} ORDER BY {}",
                     returning(*table),
-                    table.as_str(),
+                    ident(table.as_str()),
                     ident(KEY)
                 ),
                 params,
             ))
         }
         SqlStmt::Insert { table, key, row } => {
-            params.push(Param::Text(Some(key.clone())));
-            let mut cols = vec![ident(KEY)];
-            for (column, value) in row {
-                // Validated: the column exists and the value has its type.
-                let param = table
-                    .column_type(column)
-                    .and_then(|ty| typed(ty, value))
-                    .ok_or_else(|| error(format!("42804: column \"{column}\" has another type")))?;
-                params.push(param);
-                cols.push(ident(column));
-            }
-            let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
-            Ok((
-                format!(
-                    "INSERT INTO {} ({}) VALUES ({})",
-                    table.as_str(),
-                    cols.join(", "),
-                    placeholders.join(", ")
-                ),
-                params,
-            ))
+            let text = insert_sql(*table, key, row, &mut params)?;
+            Ok((text, params))
         }
         SqlStmt::Update {
             table,
@@ -199,34 +282,49 @@ fn build(stmt: &SqlStmt) -> Built {
             set,
         } => {
             params.push(Param::Text(Some(key.clone())));
-            let mut assigns = Vec::new();
-            for a in set {
-                match a {
-                    Assign::Set { column, value } => {
-                        let ty = table.column_type(column).unwrap_or(ColumnType::Text);
-                        params.push(typed(ty, value).ok_or_else(|| {
-                            error(format!("42804: column \"{column}\" has another type"))
-                        })?);
-                        assigns.push(format!("{} = ${}", ident(column), params.len()));
-                    }
-                    Assign::Add { column, delta } => {
-                        params.push(Param::Int(Some(*delta)));
-                        assigns.push(format!("{c} = {c} + ${}", params.len(), c = ident(column)));
-                    }
-                }
-            }
+            let assigns = set_sql(*table, set, &mut params)?;
             let guard = cond_sql(*table, guard, &mut params);
-            let assigns = if assigns.is_empty() {
-                // `UPDATE ... SET` needs one assignment; this one changes nothing but still
-                // takes the row lock, as the model's empty update does.
-                format!("{k} = {k}", k = ident(KEY))
-            } else {
-                assigns.join(", ")
-            };
             Ok((
                 format!(
                     "UPDATE {} SET {assigns} WHERE {} = $1 AND {guard} RETURNING {}",
-                    table.as_str(),
+                    ident(table.as_str()),
+                    ident(KEY),
+                    returning(*table)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Delete { table, key, guard } => {
+            params.push(Param::Text(Some(key.clone())));
+            let guard = cond_sql(*table, guard, &mut params);
+            Ok((
+                format!(
+                    "DELETE FROM {} WHERE {} = $1 AND {guard} RETURNING {}",
+                    ident(table.as_str()),
+                    ident(KEY),
+                    returning(*table)
+                ),
+                params,
+            ))
+        }
+        SqlStmt::Upsert {
+            table,
+            key,
+            row,
+            on_conflict,
+        } => {
+            let insert = insert_sql(*table, key, row, &mut params)?;
+            let action = match on_conflict {
+                OnConflict::DoNothing => "DO NOTHING".to_string(),
+                OnConflict::DoUpdate { set, guard } => {
+                    let assigns = set_sql(*table, set, &mut params)?;
+                    let guard = cond_sql(*table, guard, &mut params);
+                    format!("DO UPDATE SET {assigns} WHERE {guard}")
+                }
+            };
+            Ok((
+                format!(
+                    "{insert} ON CONFLICT ({}) {action} RETURNING {}",
                     ident(KEY),
                     returning(*table)
                 ),
@@ -262,39 +360,25 @@ fn row_of(table: Table, row: &tokio_postgres::Row) -> Result<KeyedRow, AdapterEr
     Ok(KeyedRow { key, columns })
 }
 
-/// The table a statement names.
-fn table_of(stmt: &SqlStmt) -> Table {
-    match stmt {
-        SqlStmt::Select { table, .. }
-        | SqlStmt::Scan { table, .. }
-        | SqlStmt::Insert { table, .. }
-        | SqlStmt::Update { table, .. } => *table,
-    }
-}
-
-/// The idempotent schema set-up: the schema and each [`Table`] with `key text PRIMARY KEY`
-/// plus its columns (`bigint` or `text`). Text compares byte-wise (`COLLATE "C"`), as the
-/// model's strings do.
-fn ddl(schema: &str) -> String {
-    let mut ddl = format!("CREATE SCHEMA IF NOT EXISTS {};", ident(schema));
-    for table in Table::ALL {
-        let cols: Vec<String> = table
-            .columns()
-            .iter()
-            .map(|(c, t)| match t {
-                ColumnType::Int => format!("{} bigint", ident(c)),
-                ColumnType::Text => format!("{} text COLLATE \"C\"", ident(c)),
-            })
-            .collect();
-        ddl.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} ({} text COLLATE \"C\" PRIMARY KEY, {});",
-            ident(schema),
-            table.as_str(),
-            ident(KEY),
-            cols.join(", ")
-        ));
-    }
-    ddl
+/// The DDL of one table in `schema`: `key text PRIMARY KEY` plus its declared columns
+/// (`bigint` or `text`). Text compares byte-wise (`COLLATE "C"`), as the model's strings do.
+fn table_ddl(schema: &str, table: Table) -> String {
+    let cols: Vec<String> = table
+        .columns()
+        .iter()
+        .map(|(c, t)| match t {
+            ColumnType::Int => format!("{} bigint", ident(c)),
+            ColumnType::Text => format!("{} text COLLATE \"C\"", ident(c)),
+        })
+        .collect();
+    let mut all = vec![format!("{} text COLLATE \"C\" PRIMARY KEY", ident(KEY))];
+    all.extend(cols);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} ({});",
+        ident(schema),
+        ident(table.as_str()),
+        all.join(", ")
+    )
 }
 
 /// An arbitrary constant naming racelab's schema set-up lock (concurrent `CREATE ... IF NOT
@@ -302,15 +386,16 @@ fn ddl(schema: &str) -> String {
 const DDL_LOCK: i64 = 0x0072_6163_656c_6162;
 
 impl PgSql {
-    /// Connects to `url`, creates (if absent) `schema` with every table of [`Table::ALL`],
-    /// and works inside it from then on. `schema` must be `[a-z0-9_]+` (it is a name in SQL
+    /// Connects to `url`, creates `schema` if absent, and works inside it from then on. A
+    /// table is created (if absent) when a statement of the session first names it. `schema` must be `[a-z0-9_]+` (it is a name in SQL
     /// text; checked so that it can never carry SQL). Safe to call concurrently.
     pub async fn connect(url: &str, schema: &str) -> Result<PgSql, AdapterError> {
         let mut pg = PgSql::lazy(url, schema)?;
         let client = pg.client().await?;
         let setup = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {} COMMIT;",
-            ddl(schema)
+            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); CREATE SCHEMA IF NOT EXISTS {}; \
+             COMMIT;",
+            ident(schema)
         );
         client
             .batch_execute(&setup)
@@ -340,6 +425,7 @@ impl PgSql {
             failed: false,
             lost_tx: false,
             interrupted: false,
+            created: BTreeSet::new(),
         })
     }
 
@@ -416,12 +502,58 @@ impl PgSql {
     /// (test and run set-up).
     pub async fn reset(&mut self) -> Result<(), AdapterError> {
         self.execute_sql(&SqlOp::Rollback).await?;
-        let mut sql = String::new();
-        for table in Table::ALL {
-            sql.push_str(&format!("DELETE FROM {};", table.as_str()));
-        }
+        let schema = self.schema.clone();
         let client = self.client().await?;
+        let tables = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| conn_err(&e))?;
+        let mut sql = String::new();
+        for row in tables {
+            let name: String = row.try_get(0).map_err(|e| conn_err(&e))?;
+            sql.push_str(&format!("DELETE FROM {}.{};", ident(&schema), ident(&name)));
+        }
         client.batch_execute(&sql).await.map_err(|e| conn_err(&e))
+    }
+
+    /// Makes sure `table` exists in the schema (`CREATE TABLE IF NOT EXISTS`, under the
+    /// set-up lock), once per session. Outside a transaction on the session's connection;
+    /// inside one on a connection of its own, so that the table outlives the transaction.
+    async fn ensure_table(&mut self, table: Table) -> Result<(), AdapterError> {
+        if self.created.contains(&table) {
+            return Ok(());
+        }
+        let setup = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {} COMMIT;",
+            table_ddl(&self.schema, table)
+        );
+        if self.in_tx {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    what: WHAT,
+                    url: self.url.clone(),
+                    source: Box::new(e),
+                })?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let r = client.batch_execute(&setup).await;
+            drop(client);
+            let _ = driver.await;
+            r.map_err(|e| conn_err(&e))?;
+        } else {
+            let client = self.client().await?;
+            client
+                .batch_execute(&setup)
+                .await
+                .map_err(|e| conn_err(&e))?;
+        }
+        self.created.insert(table);
+        Ok(())
     }
 
     /// The server process id of this session's connection (to watch it in `pg_stat_activity`,
@@ -509,11 +641,14 @@ impl PgSql {
                 Ok(r)
             }
             SqlOp::Exec(stmt) => {
-                let table = table_of(stmt);
+                let table = stmt.table();
                 let (text, params) = match build(stmt) {
                     Ok(built) => built,
                     Err(reply) => return self.local_error(reply).await,
                 };
+                if !(self.in_tx && self.failed) {
+                    self.ensure_table(table).await?;
+                }
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> =
                     params.iter().map(Param::typed).collect();
                 let client = self.client().await?;
@@ -521,7 +656,7 @@ impl PgSql {
                     SqlStmt::Insert { key, .. } => {
                         match client.execute_typed(&text, &typed).await {
                             Ok(n) => Ok(SqlReply::Affected(n)),
-                            Err(e) => self.db_error(&e, table, key),
+                            Err(e) => self.db_error(&e, Some(table), key),
                         }
                     }
                     _ => match client.query_typed(&text, &typed).await {
@@ -530,7 +665,7 @@ impl PgSql {
                             .map(|r| row_of(table, r))
                             .collect::<Result<Vec<_>, _>>()
                             .map(SqlReply::Rows),
-                        Err(e) => self.db_error(&e, table, ""),
+                        Err(e) => self.db_error(&e, Some(table), ""),
                     },
                 }
             }
@@ -541,7 +676,7 @@ impl PgSql {
         let client = self.client().await?;
         match client.batch_execute(sql).await {
             Ok(()) => Ok(SqlReply::Ok),
-            Err(e) => self.db_error(&e, Table::WorkOrders, ""),
+            Err(e) => self.db_error(&e, None, ""),
         }
     }
 
@@ -571,7 +706,7 @@ impl PgSql {
     fn db_error(
         &mut self,
         e: &tokio_postgres::Error,
-        table: Table,
+        table: Option<Table>,
         key: &str,
     ) -> Result<SqlReply, AdapterError> {
         let Some(db) = e.as_db_error() else {
@@ -580,7 +715,9 @@ impl PgSql {
         if self.in_tx {
             self.failed = true;
         }
-        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && let Some(table) = table
+        {
             return Ok(SqlReply::UniqueViolation {
                 table,
                 key: key.to_string(),

@@ -224,7 +224,7 @@ mod tests {
 
     fn stmt() -> StoreOp {
         StoreOp::Sql(SqlOp::Exec(racelab_core::SqlStmt::Select {
-            table: racelab_core::Table::WorkOrders,
+            table: racelab_core::workorder::WORK_ORDERS,
             key: "wo-1".into(),
             for_update: true,
         }))

@@ -11,13 +11,15 @@
 
 mod common;
 
+use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::{AdapterError, PgSql};
-use racelab_core::{Assign, CmpOp, Cond, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
+use racelab_core::{Assign, CmpOp, Cond, Expr, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Value};
 use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
 use tokio::task::JoinHandle;
 
@@ -62,10 +64,17 @@ fn cond() -> impl Strategy<Value = Cond> {
         3 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("lease_epoch", op, Value::Int(n))),
         2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("qty", op, Value::Int(n))),
         2 => (cmp.clone(), text()).prop_map(|(op, t)| Cond::cmp("lease_owner", op, Value::Text(t))),
-        1 => (cmp, wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
+        1 => (cmp.clone(), wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
         1 => Just(Cond::cmp("lease_owner", CmpOp::Eq, Value::Null)),
         1 => Just(Cond::cmp("qty", CmpOp::Eq, Value::Text("1".into()))),
         1 => Just(Cond::cmp("no_such_column", CmpOp::Eq, Value::Int(1))),
+        3 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::compare(
+            Expr::col("qty").plus(Expr::int(n)), op, Expr::col("lease_until"))),
+        2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::compare(
+            Expr::col("qty").minus(Expr::col("lease_epoch")), op, Expr::int(n))),
+        1 => cmp.clone().prop_map(|op| Cond::compare(
+            Expr::col("lease_owner").plus(Expr::int(1)), op, Expr::int(1))),
+        1 => cmp.clone().prop_map(|op| Cond::compare(Expr::excluded("qty"), op, Expr::col("qty"))),
     ];
     prop_oneof![
         5 => leaf.clone(),
@@ -84,6 +93,13 @@ fn assign() -> impl Strategy<Value = Assign> {
         1 => Just(Assign::Set { column: "lease_owner".into(), value: Value::Int(3) }),
         1 => Just(Assign::Add { column: "lease_owner".into(), delta: 1 }),
         1 => Just(Assign::Set { column: "key".into(), value: Value::Text("x".into()) }),
+        3 => Just(Assign::to("qty", Expr::col("qty").plus(Expr::col("lease_epoch")))),
+        3 => int().prop_map(|n| Assign::to("lease_until", Expr::col("qty").minus(Expr::int(n)))),
+        2 => Just(Assign::to("lease_epoch", Expr::excluded("qty"))),
+        1 => Just(Assign::to("lease_epoch", Expr::excluded("qty").plus(Expr::col("lease_epoch")))),
+        1 => Just(Assign::to("lease_owner", Expr::col("qty"))),
+        1 => Just(Assign::to("lease_until", Expr::int(i64::MAX).plus(Expr::int(1)))),
+        1 => Just(Assign::to("lease_until", Expr::Const(Value::Null))),
     ]
 }
 
@@ -91,26 +107,26 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
     let scan_key = prop::sample::select(vec!["s-1", "s-2"]).prop_map(str::to_string);
     prop_oneof![
         3 => (wo_key(), any::<bool>()).prop_map(|(key, for_update)| SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key,
             for_update
         }),
-        2 => cond().prop_map(|filter| SqlStmt::Scan { table: Table::WorkOrders, filter }),
+        2 => cond().prop_map(|filter| SqlStmt::Scan { table: WORK_ORDERS, filter }),
         1 => Just(SqlStmt::Scan {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into()))
         }),
         4 => (scan_key, int()).prop_map(|(key, q)| SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key,
             row: Row::from([
                 ("work_order".to_string(), Value::Text("wo-1".into())),
                 ("qty".to_string(), Value::Int(q)),
             ]),
         }),
-        1 => wo_key().prop_map(|key| SqlStmt::Insert { table: Table::WorkOrders, key, row: seed_row(0) }),
+        1 => wo_key().prop_map(|key| SqlStmt::Insert { table: WORK_ORDERS, key, row: seed_row(0) }),
         1 => (text(), text()).prop_map(|(request, status)| SqlStmt::Insert {
-            table: Table::UpdateLog,
+            table: UPDATE_LOG,
             key: request.clone(),
             row: Row::from([
                 ("request_id".to_string(), Value::Text(request)),
@@ -118,17 +134,32 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
             ]),
         }),
         1 => Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-3".into(),
             row: Row::from([("qty".to_string(), Value::Text("x".into()))]),
         }),
         1 => Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-4".into(),
             row: Row::from([("key".to_string(), Value::Text("x".into()))]),
         }),
         6 => (wo_key(), cond(), prop::collection::vec(assign(), 0..3))
-            .prop_map(|(key, guard, set)| SqlStmt::Update { table: Table::WorkOrders, key, guard, set }),
+            .prop_map(|(key, guard, set)| SqlStmt::Update { table: WORK_ORDERS, key, guard, set }),
+        2 => (wo_key(), cond()).prop_map(|(key, guard)| SqlStmt::Delete { table: WORK_ORDERS, key, guard }),
+        3 => (wo_key(), int(), on_conflict()).prop_map(|(key, qty, on_conflict)| SqlStmt::Upsert {
+            table: WORK_ORDERS,
+            key,
+            row: seed_row(qty),
+            on_conflict,
+        }),
+    ]
+}
+
+fn on_conflict() -> impl Strategy<Value = OnConflict> {
+    prop_oneof![
+        1 => Just(OnConflict::DoNothing),
+        2 => (prop::collection::vec(assign(), 0..3), cond())
+            .prop_map(|(set, guard)| OnConflict::DoUpdate { set, guard }),
     ]
 }
 
@@ -155,18 +186,33 @@ fn seed_row(qty: i64) -> Row {
 fn locking() -> impl Strategy<Value = SqlStmt> {
     prop_oneof![
         (cond(), prop::collection::vec(assign(), 0..2)).prop_map(|(guard, set)| SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard,
             set
         }),
         Just(SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             for_update: true
         }),
+        cond().prop_map(|guard| SqlStmt::Delete {
+            table: WORK_ORDERS,
+            key: "wo-1".into(),
+            guard
+        }),
+        (prop::sample::select(vec!["wo-1", "wo-3"]), on_conflict()).prop_map(
+            |(key, on_conflict)| {
+                SqlStmt::Upsert {
+                    table: WORK_ORDERS,
+                    key: key.into(),
+                    row: seed_row(7),
+                    on_conflict,
+                }
+            }
+        ),
         Just(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(1))]),
         }),
@@ -222,6 +268,70 @@ struct Seen {
     rolled_back_commits: u32,
     errors: u32,
     committed_writes: u32,
+    /// Statements that did not fail, by kind (see [`kind`]), and that were parked first.
+    kinds: BTreeMap<&'static str, u32>,
+}
+
+/// The kinds of statement every run must exercise.
+const KINDS: [&str; 9] = [
+    "expression",
+    "select",
+    "select-for-update",
+    "scan",
+    "insert",
+    "update",
+    "delete",
+    "upsert-do-nothing",
+    "upsert-do-update",
+];
+
+/// Whether a statement computes an expression (beyond `column op constant`, `column = column
+/// + constant`).
+fn has_expression(stmt: &SqlStmt) -> bool {
+    fn cond(c: &Cond) -> bool {
+        match c {
+            Cond::True => false,
+            Cond::Cmp { left, right, .. } => {
+                !matches!(left, Expr::Col(_)) || !matches!(right, Expr::Const(_))
+            }
+            Cond::And(all) | Cond::Or(all) => all.iter().any(cond),
+        }
+    }
+    let set = |set: &[Assign]| set.iter().any(|a| matches!(a, Assign::To { .. }));
+    match stmt {
+        SqlStmt::Scan { filter, .. } => cond(filter),
+        SqlStmt::Update { guard, set: s, .. } => cond(guard) || set(s),
+        SqlStmt::Delete { guard, .. } => cond(guard),
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoUpdate { set: s, guard },
+            ..
+        } => cond(guard) || set(s),
+        _ => false,
+    }
+}
+
+/// A statement's kind, as counted in [`Seen::kinds`].
+fn kind(stmt: &SqlStmt) -> &'static str {
+    match stmt {
+        SqlStmt::Select {
+            for_update: false, ..
+        } => "select",
+        SqlStmt::Select {
+            for_update: true, ..
+        } => "select-for-update",
+        SqlStmt::Scan { .. } => "scan",
+        SqlStmt::Insert { .. } => "insert",
+        SqlStmt::Update { .. } => "update",
+        SqlStmt::Delete { .. } => "delete",
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoNothing,
+            ..
+        } => "upsert-do-nothing",
+        SqlStmt::Upsert {
+            on_conflict: OnConflict::DoUpdate { .. },
+            ..
+        } => "upsert-do-update",
+    }
 }
 
 struct Ctx {
@@ -309,9 +419,9 @@ impl Ctx {
             seeds.push(("wo-2", seed_row(i64::MAX - 1)));
         }
         for (key, row) in seeds {
-            model.seed(Table::WorkOrders, key, row.clone());
+            model.seed(WORK_ORDERS, key, row.clone());
             let insert = SqlOp::Exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: key.into(),
                 row,
             });
@@ -340,6 +450,14 @@ impl Ctx {
                             &trace,
                             format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
                         );
+                    }
+                    if let SqlOp::Exec(stmt) = op
+                        && !matches!(reply, SqlReply::Error(_))
+                    {
+                        *self.seen.kinds.entry(kind(stmt)).or_default() += 1;
+                        if has_expression(stmt) {
+                            *self.seen.kinds.entry("expression").or_default() += 1;
+                        }
                     }
                     match &reply {
                         SqlReply::UniqueViolation { .. } => self.seen.unique_violations += 1,
@@ -410,7 +528,7 @@ impl Ctx {
             model.execute(*session, &SqlOp::Rollback);
             self.exec(s, &SqlOp::Rollback).await?;
         }
-        for table in Table::ALL {
+        for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG] {
             let all = SqlOp::Exec(SqlStmt::Scan {
                 table,
                 filter: Cond::True,
@@ -533,7 +651,10 @@ fn sql_statements_and_transactions_on_two_sessions_agree_with_the_model() {
             && seen.unique_violations >= 20
             && seen.rolled_back_commits >= 20
             && seen.errors >= 20
-            && seen.committed_writes >= 20,
+            && seen.committed_writes >= 20
+            && KINDS
+                .iter()
+                .all(|k| seen.kinds.get(k).is_some_and(|n| *n >= 20)),
         "the generated sequences did not exercise enough (the generator needs work): {seen:?}"
     );
     eprintln!("SQL conformance exercised: {seen:?}");
@@ -548,7 +669,7 @@ fn sql_regression_sequences_agree_with_the_model() {
     };
     let bump = |epoch: i64| {
         SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(epoch)),
             set: vec![Assign::Add {
@@ -558,25 +679,25 @@ fn sql_regression_sequences_agree_with_the_model() {
         })
     };
     let insert = SqlOp::Exec(SqlStmt::Insert {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         key: "s-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(1))]),
     });
     let lock = SqlOp::Exec(SqlStmt::Select {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         for_update: true,
     });
     // A statement that fails at analysis (42703), whatever the data.
     let bad = SqlOp::Exec(SqlStmt::Insert {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         key: "s-9".into(),
         row: Row::from([("no_such_column".to_string(), Value::Int(1))]),
     });
     // wo-2 is seeded with qty i64::MAX - 1.
     let add_to_wo2 = |delta: i64| {
         SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-2".into(),
             guard: Cond::True,
             set: vec![Assign::Add {
@@ -586,7 +707,7 @@ fn sql_regression_sequences_agree_with_the_model() {
         })
     };
     let lock_wo2 = SqlOp::Exec(SqlStmt::Select {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-2".into(),
         for_update: true,
     });
@@ -726,14 +847,14 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
         ctx.session(0).expect("idle").reset().await.expect("reset");
         let mut model = SqlModel::new();
         let seed = SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             row: seed_row(0),
         };
-        model.seed(Table::WorkOrders, "wo-1", seed_row(0));
+        model.seed(WORK_ORDERS, "wo-1", seed_row(0));
         ctx.exec(0, &SqlOp::Exec(seed)).await.expect("seed");
         let bump = SqlOp::Exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::True,
             set: vec![Assign::Add {
@@ -742,7 +863,7 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
             }],
         });
         let insert = SqlOp::Exec(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
         });

@@ -3,6 +3,7 @@
 
 mod common;
 
+use racelab_core::workorder::APPLIED_SCANS;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use racelab_adapters::{
 };
 use racelab_core::{
     KvOp, KvReply, Machine, Note, OpId, Outgoing, Reply, Row, SetCondition, SqlOp, SqlReply,
-    SqlStmt, StoreOp, Table, Tag, Timestamp, Value,
+    SqlStmt, StoreOp, Tag, Timestamp, Value,
 };
 use tokio::sync::watch;
 
@@ -349,7 +350,7 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
     let mut pg = PgSql::lazy(&url, &schema).expect("a valid schema");
     let insert = |key: &str| {
         SqlOp::Exec(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: key.into(),
             row: Row::from([("qty".to_string(), Value::Int(1))]),
         })
@@ -388,7 +389,7 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
         SqlReply::Affected(1)
     );
     let all = SqlOp::Exec(SqlStmt::Scan {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         filter: racelab_core::Cond::True,
     });
     let SqlReply::Rows(rows) = admin.execute_sql(&all).await.expect("scan") else {

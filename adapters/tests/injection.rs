@@ -7,9 +7,10 @@
 mod common;
 
 use racelab_adapters::{AdapterError, PgSql, RedisKv, RedisQueue, lua, queue_lua};
+use racelab_core::workorder::{UPDATE_LOG, WORK_ORDERS};
 use racelab_core::{
     Assign, CmpOp, Cond, Duration, JobFields, KvOp, KvReply, QueueOp, QueueReply, Row, ScriptName,
-    SetCondition, SqlOp, SqlReply, SqlStmt, Table, Value,
+    SetCondition, SqlOp, SqlReply, SqlStmt, Value,
 };
 
 /// Strings that would break anything that splices data into Lua or SQL text.
@@ -190,7 +191,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
             ("qty".to_string(), Value::Int(1)),
         ]);
         let insert = SqlOp::Exec(SqlStmt::Insert {
-            table: Table::UpdateLog,
+            table: UPDATE_LOG,
             key: key.clone(),
             row,
         });
@@ -199,7 +200,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
             SqlReply::Affected(1)
         );
         let find = SqlOp::Exec(SqlStmt::Scan {
-            table: Table::UpdateLog,
+            table: UPDATE_LOG,
             filter: Cond::cmp("request_id", CmpOp::Eq, Value::Text(s.clone())),
         });
         let SqlReply::Rows(rows) = db.execute_sql(&find).await.expect("scan") else {
@@ -210,7 +211,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
         assert_eq!(rows[0].columns.get("request_id"), Some(&Value::Text(s)));
     }
     let all = SqlOp::Exec(SqlStmt::Scan {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         filter: Cond::True,
     });
     assert!(
@@ -219,13 +220,13 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
     );
     // bigint overflow is the server's error reply (22003), and nothing changes.
     let seed = SqlOp::Exec(SqlStmt::Insert {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
     });
     db.execute_sql(&seed).await.expect("seed");
     let overflow = SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
         set: vec![Assign::Add {

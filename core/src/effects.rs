@@ -10,12 +10,13 @@
 
 use crate::ids::{Epoch, Quantity, ScanId, WorkOrderId};
 use crate::lease::EpochLease;
-use crate::ops::{Assign, CmpOp, Cond, Row, SqlStmt, Table, Value};
+use crate::ops::{Assign, CmpOp, Cond, Row, SqlStmt, Value};
+use crate::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 
 /// `$inc: {qty: n}` with no guard at all.
 pub fn increment(work_order: WorkOrderId, qty: Quantity) -> SqlStmt {
     SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: work_order.to_string(),
         guard: Cond::True,
         set: vec![Assign::Add {
@@ -28,7 +29,7 @@ pub fn increment(work_order: WorkOrderId, qty: Quantity) -> SqlStmt {
 /// Plan 2's `findOne({requestId, status: 'SUCCESS'})`.
 pub fn find_log(request_id: &str) -> SqlStmt {
     SqlStmt::Scan {
-        table: Table::UpdateLog,
+        table: UPDATE_LOG,
         filter: Cond::And(vec![
             Cond::cmp("request_id", CmpOp::Eq, Value::Text(request_id.to_string())),
             Cond::cmp("status", CmpOp::Eq, Value::Text("SUCCESS".into())),
@@ -46,7 +47,7 @@ pub fn insert_log(
     qty: Quantity,
 ) -> SqlStmt {
     SqlStmt::Insert {
-        table: Table::UpdateLog,
+        table: UPDATE_LOG,
         key: row_key,
         row: Row::from([
             (
@@ -67,7 +68,7 @@ pub fn insert_log(
 /// The correct dedup record: `INSERT INTO applied_scans (key = scan id, ...)`, unique.
 pub fn record_scan(scan: ScanId, work_order: WorkOrderId, qty: Quantity) -> SqlStmt {
     SqlStmt::Insert {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         key: scan.to_string(),
         row: Row::from([
             (
@@ -83,7 +84,7 @@ pub fn record_scan(scan: ScanId, work_order: WorkOrderId, qty: Quantity) -> SqlS
 /// is released in the same statement, since the job is done once this commits).
 pub fn fenced_increment(work_order: WorkOrderId, epoch: Epoch, qty: Quantity) -> SqlStmt {
     SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: work_order.to_string(),
         guard: EpochLease::fence(epoch),
         set: vec![
@@ -102,7 +103,7 @@ pub fn fenced_increment(work_order: WorkOrderId, epoch: Epoch, qty: Quantity) ->
 /// The checker's read of a work order's log: every applied-scan row of the work order.
 pub fn applied_scans_of(work_order: WorkOrderId) -> SqlStmt {
     SqlStmt::Scan {
-        table: Table::AppliedScans,
+        table: APPLIED_SCANS,
         filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text(work_order.to_string())),
     }
 }

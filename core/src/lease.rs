@@ -12,9 +12,10 @@
 
 use crate::ids::{Epoch, WorkOrderId};
 use crate::ops::{
-    Assign, CmpOp, Cond, KvOp, Reply, ScriptName, SetCondition, SqlReply, SqlStmt, Table, Value,
+    Assign, CmpOp, Cond, KvOp, Reply, ScriptName, SetCondition, SqlReply, SqlStmt, Value,
 };
 use crate::time::{Duration, Timestamp};
+use crate::workorder::WORK_ORDERS;
 
 /// Document 002's Redis lock on one work order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ impl EpochLease {
     pub fn acquire(&self, now: Timestamp) -> SqlStmt {
         let until = now + self.ttl;
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: Cond::Or(vec![
                 Cond::cmp("lease_until", CmpOp::Le, Value::Int(ms(now))),
@@ -125,7 +126,7 @@ impl EpochLease {
     /// a slow but live holder's lease; it is not what makes the protocol safe (the fence is).
     pub fn renew(&self, epoch: Epoch, now: Timestamp) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: EpochLease::fence(epoch),
             set: vec![Assign::Set {
@@ -138,7 +139,7 @@ impl EpochLease {
     /// Give the lease up early (only if still ours): `lease_until = 0 WHERE lease_epoch = e`.
     pub fn release(&self, epoch: Epoch) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             guard: EpochLease::fence(epoch),
             set: vec![Assign::Set {
@@ -172,12 +173,13 @@ mod tests {
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(20_000)),
         ]);
-        assert!(!guard.eval(&held));
+        let on = |row: &Row| guard.holds_on(WORK_ORDERS, "1", row);
+        assert_eq!(on(&held), Ok(false));
         let expired = Row::from([
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(4_999)),
         ]);
-        assert!(guard.eval(&expired));
+        assert_eq!(on(&expired), Ok(true));
     }
 
     #[test]
@@ -198,14 +200,14 @@ mod tests {
             ("lease_owner".to_string(), Value::Text(String::new())),
             ("lease_until".to_string(), Value::Int(0)),
         ]);
-        assert!(guard(0).eval(&never_held));
+        assert_eq!(guard(0).holds_on(WORK_ORDERS, "1", &never_held), Ok(true));
         // Another owner's lease, at the instant it runs out and one millisecond before.
         let held = Row::from([
             ("lease_owner".to_string(), Value::Text("W_A".into())),
             ("lease_until".to_string(), Value::Int(20_000)),
         ]);
-        assert!(guard(20_000).eval(&held));
-        assert!(!guard(19_999).eval(&held));
+        assert_eq!(guard(20_000).holds_on(WORK_ORDERS, "1", &held), Ok(true));
+        assert_eq!(guard(19_999).holds_on(WORK_ORDERS, "1", &held), Ok(false));
     }
 
     #[test]
@@ -226,8 +228,8 @@ mod tests {
                 ("lease_until".to_string(), Value::Int(20_000)),
             ])
         };
-        assert!(guard.eval(&row(3)));
-        assert!(!guard.eval(&row(4)));
+        assert_eq!(guard.holds_on(WORK_ORDERS, "1", &row(3)), Ok(true));
+        assert_eq!(guard.holds_on(WORK_ORDERS, "1", &row(4)), Ok(false));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use racelab_core::health::{
     Observation, ObserveOutcome, Source,
 };
 use racelab_core::workorder::{
-    Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob, Terminal, Worker,
-    WorkerConfig,
+    APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
+    Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
 };
 use racelab_core::{
     ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
@@ -89,7 +89,7 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    prop::sample::select(Table::ALL.to_vec())
+    prop::sample::select(vec![WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG])
 }
 
 fn kv_reply() -> impl Strategy<Value = KvReply> {
@@ -359,7 +359,10 @@ impl Fitting {
             StoreOp::Sql(SqlOp::Rollback) => Reply::Sql(SqlReply::RolledBack),
             StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { .. })) => Reply::Sql(SqlReply::Affected(1)),
             StoreOp::Sql(SqlOp::Exec(
-                SqlStmt::Select { table, key, .. } | SqlStmt::Update { table, key, .. },
+                SqlStmt::Select { table, key, .. }
+                | SqlStmt::Update { table, key, .. }
+                | SqlStmt::Delete { table, key, .. }
+                | SqlStmt::Upsert { table, key, .. },
             )) => Reply::Sql(SqlReply::Rows(vec![self.row(*table, key)])),
             StoreOp::Sql(SqlOp::Exec(SqlStmt::Scan { table, .. })) => {
                 let rows = (self.int % 2 == 0).then(|| self.row(*table, "k"));

@@ -2,11 +2,12 @@
 //! must accept.
 
 use racelab_core::oracle::{at_most_once_per_key, conservation, newest_epoch_only};
+use racelab_core::workorder::WORK_ORDERS;
 use racelab_core::workorder::{WoEnd, WoNote, WoTag, exactly_once, fenced_effects, no_false_alarm};
 use racelab_core::{
     Assign, Cond, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId,
     Quantity, QueueOp, QueueReply, Reply, ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
-    Table, Tag, Timestamp, Value, Verdict, WorkOrderId,
+    Tag, Timestamp, Value, Verdict, WorkOrderId,
 };
 
 const WO: WorkOrderId = WorkOrderId(1);
@@ -81,7 +82,7 @@ fn acquire(h: &mut History, p: ProcessId, at: u64) {
 
 fn inc(qty: i64) -> StoreOp {
     StoreOp::Sql(SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
         set: vec![Assign::Add {
@@ -243,7 +244,7 @@ fn checker_history(commit_at: u64) -> History {
     h.process_names.push((c, "C".into()));
     let read = |at| {
         let select = SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "wo-1".into(),
             for_update: false,
         };
@@ -303,7 +304,7 @@ fn no_false_alarm_accepts_an_alarm_after_a_repair_broke_the_store() {
     let mut h = checker_history(6_000);
     // A repair at 6.5 s overwrote qty: the store really was inconsistent during the reads.
     let repair = StoreOp::Sql(SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
         set: vec![Assign::Set {

@@ -355,7 +355,7 @@ pub(crate) mod tests {
                     1,
                     4,
                     StoreOp::Sql(SqlOp::Exec(SqlStmt::Select {
-                        table: racelab_core::Table::WorkOrders,
+                        table: racelab_core::workorder::WORK_ORDERS,
                         key: "wo-1".into(),
                         for_update: false,
                     })),

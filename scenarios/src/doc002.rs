@@ -3,6 +3,7 @@
 //! model's conditional `UPDATE` (RACES.md assumption A10); Bull's lock is 30 s and the work
 //! order lock's TTL 20 s (A5).
 
+use racelab_core::workorder::WORK_ORDERS;
 use std::collections::BTreeMap;
 
 use racelab_core::workorder::{
@@ -12,7 +13,7 @@ use racelab_core::workorder::{
     exactly_once, fenced_effects, no_false_alarm,
 };
 use racelab_core::{
-    Duration, Machine, Property, Quantity, Row, ScanId, StoreId, Table, Timestamp, Value, Variant,
+    Duration, Machine, Property, Quantity, Row, ScanId, StoreId, Timestamp, Value, Variant,
     Verdict, WorkOrderId,
 };
 use racelab_sim::explore::{
@@ -243,7 +244,7 @@ fn world(plan: Plan) -> (WorldSpec, Capture) {
             ("lease_owner".to_string(), Value::Text(String::new())),
             ("lease_until".to_string(), Value::Int(0)),
         ]);
-        sql_rows.push((Table::WorkOrders, wo.to_string(), row));
+        sql_rows.push((WORK_ORDERS, wo.to_string(), row));
     }
     let spec = WorldSpec {
         local: None,

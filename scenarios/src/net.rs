@@ -703,12 +703,11 @@ impl NetWorld {
                 }
             }
         }
-        let mut sql_rows = Vec::new();
-        for table in Table::ALL {
-            for (key, row) in stores.sql.committed_rows(table) {
-                sql_rows.push((table, key.to_string(), row.clone()));
-            }
-        }
+        let sql_rows: Vec<(Table, String, racelab_core::Row)> = stores
+            .sql
+            .all_committed_rows()
+            .map(|(table, key, row)| (table, key.to_string(), row.clone()))
+            .collect();
         let mut hasher = StableHasher::default();
         self.seed.hash(&mut hasher);
         history.hash(&mut hasher);

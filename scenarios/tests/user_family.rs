@@ -5,12 +5,13 @@
 //! `sometimes` property, and runs through the same sweep, replay, shrink, timeline, report and
 //! gate functions as the catalog's races. ARCHITECTURE.md's "Adding a race" walks through it.
 
+use racelab_core::workorder::WORK_ORDERS;
 use std::collections::VecDeque;
 
 use racelab_core::oracle::conservation;
 use racelab_core::{
     Assign, FamilyTag, Machine, OpId, Outgoing, Property, Reply, Row, SqlOp, SqlReply, SqlStmt,
-    StoreOp, Table, Tag, TagKind, Timestamp, Value, Variant, Verdict,
+    StoreOp, Tag, TagKind, Timestamp, Value, Variant, Verdict,
 };
 use racelab_scenarios::gate;
 use racelab_scenarios::report::write_report;
@@ -82,7 +83,7 @@ impl Adder {
 
     fn update(&mut self, set: Assign) {
         let stmt = SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: KEY.into(),
             guard: racelab_core::Cond::True,
             set: vec![set],
@@ -96,7 +97,7 @@ impl Machine for Adder {
         match self.variant {
             Variant::Buggy | Variant::DocFix => {
                 let stmt = SqlStmt::Select {
-                    table: Table::WorkOrders,
+                    table: WORK_ORDERS,
                     key: KEY.into(),
                     for_update: false,
                 };
@@ -179,7 +180,7 @@ fn judge(run: &Run, capture: &Capture) -> Verdict {
         .map(|(i, _)| i)
         .collect();
     let actual = run
-        .row(Table::WorkOrders, KEY)
+        .row(WORK_ORDERS, KEY)
         .and_then(|r| match r.get("qty") {
             Some(Value::Int(v)) => Some(*v),
             _ => None,
@@ -220,7 +221,7 @@ fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let row = Row::from([("qty".to_string(), Value::Int(0))]);
     let spec = WorldSpec {
         processes,
-        sql_rows: vec![(Table::WorkOrders, KEY.into(), row)],
+        sql_rows: vec![(WORK_ORDERS, KEY.into(), row)],
         net: Default::default(),
         replication_lag: racelab_core::Duration::from_ms(10),
         queue_lock: racelab_core::Duration::from_secs(30),

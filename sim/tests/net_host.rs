@@ -4,11 +4,12 @@
 //! partition, its FIN dropped, cannot hold row locks forever).
 #![cfg(feature = "net")]
 
+use racelab_core::workorder::WORK_ORDERS;
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use racelab_core::{
-    Assign, CmpOp, Cond, Duration, Reply, Row, SqlOp, SqlReply, SqlStmt, StoreOp, Table, Value,
+    Assign, CmpOp, Cond, Duration, Reply, Row, SqlOp, SqlReply, SqlStmt, StoreOp, Value,
 };
 use racelab_sim::net::host::{IDLE_IN_TRANSACTION, StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
@@ -33,7 +34,7 @@ async fn call(stream: &mut turmoil::net::TcpStream, op: u64, body: SqlOp) -> Rep
 
 fn bump(guard_epoch: i64) -> SqlOp {
     SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(guard_epoch)),
         set: vec![Assign::Add {
@@ -51,7 +52,7 @@ fn a_conditional_update_waits_for_the_lock_holder_and_rechecks_its_guard() {
         Duration::from_secs(30),
     )));
     stores.borrow_mut().sql.seed(
-        Table::WorkOrders,
+        WORK_ORDERS,
         "wo-1",
         Row::from([
             ("lease_epoch".to_string(), Value::Int(1)),
@@ -122,7 +123,7 @@ fn a_dropped_connection_rolls_back_its_transaction() {
         Duration::from_secs(30),
     )));
     stores.borrow_mut().sql.seed(
-        Table::WorkOrders,
+        WORK_ORDERS,
         "wo-1",
         Row::from([("lease_epoch".to_string(), Value::Int(1))]),
     );
@@ -158,7 +159,7 @@ fn a_dropped_connection_rolls_back_its_transaction() {
 /// `qty += 1` on wo-1 under the epoch-1 guard.
 fn bump_qty() -> SqlOp {
     SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(1)),
         set: vec![Assign::Add {
@@ -180,7 +181,7 @@ fn a_transaction_orphaned_by_a_partition_is_rolled_back_after_the_idle_timeout()
         Duration::from_secs(30),
     )));
     stores.borrow_mut().sql.seed(
-        Table::WorkOrders,
+        WORK_ORDERS,
         "wo-1",
         Row::from([
             ("lease_epoch".to_string(), Value::Int(1)),

@@ -1,6 +1,7 @@
 //! The explore world's fault semantics, checked directly with a tiny scripted machine that
 //! sends a fixed list of operations one after another and keeps the replies it gets.
 
+use racelab_core::workorder::WORK_ORDERS;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -8,7 +9,7 @@ use std::rc::Rc;
 use racelab_core::{
     Assign, CallKind, Cond, Duration, EndpointId, Fault, KvOp, KvReply, Machine, Note, OpId,
     Outgoing, ProcessId, Reply, RequestId, Row, SetCondition, SqlOp, SqlReply, SqlStmt, StoreId,
-    StoreOp, StreamId, StreamReply, Table, Tag, TagKind, Timestamp, UpstreamOp, Usage, Value,
+    StoreOp, StreamId, StreamReply, Tag, TagKind, Timestamp, UpstreamOp, Usage, Value,
 };
 use racelab_sim::explore::{
     Action, EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Scheduler, Step,
@@ -102,7 +103,7 @@ fn world(processes: Vec<ProcessSpec>) -> WorldSpec {
         upstream: Default::default(),
         processes,
         sql_rows: vec![(
-            Table::WorkOrders,
+            WORK_ORDERS,
             "wo-1".into(),
             Row::from([("qty".to_string(), Value::Int(0))]),
         )],
@@ -120,7 +121,7 @@ fn sql(op: SqlOp) -> (StoreOp, Tag) {
 
 fn add_qty(n: i64) -> SqlOp {
     SqlOp::Exec(SqlStmt::Update {
-        table: Table::WorkOrders,
+        table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
         set: vec![Assign::Add {
@@ -138,7 +139,7 @@ fn scripted(steps: Vec<Step>) -> Scheduler {
 }
 
 fn qty(run: &racelab_sim::explore::Run) -> Option<Value> {
-    run.row(Table::WorkOrders, "wo-1")
+    run.row(WORK_ORDERS, "wo-1")
         .and_then(|r| r.get("qty").cloned())
 }
 

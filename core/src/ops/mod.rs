@@ -46,8 +46,8 @@ pub use pubsub::{PubSubOp, PubSubReply};
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use random::{RandomOp, RandomStream};
 pub use sql::{
-    Assign, CmpOp, ColumnType, Cond, InvalidStmt, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table,
-    Value,
+    Assign, CmpOp, ColumnType, Cond, Expr, InvalidStmt, KeyedRow, OnConflict, OutOfRange, Row,
+    RowRef, SqlOp, SqlReply, SqlStmt, Table, TableDef, Value,
 };
 pub use upstream::{CallKind, RequestId, StreamId, StreamReply, UpstreamOp, UpstreamReply, Usage};
 

@@ -1,5 +1,5 @@
 //! The SQL database (PostgreSQL): statements named by intent ([`SqlStmt`]) inside explicit
-//! transactions ([`SqlOp`]), over racelab's fixed schema ([`Table`]). The semantics are
+//! transactions ([`SqlOp`]), over tables each race family declares ([`Table`], [`TableDef`]). The semantics are
 //! PostgreSQL READ COMMITTED: row locks, a conditional `UPDATE` re-checked after the lock
 //! holder commits, unique violations, rollback undoing everything. The rules a statement
 //! must follow before it touches any row are [`SqlStmt::validate`]'s, the one copy the SQL
@@ -61,20 +61,166 @@ pub enum CmpOp {
     Ge,
 }
 
+/// A `bigint` result out of range (SQLSTATE 22003): the error an overflowing expression
+/// raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("22003: bigint out of range")]
+pub struct OutOfRange;
+
+impl OutOfRange {
+    /// The reply a store gives: an error with this text.
+    pub fn reply(self) -> SqlReply {
+        SqlReply::Error(self.to_string())
+    }
+}
+
+/// A scalar expression over one row: its columns, constants (sent as statement parameters),
+/// `EXCLUDED` (the row `INSERT ... ON CONFLICT DO UPDATE` proposed) and `bigint` arithmetic.
+/// `NULL` in arithmetic gives `NULL`; a result out of range is 22003, as in PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Expr {
+    /// A column of the row (or `key`).
+    Col(String),
+    /// A constant.
+    Const(Value),
+    /// `EXCLUDED.column` (only inside `ON CONFLICT DO UPDATE`).
+    Excluded(String),
+    /// `left + right` (`bigint`).
+    Add(Box<Expr>, Box<Expr>),
+    /// `left - right` (`bigint`).
+    Sub(Box<Expr>, Box<Expr>),
+}
+
+/// The row an expression is evaluated on.
+#[derive(Clone, Copy, Debug)]
+pub struct RowRef<'a> {
+    /// The row's table (for the columns' types).
+    pub table: Table,
+    /// The row's key.
+    pub key: &'a str,
+    /// The row's other columns.
+    pub row: &'a Row,
+    /// The row `INSERT ... ON CONFLICT DO UPDATE` proposed, if any.
+    pub excluded: Option<&'a Row>,
+}
+
+impl Expr {
+    /// A column.
+    pub fn col(column: &str) -> Expr {
+        Expr::Col(column.to_string())
+    }
+
+    /// An integer constant.
+    pub fn int(n: i64) -> Expr {
+        Expr::Const(Value::Int(n))
+    }
+
+    /// `EXCLUDED.column`.
+    pub fn excluded(column: &str) -> Expr {
+        Expr::Excluded(column.to_string())
+    }
+
+    /// `self + other`.
+    pub fn plus(self, other: Expr) -> Expr {
+        Expr::Add(Box::new(self), Box::new(other))
+    }
+
+    /// `self - other`.
+    pub fn minus(self, other: Expr) -> Expr {
+        Expr::Sub(Box::new(self), Box::new(other))
+    }
+
+    /// The static type in `table` (`None`: an untyped `NULL` constant, which fits any type).
+    /// Arithmetic is `bigint`; an unknown column is taken as `text` (validation refuses it).
+    pub fn ty(&self, table: Table) -> Option<ColumnType> {
+        match self {
+            Expr::Col(c) | Expr::Excluded(c) if c == KEY_COLUMN => Some(ColumnType::Text),
+            Expr::Col(c) | Expr::Excluded(c) => {
+                Some(table.column_type(c).unwrap_or(ColumnType::Text))
+            }
+            Expr::Const(Value::Null) => None,
+            Expr::Const(Value::Int(_)) | Expr::Add(..) | Expr::Sub(..) => Some(ColumnType::Int),
+            Expr::Const(Value::Text(_)) => Some(ColumnType::Text),
+        }
+    }
+
+    /// Whether the expression holds no column: PostgreSQL computes it when it plans the
+    /// statement (its parameters are constants then), before it reads any row.
+    pub fn is_constant(&self) -> bool {
+        match self {
+            Expr::Const(_) => true,
+            Expr::Col(_) | Expr::Excluded(_) => false,
+            Expr::Add(l, r) | Expr::Sub(l, r) => l.is_constant() && r.is_constant(),
+        }
+    }
+
+    /// Computes every constant arithmetic subexpression, as PostgreSQL's planner does:
+    /// 22003 if one overflows, whatever the rows.
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        match self {
+            Expr::Add(l, r) | Expr::Sub(l, r) => {
+                if self.is_constant() {
+                    self.eval_constant().map(|_| ())
+                } else {
+                    l.fold_constants()?;
+                    r.fold_constants()
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn eval_constant(&self) -> Result<Value, OutOfRange> {
+        match self {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Add(l, r) => arith(l.eval_constant()?, r.eval_constant()?, i64::checked_add),
+            Expr::Sub(l, r) => arith(l.eval_constant()?, r.eval_constant()?, i64::checked_sub),
+            Expr::Col(_) | Expr::Excluded(_) => Ok(Value::Null),
+        }
+    }
+
+    /// The value on a row. A column the row lacks is `NULL`; arithmetic on anything but two
+    /// integers is `NULL` (validation refuses text operands).
+    pub fn eval(&self, at: &RowRef<'_>) -> Result<Value, OutOfRange> {
+        match self {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Col(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
+            Expr::Col(c) => Ok(at.row.get(c).cloned().unwrap_or(Value::Null)),
+            Expr::Excluded(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
+            Expr::Excluded(c) => Ok(at
+                .excluded
+                .and_then(|r| r.get(c))
+                .cloned()
+                .unwrap_or(Value::Null)),
+            Expr::Add(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_add),
+            Expr::Sub(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_sub),
+        }
+    }
+}
+
+/// `bigint` arithmetic: `NULL` if either side is not an integer, 22003 on overflow.
+fn arith(l: Value, r: Value, f: fn(i64, i64) -> Option<i64>) -> Result<Value, OutOfRange> {
+    match (l, r) {
+        (Value::Int(a), Value::Int(b)) => f(a, b).map(Value::Int).ok_or(OutOfRange),
+        _ => Ok(Value::Null),
+    }
+}
+
 /// A `WHERE` condition over one row (in addition to the key match).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cond {
     /// Always true.
     True,
-    /// `column op value`. Comparisons with `NULL`, or of an integer with text, are false
-    /// (SQL's unknown), as in PostgreSQL.
+    /// `left op right`. A comparison with `NULL` is false (SQL's unknown); so is one of an
+    /// integer with text (PostgreSQL would reject it; racelab never casts), decided from
+    /// the static types without computing either side.
     Cmp {
-        /// The column.
-        column: String,
+        /// The left side.
+        left: Expr,
         /// The operator.
         op: CmpOp,
-        /// The constant on the right.
-        value: Value,
+        /// The right side.
+        right: Expr,
     },
     /// All of them.
     And(Vec<Cond>),
@@ -86,33 +232,89 @@ impl Cond {
     /// `column op value`.
     pub fn cmp(column: &str, op: CmpOp, value: Value) -> Cond {
         Cond::Cmp {
-            column: column.to_string(),
+            left: Expr::col(column),
             op,
-            value,
+            right: Expr::Const(value),
         }
     }
 
-    /// Evaluates the condition on a row.
-    pub fn eval(&self, row: &Row) -> bool {
+    /// `left op right`.
+    pub fn compare(left: Expr, op: CmpOp, right: Expr) -> Cond {
+        Cond::Cmp { left, op, right }
+    }
+
+    /// Whether a comparison is false whatever the row: its sides' types differ, or one side
+    /// is the constant `NULL` (which PostgreSQL folds away without computing the other).
+    pub fn statically_false(table: Table, left: &Expr, right: &Expr) -> bool {
+        let null = |e: &Expr| matches!(e, Expr::Const(Value::Null));
+        if null(left) || null(right) {
+            return true;
+        }
+        matches!((left.ty(table), right.ty(table)), (Some(a), Some(b)) if a != b)
+    }
+
+    /// Evaluates the condition on a row, left to right (`AND` and `OR` stop at the first
+    /// side that decides them); 22003 if an expression it computes overflows.
+    pub fn eval(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
         match self {
-            Cond::True => true,
-            Cond::And(all) => all.iter().all(|c| c.eval(row)),
-            Cond::Or(any) => any.iter().any(|c| c.eval(row)),
-            Cond::Cmp { column, op, value } => {
-                let ordering = match (row.get(column), value) {
-                    (Some(Value::Int(a)), Value::Int(b)) => a.cmp(b),
-                    (Some(Value::Text(a)), Value::Text(b)) => a.cmp(b),
-                    _ => return false,
+            Cond::True => Ok(true),
+            Cond::And(all) => {
+                for c in all {
+                    if !c.eval(at)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Cond::Or(any) => {
+                for c in any {
+                    if c.eval(at)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Cond::Cmp { left, op, right } => {
+                if Cond::statically_false(at.table, left, right) {
+                    return Ok(false);
+                }
+                let (l, r) = (left.eval(at)?, right.eval(at)?);
+                let ordering = match (&l, &r) {
+                    (Value::Int(a), Value::Int(b)) => a.cmp(b),
+                    (Value::Text(a), Value::Text(b)) => a.cmp(b),
+                    _ => return Ok(false),
                 };
-                match op {
+                Ok(match op {
                     CmpOp::Eq => ordering.is_eq(),
                     CmpOp::Ne => ordering.is_ne(),
                     CmpOp::Lt => ordering.is_lt(),
                     CmpOp::Le => ordering.is_le(),
                     CmpOp::Gt => ordering.is_gt(),
                     CmpOp::Ge => ordering.is_ge(),
-                }
+                })
             }
+        }
+    }
+
+    /// [`Cond::eval`] on a row of `table` with this key (no `EXCLUDED` row).
+    pub fn holds_on(&self, table: Table, key: &str, row: &Row) -> Result<bool, OutOfRange> {
+        self.eval(&RowRef {
+            table,
+            key,
+            row,
+            excluded: None,
+        })
+    }
+
+    /// Computes the constant arithmetic in the condition (see [`Expr::fold_constants`]).
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        match self {
+            Cond::True => Ok(()),
+            Cond::Cmp { left, right, .. } => {
+                left.fold_constants()?;
+                right.fold_constants()
+            }
+            Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(Cond::fold_constants),
         }
     }
 }
@@ -134,26 +336,61 @@ pub enum Assign {
         /// The increment.
         delta: i64,
     },
+    /// `column = expr`, computed on the row before the update (all of a `SET` list's
+    /// expressions see the old row, as in SQL).
+    To {
+        /// The column.
+        column: String,
+        /// The new value.
+        expr: Expr,
+    },
+}
+
+impl Assign {
+    /// `column = expr`.
+    pub fn to(column: &str, expr: Expr) -> Assign {
+        Assign::To {
+            column: column.to_string(),
+            expr,
+        }
+    }
+
+    /// The column assigned.
+    pub fn column(&self) -> &str {
+        match self {
+            Assign::Set { column, .. } | Assign::Add { column, .. } | Assign::To { column, .. } => {
+                column
+            }
+        }
+    }
 }
 
 /// The name of every table's primary key column (`text`).
 const KEY_COLUMN: &str = "key";
 
-/// The tables a statement may name. Each has a `text` primary key `key` plus the columns
-/// listed by [`Table::columns`]; the adapters create exactly this schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Table {
-    /// Document 002's work order (MongoDB's `WorkOrder` document): quantity and the lease.
-    WorkOrders,
-    /// The effect-dedup records keyed by the scan id (unique): the correct protocol's log.
-    AppliedScans,
-    /// Document 002's `WorkOrderUpdateLog`: one row per logged update, with the proposal's
-    /// `requestId` in a column (keyed by it only when the unique index is modelled).
-    UpdateLog,
+/// A table's declaration: its SQL name and its non-key columns with their types. Every table
+/// also has the `text` primary key column `key`, which is not listed. A family declares its
+/// tables in its own module (`static DEF: TableDef = ...; pub const T: Table =
+/// Table::declare(&DEF);`); nothing lists every table: the SQL model learns a table from the
+/// seeds and statements that name it, and the PostgreSQL adapter creates it when a statement
+/// first names it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableDef {
+    /// The SQL name (`[a-z_][a-z0-9_]*`, unique among the tables a run uses).
+    pub name: &'static str,
+    /// The non-key columns and their types, in declaration order.
+    pub columns: &'static [(&'static str, ColumnType)],
 }
 
+/// A declared table: a cheap copyable handle on its [`TableDef`]. Two handles are the same
+/// table when their names are equal; tables order, hash, print (`Debug` and `Display`) by
+/// name. Serialized as its whole declaration, so that a deserialized statement carries the
+/// table's columns with it.
+#[derive(Clone, Copy)]
+pub struct Table(&'static TableDef);
+
 /// The type of a column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ColumnType {
     /// `bigint`.
     Int,
@@ -172,16 +409,19 @@ impl ColumnType {
 }
 
 impl Table {
-    /// Every table.
-    pub const ALL: [Table; 3] = [Table::WorkOrders, Table::AppliedScans, Table::UpdateLog];
+    /// The handle of a declared table.
+    pub const fn declare(def: &'static TableDef) -> Table {
+        Table(def)
+    }
+
+    /// The declaration.
+    pub fn def(self) -> &'static TableDef {
+        self.0
+    }
 
     /// The SQL name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Table::WorkOrders => "work_orders",
-            Table::AppliedScans => "applied_scans",
-            Table::UpdateLog => "update_log",
-        }
+        self.0.name
     }
 
     /// The declared type of a non-key column, if the table has it.
@@ -194,22 +434,119 @@ impl Table {
 
     /// The non-key columns and their types.
     pub fn columns(self) -> &'static [(&'static str, ColumnType)] {
-        match self {
-            Table::WorkOrders => &[
-                ("qty", ColumnType::Int),
-                ("lease_epoch", ColumnType::Int),
-                ("lease_owner", ColumnType::Text),
-                ("lease_until", ColumnType::Int),
-            ],
-            Table::AppliedScans => &[("work_order", ColumnType::Text), ("qty", ColumnType::Int)],
-            Table::UpdateLog => &[
-                ("request_id", ColumnType::Text),
-                ("scan", ColumnType::Text),
-                ("work_order", ColumnType::Text),
-                ("qty", ColumnType::Int),
-                ("status", ColumnType::Text),
-            ],
+        self.0.columns
+    }
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Table {}
+
+impl PartialOrd for Table {
+    fn partial_cmp(&self, other: &Table) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Table {
+    fn cmp(&self, other: &Table) -> std::cmp::Ordering {
+        self.0.name.cmp(other.0.name)
+    }
+}
+
+impl std::hash::Hash for Table {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// A table's declaration as it travels (see [`Table`]'s serialization).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct TableDecl {
+    name: String,
+    columns: Vec<(String, ColumnType)>,
+}
+
+impl Serialize for Table {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TableDecl {
+            name: self.0.name.to_string(),
+            columns: self
+                .0
+                .columns
+                .iter()
+                .map(|(c, t)| ((*c).to_string(), *t))
+                .collect(),
         }
+        .serialize(serializer)
+    }
+}
+
+/// The declarations deserialized so far in this process, each leaked once: deserializing
+/// the same declaration again yields the same `&'static TableDef`, so the memory this takes
+/// is bounded by the number of distinct declarations received.
+static RECEIVED: std::sync::Mutex<BTreeMap<TableDecl, &'static TableDef>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+impl<'de> Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Table, D::Error> {
+        let decl = TableDecl::deserialize(deserializer)?;
+        let name_ok = decl
+            .name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && decl
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            return Err(serde::de::Error::custom(format!(
+                "table name {:?} is not [a-z_][a-z0-9_]*",
+                decl.name
+            )));
+        }
+        for (i, (column, _)) in decl.columns.iter().enumerate() {
+            if column == KEY_COLUMN || decl.columns[..i].iter().any(|(c, _)| c == column) {
+                return Err(serde::de::Error::custom(format!(
+                    "table {} declares column {column:?} twice",
+                    decl.name
+                )));
+            }
+        }
+        let mut received = RECEIVED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(def) = received.get(&decl) {
+            return Ok(Table(def));
+        }
+        let columns: Vec<(&'static str, ColumnType)> = decl
+            .columns
+            .iter()
+            .map(|(c, t)| (&*Box::leak(c.clone().into_boxed_str()), *t))
+            .collect();
+        let def: &'static TableDef = Box::leak(Box::new(TableDef {
+            name: Box::leak(decl.name.clone().into_boxed_str()),
+            columns: Box::leak(columns.into_boxed_slice()),
+        }));
+        received.insert(decl, def);
+        Ok(Table(def))
     }
 }
 
@@ -254,6 +591,49 @@ pub enum SqlStmt {
         /// The assignments.
         set: Vec<Assign>,
     },
+    /// `DELETE FROM table WHERE key = $1 AND guard RETURNING *` (the deleted row): takes the
+    /// row lock and re-checks `guard` on the newest committed row after a wait, as `UPDATE`
+    /// does.
+    Delete {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The extra condition.
+        guard: Cond,
+    },
+    /// `INSERT INTO table (key, ...) VALUES (...) ON CONFLICT (key) DO NOTHING | DO UPDATE
+    /// SET ... [WHERE guard] RETURNING *`: the row inserted or updated, none if it did
+    /// nothing. As in PostgreSQL it first waits for an uncommitted inserter, updater or
+    /// deleter of the key; under READ COMMITTED it never fails with a unique violation on
+    /// the key.
+    Upsert {
+        /// The table.
+        table: Table,
+        /// The key.
+        key: String,
+        /// The other columns of the row to insert; missing ones are `NULL`.
+        row: Row,
+        /// What to do when the key exists.
+        on_conflict: OnConflict,
+    },
+}
+
+/// What `INSERT ... ON CONFLICT (key)` does with an existing row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnConflict {
+    /// `DO NOTHING`: no row returned, nothing locked.
+    DoNothing,
+    /// `DO UPDATE SET ... WHERE guard`: locks the existing row (waiting for any holder, even
+    /// a `FOR UPDATE` one), then, if `guard` holds on it, updates it; the row stays locked
+    /// even when `guard` is false.
+    DoUpdate {
+        /// The assignments, over the existing row (and `EXCLUDED`, the row proposed for
+        /// insertion, where an expression allows it).
+        set: Vec<Assign>,
+        /// The condition on the existing row.
+        guard: Cond,
+    },
 }
 
 /// SQL transaction control and statements. A statement outside `BEGIN ... COMMIT` runs in
@@ -295,7 +675,7 @@ pub enum SqlReply {
 }
 
 /// A statement refused before it reads or locks any row: what PostgreSQL's analysis of the
-/// statement rejects over racelab's fixed schema, plus racelab's stricter rules (no implicit
+/// statement rejects over the tables' declarations, plus racelab's stricter rules (no implicit
 /// casts, the primary key is never updated). The SQL model and the PostgreSQL adapter both
 /// answer these with [`SqlReply::Error`] carrying [`InvalidStmt`]'s text, `SQLSTATE: message`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -338,6 +718,25 @@ pub enum InvalidStmt {
         /// The column's type.
         column_type: ColumnType,
     },
+    /// 42883: arithmetic on an operand that is not an integer.
+    #[error("42883: operator does not exist: {left} {op} {right}")]
+    NoOperator {
+        /// The left operand's type name.
+        left: &'static str,
+        /// `+` or `-`.
+        op: char,
+        /// The right operand's type name.
+        right: &'static str,
+    },
+    /// 42P01: `EXCLUDED` outside `INSERT ... ON CONFLICT DO UPDATE`.
+    #[error("42P01: missing FROM-clause entry for table \"excluded\"")]
+    ExcludedOutsideConflict,
+    /// 42703: `EXCLUDED.column` of a column the table does not have.
+    #[error("42703: column excluded.{column} does not exist")]
+    UnknownExcludedColumn {
+        /// The column.
+        column: String,
+    },
     /// 0A000: an `UPDATE` assigns the primary key (PostgreSQL allows it; racelab's row
     /// identity does not).
     #[error(
@@ -361,7 +760,11 @@ impl InvalidStmt {
     /// The SQLSTATE PostgreSQL (or, for racelab's own rules, the adapter) answers with.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            InvalidStmt::UnknownColumn { .. } | InvalidStmt::NoSuchColumn { .. } => "42703",
+            InvalidStmt::UnknownColumn { .. }
+            | InvalidStmt::NoSuchColumn { .. }
+            | InvalidStmt::UnknownExcludedColumn { .. } => "42703",
+            InvalidStmt::NoOperator { .. } => "42883",
+            InvalidStmt::ExcludedOutsideConflict => "42P01",
             InvalidStmt::KeyInInsertRow => "42701",
             InvalidStmt::WrongType { .. } => "42804",
             InvalidStmt::AddToNonInteger { .. } => "42883",
@@ -377,7 +780,19 @@ impl InvalidStmt {
 }
 
 impl SqlStmt {
-    /// Checks the statement against the fixed schema of [`Table`] before it reads or locks
+    /// The table the statement names.
+    pub fn table(&self) -> Table {
+        match self {
+            SqlStmt::Select { table, .. }
+            | SqlStmt::Scan { table, .. }
+            | SqlStmt::Insert { table, .. }
+            | SqlStmt::Update { table, .. }
+            | SqlStmt::Delete { table, .. }
+            | SqlStmt::Upsert { table, .. } => *table,
+        }
+    }
+
+    /// Checks the statement against its table's declaration ([`TableDef`]) before it reads or locks
     /// any row, in the order PostgreSQL's analysis meets the problems (the first one found is
     /// the answer):
     ///
@@ -395,51 +810,88 @@ impl SqlStmt {
     pub fn validate(&self) -> Result<(), InvalidStmt> {
         match self {
             SqlStmt::Select { .. } => Ok(()),
-            SqlStmt::Scan { table, filter } => validate_cond(*table, filter),
-            SqlStmt::Insert { table, row, .. } => {
-                let mut types = Vec::with_capacity(row.len());
-                for column in row.keys() {
-                    if column == KEY_COLUMN {
-                        return Err(InvalidStmt::KeyInInsertRow);
+            SqlStmt::Scan { table, filter } => validate_cond(*table, filter, false),
+            SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
+            SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard, false),
+            SqlStmt::Upsert {
+                table,
+                row,
+                on_conflict,
+                ..
+            } => {
+                validate_row(*table, row)?;
+                match on_conflict {
+                    OnConflict::DoNothing => Ok(()),
+                    OnConflict::DoUpdate { set, guard } => {
+                        validate_set(*table, set, true)?;
+                        validate_cond(*table, guard, true)
                     }
-                    types.push(column_type(*table, column)?);
                 }
-                for ((column, value), ty) in row.iter().zip(types) {
-                    validate_value(column, ty, value)?;
-                }
-                Ok(())
             }
             SqlStmt::Update {
                 table, guard, set, ..
             } => {
-                validate_cond(*table, guard)?;
-                let mut seen: Vec<&str> = Vec::with_capacity(set.len());
-                for a in set {
-                    let column = match a {
-                        Assign::Set { column, .. } | Assign::Add { column, .. } => column.as_str(),
-                    };
-                    if column == KEY_COLUMN {
-                        return Err(InvalidStmt::KeyUpdate { table: *table });
-                    }
-                    let ty = column_type(*table, column)?;
-                    match a {
-                        Assign::Set { value, .. } => validate_value(column, ty, value)?,
-                        Assign::Add { .. } if ty != ColumnType::Int => {
-                            return Err(InvalidStmt::AddToNonInteger { column_type: ty });
-                        }
-                        Assign::Add { .. } => {}
-                    }
-                    if seen.contains(&column) {
-                        return Err(InvalidStmt::DuplicateAssignment {
-                            column: column.to_string(),
-                        });
-                    }
-                    seen.push(column);
-                }
-                Ok(())
+                validate_cond(*table, guard, false)?;
+                validate_set(*table, set, false)
             }
         }
     }
+}
+
+/// Checks an `INSERT` row: first every column name, in the row's order (42701 for `key`,
+/// 42703 for an unknown one), then every value's type (42804; `NULL` fits any column).
+fn validate_row(table: Table, row: &Row) -> Result<(), InvalidStmt> {
+    let mut types = Vec::with_capacity(row.len());
+    for column in row.keys() {
+        if column == KEY_COLUMN {
+            return Err(InvalidStmt::KeyInInsertRow);
+        }
+        types.push(column_type(table, column)?);
+    }
+    for ((column, value), ty) in row.iter().zip(types) {
+        validate_value(column, ty, value)?;
+    }
+    Ok(())
+}
+
+/// Checks a `SET` list, each assignment in order: not `key` (0A000), a column the table has
+/// (42703), a value of its type (42804) or `+` on an integer column (42883), and not
+/// assigned before (42601).
+fn validate_set(table: Table, set: &[Assign], excluded: bool) -> Result<(), InvalidStmt> {
+    let mut seen: Vec<&str> = Vec::with_capacity(set.len());
+    for a in set {
+        let column = a.column();
+        if column == KEY_COLUMN {
+            return Err(InvalidStmt::KeyUpdate { table });
+        }
+        let ty = column_type(table, column)?;
+        match a {
+            Assign::Set { value, .. } => validate_value(column, ty, value)?,
+            Assign::Add { .. } if ty != ColumnType::Int => {
+                return Err(InvalidStmt::AddToNonInteger { column_type: ty });
+            }
+            Assign::Add { .. } => {}
+            Assign::To { expr, .. } => {
+                validate_expr(table, expr, excluded)?;
+                if let Some(actual) = expr.ty(table)
+                    && actual != ty
+                {
+                    return Err(InvalidStmt::WrongType {
+                        column: column.to_string(),
+                        expected: ty,
+                        actual,
+                    });
+                }
+            }
+        }
+        if seen.contains(&column) {
+            return Err(InvalidStmt::DuplicateAssignment {
+                column: column.to_string(),
+            });
+        }
+        seen.push(column);
+    }
+    Ok(())
 }
 
 /// The type of a column an `INSERT` row or a `SET` list names (42703 if the table has none).
@@ -470,21 +922,89 @@ fn validate_value(column: &str, ty: ColumnType, value: &Value) -> Result<(), Inv
     }
 }
 
-/// Checks that a condition names only columns of the table, or its key (42703 otherwise).
-fn validate_cond(table: Table, cond: &Cond) -> Result<(), InvalidStmt> {
+/// Checks a condition's expressions, left to right ([`validate_expr`]).
+fn validate_cond(table: Table, cond: &Cond, excluded: bool) -> Result<(), InvalidStmt> {
     match cond {
         Cond::True => Ok(()),
-        Cond::Cmp { column, .. } => {
-            if column == KEY_COLUMN || table.column_type(column).is_some() {
-                Ok(())
-            } else {
-                Err(InvalidStmt::UnknownColumn {
-                    column: column.clone(),
-                })
-            }
+        Cond::Cmp { left, right, .. } => {
+            validate_expr(table, left, excluded)?;
+            validate_expr(table, right, excluded)
         }
-        Cond::And(conds) | Cond::Or(conds) => {
-            conds.iter().try_for_each(|c| validate_cond(table, c))
+        Cond::And(conds) | Cond::Or(conds) => conds
+            .iter()
+            .try_for_each(|c| validate_cond(table, c, excluded)),
+    }
+}
+
+/// Checks an expression: every column exists in the table or is `key` (42703), `EXCLUDED`
+/// only where `excluded` allows it (42P01), arithmetic only on integers (42883).
+fn validate_expr(table: Table, expr: &Expr, excluded: bool) -> Result<(), InvalidStmt> {
+    let known = |c: &str| c == KEY_COLUMN || table.column_type(c).is_some();
+    match expr {
+        Expr::Const(_) => Ok(()),
+        Expr::Col(c) if known(c) => Ok(()),
+        Expr::Col(c) => Err(InvalidStmt::UnknownColumn { column: c.clone() }),
+        Expr::Excluded(_) if !excluded => Err(InvalidStmt::ExcludedOutsideConflict),
+        Expr::Excluded(c) if known(c) => Ok(()),
+        Expr::Excluded(c) => Err(InvalidStmt::UnknownExcludedColumn { column: c.clone() }),
+        Expr::Add(l, r) | Expr::Sub(l, r) => {
+            validate_expr(table, l, excluded)?;
+            validate_expr(table, r, excluded)?;
+            let name = |e: &Expr| e.ty(table).unwrap_or(ColumnType::Int).sql_name();
+            if l.ty(table) == Some(ColumnType::Text) || r.ty(table) == Some(ColumnType::Text) {
+                return Err(InvalidStmt::NoOperator {
+                    left: name(l),
+                    op: if matches!(expr, Expr::Add(..)) {
+                        '+'
+                    } else {
+                        '-'
+                    },
+                    right: name(r),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+impl SqlStmt {
+    /// Computes the statement's constant arithmetic, as PostgreSQL's planner does before any
+    /// row is read: 22003 if some constant expression overflows.
+    pub fn fold_constants(&self) -> Result<(), OutOfRange> {
+        let set = |set: &[Assign]| {
+            set.iter().try_for_each(|a| match a {
+                Assign::To { expr, .. } => expr.fold_constants(),
+                _ => Ok(()),
+            })
+        };
+        match self {
+            SqlStmt::Select { .. } | SqlStmt::Insert { .. } => Ok(()),
+            SqlStmt::Scan { filter: c, .. } | SqlStmt::Delete { guard: c, .. } => {
+                c.fold_constants()
+            }
+            SqlStmt::Update { guard, set: s, .. } => {
+                set(s)?;
+                guard.fold_constants()
+            }
+            SqlStmt::Upsert { on_conflict, .. } => match on_conflict {
+                OnConflict::DoNothing => Ok(()),
+                OnConflict::DoUpdate { set: s, guard } => {
+                    set(s)?;
+                    guard.fold_constants()
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Col(c) => write!(f, "{c}"),
+            Expr::Const(v) => write!(f, "{v}"),
+            Expr::Excluded(c) => write!(f, "EXCLUDED.{c}"),
+            Expr::Add(l, r) => write!(f, "({l} + {r})"),
+            Expr::Sub(l, r) => write!(f, "({l} - {r})"),
         }
     }
 }
@@ -503,7 +1023,7 @@ impl fmt::Display for Cond {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cond::True => write!(f, "TRUE"),
-            Cond::Cmp { column, op, value } => {
+            Cond::Cmp { left, op, right } => {
                 let op = match op {
                     CmpOp::Eq => "=",
                     CmpOp::Ne => "<>",
@@ -512,7 +1032,7 @@ impl fmt::Display for Cond {
                     CmpOp::Gt => ">",
                     CmpOp::Ge => ">=",
                 };
-                write!(f, "{column} {op} {value}")
+                write!(f, "{left} {op} {right}")
             }
             Cond::And(all) => join(f, all, " AND "),
             Cond::Or(any) => join(f, any, " OR "),
@@ -529,6 +1049,35 @@ fn join(f: &mut fmt::Formatter<'_>, conds: &[Cond], sep: &str) -> fmt::Result {
         write!(f, "{c}")?;
     }
     write!(f, ")")
+}
+
+fn write_insert(f: &mut fmt::Formatter<'_>, table: Table, key: &str, row: &Row) -> fmt::Result {
+    write!(f, "INSERT INTO {table} (key")?;
+    for c in row.keys() {
+        write!(f, ", {c}")?;
+    }
+    write!(f, ") VALUES ('{key}'")?;
+    for v in row.values() {
+        write!(f, ", {v}")?;
+    }
+    write!(f, ")")
+}
+
+fn write_set(f: &mut fmt::Formatter<'_>, set: &[Assign]) -> fmt::Result {
+    for (i, a) in set.iter().enumerate() {
+        if i > 0 {
+            write!(f, ", ")?;
+        }
+        match a {
+            Assign::Set { column, value } => write!(f, "{column} = {value}")?,
+            Assign::Add { column, delta } if *delta < 0 => {
+                write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
+            }
+            Assign::Add { column, delta } => write!(f, "{column} = {column} + {delta}")?,
+            Assign::To { column, expr } => write!(f, "{column} = {expr}")?,
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for SqlStmt {
@@ -548,17 +1097,7 @@ impl fmt::Display for SqlStmt {
             SqlStmt::Scan { table, filter } => {
                 write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())
             }
-            SqlStmt::Insert { table, key, row } => {
-                write!(f, "INSERT INTO {} (key", table.as_str())?;
-                for c in row.keys() {
-                    write!(f, ", {c}")?;
-                }
-                write!(f, ") VALUES ('{key}'")?;
-                for v in row.values() {
-                    write!(f, ", {v}")?;
-                }
-                write!(f, ")")
-            }
+            SqlStmt::Insert { table, key, row } => write_insert(f, *table, key, row),
             SqlStmt::Update {
                 table,
                 key,
@@ -566,25 +1105,38 @@ impl fmt::Display for SqlStmt {
                 set,
             } => {
                 write!(f, "UPDATE {} SET ", table.as_str())?;
-                for (i, a) in set.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    match a {
-                        Assign::Set { column, value } => write!(f, "{column} = {value}")?,
-                        Assign::Add { column, delta } if *delta < 0 => {
-                            write!(f, "{column} = {column} - {}", delta.unsigned_abs())?
-                        }
-                        Assign::Add { column, delta } => {
-                            write!(f, "{column} = {column} + {delta}")?
-                        }
-                    }
-                }
+                write_set(f, set)?;
                 write!(f, " WHERE key = '{key}'")?;
                 if *guard != Cond::True {
                     write!(f, " AND {guard}")?;
                 }
                 Ok(())
+            }
+            SqlStmt::Delete { table, key, guard } => {
+                write!(f, "DELETE FROM {table} WHERE key = '{key}'")?;
+                if *guard != Cond::True {
+                    write!(f, " AND {guard}")?;
+                }
+                Ok(())
+            }
+            SqlStmt::Upsert {
+                table,
+                key,
+                row,
+                on_conflict,
+            } => {
+                write_insert(f, *table, key, row)?;
+                match on_conflict {
+                    OnConflict::DoNothing => write!(f, " ON CONFLICT (key) DO NOTHING"),
+                    OnConflict::DoUpdate { set, guard } => {
+                        write!(f, " ON CONFLICT (key) DO UPDATE SET ")?;
+                        write_set(f, set)?;
+                        if *guard != Cond::True {
+                            write!(f, " WHERE {guard}")?;
+                        }
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -633,6 +1185,26 @@ impl fmt::Display for SqlReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workorder::{UPDATE_LOG, WORK_ORDERS};
+
+    static AB_DEF: TableDef = TableDef {
+        name: "ab",
+        columns: &[
+            ("a", ColumnType::Int),
+            ("b", ColumnType::Int),
+            ("t", ColumnType::Text),
+        ],
+    };
+    const AB: Table = Table::declare(&AB_DEF);
+
+    fn holds(cond: &Cond, row: &Row) -> Result<bool, OutOfRange> {
+        cond.eval(&RowRef {
+            table: AB,
+            key: "k",
+            row,
+            excluded: None,
+        })
+    }
 
     #[test]
     fn conditions_follow_sql_three_valued_logic_for_null() {
@@ -640,19 +1212,72 @@ mod tests {
             ("a".to_string(), Value::Null),
             ("b".to_string(), Value::Int(3)),
         ]);
-        assert!(!Cond::cmp("a", CmpOp::Eq, Value::Int(1)).eval(&row));
-        assert!(!Cond::cmp("a", CmpOp::Ne, Value::Int(1)).eval(&row));
-        assert!(Cond::cmp("b", CmpOp::Lt, Value::Int(4)).eval(&row));
+        assert_eq!(
+            holds(&Cond::cmp("a", CmpOp::Eq, Value::Int(1)), &row),
+            Ok(false)
+        );
+        assert_eq!(
+            holds(&Cond::cmp("a", CmpOp::Ne, Value::Int(1)), &row),
+            Ok(false)
+        );
+        assert_eq!(
+            holds(&Cond::cmp("b", CmpOp::Lt, Value::Int(4)), &row),
+            Ok(true)
+        );
         let either = Cond::Or(vec![
             Cond::cmp("a", CmpOp::Eq, Value::Int(1)),
             Cond::cmp("b", CmpOp::Eq, Value::Int(3)),
         ]);
-        assert!(either.eval(&row));
+        assert_eq!(holds(&either, &row), Ok(true));
+    }
+
+    #[test]
+    fn expressions_compute_bigint_arithmetic_with_null_and_overflow() {
+        let row = Row::from([
+            ("a".to_string(), Value::Null),
+            ("b".to_string(), Value::Int(i64::MAX - 1)),
+            ("t".to_string(), Value::Text("x".into())),
+        ]);
+        let at = RowRef {
+            table: AB,
+            key: "k",
+            row: &row,
+            excluded: None,
+        };
+        let b = || Expr::col("b");
+        assert_eq!(b().plus(Expr::int(1)).eval(&at), Ok(Value::Int(i64::MAX)));
+        assert_eq!(b().plus(Expr::int(2)).eval(&at), Err(OutOfRange));
+        assert_eq!(Expr::col("a").plus(b()).eval(&at), Ok(Value::Null));
+        assert_eq!(
+            Expr::int(i64::MIN).minus(Expr::int(1)).fold_constants(),
+            Err(OutOfRange)
+        );
+        assert_eq!(b().minus(b()).eval(&at), Ok(Value::Int(0)));
+        // `b + 1 <= b`: false; with NULL: unknown (false); overflow: an error.
+        let le = |l: Expr, r: Expr| Cond::compare(l, CmpOp::Le, r);
+        assert_eq!(holds(&le(b().plus(Expr::int(1)), b()), &row), Ok(false));
+        assert_eq!(
+            holds(&le(Expr::col("a").plus(Expr::int(1)), b()), &row),
+            Ok(false)
+        );
+        assert_eq!(holds(&le(b().plus(b()), b()), &row), Err(OutOfRange));
+        // Across types or against a NULL constant: false without computing anything.
+        assert_eq!(holds(&le(b().plus(b()), Expr::col("t")), &row), Ok(false));
+        assert_eq!(
+            holds(&le(b().plus(b()), Expr::Const(Value::Null)), &row),
+            Ok(false)
+        );
+        // AND stops at its first false side.
+        let and = Cond::And(vec![
+            Cond::cmp("b", CmpOp::Eq, Value::Int(0)),
+            le(b().plus(b()), b()),
+        ]);
+        assert_eq!(holds(&and, &row), Ok(false));
     }
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {
         SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "w".into(),
             row: row
                 .iter()
@@ -663,7 +1288,7 @@ mod tests {
 
     fn update(guard: Cond, set: Vec<Assign>) -> SqlStmt {
         SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: "w".into(),
             guard,
             set,
@@ -697,7 +1322,7 @@ mod tests {
         let cases: Vec<(SqlStmt, &str, &str)> = vec![
             (
                 SqlStmt::Scan {
-                    table: Table::WorkOrders,
+                    table: WORK_ORDERS,
                     filter: Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
                 },
                 "42703",
@@ -789,12 +1414,12 @@ mod tests {
     fn valid_statements_pass() {
         let valid = [
             SqlStmt::Select {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "any'key".into(),
                 for_update: true,
             },
             SqlStmt::Scan {
-                table: Table::UpdateLog,
+                table: UPDATE_LOG,
                 filter: Cond::Or(vec![
                     Cond::cmp("key", CmpOp::Eq, Value::Text("k".into())),
                     Cond::cmp("status", CmpOp::Eq, Value::Int(1)),
@@ -816,6 +1441,29 @@ mod tests {
         ];
         for stmt in valid {
             assert_eq!(stmt.validate(), Ok(()), "`{stmt}`");
+        }
+    }
+
+    #[test]
+    fn a_table_travels_with_its_declaration_and_compares_by_name() {
+        let json = serde_json::to_string(&WORK_ORDERS).unwrap();
+        assert!(json.contains("\"work_orders\"") && json.contains("lease_owner"));
+        let back: Table = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, WORK_ORDERS);
+        assert_eq!(back.columns(), WORK_ORDERS.columns());
+        let again: Table = serde_json::from_str(&json).unwrap();
+        assert!(std::ptr::eq(back.def(), again.def()), "interned once");
+        assert_eq!(
+            format!("{WORK_ORDERS:?} {UPDATE_LOG}"),
+            "work_orders update_log"
+        );
+        assert!(UPDATE_LOG < WORK_ORDERS);
+        for bad in [
+            r#"{"name":"x y","columns":[]}"#,
+            r#"{"name":"t","columns":[["key","Text"]]}"#,
+            r#"{"name":"t","columns":[["a","Int"],["a","Text"]]}"#,
+        ] {
+            assert!(serde_json::from_str::<Table>(bad).is_err(), "{bad}");
         }
     }
 

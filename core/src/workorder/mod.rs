@@ -22,13 +22,13 @@ use crate::lease::{EpochLease, RedisLock};
 use crate::machine::{Machine, Outgoing};
 use crate::ops::{
     DeliveryId, JobFields, KvReply, QueueOp, QueueReply, Reply, SqlOp, SqlReply, SqlStmt, StoreOp,
-    Table,
 };
 use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
 mod oracle;
+mod tables;
 mod tag;
 
 pub use oracle::{
@@ -36,6 +36,7 @@ pub use oracle::{
     LEASE_SUPERSEDED, NO_FALSE_ALARM, STALE_WRITE_FENCED, WoEnd, coverage, exactly_once,
     fenced_effects, no_false_alarm,
 };
+pub use tables::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 pub use tag::{WoNote, WoTag};
 
 /// Where plan 2's `requestId` comes from (RACES.md assumption A6).
@@ -1082,7 +1083,7 @@ impl Checker {
 
     fn read_qty_stmt(&self, for_update: bool) -> SqlStmt {
         SqlStmt::Select {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: self.work_order.to_string(),
             for_update,
         }
@@ -1107,7 +1108,7 @@ impl Checker {
         });
         if self.variant == Variant::DocFix {
             let stmt = SqlStmt::Update {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: self.work_order.to_string(),
                 guard: crate::ops::Cond::True,
                 set: vec![crate::ops::Assign::Set {

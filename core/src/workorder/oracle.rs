@@ -3,6 +3,7 @@
 //!
 //! Every oracle here has a test that feeds it a known-bad history (`core/tests/oracles.rs`).
 
+use super::WORK_ORDERS;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -34,7 +35,7 @@ impl WoEnd {
     ) -> WoEnd {
         let mut final_qty = BTreeMap::new();
         for (table, key, row) in rows {
-            if *table != Table::WorkOrders {
+            if *table != WORK_ORDERS {
                 continue;
             }
             let Some(wo) = initial_qty.keys().find(|wo| wo.to_string() == key) else {

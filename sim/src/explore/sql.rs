@@ -14,8 +14,13 @@
 //!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
 //!   waiting: PostgreSQL computes them before it tries the lock (and again, on the newest
 //!   version, after the wait).
-//! - `INSERT` of a key that another session inserted (or updated) without committing waits
-//!   for that session, then fails with a unique violation if the row exists.
+//! - `INSERT` of a key that another session inserted, updated or deleted without committing
+//!   waits for that session, then fails with a unique violation if the row exists.
+//! - `DELETE` locks and re-checks like `UPDATE`; a deleted row is the session's own until it
+//!   commits. `INSERT ... ON CONFLICT (key)` waits like `INSERT`; `DO NOTHING` then returns
+//!   no row if the key exists, `DO UPDATE` locks the existing row (waiting even for a `FOR
+//!   UPDATE` holder), keeps it locked and updates it if its guard holds: never a unique
+//!   violation on the key.
 //! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
 //!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
@@ -31,14 +36,14 @@
 
 use std::collections::BTreeMap;
 
-use racelab_core::{Assign, Cond, KeyedRow, Row, SqlOp, SqlReply, SqlStmt, Table, Value};
+use racelab_core::{
+    Assign, Cond, KeyedRow, OnConflict, OutOfRange, Row, RowRef, SqlOp, SqlReply, SqlStmt, Table,
+    Value,
+};
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
     "25P02: current transaction is aborted, commands ignored until end of transaction block";
-
-/// The name of every table's primary key column.
-const KEY_COLUMN: &str = "key";
 
 /// A row's identity: its table and its key.
 type RowId = (Table, String);
@@ -74,9 +79,9 @@ struct Txn {
     /// An error happened in it: every later statement fails with 25P02, `COMMIT` rolls back.
     /// Its locks and writes were dropped at the error.
     failed: bool,
-    /// The session's uncommitted row versions (inserted or updated rows), visible only to
-    /// the session until commit.
-    writes: BTreeMap<RowId, Row>,
+    /// The session's uncommitted row versions (inserted or updated rows; `None` for a
+    /// deleted one), visible only to the session until commit.
+    writes: BTreeMap<RowId, Option<Row>>,
 }
 
 /// The database: committed rows, open transactions and row locks.
@@ -94,7 +99,8 @@ pub struct SqlModel {
 }
 
 impl SqlModel {
-    /// An empty database with every [`Table`] and no rows.
+    /// An empty database: no table and no row. It learns a table from the first seed or
+    /// statement that names it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -187,6 +193,19 @@ impl SqlModel {
             .flat_map(|rows| rows.iter().map(|(key, row)| (key.as_str(), row)))
     }
 
+    /// The tables the database knows, in name order: every table a seed or a statement has
+    /// named (there is no global list of tables; each family declares its own).
+    pub fn tables(&self) -> impl Iterator<Item = Table> + '_ {
+        self.committed.keys().copied()
+    }
+
+    /// Every committed row of every table, by table name then key.
+    pub fn all_committed_rows(&self) -> impl Iterator<Item = (Table, &str, &Row)> {
+        self.committed
+            .iter()
+            .flat_map(|(table, rows)| rows.iter().map(|(key, row)| (*table, key.as_str(), row)))
+    }
+
     /// Whether `session` has an open transaction (possibly a failed one).
     pub fn in_transaction(&self, session: SessionId) -> bool {
         self.txns.contains_key(&session)
@@ -233,7 +252,11 @@ impl SqlModel {
     fn apply(&mut self, txn: Txn) -> bool {
         let wrote = !txn.writes.is_empty();
         for ((table, key), row) in txn.writes {
-            self.committed.entry(table).or_default().insert(key, row);
+            let rows = self.committed.entry(table).or_default();
+            match row {
+                Some(row) => rows.insert(key, row),
+                None => rows.remove(&key),
+            };
         }
         wrote
     }
@@ -245,10 +268,10 @@ impl SqlModel {
 
     /// The version of a row `session` sees: its own uncommitted one, else the committed one.
     fn visible(&self, session: SessionId, id: &RowId) -> Option<&Row> {
-        self.txns
-            .get(&session)
-            .and_then(|txn| txn.writes.get(id))
-            .or_else(|| self.committed_row(id))
+        match self.txns.get(&session).and_then(|txn| txn.writes.get(id)) {
+            Some(own) => own.as_ref(),
+            None => self.committed_row(id),
+        }
     }
 
     /// The session other than `session` that holds the lock on a row, if any.
@@ -272,8 +295,8 @@ impl SqlModel {
         self.locks.insert(id, session);
     }
 
-    /// Records the session's new version of a row and locks it.
-    fn write(&mut self, session: SessionId, id: RowId, row: Row) {
+    /// Records the session's new version of a row (`None`: deleted) and locks it.
+    fn write(&mut self, session: SessionId, id: RowId, row: Option<Row>) {
         if let Some(txn) = self.txns.get_mut(&session) {
             txn.writes.insert(id.clone(), row);
         }
@@ -283,8 +306,12 @@ impl SqlModel {
     /// Runs one statement inside the session's (open, not failed) transaction. `Err` is the
     /// holder of the lock the statement waits for; nothing has changed then.
     fn run(&mut self, session: SessionId, stmt: &SqlStmt) -> Result<SqlReply, SessionId> {
+        self.committed.entry(stmt.table()).or_default();
         if let Err(invalid) = stmt.validate() {
             return Ok(invalid.reply());
+        }
+        if let Err(e) = stmt.fold_constants() {
+            return Ok(e.reply());
         }
         match stmt {
             SqlStmt::Select {
@@ -319,15 +346,21 @@ impl SqlModel {
                 if let Some(txn) = self.txns.get(&session) {
                     for ((t, k), r) in &txn.writes {
                         if t == table {
-                            rows.insert(k.as_str(), r);
+                            match r {
+                                Some(r) => rows.insert(k.as_str(), r),
+                                None => rows.remove(k.as_str()),
+                            };
                         }
                     }
                 }
-                let found = rows
-                    .into_iter()
-                    .filter(|(k, r)| matches(filter, k, r))
-                    .map(|(k, r)| keyed(k, r.clone()))
-                    .collect();
+                let mut found = Vec::new();
+                for (k, r) in rows {
+                    match matches(*table, filter, k, r, None) {
+                        Ok(true) => found.push(keyed(k, r.clone())),
+                        Ok(false) => {}
+                        Err(e) => return Ok(e),
+                    }
+                }
                 Ok(SqlReply::Rows(found))
             }
             SqlStmt::Insert { table, key, row } => {
@@ -347,7 +380,7 @@ impl SqlModel {
                 }
                 let mut full = null_row(*table);
                 full.extend(row.iter().map(|(c, v)| (c.clone(), v.clone())));
-                self.write(session, id, full);
+                self.write(session, id, Some(full));
                 Ok(SqlReply::Affected(1))
             }
             SqlStmt::Update {
@@ -364,26 +397,99 @@ impl SqlModel {
                     // that version before it tries the lock, so an overflow fails at once.
                     // After the wait it re-checks and recomputes on the newest version,
                     // which the re-execution does.
-                    return match self.committed_row(&id) {
-                        Some(row) if matches(guard, key, row) => match assign(row, set) {
+                    let Some(row) = self.committed_row(&id) else {
+                        return Ok(SqlReply::Rows(Vec::new()));
+                    };
+                    return match matches(*table, guard, key, row, None) {
+                        Err(e) => Ok(e),
+                        Ok(false) => Ok(SqlReply::Rows(Vec::new())),
+                        Ok(true) => match assign(*table, key, row, None, set) {
                             Ok(_) => Err(holder),
                             Err(e) => Ok(e),
                         },
-                        _ => Ok(SqlReply::Rows(Vec::new())),
                     };
                 }
                 let Some(row) = self.visible(session, &id) else {
                     return Ok(SqlReply::Rows(Vec::new()));
                 };
-                if !matches(guard, key, row) {
-                    return Ok(SqlReply::Rows(Vec::new()));
+                match matches(*table, guard, key, row, None) {
+                    Err(e) => return Ok(e),
+                    Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                    Ok(true) => {}
                 }
-                let updated = match assign(row, set) {
+                let updated = match assign(*table, key, row, None, set) {
                     Ok(updated) => updated,
                     Err(e) => return Ok(e),
                 };
-                self.write(session, id, updated.clone());
+                self.write(session, id, Some(updated.clone()));
                 Ok(SqlReply::Rows(vec![keyed(key, updated)]))
+            }
+            SqlStmt::Delete { table, key, guard } => {
+                let id = (*table, key.clone());
+                if let Some(holder) = self.other_holder(session, &id) {
+                    // As for UPDATE: wait only if the committed version passes the guard;
+                    // the re-execution re-checks on the newest version.
+                    return match self
+                        .committed_row(&id)
+                        .map(|row| matches(*table, guard, key, row, None))
+                    {
+                        Some(Err(e)) => Ok(e),
+                        Some(Ok(true)) => Err(holder),
+                        _ => Ok(SqlReply::Rows(Vec::new())),
+                    };
+                }
+                let Some(row) = self.visible(session, &id).cloned() else {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                };
+                match matches(*table, guard, key, &row, None) {
+                    Err(e) => return Ok(e),
+                    Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                    Ok(true) => {}
+                }
+                self.write(session, id, None);
+                Ok(SqlReply::Rows(vec![keyed(key, row)]))
+            }
+            SqlStmt::Upsert {
+                table,
+                key,
+                row,
+                on_conflict,
+            } => {
+                let id = (*table, key.clone());
+                let mut proposed = null_row(*table);
+                proposed.extend(row.iter().map(|(c, v)| (c.clone(), v.clone())));
+                if let Some(holder) = self.other_holder(session, &id) {
+                    // The arbiter check waits for an uncommitted inserter, updater or
+                    // deleter of the key; DO UPDATE then locks the existing row, so it also
+                    // waits for a FOR UPDATE holder (DO NOTHING does not lock).
+                    let locks_existing = matches!(on_conflict, OnConflict::DoUpdate { .. })
+                        && self.committed_row(&id).is_some();
+                    if self.wrote(holder, &id) || locks_existing {
+                        return Err(holder);
+                    }
+                }
+                let Some(existing) = self.visible(session, &id).cloned() else {
+                    self.write(session, id, Some(proposed.clone()));
+                    return Ok(SqlReply::Rows(vec![keyed(key, proposed)]));
+                };
+                match on_conflict {
+                    OnConflict::DoNothing => Ok(SqlReply::Rows(Vec::new())),
+                    OnConflict::DoUpdate { set, guard } => {
+                        // The existing row is locked whether or not the guard holds.
+                        self.lock(session, id.clone());
+                        match matches(*table, guard, key, &existing, Some(&proposed)) {
+                            Err(e) => return Ok(e),
+                            Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
+                            Ok(true) => {}
+                        }
+                        let updated = match assign(*table, key, &existing, Some(&proposed), set) {
+                            Ok(updated) => updated,
+                            Err(e) => return Ok(e),
+                        };
+                        self.write(session, id, Some(updated.clone()));
+                        Ok(SqlReply::Rows(vec![keyed(key, updated)]))
+                    }
+                }
             }
         }
     }
@@ -416,29 +522,39 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     }
 }
 
-/// Whether a condition mentions the key column.
-fn mentions_key(cond: &Cond) -> bool {
-    match cond {
-        Cond::True => false,
-        Cond::Cmp { column, .. } => column == KEY_COLUMN,
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().any(mentions_key),
-    }
+/// Evaluates a condition on a row (22003 as an error reply).
+fn matches(
+    table: Table,
+    cond: &Cond,
+    key: &str,
+    row: &Row,
+    excluded: Option<&Row>,
+) -> Result<bool, SqlReply> {
+    let at = RowRef {
+        table,
+        key,
+        row,
+        excluded,
+    };
+    cond.eval(&at).map_err(OutOfRange::reply)
 }
 
-/// Evaluates a condition on a row, whose key the condition may also compare.
-fn matches(cond: &Cond, key: &str, row: &Row) -> bool {
-    if mentions_key(cond) {
-        let mut with_key = row.clone();
-        with_key.insert(KEY_COLUMN.to_string(), Value::Text(key.to_string()));
-        cond.eval(&with_key)
-    } else {
-        cond.eval(row)
-    }
-}
-
-/// The row after an `UPDATE`'s (checked) assignments. `+` leaves `NULL` alone and fails with
-/// 22003 on overflow, as `bigint` arithmetic does.
-fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
+/// The row after an `UPDATE`'s (checked) assignments, every expression computed on the row
+/// before the update. `+` leaves `NULL` alone and fails with 22003 on overflow, as `bigint`
+/// arithmetic does.
+fn assign(
+    table: Table,
+    key: &str,
+    row: &Row,
+    excluded: Option<&Row>,
+    set: &[Assign],
+) -> Result<Row, SqlReply> {
+    let at = RowRef {
+        table,
+        key,
+        row,
+        excluded,
+    };
     let mut updated = row.clone();
     for a in set {
         match a {
@@ -449,8 +565,13 @@ fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
                 if let Some(Value::Int(n)) = updated.get_mut(column) {
                     *n = n
                         .checked_add(*delta)
-                        .ok_or_else(|| SqlReply::Error("22003: bigint out of range".into()))?;
+                        .ok_or(OutOfRange)
+                        .map_err(OutOfRange::reply)?;
                 }
+            }
+            Assign::To { column, expr } => {
+                let value = expr.eval(&at).map_err(OutOfRange::reply)?;
+                updated.insert(column.clone(), value);
             }
         }
     }
@@ -461,6 +582,7 @@ fn assign(row: &Row, set: &[Assign]) -> Result<Row, SqlReply> {
 mod tests {
     use super::*;
     use racelab_core::CmpOp;
+    use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 
     const A: SessionId = SessionId(1);
     const B: SessionId = SessionId(2);
@@ -493,7 +615,7 @@ mod tests {
 
     fn seeded() -> SqlModel {
         let mut m = SqlModel::new();
-        m.seed(Table::WorkOrders, WO, work_order(10, 1));
+        m.seed(WORK_ORDERS, WO, work_order(10, 1));
         m
     }
 
@@ -519,7 +641,7 @@ mod tests {
 
     fn update(key: &str, guard: Cond, set: Vec<Assign>) -> SqlOp {
         exec(SqlStmt::Update {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: key.to_string(),
             guard,
             set,
@@ -546,7 +668,7 @@ mod tests {
 
     fn insert_scan(key: &str, qty: i64) -> SqlOp {
         exec(SqlStmt::Insert {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             key: key.to_string(),
             row: row(&[("work_order", text(WO)), ("qty", int(qty))]),
         })
@@ -571,13 +693,13 @@ mod tests {
     }
 
     fn qty_seen(m: &mut SqlModel, s: SessionId) -> Option<i64> {
-        rows(ok(m, s, &select(Table::WorkOrders, WO)))
+        rows(ok(m, s, &select(WORK_ORDERS, WO)))
             .first()
             .and_then(|r| r.int("qty"))
     }
 
     fn committed_qty(m: &SqlModel) -> Option<&Value> {
-        m.committed(Table::WorkOrders, WO)?.get("qty")
+        m.committed(WORK_ORDERS, WO)?.get("qty")
     }
 
     fn error(r: SqlReply) -> String {
@@ -607,7 +729,7 @@ mod tests {
                 durable: true
             }
         );
-        assert!(m.committed(Table::AppliedScans, "s1").is_some());
+        assert!(m.committed(APPLIED_SCANS, "s1").is_some());
 
         // A guard that fails writes nothing: not durable.
         let out = m.execute(A, &update(WO, epoch_is(7), vec![add("qty", 5)]));
@@ -618,9 +740,9 @@ mod tests {
                 durable: false
             }
         );
-        let out = m.execute(A, &select(Table::WorkOrders, WO));
+        let out = m.execute(A, &select(WORK_ORDERS, WO));
         assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
-        let out = m.execute(A, &select_for_update(Table::WorkOrders, WO));
+        let out = m.execute(A, &select_for_update(WORK_ORDERS, WO));
         assert!(matches!(out, SqlOutcome::Done { durable: false, .. }));
         // An autocommit FOR UPDATE does not keep its lock.
         assert_eq!(qty_seen(&mut m, B), Some(15));
@@ -647,15 +769,15 @@ mod tests {
         assert_eq!(qty_seen(&mut m, A), Some(15));
         assert_eq!(qty_seen(&mut m, B), Some(10));
         assert_eq!(committed_qty(&m), Some(&int(10)));
-        assert!(rows(ok(&mut m, B, &select(Table::AppliedScans, "s1"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select(APPLIED_SCANS, "s1"))).is_empty());
         let scan = exec(SqlStmt::Scan {
-            table: Table::AppliedScans,
+            table: APPLIED_SCANS,
             filter: Cond::cmp("work_order", CmpOp::Eq, text(WO)),
         });
         assert_eq!(rows(ok(&mut m, A, &scan)).len(), 1);
         assert!(rows(ok(&mut m, B, &scan)).is_empty());
         // Another session's uncommitted insert is invisible to FOR UPDATE and UPDATE too.
-        assert!(rows(ok(&mut m, B, &select_for_update(Table::AppliedScans, "s1"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select_for_update(APPLIED_SCANS, "s1"))).is_empty());
 
         let out = m.execute(A, &SqlOp::Commit);
         assert_eq!(
@@ -684,7 +806,7 @@ mod tests {
         ));
 
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
         assert_eq!(
             m.execute(A, &SqlOp::Commit),
             SqlOutcome::Done {
@@ -786,10 +908,10 @@ mod tests {
     fn select_for_update_waits_for_any_row_lock() {
         let mut m = seeded();
         ok(&mut m, A, &SqlOp::Begin);
-        let locked = rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO)));
+        let locked = rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, WO)));
         assert_eq!(locked[0].int("qty"), Some(10));
         assert_eq!(
-            m.execute(B, &select_for_update(Table::WorkOrders, WO)),
+            m.execute(B, &select_for_update(WORK_ORDERS, WO)),
             SqlOutcome::Blocked { holder: A }
         );
         assert_eq!(
@@ -798,14 +920,14 @@ mod tests {
         );
         // A second FOR UPDATE by the holder does not block.
         assert_eq!(
-            rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, WO))).len(),
+            rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, WO))).len(),
             1
         );
         // A missing key: no row, no lock.
-        assert!(rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, "nope"))).is_empty());
+        assert!(rows(ok(&mut m, B, &select_for_update(WORK_ORDERS, "nope"))).is_empty());
         ok(&mut m, A, &SqlOp::Rollback);
         assert_eq!(
-            rows(ok(&mut m, B, &select_for_update(Table::WorkOrders, WO))).len(),
+            rows(ok(&mut m, B, &select_for_update(WORK_ORDERS, WO))).len(),
             1
         );
     }
@@ -835,17 +957,16 @@ mod tests {
         assert_eq!(
             ok(&mut m, B, &insert_scan("s1", 9)),
             SqlReply::UniqueViolation {
-                table: Table::AppliedScans,
+                table: APPLIED_SCANS,
                 key: "s1".into()
             }
         );
         assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::RolledBack);
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(5))
         );
-        assert!(m.committed(Table::AppliedScans, "s2").is_none());
+        assert!(m.committed(APPLIED_SCANS, "s2").is_none());
     }
 
     #[test]
@@ -868,8 +989,7 @@ mod tests {
             }
         );
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(9))
         );
     }
@@ -878,7 +998,7 @@ mod tests {
     fn insert_of_a_committed_key_waits_only_for_an_uncommitted_updater() {
         let mut m = seeded();
         let dup = exec(SqlStmt::Insert {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             key: WO.into(),
             row: Row::new(),
         });
@@ -887,7 +1007,7 @@ mod tests {
             SqlReply::UniqueViolation { .. }
         ));
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
         // A FOR UPDATE locker does not hold up the unique check.
         assert!(matches!(
             ok(&mut m, B, &dup),
@@ -912,10 +1032,7 @@ mod tests {
             ok(&mut m, A, &insert_scan("s1", 5)),
             SqlReply::UniqueViolation { .. }
         ));
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &insert_scan("s9", 1))), ABORTED);
         assert_eq!(error(ok(&mut m, A, &SqlOp::Begin)), ABORTED);
         assert!(m.in_transaction(A));
@@ -928,7 +1045,7 @@ mod tests {
         );
         assert!(!m.in_transaction(A));
         assert_eq!(committed_qty(&m), Some(&int(10)));
-        assert!(m.committed(Table::AppliedScans, "s1").is_none());
+        assert!(m.committed(APPLIED_SCANS, "s1").is_none());
         // The next transaction starts clean.
         ok(&mut m, A, &SqlOp::Begin);
         assert_eq!(qty_seen(&mut m, A), Some(10));
@@ -965,8 +1082,7 @@ mod tests {
         assert_eq!(ok(&mut m, A, &SqlOp::Rollback), SqlReply::Ok);
         assert_eq!(committed_qty(&m), Some(&int(11)));
         assert_eq!(
-            m.committed(Table::AppliedScans, "s1")
-                .and_then(|r| r.get("qty")),
+            m.committed(APPLIED_SCANS, "s1").and_then(|r| r.get("qty")),
             Some(&int(9))
         );
     }
@@ -980,9 +1096,9 @@ mod tests {
         error(ok(&mut m, A, &update(WO, Cond::True, vec![add("nope", 1)])));
         // A transaction without locks, failed and ended.
         ok(&mut m, A, &SqlOp::Begin);
-        ok(&mut m, A, &select(Table::WorkOrders, WO));
+        ok(&mut m, A, &select(WORK_ORDERS, WO));
         let bad_scan = exec(SqlStmt::Scan {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             filter: Cond::cmp("nope", CmpOp::Eq, int(1)),
         });
         error(ok(&mut m, A, &bad_scan));
@@ -990,7 +1106,7 @@ mod tests {
         assert_eq!(m.lock_releases(), releases);
         // A transaction holding a lock, committed.
         ok(&mut m, B, &SqlOp::Begin);
-        ok(&mut m, B, &select_for_update(Table::WorkOrders, WO));
+        ok(&mut m, B, &select_for_update(WORK_ORDERS, WO));
         ok(&mut m, B, &SqlOp::Commit);
         assert_eq!(m.lock_releases(), releases + 1);
     }
@@ -998,9 +1114,9 @@ mod tests {
     #[test]
     fn an_update_that_would_overflow_fails_without_waiting_for_the_lock() {
         let mut m = seeded();
-        m.seed(Table::WorkOrders, "big", work_order(i64::MAX - 1, 1));
+        m.seed(WORK_ORDERS, "big", work_order(i64::MAX - 1, 1));
         ok(&mut m, A, &SqlOp::Begin);
-        rows(ok(&mut m, A, &select_for_update(Table::WorkOrders, "big")));
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "big")));
         // PostgreSQL computes the new value from the committed version before it tries
         // the lock.
         ok(&mut m, B, &SqlOp::Begin);
@@ -1036,8 +1152,7 @@ mod tests {
             "22003: bigint out of range"
         );
         assert_eq!(
-            m.committed(Table::WorkOrders, "big")
-                .and_then(|r| r.get("qty")),
+            m.committed(WORK_ORDERS, "big").and_then(|r| r.get("qty")),
             Some(&int(i64::MAX))
         );
     }
@@ -1045,7 +1160,7 @@ mod tests {
     #[test]
     fn an_autocommit_error_applies_nothing() {
         let mut m = seeded();
-        m.seed(Table::WorkOrders, "big", work_order(i64::MAX, 1));
+        m.seed(WORK_ORDERS, "big", work_order(i64::MAX, 1));
         let out = m.execute(
             A,
             &update(
@@ -1062,7 +1177,7 @@ mod tests {
             }
         );
         assert!(!m.in_transaction(A));
-        let big = m.committed(Table::WorkOrders, "big").unwrap();
+        let big = m.committed(WORK_ORDERS, "big").unwrap();
         assert_eq!(big.get("lease_epoch"), Some(&int(1)));
         assert_eq!(big.get("qty"), Some(&int(i64::MAX)));
         // No lock was left behind.
@@ -1101,7 +1216,7 @@ mod tests {
     #[test]
     fn add_leaves_null_alone_and_fails_on_overflow() {
         let mut m = SqlModel::new();
-        m.seed(Table::WorkOrders, WO, row(&[("lease_epoch", int(1))]));
+        m.seed(WORK_ORDERS, WO, row(&[("lease_epoch", int(1))]));
         let after = rows(ok(
             &mut m,
             A,
@@ -1111,16 +1226,13 @@ mod tests {
         assert_eq!(after[0].int("lease_epoch"), Some(2));
         assert_eq!(committed_qty(&m), Some(&Value::Null));
 
-        m.seed(Table::WorkOrders, WO, work_order(i64::MIN, 1));
+        m.seed(WORK_ORDERS, WO, work_order(i64::MIN, 1));
         ok(&mut m, A, &SqlOp::Begin);
         assert_eq!(
             error(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", -1)]))),
             "22003: bigint out of range"
         );
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
         assert_eq!(committed_qty(&m), Some(&int(i64::MIN)));
     }
@@ -1130,7 +1242,7 @@ mod tests {
         let mut m = seeded();
         let bad_insert = |row: Row| {
             exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "w2".into(),
                 row,
             })
@@ -1191,7 +1303,7 @@ mod tests {
             &update(WO, Cond::True, vec![set("key", text("w3"))]),
         ));
         let bad_scan = exec(SqlStmt::Scan {
-            table: Table::WorkOrders,
+            table: WORK_ORDERS,
             filter: Cond::Or(vec![Cond::True, Cond::cmp("y", CmpOp::Eq, int(1))]),
         });
         error(ok(&mut m, A, &bad_scan));
@@ -1201,15 +1313,12 @@ mod tests {
             SqlReply::Affected(1)
         );
         // None of the errors changed anything.
-        assert_eq!(m.committed(Table::WorkOrders, WO), Some(&work_order(10, 1)));
+        assert_eq!(m.committed(WORK_ORDERS, WO), Some(&work_order(10, 1)));
 
         // Inside a transaction, a column error fails it.
         ok(&mut m, A, &SqlOp::Begin);
         error(ok(&mut m, A, &bad_insert(row(&[("x", int(1))]))));
-        assert_eq!(
-            error(ok(&mut m, A, &select(Table::WorkOrders, WO))),
-            ABORTED
-        );
+        assert_eq!(error(ok(&mut m, A, &select(WORK_ORDERS, WO))), ABORTED);
         assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
     }
 
@@ -1221,7 +1330,7 @@ mod tests {
                 &mut m,
                 A,
                 &exec(SqlStmt::Insert {
-                    table: Table::WorkOrders,
+                    table: WORK_ORDERS,
                     key: key.into(),
                     row: row(&[("qty", int(qty))]),
                 }),
@@ -1233,20 +1342,20 @@ mod tests {
             ("lease_owner", Value::Null),
             ("lease_until", Value::Null),
         ]);
-        assert_eq!(m.committed(Table::WorkOrders, "a"), Some(&expected));
+        assert_eq!(m.committed(WORK_ORDERS, "a"), Some(&expected));
         ok(&mut m, B, &SqlOp::Begin);
         ok(
             &mut m,
             B,
             &exec(SqlStmt::Insert {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 key: "aa".into(),
                 row: row(&[("qty", int(9))]),
             }),
         );
         let scan = |filter| {
             exec(SqlStmt::Scan {
-                table: Table::WorkOrders,
+                table: WORK_ORDERS,
                 filter,
             })
         };
@@ -1264,12 +1373,9 @@ mod tests {
             Cond::cmp("qty", CmpOp::Ge, int(2)),
         ]);
         assert_eq!(keys(rows(ok(&mut m, B, &scan(filter)))), ["aa", "c"]);
-        let committed: Vec<&str> = m
-            .committed_rows(Table::WorkOrders)
-            .map(|(k, _)| k)
-            .collect();
+        let committed: Vec<&str> = m.committed_rows(WORK_ORDERS).map(|(k, _)| k).collect();
         assert_eq!(committed, ["a", "b", "c"]);
-        assert_eq!(m.committed_rows(Table::UpdateLog).count(), 0);
+        assert_eq!(m.committed_rows(UPDATE_LOG).count(), 0);
         // A guard on the key works in UPDATE too.
         let on_key = update(
             "a",
@@ -1277,5 +1383,105 @@ mod tests {
             vec![add("qty", 1)],
         );
         assert_eq!(rows(ok(&mut m, A, &on_key))[0].int("qty"), Some(2));
+    }
+
+    fn delete(key: &str, guard: Cond) -> SqlOp {
+        exec(SqlStmt::Delete {
+            table: WORK_ORDERS,
+            key: key.to_string(),
+            guard,
+        })
+    }
+
+    fn upsert(key: &str, qty: i64, on_conflict: OnConflict) -> SqlOp {
+        exec(SqlStmt::Upsert {
+            table: WORK_ORDERS,
+            key: key.to_string(),
+            row: row(&[("qty", int(qty))]),
+            on_conflict,
+        })
+    }
+
+    #[test]
+    fn delete_returns_the_row_locks_it_and_is_rechecked_after_a_wait() {
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        let gone = rows(ok(&mut m, A, &delete(WO, Cond::True)));
+        assert_eq!(gone[0].int("qty"), Some(10));
+        assert!(rows(ok(&mut m, A, &select(WORK_ORDERS, WO))).is_empty());
+        let scan = exec(SqlStmt::Scan {
+            table: WORK_ORDERS,
+            filter: Cond::True,
+        });
+        assert!(rows(ok(&mut m, A, &scan)).is_empty());
+        // Others still see the row, and wait for it.
+        assert_eq!(rows(ok(&mut m, B, &select(WORK_ORDERS, WO))).len(), 1);
+        let b_update = update(WO, Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &b_update), SqlOutcome::Blocked { holder: A });
+        // A re-insert of the key waits for the deleter too.
+        let b_insert = exec(SqlStmt::Insert {
+            table: WORK_ORDERS,
+            key: WO.into(),
+            row: Row::new(),
+        });
+        assert_eq!(m.execute(B, &b_insert), SqlOutcome::Blocked { holder: A });
+        // A guard false on the committed row does not wait.
+        assert!(rows(ok(&mut m, B, &delete(WO, epoch_is(9)))).is_empty());
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert!(rows(ok(&mut m, B, &b_update)).is_empty());
+        assert_eq!(ok(&mut m, B, &b_insert), SqlReply::Affected(1));
+        assert!(rows(ok(&mut m, A, &delete("nope", Cond::True))).is_empty());
+    }
+
+    #[test]
+    fn upsert_does_nothing_or_updates_and_waits_like_postgresql() {
+        let mut m = seeded();
+        let nothing = upsert(WO, 3, OnConflict::DoNothing);
+        assert!(rows(ok(&mut m, A, &nothing)).is_empty());
+        let fresh = rows(ok(&mut m, A, &upsert("w2", 3, OnConflict::DoNothing)));
+        assert_eq!(fresh[0].int("qty"), Some(3));
+        assert_eq!(fresh[0].columns.get("lease_epoch"), Some(&Value::Null));
+        let bump = OnConflict::DoUpdate {
+            set: vec![add("qty", 1)],
+            guard: epoch_is(1),
+        };
+        assert_eq!(
+            rows(ok(&mut m, A, &upsert(WO, 3, bump.clone())))[0].int("qty"),
+            Some(11)
+        );
+        // A FOR UPDATE holder: DO NOTHING does not wait, DO UPDATE does.
+        ok(&mut m, A, &SqlOp::Begin);
+        ok(&mut m, A, &select_for_update(WORK_ORDERS, WO));
+        assert!(rows(ok(&mut m, B, &nothing)).is_empty());
+        assert_eq!(
+            m.execute(B, &upsert(WO, 3, bump.clone())),
+            SqlOutcome::Blocked { holder: A }
+        );
+        ok(&mut m, A, &SqlOp::Commit);
+        // An uncommitted insert of the key: both wait; after a rollback, they insert.
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &upsert("w3", 1, OnConflict::DoNothing)));
+        assert_eq!(
+            m.execute(B, &nothing.clone()),
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(Vec::new()),
+                durable: false,
+            }
+        );
+        let w3 = upsert("w3", 5, bump.clone());
+        assert_eq!(m.execute(B, &w3), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Rollback);
+        assert_eq!(rows(ok(&mut m, B, &w3))[0].int("qty"), Some(5));
+        // A false guard updates nothing but keeps the row locked.
+        ok(&mut m, A, &SqlOp::Begin);
+        let no = OnConflict::DoUpdate {
+            set: vec![add("qty", 1)],
+            guard: epoch_is(9),
+        };
+        assert!(rows(ok(&mut m, A, &upsert(WO, 0, no))).is_empty());
+        assert_eq!(
+            m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
+            SqlOutcome::Blocked { holder: A }
+        );
     }
 }

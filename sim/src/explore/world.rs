@@ -603,12 +603,11 @@ impl World {
         }
         decisions.append(&mut self.draws);
         self.stats.decisions = decisions.len() as u64;
-        let mut sql_rows = Vec::new();
-        for table in Table::ALL {
-            for (key, row) in self.sql.committed_rows(table) {
-                sql_rows.push((table, key.to_string(), row.clone()));
-            }
-        }
+        let sql_rows: Vec<(Table, String, Row)> = self
+            .sql
+            .all_committed_rows()
+            .map(|(table, key, row)| (table, key.to_string(), row.clone()))
+            .collect();
         let mut hasher = StableHasher::default();
         self.scheduler_hash.hash(&mut hasher);
         decisions.hash(&mut hasher);
