@@ -314,6 +314,8 @@ struct NetWorld {
     time_limit: Timestamp,
     decisions: u64,
     seed: u64,
+    /// Wakes what waits at the store hosts (row locks, pub/sub receives) after a store fault.
+    tx_done: Rc<Notify>,
 }
 
 fn to_std(d: Duration) -> std::time::Duration {
@@ -417,6 +419,7 @@ impl NetWorld {
             time_limit: spec.time_limit,
             decisions: 0,
             seed,
+            tx_done,
         };
         world.plan(&profile, &procs);
         world
@@ -532,6 +535,8 @@ impl NetWorld {
                 Planned::RedisRestart => {
                     let now = self.now();
                     self.stores.borrow_mut().redis_restart(now);
+                    // Subscribers waiting for a message learn they lost their subscription.
+                    self.tx_done.notify_waiters();
                     self.fault(Fault::RedisRestart);
                 }
                 Planned::Pause { proc, duration } => {
@@ -640,6 +645,7 @@ impl NetWorld {
             };
             if let Some(at) = hit {
                 self.stores.borrow_mut().redis_failover(at);
+                self.tx_done.notify_waiters();
                 self.recorder.fault(at, Fault::Failover);
                 self.shared.borrow_mut().faults += 1;
             }

@@ -238,3 +238,106 @@ fn a_transaction_orphaned_by_a_partition_is_rolled_back_after_the_idle_timeout()
         "the orphan's update was rolled back, so the guard holds"
     );
 }
+
+async fn send(stream: &mut turmoil::net::TcpStream, op: u64, body: StoreOp) -> Reply {
+    let req = Request {
+        op,
+        client: "test".into(),
+        body,
+    };
+    write_frame(stream, &req).await.expect("sent");
+    let resp: Response = read_frame(stream)
+        .await
+        .expect("a frame")
+        .expect("not closed");
+    assert_eq!(resp.op, op);
+    resp.reply
+}
+
+/// Pub/sub over the Redis host: a receive waits for the next publish and gets it at once,
+/// ends with no message after its wait, and a closed subscriber connection misses what is
+/// published before it subscribes again.
+#[test]
+fn a_redis_host_delivers_pub_sub_messages_to_connected_subscribers_only() {
+    use racelab_core::{KvOp, KvReply, PubSubOp, PubSubReply};
+    let mut sim = turmoil::Builder::new().rng_seed(5).build();
+    let stores = Rc::new(RefCell::new(Stores::new(
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )));
+    let host_stores = stores.clone();
+    sim.host("redis", move || {
+        serve(
+            PORT,
+            host_stores.clone(),
+            StoreKinds::Redis,
+            Rc::new(Notify::new()),
+        )
+    });
+    let subscribe = || {
+        StoreOp::PubSub(PubSubOp::Subscribe {
+            channels: vec!["ch".into()],
+        })
+    };
+    let receive = |ms| {
+        StoreOp::PubSub(PubSubOp::Receive {
+            wait: Duration::from_ms(ms),
+        })
+    };
+    let publish = |m: &str| {
+        StoreOp::Kv(KvOp::Publish {
+            channel: "ch".into(),
+            message: m.into(),
+        })
+    };
+    let message = |m: &str| {
+        Reply::PubSub(PubSubReply::Message {
+            channel: "ch".into(),
+            payload: m.into(),
+        })
+    };
+    sim.client("subscriber", async move {
+        let mut s = turmoil::net::TcpStream::connect(("redis", PORT)).await?;
+        assert_eq!(
+            send(&mut s, 1, subscribe()).await,
+            Reply::PubSub(PubSubReply::Subscribed { count: 1 })
+        );
+        // Waits; the publisher sends m1 at about 100 ms.
+        assert_eq!(send(&mut s, 2, receive(5_000)).await, message("m1"));
+        assert_eq!(
+            send(&mut s, 3, receive(50)).await,
+            Reply::PubSub(PubSubReply::NoMessage)
+        );
+        drop(s);
+        // m2 is published while no connection is subscribed.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let mut s = turmoil::net::TcpStream::connect(("redis", PORT)).await?;
+        assert_eq!(
+            send(&mut s, 4, receive(50)).await,
+            Reply::PubSub(PubSubReply::Disconnected)
+        );
+        send(&mut s, 5, subscribe()).await;
+        assert_eq!(send(&mut s, 6, receive(5_000)).await, message("m3"));
+        Ok(())
+    });
+    sim.client("publisher", async move {
+        let mut s = turmoil::net::TcpStream::connect(("redis", PORT)).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            send(&mut s, 1, publish("m1")).await,
+            Reply::Kv(KvReply::Int(1))
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            send(&mut s, 2, publish("m2")).await,
+            Reply::Kv(KvReply::Int(0))
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(
+            send(&mut s, 3, publish("m3")).await,
+            Reply::Kv(KvReply::Int(1))
+        );
+        Ok(())
+    });
+    sim.run().expect("the simulation completes");
+}

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use racelab_core::{Duration, Reply, StoreOp, Timestamp};
+use racelab_core::{Duration, PubSubOp, PubSubReply, Reply, StoreOp, Timestamp};
 use tokio::sync::Notify;
 
 use super::wire::{Request, Response, read_frame, write_frame};
@@ -128,9 +128,11 @@ pub async fn serve(
                 SessionId(s.next_session)
             };
             let _ = connection(stream, &stores, session, kinds, &tx_done).await;
-            // The client is gone: PostgreSQL rolls back its transaction.
+            // The client is gone: PostgreSQL rolls back its transaction, Redis drops its
+            // subscriptions.
             let released = {
                 let mut s = stores.borrow_mut();
+                s.redis.disconnect(session.0);
                 s.open.remove(&session);
                 let releases = s.sql.lock_releases();
                 s.sql.disconnect(session);
@@ -178,9 +180,16 @@ async fn connection(
             read_frame::<_, Request>(&mut stream).await?
         };
         let Some(req) = next else { break };
+        // A pub/sub receive waits at most its own wait for a message.
+        let deadline = match &req.body {
+            StoreOp::PubSub(PubSubOp::Receive { wait }) => {
+                Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait.as_ms()))
+            }
+            _ => None,
+        };
         let reply = loop {
-            // Register interest before trying, so a commit between the try and the wait is
-            // not missed.
+            // Register interest before trying, so a commit (or a publish) between the try
+            // and the wait is not missed.
             let notified = tx_done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -191,12 +200,33 @@ async fn connection(
                     }
                     break reply;
                 }
-                None => notified.await,
+                None => match deadline {
+                    Some(at) => {
+                        if tokio::time::timeout_at(at, notified).await.is_err() {
+                            break record(stores, &req, Reply::PubSub(PubSubReply::NoMessage));
+                        }
+                    }
+                    None => notified.await,
+                },
             }
         };
         write_frame(&mut stream, &Response { op: req.op, reply }).await?;
     }
     Ok(())
+}
+
+/// Records a reply the host gives without executing anything (a receive whose wait ended).
+fn record(stores: &SharedStores, req: &Request, reply: Reply) -> Reply {
+    stores.borrow_mut().applied.push(Applied {
+        client: req.client.clone(),
+        op: req.op,
+        at: sim_now(),
+        reply: reply.clone(),
+        durable: true,
+        redis_write: None,
+        committed: Vec::new(),
+    });
+    reply
 }
 
 /// Runs one request; `None` when a SQL statement must wait for a lock. Also returns whether a
@@ -218,7 +248,23 @@ fn execute(
             let r = Reply::Kv(s.redis.execute(now, op));
             let wrote = s.redis.writes();
             redis_write = (wrote > before).then_some(wrote);
-            (r, redis_write.is_none(), false)
+            // A publish may answer a receive waiting on another connection: wake them.
+            let published = matches!(op, racelab_core::KvOp::Publish { .. });
+            (r, redis_write.is_none(), published)
+        }
+        (StoreOp::PubSub(op), StoreKinds::Redis) => {
+            // The connection is the subscriber (its session id names it).
+            let reply = match op {
+                PubSubOp::Subscribe { channels } => PubSubReply::Subscribed {
+                    count: s.redis.subscribe(session.0, channels),
+                },
+                PubSubOp::Receive { .. } => match s.redis.next_message(session.0) {
+                    None => PubSubReply::Disconnected,
+                    Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
+                    Some(None) => return None,
+                },
+            };
+            (Reply::PubSub(reply), true, false)
         }
         (StoreOp::Queue(op), StoreKinds::Redis) => {
             let r = Reply::Queue(s.queue.execute(now, op));
