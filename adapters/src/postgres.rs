@@ -439,14 +439,27 @@ impl PgSql {
         self.in_tx || self.lost_tx
     }
 
-    /// The live connection, made (with `search_path` set) if there is none.
+    /// The live connection, made (with `search_path` set) if there is none. Never a new one
+    /// under an open transaction: if the transaction's connection closed (it may close at
+    /// any moment, for example while `ensure_table` awaits), the transaction is gone, and a
+    /// statement run on a fresh connection would commit on its own. That is an error, and
+    /// the session answers `LOST_TX` until `ROLLBACK` or `COMMIT`.
     async fn client(&mut self) -> Result<&tokio_postgres::Client, AdapterError> {
         if self
             .client
             .as_ref()
             .is_some_and(tokio_postgres::Client::is_closed)
         {
+            let in_tx = self.in_tx;
             self.drop_connection();
+            if in_tx {
+                return Err(AdapterError::Connection {
+                    what: WHAT,
+                    message: "the connection of the open transaction closed; the transaction \
+                              is gone"
+                        .into(),
+                });
+            }
         }
         if self.client.is_none() {
             let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)

@@ -406,3 +406,74 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
         .await
         .expect("dropping the test's schema");
 }
+
+/// The connection of an open transaction may close while a statement is on its way (here
+/// while the adapter makes sure the statement's table exists, which waits for the schema
+/// set-up lock on a connection of its own): the statement must fail, never run on a fresh
+/// connection where it would commit on its own (a recorded scan without its increment).
+#[tokio::test]
+async fn a_transaction_whose_connection_dies_mid_statement_never_runs_it_in_autocommit() {
+    let Some(config) = common::servers_or_skip("driver mid-statement loss", false, true).await
+    else {
+        return;
+    };
+    let schema = common::unique("midloss");
+    let mut admin = PgSql::connect(&config.pg_url, &schema)
+        .await
+        .expect("PostgreSQL answers");
+    let all = SqlOp::Exec(SqlStmt::Scan {
+        table: APPLIED_SCANS,
+        filter: racelab_core::Cond::True,
+    });
+    // The admin session creates the table; the worker session has not named it yet.
+    admin.execute_sql(&all).await.expect("scan");
+    let (raw, connection) = tokio_postgres::connect(&config.pg_url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers");
+    tokio::spawn(connection);
+    // racelab's schema set-up lock (adapters/src/postgres.rs, DDL_LOCK), held so that the
+    // worker's table check waits.
+    raw.batch_execute("SELECT pg_advisory_lock(32195226876272994)")
+        .await
+        .expect("lock");
+    let mut pg = PgSql::lazy(&config.pg_url, &schema).expect("a valid schema");
+    let pid = pg.backend_pid().await.expect("connected");
+    assert_eq!(
+        pg.execute_sql(&SqlOp::Begin).await.expect("BEGIN"),
+        SqlReply::Ok
+    );
+    let insert = SqlOp::Exec(SqlStmt::Insert {
+        table: APPLIED_SCANS,
+        key: "s-1".into(),
+        row: Row::from([("qty".to_string(), Value::Int(1))]),
+    });
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        raw.query("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate");
+        // Let the worker's client notice, then let its table check finish.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        raw.batch_execute("SELECT pg_advisory_unlock(32195226876272994)")
+            .await
+            .expect("unlock");
+    };
+    let (answer, ()) = tokio::join!(pg.execute_sql(&insert), killer);
+    assert!(
+        matches!(&answer, Err(_) | Ok(SqlReply::Error(_))),
+        "the statement of the dead transaction fails: {answer:?}"
+    );
+    let SqlReply::Rows(rows) = admin.execute_sql(&all).await.expect("scan") else {
+        panic!("a scan returns rows");
+    };
+    assert!(
+        rows.is_empty(),
+        "nothing was committed on its own: {rows:?}"
+    );
+    assert_eq!(
+        pg.execute_sql(&SqlOp::Commit).await.expect("COMMIT"),
+        SqlReply::RolledBack
+    );
+    admin.drop_schema().await.expect("cleanup");
+    common::ran("driver mid-statement loss");
+}
