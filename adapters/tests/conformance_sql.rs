@@ -111,11 +111,8 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
             key,
             for_update
         }),
-        2 => cond().prop_map(|filter| SqlStmt::Scan { table: WORK_ORDERS, filter }),
-        1 => Just(SqlStmt::Scan {
-            table: APPLIED_SCANS,
-            filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into()))
-        }),
+        2 => cond().prop_map(|filter| SqlStmt::scan(WORK_ORDERS, filter)),
+        1 => Just(SqlStmt::scan(APPLIED_SCANS, Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into())))),
         4 => (scan_key, int()).prop_map(|(key, q)| SqlStmt::Insert {
             table: APPLIED_SCANS,
             key,
@@ -529,10 +526,7 @@ impl Ctx {
             self.exec(s, &SqlOp::Rollback).await?;
         }
         for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG] {
-            let all = SqlOp::Exec(SqlStmt::Scan {
-                table,
-                filter: Cond::True,
-            });
+            let all = SqlOp::Exec(SqlStmt::scan(table, Cond::True));
             let real = match self.exec(0, &all).await? {
                 SqlReply::Rows(rows) => rows,
                 other => {

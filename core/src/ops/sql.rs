@@ -562,12 +562,25 @@ pub enum SqlStmt {
         /// `FOR UPDATE`: take the row lock (waits for a holder to finish).
         for_update: bool,
     },
-    /// `SELECT * FROM table WHERE filter ORDER BY key`.
+    /// `SELECT * FROM table WHERE filter ORDER BY key [LIMIT n] [FOR UPDATE [SKIP LOCKED]]`
+    /// ([`SqlStmt::scan`] builds the plain one). Under READ COMMITTED the candidates are the
+    /// rows the statement's snapshot sees passing `filter`, in key order; a locking scan then
+    /// takes each one's row lock in turn until it has `limit` rows: `FOR UPDATE` waits for a
+    /// row another session holds (keeping the rows it has locked so far) and re-checks
+    /// `filter` on the newest version after the wait, dropping the row if it no longer passes
+    /// or is gone; `SKIP LOCKED` never waits and skips every row another session holds (locked,
+    /// or inserted, updated or deleted without committing).
     Scan {
         /// The table.
         table: Table,
         /// The filter.
         filter: Cond,
+        /// Which row locks the scan takes.
+        #[serde(default, skip_serializing_if = "ScanLock::is_none")]
+        lock: ScanLock,
+        /// `LIMIT n`: at most this many rows (`None`: no limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
     },
     /// `INSERT INTO table (key, ...) VALUES (...)`. A duplicate key is a unique violation
     /// (after waiting for an uncommitted inserter of the same key, as PostgreSQL does).
@@ -617,6 +630,35 @@ pub enum SqlStmt {
         /// What to do when the key exists.
         on_conflict: OnConflict,
     },
+}
+
+/// The row locks a [`SqlStmt::Scan`] takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScanLock {
+    /// A plain read: no lock, no wait.
+    #[default]
+    None,
+    /// `FOR UPDATE`: locks every row it returns, waiting for other holders.
+    ForUpdate,
+    /// `FOR UPDATE SKIP LOCKED`: locks every row it returns, skipping the rows another
+    /// session holds instead of waiting.
+    SkipLocked,
+}
+
+impl ScanLock {
+    /// Whether this is a plain read ([`ScanLock::None`]).
+    pub fn is_none(&self) -> bool {
+        *self == ScanLock::None
+    }
+
+    /// The SQL locking clause (with a leading space), empty for a plain read.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ScanLock::None => "",
+            ScanLock::ForUpdate => " FOR UPDATE",
+            ScanLock::SkipLocked => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// What `INSERT ... ON CONFLICT (key)` does with an existing row.
@@ -780,6 +822,34 @@ impl InvalidStmt {
 }
 
 impl SqlStmt {
+    /// A plain scan: `SELECT * FROM table WHERE filter ORDER BY key`, no lock, no limit.
+    pub fn scan(table: Table, filter: Cond) -> SqlStmt {
+        SqlStmt::Scan {
+            table,
+            filter,
+            lock: ScanLock::None,
+            limit: None,
+        }
+    }
+
+    /// This scan with `LIMIT n` (other statements are returned unchanged).
+    #[must_use]
+    pub fn limit(mut self, n: u64) -> SqlStmt {
+        if let SqlStmt::Scan { limit, .. } = &mut self {
+            *limit = Some(n);
+        }
+        self
+    }
+
+    /// This scan with the lock mode `mode` (other statements are returned unchanged).
+    #[must_use]
+    pub fn locking(mut self, mode: ScanLock) -> SqlStmt {
+        if let SqlStmt::Scan { lock, .. } = &mut self {
+            *lock = mode;
+        }
+        self
+    }
+
     /// The table the statement names.
     pub fn table(&self) -> Table {
         match self {
@@ -810,7 +880,7 @@ impl SqlStmt {
     pub fn validate(&self) -> Result<(), InvalidStmt> {
         match self {
             SqlStmt::Select { .. } => Ok(()),
-            SqlStmt::Scan { table, filter } => validate_cond(*table, filter, false),
+            SqlStmt::Scan { table, filter, .. } => validate_cond(*table, filter, false),
             SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
             SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard, false),
             SqlStmt::Upsert {
@@ -979,6 +1049,10 @@ impl SqlStmt {
         };
         match self {
             SqlStmt::Select { .. } | SqlStmt::Insert { .. } => Ok(()),
+            SqlStmt::Scan { limit, .. } if limit.is_some_and(|n| i64::try_from(n).is_err()) => {
+                // `LIMIT n` is a bigint.
+                Err(OutOfRange)
+            }
             SqlStmt::Scan { filter: c, .. } | SqlStmt::Delete { guard: c, .. } => {
                 c.fold_constants()
             }
@@ -1094,8 +1168,17 @@ impl fmt::Display for SqlStmt {
                 }
                 Ok(())
             }
-            SqlStmt::Scan { table, filter } => {
-                write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())
+            SqlStmt::Scan {
+                table,
+                filter,
+                lock,
+                limit,
+            } => {
+                write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())?;
+                if let Some(n) = limit {
+                    write!(f, " LIMIT {n}")?;
+                }
+                write!(f, "{}", lock.sql())
             }
             SqlStmt::Insert { table, key, row } => write_insert(f, *table, key, row),
             SqlStmt::Update {
@@ -1321,10 +1404,10 @@ mod tests {
     fn each_rule_refuses_its_known_bad_statement() {
         let cases: Vec<(SqlStmt, &str, &str)> = vec![
             (
-                SqlStmt::Scan {
-                    table: WORK_ORDERS,
-                    filter: Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
-                },
+                SqlStmt::scan(
+                    WORK_ORDERS,
+                    Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
+                ),
                 "42703",
                 "42703: column \"x\" does not exist",
             ),
@@ -1418,13 +1501,13 @@ mod tests {
                 key: "any'key".into(),
                 for_update: true,
             },
-            SqlStmt::Scan {
-                table: UPDATE_LOG,
-                filter: Cond::Or(vec![
+            SqlStmt::scan(
+                UPDATE_LOG,
+                Cond::Or(vec![
                     Cond::cmp("key", CmpOp::Eq, Value::Text("k".into())),
                     Cond::cmp("status", CmpOp::Eq, Value::Int(1)),
                 ]),
-            },
+            ),
             insert(&[
                 ("qty", Value::Null),
                 ("lease_owner", Value::Text("A".into())),
