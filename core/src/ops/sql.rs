@@ -144,6 +144,14 @@ impl Expr {
         }
     }
 
+    /// How many arithmetic operators the expression computes.
+    fn operators(&self) -> usize {
+        match self {
+            Expr::Col(_) | Expr::Const(_) | Expr::Excluded(_) => 0,
+            Expr::Add(l, r) | Expr::Sub(l, r) => 1 + l.operators() + r.operators(),
+        }
+    }
+
     /// Whether the expression holds no column: PostgreSQL computes it when it plans the
     /// statement (its parameters are constants then), before it reads any row.
     pub fn is_constant(&self) -> bool {
@@ -296,6 +304,86 @@ impl Cond {
         }
     }
 
+    /// Evaluates the condition as the qualifier of a scan's, an `UPDATE`'s or a `DELETE`'s
+    /// `WHERE` clause, the way PostgreSQL's planner arranges it: first constant folding
+    /// ([`Cond::eval_folded`]), then the top-level `AND` is flattened into a list of conjuncts
+    /// that run cheapest first (by their number of operators, ties in written order),
+    /// stopping at the first false one. (`ON CONFLICT DO UPDATE ... WHERE` is not reordered:
+    /// use [`Cond::eval_folded`].)
+    pub fn eval_where(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        let folded = match self.fold(at.table) {
+            Folded::Const(b) => return Ok(b),
+            Folded::Cond(c) => c,
+        };
+        let mut conjuncts = Vec::new();
+        folded.flatten_and(&mut conjuncts);
+        conjuncts.sort_by_key(|c| c.operators());
+        for c in conjuncts {
+            if !c.eval(at)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Evaluates the condition left to right after PostgreSQL's constant folding: a
+    /// comparison false whatever the row (across types, or with the constant `NULL`) is
+    /// `FALSE`; an `AND` holding a `FALSE` is `FALSE` and an `OR` holding a `TRUE` is `TRUE`,
+    /// without computing their other sides.
+    pub fn eval_folded(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        match self.fold(at.table) {
+            Folded::Const(b) => Ok(b),
+            Folded::Cond(c) => c.eval(at),
+        }
+    }
+
+    /// The condition after constant folding.
+    fn fold(&self, table: Table) -> Folded {
+        match self {
+            Cond::True => Folded::Const(true),
+            Cond::Cmp { left, right, .. } if Cond::statically_false(table, left, right) => {
+                Folded::Const(false)
+            }
+            Cond::Cmp { .. } => Folded::Cond(self.clone()),
+            Cond::And(all) | Cond::Or(all) => {
+                let and = matches!(self, Cond::And(_));
+                let mut kept = Vec::new();
+                for c in all {
+                    match c.fold(table) {
+                        // FALSE decides an AND, TRUE an OR.
+                        Folded::Const(b) if b != and => return Folded::Const(b),
+                        Folded::Const(_) => {}
+                        Folded::Cond(c) => kept.push(c),
+                    }
+                }
+                match (kept.len(), and) {
+                    (0, _) => Folded::Const(and),
+                    (1, _) => Folded::Cond(kept.remove(0)),
+                    (_, true) => Folded::Cond(Cond::And(kept)),
+                    (_, false) => Folded::Cond(Cond::Or(kept)),
+                }
+            }
+        }
+    }
+
+    /// The conjuncts of a top-level `AND` (nested ones flattened).
+    fn flatten_and<'a>(&'a self, out: &mut Vec<&'a Cond>) {
+        match self {
+            Cond::And(all) => all.iter().for_each(|c| c.flatten_and(out)),
+            other => out.push(other),
+        }
+    }
+
+    /// How many operators (comparisons and arithmetic) the condition computes: PostgreSQL's
+    /// cost of a qualifier, every operator here costing the same.
+    fn operators(&self) -> usize {
+        match self {
+            Cond::True => 0,
+            Cond::Cmp { left, right, .. } => 1 + left.operators() + right.operators(),
+            Cond::And(all) | Cond::Or(all) => all.iter().map(Cond::operators).sum(),
+        }
+    }
+
     /// [`Cond::eval`] on a row of `table` with this key (no `EXCLUDED` row).
     pub fn holds_on(&self, table: Table, key: &str, row: &Row) -> Result<bool, OutOfRange> {
         self.eval(&RowRef {
@@ -317,6 +405,12 @@ impl Cond {
             Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(Cond::fold_constants),
         }
     }
+}
+
+/// A condition after constant folding: a constant, or what is left to compute.
+enum Folded {
+    Const(bool),
+    Cond(Cond),
 }
 
 /// One assignment in an `UPDATE ... SET`.
@@ -1356,6 +1450,49 @@ mod tests {
             le(b().plus(b()), b()),
         ]);
         assert_eq!(holds(&and, &row), Ok(false));
+    }
+
+    #[test]
+    fn a_where_clause_runs_its_cheapest_conjuncts_first_and_folds_constant_false_ones() {
+        let row = Row::from([
+            ("b".to_string(), Value::Int(i64::MAX)),
+            ("t".to_string(), Value::Text("x".into())),
+        ]);
+        let at = RowRef {
+            table: AB,
+            key: "k",
+            row: &row,
+            excluded: None,
+        };
+        let overflow = Cond::compare(Expr::col("b").plus(Expr::int(1)), CmpOp::Eq, Expr::col("a"));
+        let t_is_y = Cond::cmp("t", CmpOp::Eq, Value::Text("y".into()));
+        let written_first = Cond::And(vec![overflow.clone(), t_is_y.clone()]);
+        assert_eq!(written_first.eval(&at), Err(OutOfRange));
+        assert_eq!(written_first.eval_where(&at), Ok(false));
+        // Nested ANDs are flattened; TRUE is left out.
+        let nested = Cond::And(vec![overflow.clone(), Cond::And(vec![Cond::True, t_is_y])]);
+        assert_eq!(nested.eval_where(&at), Ok(false));
+        // A conjunct false whatever the row folds the clause, however costly the others.
+        let with_null = Cond::And(vec![
+            overflow.clone(),
+            Cond::cmp("b", CmpOp::Eq, Value::Null),
+        ]);
+        assert_eq!(with_null.eval_where(&at), Ok(false));
+        // Alone, or under OR, the overflow is computed, unless the OR holds a TRUE.
+        assert_eq!(overflow.eval_where(&at), Err(OutOfRange));
+        let either = Cond::Or(vec![
+            overflow.clone(),
+            Cond::cmp("b", CmpOp::Eq, Value::Int(1)),
+        ]);
+        assert_eq!(either.eval_where(&at), Err(OutOfRange));
+        let or_true = Cond::Or(vec![overflow.clone(), Cond::True]);
+        assert_eq!(or_true.eval_folded(&at), Ok(true));
+        // Folding alone keeps the written order.
+        let and = Cond::And(vec![
+            overflow,
+            Cond::cmp("t", CmpOp::Eq, Value::Text("y".into())),
+        ]);
+        assert_eq!(and.eval_folded(&at), Err(OutOfRange));
     }
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {

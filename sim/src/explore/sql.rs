@@ -36,9 +36,9 @@
 //!   version of each remaining candidate (the candidates are the keys of the first execution's
 //!   snapshot: a row that starts to pass the filter during the wait is not returned, as in
 //!   PostgreSQL). `FOR UPDATE SKIP LOCKED` never waits: it skips every row another session
-//!   holds and locks the rest. An autocommit locking scan that must wait gives back the locks
-//!   it took (PostgreSQL keeps them while it waits: a difference only a third session could
-//!   see).
+//!   holds and locks the rest. An autocommit `FOR UPDATE` scan that must wait keeps the rows
+//!   it locked until it finishes, in its own transaction (a session sends nothing else while
+//!   its statement waits).
 //! - Deadlocks, as PostgreSQL detects them: every wait is an edge of a waits-for graph
 //!   (waiter to holder; [`SqlOutcome::Blocked`] names the holder). A waiting session checks
 //!   for a cycle through itself once, [`SqlModel::deadlock_timeout`] after its wait began;
@@ -83,8 +83,8 @@ pub enum SqlOutcome {
         durable: bool,
     },
     /// The statement must wait for a row lock (or an uncommitted insert of the same key) held
-    /// by `holder`. Nothing changed, except that a `FOR UPDATE` scan in a transaction keeps
-    /// the row locks it took before the wait, as PostgreSQL does. The simulator parks it and calls
+    /// by `holder`. Nothing changed, except that a `FOR UPDATE` scan keeps the row locks it
+    /// took before the wait, as PostgreSQL does. The simulator parks it and calls
     /// [`SqlModel::execute`] again with the same op after the holder's transaction ends or
     /// fails ([`SqlModel::lock_releases`] moves).
     Blocked {
@@ -102,6 +102,10 @@ struct Txn {
     /// The session's uncommitted row versions (inserted or updated rows; `None` for a
     /// deleted one), visible only to the session until commit.
     writes: BTreeMap<RowId, Option<Row>>,
+    /// The transaction of one autocommit statement, kept open only while that statement
+    /// waits holding row locks (a `FOR UPDATE` scan that locked some rows): it ends with the
+    /// statement.
+    autocommit: bool,
 }
 
 /// The database: committed rows, open transactions and row locks.
@@ -181,7 +185,11 @@ impl SqlModel {
         }
         self.waits.remove(&session);
         self.scan_candidates.remove(&session);
-        self.fail(session);
+        if self.txns.get(&session).is_some_and(|txn| txn.autocommit) {
+            self.end(session);
+        } else {
+            self.fail(session);
+        }
         Some(SqlReply::Error(DEADLOCK.to_string()))
     }
 
@@ -239,6 +247,7 @@ impl SqlModel {
             }
             SqlOp::Exec(stmt) => match self.txns.get(&session) {
                 Some(txn) if txn.failed => done(SqlReply::Error(ABORTED.into()), false),
+                Some(txn) if txn.autocommit => self.autocommit(session, stmt, true),
                 Some(_) => match self.run(session, stmt) {
                     Err(holder) => SqlOutcome::Blocked { holder },
                     Ok(reply) => {
@@ -249,23 +258,46 @@ impl SqlModel {
                     }
                 },
                 None => {
-                    self.txns.insert(session, Txn::default());
-                    let result = self.run(session, stmt);
-                    // The statement's own locks live and die inside this call: no other
-                    // statement can have waited for them, so their release is not counted.
-                    let releases = self.lock_releases;
-                    let txn = self.end(session).unwrap_or_default();
-                    self.lock_releases = releases;
-                    match result {
-                        Err(holder) => SqlOutcome::Blocked { holder },
-                        Ok(reply) if is_error(&reply) => done(reply, false),
-                        Ok(reply) => {
-                            let durable = self.apply(txn);
-                            done(reply, durable)
-                        }
-                    }
+                    self.txns.insert(
+                        session,
+                        Txn {
+                            autocommit: true,
+                            ..Txn::default()
+                        },
+                    );
+                    self.autocommit(session, stmt, false)
                 }
             },
+        }
+    }
+
+    /// Runs an autocommit statement in its own transaction (open): commits it when it
+    /// finishes; when it must wait, keeps the transaction only if the statement holds row
+    /// locks (a `FOR UPDATE` scan keeps the rows it locked before the wait, as PostgreSQL
+    /// does). `resumed`: the transaction was kept from an earlier wait.
+    fn autocommit(&mut self, session: SessionId, stmt: &SqlStmt, resumed: bool) -> SqlOutcome {
+        let result = self.run(session, stmt);
+        let holds_locks = self.locks.values().any(|h| *h == session);
+        if let Err(holder) = result
+            && holds_locks
+        {
+            return SqlOutcome::Blocked { holder };
+        }
+        // Unless it waited holding them, the statement's own locks live and die inside this
+        // call: no other statement can have waited for them, so their release is not
+        // counted.
+        let releases = self.lock_releases;
+        let txn = self.end(session).unwrap_or_default();
+        if !resumed {
+            self.lock_releases = releases;
+        }
+        match result {
+            Err(holder) => SqlOutcome::Blocked { holder },
+            Ok(reply) if is_error(&reply) => done(reply, false),
+            Ok(reply) => {
+                let durable = self.apply(txn);
+                done(reply, durable)
+            }
         }
     }
 
@@ -305,7 +337,7 @@ impl SqlModel {
 
     /// Whether `session` has an open transaction (possibly a failed one).
     pub fn in_transaction(&self, session: SessionId) -> bool {
-        self.txns.contains_key(&session)
+        self.txns.get(&session).is_some_and(|txn| !txn.autocommit)
     }
 
     /// How many times so far a transaction released row locks: by its end (commit, rollback,
@@ -693,7 +725,9 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     }
 }
 
-/// Evaluates a condition on a row (22003 as an error reply).
+/// Evaluates a condition on a row (22003 as an error reply): a `WHERE` clause as PostgreSQL
+/// plans it ([`Cond::eval_where`]), or, with an `EXCLUDED` row (`ON CONFLICT DO UPDATE ...
+/// WHERE`), folded and left to right ([`Cond::eval_folded`]).
 fn matches(
     table: Table,
     cond: &Cond,
@@ -707,7 +741,11 @@ fn matches(
         row,
         excluded,
     };
-    cond.eval(&at).map_err(OutOfRange::reply)
+    match excluded {
+        None => cond.eval_where(&at),
+        Some(_) => cond.eval_folded(&at),
+    }
+    .map_err(OutOfRange::reply)
 }
 
 /// The row after an `UPDATE`'s (checked) assignments, every expression computed on the row
@@ -1783,5 +1821,61 @@ mod tests {
         assert_eq!(error(ok(&mut m, A, &a_wants)), ABORTED);
         assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
         assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::Committed);
+    }
+
+    #[test]
+    fn an_autocommit_for_update_scan_keeps_its_locks_while_it_waits() {
+        let mut m = three_orders();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-3")));
+        let scan = scan_qty_over(-1, ScanLock::ForUpdate, None);
+        assert_eq!(m.execute(B, &scan), SqlOutcome::Blocked { holder: A });
+        assert!(
+            !m.in_transaction(B),
+            "no transaction block for an autocommit statement"
+        );
+        let skip = scan_qty_over(-1, ScanLock::SkipLocked, None);
+        assert!(
+            keys(ok(&mut m, C, &skip)).is_empty(),
+            "B holds wo-1 and wo-2"
+        );
+        // A now wants wo-1: a deadlock, which B's check finds (B waited first).
+        assert_eq!(
+            m.execute(A, &select_for_update(WORK_ORDERS, "wo-1")),
+            SqlOutcome::Blocked { holder: B }
+        );
+        let releases = m.lock_releases();
+        assert_eq!(m.check_deadlock(B), Some(SqlReply::Error(DEADLOCK.into())));
+        assert_ne!(m.lock_releases(), releases);
+        assert!(!m.in_transaction(B));
+        assert_eq!(
+            keys(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-1"))),
+            ["wo-1"]
+        );
+        // Without a deadlock, the scan finishes after A's commit and its release counts.
+        ok(&mut m, A, &SqlOp::Commit);
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-3")));
+        assert_eq!(m.execute(B, &scan), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Commit);
+        let releases = m.lock_releases();
+        let out = m.execute(B, &scan);
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(
+                    ["wo-1", "wo-2", "wo-3"]
+                        .map(|k| keyed(k, work_order(10, 1)))
+                        .to_vec()
+                ),
+                durable: false
+            }
+        );
+        assert_ne!(
+            m.lock_releases(),
+            releases,
+            "others may have waited for its locks"
+        );
+        assert_eq!(keys(ok(&mut m, C, &skip)), ["wo-1", "wo-2", "wo-3"]);
     }
 }
