@@ -21,6 +21,9 @@
 //!   no row if the key exists, `DO UPDATE` locks the existing row (waiting even for a `FOR
 //!   UPDATE` holder), keeps it locked and updates it if its guard holds: never a unique
 //!   violation on the key.
+//! - `WHERE` clauses of scans, `UPDATE` and `DELETE` are computed as PostgreSQL plans them
+//!   ([`Cond::eval_where`]: constant folding, then the top-level `AND`'s conjuncts cheapest
+//!   first), which decides whether an overflowing conjunct (22003) is ever computed.
 //! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
 //!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
