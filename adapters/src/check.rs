@@ -702,10 +702,7 @@ impl Run {
     /// Scans seen applied: `applied_scans` rows (`Correct`) or acknowledged effects.
     async fn applied(&self, pg: &mut PgSql) -> Result<BTreeSet<ScanId>, AdapterError> {
         if self.variant == Variant::Correct {
-            let all = SqlOp::Exec(SqlStmt::Scan {
-                table: APPLIED_SCANS,
-                filter: Cond::True,
-            });
+            let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, Cond::True));
             return match pg.execute_sql(&all).await? {
                 SqlReply::Rows(rows) => Ok(rows
                     .iter()
@@ -999,12 +996,7 @@ impl Run {
         duration: std::time::Duration,
     ) -> Result<(CheckRealReport, History), AdapterError> {
         let history = self.recorder.history();
-        let read = |table| {
-            SqlOp::Exec(SqlStmt::Scan {
-                table,
-                filter: Cond::True,
-            })
-        };
+        let read = |table| SqlOp::Exec(SqlStmt::scan(table, Cond::True));
         let rows = |r: SqlReply, what: &str| match r {
             SqlReply::Rows(rows) => Ok(rows),
             other => Err(AdapterError::Protocol {

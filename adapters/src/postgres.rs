@@ -259,14 +259,22 @@ fn build(stmt: &SqlStmt) -> Built {
                 params,
             ))
         }
-        SqlStmt::Scan { table, filter } => {
+        SqlStmt::Scan {
+            table,
+            filter,
+            lock,
+            limit,
+        } => {
             let filter = cond_sql(*table, filter, &mut params);
+            // The limit is a constant of the statement's text (a u64 printed as digits).
+            let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
             Ok((
                 format!(
-                    "SELECT {} FROM {} WHERE {filter} ORDER BY {}",
+                    "SELECT {} FROM {} WHERE {filter} ORDER BY {}{limit}{}",
                     returning(*table),
                     ident(table.as_str()),
-                    ident(KEY)
+                    ident(KEY),
+                    lock.sql()
                 ),
                 params,
             ))

@@ -7,7 +7,12 @@
 //! releases its locks (its transaction ends, or fails at an error), the model re-executes the
 //! parked statement and its reply must equal the one the server then gives, before anything
 //! else is sent. (A statement the model would park while the other session is
-//! already parked would be a deadlock, which the model does not detect: it is left out.)
+//! already parked would be a deadlock: it is left out of the generated sequences, and
+//! `a_deadlock_fails_the_first_waiter_with_40p01` checks the model's detection on its own.)
+//!
+//! Locking scans (`FOR UPDATE`, `SKIP LOCKED`) get filters that cannot fail on a row: the
+//! model computes a scan's filter on every row first (PostgreSQL's sort before the lock and
+//! the limit), while a plan that reads the key index could stop earlier.
 
 mod common;
 
@@ -19,7 +24,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_adapters::{AdapterError, PgSql};
-use racelab_core::{Assign, CmpOp, Cond, Expr, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Value};
+use racelab_core::{
+    Assign, CmpOp, Cond, Expr, OnConflict, Row, ScanLock, SqlOp, SqlReply, SqlStmt, Value,
+};
 use racelab_sim::explore::models::{SessionId, SqlModel, SqlOutcome};
 use tokio::task::JoinHandle;
 
@@ -83,6 +90,38 @@ fn cond() -> impl Strategy<Value = Cond> {
     ]
 }
 
+/// Conditions that never fail on a row (no arithmetic), for locking and limited scans.
+fn plain_cond() -> impl Strategy<Value = Cond> {
+    let cmp = prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Ge]);
+    let leaf = prop_oneof![
+        3 => Just(Cond::True),
+        2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("lease_epoch", op, Value::Int(n))),
+        2 => (cmp.clone(), int()).prop_map(|(op, n)| Cond::cmp("qty", op, Value::Int(n))),
+        2 => (cmp.clone(), wo_key()).prop_map(|(op, k)| Cond::cmp("key", op, Value::Text(k))),
+        1 => Just(Cond::cmp("no_such_column", CmpOp::Eq, Value::Int(1))),
+    ];
+    prop_oneof![
+        4 => leaf.clone(),
+        1 => prop::collection::vec(leaf, 0..3).prop_map(Cond::Or),
+    ]
+}
+
+/// A scan of work orders that locks its rows, with or without a limit.
+fn locking_scan() -> impl Strategy<Value = SqlStmt> {
+    (
+        plain_cond(),
+        prop::sample::select(vec![ScanLock::ForUpdate, ScanLock::SkipLocked]),
+        prop::option::of(0u64..3),
+    )
+        .prop_map(|(filter, lock, limit)| {
+            let scan = SqlStmt::scan(WORK_ORDERS, filter).locking(lock);
+            match limit {
+                Some(n) => scan.limit(n),
+                None => scan,
+            }
+        })
+}
+
 fn assign() -> impl Strategy<Value = Assign> {
     prop_oneof![
         4 => int().prop_map(|delta| Assign::Add { column: "qty".into(), delta }),
@@ -111,11 +150,10 @@ fn stmt() -> impl Strategy<Value = SqlStmt> {
             key,
             for_update
         }),
-        2 => cond().prop_map(|filter| SqlStmt::Scan { table: WORK_ORDERS, filter }),
-        1 => Just(SqlStmt::Scan {
-            table: APPLIED_SCANS,
-            filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into()))
-        }),
+        2 => cond().prop_map(|filter| SqlStmt::scan(WORK_ORDERS, filter)),
+        1 => (plain_cond(), 0u64..3).prop_map(|(filter, n)| SqlStmt::scan(WORK_ORDERS, filter).limit(n)),
+        3 => locking_scan(),
+        1 => Just(SqlStmt::scan(APPLIED_SCANS, Cond::cmp("work_order", CmpOp::Eq, Value::Text("wo-1".into())))),
         4 => (scan_key, int()).prop_map(|(key, q)| SqlStmt::Insert {
             table: APPLIED_SCANS,
             key,
@@ -216,12 +254,22 @@ fn locking() -> impl Strategy<Value = SqlStmt> {
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(1))]),
         }),
+        locking_scan(),
     ]
 }
 
 /// Contention: one session opens a transaction and locks, the other then wants the same.
 fn contention() -> impl Strategy<Value = Vec<(usize, SqlOp)>> {
-    (0usize..2, locking(), locking()).prop_map(|(a, first, second)| {
+    // Often the other session skips what the first one locked.
+    let skip = (plain_cond(), prop::option::of(1u64..3)).prop_map(|(filter, limit)| {
+        let scan = SqlStmt::scan(WORK_ORDERS, filter).locking(ScanLock::SkipLocked);
+        match limit {
+            Some(n) => scan.limit(n),
+            None => scan,
+        }
+    });
+    let second = prop_oneof![3 => locking(), 1 => skip];
+    (0usize..2, locking(), second).prop_map(|(a, first, second)| {
         vec![
             (a, SqlOp::Begin),
             (a, SqlOp::Exec(first)),
@@ -268,16 +316,23 @@ struct Seen {
     rolled_back_commits: u32,
     errors: u32,
     committed_writes: u32,
+    /// `SKIP LOCKED` scans that skipped a row (they returned other rows than the same plain
+    /// scan would have).
+    skipped: u32,
+    /// Locking scans the model parked.
+    parked_scans: u32,
     /// Statements that did not fail, by kind (see [`kind`]), and that were parked first.
     kinds: BTreeMap<&'static str, u32>,
 }
 
 /// The kinds of statement every run must exercise.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "expression",
     "select",
     "select-for-update",
     "scan",
+    "scan-for-update",
+    "scan-skip-locked",
     "insert",
     "update",
     "delete",
@@ -319,7 +374,18 @@ fn kind(stmt: &SqlStmt) -> &'static str {
         SqlStmt::Select {
             for_update: true, ..
         } => "select-for-update",
-        SqlStmt::Scan { .. } => "scan",
+        SqlStmt::Scan {
+            lock: ScanLock::None,
+            ..
+        } => "scan",
+        SqlStmt::Scan {
+            lock: ScanLock::ForUpdate,
+            ..
+        } => "scan-for-update",
+        SqlStmt::Scan {
+            lock: ScanLock::SkipLocked,
+            ..
+        } => "scan-skip-locked",
         SqlStmt::Insert { .. } => "insert",
         SqlStmt::Update { .. } => "update",
         SqlStmt::Delete { .. } => "delete",
@@ -451,6 +517,19 @@ impl Ctx {
                             format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
                         );
                     }
+                    if let SqlOp::Exec(stmt @ SqlStmt::Scan { lock, .. }) = op
+                        && *lock == ScanLock::SkipLocked
+                        && matches!(reply, SqlReply::Rows(_))
+                    {
+                        // The same scan without the lock clause: a read that changes nothing.
+                        let plain = SqlOp::Exec(stmt.clone().locking(ScanLock::None));
+                        if let SqlOutcome::Done { reply: all, .. } =
+                            model.execute(SESSIONS[s], &plain)
+                            && all != reply
+                        {
+                            self.seen.skipped += 1;
+                        }
+                    }
                     if let SqlOp::Exec(stmt) = op
                         && !matches!(reply, SqlReply::Error(_))
                     {
@@ -513,6 +592,9 @@ impl Ctx {
                         );
                     }
                     self.seen.parked += 1;
+                    if matches!(op, SqlOp::Exec(SqlStmt::Scan { .. })) {
+                        self.seen.parked_scans += 1;
+                    }
                     parked = Some((s, op.clone(), task));
                 }
             }
@@ -529,10 +611,7 @@ impl Ctx {
             self.exec(s, &SqlOp::Rollback).await?;
         }
         for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG] {
-            let all = SqlOp::Exec(SqlStmt::Scan {
-                table,
-                filter: Cond::True,
-            });
+            let all = SqlOp::Exec(SqlStmt::scan(table, Cond::True));
             let real = match self.exec(0, &all).await? {
                 SqlReply::Rows(rows) => rows,
                 other => {
@@ -652,6 +731,7 @@ fn sql_statements_and_transactions_on_two_sessions_agree_with_the_model() {
             && seen.rolled_back_commits >= 20
             && seen.errors >= 20
             && seen.committed_writes >= 20
+            && seen.skipped >= 20
             && KINDS
                 .iter()
                 .all(|k| seen.kinds.get(k).is_some_and(|n| *n >= 20)),
@@ -711,7 +791,25 @@ fn sql_regression_sequences_agree_with_the_model() {
         key: "wo-2".into(),
         for_update: true,
     });
+    // wo-2's qty + 2 overflows; its lease_owner is ''.
+    let overflow_and_false = SqlOp::Exec(SqlStmt::scan(
+        WORK_ORDERS,
+        Cond::And(vec![
+            Cond::compare(
+                Expr::col("qty").plus(Expr::int(2)),
+                CmpOp::Eq,
+                Expr::col("lease_until"),
+            ),
+            Cond::cmp("lease_owner", CmpOp::Eq, Value::Text("W_A#0".into())),
+        ]),
+    ));
     let cases: Vec<(&str, Vec<(usize, SqlOp)>)> = vec![
+        (
+            // Found by the generated sequences: PostgreSQL runs a WHERE clause's cheaper
+            // conjunct first, which is false, so the overflowing one is never computed.
+            "a WHERE clause's conjuncts run cheapest first",
+            vec![(0, overflow_and_false)],
+        ),
         (
             "a conditional update waits, then re-checks its guard on the committed row",
             vec![
@@ -892,6 +990,181 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
         let expected = done(model.execute(SESSIONS[0], &SqlOp::Commit));
         let real = ctx.exec(0, &SqlOp::Commit).await.expect("S0 answers");
         assert_eq!((&expected, &real), (&SqlReply::RolledBack, &SqlReply::RolledBack));
+        ctx.session(0)
+            .expect("idle")
+            .drop_schema()
+            .await
+            .expect("dropping the test's schema");
+    });
+}
+
+/// Resets the tables and seeds the same work orders (`seed_row(0)`) in a fresh model and on
+/// the server.
+async fn seeded(ctx: &mut Ctx, keys: &[&str]) -> SqlModel {
+    for s in 0..2 {
+        ctx.exec(s, &SqlOp::Rollback).await.expect("rollback");
+    }
+    ctx.session(0).expect("idle").reset().await.expect("reset");
+    let mut model = SqlModel::new();
+    for key in keys {
+        model.seed(WORK_ORDERS, key, seed_row(0));
+        let insert = SqlOp::Exec(SqlStmt::Insert {
+            table: WORK_ORDERS,
+            key: (*key).into(),
+            row: seed_row(0),
+        });
+        ctx.exec(0, &insert).await.expect("seed");
+    }
+    model
+}
+
+/// Runs `op` on session `s` in the model and on the server, which must agree without a
+/// wait; returns the server's reply.
+async fn both(ctx: &mut Ctx, model: &mut SqlModel, s: usize, op: &SqlOp) -> SqlReply {
+    let expected = match model.execute(SESSIONS[s], op) {
+        SqlOutcome::Done { reply, .. } => reply,
+        SqlOutcome::Blocked { holder } => panic!("S{s} `{op}`: the model parks it on {holder:?}"),
+    };
+    let real = ctx.exec(s, op).await.expect("PostgreSQL answers");
+    assert!(
+        agree(&expected, &real),
+        "S{s} `{op}`: model {expected:?}, PostgreSQL {real:?}"
+    );
+    real
+}
+
+fn keys_of(reply: &SqlReply) -> Vec<&str> {
+    match reply {
+        SqlReply::Rows(rows) => rows.iter().map(|r| r.key.as_str()).collect(),
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
+fn lock_row(key: &str) -> SqlOp {
+    SqlOp::Exec(SqlStmt::Select {
+        table: WORK_ORDERS,
+        key: key.into(),
+        for_update: true,
+    })
+}
+
+#[test]
+fn skip_locked_returns_the_next_row_another_session_does_not_hold() {
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("sql skip locked")) else {
+        return;
+    };
+    rt.block_on(async {
+        let mut model = seeded(&mut ctx, &["wo-1", "wo-2", "wo-3"]).await;
+        let c = &mut ctx;
+        let m = &mut model;
+        both(c, m, 0, &SqlOp::Begin).await;
+        assert_eq!(keys_of(&both(c, m, 0, &lock_row("wo-1")).await), ["wo-1"]);
+        both(c, m, 1, &SqlOp::Begin).await;
+        let skip = SqlStmt::scan(WORK_ORDERS, Cond::True).locking(ScanLock::SkipLocked);
+        let skip_one = SqlOp::Exec(skip.clone().limit(1));
+        assert_eq!(keys_of(&both(c, m, 1, &skip_one).await), ["wo-2"]);
+        // What it returned is locked: S0 skips wo-2 and keeps its own wo-1.
+        let skip_all = SqlOp::Exec(skip);
+        assert_eq!(keys_of(&both(c, m, 0, &skip_all).await), ["wo-1", "wo-3"]);
+        // An uncommitted update is skipped too; a plain scan neither waits nor skips.
+        both(c, m, 1, &SqlOp::Commit).await;
+        let plain = SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True).limit(2));
+        assert_eq!(keys_of(&both(c, m, 1, &plain).await), ["wo-1", "wo-2"]);
+        assert_eq!(keys_of(&both(c, m, 1, &skip_all).await), ["wo-2"]);
+        both(c, m, 0, &SqlOp::Commit).await;
+        ctx.session(0)
+            .expect("idle")
+            .drop_schema()
+            .await
+            .expect("dropping the test's schema");
+    });
+}
+
+type Running = JoinHandle<(PgSql, Result<SqlReply, AdapterError>)>;
+
+/// Sends `op` on session `s` from a task (it is expected to wait for a lock) and returns
+/// once the server shows the session waiting.
+async fn send_waiting(ctx: &mut Ctx, s: usize, op: &SqlOp) -> Running {
+    let mut pg = ctx.sessions[s].take().expect("session idle");
+    let o = op.clone();
+    let task = tokio::spawn(async move {
+        let r = pg.execute_sql(&o).await;
+        (pg, r)
+    });
+    assert!(
+        ctx.waits_for_lock(s, &task).await.expect("watching"),
+        "S{s} `{op}` waits for a lock on the server"
+    );
+    task
+}
+
+#[test]
+fn a_deadlock_fails_the_first_waiter_with_40p01() {
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("sql deadlock")) else {
+        return;
+    };
+    rt.block_on(async {
+        let mut model = seeded(&mut ctx, &["wo-1", "wo-2"]).await;
+        let c = &mut ctx;
+        let m = &mut model;
+        for s in 0..2 {
+            both(c, m, s, &SqlOp::Begin).await;
+        }
+        both(c, m, 0, &lock_row("wo-1")).await;
+        both(c, m, 1, &lock_row("wo-2")).await;
+        // S0 waits for S1, then S1 for S0: the cycle closes well within deadlock_timeout
+        // of S0's wait, so S0's check (its wait began first) finds it.
+        let (s0_wants, s1_wants) = (lock_row("wo-2"), lock_row("wo-1"));
+        assert_eq!(
+            m.execute(SESSIONS[0], &s0_wants),
+            SqlOutcome::Blocked {
+                holder: SESSIONS[1]
+            }
+        );
+        let t0 = send_waiting(c, 0, &s0_wants).await;
+        assert_eq!(
+            m.execute(SESSIONS[1], &s1_wants),
+            SqlOutcome::Blocked {
+                holder: SESSIONS[0]
+            }
+        );
+        let t1 = send_waiting(c, 1, &s1_wants).await;
+        let model_s0 = m
+            .check_deadlock(SESSIONS[0])
+            .expect("the model finds the cycle");
+        let SqlOutcome::Done {
+            reply: model_s1, ..
+        } = m.execute(SESSIONS[1], &s1_wants)
+        else {
+            panic!("S1 proceeds in the model once S0's transaction failed")
+        };
+        let mut real = Vec::new();
+        for (s, task) in [(0, t0), (1, t1)] {
+            let (pg, r) = tokio::time::timeout(STATEMENT_WAIT, task)
+                .await
+                .expect("the server breaks the deadlock")
+                .expect("task");
+            c.sessions[s] = Some(pg);
+            real.push(r.expect("PostgreSQL answers"));
+        }
+        let deadlocks = real
+            .iter()
+            .filter(|r| matches!(r, SqlReply::Error(e) if e.starts_with("40P01")))
+            .count();
+        assert_eq!(deadlocks, 1, "exactly one session gets 40P01: {real:?}");
+        assert!(
+            agree(&model_s0, &real[0]) && agree(&model_s1, &real[1]),
+            "model S0 {model_s0:?}, S1 {model_s1:?}; PostgreSQL {real:?}"
+        );
+        assert_eq!(keys_of(&real[1]), ["wo-1"]);
+        // S1 holds both rows: after S0's rollback, its SKIP LOCKED scan finds nothing.
+        both(c, m, 0, &SqlOp::Rollback).await;
+        let skip =
+            SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True).locking(ScanLock::SkipLocked));
+        assert!(keys_of(&both(c, m, 0, &skip).await).is_empty());
+        assert_eq!(both(c, m, 1, &SqlOp::Commit).await, SqlReply::Committed);
         ctx.session(0)
             .expect("idle")
             .drop_schema()

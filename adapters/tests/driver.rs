@@ -388,10 +388,7 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
             .expect("a fresh session"),
         SqlReply::Affected(1)
     );
-    let all = SqlOp::Exec(SqlStmt::Scan {
-        table: APPLIED_SCANS,
-        filter: racelab_core::Cond::True,
-    });
+    let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
     let SqlReply::Rows(rows) = admin.execute_sql(&all).await.expect("scan") else {
         panic!("a scan returns rows");
     };

@@ -199,10 +199,10 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
             db.execute_sql(&insert).await.expect("insert"),
             SqlReply::Affected(1)
         );
-        let find = SqlOp::Exec(SqlStmt::Scan {
-            table: UPDATE_LOG,
-            filter: Cond::cmp("request_id", CmpOp::Eq, Value::Text(s.clone())),
-        });
+        let find = SqlOp::Exec(SqlStmt::scan(
+            UPDATE_LOG,
+            Cond::cmp("request_id", CmpOp::Eq, Value::Text(s.clone())),
+        ));
         let SqlReply::Rows(rows) = db.execute_sql(&find).await.expect("scan") else {
             panic!("a scan returns rows");
         };
@@ -210,10 +210,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
         assert_eq!(rows[0].key, key);
         assert_eq!(rows[0].columns.get("request_id"), Some(&Value::Text(s)));
     }
-    let all = SqlOp::Exec(SqlStmt::Scan {
-        table: WORK_ORDERS,
-        filter: Cond::True,
-    });
+    let all = SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True));
     assert!(
         matches!(db.execute_sql(&all).await, Ok(SqlReply::Rows(_))),
         "work_orders still exists: no DROP TABLE in the data ever ran"

@@ -28,13 +28,13 @@ pub fn increment(work_order: WorkOrderId, qty: Quantity) -> SqlStmt {
 
 /// Plan 2's `findOne({requestId, status: 'SUCCESS'})`.
 pub fn find_log(request_id: &str) -> SqlStmt {
-    SqlStmt::Scan {
-        table: UPDATE_LOG,
-        filter: Cond::And(vec![
+    SqlStmt::scan(
+        UPDATE_LOG,
+        Cond::And(vec![
             Cond::cmp("request_id", CmpOp::Eq, Value::Text(request_id.to_string())),
             Cond::cmp("status", CmpOp::Eq, Value::Text("SUCCESS".into())),
         ]),
-    }
+    )
 }
 
 /// Plan 2's `WorkOrderUpdateLog.create(...)`. `row_key` is the request id itself when the
@@ -102,8 +102,8 @@ pub fn fenced_increment(work_order: WorkOrderId, epoch: Epoch, qty: Quantity) ->
 
 /// The checker's read of a work order's log: every applied-scan row of the work order.
 pub fn applied_scans_of(work_order: WorkOrderId) -> SqlStmt {
-    SqlStmt::Scan {
-        table: APPLIED_SCANS,
-        filter: Cond::cmp("work_order", CmpOp::Eq, Value::Text(work_order.to_string())),
-    }
+    SqlStmt::scan(
+        APPLIED_SCANS,
+        Cond::cmp("work_order", CmpOp::Eq, Value::Text(work_order.to_string())),
+    )
 }

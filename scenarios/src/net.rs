@@ -351,6 +351,10 @@ impl NetWorld {
             spec.replication_lag,
             spec.queue_lock,
         )));
+        stores
+            .borrow_mut()
+            .sql
+            .set_deadlock_timeout(spec.net.sql_deadlock_timeout);
         for (table, key, row) in &spec.sql_rows {
             stores.borrow_mut().sql.seed(*table, key, row.clone());
         }

@@ -239,6 +239,82 @@ fn a_transaction_orphaned_by_a_partition_is_rolled_back_after_the_idle_timeout()
     );
 }
 
+fn lock_row(key: &str) -> SqlOp {
+    SqlOp::Exec(SqlStmt::Select {
+        table: WORK_ORDERS,
+        key: key.into(),
+        for_update: true,
+    })
+}
+
+#[test]
+fn a_deadlock_is_answered_40p01_to_the_first_waiter_after_deadlock_timeout() {
+    let mut sim = turmoil::Builder::new().rng_seed(5).build();
+    let stores = Rc::new(RefCell::new(Stores::new(
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )));
+    for key in ["wo-1", "wo-2"] {
+        stores.borrow_mut().sql.seed(WORK_ORDERS, key, Row::new());
+    }
+    let host_stores = stores.clone();
+    sim.host("sql", move || {
+        serve(
+            PORT,
+            host_stores.clone(),
+            StoreKinds::Sql,
+            Rc::new(Notify::new()),
+        )
+    });
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let a_errors = errors.clone();
+    sim.client("a", async move {
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        call(&mut s, 1, SqlOp::Begin).await;
+        call(&mut s, 2, lock_row("wo-1")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Waits for b from about 0.3 s; b closes the cycle at about 0.6 s.
+        let sent = turmoil::sim_elapsed().unwrap_or_default();
+        let reply = call(&mut s, 3, lock_row("wo-2")).await;
+        let waited = turmoil::sim_elapsed().unwrap_or_default() - sent;
+        a_errors.borrow_mut().push((waited, reply));
+        assert_eq!(
+            call(&mut s, 4, SqlOp::Commit).await,
+            Reply::Sql(SqlReply::RolledBack)
+        );
+        Ok(())
+    });
+    sim.client("b", async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut s = turmoil::net::TcpStream::connect(("sql", PORT)).await?;
+        call(&mut s, 1, SqlOp::Begin).await;
+        call(&mut s, 2, lock_row("wo-2")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let Reply::Sql(SqlReply::Rows(rows)) = call(&mut s, 3, lock_row("wo-1")).await else {
+            panic!("b gets wo-1 once a's transaction failed")
+        };
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            call(&mut s, 4, SqlOp::Commit).await,
+            Reply::Sql(SqlReply::Committed)
+        );
+        Ok(())
+    });
+    sim.run().expect("the simulation completes");
+    let errors = errors.borrow();
+    let (waited, reply) = &errors[0];
+    assert_eq!(
+        *reply,
+        Reply::Sql(SqlReply::Error("40P01: deadlock detected".into()))
+    );
+    // 1 s of deadlock_timeout plus the request's and the reply's latencies.
+    assert!(
+        (std::time::Duration::from_secs(1)..std::time::Duration::from_millis(1_250))
+            .contains(waited),
+        "a's check ran 1 s after its wait began, it waited {waited:?}"
+    );
+}
+
 async fn send(stream: &mut turmoil::net::TcpStream, op: u64, body: StoreOp) -> Reply {
     let req = Request {
         op,

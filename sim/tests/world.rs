@@ -1573,3 +1573,86 @@ fn pub_sub_delivers_at_most_once_and_a_failover_disconnects_subscribers() {
     assert_eq!(third.applied_at, Some(Timestamp::from_ms(255)));
     assert!(third.invoked_at < Timestamp::from_ms(200));
 }
+
+fn lock_row(key: &str) -> (StoreOp, Tag) {
+    sql(SqlOp::Exec(SqlStmt::Select {
+        table: WORK_ORDERS,
+        key: key.into(),
+        for_update: true,
+    }))
+}
+
+/// A locks wo-1 then wo-2, B locks wo-2 then wo-1, each in a transaction, 2 s between
+/// statements; B starts at `b_start_ms`. Returns the run and each one's replies.
+fn opposite_lock_orders(b_start_ms: u64) -> (racelab_sim::explore::Run, Replies, Replies) {
+    let a_ops = vec![
+        sql(SqlOp::Begin),
+        lock_row("wo-1"),
+        lock_row("wo-2"),
+        sql(SqlOp::Commit),
+    ];
+    let b_ops = vec![
+        sql(SqlOp::Begin),
+        lock_row("wo-2"),
+        lock_row("wo-1"),
+        sql(SqlOp::Commit),
+    ];
+    let (a, a_replies) = process("A", a_ops, Duration::from_secs(2));
+    let (b, b_replies) = process("B", b_ops, Duration::from_secs(2));
+    let mut spec = world(vec![a, b]);
+    spec.sql_rows.push((WORK_ORDERS, "wo-2".into(), Row::new()));
+    spec.processes[1].start_at = Timestamp::from_ms(b_start_ms);
+    (run(spec, &scripted(vec![])), a_replies, b_replies)
+}
+
+/// The victim's replies and the survivor's, checked: one 40P01 then a rolled-back commit,
+/// and the other gets its second row and commits. Returns when the victim got 40P01.
+fn one_deadlock_victim(victim: &Replies, survivor: &Replies) -> Timestamp {
+    let v = victim.borrow();
+    let s = survivor.borrow();
+    let sql_reply = |r: &Reply| match r {
+        Reply::Sql(r) => r.clone(),
+        other => panic!("not a SQL reply: {other:?}"),
+    };
+    assert_eq!(v.len(), 4);
+    assert_eq!(
+        sql_reply(&v[2].1),
+        SqlReply::Error("40P01: deadlock detected".into())
+    );
+    assert_eq!(sql_reply(&v[3].1), SqlReply::RolledBack);
+    assert_eq!(s.len(), 4);
+    assert!(matches!(sql_reply(&s[2].1), SqlReply::Rows(rows) if rows.len() == 1));
+    assert!(
+        s[2].0 >= v[2].0,
+        "the survivor's lock came at the victim's error"
+    );
+    assert_eq!(sql_reply(&s[3].1), SqlReply::Committed);
+    v[2].0
+}
+
+#[test]
+fn a_deadlock_fails_the_first_waiter_whose_check_comes_after_the_cycle_closed() {
+    // A waits for B from about 4.0 s; B closes the cycle at about 4.2 s; A's check at about
+    // 5.0 s (1 s after its wait began) finds the cycle: A gets 40P01, B commits.
+    let (r, a, b) = opposite_lock_orders(200);
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let at = one_deadlock_victim(&a, &b);
+    assert!(
+        (Timestamp::from_ms(4_990)..=Timestamp::from_ms(5_020)).contains(&at),
+        "A's error came about 1 s after its wait began (about 0.8 s after the cycle closed), \
+         got {at}"
+    );
+    // Deterministic.
+    let (again, _, _) = opposite_lock_orders(200);
+    assert_eq!(r.trace_hash, again.trace_hash);
+
+    // A waits from about 4.0 s but B closes the cycle only at about 5.5 s: A's check at about
+    // 5.0 s finds nothing (and PostgreSQL does not check again); B's at about 6.5 s does.
+    let (r, a, b) = opposite_lock_orders(1_500);
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let at = one_deadlock_victim(&b, &a);
+    assert!(
+        (Timestamp::from_ms(6_490)..=Timestamp::from_ms(6_520)).contains(&at),
+        "B's error came 1 s after its wait began, got {at}"
+    );
+}

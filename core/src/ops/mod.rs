@@ -47,7 +47,7 @@ pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use random::{RandomOp, RandomStream};
 pub use sql::{
     Assign, CmpOp, ColumnType, Cond, Expr, InvalidStmt, KeyedRow, OnConflict, OutOfRange, Row,
-    RowRef, SqlOp, SqlReply, SqlStmt, Table, TableDef, Value,
+    RowRef, ScanLock, SqlOp, SqlReply, SqlStmt, Table, TableDef, Value,
 };
 pub use upstream::{CallKind, RequestId, StreamId, StreamReply, UpstreamOp, UpstreamReply, Usage};
 

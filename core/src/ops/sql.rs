@@ -144,6 +144,14 @@ impl Expr {
         }
     }
 
+    /// How many arithmetic operators the expression computes.
+    fn operators(&self) -> usize {
+        match self {
+            Expr::Col(_) | Expr::Const(_) | Expr::Excluded(_) => 0,
+            Expr::Add(l, r) | Expr::Sub(l, r) => 1 + l.operators() + r.operators(),
+        }
+    }
+
     /// Whether the expression holds no column: PostgreSQL computes it when it plans the
     /// statement (its parameters are constants then), before it reads any row.
     pub fn is_constant(&self) -> bool {
@@ -296,6 +304,86 @@ impl Cond {
         }
     }
 
+    /// Evaluates the condition as the qualifier of a scan's, an `UPDATE`'s or a `DELETE`'s
+    /// `WHERE` clause, the way PostgreSQL's planner arranges it: first constant folding
+    /// ([`Cond::eval_folded`]), then the top-level `AND` is flattened into a list of conjuncts
+    /// that run cheapest first (by their number of operators, ties in written order),
+    /// stopping at the first false one. (`ON CONFLICT DO UPDATE ... WHERE` is not reordered:
+    /// use [`Cond::eval_folded`].)
+    pub fn eval_where(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        let folded = match self.fold(at.table) {
+            Folded::Const(b) => return Ok(b),
+            Folded::Cond(c) => c,
+        };
+        let mut conjuncts = Vec::new();
+        folded.flatten_and(&mut conjuncts);
+        conjuncts.sort_by_key(|c| c.operators());
+        for c in conjuncts {
+            if !c.eval(at)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Evaluates the condition left to right after PostgreSQL's constant folding: a
+    /// comparison false whatever the row (across types, or with the constant `NULL`) is
+    /// `FALSE`; an `AND` holding a `FALSE` is `FALSE` and an `OR` holding a `TRUE` is `TRUE`,
+    /// without computing their other sides.
+    pub fn eval_folded(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        match self.fold(at.table) {
+            Folded::Const(b) => Ok(b),
+            Folded::Cond(c) => c.eval(at),
+        }
+    }
+
+    /// The condition after constant folding.
+    fn fold(&self, table: Table) -> Folded {
+        match self {
+            Cond::True => Folded::Const(true),
+            Cond::Cmp { left, right, .. } if Cond::statically_false(table, left, right) => {
+                Folded::Const(false)
+            }
+            Cond::Cmp { .. } => Folded::Cond(self.clone()),
+            Cond::And(all) | Cond::Or(all) => {
+                let and = matches!(self, Cond::And(_));
+                let mut kept = Vec::new();
+                for c in all {
+                    match c.fold(table) {
+                        // FALSE decides an AND, TRUE an OR.
+                        Folded::Const(b) if b != and => return Folded::Const(b),
+                        Folded::Const(_) => {}
+                        Folded::Cond(c) => kept.push(c),
+                    }
+                }
+                match (kept.len(), and) {
+                    (0, _) => Folded::Const(and),
+                    (1, _) => Folded::Cond(kept.remove(0)),
+                    (_, true) => Folded::Cond(Cond::And(kept)),
+                    (_, false) => Folded::Cond(Cond::Or(kept)),
+                }
+            }
+        }
+    }
+
+    /// The conjuncts of a top-level `AND` (nested ones flattened).
+    fn flatten_and<'a>(&'a self, out: &mut Vec<&'a Cond>) {
+        match self {
+            Cond::And(all) => all.iter().for_each(|c| c.flatten_and(out)),
+            other => out.push(other),
+        }
+    }
+
+    /// How many operators (comparisons and arithmetic) the condition computes: PostgreSQL's
+    /// cost of a qualifier, every operator here costing the same.
+    fn operators(&self) -> usize {
+        match self {
+            Cond::True => 0,
+            Cond::Cmp { left, right, .. } => 1 + left.operators() + right.operators(),
+            Cond::And(all) | Cond::Or(all) => all.iter().map(Cond::operators).sum(),
+        }
+    }
+
     /// [`Cond::eval`] on a row of `table` with this key (no `EXCLUDED` row).
     pub fn holds_on(&self, table: Table, key: &str, row: &Row) -> Result<bool, OutOfRange> {
         self.eval(&RowRef {
@@ -317,6 +405,12 @@ impl Cond {
             Cond::And(all) | Cond::Or(all) => all.iter().try_for_each(Cond::fold_constants),
         }
     }
+}
+
+/// A condition after constant folding: a constant, or what is left to compute.
+enum Folded {
+    Const(bool),
+    Cond(Cond),
 }
 
 /// One assignment in an `UPDATE ... SET`.
@@ -562,12 +656,25 @@ pub enum SqlStmt {
         /// `FOR UPDATE`: take the row lock (waits for a holder to finish).
         for_update: bool,
     },
-    /// `SELECT * FROM table WHERE filter ORDER BY key`.
+    /// `SELECT * FROM table WHERE filter ORDER BY key [LIMIT n] [FOR UPDATE [SKIP LOCKED]]`
+    /// ([`SqlStmt::scan`] builds the plain one). Under READ COMMITTED the candidates are the
+    /// rows the statement's snapshot sees passing `filter`, in key order; a locking scan then
+    /// takes each one's row lock in turn until it has `limit` rows: `FOR UPDATE` waits for a
+    /// row another session holds (keeping the rows it has locked so far) and re-checks
+    /// `filter` on the newest version after the wait, dropping the row if it no longer passes
+    /// or is gone; `SKIP LOCKED` never waits and skips every row another session holds (locked,
+    /// or inserted, updated or deleted without committing).
     Scan {
         /// The table.
         table: Table,
         /// The filter.
         filter: Cond,
+        /// Which row locks the scan takes.
+        #[serde(default, skip_serializing_if = "ScanLock::is_none")]
+        lock: ScanLock,
+        /// `LIMIT n`: at most this many rows (`None`: no limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
     },
     /// `INSERT INTO table (key, ...) VALUES (...)`. A duplicate key is a unique violation
     /// (after waiting for an uncommitted inserter of the same key, as PostgreSQL does).
@@ -617,6 +724,35 @@ pub enum SqlStmt {
         /// What to do when the key exists.
         on_conflict: OnConflict,
     },
+}
+
+/// The row locks a [`SqlStmt::Scan`] takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScanLock {
+    /// A plain read: no lock, no wait.
+    #[default]
+    None,
+    /// `FOR UPDATE`: locks every row it returns, waiting for other holders.
+    ForUpdate,
+    /// `FOR UPDATE SKIP LOCKED`: locks every row it returns, skipping the rows another
+    /// session holds instead of waiting.
+    SkipLocked,
+}
+
+impl ScanLock {
+    /// Whether this is a plain read ([`ScanLock::None`]).
+    pub fn is_none(&self) -> bool {
+        *self == ScanLock::None
+    }
+
+    /// The SQL locking clause (with a leading space), empty for a plain read.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ScanLock::None => "",
+            ScanLock::ForUpdate => " FOR UPDATE",
+            ScanLock::SkipLocked => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// What `INSERT ... ON CONFLICT (key)` does with an existing row.
@@ -780,6 +916,34 @@ impl InvalidStmt {
 }
 
 impl SqlStmt {
+    /// A plain scan: `SELECT * FROM table WHERE filter ORDER BY key`, no lock, no limit.
+    pub fn scan(table: Table, filter: Cond) -> SqlStmt {
+        SqlStmt::Scan {
+            table,
+            filter,
+            lock: ScanLock::None,
+            limit: None,
+        }
+    }
+
+    /// This scan with `LIMIT n` (other statements are returned unchanged).
+    #[must_use]
+    pub fn limit(mut self, n: u64) -> SqlStmt {
+        if let SqlStmt::Scan { limit, .. } = &mut self {
+            *limit = Some(n);
+        }
+        self
+    }
+
+    /// This scan with the lock mode `mode` (other statements are returned unchanged).
+    #[must_use]
+    pub fn locking(mut self, mode: ScanLock) -> SqlStmt {
+        if let SqlStmt::Scan { lock, .. } = &mut self {
+            *lock = mode;
+        }
+        self
+    }
+
     /// The table the statement names.
     pub fn table(&self) -> Table {
         match self {
@@ -810,7 +974,7 @@ impl SqlStmt {
     pub fn validate(&self) -> Result<(), InvalidStmt> {
         match self {
             SqlStmt::Select { .. } => Ok(()),
-            SqlStmt::Scan { table, filter } => validate_cond(*table, filter, false),
+            SqlStmt::Scan { table, filter, .. } => validate_cond(*table, filter, false),
             SqlStmt::Insert { table, row, .. } => validate_row(*table, row),
             SqlStmt::Delete { table, guard, .. } => validate_cond(*table, guard, false),
             SqlStmt::Upsert {
@@ -979,6 +1143,10 @@ impl SqlStmt {
         };
         match self {
             SqlStmt::Select { .. } | SqlStmt::Insert { .. } => Ok(()),
+            SqlStmt::Scan { limit, .. } if limit.is_some_and(|n| i64::try_from(n).is_err()) => {
+                // `LIMIT n` is a bigint.
+                Err(OutOfRange)
+            }
             SqlStmt::Scan { filter: c, .. } | SqlStmt::Delete { guard: c, .. } => {
                 c.fold_constants()
             }
@@ -1094,8 +1262,17 @@ impl fmt::Display for SqlStmt {
                 }
                 Ok(())
             }
-            SqlStmt::Scan { table, filter } => {
-                write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())
+            SqlStmt::Scan {
+                table,
+                filter,
+                lock,
+                limit,
+            } => {
+                write!(f, "SELECT * FROM {} WHERE {filter}", table.as_str())?;
+                if let Some(n) = limit {
+                    write!(f, " LIMIT {n}")?;
+                }
+                write!(f, "{}", lock.sql())
             }
             SqlStmt::Insert { table, key, row } => write_insert(f, *table, key, row),
             SqlStmt::Update {
@@ -1275,6 +1452,49 @@ mod tests {
         assert_eq!(holds(&and, &row), Ok(false));
     }
 
+    #[test]
+    fn a_where_clause_runs_its_cheapest_conjuncts_first_and_folds_constant_false_ones() {
+        let row = Row::from([
+            ("b".to_string(), Value::Int(i64::MAX)),
+            ("t".to_string(), Value::Text("x".into())),
+        ]);
+        let at = RowRef {
+            table: AB,
+            key: "k",
+            row: &row,
+            excluded: None,
+        };
+        let overflow = Cond::compare(Expr::col("b").plus(Expr::int(1)), CmpOp::Eq, Expr::col("a"));
+        let t_is_y = Cond::cmp("t", CmpOp::Eq, Value::Text("y".into()));
+        let written_first = Cond::And(vec![overflow.clone(), t_is_y.clone()]);
+        assert_eq!(written_first.eval(&at), Err(OutOfRange));
+        assert_eq!(written_first.eval_where(&at), Ok(false));
+        // Nested ANDs are flattened; TRUE is left out.
+        let nested = Cond::And(vec![overflow.clone(), Cond::And(vec![Cond::True, t_is_y])]);
+        assert_eq!(nested.eval_where(&at), Ok(false));
+        // A conjunct false whatever the row folds the clause, however costly the others.
+        let with_null = Cond::And(vec![
+            overflow.clone(),
+            Cond::cmp("b", CmpOp::Eq, Value::Null),
+        ]);
+        assert_eq!(with_null.eval_where(&at), Ok(false));
+        // Alone, or under OR, the overflow is computed, unless the OR holds a TRUE.
+        assert_eq!(overflow.eval_where(&at), Err(OutOfRange));
+        let either = Cond::Or(vec![
+            overflow.clone(),
+            Cond::cmp("b", CmpOp::Eq, Value::Int(1)),
+        ]);
+        assert_eq!(either.eval_where(&at), Err(OutOfRange));
+        let or_true = Cond::Or(vec![overflow.clone(), Cond::True]);
+        assert_eq!(or_true.eval_folded(&at), Ok(true));
+        // Folding alone keeps the written order.
+        let and = Cond::And(vec![
+            overflow,
+            Cond::cmp("t", CmpOp::Eq, Value::Text("y".into())),
+        ]);
+        assert_eq!(and.eval_folded(&at), Err(OutOfRange));
+    }
+
     fn insert(row: &[(&str, Value)]) -> SqlStmt {
         SqlStmt::Insert {
             table: WORK_ORDERS,
@@ -1321,10 +1541,10 @@ mod tests {
     fn each_rule_refuses_its_known_bad_statement() {
         let cases: Vec<(SqlStmt, &str, &str)> = vec![
             (
-                SqlStmt::Scan {
-                    table: WORK_ORDERS,
-                    filter: Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
-                },
+                SqlStmt::scan(
+                    WORK_ORDERS,
+                    Cond::And(vec![Cond::True, Cond::cmp("x", CmpOp::Eq, Value::Int(1))]),
+                ),
                 "42703",
                 "42703: column \"x\" does not exist",
             ),
@@ -1418,13 +1638,13 @@ mod tests {
                 key: "any'key".into(),
                 for_update: true,
             },
-            SqlStmt::Scan {
-                table: UPDATE_LOG,
-                filter: Cond::Or(vec![
+            SqlStmt::scan(
+                UPDATE_LOG,
+                Cond::Or(vec![
                     Cond::cmp("key", CmpOp::Eq, Value::Text("k".into())),
                     Cond::cmp("status", CmpOp::Eq, Value::Int(1)),
                 ]),
-            },
+            ),
             insert(&[
                 ("qty", Value::Null),
                 ("lease_owner", Value::Text("A".into())),

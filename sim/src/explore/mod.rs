@@ -19,7 +19,7 @@ mod world;
 pub mod models {
     pub use super::queue::QueueModel;
     pub use super::redis::{LostWrites, RedisModel};
-    pub use super::sql::{SessionId, SqlModel, SqlOutcome};
+    pub use super::sql::{DEADLOCK, DEFAULT_DEADLOCK_TIMEOUT, SessionId, SqlModel, SqlOutcome};
 }
 
 pub use exhaustive::{Exhaustive, exhaustive};

@@ -21,6 +21,9 @@
 //!   no row if the key exists, `DO UPDATE` locks the existing row (waiting even for a `FOR
 //!   UPDATE` holder), keeps it locked and updates it if its guard holds: never a unique
 //!   violation on the key.
+//! - `WHERE` clauses of scans, `UPDATE` and `DELETE` are computed as PostgreSQL plans them
+//!   ([`Cond::eval_where`]: constant folding, then the top-level `AND`'s conjuncts cheapest
+//!   first), which decides whether an overflowing conjunct (22003) is ever computed.
 //! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
 //!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
@@ -30,20 +33,39 @@
 //!   `a_failed_transaction_releases_its_locks_at_the_error`). [`SqlModel::lock_releases`]
 //!   tells a caller with parked statements when to try them again.
 //!
-//! There is no deadlock detection: two sessions waiting on each other stay parked until a
-//! client timeout gives up and the session is dropped ([`SqlModel::disconnect`]), which rolls
-//! its transaction back and releases its locks.
+//! - Scans ([`SqlStmt::Scan`]) read the rows their snapshot sees, in key order, up to their
+//!   `LIMIT`. `FOR UPDATE` locks each candidate in turn, waiting for another holder (the rows
+//!   locked so far stay locked) and, after the wait, re-checking the filter on the newest
+//!   version of each remaining candidate (the candidates are the keys of the first execution's
+//!   snapshot: a row that starts to pass the filter during the wait is not returned, as in
+//!   PostgreSQL). `FOR UPDATE SKIP LOCKED` never waits: it skips every row another session
+//!   holds and locks the rest. An autocommit `FOR UPDATE` scan that must wait keeps the rows
+//!   it locked until it finishes, in its own transaction (a session sends nothing else while
+//!   its statement waits).
+//! - Deadlocks, as PostgreSQL detects them: every wait is an edge of a waits-for graph
+//!   (waiter to holder; [`SqlOutcome::Blocked`] names the holder). A waiting session checks
+//!   for a cycle through itself once, [`SqlModel::deadlock_timeout`] after its wait began;
+//!   the caller schedules that check and runs it with [`SqlModel::check_deadlock`], which fails
+//!   the waiter's transaction with `40P01: deadlock detected` when there is a cycle (its locks
+//!   go at once, so the other members proceed). In a two-session cycle that is the session that
+//!   started waiting first, unless its check came before the cycle closed.
 
 use std::collections::BTreeMap;
 
 use racelab_core::{
-    Assign, Cond, KeyedRow, OnConflict, OutOfRange, Row, RowRef, SqlOp, SqlReply, SqlStmt, Table,
-    Value,
+    Assign, Cond, Duration, KeyedRow, OnConflict, OutOfRange, Row, RowRef, ScanLock, SqlOp,
+    SqlReply, SqlStmt, Table, Value,
 };
 
 /// The error every statement of a failed transaction gets.
 const ABORTED: &str =
     "25P02: current transaction is aborted, commands ignored until end of transaction block";
+
+/// The error a deadlock check answers the waiter it chose (SQLSTATE 40P01).
+pub const DEADLOCK: &str = "40P01: deadlock detected";
+
+/// PostgreSQL's default `deadlock_timeout`.
+pub const DEFAULT_DEADLOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A row's identity: its table and its key.
 type RowId = (Table, String);
@@ -64,7 +86,8 @@ pub enum SqlOutcome {
         durable: bool,
     },
     /// The statement must wait for a row lock (or an uncommitted insert of the same key) held
-    /// by `holder`. Nothing changed. The simulator parks it and calls
+    /// by `holder`. Nothing changed, except that a `FOR UPDATE` scan keeps the row locks it
+    /// took before the wait, as PostgreSQL does. The simulator parks it and calls
     /// [`SqlModel::execute`] again with the same op after the holder's transaction ends or
     /// fails ([`SqlModel::lock_releases`] moves).
     Blocked {
@@ -82,10 +105,14 @@ struct Txn {
     /// The session's uncommitted row versions (inserted or updated rows; `None` for a
     /// deleted one), visible only to the session until commit.
     writes: BTreeMap<RowId, Option<Row>>,
+    /// The transaction of one autocommit statement, kept open only while that statement
+    /// waits holding row locks (a `FOR UPDATE` scan that locked some rows): it ends with the
+    /// statement.
+    autocommit: bool,
 }
 
 /// The database: committed rows, open transactions and row locks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SqlModel {
     /// The committed rows of each table, by key.
     committed: BTreeMap<Table, BTreeMap<String, Row>>,
@@ -96,6 +123,27 @@ pub struct SqlModel {
     locks: BTreeMap<RowId, SessionId>,
     /// How many times a transaction released row locks (see [`SqlModel::lock_releases`]).
     lock_releases: u64,
+    /// The waits-for graph: each waiting session and the session it waits for.
+    waits: BTreeMap<SessionId, SessionId>,
+    /// The candidate keys of a `FOR UPDATE` scan that is waiting, by session: the keys its
+    /// first execution's snapshot saw pass the filter.
+    scan_candidates: BTreeMap<SessionId, Vec<String>>,
+    /// PostgreSQL's `deadlock_timeout`.
+    deadlock_timeout: Duration,
+}
+
+impl Default for SqlModel {
+    fn default() -> Self {
+        SqlModel {
+            committed: BTreeMap::new(),
+            txns: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            lock_releases: 0,
+            waits: BTreeMap::new(),
+            scan_candidates: BTreeMap::new(),
+            deadlock_timeout: DEFAULT_DEADLOCK_TIMEOUT,
+        }
+    }
 }
 
 impl SqlModel {
@@ -103,6 +151,49 @@ impl SqlModel {
     /// statement that names it.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets PostgreSQL's `deadlock_timeout`: how long after its wait began a waiting session
+    /// checks for a deadlock ([`DEFAULT_DEADLOCK_TIMEOUT`] unless set).
+    pub fn set_deadlock_timeout(&mut self, timeout: Duration) {
+        self.deadlock_timeout = timeout;
+    }
+
+    /// PostgreSQL's `deadlock_timeout`: a caller that parks a blocked statement runs
+    /// [`SqlModel::check_deadlock`] for it this long after its wait began.
+    pub fn deadlock_timeout(&self) -> Duration {
+        self.deadlock_timeout
+    }
+
+    /// The session `session` waits for, if its latest statement is blocked.
+    pub fn waits_for(&self, session: SessionId) -> Option<SessionId> {
+        self.waits.get(&session).copied()
+    }
+
+    /// PostgreSQL's deadlock check, run by a waiting session `deadlock_timeout` after its
+    /// wait began: if following the waits-for graph from `session` comes back to it, the
+    /// session's transaction fails (its locks and uncommitted rows go at once, which
+    /// [`SqlModel::lock_releases`] counts) and the blocked statement's answer is returned,
+    /// `40P01: deadlock detected`. `None`: no cycle through `session` (or it is not waiting),
+    /// nothing changes and the statement keeps waiting.
+    pub fn check_deadlock(&mut self, session: SessionId) -> Option<SqlReply> {
+        let mut at = self.waits.get(&session).copied()?;
+        let mut steps = 0;
+        while at != session {
+            steps += 1;
+            if steps > self.waits.len() {
+                return None;
+            }
+            at = self.waits.get(&at).copied()?;
+        }
+        self.waits.remove(&session);
+        self.scan_candidates.remove(&session);
+        if self.txns.get(&session).is_some_and(|txn| txn.autocommit) {
+            self.end(session);
+        } else {
+            self.fail(session);
+        }
+        Some(SqlReply::Error(DEADLOCK.to_string()))
     }
 
     /// Seeds a committed row (test/scenario setup), replacing any existing row with that key.
@@ -117,8 +208,23 @@ impl SqlModel {
             .insert(key.to_string(), row);
     }
 
-    /// Executes one operation for `session`, or reports that it must wait for a lock.
+    /// Executes one operation for `session`, or reports that it must wait for a lock (the
+    /// wait is then an edge of the waits-for graph until the session's next operation).
     pub fn execute(&mut self, session: SessionId, op: &SqlOp) -> SqlOutcome {
+        let outcome = self.execute_op(session, op);
+        match outcome {
+            SqlOutcome::Blocked { holder } => {
+                self.waits.insert(session, holder);
+            }
+            SqlOutcome::Done { .. } => {
+                self.waits.remove(&session);
+                self.scan_candidates.remove(&session);
+            }
+        }
+        outcome
+    }
+
+    fn execute_op(&mut self, session: SessionId, op: &SqlOp) -> SqlOutcome {
         match op {
             SqlOp::Begin => match self.txns.get(&session) {
                 Some(txn) if txn.failed => done(SqlReply::Error(ABORTED.into()), false),
@@ -144,6 +250,7 @@ impl SqlModel {
             }
             SqlOp::Exec(stmt) => match self.txns.get(&session) {
                 Some(txn) if txn.failed => done(SqlReply::Error(ABORTED.into()), false),
+                Some(txn) if txn.autocommit => self.autocommit(session, stmt, true),
                 Some(_) => match self.run(session, stmt) {
                     Err(holder) => SqlOutcome::Blocked { holder },
                     Ok(reply) => {
@@ -154,29 +261,54 @@ impl SqlModel {
                     }
                 },
                 None => {
-                    self.txns.insert(session, Txn::default());
-                    let result = self.run(session, stmt);
-                    // The statement's own locks live and die inside this call: no other
-                    // statement can have waited for them, so their release is not counted.
-                    let releases = self.lock_releases;
-                    let txn = self.end(session).unwrap_or_default();
-                    self.lock_releases = releases;
-                    match result {
-                        Err(holder) => SqlOutcome::Blocked { holder },
-                        Ok(reply) if is_error(&reply) => done(reply, false),
-                        Ok(reply) => {
-                            let durable = self.apply(txn);
-                            done(reply, durable)
-                        }
-                    }
+                    self.txns.insert(
+                        session,
+                        Txn {
+                            autocommit: true,
+                            ..Txn::default()
+                        },
+                    );
+                    self.autocommit(session, stmt, false)
                 }
             },
+        }
+    }
+
+    /// Runs an autocommit statement in its own transaction (open): commits it when it
+    /// finishes; when it must wait, keeps the transaction only if the statement holds row
+    /// locks (a `FOR UPDATE` scan keeps the rows it locked before the wait, as PostgreSQL
+    /// does). `resumed`: the transaction was kept from an earlier wait.
+    fn autocommit(&mut self, session: SessionId, stmt: &SqlStmt, resumed: bool) -> SqlOutcome {
+        let result = self.run(session, stmt);
+        let holds_locks = self.locks.values().any(|h| *h == session);
+        if let Err(holder) = result
+            && holds_locks
+        {
+            return SqlOutcome::Blocked { holder };
+        }
+        // Unless it waited holding them, the statement's own locks live and die inside this
+        // call: no other statement can have waited for them, so their release is not
+        // counted.
+        let releases = self.lock_releases;
+        let txn = self.end(session).unwrap_or_default();
+        if !resumed {
+            self.lock_releases = releases;
+        }
+        match result {
+            Err(holder) => SqlOutcome::Blocked { holder },
+            Ok(reply) if is_error(&reply) => done(reply, false),
+            Ok(reply) => {
+                let durable = self.apply(txn);
+                done(reply, durable)
+            }
         }
     }
 
     /// The session's connection dropped (process crash): roll back its open transaction and
     /// release its locks. Returns true if a transaction was open.
     pub fn disconnect(&mut self, session: SessionId) -> bool {
+        self.waits.remove(&session);
+        self.scan_candidates.remove(&session);
         self.end(session).is_some()
     }
 
@@ -208,7 +340,7 @@ impl SqlModel {
 
     /// Whether `session` has an open transaction (possibly a failed one).
     pub fn in_transaction(&self, session: SessionId) -> bool {
-        self.txns.contains_key(&session)
+        self.txns.get(&session).is_some_and(|txn| !txn.autocommit)
     }
 
     /// How many times so far a transaction released row locks: by its end (commit, rollback,
@@ -336,33 +468,12 @@ impl SqlModel {
                 }
                 Ok(SqlReply::Rows(vec![keyed(key, row)]))
             }
-            SqlStmt::Scan { table, filter } => {
-                let mut rows: BTreeMap<&str, &Row> = self
-                    .committed
-                    .get(table)
-                    .into_iter()
-                    .flat_map(|rows| rows.iter().map(|(k, r)| (k.as_str(), r)))
-                    .collect();
-                if let Some(txn) = self.txns.get(&session) {
-                    for ((t, k), r) in &txn.writes {
-                        if t == table {
-                            match r {
-                                Some(r) => rows.insert(k.as_str(), r),
-                                None => rows.remove(k.as_str()),
-                            };
-                        }
-                    }
-                }
-                let mut found = Vec::new();
-                for (k, r) in rows {
-                    match matches(*table, filter, k, r, None) {
-                        Ok(true) => found.push(keyed(k, r.clone())),
-                        Ok(false) => {}
-                        Err(e) => return Ok(e),
-                    }
-                }
-                Ok(SqlReply::Rows(found))
-            }
+            SqlStmt::Scan {
+                table,
+                filter,
+                lock,
+                limit,
+            } => self.scan(session, *table, filter, *lock, *limit),
             SqlStmt::Insert { table, key, row } => {
                 let id = (*table, key.clone());
                 // PostgreSQL's unique check waits for an in-progress inserter or updater of
@@ -495,6 +606,101 @@ impl SqlModel {
     }
 }
 
+impl SqlModel {
+    /// The rows a scan of `table` by `session` sees (committed, with its own uncommitted
+    /// versions), in key order.
+    fn visible_rows(&self, session: SessionId, table: Table) -> BTreeMap<String, Row> {
+        let mut rows: BTreeMap<String, Row> =
+            self.committed.get(&table).cloned().unwrap_or_default();
+        if let Some(txn) = self.txns.get(&session) {
+            for ((t, k), r) in &txn.writes {
+                if *t == table {
+                    match r {
+                        Some(r) => rows.insert(k.clone(), r.clone()),
+                        None => rows.remove(k),
+                    };
+                }
+            }
+        }
+        rows
+    }
+
+    /// A scan (see [`SqlStmt::Scan`]). The filter is computed on every visible row first
+    /// (PostgreSQL sorts them by key before it limits or locks), so a 22003 on any of them
+    /// fails the scan whatever the limit. `Err`: the holder a `FOR UPDATE` scan waits for.
+    fn scan(
+        &mut self,
+        session: SessionId,
+        table: Table,
+        filter: &Cond,
+        lock: ScanLock,
+        limit: Option<u64>,
+    ) -> Result<SqlReply, SessionId> {
+        let limit = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let visible = self.visible_rows(session, table);
+        let mut passing = Vec::new();
+        for (k, r) in &visible {
+            match matches(table, filter, k, r, None) {
+                Ok(true) => passing.push(k.clone()),
+                Ok(false) => {}
+                Err(e) => return Ok(e),
+            }
+        }
+        let mut found = Vec::new();
+        match lock {
+            ScanLock::None => {
+                for k in passing.into_iter().take(limit) {
+                    let row = visible.get(&k).cloned().unwrap_or_default();
+                    found.push(keyed(&k, row));
+                }
+            }
+            ScanLock::SkipLocked => {
+                for k in passing {
+                    if found.len() >= limit {
+                        break;
+                    }
+                    let id = (table, k);
+                    if self.other_holder(session, &id).is_some() {
+                        continue;
+                    }
+                    let row = visible.get(&id.1).cloned().unwrap_or_default();
+                    found.push(keyed(&id.1, row));
+                    self.lock(session, id);
+                }
+            }
+            ScanLock::ForUpdate => {
+                // After a wait, the candidates are still those of the first snapshot.
+                let candidates = match self.scan_candidates.get(&session) {
+                    Some(keys) => keys.clone(),
+                    None => passing,
+                };
+                for k in &candidates {
+                    if found.len() >= limit {
+                        break;
+                    }
+                    let id = (table, k.clone());
+                    if let Some(holder) = self.other_holder(session, &id) {
+                        self.scan_candidates.insert(session, candidates.clone());
+                        return Err(holder);
+                    }
+                    // The newest version (unchanged unless this scan waited): re-checked.
+                    let Some(row) = self.visible(session, &id).cloned() else {
+                        continue;
+                    };
+                    match matches(table, filter, k, &row, None) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => return Ok(e),
+                    }
+                    found.push(keyed(k, row));
+                    self.lock(session, id);
+                }
+            }
+        }
+        Ok(SqlReply::Rows(found))
+    }
+}
+
 /// `Done` with a reply.
 fn done(reply: SqlReply, durable: bool) -> SqlOutcome {
     SqlOutcome::Done { reply, durable }
@@ -522,7 +728,9 @@ fn keyed(key: &str, columns: Row) -> KeyedRow {
     }
 }
 
-/// Evaluates a condition on a row (22003 as an error reply).
+/// Evaluates a condition on a row (22003 as an error reply): a `WHERE` clause as PostgreSQL
+/// plans it ([`Cond::eval_where`]), or, with an `EXCLUDED` row (`ON CONFLICT DO UPDATE ...
+/// WHERE`), folded and left to right ([`Cond::eval_folded`]).
 fn matches(
     table: Table,
     cond: &Cond,
@@ -536,7 +744,11 @@ fn matches(
         row,
         excluded,
     };
-    cond.eval(&at).map_err(OutOfRange::reply)
+    match excluded {
+        None => cond.eval_where(&at),
+        Some(_) => cond.eval_folded(&at),
+    }
+    .map_err(OutOfRange::reply)
 }
 
 /// The row after an `UPDATE`'s (checked) assignments, every expression computed on the row
@@ -770,10 +982,10 @@ mod tests {
         assert_eq!(qty_seen(&mut m, B), Some(10));
         assert_eq!(committed_qty(&m), Some(&int(10)));
         assert!(rows(ok(&mut m, B, &select(APPLIED_SCANS, "s1"))).is_empty());
-        let scan = exec(SqlStmt::Scan {
-            table: APPLIED_SCANS,
-            filter: Cond::cmp("work_order", CmpOp::Eq, text(WO)),
-        });
+        let scan = exec(SqlStmt::scan(
+            APPLIED_SCANS,
+            Cond::cmp("work_order", CmpOp::Eq, text(WO)),
+        ));
         assert_eq!(rows(ok(&mut m, A, &scan)).len(), 1);
         assert!(rows(ok(&mut m, B, &scan)).is_empty());
         // Another session's uncommitted insert is invisible to FOR UPDATE and UPDATE too.
@@ -1097,10 +1309,10 @@ mod tests {
         // A transaction without locks, failed and ended.
         ok(&mut m, A, &SqlOp::Begin);
         ok(&mut m, A, &select(WORK_ORDERS, WO));
-        let bad_scan = exec(SqlStmt::Scan {
-            table: WORK_ORDERS,
-            filter: Cond::cmp("nope", CmpOp::Eq, int(1)),
-        });
+        let bad_scan = exec(SqlStmt::scan(
+            WORK_ORDERS,
+            Cond::cmp("nope", CmpOp::Eq, int(1)),
+        ));
         error(ok(&mut m, A, &bad_scan));
         ok(&mut m, A, &SqlOp::Rollback);
         assert_eq!(m.lock_releases(), releases);
@@ -1302,10 +1514,10 @@ mod tests {
             A,
             &update(WO, Cond::True, vec![set("key", text("w3"))]),
         ));
-        let bad_scan = exec(SqlStmt::Scan {
-            table: WORK_ORDERS,
-            filter: Cond::Or(vec![Cond::True, Cond::cmp("y", CmpOp::Eq, int(1))]),
-        });
+        let bad_scan = exec(SqlStmt::scan(
+            WORK_ORDERS,
+            Cond::Or(vec![Cond::True, Cond::cmp("y", CmpOp::Eq, int(1))]),
+        ));
         error(ok(&mut m, A, &bad_scan));
         // NULL fits any column.
         assert_eq!(
@@ -1353,12 +1565,7 @@ mod tests {
                 row: row(&[("qty", int(9))]),
             }),
         );
-        let scan = |filter| {
-            exec(SqlStmt::Scan {
-                table: WORK_ORDERS,
-                filter,
-            })
-        };
+        let scan = |filter| exec(SqlStmt::scan(WORK_ORDERS, filter));
         let keys = |rows: Vec<KeyedRow>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
         assert_eq!(
             keys(rows(ok(&mut m, B, &scan(Cond::True)))),
@@ -1409,10 +1616,7 @@ mod tests {
         let gone = rows(ok(&mut m, A, &delete(WO, Cond::True)));
         assert_eq!(gone[0].int("qty"), Some(10));
         assert!(rows(ok(&mut m, A, &select(WORK_ORDERS, WO))).is_empty());
-        let scan = exec(SqlStmt::Scan {
-            table: WORK_ORDERS,
-            filter: Cond::True,
-        });
+        let scan = exec(SqlStmt::scan(WORK_ORDERS, Cond::True));
         assert!(rows(ok(&mut m, A, &scan)).is_empty());
         // Others still see the row, and wait for it.
         assert_eq!(rows(ok(&mut m, B, &select(WORK_ORDERS, WO))).len(), 1);
@@ -1483,5 +1687,198 @@ mod tests {
             m.execute(B, &update(WO, Cond::True, vec![add("qty", 1)])),
             SqlOutcome::Blocked { holder: A }
         );
+    }
+
+    fn scan_qty_over(n: i64, lock: ScanLock, limit: Option<u64>) -> SqlOp {
+        let stmt = SqlStmt::scan(WORK_ORDERS, Cond::cmp("qty", CmpOp::Gt, int(n))).locking(lock);
+        exec(match limit {
+            Some(l) => stmt.limit(l),
+            None => stmt,
+        })
+    }
+
+    fn keys(r: SqlReply) -> Vec<String> {
+        rows(r).into_iter().map(|r| r.key).collect()
+    }
+
+    fn three_orders() -> SqlModel {
+        let mut m = SqlModel::new();
+        for k in ["wo-1", "wo-2", "wo-3"] {
+            m.seed(WORK_ORDERS, k, work_order(10, 1));
+        }
+        m
+    }
+
+    #[test]
+    fn skip_locked_skips_rows_other_sessions_hold_and_locks_what_it_returns() {
+        let mut m = three_orders();
+        for s in [A, B, C] {
+            ok(&mut m, s, &SqlOp::Begin);
+        }
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-1")));
+        // An uncommitted insert by A is invisible to the others.
+        let insert = exec(SqlStmt::Insert {
+            table: WORK_ORDERS,
+            key: "wo-0".into(),
+            row: work_order(10, 1),
+        });
+        assert_eq!(ok(&mut m, A, &insert), SqlReply::Affected(1));
+        let skip_one = scan_qty_over(5, ScanLock::SkipLocked, Some(1));
+        assert_eq!(keys(ok(&mut m, B, &skip_one)), ["wo-2"]);
+        let skip_all = scan_qty_over(5, ScanLock::SkipLocked, None);
+        assert_eq!(keys(ok(&mut m, C, &skip_all)), ["wo-3"]);
+        // The rows it returned are locked: an update of wo-3 by B waits for C.
+        let bump = update("wo-3", Cond::True, vec![add("qty", 1)]);
+        assert_eq!(m.execute(B, &bump), SqlOutcome::Blocked { holder: C });
+        // A plain scan neither waits nor skips; LIMIT counts in key order.
+        let plain = scan_qty_over(5, ScanLock::None, Some(2));
+        assert_eq!(keys(ok(&mut m, C, &plain)), ["wo-1", "wo-2"]);
+        // An uncommitted update or delete by another session is skipped too.
+        ok(&mut m, A, &SqlOp::Commit);
+        ok(&mut m, C, &SqlOp::Rollback);
+        assert_eq!(keys(ok(&mut m, B, &bump)), ["wo-3"]);
+        let delete = exec(SqlStmt::Delete {
+            table: WORK_ORDERS,
+            key: "wo-0".into(),
+            guard: Cond::True,
+        });
+        ok(&mut m, B, &delete);
+        assert_eq!(keys(ok(&mut m, A, &skip_all)), ["wo-1"]);
+        assert_eq!(
+            m.execute(A, &skip_all),
+            m.execute(A, &skip_all),
+            "own rows stay"
+        );
+    }
+
+    #[test]
+    fn a_for_update_scan_waits_keeps_its_locks_and_rechecks_its_first_candidates() {
+        let mut m = three_orders();
+        for s in [A, B] {
+            ok(&mut m, s, &SqlOp::Begin);
+        }
+        // B holds wo-2 with an uncommitted qty = 0.
+        rows(ok(
+            &mut m,
+            B,
+            &update("wo-2", Cond::True, vec![set("qty", int(0))]),
+        ));
+        let scan = scan_qty_over(5, ScanLock::ForUpdate, None);
+        assert_eq!(m.execute(A, &scan), SqlOutcome::Blocked { holder: B });
+        assert_eq!(m.waits_for(A), Some(B));
+        // A kept wo-1 while it waits; wo-3 is still free.
+        let skip = scan_qty_over(-1, ScanLock::SkipLocked, None);
+        assert_eq!(keys(ok(&mut m, C, &skip)), ["wo-3"]);
+        rows(ok(
+            &mut m,
+            C,
+            &update("wo-3", Cond::True, vec![set("qty", int(1))]),
+        ));
+        // B commits wo-2 = 0 and a new wo-4 that passes the filter.
+        let insert = exec(SqlStmt::Insert {
+            table: WORK_ORDERS,
+            key: "wo-4".into(),
+            row: work_order(10, 1),
+        });
+        ok(&mut m, B, &insert);
+        ok(&mut m, B, &SqlOp::Commit);
+        // Re-executed: wo-2 and wo-3 fail the re-check, wo-4 was not a candidate.
+        assert_eq!(keys(ok(&mut m, A, &scan)), ["wo-1"]);
+        assert_eq!(m.waits_for(A), None);
+        // A fresh scan with a limit locks only what it returns.
+        ok(&mut m, A, &SqlOp::Commit);
+        ok(&mut m, A, &SqlOp::Begin);
+        let first = scan_qty_over(5, ScanLock::ForUpdate, Some(1));
+        assert_eq!(keys(ok(&mut m, A, &first)), ["wo-1"]);
+        assert_eq!(keys(ok(&mut m, B, &skip)), ["wo-2", "wo-3", "wo-4"]);
+    }
+
+    #[test]
+    fn a_scan_limit_beyond_bigint_is_out_of_range() {
+        let mut m = three_orders();
+        let huge = scan_qty_over(5, ScanLock::None, Some(u64::MAX));
+        assert_eq!(ok(&mut m, A, &huge), OutOfRange.reply());
+    }
+
+    #[test]
+    fn a_deadlock_check_fails_the_waiter_only_when_its_wait_closes_a_cycle() {
+        let mut m = three_orders();
+        assert_eq!(m.deadlock_timeout(), Duration::from_secs(1));
+        for s in [A, B] {
+            ok(&mut m, s, &SqlOp::Begin);
+        }
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-1")));
+        rows(ok(&mut m, B, &select_for_update(WORK_ORDERS, "wo-2")));
+        let a_wants = select_for_update(WORK_ORDERS, "wo-2");
+        let b_wants = select_for_update(WORK_ORDERS, "wo-1");
+        assert_eq!(m.execute(A, &a_wants), SqlOutcome::Blocked { holder: B });
+        // No cycle yet: the check changes nothing.
+        assert_eq!(m.check_deadlock(A), None);
+        assert_eq!(m.check_deadlock(C), None);
+        assert_eq!(m.execute(B, &b_wants), SqlOutcome::Blocked { holder: A });
+        let releases = m.lock_releases();
+        assert_eq!(m.check_deadlock(A), Some(SqlReply::Error(DEADLOCK.into())));
+        assert_ne!(m.lock_releases(), releases, "A's locks went at the error");
+        assert_eq!(m.check_deadlock(B), None, "the cycle is broken");
+        assert_eq!(keys(ok(&mut m, B, &b_wants)), ["wo-1"]);
+        assert_eq!(error(ok(&mut m, A, &a_wants)), ABORTED);
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::RolledBack);
+        assert_eq!(ok(&mut m, B, &SqlOp::Commit), SqlReply::Committed);
+    }
+
+    #[test]
+    fn an_autocommit_for_update_scan_keeps_its_locks_while_it_waits() {
+        let mut m = three_orders();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-3")));
+        let scan = scan_qty_over(-1, ScanLock::ForUpdate, None);
+        assert_eq!(m.execute(B, &scan), SqlOutcome::Blocked { holder: A });
+        assert!(
+            !m.in_transaction(B),
+            "no transaction block for an autocommit statement"
+        );
+        let skip = scan_qty_over(-1, ScanLock::SkipLocked, None);
+        assert!(
+            keys(ok(&mut m, C, &skip)).is_empty(),
+            "B holds wo-1 and wo-2"
+        );
+        // A now wants wo-1: a deadlock, which B's check finds (B waited first).
+        assert_eq!(
+            m.execute(A, &select_for_update(WORK_ORDERS, "wo-1")),
+            SqlOutcome::Blocked { holder: B }
+        );
+        let releases = m.lock_releases();
+        assert_eq!(m.check_deadlock(B), Some(SqlReply::Error(DEADLOCK.into())));
+        assert_ne!(m.lock_releases(), releases);
+        assert!(!m.in_transaction(B));
+        assert_eq!(
+            keys(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-1"))),
+            ["wo-1"]
+        );
+        // Without a deadlock, the scan finishes after A's commit and its release counts.
+        ok(&mut m, A, &SqlOp::Commit);
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &select_for_update(WORK_ORDERS, "wo-3")));
+        assert_eq!(m.execute(B, &scan), SqlOutcome::Blocked { holder: A });
+        ok(&mut m, A, &SqlOp::Commit);
+        let releases = m.lock_releases();
+        let out = m.execute(B, &scan);
+        assert_eq!(
+            out,
+            SqlOutcome::Done {
+                reply: SqlReply::Rows(
+                    ["wo-1", "wo-2", "wo-3"]
+                        .map(|k| keyed(k, work_order(10, 1)))
+                        .to_vec()
+                ),
+                durable: false
+            }
+        );
+        assert_ne!(
+            m.lock_releases(),
+            releases,
+            "others may have waited for its locks"
+        );
+        assert_eq!(keys(ok(&mut m, C, &skip)), ["wo-1", "wo-2", "wo-3"]);
     }
 }

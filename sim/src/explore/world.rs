@@ -53,6 +53,9 @@ pub struct NetConfig {
     pub sql_timeout: Duration,
     /// The proxy's timeout for upstream calls (time to the first byte).
     pub upstream_timeout: Duration,
+    /// The SQL server's `deadlock_timeout`: a statement waiting for a lock checks for a
+    /// deadlock this long after its wait began (PostgreSQL's default, 1 s).
+    pub sql_deadlock_timeout: Duration,
 }
 
 impl Default for NetConfig {
@@ -62,6 +65,7 @@ impl Default for NetConfig {
             redis_timeout: Duration::from_secs(5),
             sql_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(10),
+            sql_deadlock_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -202,6 +206,9 @@ enum Event {
     Horizon,
     /// A pub/sub receive's wait ends.
     ReceiveExpires(usize),
+    /// A parked SQL statement's deadlock check, `deadlock_timeout` after its wait (begun at
+    /// the timestamp) started.
+    DeadlockCheck(usize, Timestamp),
 }
 
 #[derive(Debug)]
@@ -295,6 +302,8 @@ struct World {
     net: NetConfig,
     partitions: BTreeSet<(usize, StoreId)>,
     parked: Vec<usize>,
+    /// When each parked statement's current wait began, and the session it waits for.
+    waits: BTreeMap<usize, (Timestamp, SessionId)>,
     txn_ops: BTreeMap<SessionId, Vec<usize>>,
     next_session: u64,
     in_flight: u64,
@@ -327,6 +336,7 @@ struct World {
 impl World {
     fn new(spec: WorldSpec, scheduler: &Scheduler) -> World {
         let mut sql = SqlModel::new();
+        sql.set_deadlock_timeout(spec.net.sql_deadlock_timeout);
         for (table, key, row) in &spec.sql_rows {
             sql.seed(*table, key, row.clone());
         }
@@ -396,6 +406,7 @@ impl World {
             net: spec.net,
             partitions: BTreeSet::new(),
             parked: Vec::new(),
+            waits: BTreeMap::new(),
             txn_ops: BTreeMap::new(),
             next_session: 0,
             in_flight: 0,
@@ -747,6 +758,32 @@ impl World {
             }
             Event::Resume(p, incarnation) => self.resume(p, incarnation),
             Event::Act(action) => self.act(action),
+            Event::DeadlockCheck(op, since) => self.deadlock_check(op, since),
+        }
+    }
+
+    /// PostgreSQL's deadlock check for a parked statement whose wait began at `since`: if it
+    /// still waits (the same wait) and its wait closes a cycle, it is answered 40P01 and its
+    /// transaction fails, releasing its locks.
+    fn deadlock_check(&mut self, index: usize, since: Timestamp) {
+        if !self.parked.contains(&index) || self.waits.get(&index).map(|w| w.0) != Some(since) {
+            return;
+        }
+        let (Some(session), StoreOp::Sql(sql)) =
+            (self.ops[index].session, self.history.ops[index].op.clone())
+        else {
+            return;
+        };
+        let releases = self.sql.lock_releases();
+        let Some(reply) = self.sql.check_deadlock(session) else {
+            return;
+        };
+        self.parked.retain(|i| *i != index);
+        self.waits.remove(&index);
+        self.track_transaction(session, index, &sql, true, false);
+        self.finish_apply(index, Reply::Sql(reply), false);
+        if self.sql.lock_releases() != releases {
+            self.retry_parked();
         }
     }
 
@@ -1070,14 +1107,22 @@ impl World {
                 let in_tx = self.sql.in_transaction(session);
                 let releases = self.sql.lock_releases();
                 match self.sql.execute(session, sql) {
-                    SqlOutcome::Blocked { .. } => {
+                    SqlOutcome::Blocked { holder } => {
                         if !self.parked.contains(&index) {
                             self.parked.push(index);
+                        }
+                        // A new wait (not a retry that waits for the same holder) arms a
+                        // deadlock check.
+                        if self.waits.get(&index).map(|w| w.1) != Some(holder) {
+                            self.waits.insert(index, (now, holder));
+                            let at = now + self.sql.deadlock_timeout();
+                            self.schedule(at, Event::DeadlockCheck(index, now));
                         }
                         return;
                     }
                     SqlOutcome::Done { reply, durable } => {
                         self.parked.retain(|i| *i != index);
+                        self.waits.remove(&index);
                         self.track_transaction(session, index, sql, in_tx, durable);
                         self.finish_apply(index, Reply::Sql(reply), durable && !in_tx);
                         // Locks go at a transaction's end and at its first error.
@@ -1286,6 +1331,7 @@ impl World {
             .collect();
         for i in parked_here {
             self.parked.retain(|x| *x != i);
+            self.waits.remove(&i);
             self.landed();
         }
         self.txn_ops.remove(&old);

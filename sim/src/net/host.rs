@@ -3,7 +3,10 @@
 //! Each accepted connection is one client session and runs as its own task; requests on a
 //! connection are answered one at a time. A SQL statement that must wait for a row lock waits
 //! (without blocking other connections) until some transaction releases locks (by ending, or
-//! by failing at an error, as in PostgreSQL), then runs again, exactly as in `sim::explore`. A connection that closes rolls back its open transaction. Every executed
+//! by failing at an error, as in PostgreSQL), then runs again, exactly as in `sim::explore`; the
+//! model's `deadlock_timeout` after a wait began (a new wait: another holder), the statement
+//! runs PostgreSQL's deadlock check once, and is answered 40P01 if its wait closes a cycle.
+//! A connection that closes rolls back its open transaction. Every executed
 //! operation is recorded with the store-side time it was applied.
 
 use std::cell::RefCell;
@@ -187,6 +190,9 @@ async fn connection(
             }
             _ => None,
         };
+        // The current wait: whom the statement waits for, and when its deadlock check is due
+        // (`None` once it ran and found no cycle).
+        let mut wait: Option<(SessionId, Option<tokio::time::Instant>)> = None;
         let reply = loop {
             // Register interest before trying, so a commit (or a publish) between the try
             // and the wait is not missed.
@@ -200,14 +206,38 @@ async fn connection(
                     }
                     break reply;
                 }
-                None => match deadline {
-                    Some(at) => {
-                        if tokio::time::timeout_at(at, notified).await.is_err() {
-                            break record(stores, &req, Reply::PubSub(PubSubReply::NoMessage));
+                None if deadline.is_some() => {
+                    let at = deadline.unwrap_or_else(tokio::time::Instant::now);
+                    if tokio::time::timeout_at(at, notified).await.is_err() {
+                        break record(stores, &req, Reply::PubSub(PubSubReply::NoMessage));
+                    }
+                }
+                None => {
+                    let holder = stores.borrow().sql.waits_for(session);
+                    if holder != wait.map(|(h, _)| h) {
+                        let timeout = stores.borrow().sql.deadlock_timeout();
+                        let due = tokio::time::Instant::now()
+                            + std::time::Duration::from_millis(timeout.as_ms());
+                        wait = holder.map(|h| (h, Some(due)));
+                    }
+                    let Some((holder, Some(due))) = wait else {
+                        notified.await;
+                        continue;
+                    };
+                    tokio::select! {
+                        biased;
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(due) => {
+                            wait = Some((holder, None));
+                            if let Some(reply) = deadlock(stores, session, &req) {
+                                // The victim's locks went at the error.
+                                tx_done.notify_waiters();
+                                break reply;
+                            }
+                            notified.await;
                         }
                     }
-                    None => notified.await,
-                },
+                }
             }
         };
         write_frame(&mut stream, &Response { op: req.op, reply }).await?;
@@ -227,6 +257,27 @@ fn record(stores: &SharedStores, req: &Request, reply: Reply) -> Reply {
         committed: Vec::new(),
     });
     reply
+}
+
+/// The deadlock check of a waiting SQL statement: its 40P01 answer (recorded as applied) if
+/// its wait closes a cycle, `None` otherwise.
+fn deadlock(stores: &SharedStores, session: SessionId, req: &Request) -> Option<Reply> {
+    let now = sim_now();
+    let mut s = stores.borrow_mut();
+    let reply = Reply::Sql(s.sql.check_deadlock(session)?);
+    if let StoreOp::Sql(racelab_core::SqlOp::Exec(_)) = &req.body {
+        s.open.entry(session).or_default().push(req.op);
+    }
+    s.applied.push(Applied {
+        client: req.client.clone(),
+        op: req.op,
+        at: now,
+        reply: reply.clone(),
+        durable: false,
+        redis_write: None,
+        committed: Vec::new(),
+    });
+    Some(reply)
 }
 
 /// Runs one request; `None` when a SQL statement must wait for a lock. Also returns whether a
