@@ -418,10 +418,7 @@ async fn a_transaction_whose_connection_dies_mid_statement_never_runs_it_in_auto
     let mut admin = PgSql::connect(&config.pg_url, &schema)
         .await
         .expect("PostgreSQL answers");
-    let all = SqlOp::Exec(SqlStmt::Scan {
-        table: APPLIED_SCANS,
-        filter: racelab_core::Cond::True,
-    });
+    let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
     // The admin session creates the table; the worker session has not named it yet.
     admin.execute_sql(&all).await.expect("scan");
     let (raw, connection) = tokio_postgres::connect(&config.pg_url, tokio_postgres::NoTls)
