@@ -241,7 +241,7 @@ async fn execute<C: StoreClient>(
 ) -> Completion {
     let timeout = match op.store() {
         StoreId::Sql => config.sql_timeout,
-        StoreId::Redis | StoreId::Local | StoreId::Upstream => config.redis_timeout,
+        StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => config.redis_timeout,
     };
     let deadline = Instant::now() + timeout;
     let mut backoff = config.retry_backoff;
@@ -320,6 +320,8 @@ impl StoreClient for Stores {
                 Some(c) => c.execute_pubsub(p).await.map(Reply::PubSub),
                 None => Err(missing("Redis subscriber")),
             },
+            // Push connections between processes exist only in the simulated worlds.
+            StoreOp::Push(_) => Err(missing("push connection")),
             StoreOp::Random(draw) => match &mut self.random {
                 Some(r) => Ok(Reply::Random(r.answer(draw))),
                 None => Err(missing("random stream")),

@@ -66,6 +66,9 @@ pub enum StoreId {
     Local,
     /// The upstream API endpoints the proxy of documents 001 and 003 forwards requests to.
     Upstream,
+    /// The load balancer in front of push connections between processes
+    /// ([`crate::PushOp`]): a process cut off from it loses its connections.
+    Push,
 }
 
 /// An injected fault.

@@ -39,12 +39,12 @@ pub use ids::{
 };
 pub use machine::{Machine, Outgoing};
 pub use ops::{
-    Assign, CallKind, CmpOp, ColumnType, Cond, Delivery, DeliveryId, Expr, FamilyMemory,
+    Assign, CallKind, CmpOp, ColumnType, Cond, ConnId, Delivery, DeliveryId, Expr, FamilyMemory,
     ForeignBlock, InvalidStmt, JobFields, JobId, KeyedRow, KvOp, KvReply, KvView, LocalBlock,
     LocalMemory, LocalReply, LocalValue, NoMemory, OnConflict, OutOfRange, PubSubOp, PubSubReply,
-    QueueOp, QueueReply, RandomOp, RandomStream, Reply, RequestId, Row, RowRef, ScanLock,
-    ScoreBound, ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply,
-    Table, TableDef, UpstreamOp, UpstreamReply, Usage, Value, WRONGTYPE,
+    PushOp, PushReply, QueueOp, QueueReply, RandomOp, RandomStream, Reply, RequestId, Row, RowRef,
+    ScanLock, ScoreBound, ScriptName, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId,
+    StreamReply, Table, TableDef, UpstreamOp, UpstreamReply, Usage, Value, WRONGTYPE,
 };
 pub use oracle::{Property, PropertyKind, Verdict, Violation};
 pub use tag::{FamilyNote, FamilyTag, Note, Plain, Tag, TagKind};

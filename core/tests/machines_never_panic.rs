@@ -30,9 +30,9 @@ use racelab_core::workorder::{
 };
 use racelab_core::{
     ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, Quantity, QueueOp, QueueReply,
-    Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply,
-    Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
+    KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, PushReply, Quantity, QueueOp,
+    QueueReply, Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId,
+    StreamReply, Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
 };
 
 /// Generated cases per machine kind and variant.
@@ -385,6 +385,10 @@ impl Fitting {
                 channel: "c".into(),
                 payload: self.int.to_string(),
             }),
+            StoreOp::Push(_) => Reply::Push(PushReply::Message {
+                conn: racelab_core::ConnId(self.int.unsigned_abs()),
+                payload: self.int.to_string(),
+            }),
         }
     }
 
@@ -401,6 +405,10 @@ impl Fitting {
             StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
             StoreOp::PubSub(_) => Reply::PubSub(PubSubReply::Message {
                 channel: "c".into(),
+                payload: self.int.to_string(),
+            }),
+            StoreOp::Push(_) => Reply::Push(PushReply::Message {
+                conn: racelab_core::ConnId(self.int.unsigned_abs()),
                 payload: self.int.to_string(),
             }),
         }

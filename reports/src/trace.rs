@@ -43,6 +43,8 @@ pub(crate) enum Lane {
     Local,
     /// The upstream API endpoints.
     Upstream,
+    /// The load balancer of push connections between processes.
+    Push,
 }
 
 /// The lane of the store an operation goes to ([`StoreOp::store`]); the queue, which lives
@@ -61,6 +63,7 @@ fn lane(store: StoreId) -> Lane {
         StoreId::Sql => Lane::Sql,
         StoreId::Local => Lane::Local,
         StoreId::Upstream => Lane::Upstream,
+        StoreId::Push => Lane::Push,
     }
 }
 
@@ -110,7 +113,12 @@ pub(crate) fn lanes(history: &History) -> Vec<Lane> {
             match lane {
                 Lane::Process(p) => more(p, &mut processes),
                 // A failover shows on the store lanes that the operations already use.
-                Lane::Redis | Lane::Queue | Lane::Sql | Lane::Local | Lane::Upstream => {}
+                Lane::Redis
+                | Lane::Queue
+                | Lane::Sql
+                | Lane::Local
+                | Lane::Upstream
+                | Lane::Push => {}
             }
         }
         if let Some(store) = partition_store(&f.fault) {
@@ -133,6 +141,7 @@ pub(crate) fn lane_name(history: &History, lane: Lane) -> String {
         Lane::Sql => "SQL".to_string(),
         Lane::Local => "Process memory".to_string(),
         Lane::Upstream => "Upstream".to_string(),
+        Lane::Push => "Push connections".to_string(),
     }
 }
 

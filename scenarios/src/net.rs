@@ -265,7 +265,7 @@ impl StoreIps {
             StoreId::Sql => self.sql,
             // The net world runs document 002's races only (others are refused before a run
             // starts), which reach nothing but Redis and SQL.
-            StoreId::Redis | StoreId::Local | StoreId::Upstream => self.redis,
+            StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => self.redis,
         }
     }
 }
@@ -891,7 +891,9 @@ impl<F> NetObserver<F> {
     fn timeout(&self, store: StoreId) -> Duration {
         let d = match store {
             StoreId::Sql => self.ctx.config.sql_timeout,
-            StoreId::Redis | StoreId::Local | StoreId::Upstream => self.ctx.config.redis_timeout,
+            StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => {
+                self.ctx.config.redis_timeout
+            }
         };
         Duration::from_ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
@@ -1096,9 +1098,9 @@ impl StoreClient for NetClient {
         match op.store() {
             StoreId::Sql => self.sql.call(&req, "SQL").await,
             StoreId::Redis => self.redis.call(&req, "Redis").await,
-            StoreId::Local | StoreId::Upstream => Err(AdapterError::InvalidInput(format!(
-                "the net world serves Redis and SQL only, not {op}"
-            ))),
+            StoreId::Local | StoreId::Upstream | StoreId::Push => Err(AdapterError::InvalidInput(
+                format!("the net world serves Redis and SQL only, not {op}"),
+            )),
         }
     }
 }

@@ -1656,3 +1656,174 @@ fn a_deadlock_fails_the_first_waiter_whose_check_comes_after_the_cycle_closed() 
         "B's error came 1 s after its wait began, got {at}"
     );
 }
+
+/// Push connections behind the balancer: a connection reaches a listener, messages arrive in
+/// order, a crash of one end closes it for the other, and a send on a closed connection or a
+/// connect to a service nobody listens for says so.
+#[test]
+fn push_connections_deliver_in_order_and_close_with_a_crashed_end() {
+    use racelab_core::{ConnId, PushOp, PushReply};
+    let tag = || Tag::plain(TX);
+    let push = |op: PushOp| (StoreOp::Push(op), tag());
+    let receive = || {
+        push(PushOp::Receive {
+            wait: Duration::from_secs(2),
+        })
+    };
+    let (s, at_s) = process(
+        "S",
+        vec![
+            push(PushOp::Listen {
+                service: "sched".into(),
+            }),
+            receive(),
+            receive(),
+            receive(),
+            receive(),
+        ],
+        Duration::ZERO,
+    );
+    let send = |m: &str| {
+        push(PushOp::Send {
+            conn: ConnId(1),
+            message: m.into(),
+        })
+    };
+    let (mut n, at_n) = process(
+        "N",
+        vec![
+            push(PushOp::Connect {
+                service: "sched".into(),
+            }),
+            send("r1"),
+            send("r2"),
+        ],
+        Duration::from_ms(10),
+    );
+    n.start_at = Timestamp::from_ms(10);
+    let (mut c, at_c) = process(
+        "C",
+        vec![
+            push(PushOp::Connect {
+                service: "other".into(),
+            }),
+            send("late"),
+        ],
+        Duration::ZERO,
+    );
+    c.start_at = Timestamp::from_ms(300);
+    let steps = vec![Step::At {
+        at: Timestamp::from_ms(200),
+        action: Action::Crash {
+            process: "N".into(),
+            restart_after: None,
+        },
+    }];
+    let r = run(world(vec![s, n, c]), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let replies =
+        |x: &Replies| -> Vec<Reply> { x.borrow().iter().map(|(_, r)| r.clone()).collect() };
+    let conn = ConnId(1);
+    assert_eq!(
+        replies(&at_n),
+        vec![
+            Reply::Push(PushReply::Connected {
+                conn,
+                peer: ProcessId(0)
+            }),
+            Reply::Push(PushReply::Sent),
+            Reply::Push(PushReply::Sent),
+        ]
+    );
+    assert_eq!(
+        replies(&at_s),
+        vec![
+            Reply::Push(PushReply::Listening),
+            Reply::Push(PushReply::Accepted {
+                conn,
+                peer: ProcessId(1)
+            }),
+            Reply::Push(PushReply::Message {
+                conn,
+                payload: "r1".into()
+            }),
+            Reply::Push(PushReply::Message {
+                conn,
+                payload: "r2".into()
+            }),
+            Reply::Push(PushReply::Closed { conn }),
+        ],
+        "in order, then closed by N's crash"
+    );
+    assert_eq!(
+        replies(&at_c),
+        vec![
+            Reply::Push(PushReply::Refused),
+            Reply::Push(PushReply::Closed { conn }),
+        ]
+    );
+}
+
+/// A partition between a process and the balancer closes its push connections: the other end
+/// learns it at once, and a message sent after the heal finds the connection closed.
+#[test]
+fn a_partition_from_the_balancer_closes_push_connections() {
+    use racelab_core::{ConnId, PushOp, PushReply};
+    let push = |op: PushOp| (StoreOp::Push(op), Tag::plain(TX));
+    let (s, at_s) = process(
+        "S",
+        vec![
+            push(PushOp::Listen {
+                service: "sched".into(),
+            }),
+            push(PushOp::Receive {
+                wait: Duration::from_secs(2),
+            }),
+            push(PushOp::Receive {
+                wait: Duration::from_secs(2),
+            }),
+        ],
+        Duration::ZERO,
+    );
+    let (mut n, at_n) = process(
+        "N",
+        vec![
+            push(PushOp::Connect {
+                service: "sched".into(),
+            }),
+            push(PushOp::Send {
+                conn: ConnId(1),
+                message: "after the heal".into(),
+            }),
+        ],
+        Duration::from_ms(500),
+    );
+    n.start_at = Timestamp::from_ms(10);
+    let at = |ms| Timestamp::from_ms(ms);
+    let steps = vec![
+        Step::At {
+            at: at(100),
+            action: Action::Partition {
+                process: "N".into(),
+                store: StoreId::Push,
+            },
+        },
+        Step::At {
+            at: at(200),
+            action: Action::Heal {
+                process: "N".into(),
+                store: StoreId::Push,
+            },
+        },
+    ];
+    let r = run(world(vec![s, n]), &scripted(steps));
+    assert!(r.quiescent, "{:?}", r.unsettled);
+    let last = |x: &Replies| x.borrow().last().map(|(t, r)| (*t, r.clone()));
+    let (closed_at, closed) = last(&at_s).expect("S heard");
+    assert_eq!(closed, Reply::Push(PushReply::Closed { conn: ConnId(1) }));
+    assert!(closed_at < at(110), "at the cut: {closed_at}");
+    assert_eq!(
+        last(&at_n).map(|(_, r)| r),
+        Some(Reply::Push(PushReply::Closed { conn: ConnId(1) }))
+    );
+}

@@ -18,6 +18,8 @@
 //!   and memory a family defines ([`FamilyMemory`]).
 //! - [`PubSubOp`] (`pubsub`): Redis pub/sub from the subscriber's connection (at most once);
 //!   publishing is [`KvOp::Publish`].
+//! - [`PushOp`] (`push`): connections between processes behind a load balancer (a
+//!   WebSocket between a scheduler and a node), lost with either end.
 //! - [`RandomOp`] (`random`): a draw from the process's own seeded random stream
 //!   ([`RandomStream`]), recorded like every other operation.
 //!
@@ -27,6 +29,7 @@
 mod kv;
 mod local;
 mod pubsub;
+mod push;
 mod queue;
 mod random;
 mod sql;
@@ -43,6 +46,7 @@ pub use local::{
     FamilyMemory, ForeignBlock, LocalBlock, LocalMemory, LocalReply, LocalValue, NoMemory,
 };
 pub use pubsub::{PubSubOp, PubSubReply};
+pub use push::{ConnId, PushOp, PushReply};
 pub use queue::{Delivery, DeliveryId, JobFields, JobId, QueueOp, QueueReply};
 pub use random::{RandomOp, RandomStream};
 pub use sql::{
@@ -69,6 +73,8 @@ pub enum StoreOp {
     Random(RandomOp),
     /// An operation on the process's Redis subscriber connection.
     PubSub(PubSubOp),
+    /// An operation on the process's push connections to other processes.
+    Push(PushOp),
 }
 
 impl StoreOp {
@@ -79,6 +85,7 @@ impl StoreOp {
             StoreOp::Kv(_) | StoreOp::Queue(_) | StoreOp::PubSub(_) => StoreId::Redis,
             StoreOp::Sql(_) => StoreId::Sql,
             StoreOp::Local(_) | StoreOp::Random(_) => StoreId::Local,
+            StoreOp::Push(_) => StoreId::Push,
             StoreOp::Upstream(_) => StoreId::Upstream,
         }
     }
@@ -101,6 +108,8 @@ pub enum Reply {
     Random(u64),
     /// The answer on the subscriber connection.
     PubSub(PubSubReply),
+    /// The answer on the push connections.
+    Push(PushReply),
     /// The client gave up waiting (a timeout or a cut connection): the operation may or may
     /// not have been applied.
     Timeout,
@@ -129,6 +138,10 @@ impl Reply {
             | Reply::Queue(QueueReply::Delivered(Some(_))) => true,
             Reply::Queue(_) => false,
             Reply::Local(_) | Reply::Random(_) => true,
+            Reply::Push(reply) => !matches!(
+                reply,
+                PushReply::Refused | PushReply::Closed { .. } | PushReply::NoMessage
+            ),
             Reply::PubSub(reply) => matches!(
                 reply,
                 PubSubReply::Subscribed { .. } | PubSubReply::Message { .. }
@@ -150,6 +163,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Upstream(op) => op.fmt(f),
             StoreOp::Random(op) => op.fmt(f),
             StoreOp::PubSub(op) => op.fmt(f),
+            StoreOp::Push(op) => op.fmt(f),
         }
     }
 }
@@ -164,6 +178,7 @@ impl fmt::Display for Reply {
             Reply::Upstream(r) => write!(f, "HTTP {}", r.status),
             Reply::Random(v) => write!(f, "{v}"),
             Reply::PubSub(r) => r.fmt(f),
+            Reply::Push(r) => r.fmt(f),
             Reply::Stream(r) => r.fmt(f),
             Reply::Timeout => write!(f, "timeout"),
         }

@@ -6,6 +6,7 @@
 
 mod exhaustive;
 mod faults;
+mod push;
 mod queue;
 mod redis;
 mod rng;

@@ -11,11 +11,12 @@ use std::hash::{Hash, Hasher};
 use racelab_core::{
     CallKind, ClockSkew, Duration, EndpointId, Fault, FaultRecord, History, LocalMemory,
     LocalReply, Machine, NoMemory, NoteRecord, OpRecord, Outgoing, ProcessId, PubSubOp,
-    PubSubReply, RandomStream, Reply, RequestId, Row, SqlOp, StoreId, StoreOp, Table, TagKind,
-    Timestamp, Usage,
+    PubSubReply, PushOp, PushReply, RandomStream, Reply, RequestId, Row, SqlOp, StoreId, StoreOp,
+    Table, TagKind, Timestamp, Usage,
 };
 
 use super::faults::{FaultProfile, OpSite};
+use super::push::PushHub;
 use super::queue::QueueModel;
 use super::redis::{LostWrites, RedisModel};
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
@@ -331,6 +332,9 @@ struct World {
     draws: Vec<Decision>,
     /// Pub/sub receives waiting at Redis for a message, in arrival order.
     receive_waits: Vec<usize>,
+    /// The push connections' balancer, and the push receives waiting at it.
+    push: PushHub,
+    push_waits: Vec<usize>,
 }
 
 impl World {
@@ -427,6 +431,8 @@ impl World {
             },
             draws: Vec::new(),
             receive_waits: Vec::new(),
+            push: PushHub::default(),
+            push_waits: Vec::new(),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -723,6 +729,9 @@ impl World {
                 if let Some(at) = self.receive_waits.iter().position(|i| *i == index) {
                     self.receive_waits.remove(at);
                     self.finish_apply(index, Reply::PubSub(PubSubReply::NoMessage), true);
+                } else if let Some(at) = self.push_waits.iter().position(|i| *i == index) {
+                    self.push_waits.remove(at);
+                    self.finish_apply(index, Reply::Push(PushReply::NoMessage), true);
                 }
             }
             Event::Start(p) => {
@@ -1043,6 +1052,26 @@ impl World {
                     seq: self.local_seq,
                     result,
                 })
+            }
+            StoreOp::Push(op) => {
+                let ep = (self.ops[index].proc, self.ops[index].incarnation);
+                let reply = match op {
+                    PushOp::Listen { service } => self.push.listen(ep, service),
+                    PushOp::Connect { service } => self.push.connect(ep, service, pid),
+                    PushOp::Send { conn, message } => self.push.send(ep, *conn, message),
+                    PushOp::Close { conn } => self.push.close(ep, *conn),
+                    PushOp::Receive { wait } => match self.push.next_event(ep) {
+                        Some(event) => event,
+                        None => {
+                            self.push_waits.push(index);
+                            self.schedule(now + *wait, Event::ReceiveExpires(index));
+                            return;
+                        }
+                    },
+                };
+                self.finish_apply(index, Reply::Push(reply), true);
+                self.deliver_push();
+                return;
             }
             StoreOp::PubSub(op) => {
                 let (p, incarnation) = (self.ops[index].proc, self.ops[index].incarnation);
@@ -1407,6 +1436,9 @@ impl World {
         let sub = subscriber(p, proc.incarnation);
         self.redis.disconnect(sub);
         self.deliver_messages();
+        // And its push connections and listeners.
+        self.push.crashed(p);
+        self.deliver_push();
         self.reset_session(p);
         // Its upstream connections close: its streams keep generating unread, and its reads
         // waiting for a frame fail now.
@@ -1427,6 +1459,10 @@ impl World {
                     let sub = subscriber(p, self.procs[p].incarnation);
                     self.redis.set_reachable(sub, false);
                 }
+                if store == StoreId::Push {
+                    self.push.set_cut(p, true);
+                    self.deliver_push();
+                }
                 self.record_fault(Fault::Partition {
                     process: pid(p),
                     store,
@@ -1438,6 +1474,9 @@ impl World {
                 if store == StoreId::Redis {
                     let sub = subscriber(p, self.procs[p].incarnation);
                     self.redis.set_reachable(sub, true);
+                }
+                if store == StoreId::Push {
+                    self.push.set_cut(p, false);
                 }
                 self.record_fault(Fault::Heal {
                     process: pid(p),
@@ -1478,6 +1517,18 @@ impl World {
                 self.settle_redis(lost);
                 self.record_fault(Fault::RedisRestart);
                 self.deliver_messages();
+            }
+        }
+    }
+
+    /// Answers every waiting push receive whose endpoint has an event now.
+    fn deliver_push(&mut self) {
+        let waits = std::mem::take(&mut self.push_waits);
+        for index in waits {
+            let ep = (self.ops[index].proc, self.ops[index].incarnation);
+            match self.push.next_event(ep) {
+                Some(event) => self.finish_apply(index, Reply::Push(event), true),
+                None => self.push_waits.push(index),
             }
         }
     }
