@@ -447,6 +447,24 @@ impl PgSql {
         self.in_tx || self.lost_tx
     }
 
+    /// A new connection to the server, and the task that drives it (it ends when the client
+    /// is dropped or the socket breaks; either way the client reports the failure).
+    async fn connect_new(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), AdapterError> {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| AdapterError::Unreachable {
+                what: WHAT,
+                url: self.url.clone(),
+                source: Box::new(e),
+            })?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((client, driver))
+    }
+
     /// The live connection, made (with `search_path` set) if there is none. Never a new one
     /// under an open transaction: if the transaction's connection closed (it may close at
     /// any moment, for example while `ensure_table` awaits), the transaction is gone, and a
@@ -470,18 +488,7 @@ impl PgSql {
             }
         }
         if self.client.is_none() {
-            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| AdapterError::Unreachable {
-                    what: WHAT,
-                    url: self.url.clone(),
-                    source: Box::new(e),
-                })?;
-            tokio::spawn(async move {
-                // The connection ends when the client is dropped or the socket breaks; either
-                // way the session is over and the client reports the failure.
-                let _ = connection.await;
-            });
+            let (client, _driver) = self.connect_new().await?;
             let set = format!("SET search_path TO {}", ident(&self.schema));
             client
                 .batch_execute(&set)
@@ -552,16 +559,7 @@ impl PgSql {
             table_ddl(&self.schema, table)
         );
         if self.in_tx {
-            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| AdapterError::Unreachable {
-                    what: WHAT,
-                    url: self.url.clone(),
-                    source: Box::new(e),
-                })?;
-            let driver = tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let (client, driver) = self.connect_new().await?;
             let r = client.batch_execute(&setup).await;
             drop(client);
             let _ = driver.await;

@@ -18,18 +18,7 @@ use tokio::sync::Notify;
 const PORT: u16 = 5432;
 
 async fn call(stream: &mut turmoil::net::TcpStream, op: u64, body: SqlOp) -> Reply {
-    let req = Request {
-        op,
-        client: "test".into(),
-        body: StoreOp::Sql(body),
-    };
-    write_frame(stream, &req).await.expect("sent");
-    let resp: Response = read_frame(stream)
-        .await
-        .expect("a frame")
-        .expect("not closed");
-    assert_eq!(resp.op, op);
-    resp.reply
+    send(stream, op, StoreOp::Sql(body)).await
 }
 
 fn bump(guard_epoch: i64) -> SqlOp {
