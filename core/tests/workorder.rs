@@ -158,8 +158,9 @@ fn only_correct_terminals_deduplicate_at_enqueue_and_a_lost_answer_is_resubmitte
         let mut now = Timestamp::from_ms(10);
         let mut dedups = Vec::new();
         // The answer to every submission is lost: the terminal submits three times, a second
-        // apart, then gives up.
-        loop {
+        // apart, then gives up (bounded, so that a terminal that never gives up fails here
+        // instead of looping).
+        for _ in 0..10 {
             t.handle_timeout(now);
             let Some(submit) = t.poll_op() else {
                 break;

@@ -6,8 +6,8 @@
 use std::process::{Command, Output};
 
 use racelab_scenarios::{
-    Expectation, Race, Variant, catalog, render_timeline, replay_command, replay_script_command,
-    run_script, run_seed, seeds_to_detect, sweep,
+    Expectation, Race, Sweep, Variant, catalog, render_timeline, replay_command,
+    replay_script_command, run_script, run_seed, seeds_to_detect,
 };
 
 /// Runs the `racelab` binary.
@@ -134,19 +134,25 @@ pub(crate) fn check_discovery(id: &str, expected: &[&str]) -> Vec<(Variant, u64)
 
 pub(crate) fn check_correct(id: &str) {
     let race = race(id);
-    let result = sweep(&race, Variant::Correct, 0, CORRECT_SEEDS, |_| {});
-    if let Some(seed) = result.first_failing_seed {
+    // Seed by seed, stopping at the first failing or stuck seed: a broken Correct variant
+    // (whose runs may each run to the time limit) fails promptly instead of sweeping on.
+    let mut result = Sweep::default();
+    for seed in 0..CORRECT_SEEDS {
         let outcome = run_seed(&race, Variant::Correct, seed);
-        panic!(
-            "{id}: the Correct variant failed {} of {} seeds\n{}\n{}\nreplay: {}",
-            result.failures,
-            result.seeds_run,
-            render_timeline(&outcome).join("\n"),
-            outcome.verdict.explanation(),
-            replay_command(&race, Variant::Correct, seed)
-        );
+        result.record(&race, seed, &outcome);
+        if outcome.violated() {
+            panic!(
+                "{id}: the Correct variant failed at seed {seed} (the sweep stops at the first \
+                 failure)\n{}\n{}\nreplay: {}",
+                render_timeline(&outcome).join("\n"),
+                outcome.verdict.explanation(),
+                replay_command(&race, Variant::Correct, seed)
+            );
+        }
+        if outcome.verdict.stuck.is_some() {
+            break;
+        }
     }
-    assert_eq!(result.seeds_run, CORRECT_SEEDS);
     // Sometimes-properties: a pass means something only if faults were injected and the
     // protections were exercised.
     // A race whose sweep draws only latencies and workloads (no injected fault) must show
@@ -161,13 +167,13 @@ pub(crate) fn check_correct(id: &str) {
     if let Some(seed) = result.first_stuck_seed {
         let outcome = run_seed(&race, Variant::Correct, seed);
         panic!(
-            "{id}: the Correct variant did not complete in {} of {} seeds\n{}\nreplay: {}",
-            result.stuck,
-            result.seeds_run,
+            "{id}: the Correct variant did not complete at seed {seed} (the sweep stops at the \
+             first stuck seed)\n{}\nreplay: {}",
             outcome.verdict.explanation(),
             replay_command(&race, Variant::Correct, seed)
         );
     }
+    assert_eq!(result.seeds_run, CORRECT_SEEDS);
     // Every declared `sometimes` property (the window opened, the protection fired, the
     // fault landed) must have held somewhere, or the sweep proved nothing.
     let never = result.never_held(&race);
