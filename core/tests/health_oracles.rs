@@ -178,6 +178,27 @@ fn fresh_evidence_only_flags_a_stale_success_that_undoes_three_503s() {
 }
 
 #[test]
+fn fresh_evidence_only_flags_a_selection_of_the_stale_endpoint() {
+    // As above, but R4 selects an endpoint (not in a list of candidates): the selection is
+    // the offer the oracle names.
+    let mut run = Run::new(Variant::Buggy, NAMES);
+    let g0 = run.start(R0, E1);
+    for r in [R1, R2, R3] {
+        run.request(r, E1, Observation::ServerError);
+    }
+    run.observe(R0, E1, Observation::Success, Source::Request, g0);
+    let selected = run.local(R4, LocalOp::Select { tried: vec![E2] });
+    assert!(matches!(selected, LocalResult::Selected(Some((e, _))) if e == E1));
+    let v = fresh_evidence_only(&run.history, &run.table_end());
+    assert_eq!(v.broken(), [I_FRESH.name], "{}", v.explanation());
+    let text = v.explanation();
+    assert!(
+        text.contains("the table offered E1 to R4 at 00:00.900"),
+        "the selection is named, not only the end state: {text}"
+    );
+}
+
+#[test]
 fn fresh_evidence_only_accepts_the_correct_table_which_ignores_the_stale_success() {
     let run = stale_503(Variant::Correct);
     assert_eq!(
