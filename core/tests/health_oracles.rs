@@ -313,6 +313,39 @@ fn coverage_counts_probes_that_saw_a_failed_endpoint_recover() {
     );
 }
 
+#[test]
+fn coverage_counts_exactly_the_blocks_each_property_names() {
+    use racelab_core::health::oracle::{REPEAT_FAILURE, STALE_RECOVERY_REFUSED};
+    let mut run = Run::new(Variant::Buggy, NAMES);
+    let count = |run: &Run, name: &str| {
+        coverage(&run.history)
+            .sometimes
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    };
+    run.local(R1, LocalOp::FqAdd { endpoint: E1 });
+    assert_eq!(count(&run, REPEAT_FAILURE.name), 0, "a first failure");
+    // A threaded port's check finds E1 already queued: the double-count window.
+    assert_eq!(
+        run.local(R2, LocalOp::FqContains { endpoint: E1 }),
+        LocalResult::Bool(true)
+    );
+    assert_eq!(count(&run, REPEAT_FAILURE.name), 1);
+    // A removal that happened is not a refused stale recovery.
+    assert_eq!(
+        run.local(FQR, LocalOp::FqRemove { endpoint: E1, epoch: 0 }),
+        LocalResult::Bool(true)
+    );
+    assert_eq!(count(&run, STALE_RECOVERY_REFUSED.name), 0);
+    // Nor is a check that found E1 gone a repeat failure.
+    assert_eq!(
+        run.local(R2, LocalOp::FqContains { endpoint: E1 }),
+        LocalResult::Bool(false)
+    );
+    assert_eq!(count(&run, REPEAT_FAILURE.name), 1);
+}
+
 /// R-003's recovery loop: R1 reports E1's 503 to the failure queue; FQR lists the queue and
 /// probes E1 without its key.
 fn recovery(variant: Variant, status: u16) -> (Run, Generation, u64) {
