@@ -334,7 +334,13 @@ fn coverage_counts_exactly_the_blocks_each_property_names() {
     assert_eq!(count(&run, REPEAT_FAILURE.name), 1);
     // A removal that happened is not a refused stale recovery.
     assert_eq!(
-        run.local(FQR, LocalOp::FqRemove { endpoint: E1, epoch: 0 }),
+        run.local(
+            FQR,
+            LocalOp::FqRemove {
+                endpoint: E1,
+                epoch: 0
+            }
+        ),
         LocalResult::Bool(true)
     );
     assert_eq!(count(&run, STALE_RECOVERY_REFUSED.name), 0);

@@ -3,7 +3,9 @@
 
 use racelab_core::oracle::{at_most_once_per_key, conservation, newest_epoch_only};
 use racelab_core::workorder::WORK_ORDERS;
-use racelab_core::workorder::{WoEnd, WoNote, WoTag, exactly_once, fenced_effects, no_false_alarm};
+use racelab_core::workorder::{
+    LEASE_SUPERSEDED, WoEnd, WoNote, WoTag, coverage, exactly_once, fenced_effects, no_false_alarm,
+};
 use racelab_core::{
     Assign, Cond, History, JobId, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId,
     Quantity, QueueOp, QueueReply, Reply, ScanId, SetCondition, SqlOp, SqlReply, SqlStmt, StoreOp,
@@ -603,4 +605,47 @@ fn a_verdict_explains_each_violation_on_its_own_line_then_the_stuck_state() {
         racelab_core::Verdict::default().explanation(),
         "all invariants held"
     );
+}
+
+/// LEASE_SUPERSEDED counts acquisitions that take a work order from a holder that had not
+/// released it: a clean handover is none, and a late release by a former holder does not
+/// end the current holder's lease.
+#[test]
+fn lease_superseded_counts_only_takeovers_from_a_holder_that_had_not_released() {
+    const C: ProcessId = ProcessId(3);
+    let lock = |v: &str| {
+        StoreOp::Kv(KvOp::Set {
+            key: "lock:wo-1".into(),
+            value: v.into(),
+            condition: SetCondition::IfAbsent,
+            ttl: None,
+        })
+    };
+    let release = StoreOp::Kv(KvOp::Del {
+        key: "lock:wo-1".into(),
+    });
+    let acquire = WoTag::AcquireLease { work_order: WO };
+    let released = WoTag::ReleaseLease { work_order: WO };
+    let ok = || Reply::Kv(KvReply::Ok);
+    let one = || Reply::Kv(KvReply::Int(1));
+    let mut h = history();
+    h.process_names.push((C, "W_C".into()));
+    h.ops
+        .push(op(A, acquire.clone(), lock("A"), 10, ok(), true));
+    h.ops
+        .push(op(A, released.clone(), release.clone(), 20, one(), true));
+    h.ops
+        .push(op(B, acquire.clone(), lock("B"), 30, ok(), true));
+    let superseded = |h: &History| {
+        coverage(h)
+            .sometimes
+            .get(LEASE_SUPERSEDED.name)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(superseded(&h), 0, "A released before B acquired");
+    // A's late, second release does not end B's lease; C then takes it from B.
+    h.ops.push(op(A, released, release, 40, one(), true));
+    h.ops.push(op(C, acquire, lock("C"), 50, ok(), true));
+    assert_eq!(superseded(&h), 1);
 }
