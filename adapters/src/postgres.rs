@@ -20,8 +20,8 @@
 use std::collections::BTreeSet;
 
 use racelab_core::{
-    Assign, CmpOp, ColumnType, Cond, Expr, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt,
-    Table, Value,
+    Assign, ColumnType, Cond, Expr, KeyedRow, OnConflict, Row, SqlOp, SqlReply, SqlStmt, Table,
+    Value,
 };
 use tokio_postgres::types::{ToSql, Type};
 
@@ -115,15 +115,7 @@ fn cond_sql(table: Table, cond: &Cond, params: &mut Vec<Param>) -> String {
             }
             let l = expr_sql(table, left, right.ty(table), params);
             let r = expr_sql(table, right, left.ty(table), params);
-            let op = match op {
-                CmpOp::Eq => "=",
-                CmpOp::Ne => "<>",
-                CmpOp::Lt => "<",
-                CmpOp::Le => "<=",
-                CmpOp::Gt => ">",
-                CmpOp::Ge => ">=",
-            };
-            format!("{l} {op} {r}")
+            format!("{l} {} {r}", op.as_sql())
         }
     }
 }

@@ -61,6 +61,20 @@ pub enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    /// The operator as SQL writes it.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
 /// A `bigint` result out of range (SQLSTATE 22003): the error an overflowing expression
 /// raises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -1191,17 +1205,7 @@ impl fmt::Display for Cond {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cond::True => write!(f, "TRUE"),
-            Cond::Cmp { left, op, right } => {
-                let op = match op {
-                    CmpOp::Eq => "=",
-                    CmpOp::Ne => "<>",
-                    CmpOp::Lt => "<",
-                    CmpOp::Le => "<=",
-                    CmpOp::Gt => ">",
-                    CmpOp::Ge => ">=",
-                };
-                write!(f, "{left} {op} {right}")
-            }
+            Cond::Cmp { left, op, right } => write!(f, "{left} {} {right}", op.as_sql()),
             Cond::And(all) => join(f, all, " AND "),
             Cond::Or(any) => join(f, any, " OR "),
         }
