@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use racelab_core::{Machine, Note, Outgoing, Reply, StoreId, StoreOp, Timestamp};
+use racelab_core::{ClockSkew, Machine, Note, Outgoing, Reply, StoreId, StoreOp, Timestamp};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -69,6 +69,8 @@ impl Default for DriverConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
     start: Instant,
+    /// The clock's error: what it reads drifts from the shared time line (simulated worlds).
+    skew: ClockSkew,
 }
 
 impl Clock {
@@ -76,22 +78,38 @@ impl Clock {
     pub fn start_now() -> Clock {
         Clock {
             start: Instant::now(),
+            skew: ClockSkew::NONE,
         }
     }
 
     /// A clock whose zero is `start`.
     pub fn starting_at(start: Instant) -> Clock {
-        Clock { start }
+        Clock {
+            start,
+            skew: ClockSkew::NONE,
+        }
     }
 
-    /// The time since the start.
+    /// This clock with an error: it reads `skew.read(t)` at time `t` of the time line, and
+    /// its timers fire when it reads their time (a constant skew never reads backwards).
+    pub fn with_skew(self, skew: ClockSkew) -> Clock {
+        Clock { skew, ..self }
+    }
+
+    /// The time since the start, as this clock reads it.
     pub fn now(&self) -> Timestamp {
+        self.skew.read(self.true_now())
+    }
+
+    /// The time since the start on the shared time line (what histories record).
+    pub fn true_now(&self) -> Timestamp {
         Timestamp::from_ms(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The instant of a timestamp on this clock.
+    /// The instant at which this clock reads `at`.
     pub fn instant(&self, at: Timestamp) -> Instant {
-        self.start + std::time::Duration::from_millis(at.as_ms())
+        let t = self.skew.true_time_of(at);
+        self.start + std::time::Duration::from_millis(t.as_ms())
     }
 }
 
@@ -190,24 +208,24 @@ where
         while let Some(out) = machine.poll_op() {
             pending.push_back(out);
         }
+        // The observer records on the shared time line; the machine reads its own clock.
         while let Some(note) = machine.poll_note() {
-            observer.noted(clock.now(), &note);
+            observer.noted(clock.true_now(), &note);
         }
         if *stop.borrow() {
             return DriveEnd::Stopped;
         }
         if let Some(out) = pending.pop_front() {
-            observer.invoked(clock.now(), &out);
+            observer.invoked(clock.true_now(), &out);
             let completion = tokio::select! {
                 biased;
                 () = stopped(stop) => return DriveEnd::Stopped,
                 c = execute(client, &out.op, config) => c,
             };
-            let at = clock.now();
-            if observer.completed(at, &out, &completion) == Control::Crash {
+            if observer.completed(clock.true_now(), &out, &completion) == Control::Crash {
                 return DriveEnd::Crashed;
             }
-            machine.handle_reply(at, out.id, completion.reply());
+            machine.handle_reply(clock.now(), out.id, completion.reply());
             continue;
         }
         let Some(at) = machine.poll_timeout() else {

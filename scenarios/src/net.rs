@@ -27,6 +27,8 @@
 //!   held for the pause, as for a per-operation pause;
 //! - store faults the network cannot express: `failover` right after a Redis write is applied
 //!   (the model loses writes younger than the replication lag) and planned Redis restarts;
+//! - clock skew (`clock_offset`, `clock_rate_ppm`, [`FaultProfile::plan_clocks`]): each
+//!   fault-prone host's machine reads a skewed clock; the history keeps the shared time line;
 //! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
 //!
 //! The history is recorded from the client side by the adapters' recorder (invocation,
@@ -149,17 +151,7 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
             ),
         });
     }
-    let profile = (race.profile)();
-    if profile.clock_offset != Duration::ZERO || profile.clock_rate_ppm != 0 {
-        return Err(NetError::Simulation {
-            race: race.id.to_string(),
-            seed,
-            message: "the race's fault profile skews clocks, which the net world does not \
-                      support yet; run it with --world explore"
-                .to_string(),
-        });
-    }
-    let run = NetWorld::new(spec, profile, seed)
+    let run = NetWorld::new(spec, (race.profile)(), seed)
         .run()
         .map_err(|message| NetError::Simulation {
             race: race.id.to_string(),
@@ -238,6 +230,8 @@ struct ProcState {
     crash: Option<Duration>,
     /// Crashed; restarts at this time.
     restart_at: Option<Timestamp>,
+    /// The clock error of its host (from the profile's clock bounds).
+    clock: racelab_core::ClockSkew,
 }
 
 /// What one process host needs to (re)start.
@@ -411,6 +405,7 @@ impl NetWorld {
                 finished: false,
                 crash: None,
                 restart_at: None,
+                clock: racelab_core::ClockSkew::NONE,
             });
         }
         let mut world = NetWorld {
@@ -465,6 +460,14 @@ impl NetWorld {
             self.planned.push((at, Planned::RedisRestart));
         }
         let names: Vec<(&str, bool)> = procs.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        for (p, skew) in profile.plan_clocks(&mut rng, &names) {
+            self.decisions += 2;
+            self.shared.borrow_mut().procs[p].clock = skew;
+            self.fault(Fault::Clock {
+                process: pid(p),
+                skew,
+            });
+        }
         for pause in profile.plan_pauses(&mut rng, &names) {
             self.decisions += 3;
             let planned = Planned::Pause {
@@ -766,15 +769,17 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
     let zero = tokio::time::Instant::now()
         .checked_sub(elapsed)
         .ok_or("the host clock cannot express the simulation's start")?;
-    let clock = Clock::starting_at(zero);
-    let (start_at, incarnation, idle) = {
+    let line = Clock::starting_at(zero);
+    let (start_at, incarnation, idle, skew) = {
         let shared = ctx.shared.borrow();
         let p = &shared.procs[ctx.index];
-        (p.start_at, p.incarnation, p.idle.clone())
+        (p.start_at, p.incarnation, p.idle.clone(), p.clock)
     };
-    if clock.now() < start_at {
-        tokio::time::sleep_until(clock.instant(start_at)).await;
+    if line.now() < start_at {
+        tokio::time::sleep_until(line.instant(start_at)).await;
     }
+    // The machine reads its host's clock; the history keeps the shared time line.
+    let clock = line.with_skew(skew);
     ctx.shared.borrow_mut().procs[ctx.index].started = true;
     let mut machine = Tracked {
         inner: (ctx.factory)(incarnation),

@@ -168,3 +168,48 @@ fn races_outside_the_net_world_are_refused_with_a_clear_error() {
         "{text}"
     );
 }
+
+/// R-002-01's profile with every fault-prone host's clock skewed (up to 3 s off and 10% fast
+/// or slow).
+fn skewed_profile() -> racelab_sim::explore::FaultProfile {
+    let mut p = (race("R-002-01").profile)();
+    p.clock_offset = racelab_core::Duration::from_secs(3);
+    p.clock_rate_ppm = 100_000;
+    p
+}
+
+/// Skewed clocks in the net world: each fault-prone host's clock is drawn from the profile
+/// and recorded, the history keeps the shared time line, runs replay, and the fenced
+/// Correct protocol still holds.
+#[test]
+fn hosts_with_skewed_clocks_are_recorded_and_the_fenced_protocol_holds() {
+    let mut skewed = race("R-002-01");
+    skewed.profile = skewed_profile;
+    for seed in 0..5 {
+        let a = run_seed_net(&skewed, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
+        let clocks: Vec<_> = a
+            .run
+            .history
+            .faults
+            .iter()
+            .filter_map(|f| match f.fault {
+                racelab_core::Fault::Clock { skew, .. } => Some(skew),
+                _ => None,
+            })
+            .collect();
+        assert!(!clocks.is_empty(), "seed {seed}: no clock was skewed");
+        assert!(
+            clocks
+                .iter()
+                .all(|s| s.offset_ms.abs() <= 3_000 && s.rate_ppm.abs() <= 100_000)
+        );
+        assert!(
+            !a.violated(),
+            "seed {seed}: {}\n{}",
+            a.verdict.explanation(),
+            render_timeline(&a).join("\n")
+        );
+        let b = run_seed_net(&skewed, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
+    }
+}
