@@ -52,6 +52,9 @@ pub struct DriverConfig {
     pub retry_backoff: std::time::Duration,
     /// The longest pause between retries.
     pub retry_backoff_max: std::time::Duration,
+    /// A simulated world's horizon on the shared time line: no timer due at or after it
+    /// fires (the machine only finishes what is in flight). `None` for real runs.
+    pub horizon: Option<Timestamp>,
 }
 
 impl Default for DriverConfig {
@@ -61,6 +64,7 @@ impl Default for DriverConfig {
             sql_timeout: std::time::Duration::from_secs(30),
             retry_backoff: std::time::Duration::from_millis(10),
             retry_backoff_max: std::time::Duration::from_millis(500),
+            horizon: None,
         }
     }
 }
@@ -99,6 +103,11 @@ impl Clock {
     /// The time since the start, as this clock reads it.
     pub fn now(&self) -> Timestamp {
         self.skew.read(self.true_now())
+    }
+
+    /// The time on the shared time line at which this clock reads `local`.
+    pub fn true_time_of(&self, local: Timestamp) -> Timestamp {
+        self.skew.true_time_of(local)
     }
 
     /// The time since the start on the shared time line (what histories record).
@@ -228,7 +237,10 @@ where
             machine.handle_reply(clock.now(), out.id, completion.reply());
             continue;
         }
-        let Some(at) = machine.poll_timeout() else {
+        let due = machine
+            .poll_timeout()
+            .filter(|at| config.horizon.is_none_or(|h| clock.true_time_of(*at) < h));
+        let Some(at) = due else {
             if machine.is_idle() {
                 return DriveEnd::Idle;
             }

@@ -29,7 +29,10 @@
 //!   (the model loses writes younger than the replication lag) and planned Redis restarts;
 //! - clock skew (`clock_offset`, `clock_rate_ppm`, [`FaultProfile::plan_clocks`]): each
 //!   fault-prone host's machine reads a skewed clock; the history keeps the shared time line;
-//! - latency: turmoil's own distribution between the profile's bounds, from the same seed.
+//! - latency: turmoil's own distribution between the profile's bounds, from the same seed;
+//! - a horizon ([`racelab_sim::explore::WorldSpec::horizon`]): from there no timer fires (the
+//!   driver's `DriverConfig::horizon`), no fault but a heal and no restart; the run ends once
+//!   nothing is in flight and no link is held.
 //!
 //! The history is recorded from the client side by the adapters' recorder (invocation,
 //! completion, timeouts) and then given the store's truth: each request carries the index of
@@ -141,16 +144,6 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
     }
     let mut rng = SimRng::new(crate::workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
-    if let Some(horizon) = spec.horizon {
-        return Err(NetError::Simulation {
-            race: race.id.to_string(),
-            seed,
-            message: format!(
-                "the race runs to a horizon ({horizon}), which the net world does not support \
-                 yet; run it with --world explore"
-            ),
-        });
-    }
     let run = NetWorld::new(spec, (race.profile)(), seed)
         .run()
         .map_err(|message| NetError::Simulation {
@@ -306,6 +299,10 @@ struct NetWorld {
     planned: Vec<(Timestamp, Planned)>,
     ips: StoreIps,
     time_limit: Timestamp,
+    /// Where a run that never quiesces stops and drains ([`WorldSpec::horizon`]).
+    ///
+    /// [`WorldSpec::horizon`]: racelab_sim::explore::WorldSpec
+    horizon: Option<Timestamp>,
     decisions: u64,
     seed: u64,
     /// Wakes what waits at the store hosts (row locks, pub/sub receives) after a store fault.
@@ -375,6 +372,7 @@ impl NetWorld {
         let config = DriverConfig {
             redis_timeout: to_std(spec.net.redis_timeout),
             sql_timeout: to_std(spec.net.sql_timeout),
+            horizon: spec.horizon,
             ..DriverConfig::default()
         };
         let mut procs = Vec::new();
@@ -416,6 +414,7 @@ impl NetWorld {
             planned: Vec::new(),
             ips,
             time_limit: spec.time_limit,
+            horizon: spec.horizon,
             decisions: 0,
             seed,
             tx_done,
@@ -493,6 +492,8 @@ impl NetWorld {
         let mut steps = 0u64;
         let mut applied_seen = 0usize;
         let mut quiescent = false;
+        let mut drained = false;
+        let horizon = self.horizon;
         loop {
             self.act();
             self.sim.step().map_err(|e| e.to_string())?;
@@ -502,16 +503,42 @@ impl NetWorld {
                 quiescent = true;
                 break;
             }
+            if self.is_drained() {
+                quiescent = true;
+                drained = true;
+                break;
+            }
             if self.now() > self.time_limit || steps >= RUN_STEPS_MAX {
                 break;
             }
         }
-        Ok(self.finish(steps, quiescent))
+        let mut run = self.finish(steps, quiescent);
+        if drained {
+            run.horizon = horizon;
+        }
+        Ok(run)
+    }
+
+    /// Past the horizon: nothing in flight and no link held.
+    fn is_drained(&self) -> bool {
+        let shared = self.shared.borrow();
+        self.horizon.is_some_and(|h| self.now() >= h)
+            && shared.holds.is_empty()
+            && shared
+                .procs
+                .iter()
+                .all(|p| p.restart_at.is_some() || p.in_flight == 0)
     }
 
     /// Carries out what is due: planned faults, releases, repairs and restarts.
     fn act(&mut self) {
         let now = self.now();
+        let draining = self.horizon.is_some_and(|h| now >= h);
+        if draining {
+            // No new fault and no restart (below); heals still apply.
+            self.planned
+                .retain(|(_, p)| matches!(p, Planned::Heal { .. }));
+        }
         while self.planned.first().is_some_and(|(at, _)| *at <= now) {
             let (at, planned) = self.planned.remove(0);
             match planned {
@@ -591,7 +618,7 @@ impl NetWorld {
             .procs
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.restart_at.is_some_and(|t| t <= now))
+            .filter(|(_, p)| !draining && p.restart_at.is_some_and(|t| t <= now))
             .map(|(i, _)| i)
             .collect();
         for i in restarts {

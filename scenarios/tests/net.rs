@@ -213,3 +213,43 @@ fn hosts_with_skewed_clocks_are_recorded_and_the_fenced_protocol_holds() {
         assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
     }
 }
+
+/// R-002-01's workload stopped at a 3 s horizon.
+fn build_with_horizon(
+    variant: Variant,
+    workload: racelab_scenarios::Workload<'_>,
+) -> (racelab_sim::explore::WorldSpec, racelab_scenarios::Capture) {
+    let (mut spec, capture) = (race("R-002-01").build)(variant, workload);
+    spec.horizon = Some(racelab_core::Timestamp::from_ms(3_000));
+    (spec, capture)
+}
+
+/// A horizon in the net world: timers stop, faults stop (heals aside), what is in flight
+/// drains, the run is settled and says it ended at its horizon; it replays.
+#[test]
+fn a_run_with_a_horizon_drains_in_the_net_world() {
+    let h = racelab_core::Timestamp::from_ms(3_000);
+    let mut bounded = race("R-002-01");
+    bounded.build = build_with_horizon;
+    for seed in 0..5 {
+        let a = run_seed_net(&bounded, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
+        assert!(a.run.quiescent, "seed {seed}: {:?}", a.run.unsettled);
+        assert_eq!(
+            a.run.horizon,
+            Some(h),
+            "seed {seed} ended at {}",
+            a.run.ended_at
+        );
+        assert!(a.run.ended_at >= h);
+        assert!(
+            a.run
+                .history
+                .faults
+                .iter()
+                .all(|f| f.at <= h || matches!(f.fault, racelab_core::Fault::Heal { .. })),
+            "seed {seed}: a fault after the horizon"
+        );
+        let b = run_seed_net(&bounded, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
+    }
+}

@@ -932,6 +932,10 @@ impl World {
 
     /// The faults to inject at this operation.
     fn op_faults(&mut self, p: usize, kind: TagKind, nth: u32, store: StoreId) -> Vec<OpEffect> {
+        if self.past_horizon {
+            // Draining: no new fault.
+            return Vec::new();
+        }
         let now = self.now;
         let name = &self.procs[p].name;
         let prone = self.procs[p].fault_prone;
