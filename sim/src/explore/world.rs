@@ -205,7 +205,7 @@ enum Event {
     Restart(usize),
     Act(Action),
     Horizon,
-    /// A pub/sub receive's wait ends.
+    /// A pub/sub or push receive's wait ends.
     ReceiveExpires(usize),
     /// A parked SQL statement's deadlock check, `deadlock_timeout` after its wait (begun at
     /// the timestamp) started.
@@ -330,11 +330,11 @@ struct World {
     run_seed: u64,
     /// Every process draw, in order, for [`Run::decisions`].
     draws: Vec<Decision>,
-    /// Pub/sub receives waiting at Redis for a message, in arrival order.
+    /// Receives (pub/sub at Redis, push at the balancer) waiting for something to arrive,
+    /// in arrival order.
     receive_waits: Vec<usize>,
-    /// The push connections' balancer, and the push receives waiting at it.
+    /// The push connections' balancer.
     push: PushHub,
-    push_waits: Vec<usize>,
 }
 
 impl World {
@@ -432,7 +432,6 @@ impl World {
             draws: Vec::new(),
             receive_waits: Vec::new(),
             push: PushHub::default(),
-            push_waits: Vec::new(),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -728,10 +727,11 @@ impl World {
             Event::ReceiveExpires(index) => {
                 if let Some(at) = self.receive_waits.iter().position(|i| *i == index) {
                     self.receive_waits.remove(at);
-                    self.finish_apply(index, Reply::PubSub(PubSubReply::NoMessage), true);
-                } else if let Some(at) = self.push_waits.iter().position(|i| *i == index) {
-                    self.push_waits.remove(at);
-                    self.finish_apply(index, Reply::Push(PushReply::NoMessage), true);
+                    let nothing = match self.history.ops[index].op {
+                        StoreOp::Push(_) => Reply::Push(PushReply::NoMessage),
+                        _ => Reply::PubSub(PubSubReply::NoMessage),
+                    };
+                    self.finish_apply(index, nothing, true);
                 }
             }
             Event::Start(p) => {
@@ -1032,7 +1032,7 @@ impl World {
             StoreOp::Kv(kv) => {
                 let before = self.redis.writes();
                 let reply = Reply::Kv(self.redis.execute(now, kv));
-                self.deliver_messages();
+                self.deliver_received();
                 let wrote = self.redis.writes();
                 if wrote > before {
                     // Durable once the replica has it: settled later (settle_redis).
@@ -1064,38 +1064,21 @@ impl World {
                     PushOp::Connect { service } => self.push.connect(ep, service, pid),
                     PushOp::Send { conn, message } => self.push.send(ep, *conn, message),
                     PushOp::Close { conn } => self.push.close(ep, *conn),
-                    PushOp::Receive { wait } => match self.push.next_event(ep) {
-                        Some(event) => event,
-                        None => {
-                            self.push_waits.push(index);
-                            self.schedule(now + *wait, Event::ReceiveExpires(index));
-                            return;
-                        }
-                    },
+                    PushOp::Receive { wait } => return self.receive(index, *wait),
                 };
                 self.finish_apply(index, Reply::Push(reply), true);
-                self.deliver_push();
+                self.deliver_received();
                 return;
             }
-            StoreOp::PubSub(op) => {
-                let (p, incarnation) = (self.ops[index].proc, self.ops[index].incarnation);
-                let sub = subscriber(p, incarnation);
-                let reply = match op {
-                    PubSubOp::Subscribe { channels } => PubSubReply::Subscribed {
+            StoreOp::PubSub(op) => match op {
+                PubSubOp::Subscribe { channels } => {
+                    let sub = subscriber(self.ops[index].proc, self.ops[index].incarnation);
+                    Reply::PubSub(PubSubReply::Subscribed {
                         count: self.redis.subscribe(sub, channels),
-                    },
-                    PubSubOp::Receive { wait } => match self.redis.next_message(sub) {
-                        None => PubSubReply::Disconnected,
-                        Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
-                        Some(None) => {
-                            self.receive_waits.push(index);
-                            self.schedule(now + *wait, Event::ReceiveExpires(index));
-                            return;
-                        }
-                    },
-                };
-                Reply::PubSub(reply)
-            }
+                    })
+                }
+                PubSubOp::Receive { wait } => return self.receive(index, *wait),
+            },
             StoreOp::Random(draw) => {
                 let value = self.procs[self.ops[index].proc].random.answer(draw);
                 self.draws.push(Decision {
@@ -1252,7 +1235,7 @@ impl World {
             let lost = self.redis.failover(now);
             self.settle_redis(lost);
             self.record_fault(Fault::Failover);
-            self.deliver_messages();
+            self.deliver_received();
         }
         if drop_reply {
             let op = self.history.ops[index].id;
@@ -1436,13 +1419,11 @@ impl World {
         proc.timer_at = None;
         // Requests the process never sent, and replies it never read, die with it.
         proc.held.clear();
-        // So does its subscriber connection.
+        // So do its subscriber connection, its push connections and its listeners.
         let sub = subscriber(p, proc.incarnation);
         self.redis.disconnect(sub);
-        self.deliver_messages();
-        // And its push connections and listeners.
         self.push.crashed(p);
-        self.deliver_push();
+        self.deliver_received();
         self.reset_session(p);
         // Its upstream connections close: its streams keep generating unread, and its reads
         // waiting for a frame fail now.
@@ -1465,7 +1446,7 @@ impl World {
                 }
                 if store == StoreId::Push {
                     self.push.set_cut(p, true);
-                    self.deliver_push();
+                    self.deliver_received();
                 }
                 self.record_fault(Fault::Partition {
                     process: pid(p),
@@ -1502,7 +1483,7 @@ impl World {
                 let lost = self.redis.failover(self.now);
                 self.settle_redis(lost);
                 self.record_fault(Fault::Failover);
-                self.deliver_messages();
+                self.deliver_received();
             }
             Action::Clock { process, skew } => {
                 let p = self.proc_index(&process);
@@ -1520,38 +1501,49 @@ impl World {
                 let lost = self.redis.restart(self.now);
                 self.settle_redis(lost);
                 self.record_fault(Fault::RedisRestart);
-                self.deliver_messages();
+                self.deliver_received();
             }
         }
     }
 
-    /// Answers every waiting push receive whose endpoint has an event now.
-    fn deliver_push(&mut self) {
-        let waits = std::mem::take(&mut self.push_waits);
-        for index in waits {
-            let ep = (self.ops[index].proc, self.ops[index].incarnation);
-            match self.push.next_event(ep) {
-                Some(event) => self.finish_apply(index, Reply::Push(event), true),
-                None => self.push_waits.push(index),
-            }
-        }
-    }
-
-    /// Answers every waiting pub/sub receive whose connection has a message now, or lost
-    /// its subscriptions.
-    fn deliver_messages(&mut self) {
-        let waits = std::mem::take(&mut self.receive_waits);
-        for index in waits {
-            let sub = subscriber(self.ops[index].proc, self.ops[index].incarnation);
-            let reply = match self.redis.next_message(sub) {
-                None => PubSubReply::Disconnected,
-                Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
-                Some(None) => {
-                    self.receive_waits.push(index);
-                    continue;
+    /// What a receive (pub/sub or push) gets now, or `None` while nothing has arrived: the
+    /// next message or event, or for pub/sub the news that the subscription is gone.
+    fn received(&mut self, index: usize) -> Option<Reply> {
+        let (p, incarnation) = (self.ops[index].proc, self.ops[index].incarnation);
+        match self.history.ops[index].op {
+            StoreOp::Push(_) => self.push.next_event((p, incarnation)).map(Reply::Push),
+            _ => match self.redis.next_message(subscriber(p, incarnation)) {
+                None => Some(Reply::PubSub(PubSubReply::Disconnected)),
+                Some(Some((channel, payload))) => {
+                    Some(Reply::PubSub(PubSubReply::Message { channel, payload }))
                 }
-            };
-            self.finish_apply(index, Reply::PubSub(reply), true);
+                Some(None) => None,
+            },
+        }
+    }
+
+    /// A receive arrived: answered at once, or it waits up to `wait` for something.
+    fn receive(&mut self, index: usize, wait: Duration) {
+        match self.received(index) {
+            Some(reply) => self.finish_apply(index, reply, true),
+            None => {
+                self.receive_waits.push(index);
+                self.schedule(self.now + wait, Event::ReceiveExpires(index));
+            }
+        }
+    }
+
+    /// Answers every waiting receive that has something now (after a publish, a push send,
+    /// a crash, a cut or a Redis failover or restart).
+    fn deliver_received(&mut self) {
+        if self.receive_waits.is_empty() {
+            return;
+        }
+        for index in std::mem::take(&mut self.receive_waits) {
+            match self.received(index) {
+                Some(reply) => self.finish_apply(index, reply, true),
+                None => self.receive_waits.push(index),
+            }
         }
     }
 
