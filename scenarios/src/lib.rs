@@ -23,6 +23,7 @@ mod doc002;
 mod doc003;
 pub mod gate;
 pub mod net;
+mod parallel;
 mod proxy;
 pub mod report;
 
@@ -34,6 +35,7 @@ use racelab_sim::explore::{self, Scheduler, SimRng, Step};
 pub use catalog::{
     BuildFn, Capture, Expectation, JudgeFn, Outcome, PerVariant, Race, Script, Workload,
 };
+pub use parallel::{BadShard, Shard, SweepPlan, default_jobs, sweep_seeds};
 pub use racelab_core::Variant;
 
 /// Every race of the catalog, in catalog order.
@@ -201,14 +203,24 @@ pub fn sweep(
     variant: Variant,
     start: u64,
     count: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Sweep {
-    let mut s = Sweep::default();
-    for seed in start..start.saturating_add(count) {
-        s.record(race, seed, &run_seed(race, variant, seed));
-        progress(s.seeds_run);
+    sweep_plan(race, variant, SweepPlan::seeds(start, count), progress)
+}
+
+/// Runs the seeds of `plan` (on its threads, until its deadline), calling `progress(done)`
+/// as seeds finish; the summary is the one-thread sweep's.
+pub fn sweep_plan(
+    race: &Race,
+    variant: Variant,
+    plan: SweepPlan,
+    progress: impl FnMut(u64),
+) -> Sweep {
+    let run = |seed| Ok::<_, std::convert::Infallible>(run_seed(race, variant, seed));
+    match sweep_seeds(race, plan, run, progress) {
+        Ok(s) => s,
+        Err(never) => match never {},
     }
-    s
 }
 
 impl Sweep {
@@ -233,6 +245,24 @@ impl Sweep {
         }
     }
 
+    /// Adds the summary of other seeds (a later range, or another thread's seeds): counts
+    /// add up, the first failing and first stuck seeds are the smaller. Merging the parts
+    /// of a range in any order gives the summary of the whole range.
+    pub fn merge(&mut self, other: &Sweep) {
+        self.seeds_run += other.seeds_run;
+        self.failures += other.failures;
+        self.store_ops += other.store_ops;
+        self.events += other.events;
+        self.runs_with_faults += other.runs_with_faults;
+        self.protections += other.protections;
+        self.stuck += other.stuck;
+        self.first_failing_seed = min_seed(self.first_failing_seed, other.first_failing_seed);
+        self.first_stuck_seed = min_seed(self.first_stuck_seed, other.first_stuck_seed);
+        for (name, n) in &other.sometimes {
+            *self.sometimes.entry(name.clone()).or_default() += n;
+        }
+    }
+
     /// What the sweep showed: fails if any seed violated a property, else stuck if any seed
     /// did not complete, else holds.
     pub fn observed(&self) -> Expectation {
@@ -245,6 +275,14 @@ impl Sweep {
             .filter(|p| !self.sometimes.contains_key(p.name))
             .map(|p| p.name)
             .collect()
+    }
+}
+
+/// The smaller of two optional seeds.
+fn min_seed(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! racelab list [--json]
-//! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--json] [--world explore|net]
+//! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--jobs J]
+//!     [--shard K/N] [--time 10m] [--json] [--world explore|net]
+//! racelab merge FILE... [--json]
 //! racelab replay RACE --variant V (--seed S | --script NAME) [--json] [--world explore|net]
 //! racelab report [--out DIR] [--seeds N]
 //! racelab bench [--seeds N] [--repeats R] [--json]
@@ -54,12 +56,23 @@ enum Command {
         /// Which variant(s).
         #[arg(long, value_enum, default_value_t = VariantArg::All)]
         variant: VariantArg,
-        /// Seeds per race and variant.
-        #[arg(long, default_value_t = 1000, value_parser = parse_seed_count)]
-        seeds: u64,
+        /// Seeds per race and variant [default: 1000, or unbounded with --time].
+        #[arg(long, value_parser = parse_seed_count)]
+        seeds: Option<u64>,
         /// The first seed.
         #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
         start_seed: u64,
+        /// Threads per sweep [default: every core]; the results are those of one thread.
+        #[arg(long, value_parser = parse_jobs)]
+        jobs: Option<usize>,
+        /// Run only the K-th of N disjoint consecutive parts of the seed range (a CI matrix
+        /// job); `racelab merge` combines the parts' --json output.
+        #[arg(long, value_name = "K/N", default_value = "1/1", value_parser = parse_shard)]
+        shard: racelab_scenarios::Shard,
+        /// Sweep until this wall-clock budget is spent (`90s`, `10m`, `2h`), shared among the
+        /// races and variants, and report the seeds run.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        time: Option<std::time::Duration>,
         /// One JSON object per line per (race, variant).
         #[arg(long)]
         json: bool,
@@ -67,6 +80,15 @@ enum Command {
         /// under turmoil; R-002-01 .. R-002-04, random seeds only).
         #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
         world: WorldArg,
+    },
+    /// Combine the --json output of `run --shard K/N` jobs into one race matrix.
+    Merge {
+        /// Files holding `run --json` lines (`-` reads standard input).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<String>,
+        /// One JSON object per line per (race, variant), as `run --json` prints.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-run one seed (or one scripted timeline) and print its timeline and verdict.
     Replay {
@@ -226,6 +248,54 @@ fn parse_seed(text: &str) -> Result<u64, String> {
     })
 }
 
+/// Parses a thread count (at least one).
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err("the number of jobs is a whole number of at least 1".to_string()),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Parses `--shard K/N`.
+fn parse_shard(text: &str) -> Result<racelab_scenarios::Shard, String> {
+    text.parse()
+        .map_err(|e: racelab_scenarios::BadShard| e.to_string())
+}
+
+/// Parses a wall-clock budget: a whole number with a unit, `s`, `m` or `h` (`90s`, `10m`),
+/// or several (`1h30m`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "a duration is a number with a unit s, m or h (`90s`, `10m`, `1h30m`), not {text:?}"
+        )
+    };
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 /// Parses a number of seeds (at least one).
 fn parse_seed_count(text: &str) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
@@ -293,6 +363,9 @@ fn main() -> ExitCode {
             variant,
             seeds,
             start_seed,
+            jobs,
+            shard,
+            time,
             json,
             world,
         } => cli::run::run(
@@ -300,10 +373,16 @@ fn main() -> ExitCode {
             &races,
             all,
             &variant.variants(),
-            seeds,
-            start_seed,
+            cli::run::Seeds {
+                count: seeds,
+                start: start_seed,
+                jobs: jobs.unwrap_or_else(racelab_scenarios::default_jobs),
+                shard,
+                time,
+            },
             json,
         ),
+        Command::Merge { files, json } => cli::merge::merge(&files, json),
         Command::Replay {
             race,
             variant,

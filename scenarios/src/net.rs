@@ -75,7 +75,7 @@ use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::{Notify, watch};
 
 use crate::catalog::{Outcome, Race, Workload};
-use crate::{Sweep, Variant};
+use crate::{Sweep, SweepPlan, Variant};
 
 /// The races the net world runs: those of the catalog whose entry says so ([`Race::net`]).
 pub fn net_races() -> Vec<&'static str> {
@@ -160,14 +160,25 @@ pub fn sweep_net(
     variant: Variant,
     start: u64,
     count: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Sweep, NetError> {
-    let mut s = Sweep::default();
-    for seed in start..start.saturating_add(count) {
-        s.record(race, seed, &run_seed_net(race, variant, seed)?);
-        progress(s.seeds_run);
-    }
-    Ok(s)
+    sweep_plan_net(race, variant, SweepPlan::seeds(start, count), progress)
+}
+
+/// Runs the seeds of `plan` in the net world (on its threads, until its deadline; each
+/// thread runs its own turmoil simulations), calling `progress(done)` as seeds finish.
+pub fn sweep_plan_net(
+    race: &Race,
+    variant: Variant,
+    plan: SweepPlan,
+    progress: impl FnMut(u64),
+) -> Result<Sweep, NetError> {
+    crate::sweep_seeds(
+        race,
+        plan,
+        |seed| run_seed_net(race, variant, seed),
+        progress,
+    )
 }
 
 /// The first seed from `start` whose net-world run violates an invariant, within `budget`.

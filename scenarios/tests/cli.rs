@@ -54,6 +54,16 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() {
         "sometimes",
     );
     check_rejected(&["run", "R-002-01", "--all"], "cannot be used with");
+    check_rejected(&["run", "R-002-01", "--jobs", "0"], "--jobs");
+    check_rejected(&["run", "R-002-01", "--shard", "5/4"], "1 <= K <= N");
+    check_rejected(&["run", "R-002-01", "--shard", "two"], "--shard");
+    check_rejected(&["run", "R-002-01", "--time", "10"], "unit");
+    check_rejected(&["run", "R-002-01", "--time", "0s"], "--time");
+    check_rejected(
+        &["run", "R-002-01", "--time", "5s", "--shard", "1/2"],
+        "give --seeds",
+    );
+    check_rejected(&["merge"], "required");
     check_rejected(&["run"], "required");
     check_rejected(
         &[

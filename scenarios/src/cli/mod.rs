@@ -19,6 +19,7 @@ macro_rules! out {
 pub(crate) mod bench;
 pub(crate) mod check_real;
 pub(crate) mod list;
+pub(crate) mod merge;
 mod output;
 pub(crate) mod replay;
 pub(crate) mod report;

@@ -38,3 +38,17 @@ pub(super) fn clear(bar: Option<ProgressBar>) {
         b.finish_and_clear();
     }
 }
+
+/// A spinner counting seeds for a sweep bounded by time rather than by a seed count, if
+/// [`show_progress`] says so.
+pub(super) fn spinner(json: bool) -> Option<ProgressBar> {
+    show_progress(json).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{msg:<22} {spinner} {pos} seeds ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    })
+}

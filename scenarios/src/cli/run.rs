@@ -3,16 +3,54 @@
 //! expected one.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use racelab_scenarios::{
-    Expectation, Outcome, Race, Script, Sweep, Variant, catalog, find, replay_script_command,
-    run_script,
+    Expectation, Outcome, Race, Script, Shard, Sweep, SweepPlan, Variant, catalog, find,
+    replay_script_command, run_script,
 };
 use serde_json::json;
 
 use super::World;
-use super::output::{clear, print_above, progress_bar};
+use super::output::{clear, print_above, progress_bar, spinner};
+
+/// Which seeds `run` sweeps per race and variant, how, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seeds {
+    /// Seeds per race and variant; `None`: 1,000, or unbounded under a time budget.
+    pub(crate) count: Option<u64>,
+    /// The first seed of the whole range (before sharding).
+    pub(crate) start: u64,
+    /// Threads per sweep.
+    pub(crate) jobs: usize,
+    /// The part of the range this run covers.
+    pub(crate) shard: Shard,
+    /// A wall-clock budget for the whole command, shared out among the rows still to run.
+    pub(crate) time: Option<Duration>,
+}
+
+impl Seeds {
+    /// The default number of seeds per race and variant.
+    const DEFAULT_COUNT: u64 = 1000;
+
+    /// The shard's first seed and seed count, or why the options do not fit together.
+    fn range(&self) -> Result<(u64, u64), String> {
+        let count = match (self.count, self.time) {
+            (Some(n), _) => n,
+            (None, None) => Seeds::DEFAULT_COUNT,
+            (None, Some(_)) if self.shard != Shard::WHOLE => {
+                return Err(
+                    "--shard splits a finite range: give --seeds with --time (the budget then \
+                     stops each shard early)"
+                        .to_string(),
+                );
+            }
+            (None, Some(_)) => u64::MAX - self.start,
+        };
+        Ok(self.shard.range(self.start, count))
+    }
+}
 
 /// Runs `racelab run` in `world` over the races named (or `all` those the world runs).
 pub(crate) fn run(
@@ -20,8 +58,7 @@ pub(crate) fn run(
     names: &[String],
     all: bool,
     variants: &[Variant],
-    seeds: u64,
-    start: u64,
+    seeds: Seeds,
     json: bool,
 ) -> ExitCode {
     let races = catalog();
@@ -40,10 +77,26 @@ pub(crate) fn run(
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let total = seeds.saturating_mul((selected.len() * variants.len()) as u64);
-    let bar = progress_bar(json, total, world.progress_template());
+    let (start, count) = match seeds.range() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = selected.len() * variants.len();
+    let budget_end = seeds.time.map(|t| Instant::now() + t);
+    let bar = match budget_end {
+        None => progress_bar(
+            json,
+            count.saturating_mul(rows as u64),
+            world.progress_template(),
+        ),
+        Some(_) => spinner(json),
+    };
     let mut all_match = true;
     let mut matrix = Vec::new();
+    let mut rows_left = rows as u32;
     for race in &selected {
         for &v in variants {
             let scripts: Vec<ScriptRun> = world
@@ -54,8 +107,17 @@ pub(crate) fn run(
             if let Some(bar) = &bar {
                 bar.set_message(world.progress_message(race, v));
             }
+            // Each row gets an equal share of what is left of the budget.
+            let deadline = budget_end.map(|end| {
+                let now = Instant::now();
+                now + end.saturating_duration_since(now) / rows_left.max(1)
+            });
+            rows_left = rows_left.saturating_sub(1);
+            let plan = SweepPlan::seeds(start, count)
+                .jobs(seeds.jobs)
+                .until(deadline);
             let done_before = bar.as_ref().map_or(0, ProgressBar::position);
-            let sweep = match world.sweep(race, v, start, seeds, |n| {
+            let sweep = match world.sweep(race, v, plan, |n| {
                 if let Some(bar) = &bar {
                     bar.set_position(done_before + n);
                 }
@@ -67,12 +129,12 @@ pub(crate) fn run(
                     return ExitCode::FAILURE;
                 }
             };
-            let row = Row::new(world, race, v, scripts, sweep);
-            all_match &= row.matches();
+            let row = Row::new(world, race, v, scripts, sweep, seeds.shard, start);
+            all_match &= row.settled();
             if json {
-                out!("{}", row.json(start));
+                out!("{}", row.json());
             } else {
-                for line in row.text(world, start) {
+                for line in row.text(world) {
                     print_above(bar.as_ref(), &line);
                 }
                 matrix.push(row);
@@ -82,6 +144,13 @@ pub(crate) fn run(
     clear(bar);
     if !json {
         print_matrix(world.matrix_title(), &matrix);
+        if seeds.shard != Shard::WHOLE {
+            out!(
+                "shard {} of a sweep: a row expected to fail may find its failure in another \
+                 shard; `racelab merge` the shards' --json output for the verdict",
+                seeds.shard
+            );
+        }
     }
     if all_match {
         ExitCode::SUCCESS
@@ -143,6 +212,10 @@ struct Row<'a> {
     expected: Expectation,
     /// Whether the sweep's verdict was the expected one.
     sweep_matches: bool,
+    /// The part of the seed range this row covers.
+    shard: Shard,
+    /// Its first seed.
+    start: u64,
     /// The command replaying the first failing seed, if a seed failed.
     replay: Option<String>,
 }
@@ -155,6 +228,8 @@ impl<'a> Row<'a> {
         variant: Variant,
         scripts: Vec<ScriptRun>,
         sweep: Sweep,
+        shard: Shard,
+        start: u64,
     ) -> Row<'a> {
         let expected = race.sweep.get(variant);
         let sweep_matches = expected.matches(sweep.observed());
@@ -169,6 +244,8 @@ impl<'a> Row<'a> {
             expected,
             sweep_matches,
             replay,
+            shard,
+            start,
         }
     }
 
@@ -177,13 +254,30 @@ impl<'a> Row<'a> {
         self.sweep_matches && self.scripts.iter().all(|s| s.matches)
     }
 
-    /// The row as one JSON object (the same fields in both worlds).
-    fn json(&self, start: u64) -> serde_json::Value {
+    /// Whether this row settles its part of the verdict: the whole range must match; one
+    /// shard of it only must not contradict (a row expected to fail may fail in another
+    /// shard, but a failure, or a stuck seed where every run should complete, is final).
+    fn settled(&self) -> bool {
+        if self.shard == Shard::WHOLE {
+            return self.matches();
+        }
+        let observed = self.sweep.observed();
+        let contradicted = match self.expected {
+            Expectation::Fails => false,
+            Expectation::Holds => observed != Expectation::Holds,
+            Expectation::Stuck => observed == Expectation::Fails,
+        };
+        !contradicted && self.scripts.iter().all(|s| s.matches)
+    }
+
+    /// The row as one JSON object (the same fields in both worlds; `racelab merge` reads it).
+    fn json(&self) -> serde_json::Value {
         json!({
             "race": self.race.id,
             "variant": self.variant.as_str(),
+            "shard": self.shard.to_string(),
             "seeds_run": self.sweep.seeds_run,
-            "start_seed": start,
+            "start_seed": self.start,
             "failures": self.sweep.failures,
             "first_failing_seed": self.sweep.first_failing_seed,
             "expected": self.expected.as_str(),
@@ -205,7 +299,8 @@ impl<'a> Row<'a> {
     }
 
     /// The row as text: a heading, a line per timeline, the sweep's line.
-    fn text(&self, world: World, start: u64) -> Vec<String> {
+    fn text(&self, world: World) -> Vec<String> {
+        let start = self.start;
         let mut lines = vec![world.heading(self.race, self.variant)];
         for s in &self.scripts {
             let violated = s.outcome.violated();
@@ -225,12 +320,21 @@ impl<'a> Row<'a> {
             }
             lines.push(line);
         }
+        let shard = if self.shard == Shard::WHOLE {
+            String::new()
+        } else {
+            format!(" (shard {})", self.shard)
+        };
+        let mark = match (self.sweep_matches, self.settled()) {
+            (true, _) => "ok",
+            (false, true) => "pending merge",
+            (false, false) => "MISMATCH",
+        };
         let mut line = format!(
-            "  random   {} seeds from {start}: {} failing, expected {} -> {}",
+            "  random   {} seeds from {start}{shard}: {} failing, expected {} -> {mark}",
             self.sweep.seeds_run,
             self.sweep.failures,
             self.expected.as_str(),
-            if self.sweep_matches { "ok" } else { "MISMATCH" }
         );
         if let (Some(seed), Some(command)) = (self.sweep.first_failing_seed, &self.replay) {
             line.push_str(&format!(
@@ -270,6 +374,8 @@ fn print_matrix(title: &str, matrix: &[Row<'_>]) {
             row.expected.as_str(),
             if row.matches() {
                 "as expected"
+            } else if row.settled() {
+                "pending merge"
             } else {
                 "MISMATCH"
             }

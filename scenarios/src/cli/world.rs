@@ -2,7 +2,7 @@
 //! parameter.
 
 use racelab_scenarios::net::{self, NetError};
-use racelab_scenarios::{Outcome, Race, Script, Sweep, Variant};
+use racelab_scenarios::{Outcome, Race, Script, Sweep, SweepPlan, Variant};
 
 /// Where a race runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,20 +53,17 @@ impl World {
         }
     }
 
-    /// Runs seeds `start..start + count`, calling `progress(done)` after each.
+    /// Runs the seeds of `plan`, calling `progress(done)` as seeds finish.
     pub(crate) fn sweep(
         self,
         race: &Race,
         variant: Variant,
-        start: u64,
-        count: u64,
+        plan: SweepPlan,
         progress: impl FnMut(u64),
     ) -> Result<Sweep, NetError> {
         match self {
-            World::Explore => Ok(racelab_scenarios::sweep(
-                race, variant, start, count, progress,
-            )),
-            World::Net => net::sweep_net(race, variant, start, count, progress),
+            World::Explore => Ok(racelab_scenarios::sweep_plan(race, variant, plan, progress)),
+            World::Net => net::sweep_plan_net(race, variant, plan, progress),
         }
     }
 
