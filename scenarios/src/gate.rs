@@ -6,7 +6,8 @@
 //!   fail), the seeds run from a start seed until the first violation, from seed 0 and as the
 //!   median over [`START_SEED_COUNT`] fixed start seeds. The gate fails when a variant is no
 //!   longer detected (from seed 0, or from most start seeds, within the race's seed budget) or
-//!   when its median worsens by more than [`WORSENING_MAX_PCT`] percent.
+//!   when its median worsens by more than [`WORSENING_MAX_PCT`] percent. The same figures
+//!   are kept under the swarm profile (`buggy@swarm`), which knows nothing of the race.
 //! - Cost: store operations, events and random decisions per seed of the Correct variant over
 //!   seeds `0..COST_SEEDS` (the reference run); the gate fails when one grows by more than
 //!   [`WORSENING_MAX_PCT`] percent.
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Expectation, Race, Variant, run_seed, seeds_to_detect};
+use crate::{Expectation, Profile, Race, Variant, run_seed, seeds_to_detect_in};
 
 /// How many start seeds the detection median is taken over.
 pub const START_SEED_COUNT: u64 = 20;
@@ -33,6 +34,15 @@ pub const START_SEED_STRIDE: u64 = 1_000;
 
 /// Seeds of the Correct variant whose work is counted.
 pub const COST_SEEDS: u64 = 50;
+
+/// The seed budget of detection under the swarm profile: one for every race, since the swarm
+/// knows nothing of a race (at most [`START_SEED_STRIDE`]).
+pub const SWARM_SEED_BUDGET: u64 = 500;
+
+/// The most seeds the median detection under the swarm profile may need for any race
+/// (issue target: every Buggy race found with a median of at most 100 seeds, no per-race
+/// profile).
+pub const SWARM_MEDIAN_MAX: u64 = 100;
 
 /// How much worse than the baseline a figure may get, in percent, before the gate fails.
 pub const WORSENING_MAX_PCT: u64 = 50;
@@ -86,7 +96,9 @@ impl Method {
 /// One race's figures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaceFigures {
-    /// By variant (`buggy`, and `docfix` when the catalog expects the document's fix to fail).
+    /// By variant (`buggy`, and `docfix` when the catalog expects the document's fix to fail)
+    /// under the race's own profile, and by `variant@swarm` under the swarm profile
+    /// ([`Profile::Swarm`], budget [`SWARM_SEED_BUDGET`]).
     pub detection: BTreeMap<String, Detection>,
     /// The reference run's work.
     pub cost: Cost,
@@ -127,17 +139,35 @@ pub fn detected_variants(race: &Race) -> Vec<Variant> {
     out
 }
 
-/// Measures one variant's detection.
+/// The key of a variant's detection under `profile` in [`RaceFigures::detection`].
+pub fn detection_key(variant: Variant, profile: Profile) -> String {
+    match profile {
+        Profile::Race => variant.as_str().to_string(),
+        other => format!("{}@{}", variant.as_str(), other.as_str()),
+    }
+}
+
+/// Measures one variant's detection under the race's own profile.
 pub fn detection(race: &Race, variant: Variant) -> Detection {
+    detection_in(race, variant, Profile::Race)
+}
+
+/// Measures one variant's detection under `profile` (the race's seed budget for its own
+/// profile, [`SWARM_SEED_BUDGET`] for the swarm).
+pub fn detection_in(race: &Race, variant: Variant, profile: Profile) -> Detection {
+    let budget = match profile {
+        Profile::Race => race.seed_budget,
+        Profile::Swarm => SWARM_SEED_BUDGET,
+    };
     let counts: Vec<Option<u64>> = start_seeds()
         .map(|start| {
-            seeds_to_detect(race, variant, start, race.seed_budget).map(|seed| seed - start + 1)
+            seeds_to_detect_in(race, variant, start, budget, profile).map(|seed| seed - start + 1)
         })
         .collect();
     let mut sorted = counts.clone();
     sorted.sort_by_key(|c| c.unwrap_or(u64::MAX));
     Detection {
-        budget: race.seed_budget,
+        budget,
         // Invariant: start_seeds() yields START_SEED_COUNT >= 1 seeds, the first being 0.
         from_seed_0: counts[0],
         median: sorted[sorted.len() / 2],
@@ -168,7 +198,7 @@ pub fn measure(races: &[Race]) -> Figures {
         .map(|race| {
             let detection = detected_variants(race)
                 .into_iter()
-                .map(|v| (v.as_str().to_string(), detection(race, v)))
+                .flat_map(|v| Profile::ALL.map(|p| (detection_key(v, p), detection_in(race, v, p))))
                 .collect();
             let figures = RaceFigures {
                 detection,

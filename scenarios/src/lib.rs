@@ -115,13 +115,67 @@ pub fn workload_seed(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Which fault profile a random run draws its faults from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// The race's own profile ([`Race::profile`]): rates and targets written for the race.
+    #[default]
+    Race,
+    /// One generic profile for every race ([`explore::FaultProfile::swarm`]): each seed first
+    /// draws which fault kinds are on and at what rates, from its own stream. Of the race it
+    /// keeps only the workload's time window, the latencies and the operations the store
+    /// models cannot fail over.
+    Swarm,
+}
+
+impl Profile {
+    /// Every profile, in the order of the CLI's and the tables' columns.
+    pub const ALL: [Profile; 2] = [Profile::Race, Profile::Swarm];
+
+    /// `race` or `swarm`, as `--profile` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Race => "race",
+            Profile::Swarm => "swarm",
+        }
+    }
+
+    /// The fault profile of `race`'s run with `seed`.
+    pub fn faults(self, race: &Race, seed: u64) -> explore::FaultProfile {
+        let own = (race.profile)();
+        match self {
+            Profile::Race => own,
+            Profile::Swarm => {
+                // The swarm's draw is a stream of its own, so the workload, the fault mix, the
+                // faults and the latencies of one seed are independent.
+                let mut rng = SimRng::new(workload_seed(seed ^ 0x5357_4152_4D00_0000));
+                explore::FaultProfile::swarm(&mut rng, own.window, own.latency, own.failover_exempt)
+            }
+        }
+    }
+
+    /// The arguments that select it on a replay command line (none for the default).
+    fn replay_args(self) -> &'static str {
+        match self {
+            Profile::Race => "",
+            Profile::Swarm => " --profile swarm",
+        }
+    }
+}
+
 /// Runs `race`'s `variant` under the random scheduler with `seed`.
 pub fn run_seed(race: &Race, variant: Variant, seed: u64) -> Outcome {
+    run_seed_in(race, variant, seed, Profile::Race)
+}
+
+/// Runs `race`'s `variant` under the random scheduler with `seed`, its faults drawn from
+/// `profile`.
+pub fn run_seed_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> Outcome {
     let mut rng = SimRng::new(workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let scheduler = Scheduler::Random {
         seed,
-        faults: (race.profile)(),
+        faults: profile.faults(race, seed),
     };
     judge(race, explore::run(spec, &scheduler), &capture)
 }
@@ -216,7 +270,8 @@ pub fn sweep_plan(
     plan: SweepPlan,
     progress: impl FnMut(u64),
 ) -> Sweep {
-    let run = |seed| Ok::<_, std::convert::Infallible>(run_seed(race, variant, seed));
+    let run =
+        |seed| Ok::<_, std::convert::Infallible>(run_seed_in(race, variant, seed, plan.profile));
     match sweep_seeds(race, plan, run, progress) {
         Ok(s) => s,
         Err(never) => match never {},
@@ -318,7 +373,13 @@ pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> O
 /// Shrinks a failing seed: delta debugging (ddmin) over the faults the random scheduler
 /// injected, keeping the seed's workload and latencies. `None` if the seed does not fail.
 pub fn shrink(race: &Race, variant: Variant, seed: u64) -> Option<Shrunk> {
-    let original = run_seed(race, variant, seed);
+    shrink_in(race, variant, seed, Profile::Race)
+}
+
+/// [`shrink`] for a seed run under `profile` (the pinned runs keep the seed's workload and
+/// latencies, which no profile changes, and inject only the chosen faults).
+pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> Option<Shrunk> {
+    let original = run_seed_in(race, variant, seed, profile);
     if !original.violated() {
         return None;
     }
@@ -384,10 +445,16 @@ pub fn shrink(race: &Race, variant: Variant, seed: u64) -> Option<Shrunk> {
 
 /// The command that shrinks (and so replays the shrunk schedule of) one seed.
 pub fn shrink_command(race: &Race, variant: Variant, seed: u64) -> String {
+    shrink_command_in(race, variant, seed, Profile::Race)
+}
+
+/// The command that shrinks one seed run under `profile`.
+pub fn shrink_command_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> String {
     format!(
-        "racelab shrink {} --variant {} --seed {seed}",
+        "racelab shrink {} --variant {} --seed {seed}{}",
         race.id,
-        variant.as_str()
+        variant.as_str(),
+        profile.replay_args()
     )
 }
 
@@ -441,15 +508,34 @@ pub fn explore_exhaustively(
 
 /// The first seed from `start` whose run violates an invariant, within `budget` seeds.
 pub fn seeds_to_detect(race: &Race, variant: Variant, start: u64, budget: u64) -> Option<u64> {
-    (start..start.saturating_add(budget)).find(|seed| run_seed(race, variant, *seed).violated())
+    seeds_to_detect_in(race, variant, start, budget, Profile::Race)
+}
+
+/// The first seed from `start` whose run under `profile` violates an invariant, within
+/// `budget`.
+pub fn seeds_to_detect_in(
+    race: &Race,
+    variant: Variant,
+    start: u64,
+    budget: u64,
+    profile: Profile,
+) -> Option<u64> {
+    (start..start.saturating_add(budget))
+        .find(|seed| run_seed_in(race, variant, *seed, profile).violated())
 }
 
 /// The command that replays one seed.
 pub fn replay_command(race: &Race, variant: Variant, seed: u64) -> String {
+    replay_command_in(race, variant, seed, Profile::Race)
+}
+
+/// The command that replays one seed run under `profile`.
+pub fn replay_command_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> String {
     format!(
-        "racelab replay {} --variant {} --seed {seed}",
+        "racelab replay {} --variant {} --seed {seed}{}",
         race.id,
-        variant.as_str()
+        variant.as_str(),
+        profile.replay_args()
     )
 }
 

@@ -73,6 +73,10 @@ enum Command {
         /// races and variants, and report the seeds run.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         time: Option<std::time::Duration>,
+        /// The fault profile of the random sweep: `race` (the race's own) or `swarm` (one
+        /// generic profile; each seed draws which fault kinds are on and at what rates).
+        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
+        profile: ProfileArg,
         /// One JSON object per line per (race, variant).
         #[arg(long)]
         json: bool,
@@ -109,6 +113,9 @@ enum Command {
         /// The scripted timeline to replay instead of a seed.
         #[arg(long)]
         script: Option<String>,
+        /// The fault profile the seed's faults were drawn from (`race` or `swarm`).
+        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
+        profile: ProfileArg,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -139,6 +146,11 @@ enum Command {
         /// One JSON document (for CI dashboards).
         #[arg(long)]
         json: bool,
+        /// Only the detection table: per failing variant, seeds to the first violation from
+        /// seed 0 and the median over 20 start seeds, under each fault profile (deterministic
+        /// counts).
+        #[arg(long)]
+        detection: bool,
     },
     /// Run document 002's protocol with many workers against real Redis and PostgreSQL while
     /// faults are injected (Redis restarts, killed workers, a fault proxy), and judge the
@@ -177,6 +189,9 @@ enum Command {
         /// The failing seed.
         #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
         seed: u64,
+        /// The fault profile the seed's faults were drawn from (`race` or `swarm`).
+        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
+        profile: ProfileArg,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -190,6 +205,22 @@ enum VariantArg {
     Docfix,
     Correct,
     All,
+}
+
+/// `--profile`: the fault profile a random run draws its faults from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProfileArg {
+    Race,
+    Swarm,
+}
+
+impl From<ProfileArg> for racelab_scenarios::Profile {
+    fn from(p: ProfileArg) -> racelab_scenarios::Profile {
+        match p {
+            ProfileArg::Race => racelab_scenarios::Profile::Race,
+            ProfileArg::Swarm => racelab_scenarios::Profile::Swarm,
+        }
+    }
 }
 
 /// `--world`: the world a run happens in.
@@ -366,6 +397,7 @@ fn main() -> ExitCode {
             jobs,
             shard,
             time,
+            profile,
             json,
             world,
         } => cli::run::run(
@@ -379,6 +411,7 @@ fn main() -> ExitCode {
                 jobs: jobs.unwrap_or_else(racelab_scenarios::default_jobs),
                 shard,
                 time,
+                profile: profile.into(),
             },
             json,
         ),
@@ -388,6 +421,7 @@ fn main() -> ExitCode {
             variant,
             seed,
             script,
+            profile,
             json,
             world,
         } => cli::replay::replay(
@@ -396,19 +430,31 @@ fn main() -> ExitCode {
             variant.into(),
             seed,
             script.as_deref(),
+            profile.into(),
             json,
         ),
         Command::Shrink {
             race,
             variant,
             seed,
+            profile,
             json,
-        } => cli::shrink::shrink(&race, variant.into(), seed, json),
+        } => cli::shrink::shrink(&race, variant.into(), seed, profile.into(), json),
         Command::Report { out, seeds } => cli::report::report(&out, seeds),
         Command::Bench {
             seeds,
             repeats,
             json,
+            detection: true,
+        } => {
+            let _ = (seeds, repeats);
+            cli::bench::detection(json)
+        }
+        Command::Bench {
+            seeds,
+            repeats,
+            json,
+            detection: false,
         } => cli::bench::bench(seeds, repeats, json),
         Command::CheckReal {
             redis,

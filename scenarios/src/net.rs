@@ -75,7 +75,7 @@ use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::{Notify, watch};
 
 use crate::catalog::{Outcome, Race, Workload};
-use crate::{Sweep, SweepPlan, Variant};
+use crate::{Profile, Sweep, SweepPlan, Variant};
 
 /// The races the net world runs: those of the catalog whose entry says so ([`Race::net`]).
 pub fn net_races() -> Vec<&'static str> {
@@ -136,6 +136,16 @@ pub fn supports(race: &Race) -> bool {
 /// Runs `race`'s `variant` in the net world with `seed`: the same random workload as the
 /// explore world's seed, faults from the race's profile carried out by turmoil.
 pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome, NetError> {
+    run_seed_net_in(race, variant, seed, Profile::Race)
+}
+
+/// Runs `race`'s `variant` in the net world with `seed`, its faults drawn from `profile`.
+pub fn run_seed_net_in(
+    race: &Race,
+    variant: Variant,
+    seed: u64,
+    profile: Profile,
+) -> Result<Outcome, NetError> {
     if !supports(race) {
         return Err(NetError::Unsupported {
             race: race.id.to_string(),
@@ -144,7 +154,7 @@ pub fn run_seed_net(race: &Race, variant: Variant, seed: u64) -> Result<Outcome,
     }
     let mut rng = SimRng::new(crate::workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
-    let run = NetWorld::new(spec, (race.profile)(), seed)
+    let run = NetWorld::new(spec, profile.faults(race, seed), seed)
         .run()
         .map_err(|message| NetError::Simulation {
             race: race.id.to_string(),
@@ -198,7 +208,15 @@ pub fn seeds_to_detect_net(
 
 /// The command that replays one seed in the net world.
 pub fn replay_command_net(race: &Race, variant: Variant, seed: u64) -> String {
-    format!("{} --world net", crate::replay_command(race, variant, seed))
+    replay_command_net_in(race, variant, seed, Profile::Race)
+}
+
+/// The command that replays one seed run under `profile` in the net world.
+pub fn replay_command_net_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> String {
+    format!(
+        "{} --world net",
+        crate::replay_command_in(race, variant, seed, profile)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::{Outcome, Race, Sweep};
+use crate::{Outcome, Profile, Race, Sweep};
 
 /// Which seeds a sweep runs, on how many threads, and until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct SweepPlan {
     /// No seed is started at or after this instant (wall clock: a budget, never part of a
     /// verdict).
     pub deadline: Option<Instant>,
+    /// The fault profile the seeds' faults are drawn from.
+    pub profile: Profile,
 }
 
 impl SweepPlan {
@@ -38,6 +40,7 @@ impl SweepPlan {
             count,
             jobs: 1,
             deadline: None,
+            profile: Profile::Race,
         }
     }
 
@@ -47,6 +50,11 @@ impl SweepPlan {
             jobs: jobs.max(1),
             ..self
         }
+    }
+
+    /// The same plan, its faults drawn from `profile`.
+    pub fn profile(self, profile: Profile) -> SweepPlan {
+        SweepPlan { profile, ..self }
     }
 
     /// The same plan, stopping at `deadline`.

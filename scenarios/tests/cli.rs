@@ -64,6 +64,7 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() {
         "give --seeds",
     );
     check_rejected(&["merge"], "required");
+    check_rejected(&["run", "R-002-01", "--profile", "swarmy"], "swarmy");
     check_rejected(&["run"], "required");
     check_rejected(
         &[

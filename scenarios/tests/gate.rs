@@ -230,3 +230,25 @@ fn weakening_a_buggy_variants_detection_makes_the_gate_fail() {
         "{text}"
     );
 }
+
+#[test]
+fn the_swarm_finds_every_failing_variant_without_a_race_profile() {
+    // Swarm testing's promise, held by the gate's own figures: no per-race fault profile, and
+    // every Buggy (and failing DocFix) variant is still found with a median of at most
+    // SWARM_MEDIAN_MAX seeds.
+    use racelab_scenarios::gate::SWARM_MEDIAN_MAX;
+    let mut checked = 0;
+    for (race, f) in &current().races {
+        for (key, d) in f.detection.iter().filter(|(k, _)| k.ends_with("@swarm")) {
+            checked += 1;
+            let median = d.median.unwrap_or(u64::MAX);
+            assert!(
+                median <= SWARM_MEDIAN_MAX,
+                "{race} {key}: median {:?} seeds to detect under the swarm profile (at most \
+                 {SWARM_MEDIAN_MAX}); replay the first: racelab run {race} --profile swarm",
+                d.median
+            );
+        }
+    }
+    assert!(checked >= catalog().len(), "every race has swarm figures");
+}

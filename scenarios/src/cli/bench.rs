@@ -122,3 +122,87 @@ pub(crate) fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// Runs `racelab bench --detection`: per failing variant of every race, the seeds to its
+/// first violation from seed 0 and the median over the gate's start seeds, under each fault
+/// profile side by side (the gate's figures, deterministic).
+pub(crate) fn detection(json: bool) -> ExitCode {
+    use racelab_scenarios::Profile;
+    use racelab_scenarios::gate::{START_SEED_COUNT, detected_variants, detection_in};
+
+    let races = catalog();
+    let bar = show_progress(json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let mut rows = Vec::new();
+    for race in &races {
+        for variant in detected_variants(race) {
+            let figures: Vec<(Profile, racelab_scenarios::gate::Detection)> = Profile::ALL
+                .into_iter()
+                .map(|p| {
+                    if let Some(b) = &bar {
+                        b.set_message(format!(
+                            "{} {} under the {} profile",
+                            race.id,
+                            variant.as_str(),
+                            p.as_str()
+                        ));
+                    }
+                    (p, detection_in(race, variant, p))
+                })
+                .collect();
+            rows.push((race.id, variant, figures));
+        }
+    }
+    clear(bar);
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(race, variant, figures)| {
+                let mut row = serde_json::json!({"race": race, "variant": variant.as_str()});
+                for (p, d) in figures {
+                    row[p.as_str()] = serde_json::json!({
+                        "budget": d.budget,
+                        "from_seed_0": d.from_seed_0,
+                        "median": d.median,
+                        "detected_from": d.detected_from,
+                    });
+                }
+                row
+            })
+            .collect();
+        out!(
+            "{}",
+            serde_json::json!({ "start_seeds": START_SEED_COUNT, "rows": rows })
+        );
+        return ExitCode::SUCCESS;
+    }
+    out!(
+        "seeds to the first violation: from seed 0 / median over {START_SEED_COUNT} start \
+         seeds (- : not within the budget); `race` is the race's own fault profile, `swarm` \
+         one generic profile for every race"
+    );
+    out!(
+        "{:<10} {:<8} {:>14} {:>14}",
+        "race",
+        "variant",
+        "race",
+        "swarm"
+    );
+    let n = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
+    for (race, variant, figures) in &rows {
+        let cells: Vec<String> = figures
+            .iter()
+            .map(|(_, d)| format!("{}/{}", n(d.from_seed_0), n(d.median)))
+            .collect();
+        out!(
+            "{race:<10} {:<8} {:>14} {:>14}",
+            variant.as_str(),
+            cells[0],
+            cells[1]
+        );
+    }
+    ExitCode::SUCCESS
+}

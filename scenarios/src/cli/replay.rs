@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use racelab_scenarios::{
-    Outcome, Race, Variant, catalog, render_timeline, replay_script_command, run_script,
+    Outcome, Profile, Race, Variant, catalog, render_timeline, replay_script_command, run_script,
 };
 use serde_json::json;
 
@@ -17,6 +17,7 @@ pub(crate) fn replay(
     variant: Variant,
     seed: Option<u64>,
     script: Option<&str>,
+    profile: Profile,
     json: bool,
 ) -> ExitCode {
     let races = catalog();
@@ -25,10 +26,10 @@ pub(crate) fn replay(
         Err(code) => return code,
     };
     let (outcome, command, label) = match (seed, script) {
-        (Some(seed), _) => match world.run_seed(race, variant, seed) {
+        (Some(seed), _) => match world.run_seed(race, variant, seed, profile) {
             Ok(outcome) => (
                 outcome,
-                world.replay_command(race, variant, seed),
+                world.replay_command(race, variant, seed, profile),
                 world.seed_label(seed),
             ),
             Err(e) => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use racelab_scenarios::{
-    Expectation, Outcome, Race, Script, Shard, Sweep, SweepPlan, Variant, catalog, find,
+    Expectation, Outcome, Profile, Race, Script, Shard, Sweep, SweepPlan, Variant, catalog, find,
     replay_script_command, run_script,
 };
 use serde_json::json;
@@ -28,6 +28,8 @@ pub(crate) struct Seeds {
     pub(crate) shard: Shard,
     /// A wall-clock budget for the whole command, shared out among the rows still to run.
     pub(crate) time: Option<Duration>,
+    /// The fault profile of the sweeps.
+    pub(crate) profile: Profile,
 }
 
 impl Seeds {
@@ -115,7 +117,8 @@ pub(crate) fn run(
             rows_left = rows_left.saturating_sub(1);
             let plan = SweepPlan::seeds(start, count)
                 .jobs(seeds.jobs)
-                .until(deadline);
+                .until(deadline)
+                .profile(seeds.profile);
             let done_before = bar.as_ref().map_or(0, ProgressBar::position);
             let sweep = match world.sweep(race, v, plan, |n| {
                 if let Some(bar) = &bar {
@@ -129,7 +132,7 @@ pub(crate) fn run(
                     return ExitCode::FAILURE;
                 }
             };
-            let row = Row::new(world, race, v, scripts, sweep, seeds.shard, start);
+            let row = Row::new(world, race, v, scripts, sweep, &seeds, start);
             all_match &= row.settled();
             if json {
                 out!("{}", row.json());
@@ -216,6 +219,8 @@ struct Row<'a> {
     shard: Shard,
     /// Its first seed.
     start: u64,
+    /// The fault profile of its sweep.
+    profile: Profile,
     /// The command replaying the first failing seed, if a seed failed.
     replay: Option<String>,
 }
@@ -228,14 +233,15 @@ impl<'a> Row<'a> {
         variant: Variant,
         scripts: Vec<ScriptRun>,
         sweep: Sweep,
-        shard: Shard,
+        seeds: &Seeds,
         start: u64,
     ) -> Row<'a> {
+        let (shard, profile) = (seeds.shard, seeds.profile);
         let expected = race.sweep.get(variant);
         let sweep_matches = expected.matches(sweep.observed());
         let replay = sweep
             .first_failing_seed
-            .map(|s| world.replay_command(race, variant, s));
+            .map(|s| world.replay_command(race, variant, s, profile));
         Row {
             race,
             variant,
@@ -246,6 +252,7 @@ impl<'a> Row<'a> {
             replay,
             shard,
             start,
+            profile,
         }
     }
 
@@ -276,6 +283,7 @@ impl<'a> Row<'a> {
             "race": self.race.id,
             "variant": self.variant.as_str(),
             "shard": self.shard.to_string(),
+            "profile": self.profile.as_str(),
             "seeds_run": self.sweep.seeds_run,
             "start_seed": self.start,
             "failures": self.sweep.failures,
@@ -345,7 +353,7 @@ impl<'a> Row<'a> {
             line.push_str(&format!(
                 "\n    {} seeds stuck (did not complete), first {seed}; replay: {}",
                 self.sweep.stuck,
-                world.replay_command(self.race, self.variant, seed)
+                world.replay_command(self.race, self.variant, seed, self.profile)
             ));
         }
         lines.push(line);

@@ -3,19 +3,25 @@
 
 use std::process::ExitCode;
 
-use racelab_scenarios::{Variant, catalog, render_timeline};
+use racelab_scenarios::{Profile, Variant, catalog, render_timeline};
 use serde_json::json;
 
 use super::lookup;
 
 /// Runs `racelab shrink` on `name`'s `variant` at `seed` (explore world).
-pub(crate) fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> ExitCode {
+pub(crate) fn shrink(
+    name: &str,
+    variant: Variant,
+    seed: u64,
+    profile: Profile,
+    json: bool,
+) -> ExitCode {
     let races = catalog();
     let race = match lookup(&races, name) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let Some(shrunk) = racelab_scenarios::shrink(race, variant, seed) else {
+    let Some(shrunk) = racelab_scenarios::shrink_in(race, variant, seed, profile) else {
         eprintln!(
             "error: {} {} seed {seed} holds its invariants: there is nothing to shrink",
             race.id,
@@ -23,7 +29,7 @@ pub(crate) fn shrink(name: &str, variant: Variant, seed: u64, json: bool) -> Exi
         );
         return ExitCode::from(1);
     };
-    let command = racelab_scenarios::shrink_command(race, variant, seed);
+    let command = racelab_scenarios::shrink_command_in(race, variant, seed, profile);
     let steps: Vec<String> = shrunk.steps.iter().map(ToString::to_string).collect();
     if json {
         let row = json!({

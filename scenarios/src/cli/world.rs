@@ -2,7 +2,7 @@
 //! parameter.
 
 use racelab_scenarios::net::{self, NetError};
-use racelab_scenarios::{Outcome, Race, Script, Sweep, SweepPlan, Variant};
+use racelab_scenarios::{Outcome, Profile, Race, Script, Sweep, SweepPlan, Variant};
 
 /// Where a race runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +40,17 @@ impl World {
         }
     }
 
-    /// Runs one seed.
+    /// Runs one seed, its faults drawn from `profile`.
     pub(crate) fn run_seed(
         self,
         race: &Race,
         variant: Variant,
         seed: u64,
+        profile: Profile,
     ) -> Result<Outcome, NetError> {
         match self {
-            World::Explore => Ok(racelab_scenarios::run_seed(race, variant, seed)),
-            World::Net => net::run_seed_net(race, variant, seed),
+            World::Explore => Ok(racelab_scenarios::run_seed_in(race, variant, seed, profile)),
+            World::Net => net::run_seed_net_in(race, variant, seed, profile),
         }
     }
 
@@ -67,11 +68,17 @@ impl World {
         }
     }
 
-    /// The command that replays one seed in this world.
-    pub(crate) fn replay_command(self, race: &Race, variant: Variant, seed: u64) -> String {
+    /// The command that replays one seed, run under `profile`, in this world.
+    pub(crate) fn replay_command(
+        self,
+        race: &Race,
+        variant: Variant,
+        seed: u64,
+        profile: Profile,
+    ) -> String {
         match self {
-            World::Explore => racelab_scenarios::replay_command(race, variant, seed),
-            World::Net => net::replay_command_net(race, variant, seed),
+            World::Explore => racelab_scenarios::replay_command_in(race, variant, seed, profile),
+            World::Net => net::replay_command_net_in(race, variant, seed, profile),
         }
     }
 

@@ -234,6 +234,90 @@ impl FaultProfile {
         }
     }
 
+    /// Swarm testing (Groce et al., ISSTA 2012): one generic profile for every race, in which
+    /// each run first draws from `rng` which fault kinds are on (each with probability one
+    /// half) and at what rate or count, then the faults as usual. Runs thus differ in their
+    /// *mix* of faults (a run with only failovers, one with only pauses and lost replies),
+    /// which finds failures that a fixed mix with every kind on at once hides.
+    ///
+    /// Nothing of a race is consulted but the span of its workload, `window`, the network
+    /// `latency`, and `failover_exempt` (operations whose loss the store models cannot
+    /// express, a model limit rather than a hint): every [`Target`] is [`Target::ANY`], and
+    /// fault lengths are drawn on a log scale of the window (from a hundredth to a half of
+    /// it), so a lease of any TTL meets pauses both shorter and longer than it.
+    pub fn swarm(
+        rng: &mut SimRng,
+        window: Duration,
+        latency: (Duration, Duration),
+        failover_exempt: Vec<TagKind>,
+    ) -> FaultProfile {
+        const RATES: [u32; 4] = [5, 20, 50, 100];
+        let on = |rng: &mut SimRng| rng.below(2) == 1;
+        let rate = |rng: &mut SimRng| {
+            if on(rng) {
+                Ratio::per_mille(RATES[rng.below(RATES.len() as u64) as usize])
+            } else {
+                Ratio::NEVER
+            }
+        };
+        let count = |rng: &mut SimRng, max: u64| {
+            if on(rng) {
+                rng.between(1, max) as u32
+            } else {
+                0
+            }
+        };
+        // A length range: its top one of window/100, window/10, window/2, its bottom a tenth
+        // of the top (at least 1 ms).
+        let lengths = |rng: &mut SimRng| {
+            let top = match rng.below(3) {
+                0 => window.as_ms() / 100,
+                1 => window.as_ms() / 10,
+                _ => window.as_ms() / 2,
+            }
+            .max(2);
+            (Duration::from_ms((top / 10).max(1)), Duration::from_ms(top))
+        };
+        let pause = rate(rng);
+        let pause_len = lengths(rng);
+        let delay = rate(rng);
+        let delay_len = lengths(rng);
+        let drop_reply = rate(rng);
+        let crash = rate(rng);
+        let restart_after = lengths(rng);
+        let failover = rate(rng);
+        let partitions = count(rng, 3);
+        let partition_len = lengths(rng);
+        let redis_restarts = count(rng, 2);
+        let pauses_at = count(rng, 3);
+        let (clock_offset, clock_rate_ppm) = if on(rng) {
+            let (_, top) = lengths(rng);
+            (top, 1000)
+        } else {
+            (Duration::ZERO, 0)
+        };
+        FaultProfile {
+            window,
+            latency,
+            pause,
+            pause_len,
+            delay,
+            delay_len,
+            drop_reply,
+            crash,
+            restart_after,
+            failover,
+            partitions,
+            partition_len,
+            redis_restarts,
+            pauses_at,
+            failover_exempt,
+            clock_offset,
+            clock_rate_ppm,
+            ..FaultProfile::quiet()
+        }
+    }
+
     /// The faults to inject at `op`, sent at `now`, drawn from `rng` (in this order, each only
     /// where it applies: pause, delay, lost reply, crash, failover).
     pub fn op_faults(&self, rng: &mut SimRng, now: Timestamp, op: &OpSite<'_>) -> Vec<OpEffect> {

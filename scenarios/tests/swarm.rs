@@ -1,0 +1,174 @@
+//! The swarm profile (one generic fault profile for every race): every Correct variant holds
+//! under it, runs replay byte for byte, each seed draws its own mix of fault kinds, and a
+//! failure's replay command names the profile.
+
+use std::collections::BTreeSet;
+
+use common::{race, racelab, stderr, stdout};
+use racelab_scenarios::{
+    Profile, SweepPlan, Variant, catalog, injects_faults, replay_command_in, run_seed, run_seed_in,
+    sweep_plan,
+};
+
+mod common;
+
+/// Seeds of each Correct variant under the swarm profile.
+const CORRECT_SEEDS: u64 = 2_000;
+
+#[test]
+fn every_correct_variant_holds_under_the_swarm() {
+    for race in catalog() {
+        let plan = SweepPlan::seeds(0, CORRECT_SEEDS).profile(Profile::Swarm);
+        let sweep = sweep_plan(&race, Variant::Correct, plan, |_| {});
+        assert_eq!(
+            sweep.failures,
+            0,
+            "{} correct fails under the swarm; replay: {}",
+            race.id,
+            replay_command_in(
+                &race,
+                Variant::Correct,
+                sweep.first_failing_seed.unwrap_or_default(),
+                Profile::Swarm
+            )
+        );
+        assert_eq!(
+            sweep.stuck,
+            0,
+            "{} correct gets stuck under the swarm; replay: {}",
+            race.id,
+            replay_command_in(
+                &race,
+                Variant::Correct,
+                sweep.first_stuck_seed.unwrap_or_default(),
+                Profile::Swarm
+            )
+        );
+        // Races whose bugs are in arrival order inject no fault (their window is empty), under
+        // any profile; the others must meet faults in a good share of the runs.
+        assert!(
+            !injects_faults(&(race.profile)()) || sweep.runs_with_faults > CORRECT_SEEDS / 10,
+            "{}: only {} of {CORRECT_SEEDS} swarm runs injected a fault",
+            race.id,
+            sweep.runs_with_faults
+        );
+    }
+}
+
+#[test]
+fn swarm_runs_replay_and_differ_from_the_race_profile() {
+    for race in catalog() {
+        for seed in [0, 7, 4_242] {
+            let a = run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm);
+            let b = run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm);
+            assert_eq!(
+                a.run.trace_hash, b.run.trace_hash,
+                "{} seed {seed}",
+                race.id
+            );
+            assert_eq!(a.run.decisions, b.run.decisions);
+        }
+        let own = run_seed(&race, Variant::Buggy, 3);
+        assert_eq!(
+            own.run.trace_hash,
+            run_seed_in(&race, Variant::Buggy, 3, Profile::Race)
+                .run
+                .trace_hash
+        );
+    }
+}
+
+#[test]
+fn each_seed_draws_its_own_mix_of_fault_kinds() {
+    let race = race("R-002-01");
+    let mixes: BTreeSet<String> = (0..200)
+        .map(|seed| {
+            let p = Profile::Swarm.faults(&race, seed);
+            format!(
+                "{}{}{}{}{}{}{}{}",
+                u8::from(!p.pause.is_never()),
+                u8::from(!p.delay.is_never()),
+                u8::from(!p.drop_reply.is_never()),
+                u8::from(!p.crash.is_never()),
+                u8::from(!p.failover.is_never()),
+                u8::from(p.partitions > 0),
+                u8::from(p.redis_restarts > 0),
+                u8::from(p.pauses_at > 0),
+            )
+        })
+        .collect();
+    // 8 kinds on or off: 256 mixes; 200 seeds must see a large share of them.
+    assert!(mixes.len() > 100, "only {} distinct mixes", mixes.len());
+    let own = (race.profile)();
+    for seed in 0..50 {
+        let p = Profile::Swarm.faults(&race, seed);
+        assert_eq!((p.window, p.latency), (own.window, own.latency));
+        assert_eq!(
+            p,
+            Profile::Swarm.faults(&race, seed),
+            "the draw is a function of the seed"
+        );
+    }
+}
+
+#[test]
+fn a_swarm_failure_replays_from_its_printed_command() {
+    let o = racelab(&[
+        "run",
+        "R-002-02",
+        "--variant",
+        "buggy",
+        "--seeds",
+        "20",
+        "--profile",
+        "swarm",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON row");
+    assert_eq!(row["profile"], "swarm");
+    let replay = row["replay"]
+        .as_str()
+        .expect("a failing seed's replay command");
+    assert!(replay.ends_with("--profile swarm"), "{replay}");
+    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
+    let args: Vec<&str> = replay
+        .split_whitespace()
+        .skip(1)
+        .chain(["--json"])
+        .collect();
+    let o = racelab(&args);
+    let replayed: serde_json::Value =
+        serde_json::from_str(stdout(&o).trim()).expect("replay prints one JSON object");
+    let direct = run_seed_in(&race("R-002-02"), Variant::Buggy, seed, Profile::Swarm);
+    assert_eq!(
+        replayed["trace_hash"].as_str(),
+        Some(format!("{:016x}", direct.run.trace_hash).as_str()),
+        "{replayed}"
+    );
+    assert_eq!(replayed["violated"], true, "{replayed}");
+}
+
+#[test]
+fn the_detection_table_has_every_failing_variant_under_each_profile() {
+    let o = racelab(&["bench", "--detection", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table: serde_json::Value =
+        serde_json::from_str(stdout(&o).trim()).expect("one JSON document");
+    let rows = table["rows"].as_array().expect("rows");
+    let failing: usize = catalog()
+        .iter()
+        .map(|r| racelab_scenarios::gate::detected_variants(r).len())
+        .sum();
+    assert_eq!(rows.len(), failing);
+    for row in rows {
+        for profile in Profile::ALL {
+            let d = &row[profile.as_str()];
+            assert!(
+                d["median"].as_u64().is_some(),
+                "{row}: undetected under {}",
+                profile.as_str()
+            );
+        }
+    }
+}
