@@ -35,8 +35,8 @@ pub const START_SEED_STRIDE: u64 = 1_000;
 /// Seeds of the Correct variant whose work is counted.
 pub const COST_SEEDS: u64 = 50;
 
-/// The seed budget of detection under the swarm profile: one for every race, since the swarm
-/// knows nothing of a race (at most [`START_SEED_STRIDE`]).
+/// The seed budget of detection under the swarm profile and PCT: one for every race, since
+/// neither knows anything of a race (at most [`START_SEED_STRIDE`]).
 pub const SWARM_SEED_BUDGET: u64 = 500;
 
 /// The most seeds the median detection under the swarm profile may need for any race
@@ -157,7 +157,7 @@ pub fn detection(race: &Race, variant: Variant) -> Detection {
 pub fn detection_in(race: &Race, variant: Variant, profile: Profile) -> Detection {
     let budget = match profile {
         Profile::Race => race.seed_budget,
-        Profile::Swarm => SWARM_SEED_BUDGET,
+        Profile::Swarm | Profile::Pct(_) => SWARM_SEED_BUDGET,
     };
     let counts: Vec<Option<u64>> = start_seeds()
         .map(|start| {

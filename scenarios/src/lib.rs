@@ -126,26 +126,55 @@ pub enum Profile {
     /// keeps only the workload's time window, the latencies and the operations the store
     /// models cannot fail over.
     Swarm,
+    /// The PCT scheduler at this depth ([`explore::Scheduler::Pct`]: random process
+    /// priorities, `depth - 1` change points) with the swarm's faults: no race-specific
+    /// profile either.
+    Pct(u32),
 }
 
 impl Profile {
-    /// Every profile, in the order of the CLI's and the tables' columns.
-    pub const ALL: [Profile; 2] = [Profile::Race, Profile::Swarm];
+    /// Every profile the detection table and the gate measure, in their columns' order.
+    pub const ALL: [Profile; 4] = [
+        Profile::Race,
+        Profile::Swarm,
+        Profile::Pct(2),
+        Profile::Pct(3),
+    ];
 
-    /// `race` or `swarm`, as `--profile` spells it.
+    /// `race`, `swarm`, `pct2`, `pct3`, ...: the profile's name in tables and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Race => "race",
             Profile::Swarm => "swarm",
+            Profile::Pct(1) => "pct1",
+            Profile::Pct(2) => "pct2",
+            Profile::Pct(3) => "pct3",
+            Profile::Pct(4) => "pct4",
+            Profile::Pct(_) => "pct",
         }
     }
 
-    /// The fault profile of `race`'s run with `seed`.
+    /// The scheduler of `race`'s random run with `seed`.
+    pub fn scheduler(self, race: &Race, seed: u64) -> Scheduler {
+        match self {
+            Profile::Pct(depth) => Scheduler::Pct {
+                seed,
+                depth,
+                faults: Profile::Swarm.faults(race, seed),
+            },
+            other => Scheduler::Random {
+                seed,
+                faults: other.faults(race, seed),
+            },
+        }
+    }
+
+    /// The fault profile of `race`'s run with `seed` (PCT's faults are the swarm's).
     pub fn faults(self, race: &Race, seed: u64) -> explore::FaultProfile {
         let own = (race.profile)();
         match self {
             Profile::Race => own,
-            Profile::Swarm => {
+            Profile::Swarm | Profile::Pct(_) => {
                 // The swarm's draw is a stream of its own, so the workload, the fault mix, the
                 // faults and the latencies of one seed are independent.
                 let mut rng = SimRng::new(workload_seed(seed ^ 0x5357_4152_4D00_0000));
@@ -155,10 +184,11 @@ impl Profile {
     }
 
     /// The arguments that select it on a replay command line (none for the default).
-    fn replay_args(self) -> &'static str {
+    fn replay_args(self) -> String {
         match self {
-            Profile::Race => "",
-            Profile::Swarm => " --profile swarm",
+            Profile::Race => String::new(),
+            Profile::Swarm => " --profile swarm".to_string(),
+            Profile::Pct(depth) => format!(" --scheduler pct --depth {depth}"),
         }
     }
 }
@@ -173,11 +203,11 @@ pub fn run_seed(race: &Race, variant: Variant, seed: u64) -> Outcome {
 pub fn run_seed_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> Outcome {
     let mut rng = SimRng::new(workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
-    let scheduler = Scheduler::Random {
-        seed,
-        faults: profile.faults(race, seed),
-    };
-    judge(race, explore::run(spec, &scheduler), &capture)
+    judge(
+        race,
+        explore::run(spec, &profile.scheduler(race, seed)),
+        &capture,
+    )
 }
 
 /// Runs `race`'s `variant` on one of its scripted timelines.
@@ -377,8 +407,12 @@ pub fn shrink(race: &Race, variant: Variant, seed: u64) -> Option<Shrunk> {
 }
 
 /// [`shrink`] for a seed run under `profile` (the pinned runs keep the seed's workload and
-/// latencies, which no profile changes, and inject only the chosen faults).
+/// random latencies, which no fault profile changes, and inject only the chosen faults).
+/// `None` for a PCT run too: its order comes from priorities the pinned runs do not keep.
 pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> Option<Shrunk> {
+    if let Profile::Pct(_) = profile {
+        return None;
+    }
     let original = run_seed_in(race, variant, seed, profile);
     if !original.violated() {
         return None;

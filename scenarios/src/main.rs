@@ -73,10 +73,17 @@ enum Command {
         /// races and variants, and report the seeds run.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         time: Option<std::time::Duration>,
-        /// The fault profile of the random sweep: `race` (the race's own) or `swarm` (one
-        /// generic profile; each seed draws which fault kinds are on and at what rates).
-        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
-        profile: ProfileArg,
+        /// The fault profile: `race` (the race's own, the default) or `swarm` (one generic
+        /// profile; each seed draws which fault kinds are on and at what rates).
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
+        /// The scheduler: `random` (a seeded random walk, the default) or `pct` (random
+        /// process priorities with `--depth` - 1 change points, the swarm's faults).
+        #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
+        scheduler: SchedulerArg,
+        /// PCT's bug depth [default: 3].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        depth: Option<u32>,
         /// One JSON object per line per (race, variant).
         #[arg(long)]
         json: bool,
@@ -113,9 +120,17 @@ enum Command {
         /// The scripted timeline to replay instead of a seed.
         #[arg(long)]
         script: Option<String>,
-        /// The fault profile the seed's faults were drawn from (`race` or `swarm`).
-        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
-        profile: ProfileArg,
+        /// The fault profile: `race` (the race's own, the default) or `swarm` (one generic
+        /// profile; each seed draws which fault kinds are on and at what rates).
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
+        /// The scheduler: `random` (a seeded random walk, the default) or `pct` (random
+        /// process priorities with `--depth` - 1 change points, the swarm's faults).
+        #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
+        scheduler: SchedulerArg,
+        /// PCT's bug depth [default: 3].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        depth: Option<u32>,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -189,9 +204,17 @@ enum Command {
         /// The failing seed.
         #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
         seed: u64,
-        /// The fault profile the seed's faults were drawn from (`race` or `swarm`).
-        #[arg(long, value_enum, default_value_t = ProfileArg::Race)]
-        profile: ProfileArg,
+        /// The fault profile: `race` (the race's own, the default) or `swarm` (one generic
+        /// profile; each seed draws which fault kinds are on and at what rates).
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
+        /// The scheduler: `random` (a seeded random walk, the default) or `pct` (random
+        /// process priorities with `--depth` - 1 change points, the swarm's faults).
+        #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
+        scheduler: SchedulerArg,
+        /// PCT's bug depth [default: 3].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        depth: Option<u32>,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -220,6 +243,34 @@ impl From<ProfileArg> for racelab_scenarios::Profile {
             ProfileArg::Race => racelab_scenarios::Profile::Race,
             ProfileArg::Swarm => racelab_scenarios::Profile::Swarm,
         }
+    }
+}
+
+/// `--scheduler`: how a random run orders its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SchedulerArg {
+    Random,
+    Pct,
+}
+
+/// The exploration `--profile`, `--scheduler` and `--depth` select together, or why they do
+/// not fit.
+fn exploration(
+    profile: Option<ProfileArg>,
+    scheduler: SchedulerArg,
+    depth: Option<u32>,
+) -> Result<racelab_scenarios::Profile, String> {
+    match (scheduler, profile, depth) {
+        (SchedulerArg::Random, _, Some(_)) => {
+            Err("error: --depth is PCT's: add --scheduler pct".to_string())
+        }
+        (SchedulerArg::Random, p, None) => Ok(p.unwrap_or(ProfileArg::Race).into()),
+        (SchedulerArg::Pct, Some(ProfileArg::Race), _) => Err(
+            "error: --scheduler pct draws its faults from the swarm profile, not a race's own; \
+             drop --profile race"
+                .to_string(),
+        ),
+        (SchedulerArg::Pct, _, depth) => Ok(racelab_scenarios::Profile::Pct(depth.unwrap_or(3))),
     }
 }
 
@@ -398,23 +449,34 @@ fn main() -> ExitCode {
             shard,
             time,
             profile,
+            scheduler,
+            depth,
             json,
             world,
-        } => cli::run::run(
-            world.into(),
-            &races,
-            all,
-            &variant.variants(),
-            cli::run::Seeds {
-                count: seeds,
-                start: start_seed,
-                jobs: jobs.unwrap_or_else(racelab_scenarios::default_jobs),
-                shard,
-                time,
-                profile: profile.into(),
-            },
-            json,
-        ),
+        } => {
+            let profile = match exploration(profile, scheduler, depth) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            cli::run::run(
+                world.into(),
+                &races,
+                all,
+                &variant.variants(),
+                cli::run::Seeds {
+                    count: seeds,
+                    start: start_seed,
+                    jobs: jobs.unwrap_or_else(racelab_scenarios::default_jobs),
+                    shard,
+                    time,
+                    profile,
+                },
+                json,
+            )
+        }
         Command::Merge { files, json } => cli::merge::merge(&files, json),
         Command::Replay {
             race,
@@ -422,24 +484,40 @@ fn main() -> ExitCode {
             seed,
             script,
             profile,
+            scheduler,
+            depth,
             json,
             world,
-        } => cli::replay::replay(
-            world.into(),
-            &race,
-            variant.into(),
-            seed,
-            script.as_deref(),
-            profile.into(),
-            json,
-        ),
+        } => match exploration(profile, scheduler, depth) {
+            Ok(profile) => cli::replay::replay(
+                world.into(),
+                &race,
+                variant.into(),
+                seed,
+                script.as_deref(),
+                profile,
+                json,
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Shrink {
             race,
             variant,
             seed,
             profile,
+            scheduler,
+            depth,
             json,
-        } => cli::shrink::shrink(&race, variant.into(), seed, profile.into(), json),
+        } => match exploration(profile, scheduler, depth) {
+            Ok(profile) => cli::shrink::shrink(&race, variant.into(), seed, profile, json),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Report { out, seeds } => cli::report::report(&out, seeds),
         Command::Bench {
             seeds,

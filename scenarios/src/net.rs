@@ -116,6 +116,12 @@ pub enum NetError {
         /// The races it does run, comma-separated.
         supported: String,
     },
+    /// The net world's messages are ordered by turmoil, so it has no PCT scheduler.
+    #[error(
+        "the net world orders messages with turmoil's seeded network: --scheduler pct runs in \
+         --world explore only"
+    )]
+    NoPct,
     /// A host's software failed (a bug in the harness, not a race).
     #[error("the net simulation of {race} seed {seed} failed: {message}")]
     Simulation {
@@ -152,6 +158,9 @@ pub fn run_seed_net_in(
             supported: net_races().join(", "),
         });
     }
+    if let Profile::Pct(_) = profile {
+        return Err(NetError::NoPct);
+    }
     let mut rng = SimRng::new(crate::workload_seed(seed));
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let run = NetWorld::new(spec, profile.faults(race, seed), seed)
@@ -186,7 +195,7 @@ pub fn sweep_plan_net(
     crate::sweep_seeds(
         race,
         plan,
-        |seed| run_seed_net(race, variant, seed),
+        |seed| run_seed_net_in(race, variant, seed, plan.profile),
         progress,
     )
 }

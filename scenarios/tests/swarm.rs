@@ -1,6 +1,7 @@
-//! The swarm profile (one generic fault profile for every race): every Correct variant holds
-//! under it, runs replay byte for byte, each seed draws its own mix of fault kinds, and a
-//! failure's replay command names the profile.
+//! The explorations that know nothing of a race, the swarm profile (one generic fault profile
+//! for every race) and the PCT scheduler (random priorities with change points, the swarm's
+//! faults): every Correct variant holds under them, runs replay byte for byte, each swarm seed
+//! draws its own mix of fault kinds, and a failure's replay command names the exploration.
 
 use std::collections::BTreeSet;
 
@@ -171,4 +172,145 @@ fn the_detection_table_has_every_failing_variant_under_each_profile() {
             );
         }
     }
+}
+
+#[test]
+fn every_correct_variant_holds_under_pct() {
+    for race in catalog() {
+        for depth in [2, 3] {
+            let plan = SweepPlan::seeds(0, 1_000).profile(Profile::Pct(depth));
+            let sweep = sweep_plan(&race, Variant::Correct, plan, |_| {});
+            let first = sweep.first_failing_seed.or(sweep.first_stuck_seed);
+            assert_eq!(
+                (sweep.failures, sweep.stuck),
+                (0, 0),
+                "{} correct under PCT depth {depth}; replay: {}",
+                race.id,
+                replay_command_in(
+                    &race,
+                    Variant::Correct,
+                    first.unwrap_or_default(),
+                    Profile::Pct(depth)
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn pct_runs_replay_and_order_by_priority() {
+    let race = race("R-003-02");
+    for seed in [0, 5, 99] {
+        let a = run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(3));
+        let b = run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(3));
+        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed}");
+    }
+    // The priorities, not the random latencies, order the messages: the same seed's PCT and
+    // swarm runs (same faults) differ.
+    let differ = (0..20)
+        .filter(|&seed| {
+            run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(2))
+                .run
+                .trace_hash
+                != run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm)
+                    .run
+                    .trace_hash
+        })
+        .count();
+    assert!(
+        differ > 15,
+        "PCT runs look like swarm runs: {differ} of 20 differ"
+    );
+}
+
+#[test]
+fn pct_is_explore_only_and_not_shrunk() {
+    let o = racelab(&[
+        "run",
+        "R-002-01",
+        "--world",
+        "net",
+        "--scheduler",
+        "pct",
+        "--seeds",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--world explore only"),
+        "{}",
+        stderr(&o)
+    );
+    let o = racelab(&[
+        "shrink",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seed",
+        "1",
+        "--scheduler",
+        "pct",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--scheduler random"), "{}", stderr(&o));
+    let o = racelab(&["run", "R-002-01", "--scheduler", "pct", "--profile", "race"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("swarm"), "{}", stderr(&o));
+    let o = racelab(&["run", "R-002-01", "--depth", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--scheduler pct"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_pct_failure_replays_from_its_printed_command() {
+    let o = racelab(&[
+        "run",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seeds",
+        "20",
+        "--scheduler",
+        "pct",
+        "--depth",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON row");
+    assert_eq!(row["profile"], "pct2");
+    let replay = row["replay"]
+        .as_str()
+        .expect("a failing seed's replay command");
+    assert!(replay.ends_with("--scheduler pct --depth 2"), "{replay}");
+    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
+    let args: Vec<&str> = replay
+        .split_whitespace()
+        .skip(1)
+        .chain(["--json"])
+        .collect();
+    let replayed: serde_json::Value =
+        serde_json::from_str(stdout(&racelab(&args)).trim()).expect("replay prints JSON");
+    let direct = run_seed_in(&race("R-002-01"), Variant::Buggy, seed, Profile::Pct(2));
+    assert_eq!(
+        replayed["trace_hash"].as_str(),
+        Some(format!("{:016x}", direct.run.trace_hash).as_str())
+    );
+}
+
+#[test]
+fn the_net_world_draws_its_faults_from_the_swarm_too() {
+    use racelab_scenarios::net::run_seed_net_in;
+    let race = race("R-002-02");
+    let differ = (0..5)
+        .filter(|&seed| {
+            let own = run_seed_net_in(&race, Variant::Buggy, seed, Profile::Race).expect("runs");
+            let swarm = run_seed_net_in(&race, Variant::Buggy, seed, Profile::Swarm).expect("runs");
+            own.run.trace_hash != swarm.run.trace_hash
+        })
+        .count();
+    assert!(
+        differ >= 4,
+        "only {differ} of 5 net runs changed with the swarm profile"
+    );
 }

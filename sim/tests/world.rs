@@ -1827,3 +1827,69 @@ fn a_partition_from_the_balancer_closes_push_connections() {
         Some(Reply::Push(PushReply::Closed { conn: ConnId(1) }))
     );
 }
+
+/// Three processes, each setting its own key `n` times one after the other.
+fn three_setters(n: usize) -> WorldSpec {
+    let procs = ["A", "B", "C"]
+        .into_iter()
+        .map(|name| {
+            let ops: Vec<_> = (0..n).map(|_| (set(name), Tag::plain(TX))).collect();
+            process(name, ops, Duration::ZERO).0
+        })
+        .collect();
+    world(procs)
+}
+
+fn pct(seed: u64, depth: u32) -> Scheduler {
+    Scheduler::Pct {
+        seed,
+        depth,
+        faults: FaultProfile {
+            latency: (Duration::from_ms(1), Duration::from_ms(5)),
+            ..FaultProfile::quiet()
+        },
+    }
+}
+
+/// Per process (by index), the round-trip time of each of its operations.
+fn round_trips(r: &racelab_sim::explore::Run) -> Vec<Vec<u64>> {
+    let mut out = vec![Vec::new(); 3];
+    for op in &r.history.ops {
+        let done = op.completed_at.expect("every operation completes");
+        out[op.process.0 as usize].push(done.as_ms() - op.invoked_at.as_ms());
+    }
+    out
+}
+
+#[test]
+fn pct_orders_messages_by_process_priority_and_drops_a_process_at_a_change_point() {
+    let mut orders = BTreeSet::new();
+    for seed in 0..30 {
+        // Depth 1: no change point. Each process keeps one latency, 1 ms plus 1 ms per rank,
+        // and the three ranks are a permutation: round trips of 2, 4 and 6 ms.
+        let r = run(three_setters(4), &pct(seed, 1));
+        let trips = round_trips(&r);
+        let mut per_process: Vec<u64> = trips
+            .iter()
+            .map(|t| {
+                assert!(t.iter().all(|&x| x == t[0]), "seed {seed}: {trips:?}");
+                t[0]
+            })
+            .collect();
+        orders.insert(per_process.clone());
+        per_process.sort_unstable();
+        assert_eq!(per_process, vec![2, 4, 6], "seed {seed}");
+        assert_eq!(r.trace_hash, run(three_setters(4), &pct(seed, 1)).trace_hash);
+    }
+    assert_eq!(orders.len(), 6, "every priority order occurs: {orders:?}");
+
+    // Depth 3: two change points among the first operations; a process dropped there takes
+    // longer from then on (8 or 10 ms round trips: below the three initial ranks).
+    let dropped = (0..30)
+        .filter(|&seed| {
+            let trips = round_trips(&run(three_setters(30), &pct(seed, 3)));
+            trips.iter().flatten().any(|&t| t >= 8)
+        })
+        .count();
+    assert!(dropped >= 25, "only {dropped} of 30 depth-3 runs dropped a process");
+}

@@ -182,27 +182,25 @@ pub(crate) fn detection(json: bool) -> ExitCode {
     out!(
         "seeds to the first violation: from seed 0 / median over {START_SEED_COUNT} start \
          seeds (- : not within the budget); `race` is the race's own fault profile, `swarm` \
-         one generic profile for every race"
+         one generic profile for every race, `pctD` the PCT scheduler at depth D with the \
+         swarm's faults"
     );
-    out!(
-        "{:<10} {:<8} {:>14} {:>14}",
-        "race",
-        "variant",
-        "race",
-        "swarm"
-    );
+    let mut header = format!("{:<10} {:<8}", "race", "variant");
+    for p in Profile::ALL {
+        header.push_str(&format!(" {:>10}", p.as_str()));
+    }
+    out!("{header}");
     let n = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
     for (race, variant, figures) in &rows {
         let cells: Vec<String> = figures
             .iter()
             .map(|(_, d)| format!("{}/{}", n(d.from_seed_0), n(d.median)))
             .collect();
-        out!(
-            "{race:<10} {:<8} {:>14} {:>14}",
-            variant.as_str(),
-            cells[0],
-            cells[1]
-        );
+        let mut line = format!("{race:<10} {:<8}", variant.as_str());
+        for cell in cells {
+            line.push_str(&format!(" {cell:>10}"));
+        }
+        out!("{line}");
     }
     ExitCode::SUCCESS
 }

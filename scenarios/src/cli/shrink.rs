@@ -21,6 +21,13 @@ pub(crate) fn shrink(
         Ok(r) => r,
         Err(code) => return code,
     };
+    if let Profile::Pct(_) = profile {
+        eprintln!(
+            "error: shrinking keeps a seed's random latencies and drops faults; a PCT run's \
+             order comes from its priorities, so shrink works on --scheduler random seeds"
+        );
+        return ExitCode::from(2);
+    }
     let Some(shrunk) = racelab_scenarios::shrink_in(race, variant, seed, profile) else {
         eprintln!(
             "error: {} {} seed {seed} holds its invariants: there is nothing to shrink",

@@ -26,7 +26,7 @@ pub mod models {
 pub use exhaustive::{Exhaustive, exhaustive};
 pub use faults::{FaultProfile, OpSite, PlannedPause, Target};
 pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
-pub use schedule::{Action, OpEffect, Scheduler, Step};
+pub use schedule::{Action, OpEffect, PCT_CHANGE_SPAN, PCT_STEP, Scheduler, Step};
 pub use upstream::{EndpointScript, StreamScript, StreamStep, Upstream, UpstreamModel};
 pub use world::{
     Factory, NetConfig, ProcessSpec, RUN_EVENTS_MAX, Run, RunStats, StableHasher, WorldSpec, run,

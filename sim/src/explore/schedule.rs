@@ -160,7 +160,30 @@ pub enum Scheduler {
         /// The steps.
         steps: Vec<Step>,
     },
+    /// PCT (Burckhardt et al., ASPLOS 2010) adapted to a world of messages: each process gets
+    /// a distinct random priority, and every message it sends or receives takes longer the
+    /// lower its priority (the latency's lower bound plus one `PCT_STEP` per rank), so a
+    /// lower-priority process's next delivery waits behind every higher one's and its local
+    /// blocks start after theirs; at `depth - 1` change points, drawn among the first
+    /// `PCT_CHANGE_SPAN` operations sent, the sending process drops below every other. Faults
+    /// come from `faults`, drawn as under `Random`.
+    Pct {
+        /// The seed (priorities, change points, faults).
+        seed: u64,
+        /// The bug depth the run targets (at least 1: `depth - 1` change points).
+        depth: u32,
+        /// The fault model (its latency bounds give the lower bound and the spread).
+        faults: FaultProfile,
+    },
 }
+
+/// The extra latency per priority rank under [`Scheduler::Pct`].
+pub const PCT_STEP: Duration = Duration::from_ms(1);
+
+/// Under [`Scheduler::Pct`], the change points are drawn among this many first operations
+/// sent (PCT's `k`, the run's length, which a world does not know in advance: a constant for
+/// every race, about the length of the catalog's runs).
+pub const PCT_CHANGE_SPAN: u64 = 64;
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -20,7 +20,7 @@ use super::push::PushHub;
 use super::queue::QueueModel;
 use super::redis::{LostWrites, RedisModel};
 use super::rng::{Choices, Decision, DecisionKind, SimRng};
-use super::schedule::{Action, OpEffect, Scheduler, Step};
+use super::schedule::{Action, OpEffect, PCT_CHANGE_SPAN, PCT_STEP, Scheduler, Step};
 use super::sql::{SessionId, SqlModel, SqlOutcome};
 use super::upstream::{StreamStep, Upstream, UpstreamModel};
 
@@ -279,6 +279,19 @@ enum Latency {
         rng: Box<SimRng>,
         bounds: (Duration, Duration),
     },
+    /// PCT's priorities ([`Scheduler::Pct`]): a message of the process ranked `r` (0 is the
+    /// highest priority) takes `lo + r * PCT_STEP`.
+    Pct {
+        lo: Duration,
+        /// Rank per process index.
+        ranks: Vec<u64>,
+        /// The send counts at which the sender drops to the bottom, ascending.
+        changes: Vec<u64>,
+        /// Operations sent so far.
+        sent: u64,
+        /// Processes dropped so far (the next drops below them).
+        dropped: u64,
+    },
 }
 
 /// The latency stream's seed, derived from the run's seed.
@@ -380,6 +393,42 @@ impl World {
                     None => Latency::Fixed(spec.net.scripted_latency),
                 },
             ),
+            Scheduler::Pct {
+                seed,
+                depth,
+                faults,
+            } => {
+                // Priorities and change points come from a stream of their own; the faults
+                // from the seed's fault stream, as under Random.
+                let mut rng = SimRng::new(latency_seed(*seed));
+                let n = spec.processes.len() as u64;
+                let mut order: Vec<u64> = (0..n).collect();
+                for i in (1..order.len()).rev() {
+                    let j = rng.below(i as u64 + 1) as usize;
+                    order.swap(i, j);
+                }
+                let mut ranks = vec![0; order.len()];
+                for (rank, &p) in order.iter().enumerate() {
+                    ranks[p as usize] = rank as u64;
+                }
+                let mut changes: Vec<u64> = (1..*depth.max(&1))
+                    .map(|_| rng.between(1, PCT_CHANGE_SPAN))
+                    .collect();
+                changes.sort_unstable();
+                (
+                    Faults::Random {
+                        rng: Box::new(SimRng::new(*seed)),
+                        profile: Box::new(faults.clone()),
+                    },
+                    Latency::Pct {
+                        lo: faults.latency.0,
+                        ranks,
+                        changes,
+                        sent: 0,
+                        dropped: 0,
+                    },
+                )
+            }
             Scheduler::Pinned {
                 seed,
                 latency,
@@ -426,7 +475,9 @@ impl World {
             stream_waits: Vec::new(),
             redis_pending: Vec::new(),
             run_seed: match scheduler {
-                Scheduler::Random { seed, .. } | Scheduler::Pinned { seed, .. } => *seed,
+                Scheduler::Random { seed, .. }
+                | Scheduler::Pinned { seed, .. }
+                | Scheduler::Pct { seed, .. } => *seed,
                 Scheduler::Scripted { .. } | Scheduler::Exhaustive { .. } => 0,
             },
             draws: Vec::new(),
@@ -964,9 +1015,13 @@ impl World {
         }
     }
 
-    fn latency(&mut self) -> Duration {
+    /// The latency of a message of process `p` (sent by it or to it).
+    fn latency(&mut self, p: usize) -> Duration {
         let now = self.now;
         match &mut self.latency {
+            Latency::Pct { lo, ranks, .. } => {
+                *lo + Duration::from_ms(PCT_STEP.as_ms() * ranks.get(p).copied().unwrap_or(0))
+            }
             Latency::Fixed(d) => *d,
             Latency::Choice { fixed, slow } => match &mut self.faults {
                 Faults::Random { rng, .. } => {
@@ -983,6 +1038,29 @@ impl World {
         }
     }
 
+    /// Under PCT, counts an operation of process `p` sent and, at a change point, drops `p`
+    /// below every other process.
+    fn pct_sent(&mut self, p: usize) {
+        if let Latency::Pct {
+            ranks,
+            changes,
+            sent,
+            dropped,
+            ..
+        } = &mut self.latency
+        {
+            *sent += 1;
+            let n = ranks.len() as u64;
+            while changes.first() == Some(sent) {
+                changes.remove(0);
+                if let Some(rank) = ranks.get_mut(p) {
+                    *rank = n + *dropped;
+                }
+                *dropped += 1;
+            }
+        }
+    }
+
     fn send(&mut self, index: usize, extra: Duration) {
         self.in_flight += 1;
         if self.ops[index].store == Some(StoreId::Local) {
@@ -990,17 +1068,26 @@ impl World {
             // orders, it may instead run after a task switch (1 ms), so that blocks of
             // processes ready at the same instant run in either order.
             let now = self.now;
+            let p = self.ops[index].proc;
+            self.pct_sent(p);
             let switch = match (&self.latency, &mut self.faults) {
                 (Latency::Choice { .. }, Faults::Random { rng, .. }) => {
                     let pick = rng.at(now, DecisionKind::Latency).alternative(2);
                     Duration::from_ms(u64::from(pick))
+                }
+                // A lower-priority process's block starts after a higher one's ready at the
+                // same instant.
+                (Latency::Pct { ranks, .. }, _) => {
+                    Duration::from_ms(PCT_STEP.as_ms() * ranks.get(p).copied().unwrap_or(0))
                 }
                 _ => Duration::ZERO,
             };
             self.schedule(now + switch, Event::Arrive(index));
             return;
         }
-        let latency = self.latency();
+        let p = self.ops[index].proc;
+        self.pct_sent(p);
+        let latency = self.latency(p);
         self.schedule(self.now + latency + extra, Event::Arrive(index));
         let timeout = match self.ops[index].store {
             Some(StoreId::Sql) => self.net.sql_timeout,
@@ -1247,7 +1334,7 @@ impl World {
         } else {
             let latency = match self.ops[index].store {
                 Some(StoreId::Local) => Duration::ZERO,
-                _ => self.latency() + self.ops[index].reply_extra,
+                _ => self.latency(self.ops[index].proc) + self.ops[index].reply_extra,
             };
             self.schedule(now + latency, Event::ReplyArrive(index));
         }
