@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use racelab_core::billing::{
+    Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
+};
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
     SaverTask, Selection,
@@ -79,6 +82,10 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
         "status",
         "key",
         "x",
+        "amount",
+        "owner_epoch",
+        "response",
+        "balance",
     ]);
     let row = (
         text(),
@@ -535,6 +542,7 @@ enum Kind {
     Add(EndpointId, bool),
     Saver(Vec<EndpointId>, SaveStyle, u32),
     Blocks(Vec<(LocalOp, HealthTag)>),
+    Idem(Box<IdemConfig>, u32),
 }
 
 impl Kind {
@@ -555,6 +563,7 @@ impl Kind {
                 Box::new(SaverTask::new(adds, style, incarnation))
             }
             Kind::Blocks(blocks) => Box::new(BlockTask::new(blocks)),
+            Kind::Idem(cfg, incarnation) => Box::new(IdemGateway::new(*cfg, "C", incarnation)),
         }
     }
 }
@@ -713,6 +722,32 @@ fn blocks() -> impl Strategy<Value = Kind> {
         Just(HealthTag::Persist),
     ];
     prop::collection::vec((local_op(), tag), 0..5).prop_map(Kind::Blocks)
+}
+
+fn idem_gateway(variant: Variant) -> impl Strategy<Value = Kind> {
+    (
+        prop::sample::select(vec![KeySource::ClientStable, KeySource::PerAttempt]),
+        prop::sample::select(vec![MarkerOrder::BeforeTx, MarkerOrder::AfterCommit]),
+        small_int(),
+        prop_oneof![Just(1u32), Just(3), Just(20)],
+        millis(10_000),
+        0u32..3,
+    )
+        .prop_map(
+            move |(key_source, marker, amount, attempts, lease, incarnation)| {
+                let request = BillRequest {
+                    key: ClientKey(1),
+                    amount: Amount(amount),
+                };
+                let mut cfg = IdemConfig::new(variant, request, "acct-1");
+                cfg.key_source = key_source;
+                cfg.marker = marker;
+                cfg.attempts_max = attempts;
+                cfg.lease = lease;
+                cfg.backoff = lease;
+                Kind::Idem(Box::new(cfg), incarnation)
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,4 +916,9 @@ fn saver_tasks_never_panic() {
 #[test]
 fn block_tasks_never_panic() {
     check(true, |_| blocks());
+}
+
+#[test]
+fn idem_gateways_never_panic() {
+    check(false, idem_gateway);
 }

@@ -1,0 +1,235 @@
+//! Document 000's billing oracles over the family's end state.
+//!
+//! - R-000-03, I-IDEM (a)-(d) ([`idempotent_billing`]) and the balance's conservation
+//!   ([`balance_conserved`]).
+//!
+//! Every oracle here has a test that feeds it a known-bad history
+//! (`core/tests/billing_oracles.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::tag::{Answer, BillNote, BillTag};
+use super::{ACCOUNTS, BillRequest, ClientKey, LEDGER};
+use crate::history::History;
+use crate::ops::{Row, Table, Value};
+use crate::oracle::{Property, Verdict, Violation, at_most_once_per_key};
+
+/// I-IDEM (a): at most one charge commits per idempotency key.
+pub const I_IDEM_A: Property = Property::always(
+    "I-IDEM-a",
+    "at most one ledger row and deduction commits per idempotency key",
+);
+/// I-IDEM (b): a request answered with success was charged.
+pub const I_IDEM_B: Property = Property::always(
+    "I-IDEM-b",
+    "a request the gateway answered 200 has exactly one committed charge",
+);
+/// I-IDEM (c): a retry whose earlier attempts all failed before commit executes.
+pub const I_IDEM_C: Property = Property::always(
+    "I-IDEM-c",
+    "no attempt is refused as a duplicate of attempts none of which committed, and no client \
+     gives up on a request",
+);
+/// I-IDEM (d): every answer after the commit is the stored response.
+pub const I_IDEM_D: Property = Property::always(
+    "I-IDEM-d",
+    "every final answer to a charged request is its stored response, byte for byte",
+);
+/// The balance equals the initial balance minus the committed ledger rows.
+pub const I_BAL: Property = Property::always(
+    "I-BAL",
+    "each balance == its initial value - the sum of its committed ledger rows",
+);
+/// The correct gateway replayed a stored response.
+pub const REPLAYED: Property = Property::protection(
+    "response-replayed",
+    "a retry got the stored response from the idempotency row or its cache",
+);
+/// The correct gateway answered 409 while another attempt held the claim.
+pub const CONFLICT_ANSWERED: Property = Property::protection(
+    "conflict-answered",
+    "a concurrent duplicate got 409 + Retry-After while the claim was in progress",
+);
+/// An expired claim was re-claimed with a newer epoch.
+pub const RECLAIMED: Property = Property::sometimes(
+    "claim-reclaimed",
+    "an attempt re-claimed an expired in-progress claim by bumping its epoch",
+);
+
+/// R-000-03's end state: each account's balance before and after, and the committed ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdemEnd {
+    /// Each account's balance before the run.
+    pub initial: BTreeMap<String, i64>,
+    /// Each account's committed balance at the end.
+    pub balance: BTreeMap<String, i64>,
+    /// The committed ledger rows' amounts, by ledger key.
+    pub ledger: BTreeMap<String, i64>,
+}
+
+impl IdemEnd {
+    /// The end state from the initial balances and the committed rows of the run.
+    pub fn read<'a>(
+        initial: &BTreeMap<String, i64>,
+        rows: impl IntoIterator<Item = (&'a Table, &'a str, &'a Row)>,
+    ) -> IdemEnd {
+        let mut end = IdemEnd {
+            initial: initial.clone(),
+            ..IdemEnd::default()
+        };
+        for (table, key, row) in rows {
+            let amount = |col: &str| match row.get(col) {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
+            };
+            if *table == ACCOUNTS {
+                end.balance
+                    .insert(key.to_string(), amount("balance").unwrap_or(0));
+            } else if *table == LEDGER {
+                end.ledger
+                    .insert(key.to_string(), amount("amount").unwrap_or(0));
+            }
+        }
+        end
+    }
+}
+
+/// I-BAL: with one account, its balance is its initial value minus the committed ledger.
+pub fn balance_conserved(end: &IdemEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    let charged: i64 = end.ledger.values().fold(0i64, |s, a| s.saturating_add(*a));
+    let initial: i64 = end.initial.values().fold(0i64, |s, a| s.saturating_add(*a));
+    let balance: i64 = end.balance.values().fold(0i64, |s, a| s.saturating_add(*a));
+    let expected = initial.saturating_sub(charged);
+    if balance != expected {
+        verdict.violations.push(Violation {
+            invariant: I_BAL.name.into(),
+            explanation: format!(
+                "the balances sum to {balance} but the initial {initial} - the {} committed \
+                 ledger rows ({charged}) = {expected}",
+                end.ledger.len()
+            ),
+            ops: Vec::new(),
+        });
+    }
+    verdict
+}
+
+/// I-IDEM (a)-(d) over the charges that committed (the `charge` operations the store
+/// accepted) and the answers the client got (the gateway's `Answered` notes).
+pub fn idempotent_billing(history: &History) -> Verdict {
+    let mut verdict =
+        at_most_once_per_key(history, I_IDEM_A.name, |op| match BillTag::of(&op.tag) {
+            Some(BillTag::Charge { request, .. }) => Some(request.key),
+            _ => None,
+        });
+    for v in &mut verdict.violations {
+        v.explanation = format!("the charge of key {}", v.explanation);
+    }
+    // The stored response of each request: the body of its first committed charge.
+    let mut stored: BTreeMap<BillRequest, (String, usize)> = BTreeMap::new();
+    let mut charged_keys: BTreeMap<ClientKey, usize> = BTreeMap::new();
+    let mut charges: Vec<(crate::time::Timestamp, usize)> = history
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| op.accepted() && op.tag.kind() == BillTag::CHARGE)
+        .filter_map(|(i, op)| Some((op.durable_at?, i)))
+        .collect();
+    charges.sort();
+    for (_, i) in charges {
+        if let Some(BillTag::Charge { request, body }) = BillTag::of(&history.ops[i].tag) {
+            stored.entry(*request).or_insert((body.clone(), i));
+            charged_keys.entry(request.key).or_insert(i);
+        }
+    }
+    for note in &history.notes {
+        let who = history.name(note.process);
+        let at = note.at;
+        let (property, explanation, ops) = match BillNote::of(&note.note) {
+            Some(BillNote::Answered { request, answer }) => {
+                let stored_of = stored.get(request);
+                match (answer, stored_of) {
+                    (Answer::Served { body }, None) => (
+                        I_IDEM_B,
+                        format!(
+                            "{who} answered {request} 200 {body:?} at {at}, but no charge of it \
+                             committed"
+                        ),
+                        Vec::new(),
+                    ),
+                    (Answer::Served { body }, Some((s, i))) if body != s => (
+                        I_IDEM_D,
+                        format!(
+                            "{who} answered {request} 200 {body:?} at {at}, but the response \
+                             stored with its charge is {s:?}"
+                        ),
+                        vec![*i],
+                    ),
+                    (Answer::Duplicate, None) => (
+                        I_IDEM_C,
+                        format!(
+                            "{who} refused {request} as a duplicate at {at}, but no attempt \
+                             of it ever committed: the charge is never applied"
+                        ),
+                        Vec::new(),
+                    ),
+                    (Answer::Duplicate, Some((s, i))) => (
+                        I_IDEM_D,
+                        format!(
+                            "{who} answered {request} with an empty duplicate at {at} instead \
+                             of its stored response {s:?}"
+                        ),
+                        vec![*i],
+                    ),
+                    (Answer::Failed, Some((s, i))) => (
+                        I_IDEM_D,
+                        format!(
+                            "{who} answered {request} 500 at {at}, though it was charged with \
+                             the response {s:?}"
+                        ),
+                        vec![*i],
+                    ),
+                    _ => continue,
+                }
+            }
+            Some(BillNote::GaveUp { key }) => {
+                let mut explanation = format!("{who} gave up on {key} at {at} without an answer");
+                if !charged_keys.contains_key(key) {
+                    let _ = write!(explanation, "; no attempt of it committed");
+                }
+                (I_IDEM_C, explanation, Vec::new())
+            }
+            _ => continue,
+        };
+        verdict.violations.push(Violation {
+            invariant: property.name.into(),
+            explanation,
+            ops,
+        });
+    }
+    verdict
+}
+
+/// Counts the family's `sometimes` properties in a run: stored responses replayed, 409s
+/// answered, expired claims re-claimed.
+pub fn coverage(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut counts = [0u64; 3];
+    for note in &history.notes {
+        match BillNote::of(&note.note) {
+            Some(BillNote::Replayed { .. }) => counts[0] += 1,
+            Some(BillNote::Answered {
+                answer: Answer::InProgress { .. },
+                ..
+            }) => counts[1] += 1,
+            Some(BillNote::Reclaimed { .. }) => counts[2] += 1,
+            _ => {}
+        }
+    }
+    verdict.count(REPLAYED.name, counts[0]);
+    verdict.count(CONFLICT_ANSWERED.name, counts[1]);
+    verdict.count(RECLAIMED.name, counts[2]);
+    verdict
+}
