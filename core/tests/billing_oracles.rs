@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use racelab_core::billing::{
-    ACCOUNTS, Amount, Answer, BillNote, BillRequest, BillTag, ClientKey, IdemEnd, LEDGER,
-    balance_conserved, coverage, idempotent_billing,
+    ACCOUNTS, Amount, Answer, BillNote, BillRequest, BillTag, ClientKey, HOLDS, IdemEnd, LEDGER,
+    StreamEnd, balance_conserved, coverage, idempotent_billing, streamed_billing,
 };
 use racelab_core::{
-    History, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, Row, SqlOp, SqlReply, SqlStmt,
-    StoreOp, Table, Tag, Timestamp, Value,
+    EndpointId, History, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, RequestId, Row, SqlOp,
+    SqlReply, SqlStmt, StoreOp, Table, Tag, Timestamp, Usage, Value,
 };
 
 const C1: ProcessId = ProcessId(0);
@@ -176,4 +176,132 @@ fn a_balance_that_does_not_match_the_ledger_breaks_i_bal() {
     let end = IdemEnd::read(&initial, bad.iter().map(|(t, k, r)| (t, k.as_str(), r)));
     let v = balance_conserved(&end);
     assert_eq!(v.broken(), ["I-BAL"], "{}", v.explanation());
+}
+
+// ---------------------------------------------------------------------------------------------
+// I-BILL, I-TOK, holds-resolved
+
+/// The committed rows: the balance, ledger rows `(key, request, amount, estimated)`, holds
+/// `(key, status, max_cost)`.
+fn stream_rows(
+    balance: i64,
+    ledger: &[(&str, &str, i64, bool)],
+    holds: &[(&str, &str, i64)],
+) -> Vec<(Table, String, Row)> {
+    let mut out = vec![(
+        ACCOUNTS,
+        "acct-1".to_string(),
+        Row::from([("balance".to_string(), Value::Int(balance))]),
+    )];
+    for (key, request, amount, estimated) in ledger {
+        let row = Row::from([
+            ("request".to_string(), Value::Text(request.to_string())),
+            ("amount".to_string(), Value::Int(*amount)),
+            ("estimated".to_string(), Value::Int(i64::from(*estimated))),
+        ]);
+        out.push((LEDGER, key.to_string(), row));
+    }
+    for (key, status, max_cost) in holds {
+        let row = Row::from([
+            ("status".to_string(), Value::Text(status.to_string())),
+            ("max_cost".to_string(), Value::Int(*max_cost)),
+        ]);
+        out.push((HOLDS, key.to_string(), row));
+    }
+    out
+}
+
+/// The provider billed r1 10 + 20 tokens and r2 5 + 0.
+fn truth() -> BTreeMap<(EndpointId, RequestId), Usage> {
+    let usage = |p, c| Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+    };
+    BTreeMap::from([
+        ((EndpointId(1), RequestId(1)), usage(10, 20)),
+        ((EndpointId(1), RequestId(2)), usage(5, 0)),
+    ])
+}
+
+fn judge_stream(rows: &[(Table, String, Row)], settled: bool) -> racelab_core::Verdict {
+    let end = StreamEnd::read(
+        1_000,
+        rows.iter().map(|(t, k, r)| (t, k.as_str(), r)),
+        &truth(),
+        settled,
+    );
+    streamed_billing(&end)
+}
+
+#[test]
+fn one_exact_row_per_billed_request_holds() {
+    let rows = stream_rows(
+        965,
+        &[("r1", "r1", 30, false), ("r2", "r2", 5, false)],
+        &[
+            ("r1", "settled", 40),
+            ("r2", "settled", 40),
+            ("r3", "voided", 40),
+        ],
+    );
+    let v = judge_stream(&rows, true);
+    assert!(v.holds(), "{}", v.explanation());
+}
+
+#[test]
+fn a_billed_request_without_a_row_or_with_two_breaks_i_bill_1() {
+    let rows = stream_rows(995, &[("r2", "r2", 5, false)], &[]);
+    let v = judge_stream(&rows, true);
+    assert_eq!(v.broken(), ["I-BILL-1"], "{}", v.explanation());
+    assert!(v.explanation().contains("r1: the provider billed 30"));
+    let rows = stream_rows(
+        935,
+        &[
+            ("r1", "r1", 30, false),
+            ("r1.d2", "r1", 30, false),
+            ("r2", "r2", 5, false),
+        ],
+        &[],
+    );
+    let v = judge_stream(&rows, true);
+    assert_eq!(v.broken(), ["I-BILL-1"], "{}", v.explanation());
+    assert!(v.explanation().contains("charged 2 times"));
+    // A run that did not settle is judged on the balance alone.
+    assert!(judge_stream(&stream_rows(1_000, &[], &[]), false).holds());
+}
+
+#[test]
+fn a_row_that_is_not_the_providers_usage_breaks_i_tok_unless_flagged() {
+    let rows = stream_rows(957, &[("r1", "r1", 38, false), ("r2", "r2", 5, false)], &[]);
+    let v = judge_stream(&rows, true);
+    assert_eq!(v.broken(), ["I-TOK"], "{}", v.explanation());
+    let rows = stream_rows(957, &[("r1", "r1", 38, true), ("r2", "r2", 5, false)], &[]);
+    assert!(judge_stream(&rows, true).holds());
+}
+
+#[test]
+fn a_balance_off_the_ledger_breaks_i_bill_2_and_an_open_hold_holds_resolved() {
+    let rows = stream_rows(970, &[("r1", "r1", 30, false), ("r2", "r2", 5, false)], &[]);
+    let v = judge_stream(&rows, true);
+    assert_eq!(v.broken(), ["I-BILL-2"], "{}", v.explanation());
+    let rows = stream_rows(
+        925,
+        &[("r1", "r1", 30, false), ("r2", "r2", 5, false)],
+        &[("r3", "open", 40)],
+    );
+    let v = judge_stream(&rows, true);
+    assert_eq!(v.broken(), ["holds-resolved"], "{}", v.explanation());
+}
+
+#[test]
+fn coverage_counts_sweeps_refusals_and_lookups() {
+    let mut h = history();
+    let r = RequestId(1);
+    note(&mut h, C1, 1, BillNote::UsageLooked { request: r });
+    note(&mut h, C2, 2, BillNote::Swept { request: r });
+    note(&mut h, C1, 3, BillNote::SettleRefused { request: r });
+    let c = coverage(&h);
+    assert_eq!(c.sometimes["usage-looked-up"], 1);
+    assert_eq!(c.sometimes["hold-swept"], 1);
+    assert_eq!(c.sometimes["settle-refused"], 1);
 }

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_core::billing::{
-    Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
+    Accounting, Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
+    Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
 };
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
@@ -32,10 +33,10 @@ use racelab_core::workorder::{
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
 };
 use racelab_core::{
-    ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, PushReply, Quantity, QueueOp,
-    QueueReply, Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId,
-    StreamReply, Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
+    CallKind, ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow,
+    KvOp, KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, PushReply, Quantity,
+    QueueOp, QueueReply, Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp,
+    StreamId, StreamReply, Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
 };
 
 /// Generated cases per machine kind and variant.
@@ -386,7 +387,32 @@ impl Fitting {
             }),
             StoreOp::Queue(_) => Reply::Queue(QueueReply::Acked),
             StoreOp::Local(_) => Reply::Local(self.local.clone()),
-            StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply { status: 200 }),
+            StoreOp::Upstream(op) => match op.kind {
+                CallKind::Open { .. } => Reply::Stream(StreamReply::Opened {
+                    stream: StreamId(self.int.unsigned_abs() % 3),
+                }),
+                CallKind::Next { .. } if self.int % 4 == 0 => Reply::Stream(StreamReply::End {
+                    usage: (self.int % 8 == 0).then_some(Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: 7,
+                    }),
+                }),
+                CallKind::Next { .. } => Reply::Stream(StreamReply::Chunk {
+                    index: 0,
+                    tokens: u32::try_from(self.int.unsigned_abs() % 20).unwrap_or(1),
+                }),
+                CallKind::Cancel { .. } => Reply::Stream(StreamReply::Cancelled),
+                CallKind::Usage { .. } => Reply::Stream(StreamReply::Usage {
+                    usage: Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: u32::try_from(self.int.unsigned_abs() % 50).unwrap_or(0),
+                    },
+                    complete: self.int % 3 != 0,
+                }),
+                CallKind::Request { .. } | CallKind::Probe { .. } => {
+                    Reply::Upstream(UpstreamReply { status: 200 })
+                }
+            },
             StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
             StoreOp::PubSub(_) => Reply::PubSub(PubSubReply::Message {
                 channel: "c".into(),
@@ -543,6 +569,9 @@ enum Kind {
     Saver(Vec<EndpointId>, SaveStyle, u32),
     Blocks(Vec<(LocalOp, HealthTag)>),
     Idem(Box<IdemConfig>, u32),
+    Stream(Box<StreamConfig>, u32),
+    Sweeper(SweeperConfig),
+    Consumer(Duration),
 }
 
 impl Kind {
@@ -564,6 +593,9 @@ impl Kind {
             }
             Kind::Blocks(blocks) => Box::new(BlockTask::new(blocks)),
             Kind::Idem(cfg, incarnation) => Box::new(IdemGateway::new(*cfg, "C", incarnation)),
+            Kind::Stream(cfg, incarnation) => Box::new(StreamGateway::new(*cfg, incarnation)),
+            Kind::Sweeper(cfg) => Box::new(Sweeper::new(cfg)),
+            Kind::Consumer(every) => Box::new(UsageConsumer::new("acct-1", every)),
         }
     }
 }
@@ -750,6 +782,53 @@ fn idem_gateway(variant: Variant) -> impl Strategy<Value = Kind> {
         )
 }
 
+fn stream_gateway() -> impl Strategy<Value = Kind> {
+    (
+        prop::sample::select(vec![
+            Settlement::Callback,
+            Settlement::Queue,
+            Settlement::Hold,
+        ]),
+        prop::sample::select(vec![
+            Accounting::ChunksTimes3,
+            Accounting::RequireUsage,
+            Accounting::Provider,
+        ]),
+        (any::<u64>(), any::<u32>(), any::<u32>()),
+        proptest::option::of(0u32..6),
+        0u32..4,
+        0u32..2,
+    )
+        .prop_map(
+            |(settlement, accounting, (request, prompt, max), disconnect, lookups, inc)| {
+                let cfg = StreamConfig {
+                    settlement,
+                    accounting,
+                    request: racelab_core::RequestId(request),
+                    endpoint: EndpointId(1),
+                    prompt_tokens: prompt,
+                    max_tokens: max,
+                    account: "acct-1".into(),
+                    disconnect_after: disconnect,
+                    lookups_max: lookups,
+                };
+                Kind::Stream(Box::new(cfg), inc)
+            },
+        )
+}
+
+fn sweeper() -> impl Strategy<Value = Kind> {
+    (millis(5_000), millis(20_000), 0u64..20).prop_map(|(every, after, batch_max)| {
+        Kind::Sweeper(SweeperConfig {
+            endpoint: EndpointId(1),
+            account: "acct-1".into(),
+            every,
+            after,
+            batch_max,
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness
 
@@ -921,4 +1000,19 @@ fn block_tasks_never_panic() {
 #[test]
 fn idem_gateways_never_panic() {
     check(false, idem_gateway);
+}
+
+#[test]
+fn stream_gateways_never_panic() {
+    check(false, |_| stream_gateway());
+}
+
+#[test]
+fn sweepers_never_panic() {
+    check(false, |_| sweeper());
+}
+
+#[test]
+fn usage_consumers_never_panic() {
+    check(false, |_| millis(2_000).prop_map(Kind::Consumer));
 }

@@ -1,5 +1,5 @@
-//! Document 000's billing family: R-000-03 (idempotent billing). Worlds, scripted
-//! timelines, fault profiles, judges, budgets and properties.
+//! Document 000's billing family: R-000-03 (idempotent billing) and R-000-01 (streaming
+//! settlement). Worlds, scripted timelines, fault profiles, judges, budgets and properties.
 //!
 //! A "rollback(tx)" of RACES.md (a deadlock or a statement timeout) is a lost reply inside
 //! the transaction: the driver times the statement out after `sql_timeout` (2 s here) and
@@ -8,16 +8,21 @@
 use std::collections::BTreeMap;
 
 use racelab_core::billing::{
-    ACCOUNTS, Amount, BillRequest, BillTag, CONFLICT_ANSWERED, ClientKey, I_BAL, I_IDEM_A,
-    I_IDEM_B, I_IDEM_C, I_IDEM_D, IdemConfig, IdemEnd, IdemGateway, KeySource, MarkerOrder,
-    RECLAIMED, REPLAYED, balance_conserved, coverage, idempotent_billing,
+    ACCOUNTS, Accounting, Amount, BillRequest, BillTag, CONFLICT_ANSWERED, ClientKey, HOLD_SWEPT,
+    HOLDS_RESOLVED, I_BAL, I_BILL_1, I_BILL_2, I_IDEM_A, I_IDEM_B, I_IDEM_C, I_IDEM_D, I_TOK,
+    IdemConfig, IdemEnd, IdemGateway, KeySource, MarkerOrder, RECLAIMED, REPLAYED, SETTLE_REFUSED,
+    Settlement, StreamConfig, StreamEnd, StreamGateway, Sweeper, SweeperConfig, USAGE_LOOKED,
+    UsageConsumer, balance_conserved, coverage, idempotent_billing, streamed_billing,
 };
-use racelab_core::{Duration, Machine, Property, Row, Timestamp, Value, Variant, Verdict};
+use racelab_core::{
+    Duration, EndpointId, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
+};
 use racelab_sim::explore::{
-    FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, SimRng, Step, WorldSpec,
+    EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, SimRng, Step,
+    StreamScript, Upstream, WorldSpec,
 };
 
-use crate::catalog::{Capture, PerVariant, Race, Script, Workload};
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 
 /// The account every request charges, and its balance before the run.
 const ACCOUNT: &str = "acct-1";
@@ -26,23 +31,43 @@ const PRICE: Amount = Amount(10);
 
 /// The billing family's races.
 pub(crate) fn races() -> Vec<Race> {
-    vec![Race {
-        id: "R-000-03",
-        title: "BillingRepository: Redis idempotency key set outside the DB transaction",
-        document: "000",
-        invariant: "I-IDEM: at most one charge per key (a); a 200 was charged (b); a retry of \
+    vec![
+        Race {
+            id: "R-000-03",
+            title: "BillingRepository: Redis idempotency key set outside the DB transaction",
+            document: "000",
+            invariant: "I-IDEM: at most one charge per key (a); a 200 was charged (b); a retry of \
                     uncommitted attempts executes (c); every answer after the commit is the \
                     stored response (d); balance == initial - Σ ledger",
-        docfix_verdict: "partially",
-        sweep: PerVariant::DOCFIX_INSUFFICIENT,
-        scripts: scripts_03,
-        profile: profile_03,
-        seed_budget: 300,
-        properties: PROPS_03,
-        net: false,
-        build: build_03,
-        judge: judge_03,
-    }]
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_03,
+            profile: profile_03,
+            seed_budget: 300,
+            properties: PROPS_03,
+            net: false,
+            build: build_03,
+            judge: judge_03,
+        },
+        Race {
+            id: "R-000-01",
+            title: "Streaming billing callback runs outside the transaction: usage delivered but \
+                never charged",
+            document: "000",
+            invariant: "I-BILL: every request the upstream billed has exactly one ledger row of \
+                    its price once recovery has run; balance == initial - Σ ledger; no hold \
+                    left open",
+            docfix_verdict: "insufficient",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_01,
+            profile: profile_01,
+            seed_budget: 300,
+            properties: PROPS_01,
+            net: false,
+            build: build_01,
+            judge: judge_stream,
+        },
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +309,267 @@ fn profile_03() -> FaultProfile {
         crash: Ratio::per_mille(20),
         restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
         failover: Ratio::per_mille(30),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-01
+
+const PROPS_01: &[Property] = &[
+    I_BILL_1,
+    I_BILL_2,
+    I_TOK,
+    HOLDS_RESOLVED,
+    HOLD_SWEPT,
+    SETTLE_REFUSED,
+    USAGE_LOOKED,
+];
+
+const ENDPOINT: EndpointId = EndpointId(1);
+
+fn judge_stream(run: &Run, _capture: &Capture) -> Verdict {
+    let rows = run.sql_rows.iter().map(|(t, k, r)| (t, k.as_str(), r));
+    let end = StreamEnd::read(BALANCE0, rows, &run.upstream_usage, run.quiescent);
+    streamed_billing(&end).merge(coverage(&run.history))
+}
+
+/// One streamed request of a world.
+struct Streamed {
+    start_ms: u64,
+    prompt_tokens: u32,
+    disconnect_after: Option<u32>,
+}
+
+/// A world of streamed requests, one gateway each (`G1`, ...), over one endpoint streaming
+/// `chunks`, with the variant's settlement and `accounting`; the sweeper (`S`) for holds and
+/// the consumer (`W`) for the queue.
+fn stream_world(
+    settlement: Settlement,
+    accounting: Accounting,
+    requests: Vec<Streamed>,
+    chunks: Vec<u32>,
+) -> (WorldSpec, Capture) {
+    let max_tokens = chunks.iter().sum();
+    let mut processes = Vec::new();
+    for (i, r) in requests.into_iter().enumerate() {
+        let cfg = StreamConfig {
+            settlement,
+            accounting,
+            request: RequestId(i as u64 + 1),
+            endpoint: ENDPOINT,
+            prompt_tokens: r.prompt_tokens,
+            max_tokens,
+            account: ACCOUNT.into(),
+            disconnect_after: r.disconnect_after,
+            lookups_max: 3,
+        };
+        processes.push(ProcessSpec {
+            host: 0,
+            name: format!("G{}", i + 1),
+            start_at: Timestamp::from_ms(r.start_ms),
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(StreamGateway::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    match settlement {
+        Settlement::Hold => {
+            let cfg = SweeperConfig {
+                endpoint: ENDPOINT,
+                account: ACCOUNT.into(),
+                every: Duration::from_secs(2),
+                // Longer than an `Open` can be in flight (the upstream timeout plus a delay),
+                // so that a hold is never voided under a stream about to open.
+                after: Duration::from_secs(15),
+                batch_max: 16,
+            };
+            processes.push(ProcessSpec {
+                host: 1,
+                name: "S".into(),
+                start_at: Timestamp::ZERO,
+                fault_prone: false,
+                factory: Box::new(move |_| Box::new(Sweeper::new(cfg.clone())) as Box<dyn Machine>),
+            });
+        }
+        Settlement::Queue => processes.push(ProcessSpec {
+            host: 1,
+            name: "W".into(),
+            start_at: Timestamp::ZERO,
+            fault_prone: true,
+            factory: Box::new(|_| {
+                Box::new(UsageConsumer::new(ACCOUNT, Duration::from_ms(200))) as Box<dyn Machine>
+            }),
+        }),
+        Settlement::Callback => {}
+    }
+    let script = EndpointScript {
+        stream: StreamScript {
+            first_chunk_after: Duration::from_ms(200),
+            gap: Duration::from_ms(100),
+            chunks,
+            usage_in_final: true,
+            fail_after: None,
+        },
+        ..EndpointScript::default()
+    };
+    let row = Row::from([("balance".to_string(), Value::Int(BALANCE0))]);
+    let spec = WorldSpec {
+        processes,
+        sql_rows: vec![(ACCOUNTS, ACCOUNT.into(), row)],
+        net: NetConfig {
+            sql_timeout: Duration::from_secs(2),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(5),
+        time_limit: Timestamp::from_ms(5 * 60 * 1000),
+        horizon: Some(Timestamp::from_ms(60_000)),
+        local: None,
+        upstream: Upstream {
+            endpoints: [(ENDPOINT, script)].into(),
+        },
+    };
+    (spec, Capture::none())
+}
+
+fn settlement_of(variant: Variant) -> Settlement {
+    match variant {
+        Variant::Buggy => Settlement::Callback,
+        Variant::DocFix => Settlement::Queue,
+        Variant::Correct => Settlement::Hold,
+    }
+}
+
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let settlement = settlement_of(variant);
+    match workload {
+        Workload::Scripted(name) => {
+            let disconnect_after = match name {
+                "client-disconnect" => Some(2),
+                "cancel-before-first-chunk" => Some(0),
+                _ => None,
+            };
+            let requests = vec![Streamed {
+                start_ms: 0,
+                prompt_tokens: 10,
+                disconnect_after,
+            }];
+            stream_world(settlement, Accounting::Provider, requests, vec![5; 4])
+        }
+        Workload::Random(rng) => {
+            let (requests, chunks) = random_streams(rng);
+            stream_world(settlement, Accounting::Provider, requests, chunks)
+        }
+    }
+}
+
+/// One to three requests within 2 s, 5-20 prompt tokens each, one in four disconnecting at a
+/// random chunk; the endpoint streams 2-6 chunks of 1-12 tokens.
+fn random_streams(rng: &mut SimRng) -> (Vec<Streamed>, Vec<u32>) {
+    let count = rng.between(2, 6);
+    let chunks: Vec<u32> = (0..count)
+        .map(|_| u32::try_from(rng.between(1, 12)).unwrap_or(1))
+        .collect();
+    let requests = (0..rng.between(1, 3))
+        .map(|_| Streamed {
+            start_ms: rng.below(2_000),
+            prompt_tokens: u32::try_from(rng.between(5, 20)).unwrap_or(5),
+            disconnect_after: (rng.below(4) == 0)
+                .then(|| u32::try_from(rng.below(count + 1)).unwrap_or(0)),
+        })
+        .collect();
+    (requests, chunks)
+}
+
+fn scripts_01() -> Vec<Script> {
+    vec![
+        Script {
+            name: "crash-after-stream",
+            summary: "(a) G1 streams r1's four chunks and the end to the client, then crashes \
+                      before the callback commits (Q-1: before it publishes); the provider \
+                      billed 30 tokens and no ledger row exists (Correct: the sweeper settles \
+                      the hold from the provider's usage)",
+            steps: vec![Step::on(
+                "G1",
+                BillTag::STREAM,
+                6,
+                OpEffect::CrashAfterApply {
+                    restart_after: None,
+                },
+            )],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "client-disconnect",
+            summary: "(b) the client disconnects after chunk 2: the response task is \
+                      cancelled and nothing after the stream runs, while the upstream \
+                      generates to the end (Correct: the shielded finally cancels the stream \
+                      and settles from the provider's usage)",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "callback-tx-fails",
+            summary: "(c) G1's charge statement times out (its reply is lost): the callback \
+                      logs and swallows the exception (DocFix: G1 only publishes; Correct: the \
+                      hold stays open and the sweeper settles it)",
+            steps: vec![Step::on("G1", BillTag::SETTLE, 1, OpEffect::DropReply)],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "q2-consumer-crash-before-ack",
+            summary: "Q-2: the consumer W commits r1's charge and crashes before its ack; the \
+                      queue redelivers the message after its 5 s lock and W charges it again",
+            steps: vec![Step::on(
+                "W",
+                BillTag::TX,
+                2,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "void-then-late-stream",
+            summary: "G1 pauses 20 s after its hold commits, before it opens the stream; the \
+                      sweeper finds no call for r1 and voids the hold (refunding it); G1 then \
+                      streams and settles: its unique ledger row goes in and the voided hold \
+                      is charged afresh (no variant loses the charge)",
+            steps: vec![Step::on(
+                "G1",
+                BillTag::STREAM,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(20)),
+            )],
+            expect: PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "cancel-before-first-chunk",
+            summary: "the client cancels before the first chunk: nothing is charged for the \
+                      generation the upstream still bills (Correct: the hold is settled at the \
+                      prompt's price, not leaked)",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+    ]
+}
+
+fn profile_01() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(10),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        // Long enough for the sweeper to void a hold under a gateway about to open its
+        // stream, or to settle one under a gateway about to settle it.
+        pause: Ratio::per_mille(10),
+        pause_len: (Duration::from_secs(5), Duration::from_secs(25)),
+        delay: Ratio::per_mille(10),
+        delay_len: (Duration::from_ms(100), Duration::from_secs(3)),
+        drop_reply: Ratio::per_mille(20),
+        crash: Ratio::per_mille(20),
+        restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
         ..FaultProfile::quiet()
     }
 }

@@ -8,4 +8,5 @@ mod common;
 
 race_tests! {
     r_000_03 => "R-000-03", ["I-IDEM-a", "I-IDEM-b", "I-IDEM-c", "I-IDEM-d"],
+    r_000_01 => "R-000-01", ["I-BILL-1"],
 }

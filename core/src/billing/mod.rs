@@ -14,6 +14,11 @@
 //! ([`KeySource::PerAttempt`]): the document's gateway then keys on its own per-attempt id;
 //! the correct gateway keys on the client's `Idempotency-Key` header, which the client sends
 //! with every attempt in both readings.
+//!
+//! - R-000-01, streaming settlement ([`StreamGateway`], [`Sweeper`], [`UsageConsumer`]): a
+//!   streamed completion is billed by the document's post-stream callback (`Buggy`), by a
+//!   message queue (`DocFix`), or by reserve-then-settle with holds and a sweeper (`Correct`);
+//!   the stream module's header has the table.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,13 +30,19 @@ use crate::tag::{Note, Tag};
 
 mod idem;
 mod oracle;
+mod stream;
 mod tables;
 mod tag;
 
 pub use idem::{IdemConfig, IdemGateway, KeySource, MarkerOrder};
 pub use oracle::{
-    CONFLICT_ANSWERED, I_BAL, I_IDEM_A, I_IDEM_B, I_IDEM_C, I_IDEM_D, IdemEnd, RECLAIMED, REPLAYED,
-    balance_conserved, coverage, idempotent_billing,
+    CONFLICT_ANSWERED, HOLD_SWEPT, HOLDS_RESOLVED, I_BAL, I_BILL_1, I_BILL_2, I_IDEM_A, I_IDEM_B,
+    I_IDEM_C, I_IDEM_D, I_TOK, IdemEnd, LedgerRow, RECLAIMED, REPLAYED, SETTLE_REFUSED, StreamEnd,
+    USAGE_LOOKED, balance_conserved, coverage, idempotent_billing, streamed_billing,
+};
+pub use stream::{
+    Accounting, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
+    price, request_key,
 };
 pub use tables::{ACCOUNTS, HOLDS, IDEMPOTENCY, LEDGER, OUTBOX, USAGE};
 pub use tag::{Answer, BillNote, BillTag};

@@ -2,6 +2,9 @@
 //!
 //! - R-000-03, I-IDEM (a)-(d) ([`idempotent_billing`]) and the balance's conservation
 //!   ([`balance_conserved`]).
+//! - R-000-01 and R-000-14, I-BILL and I-TOK ([`streamed_billing`]): the ledger against the
+//!   provider's truth ([`StreamEnd`], from `Run::upstream_usage`), the balance, no hold left
+//!   open.
 //!
 //! Every oracle here has a test that feeds it a known-bad history
 //! (`core/tests/billing_oracles.rs`).
@@ -10,8 +13,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::tag::{Answer, BillNote, BillTag};
-use super::{ACCOUNTS, BillRequest, ClientKey, LEDGER};
+use super::{ACCOUNTS, Amount, BillRequest, ClientKey, HOLDS, LEDGER, price, request_key};
 use crate::history::History;
+use crate::ids::EndpointId;
+use crate::ops::{RequestId, Usage};
 use crate::ops::{Row, Table, Value};
 use crate::oracle::{Property, Verdict, Violation, at_most_once_per_key};
 
@@ -212,11 +217,198 @@ pub fn idempotent_billing(history: &History) -> Verdict {
     verdict
 }
 
+/// I-BILL (1): every request the provider billed has exactly one ledger row.
+pub const I_BILL_1: Property = Property::always(
+    "I-BILL-1",
+    "every request the upstream billed has exactly one ledger row once recovery has run",
+);
+/// I-BILL (2): the balance matches the ledger and the open holds.
+pub const I_BILL_2: Property = Property::always(
+    "I-BILL-2",
+    "balance == initial - Σ ledger - Σ open holds' reservations",
+);
+/// I-TOK: a request's ledger amount is the price of the provider's usage.
+pub const I_TOK: Property = Property::always(
+    "I-TOK",
+    "a request's billed tokens equal the provider's usage, unless flagged estimated",
+);
+/// Every hold resolves.
+pub const HOLDS_RESOLVED: Property = Property::eventually(
+    "holds-resolved",
+    "no hold is left open once the sweeper has run",
+);
+/// The sweeper settled a hold left open.
+pub const HOLD_SWEPT: Property = Property::protection(
+    "hold-swept",
+    "the sweeper settled a hold its gateway left open from the provider's usage",
+);
+/// A settlement found its hold settled already.
+pub const SETTLE_REFUSED: Property = Property::protection(
+    "settle-refused",
+    "a second settlement of a hold was refused by its status",
+);
+/// A gateway read the provider's usage instead of the final record.
+pub const USAGE_LOOKED: Property = Property::sometimes(
+    "usage-looked-up",
+    "a gateway that never read the final usage record asked the provider's usage API",
+);
+
+/// One ledger row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Its key.
+    pub key: String,
+    /// The request it charges (`r1`).
+    pub request: String,
+    /// The amount.
+    pub amount: Amount,
+    /// Whether the amount is an estimate awaiting reconciliation.
+    pub estimated: bool,
+}
+
+/// R-000-01's and R-000-14's end state: the account, the ledger and the holds from the
+/// committed rows, and the provider's truth.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// The balance before the run.
+    pub initial: i64,
+    /// The committed balance at the end.
+    pub balance: i64,
+    /// The committed ledger rows.
+    pub ledger: Vec<LedgerRow>,
+    /// The holds still open, with what they reserve.
+    pub open_holds: Vec<(String, i64)>,
+    /// What the provider billed per request (`Run::upstream_usage`), priced.
+    pub truth: BTreeMap<String, Amount>,
+    /// Whether the run settled (quiesced, or drained after its horizon).
+    pub settled: bool,
+}
+
+impl StreamEnd {
+    /// The end state from the initial balance, the committed rows and the provider's usage.
+    pub fn read<'a>(
+        initial: i64,
+        rows: impl IntoIterator<Item = (&'a Table, &'a str, &'a Row)>,
+        usage: &BTreeMap<(EndpointId, RequestId), Usage>,
+        settled: bool,
+    ) -> StreamEnd {
+        let mut end = StreamEnd {
+            initial,
+            settled,
+            ..StreamEnd::default()
+        };
+        for (table, key, row) in rows {
+            let int = |col: &str| match row.get(col) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            };
+            if *table == ACCOUNTS {
+                end.balance = end.balance.saturating_add(int("balance"));
+            } else if *table == LEDGER {
+                let request = match row.get("request") {
+                    Some(Value::Text(r)) => r.clone(),
+                    _ => String::new(),
+                };
+                end.ledger.push(LedgerRow {
+                    key: key.to_string(),
+                    request,
+                    amount: Amount(int("amount")),
+                    estimated: int("estimated") != 0,
+                });
+            } else if *table == HOLDS
+                && matches!(row.get("status"), Some(Value::Text(s)) if s == "open")
+            {
+                end.open_holds.push((key.to_string(), int("max_cost")));
+            }
+        }
+        for ((_, request), u) in usage {
+            let entry = end.truth.entry(request_key(*request)).or_default();
+            *entry = Amount(entry.0.saturating_add(price(*u).0));
+        }
+        end
+    }
+}
+
+/// I-BILL (1) and (2), I-TOK and `holds-resolved` on a run's end state. A run that did not
+/// settle is judged on I-BILL (2) only (its stuck verdict says the rest).
+pub fn streamed_billing(end: &StreamEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut push = |property: &Property, explanation: String| {
+        verdict.violations.push(Violation {
+            invariant: property.name.into(),
+            explanation,
+            ops: Vec::new(),
+        })
+    };
+    let charged: i64 = end
+        .ledger
+        .iter()
+        .fold(0i64, |s, r| s.saturating_add(r.amount.0));
+    let held: i64 = end
+        .open_holds
+        .iter()
+        .fold(0i64, |s, h| s.saturating_add(h.1));
+    let expected = end.initial.saturating_sub(charged).saturating_sub(held);
+    if end.balance != expected {
+        push(
+            &I_BILL_2,
+            format!(
+                "the balance is {} but initial {} - ledger {charged} - open holds {held} =                  {expected}",
+                end.balance, end.initial
+            ),
+        );
+    }
+    if !end.settled {
+        return verdict;
+    }
+    for (request, truth) in &end.truth {
+        let rows: Vec<&LedgerRow> = end
+            .ledger
+            .iter()
+            .filter(|r| r.request == *request)
+            .collect();
+        match rows.as_slice() {
+            [] if truth.0 > 0 => push(
+                &I_BILL_1,
+                format!("{request}: the provider billed {truth} but no ledger row charges it"),
+            ),
+            [] => {}
+            [row] if row.amount != *truth && !row.estimated => push(
+                &I_TOK,
+                format!(
+                    "{request}: the ledger charges {} but the provider billed {truth} tokens",
+                    row.amount
+                ),
+            ),
+            [_] => {}
+            many => {
+                let keys: Vec<&str> = many.iter().map(|r| r.key.as_str()).collect();
+                push(
+                    &I_BILL_1,
+                    format!(
+                        "{request}: charged {} times (ledger rows {})",
+                        many.len(),
+                        keys.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for (hold, reserved) in &end.open_holds {
+        push(
+            &HOLDS_RESOLVED,
+            format!("the hold of {hold} (reserving {reserved}) is still open"),
+        );
+    }
+    verdict
+}
+
 /// Counts the family's `sometimes` properties in a run: stored responses replayed, 409s
-/// answered, expired claims re-claimed.
+/// answered, expired claims re-claimed, holds swept, second settlements refused, usage
+/// looked up.
 pub fn coverage(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
-    let mut counts = [0u64; 3];
+    let mut counts = [0u64; 6];
     for note in &history.notes {
         match BillNote::of(&note.note) {
             Some(BillNote::Replayed { .. }) => counts[0] += 1,
@@ -225,11 +417,17 @@ pub fn coverage(history: &History) -> Verdict {
                 ..
             }) => counts[1] += 1,
             Some(BillNote::Reclaimed { .. }) => counts[2] += 1,
+            Some(BillNote::Swept { .. }) => counts[3] += 1,
+            Some(BillNote::SettleRefused { .. }) => counts[4] += 1,
+            Some(BillNote::UsageLooked { .. }) => counts[5] += 1,
             _ => {}
         }
     }
     verdict.count(REPLAYED.name, counts[0]);
     verdict.count(CONFLICT_ANSWERED.name, counts[1]);
     verdict.count(RECLAIMED.name, counts[2]);
+    verdict.count(HOLD_SWEPT.name, counts[3]);
+    verdict.count(SETTLE_REFUSED.name, counts[4]);
+    verdict.count(USAGE_LOOKED.name, counts[5]);
     verdict
 }

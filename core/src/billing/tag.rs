@@ -244,6 +244,21 @@ pub enum BillNote {
         /// The request.
         request: BillRequest,
     },
+    /// A settlement found its hold settled already and rolled back.
+    SettleRefused {
+        /// The request.
+        request: RequestId,
+    },
+    /// A gateway asked the provider for a request's usage (the final record was never read).
+    UsageLooked {
+        /// The request.
+        request: RequestId,
+    },
+    /// The sweeper settled a hold left open.
+    Swept {
+        /// The request.
+        request: RequestId,
+    },
 }
 
 impl BillNote {
@@ -270,6 +285,16 @@ impl fmt::Display for BillNote {
                     "completion of {request} fenced: a newer epoch owns the key"
                 )
             }
+            BillNote::SettleRefused { request } => {
+                write!(
+                    f,
+                    "settlement of {request} refused: its hold was settled already"
+                )
+            }
+            BillNote::UsageLooked { request } => {
+                write!(f, "looked up the provider's usage of {request}")
+            }
+            BillNote::Swept { request } => write!(f, "swept the open hold of {request}"),
         }
     }
 }
