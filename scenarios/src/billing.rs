@@ -1,5 +1,6 @@
-//! Document 000's billing family: R-000-03 (idempotent billing) and R-000-01 (streaming
-//! settlement). Worlds, scripted timelines, fault profiles, judges, budgets and properties.
+//! Document 000's billing family: R-000-03 (idempotent billing), R-000-01 (streaming
+//! settlement) and R-000-14 (token accounting). Worlds, scripted timelines, fault profiles,
+//! judges, budgets and properties.
 //!
 //! A "rollback(tx)" of RACES.md (a deadlock or a statement timeout) is a lost reply inside
 //! the transaction: the driver times the statement out after `sql_timeout` (2 s here) and
@@ -8,20 +9,22 @@
 use std::collections::BTreeMap;
 
 use racelab_core::billing::{
-    ACCOUNTS, Accounting, Amount, BillRequest, BillTag, CONFLICT_ANSWERED, ClientKey, HOLD_SWEPT,
-    HOLDS_RESOLVED, I_BAL, I_BILL_1, I_BILL_2, I_IDEM_A, I_IDEM_B, I_IDEM_C, I_IDEM_D, I_TOK,
-    IdemConfig, IdemEnd, IdemGateway, KeySource, MarkerOrder, RECLAIMED, REPLAYED, SETTLE_REFUSED,
-    Settlement, StreamConfig, StreamEnd, StreamGateway, Sweeper, SweeperConfig, USAGE_LOOKED,
-    UsageConsumer, balance_conserved, coverage, idempotent_billing, streamed_billing,
+    ACCOUNTS, Accounting, Amount, Answer, BillNote, BillRequest, BillTag, CONFLICT_ANSWERED,
+    ClientKey, HOLD_SWEPT, HOLDS_RESOLVED, I_BAL, I_BILL_1, I_BILL_2, I_IDEM_A, I_IDEM_B, I_IDEM_C,
+    I_IDEM_D, I_TOK, IdemConfig, IdemEnd, IdemGateway, KeySource, LEDGER, MarkerOrder, RECLAIMED,
+    REPLAYED, SETTLE_REFUSED, Settlement, StreamConfig, StreamEnd, StreamGateway, Sweeper,
+    SweeperConfig, USAGE_LOOKED, UsageConsumer, balance_conserved, coverage, idempotent_billing,
+    streamed_billing,
 };
 use racelab_core::{
     Duration, EndpointId, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
 };
 use racelab_sim::explore::{
-    EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, SimRng, Step,
-    StreamScript, Upstream, WorldSpec,
+    self, EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Scheduler,
+    SimRng, Step, StreamScript, Upstream, WorldSpec,
 };
 
+use crate::acceptance::DocTest;
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 
 /// The account every request charges, and its balance before the run.
@@ -65,6 +68,22 @@ pub(crate) fn races() -> Vec<Race> {
             properties: PROPS_01,
             net: false,
             build: build_01,
+            judge: judge_stream,
+        },
+        Race {
+            id: "R-000-14",
+            title: "Streaming token accumulator estimates output as chunks × 3",
+            document: "000",
+            invariant: "I-TOK: billed tokens == the provider's usage whenever it reports usage; \
+                        otherwise flagged estimated and reconciled",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_14,
+            profile: profile_14,
+            seed_budget: 300,
+            properties: PROPS_14,
+            net: false,
+            build: build_14,
             judge: judge_stream,
         },
     ]
@@ -349,6 +368,7 @@ fn stream_world(
     accounting: Accounting,
     requests: Vec<Streamed>,
     chunks: Vec<u32>,
+    usage_in_final: bool,
 ) -> (WorldSpec, Capture) {
     let max_tokens = chunks.iter().sum();
     let mut processes = Vec::new();
@@ -409,7 +429,7 @@ fn stream_world(
             first_chunk_after: Duration::from_ms(200),
             gap: Duration::from_ms(100),
             chunks,
-            usage_in_final: true,
+            usage_in_final,
             fail_after: None,
         },
         ..EndpointScript::default()
@@ -456,11 +476,11 @@ fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
                 prompt_tokens: 10,
                 disconnect_after,
             }];
-            stream_world(settlement, Accounting::Provider, requests, vec![5; 4])
+            stream_world(settlement, Accounting::Provider, requests, vec![5; 4], true)
         }
         Workload::Random(rng) => {
             let (requests, chunks) = random_streams(rng);
-            stream_world(settlement, Accounting::Provider, requests, chunks)
+            stream_world(settlement, Accounting::Provider, requests, chunks, true)
         }
     }
 }
@@ -572,4 +592,194 @@ fn profile_01() -> FaultProfile {
         restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
         ..FaultProfile::quiet()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-14
+
+const PROPS_14: &[Property] = &[I_TOK, I_BILL_1, I_BILL_2, HOLDS_RESOLVED, USAGE_LOOKED];
+
+fn accounting_of(variant: Variant) -> Accounting {
+    match variant {
+        Variant::Buggy => Accounting::ChunksTimes3,
+        Variant::DocFix => Accounting::RequireUsage,
+        Variant::Correct => Accounting::Provider,
+    }
+}
+
+/// Every variant settles with the correct holds (R-000-01's fix), so that only the token
+/// count differs.
+fn build_14(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let accounting = accounting_of(variant);
+    match workload {
+        Workload::Scripted(name) => {
+            let (chunks, disconnect_after, usage_in_final) = match name {
+                "small-chunks" => (vec![1; 20], None, true),
+                "large-chunks" => (vec![20; 20], None, true),
+                "disconnect" => (vec![5; 20], Some(5), true),
+                _ => (vec![5; 10], None, false),
+            };
+            let requests = vec![Streamed {
+                start_ms: 0,
+                prompt_tokens: 10,
+                disconnect_after,
+            }];
+            stream_world(
+                Settlement::Hold,
+                accounting,
+                requests,
+                chunks,
+                usage_in_final,
+            )
+        }
+        Workload::Random(rng) => {
+            let (requests, chunks) = random_streams(rng);
+            let usage_in_final = rng.below(4) != 0;
+            stream_world(
+                Settlement::Hold,
+                accounting,
+                requests,
+                chunks,
+                usage_in_final,
+            )
+        }
+    }
+}
+
+fn scripts_14() -> Vec<Script> {
+    let only_buggy = PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]);
+    vec![
+        Script {
+            name: "small-chunks",
+            summary: "the upstream sends 20 chunks of 1 token: chunks × 3 bills 60 completion \
+                      tokens for 20 (a 3× overcharge)",
+            steps: vec![],
+            expect: only_buggy,
+        },
+        Script {
+            name: "large-chunks",
+            summary: "20 chunks of 20 tokens: chunks × 3 bills 60 for 400 (an undercharge)",
+            steps: vec![],
+            expect: only_buggy,
+        },
+        Script {
+            name: "disconnect",
+            summary: "the client disconnects at chunk 5: the final usage chunk is never read, \
+                      so \"require usage\" has nothing but the prompt to bill, while the \
+                      upstream bills what it generated until the cancel (Correct: the provider's \
+                      usage API after the cancel)",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "no-usage-record",
+            summary: "an OpenAI-style stream without stream_options.include_usage: the end \
+                      carries no usage record (Correct: the provider's usage API)",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+    ]
+}
+
+fn profile_14() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(10),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        delay: Ratio::per_mille(10),
+        delay_len: (Duration::from_ms(100), Duration::from_secs(3)),
+        drop_reply: Ratio::per_mille(20),
+        crash: Ratio::per_mille(10),
+        restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document's acceptance criteria (RACES.md 7.1)
+
+/// Document 000's acceptance criteria for the billing family, run against each variant.
+pub(crate) fn doc_tests() -> Vec<DocTest> {
+    vec![DocTest {
+        id: "AC-000-2",
+        name: "same trace_id executed repeatedly gives completely identical results",
+        race: "R-000-03",
+        setting: "five submissions of one client-stable key, sequential (2 s apart) and \
+                  concurrent, each under 20 seeds of crashes between steps (5% per operation, \
+                  restart 0.5-3 s: the restarted client retries); expects at most one ledger \
+                  row for the key and every 200 body byte-identical to the stored one",
+        run: ac_000_2,
+    }]
+}
+
+/// Seeds each acceptance world runs under.
+const AC_SEEDS: u64 = 20;
+
+/// Crashes between steps, and latencies.
+fn crash_profile() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(20),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        crash: Ratio::per_mille(50),
+        restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
+        ..FaultProfile::quiet()
+    }
+}
+
+fn ac_000_2(variant: Variant) -> bool {
+    let sequential = || {
+        (0..5u64)
+            .map(|i| client(&format!("C{}", i + 1), i * 2_000, 1, PRICE.0))
+            .collect::<Vec<_>>()
+    };
+    let concurrent = || {
+        (0..5u64)
+            .map(|i| client(&format!("C{}", i + 1), 0, 1, PRICE.0))
+            .collect::<Vec<_>>()
+    };
+    let plans: [&dyn Fn() -> Vec<Client>; 2] = [&sequential, &concurrent];
+    plans.iter().all(|plan| {
+        (0..AC_SEEDS).all(|seed| {
+            let (spec, _) = idem_world(
+                variant,
+                plan(),
+                KeySource::ClientStable,
+                MarkerOrder::BeforeTx,
+            );
+            let scheduler = Scheduler::Random {
+                seed,
+                faults: crash_profile(),
+            };
+            replays_identical(&explore::run(spec, &scheduler))
+        })
+    })
+}
+
+/// At most one committed ledger row for key K1, and every 200 answer's body equal to it.
+fn replays_identical(run: &Run) -> bool {
+    let bodies: Vec<String> = run
+        .sql_rows
+        .iter()
+        .filter(|(t, _, r)| *t == LEDGER && r.get("request") == Some(&Value::Text("K1".into())))
+        .map(|(_, _, r)| match r.get("body") {
+            Some(Value::Text(b)) => b.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    if bodies.len() > 1 {
+        return false;
+    }
+    run.history
+        .notes
+        .iter()
+        .all(|n| match BillNote::of(&n.note) {
+            Some(BillNote::Answered {
+                answer: Answer::Served { body },
+                ..
+            }) => bodies.first() == Some(body),
+            Some(BillNote::Answered {
+                answer: Answer::Duplicate,
+                ..
+            }) => false,
+            _ => true,
+        })
 }

@@ -9,4 +9,22 @@ mod common;
 race_tests! {
     r_000_03 => "R-000-03", ["I-IDEM-a", "I-IDEM-b", "I-IDEM-c", "I-IDEM-d"],
     r_000_01 => "R-000-01", ["I-BILL-1"],
+    r_000_14 => "R-000-14", ["I-TOK"],
+}
+
+/// A document test's outcome per variant: whether it passes on Buggy, DocFix, Correct.
+fn doc_test(id: &str) -> [bool; 3] {
+    let tests = racelab_scenarios::acceptance::doc_tests();
+    let test = tests
+        .iter()
+        .find(|t| t.id == id)
+        .unwrap_or_else(|| panic!("{id} is a document test"));
+    test.result().passes
+}
+
+#[test]
+fn ac_000_2_identical_replays_fail_the_documents_gateways_and_pass_the_claim() {
+    // Buggy and DocFix answer a replay with an empty duplicate (or charge it again); the
+    // claim-and-result store replays the stored body.
+    assert_eq!(doc_test("AC-000-2"), [false, false, true]);
 }

@@ -19,6 +19,9 @@
 //!   streamed completion is billed by the document's post-stream callback (`Buggy`), by a
 //!   message queue (`DocFix`), or by reserve-then-settle with holds and a sweeper (`Correct`);
 //!   the stream module's header has the table.
+//! - R-000-14, token accounting: the same gateway counts tokens as `chunks × 3` (`Buggy`),
+//!   from the final usage record alone (`DocFix`), or from it and else the provider's usage
+//!   API after cancelling the stream (`Correct`): [`Accounting`], [`count_tokens`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,7 +45,7 @@ pub use oracle::{
 };
 pub use stream::{
     Accounting, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
-    price, request_key,
+    count_tokens, price, request_key,
 };
 pub use tables::{ACCOUNTS, HOLDS, IDEMPOTENCY, LEDGER, OUTBOX, USAGE};
 pub use tag::{Answer, BillNote, BillTag};

@@ -58,6 +58,24 @@ pub fn price(usage: Usage) -> Amount {
     Amount(i64::from(usage.prompt_tokens) + i64::from(usage.completion_tokens))
 }
 
+/// What a gateway bills for a stream of which it read `chunks` chunks and, if it read one, the
+/// usage record `usage` (the final one, or the provider's usage API's): the pure billing
+/// function of R-000-14. `None`: the accounting cannot tell (the gateway asks the provider).
+pub fn count_tokens(
+    accounting: Accounting,
+    prompt_tokens: u32,
+    chunks: u32,
+    usage: Option<Usage>,
+) -> Option<Amount> {
+    let prompt = i64::from(prompt_tokens);
+    match (accounting, usage) {
+        (Accounting::ChunksTimes3, _) => Some(Amount(prompt + i64::from(chunks) * 3)),
+        (_, Some(usage)) => Some(price(usage)),
+        (Accounting::RequireUsage, None) => Some(Amount(prompt)),
+        (Accounting::Provider, None) => None,
+    }
+}
+
 /// The ledger and hold key of a request (`r1`).
 pub fn request_key(request: RequestId) -> String {
     request.to_string()
@@ -415,13 +433,12 @@ impl StreamGateway {
 
     /// The prompt's and the counted completion tokens, if the accounting can tell.
     fn counted(&self) -> Option<Amount> {
-        let prompt = i64::from(self.cfg.prompt_tokens);
-        match (self.cfg.accounting, self.usage) {
-            (Accounting::ChunksTimes3, _) => Some(Amount(prompt + i64::from(self.chunks) * 3)),
-            (_, Some(usage)) => Some(price(usage)),
-            (Accounting::RequireUsage, None) => Some(Amount(prompt)),
-            (Accounting::Provider, None) => None,
-        }
+        count_tokens(
+            self.cfg.accounting,
+            self.cfg.prompt_tokens,
+            self.chunks,
+            self.usage,
+        )
     }
 
     /// The stream is over (ended, failed, cancelled): bill it.
