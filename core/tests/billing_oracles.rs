@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use racelab_core::billing::{
     ACCOUNTS, Amount, Answer, BillNote, BillRequest, BillTag, ClientKey, HOLDS, IdemEnd, LEDGER,
-    StreamEnd, balance_conserved, coverage, idempotent_billing, streamed_billing,
+    StreamEnd, USAGE, UsageEnd, balance_conserved, coverage, idempotent_billing, streamed_billing,
+    usage_bijection,
 };
 use racelab_core::{
     EndpointId, History, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, RequestId, Row, SqlOp,
@@ -304,4 +305,62 @@ fn coverage_counts_sweeps_refusals_and_lookups() {
     assert_eq!(c.sometimes["usage-looked-up"], 1);
     assert_eq!(c.sometimes["hold-swept"], 1);
     assert_eq!(c.sometimes["settle-refused"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// I-USAGE
+
+fn usage_rows(charges: &[&str], usage: &[(&str, &str)]) -> Vec<(Table, String, Row)> {
+    let mut out = Vec::new();
+    for request in charges {
+        let row = Row::from([("request".to_string(), Value::Text(request.to_string()))]);
+        out.push((LEDGER, request.to_string(), row));
+    }
+    for (key, request) in usage {
+        let row = Row::from([("request".to_string(), Value::Text(request.to_string()))]);
+        out.push((USAGE, key.to_string(), row));
+    }
+    out
+}
+
+fn judge_usage(rows: &[(Table, String, Row)], settled: bool) -> racelab_core::Verdict {
+    let end = UsageEnd::read(rows.iter().map(|(t, k, r)| (t, k.as_str(), r)), settled);
+    usage_bijection(&end)
+}
+
+#[test]
+fn one_record_per_committed_charge_holds() {
+    let rows = usage_rows(&["r1", "r2"], &[("r1", "r1"), ("r2", "r2")]);
+    assert!(judge_usage(&rows, true).holds());
+}
+
+#[test]
+fn a_phantom_a_duplicate_or_a_missing_record_breaks_i_usage() {
+    let phantom = usage_rows(&[], &[("r1.d1", "r1")]);
+    let v = judge_usage(&phantom, true);
+    assert_eq!(v.broken(), ["I-USAGE"], "{}", v.explanation());
+    assert!(v.explanation().contains("phantom"));
+    let duplicate = usage_rows(&["r1"], &[("r1.d1", "r1"), ("r1.d2", "r1")]);
+    let v = judge_usage(&duplicate, true);
+    assert_eq!(v.broken(), ["I-USAGE"], "{}", v.explanation());
+    assert!(v.explanation().contains("2 usage records"));
+    let missing = usage_rows(&["r1"], &[]);
+    let v = judge_usage(&missing, true);
+    assert_eq!(v.broken(), ["I-USAGE"], "{}", v.explanation());
+    // Before the relay drained, a missing record is not yet a violation.
+    assert!(judge_usage(&missing, false).holds());
+}
+
+#[test]
+fn coverage_counts_absorbed_duplicates() {
+    let mut h = history();
+    note(
+        &mut h,
+        C1,
+        1,
+        BillNote::UsageDeduplicated {
+            request: RequestId(1),
+        },
+    );
+    assert_eq!(coverage(&h).sometimes["usage-deduplicated"], 1);
 }

@@ -18,7 +18,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use racelab_core::billing::{
     Accounting, Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
-    Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
+    OutboxRelay, Publish, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig,
+    UsageBillConfig, UsageBiller, UsageConsumer, UsageWorker,
 };
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
@@ -572,6 +573,9 @@ enum Kind {
     Stream(Box<StreamConfig>, u32),
     Sweeper(SweeperConfig),
     Consumer(Duration),
+    Biller(UsageBillConfig, u32),
+    Relay(Duration, u64),
+    Worker08(bool, Duration),
 }
 
 impl Kind {
@@ -596,6 +600,9 @@ impl Kind {
             Kind::Stream(cfg, incarnation) => Box::new(StreamGateway::new(*cfg, incarnation)),
             Kind::Sweeper(cfg) => Box::new(Sweeper::new(cfg)),
             Kind::Consumer(every) => Box::new(UsageConsumer::new("acct-1", every)),
+            Kind::Biller(cfg, inc) => Box::new(UsageBiller::new(cfg, inc)),
+            Kind::Relay(every, batch) => Box::new(OutboxRelay::new(every, batch)),
+            Kind::Worker08(dedup, every) => Box::new(UsageWorker::new(dedup, every)),
         }
     }
 }
@@ -1015,4 +1022,30 @@ fn sweepers_never_panic() {
 #[test]
 fn usage_consumers_never_panic() {
     check(false, |_| millis(2_000).prop_map(Kind::Consumer));
+}
+
+#[test]
+fn usage_billers_relays_and_workers_never_panic() {
+    check(false, |_| {
+        let publish = prop::sample::select(vec![
+            Publish::BeforeCommit,
+            Publish::AfterCommit,
+            Publish::Outbox,
+        ]);
+        prop_oneof![
+            (publish, any::<u64>(), small_int(), 0u32..2).prop_map(|(publish, r, amount, inc)| {
+                Kind::Biller(
+                    UsageBillConfig {
+                        publish,
+                        request: racelab_core::RequestId(r),
+                        amount: Amount(amount),
+                        account: "acct-1".into(),
+                    },
+                    inc,
+                )
+            }),
+            (millis(2_000), 0u64..8).prop_map(|(every, batch)| Kind::Relay(every, batch)),
+            (any::<bool>(), millis(2_000)).prop_map(|(dedup, every)| Kind::Worker08(dedup, every)),
+        ]
+    });
 }

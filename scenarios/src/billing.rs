@@ -1,5 +1,5 @@
 //! Document 000's billing family: R-000-03 (idempotent billing), R-000-01 (streaming
-//! settlement) and R-000-14 (token accounting). Worlds, scripted timelines, fault profiles,
+//! settlement), R-000-14 (token accounting) and R-000-08 (the usage outbox). Worlds, scripted timelines, fault profiles,
 //! judges, budgets and properties.
 //!
 //! A "rollback(tx)" of RACES.md (a deadlock or a statement timeout) is a lost reply inside
@@ -15,6 +15,10 @@ use racelab_core::billing::{
     REPLAYED, SETTLE_REFUSED, Settlement, StreamConfig, StreamEnd, StreamGateway, Sweeper,
     SweeperConfig, USAGE_LOOKED, UsageConsumer, balance_conserved, coverage, idempotent_billing,
     streamed_billing,
+};
+use racelab_core::billing::{
+    I_USAGE, OutboxRelay, Publish, USAGE_DEDUPLICATED, UsageBillConfig, UsageBiller, UsageEnd,
+    UsageWorker, usage_bijection,
 };
 use racelab_core::{
     Duration, EndpointId, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
@@ -85,6 +89,22 @@ pub(crate) fn races() -> Vec<Race> {
             net: false,
             build: build_14,
             judge: judge_stream,
+        },
+        Race {
+            id: "R-000-08",
+            title: "Async usage task triggered before the transaction commits",
+            document: "000",
+            invariant: "I-USAGE: usage records and committed charges in bijection by request \
+                        (no phantom, none missing once drained, no duplicate)",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_08,
+            profile: profile_08,
+            seed_budget: 300,
+            properties: PROPS_08,
+            net: false,
+            build: build_08,
+            judge: judge_08,
         },
     ]
 }
@@ -689,6 +709,156 @@ fn profile_14() -> FaultProfile {
         delay_len: (Duration::from_ms(100), Duration::from_secs(3)),
         drop_reply: Ratio::per_mille(20),
         crash: Ratio::per_mille(10),
+        restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-08
+
+const PROPS_08: &[Property] = &[I_USAGE, USAGE_DEDUPLICATED];
+
+fn judge_08(run: &Run, _capture: &Capture) -> Verdict {
+    let rows = run.sql_rows.iter().map(|(t, k, r)| (t, k.as_str(), r));
+    let end = UsageEnd::read(rows, run.quiescent);
+    usage_bijection(&end).merge(coverage(&run.history))
+}
+
+/// Billers `B1..` (one request each, starting at `starts`), the usage worker `Wk`, and for
+/// the outbox two relays `R1`, `R2`.
+fn usage_world(variant: Variant, starts: &[u64]) -> (WorldSpec, Capture) {
+    let publish = match variant {
+        Variant::Buggy => Publish::BeforeCommit,
+        Variant::DocFix => Publish::AfterCommit,
+        Variant::Correct => Publish::Outbox,
+    };
+    let mut processes = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let cfg = UsageBillConfig {
+            publish,
+            request: RequestId(i as u64 + 1),
+            amount: PRICE,
+            account: ACCOUNT.into(),
+        };
+        processes.push(ProcessSpec {
+            host: 0,
+            name: format!("B{}", i + 1),
+            start_at: Timestamp::from_ms(*start),
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(UsageBiller::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    let dedup = variant == Variant::Correct;
+    processes.push(ProcessSpec {
+        host: 1,
+        name: "Wk".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(UsageWorker::new(dedup, Duration::from_ms(500))) as Box<dyn Machine>
+        }),
+    });
+    if publish == Publish::Outbox {
+        for name in ["R1", "R2"] {
+            processes.push(ProcessSpec {
+                host: 2,
+                name: name.into(),
+                start_at: Timestamp::ZERO,
+                fault_prone: true,
+                factory: Box::new(|_| {
+                    Box::new(OutboxRelay::new(Duration::from_ms(500), 4)) as Box<dyn Machine>
+                }),
+            });
+        }
+    }
+    let row = Row::from([("balance".to_string(), Value::Int(BALANCE0))]);
+    let spec = WorldSpec {
+        processes,
+        sql_rows: vec![(ACCOUNTS, ACCOUNT.into(), row)],
+        net: NetConfig {
+            redis_timeout: Duration::from_secs(1),
+            sql_timeout: Duration::from_secs(2),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(5),
+        time_limit: Timestamp::from_ms(5 * 60 * 1000),
+        horizon: Some(Timestamp::from_ms(30_000)),
+        local: None,
+        upstream: Default::default(),
+    };
+    (spec, Capture::none())
+}
+
+fn build_08(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    match workload {
+        Workload::Scripted(_) => usage_world(variant, &[0]),
+        Workload::Random(rng) => {
+            let starts: Vec<u64> = (0..rng.between(1, 3)).map(|_| rng.below(2_000)).collect();
+            usage_world(variant, &starts)
+        }
+    }
+}
+
+fn scripts_08() -> Vec<Script> {
+    vec![
+        Script {
+            name: "s1-rollback-after-delay",
+            summary: "S1: B1 calls record_usage_task.delay() inside the billing transaction and \
+                      crashes before the commit; PostgreSQL rolls the charge back, and the \
+                      worker writes usage for a charge that never existed (a phantom)",
+            steps: vec![Step::on(
+                "B1",
+                BillTag::QUEUE,
+                1,
+                OpEffect::CrashAfterApply {
+                    restart_after: None,
+                },
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "s2-redelivery",
+            summary: "S2: the worker writes r1's usage record and crashes before its ack; the \
+                      queue redelivers the event after its 5 s lock and a second record is \
+                      written (Correct: ON CONFLICT DO NOTHING)",
+            steps: vec![Step::on(
+                "Wk",
+                BillTag::USAGE_RECORD,
+                1,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "crash-before-publish",
+            summary: "the counter-schedule: B1 commits the charge and crashes before the \
+                      after_commit hook publishes; the charge never gets its usage record \
+                      (Correct: the outbox row committed with it, and a relay publishes it)",
+            steps: vec![Step::on(
+                "B1",
+                BillTag::TX,
+                2,
+                OpEffect::CrashAfterApply {
+                    restart_after: None,
+                },
+            )],
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+    ]
+}
+
+fn profile_08() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(10),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        drop_reply: Ratio::per_mille(20),
+        crash: Ratio::per_mille(30),
         restart_after: (Duration::from_ms(500), Duration::from_secs(3)),
         ..FaultProfile::quiet()
     }

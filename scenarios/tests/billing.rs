@@ -10,6 +10,7 @@ race_tests! {
     r_000_03 => "R-000-03", ["I-IDEM-a", "I-IDEM-b", "I-IDEM-c", "I-IDEM-d"],
     r_000_01 => "R-000-01", ["I-BILL-1"],
     r_000_14 => "R-000-14", ["I-TOK"],
+    r_000_08 => "R-000-08", ["I-USAGE"],
 }
 
 /// A document test's outcome per variant: whether it passes on Buggy, DocFix, Correct.

@@ -22,6 +22,10 @@
 //! - R-000-14, token accounting: the same gateway counts tokens as `chunks × 3` (`Buggy`),
 //!   from the final usage record alone (`DocFix`), or from it and else the provider's usage
 //!   API after cancelling the stream (`Correct`): [`Accounting`], [`count_tokens`].
+//! - R-000-08, the usage record of a charge ([`UsageBiller`], [`OutboxRelay`],
+//!   [`UsageWorker`]): published before the commit (`Buggy`), by an `after_commit` hook
+//!   (`DocFix`), or through a transactional outbox and an idempotent worker (`Correct`); the
+//!   outbox module's header has the table.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,6 +37,7 @@ use crate::tag::{Note, Tag};
 
 mod idem;
 mod oracle;
+mod outbox;
 mod stream;
 mod tables;
 mod tag;
@@ -43,6 +48,8 @@ pub use oracle::{
     I_IDEM_C, I_IDEM_D, I_TOK, IdemEnd, LedgerRow, RECLAIMED, REPLAYED, SETTLE_REFUSED, StreamEnd,
     USAGE_LOOKED, balance_conserved, coverage, idempotent_billing, streamed_billing,
 };
+pub use oracle::{I_USAGE, USAGE_DEDUPLICATED, UsageEnd, usage_bijection};
+pub use outbox::{OutboxRelay, Publish, UsageBillConfig, UsageBiller, UsageWorker};
 pub use stream::{
     Accounting, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
     count_tokens, price, request_key,

@@ -5,6 +5,8 @@
 //! - R-000-01 and R-000-14, I-BILL and I-TOK ([`streamed_billing`]): the ledger against the
 //!   provider's truth ([`StreamEnd`], from `Run::upstream_usage`), the balance, no hold left
 //!   open.
+//! - R-000-08, I-USAGE ([`usage_bijection`]): the usage records and the committed charges in
+//!   bijection by request.
 //!
 //! Every oracle here has a test that feeds it a known-bad history
 //! (`core/tests/billing_oracles.rs`).
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::tag::{Answer, BillNote, BillTag};
-use super::{ACCOUNTS, Amount, BillRequest, ClientKey, HOLDS, LEDGER, price, request_key};
+use super::{ACCOUNTS, Amount, BillRequest, ClientKey, HOLDS, LEDGER, USAGE, price, request_key};
 use crate::history::History;
 use crate::ids::EndpointId;
 use crate::ops::{RequestId, Usage};
@@ -403,12 +405,101 @@ pub fn streamed_billing(end: &StreamEnd) -> Verdict {
     verdict
 }
 
+/// I-USAGE: usage records and committed charges in bijection by request.
+pub const I_USAGE: Property = Property::always(
+    "I-USAGE",
+    "no usage record without a committed charge, no committed charge without one once the \
+     relay has drained, never two for one request",
+);
+/// A usage worker absorbed a redelivered or republished event.
+pub const USAGE_DEDUPLICATED: Property = Property::protection(
+    "usage-deduplicated",
+    "a usage worker found the record written already and skipped the duplicate",
+);
+
+/// R-000-08's end state: the requests of the committed ledger rows and of the usage records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageEnd {
+    /// The request of each committed ledger row.
+    pub charges: Vec<String>,
+    /// Each usage record: its key and its request.
+    pub usage: Vec<(String, String)>,
+    /// Whether the run settled (the relay and the workers drained).
+    pub settled: bool,
+}
+
+impl UsageEnd {
+    /// The end state from the committed rows.
+    pub fn read<'a>(
+        rows: impl IntoIterator<Item = (&'a Table, &'a str, &'a Row)>,
+        settled: bool,
+    ) -> UsageEnd {
+        let mut end = UsageEnd {
+            settled,
+            ..UsageEnd::default()
+        };
+        for (table, key, row) in rows {
+            let request = match row.get("request") {
+                Some(Value::Text(r)) => r.clone(),
+                _ => String::new(),
+            };
+            if *table == LEDGER {
+                end.charges.push(request);
+            } else if *table == USAGE {
+                end.usage.push((key.to_string(), request));
+            }
+        }
+        end
+    }
+}
+
+/// I-USAGE on a run's end state: a phantom record (no committed charge), a duplicate, and,
+/// once the run settled, a charge without a record.
+pub fn usage_bijection(end: &UsageEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut by_request: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, request) in &end.usage {
+        by_request.entry(request).or_default().push(key);
+    }
+    let mut push = |explanation: String| {
+        verdict.violations.push(Violation {
+            invariant: I_USAGE.name.into(),
+            explanation,
+            ops: Vec::new(),
+        })
+    };
+    for (request, keys) in &by_request {
+        if !end.charges.iter().any(|c| c == request) {
+            push(format!(
+                "{request}: usage record {} but no committed charge (a phantom)",
+                keys.join(", ")
+            ));
+        } else if keys.len() > 1 {
+            push(format!(
+                "{request}: {} usage records ({})",
+                keys.len(),
+                keys.join(", ")
+            ));
+        }
+    }
+    if end.settled {
+        for charge in &end.charges {
+            if !by_request.contains_key(charge.as_str()) {
+                push(format!(
+                    "{charge}: charged, but no usage record was ever written"
+                ));
+            }
+        }
+    }
+    verdict
+}
+
 /// Counts the family's `sometimes` properties in a run: stored responses replayed, 409s
 /// answered, expired claims re-claimed, holds swept, second settlements refused, usage
-/// looked up.
+/// looked up, duplicate usage events absorbed.
 pub fn coverage(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
-    let mut counts = [0u64; 6];
+    let mut counts = [0u64; 7];
     for note in &history.notes {
         match BillNote::of(&note.note) {
             Some(BillNote::Replayed { .. }) => counts[0] += 1,
@@ -420,6 +511,7 @@ pub fn coverage(history: &History) -> Verdict {
             Some(BillNote::Swept { .. }) => counts[3] += 1,
             Some(BillNote::SettleRefused { .. }) => counts[4] += 1,
             Some(BillNote::UsageLooked { .. }) => counts[5] += 1,
+            Some(BillNote::UsageDeduplicated { .. }) => counts[6] += 1,
             _ => {}
         }
     }
@@ -429,5 +521,6 @@ pub fn coverage(history: &History) -> Verdict {
     verdict.count(HOLD_SWEPT.name, counts[3]);
     verdict.count(SETTLE_REFUSED.name, counts[4]);
     verdict.count(USAGE_LOOKED.name, counts[5]);
+    verdict.count(USAGE_DEDUPLICATED.name, counts[6]);
     verdict
 }

@@ -45,7 +45,7 @@ static OUTBOX_DEF: TableDef = TableDef {
 
 static USAGE_DEF: TableDef = TableDef {
     name: "billing_usage",
-    columns: &[("amount", ColumnType::Int)],
+    columns: &[("request", ColumnType::Text), ("amount", ColumnType::Int)],
 };
 
 /// The accounts: the balance a charge deducts (`balance`), keyed by account.
@@ -68,5 +68,6 @@ pub const HOLDS: Table = Table::declare(&HOLDS_DEF);
 /// relay published it.
 pub const OUTBOX: Table = Table::declare(&OUTBOX_DEF);
 
-/// The usage records the usage worker writes (R-000-08), keyed by request.
+/// The usage records the usage worker writes (R-000-08): keyed by the request when the
+/// worker deduplicates, by the delivery when it does not; `request` names the request.
 pub const USAGE: Table = Table::declare(&USAGE_DEF);

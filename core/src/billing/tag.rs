@@ -259,6 +259,12 @@ pub enum BillNote {
         /// The request.
         request: RequestId,
     },
+    /// A usage worker found the request's record written already (a redelivered or
+    /// republished event).
+    UsageDeduplicated {
+        /// The request.
+        request: RequestId,
+    },
 }
 
 impl BillNote {
@@ -295,6 +301,9 @@ impl fmt::Display for BillNote {
                 write!(f, "looked up the provider's usage of {request}")
             }
             BillNote::Swept { request } => write!(f, "swept the open hold of {request}"),
+            BillNote::UsageDeduplicated { request } => {
+                write!(f, "the usage record of {request} exists already: skipped")
+            }
         }
     }
 }
