@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use racelab_core::billing::{
     ACCOUNTS, Amount, Answer, BillNote, BillRequest, BillTag, ClientKey, HOLDS, IdemEnd, LEDGER,
-    StreamEnd, USAGE, UsageEnd, balance_conserved, coverage, idempotent_billing, streamed_billing,
-    usage_bijection,
+    StreamEnd, USAGE, UsageEnd, balance_conserved, coverage, idempotent_billing, metrics,
+    streamed_billing, usage_bijection,
 };
 use racelab_core::{
     EndpointId, History, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, RequestId, Row, SqlOp,
@@ -363,4 +363,44 @@ fn coverage_counts_absorbed_duplicates() {
         },
     );
     assert_eq!(coverage(&h).sometimes["usage-deduplicated"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document's counters
+
+fn tx(h: &mut History, p: ProcessId, op: SqlOp, result: SqlReply, at: u64) {
+    h.ops.push(OpRecord {
+        process: p,
+        id: OpId(at),
+        tag: Tag::new(BillTag::Tx),
+        op: StoreOp::Sql(op),
+        invoked_at: t(at),
+        applied_at: Some(t(at)),
+        durable_at: None,
+        lost_at: None,
+        result: Some(Reply::Sql(result)),
+        completed_at: None,
+        timed_out: true,
+    });
+}
+
+#[test]
+fn the_counters_count_rollbacks_conflicts_and_duplicate_deductions() {
+    let mut h = history();
+    // A transaction dropped with its connection, then one committed (its reply lost: the
+    // store's result counts).
+    tx(&mut h, C1, SqlOp::Begin, SqlReply::Ok, 1);
+    tx(&mut h, C1, SqlOp::Begin, SqlReply::Ok, 2);
+    tx(&mut h, C1, SqlOp::Commit, SqlReply::Committed, 3);
+    charge(&mut h, C1, K1, "x", 4, true);
+    charge(&mut h, C2, K1, "y", 5, true);
+    charge(&mut h, C2, K1, "z", 6, false);
+    answered(&mut h, C2, 7, K1, Answer::Duplicate);
+    note(&mut h, C2, 8, BillNote::Replayed { request: K1 });
+    answered(&mut h, C2, 9, K1, Answer::InProgress { retry_after_ms: 1 });
+    let m = metrics(&h);
+    assert_eq!(m.transaction_rollback_count, 1);
+    assert_eq!(m.duplicate_deduct_count, 1);
+    assert_eq!(m.idempotent_conflict_count, 2);
+    assert_eq!(metrics(&history()), Default::default());
 }

@@ -20,9 +20,11 @@ use racelab_core::billing::{
     I_USAGE, OutboxRelay, Publish, USAGE_DEDUPLICATED, UsageBillConfig, UsageBiller, UsageEnd,
     UsageWorker, usage_bijection,
 };
+use racelab_core::billing::{IDEMPOTENCY, OUTBOX, USAGE, metrics};
 use racelab_core::{
     Duration, EndpointId, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
 };
+use racelab_core::{KvOp, QueueOp, StoreOp, TagKind};
 use racelab_sim::explore::{
     self, EndpointScript, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Scheduler,
     SimRng, Step, StreamScript, Upstream, WorldSpec,
@@ -159,6 +161,17 @@ fn idem_world(
     key_source: KeySource,
     marker: MarkerOrder,
 ) -> (WorldSpec, Capture) {
+    idem_world_with(variant, clients, key_source, marker, None)
+}
+
+/// [`idem_world`] with the clients' `attempts_max` (`None`: the default).
+fn idem_world_with(
+    variant: Variant,
+    clients: Vec<Client>,
+    key_source: KeySource,
+    marker: MarkerOrder,
+    attempts_max: Option<u32>,
+) -> (WorldSpec, Capture) {
     let processes = clients
         .into_iter()
         .map(|c| {
@@ -166,6 +179,9 @@ fn idem_world(
             let name = c.name.clone();
             cfg.key_source = key_source;
             cfg.marker = marker;
+            if let Some(n) = attempts_max {
+                cfg.attempts_max = n;
+            }
             ProcessSpec {
                 host: 0,
                 name: c.name,
@@ -869,16 +885,41 @@ fn profile_08() -> FaultProfile {
 
 /// Document 000's acceptance criteria for the billing family, run against each variant.
 pub(crate) fn doc_tests() -> Vec<DocTest> {
-    vec![DocTest {
-        id: "AC-000-2",
-        name: "same trace_id executed repeatedly gives completely identical results",
-        race: "R-000-03",
-        setting: "five submissions of one client-stable key, sequential (2 s apart) and \
+    vec![
+        DocTest {
+            id: "AC-000-2",
+            name: "same trace_id executed repeatedly gives completely identical results",
+            race: "R-000-03",
+            setting: "five submissions of one client-stable key, sequential (2 s apart) and \
                   concurrent, each under 20 seeds of crashes between steps (5% per operation, \
                   restart 0.5-3 s: the restarted client retries); expects at most one ledger \
                   row for the key and every 200 body byte-identical to the stored one",
-        run: ac_000_2,
-    }]
+            run: ac_000_2,
+        },
+        DocTest {
+            id: "AC-000-4",
+            name: "after a transaction rollback, all state is completely rolled back",
+            race: "R-000-03",
+            setting: "one request (one attempt, no retry) with a rollback injected at each step of \
+                  its billing transaction (the statement's reply is lost, the driver drops the \
+                  connection): R-000-03's charge (ledger, deduction, completion) and R-000-08's \
+                  (ledger, deduction, usage event). Expects the balance, ledger, idempotency \
+                  rows, Redis idempotency keys, outbox rows, queued events and usage records \
+                  as before the request",
+            run: ac_000_4,
+        },
+        DocTest {
+            id: "AC-000-6",
+            name: "all key operations have logs and metrics",
+            race: "R-000-03",
+            setting: "the counters derived from each run: one injected rollback moves \
+                  billing.transaction_rollback_count by exactly one and one duplicate \
+                  submission billing.idempotent_conflict_count by exactly one; \
+                  billing.duplicate_deduct_count stays 0 over R-000-03's first 500 random \
+                  seeds",
+            run: ac_000_6,
+        },
+    ]
 }
 
 /// Seeds each acceptance world runs under.
@@ -952,4 +993,108 @@ fn replays_identical(run: &Run) -> bool {
             }) => false,
             _ => true,
         })
+}
+
+fn scripted(spec: WorldSpec, name: &str, steps: Vec<Step>) -> Run {
+    let scheduler = Scheduler::Scripted {
+        name: name.to_string(),
+        steps,
+    };
+    explore::run(spec, &scheduler)
+}
+
+/// Whether `process` had a write of `store_write` applied and not lost (a Redis key set, an
+/// event queued).
+fn wrote(run: &Run, store_write: impl Fn(&StoreOp) -> bool) -> bool {
+    run.history
+        .ops
+        .iter()
+        .any(|op| store_write(&op.op) && op.succeeded() && op.lost_at.is_none())
+}
+
+fn rows_of(run: &Run, table: racelab_core::Table) -> usize {
+    run.sql_rows.iter().filter(|(t, _, _)| *t == table).count()
+}
+
+/// Whether the run's end state is the state before the request: the balance, and no ledger,
+/// idempotency, outbox or usage row, no Redis idempotency key, no queued event.
+fn as_before(run: &Run) -> bool {
+    let balance = run
+        .row(ACCOUNTS, ACCOUNT)
+        .and_then(|r| r.get("balance").cloned());
+    let redis_key = |op: &StoreOp| matches!(op, StoreOp::Kv(KvOp::Set { key, .. }) if key.starts_with("billing:"));
+    let queued = |op: &StoreOp| matches!(op, StoreOp::Queue(QueueOp::Enqueue { .. }));
+    balance == Some(Value::Int(BALANCE0))
+        && [LEDGER, IDEMPOTENCY, OUTBOX, USAGE]
+            .iter()
+            .all(|t| rows_of(run, *t) == 0)
+        && !wrote(run, redis_key)
+        && !wrote(run, queued)
+}
+
+fn ac_000_4(variant: Variant) -> bool {
+    let idem_steps = [BillTag::CHARGE, BillTag::DEDUCT, BillTag::COMPLETE];
+    let usage_steps = [
+        BillTag::SETTLE,
+        BillTag::HOLD,
+        BillTag::QUEUE,
+        BillTag::RELAY,
+    ];
+    let runs = idem_steps
+        .iter()
+        .map(|kind| {
+            let (spec, _) = idem_world_with(
+                variant,
+                vec![client("C1", 0, 1, PRICE.0)],
+                KeySource::ClientStable,
+                MarkerOrder::BeforeTx,
+                Some(1),
+            );
+            (spec, "C1", *kind)
+        })
+        .chain(usage_steps.iter().map(|kind| {
+            let (spec, _) = usage_world(variant, &[0]);
+            (spec, "B1", *kind)
+        }));
+    let rolled_back: Vec<Run> = runs
+        .map(|(spec, process, kind): (WorldSpec, &str, TagKind)| {
+            let step = Step::on(process, kind, 1, OpEffect::DropReply);
+            scripted(spec, "ac-000-4", vec![step])
+        })
+        // A variant without this step committed the request: no rollback to judge.
+        .filter(|run| rows_of(run, LEDGER) == 0)
+        .collect();
+    // Every variant has at least the ledger and the deduction steps in both races.
+    rolled_back.len() >= 4 && rolled_back.iter().all(as_before)
+}
+
+fn ac_000_6(variant: Variant) -> bool {
+    // One rollback, counted once.
+    let (spec, _) = idem_world(
+        variant,
+        vec![client("C1", 0, 1, PRICE.0)],
+        KeySource::ClientStable,
+        MarkerOrder::BeforeTx,
+    );
+    let step = Step::on("C1", BillTag::CHARGE, 1, OpEffect::DropReply);
+    let rollback = metrics(&scripted(spec, "ac-000-6-rollback", vec![step]).history);
+    // One duplicate submission after the first completed, counted once.
+    let (spec, _) = idem_world(
+        variant,
+        vec![client("C1", 0, 1, PRICE.0), client("C2", 3_000, 1, PRICE.0)],
+        KeySource::ClientStable,
+        MarkerOrder::BeforeTx,
+    );
+    let conflict = metrics(&scripted(spec, "ac-000-6-duplicate", Vec::new()).history);
+    // No duplicate deduction under R-000-03's random workloads and faults.
+    let race = races().into_iter().find(|r| r.id == "R-000-03");
+    let no_duplicates = race.is_some_and(|race| {
+        (0..500).all(|seed| {
+            let outcome = crate::run_seed(&race, variant, seed);
+            metrics(&outcome.run.history).duplicate_deduct_count == 0
+        })
+    });
+    rollback.transaction_rollback_count == 1
+        && conflict.idempotent_conflict_count == 1
+        && no_duplicates
 }

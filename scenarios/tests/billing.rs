@@ -29,3 +29,16 @@ fn ac_000_2_identical_replays_fail_the_documents_gateways_and_pass_the_claim() {
     // claim-and-result store replays the stored body.
     assert_eq!(doc_test("AC-000-2"), [false, false, true]);
 }
+
+#[test]
+fn ac_000_4_a_rollback_at_each_step_restores_the_state_only_without_the_early_marker() {
+    // The documents' gateways leave billing:idem:K behind (SET NX before the transaction);
+    // R-000-08's task queued before the commit survives the rollback; the claim is released
+    // and the outbox row rolls back with the charge.
+    assert_eq!(doc_test("AC-000-4"), [false, false, true]);
+}
+
+#[test]
+fn ac_000_6_the_counters_move_once_per_fault_and_correct_never_deducts_twice() {
+    assert_eq!(doc_test("AC-000-6"), [false, false, true]);
+}

@@ -43,12 +43,12 @@ mod tables;
 mod tag;
 
 pub use idem::{IdemConfig, IdemGateway, KeySource, MarkerOrder};
+pub use oracle::{BillingMetrics, I_USAGE, USAGE_DEDUPLICATED, UsageEnd, metrics, usage_bijection};
 pub use oracle::{
     CONFLICT_ANSWERED, HOLD_SWEPT, HOLDS_RESOLVED, I_BAL, I_BILL_1, I_BILL_2, I_IDEM_A, I_IDEM_B,
     I_IDEM_C, I_IDEM_D, I_TOK, IdemEnd, LedgerRow, RECLAIMED, REPLAYED, SETTLE_REFUSED, StreamEnd,
     USAGE_LOOKED, balance_conserved, coverage, idempotent_billing, streamed_billing,
 };
-pub use oracle::{I_USAGE, USAGE_DEDUPLICATED, UsageEnd, usage_bijection};
 pub use outbox::{OutboxRelay, Publish, UsageBillConfig, UsageBiller, UsageWorker};
 pub use stream::{
     Accounting, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,

@@ -18,7 +18,7 @@ use super::tag::{Answer, BillNote, BillTag};
 use super::{ACCOUNTS, Amount, BillRequest, ClientKey, HOLDS, LEDGER, USAGE, price, request_key};
 use crate::history::History;
 use crate::ids::EndpointId;
-use crate::ops::{RequestId, Usage};
+use crate::ops::{Reply, RequestId, SqlOp, SqlReply, StoreOp, Usage};
 use crate::ops::{Row, Table, Value};
 use crate::oracle::{Property, Verdict, Violation, at_most_once_per_key};
 
@@ -492,6 +492,63 @@ pub fn usage_bijection(end: &UsageEnd) -> Verdict {
         }
     }
     verdict
+}
+
+/// The document's billing counters (RACES.md 7.1, TS-000-4), derived from a run's history:
+/// what a correct deployment's metrics would have counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BillingMetrics {
+    /// `billing.duplicate_deduct_count`: committed charges beyond the first, per request.
+    pub duplicate_deduct_count: u64,
+    /// `billing.idempotent_conflict_count`: attempts answered from an existing key (refused
+    /// as a duplicate, refused for another payload, or served the stored response).
+    pub idempotent_conflict_count: u64,
+    /// `billing.transaction_rollback_count`: transactions begun that did not commit (rolled
+    /// back, failed, or dropped with their connection).
+    pub transaction_rollback_count: u64,
+}
+
+/// The counters of a run, from the store's results (a `BEGIN` and a `COMMIT` count when the
+/// store applied them, whether or not the reply arrived) and the gateways' answers.
+pub fn metrics(history: &History) -> BillingMetrics {
+    let mut m = BillingMetrics::default();
+    let mut charges: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut begun, mut committed) = (0u64, 0u64);
+    for op in &history.ops {
+        match (&op.op, &op.result) {
+            (StoreOp::Sql(SqlOp::Begin), Some(Reply::Sql(SqlReply::Ok))) => begun += 1,
+            (StoreOp::Sql(SqlOp::Commit), Some(Reply::Sql(SqlReply::Committed))) => committed += 1,
+            _ => {}
+        }
+        if !op.accepted() {
+            continue;
+        }
+        let key = match BillTag::of(&op.tag) {
+            Some(BillTag::Charge { request, .. }) => request.key.to_string(),
+            Some(BillTag::Settle { request, .. }) => request.to_string(),
+            _ => continue,
+        };
+        *charges.entry(key).or_default() += 1;
+    }
+    m.transaction_rollback_count = begun.saturating_sub(committed);
+    m.duplicate_deduct_count = charges.values().map(|n| n.saturating_sub(1)).sum();
+    m.idempotent_conflict_count = history
+        .notes
+        .iter()
+        .filter(|n| {
+            matches!(
+                BillNote::of(&n.note),
+                Some(
+                    BillNote::Replayed { .. }
+                        | BillNote::Answered {
+                            answer: Answer::Duplicate | Answer::Mismatch,
+                            ..
+                        }
+                )
+            )
+        })
+        .count() as u64;
+    m
 }
 
 /// Counts the family's `sometimes` properties in a run: stored responses replayed, 409s

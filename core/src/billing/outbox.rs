@@ -187,8 +187,13 @@ impl Machine for UsageBiller {
             }
             // Done, or failed and swallowed: the document logs the exception.
             (BWait::Commit | BWait::Rollback | BWait::Published, _) => self.done = true,
-            // The connection is gone (PostgreSQL rolled back) or the statement failed.
-            (_, _) if timed_out => self.done = true,
+            // A SQL statement timed out: the driver dropped the connection and PostgreSQL
+            // rolled back. (A queue publish that timed out leaves the transaction open: it
+            // is rolled back below.)
+            (wait, _) if timed_out && wait != BWait::Event => self.done = true,
+            (BWait::Event, _) if timed_out && self.cfg.publish == Publish::Outbox => {
+                self.done = true
+            }
             (_, _) => self.send(StoreOp::Sql(SqlOp::Rollback), BillTag::Tx, BWait::Rollback),
         }
     }
