@@ -12,6 +12,9 @@
 //! - [`workorder`]: document 002's work-order worker, terminal and consistency checker in
 //!   their `Buggy`, `DocFix` and `Correct` variants (R-002-01 .. R-002-06), built from the
 //!   [`lease`] and [`effects`] protocol pieces.
+//! - [`billing`]: document 000's billing races (R-000-03, R-000-01, R-000-14, R-000-08): an
+//!   LLM gateway's idempotent charges, streamed settlements, token counts and usage records, in their `Buggy`, `DocFix` and `Correct`
+//!   variants, and their oracles.
 //! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
 //!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
 
@@ -26,6 +29,7 @@ mod tag;
 mod time;
 mod variant;
 
+pub mod billing;
 pub mod effects;
 pub mod health;
 pub mod lease;

@@ -16,6 +16,11 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use racelab_core::billing::{
+    Accounting, Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
+    OutboxRelay, Publish, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig,
+    UsageBillConfig, UsageBiller, UsageConsumer, UsageWorker,
+};
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
     SaverTask, Selection,
@@ -29,10 +34,10 @@ use racelab_core::workorder::{
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
 };
 use racelab_core::{
-    ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow, KvOp,
-    KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, PushReply, Quantity, QueueOp,
-    QueueReply, Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId,
-    StreamReply, Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
+    CallKind, ColumnType, Delivery, DeliveryId, Duration, ForeignBlock, JobFields, JobId, KeyedRow,
+    KvOp, KvReply, LocalReply, LocalValue, Machine, OpId, PubSubReply, PushReply, Quantity,
+    QueueOp, QueueReply, Reply, SCAN_QUANTITY_MAX, ScanId, SqlOp, SqlReply, SqlStmt, StoreOp,
+    StreamId, StreamReply, Table, Timestamp, UpstreamReply, Usage, Value, Variant, WorkOrderId,
 };
 
 /// Generated cases per machine kind and variant.
@@ -79,6 +84,10 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
         "status",
         "key",
         "x",
+        "amount",
+        "owner_epoch",
+        "response",
+        "balance",
     ]);
     let row = (
         text(),
@@ -379,7 +388,32 @@ impl Fitting {
             }),
             StoreOp::Queue(_) => Reply::Queue(QueueReply::Acked),
             StoreOp::Local(_) => Reply::Local(self.local.clone()),
-            StoreOp::Upstream(_) => Reply::Upstream(UpstreamReply { status: 200 }),
+            StoreOp::Upstream(op) => match op.kind {
+                CallKind::Open { .. } => Reply::Stream(StreamReply::Opened {
+                    stream: StreamId(self.int.unsigned_abs() % 3),
+                }),
+                CallKind::Next { .. } if self.int % 4 == 0 => Reply::Stream(StreamReply::End {
+                    usage: (self.int % 8 == 0).then_some(Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: 7,
+                    }),
+                }),
+                CallKind::Next { .. } => Reply::Stream(StreamReply::Chunk {
+                    index: 0,
+                    tokens: u32::try_from(self.int.unsigned_abs() % 20).unwrap_or(1),
+                }),
+                CallKind::Cancel { .. } => Reply::Stream(StreamReply::Cancelled),
+                CallKind::Usage { .. } => Reply::Stream(StreamReply::Usage {
+                    usage: Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: u32::try_from(self.int.unsigned_abs() % 50).unwrap_or(0),
+                    },
+                    complete: self.int % 3 != 0,
+                }),
+                CallKind::Request { .. } | CallKind::Probe { .. } => {
+                    Reply::Upstream(UpstreamReply { status: 200 })
+                }
+            },
             StoreOp::Random(_) => Reply::Random(self.int.unsigned_abs()),
             StoreOp::PubSub(_) => Reply::PubSub(PubSubReply::Message {
                 channel: "c".into(),
@@ -535,6 +569,13 @@ enum Kind {
     Add(EndpointId, bool),
     Saver(Vec<EndpointId>, SaveStyle, u32),
     Blocks(Vec<(LocalOp, HealthTag)>),
+    Idem(Box<IdemConfig>, u32),
+    Stream(Box<StreamConfig>, u32),
+    Sweeper(SweeperConfig),
+    Consumer(Duration),
+    Biller(UsageBillConfig, u32),
+    Relay(Duration, u64),
+    Worker08(bool, Duration),
 }
 
 impl Kind {
@@ -555,6 +596,13 @@ impl Kind {
                 Box::new(SaverTask::new(adds, style, incarnation))
             }
             Kind::Blocks(blocks) => Box::new(BlockTask::new(blocks)),
+            Kind::Idem(cfg, incarnation) => Box::new(IdemGateway::new(*cfg, "C", incarnation)),
+            Kind::Stream(cfg, incarnation) => Box::new(StreamGateway::new(*cfg, incarnation)),
+            Kind::Sweeper(cfg) => Box::new(Sweeper::new(cfg)),
+            Kind::Consumer(every) => Box::new(UsageConsumer::new("acct-1", every)),
+            Kind::Biller(cfg, inc) => Box::new(UsageBiller::new(cfg, inc)),
+            Kind::Relay(every, batch) => Box::new(OutboxRelay::new(every, batch)),
+            Kind::Worker08(dedup, every) => Box::new(UsageWorker::new(dedup, every)),
         }
     }
 }
@@ -713,6 +761,79 @@ fn blocks() -> impl Strategy<Value = Kind> {
         Just(HealthTag::Persist),
     ];
     prop::collection::vec((local_op(), tag), 0..5).prop_map(Kind::Blocks)
+}
+
+fn idem_gateway(variant: Variant) -> impl Strategy<Value = Kind> {
+    (
+        prop::sample::select(vec![KeySource::ClientStable, KeySource::PerAttempt]),
+        prop::sample::select(vec![MarkerOrder::BeforeTx, MarkerOrder::AfterCommit]),
+        small_int(),
+        prop_oneof![Just(1u32), Just(3), Just(20)],
+        millis(10_000),
+        0u32..3,
+    )
+        .prop_map(
+            move |(key_source, marker, amount, attempts, lease, incarnation)| {
+                let request = BillRequest {
+                    key: ClientKey(1),
+                    amount: Amount(amount),
+                };
+                let mut cfg = IdemConfig::new(variant, request, "acct-1");
+                cfg.key_source = key_source;
+                cfg.marker = marker;
+                cfg.attempts_max = attempts;
+                cfg.lease = lease;
+                cfg.backoff = lease;
+                Kind::Idem(Box::new(cfg), incarnation)
+            },
+        )
+}
+
+fn stream_gateway() -> impl Strategy<Value = Kind> {
+    (
+        prop::sample::select(vec![
+            Settlement::Callback,
+            Settlement::Queue,
+            Settlement::Hold,
+        ]),
+        prop::sample::select(vec![
+            Accounting::ChunksTimes3,
+            Accounting::RequireUsage,
+            Accounting::Provider,
+        ]),
+        (any::<u64>(), any::<u32>(), any::<u32>()),
+        proptest::option::of(0u32..6),
+        0u32..4,
+        0u32..2,
+    )
+        .prop_map(
+            |(settlement, accounting, (request, prompt, max), disconnect, lookups, inc)| {
+                let cfg = StreamConfig {
+                    settlement,
+                    accounting,
+                    request: racelab_core::RequestId(request),
+                    endpoint: EndpointId(1),
+                    prompt_tokens: prompt,
+                    max_tokens: max,
+                    account: "acct-1".into(),
+                    disconnect_after: disconnect,
+                    lookups_max: lookups,
+                };
+                Kind::Stream(Box::new(cfg), inc)
+            },
+        )
+}
+
+fn sweeper() -> impl Strategy<Value = Kind> {
+    (millis(5_000), millis(20_000), 0u64..20).prop_map(|(every, after, batch_max)| {
+        Kind::Sweeper(SweeperConfig {
+            endpoint: EndpointId(1),
+            account: "acct-1".into(),
+            every,
+            after,
+            batch_max,
+        })
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,4 +1002,50 @@ fn saver_tasks_never_panic() {
 #[test]
 fn block_tasks_never_panic() {
     check(true, |_| blocks());
+}
+
+#[test]
+fn idem_gateways_never_panic() {
+    check(false, idem_gateway);
+}
+
+#[test]
+fn stream_gateways_never_panic() {
+    check(false, |_| stream_gateway());
+}
+
+#[test]
+fn sweepers_never_panic() {
+    check(false, |_| sweeper());
+}
+
+#[test]
+fn usage_consumers_never_panic() {
+    check(false, |_| millis(2_000).prop_map(Kind::Consumer));
+}
+
+#[test]
+fn usage_billers_relays_and_workers_never_panic() {
+    check(false, |_| {
+        let publish = prop::sample::select(vec![
+            Publish::BeforeCommit,
+            Publish::AfterCommit,
+            Publish::Outbox,
+        ]);
+        prop_oneof![
+            (publish, any::<u64>(), small_int(), 0u32..2).prop_map(|(publish, r, amount, inc)| {
+                Kind::Biller(
+                    UsageBillConfig {
+                        publish,
+                        request: racelab_core::RequestId(r),
+                        amount: Amount(amount),
+                        account: "acct-1".into(),
+                    },
+                    inc,
+                )
+            }),
+            (millis(2_000), 0u64..8).prop_map(|(every, batch)| Kind::Relay(every, batch)),
+            (any::<bool>(), millis(2_000)).prop_map(|(dedup, every)| Kind::Worker08(dedup, every)),
+        ]
+    });
 }

@@ -17,6 +17,7 @@
 
 pub mod acceptance;
 pub mod bench;
+mod billing;
 mod catalog;
 mod doc001;
 mod doc002;
@@ -43,6 +44,7 @@ pub fn catalog() -> Vec<Race> {
     let mut races = doc001::races();
     races.extend(doc002::races());
     races.extend(doc003::races());
+    races.extend(billing::races());
     races
 }
 
