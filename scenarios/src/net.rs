@@ -815,6 +815,8 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
     let current = Arc::new(AtomicU64::new(0));
     let mut client = NetClient {
         name: ctx.name.clone(),
+        process: pid(ctx.index),
+        incarnation,
         current: current.clone(),
         redis: Conn::new(ctx.ips.redis),
         sql: Conn::new(ctx.ips.sql),
@@ -1046,6 +1048,9 @@ where
 #[derive(Debug)]
 struct NetClient {
     name: String,
+    /// The process and its incarnation, sent with each request.
+    process: ProcessId,
+    incarnation: u32,
     current: Arc<AtomicU64>,
     redis: Conn,
     sql: Conn,
@@ -1122,6 +1127,8 @@ impl StoreClient for NetClient {
         let req = Request {
             op: self.current.load(Ordering::Relaxed),
             client: self.name.clone(),
+            process: self.process,
+            incarnation: self.incarnation,
             body: op.clone(),
         };
         if let StoreOp::Random(draw) = op {
