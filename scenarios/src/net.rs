@@ -16,7 +16,9 @@
 //! turmoil:
 //!
 //! - planned partitions (both ways, or one way in either direction) between a worker and a
-//!   store, repaired after `partition_len`;
+//!   store, repaired after `partition_len` (Redis or SQL, as in the explore world; a test may
+//!   script partitions and heals of any store at times, [`run_net_with`]: one from the push
+//!   balancer also closes the process' push connections for both ends);
 //! - per operation, decided as it leaves by the explore world's own fault engine
 //!   ([`FaultProfile::op_faults`]: the same ratios, targets and order of draws, from a stream
 //!   of this process incarnation's own): `pause` holds every link of the process for
@@ -77,7 +79,8 @@ use racelab_core::{
     StoreOp, Table, Timestamp,
 };
 use racelab_sim::explore::{
-    Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher, UpstreamModel,
+    Action, Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher, Step,
+    UpstreamModel,
 };
 use racelab_sim::net::host::{StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
@@ -127,6 +130,15 @@ pub enum NetError {
         /// The races it does run, comma-separated.
         supported: String,
     },
+    /// A scripted step the net world does not carry out.
+    #[error(
+        "the net world carries out partitions and heals at times only, not {step} (use the \
+         explore world's scripted scheduler)"
+    )]
+    UnsupportedStep {
+        /// The step.
+        step: String,
+    },
     /// A host's software failed (a bug in the harness, not a race).
     #[error("the net simulation of {race} seed {seed} failed: {message}")]
     Simulation {
@@ -172,13 +184,26 @@ pub fn run_net(
     profile: FaultProfile,
     seed: u64,
 ) -> Result<Run, NetError> {
-    NetWorld::new(spec, profile, seed)
-        .run()
-        .map_err(|message| NetError::Simulation {
-            race: "a world spec".to_string(),
-            seed,
-            message,
-        })
+    run_net_with(spec, profile, seed, &[])
+}
+
+/// [`run_net`] plus partitions and heals at given times: the `Step::At` steps whose action
+/// is [`Action::Partition`] or [`Action::Heal`] (both ways; the only scripted faults the net
+/// world carries out), so that a scenario of the explore world's scripted tests runs in both
+/// worlds.
+pub fn run_net_with(
+    spec: racelab_sim::explore::WorldSpec,
+    profile: FaultProfile,
+    seed: u64,
+    steps: &[Step],
+) -> Result<Run, NetError> {
+    let mut world = NetWorld::new(spec, profile, seed);
+    world.script(steps)?;
+    world.run().map_err(|message| NetError::Simulation {
+        race: "a world spec".to_string(),
+        seed,
+        message,
+    })
 }
 
 /// Runs seeds `start..start + count` in the net world, calling `progress(done)` after each.
@@ -377,6 +402,9 @@ struct NetWorld {
     /// Wakes what waits at the upstream and balancer hosts (stream reads, push receives)
     /// after a crash or a cut.
     waits: Rc<Notify>,
+    /// The partitions in force, by (process, store), with their direction (for a host that
+    /// starts during one).
+    partitioned: BTreeMap<(usize, StoreId), u64>,
 }
 
 fn to_std(d: Duration) -> std::time::Duration {
@@ -493,6 +521,7 @@ impl NetWorld {
             seed,
             tx_done,
             waits: Rc::new(Notify::new()),
+            partitioned: BTreeMap::new(),
         };
         world.plan(&profile, &procs);
         world
@@ -552,6 +581,45 @@ impl NetWorld {
         }
         // Stable: equal times keep their planning order.
         self.planned.sort_by_key(|(at, _)| *at);
+    }
+
+    /// Adds the scripted partitions and heals to the planned faults.
+    fn script(&mut self, steps: &[Step]) -> Result<(), NetError> {
+        for step in steps {
+            let unsupported = || NetError::UnsupportedStep {
+                step: format!("{step:?}"),
+            };
+            let Step::At { at, action } = step else {
+                return Err(unsupported());
+            };
+            let (process, store) = match action {
+                Action::Partition { process, store } | Action::Heal { process, store } => {
+                    (process, *store)
+                }
+                _ => return Err(unsupported()),
+            };
+            let proc = self
+                .recorder
+                .with_history(|h| {
+                    h.process_names
+                        .iter()
+                        .find(|(_, name)| name == process)
+                        .map(|(p, _)| usize::from(p.0))
+                })
+                .flatten()
+                .ok_or_else(unsupported)?;
+            let planned = match action {
+                Action::Partition { .. } => Planned::Partition {
+                    proc,
+                    store,
+                    direction: 0,
+                },
+                _ => Planned::Heal { proc, store },
+            };
+            self.planned.push((*at, planned));
+        }
+        self.planned.sort_by_key(|(at, _)| *at);
+        Ok(())
     }
 
     fn now(&self) -> Timestamp {
@@ -624,12 +692,9 @@ impl NetWorld {
                 } => {
                     let (p, s) = (self.shared.borrow().procs[proc].ip, self.ips.of(store));
                     if let Some(s) = s {
-                        match direction {
-                            0 => self.sim.partition(p, s),
-                            1 => self.sim.partition_oneway(p, s),
-                            _ => self.sim.partition_oneway(s, p),
-                        }
+                        self.partition(p, s, direction);
                     }
+                    self.partitioned.insert((proc, store), direction);
                     if store == StoreId::Push {
                         // The balancer closes the cut process' connections at once.
                         self.stores.borrow_mut().push_cut(proc, true);
@@ -645,6 +710,7 @@ impl NetWorld {
                     if let Some(s) = s {
                         self.sim.repair(p, s);
                     }
+                    self.partitioned.remove(&(proc, store));
                     if store == StoreId::Push {
                         self.stores.borrow_mut().push_cut(proc, false);
                     }
@@ -732,6 +798,15 @@ impl NetWorld {
         }
     }
 
+    /// Cuts `p` from `s`: 0 both ways, 1 from `p` to `s` only, else from `s` to `p` only.
+    fn partition(&self, p: IpAddr, s: IpAddr, direction: u64) {
+        match direction {
+            0 => self.sim.partition(p, s),
+            1 => self.sim.partition_oneway(p, s),
+            _ => self.sim.partition_oneway(s, p),
+        }
+    }
+
     /// Starts the upstream and balancer hosts a process asked for, and holds or cuts their
     /// links as the faults already decided say.
     fn start_wanted_hosts(&mut self) {
@@ -761,6 +836,10 @@ impl NetWorld {
             }
             for (proc, _) in shared.reply_cuts.keys().filter(|(_, s)| *s == store) {
                 self.sim.partition_oneway(ip, shared.procs[*proc].ip);
+            }
+            for ((proc, _), direction) in self.partitioned.iter().filter(|((_, s), _)| *s == store)
+            {
+                self.partition(shared.procs[*proc].ip, ip, *direction);
             }
         }
     }

@@ -268,10 +268,10 @@ use racelab_core::{
     PushOp, PushReply, Reply, RequestId, StoreOp, StreamId, StreamReply, Tag, TagKind, Timestamp,
     UpstreamOp, Usage,
 };
-use racelab_scenarios::net::run_net;
+use racelab_scenarios::net::{NetError, run_net, run_net_with};
 use racelab_sim::explore::{
-    EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, Run, Scheduler, StreamScript,
-    Target, Upstream, WorldSpec,
+    Action, EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, Run, Scheduler, Step,
+    StreamScript, Target, Upstream, WorldSpec,
 };
 
 const OPEN: TagKind = TagKind::new("open");
@@ -894,4 +894,130 @@ fn a_run_with_streams_and_push_connections_replays_from_its_seed() {
     }
     assert!(faulted > 0, "no run had a fault");
     assert_eq!(streamed, 6, "every run opened a stream");
+}
+
+/// A partition between a process and the balancer closes its push connections for both ends,
+/// in both worlds: a message sent before it arrives, one sent across it is lost (the driver
+/// times out), the other end learns of it at the cut, and after the heal the cut end finds
+/// the connection closed. (The explore world's `a_partition_from_the_balancer_closes_push_\
+/// connections`, with times the net world's 50 ms ticks resolve.)
+#[test]
+fn a_partition_from_the_balancer_closes_push_connections_in_both_worlds() {
+    let service = || "sched".to_string();
+    let scenario = || {
+        let (s, at_s) = process(
+            "S",
+            0,
+            vec![vec![
+                push(PushOp::Listen { service: service() }, PUSH),
+                receive(),
+                receive(),
+                receive(),
+                receive(),
+            ]],
+            Duration::ZERO,
+        );
+        let (n, at_n) = process(
+            "N",
+            100,
+            vec![vec![
+                push(PushOp::Connect { service: service() }, PUSH),
+                send("r1", PUSH),
+                send("across the partition", PUSH),
+                send("after the heal", PUSH),
+                receive(),
+            ]],
+            Duration::from_ms(600),
+        );
+        (world(vec![s, n], three_chunks()), vec![at_s, at_n])
+    };
+    let cut = |action: fn(String, racelab_core::StoreId) -> Action, ms| Step::At {
+        at: Timestamp::from_ms(ms),
+        action: action("N".into(), racelab_core::StoreId::Push),
+    };
+    let partition = |process, store| Action::Partition { process, store };
+    let heal = |process, store| Action::Heal { process, store };
+    let steps = vec![cut(partition, 1_000), cut(heal, 2_500)];
+    let (spec, explore_replies) = scenario();
+    let explore = racelab_sim::explore::run(
+        spec,
+        &Scheduler::Scripted {
+            name: "cut".into(),
+            steps: steps.clone(),
+        },
+    );
+    let (spec, net_replies) = scenario();
+    let net =
+        run_net_with(spec, FaultProfile::quiet(), 8, &steps).unwrap_or_else(|e| panic!("{e}"));
+    assert!(explore.quiescent && net.quiescent);
+    let conn = ConnId(1);
+    let closed = Reply::Push(PushReply::Closed { conn });
+    let expected_s = vec![
+        Reply::Push(PushReply::Listening),
+        Reply::Push(PushReply::Accepted {
+            conn,
+            peer: ProcessId(1),
+        }),
+        Reply::Push(PushReply::Message {
+            conn,
+            payload: "r1".into(),
+        }),
+        closed.clone(),
+        Reply::Push(PushReply::NoMessage),
+    ];
+    let expected_n = vec![
+        Reply::Push(PushReply::Connected {
+            conn,
+            peer: ProcessId(0),
+        }),
+        Reply::Push(PushReply::Sent),
+        Reply::Timeout,
+        closed.clone(),
+        closed.clone(),
+    ];
+    for (world, replies) in [("explore", &explore_replies), ("net", &net_replies)] {
+        assert_eq!(replies_of(&replies[0]), expected_s, "{world}: S");
+        assert_eq!(replies_of(&replies[1]), expected_n, "{world}: N");
+    }
+    let closed_at = net
+        .history
+        .ops
+        .iter()
+        .find(|o| o.process == ProcessId(0) && o.result == Some(closed.clone()))
+        .and_then(|o| o.applied_at);
+    assert_eq!(
+        closed_at,
+        Some(Timestamp::from_ms(1_000)),
+        "S learned of it at the cut"
+    );
+    let across = &net
+        .history
+        .ops
+        .iter()
+        .filter(|o| o.process == ProcessId(1))
+        .nth(2);
+    assert!(
+        across.is_some_and(|o| o.applied_at.is_none()),
+        "the send across the partition never reached the balancer: {across:?}"
+    );
+}
+
+/// Only partitions and heals at times are carried out in the net world; any other scripted
+/// step is refused with a clear error.
+#[test]
+fn the_net_world_refuses_a_scripted_step_it_does_not_carry_out() {
+    let (s, _) = process("S", 0, vec![vec![]], Duration::ZERO);
+    let step = Step::At {
+        at: Timestamp::from_ms(10),
+        action: Action::Failover,
+    };
+    let err = run_net_with(
+        world(vec![s], three_chunks()),
+        FaultProfile::quiet(),
+        0,
+        &[step],
+    )
+    .expect_err("refused");
+    assert!(matches!(err, NetError::UnsupportedStep { .. }), "{err}");
+    assert!(err.to_string().contains("explore"), "{err}");
 }
