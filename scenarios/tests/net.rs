@@ -1021,3 +1021,49 @@ fn the_net_world_refuses_a_scripted_step_it_does_not_carry_out() {
     assert!(matches!(err, NetError::UnsupportedStep { .. }), "{err}");
     assert!(err.to_string().contains("explore"), "{err}");
 }
+
+/// Documents 001 and 003's one-shot calls in both worlds: a request answered once its response
+/// has streamed, a keyed probe refused 401 after the key's revocation while a keyless one
+/// passes, and a 503 in a down window.
+#[test]
+fn one_shot_upstream_calls_get_the_same_statuses_in_both_worlds() {
+    let scenario: Scenario = Box::new(|| {
+        let script = EndpointScript {
+            revoked_at: Some(Timestamp::from_ms(1_000)),
+            down: vec![(Timestamp::from_ms(4_300), Timestamp::from_ms(5_700))],
+            ..three_chunks()
+        };
+        let streams = Duration::from_ms(300);
+        let ops = vec![
+            call(CallKind::Request { stream: streams }, OPEN),
+            call(CallKind::Probe { auth: true }, OPEN),
+            call(CallKind::Probe { auth: false }, OPEN),
+            call(CallKind::Probe { auth: false }, OPEN),
+            call(CallKind::Probe { auth: true }, OPEN),
+        ];
+        let (p, replies) = process("P", 0, vec![ops], Duration::from_ms(1_500));
+        (world(vec![p], script), vec![replies])
+    });
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 9);
+    let status = |s| Reply::Upstream(racelab_core::UpstreamReply { status: s });
+    // Sent at about 0, 1.8, 3.3, 4.8 and 6.3 s (the net world's round trips of two 50 ms
+    // ticks make that up to 0.4 s later).
+    assert_eq!(
+        got[0],
+        [
+            status(200),
+            status(401),
+            status(200),
+            status(503),
+            status(401)
+        ]
+    );
+    let request = &net.history.ops[0];
+    let took = request
+        .completed_at
+        .map(|t| t.as_ms() - request.invoked_at.as_ms());
+    assert!(
+        took.is_some_and(|t| t >= 300),
+        "answered once its response streamed: {took:?}"
+    );
+}
