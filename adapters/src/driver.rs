@@ -47,6 +47,9 @@ pub struct DriverConfig {
     pub redis_timeout: std::time::Duration,
     /// How long a SQL statement may take, retries included.
     pub sql_timeout: std::time::Duration,
+    /// How long an upstream call may take, retries included (a stream read: until its
+    /// frame arrives).
+    pub upstream_timeout: std::time::Duration,
     /// The first pause before retrying an operation that could not be sent (doubles up to
     /// [`DriverConfig::retry_backoff_max`]).
     pub retry_backoff: std::time::Duration,
@@ -62,6 +65,7 @@ impl Default for DriverConfig {
         DriverConfig {
             redis_timeout: std::time::Duration::from_secs(5),
             sql_timeout: std::time::Duration::from_secs(30),
+            upstream_timeout: std::time::Duration::from_secs(10),
             retry_backoff: std::time::Duration::from_millis(10),
             retry_backoff_max: std::time::Duration::from_millis(500),
             horizon: None,
@@ -271,7 +275,8 @@ async fn execute<C: StoreClient>(
 ) -> Completion {
     let timeout = match op.store() {
         StoreId::Sql => config.sql_timeout,
-        StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => config.redis_timeout,
+        StoreId::Upstream => config.upstream_timeout,
+        StoreId::Redis | StoreId::Local | StoreId::Push => config.redis_timeout,
     };
     let deadline = Instant::now() + timeout;
     let mut backoff = config.retry_backoff;

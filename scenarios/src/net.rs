@@ -1,20 +1,24 @@
 //! The net world: the races whose entry sets [`Race::net`] (today R-002-01 .. R-002-04) with
 //! the production async driver (`racelab_adapters::drive`, unchanged) inside a turmoil
-//! network simulation. Races whose processes run local blocks or call upstreams stay in the
-//! explore world.
+//! network simulation, and any world spec ([`run_net`]). Processes that run local blocks stay
+//! in the explore world.
 //!
 //! Each process of a race's world (for example a terminal `T` and workers `W_A`, `W_B`) is a
 //! turmoil host that runs its core machine with `drive` over `NetClient`, a
-//! [`StoreClient`] that speaks `racelab_sim::net::wire` to two store hosts, `redis` (the key
-//! space and the queue) and `sql`, which serve the simulation's models
-//! (`racelab_sim::net::host`). Only the store client differs from a real deployment: the
-//! timeouts, retries, reconnects and cancellation are the shipped driver's.
+//! [`StoreClient`] that speaks `racelab_sim::net::wire` to the store hosts, `redis` (the key
+//! space and the queue) and `sql`, and, started when a process first calls them, `upstream`
+//! (the endpoints and their streamed completions) and `push` (the push connections'
+//! balancer), which serve the simulation's models (`racelab_sim::net::host`). Only the store
+//! client differs from a real deployment: the timeouts (the upstream's included), retries,
+//! reconnects and cancellation are the shipped driver's.
 //!
 //! Faults come from the race's [`FaultProfile`], drawn from the seed and carried out by
 //! turmoil:
 //!
 //! - planned partitions (both ways, or one way in either direction) between a worker and a
-//!   store, repaired after `partition_len`;
+//!   store, repaired after `partition_len` (Redis or SQL, as in the explore world; a test may
+//!   script partitions and heals of any store at times, [`run_net_with`]: one from the push
+//!   balancer also closes the process' push connections for both ends);
 //! - per operation, decided as it leaves by the explore world's own fault engine
 //!   ([`FaultProfile::op_faults`]: the same ratios, targets and order of draws, from a stream
 //!   of this process incarnation's own): `pause` holds every link of the process for
@@ -22,7 +26,9 @@
 //!   sees it), `delay` holds the link of this operation's store, `drop_reply` cuts the
 //!   store-to-process direction until the operation's timeout, `crash` kills the host right
 //!   after this operation completes (turmoil `crash`, then `bounce` after `restart_after`,
-//!   with a fresh machine of the next incarnation);
+//!   with a fresh machine of the next incarnation); the stores learn of the crash at once
+//!   (its streams lose their reader and keep generating, its push connections close for
+//!   both ends);
 //! - planned pauses (`pauses_at`, [`FaultProfile::plan_pauses`]): every link of the process
 //!   held for the pause, as for a per-operation pause;
 //! - store faults the network cannot express: `failover` right after a Redis write is applied
@@ -45,6 +51,11 @@
 //! 50 ms a minute of simulated time is 1,200 steps, and leases of 20 s and job locks of 30 s
 //! expire cheaply.
 //!
+//! The upstream and balancer hosts start on first use because turmoil shuffles its running
+//! hosts every step: a world that never calls them keeps the schedule it had without them.
+//! The first call waits a tick for its host. A hold on a link to one of them planned before it
+//! started takes effect when it starts.
+//!
 //! Known approximations:
 //! a partition drops TCP segments for good (FIN included: the SQL host's idle-in-transaction
 //! timeout ends the orphaned session); a hold on a partitioned link replaces the partition
@@ -56,8 +67,8 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use racelab_adapters::{
     AdapterError, Clock, Completion, Control, DriveEnd, DriverConfig, Observer, ProcessRecorder,
@@ -68,7 +79,8 @@ use racelab_core::{
     StoreOp, Table, Timestamp,
 };
 use racelab_sim::explore::{
-    Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher,
+    Action, Factory, FaultProfile, OpEffect, OpSite, Run, RunStats, SimRng, StableHasher, Step,
+    UpstreamModel,
 };
 use racelab_sim::net::host::{StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
@@ -101,6 +113,8 @@ pub const RUN_STEPS_MAX: u64 = 400_000;
 const STORE_PORT: u16 = 7000;
 const REDIS_HOST: &str = "redis";
 const SQL_HOST: &str = "sql";
+const UPSTREAM_HOST: &str = "upstream";
+const PUSH_HOST: &str = "push";
 
 /// Why a race cannot run in the net world.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +136,15 @@ pub enum NetError {
          --world explore only"
     )]
     NoPct,
+    /// A scripted step the net world does not carry out.
+    #[error(
+        "the net world carries out partitions and heals at times only, not {step} (use the \
+         explore world's scripted scheduler)"
+    )]
+    UnsupportedStep {
+        /// The step.
+        step: String,
+    },
     /// A host's software failed (a bug in the harness, not a race).
     #[error("the net simulation of {race} seed {seed} failed: {message}")]
     Simulation {
@@ -171,6 +194,35 @@ pub fn run_seed_net_in(
             message,
         })?;
     Ok(crate::judge(race, run, &capture))
+}
+
+/// Runs `spec` in the net world with faults from `profile` drawn from `seed`: what
+/// [`run_seed_net`] does for a race's workload, for any world (a test's own machines).
+pub fn run_net(
+    spec: racelab_sim::explore::WorldSpec,
+    profile: FaultProfile,
+    seed: u64,
+) -> Result<Run, NetError> {
+    run_net_with(spec, profile, seed, &[])
+}
+
+/// [`run_net`] plus partitions and heals at given times: the `Step::At` steps whose action
+/// is [`Action::Partition`] or [`Action::Heal`] (both ways; the only scripted faults the net
+/// world carries out), so that a scenario of the explore world's scripted tests runs in both
+/// worlds.
+pub fn run_net_with(
+    spec: racelab_sim::explore::WorldSpec,
+    profile: FaultProfile,
+    seed: u64,
+    steps: &[Step],
+) -> Result<Run, NetError> {
+    let mut world = NetWorld::new(spec, profile, seed);
+    world.script(steps)?;
+    world.run().map_err(|message| NetError::Simulation {
+        race: "a world spec".to_string(),
+        seed,
+        message,
+    })
 }
 
 /// Runs seeds `start..start + count` in the net world, calling `progress(done)` after each.
@@ -278,19 +330,53 @@ struct ProcCtx {
     ips: StoreIps,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// The store hosts' addresses.
+#[derive(Clone, Debug)]
 struct StoreIps {
     redis: IpAddr,
     sql: IpAddr,
+    upstream: Arc<LazyHost>,
+    push: Arc<LazyHost>,
 }
 
 impl StoreIps {
-    fn of(self, store: StoreId) -> IpAddr {
+    /// The host that serves `store`, if it runs (local blocks and draws need none).
+    fn of(&self, store: StoreId) -> Option<IpAddr> {
         match store {
-            StoreId::Sql => self.sql,
-            // The net world runs document 002's races only (others are refused before a run
-            // starts), which reach nothing but Redis and SQL.
-            StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => self.redis,
+            StoreId::Sql => Some(self.sql),
+            StoreId::Redis => Some(self.redis),
+            StoreId::Upstream => self.upstream.ip(),
+            StoreId::Push => self.push.ip(),
+            StoreId::Local => None,
+        }
+    }
+}
+
+/// A store host started when a process first needs it (the upstream endpoints, the push
+/// balancer): a world whose processes never call it runs exactly the hosts, and so the
+/// turmoil schedule, of a world without it (turmoil shuffles its running hosts each step).
+/// The first call waits a tick for it.
+#[derive(Debug, Default)]
+struct LazyHost {
+    /// A process asked for it.
+    wanted: AtomicBool,
+    /// Its address once started.
+    ip: Mutex<Option<IpAddr>>,
+}
+
+impl LazyHost {
+    fn ip(&self) -> Option<IpAddr> {
+        self.ip.lock().ok().and_then(|ip| *ip)
+    }
+
+    /// The host's address, once the outer loop has started it.
+    async fn started(&self) -> IpAddr {
+        loop {
+            if let Some(ip) = self.ip() {
+                return ip;
+            }
+            self.wanted.store(true, Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(TICK_MS)).await;
         }
     }
 }
@@ -316,8 +402,14 @@ enum Planned {
     },
 }
 
-/// The links of a process: the stores it reaches.
-const LINKS: [StoreId; 2] = [StoreId::Redis, StoreId::Sql];
+/// The links of a process: the stores it reaches (a link to a host not started yet is held
+/// from the host's start).
+const LINKS: [StoreId; 4] = [
+    StoreId::Redis,
+    StoreId::Sql,
+    StoreId::Upstream,
+    StoreId::Push,
+];
 
 /// Keeps `key` in `until_of` until `until` at least (the latest of overlapping holds or cuts).
 fn extend_until(
@@ -345,6 +437,12 @@ struct NetWorld {
     seed: u64,
     /// Wakes what waits at the store hosts (row locks, pub/sub receives) after a store fault.
     tx_done: Rc<Notify>,
+    /// Wakes what waits at the upstream and balancer hosts (stream reads, push receives)
+    /// after a crash or a cut.
+    waits: Rc<Notify>,
+    /// The partitions in force, by (process, store), with their direction (for a host that
+    /// starts during one).
+    partitioned: BTreeMap<(usize, StoreId), u64>,
 }
 
 fn to_std(d: Duration) -> std::time::Duration {
@@ -395,9 +493,12 @@ impl NetWorld {
                 serve(STORE_PORT, stores.clone(), kinds, tx_done.clone())
             });
         }
+        stores.borrow_mut().upstream = UpstreamModel::new(spec.upstream);
         let ips = StoreIps {
             redis: sim.lookup(REDIS_HOST),
             sql: sim.lookup(SQL_HOST),
+            upstream: Arc::default(),
+            push: Arc::default(),
         };
         let recorder = Recorder::new();
         let shared = Rc::new(RefCell::new(Shared {
@@ -410,6 +511,7 @@ impl NetWorld {
         let config = DriverConfig {
             redis_timeout: to_std(spec.net.redis_timeout),
             sql_timeout: to_std(spec.net.sql_timeout),
+            upstream_timeout: to_std(spec.net.upstream_timeout),
             horizon: spec.horizon,
             ..DriverConfig::default()
         };
@@ -426,7 +528,7 @@ impl NetWorld {
                 config: config.clone(),
                 profile: profile.clone(),
                 seed,
-                ips,
+                ips: ips.clone(),
             });
             sim.host(p.name.as_str(), move || run_process(ctx.clone()));
             let ip = sim.lookup(p.name.as_str());
@@ -456,6 +558,8 @@ impl NetWorld {
             decisions: 0,
             seed,
             tx_done,
+            waits: Rc::new(Notify::new()),
+            partitioned: BTreeMap::new(),
         };
         world.plan(&profile, &procs);
         world
@@ -515,6 +619,45 @@ impl NetWorld {
         }
         // Stable: equal times keep their planning order.
         self.planned.sort_by_key(|(at, _)| *at);
+    }
+
+    /// Adds the scripted partitions and heals to the planned faults.
+    fn script(&mut self, steps: &[Step]) -> Result<(), NetError> {
+        for step in steps {
+            let unsupported = || NetError::UnsupportedStep {
+                step: format!("{step:?}"),
+            };
+            let Step::At { at, action } = step else {
+                return Err(unsupported());
+            };
+            let (process, store) = match action {
+                Action::Partition { process, store } | Action::Heal { process, store } => {
+                    (process, *store)
+                }
+                _ => return Err(unsupported()),
+            };
+            let proc = self
+                .recorder
+                .with_history(|h| {
+                    h.process_names
+                        .iter()
+                        .find(|(_, name)| name == process)
+                        .map(|(p, _)| usize::from(p.0))
+                })
+                .flatten()
+                .ok_or_else(unsupported)?;
+            let planned = match action {
+                Action::Partition { .. } => Planned::Partition {
+                    proc,
+                    store,
+                    direction: 0,
+                },
+                _ => Planned::Heal { proc, store },
+            };
+            self.planned.push((*at, planned));
+        }
+        self.planned.sort_by_key(|(at, _)| *at);
+        Ok(())
     }
 
     fn now(&self) -> Timestamp {
@@ -586,10 +729,14 @@ impl NetWorld {
                     direction,
                 } => {
                     let (p, s) = (self.shared.borrow().procs[proc].ip, self.ips.of(store));
-                    match direction {
-                        0 => self.sim.partition(p, s),
-                        1 => self.sim.partition_oneway(p, s),
-                        _ => self.sim.partition_oneway(s, p),
+                    if let Some(s) = s {
+                        self.partition(p, s, direction);
+                    }
+                    self.partitioned.insert((proc, store), direction);
+                    if store == StoreId::Push {
+                        // The balancer closes the cut process' connections at once.
+                        self.stores.borrow_mut().push_cut(proc, true);
+                        self.waits.notify_waiters();
                     }
                     self.fault(Fault::Partition {
                         process: pid(proc),
@@ -598,7 +745,13 @@ impl NetWorld {
                 }
                 Planned::Heal { proc, store } => {
                     let (p, s) = (self.shared.borrow().procs[proc].ip, self.ips.of(store));
-                    self.sim.repair(p, s);
+                    if let Some(s) = s {
+                        self.sim.repair(p, s);
+                    }
+                    self.partitioned.remove(&(proc, store));
+                    if store == StoreId::Push {
+                        self.stores.borrow_mut().push_cut(proc, false);
+                    }
                     self.fault(Fault::Heal {
                         process: pid(proc),
                         store,
@@ -614,7 +767,9 @@ impl NetWorld {
                 Planned::Pause { proc, duration } => {
                     let p = self.shared.borrow().procs[proc].ip;
                     for store in LINKS {
-                        self.sim.hold(p, self.ips.of(store));
+                        if let Some(s) = self.ips.of(store) {
+                            self.sim.hold(p, s);
+                        }
                         let holds = &mut self.shared.borrow_mut().holds;
                         extend_until(holds, (proc, store), at + duration);
                     }
@@ -644,12 +799,17 @@ impl NetWorld {
         };
         for (proc, store) in released {
             let p = self.shared.borrow().procs[proc].ip;
-            self.sim.release(p, self.ips.of(store));
+            if let Some(s) = self.ips.of(store) {
+                self.sim.release(p, s);
+            }
         }
         for (proc, store) in repaired {
             let p = self.shared.borrow().procs[proc].ip;
-            self.sim.repair_oneway(self.ips.of(store), p);
+            if let Some(s) = self.ips.of(store) {
+                self.sim.repair_oneway(s, p);
+            }
         }
+        self.start_wanted_hosts();
         let restarts: Vec<usize> = self
             .shared
             .borrow()
@@ -676,6 +836,52 @@ impl NetWorld {
         }
     }
 
+    /// Cuts `p` from `s`: 0 both ways, 1 from `p` to `s` only, else from `s` to `p` only.
+    fn partition(&self, p: IpAddr, s: IpAddr, direction: u64) {
+        match direction {
+            0 => self.sim.partition(p, s),
+            1 => self.sim.partition_oneway(p, s),
+            _ => self.sim.partition_oneway(s, p),
+        }
+    }
+
+    /// Starts the upstream and balancer hosts a process asked for, and holds or cuts their
+    /// links as the faults already decided say.
+    fn start_wanted_hosts(&mut self) {
+        let hosts = [
+            (UPSTREAM_HOST, StoreKinds::Upstream, StoreId::Upstream),
+            (PUSH_HOST, StoreKinds::Push, StoreId::Push),
+        ];
+        for (name, kinds, store) in hosts {
+            let lazy = match store {
+                StoreId::Upstream => self.ips.upstream.clone(),
+                _ => self.ips.push.clone(),
+            };
+            if lazy.ip().is_some() || !lazy.wanted.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (stores, waits) = (self.stores.clone(), self.waits.clone());
+            self.sim.host(name, move || {
+                serve(STORE_PORT, stores.clone(), kinds, waits.clone())
+            });
+            let ip = self.sim.lookup(name);
+            if let Ok(mut slot) = lazy.ip.lock() {
+                *slot = Some(ip);
+            }
+            let shared = self.shared.borrow();
+            for (proc, _) in shared.holds.keys().filter(|(_, s)| *s == store) {
+                self.sim.hold(shared.procs[*proc].ip, ip);
+            }
+            for (proc, _) in shared.reply_cuts.keys().filter(|(_, s)| *s == store) {
+                self.sim.partition_oneway(ip, shared.procs[*proc].ip);
+            }
+            for ((proc, _), direction) in self.partitioned.iter().filter(|((_, s), _)| *s == store)
+            {
+                self.partition(shared.procs[*proc].ip, ip, *direction);
+            }
+        }
+    }
+
     /// Crashes the processes that asked for it, and fails Redis over after the writes chosen
     /// for it. Returns how much of the apply log has been looked at.
     fn after_step(&mut self, applied_seen: usize) -> usize {
@@ -696,6 +902,9 @@ impl NetWorld {
                 p.ip
             };
             self.sim.crash(ip);
+            // Its streams lose their reader, its push connections close for both ends.
+            self.stores.borrow_mut().crashed(i);
+            self.waits.notify_waiters();
             self.fault(Fault::Crash { process: pid(i) });
         }
         let applied_len = self.stores.borrow().applied.len();
@@ -816,8 +1025,7 @@ impl NetWorld {
             sql_rows,
             history,
             local: std::collections::BTreeMap::new(),
-            // The net world serves no upstream (see the module's docs).
-            upstream_usage: BTreeMap::new(),
+            upstream_usage: stores.upstream.final_usage(),
         }
     }
 }
@@ -853,9 +1061,13 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
     let current = Arc::new(AtomicU64::new(0));
     let mut client = NetClient {
         name: ctx.name.clone(),
+        process: pid(ctx.index),
+        incarnation,
         current: current.clone(),
-        redis: Conn::new(ctx.ips.redis),
-        sql: Conn::new(ctx.ips.sql),
+        redis: Conn::new(Host::Known(ctx.ips.redis)),
+        sql: Conn::new(Host::Known(ctx.ips.sql)),
+        upstream: Conn::new(Host::Started(ctx.ips.upstream.clone())),
+        push: Conn::new(Host::Started(ctx.ips.push.clone())),
         random: racelab_core::RandomStream::for_process(ctx.seed, pid(ctx.index).0, incarnation),
     };
     let mut observer = NetObserver {
@@ -961,16 +1173,17 @@ impl<F> NetObserver<F> {
     fn timeout(&self, store: StoreId) -> Duration {
         let d = match store {
             StoreId::Sql => self.ctx.config.sql_timeout,
-            StoreId::Redis | StoreId::Local | StoreId::Upstream | StoreId::Push => {
-                self.ctx.config.redis_timeout
-            }
+            StoreId::Upstream => self.ctx.config.upstream_timeout,
+            StoreId::Redis | StoreId::Local | StoreId::Push => self.ctx.config.redis_timeout,
         };
         Duration::from_ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     fn hold(&self, store: StoreId, until: Timestamp) {
         let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
-        turmoil::hold(me, self.ctx.ips.of(store));
+        if let Some(host) = self.ctx.ips.of(store) {
+            turmoil::hold(me, host);
+        }
         let holds = &mut self.ctx.shared.borrow_mut().holds;
         extend_until(holds, (self.ctx.index, store), until);
     }
@@ -1012,7 +1225,9 @@ impl<F> NetObserver<F> {
                 }
                 OpEffect::DropReply => {
                     let me = self.ctx.shared.borrow().procs[self.ctx.index].ip;
-                    turmoil::partition_oneway(self.ctx.ips.of(store), me);
+                    if let Some(host) = self.ctx.ips.of(store) {
+                        turmoil::partition_oneway(host, me);
+                    }
                     let until = at + self.timeout(store);
                     let cuts = &mut self.ctx.shared.borrow_mut().reply_cuts;
                     extend_until(cuts, (self.ctx.index, store), until);
@@ -1079,28 +1294,43 @@ where
 // The store client
 
 /// A [`StoreClient`] over turmoil TCP: one connection to the Redis host (commands and the
-/// queue) and one to the SQL host (the session). A connection whose request was interrupted
-/// (a timeout or a stop dropped the future) is never reused, as with the real clients.
+/// queue), one to the SQL host (the session), one to the upstream host (its streams are read
+/// on it) and one to the push balancer. A connection whose request was interrupted (a timeout
+/// or a stop dropped the future) is never reused, as with the real clients.
 #[derive(Debug)]
 struct NetClient {
     name: String,
+    /// The process and its incarnation, sent with each request.
+    process: ProcessId,
+    incarnation: u32,
     current: Arc<AtomicU64>,
     redis: Conn,
     sql: Conn,
+    upstream: Conn,
+    push: Conn,
     /// The process's random stream (draws are answered in-process, as in the explore world).
     random: racelab_core::RandomStream,
 }
 
+/// Where a connection goes.
+#[derive(Debug)]
+enum Host {
+    /// A host that runs from the start.
+    Known(IpAddr),
+    /// A host started on first use.
+    Started(Arc<LazyHost>),
+}
+
 #[derive(Debug)]
 struct Conn {
-    host: IpAddr,
+    host: Host,
     stream: Option<turmoil::net::TcpStream>,
     /// A request is outstanding; still set at the next call means it was interrupted.
     busy: bool,
 }
 
 impl Conn {
-    fn new(host: IpAddr) -> Conn {
+    fn new(host: Host) -> Conn {
         Conn {
             host,
             stream: None,
@@ -1114,11 +1344,15 @@ impl Conn {
             self.busy = false;
         }
         if self.stream.is_none() {
-            let stream = turmoil::net::TcpStream::connect((self.host, STORE_PORT))
+            let host = match &self.host {
+                Host::Known(ip) => *ip,
+                Host::Started(lazy) => lazy.started().await,
+            };
+            let stream = turmoil::net::TcpStream::connect((host, STORE_PORT))
                 .await
                 .map_err(|e| AdapterError::Unreachable {
                     what,
-                    url: format!("{}:{STORE_PORT}", self.host),
+                    url: format!("{host}:{STORE_PORT}"),
                     source: Box::new(e),
                 })?;
             self.stream = Some(stream);
@@ -1160,6 +1394,8 @@ impl StoreClient for NetClient {
         let req = Request {
             op: self.current.load(Ordering::Relaxed),
             client: self.name.clone(),
+            process: self.process,
+            incarnation: self.incarnation,
             body: op.clone(),
         };
         if let StoreOp::Random(draw) = op {
@@ -1168,9 +1404,11 @@ impl StoreClient for NetClient {
         match op.store() {
             StoreId::Sql => self.sql.call(&req, "SQL").await,
             StoreId::Redis => self.redis.call(&req, "Redis").await,
-            StoreId::Local | StoreId::Upstream | StoreId::Push => Err(AdapterError::InvalidInput(
-                format!("the net world serves Redis and SQL only, not {op}"),
-            )),
+            StoreId::Upstream => self.upstream.call(&req, "upstream").await,
+            StoreId::Push => self.push.call(&req, "push balancer").await,
+            StoreId::Local => Err(AdapterError::InvalidInput(format!(
+                "the net world runs no local blocks, not {op}"
+            ))),
         }
     }
 }

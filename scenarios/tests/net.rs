@@ -1,7 +1,9 @@
 //! The net world (issue #4): R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
-//! every seed replays to the same trace hash.
+//! every seed replays to the same trace hash. Streaming upstream calls and push connections
+//! (issue #11) run through the driver with a small scripted machine, each scenario in both
+//! worlds, which must agree.
 
 use racelab_scenarios::net::{
     NET_SEED_BUDGET, net_races, replay_command_net, run_seed_net, seeds_to_detect_net, sweep_net,
@@ -252,4 +254,816 @@ fn a_run_with_a_horizon_drains_in_the_net_world() {
         let b = run_seed_net(&bounded, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming upstream calls and push connections through the driver, each scenario run in both
+// worlds (the scenarios of `sim/tests/world.rs`): the replies and the provider's usage agree.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use racelab_core::{
+    CallKind, ConnId, Duration, EndpointId, Fault, Machine, Note, OpId, Outgoing, ProcessId,
+    PushOp, PushReply, Reply, RequestId, StoreOp, StreamId, StreamReply, Tag, TagKind, Timestamp,
+    UpstreamOp, Usage,
+};
+use racelab_scenarios::net::{NetError, run_net, run_net_with};
+use racelab_sim::explore::{
+    Action, EndpointScript, FaultProfile, NetConfig, ProcessSpec, Ratio, Run, Scheduler, Step,
+    StreamScript, Target, Upstream, WorldSpec,
+};
+
+const OPEN: TagKind = TagKind::new("open");
+const READ: TagKind = TagKind::new("read");
+const CANCEL: TagKind = TagKind::new("cancel");
+const USAGE: TagKind = TagKind::new("usage");
+const PUSH: TagKind = TagKind::new("push");
+const LAST_SEND: TagKind = TagKind::new("last-send");
+
+const E1: EndpointId = EndpointId(1);
+const R1: RequestId = RequestId(1);
+const S1: StreamId = StreamId(1);
+
+type Replies = Rc<RefCell<Vec<(Timestamp, Reply)>>>;
+
+/// Sends its incarnation's operations in order, each `gap` after the previous one's reply,
+/// and keeps the replies.
+struct Scripted {
+    ops: Vec<(StoreOp, Tag)>,
+    next: usize,
+    waiting: Option<OpId>,
+    wake_at: Option<Timestamp>,
+    gap: Duration,
+    out: Vec<Outgoing>,
+    replies: Replies,
+}
+
+impl Scripted {
+    fn send_next(&mut self) {
+        if let Some((op, tag)) = self.ops.get(self.next).cloned() {
+            self.next += 1;
+            let id = OpId(self.next as u64);
+            self.waiting = Some(id);
+            self.out.push(Outgoing { id, op, tag });
+        }
+    }
+}
+
+impl Machine for Scripted {
+    fn handle_start(&mut self, _now: Timestamp) {
+        self.send_next();
+    }
+    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
+        if self.waiting == Some(op) {
+            self.waiting = None;
+            self.replies.borrow_mut().push((now, reply));
+            self.wake_at = Some(now + self.gap);
+        }
+    }
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.wake_at.is_some_and(|t| t <= now) {
+            self.wake_at = None;
+            self.send_next();
+        }
+    }
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.wake_at
+    }
+    fn is_idle(&self) -> bool {
+        self.waiting.is_none() && self.wake_at.is_none() && self.next >= self.ops.len()
+    }
+}
+
+/// Process `name`: incarnation `i` sends `by_incarnation[i]` (nothing past the list).
+fn process(
+    name: &str,
+    start_ms: u64,
+    by_incarnation: Vec<Vec<(StoreOp, Tag)>>,
+    gap: Duration,
+) -> (ProcessSpec, Replies) {
+    let replies: Replies = Rc::default();
+    let r = replies.clone();
+    let spec = ProcessSpec {
+        host: 0,
+        name: name.into(),
+        start_at: Timestamp::from_ms(start_ms),
+        fault_prone: true,
+        factory: Box::new(move |incarnation| {
+            let ops = by_incarnation
+                .get(incarnation as usize)
+                .cloned()
+                .unwrap_or_default();
+            Box::new(Scripted {
+                ops,
+                next: 0,
+                waiting: None,
+                wake_at: None,
+                gap,
+                out: Vec::new(),
+                replies: r.clone(),
+            }) as Box<dyn Machine>
+        }),
+    };
+    (spec, replies)
+}
+
+fn world(processes: Vec<ProcessSpec>, script: EndpointScript) -> WorldSpec {
+    WorldSpec {
+        local: None,
+        upstream: Upstream {
+            endpoints: [(E1, script)].into(),
+        },
+        processes,
+        sql_rows: Vec::new(),
+        net: NetConfig::default(),
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(120_000),
+        horizon: None,
+    }
+}
+
+fn call(kind: CallKind, tag: TagKind) -> (StoreOp, Tag) {
+    let op = StoreOp::Upstream(UpstreamOp { endpoint: E1, kind });
+    (op, Tag::plain(tag))
+}
+
+fn open() -> (StoreOp, Tag) {
+    let kind = CallKind::Open {
+        request: R1,
+        prompt_tokens: 10,
+    };
+    call(kind, OPEN)
+}
+
+fn read() -> (StoreOp, Tag) {
+    call(CallKind::Next { stream: S1 }, READ)
+}
+
+fn cancel() -> (StoreOp, Tag) {
+    call(CallKind::Cancel { stream: S1 }, CANCEL)
+}
+
+fn usage_of_r1() -> (StoreOp, Tag) {
+    call(CallKind::Usage { request: R1 }, USAGE)
+}
+
+fn usage(prompt_tokens: u32, completion_tokens: u32) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+    }
+}
+
+fn chunk(index: u32) -> StreamReply {
+    StreamReply::Chunk { index, tokens: 7 }
+}
+
+/// E1 streams three chunks of 7 tokens, 100 ms apart, the first 100 ms after the open.
+fn three_chunks() -> EndpointScript {
+    EndpointScript {
+        stream: StreamScript::uniform(3, 7, Duration::from_ms(100)),
+        ..EndpointScript::default()
+    }
+}
+
+/// The world's replies without their times.
+fn replies_of(replies: &Replies) -> Vec<Reply> {
+    replies.borrow().iter().map(|(_, r)| r.clone()).collect()
+}
+
+fn stream_replies(replies: &Replies) -> Vec<StreamReply> {
+    replies_of(replies)
+        .into_iter()
+        .map(|r| match r {
+            Reply::Stream(s) => s,
+            other => panic!("not a stream reply: {other}"),
+        })
+        .collect()
+}
+
+/// One scenario, built afresh for each world: the spec and each process' replies.
+type Scenario = Box<dyn Fn() -> (WorldSpec, Vec<Replies>)>;
+
+/// Runs `scenario` in the explore world (random scheduler, `profile`) and in the net world
+/// (the driver under turmoil, `profile`), both with `seed`; asserts that each process got the
+/// same replies and that the provider bills the same; returns the net run and its replies.
+fn in_both_worlds(scenario: &Scenario, profile: FaultProfile, seed: u64) -> (Run, Vec<Vec<Reply>>) {
+    let (spec, explore_replies) = scenario();
+    let scheduler = Scheduler::Random {
+        seed,
+        faults: profile.clone(),
+    };
+    let explore = racelab_sim::explore::run(spec, &scheduler);
+    let (spec, net_replies) = scenario();
+    let net = run_net(spec, profile, seed).unwrap_or_else(|e| panic!("{e}"));
+    assert!(explore.quiescent, "explore: {:?}", explore.unsettled);
+    assert!(net.quiescent, "net: {:?}", net.unsettled);
+    let explore_got: Vec<Vec<Reply>> = explore_replies.iter().map(replies_of).collect();
+    let net_got: Vec<Vec<Reply>> = net_replies.iter().map(replies_of).collect();
+    assert_eq!(explore_got, net_got, "the two worlds disagree");
+    assert_eq!(explore.upstream_usage, net.upstream_usage);
+    net.history
+        .check_well_formed()
+        .expect("a well-formed history");
+    (net, net_got)
+}
+
+fn streaming(ops: Vec<(StoreOp, Tag)>, script: EndpointScript) -> Scenario {
+    Box::new(move || {
+        let (p, replies) = process("C", 0, vec![ops.clone()], Duration::ZERO);
+        (world(vec![p], script.clone()), vec![replies])
+    })
+}
+
+/// When the store applied each operation, in ms after the first one (the open) applied.
+fn applied_after_open(run: &Run) -> Vec<Option<u64>> {
+    let opened = run.history.ops[0].applied_at.map(Timestamp::as_ms);
+    run.history
+        .ops
+        .iter()
+        .map(|o| o.applied_at.zip(opened).map(|(t, o)| t.as_ms() - o))
+        .collect()
+}
+
+#[test]
+fn a_stream_read_through_the_driver_gets_every_chunk_at_its_production_time() {
+    let ops = vec![
+        open(),
+        read(),
+        read(),
+        read(),
+        read(),
+        read(),
+        usage_of_r1(),
+    ];
+    let scenario = streaming(ops, three_chunks());
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 1);
+    let full = usage(10, 21);
+    let (spec, _) = scenario();
+    let again = run_net(spec, FaultProfile::quiet(), 1).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<StreamReply> = got[0]
+        .iter()
+        .map(|r| match r {
+            Reply::Stream(s) => *s,
+            other => panic!("not a stream reply: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            StreamReply::Opened { stream: S1 },
+            chunk(0),
+            chunk(1),
+            chunk(2),
+            StreamReply::End { usage: Some(full) },
+            StreamReply::Closed,
+            StreamReply::Usage {
+                usage: full,
+                complete: true
+            },
+        ]
+    );
+    let applied = applied_after_open(&net);
+    assert_eq!(
+        applied[1..4],
+        [Some(100), Some(200), Some(300)],
+        "each read is applied as its chunk is produced: {applied:?}"
+    );
+    assert_eq!(net.upstream_usage, [((E1, R1), full)].into());
+    assert_eq!(
+        again.trace_hash, net.trace_hash,
+        "the same seed, the same trace"
+    );
+}
+
+#[test]
+fn a_stream_that_fails_mid_stream_fails_alike_in_both_worlds() {
+    let mut script = three_chunks();
+    script.stream.fail_after = Some(1);
+    let scenario = streaming(vec![open(), read(), read(), read()], script);
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 2);
+    assert_eq!(
+        got[0][1..],
+        [
+            Reply::Stream(chunk(0)),
+            Reply::Stream(StreamReply::Failed { after_chunks: 1 }),
+            Reply::Stream(StreamReply::Closed),
+        ]
+    );
+    assert_eq!(applied_after_open(&net)[2], Some(200));
+    assert_eq!(net.upstream_usage[&(E1, R1)], usage(10, 7));
+}
+
+/// (The first chunk comes 500 ms after the open: a round trip of the net world takes two of its
+/// 50 ms ticks, so the cancel reaches E1 about 100 ms after the open.)
+#[test]
+fn a_cancel_before_the_first_chunk_bills_the_prompt_only_in_both_worlds() {
+    let mut script = three_chunks();
+    script.stream.first_chunk_after = Duration::from_ms(500);
+    let scenario = streaming(vec![open(), cancel(), read(), usage_of_r1()], script);
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 3);
+    assert_eq!(
+        got[0][1..],
+        [
+            Reply::Stream(StreamReply::Cancelled),
+            Reply::Stream(StreamReply::Cancelled),
+            Reply::Stream(StreamReply::Usage {
+                usage: usage(10, 0),
+                complete: true
+            }),
+        ]
+    );
+    assert_eq!(net.upstream_usage[&(E1, R1)], usage(10, 0));
+}
+
+/// Every fault-prone process crashes right after its first operation of `kind` (restarting
+/// after 1 s), and nothing else happens.
+fn crash_after(kind: TagKind) -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(60),
+        crash: Ratio::per_mille(1_000),
+        crash_on: Target {
+            kinds: vec![kind],
+            ..Target::ANY
+        },
+        restart_after: (Duration::from_secs(1), Duration::from_secs(1)),
+        ..FaultProfile::quiet()
+    }
+}
+
+/// The reader's host crashes right after its first chunk read: its stream keeps generating
+/// to its end, its next incarnation cannot read it, and finds the provider billing all of it.
+#[test]
+fn a_reader_crash_mid_stream_leaves_the_stream_generating_and_billed_in_full() {
+    let scenario: Scenario = Box::new(|| {
+        let (p, replies) = process(
+            "C",
+            0,
+            vec![
+                vec![open(), read(), read(), read(), read()],
+                // (A read the crash profile does not aim at.)
+                vec![call(CallKind::Next { stream: S1 }, USAGE), usage_of_r1()],
+            ],
+            Duration::ZERO,
+        );
+        (world(vec![p], three_chunks()), vec![replies])
+    });
+    let (net, got) = in_both_worlds(&scenario, crash_after(READ), 4);
+    assert_eq!(
+        got[0],
+        [
+            Reply::Stream(StreamReply::Opened { stream: S1 }),
+            Reply::Stream(StreamReply::Closed),
+            Reply::Stream(StreamReply::Usage {
+                usage: usage(10, 21),
+                complete: true
+            }),
+        ],
+        "the crash hid chunk 0's reply, the next incarnation cannot read the old stream, and \
+         the usage API reports the whole generation"
+    );
+    assert!(
+        net.history
+            .faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::Crash { .. }))
+    );
+    assert_eq!(net.upstream_usage[&(E1, R1)], usage(10, 21));
+}
+
+/// An open in a 429, 401 or 503 window is refused with its status, a 429 with the time to the
+/// window's end as Retry-After: nothing opens and nothing is billed, in both worlds.
+#[test]
+fn a_refused_open_carries_its_status_in_both_worlds() {
+    let end = Timestamp::from_ms(5_000);
+    let windows = [
+        (
+            429,
+            EndpointScript {
+                rate_limited: vec![(Timestamp::ZERO, end)],
+                ..three_chunks()
+            },
+        ),
+        (
+            401,
+            EndpointScript {
+                revoked_at: Some(Timestamp::ZERO),
+                ..three_chunks()
+            },
+        ),
+        (
+            503,
+            EndpointScript {
+                down: vec![(Timestamp::ZERO, end)],
+                ..three_chunks()
+            },
+        ),
+    ];
+    for (status, script) in windows {
+        let scenario = streaming(vec![open(), read(), usage_of_r1()], script);
+        let (spec, net_replies) = scenario();
+        let net = run_net(spec, FaultProfile::quiet(), 5).unwrap_or_else(|e| panic!("{e}"));
+        let opened_at = net.history.ops[0].applied_at.expect("applied");
+        let retry_after = (status == 429).then(|| end.saturating_since(opened_at));
+        assert_eq!(
+            stream_replies(&net_replies[0]),
+            vec![
+                StreamReply::Refused {
+                    status,
+                    retry_after
+                },
+                StreamReply::Closed,
+                StreamReply::UnknownRequest,
+            ]
+        );
+        assert!(net.upstream_usage.is_empty(), "{status}: nothing billed");
+        // The explore world refuses alike (its Retry-After counts from its own arrival time).
+        let (spec, explore_replies) = scenario();
+        racelab_sim::explore::run(
+            spec,
+            &Scheduler::Random {
+                seed: 5,
+                faults: FaultProfile::quiet(),
+            },
+        );
+        let statuses: Vec<Option<u16>> = stream_replies(&explore_replies[0])
+            .iter()
+            .map(|r| match r {
+                StreamReply::Refused { status, .. } => Some(*status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses, vec![Some(status), None, None]);
+    }
+}
+
+/// The driver gives up on an upstream call after the world's upstream timeout: an open that
+/// a slow window delays past it is applied (the stream opens) and answered `Timeout`.
+#[test]
+fn the_driver_enforces_the_upstream_timeout() {
+    let scenario: Scenario = Box::new(|| {
+        let script = EndpointScript {
+            slow: vec![(
+                Timestamp::ZERO,
+                Timestamp::from_ms(60_000),
+                Duration::from_secs(5),
+            )],
+            ..three_chunks()
+        };
+        let (p, replies) = process("C", 0, vec![vec![open()]], Duration::ZERO);
+        let mut spec = world(vec![p], script);
+        spec.net.upstream_timeout = Duration::from_secs(2);
+        (spec, vec![replies])
+    });
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 6);
+    assert_eq!(got[0], [Reply::Timeout]);
+    let open = &net.history.ops[0];
+    assert_eq!(
+        open.result,
+        Some(Reply::Stream(StreamReply::Opened { stream: S1 })),
+        "the endpoint accepted it"
+    );
+    let waited = open
+        .completed_at
+        .map(|t| t.as_ms() - open.invoked_at.as_ms());
+    assert!(
+        waited.is_some_and(|w| (2_000..2_100).contains(&w)),
+        "timed out after 2 s: {waited:?}"
+    );
+}
+
+fn push(op: PushOp, kind: TagKind) -> (StoreOp, Tag) {
+    (StoreOp::Push(op), Tag::plain(kind))
+}
+
+fn send(message: &str, kind: TagKind) -> (StoreOp, Tag) {
+    push(
+        PushOp::Send {
+            conn: ConnId(1),
+            message: message.into(),
+        },
+        kind,
+    )
+}
+
+fn receive() -> (StoreOp, Tag) {
+    push(
+        PushOp::Receive {
+            wait: Duration::from_secs(2),
+        },
+        PUSH,
+    )
+}
+
+/// S listens and receives; N connects to it and sends r1, r2, r3 and crashes right after its
+/// last send (the crash profile aims at it).
+fn push_pair() -> (WorldSpec, Vec<Replies>) {
+    let service = || "sched".to_string();
+    let (s, at_s) = process(
+        "S",
+        0,
+        vec![vec![
+            push(PushOp::Listen { service: service() }, PUSH),
+            receive(),
+            receive(),
+            receive(),
+            receive(),
+            receive(),
+        ]],
+        Duration::ZERO,
+    );
+    let (n, at_n) = process(
+        "N",
+        200,
+        vec![vec![
+            push(PushOp::Connect { service: service() }, PUSH),
+            send("r1", PUSH),
+            send("r2", PUSH),
+            send("r3", LAST_SEND),
+        ]],
+        Duration::from_ms(10),
+    );
+    (world(vec![s, n], three_chunks()), vec![at_s, at_n])
+}
+
+/// Messages arrive in the order they were sent on their connection, and a crash of one end
+/// closes the connection for the other, in both worlds.
+#[test]
+fn push_messages_arrive_in_order_and_a_crashed_end_closes_the_connection() {
+    let scenario: Scenario = Box::new(push_pair);
+    let (net, got) = in_both_worlds(&scenario, crash_after(LAST_SEND), 7);
+    let conn = ConnId(1);
+    let message = |m: &str| {
+        Reply::Push(PushReply::Message {
+            conn,
+            payload: m.into(),
+        })
+    };
+    assert_eq!(
+        got[0],
+        [
+            Reply::Push(PushReply::Listening),
+            Reply::Push(PushReply::Accepted {
+                conn,
+                peer: ProcessId(1)
+            }),
+            message("r1"),
+            message("r2"),
+            message("r3"),
+            Reply::Push(PushReply::Closed { conn }),
+        ],
+        "in order, then closed by N's crash"
+    );
+    let crash_at = net
+        .history
+        .faults
+        .iter()
+        .find(|f| matches!(f.fault, Fault::Crash { .. }))
+        .map(|f| f.at)
+        .expect("N crashed");
+    let closed_at = net
+        .history
+        .ops
+        .iter()
+        .find(|o| o.result == Some(Reply::Push(PushReply::Closed { conn })))
+        .and_then(|o| o.applied_at)
+        .expect("S heard of it");
+    assert_eq!(closed_at, crash_at, "S learns of the crash at once");
+}
+
+/// Every per-operation fault at about one operation in five (crashes one in ten) within a
+/// minute.
+fn every_fault() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(60),
+        pause: Ratio::per_mille(200),
+        pause_len: (Duration::from_ms(100), Duration::from_secs(3)),
+        delay: Ratio::per_mille(200),
+        delay_len: (Duration::from_ms(50), Duration::from_secs(3)),
+        drop_reply: Ratio::per_mille(200),
+        crash: Ratio::per_mille(100),
+        restart_after: (Duration::from_ms(100), Duration::from_secs(2)),
+        ..FaultProfile::quiet()
+    }
+}
+
+/// A net run with a streaming reader and a push pair under random faults replays from its
+/// seed: the same trace hash, timeline and provider usage.
+#[test]
+fn a_run_with_streams_and_push_connections_replays_from_its_seed() {
+    let scenario = || {
+        let (mut spec, mut replies) = push_pair();
+        let mut ops = vec![open()];
+        ops.extend((0..4).map(|_| read()));
+        ops.push(usage_of_r1());
+        let (c, at_c) = process("C", 0, vec![ops; 4], Duration::from_ms(20));
+        spec.processes.push(c);
+        replies.push(at_c);
+        (spec, replies)
+    };
+    let mut faulted = 0;
+    let mut streamed = 0;
+    for seed in 0..6 {
+        let (spec, got_a) = scenario();
+        let a = run_net(spec, every_fault(), seed).unwrap_or_else(|e| panic!("{e}"));
+        let (spec, got_b) = scenario();
+        let b = run_net(spec, every_fault(), seed).unwrap_or_else(|e| panic!("{e}"));
+        let timeline = |r: &Run| -> Vec<String> {
+            r.history
+                .timeline()
+                .iter()
+                .map(|s| r.history.render_step(s))
+                .collect()
+        };
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(timeline(&a), timeline(&b), "seed {seed}");
+        assert_eq!(a.upstream_usage, b.upstream_usage, "seed {seed}");
+        let replies = |g: &[Replies]| g.iter().map(replies_of).collect::<Vec<_>>();
+        assert_eq!(replies(&got_a), replies(&got_b), "seed {seed}");
+        a.history.check_well_formed().expect("well formed");
+        faulted += u32::from(a.stats.faults > 0);
+        streamed += u32::from(!a.upstream_usage.is_empty());
+    }
+    assert!(faulted > 0, "no run had a fault");
+    assert_eq!(streamed, 6, "every run opened a stream");
+}
+
+/// A partition between a process and the balancer closes its push connections for both ends,
+/// in both worlds: a message sent before it arrives, one sent across it is lost (the driver
+/// times out), the other end learns of it at the cut, and after the heal the cut end finds
+/// the connection closed. (The explore world's `a_partition_from_the_balancer_closes_push_\
+/// connections`, with times the net world's 50 ms ticks resolve.)
+#[test]
+fn a_partition_from_the_balancer_closes_push_connections_in_both_worlds() {
+    let service = || "sched".to_string();
+    let scenario = || {
+        let (s, at_s) = process(
+            "S",
+            0,
+            vec![vec![
+                push(PushOp::Listen { service: service() }, PUSH),
+                receive(),
+                receive(),
+                receive(),
+                receive(),
+            ]],
+            Duration::ZERO,
+        );
+        let (n, at_n) = process(
+            "N",
+            100,
+            vec![vec![
+                push(PushOp::Connect { service: service() }, PUSH),
+                send("r1", PUSH),
+                send("across the partition", PUSH),
+                send("after the heal", PUSH),
+                receive(),
+            ]],
+            Duration::from_ms(600),
+        );
+        (world(vec![s, n], three_chunks()), vec![at_s, at_n])
+    };
+    let cut = |action: fn(String, racelab_core::StoreId) -> Action, ms| Step::At {
+        at: Timestamp::from_ms(ms),
+        action: action("N".into(), racelab_core::StoreId::Push),
+    };
+    let partition = |process, store| Action::Partition { process, store };
+    let heal = |process, store| Action::Heal { process, store };
+    let steps = vec![cut(partition, 1_000), cut(heal, 2_500)];
+    let (spec, explore_replies) = scenario();
+    let explore = racelab_sim::explore::run(
+        spec,
+        &Scheduler::Scripted {
+            name: "cut".into(),
+            steps: steps.clone(),
+        },
+    );
+    let (spec, net_replies) = scenario();
+    let net =
+        run_net_with(spec, FaultProfile::quiet(), 8, &steps).unwrap_or_else(|e| panic!("{e}"));
+    assert!(explore.quiescent && net.quiescent);
+    let conn = ConnId(1);
+    let closed = Reply::Push(PushReply::Closed { conn });
+    let expected_s = vec![
+        Reply::Push(PushReply::Listening),
+        Reply::Push(PushReply::Accepted {
+            conn,
+            peer: ProcessId(1),
+        }),
+        Reply::Push(PushReply::Message {
+            conn,
+            payload: "r1".into(),
+        }),
+        closed.clone(),
+        Reply::Push(PushReply::NoMessage),
+    ];
+    let expected_n = vec![
+        Reply::Push(PushReply::Connected {
+            conn,
+            peer: ProcessId(0),
+        }),
+        Reply::Push(PushReply::Sent),
+        Reply::Timeout,
+        closed.clone(),
+        closed.clone(),
+    ];
+    for (world, replies) in [("explore", &explore_replies), ("net", &net_replies)] {
+        assert_eq!(replies_of(&replies[0]), expected_s, "{world}: S");
+        assert_eq!(replies_of(&replies[1]), expected_n, "{world}: N");
+    }
+    let closed_at = net
+        .history
+        .ops
+        .iter()
+        .find(|o| o.process == ProcessId(0) && o.result == Some(closed.clone()))
+        .and_then(|o| o.applied_at);
+    assert_eq!(
+        closed_at,
+        Some(Timestamp::from_ms(1_000)),
+        "S learned of it at the cut"
+    );
+    let across = &net
+        .history
+        .ops
+        .iter()
+        .filter(|o| o.process == ProcessId(1))
+        .nth(2);
+    assert!(
+        across.is_some_and(|o| o.applied_at.is_none()),
+        "the send across the partition never reached the balancer: {across:?}"
+    );
+}
+
+/// Only partitions and heals at times are carried out in the net world; any other scripted
+/// step is refused with a clear error.
+#[test]
+fn the_net_world_refuses_a_scripted_step_it_does_not_carry_out() {
+    let (s, _) = process("S", 0, vec![vec![]], Duration::ZERO);
+    let step = Step::At {
+        at: Timestamp::from_ms(10),
+        action: Action::Failover,
+    };
+    let err = run_net_with(
+        world(vec![s], three_chunks()),
+        FaultProfile::quiet(),
+        0,
+        &[step],
+    )
+    .expect_err("refused");
+    assert!(matches!(err, NetError::UnsupportedStep { .. }), "{err}");
+    assert!(err.to_string().contains("explore"), "{err}");
+}
+
+/// Documents 001 and 003's one-shot calls in both worlds: a request answered once its response
+/// has streamed, a keyed probe refused 401 after the key's revocation while a keyless one
+/// passes, and a 503 in a down window.
+#[test]
+fn one_shot_upstream_calls_get_the_same_statuses_in_both_worlds() {
+    let scenario: Scenario = Box::new(|| {
+        let script = EndpointScript {
+            revoked_at: Some(Timestamp::from_ms(1_000)),
+            down: vec![(Timestamp::from_ms(4_300), Timestamp::from_ms(5_700))],
+            ..three_chunks()
+        };
+        let streams = Duration::from_ms(300);
+        let ops = vec![
+            call(CallKind::Request { stream: streams }, OPEN),
+            call(CallKind::Probe { auth: true }, OPEN),
+            call(CallKind::Probe { auth: false }, OPEN),
+            call(CallKind::Probe { auth: false }, OPEN),
+            call(CallKind::Probe { auth: true }, OPEN),
+        ];
+        let (p, replies) = process("P", 0, vec![ops], Duration::from_ms(1_500));
+        (world(vec![p], script), vec![replies])
+    });
+    let (net, got) = in_both_worlds(&scenario, FaultProfile::quiet(), 9);
+    let status = |s| Reply::Upstream(racelab_core::UpstreamReply { status: s });
+    // Sent at about 0, 1.8, 3.3, 4.8 and 6.3 s (the net world's round trips of two 50 ms
+    // ticks make that up to 0.4 s later).
+    assert_eq!(
+        got[0],
+        [
+            status(200),
+            status(401),
+            status(200),
+            status(503),
+            status(401)
+        ]
+    );
+    let request = &net.history.ops[0];
+    let took = request
+        .completed_at
+        .map(|t| t.as_ms() - request.invoked_at.as_ms());
+    assert!(
+        took.is_some_and(|t| t >= 300),
+        "answered once its response streamed: {took:?}"
+    );
 }

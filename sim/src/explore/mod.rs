@@ -24,7 +24,10 @@ pub mod models {
 }
 
 pub use exhaustive::{Exhaustive, exhaustive};
+// The net world's balancer host serves the same balancer.
 pub use faults::{FaultProfile, OpSite, PlannedPause, Target};
+#[cfg(feature = "net")]
+pub(crate) use push::PushHub;
 pub use rng::{Choices, Decision, DecisionKind, Ratio, SimRng};
 pub use schedule::{Action, OpEffect, PCT_CHANGE_SPAN, PCT_STEP, Scheduler, Step};
 pub use upstream::{EndpointScript, StreamScript, StreamStep, Upstream, UpstreamModel};

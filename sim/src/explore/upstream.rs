@@ -374,6 +374,16 @@ impl UpstreamModel {
         }
     }
 
+    /// The connection reading `stream` closed or broke (the net world, where a stream is read
+    /// on the connection that opened it): the stream keeps generating to its end, as after
+    /// [`UpstreamModel::reader_gone`], and reads or cancels of it get
+    /// [`StreamReply::Closed`] from now on.
+    pub fn stream_reader_gone(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.reader = None;
+        }
+    }
+
     /// What the provider bills in the end for each request (the sum over its attempts):
     /// every stream generates to its end unless it failed or was cancelled.
     pub fn final_usage(&self) -> BTreeMap<(EndpointId, RequestId), Usage> {

@@ -1,4 +1,5 @@
-//! Store hosts: the simulation's Redis, queue and SQL models served over turmoil TCP.
+//! Store hosts: the simulation's Redis, queue, SQL, upstream and push-balancer models served
+//! over turmoil TCP.
 //!
 //! Each accepted connection is one client session and runs as its own task; requests on a
 //! connection are answered one at a time. A SQL statement that must wait for a row lock waits
@@ -8,15 +9,29 @@
 //! runs PostgreSQL's deadlock check once, and is answered 40P01 if its wait closes a cycle.
 //! A connection that closes rolls back its open transaction. Every executed
 //! operation is recorded with the store-side time it was applied.
+//!
+//! The upstream host serves `sim::explore`'s [`UpstreamModel`]: a stream is read on the
+//! connection that opened it (a read of it on another connection is answered `Closed`), a read
+//! of a frame not yet produced waits at the host until the frame's production time (it is
+//! applied then), or until a cancel of its stream (answered `Cancelled` at once), or until its
+//! connection closes or breaks (applied `Closed`, never answered): the connection's streams
+//! have lost their reader and keep generating to their end, as a provider's do. The push
+//! balancer host serves `sim::explore`'s balancer; a push endpoint is a process incarnation
+//! (carried by each request), and the crash of a process or its cut from the balancer is
+//! told by the world ([`Stores::crashed`], [`Stores::push_cut`]), as in `sim::explore`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use racelab_core::{Duration, PubSubOp, PubSubReply, Reply, StoreOp, Timestamp};
+use racelab_core::{
+    CallKind, Duration, ProcessId, PubSubOp, PubSubReply, PushOp, PushReply, Reply, StoreOp,
+    StreamId, StreamReply, Timestamp,
+};
 use tokio::sync::Notify;
 
 use super::wire::{Request, Response, read_frame, write_frame};
 use crate::explore::models::{LostWrites, QueueModel, RedisModel, SessionId, SqlModel, SqlOutcome};
+use crate::explore::{PushHub, StreamStep, UpstreamModel};
 
 /// What a store host applied: the client, its operation id, when, and the answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +65,11 @@ pub struct Stores {
     pub queue: QueueModel,
     /// The SQL database.
     pub sql: SqlModel,
+    /// The upstream endpoints and the streams they accepted (no endpoint scripted by
+    /// default: set it to `UpstreamModel::new(script)`).
+    pub upstream: UpstreamModel,
+    /// The push connections' balancer.
+    push: PushHub,
     /// Every applied operation, in order.
     pub applied: Vec<Applied>,
     /// The Redis writes each failover or restart lost before the replica had them.
@@ -66,6 +86,8 @@ impl Stores {
             redis: RedisModel::new(replication_lag),
             queue: QueueModel::new(queue_lock),
             sql: SqlModel::new(),
+            upstream: UpstreamModel::default(),
+            push: PushHub::default(),
             applied: Vec::new(),
             lost: Vec::new(),
             next_session: 0,
@@ -93,6 +115,21 @@ impl Stores {
             .iter()
             .find(|(_, l)| l.first <= write && write < l.first + l.count)
             .map(|(at, _)| *at)
+    }
+
+    /// Process `process` (its index) crashed: its push connections close for both ends and
+    /// it listens no more; its streams lose their reader and keep generating to their end.
+    /// The caller wakes the waiting reads and receives (the hosts' `Notify`).
+    pub fn crashed(&mut self, process: usize) {
+        self.push.crashed(process);
+        self.upstream.reader_gone(process);
+    }
+
+    /// Process `process` is cut off from the push balancer (`true`: its push connections
+    /// close for both ends) or reachable again (`false`). The caller wakes the waiting
+    /// receives.
+    pub fn push_cut(&mut self, process: usize, cut: bool) {
+        self.push.set_cut(process, cut);
     }
 
     /// How many SQL transactions are open (a world with one is not quiescent: a statement
@@ -130,11 +167,15 @@ pub async fn serve(
                 s.next_session += 1;
                 SessionId(s.next_session)
             };
-            let _ = connection(stream, &stores, session, kinds, &tx_done).await;
+            let mut streams = Vec::new();
+            let _ = connection(stream, &stores, session, &mut streams, kinds, &tx_done).await;
             // The client is gone: PostgreSQL rolls back its transaction, Redis drops its
-            // subscriptions.
+            // subscriptions, the streams it read lose their reader.
             let released = {
                 let mut s = stores.borrow_mut();
+                for stream in streams {
+                    s.upstream.stream_reader_gone(stream);
+                }
                 s.redis.disconnect(session.0);
                 s.open.remove(&session);
                 let releases = s.sql.lock_releases();
@@ -161,12 +202,35 @@ pub enum StoreKinds {
     Redis,
     /// SQL.
     Sql,
+    /// The upstream endpoints ([`StoreOp::Upstream`]).
+    Upstream,
+    /// The push connections' balancer ([`StoreOp::Push`]).
+    Push,
+}
+
+/// What a request got from its store.
+enum Executed {
+    /// Answered (and recorded).
+    Done {
+        /// The answer.
+        reply: Reply,
+        /// Whether what waits on other connections must look again (a transaction released
+        /// row locks, a message was published or pushed, a stream was cancelled).
+        wake: bool,
+        /// How much later than now the answer leaves (an upstream's response streaming, a
+        /// slow endpoint).
+        after: Duration,
+    },
+    /// It must wait: for a row lock or a message (`None`), or until a stream frame is
+    /// produced at this time.
+    Wait(Option<Timestamp>),
 }
 
 async fn connection(
     mut stream: turmoil::net::TcpStream,
     stores: &SharedStores,
     session: SessionId,
+    streams: &mut Vec<StreamId>,
     kinds: StoreKinds,
     tx_done: &Notify,
 ) -> Result<(), super::wire::WireError> {
@@ -183,9 +247,10 @@ async fn connection(
             read_frame::<_, Request>(&mut stream).await?
         };
         let Some(req) = next else { break };
-        // A pub/sub receive waits at most its own wait for a message.
+        // A pub/sub or push receive waits at most its own wait for a message.
         let deadline = match &req.body {
-            StoreOp::PubSub(PubSubOp::Receive { wait }) => {
+            StoreOp::PubSub(PubSubOp::Receive { wait })
+            | StoreOp::Push(PushOp::Receive { wait }) => {
                 Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait.as_ms()))
             }
             _ => None,
@@ -199,20 +264,50 @@ async fn connection(
             let notified = tx_done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match execute(stores, session, kinds, &req) {
-                Some((reply, released)) => {
-                    if released {
+            match execute(stores, session, streams, kinds, &req) {
+                Executed::Done { reply, wake, after } => {
+                    if wake {
                         tx_done.notify_waiters();
+                    }
+                    if after > Duration::ZERO {
+                        tokio::time::sleep(std::time::Duration::from_millis(after.as_ms())).await;
                     }
                     break reply;
                 }
-                None if deadline.is_some() => {
-                    let at = deadline.unwrap_or_else(tokio::time::Instant::now);
-                    if tokio::time::timeout_at(at, notified).await.is_err() {
-                        break record(stores, &req, Reply::PubSub(PubSubReply::NoMessage));
+                Executed::Wait(Some(at)) => {
+                    // A stream read waits for its frame, a cancel, or its connection's end.
+                    let due = tokio::time::Instant::now()
+                        + std::time::Duration::from_millis(at.saturating_since(sim_now()).as_ms());
+                    tokio::select! {
+                        biased;
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(due) => {}
+                        // The client sends nothing while it waits for an answer: whatever
+                        // comes is the connection's end (or a broken client).
+                        _ = read_frame::<_, Request>(&mut stream) => {
+                            {
+                                let mut s = stores.borrow_mut();
+                                for stream in streams.iter() {
+                                    s.upstream.stream_reader_gone(*stream);
+                                }
+                            }
+                            // Applied now, as `Closed`; nobody reads the answer.
+                            let _ = execute(stores, session, streams, kinds, &req);
+                            return Ok(());
+                        }
                     }
                 }
-                None => {
+                Executed::Wait(None) if deadline.is_some() => {
+                    let at = deadline.unwrap_or_else(tokio::time::Instant::now);
+                    if tokio::time::timeout_at(at, notified).await.is_err() {
+                        let nothing = match req.body {
+                            StoreOp::Push(_) => Reply::Push(PushReply::NoMessage),
+                            _ => Reply::PubSub(PubSubReply::NoMessage),
+                        };
+                        break record(stores, &req, nothing);
+                    }
+                }
+                Executed::Wait(None) => {
                     let holder = stores.borrow().sql.waits_for(session);
                     if holder != wait.map(|(h, _)| h) {
                         let timeout = stores.borrow().sql.deadlock_timeout();
@@ -280,19 +375,23 @@ fn deadlock(stores: &SharedStores, session: SessionId, req: &Request) -> Option<
     Some(reply)
 }
 
-/// Runs one request; `None` when a SQL statement must wait for a lock. Also returns whether a
-/// transaction released row locks (it ended, or failed at an error), so that waiting
-/// statements must try again.
+/// Runs one request on the connection `session` (whose open streams are `streams`): its
+/// answer, or why it must wait (a SQL lock, a receive with nothing to receive, a stream frame
+/// not yet produced).
 fn execute(
     stores: &SharedStores,
     session: SessionId,
+    streams: &mut Vec<StreamId>,
     kinds: StoreKinds,
     req: &Request,
-) -> Option<(Reply, bool)> {
+) -> Executed {
     let now = sim_now();
     let mut s = stores.borrow_mut();
     let mut committed = Vec::new();
     let mut redis_write = None;
+    let mut after = Duration::ZERO;
+    // The process incarnation the request speaks for: a stream's reader, a push endpoint.
+    let process = (usize::from(req.process.0), req.incarnation);
     let (reply, durable, released) = match (&req.body, kinds) {
         (StoreOp::Kv(op), StoreKinds::Redis) => {
             let before = s.redis.writes();
@@ -312,7 +411,7 @@ fn execute(
                 PubSubOp::Receive { .. } => match s.redis.next_message(session.0) {
                     None => PubSubReply::Disconnected,
                     Some(Some((channel, payload))) => PubSubReply::Message { channel, payload },
-                    Some(None) => return None,
+                    Some(None) => return Executed::Wait(None),
                 },
             };
             (Reply::PubSub(reply), true, false)
@@ -325,7 +424,7 @@ fn execute(
             let in_tx = s.sql.in_transaction(session);
             let releases = s.sql.lock_releases();
             match s.sql.execute(session, op) {
-                SqlOutcome::Blocked { .. } => return None,
+                SqlOutcome::Blocked { .. } => return Executed::Wait(None),
                 SqlOutcome::Done { reply, durable } => {
                     use racelab_core::SqlOp;
                     let released = s.sql.lock_releases() != releases;
@@ -349,6 +448,48 @@ fn execute(
                 }
             }
         }
+        (StoreOp::Upstream(call), StoreKinds::Upstream) if !call.kind.is_stream() => {
+            let (reply, extra) = s.upstream.call(now, call);
+            after = extra;
+            (Reply::Upstream(reply), true, false)
+        }
+        (StoreOp::Upstream(call), StoreKinds::Upstream) => {
+            let (reply, extra) = match call.kind {
+                // A stream is read on the connection that opened it.
+                CallKind::Next { stream } if !streams.contains(&stream) => {
+                    (StreamReply::Closed, Duration::ZERO)
+                }
+                _ => match s.upstream.stream_call(now, process, call) {
+                    StreamStep::Reply(reply, extra) => (reply, extra),
+                    StreamStep::Wait(at) => return Executed::Wait(Some(at)),
+                },
+            };
+            if let StreamReply::Opened { stream } = reply {
+                streams.push(stream);
+            }
+            after = extra;
+            // A cancel answers the reads waiting on its stream at once.
+            let cancelled =
+                matches!(call.kind, CallKind::Cancel { .. }) && reply == StreamReply::Cancelled;
+            (Reply::Stream(reply), true, cancelled)
+        }
+        (StoreOp::Push(op), StoreKinds::Push) => {
+            let pid = |i: usize| ProcessId(u16::try_from(i).unwrap_or(u16::MAX));
+            let reply = match op {
+                PushOp::Listen { service } => s.push.listen(process, service),
+                PushOp::Connect { service } => s.push.connect(process, service, pid),
+                PushOp::Send { conn, message } => s.push.send(process, *conn, message),
+                PushOp::Close { conn } => s.push.close(process, *conn),
+                PushOp::Receive { .. } => match s.push.next_event(process) {
+                    Some(event) => event,
+                    None => return Executed::Wait(None),
+                },
+            };
+            // A connect, a send or a close may answer a receive waiting on another
+            // connection.
+            let sent = !matches!(op, PushOp::Listen { .. } | PushOp::Receive { .. });
+            (Reply::Push(reply), true, sent)
+        }
         (op, _) => {
             let msg = format!("this host does not serve {op}");
             (Reply::Kv(racelab_core::KvReply::Error(msg)), false, false)
@@ -363,5 +504,9 @@ fn execute(
         redis_write,
         committed,
     });
-    Some((reply, released))
+    Executed::Done {
+        reply,
+        wake: released,
+        after,
+    }
 }

@@ -1,7 +1,7 @@
 //! The framed protocol between a store client and a store host: a big-endian `u32` length,
 //! then a JSON document. One request at a time per connection, like a database connection.
 
-use racelab_core::{Reply, StoreOp};
+use racelab_core::{ProcessId, Reply, StoreOp};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -15,6 +15,12 @@ pub struct Request {
     pub op: u64,
     /// The client's process name, for the store-side record.
     pub client: String,
+    /// The client process (its index in the world) and its incarnation: the reader of the
+    /// streams it opens and the end of the push connections it makes or accepts.
+    pub process: ProcessId,
+    /// The incarnation of `process` (a restarted process starts with no stream and no push
+    /// connection).
+    pub incarnation: u32,
     /// The operation.
     pub body: StoreOp,
 }
