@@ -14,6 +14,8 @@
 //!   [`lease`] and [`effects`] protocol pieces.
 //! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
 //!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
+//! - [`quota`]: document 000's quota counters: the gateway request's admission and billing
+//!   and the correct protocol's reservation sweeper, with their oracles (R-000-02, R-000-05).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +31,7 @@ mod variant;
 pub mod effects;
 pub mod health;
 pub mod lease;
+pub mod quota;
 pub mod workorder;
 
 pub use history::{

@@ -24,6 +24,10 @@ use racelab_core::health::{
     Added, EndpointId, Generation, HealthConfig, HealthTag, LocalOp, LocalResult, LocalState,
     Observation, ObserveOutcome, Source,
 };
+use racelab_core::quota::{
+    Counter, QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE, Request as QuotaRequest,
+    RequestConfig as QuotaConfig, Sweeper,
+};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
@@ -79,6 +83,12 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
         "status",
         "key",
         "x",
+        "used",
+        "reserved",
+        "limit_units",
+        "bucket",
+        "est",
+        "expires_at",
     ]);
     let row = (
         text(),
@@ -89,7 +99,14 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    prop::sample::select(vec![WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG])
+    prop::sample::select(vec![
+        WORK_ORDERS,
+        APPLIED_SCANS,
+        UPDATE_LOG,
+        QUOTA_USAGE,
+        QUOTA_RESERVATIONS,
+        QUOTA_LEDGER,
+    ])
 }
 
 fn kv_reply() -> impl Strategy<Value = KvReply> {
@@ -535,6 +552,8 @@ enum Kind {
     Add(EndpointId, bool),
     Saver(Vec<EndpointId>, SaveStyle, u32),
     Blocks(Vec<(LocalOp, HealthTag)>),
+    Quota(QuotaConfig, u32),
+    Sweeper(Duration),
 }
 
 impl Kind {
@@ -555,8 +574,47 @@ impl Kind {
                 Box::new(SaverTask::new(adds, style, incarnation))
             }
             Kind::Blocks(blocks) => Box::new(BlockTask::new(blocks)),
+            Kind::Quota(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(QuotaRequest::new(cfg, incarnation))
+            }
+            Kind::Sweeper(every) => Box::new(Sweeper::new(every)),
         }
     }
+}
+
+fn quota_request() -> impl Strategy<Value = Kind> {
+    let counter = prop_oneof![
+        Just(Counter::Budget),
+        millis(100_000).prop_map(|day| Counter::Daily { day }),
+    ];
+    (
+        (counter, any::<u64>(), small_int(), small_int()),
+        (
+            millis(5_000),
+            any::<bool>(),
+            millis(10_000),
+            0u32..4,
+            millis(1_000),
+        ),
+        0u32..2,
+    )
+        .prop_map(
+            |((counter, request, estimate, actual), (work, fails, ttl, attempts, retry), inc)| {
+                let mut cfg = QuotaConfig::new(Variant::Buggy, counter, "k", request, estimate);
+                cfg.actual = actual;
+                cfg.work = work;
+                cfg.upstream_fails = fails;
+                cfg.reservation_ttl = ttl;
+                cfg.resolve_attempts_max = attempts;
+                cfg.retry_after = retry;
+                Kind::Quota(cfg, inc)
+            },
+        )
+}
+
+fn sweeper() -> impl Strategy<Value = Kind> {
+    millis(5_000).prop_map(Kind::Sweeper)
 }
 
 fn millis(max: u64) -> impl Strategy<Value = Duration> {
@@ -881,4 +939,14 @@ fn saver_tasks_never_panic() {
 #[test]
 fn block_tasks_never_panic() {
     check(true, |_| blocks());
+}
+
+#[test]
+fn quota_requests_never_panic() {
+    check(false, |_| quota_request());
+}
+
+#[test]
+fn quota_sweepers_never_panic() {
+    check(false, |_| sweeper());
 }

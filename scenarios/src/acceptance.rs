@@ -1,4 +1,4 @@
-//! The documents' own acceptance tests (RACES.md 7.2 and 7.4), written as literally as the
+//! The documents' own acceptance tests (RACES.md 7.1, 7.2 and 7.4), written as literally as the
 //! model allows and run against each variant of the race they were written for. A test that
 //! passes on the Buggy variant cannot detect that race: that finding is part of the catalog.
 
@@ -22,7 +22,7 @@ pub struct DocTest {
     pub race: &'static str,
     /// What it does, and what "Buggy" means for it.
     pub setting: &'static str,
-    run: fn(Variant) -> bool,
+    pub(crate) run: fn(Variant) -> bool,
 }
 
 /// A test's outcome per variant.
@@ -61,7 +61,7 @@ impl DocTest {
 
 /// The documents' tests, in document order.
 pub fn doc_tests() -> Vec<DocTest> {
-    vec![
+    let mut tests = vec![
         DocTest {
             id: "AC-001-1",
             name: "test_concurrent_updates",
@@ -136,7 +136,9 @@ pub fn doc_tests() -> Vec<DocTest> {
                       failed_endpoints == {E1, E2} and total_failed == 2. 20 seeds",
             run: ac_003_8,
         },
-    ]
+    ];
+    tests.extend(crate::quota::doc_tests());
+    tests
 }
 
 /// Seeds each concurrent test runs under.

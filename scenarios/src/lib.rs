@@ -24,6 +24,7 @@ mod doc003;
 pub mod gate;
 pub mod net;
 mod proxy;
+mod quota;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ pub fn catalog() -> Vec<Race> {
     let mut races = doc001::races();
     races.extend(doc002::races());
     races.extend(doc003::races());
+    races.extend(quota::races());
     races
 }
 

@@ -1,0 +1,397 @@
+//! The quota family's oracles (R-000-02, R-000-05, AC-000-3), judged on the committed rows
+//! at the end of a run ([`QuotaEnd`]) and on the history.
+//!
+//! - `I-LIMIT`: no bucket's committed charges exceed its limit (`used_0 + Σ ledger <= limit`),
+//!   nor do its counters (`used + reserved <= limit`), and no counter is negative.
+//! - `I-COUNT`: every bucket's `used` is `used_0` plus the units of the ledger rows admitted
+//!   against it: each request counted once, in its admission bucket.
+//! - `I-RESERVE`: every bucket's `reserved` is the sum of the estimates of its open
+//!   reservations, and no reservation was resolved (settled, released, voided) twice.
+//! - `reservations-resolve` (eventually): a run that settled leaves no reservation open.
+//!
+//! Together `I-LIMIT` and `I-COUNT` are R-000-02's I-BUDGET and R-000-05's I-LIMIT/I-COUNT.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::history::History;
+use crate::ops::{Reply, Row, SqlReply, Table, Value};
+use crate::oracle::{Property, Verdict, Violation};
+use crate::time::Timestamp;
+
+use super::tables::{QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE};
+use super::tag::QuotaTag;
+use super::{Counter, STATUS_OPEN, STATUS_VOIDED};
+
+/// `I-LIMIT`.
+pub const I_LIMIT: Property = Property::always(
+    "I-LIMIT",
+    "no bucket's committed charges or counters exceed its limit, and no counter is negative",
+);
+/// `I-COUNT`.
+pub const I_COUNT: Property = Property::always(
+    "I-COUNT",
+    "every bucket's used counter equals its start value plus the charges admitted against it, \
+     each counted once",
+);
+/// `I-RESERVE`.
+pub const I_RESERVE: Property = Property::always(
+    "I-RESERVE",
+    "every bucket's reserved counter equals the estimates of its open reservations, and each \
+     reservation resolves at most once",
+);
+/// `reservations-resolve`.
+pub const RESERVATIONS_RESOLVE: Property = Property::eventually(
+    "reservations-resolve",
+    "a run that settled leaves no reservation open",
+);
+/// `reservation-refused`: the conditional reservation found the bucket full.
+pub const RESERVATION_REFUSED: Property = Property::protection(
+    "reservation-refused",
+    "a reservation was refused because used + reserved + est would exceed the limit",
+);
+/// `abandoned-voided`: the sweeper voided a reservation nobody settled.
+pub const ABANDONED_VOIDED: Property = Property::protection(
+    "abandoned-voided",
+    "the sweeper voided a reservation its gateway abandoned (crash, lost outcome)",
+);
+/// `resolution-refused`: a settlement or release found its reservation already resolved.
+pub const RESOLUTION_REFUSED: Property = Property::protection(
+    "resolution-refused",
+    "a settlement or release found its reservation already resolved and changed nothing",
+);
+/// `admissions-overlapped`: two requests were between admission and billing at once.
+pub const ADMISSIONS_OVERLAPPED: Property = Property::sometimes(
+    "admissions-overlapped",
+    "two requests of one bucket were between admission and billing at the same time",
+);
+/// `bucket-straddled`: a request admitted on one day was billed on the next.
+pub const BUCKET_STRADDLED: Property = Property::sometimes(
+    "bucket-straddled",
+    "a request admitted in one day's bucket was billed after the day ended",
+);
+
+/// A usage bucket's committed counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketEnd {
+    /// `used`.
+    pub used: i64,
+    /// `reserved`.
+    pub reserved: i64,
+    /// `limit_units`.
+    pub limit: i64,
+}
+
+/// A reservation's committed row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservationEnd {
+    /// The bucket it holds.
+    pub bucket: String,
+    /// The estimate held.
+    pub est: i64,
+    /// Its status.
+    pub status: String,
+}
+
+/// The family's end state, read from the committed rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuotaEnd {
+    /// Each bucket's `used` before the run (the charges committed before it).
+    pub initial_used: BTreeMap<String, i64>,
+    /// Each bucket's counters at the end.
+    pub buckets: BTreeMap<String, BucketEnd>,
+    /// The ledger: request key to (admission bucket, units).
+    pub ledger: BTreeMap<String, (String, i64)>,
+    /// The reservations by request key.
+    pub reservations: BTreeMap<String, ReservationEnd>,
+    /// Whether the run settled (quiesced or drained after its horizon).
+    pub settled: bool,
+}
+
+fn int(row: &Row, column: &str) -> i64 {
+    match row.get(column) {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn text(row: &Row, column: &str) -> String {
+    match row.get(column) {
+        Some(Value::Text(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+impl QuotaEnd {
+    /// Reads the family's tables from the committed rows.
+    pub fn read<'a>(
+        initial_used: &BTreeMap<String, i64>,
+        rows: impl IntoIterator<Item = (&'a Table, &'a str, &'a Row)>,
+        settled: bool,
+    ) -> QuotaEnd {
+        let mut end = QuotaEnd {
+            initial_used: initial_used.clone(),
+            settled,
+            ..QuotaEnd::default()
+        };
+        for (table, key, row) in rows {
+            if *table == QUOTA_USAGE {
+                let bucket = BucketEnd {
+                    used: int(row, "used"),
+                    reserved: int(row, "reserved"),
+                    limit: int(row, "limit_units"),
+                };
+                end.buckets.insert(key.to_string(), bucket);
+            } else if *table == QUOTA_LEDGER {
+                end.ledger
+                    .insert(key.to_string(), (text(row, "bucket"), int(row, "units")));
+            } else if *table == QUOTA_RESERVATIONS {
+                let r = ReservationEnd {
+                    bucket: text(row, "bucket"),
+                    est: int(row, "est"),
+                    status: text(row, "status"),
+                };
+                end.reservations.insert(key.to_string(), r);
+            }
+        }
+        end
+    }
+
+    /// The units of the ledger rows admitted against `bucket`.
+    pub fn charged(&self, bucket: &str) -> i64 {
+        self.ledger
+            .values()
+            .filter(|(b, _)| b == bucket)
+            .fold(0i64, |sum, (_, units)| sum.saturating_add(*units))
+    }
+
+    /// How many ledger rows (charged requests) there are.
+    pub fn charges(&self) -> usize {
+        self.ledger.len()
+    }
+}
+
+fn violation(property: &Property, explanation: String) -> Violation {
+    Violation {
+        invariant: property.name.to_string(),
+        explanation,
+        ops: Vec::new(),
+    }
+}
+
+/// `I-LIMIT`: per bucket, `used_0 + Σ ledger <= limit`, `used + reserved <= limit`, and
+/// `used, reserved >= 0`.
+pub fn within_limits(end: &QuotaEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    for (bucket, b) in &end.buckets {
+        let initial = end.initial_used.get(bucket).copied().unwrap_or(0);
+        let charged = initial.saturating_add(end.charged(bucket));
+        if charged > b.limit {
+            verdict.violations.push(violation(
+                &I_LIMIT,
+                format!(
+                    "{bucket}: {initial} units before the run plus {} charged by the ledger is \
+                     {charged}, over its limit {}",
+                    end.charged(bucket),
+                    b.limit
+                ),
+            ));
+        }
+        let counted = b.used.saturating_add(b.reserved);
+        if counted > b.limit {
+            verdict.violations.push(violation(
+                &I_LIMIT,
+                format!(
+                    "{bucket}: used {} + reserved {} = {counted}, over its limit {}",
+                    b.used, b.reserved, b.limit
+                ),
+            ));
+        }
+        if b.used < 0 || b.reserved < 0 {
+            verdict.violations.push(violation(
+                &I_LIMIT,
+                format!(
+                    "{bucket}: a negative counter (used {}, reserved {})",
+                    b.used, b.reserved
+                ),
+            ));
+        }
+    }
+    verdict
+}
+
+/// `I-COUNT`: per bucket, `used == used_0 + Σ ledger units admitted against it`.
+pub fn counted_once(end: &QuotaEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    for (bucket, b) in &end.buckets {
+        let initial = end.initial_used.get(bucket).copied().unwrap_or(0);
+        let expected = initial.saturating_add(end.charged(bucket));
+        if b.used != expected {
+            let mut who = String::new();
+            for (request, (_, units)) in end.ledger.iter().filter(|(_, (bb, _))| bb == bucket) {
+                let _ = write!(who, " {request}:{units}");
+            }
+            verdict.violations.push(violation(
+                &I_COUNT,
+                format!(
+                    "{bucket}: used is {} but {initial} before the run plus the ledger's \
+                     charges admitted against it ({}) is {expected} ({:+}); ledger:{}",
+                    b.used,
+                    end.charged(bucket),
+                    b.used.saturating_sub(expected),
+                    if who.is_empty() { " none" } else { &who }
+                ),
+            ));
+        }
+    }
+    verdict
+}
+
+/// The request key a resolution operation (settle, release, void) changed, if it changed
+/// one: the store returned its row and the change became durable.
+fn resolution(op: &crate::history::OpRecord) -> Option<String> {
+    let tag = QuotaTag::of(&op.tag)?;
+    if !matches!(
+        tag,
+        QuotaTag::Settle { .. } | QuotaTag::Release { .. } | QuotaTag::Void { .. }
+    ) || !op.accepted()
+    {
+        return None;
+    }
+    match &op.result {
+        Some(Reply::Sql(SqlReply::Rows(rows))) => rows.first().map(|r| r.key.clone()),
+        _ => None,
+    }
+}
+
+/// `I-RESERVE`: per bucket, `reserved` equals the estimates of its open reservations; no
+/// reservation resolved twice (two accepted resolutions in the history); and, if the run
+/// settled, `reservations-resolve`: none is left open.
+pub fn reservations_balance(history: &History, end: &QuotaEnd) -> Verdict {
+    let mut verdict = Verdict::default();
+    for (bucket, b) in &end.buckets {
+        let open: i64 = end
+            .reservations
+            .values()
+            .filter(|r| r.bucket == *bucket && r.status == STATUS_OPEN)
+            .fold(0i64, |sum, r| sum.saturating_add(r.est));
+        if b.reserved != open {
+            verdict.violations.push(violation(
+                &I_RESERVE,
+                format!(
+                    "{bucket}: reserved is {} but its open reservations hold {open}",
+                    b.reserved
+                ),
+            ));
+        }
+    }
+    let mut resolved: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        if let Some(key) = resolution(op) {
+            resolved.entry(key).or_default().push(i);
+        }
+    }
+    for (key, ops) in resolved.into_iter().filter(|(_, ops)| ops.len() > 1) {
+        let mut explanation = format!("reservation {key} was resolved {} times:", ops.len());
+        for &i in &ops {
+            let op = &history.ops[i];
+            let at = op.durable_at.unwrap_or(op.invoked_at);
+            let _ = write!(
+                explanation,
+                " {} by {} at {at};",
+                op.tag.kind(),
+                history.name(op.process)
+            );
+        }
+        verdict.violations.push(Violation {
+            invariant: I_RESERVE.name.to_string(),
+            explanation,
+            ops,
+        });
+    }
+    if end.settled {
+        let open: Vec<&String> = end
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.status == STATUS_OPEN)
+            .map(|(k, _)| k)
+            .collect();
+        if !open.is_empty() {
+            verdict.violations.push(violation(
+                &RESERVATIONS_RESOLVE,
+                format!("the run settled with reservations still open: {open:?}"),
+            ));
+        }
+    }
+    verdict
+}
+
+/// The day bucket of `bucket`'s key at `at`, if `bucket` is a daily one.
+fn bucket_at(counter: Counter, bucket: &str, at: Timestamp) -> Option<String> {
+    let (key, _) = bucket.rsplit_once(":d")?;
+    Some(counter.bucket(key, at))
+}
+
+/// Counts the family's `sometimes` properties: refused reservations, voided abandoned ones,
+/// refused second resolutions, overlapping admissions, and (for daily counters) requests
+/// billed after their admission day ended.
+pub fn coverage(history: &History, end: &QuotaEnd, counter: Counter) -> Verdict {
+    let mut verdict = Verdict::default();
+    let empty = |op: &crate::history::OpRecord| matches!(&op.result, Some(Reply::Sql(SqlReply::Rows(rows))) if rows.is_empty());
+    let mut refused = 0;
+    let mut second = 0;
+    let mut straddled = 0;
+    // Per request: (admitted at, billed at).
+    let mut windows: BTreeMap<u64, (Option<Timestamp>, Option<Timestamp>, String)> =
+        BTreeMap::new();
+    for op in &history.ops {
+        let Some(tag) = QuotaTag::of(&op.tag) else {
+            continue;
+        };
+        match tag {
+            QuotaTag::Reserve { .. } if empty(op) => refused += 1,
+            QuotaTag::Settle { .. } | QuotaTag::Release { .. } if empty(op) => second += 1,
+            _ => {}
+        }
+        let (Some(request), Some(at)) = (tag.request(), op.applied_at) else {
+            continue;
+        };
+        let w = windows.entry(request.0).or_default();
+        match tag {
+            QuotaTag::Check { bucket, .. } | QuotaTag::Reserve { bucket, .. } => {
+                w.0.get_or_insert(at);
+                w.2.clone_from(bucket);
+            }
+            QuotaTag::Ledger { .. } if op.accepted() => {
+                w.1 = Some(at);
+                if bucket_at(counter, &w.2, at).is_some_and(|b| b != w.2) {
+                    straddled += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let spans: Vec<(Timestamp, Timestamp, &String)> = windows
+        .values()
+        .filter_map(|(a, b, bucket)| Some(((*a)?, (*b)?, bucket)))
+        .collect();
+    let overlapped = spans
+        .iter()
+        .filter(|x| {
+            spans
+                .iter()
+                .any(|y| !std::ptr::eq(*x, y) && x.2 == y.2 && y.0 < x.1 && x.0 < y.1)
+        })
+        .count();
+    let voided = end
+        .reservations
+        .values()
+        .filter(|r| r.status == STATUS_VOIDED)
+        .count();
+    verdict.count(RESERVATION_REFUSED.name, refused);
+    verdict.count(RESOLUTION_REFUSED.name, second);
+    verdict.count(ABANDONED_VOIDED.name, voided as u64);
+    verdict.count(ADMISSIONS_OVERLAPPED.name, overlapped as u64);
+    verdict.count(BUCKET_STRADDLED.name, straddled);
+    verdict
+}

@@ -1,0 +1,471 @@
+//! Document 000's quota counters: R-000-02 (`budget_used` only in the in-memory Context) and
+//! R-000-05 (`quota_check` and `billing` both deduct `daily_used`), on one world: gateway
+//! requests (one process each, fault-prone) against the usage counters in SQL, and, for the
+//! correct protocol, the reservation sweeper. The upstream call is a timer; a "day" is
+//! 86,400,000 ms of virtual time and R-000-05's requests run in the last seconds of day 0.
+
+use std::collections::BTreeMap;
+
+use racelab_core::quota::oracle::{
+    ABANDONED_VOIDED, ADMISSIONS_OVERLAPPED, BUCKET_STRADDLED, I_COUNT, I_LIMIT, I_RESERVE,
+    QuotaEnd, RESERVATION_REFUSED, RESERVATIONS_RESOLVE, RESOLUTION_REFUSED, counted_once,
+    coverage, reservations_balance, within_limits,
+};
+use racelab_core::quota::{Counter, QUOTA_USAGE, QuotaTag, Request, RequestConfig, Sweeper};
+use racelab_core::{Duration, Machine, Property, Row, Timestamp, Value, Variant, Verdict};
+use racelab_sim::explore::{
+    self, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Scheduler, SimRng, Step,
+    WorldSpec,
+};
+
+use crate::acceptance::DocTest;
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
+
+/// A day of virtual time.
+const DAY: Duration = Duration::from_ms(86_400_000);
+/// The API key every request uses.
+const KEY: &str = "k1";
+/// How long the correct world runs its sweeper after the last request starts.
+const SWEEP_FOR: Duration = Duration::from_secs(60);
+/// How often the sweeper looks for expired reservations.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// The family's races.
+pub(crate) fn races() -> Vec<Race> {
+    vec![
+        Race {
+            id: "R-000-02",
+            title: "budget_used accumulates only in the in-memory Context, so the API-key budget \
+                    limit is never enforced",
+            document: "000",
+            invariant: "I-BUDGET = I-LIMIT (used_0 + Σ committed cost <= budget_limit) and \
+                        I-COUNT (budget_used == used_0 + Σ committed cost)",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_02,
+            profile: profile_02,
+            seed_budget: 500,
+            properties: PROPS,
+            net: false,
+            build: build_02,
+            judge,
+        },
+        Race {
+            id: "R-000-05",
+            title: "quota_check and billing both deduct daily_used / monthly_used",
+            document: "000",
+            invariant: "I-COUNT: daily_used(k, d) == Σ units of the requests admitted on day d, \
+                        each once; I-LIMIT: daily_used + reserved <= daily_limit",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_05,
+            profile: profile_05,
+            seed_budget: 500,
+            properties: PROPS_05,
+            net: false,
+            build: build_05,
+            judge,
+        },
+    ]
+}
+
+const PROPS: &[Property] = &[
+    I_LIMIT,
+    I_COUNT,
+    I_RESERVE,
+    RESERVATIONS_RESOLVE,
+    RESERVATION_REFUSED,
+    ABANDONED_VOIDED,
+    RESOLUTION_REFUSED,
+    ADMISSIONS_OVERLAPPED,
+];
+
+const PROPS_05: &[Property] = &[
+    I_LIMIT,
+    I_COUNT,
+    I_RESERVE,
+    RESERVATIONS_RESOLVE,
+    RESERVATION_REFUSED,
+    ABANDONED_VOIDED,
+    RESOLUTION_REFUSED,
+    ADMISSIONS_OVERLAPPED,
+    BUCKET_STRADDLED,
+];
+
+// ---------------------------------------------------------------------------------------------
+// The world
+
+/// What the judge needs: each bucket's `used` before the run, and the counter.
+#[derive(Clone, Debug)]
+pub(crate) struct QuotaCapture {
+    initial_used: BTreeMap<String, i64>,
+    counter: Counter,
+}
+
+/// One world: the requests (start, config) and the buckets (name, used, limit).
+pub(crate) struct Plan {
+    pub(crate) variant: Variant,
+    pub(crate) counter: Counter,
+    pub(crate) requests: Vec<(Timestamp, RequestConfig)>,
+    pub(crate) buckets: Vec<(String, i64, i64)>,
+}
+
+impl Plan {
+    fn new(variant: Variant, counter: Counter) -> Plan {
+        Plan {
+            variant,
+            counter,
+            requests: Vec::new(),
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Adds a request of `units` starting at `at`, whose upstream call takes `work_ms`.
+    fn request(&mut self, at: Timestamp, units: i64, work_ms: u64) -> &mut RequestConfig {
+        let n = self.requests.len() as u64 + 1;
+        let mut cfg = RequestConfig::new(self.variant, self.counter, KEY, n, units);
+        cfg.work = Duration::from_ms(work_ms);
+        self.requests.push((at, cfg));
+        &mut self.requests.last_mut().expect("Invariant: just pushed").1
+    }
+
+    fn bucket(&mut self, name: String, used: i64, limit: i64) {
+        self.buckets.push((name, used, limit));
+    }
+}
+
+/// The world of a plan: one process per request (`R1`, `R2`, ...), and for the correct
+/// protocol the sweeper `S` and a horizon `SWEEP_FOR` after the last request starts.
+pub(crate) fn world(plan: Plan) -> (WorldSpec, Capture) {
+    let mut processes = Vec::new();
+    let last = plan
+        .requests
+        .iter()
+        .map(|(at, _)| *at)
+        .max()
+        .unwrap_or(Timestamp::ZERO);
+    let first = plan
+        .requests
+        .iter()
+        .map(|(at, _)| *at)
+        .min()
+        .unwrap_or(Timestamp::ZERO);
+    for (i, (at, cfg)) in plan.requests.into_iter().enumerate() {
+        processes.push(ProcessSpec {
+            host: 0,
+            name: format!("R{}", i + 1),
+            start_at: at,
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(Request::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    let correct = plan.variant == Variant::Correct;
+    if correct {
+        processes.push(ProcessSpec {
+            host: 0,
+            name: "S".into(),
+            start_at: first,
+            fault_prone: false,
+            factory: Box::new(|_| Box::new(Sweeper::new(SWEEP_EVERY)) as Box<dyn Machine>),
+        });
+    }
+    let mut initial_used = BTreeMap::new();
+    let sql_rows = plan
+        .buckets
+        .into_iter()
+        .map(|(name, used, limit)| {
+            initial_used.insert(name.clone(), used);
+            let row = Row::from([
+                ("used".to_string(), Value::Int(used)),
+                ("reserved".to_string(), Value::Int(0)),
+                ("limit_units".to_string(), Value::Int(limit)),
+            ]);
+            (QUOTA_USAGE, name, row)
+        })
+        .collect();
+    let horizon = last + SWEEP_FOR;
+    let spec = WorldSpec {
+        processes,
+        sql_rows,
+        // A gateway's statement timeout: a client whose reply is lost gives up, and its
+        // transaction's locks go, within seconds.
+        net: NetConfig {
+            sql_timeout: Duration::from_secs(5),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(10),
+        queue_lock: Duration::from_secs(30),
+        time_limit: horizon + SWEEP_FOR,
+        horizon: correct.then_some(horizon),
+        local: None,
+        upstream: Default::default(),
+    };
+    let capture = QuotaCapture {
+        initial_used,
+        counter: plan.counter,
+    };
+    (spec, Capture::new(capture))
+}
+
+fn judge(run: &Run, capture: &Capture) -> Verdict {
+    let Some(capture) = capture.get::<QuotaCapture>() else {
+        return Verdict::default();
+    };
+    let rows = run.sql_rows.iter().map(|(t, k, r)| (t, k.as_str(), r));
+    let end = QuotaEnd::read(&capture.initial_used, rows, run.quiescent);
+    let h = &run.history;
+    within_limits(&end)
+        .merge(counted_once(&end))
+        .merge(reservations_balance(h, &end))
+        .merge(coverage(h, &end, capture.counter))
+}
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_ms(ms)
+}
+
+/// The random faults of both races: pauses and crashes of the gateway requests, lost replies
+/// and delays anywhere, within `window`.
+fn profile(window: Duration) -> FaultProfile {
+    FaultProfile {
+        window,
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        pause: Ratio::per_mille(20),
+        pause_len: (Duration::from_ms(500), Duration::from_secs(8)),
+        delay: Ratio::per_mille(20),
+        delay_len: (Duration::from_ms(10), Duration::from_secs(2)),
+        drop_reply: Ratio::per_mille(20),
+        crash: Ratio::per_mille(25),
+        restart_after: (Duration::from_secs(1), Duration::from_secs(5)),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-02
+
+fn scripts_02() -> Vec<Script> {
+    vec![
+        Script {
+            name: "three-requests",
+            summary: "L = 10, every request costs 4; R1, R2 and R3 one second apart each start \
+                      with a fresh Context (budget_used = 0) and pass: 12 > 10 after three",
+            steps: vec![],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "overshoot",
+            summary: "used = 8, L = 10, cost 2: R1.auth and R2.auth both read 8 and pass, then \
+                      R1.bill (10) and R2.bill (12 > L)",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "crash-between-reserve-and-settle",
+            summary: "R1 (cost 4, L = 10) crashes right after its admission commits, before \
+                      billing; the correct protocol's sweeper voids the abandoned reservation",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::TX,
+                2,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+    ]
+}
+
+fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let mut plan = Plan::new(variant, Counter::Budget);
+    match workload {
+        Workload::Scripted("overshoot") => {
+            plan.bucket(KEY.into(), 8, 10);
+            plan.request(at(0), 2, 500);
+            plan.request(at(0), 2, 500);
+        }
+        Workload::Scripted("crash-between-reserve-and-settle") => {
+            plan.bucket(KEY.into(), 0, 10);
+            plan.request(at(0), 4, 500);
+        }
+        Workload::Scripted(_) => {
+            plan.bucket(KEY.into(), 0, 10);
+            for i in 0..3 {
+                plan.request(at(i * 1_000), 4, 500);
+            }
+        }
+        Workload::Random(rng) => {
+            let limit = i64::try_from(rng.between(6, 12)).unwrap_or(10);
+            let used = i64::try_from(rng.below(6)).unwrap_or(0);
+            plan.bucket(KEY.into(), used, limit);
+            random_requests(&mut plan, rng, Timestamp::ZERO, 2_000, false);
+        }
+    }
+    world(plan)
+}
+
+/// 2 to 5 requests starting within `spread_ms` of `from`, of 1 to 4 units (an actual cost
+/// below the estimate when `partial`), each upstream call 100 ms to 1.5 s, one in six failing.
+fn random_requests(
+    plan: &mut Plan,
+    rng: &mut SimRng,
+    from: Timestamp,
+    spread_ms: u64,
+    partial: bool,
+) {
+    let n = rng.between(2, 5);
+    for _ in 0..n {
+        let start = from + Duration::from_ms(rng.below(spread_ms));
+        let units = i64::try_from(rng.between(1, 4)).unwrap_or(1);
+        let work = rng.between(100, 1_500);
+        let fails = rng.below(6) == 0;
+        let actual = if partial {
+            i64::try_from(rng.between(1, units.unsigned_abs())).unwrap_or(units)
+        } else {
+            units
+        };
+        let cfg = plan.request(start, units, work);
+        cfg.actual = actual;
+        cfg.upstream_fails = fails;
+    }
+}
+
+fn profile_02() -> FaultProfile {
+    profile(Duration::from_secs(30))
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-05
+
+fn day_bucket(day: u64) -> String {
+    Counter::Daily { day: DAY }.bucket(KEY, Timestamp::from_ms(day * DAY.as_ms()))
+}
+
+/// `ms` before the end of day 0.
+fn before_midnight(ms: u64) -> Timestamp {
+    Timestamp::from_ms(DAY.as_ms() - ms)
+}
+
+fn scripts_05() -> Vec<Script> {
+    vec![
+        Script {
+            name: "one-request",
+            summary: "a single request of 1 unit: quota_check adds 1 to daily_used and billing \
+                      adds 1 again: daily_used = 2 for one unit",
+            steps: vec![],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "T-1",
+            summary: "limit 100, used 99: R1.check and R2.check both see 99 < 100 and pass; \
+                      R1.bill makes 100 and R2.bill 101 > limit",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "T-2",
+            summary: "R.check at 23:59:59.900 of day d (50 of 100 used) passes; its upstream \
+                      call ends after midnight and R.bill counts it on d+1, which was full: \
+                      admitted against d, counted against d+1, and d+1 over its limit",
+            steps: vec![],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+    ]
+}
+
+fn build_05(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let mut plan = Plan::new(variant, Counter::Daily { day: DAY });
+    match workload {
+        Workload::Scripted("T-1") => {
+            plan.bucket(day_bucket(0), 99, 100);
+            plan.bucket(day_bucket(1), 0, 100);
+            plan.request(before_midnight(10_000), 1, 500);
+            plan.request(before_midnight(10_000), 1, 500);
+        }
+        Workload::Scripted("T-2") => {
+            plan.bucket(day_bucket(0), 50, 100);
+            plan.bucket(day_bucket(1), 100, 100);
+            plan.request(before_midnight(100), 1, 300);
+        }
+        Workload::Scripted(_) => {
+            plan.bucket(day_bucket(0), 0, 100);
+            plan.bucket(day_bucket(1), 0, 100);
+            plan.request(before_midnight(10_000), 1, 500);
+        }
+        Workload::Random(rng) => {
+            for day in 0..2 {
+                let limit = i64::try_from(rng.between(4, 10)).unwrap_or(8);
+                let used = i64::try_from(rng.below(limit.unsigned_abs())).unwrap_or(0);
+                plan.bucket(day_bucket(day), used, limit);
+            }
+            random_requests(&mut plan, rng, before_midnight(3_000), 3_500, true);
+        }
+    }
+    world(plan)
+}
+
+fn profile_05() -> FaultProfile {
+    profile(DAY + Duration::from_secs(30))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document's acceptance criteria (RACES.md 7.1)
+
+/// Seeds (latencies only) each acceptance test runs under.
+const AC_SEEDS: u64 = 5;
+
+/// Document 000's acceptance tests of the quota counters.
+pub(crate) fn doc_tests() -> Vec<DocTest> {
+    vec![DocTest {
+        id: "AC-000-3",
+        name: "100 concurrent requests: the balance is calculated exactly",
+        race: "R-000-02",
+        setting: "100 concurrent requests of cost 3 against a budget of 100, once on the \
+                  budget counter and once on a day's daily_used, each under 5 seeds of \
+                  latencies: the balance (limit - used) equals the initial balance minus the \
+                  committed charges and is never negative, exactly floor(100 / 3) = 33 \
+                  requests are charged, and used + reserved never exceeds the limit",
+        run: ac_000_3,
+    }]
+}
+
+fn ac_000_3(variant: Variant) -> bool {
+    const REQUESTS: u64 = 100;
+    const COST: i64 = 3;
+    const INITIAL: i64 = 100;
+    let counters = [Counter::Budget, Counter::Daily { day: DAY }];
+    counters.into_iter().all(|counter| {
+        (0..AC_SEEDS).all(|seed| {
+            let mut plan = Plan::new(variant, counter);
+            let start = Timestamp::from_ms(DAY.as_ms() / 2);
+            let bucket = counter.bucket(KEY, start);
+            plan.bucket(bucket.clone(), 0, INITIAL);
+            for _ in 0..REQUESTS {
+                plan.request(start, COST, 500);
+            }
+            let (spec, capture) = world(plan);
+            let scheduler = Scheduler::Random {
+                seed,
+                faults: FaultProfile::quiet(),
+            };
+            let run = explore::run(spec, &scheduler);
+            let Some(capture) = capture.get::<QuotaCapture>() else {
+                return false;
+            };
+            let rows = run.sql_rows.iter().map(|(t, k, r)| (t, k.as_str(), r));
+            let end = QuotaEnd::read(&capture.initial_used, rows, run.quiescent);
+            let Some(b) = end.buckets.get(&bucket) else {
+                return false;
+            };
+            let balance = b.limit - b.used;
+            run.quiescent
+                && balance == INITIAL - end.charged(&bucket)
+                && balance >= 0
+                && end.charges() as i64 == INITIAL / COST
+                && b.used + b.reserved <= b.limit
+        })
+    })
+}
