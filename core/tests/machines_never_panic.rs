@@ -25,8 +25,9 @@ use racelab_core::health::{
     Observation, ObserveOutcome, Source,
 };
 use racelab_core::quota::{
-    Counter, QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE, Request as QuotaRequest,
-    RequestConfig as QuotaConfig, Sweeper,
+    Counter, DocFixReading, MirrorConfig, MirrorRequest, Observer, QUOTA_BALANCE, QUOTA_LEDGER,
+    QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
+    RequestConfig as QuotaConfig, Sweeper, Warmer,
 };
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
@@ -89,6 +90,8 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
         "bucket",
         "est",
         "expires_at",
+        "balance",
+        "version",
     ]);
     let row = (
         text(),
@@ -106,6 +109,7 @@ fn table() -> impl Strategy<Value = Table> {
         QUOTA_USAGE,
         QUOTA_RESERVATIONS,
         QUOTA_LEDGER,
+        QUOTA_BALANCE,
     ])
 }
 
@@ -554,6 +558,10 @@ enum Kind {
     Blocks(Vec<(LocalOp, HealthTag)>),
     Quota(QuotaConfig, u32),
     Sweeper(Duration),
+    Mirror(MirrorConfig, u32),
+    Reconciler(Duration),
+    Warmer,
+    Observer(Duration),
 }
 
 impl Kind {
@@ -579,6 +587,13 @@ impl Kind {
                 Box::new(QuotaRequest::new(cfg, incarnation))
             }
             Kind::Sweeper(every) => Box::new(Sweeper::new(every)),
+            Kind::Mirror(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(MirrorRequest::new(cfg, incarnation))
+            }
+            Kind::Reconciler(every) => Box::new(Reconciler::new("k", every)),
+            Kind::Warmer => Box::new(Warmer::new(variant, "k")),
+            Kind::Observer(every) => Box::new(Observer::new("k", every)),
         }
     }
 }
@@ -611,6 +626,34 @@ fn quota_request() -> impl Strategy<Value = Kind> {
                 Kind::Quota(cfg, inc)
             },
         )
+}
+
+fn mirror_request() -> impl Strategy<Value = Kind> {
+    let reading = prop::sample::select(vec![
+        DocFixReading::AfterCommitHook,
+        DocFixReading::LuaDeduct,
+    ]);
+    (reading, any::<u64>(), small_int(), millis(5_000), 0u32..2).prop_map(
+        |(reading, request, cost, work, inc)| {
+            let cfg = MirrorConfig {
+                variant: Variant::Buggy,
+                reading,
+                account: "k".into(),
+                request: racelab_core::RequestId(request),
+                cost,
+                work,
+            };
+            Kind::Mirror(cfg, inc)
+        },
+    )
+}
+
+fn mirror_helper() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        millis(5_000).prop_map(Kind::Reconciler),
+        Just(Kind::Warmer),
+        millis(5_000).prop_map(Kind::Observer),
+    ]
 }
 
 fn sweeper() -> impl Strategy<Value = Kind> {
@@ -949,4 +992,14 @@ fn quota_requests_never_panic() {
 #[test]
 fn quota_sweepers_never_panic() {
     check(false, |_| sweeper());
+}
+
+#[test]
+fn mirror_requests_never_panic() {
+    check(false, |_| mirror_request());
+}
+
+#[test]
+fn mirror_reconcilers_warmers_and_observers_never_panic() {
+    check(false, |_| mirror_helper());
 }

@@ -203,3 +203,276 @@ fn coverage_counts_refusals_and_a_straddled_day() {
     let v = coverage(&h, &QuotaEnd::default(), Counter::Daily { day });
     assert_eq!(v.sometimes.get("bucket-straddled"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// R-000-04: the mirror oracles
+
+use racelab_core::quota::oracle::{
+    admitted_within_balance, mirror_converges, mirror_coverage, mirror_monotone,
+};
+use racelab_core::quota::{QUOTA_BALANCE, mirror_key};
+use racelab_core::{
+    CallKind, EndpointId, Fault, FaultRecord, KvOp, KvReply, KvView, ScriptName, UpstreamOp,
+    UpstreamReply, Value,
+};
+
+fn record(process: ProcessId, tag: QuotaTag, op: StoreOp, at_ms: u64, result: Reply) -> OpRecord {
+    let at = Timestamp::from_ms(at_ms);
+    OpRecord {
+        process,
+        id: OpId(at_ms),
+        tag: Tag::new(tag),
+        op,
+        invoked_at: at,
+        applied_at: Some(at),
+        durable_at: Some(at),
+        lost_at: None,
+        result: Some(result),
+        completed_at: Some(at),
+        timed_out: false,
+    }
+}
+
+fn upstream(h: &mut History, request: u64, cost: i64, at: u64) {
+    let op = StoreOp::Upstream(UpstreamOp {
+        endpoint: EndpointId(1),
+        kind: CallKind::Request {
+            stream: Duration::from_ms(100),
+        },
+    });
+    let tag = QuotaTag::Upstream {
+        request: RequestId(request),
+        cost,
+    };
+    h.ops.push(record(
+        A,
+        tag,
+        op,
+        at,
+        Reply::Upstream(UpstreamReply { status: 200 }),
+    ));
+}
+
+/// A committed deduction leaving `balance` at `version`.
+fn deduct(h: &mut History, balance: i64, version: i64, at: u64) {
+    let stmt = SqlStmt::Update {
+        table: QUOTA_BALANCE,
+        key: "k1".into(),
+        guard: Cond::True,
+        set: vec![],
+    };
+    let row = KeyedRow {
+        key: "k1".into(),
+        columns: [
+            ("balance".to_string(), Value::Int(balance)),
+            ("version".to_string(), Value::Int(version)),
+        ]
+        .into(),
+    };
+    let tag = QuotaTag::Deduct {
+        request: RequestId(1),
+    };
+    let reply = Reply::Sql(SqlReply::Rows(vec![row]));
+    h.ops
+        .push(record(A, tag, StoreOp::Sql(SqlOp::Exec(stmt)), at, reply));
+}
+
+/// The observer sees the mirror at `balance` / `version` at `at`.
+fn observe(h: &mut History, balance: i64, version: i64, at: u64) {
+    let op = StoreOp::Kv(KvOp::HGetAll {
+        key: mirror_key("k1"),
+    });
+    let pairs = vec![
+        ("balance".to_string(), balance.to_string()),
+        ("version".to_string(), version.to_string()),
+    ];
+    h.ops.push(record(
+        S,
+        QuotaTag::Observe,
+        op,
+        at,
+        Reply::Kv(KvReply::Pairs(pairs)),
+    ));
+}
+
+/// A mirror write of `version` by `process`, plain or versioned, answered `answer`.
+fn mirror(
+    h: &mut History,
+    process: ProcessId,
+    version: i64,
+    at: u64,
+    versioned: bool,
+    answer: i64,
+) {
+    let key = mirror_key("k1");
+    let op = if versioned {
+        KvOp::Script {
+            script: ScriptName::SetIfNewer,
+            keys: vec![key],
+            args: vec![version.to_string(), "balance".into(), "0".into()],
+        }
+    } else {
+        KvOp::HSet {
+            key,
+            pairs: vec![("version".into(), version.to_string())],
+        }
+    };
+    let tag = QuotaTag::Mirror {
+        request: RequestId(u64::from(process.0)),
+    };
+    h.ops.push(record(
+        process,
+        tag,
+        StoreOp::Kv(op),
+        at,
+        Reply::Kv(KvReply::Int(answer)),
+    ));
+}
+
+#[test]
+fn admitted_within_balance_flags_two_calls_on_one_balance() {
+    let mut h = history();
+    upstream(&mut h, 1, 10, 100);
+    upstream(&mut h, 2, 10, 700);
+    let v = admitted_within_balance(&h, 10);
+    assert_eq!(v.broken(), ["I-Q1"]);
+    assert_eq!(v.violations[0].ops, vec![0, 1]);
+    assert!(admitted_within_balance(&h, 20).holds());
+    // A call that never reached the endpoint cost nothing.
+    h.ops[1].applied_at = None;
+    h.ops[1].result = None;
+    assert!(admitted_within_balance(&h, 10).holds());
+}
+
+#[test]
+fn mirror_converges_flags_a_stale_mirror_and_a_quiet_mismatch() {
+    // The lost sync: v1 committed at 0.7 s, the mirror still shows v0 at 2 s.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    observe(&mut h, 10, 0, 1_500);
+    assert!(mirror_converges(&h, (10, 0)).holds(), "within the second");
+    observe(&mut h, 10, 0, 2_000);
+    let v = mirror_converges(&h, (10, 0));
+    assert_eq!(v.broken(), ["I-Q2"]);
+    assert_eq!(v.violations[0].ops, vec![2]);
+    // L-1: the version agrees, the balance does not, after a quiet second.
+    let mut h = history();
+    observe(&mut h, 0, 0, 1_500);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // A failover within the second before the sample excuses it; one before does not.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    h.faults.push(FaultRecord {
+        at: Timestamp::from_ms(1_800),
+        fault: Fault::Failover,
+    });
+    observe(&mut h, 10, 0, 2_000);
+    assert!(mirror_converges(&h, (10, 0)).holds());
+    observe(&mut h, 10, 0, 2_900);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // A converged mirror holds.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    observe(&mut h, 0, 1, 2_000);
+    assert!(mirror_converges(&h, (10, 0)).holds());
+}
+
+#[test]
+fn mirror_monotone_flags_a_reordered_sync_but_not_a_refused_one() {
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, false, 0);
+    mirror(&mut h, A, 1, 2_700, false, 0);
+    let v = mirror_monotone(&h);
+    assert_eq!(v.broken(), ["I-Q3"]);
+    assert!(v.explanation().contains("version 1"), "{}", v.explanation());
+    // The versioned write answered 0: it wrote nothing.
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, true, 1);
+    mirror(&mut h, A, 1, 2_700, true, 0);
+    assert!(mirror_monotone(&h).holds());
+    assert_eq!(
+        mirror_coverage(&h).sometimes.get("stale-mirror-refused"),
+        Some(&1)
+    );
+    // A write a failover lost never happened.
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, false, 0);
+    h.ops[0].lost_at = Some(Timestamp::from_ms(760));
+    mirror(&mut h, A, 1, 2_700, false, 0);
+    assert!(mirror_monotone(&h).holds());
+}
+
+/// A hash-only key space for the named scripts.
+#[derive(Default)]
+struct Hashes(BTreeMap<String, BTreeMap<String, String>>);
+
+impl KvView for Hashes {
+    fn call(&mut self, op: &KvOp) -> KvReply {
+        match op {
+            KvOp::HGet { key, field } => self
+                .0
+                .get(key)
+                .and_then(|h| h.get(field))
+                .cloned()
+                .map_or(KvReply::Nil, KvReply::Bulk),
+            KvOp::HSet { key, pairs } => {
+                let h = self.0.entry(key.clone()).or_default();
+                for (f, v) in pairs {
+                    h.insert(f.clone(), v.clone());
+                }
+                KvReply::Int(0)
+            }
+            KvOp::HIncrBy { key, field, delta } => {
+                let h = self.0.entry(key.clone()).or_default();
+                let n: i64 = h.get(field).and_then(|v| v.parse().ok()).unwrap_or(0) + delta;
+                h.insert(field.clone(), n.to_string());
+                KvReply::Int(n)
+            }
+            _ => KvReply::Error("ERR not in this test double".into()),
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn set_if_newer_writes_only_a_newer_version() {
+    let mut kv = Hashes::default();
+    let keys = strings(&["m"]);
+    let run =
+        |kv: &mut Hashes, args: &[&str]| ScriptName::SetIfNewer.run(kv, &keys, &strings(args));
+    assert_eq!(run(&mut kv, &["2", "balance", "80"]), KvReply::Int(1));
+    assert_eq!(run(&mut kv, &["1", "balance", "90"]), KvReply::Int(0));
+    assert_eq!(run(&mut kv, &["2", "balance", "70"]), KvReply::Int(0));
+    assert_eq!(kv.0["m"]["balance"], "80");
+    assert_eq!(run(&mut kv, &["3", "balance", "70"]), KvReply::Int(1));
+    assert_eq!(kv.0["m"]["version"], "3");
+    // A stored version that is not one counts as -1; a bad version or odd pairs are errors.
+    kv.0.get_mut("m")
+        .map(|h| h.insert("version".into(), "x".into()));
+    assert_eq!(run(&mut kv, &["0", "balance", "1"]), KvReply::Int(1));
+    assert!(matches!(
+        run(&mut kv, &["-1", "balance", "1"]),
+        KvReply::Error(_)
+    ));
+    assert!(matches!(run(&mut kv, &["5", "balance"]), KvReply::Error(_)));
+    assert_eq!(kv.0["m"]["version"], "0");
+}
+
+#[test]
+fn deduct_if_enough_deducts_only_what_is_there() {
+    let mut kv = Hashes::default();
+    let keys = strings(&["m"]);
+    let run =
+        |kv: &mut Hashes, args: &[&str]| ScriptName::DeductIfEnough.run(kv, &keys, &strings(args));
+    assert_eq!(run(&mut kv, &["balance", "5"]), KvReply::Int(0), "missing");
+    kv.0.entry("m".into())
+        .or_default()
+        .insert("balance".into(), "10".into());
+    assert_eq!(run(&mut kv, &["balance", "10"]), KvReply::Int(1));
+    assert_eq!(kv.0["m"]["balance"], "0");
+    assert_eq!(run(&mut kv, &["balance", "1"]), KvReply::Int(0));
+    assert!(matches!(run(&mut kv, &["balance", "x"]), KvReply::Error(_)));
+}

@@ -1,21 +1,30 @@
-//! Document 000's quota counters: R-000-02 (`budget_used` only in the in-memory Context) and
-//! R-000-05 (`quota_check` and `billing` both deduct `daily_used`), on one world: gateway
+//! Document 000's quota family. R-000-02 (`budget_used` only in the in-memory Context) and
+//! R-000-05 (`quota_check` and `billing` both deduct `daily_used`) share one world: gateway
 //! requests (one process each, fault-prone) against the usage counters in SQL, and, for the
 //! correct protocol, the reservation sweeper. The upstream call is a timer; a "day" is
 //! 86,400,000 ms of virtual time and R-000-05's requests run in the last seconds of day 0.
+//! R-000-04 (the Redis mirror of the balance) has its own world: a warmer, the requests, an
+//! observer sampling the mirror every 100 ms, and for the correct protocol the reconciler.
 
 use std::collections::BTreeMap;
 
 use racelab_core::quota::oracle::{
-    ABANDONED_VOIDED, ADMISSIONS_OVERLAPPED, BUCKET_STRADDLED, I_COUNT, I_LIMIT, I_RESERVE,
-    QuotaEnd, RESERVATION_REFUSED, RESERVATIONS_RESOLVE, RESOLUTION_REFUSED, counted_once,
-    coverage, reservations_balance, within_limits,
+    ABANDONED_VOIDED, ADMISSION_REFUSED, ADMISSIONS_OVERLAPPED, BUCKET_STRADDLED, FAILOVER_LANDED,
+    I_COUNT, I_LIMIT, I_Q1, I_Q2, I_Q3, I_RESERVE, MIRROR_REPAIRED, QuotaEnd, RESERVATION_REFUSED,
+    RESERVATIONS_RESOLVE, RESOLUTION_REFUSED, STALE_MIRROR_REFUSED, admitted_within_balance,
+    counted_once, coverage, mirror_converges, mirror_coverage, mirror_monotone,
+    reservations_balance, within_limits,
 };
-use racelab_core::quota::{Counter, QUOTA_USAGE, QuotaTag, Request, RequestConfig, Sweeper};
-use racelab_core::{Duration, Machine, Property, Row, Timestamp, Value, Variant, Verdict};
+use racelab_core::quota::{
+    Counter, DocFixReading, MirrorConfig, MirrorRequest, Observer, QUOTA_BALANCE, QUOTA_USAGE,
+    QuotaTag, Reconciler, Request, RequestConfig, Sweeper, Warmer,
+};
+use racelab_core::{
+    Duration, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
+};
 use racelab_sim::explore::{
     self, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Scheduler, SimRng, Step,
-    WorldSpec,
+    Target, WorldSpec,
 };
 
 use crate::acceptance::DocTest;
@@ -49,6 +58,24 @@ pub(crate) fn races() -> Vec<Race> {
             net: false,
             build: build_02,
             judge,
+        },
+        Race {
+            id: "R-000-04",
+            title: "QuotaRepository: Redis hash synchronised only after DB commit (stale window, \
+                    lost sync, out-of-order sync)",
+            document: "000",
+            invariant: "I-Q1: Σ cost of admitted requests <= initial balance; I-Q2: the mirror \
+                        shows each committed version within 1 s and equals the row after a \
+                        quiet second; I-Q3: the mirrored version never decreases",
+            docfix_verdict: "insufficient (hook) / partially (Lua)",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_04,
+            profile: profile_04,
+            seed_budget: 500,
+            properties: PROPS_04,
+            net: false,
+            build: build_04,
+            judge: judge_mirror,
         },
         Race {
             id: "R-000-05",
@@ -419,17 +446,92 @@ const AC_SEEDS: u64 = 5;
 
 /// Document 000's acceptance tests of the quota counters.
 pub(crate) fn doc_tests() -> Vec<DocTest> {
-    vec![DocTest {
-        id: "AC-000-3",
-        name: "100 concurrent requests: the balance is calculated exactly",
-        race: "R-000-02",
-        setting: "100 concurrent requests of cost 3 against a budget of 100, once on the \
+    vec![
+        DocTest {
+            id: "AC-000-3",
+            name: "100 concurrent requests: the balance is calculated exactly",
+            race: "R-000-02",
+            setting: "100 concurrent requests of cost 3 against a budget of 100, once on the \
                   budget counter and once on a day's daily_used, each under 5 seeds of \
                   latencies: the balance (limit - used) equals the initial balance minus the \
                   committed charges and is never negative, exactly floor(100 / 3) = 33 \
                   requests are charged, and used + reserved never exceeds the limit",
-        run: ac_000_3,
-    }]
+            run: ac_000_3,
+        },
+        DocTest {
+            id: "AC-000-1",
+            name: "Redis and DB quota data reach eventual consistency within 1 s",
+            race: "R-000-04",
+            setting: "three requests (costs 10, 20, 5 against 100) on the mirror world with an \
+                  observer sampling Redis every 100 ms, under a crash between commit and sync, \
+                  a 2 s pause before the sync, a failover right after a sync, and 20 random \
+                  seeds of R-000-04's faults; DocFix under both readings (after-commit hook, \
+                  Lua deduct). Passes if every committed version shows in Redis within 1 s, \
+                  the mirrored version never decreases, and after a quiet second Redis equals \
+                  the row field by field",
+            run: ac_000_1,
+        },
+    ]
+}
+
+/// AC-000-1 on one mirror world and scheduler: I-Q2 and I-Q3 hold.
+fn mirror_consistent(variant: Variant, reading: DocFixReading, scheduler: &Scheduler) -> bool {
+    let plan = MirrorPlan {
+        variant,
+        reading,
+        balance: 100,
+        requests: vec![(at(200), 10, 500), (at(250), 20, 500), (at(3_000), 5, 500)],
+    };
+    let (spec, _) = mirror_world(plan);
+    let run = explore::run(spec, scheduler);
+    let h = &run.history;
+    run.quiescent && mirror_converges(h, (100, 0)).holds() && mirror_monotone(h).holds()
+}
+
+fn ac_000_1(variant: Variant) -> bool {
+    let crash = OpEffect::CrashAfterApply {
+        restart_after: Some(Duration::from_secs(1)),
+    };
+    let cases = [
+        (
+            "crash-between-commit-and-sync",
+            Step::on("R1", QuotaTag::DEDUCT, 1, crash),
+        ),
+        (
+            "pause-before-sync",
+            Step::on(
+                "R1",
+                QuotaTag::MIRROR,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(2)),
+            ),
+        ),
+        (
+            "failover-after-sync",
+            Step::on("R1", QuotaTag::MIRROR, 1, OpEffect::FailoverAfterApply),
+        ),
+    ];
+    let readings = match variant {
+        Variant::DocFix => vec![DocFixReading::AfterCommitHook, DocFixReading::LuaDeduct],
+        Variant::Buggy | Variant::Correct => vec![DocFixReading::AfterCommitHook],
+    };
+    readings.into_iter().all(|reading| {
+        let scripted = cases.iter().all(|(name, step)| {
+            let scheduler = Scheduler::Scripted {
+                name: (*name).to_string(),
+                steps: vec![step.clone()],
+            };
+            mirror_consistent(variant, reading, &scheduler)
+        });
+        scripted
+            && (0..20).all(|seed| {
+                let scheduler = Scheduler::Random {
+                    seed,
+                    faults: profile_04(),
+                };
+                mirror_consistent(variant, reading, &scheduler)
+            })
+    })
 }
 
 fn ac_000_3(variant: Variant) -> bool {
@@ -468,4 +570,271 @@ fn ac_000_3(variant: Variant) -> bool {
                 && b.used + b.reserved <= b.limit
         })
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-04: the Redis mirror of the balance
+
+/// How long the mirror worlds run after the last request starts.
+const MIRROR_FOR: Duration = Duration::from_secs(15);
+/// How often the observer samples the mirror.
+const OBSERVE_EVERY: Duration = Duration::from_ms(100);
+/// How often the correct protocol's reconciler re-mirrors the row.
+const RECONCILE_EVERY: Duration = Duration::from_ms(400);
+
+/// What the R-000-04 judge needs: the initial row.
+#[derive(Clone, Copy, Debug)]
+struct MirrorCapture {
+    balance: i64,
+}
+
+/// One mirror world: the initial balance and the requests (start, cost, upstream time).
+struct MirrorPlan {
+    variant: Variant,
+    reading: DocFixReading,
+    balance: i64,
+    requests: Vec<(Timestamp, i64, u64)>,
+}
+
+/// The mirror world: the warmer `W` at 0, the requests `R1..`, the observer `O`, and for the
+/// correct protocol the reconciler `C`; a horizon `MIRROR_FOR` after the last request.
+fn mirror_world(plan: MirrorPlan) -> (WorldSpec, Capture) {
+    let variant = plan.variant;
+    let mut processes = vec![ProcessSpec {
+        host: 0,
+        name: "W".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: false,
+        factory: Box::new(move |_| Box::new(Warmer::new(variant, KEY)) as Box<dyn Machine>),
+    }];
+    let last = plan
+        .requests
+        .iter()
+        .map(|(at, ..)| *at)
+        .max()
+        .unwrap_or(Timestamp::ZERO);
+    for (i, (at, cost, work)) in plan.requests.iter().enumerate() {
+        let cfg = MirrorConfig {
+            variant,
+            reading: plan.reading,
+            account: KEY.into(),
+            request: RequestId(i as u64 + 1),
+            cost: *cost,
+            work: Duration::from_ms(*work),
+        };
+        processes.push(ProcessSpec {
+            host: 0,
+            name: format!("R{}", i + 1),
+            start_at: *at,
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(MirrorRequest::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    processes.push(ProcessSpec {
+        host: 0,
+        name: "O".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: false,
+        factory: Box::new(|_| Box::new(Observer::new(KEY, OBSERVE_EVERY)) as Box<dyn Machine>),
+    });
+    if variant == Variant::Correct {
+        processes.push(ProcessSpec {
+            host: 0,
+            name: "C".into(),
+            start_at: Timestamp::ZERO,
+            fault_prone: false,
+            factory: Box::new(|_| {
+                Box::new(Reconciler::new(KEY, RECONCILE_EVERY)) as Box<dyn Machine>
+            }),
+        });
+    }
+    let row = Row::from([
+        ("balance".to_string(), Value::Int(plan.balance)),
+        ("version".to_string(), Value::Int(0)),
+    ]);
+    let horizon = last + MIRROR_FOR;
+    let spec = WorldSpec {
+        processes,
+        sql_rows: vec![(QUOTA_BALANCE, KEY.into(), row)],
+        net: NetConfig {
+            sql_timeout: Duration::from_secs(5),
+            redis_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: horizon + MIRROR_FOR,
+        horizon: Some(horizon),
+        local: None,
+        upstream: Default::default(),
+    };
+    let capture = MirrorCapture {
+        balance: plan.balance,
+    };
+    (spec, Capture::new(capture))
+}
+
+fn judge_mirror(run: &Run, capture: &Capture) -> Verdict {
+    let Some(c) = capture.get::<MirrorCapture>() else {
+        return Verdict::default();
+    };
+    let h = &run.history;
+    admitted_within_balance(h, c.balance)
+        .merge(mirror_converges(h, (c.balance, 0)))
+        .merge(mirror_monotone(h))
+        .merge(mirror_coverage(h))
+}
+
+const PROPS_04: &[Property] = &[
+    I_Q1,
+    I_Q2,
+    I_Q3,
+    STALE_MIRROR_REFUSED,
+    MIRROR_REPAIRED,
+    ADMISSION_REFUSED,
+    FAILOVER_LANDED,
+];
+
+fn scripts_04() -> Vec<Script> {
+    let hook_fails = PerVariant::DOCFIX_INSUFFICIENT;
+    let lua_only = PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]);
+    vec![
+        Script {
+            name: "window",
+            summary: "DB = Redis = 10, cost 10: R1 deducts in the DB (0) and commits; its HSET \
+                      is delayed 1 s; R2 checks Redis, still sees 10, admits and calls the \
+                      upstream: 20 admitted against 10",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::MIRROR,
+                1,
+                OpEffect::Delay(Duration::from_secs(1)),
+            )],
+            expect: hook_fails,
+        },
+        Script {
+            name: "lost-sync",
+            summary: "R1 commits its deduction and crashes before the HSET: Redis keeps 10 \
+                      while the DB has 0, and R2 is admitted on it",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::DEDUCT,
+                1,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: hook_fails,
+        },
+        Script {
+            name: "reorder",
+            summary: "R1 commits 90 (v1), R2 commits 80 (v2) and mirrors it; R1 pauses 2 s \
+                      before its HSET, then writes 90 over 80: Redis 90 (v1) while the DB has \
+                      80 (v2)",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::MIRROR,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(2)),
+            )],
+            expect: hook_fails,
+        },
+        Script {
+            name: "L-1",
+            summary: "Lua reading: R1's Lua deducts Redis 10 -> 0, and R1 crashes before the \
+                      DB deduction or any compensation: Redis 0 while the DB keeps 10, for good",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::LUA_DEDUCT,
+                1,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: lua_only,
+        },
+        Script {
+            name: "L-2",
+            summary: "Lua reading: R1's Lua deducts on the primary, which fails over before \
+                      replicating it, and the DB commits 0: Redis is back to 10 and admits R2",
+            steps: vec![Step::on(
+                "R1",
+                QuotaTag::LUA_DEDUCT,
+                1,
+                OpEffect::FailoverAfterApply,
+            )],
+            expect: lua_only,
+        },
+    ]
+}
+
+fn build_04(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let (reading, balance, requests) = match workload {
+        Workload::Scripted("reorder") => (
+            DocFixReading::AfterCommitHook,
+            100,
+            vec![(at(200), 10, 500), (at(250), 20, 500)],
+        ),
+        Workload::Scripted(name @ ("L-1" | "L-2")) => {
+            let _ = name;
+            (
+                DocFixReading::LuaDeduct,
+                10,
+                vec![(at(200), 10, 500), (at(3_000), 10, 500)],
+            )
+        }
+        Workload::Scripted(_) => (
+            DocFixReading::AfterCommitHook,
+            10,
+            vec![(at(200), 10, 500), (at(900), 10, 500)],
+        ),
+        Workload::Random(rng) => {
+            let reading = if rng.below(2) == 0 {
+                DocFixReading::AfterCommitHook
+            } else {
+                DocFixReading::LuaDeduct
+            };
+            let balance = i64::try_from(rng.between(10, 30)).unwrap_or(20);
+            let n = rng.between(2, 4);
+            let requests = (0..n)
+                .map(|_| {
+                    let start = at(rng.between(200, 2_000));
+                    let cost = i64::try_from(rng.between(3, 10)).unwrap_or(5);
+                    (start, cost, rng.between(100, 800))
+                })
+                .collect();
+            (reading, balance, requests)
+        }
+    };
+    mirror_world(MirrorPlan {
+        variant,
+        reading,
+        balance,
+        requests,
+    })
+}
+
+fn profile_04() -> FaultProfile {
+    let requests = Target::processes(&["R1", "R2", "R3", "R4"]);
+    FaultProfile {
+        window: Duration::from_secs(10),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        pause: Ratio::per_mille(30),
+        pause_len: (Duration::from_ms(500), Duration::from_secs(3)),
+        delay: Ratio::per_mille(30),
+        delay_len: (Duration::from_ms(10), Duration::from_ms(1_500)),
+        drop_reply: Ratio::per_mille(15),
+        crash: Ratio::per_mille(30),
+        restart_after: (Duration::from_secs(1), Duration::from_secs(3)),
+        failover: Ratio::per_mille(60),
+        delay_on: requests.clone(),
+        drop_reply_on: requests,
+        failover_on: Target {
+            kinds: vec![QuotaTag::MIRROR, QuotaTag::LUA_DEDUCT, QuotaTag::COMPENSATE],
+            ..Target::ANY
+        },
+        ..FaultProfile::quiet()
+    }
 }

@@ -28,11 +28,15 @@ use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
+mod mirror;
 pub mod oracle;
 mod tables;
 mod tag;
 
-pub use tables::{QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE};
+pub use mirror::{
+    DocFixReading, MirrorConfig, MirrorRequest, Observer, Reconciler, Warmer, mirror_key,
+};
+pub use tables::{QUOTA_BALANCE, QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE};
 pub use tag::{QuotaNote, QuotaTag};
 
 /// A reservation's status while it holds units.
@@ -127,11 +131,15 @@ struct Outbox {
 
 impl Outbox {
     fn send(&mut self, op: SqlOp, tag: QuotaTag) -> OpId {
+        self.send_op(StoreOp::Sql(op), tag)
+    }
+
+    fn send_op(&mut self, op: StoreOp, tag: QuotaTag) -> OpId {
         self.next += 1;
         let id = OpId(self.next);
         self.ops.push_back(Outgoing {
             id,
-            op: StoreOp::Sql(op),
+            op,
             tag: Tag::new(tag),
         });
         id

@@ -395,3 +395,268 @@ pub fn coverage(history: &History, end: &QuotaEnd, counter: Counter) -> Verdict 
     verdict.count(BUCKET_STRADDLED.name, straddled);
     verdict
 }
+
+// ---------------------------------------------------------------------------------------------
+// R-000-04: the Redis mirror of the balance row
+
+/// `I-Q1`.
+pub const I_Q1: Property = Property::always(
+    "I-Q1",
+    "the costs of the upstream calls admitted never exceed the initial balance",
+);
+/// `I-Q2`.
+pub const I_Q2: Property = Property::always(
+    "I-Q2",
+    "the mirror shows every committed version within 1 s, and after a quiet second it equals \
+     the committed row field by field",
+);
+/// `I-Q3`.
+pub const I_Q3: Property = Property::always(
+    "I-Q3",
+    "the version the mirror's accepted writes set never decreases",
+);
+/// `stale-mirror-refused`: a versioned mirror write found a newer version and wrote nothing.
+pub const STALE_MIRROR_REFUSED: Property = Property::protection(
+    "stale-mirror-refused",
+    "a versioned mirror write found a newer version in Redis and wrote nothing",
+);
+/// `mirror-repaired`: the reconciler corrected the mirror.
+pub const MIRROR_REPAIRED: Property = Property::protection(
+    "mirror-repaired",
+    "the reconciler found the mirror behind the row and corrected it",
+);
+/// `admission-refused`: the database refused a deduction the balance could not cover.
+pub const ADMISSION_REFUSED: Property = Property::protection(
+    "admission-refused",
+    "the database's conditional deduction refused a request the balance could not cover",
+);
+/// `failover-landed`: Redis failed over or restarted during the run.
+pub const FAILOVER_LANDED: Property = Property::sometimes(
+    "failover-landed",
+    "Redis failed over or restarted, losing writes the replica did not have",
+);
+
+/// How long the mirror may trail the database (the document's "1 秒内").
+pub const CONVERGENCE: crate::time::Duration = crate::time::Duration::from_secs(1);
+
+/// `I-Q1`: the costs of the upstream calls the endpoint applied, at most `initial`.
+pub fn admitted_within_balance(history: &History, initial: i64) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut total = 0i64;
+    let mut ops = Vec::new();
+    let mut who = String::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        if let Some(QuotaTag::Upstream { request, cost }) = QuotaTag::of(&op.tag)
+            && op.applied_at.is_some()
+        {
+            total = total.saturating_add(*cost);
+            ops.push(i);
+            let _ = write!(who, " r{} ({cost})", request.0);
+        }
+    }
+    if total > initial {
+        verdict.violations.push(Violation {
+            invariant: I_Q1.name.to_string(),
+            explanation: format!(
+                "upstream calls costing {total} were admitted against a balance of {initial}:{who}"
+            ),
+            ops,
+        });
+    }
+    verdict
+}
+
+/// The fields of a hash read (`HGETALL`), or `None` for another reply.
+fn fields(reply: &Reply) -> Option<BTreeMap<String, String>> {
+    match reply {
+        crate::ops::Reply::Kv(crate::ops::KvReply::Pairs(pairs)) => {
+            Some(pairs.iter().cloned().collect())
+        }
+        _ => None,
+    }
+}
+
+/// The committed `(balance, version)` rows of the history's accepted deductions, in commit
+/// order, after the initial row at time zero.
+fn commits(history: &History, initial: (i64, i64)) -> Vec<(Timestamp, i64, i64)> {
+    let mut out = vec![(Timestamp::ZERO, initial.0, initial.1)];
+    for op in &history.ops {
+        if !matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Deduct { .. })) || !op.accepted() {
+            continue;
+        }
+        let (Some(at), Some(Reply::Sql(SqlReply::Rows(rows)))) = (op.durable_at, &op.result) else {
+            continue;
+        };
+        if let Some(row) = rows.first()
+            && let (Some(b), Some(v)) = (row.int("balance"), row.int("version"))
+        {
+            out.push((at, b, v));
+        }
+    }
+    out.sort_by_key(|(at, ..)| *at);
+    out
+}
+
+/// `I-Q2` on the observer's samples: for a sample at `r`, every version committed by
+/// `r - 1 s` (and by 1 s after the last failover or restart before `r`) is shown; and if no
+/// commit, failover or restart happened in the second before `r`, the sample equals the
+/// committed row (the `balance`, and the `version` when the mirror keeps one).
+pub fn mirror_converges(history: &History, initial: (i64, i64)) -> Verdict {
+    let mut verdict = Verdict::default();
+    let commits = commits(history, initial);
+    let disruptions: Vec<Timestamp> = history
+        .faults
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.fault,
+                crate::history::Fault::Failover | crate::history::Fault::RedisRestart
+            )
+        })
+        .map(|f| f.at)
+        .collect();
+    for (i, op) in history.ops.iter().enumerate() {
+        if !matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Observe)) {
+            continue;
+        }
+        let (Some(r), Some(sample)) = (op.applied_at, op.result.as_ref().and_then(fields)) else {
+            continue;
+        };
+        let Some(since) = r
+            .as_ms()
+            .checked_sub(CONVERGENCE.as_ms())
+            .map(Timestamp::from_ms)
+        else {
+            continue;
+        };
+        if disruptions.iter().any(|f| since < *f && *f <= r) {
+            continue;
+        }
+        let version = sample.get("version").and_then(|v| v.parse::<i64>().ok());
+        let balance = sample.get("balance").and_then(|v| v.parse::<i64>().ok());
+        let due = commits.iter().rfind(|(t, ..)| *t <= since);
+        let latest = commits.iter().rfind(|(t, ..)| *t <= r);
+        let quiet = !commits.iter().any(|(t, ..)| since < *t && *t <= r);
+        let mut problem = None;
+        if let (Some((t, _, v)), Some(shown)) = (due, version)
+            && shown < *v
+        {
+            problem = Some(format!(
+                "the mirror showed version {shown} at {r}, but version {v} committed at {t}"
+            ));
+        }
+        if let (true, Some((t, b, v))) = (quiet, latest)
+            && (balance != Some(*b) || version.is_some_and(|shown| shown != *v))
+        {
+            problem.get_or_insert(format!(
+                "after a quiet second the mirror showed {sample:?} at {r}, but the row \
+                 committed at {t} is balance {b}, version {v}"
+            ));
+        }
+        if let Some(explanation) = problem {
+            verdict.violations.push(Violation {
+                invariant: I_Q2.name.to_string(),
+                explanation,
+                ops: vec![i],
+            });
+            // The first sample that shows it is the explanation; later ones repeat it.
+            break;
+        }
+    }
+    verdict
+}
+
+/// The version an accepted mirror write set: an `HSET` with a `version` field, or a
+/// `set_if_newer` that wrote (answered 1), applied and never lost to a failover. (An `HSET`
+/// that only overwrote fields answers 0, which the history does not count as a success: it
+/// is judged by `lost_at` alone.)
+fn version_written(op: &crate::history::OpRecord) -> Option<i64> {
+    use crate::ops::{KvOp, KvReply, ScriptName, StoreOp};
+    if op.applied_at.is_none() || op.lost_at.is_some() {
+        return None;
+    }
+    match (&op.op, &op.result) {
+        (StoreOp::Kv(KvOp::HSet { pairs, .. }), Some(Reply::Kv(KvReply::Int(_)))) => pairs
+            .iter()
+            .rev()
+            .find(|(f, _)| f == "version")
+            .and_then(|(_, v)| v.parse().ok()),
+        (
+            StoreOp::Kv(KvOp::Script {
+                script: ScriptName::SetIfNewer,
+                args,
+                ..
+            }),
+            Some(Reply::Kv(KvReply::Int(1))),
+        ) => args.first().and_then(|v| v.parse().ok()),
+        _ => None,
+    }
+}
+
+/// `I-Q3`: in the order Redis applied them, the versions the accepted mirror writes set
+/// never decrease.
+pub fn mirror_monotone(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut writes: Vec<(Timestamp, usize, i64)> = history
+        .ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| Some((op.applied_at?, i, version_written(op)?)))
+        .collect();
+    writes.sort();
+    let mut newest: Option<(usize, i64)> = None;
+    for (at, i, v) in writes {
+        if let Some((j, w)) = newest
+            && v < w
+        {
+            let op = &history.ops[i];
+            verdict.violations.push(Violation {
+                invariant: I_Q3.name.to_string(),
+                explanation: format!(
+                    "{} wrote version {v} to the mirror at {at}, over version {w} written \
+                         by {}",
+                    history.name(op.process),
+                    history.name(history.ops[j].process)
+                ),
+                ops: vec![j, i],
+            });
+            continue;
+        }
+        newest = Some((i, v));
+    }
+    verdict
+}
+
+/// Counts R-000-04's `sometimes` properties: stale mirror writes refused, reconciler repairs,
+/// deductions refused, and failovers or restarts.
+pub fn mirror_coverage(history: &History) -> Verdict {
+    use crate::ops::KvReply;
+    let mut verdict = Verdict::default();
+    let (mut stale, mut repaired, mut refused) = (0, 0, 0);
+    for op in &history.ops {
+        let script = |n: i64| matches!(&op.result, Some(Reply::Kv(KvReply::Int(m))) if *m == n);
+        match QuotaTag::of(&op.tag) {
+            Some(QuotaTag::Mirror { .. }) if script(0) => stale += 1,
+            Some(QuotaTag::Repair) if script(1) => repaired += 1,
+            Some(QuotaTag::Deduct { .. }) if matches!(&op.result, Some(Reply::Sql(SqlReply::Rows(r))) if r.is_empty()) => {
+                refused += 1
+            }
+            _ => {}
+        }
+    }
+    let failovers = history
+        .faults
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.fault,
+                crate::history::Fault::Failover | crate::history::Fault::RedisRestart
+            )
+        })
+        .count();
+    verdict.count(STALE_MIRROR_REFUSED.name, stale);
+    verdict.count(MIRROR_REPAIRED.name, repaired);
+    verdict.count(ADMISSION_REFUSED.name, refused);
+    verdict.count(FAILOVER_LANDED.name, failovers as u64);
+    verdict
+}

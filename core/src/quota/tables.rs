@@ -1,4 +1,4 @@
-//! Document 000's quota tables: the usage counters per bucket, the reservations (holds) of
+//! Document 000's quota tables: the usage counters per bucket, the balance mirrored in Redis, the reservations (holds) of
 //! the two-phase protocol, and the ledger of committed charges. Every name starts with
 //! `quota_`.
 
@@ -23,6 +23,11 @@ static QUOTA_RESERVATIONS_DEF: TableDef = TableDef {
     ],
 };
 
+static QUOTA_BALANCE_DEF: TableDef = TableDef {
+    name: "quota_balance",
+    columns: &[("balance", ColumnType::Int), ("version", ColumnType::Int)],
+};
+
 static QUOTA_LEDGER_DEF: TableDef = TableDef {
     name: "quota_ledger",
     columns: &[("bucket", ColumnType::Text), ("units", ColumnType::Int)],
@@ -42,3 +47,7 @@ pub const QUOTA_RESERVATIONS: Table = Table::declare(&QUOTA_RESERVATIONS_DEF);
 /// against and the units charged. Every variant's billing writes it; it is what the oracles
 /// compare the counters with.
 pub const QUOTA_LEDGER: Table = Table::declare(&QUOTA_LEDGER_DEF);
+
+/// R-000-04's authoritative balance (`QuotaRepository`'s row) with the version every
+/// deduction bumps: the database side of the Redis mirror.
+pub const QUOTA_BALANCE: Table = Table::declare(&QUOTA_BALANCE_DEF);

@@ -78,6 +78,53 @@ pub enum QuotaTag {
     },
     /// Transaction control.
     Tx,
+    /// R-000-04: admission reads the Redis mirror (`HGETALL quota:balance:k`).
+    CacheRead {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-04: admission reads the balance row after a cache miss.
+    DbRead {
+        /// The request.
+        request: RequestId,
+    },
+    /// The upstream call, which incurs the request's cost once the endpoint applies it.
+    Upstream {
+        /// The request.
+        request: RequestId,
+        /// What it costs.
+        cost: i64,
+    },
+    /// R-000-04: the conditional deduction in the database
+    /// (`balance -= cost, version += 1 WHERE balance >= cost RETURNING *`).
+    Deduct {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-04: a request writes the Redis mirror after its deduction committed.
+    Mirror {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-04's Lua reading of the document's fix: the atomic deduction in Redis.
+    LuaDeduct {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-04's Lua reading: giving the Redis deduction back after the database refused.
+    Compensate {
+        /// The request.
+        request: RequestId,
+    },
+    /// The reconciler or the warmer reads the balance row.
+    SourceRead,
+    /// The reconciler's (versioned) write of the mirror.
+    Repair,
+    /// The warmer's write of the mirror.
+    Warm,
+    /// The observer samples the Redis mirror (the document's consistency test, during the
+    /// run).
+    Observe,
 }
 
 impl QuotaTag {
@@ -105,6 +152,28 @@ impl QuotaTag {
     pub const UNHOLD: TagKind = TagKind::new("unhold");
     /// [`QuotaTag::Tx`]'s kind.
     pub const TX: TagKind = TagKind::new("tx");
+    /// [`QuotaTag::CacheRead`]'s kind.
+    pub const CACHE_READ: TagKind = TagKind::new("cache-read");
+    /// [`QuotaTag::DbRead`]'s kind.
+    pub const DB_READ: TagKind = TagKind::new("db-read");
+    /// [`QuotaTag::Upstream`]'s kind.
+    pub const UPSTREAM: TagKind = TagKind::new("upstream");
+    /// [`QuotaTag::Deduct`]'s kind.
+    pub const DEDUCT: TagKind = TagKind::new("deduct");
+    /// [`QuotaTag::Mirror`]'s kind.
+    pub const MIRROR: TagKind = TagKind::new("mirror");
+    /// [`QuotaTag::LuaDeduct`]'s kind.
+    pub const LUA_DEDUCT: TagKind = TagKind::new("lua-deduct");
+    /// [`QuotaTag::Compensate`]'s kind.
+    pub const COMPENSATE: TagKind = TagKind::new("compensate");
+    /// [`QuotaTag::SourceRead`]'s kind.
+    pub const SOURCE_READ: TagKind = TagKind::new("source-read");
+    /// [`QuotaTag::Repair`]'s kind.
+    pub const REPAIR: TagKind = TagKind::new("repair");
+    /// [`QuotaTag::Warm`]'s kind.
+    pub const WARM: TagKind = TagKind::new("warm");
+    /// [`QuotaTag::Observe`]'s kind.
+    pub const OBSERVE: TagKind = TagKind::new("observe");
 
     /// The quota tag of a recorded operation, if it is one.
     pub fn of(tag: &Tag) -> Option<&QuotaTag> {
@@ -123,8 +192,20 @@ impl QuotaTag {
             | QuotaTag::Settle { request, .. }
             | QuotaTag::Release { request }
             | QuotaTag::Void { request }
-            | QuotaTag::Unhold { request } => Some(*request),
-            QuotaTag::Sweep | QuotaTag::Tx => None,
+            | QuotaTag::Unhold { request }
+            | QuotaTag::CacheRead { request }
+            | QuotaTag::DbRead { request }
+            | QuotaTag::Upstream { request, .. }
+            | QuotaTag::Deduct { request }
+            | QuotaTag::Mirror { request }
+            | QuotaTag::LuaDeduct { request }
+            | QuotaTag::Compensate { request } => Some(*request),
+            QuotaTag::Sweep
+            | QuotaTag::Tx
+            | QuotaTag::SourceRead
+            | QuotaTag::Repair
+            | QuotaTag::Warm
+            | QuotaTag::Observe => None,
         }
     }
 }
@@ -144,6 +225,17 @@ impl FamilyTag for QuotaTag {
             QuotaTag::Void { .. } => QuotaTag::VOID,
             QuotaTag::Unhold { .. } => QuotaTag::UNHOLD,
             QuotaTag::Tx => QuotaTag::TX,
+            QuotaTag::CacheRead { .. } => QuotaTag::CACHE_READ,
+            QuotaTag::DbRead { .. } => QuotaTag::DB_READ,
+            QuotaTag::Upstream { .. } => QuotaTag::UPSTREAM,
+            QuotaTag::Deduct { .. } => QuotaTag::DEDUCT,
+            QuotaTag::Mirror { .. } => QuotaTag::MIRROR,
+            QuotaTag::LuaDeduct { .. } => QuotaTag::LUA_DEDUCT,
+            QuotaTag::Compensate { .. } => QuotaTag::COMPENSATE,
+            QuotaTag::SourceRead => QuotaTag::SOURCE_READ,
+            QuotaTag::Repair => QuotaTag::REPAIR,
+            QuotaTag::Warm => QuotaTag::WARM,
+            QuotaTag::Observe => QuotaTag::OBSERVE,
         }
     }
 }
