@@ -15,7 +15,9 @@
 //! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
 //!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
 //! - [`quota`]: document 000's quota counters: the gateway request's admission and billing
-//!   and the correct protocol's reservation sweeper, with their oracles (R-000-02, R-000-05).
+//!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
+//!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
+//!   oracles.
 
 #![forbid(unsafe_code)]
 

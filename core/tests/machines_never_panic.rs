@@ -27,7 +27,7 @@ use racelab_core::health::{
 use racelab_core::quota::{
     Counter, DocFixReading, MirrorConfig, MirrorRequest, Observer, QUOTA_BALANCE, QUOTA_LEDGER,
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
-    RequestConfig as QuotaConfig, Sweeper, Warmer,
+    RequestConfig as QuotaConfig, Sweeper, WarmConfig, WarmRequest, Warmer,
 };
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
@@ -562,6 +562,7 @@ enum Kind {
     Reconciler(Duration),
     Warmer,
     Observer(Duration),
+    Warm(WarmConfig, u32),
 }
 
 impl Kind {
@@ -594,6 +595,10 @@ impl Kind {
             Kind::Reconciler(every) => Box::new(Reconciler::new("k", every)),
             Kind::Warmer => Box::new(Warmer::new(variant, "k")),
             Kind::Observer(every) => Box::new(Observer::new("k", every)),
+            Kind::Warm(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(WarmRequest::new(cfg, incarnation))
+            }
         }
     }
 }
@@ -646,6 +651,29 @@ fn mirror_request() -> impl Strategy<Value = Kind> {
             Kind::Mirror(cfg, inc)
         },
     )
+}
+
+fn warm_request() -> impl Strategy<Value = Kind> {
+    (
+        any::<u64>(),
+        small_int(),
+        millis(5_000),
+        millis(5_000),
+        millis(1_000),
+        0u32..2,
+    )
+        .prop_map(|(request, cost, work, lock_ttl, poll_every, inc)| {
+            let cfg = WarmConfig {
+                variant: Variant::Buggy,
+                account: "k".into(),
+                request: racelab_core::RequestId(request),
+                cost,
+                work,
+                lock_ttl,
+                poll_every,
+            };
+            Kind::Warm(cfg, inc)
+        })
 }
 
 fn mirror_helper() -> impl Strategy<Value = Kind> {
@@ -1002,4 +1030,9 @@ fn mirror_requests_never_panic() {
 #[test]
 fn mirror_reconcilers_warmers_and_observers_never_panic() {
     check(false, |_| mirror_helper());
+}
+
+#[test]
+fn warm_requests_never_panic() {
+    check(false, |_| warm_request());
 }

@@ -208,7 +208,7 @@ fn coverage_counts_refusals_and_a_straddled_day() {
 // R-000-04: the mirror oracles
 
 use racelab_core::quota::oracle::{
-    admitted_within_balance, mirror_converges, mirror_coverage, mirror_monotone,
+    I_Q3, admitted_within_balance, mirror_converges, mirror_coverage, mirror_monotone,
 };
 use racelab_core::quota::{QUOTA_BALANCE, mirror_key};
 use racelab_core::{
@@ -382,14 +382,14 @@ fn mirror_monotone_flags_a_reordered_sync_but_not_a_refused_one() {
     let mut h = history();
     mirror(&mut h, S, 2, 750, false, 0);
     mirror(&mut h, A, 1, 2_700, false, 0);
-    let v = mirror_monotone(&h);
+    let v = mirror_monotone(&h, &I_Q3);
     assert_eq!(v.broken(), ["I-Q3"]);
     assert!(v.explanation().contains("version 1"), "{}", v.explanation());
     // The versioned write answered 0: it wrote nothing.
     let mut h = history();
     mirror(&mut h, S, 2, 750, true, 1);
     mirror(&mut h, A, 1, 2_700, true, 0);
-    assert!(mirror_monotone(&h).holds());
+    assert!(mirror_monotone(&h, &I_Q3).holds());
     assert_eq!(
         mirror_coverage(&h).sometimes.get("stale-mirror-refused"),
         Some(&1)
@@ -399,7 +399,7 @@ fn mirror_monotone_flags_a_reordered_sync_but_not_a_refused_one() {
     mirror(&mut h, S, 2, 750, false, 0);
     h.ops[0].lost_at = Some(Timestamp::from_ms(760));
     mirror(&mut h, A, 1, 2_700, false, 0);
-    assert!(mirror_monotone(&h).holds());
+    assert!(mirror_monotone(&h, &I_Q3).holds());
 }
 
 /// A hash-only key space for the named scripts.
@@ -475,4 +475,130 @@ fn deduct_if_enough_deducts_only_what_is_there() {
     assert_eq!(kv.0["m"]["balance"], "0");
     assert_eq!(run(&mut kv, &["balance", "1"]), KvReply::Int(0));
     assert!(matches!(run(&mut kv, &["balance", "x"]), KvReply::Error(_)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-09: the warm-up oracles
+
+use racelab_core::quota::oracle::{W2, cache_warmed, no_defaults, single_load, warm_coverage};
+use racelab_core::{ProcessId as Pid, SetCondition};
+
+fn warm_load(h: &mut History, process: Pid, at: u64) {
+    let tag = QuotaTag::WarmLoad {
+        request: RequestId(u64::from(process.0)),
+    };
+    let stmt = SqlStmt::Select {
+        table: QUOTA_BALANCE,
+        key: "k1".into(),
+        for_update: false,
+    };
+    h.ops.push(record(
+        process,
+        tag,
+        StoreOp::Sql(SqlOp::Exec(stmt)),
+        at,
+        Reply::Sql(SqlReply::Rows(vec![])),
+    ));
+}
+
+fn cache_read(h: &mut History, process: Pid, at: u64, pairs: Vec<(String, String)>) {
+    let tag = QuotaTag::CacheRead {
+        request: RequestId(u64::from(process.0)),
+    };
+    let op = StoreOp::Kv(KvOp::HGetAll {
+        key: mirror_key("k1"),
+    });
+    h.ops.push(record(
+        process,
+        tag,
+        op,
+        at,
+        Reply::Kv(KvReply::Pairs(pairs)),
+    ));
+}
+
+#[test]
+fn single_load_flags_a_stampede_unless_a_fault_may_have_cost_the_lock() {
+    let mut h = history();
+    warm_load(&mut h, A, 3);
+    warm_load(&mut h, S, 4);
+    let v = single_load(&h);
+    assert_eq!(v.broken(), ["W1"]);
+    assert_eq!(v.violations[0].ops, vec![0, 1]);
+    h.faults.push(FaultRecord {
+        at: Timestamp::from_ms(2),
+        fault: Fault::Pause {
+            process: A,
+            duration: Duration::from_secs(3),
+        },
+    });
+    assert!(single_load(&h).holds());
+    let mut one = history();
+    warm_load(&mut one, A, 3);
+    assert!(single_load(&one).holds());
+}
+
+#[test]
+fn no_defaults_flags_a_call_after_a_cold_read_only() {
+    let mut h = history();
+    cache_read(&mut h, A, 100, vec![]);
+    upstream(&mut h, 1, 1, 110);
+    let v = no_defaults(&h);
+    assert_eq!(v.broken(), ["W3"]);
+    assert_eq!(v.violations[0].ops, vec![0, 1]);
+    // After a cold read, a load from the database is what it admits on.
+    let mut h = history();
+    cache_read(&mut h, A, 100, vec![]);
+    warm_load(&mut h, A, 105);
+    upstream(&mut h, 1, 1, 110);
+    assert!(no_defaults(&h).holds());
+    // A warm read.
+    let mut h = history();
+    cache_read(&mut h, A, 100, vec![("balance".into(), "5".into())]);
+    upstream(&mut h, 1, 1, 110);
+    assert!(no_defaults(&h).holds());
+}
+
+#[test]
+fn cache_warmed_flags_a_cold_or_stale_end_and_w2_a_resurrection() {
+    let mut h = history();
+    observe(&mut h, 100, 0, 9_000);
+    assert!(cache_warmed(&h, (100, 0), true).holds());
+    deduct(&mut h, 90, 1, 5_000);
+    let v = cache_warmed(&h, (100, 0), true);
+    assert_eq!(v.broken(), ["cache-warmed"]);
+    assert!(
+        cache_warmed(&h, (100, 0), false).holds(),
+        "only a settled run"
+    );
+    // The stale resurrection: D syncs v1, the warmer writes v0 over it.
+    let mut h = history();
+    mirror(&mut h, S, 1, 300, false, 0);
+    mirror(&mut h, A, 0, 2_000, false, 0);
+    assert_eq!(mirror_monotone(&h, &W2).broken(), ["W2"]);
+}
+
+#[test]
+fn warm_coverage_counts_contended_locks() {
+    let mut h = history();
+    let lock = KvOp::Set {
+        key: "quota:lock:warm:k1".into(),
+        value: "r1".into(),
+        condition: SetCondition::IfAbsent,
+        ttl: None,
+    };
+    let tag = QuotaTag::Lock {
+        request: RequestId(1),
+    };
+    h.ops.push(record(
+        A,
+        tag,
+        StoreOp::Kv(lock),
+        5,
+        Reply::Kv(KvReply::Nil),
+    ));
+    assert_eq!(
+        warm_coverage(&h).sometimes.get("warm-lock-contended"),
+        Some(&1)
+    );
 }

@@ -9,15 +9,16 @@
 use std::collections::BTreeMap;
 
 use racelab_core::quota::oracle::{
-    ABANDONED_VOIDED, ADMISSION_REFUSED, ADMISSIONS_OVERLAPPED, BUCKET_STRADDLED, FAILOVER_LANDED,
-    I_COUNT, I_LIMIT, I_Q1, I_Q2, I_Q3, I_RESERVE, MIRROR_REPAIRED, QuotaEnd, RESERVATION_REFUSED,
-    RESERVATIONS_RESOLVE, RESOLUTION_REFUSED, STALE_MIRROR_REFUSED, admitted_within_balance,
-    counted_once, coverage, mirror_converges, mirror_coverage, mirror_monotone,
-    reservations_balance, within_limits,
+    ABANDONED_VOIDED, ADMISSION_REFUSED, ADMISSIONS_OVERLAPPED, BUCKET_STRADDLED, CACHE_WARMED,
+    FAILOVER_LANDED, I_COUNT, I_LIMIT, I_Q1, I_Q2, I_Q3, I_RESERVE, MIRROR_REPAIRED, QuotaEnd,
+    RESERVATION_REFUSED, RESERVATIONS_RESOLVE, RESOLUTION_REFUSED, STALE_MIRROR_REFUSED,
+    STALE_WARM_REFUSED, W1, W2, W3, WARM_LOCK_CONTENDED, admitted_within_balance, cache_warmed,
+    counted_once, coverage, mirror_converges, mirror_coverage, mirror_monotone, no_defaults,
+    reservations_balance, single_load, warm_coverage, within_limits,
 };
 use racelab_core::quota::{
     Counter, DocFixReading, MirrorConfig, MirrorRequest, Observer, QUOTA_BALANCE, QUOTA_USAGE,
-    QuotaTag, Reconciler, Request, RequestConfig, Sweeper, Warmer,
+    QuotaTag, Reconciler, Request, RequestConfig, Sweeper, WarmConfig, WarmRequest, Warmer,
 };
 use racelab_core::{
     Duration, Machine, Property, RequestId, Row, Timestamp, Value, Variant, Verdict,
@@ -76,6 +77,23 @@ pub(crate) fn races() -> Vec<Race> {
             net: false,
             build: build_04,
             judge: judge_mirror,
+        },
+        Race {
+            id: "R-000-09",
+            title: "Quota-cache warm-up race",
+            document: "000",
+            invariant: "W1: one database load per cold period while the loader is alive and \
+                        timely; W2: a warm-up never installs an older version; W3: no request \
+                        admits on the defaults of a cold cache; the cache ends warm",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_09,
+            profile: profile_09,
+            seed_budget: 500,
+            properties: PROPS_09,
+            net: false,
+            build: build_09,
+            judge: judge_warm,
         },
         Race {
             id: "R-000-05",
@@ -485,7 +503,7 @@ fn mirror_consistent(variant: Variant, reading: DocFixReading, scheduler: &Sched
     let (spec, _) = mirror_world(plan);
     let run = explore::run(spec, scheduler);
     let h = &run.history;
-    run.quiescent && mirror_converges(h, (100, 0)).holds() && mirror_monotone(h).holds()
+    run.quiescent && mirror_converges(h, (100, 0)).holds() && mirror_monotone(h, &I_Q3).holds()
 }
 
 fn ac_000_1(variant: Variant) -> bool {
@@ -683,7 +701,7 @@ fn judge_mirror(run: &Run, capture: &Capture) -> Verdict {
     let h = &run.history;
     admitted_within_balance(h, c.balance)
         .merge(mirror_converges(h, (c.balance, 0)))
-        .merge(mirror_monotone(h))
+        .merge(mirror_monotone(h, &I_Q3))
         .merge(mirror_coverage(h))
 }
 
@@ -835,6 +853,226 @@ fn profile_04() -> FaultProfile {
             kinds: vec![QuotaTag::MIRROR, QuotaTag::LUA_DEDUCT, QuotaTag::COMPENSATE],
             ..Target::ANY
         },
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-09: warming the mirror
+
+/// How long the warm-up worlds run after the last process starts.
+const WARM_FOR: Duration = Duration::from_secs(10);
+/// How often the warm-up worlds' observer samples the cache.
+const WARM_OBSERVE_EVERY: Duration = Duration::from_ms(200);
+/// The balance of the warm-up worlds.
+const WARM_BALANCE: i64 = 100;
+
+/// One warm-up world: the requests (start, cost) that may warm the cold cache, and the
+/// deductor's start (a request on R-000-04's path, which syncs the cache after its commit).
+struct WarmPlan {
+    variant: Variant,
+    requests: Vec<(Timestamp, i64)>,
+    deductor: Option<(Timestamp, i64)>,
+}
+
+/// The warm-up world: a cold cache, the requests `W1..`, the deductor `D`, the observer `O`,
+/// and for the correct protocol the reconciler `C`; a horizon `WARM_FOR` after the last start.
+fn warm_world(plan: WarmPlan) -> (WorldSpec, Capture) {
+    let variant = plan.variant;
+    let mut processes = Vec::new();
+    let mut last = Timestamp::ZERO;
+    for (i, (start, cost)) in plan.requests.iter().enumerate() {
+        last = last.max(*start);
+        let cfg = WarmConfig {
+            variant,
+            account: KEY.into(),
+            request: RequestId(i as u64 + 1),
+            cost: *cost,
+            work: Duration::from_ms(200),
+            lock_ttl: Duration::from_secs(2),
+            poll_every: Duration::from_ms(100),
+        };
+        processes.push(ProcessSpec {
+            host: 0,
+            name: format!("W{}", i + 1),
+            start_at: *start,
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(WarmRequest::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    if let Some((start, cost)) = plan.deductor {
+        last = last.max(start);
+        let cfg = MirrorConfig {
+            variant,
+            reading: DocFixReading::AfterCommitHook,
+            account: KEY.into(),
+            request: RequestId(100),
+            cost,
+            work: Duration::from_ms(200),
+        };
+        processes.push(ProcessSpec {
+            host: 0,
+            name: "D".into(),
+            start_at: start,
+            fault_prone: true,
+            factory: Box::new(move |inc| {
+                Box::new(MirrorRequest::new(cfg.clone(), inc)) as Box<dyn Machine>
+            }),
+        });
+    }
+    processes.push(ProcessSpec {
+        host: 0,
+        name: "O".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: false,
+        factory: Box::new(|_| Box::new(Observer::new(KEY, WARM_OBSERVE_EVERY)) as Box<dyn Machine>),
+    });
+    if variant == Variant::Correct {
+        processes.push(ProcessSpec {
+            host: 0,
+            name: "C".into(),
+            start_at: Timestamp::ZERO,
+            fault_prone: false,
+            factory: Box::new(|_| {
+                Box::new(Reconciler::new(KEY, RECONCILE_EVERY)) as Box<dyn Machine>
+            }),
+        });
+    }
+    let row = Row::from([
+        ("balance".to_string(), Value::Int(WARM_BALANCE)),
+        ("version".to_string(), Value::Int(0)),
+    ]);
+    let horizon = last + WARM_FOR;
+    let spec = WorldSpec {
+        processes,
+        sql_rows: vec![(QUOTA_BALANCE, KEY.into(), row)],
+        net: NetConfig {
+            sql_timeout: Duration::from_secs(5),
+            redis_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: horizon + WARM_FOR,
+        horizon: Some(horizon),
+        local: None,
+        upstream: Default::default(),
+    };
+    (spec, Capture::none())
+}
+
+fn judge_warm(run: &Run, _capture: &Capture) -> Verdict {
+    let h = &run.history;
+    single_load(h)
+        .merge(mirror_monotone(h, &W2))
+        .merge(no_defaults(h))
+        .merge(cache_warmed(h, (WARM_BALANCE, 0), run.quiescent))
+        .merge(warm_coverage(h))
+}
+
+const PROPS_09: &[Property] = &[
+    W1,
+    W2,
+    W3,
+    CACHE_WARMED,
+    WARM_LOCK_CONTENDED,
+    STALE_WARM_REFUSED,
+];
+
+fn scripts_09() -> Vec<Script> {
+    vec![
+        Script {
+            name: "stampede",
+            summary: "four requests find the cache cold at once: each loads the row from the \
+                      database",
+            steps: vec![],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "stale-resurrection",
+            summary: "W1 loads balance 100 (v0) and pauses 2 s before writing it; D deducts 10 \
+                      (90, v1), commits and syncs the cache; W1 then writes 100 over it",
+            steps: vec![Step::on(
+                "W1",
+                QuotaTag::WARM_WRITE,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(2)),
+            )],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "crash-holding-lock",
+            summary: "W1 takes the warm-up lock and crashes; with SETNX and no TTL the lock \
+                      stays for ever: W2 at 3 s loses, proceeds on the defaults, and nobody \
+                      ever warms the cache",
+            steps: vec![Step::on(
+                "W1",
+                QuotaTag::LOCK,
+                1,
+                OpEffect::CrashAfterApply {
+                    restart_after: Some(Duration::from_secs(1)),
+                },
+            )],
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+    ]
+}
+
+fn build_09(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let plan = match workload {
+        Workload::Scripted("stale-resurrection") => WarmPlan {
+            variant,
+            requests: vec![(at(0), 1)],
+            deductor: Some((at(100), 10)),
+        },
+        Workload::Scripted("crash-holding-lock") => WarmPlan {
+            variant,
+            requests: vec![(at(0), 1), (at(3_000), 1)],
+            deductor: None,
+        },
+        Workload::Scripted(_) => WarmPlan {
+            variant,
+            requests: (0..4).map(|_| (at(0), 1)).collect(),
+            deductor: None,
+        },
+        Workload::Random(rng) => {
+            let n = rng.between(2, 5);
+            let requests = (0..n)
+                .map(|_| {
+                    (
+                        at(rng.below(300)),
+                        i64::try_from(rng.between(1, 5)).unwrap_or(1),
+                    )
+                })
+                .collect();
+            let deductor = Some((
+                at(rng.below(400)),
+                i64::try_from(rng.between(5, 20)).unwrap_or(10),
+            ));
+            WarmPlan {
+                variant,
+                requests,
+                deductor,
+            }
+        }
+    };
+    warm_world(plan)
+}
+
+fn profile_09() -> FaultProfile {
+    let requests = Target::processes(&["W1", "W2", "W3", "W4", "W5", "D"]);
+    FaultProfile {
+        window: Duration::from_secs(5),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        pause: Ratio::per_mille(50),
+        pause_len: (Duration::from_ms(200), Duration::from_secs(3)),
+        delay: Ratio::per_mille(30),
+        delay_len: (Duration::from_ms(10), Duration::from_secs(1)),
+        crash: Ratio::per_mille(30),
+        restart_after: (Duration::from_secs(1), Duration::from_secs(3)),
+        delay_on: requests,
         ..FaultProfile::quiet()
     }
 }

@@ -37,3 +37,7 @@ fn ac_000_1_detects_buggy_and_docfix_and_passes_correct() {
     // converges within 1 s under every case.
     assert_eq!(test.result().passes, [false, false, true]);
 }
+
+race_tests! {
+    r_000_09 => "R-000-09", ["W1", "W2", "W3", "cache-warmed"],
+}

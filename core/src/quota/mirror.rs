@@ -60,9 +60,9 @@ pub struct MirrorConfig {
 }
 
 /// The one upstream endpoint of the quota worlds.
-const ENDPOINT: EndpointId = EndpointId(1);
+pub(super) const ENDPOINT: EndpointId = EndpointId(1);
 
-fn select(account: &str) -> SqlStmt {
+pub(super) fn select(account: &str) -> SqlStmt {
     SqlStmt::Select {
         table: QUOTA_BALANCE,
         key: account.to_string(),
@@ -71,7 +71,7 @@ fn select(account: &str) -> SqlStmt {
 }
 
 /// `(balance, version)` of a returned balance row.
-fn row_of(reply: &Reply) -> Option<(i64, i64)> {
+pub(super) fn row_of(reply: &Reply) -> Option<(i64, i64)> {
     match reply {
         Reply::Sql(SqlReply::Rows(rows)) => {
             let row = rows.first()?;
@@ -82,7 +82,7 @@ fn row_of(reply: &Reply) -> Option<(i64, i64)> {
 }
 
 /// The balance a mirror read shows, if the hash holds one.
-fn mirrored_balance(reply: &Reply) -> Option<i64> {
+pub(super) fn mirrored_balance(reply: &Reply) -> Option<i64> {
     match reply {
         Reply::Kv(KvReply::Pairs(pairs)) => pairs
             .iter()
@@ -113,7 +113,7 @@ fn set_if_newer(account: &str, (balance, version): (i64, i64)) -> KvOp {
 }
 
 /// The mirror write of `variant`: versioned in `Correct`, a plain `HSET` otherwise.
-fn mirror_write(variant: Variant, account: &str, row: (i64, i64)) -> KvOp {
+pub(super) fn mirror_write(variant: Variant, account: &str, row: (i64, i64)) -> KvOp {
     match variant {
         Variant::Correct => set_if_newer(account, row),
         Variant::Buggy | Variant::DocFix => hset(account, row),

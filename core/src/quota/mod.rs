@@ -1,6 +1,8 @@
-//! Document 000's quota counters (R-000-02, R-000-05): an LLM gateway's `quota_check` (or
-//! `external_auth`) admits a request against a counter, the upstream call runs, and `billing`
-//! charges it. [`Request`] is one gateway request in the variants the catalog names, side by
+//! Document 000's quota family. This module: the quota counters (R-000-02, R-000-05); the
+//! Redis mirror of the balance is `mirror` (R-000-04) and its warm-up `warm` (R-000-09).
+//!
+//! An LLM gateway's `quota_check` (or `external_auth`) admits a request against a counter,
+//! the upstream call runs, and `billing` charges it. [`Request`] is one gateway request in the variants the catalog names, side by
 //! side; [`Sweeper`] is the correct protocol's timeout of abandoned reservations.
 //!
 //! | variant | admission | billing |
@@ -32,12 +34,14 @@ mod mirror;
 pub mod oracle;
 mod tables;
 mod tag;
+mod warm;
 
 pub use mirror::{
     DocFixReading, MirrorConfig, MirrorRequest, Observer, Reconciler, Warmer, mirror_key,
 };
 pub use tables::{QUOTA_BALANCE, QUOTA_LEDGER, QUOTA_RESERVATIONS, QUOTA_USAGE};
 pub use tag::{QuotaNote, QuotaTag};
+pub use warm::{WarmConfig, WarmRequest, warm_lock_key};
 
 /// A reservation's status while it holds units.
 pub const STATUS_OPEN: &str = "open";

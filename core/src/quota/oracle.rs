@@ -593,9 +593,9 @@ fn version_written(op: &crate::history::OpRecord) -> Option<i64> {
     }
 }
 
-/// `I-Q3`: in the order Redis applied them, the versions the accepted mirror writes set
-/// never decrease.
-pub fn mirror_monotone(history: &History) -> Verdict {
+/// `I-Q3` (or R-000-09's `W2`, named by `property`): in the order Redis applied them, the
+/// versions the accepted mirror writes set never decrease.
+pub fn mirror_monotone(history: &History, property: &Property) -> Verdict {
     let mut verdict = Verdict::default();
     let mut writes: Vec<(Timestamp, usize, i64)> = history
         .ops
@@ -611,7 +611,7 @@ pub fn mirror_monotone(history: &History) -> Verdict {
         {
             let op = &history.ops[i];
             verdict.violations.push(Violation {
-                invariant: I_Q3.name.to_string(),
+                invariant: property.name.to_string(),
                 explanation: format!(
                     "{} wrote version {v} to the mirror at {at}, over version {w} written \
                          by {}",
@@ -658,5 +658,187 @@ pub fn mirror_coverage(history: &History) -> Verdict {
     verdict.count(MIRROR_REPAIRED.name, repaired);
     verdict.count(ADMISSION_REFUSED.name, refused);
     verdict.count(FAILOVER_LANDED.name, failovers as u64);
+    verdict
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-09: warming the mirror
+
+/// `W1`.
+pub const W1: Property = Property::always(
+    "W1",
+    "a cold cache is loaded from the database once, unless a fault (pause, crash, delay, \
+     failover) may have cost the loader its lock",
+);
+/// `W2`.
+pub const W2: Property = Property::always(
+    "W2",
+    "a warm-up never installs a version older than one already installed",
+);
+/// `W3`.
+pub const W3: Property = Property::always(
+    "W3",
+    "no request admits on the defaults of a cold cache: it admits on a cached or loaded row",
+);
+/// `cache-warmed`.
+pub const CACHE_WARMED: Property = Property::eventually(
+    "cache-warmed",
+    "at the end of the run the cache holds the committed row",
+);
+/// `warm-lock-contended`: a request found the warm-up lock taken and did not load.
+pub const WARM_LOCK_CONTENDED: Property = Property::protection(
+    "warm-lock-contended",
+    "a request found the warm-up lock taken and waited instead of loading the row again",
+);
+/// `stale-warm-refused`: a warm-up's versioned write found a newer version.
+pub const STALE_WARM_REFUSED: Property = Property::protection(
+    "stale-warm-refused",
+    "a warm-up's versioned write found a newer version in the cache and wrote nothing",
+);
+
+/// `W1`: two warm-up loads with no pause, crash, delay, failover or restart before the second.
+pub fn single_load(history: &History) -> Verdict {
+    use crate::history::Fault;
+    let mut verdict = Verdict::default();
+    let loads: Vec<(Timestamp, usize)> = history
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| matches!(QuotaTag::of(&op.tag), Some(QuotaTag::WarmLoad { .. })))
+        .filter_map(|(i, op)| Some((op.applied_at?, i)))
+        .collect();
+    let Some(&(second_at, second)) = loads.get(1) else {
+        return verdict;
+    };
+    let excused = history.faults.iter().any(|f| {
+        f.at <= second_at
+            && matches!(
+                f.fault,
+                Fault::Pause { .. }
+                    | Fault::Crash { .. }
+                    | Fault::Delay { .. }
+                    | Fault::Failover
+                    | Fault::RedisRestart
+            )
+    });
+    if !excused {
+        let first = loads[0].1;
+        verdict.violations.push(Violation {
+            invariant: W1.name.to_string(),
+            explanation: format!(
+                "the cold cache was loaded {} times, first by {}, again by {} at {second_at}, \
+                 with no fault in between",
+                loads.len(),
+                history.name(history.ops[first].process),
+                history.name(history.ops[second].process)
+            ),
+            ops: vec![first, second],
+        });
+    }
+    verdict
+}
+
+/// `W3`: every upstream call's request last read either a cached balance or a row, never a
+/// cold cache.
+pub fn no_defaults(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    for (i, op) in history.ops.iter().enumerate() {
+        if !matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Upstream { .. }))
+            || op.applied_at.is_none()
+        {
+            continue;
+        }
+        let last_read = history.ops[..i].iter().enumerate().rev().find(|(_, o)| {
+            o.process == op.process
+                && matches!(
+                    QuotaTag::of(&o.tag),
+                    Some(
+                        QuotaTag::CacheRead { .. }
+                            | QuotaTag::WarmLoad { .. }
+                            | QuotaTag::DbRead { .. }
+                    )
+                )
+        });
+        let Some((j, read)) = last_read else {
+            continue;
+        };
+        let cold = matches!(QuotaTag::of(&read.tag), Some(QuotaTag::CacheRead { .. }))
+            && read
+                .result
+                .as_ref()
+                .and_then(fields)
+                .is_some_and(|f| !f.contains_key("balance"));
+        if cold {
+            verdict.violations.push(Violation {
+                invariant: W3.name.to_string(),
+                explanation: format!(
+                    "{} called the upstream at {} on a cold cache (its last read, at {}, found \
+                     nothing): it admitted on the defaults",
+                    history.name(op.process),
+                    op.invoked_at,
+                    read.invoked_at
+                ),
+                ops: vec![j, i],
+            });
+        }
+    }
+    verdict
+}
+
+/// `cache-warmed`: the observer's last sample shows the committed row (judged when the run
+/// settled).
+pub fn cache_warmed(history: &History, initial: (i64, i64), settled: bool) -> Verdict {
+    let mut verdict = Verdict::default();
+    if !settled {
+        return verdict;
+    }
+    let Some((at, sample)) = history
+        .ops
+        .iter()
+        .filter(|op| matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Observe)))
+        .filter_map(|op| Some((op.applied_at?, op.result.as_ref().and_then(fields)?)))
+        .next_back()
+    else {
+        return verdict;
+    };
+    let Some(&(_, b, v)) = commits(history, initial).last() else {
+        return verdict;
+    };
+    let shows =
+        |field: &str, n: i64| sample.get(field).and_then(|x| x.parse::<i64>().ok()) == Some(n);
+    if !(shows("balance", b) && shows("version", v)) {
+        verdict.violations.push(violation(
+            &CACHE_WARMED,
+            format!(
+                "the cache's last sample at {at} is {sample:?}, but the committed row is \
+                 balance {b}, version {v}"
+            ),
+        ));
+    }
+    verdict
+}
+
+/// Counts R-000-09's `sometimes` properties: contended warm-up locks and refused stale
+/// warm-up writes.
+pub fn warm_coverage(history: &History) -> Verdict {
+    use crate::ops::KvReply;
+    let mut verdict = Verdict::default();
+    let (mut contended, mut refused) = (0, 0);
+    for op in &history.ops {
+        match (QuotaTag::of(&op.tag), &op.result) {
+            (Some(QuotaTag::Lock { .. }), Some(Reply::Kv(KvReply::Nil))) => contended += 1,
+            (Some(QuotaTag::WarmWrite { .. }), Some(Reply::Kv(KvReply::Int(0))))
+                if matches!(
+                    &op.op,
+                    crate::ops::StoreOp::Kv(crate::ops::KvOp::Script { .. })
+                ) =>
+            {
+                refused += 1
+            }
+            _ => {}
+        }
+    }
+    verdict.count(WARM_LOCK_CONTENDED.name, contended);
+    verdict.count(STALE_WARM_REFUSED.name, refused);
     verdict
 }

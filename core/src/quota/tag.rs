@@ -125,6 +125,26 @@ pub enum QuotaTag {
     /// The observer samples the Redis mirror (the document's consistency test, during the
     /// run).
     Observe,
+    /// R-000-09: a request takes the warm-up lock.
+    Lock {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-09: a request gives the warm-up lock back.
+    Unlock {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-09: a request's warm-up loads the row from the database.
+    WarmLoad {
+        /// The request.
+        request: RequestId,
+    },
+    /// R-000-09: a request's warm-up writes the cache.
+    WarmWrite {
+        /// The request.
+        request: RequestId,
+    },
 }
 
 impl QuotaTag {
@@ -174,6 +194,14 @@ impl QuotaTag {
     pub const WARM: TagKind = TagKind::new("warm");
     /// [`QuotaTag::Observe`]'s kind.
     pub const OBSERVE: TagKind = TagKind::new("observe");
+    /// [`QuotaTag::Lock`]'s kind.
+    pub const LOCK: TagKind = TagKind::new("warm-lock");
+    /// [`QuotaTag::Unlock`]'s kind.
+    pub const UNLOCK: TagKind = TagKind::new("warm-unlock");
+    /// [`QuotaTag::WarmLoad`]'s kind.
+    pub const WARM_LOAD: TagKind = TagKind::new("warm-load");
+    /// [`QuotaTag::WarmWrite`]'s kind.
+    pub const WARM_WRITE: TagKind = TagKind::new("warm-write");
 
     /// The quota tag of a recorded operation, if it is one.
     pub fn of(tag: &Tag) -> Option<&QuotaTag> {
@@ -199,7 +227,11 @@ impl QuotaTag {
             | QuotaTag::Deduct { request }
             | QuotaTag::Mirror { request }
             | QuotaTag::LuaDeduct { request }
-            | QuotaTag::Compensate { request } => Some(*request),
+            | QuotaTag::Compensate { request }
+            | QuotaTag::Lock { request }
+            | QuotaTag::Unlock { request }
+            | QuotaTag::WarmLoad { request }
+            | QuotaTag::WarmWrite { request } => Some(*request),
             QuotaTag::Sweep
             | QuotaTag::Tx
             | QuotaTag::SourceRead
@@ -236,6 +268,10 @@ impl FamilyTag for QuotaTag {
             QuotaTag::Repair => QuotaTag::REPAIR,
             QuotaTag::Warm => QuotaTag::WARM,
             QuotaTag::Observe => QuotaTag::OBSERVE,
+            QuotaTag::Lock { .. } => QuotaTag::LOCK,
+            QuotaTag::Unlock { .. } => QuotaTag::UNLOCK,
+            QuotaTag::WarmLoad { .. } => QuotaTag::WARM_LOAD,
+            QuotaTag::WarmWrite { .. } => QuotaTag::WARM_WRITE,
         }
     }
 }
