@@ -375,6 +375,13 @@ fn mirror_converges_flags_a_stale_mirror_and_a_quiet_mismatch() {
     deduct(&mut h, 0, 1, 700);
     observe(&mut h, 0, 1, 2_000);
     assert!(mirror_converges(&h, (10, 0)).holds());
+    // Two commits in one millisecond, listed in invocation order (the later commit, v2,
+    // invoked first): the row is v2's.
+    let mut h = history();
+    deduct(&mut h, 5, 2, 700);
+    deduct(&mut h, 9, 1, 700);
+    observe(&mut h, 5, 2, 2_000);
+    assert!(mirror_converges(&h, (20, 0)).holds());
 }
 
 #[test]

@@ -477,7 +477,7 @@ fn fields(reply: &Reply) -> Option<BTreeMap<String, String>> {
 }
 
 /// The committed `(balance, version)` rows of the history's accepted deductions, in commit
-/// order, after the initial row at time zero.
+/// order (time, then version), after the initial row at time zero.
 fn commits(history: &History, initial: (i64, i64)) -> Vec<(Timestamp, i64, i64)> {
     let mut out = vec![(Timestamp::ZERO, initial.0, initial.1)];
     for op in &history.ops {
@@ -493,7 +493,9 @@ fn commits(history: &History, initial: (i64, i64)) -> Vec<(Timestamp, i64, i64)>
             out.push((at, b, v));
         }
     }
-    out.sort_by_key(|(at, ..)| *at);
+    // Commits of one millisecond are ordered by version: every commit bumps the row's, and
+    // the history lists operations by invocation, not by commit.
+    out.sort_by_key(|(at, _, version)| (*at, *version));
     out
 }
 
