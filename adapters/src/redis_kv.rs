@@ -60,6 +60,74 @@ end
 return 0
 "#
         }
+        ScriptName::SetIfNewer => {
+            r#"
+if #KEYS < 1 or #ARGV < 1 then
+  return redis.error_reply('ERR set_if_newer needs 1 key and a version')
+end
+if (#ARGV - 1) % 2 ~= 0 then
+  return redis.error_reply('ERR set_if_newer needs field-value pairs')
+end
+local function version(v)
+  if type(v) ~= 'string' or #v == 0 or #v > 15 or not string.match(v, '^%d+$') then
+    return nil
+  end
+  return tonumber(v)
+end
+local new = version(ARGV[1])
+if new == nil then
+  return redis.error_reply('ERR version must be 1 to 15 digits')
+end
+local stored = redis.pcall('HGET', KEYS[1], 'version')
+if type(stored) == 'table' and stored.err then
+  return stored
+end
+local current = version(stored) or -1
+if current >= new then
+  return 0
+end
+local args = {'version', ARGV[1]}
+for i = 2, #ARGV do
+  args[#args + 1] = ARGV[i]
+end
+local set = redis.pcall('HSET', KEYS[1], unpack(args))
+if type(set) == 'table' and set.err then
+  return set
+end
+return 1
+"#
+        }
+        ScriptName::DeductIfEnough => {
+            r#"
+if #KEYS < 1 or #ARGV < 2 then
+  return redis.error_reply('ERR deduct_if_enough needs 1 key and 2 args')
+end
+local amount = ARGV[2]
+if #amount == 0 or #amount > 15 or not string.match(amount, '^%d+$') then
+  return redis.error_reply('ERR amount must be 1 to 15 digits')
+end
+amount = tonumber(amount)
+local current = redis.pcall('HGET', KEYS[1], ARGV[1])
+if type(current) == 'table' and current.err then
+  return current
+end
+if type(current) ~= 'string' then
+  return 0
+end
+local digits = string.match(current, '^%-?(%d+)$')
+if digits == nil or #digits > 15 then
+  return 0
+end
+if tonumber(current) < amount then
+  return 0
+end
+local left = redis.pcall('HINCRBY', KEYS[1], ARGV[1], -amount)
+if type(left) == 'table' and left.err then
+  return left
+end
+return 1
+"#
+        }
     }
 }
 

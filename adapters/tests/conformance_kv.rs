@@ -611,6 +611,38 @@ fn kv_regression_sequences_agree_with_the_model() {
             ],
         ),
         (
+            // The quota family's versioned mirror write and check-and-deduct: an older or
+            // equal version writes nothing, a stored version that is not digits counts as -1,
+            // a deduction never takes more than the field holds, and bad arguments are errors
+            // before any write.
+            "set_if_newer and deduct_if_enough",
+            vec![
+                script(ScriptName::SetIfNewer, &["m"], &["2", "balance", "80"]),
+                script(ScriptName::SetIfNewer, &["m"], &["1", "balance", "90"]),
+                script(ScriptName::SetIfNewer, &["m"], &["2", "balance", "70"]),
+                KvOp::HGetAll { key: "m".into() },
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "80"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "1"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["nope", "1"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "-1"]),
+                KvOp::HSet {
+                    key: "m".into(),
+                    pairs: vec![
+                        ("version".into(), " 9".into()),
+                        ("balance".into(), "05".into()),
+                    ],
+                },
+                script(ScriptName::SetIfNewer, &["m"], &["0", "balance", "3"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "2"]),
+                script(ScriptName::SetIfNewer, &["m"], &["x", "balance", "3"]),
+                script(ScriptName::SetIfNewer, &["m"], &["7", "balance"]),
+                set("s", "A"),
+                script(ScriptName::SetIfNewer, &["s"], &["7", "balance", "1"]),
+                script(ScriptName::DeductIfEnough, &["s"], &["balance", "1"]),
+                KvOp::HGetAll { key: "m".into() },
+            ],
+        ),
+        (
             "a TTL on a hash goes with its last field",
             vec![
                 KvOp::HSet {

@@ -17,6 +17,10 @@
 //!   variants, and their oracles.
 //! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
 //!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
+//! - [`quota`]: document 000's quota counters: the gateway request's admission and billing
+//!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
+//!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
+//!   oracles.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +37,7 @@ pub mod billing;
 pub mod effects;
 pub mod health;
 pub mod lease;
+pub mod quota;
 pub mod workorder;
 
 pub use history::{

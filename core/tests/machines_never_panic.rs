@@ -29,6 +29,11 @@ use racelab_core::health::{
     Added, EndpointId, Generation, HealthConfig, HealthTag, LocalOp, LocalResult, LocalState,
     Observation, ObserveOutcome, Source,
 };
+use racelab_core::quota::{
+    Counter, DocFixReading, MirrorConfig, MirrorRequest, Observer, QUOTA_BALANCE, QUOTA_LEDGER,
+    QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
+    RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
+};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
@@ -88,6 +93,13 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
         "owner_epoch",
         "response",
         "balance",
+        "used",
+        "reserved",
+        "limit_units",
+        "bucket",
+        "est",
+        "expires_at",
+        "version",
     ]);
     let row = (
         text(),
@@ -98,7 +110,15 @@ fn rows() -> impl Strategy<Value = Vec<KeyedRow>> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    prop::sample::select(vec![WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG])
+    prop::sample::select(vec![
+        WORK_ORDERS,
+        APPLIED_SCANS,
+        UPDATE_LOG,
+        QUOTA_USAGE,
+        QUOTA_RESERVATIONS,
+        QUOTA_LEDGER,
+        QUOTA_BALANCE,
+    ])
 }
 
 fn kv_reply() -> impl Strategy<Value = KvReply> {
@@ -576,6 +596,13 @@ enum Kind {
     Biller(UsageBillConfig, u32),
     Relay(Duration, u64),
     Worker08(bool, Duration),
+    Quota(QuotaConfig, u32),
+    QuotaSweeper(Duration),
+    Mirror(MirrorConfig, u32),
+    Reconciler(Duration),
+    Warmer,
+    Observer(Duration),
+    Warm(WarmConfig, u32),
 }
 
 impl Kind {
@@ -603,8 +630,109 @@ impl Kind {
             Kind::Biller(cfg, inc) => Box::new(UsageBiller::new(cfg, inc)),
             Kind::Relay(every, batch) => Box::new(OutboxRelay::new(every, batch)),
             Kind::Worker08(dedup, every) => Box::new(UsageWorker::new(dedup, every)),
+            Kind::Quota(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(QuotaRequest::new(cfg, incarnation))
+            }
+            Kind::QuotaSweeper(every) => Box::new(QuotaSweeper::new(every)),
+            Kind::Mirror(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(MirrorRequest::new(cfg, incarnation))
+            }
+            Kind::Reconciler(every) => Box::new(Reconciler::new("k", every)),
+            Kind::Warmer => Box::new(Warmer::new(variant, "k")),
+            Kind::Observer(every) => Box::new(Observer::new("k", every)),
+            Kind::Warm(mut cfg, incarnation) => {
+                cfg.variant = variant;
+                Box::new(WarmRequest::new(cfg, incarnation))
+            }
         }
     }
+}
+
+fn quota_request() -> impl Strategy<Value = Kind> {
+    let counter = prop_oneof![
+        Just(Counter::Budget),
+        millis(100_000).prop_map(|day| Counter::Daily { day }),
+    ];
+    (
+        (counter, any::<u64>(), small_int(), small_int()),
+        (
+            millis(5_000),
+            any::<bool>(),
+            millis(10_000),
+            0u32..4,
+            millis(1_000),
+        ),
+        0u32..2,
+    )
+        .prop_map(
+            |((counter, request, estimate, actual), (work, fails, ttl, attempts, retry), inc)| {
+                let mut cfg = QuotaConfig::new(Variant::Buggy, counter, "k", request, estimate);
+                cfg.actual = actual;
+                cfg.work = work;
+                cfg.upstream_fails = fails;
+                cfg.reservation_ttl = ttl;
+                cfg.resolve_attempts_max = attempts;
+                cfg.retry_after = retry;
+                Kind::Quota(cfg, inc)
+            },
+        )
+}
+
+fn mirror_request() -> impl Strategy<Value = Kind> {
+    let reading = prop::sample::select(vec![
+        DocFixReading::AfterCommitHook,
+        DocFixReading::LuaDeduct,
+    ]);
+    (reading, any::<u64>(), small_int(), millis(5_000), 0u32..2).prop_map(
+        |(reading, request, cost, work, inc)| {
+            let cfg = MirrorConfig {
+                variant: Variant::Buggy,
+                reading,
+                account: "k".into(),
+                request: racelab_core::RequestId(request),
+                cost,
+                work,
+            };
+            Kind::Mirror(cfg, inc)
+        },
+    )
+}
+
+fn warm_request() -> impl Strategy<Value = Kind> {
+    (
+        any::<u64>(),
+        small_int(),
+        millis(5_000),
+        millis(5_000),
+        millis(1_000),
+        0u32..2,
+    )
+        .prop_map(|(request, cost, work, lock_ttl, poll_every, inc)| {
+            let cfg = WarmConfig {
+                variant: Variant::Buggy,
+                account: "k".into(),
+                request: racelab_core::RequestId(request),
+                cost,
+                work,
+                lock_ttl,
+                poll_every,
+            };
+            Kind::Warm(cfg, inc)
+        })
+}
+
+fn mirror_helper() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        millis(5_000).prop_map(Kind::Reconciler),
+        Just(Kind::Warmer),
+        millis(5_000).prop_map(Kind::Observer),
+    ]
+}
+
+fn quota_sweeper() -> impl Strategy<Value = Kind> {
+    millis(5_000).prop_map(Kind::QuotaSweeper)
 }
 
 fn millis(max: u64) -> impl Strategy<Value = Duration> {
@@ -1020,6 +1148,16 @@ fn sweepers_never_panic() {
 }
 
 #[test]
+fn quota_requests_never_panic() {
+    check(false, |_| quota_request());
+}
+
+#[test]
+fn quota_sweepers_never_panic() {
+    check(false, |_| quota_sweeper());
+}
+
+#[test]
 fn usage_consumers_never_panic() {
     check(false, |_| millis(2_000).prop_map(Kind::Consumer));
 }
@@ -1048,4 +1186,20 @@ fn usage_billers_relays_and_workers_never_panic() {
             (any::<bool>(), millis(2_000)).prop_map(|(dedup, every)| Kind::Worker08(dedup, every)),
         ]
     });
+
+}
+
+#[test]
+fn mirror_requests_never_panic() {
+    check(false, |_| mirror_request());
+}
+
+#[test]
+fn mirror_reconcilers_warmers_and_observers_never_panic() {
+    check(false, |_| mirror_helper());
+}
+
+#[test]
+fn warm_requests_never_panic() {
+    check(false, |_| warm_request());
 }

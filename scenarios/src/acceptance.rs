@@ -140,6 +140,7 @@ pub fn doc_tests() -> Vec<DocTest> {
     ]
     .into_iter()
     .chain(crate::billing::doc_tests())
+    .chain(crate::quota::doc_tests())
     .collect()
 }
 

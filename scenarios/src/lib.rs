@@ -26,6 +26,7 @@ pub mod gate;
 pub mod net;
 mod parallel;
 mod proxy;
+mod quota;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(doc002::races());
     races.extend(doc003::races());
     races.extend(billing::races());
+    races.extend(quota::races());
     races
 }
 

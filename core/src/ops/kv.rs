@@ -286,6 +286,48 @@ pub enum ScriptName {
     /// `KEYS[1]` lock, `ARGV[1]` owner: delete the lock only if the caller owns it. Returns 1
     /// if deleted, 0 otherwise.
     CompareAndDelete,
+    /// `KEYS[1]` hash, `ARGV[1]` version, `ARGV[2..]` field-value pairs: a versioned cache
+    /// write. If the hash's `version` field is missing or not a version (1 to 15 ASCII
+    /// digits) it counts as -1; if it is smaller than `ARGV[1]`, `HSET key version ARGV[1]
+    /// pairs...` and return 1; otherwise write nothing and return 0. `ARGV[1]` must be a
+    /// version and the pairs complete (an error before any write).
+    SetIfNewer,
+    /// `KEYS[1]` hash, `ARGV[1]` field, `ARGV[2]` amount: an atomic check-and-deduct. If the
+    /// field holds an integer (an optional `-` and 1 to 15 ASCII digits) of at least the
+    /// amount, `HINCRBY key field -amount` and return 1; otherwise (missing, smaller, not an
+    /// integer) write nothing and return 0. The amount must be 1 to 15 ASCII digits (an error
+    /// before any write).
+    DeductIfEnough,
+}
+
+/// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
+/// Lua's number parsing can never disagree.
+fn script_number(text: &str) -> Option<i64> {
+    let digits = !text.is_empty() && text.len() <= 15 && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
+}
+
+/// An integer field as [`ScriptName::DeductIfEnough`] reads it: an optional `-` and 1 to 15
+/// ASCII digits.
+fn script_signed(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(rest) => script_number(rest).map(|n| -n),
+        None => script_number(text),
+    }
+}
+
+/// `HGET key field` inside a script: the value, `None` when missing, or the error reply
+/// (`WRONGTYPE`) the script must return at once.
+fn script_hget(view: &mut dyn KvView, key: &str, field: &str) -> Result<Option<String>, KvReply> {
+    let op = KvOp::HGet {
+        key: key.into(),
+        field: field.into(),
+    };
+    match view.call(&op) {
+        KvReply::Bulk(v) => Ok(Some(v)),
+        KvReply::Error(e) => Err(KvReply::Error(e)),
+        _ => Ok(None),
+    }
 }
 
 /// What a script sees of the key space: the commands a Lua script runs through
@@ -309,7 +351,12 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 
 impl ScriptName {
     /// Every script, for conformance tests and for loading on a server.
-    pub const ALL: [ScriptName; 2] = [ScriptName::CompareAndExtend, ScriptName::CompareAndDelete];
+    pub const ALL: [ScriptName; 4] = [
+        ScriptName::CompareAndExtend,
+        ScriptName::CompareAndDelete,
+        ScriptName::SetIfNewer,
+        ScriptName::DeductIfEnough,
+    ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
     /// positive integer, is a runtime error (Redis keeps any writes made before it; these
@@ -347,6 +394,8 @@ impl ScriptName {
                     KvReply::Int(0)
                 }
             }
+            ScriptName::SetIfNewer => ScriptName::set_if_newer(view, keys, args),
+            ScriptName::DeductIfEnough => ScriptName::deduct_if_enough(view, keys, args),
             ScriptName::CompareAndDelete => {
                 let (Some(key), Some(owner)) = (keys.first(), args.first()) else {
                     return KvReply::Error("ERR compare_and_delete needs 1 key and 1 arg".into());
@@ -370,6 +419,62 @@ impl ScriptName {
         match self {
             ScriptName::CompareAndExtend => "compare_and_extend",
             ScriptName::CompareAndDelete => "compare_and_delete",
+            ScriptName::SetIfNewer => "set_if_newer",
+            ScriptName::DeductIfEnough => "deduct_if_enough",
+        }
+    }
+
+    fn set_if_newer(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+        let (Some(key), Some(version)) = (keys.first(), args.first()) else {
+            return KvReply::Error("ERR set_if_newer needs 1 key and a version".into());
+        };
+        let pairs = &args[1..];
+        if !pairs.len().is_multiple_of(2) {
+            return KvReply::Error("ERR set_if_newer needs field-value pairs".into());
+        }
+        let Some(new) = script_number(version) else {
+            return KvReply::Error("ERR version must be 1 to 15 digits".into());
+        };
+        let stored = match script_hget(view, key, "version") {
+            Ok(v) => v.as_deref().and_then(script_number).unwrap_or(-1),
+            Err(e) => return e,
+        };
+        if stored >= new {
+            return KvReply::Int(0);
+        }
+        let mut all = vec![("version".to_string(), version.clone())];
+        all.extend(pairs.chunks(2).map(|p| (p[0].clone(), p[1].clone())));
+        match view.call(&KvOp::HSet {
+            key: key.clone(),
+            pairs: all,
+        }) {
+            KvReply::Error(e) => KvReply::Error(e),
+            _ => KvReply::Int(1),
+        }
+    }
+
+    fn deduct_if_enough(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+        let (Some(key), Some(field), Some(amount)) = (keys.first(), args.first(), args.get(1))
+        else {
+            return KvReply::Error("ERR deduct_if_enough needs 1 key and 2 args".into());
+        };
+        let Some(amount) = script_number(amount) else {
+            return KvReply::Error("ERR amount must be 1 to 15 digits".into());
+        };
+        let current = match script_hget(view, key, field) {
+            Ok(v) => v.as_deref().and_then(script_signed),
+            Err(e) => return e,
+        };
+        if current.is_none_or(|c| c < amount) {
+            return KvReply::Int(0);
+        }
+        match view.call(&KvOp::HIncrBy {
+            key: key.clone(),
+            field: field.clone(),
+            delta: -amount,
+        }) {
+            KvReply::Error(e) => KvReply::Error(e),
+            _ => KvReply::Int(1),
         }
     }
 }
@@ -541,7 +646,7 @@ mod tests {
     impl KvView for WrongType {
         fn call(&mut self, op: &KvOp) -> KvReply {
             match op {
-                KvOp::Get { .. } => KvReply::Error(WRONGTYPE.into()),
+                KvOp::Get { .. } | KvOp::HGet { .. } => KvReply::Error(WRONGTYPE.into()),
                 _ => panic!("the script wrote after WRONGTYPE: {op}"),
             }
         }
@@ -550,7 +655,12 @@ mod tests {
     #[test]
     fn scripts_return_wrongtype_before_any_write() {
         for script in ScriptName::ALL {
-            let r = script.run(&mut WrongType, &s(&["lock"]), &s(&["A", "1000"]));
+            let args = match script {
+                ScriptName::SetIfNewer => s(&["7", "balance", "10"]),
+                ScriptName::DeductIfEnough => s(&["balance", "10"]),
+                _ => s(&["A", "1000"]),
+            };
+            let r = script.run(&mut WrongType, &s(&["lock"]), &args);
             assert_eq!(r, KvReply::Error(WRONGTYPE.into()), "{}", script.as_str());
         }
     }
