@@ -432,6 +432,16 @@ pub struct BenchReport {
     pub families: Vec<FamilyBench>,
     /// Per race and variant.
     pub races: Vec<RaceBench>,
+    /// The explore world's store operations per second over the whole reference workload
+    /// (all races and variants: their operations over their wall time).
+    pub store_ops_per_sec: f64,
+    /// A bare seeded step per second, measured in the same run: one draw from the world's
+    /// random stream (logged as a decision), one ordered-map update and one log push, the
+    /// least a simulated store operation can cost.
+    pub bare_steps_per_sec: f64,
+    /// `store_ops_per_sec / bare_steps_per_sec`: how close the world's inner loop comes to
+    /// the bare step (the throughput target is 0.2).
+    pub store_op_to_bare_step: f64,
     /// The regression gate's deterministic figures.
     pub gate: Figures,
     /// The gate's figures compared with the committed baseline.
@@ -473,6 +483,39 @@ pub fn check_gate(figures: &Figures) -> GateCheck {
     }
 }
 
+/// Bare seeded steps per measurement of [`bare_steps_per_sec`].
+pub const BARE_STEPS: u64 = 2_000_000;
+
+/// The rate of a bare seeded step (fastest of `repeats` runs of [`BARE_STEPS`]): a draw from a
+/// [`SimRng`] (ChaCha8, the draw logged as a decision, as every draw of the world is), an
+/// update of an ordered map of 1,024 keys, and a push to a log; every 4,096 steps the log is
+/// dropped and a fresh stream seeded, as a run of the world starts with its own (its decision
+/// log would otherwise grow without bound). A store operation of the explore world does at
+/// least this much, so the ratio of the two rates says how much the
+/// world spends beyond it.
+pub fn bare_steps_per_sec(repeats: u32) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        let mut rng = SimRng::new(1);
+        let mut map: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut log: Vec<(u64, u64)> = Vec::new();
+        for i in 0..BARE_STEPS {
+            let key = rng.below(1024);
+            *map.entry(key).or_default() += i;
+            log.push((key, i));
+            if log.len() >= 4096 {
+                black_box(&log);
+                log.clear();
+                rng = black_box(SimRng::new(i));
+            }
+        }
+        black_box((&map, &log));
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    BARE_STEPS as f64 / best.max(1e-9)
+}
+
 /// Measures `races` on `seeds` seeds per race and variant, `repeats` times each.
 pub fn run(
     races: &[Race],
@@ -506,6 +549,12 @@ pub fn run(
             });
         }
     }
+    progress("a bare seeded step");
+    let bare_steps_per_sec = bare_steps_per_sec(repeats);
+    let (ops, wall): (u64, f64) = rows.iter().fold((0, 0.0), |(o, w), r| {
+        (o + r.explore.work.store_ops, w + r.explore.wall_ms / 1000.0)
+    });
+    let store_ops_per_sec = ops as f64 / wall.max(1e-9);
     progress("gate figures");
     let gate = gate::measure(races);
     let gate_check = check_gate(&gate);
@@ -526,6 +575,10 @@ pub fn run(
             })
             .collect(),
         races: rows,
+        store_ops_per_sec: store_ops_per_sec.round(),
+        bare_steps_per_sec: bare_steps_per_sec.round(),
+        store_op_to_bare_step: (store_ops_per_sec / bare_steps_per_sec.max(1.0) * 1000.0).round()
+            / 1000.0,
         gate,
         gate_check,
     }

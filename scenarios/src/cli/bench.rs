@@ -85,6 +85,14 @@ pub(crate) fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
     }
     out!();
     out!(
+        "store operations per second over the whole workload: {}; a bare seeded step (draw, \
+         ordered-map update, log push) in the same run: {} per second; ratio {} (target 0.2)",
+        report.store_ops_per_sec,
+        report.bare_steps_per_sec,
+        report.store_op_to_bare_step
+    );
+    out!();
+    out!(
         "regression gate (deterministic): seeds to detect from seed 0 / median over {} start \
          seeds; work per seed of the correct variant",
         racelab_scenarios::gate::START_SEED_COUNT
