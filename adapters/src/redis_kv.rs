@@ -121,7 +121,14 @@ end
 if tonumber(current) < amount then
   return 0
 end
-local left = redis.pcall('HINCRBY', KEYS[1], ARGV[1], -amount)
+-- The delta as canonical text: Lua would print -0 for an amount of 0, and 15-digit numbers
+-- in exponent notation, neither of which HINCRBY accepts.
+local canon = string.gsub(ARGV[2], '^0+', '')
+local delta = '0'
+if #canon > 0 then
+  delta = '-' .. canon
+end
+local left = redis.pcall('HINCRBY', KEYS[1], ARGV[1], delta)
 if type(left) == 'table' and left.err then
   return left
 end

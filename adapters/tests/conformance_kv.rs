@@ -222,6 +222,71 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => set_op(),
         4 => zset_op(),
         2 => any_type_op(),
+        3 => cache_script_op(),
+    ]
+}
+
+/// Versions and amounts of the cache scripts: mostly small ones that meet again, and the
+/// texts they must refuse (empty, a sign, a letter, 16 digits, full-width digits).
+const SCRIPT_NUMBERS: [&str; 10] = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "",
+    "-1",
+    "x",
+    "1234567890123456",
+    "１",
+    "007",
+];
+
+fn script_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => prop::sample::select(&SCRIPT_NUMBERS[..4]).prop_map(str::to_string),
+        1 => prop::sample::select(&SCRIPT_NUMBERS[..]).prop_map(str::to_string),
+    ]
+}
+
+/// The versioned cache scripts on a hash (`set_if_newer`, `deduct_if_enough`): the balance
+/// field mostly, written with small integers so that deductions meet enough and not enough;
+/// sometimes a `version` field written by hand, an odd pair count, or another type's key.
+fn cache_script_op() -> impl Strategy<Value = KvOp> {
+    let balance = || {
+        prop_oneof![
+            8 => Just("balance".to_string()),
+            1 => field(),
+            1 => Just("version".to_string()),
+        ]
+    };
+    let amount = || prop_oneof![4 => 0i64..=6, 1 => Just(-3i64)].prop_map(|n| n.to_string());
+    // Mostly one key, so that a versioned write and a deduction meet.
+    let keys = || {
+        prop_oneof![
+            4 => Just(vec![KEYS[0].to_string()]),
+            1 => script_keys(),
+        ]
+    };
+    let pairs = prop_oneof![
+        8 => prop::collection::vec((balance(), amount()), 1..=2)
+            .prop_map(|p| p.into_iter().flat_map(|(f, v)| [f, v]).collect::<Vec<_>>()),
+        1 => prop::collection::vec(value(), 0..=3),
+    ];
+    prop_oneof![
+        3 => (keys(), script_number(), pairs).prop_map(|(keys, version, pairs)| {
+            KvOp::Script {
+                script: ScriptName::SetIfNewer,
+                keys,
+                args: std::iter::once(version).chain(pairs).collect(),
+            }
+        }),
+        5 => (keys(), balance(), script_number(), 0usize..=2).prop_map(
+            |(keys, field, amount, extra)| KvOp::Script {
+                script: ScriptName::DeductIfEnough,
+                keys,
+                args: [field, amount, "extra".to_string()].into_iter().take(2 + extra.min(1)).collect(),
+            }
+        ),
     ]
 }
 
@@ -288,6 +353,10 @@ fn sequence() -> impl Strategy<Value = Vec<KvOp>> {
 #[derive(Debug, Default)]
 struct Seen {
     script_successes: u32,
+    /// `set_if_newer` calls that wrote (a newer version).
+    versioned_writes: u32,
+    /// `deduct_if_enough` calls that deducted.
+    deductions: u32,
     ttls_compared: u32,
     errors: u32,
     nils: u32,
@@ -394,6 +463,20 @@ impl Ctx {
                 self.seen.wrongtype += 1;
             }
             match (&op, &expected) {
+                (
+                    KvOp::Script {
+                        script: ScriptName::SetIfNewer,
+                        ..
+                    },
+                    KvReply::Int(1),
+                ) => self.seen.versioned_writes += 1,
+                (
+                    KvOp::Script {
+                        script: ScriptName::DeductIfEnough,
+                        ..
+                    },
+                    KvReply::Int(1),
+                ) => self.seen.deductions += 1,
                 (KvOp::Script { .. }, KvReply::Int(1)) => self.seen.script_successes += 1,
                 (KvOp::PTtl { .. }, KvReply::Int(n)) if *n > 0 => self.seen.ttls_compared += 1,
                 (_, KvReply::Error(_)) => self.seen.errors += 1,
@@ -436,7 +519,7 @@ fn kv_ops_and_scripts_agree_with_the_model() {
         kv,
     });
     let mut runner = TestRunner::new(PropConfig {
-        cases: 1_000,
+        cases: 1_500,
         failure_persistence: None,
         ..PropConfig::default()
     });
@@ -452,6 +535,8 @@ fn kv_ops_and_scripts_agree_with_the_model() {
     let seen = &ctx.borrow().seen;
     assert!(
         seen.script_successes >= 20
+            && seen.versioned_writes >= 20
+            && seen.deductions >= 20
             && seen.ttls_compared >= 20
             && seen.errors >= 20
             && seen.nils >= 20
@@ -622,6 +707,11 @@ fn kv_regression_sequences_agree_with_the_model() {
                 script(ScriptName::SetIfNewer, &["m"], &["2", "balance", "70"]),
                 KvOp::HGetAll { key: "m".into() },
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "80"]),
+                // A zero amount (Lua's -0 is no integer to HINCRBY), a leading zero and 15
+                // digits (Lua prints those in exponent notation): found by the generator.
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "0"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "007"]),
+                script(ScriptName::DeductIfEnough, &["m"], &["balance", "100000000000000"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "1"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["nope", "1"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "-1"]),
