@@ -17,6 +17,8 @@
 //!   variants, and their oracles.
 //! - [`health`]: documents 001 and 003's endpoint health table and failure queue, the proxy's
 //!   coroutines as machines, and their oracles (R-001-01 .. R-003-04).
+//! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
+//!   one hard health gate (document 001's health table), with per-attempt feedback.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +35,7 @@ pub mod billing;
 pub mod effects;
 pub mod health;
 pub mod lease;
+pub mod route;
 pub mod workorder;
 
 pub use history::{
