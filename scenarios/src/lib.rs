@@ -27,6 +27,7 @@ pub mod net;
 mod parallel;
 mod proxy;
 pub mod report;
+pub mod route_bench;
 
 use std::collections::BTreeMap;
 

@@ -8,6 +8,7 @@
 //! racelab replay RACE --variant V (--seed S | --script NAME) [--json] [--world explore|net]
 //! racelab report [--out DIR] [--seeds N]
 //! racelab bench [--seeds N] [--repeats R] [--json]
+//! racelab route-bench [--json]
 //! ```
 //!
 //! This file parses the arguments and dispatches; each command lives in its module of `cli`.
@@ -166,6 +167,14 @@ enum Command {
         /// counts).
         #[arg(long)]
         detection: bool,
+    },
+    /// Compare the routing policies (document 000's uniform pick and eight policies behind
+    /// the hard health gate) on seeded upstream scenarios: regret, success rate under a 1 s
+    /// timeout, p50/p99 latency and requests sent to down endpoints (deterministic).
+    RouteBench {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Run document 002's protocol with many workers against real Redis and PostgreSQL while
     /// faults are injected (Redis restarts, killed workers, a fault proxy), and judge the
@@ -477,6 +486,7 @@ fn main() -> ExitCode {
                 json,
             )
         }
+        Command::RouteBench { json } => cli::route_bench::route_bench(json),
         Command::Merge { files, json } => cli::merge::merge(&files, json),
         Command::Replay {
             race,

@@ -15,7 +15,7 @@
 //! | `PeakEwma`          | the cheaper of two random endpoints, cost = peak-EWMA latency × (outstanding + 1) (Finagle, Linkerd) |
 //! | `Ucb1`              | the highest mean reward + sqrt(2 ln t / n) (Auer et al. 2002)         |
 //! | `SlidingWindowUcb`  | UCB over the last `window` outcomes only (Garivier and Moulines 2011) |
-//! | `DiscountedThompson`| the highest draw from a Gaussian posterior over discounted reward sums (Raj and Kalyani 2017, with Gaussian instead of Beta posteriors) |
+//! | `DiscountedThompson`| the highest draw from a Gaussian posterior over discounted reward sums (Raj and Kalyani 2017, with Gaussian instead of Beta posteriors); optionally `censored`: attempts in flight count as outcomes whose loss is at least their age |
 //!
 //! The gate is document 001's health table ([`HealthTable`], variant `Correct`), not a second
 //! FSM: per-endpoint [`Generation`], sticky [`Status::AuthFailed`] on 401 until a probe started
@@ -151,6 +151,8 @@ pub struct Router {
     health: HealthTable,
     stats: Stats,
     outstanding: Vec<u32>,
+    start_sum_ms: Vec<u64>,
+    age_sum_ms: Vec<u64>,
     probe_in_flight: Vec<bool>,
     last_probe: Vec<Option<Timestamp>>,
     in_flight: BTreeMap<AttemptId, InFlight>,
@@ -175,8 +177,10 @@ impl Router {
             config,
             endpoints: endpoints.to_vec(),
             health: HealthTable::new(Variant::Correct, config.health, endpoints),
-            stats: Stats::new(config.policy, n),
+            stats: Stats::new(config.policy, n, config.timeout.as_ms()),
             outstanding: vec![0; n],
+            start_sum_ms: vec![0; n],
+            age_sum_ms: vec![0; n],
             probe_in_flight: vec![false; n],
             last_probe: vec![None; n],
             in_flight: BTreeMap::new(),
@@ -219,9 +223,18 @@ impl Router {
         if self.candidates.is_empty() {
             return Err(RouteError::NoHealthyEndpoint);
         }
-        let index = self
-            .stats
-            .choose(&self.candidates, &self.outstanding, now, rng);
+        for i in 0..self.endpoints.len() {
+            // The summed age of the requests in flight: outstanding × now − their starts.
+            self.age_sum_ms[i] =
+                (u64::from(self.outstanding[i]) * now.as_ms()).saturating_sub(self.start_sum_ms[i]);
+        }
+        let index = self.stats.choose(
+            &self.candidates,
+            &self.outstanding,
+            &self.age_sum_ms,
+            now,
+            rng,
+        );
         // The policy chooses among the candidates only: the gate's invariant.
         assert!(self.candidates.contains(&index));
         let endpoint = self.endpoints[index];
@@ -259,6 +272,7 @@ impl Router {
         self.next_attempt += 1;
         if !probe {
             self.outstanding[index] += 1;
+            self.start_sum_ms[index] += now.as_ms();
         }
         self.in_flight.insert(
             id,
@@ -296,6 +310,7 @@ impl Router {
         } else {
             assert!(self.outstanding[attempt.index] > 0);
             self.outstanding[attempt.index] -= 1;
+            self.start_sum_ms[attempt.index] -= attempt.started.as_ms();
             Source::Request
         };
         let _ = self

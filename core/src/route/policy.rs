@@ -47,6 +47,11 @@ pub enum Policy {
     DiscountedThompson {
         /// The discount per outcome, in `(0, 1)`.
         gamma: f64,
+        /// Also count each attempt in flight as a censored outcome: its loss is at least its
+        /// age, so when the attempts in flight are on average older than the endpoint's
+        /// mean loss they pull its estimate down before any of them completes (a slow
+        /// endpoint is seen after a fraction of the timeout, not after it).
+        censored: bool,
     },
 }
 
@@ -61,7 +66,10 @@ impl Policy {
             Policy::PeakEwma { .. } => "p2c-peak-ewma",
             Policy::Ucb1 => "ucb1",
             Policy::SlidingWindowUcb { .. } => "sw-ucb",
-            Policy::DiscountedThompson { .. } => "thompson-discounted",
+            Policy::DiscountedThompson {
+                censored: false, ..
+            } => "thompson-discounted",
+            Policy::DiscountedThompson { censored: true, .. } => "thompson-censored",
         }
     }
 
@@ -78,7 +86,14 @@ impl Policy {
                 window: 2_000,
                 c: 0.5,
             },
-            Policy::DiscountedThompson { gamma: 0.999 },
+            Policy::DiscountedThompson {
+                gamma: 0.999,
+                censored: false,
+            },
+            Policy::DiscountedThompson {
+                gamma: 0.999,
+                censored: true,
+            },
         ]
     }
 }
@@ -128,10 +143,12 @@ pub(super) struct Stats {
     total: u64,
     /// Round robin's cursor.
     cursor: usize,
+    /// The client's timeout, ms (rewards are 1 − loss / timeout).
+    timeout_ms: f64,
 }
 
 impl Stats {
-    pub(super) fn new(policy: Policy, n: usize) -> Stats {
+    pub(super) fn new(policy: Policy, n: usize, timeout_ms: u64) -> Stats {
         Stats {
             policy,
             count: vec![0.0; n],
@@ -142,6 +159,7 @@ impl Stats {
             window: VecDeque::new(),
             total: 0,
             cursor: 0,
+            timeout_ms: timeout_ms.max(1) as f64,
         }
     }
 
@@ -150,6 +168,7 @@ impl Stats {
         &mut self,
         candidates: &[usize],
         outstanding: &[u32],
+        age_sum_ms: &[u64],
         now: Timestamp,
         rng: &mut RandomStream,
     ) -> usize {
@@ -210,12 +229,20 @@ impl Stats {
                     s.sum[i] / s.count[i] + c * (ln_t / s.count[i]).sqrt()
                 })
             }
-            Policy::DiscountedThompson { .. } => {
+            Policy::DiscountedThompson { censored, .. } => {
                 let mut draws = Vec::with_capacity(candidates.len());
                 for &i in candidates {
                     // Prior: one pseudo-outcome of reward 1 (optimistic), sd 0.5 per outcome.
-                    let n = self.count[i] + 1.0;
-                    let mean = (self.sum[i] + 1.0) / n;
+                    let mut n = self.count[i] + 1.0;
+                    let mut mean = (self.sum[i] + 1.0) / n;
+                    if censored && outstanding[i] > 0 {
+                        let k = f64::from(outstanding[i]);
+                        let bound = 1.0 - (age_sum_ms[i] as f64 / k) / self.timeout_ms;
+                        if bound < mean {
+                            mean = (mean * n + bound * k) / (n + k);
+                            n += k;
+                        }
+                    }
                     draws.push(mean + 0.5 / n.sqrt() * normal(rng));
                 }
                 let mut best = 0;
@@ -283,7 +310,7 @@ impl Stats {
                     self.sum[j] -= r;
                 }
             }
-            Policy::DiscountedThompson { gamma } => {
+            Policy::DiscountedThompson { gamma, .. } => {
                 for k in 0..self.count.len() {
                     self.count[k] *= gamma;
                     self.sum[k] *= gamma;
