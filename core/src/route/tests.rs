@@ -243,3 +243,90 @@ fn the_same_seed_picks_the_same_endpoints() {
         assert_eq!(run(), run(), "{}", policy.name());
     }
 }
+
+/// One step of a random script: a request, a probe poll, or the oldest (or newest) attempt in
+/// flight completing with an observation.
+#[derive(Clone, Debug)]
+enum Step {
+    Pick,
+    Probe,
+    Complete { newest: bool, observation: u8 },
+    Wait(u8),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => Just(Step::Pick),
+        1 => Just(Step::Probe),
+        3 => (any::<bool>(), 0u8..5).prop_map(|(newest, observation)| Step::Complete { newest, observation }),
+        1 => any::<u8>().prop_map(Step::Wait),
+    ]
+}
+
+proptest::proptest! {
+    /// P1 of R-000-15 over random failure scripts, for every policy: a request only goes to
+    /// an endpoint the table calls healthy at that moment, a probe only to one it does not,
+    /// at most one probe per endpoint is in flight, and every attempt is recorded once.
+    #[test]
+    fn the_gate_holds_for_every_policy_over_random_scripts(
+        steps in proptest::collection::vec(step(), 1..200),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let observations = [
+            Observation::Success,
+            Observation::Unauthorized,
+            Observation::RateLimited,
+            Observation::ServerError,
+            Observation::Timeout,
+        ];
+        for policy in Policy::all() {
+            let mut router = Router::new(RouterConfig::gated(policy), &E).unwrap();
+            let mut rng = RandomStream::for_process(seed, 0, 0);
+            let mut now = 0u64;
+            let mut flying: Vec<Attempt> = Vec::new();
+            for s in &steps {
+                let t = Timestamp::from_ms(now);
+                match s {
+                    Step::Pick => {
+                        let healthy = router.health().healthy_endpoints();
+                        match router.pick(t, &mut rng) {
+                            Ok(a) => {
+                                proptest::prop_assert!(healthy.contains(&a.endpoint));
+                                proptest::prop_assert!(!a.probe);
+                                flying.push(a);
+                            }
+                            Err(e) => {
+                                proptest::prop_assert_eq!(e, RouteError::NoHealthyEndpoint);
+                                proptest::prop_assert!(healthy.is_empty());
+                            }
+                        }
+                    }
+                    Step::Probe => {
+                        while let Some(a) = router.poll_probe(t) {
+                            proptest::prop_assert!(!router.health().is_healthy(a.endpoint));
+                            proptest::prop_assert!(
+                                !flying.iter().any(|f| f.probe && f.endpoint == a.endpoint)
+                            );
+                            flying.push(a);
+                        }
+                    }
+                    Step::Complete { newest, observation } => {
+                        if flying.is_empty() {
+                            continue;
+                        }
+                        let a = if *newest { flying.pop().unwrap() } else { flying.remove(0) };
+                        let o = observations[*observation as usize];
+                        proptest::prop_assert_eq!(router.record(a.id, t, o), Ok(a.endpoint));
+                        proptest::prop_assert_eq!(
+                            router.record(a.id, t, o),
+                            Err(RouteError::UnknownAttempt(a.id.0))
+                        );
+                    }
+                    Step::Wait(ms) => now += u64::from(*ms) * 10,
+                }
+                proptest::prop_assert_eq!(router.in_flight(), flying.len());
+            }
+        }
+    }
+}
