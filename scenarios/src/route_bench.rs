@@ -264,6 +264,21 @@ pub struct ScenarioTable {
     pub rows: Vec<Row>,
     /// The shipped policy's target on this scenario.
     pub target: Target,
+    /// Per router, per second of virtual time: cumulative regret (ms) and success (per
+    /// mille) in that second; for the plots of `--out`, not part of the JSON table.
+    #[serde(skip)]
+    pub series: Vec<Series>,
+}
+
+/// One router's figures over time on one scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Series {
+    /// The router.
+    pub policy: String,
+    /// Cumulative regret at the end of each second, ms.
+    pub regret_ms: Vec<i64>,
+    /// Requests answered 200 in time among those sent in each second, per mille.
+    pub success_per_mille: Vec<u64>,
 }
 
 /// The shipped policy's target on one scenario.
@@ -299,11 +314,11 @@ pub fn run() -> RouteBench {
     let scenarios = scenarios()
         .iter()
         .map(|s| {
-            let (best_fixed, best_loss) = best_fixed(s);
-            let rows: Vec<Row> = routers()
+            let (best_fixed, best_loss, best_per_second) = best_fixed(s);
+            let (rows, series): (Vec<Row>, Vec<Series>) = routers()
                 .into_iter()
-                .map(|(name, config)| simulate(s, &name, config, best_loss))
-                .collect();
+                .map(|(name, config)| simulate(s, &name, config, best_loss, &best_per_second))
+                .unzip();
             let target = target(&rows);
             ScenarioTable {
                 scenario: s.name.to_string(),
@@ -313,6 +328,7 @@ pub fn run() -> RouteBench {
                 best_fixed_loss_ms: best_loss,
                 rows,
                 target,
+                series,
             }
         })
         .collect();
@@ -326,8 +342,9 @@ pub fn run() -> RouteBench {
 
 /// The best single endpoint in hindsight: the one whose answers to every request (the same
 /// common random numbers) lose least.
-fn best_fixed(s: &Scenario) -> (u32, u64) {
-    (0..s.endpoints)
+/// Also returns its cumulative loss at the end of each second.
+fn best_fixed(s: &Scenario) -> (u32, u64, Vec<u64>) {
+    let (e, total) = (0..s.endpoints)
         .map(|e| {
             let total: u64 = (0..s.duration_ms)
                 .map(|t| {
@@ -338,7 +355,17 @@ fn best_fixed(s: &Scenario) -> (u32, u64) {
             (e, total)
         })
         .min_by_key(|&(e, total)| (total, e))
-        .unwrap_or((0, 0))
+        .unwrap_or((0, 0));
+    let mut cumulative = Vec::new();
+    let mut sum = 0u64;
+    for t in 0..s.duration_ms {
+        let (ms, obs) = answer(s, e, t, t);
+        sum += loss(ms, obs);
+        if (t + 1).is_multiple_of(1000) {
+            cumulative.push(sum);
+        }
+    }
+    (e, total, cumulative)
 }
 
 /// Probes draw their answers from keys above every request's.
@@ -373,7 +400,19 @@ fn code_obs(c: u8) -> Observation {
     }
 }
 
-fn simulate(s: &Scenario, name: &str, config: RouterConfig, best_loss: u64) -> Row {
+fn simulate(
+    s: &Scenario,
+    name: &str,
+    config: RouterConfig,
+    best_loss: u64,
+    best_per_second: &[u64],
+) -> (Row, Series) {
+    let mut series = Series {
+        policy: name.to_string(),
+        regret_ms: Vec::new(),
+        success_per_mille: Vec::new(),
+    };
+    let mut second_successes = 0u64;
     let ids: Vec<EndpointId> = (0..s.endpoints).map(EndpointId).collect();
     // Invariant: the scenarios have 1..=ENDPOINTS_MAX distinct endpoints.
     let mut router = Router::new(config, &ids).expect("the scenarios' endpoints are valid");
@@ -430,6 +469,7 @@ fn simulate(s: &Scenario, name: &str, config: RouterConfig, best_loss: u64) -> R
                     let (wait, ok) = client_view(ms, obs);
                     total_loss += loss(ms, obs);
                     successes += u64::from(ok);
+                    second_successes += u64::from(ok);
                     waits.push(wait);
                     let obs = if ms > TIMEOUT_MS {
                         Observation::Timeout
@@ -451,11 +491,18 @@ fn simulate(s: &Scenario, name: &str, config: RouterConfig, best_loss: u64) -> R
                 }
             }
         }
+        if t < s.duration_ms && (t + 1).is_multiple_of(1000) {
+            let k = series.regret_ms.len();
+            let best = best_per_second.get(k).copied().unwrap_or(0);
+            series.regret_ms.push(total_loss as i64 - best as i64);
+            series.success_per_mille.push(second_successes);
+            second_successes = 0;
+        }
         t += 1;
     }
     waits.sort_unstable();
     let pct = |p: usize| waits.get((waits.len() * p / 100).min(waits.len().saturating_sub(1)));
-    Row {
+    let row = Row {
         policy: name.to_string(),
         regret_ms: total_loss as i64 - best_loss as i64,
         success_per_mille: successes * 1000 / s.duration_ms.max(1),
@@ -465,7 +512,8 @@ fn simulate(s: &Scenario, name: &str, config: RouterConfig, best_loss: u64) -> R
         to_down_after_evidence: after_evidence,
         refused,
         probes,
-    }
+    };
+    (row, series)
 }
 
 /// The shipped policy's target against the other rows (the ungated document row is not a
@@ -504,4 +552,116 @@ fn target(rows: &[Row]) -> Target {
         best_other: best_name,
         none_to_known_down: shipped.to_down_after_evidence == 0,
     }
+}
+
+/// Line colours, one per router in table order.
+const COLOURS: [&str; 10] = [
+    "#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+    "#17becf", "#000000",
+];
+
+/// One SVG line chart: a polyline per series, one point per second.
+fn chart(title: &str, lines: &[(&str, Vec<f64>)]) -> String {
+    let (w, h, pad) = (640.0, 260.0, 40.0);
+    let n = lines.iter().map(|(_, v)| v.len()).max().unwrap_or(0).max(2);
+    let all = lines.iter().flat_map(|(_, v)| v.iter().copied());
+    let (lo, hi) = all.fold((0.0f64, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1) as f64;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / span;
+    let (zero_y, right, hi_y, lo_y) = (y(0.0_f64.clamp(lo, hi)), w - pad, y(hi) + 4.0, y(lo));
+    let title = escape(title);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\">\
+         <text x=\"{pad}\" y=\"20\" font-size=\"13\">{title}</text>\
+         <line x1=\"{pad}\" y1=\"{zero_y:.1}\" x2=\"{right:.1}\" y2=\"{zero_y:.1}\" \
+         stroke=\"#ccc\"/>\
+         <text x=\"2\" y=\"{hi_y:.1}\" font-size=\"10\">{hi:.0}</text>\
+         <text x=\"2\" y=\"{lo_y:.1}\" font-size=\"10\">{lo:.0}</text>"
+    );
+    for (k, (name, values)) in lines.iter().enumerate() {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+            .collect();
+        let colour = COLOURS[k % COLOURS.len()];
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\">\
+             <title>{}</title></polyline>",
+            points.join(" "),
+            escape(name)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A self-contained HTML page with, per scenario, the cumulative regret and the success rate
+/// per second of every router as SVG line charts.
+pub fn html(bench: &RouteBench) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>racelab route-bench</title>\
+         </head><body style=\"font-family:sans-serif\"><h1>route-bench</h1>",
+    );
+    page.push_str(&format!(
+        "<p>Seed {:#x}, 1,000 requests per second of virtual time, client timeout {} ms; \
+         shipped: {}.</p><p>",
+        bench.seed,
+        bench.timeout_ms,
+        escape(&bench.shipped)
+    ));
+    let names: Vec<&str> = bench
+        .scenarios
+        .first()
+        .map(|s| s.series.iter().map(|r| r.policy.as_str()).collect())
+        .unwrap_or_default();
+    for (k, name) in names.iter().enumerate() {
+        page.push_str(&format!(
+            "<span style=\"color:{}\">&#9632; {}</span> ",
+            COLOURS[k % COLOURS.len()],
+            escape(name)
+        ));
+    }
+    page.push_str("</p>");
+    for s in &bench.scenarios {
+        page.push_str(&format!(
+            "<h2>{}</h2><p>{}</p>",
+            escape(&s.scenario),
+            escape(&s.summary)
+        ));
+        let regret: Vec<(&str, Vec<f64>)> = s
+            .series
+            .iter()
+            .map(|r| {
+                let v = r.regret_ms.iter().map(|ms| *ms as f64 / 1000.0).collect();
+                (r.policy.as_str(), v)
+            })
+            .collect();
+        let success: Vec<(&str, Vec<f64>)> = s
+            .series
+            .iter()
+            .map(|r| {
+                let v = r
+                    .success_per_mille
+                    .iter()
+                    .map(|m| *m as f64 / 10.0)
+                    .collect();
+                (r.policy.as_str(), v)
+            })
+            .collect();
+        page.push_str(&chart(
+            "cumulative regret (s) per second of the run",
+            &regret,
+        ));
+        page.push_str(&chart("success rate (%) per second of the run", &success));
+    }
+    page.push_str("</body></html>\n");
+    page
 }

@@ -125,6 +125,21 @@ fn route_bench_json_has_every_scenario_policy_and_target() {
         }
         assert_eq!(s["target"]["policy"], bench["shipped"]);
     }
+    // `--out` writes a page with two charts per scenario, one line per router.
+    let dir = std::env::temp_dir().join(format!("racelab-route-bench-{}", std::process::id()));
+    let o = racelab(&["route-bench", "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = std::fs::read_to_string(dir.join("route-bench.html")).expect("the page");
+    assert_eq!(page.matches("<svg").count(), 10);
+    assert_eq!(page.matches("</svg>").count(), 10);
+    assert_eq!(page.matches("<polyline").count(), 100);
+    // A DIR that cannot be created (under a file) is one clear line and exit 2.
+    let file = dir.join("route-bench.html");
+    check_rejected(
+        &["route-bench", "--out", file.join("sub").to_str().unwrap()],
+        "cannot write",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     // The text table says the same in columns.
     let text = racelab(&["route-bench"]);
     let table = stdout(&text);

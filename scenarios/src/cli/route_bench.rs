@@ -5,9 +5,19 @@ use std::process::ExitCode;
 
 use racelab_scenarios::route_bench;
 
-/// Runs `racelab route-bench`.
-pub(crate) fn route_bench(json: bool) -> ExitCode {
+/// Runs `racelab route-bench`; with `out`, also writes `route-bench.html` there.
+pub(crate) fn route_bench(json: bool, out: Option<&std::path::Path>) -> ExitCode {
     let bench = route_bench::run();
+    if let Some(dir) = out {
+        let path = dir.join("route-bench.html");
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, route_bench::html(&bench)));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        eprintln!("wrote {}", path.display());
+    }
     if json {
         match serde_json::to_string_pretty(&bench) {
             Ok(text) => out!("{text}"),
