@@ -28,6 +28,7 @@ mod parallel;
 mod proxy;
 mod quota;
 pub mod report;
+pub mod route_bench;
 
 use std::collections::BTreeMap;
 

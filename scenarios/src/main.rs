@@ -8,6 +8,7 @@
 //! racelab replay RACE --variant V (--seed S | --script NAME) [--json] [--world explore|net]
 //! racelab report [--out DIR] [--seeds N]
 //! racelab bench [--seeds N] [--repeats R] [--json]
+//! racelab route-bench [--json] [--out DIR]
 //! ```
 //!
 //! This file parses the arguments and dispatches; each command lives in its module of `cli`.
@@ -166,6 +167,18 @@ enum Command {
         /// counts).
         #[arg(long)]
         detection: bool,
+    },
+    /// Compare the routing policies (document 000's uniform pick and eight policies behind
+    /// the hard health gate) on seeded upstream scenarios: regret, success rate under a 1 s
+    /// timeout, p50/p99 latency and requests sent to down endpoints (deterministic).
+    RouteBench {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Also write `route-bench.html` here: per scenario, cumulative regret and success
+        /// rate over time, one SVG line per policy.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
     },
     /// Run document 002's protocol with many workers against real Redis and PostgreSQL while
     /// faults are injected (Redis restarts, killed workers, a fault proxy), and judge the
@@ -477,6 +490,7 @@ fn main() -> ExitCode {
                 json,
             )
         }
+        Command::RouteBench { json, out } => cli::route_bench::route_bench(json, out.as_deref()),
         Command::Merge { files, json } => cli::merge::merge(&files, json),
         Command::Replay {
             race,

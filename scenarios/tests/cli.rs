@@ -91,6 +91,60 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() {
         "has no timeline",
     );
     check_rejected(&["frobnicate"], "frobnicate");
+    check_rejected(&["route-bench", "--seeds", "3"], "--seeds");
+    check_rejected(&["route-bench", "linkerd"], "linkerd");
+}
+
+#[test]
+fn route_bench_json_has_every_scenario_policy_and_target() {
+    let o = racelab(&["route-bench", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let bench: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(bench["timeout_ms"], 1000);
+    let scenarios = bench["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["linkerd", "fail-fast", "revoked", "recovers", "drift"]
+    );
+    for s in scenarios {
+        let rows = s["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 10, "{s}");
+        for field in [
+            "regret_ms",
+            "success_per_mille",
+            "p50_ms",
+            "p99_ms",
+            "to_down",
+            "probes",
+        ] {
+            assert!(rows.iter().all(|r| r[field].is_number()), "{field} in {s}");
+        }
+        assert_eq!(s["target"]["policy"], bench["shipped"]);
+    }
+    // `--out` writes a page with two charts per scenario, one line per router.
+    let dir = std::env::temp_dir().join(format!("racelab-route-bench-{}", std::process::id()));
+    let o = racelab(&["route-bench", "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = std::fs::read_to_string(dir.join("route-bench.html")).expect("the page");
+    assert_eq!(page.matches("<svg").count(), 10);
+    assert_eq!(page.matches("</svg>").count(), 10);
+    assert_eq!(page.matches("<polyline").count(), 100);
+    // A DIR that cannot be created (under a file) is one clear line and exit 2.
+    let file = dir.join("route-bench.html");
+    check_rejected(
+        &["route-bench", "--out", file.join("sub").to_str().unwrap()],
+        "cannot write",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The text table says the same in columns.
+    let text = racelab(&["route-bench"]);
+    let table = stdout(&text);
+    assert!(table.contains("thompson-censored"), "{table}");
+    assert_eq!(table.matches("target for").count(), 5, "{table}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub(crate) mod merge;
 mod output;
 pub(crate) mod replay;
 pub(crate) mod report;
+pub(crate) mod route_bench;
 pub(crate) mod run;
 pub(crate) mod shrink;
 mod world;

@@ -1,0 +1,667 @@
+//! `racelab route-bench`: routing quality, every policy of `core::route` on the same seeded
+//! upstream scenarios (R-000-15, issue 13).
+//!
+//! A deterministic discrete-time simulation: virtual time in milliseconds, one request per
+//! millisecond (1,000 per second), each answered after a latency drawn from the scenario's
+//! model of its endpoint at that instant. Outcomes use common random numbers: request `i`
+//! sent to endpoint `e` gets the same answer whichever policy sent it, so the loss of
+//! every fixed choice is known for every request, and regret is exact rather than estimated.
+//!
+//! - **Loss** of a request: its latency if it succeeded within the client's 1 s timeout,
+//!   otherwise the whole timeout (a fast 503 is as useless to the client as a slow one).
+//! - **Regret**: the policy's summed loss minus that of the best single endpoint in
+//!   hindsight (it can be negative: a policy that switches beats every fixed choice when
+//!   the world changes).
+//! - **Latency** p50/p99: what the client waited, over every request (a timeout counts as
+//!   1 s, an error as its own latency).
+//! - **To down**: user requests sent to an endpoint that was down or had its key revoked
+//!   when they were sent; **after evidence**: those of them sent after the router had
+//!   already recorded a failure from that endpoint in the same episode. Probes are counted
+//!   apart.
+//!
+//! The scenarios are fixed here, not tuned to any policy: Linkerd's "Beyond Round Robin"
+//! comparison (11 endpoints, median 167 ms, one forced to 2 s; its 30 s slow period halved
+//! with the run so the bench takes seconds), an endpoint failing fast with 503/429, a key
+//! revoked mid-run, an endpoint that goes down and recovers, and a slow drift in latency.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use racelab_core::health::Observation;
+use racelab_core::route::{AttemptId, Gate, Policy, Router, RouterConfig};
+use racelab_core::{EndpointId, RandomStream, Timestamp};
+use serde::Serialize;
+
+/// The client's timeout in milliseconds.
+pub const TIMEOUT_MS: u64 = 1_000;
+/// The seed of the bench's upstream answers and of the routers' random streams.
+pub const SEED: u64 = 0x0013_0002;
+/// The policy the Correct gateway ships (behind the hard gate), chosen by this bench's table
+/// (see the README's route-bench section for the figures).
+pub const SHIPPED: &str = "thompson-censored";
+
+/// What an endpoint does at an instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// Answers 200 after a log-normal latency with this median (ms).
+    Up(f64),
+    /// Answers 200 after exactly this many ms.
+    Fixed(u64),
+    /// Answers 503 or 429 in 5 ms with probability `fail` (per mille), otherwise as `Up`.
+    FailFast { fail_per_mille: u64, median_ms: f64 },
+    /// Connection refused (a 503 in 2 ms): hard down.
+    Down,
+    /// Its key is revoked: 401 in 10 ms.
+    Revoked,
+}
+
+/// A seeded upstream scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// What it models.
+    pub summary: &'static str,
+    /// Endpoints.
+    pub endpoints: u32,
+    /// Virtual duration in ms (one request per ms).
+    pub duration_ms: u64,
+    mode: fn(u32, u64) -> Mode,
+    /// When the current down or revoked episode of (endpoint, time) began, if it is one.
+    down_since: fn(u32, u64) -> Option<u64>,
+}
+
+const MEDIANS_5: [f64; 5] = [100.0, 150.0, 200.0, 250.0, 300.0];
+
+/// The bench's scenarios.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "linkerd",
+            summary: "11 endpoints, median 167 ms; E0 answers in 2 s from 5 s to 20 s",
+            endpoints: 11,
+            duration_ms: 30_000,
+            mode: |e, t| {
+                if e == 0 && (5_000..20_000).contains(&t) {
+                    Mode::Fixed(2_000)
+                } else {
+                    Mode::Up(167.0)
+                }
+            },
+            down_since: |_, _| None,
+        },
+        Scenario {
+            name: "fail-fast",
+            summary: "E0 answers 503/429 in 5 ms 60% of the time, else 100 ms; others 150..300 ms",
+            endpoints: 5,
+            duration_ms: 30_000,
+            mode: |e, _| {
+                if e == 0 {
+                    Mode::FailFast {
+                        fail_per_mille: 600,
+                        median_ms: 100.0,
+                    }
+                } else {
+                    Mode::Up(MEDIANS_5[e as usize])
+                }
+            },
+            down_since: |_, _| None,
+        },
+        Scenario {
+            name: "revoked",
+            summary: "medians 100..300 ms; the best endpoint's key is revoked at 10 s (401, sticky)",
+            endpoints: 5,
+            duration_ms: 30_000,
+            mode: |e, t| {
+                if e == 0 && t >= 10_000 {
+                    Mode::Revoked
+                } else {
+                    Mode::Up(MEDIANS_5[e as usize])
+                }
+            },
+            down_since: |e, t| (e == 0 && t >= 10_000).then_some(10_000),
+        },
+        Scenario {
+            name: "recovers",
+            summary: "medians 100..300 ms; the best endpoint is down from 5 s to 15 s, then back",
+            endpoints: 5,
+            duration_ms: 30_000,
+            mode: |e, t| {
+                if e == 0 && (5_000..15_000).contains(&t) {
+                    Mode::Down
+                } else {
+                    Mode::Up(MEDIANS_5[e as usize])
+                }
+            },
+            down_since: |e, t| (e == 0 && (5_000..15_000).contains(&t)).then_some(5_000),
+        },
+        Scenario {
+            name: "drift",
+            summary: "E0 drifts from 100 to 400 ms and E1 from 400 to 100 ms; others 200..300 ms",
+            endpoints: 5,
+            duration_ms: 30_000,
+            mode: |e, t| {
+                let x = t as f64 / 30_000.0;
+                match e {
+                    0 => Mode::Up(100.0 + 300.0 * x),
+                    1 => Mode::Up(400.0 - 300.0 * x),
+                    _ => Mode::Up(MEDIANS_5[e as usize]),
+                }
+            },
+            down_since: |_, _| None,
+        },
+    ]
+}
+
+/// The routers compared: the document's ungated uniform pick, then every policy behind the
+/// hard gate.
+pub fn routers() -> Vec<(String, RouterConfig)> {
+    let mut doc = RouterConfig::gated(Policy::Uniform);
+    doc.gate = Gate::Off;
+    let mut all = vec![("doc-uniform-no-gate".to_string(), doc)];
+    for p in Policy::all() {
+        all.push((p.name().to_string(), RouterConfig::gated(p)));
+    }
+    all
+}
+
+/// SplitMix64's finaliser, the hash behind the common random numbers.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// The answer of endpoint `e` to the attempt numbered `key` sent at `t`: a latency (ms) and
+/// an observation (before the client's timeout is applied).
+fn answer(s: &Scenario, e: u32, t: u64, key: u64) -> (u64, Observation) {
+    let h = mix(SEED ^ mix(key ^ (u64::from(e) << 48)));
+    let lognormal = |median: f64| {
+        let u1 = 1.0 - unit(h);
+        let u2 = unit(mix(h));
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (median * (0.35 * z).exp()).round().max(1.0) as u64
+    };
+    match (s.mode)(e, t) {
+        Mode::Up(median) => (lognormal(median), Observation::Success),
+        Mode::Fixed(ms) => (ms, Observation::Success),
+        Mode::FailFast {
+            fail_per_mille,
+            median_ms,
+        } => {
+            let roll = mix(h ^ 0xFA11) % 1000;
+            if roll < fail_per_mille / 2 {
+                (5, Observation::ServerError)
+            } else if roll < fail_per_mille {
+                (5, Observation::RateLimited)
+            } else {
+                (lognormal(median_ms), Observation::Success)
+            }
+        }
+        Mode::Down => (2, Observation::ServerError),
+        Mode::Revoked => (10, Observation::Unauthorized),
+    }
+}
+
+/// What the client sees: the time it waited and whether it got a 200 in time.
+fn client_view(latency_ms: u64, obs: Observation) -> (u64, bool) {
+    if latency_ms > TIMEOUT_MS {
+        (TIMEOUT_MS, false)
+    } else {
+        (latency_ms, obs == Observation::Success)
+    }
+}
+
+fn loss(latency_ms: u64, obs: Observation) -> u64 {
+    match client_view(latency_ms, obs) {
+        (ms, true) => ms,
+        (_, false) => TIMEOUT_MS,
+    }
+}
+
+/// One policy's figures on one scenario.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The router (policy name, or the ungated document code).
+    pub policy: String,
+    /// Summed loss minus the best fixed endpoint's, in ms.
+    pub regret_ms: i64,
+    /// Requests answered 200 within the timeout, per mille.
+    pub success_per_mille: u64,
+    /// The client's median wait, ms.
+    pub p50_ms: u64,
+    /// The client's 99th percentile wait, ms.
+    pub p99_ms: u64,
+    /// User requests sent to a down or revoked endpoint.
+    pub to_down: u64,
+    /// Of those, the ones sent after the router had recorded a failure of that episode.
+    pub to_down_after_evidence: u64,
+    /// Requests failed by the router because no endpoint passed the gate.
+    pub refused: u64,
+    /// Health probes sent.
+    pub probes: u64,
+}
+
+/// One scenario's table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScenarioTable {
+    /// The scenario.
+    pub scenario: String,
+    /// What it models.
+    pub summary: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// The best fixed endpoint in hindsight and its summed loss (ms).
+    pub best_fixed: String,
+    /// Its summed loss, ms.
+    pub best_fixed_loss_ms: u64,
+    /// One row per router.
+    pub rows: Vec<Row>,
+    /// The shipped policy's target on this scenario.
+    pub target: Target,
+    /// Per router, per second of virtual time: cumulative regret (ms) and success (per
+    /// mille) in that second; for the plots of `--out`, not part of the JSON table.
+    #[serde(skip)]
+    pub series: Vec<Series>,
+}
+
+/// One router's figures over time on one scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Series {
+    /// The router.
+    pub policy: String,
+    /// Cumulative regret at the end of each second, ms.
+    pub regret_ms: Vec<i64>,
+    /// Requests answered 200 in time among those sent in each second, per mille.
+    pub success_per_mille: Vec<u64>,
+}
+
+/// The shipped policy's target on one scenario.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The shipped policy.
+    pub policy: String,
+    /// Regret at most 20% of the gated uniform policy's (or not above it when that is <= 0).
+    pub within_20pct_of_uniform: bool,
+    /// Regret at most the best other gated policy's plus 10% of its magnitude.
+    pub within_10pct_of_best_other: bool,
+    /// The best other gated policy.
+    pub best_other: String,
+    /// No user request to a down or revoked endpoint after the router had evidence of it.
+    pub none_to_known_down: bool,
+}
+
+/// The whole bench.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteBench {
+    /// The seed.
+    pub seed: u64,
+    /// The client's timeout, ms.
+    pub timeout_ms: u64,
+    /// The shipped policy.
+    pub shipped: String,
+    /// One table per scenario.
+    pub scenarios: Vec<ScenarioTable>,
+}
+
+/// Runs every router on every scenario.
+pub fn run() -> RouteBench {
+    let scenarios = scenarios()
+        .iter()
+        .map(|s| {
+            let (best_fixed, best_loss, best_per_second) = best_fixed(s);
+            let (rows, series): (Vec<Row>, Vec<Series>) = routers()
+                .into_iter()
+                .map(|(name, config)| simulate(s, &name, config, best_loss, &best_per_second))
+                .unzip();
+            let target = target(&rows);
+            ScenarioTable {
+                scenario: s.name.to_string(),
+                summary: s.summary.to_string(),
+                requests: s.duration_ms,
+                best_fixed: EndpointId(best_fixed).to_string(),
+                best_fixed_loss_ms: best_loss,
+                rows,
+                target,
+                series,
+            }
+        })
+        .collect();
+    RouteBench {
+        seed: SEED,
+        timeout_ms: TIMEOUT_MS,
+        shipped: SHIPPED.to_string(),
+        scenarios,
+    }
+}
+
+/// The best single endpoint in hindsight: the one whose answers to every request (the same
+/// common random numbers) lose least.
+/// Also returns its cumulative loss at the end of each second.
+fn best_fixed(s: &Scenario) -> (u32, u64, Vec<u64>) {
+    let (e, total) = (0..s.endpoints)
+        .map(|e| {
+            let total: u64 = (0..s.duration_ms)
+                .map(|t| {
+                    let (ms, obs) = answer(s, e, t, t);
+                    loss(ms, obs)
+                })
+                .sum();
+            (e, total)
+        })
+        .min_by_key(|&(e, total)| (total, e))
+        .unwrap_or((0, 0));
+    let mut cumulative = Vec::new();
+    let mut sum = 0u64;
+    for t in 0..s.duration_ms {
+        let (ms, obs) = answer(s, e, t, t);
+        sum += loss(ms, obs);
+        if (t + 1).is_multiple_of(1000) {
+            cumulative.push(sum);
+        }
+    }
+    (e, total, cumulative)
+}
+
+/// Probes draw their answers from keys above every request's.
+const PROBE_KEY_BASE: u64 = 1 << 40;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Done {
+    at_ms: u64,
+    attempt: u64,
+    endpoint: u32,
+    observation: u8,
+    probe: bool,
+}
+
+fn obs_code(o: Observation) -> u8 {
+    match o {
+        Observation::Success => 0,
+        Observation::Unauthorized => 1,
+        Observation::RateLimited => 2,
+        Observation::ServerError => 3,
+        Observation::Timeout => 4,
+    }
+}
+
+fn code_obs(c: u8) -> Observation {
+    match c {
+        0 => Observation::Success,
+        1 => Observation::Unauthorized,
+        2 => Observation::RateLimited,
+        3 => Observation::ServerError,
+        _ => Observation::Timeout,
+    }
+}
+
+fn simulate(
+    s: &Scenario,
+    name: &str,
+    config: RouterConfig,
+    best_loss: u64,
+    best_per_second: &[u64],
+) -> (Row, Series) {
+    let mut series = Series {
+        policy: name.to_string(),
+        regret_ms: Vec::new(),
+        success_per_mille: Vec::new(),
+    };
+    let mut second_successes = 0u64;
+    let ids: Vec<EndpointId> = (0..s.endpoints).map(EndpointId).collect();
+    // Invariant: the scenarios have 1..=ENDPOINTS_MAX distinct endpoints.
+    let mut router = Router::new(config, &ids).expect("the scenarios' endpoints are valid");
+    let mut rng = RandomStream::for_process(SEED, 0, 0);
+    let mut heap: BinaryHeap<Reverse<Done>> = BinaryHeap::new();
+    let mut waits = Vec::with_capacity(s.duration_ms as usize);
+    let mut total_loss: u64 = 0;
+    let mut successes = 0u64;
+    let (mut to_down, mut after_evidence, mut refused, mut probes) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_failure_ms: Vec<Option<u64>> = vec![None; s.endpoints as usize];
+    let mut probe_key = PROBE_KEY_BASE;
+    let mut t = 0u64;
+    while t < s.duration_ms || !heap.is_empty() {
+        let now = Timestamp::from_ms(t);
+        while heap.peek().is_some_and(|d| d.0.at_ms <= t) {
+            let Some(Reverse(d)) = heap.pop() else { break };
+            let obs = code_obs(d.observation);
+            if obs.is_failure() {
+                last_failure_ms[d.endpoint as usize] = Some(t);
+            }
+            // Invariant: every attempt is recorded exactly once, at its completion.
+            let recorded = router.record(AttemptId(d.attempt), now, obs);
+            assert!(recorded.is_ok());
+        }
+        if t < s.duration_ms {
+            while let Some(a) = router.poll_probe(now) {
+                probes += 1;
+                let (ms, obs) = answer(s, a.endpoint.0, t, probe_key);
+                probe_key += 1;
+                let (wait, ok) = client_view(ms, obs);
+                let obs = if ok || ms <= TIMEOUT_MS {
+                    obs
+                } else {
+                    Observation::Timeout
+                };
+                heap.push(Reverse(Done {
+                    at_ms: t + wait,
+                    attempt: a.id.0,
+                    endpoint: a.endpoint.0,
+                    observation: obs_code(obs),
+                    probe: true,
+                }));
+            }
+            match router.pick(now, &mut rng) {
+                Ok(a) => {
+                    let e = a.endpoint.0;
+                    if let Some(since) = (s.down_since)(e, t) {
+                        to_down += 1;
+                        if last_failure_ms[e as usize].is_some_and(|f| f >= since) {
+                            after_evidence += 1;
+                        }
+                    }
+                    let (ms, obs) = answer(s, e, t, t);
+                    let (wait, ok) = client_view(ms, obs);
+                    total_loss += loss(ms, obs);
+                    successes += u64::from(ok);
+                    second_successes += u64::from(ok);
+                    waits.push(wait);
+                    let obs = if ms > TIMEOUT_MS {
+                        Observation::Timeout
+                    } else {
+                        obs
+                    };
+                    heap.push(Reverse(Done {
+                        at_ms: t + wait,
+                        attempt: a.id.0,
+                        endpoint: e,
+                        observation: obs_code(obs),
+                        probe: false,
+                    }));
+                }
+                Err(_) => {
+                    refused += 1;
+                    total_loss += TIMEOUT_MS;
+                    waits.push(0);
+                }
+            }
+        }
+        if t < s.duration_ms && (t + 1).is_multiple_of(1000) {
+            let k = series.regret_ms.len();
+            let best = best_per_second.get(k).copied().unwrap_or(0);
+            series.regret_ms.push(total_loss as i64 - best as i64);
+            series.success_per_mille.push(second_successes);
+            second_successes = 0;
+        }
+        t += 1;
+    }
+    waits.sort_unstable();
+    let pct = |p: usize| waits.get((waits.len() * p / 100).min(waits.len().saturating_sub(1)));
+    let row = Row {
+        policy: name.to_string(),
+        regret_ms: total_loss as i64 - best_loss as i64,
+        success_per_mille: successes * 1000 / s.duration_ms.max(1),
+        p50_ms: pct(50).copied().unwrap_or(0),
+        p99_ms: pct(99).copied().unwrap_or(0),
+        to_down,
+        to_down_after_evidence: after_evidence,
+        refused,
+        probes,
+    };
+    (row, series)
+}
+
+/// The shipped policy's target against the other rows (the ungated document row is not a
+/// competitor: it is the bug).
+fn target(rows: &[Row]) -> Target {
+    let gated: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.policy != "doc-uniform-no-gate")
+        .collect();
+    let find = |name: &str| gated.iter().find(|r| r.policy == name);
+    let (Some(shipped), Some(uniform)) = (find(SHIPPED), find("uniform")) else {
+        return Target {
+            policy: SHIPPED.to_string(),
+            within_20pct_of_uniform: false,
+            within_10pct_of_best_other: false,
+            best_other: String::new(),
+            none_to_known_down: false,
+        };
+    };
+    let best_other = gated
+        .iter()
+        .filter(|r| r.policy != SHIPPED)
+        .min_by_key(|r| r.regret_ms);
+    let (best_name, best_regret) =
+        best_other.map_or((String::new(), 0), |r| (r.policy.clone(), r.regret_ms));
+    let within_20 = if uniform.regret_ms > 0 {
+        shipped.regret_ms * 5 <= uniform.regret_ms
+    } else {
+        shipped.regret_ms <= uniform.regret_ms
+    };
+    let within_10 = shipped.regret_ms * 10 <= best_regret * 10 + best_regret.abs();
+    Target {
+        policy: SHIPPED.to_string(),
+        within_20pct_of_uniform: within_20,
+        within_10pct_of_best_other: within_10,
+        best_other: best_name,
+        none_to_known_down: shipped.to_down_after_evidence == 0,
+    }
+}
+
+/// Line colours, one per router in table order.
+const COLOURS: [&str; 10] = [
+    "#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+    "#17becf", "#000000",
+];
+
+/// One SVG line chart: a polyline per series, one point per second.
+fn chart(title: &str, lines: &[(&str, Vec<f64>)]) -> String {
+    let (w, h, pad) = (640.0, 260.0, 40.0);
+    let n = lines.iter().map(|(_, v)| v.len()).max().unwrap_or(0).max(2);
+    let all = lines.iter().flat_map(|(_, v)| v.iter().copied());
+    let (lo, hi) = all.fold((0.0f64, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1) as f64;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / span;
+    let (zero_y, right, hi_y, lo_y) = (y(0.0_f64.clamp(lo, hi)), w - pad, y(hi) + 4.0, y(lo));
+    let title = escape(title);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\">\
+         <text x=\"{pad}\" y=\"20\" font-size=\"13\">{title}</text>\
+         <line x1=\"{pad}\" y1=\"{zero_y:.1}\" x2=\"{right:.1}\" y2=\"{zero_y:.1}\" \
+         stroke=\"#ccc\"/>\
+         <text x=\"2\" y=\"{hi_y:.1}\" font-size=\"10\">{hi:.0}</text>\
+         <text x=\"2\" y=\"{lo_y:.1}\" font-size=\"10\">{lo:.0}</text>"
+    );
+    for (k, (name, values)) in lines.iter().enumerate() {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+            .collect();
+        let colour = COLOURS[k % COLOURS.len()];
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\">\
+             <title>{}</title></polyline>",
+            points.join(" "),
+            escape(name)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A self-contained HTML page with, per scenario, the cumulative regret and the success rate
+/// per second of every router as SVG line charts.
+pub fn html(bench: &RouteBench) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>racelab route-bench</title>\
+         </head><body style=\"font-family:sans-serif\"><h1>route-bench</h1>",
+    );
+    page.push_str(&format!(
+        "<p>Seed {:#x}, 1,000 requests per second of virtual time, client timeout {} ms; \
+         shipped: {}.</p><p>",
+        bench.seed,
+        bench.timeout_ms,
+        escape(&bench.shipped)
+    ));
+    let names: Vec<&str> = bench
+        .scenarios
+        .first()
+        .map(|s| s.series.iter().map(|r| r.policy.as_str()).collect())
+        .unwrap_or_default();
+    for (k, name) in names.iter().enumerate() {
+        page.push_str(&format!(
+            "<span style=\"color:{}\">&#9632; {}</span> ",
+            COLOURS[k % COLOURS.len()],
+            escape(name)
+        ));
+    }
+    page.push_str("</p>");
+    for s in &bench.scenarios {
+        page.push_str(&format!(
+            "<h2>{}</h2><p>{}</p>",
+            escape(&s.scenario),
+            escape(&s.summary)
+        ));
+        let regret: Vec<(&str, Vec<f64>)> = s
+            .series
+            .iter()
+            .map(|r| {
+                let v = r.regret_ms.iter().map(|ms| *ms as f64 / 1000.0).collect();
+                (r.policy.as_str(), v)
+            })
+            .collect();
+        let success: Vec<(&str, Vec<f64>)> = s
+            .series
+            .iter()
+            .map(|r| {
+                let v = r
+                    .success_per_mille
+                    .iter()
+                    .map(|m| *m as f64 / 10.0)
+                    .collect();
+                (r.policy.as_str(), v)
+            })
+            .collect();
+        page.push_str(&chart(
+            "cumulative regret (s) per second of the run",
+            &regret,
+        ));
+        page.push_str(&chart("success rate (%) per second of the run", &success));
+    }
+    page.push_str("</body></html>\n");
+    page
+}
