@@ -711,7 +711,11 @@ fn kv_regression_sequences_agree_with_the_model() {
                 // digits (Lua prints those in exponent notation): found by the generator.
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "0"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "007"]),
-                script(ScriptName::DeductIfEnough, &["m"], &["balance", "100000000000000"]),
+                script(
+                    ScriptName::DeductIfEnough,
+                    &["m"],
+                    &["balance", "100000000000000"],
+                ),
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "1"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["nope", "1"]),
                 script(ScriptName::DeductIfEnough, &["m"], &["balance", "-1"]),

@@ -113,44 +113,6 @@ fn each_seed_draws_its_own_mix_of_fault_kinds() {
 }
 
 #[test]
-fn a_swarm_failure_replays_from_its_printed_command() {
-    let o = racelab(&[
-        "run",
-        "R-002-02",
-        "--variant",
-        "buggy",
-        "--seeds",
-        "20",
-        "--profile",
-        "swarm",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON row");
-    assert_eq!(row["profile"], "swarm");
-    let replay = row["replay"]
-        .as_str()
-        .expect("a failing seed's replay command");
-    assert!(replay.ends_with("--profile swarm"), "{replay}");
-    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
-    let args: Vec<&str> = replay
-        .split_whitespace()
-        .skip(1)
-        .chain(["--json"])
-        .collect();
-    let o = racelab(&args);
-    let replayed: serde_json::Value =
-        serde_json::from_str(stdout(&o).trim()).expect("replay prints one JSON object");
-    let direct = run_seed_in(&race("R-002-02"), Variant::Buggy, seed, Profile::Swarm);
-    assert_eq!(
-        replayed["trace_hash"].as_str(),
-        Some(format!("{:016x}", direct.run.trace_hash).as_str()),
-        "{replayed}"
-    );
-    assert_eq!(replayed["violated"], true, "{replayed}");
-}
-
-#[test]
 fn the_detection_table_has_every_failing_variant_under_each_profile() {
     let o = racelab(&["bench", "--detection", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -262,43 +224,6 @@ fn pct_is_explore_only_and_not_shrunk() {
 }
 
 #[test]
-fn a_pct_failure_replays_from_its_printed_command() {
-    let o = racelab(&[
-        "run",
-        "R-002-01",
-        "--variant",
-        "buggy",
-        "--seeds",
-        "20",
-        "--scheduler",
-        "pct",
-        "--depth",
-        "2",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON row");
-    assert_eq!(row["profile"], "pct2");
-    let replay = row["replay"]
-        .as_str()
-        .expect("a failing seed's replay command");
-    assert!(replay.ends_with("--scheduler pct --depth 2"), "{replay}");
-    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
-    let args: Vec<&str> = replay
-        .split_whitespace()
-        .skip(1)
-        .chain(["--json"])
-        .collect();
-    let replayed: serde_json::Value =
-        serde_json::from_str(stdout(&racelab(&args)).trim()).expect("replay prints JSON");
-    let direct = run_seed_in(&race("R-002-01"), Variant::Buggy, seed, Profile::Pct(2));
-    assert_eq!(
-        replayed["trace_hash"].as_str(),
-        Some(format!("{:016x}", direct.run.trace_hash).as_str())
-    );
-}
-
-#[test]
 fn the_net_world_draws_its_faults_from_the_swarm_too() {
     use racelab_scenarios::net::run_seed_net_in;
     let race = race("R-002-02");
@@ -312,5 +237,69 @@ fn the_net_world_draws_its_faults_from_the_swarm_too() {
     assert!(
         differ >= 4,
         "only {differ} of 5 net runs changed with the swarm profile"
+    );
+}
+
+/// Runs `race`'s Buggy variant with `flags` over 20 seeds, then replays its first failure
+/// from the printed command: the command names the exploration (it ends with `suffix`)
+/// and gives the failing run's trace hash.
+fn failure_replays_from_its_printed_command(
+    race_id: &str,
+    flags: &[&str],
+    profile: Profile,
+    suffix: &str,
+) {
+    let mut args = vec![
+        "run",
+        race_id,
+        "--variant",
+        "buggy",
+        "--seeds",
+        "20",
+        "--json",
+    ];
+    args.extend_from_slice(flags);
+    let o = racelab(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON row");
+    assert_eq!(row["profile"], profile.as_str());
+    let replay = row["replay"]
+        .as_str()
+        .expect("a failing seed's replay command");
+    assert!(replay.ends_with(suffix), "{replay}");
+    let seed = row["first_failing_seed"].as_u64().expect("a failing seed");
+    let args: Vec<&str> = replay
+        .split_whitespace()
+        .skip(1)
+        .chain(["--json"])
+        .collect();
+    let replayed: serde_json::Value =
+        serde_json::from_str(stdout(&racelab(&args)).trim()).expect("replay prints JSON");
+    let direct = run_seed_in(&race(race_id), Variant::Buggy, seed, profile);
+    assert_eq!(
+        replayed["trace_hash"].as_str(),
+        Some(format!("{:016x}", direct.run.trace_hash).as_str()),
+        "{replayed}"
+    );
+    assert_eq!(replayed["violated"], true, "{replayed}");
+}
+
+#[test]
+fn a_swarm_failure_replays_from_its_printed_command() {
+    failure_replays_from_its_printed_command(
+        "R-002-02",
+        &["--profile", "swarm"],
+        Profile::Swarm,
+        "--profile swarm",
+    );
+}
+
+#[test]
+fn a_pct_failure_replays_from_its_printed_command() {
+    failure_replays_from_its_printed_command(
+        "R-002-01",
+        &["--scheduler", "pct", "--depth", "2"],
+        Profile::Pct(2),
+        "--scheduler pct --depth 2",
     );
 }
