@@ -1186,7 +1186,6 @@ fn usage_billers_relays_and_workers_never_panic() {
             (any::<bool>(), millis(2_000)).prop_map(|(dedup, every)| Kind::Worker08(dedup, every)),
         ]
     });
-
 }
 
 #[test]

@@ -1879,7 +1879,10 @@ fn pct_orders_messages_by_process_priority_and_drops_a_process_at_a_change_point
         orders.insert(per_process.clone());
         per_process.sort_unstable();
         assert_eq!(per_process, vec![2, 4, 6], "seed {seed}");
-        assert_eq!(r.trace_hash, run(three_setters(4), &pct(seed, 1)).trace_hash);
+        assert_eq!(
+            r.trace_hash,
+            run(three_setters(4), &pct(seed, 1)).trace_hash
+        );
     }
     assert_eq!(orders.len(), 6, "every priority order occurs: {orders:?}");
 
@@ -1891,5 +1894,8 @@ fn pct_orders_messages_by_process_priority_and_drops_a_process_at_a_change_point
             trips.iter().flatten().any(|&t| t >= 8)
         })
         .count();
-    assert!(dropped >= 25, "only {dropped} of 30 depth-3 runs dropped a process");
+    assert!(
+        dropped >= 25,
+        "only {dropped} of 30 depth-3 runs dropped a process"
+    );
 }
