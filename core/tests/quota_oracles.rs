@@ -744,3 +744,19 @@ fn warm_coverage_counts_contended_locks() {
         Some(&1)
     );
 }
+
+#[test]
+fn an_hset_that_only_overwrites_fields_succeeded() {
+    // Redis answers HSET with the number of fields it added: 0 when it only overwrote.
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, false, 0);
+    assert!(h.ops[0].succeeded());
+    assert!(h.ops[0].accepted());
+    // Elsewhere an integer 0 still means nothing happened (an HDEL that found no field).
+    let hdel = StoreOp::Kv(KvOp::HDel {
+        key: "h".into(),
+        fields: vec!["f".into()],
+    });
+    assert!(!Reply::Kv(KvReply::Int(0)).is_success_of(&hdel));
+    assert!(Reply::Kv(KvReply::Int(1)).is_success_of(&hdel));
+}

@@ -634,9 +634,7 @@ pub fn mirror_converges(history: &History, initial: (i64, i64)) -> Verdict {
 }
 
 /// The version an accepted mirror write set: an `HSET` with a `version` field, or a
-/// `set_if_newer` that wrote (answered 1), applied and never lost to a failover. (An `HSET`
-/// that only overwrote fields answers 0, which the history does not count as a success: it
-/// is judged by `lost_at` alone.)
+/// `set_if_newer` that wrote (answered 1), applied and never lost to a failover.
 fn version_written(op: &crate::history::OpRecord) -> Option<i64> {
     use crate::ops::{KvOp, KvReply, ScriptName, StoreOp};
     if op.applied_at.is_none() || op.lost_at.is_some() {
