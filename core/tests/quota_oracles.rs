@@ -192,7 +192,14 @@ fn coverage_counts_refusals_and_a_straddled_day() {
         bucket: "k1:d0".into(),
     };
     h.ops.push(op(A, refused, 950, 0, true));
-    let v = coverage(&h, &QuotaEnd::default(), Counter::Daily { day });
+    let v = coverage(
+        &h,
+        &QuotaEnd::default(),
+        Counter::Daily {
+            day,
+            from: Duration::ZERO,
+        },
+    );
     assert_eq!(v.sometimes.get("bucket-straddled"), Some(&1));
     assert_eq!(v.sometimes.get("reservation-refused"), Some(&1));
     // The same request billed within its day straddles nothing.
@@ -200,7 +207,14 @@ fn coverage_counts_refusals_and_a_straddled_day() {
     h.ops.push(op(A, reserve, 100, 1, true));
     h.ops
         .push(op(A, QuotaTag::Ledger { request }, 400, 1, true));
-    let v = coverage(&h, &QuotaEnd::default(), Counter::Daily { day });
+    let v = coverage(
+        &h,
+        &QuotaEnd::default(),
+        Counter::Daily {
+            day,
+            from: Duration::ZERO,
+        },
+    );
     assert_eq!(v.sometimes.get("bucket-straddled"), None);
 }
 
