@@ -43,9 +43,11 @@ pub struct OpRecord {
 }
 
 impl OpRecord {
-    /// Whether the store applied it and answered success ([`Reply::is_success`]).
+    /// Whether the store applied it and answered success ([`Reply::is_success_of`]).
     pub fn succeeded(&self) -> bool {
-        self.result.as_ref().is_some_and(Reply::is_success)
+        self.result
+            .as_ref()
+            .is_some_and(|r| r.is_success_of(&self.op))
     }
 
     /// Whether its writes were accepted: it succeeded and became durable.

@@ -653,7 +653,10 @@ impl Kind {
 fn quota_request() -> impl Strategy<Value = Kind> {
     let counter = prop_oneof![
         Just(Counter::Budget),
-        millis(100_000).prop_map(|day| Counter::Daily { day }),
+        millis(100_000).prop_map(|day| Counter::Daily {
+            day,
+            from: Duration::ZERO,
+        }),
     ];
     (
         (counter, any::<u64>(), small_int(), small_int()),

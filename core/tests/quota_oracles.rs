@@ -192,7 +192,14 @@ fn coverage_counts_refusals_and_a_straddled_day() {
         bucket: "k1:d0".into(),
     };
     h.ops.push(op(A, refused, 950, 0, true));
-    let v = coverage(&h, &QuotaEnd::default(), Counter::Daily { day });
+    let v = coverage(
+        &h,
+        &QuotaEnd::default(),
+        Counter::Daily {
+            day,
+            from: Duration::ZERO,
+        },
+    );
     assert_eq!(v.sometimes.get("bucket-straddled"), Some(&1));
     assert_eq!(v.sometimes.get("reservation-refused"), Some(&1));
     // The same request billed within its day straddles nothing.
@@ -200,7 +207,14 @@ fn coverage_counts_refusals_and_a_straddled_day() {
     h.ops.push(op(A, reserve, 100, 1, true));
     h.ops
         .push(op(A, QuotaTag::Ledger { request }, 400, 1, true));
-    let v = coverage(&h, &QuotaEnd::default(), Counter::Daily { day });
+    let v = coverage(
+        &h,
+        &QuotaEnd::default(),
+        Counter::Daily {
+            day,
+            from: Duration::ZERO,
+        },
+    );
     assert_eq!(v.sometimes.get("bucket-straddled"), None);
 }
 
@@ -384,6 +398,119 @@ fn mirror_converges_flags_a_stale_mirror_and_a_quiet_mismatch() {
     assert!(mirror_converges(&h, (20, 0)).holds());
 }
 
+/// A reconciler's row read at `at` (the process `C` that reconciles).
+fn reconcile_read(h: &mut History, process: ProcessId, at: u64) {
+    let stmt = SqlStmt::Select {
+        table: QUOTA_BALANCE,
+        key: "k1".into(),
+        for_update: false,
+    };
+    h.ops.push(record(
+        process,
+        QuotaTag::SourceRead,
+        StoreOp::Sql(SqlOp::Exec(stmt)),
+        at,
+        Reply::Timeout,
+    ));
+}
+
+#[test]
+fn mirror_converges_restarts_the_bound_after_a_fault_on_the_reconciler_only() {
+    const C: ProcessId = ProcessId(2);
+    let fault = |h: &mut History, at: u64, fault: Fault| {
+        h.faults.push(FaultRecord {
+            at: Timestamp::from_ms(at),
+            fault,
+        })
+    };
+    // v1 committed at 0.7 s; the reconciler's read reply was lost at 1.5 s: a stale sample
+    // at 2 s is within the second after the fault, one at 2.6 s is not.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    reconcile_read(&mut h, C, 1_500);
+    fault(
+        &mut h,
+        1_500,
+        Fault::DropReply {
+            process: C,
+            op: OpId(1_500),
+        },
+    );
+    observe(&mut h, 10, 0, 2_000);
+    assert!(mirror_converges(&h, (10, 0)).holds());
+    observe(&mut h, 10, 0, 2_600);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // The same lost reply of a request (not a reconciler) excuses nothing.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    reconcile_read(&mut h, C, 1_200);
+    fault(
+        &mut h,
+        1_500,
+        Fault::DropReply {
+            process: A,
+            op: OpId(1_500),
+        },
+    );
+    observe(&mut h, 10, 0, 2_000);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // A reconciler paused 3 s from 1 s: samples until 1 s after it resumes (5 s) are not
+    // judged; a mirror still stale at 5.2 s is a violation.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    reconcile_read(&mut h, C, 400);
+    let duration = Duration::from_secs(3);
+    fault(
+        &mut h,
+        1_000,
+        Fault::Pause {
+            process: C,
+            duration,
+        },
+    );
+    observe(&mut h, 10, 0, 3_900);
+    observe(&mut h, 10, 0, 4_900);
+    assert!(mirror_converges(&h, (10, 0)).holds());
+    observe(&mut h, 10, 0, 5_200);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // A reconciler cut from Redis from 1 s to 4 s: the same, from the heal on.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    reconcile_read(&mut h, C, 400);
+    let store = racelab_core::StoreId::Redis;
+    fault(&mut h, 1_000, Fault::Partition { process: C, store });
+    fault(&mut h, 4_000, Fault::Heal { process: C, store });
+    observe(&mut h, 10, 0, 4_900);
+    assert!(mirror_converges(&h, (10, 0)).holds());
+    observe(&mut h, 10, 0, 5_100);
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+    // A Redis restart (every key lost) restarts the bound as a failover does; an empty
+    // mirror 1 s after it is a violation.
+    let mut h = history();
+    deduct(&mut h, 0, 1, 700);
+    fault(&mut h, 1_800, Fault::RedisRestart);
+    h.ops.push(record(
+        S,
+        QuotaTag::Observe,
+        StoreOp::Kv(KvOp::HGetAll {
+            key: mirror_key("k1"),
+        }),
+        2_500,
+        Reply::Kv(KvReply::Pairs(vec![])),
+    ));
+    assert!(mirror_converges(&h, (10, 0)).holds());
+    h.ops.push(record(
+        S,
+        QuotaTag::Observe,
+        StoreOp::Kv(KvOp::HGetAll {
+            key: mirror_key("k1"),
+        }),
+        2_900,
+        Reply::Kv(KvReply::Pairs(vec![])),
+    ));
+    assert_eq!(mirror_converges(&h, (10, 0)).broken(), ["I-Q2"]);
+}
+
 #[test]
 fn mirror_monotone_flags_a_reordered_sync_but_not_a_refused_one() {
     let mut h = history();
@@ -407,6 +534,28 @@ fn mirror_monotone_flags_a_reordered_sync_but_not_a_refused_one() {
     h.ops[0].lost_at = Some(Timestamp::from_ms(760));
     mirror(&mut h, A, 1, 2_700, false, 0);
     assert!(mirror_monotone(&h, &I_Q3).holds());
+    // A Redis restart between the writes lost every key: v1 into the emptied key is no
+    // decrease. A decrease among the writes after the restart still is, and so is one
+    // across a restart that came before both writes.
+    let restart = |h: &mut History, at: u64| {
+        h.faults.push(FaultRecord {
+            at: Timestamp::from_ms(at),
+            fault: Fault::RedisRestart,
+        })
+    };
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, true, 1);
+    restart(&mut h, 1_000);
+    mirror(&mut h, A, 1, 2_700, true, 1);
+    assert!(mirror_monotone(&h, &I_Q3).holds());
+    mirror(&mut h, S, 3, 2_800, true, 1);
+    mirror(&mut h, A, 2, 2_900, false, 0);
+    assert_eq!(mirror_monotone(&h, &I_Q3).broken(), ["I-Q3"]);
+    let mut h = history();
+    restart(&mut h, 500);
+    mirror(&mut h, S, 2, 750, false, 0);
+    mirror(&mut h, A, 1, 2_700, false, 0);
+    assert_eq!(mirror_monotone(&h, &I_Q3).broken(), ["I-Q3"]);
 }
 
 /// A hash-only key space for the named scripts.
@@ -608,4 +757,20 @@ fn warm_coverage_counts_contended_locks() {
         warm_coverage(&h).sometimes.get("warm-lock-contended"),
         Some(&1)
     );
+}
+
+#[test]
+fn an_hset_that_only_overwrites_fields_succeeded() {
+    // Redis answers HSET with the number of fields it added: 0 when it only overwrote.
+    let mut h = history();
+    mirror(&mut h, S, 2, 750, false, 0);
+    assert!(h.ops[0].succeeded());
+    assert!(h.ops[0].accepted());
+    // Elsewhere an integer 0 still means nothing happened (an HDEL that found no field).
+    let hdel = StoreOp::Kv(KvOp::HDel {
+        key: "h".into(),
+        fields: vec!["f".into()],
+    });
+    assert!(!Reply::Kv(KvReply::Int(0)).is_success_of(&hdel));
+    assert!(Reply::Kv(KvReply::Int(1)).is_success_of(&hdel));
 }

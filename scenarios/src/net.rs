@@ -971,12 +971,12 @@ impl NetWorld {
                 // A Redis write is durable once the replica has it, unless a fault lost it.
                 match stores.lost_at(write) {
                     Some(lost) => record.lost_at = Some(lost),
-                    None if a.reply.is_success() => {
+                    None if a.reply.is_success_of(&record.op) => {
                         record.durable_at = Some(stores.redis.replicated_at(a.at));
                     }
                     None => {}
                 }
-            } else if (a.durable || committed) && a.reply.is_success() {
+            } else if (a.durable || committed) && a.reply.is_success_of(&record.op) {
                 record.durable_at = Some(a.at);
             }
             record.result = Some(a.reply.clone());

@@ -385,13 +385,25 @@ fn profile_02() -> FaultProfile {
 // ---------------------------------------------------------------------------------------------
 // R-000-05
 
+/// The time of day at R-000-05's world origin: 30 s before midnight. The world models the
+/// seconds around the day boundary, so that the fault window (and the swarm's pause, delay,
+/// partition and clock-skew lengths, which scale with it) covers them and not a whole idle
+/// day before them.
+const DAY_FROM: Duration = Duration::from_ms(86_400_000 - 30_000);
+
+/// R-000-05's daily counter.
+const DAILY: Counter = Counter::Daily {
+    day: DAY,
+    from: DAY_FROM,
+};
+
 fn day_bucket(day: u64) -> String {
-    Counter::Daily { day: DAY }.bucket(KEY, Timestamp::from_ms(day * DAY.as_ms()))
+    format!("{KEY}:d{day}")
 }
 
 /// `ms` before the end of day 0.
 fn before_midnight(ms: u64) -> Timestamp {
-    Timestamp::from_ms(DAY.as_ms() - ms)
+    Timestamp::from_ms(DAY.as_ms() - DAY_FROM.as_ms() - ms)
 }
 
 fn scripts_05() -> Vec<Script> {
@@ -422,7 +434,7 @@ fn scripts_05() -> Vec<Script> {
 }
 
 fn build_05(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
-    let mut plan = Plan::new(variant, Counter::Daily { day: DAY });
+    let mut plan = Plan::new(variant, DAILY);
     match workload {
         Workload::Scripted("T-1") => {
             plan.bucket(day_bucket(0), 99, 100);
@@ -453,7 +465,7 @@ fn build_05(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
 }
 
 fn profile_05() -> FaultProfile {
-    profile(DAY + Duration::from_secs(30))
+    profile(Duration::from_secs(60))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,7 +568,7 @@ fn ac_000_3(variant: Variant) -> bool {
     const REQUESTS: u64 = 100;
     const COST: i64 = 3;
     const INITIAL: i64 = 100;
-    let counters = [Counter::Budget, Counter::Daily { day: DAY }];
+    let counters = [Counter::Budget, DAILY];
     counters.into_iter().all(|counter| {
         (0..AC_SEEDS).all(|seed| {
             let mut plan = Plan::new(variant, counter);

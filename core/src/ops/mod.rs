@@ -119,9 +119,21 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Whether the reply, the answer to `op`, reports that the operation took effect: as
+    /// [`Reply::is_success`], except that an `HSET` answering any count succeeded (Redis
+    /// answers the number of fields it added; 0 means it only overwrote existing ones, which
+    /// is still a write that took effect).
+    pub fn is_success_of(&self, op: &StoreOp) -> bool {
+        match (op, self) {
+            (StoreOp::Kv(KvOp::HSet { .. }), Reply::Kv(KvReply::Int(n))) => *n >= 0,
+            _ => self.is_success(),
+        }
+    }
+
     /// Whether the reply reports that the operation took effect: `OK`, a positive integer, a
     /// Redis array holding a value, non-empty pairs, a non-empty row set, a positive row
-    /// count, a commit, an enqueue or a delivery.
+    /// count, a commit, an enqueue or a delivery. Without the operation an integer's meaning
+    /// is unknown: where the operation is known, [`Reply::is_success_of`] is the definition.
     pub fn is_success(&self) -> bool {
         match self {
             Reply::Kv(KvReply::Ok) | Reply::Kv(KvReply::Bulk(_)) => true,

@@ -372,13 +372,18 @@ impl Copier {
 
 /// The correct protocol's reconciliation loop: every `every` it copies the balance row to
 /// the mirror with `set_if_newer`, so that the mirror converges within `every` plus two round
-/// trips after a lost sync, a crash between commit and sync, or a failover. Never idle: the
-/// world's horizon ends its run.
+/// trips after a lost sync, a crash between commit and sync, or a failover. A copy that has
+/// not finished `every` after it began (a lost or delayed reply) is abandoned and a fresh one
+/// starts: one lost reply does not block the loop for the driver's timeout (5 s of SQL, longer
+/// than the 1 s bound), and a late reply of the abandoned copy is ignored; a late write of it
+/// is harmless, being versioned. Never idle: the world's horizon ends its run.
 #[derive(Debug)]
 pub struct Reconciler {
     copier: Copier,
     every: Duration,
     next_at: Option<Timestamp>,
+    /// When the copy in flight is abandoned.
+    give_up_at: Option<Timestamp>,
 }
 
 impl Reconciler {
@@ -395,6 +400,7 @@ impl Reconciler {
             },
             every,
             next_at: None,
+            give_up_at: None,
         }
     }
 }
@@ -406,15 +412,24 @@ impl Machine for Reconciler {
 
     fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
         if self.copier.on_reply(op, &reply) {
+            self.give_up_at = None;
             self.next_at = Some(now + self.every);
         }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        if self.copier.waiting.is_some() || self.next_at.is_none_or(|t| t > now) {
+        if self.copier.waiting.is_some() {
+            if self.give_up_at.is_none_or(|t| t > now) {
+                return;
+            }
+            // The copy in flight is abandoned: its reply, if it ever comes, is ignored.
+            self.copier.waiting = None;
+            self.copier.reading = false;
+        } else if self.next_at.is_none_or(|t| t > now) {
             return;
         }
         self.next_at = None;
+        self.give_up_at = Some(now + self.every);
         self.copier.read();
     }
 
@@ -423,7 +438,11 @@ impl Machine for Reconciler {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.next_at
+        if self.copier.waiting.is_some() {
+            self.give_up_at
+        } else {
+            self.next_at
+        }
     }
 
     fn is_idle(&self) -> bool {

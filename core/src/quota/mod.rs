@@ -62,6 +62,9 @@ pub enum Counter {
     Daily {
         /// The length of a day (virtual time).
         day: Duration,
+        /// The time of day 0 at the world's origin (a world that models the seconds around
+        /// a midnight starts shortly before it, not a whole day earlier).
+        from: Duration,
     },
 }
 
@@ -70,9 +73,12 @@ impl Counter {
     pub fn bucket(self, key: &str, at: Timestamp) -> String {
         match self {
             Counter::Budget => key.to_string(),
-            Counter::Daily { day } => {
+            Counter::Daily { day, from } => {
                 let day_ms = day.as_ms().max(1);
-                format!("{key}:d{}", at.as_ms() / day_ms)
+                format!(
+                    "{key}:d{}",
+                    at.as_ms().saturating_add(from.as_ms()) / day_ms
+                )
             }
         }
     }

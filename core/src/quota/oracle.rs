@@ -11,10 +11,11 @@
 //!
 //! Together `I-LIMIT` and `I-COUNT` are R-000-02's I-BUDGET and R-000-05's I-LIMIT/I-COUNT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::history::History;
+use crate::ids::ProcessId;
 use crate::ops::{Reply, Row, SqlReply, Table, Value};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::Timestamp;
@@ -499,24 +500,85 @@ fn commits(history: &History, initial: (i64, i64)) -> Vec<(Timestamp, i64, i64)>
     out
 }
 
+/// The processes that reconcile the mirror: those that read the row or repaired the mirror
+/// and never warmed it.
+fn reconcilers(history: &History) -> BTreeSet<ProcessId> {
+    let warmers: BTreeSet<ProcessId> = history
+        .ops
+        .iter()
+        .filter(|op| matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Warm)))
+        .map(|op| op.process)
+        .collect();
+    history
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                QuotaTag::of(&op.tag),
+                Some(QuotaTag::SourceRead | QuotaTag::Repair)
+            )
+        })
+        .map(|op| op.process)
+        .filter(|p| !warmers.contains(p))
+        .collect()
+}
+
+/// The spans `(from, to)` after which the 1 s bound starts again: a failover or a Redis
+/// restart (a failover that loses every key), and a fault that disables a reconciler itself
+/// (a delayed or lost reply of one of its operations, its pause until it resumes, its
+/// partition from a store until it heals, its crash, its restart).
+fn disruptions(history: &History) -> Vec<(Timestamp, Timestamp)> {
+    use crate::history::Fault;
+    let reconcilers = reconcilers(history);
+    let mut spans = Vec::new();
+    let mut cut: BTreeMap<(ProcessId, crate::history::StoreId), Timestamp> = BTreeMap::new();
+    for f in &history.faults {
+        let at = f.at;
+        match &f.fault {
+            Fault::Failover | Fault::RedisRestart => spans.push((at, at)),
+            Fault::Delay { process, .. }
+            | Fault::DropReply { process, .. }
+            | Fault::Crash { process }
+            | Fault::Restart { process }
+                if reconcilers.contains(process) =>
+            {
+                spans.push((at, at))
+            }
+            Fault::Pause { process, duration } if reconcilers.contains(process) => {
+                spans.push((at, at + *duration))
+            }
+            Fault::Partition { process, store } if reconcilers.contains(process) => {
+                cut.insert((*process, *store), at);
+            }
+            Fault::Heal { process, store } => {
+                if let Some(from) = cut.remove(&(*process, *store)) {
+                    spans.push((from, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    // A partition never healed lasts to the end.
+    spans.extend(
+        cut.into_values()
+            .map(|from| (from, Timestamp::from_ms(u64::MAX))),
+    );
+    spans
+}
+
 /// `I-Q2` on the observer's samples: for a sample at `r`, every version committed by
-/// `r - 1 s` (and by 1 s after the last failover or restart before `r`) is shown; and if no
-/// commit, failover or restart happened in the second before `r`, the sample equals the
-/// committed row (the `balance`, and the `version` when the mirror keeps one).
+/// `r - 1 s` is shown; and if no commit happened in the second before `r`, the sample equals
+/// the committed row (the `balance`, and the `version` when the mirror keeps one). The bound
+/// starts again at the end of a fault the document's criterion (RACES.md 7.1 AC-000-1: crash
+/// between commit and sync, pause, failover) does not promise to mask within it: a failover
+/// or Redis restart (every key lost), and a fault that disables the reconciler itself (a
+/// delayed or lost reply of its own, its pause, partition, crash or restart): a sample
+/// within 1 s of such a fault's end is not judged. A mirror still stale 1 s after the
+/// reconciler is healthy again is a violation.
 pub fn mirror_converges(history: &History, initial: (i64, i64)) -> Verdict {
     let mut verdict = Verdict::default();
     let commits = commits(history, initial);
-    let disruptions: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| {
-            matches!(
-                f.fault,
-                crate::history::Fault::Failover | crate::history::Fault::RedisRestart
-            )
-        })
-        .map(|f| f.at)
-        .collect();
+    let disruptions = disruptions(history);
     for (i, op) in history.ops.iter().enumerate() {
         if !matches!(QuotaTag::of(&op.tag), Some(QuotaTag::Observe)) {
             continue;
@@ -531,7 +593,10 @@ pub fn mirror_converges(history: &History, initial: (i64, i64)) -> Verdict {
         else {
             continue;
         };
-        if disruptions.iter().any(|f| since < *f && *f <= r) {
+        if disruptions
+            .iter()
+            .any(|(from, to)| *from <= r && since < *to)
+        {
             continue;
         }
         let version = sample.get("version").and_then(|v| v.parse::<i64>().ok());
@@ -569,9 +634,7 @@ pub fn mirror_converges(history: &History, initial: (i64, i64)) -> Verdict {
 }
 
 /// The version an accepted mirror write set: an `HSET` with a `version` field, or a
-/// `set_if_newer` that wrote (answered 1), applied and never lost to a failover. (An `HSET`
-/// that only overwrote fields answers 0, which the history does not count as a success: it
-/// is judged by `lost_at` alone.)
+/// `set_if_newer` that wrote (answered 1), applied and never lost to a failover.
 fn version_written(op: &crate::history::OpRecord) -> Option<i64> {
     use crate::ops::{KvOp, KvReply, ScriptName, StoreOp};
     if op.applied_at.is_none() || op.lost_at.is_some() {
@@ -596,9 +659,19 @@ fn version_written(op: &crate::history::OpRecord) -> Option<i64> {
 }
 
 /// `I-Q3` (or R-000-09's `W2`, named by `property`): in the order Redis applied them, the
-/// versions the accepted mirror writes set never decrease.
+/// versions the accepted mirror writes set never decrease. A Redis restart without
+/// persistence loses every key, as a failover loses the writes its replica lacked: the writes
+/// applied before it are lost, and the versions are compared again from the restart on (a
+/// write of an older version into the emptied key is no decrease; a decrease among the
+/// writes after one restart still is).
 pub fn mirror_monotone(history: &History, property: &Property) -> Verdict {
     let mut verdict = Verdict::default();
+    let restarts: Vec<Timestamp> = history
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, crate::history::Fault::RedisRestart))
+        .map(|f| f.at)
+        .collect();
     let mut writes: Vec<(Timestamp, usize, i64)> = history
         .ops
         .iter()
@@ -606,9 +679,14 @@ pub fn mirror_monotone(history: &History, property: &Property) -> Verdict {
         .filter_map(|(i, op)| Some((op.applied_at?, i, version_written(op)?)))
         .collect();
     writes.sort();
-    let mut newest: Option<(usize, i64)> = None;
+    let mut newest: Option<(usize, i64, Timestamp)> = None;
     for (at, i, v) in writes {
-        if let Some((j, w)) = newest
+        if let Some((_, _, since)) = newest
+            && restarts.iter().any(|r| since < *r && *r <= at)
+        {
+            newest = None;
+        }
+        if let Some((j, w, _)) = newest
             && v < w
         {
             let op = &history.ops[i];
@@ -624,7 +702,7 @@ pub fn mirror_monotone(history: &History, property: &Property) -> Verdict {
             });
             continue;
         }
-        newest = Some((i, v));
+        newest = Some((i, v, at));
     }
     verdict
 }

@@ -1307,7 +1307,7 @@ impl World {
             "world invariant: operation {index} applied twice, or before its invocation"
         );
         record.applied_at = Some(now);
-        if durable_now && reply.is_success() {
+        if durable_now && reply.is_success_of(&record.op) {
             record.durable_at = Some(now);
         }
         record.result = Some(reply);
