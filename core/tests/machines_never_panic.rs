@@ -29,6 +29,7 @@ use racelab_core::health::{
     Added, EndpointId, Generation, HealthConfig, HealthTag, LocalOp, LocalResult, LocalState,
     Observation, ObserveOutcome, Source,
 };
+use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
@@ -576,6 +577,8 @@ enum Kind {
     Biller(UsageBillConfig, u32),
     Relay(Duration, u64),
     Worker08(bool, Duration),
+    SchedNode(Duration),
+    SchedDispatcher(Vec<(String, Timestamp)>, Duration),
 }
 
 impl Kind {
@@ -603,6 +606,12 @@ impl Kind {
             Kind::Biller(cfg, inc) => Box::new(UsageBiller::new(cfg, inc)),
             Kind::Relay(every, batch) => Box::new(OutboxRelay::new(every, batch)),
             Kind::Worker08(dedup, every) => Box::new(UsageWorker::new(dedup, every)),
+            Kind::SchedNode(length) => {
+                Box::new(SchedNode::new("N1", NodeConfig::of(variant), length))
+            }
+            Kind::SchedDispatcher(jobs, every) => {
+                Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every))
+            }
         }
     }
 }
@@ -1046,6 +1055,18 @@ fn usage_billers_relays_and_workers_never_panic() {
             }),
             (millis(2_000), 0u64..8).prop_map(|(every, batch)| Kind::Relay(every, batch)),
             (any::<bool>(), millis(2_000)).prop_map(|(dedup, every)| Kind::Worker08(dedup, every)),
+        ]
+    });
+}
+
+#[test]
+fn scheduler_nodes_and_dispatchers_never_panic() {
+    check(false, |_| {
+        let job = (text(), millis(100_000)).prop_map(|(j, at)| (j, Timestamp::from_ms(at.as_ms())));
+        prop_oneof![
+            millis(200_000).prop_map(Kind::SchedNode),
+            (prop::collection::vec(job, 0..4), millis(20_000))
+                .prop_map(|(jobs, every)| Kind::SchedDispatcher(jobs, every)),
         ]
     });
 }

@@ -27,6 +27,7 @@ pub mod net;
 mod parallel;
 mod proxy;
 pub mod report;
+mod scheduler;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(doc002::races());
     races.extend(doc003::races());
     races.extend(billing::races());
+    races.extend(scheduler::races());
     races
 }
 

@@ -286,6 +286,19 @@ pub enum ScriptName {
     /// `KEYS[1]` lock, `ARGV[1]` owner: delete the lock only if the caller owns it. Returns 1
     /// if deleted, 0 otherwise.
     CompareAndDelete,
+    /// The scheduler's node registration (`register_node_v2.lua`); see
+    /// [`crate::scheduler::scripts`] for this and the following scripts' keys and arguments.
+    SchedRegister,
+    /// The scheduler's heartbeat (`heartbeat_with_pool_assign.lua`).
+    SchedHeartbeat,
+    /// The scheduler's submit-and-bind (`select_node.lua` with the binding).
+    SchedDispatch,
+    /// The scheduler's re-dispatch decision for one job.
+    SchedReap,
+    /// A node's query of the jobs bound to it.
+    SchedPoll,
+    /// A node's result for a job.
+    SchedComplete,
 }
 
 /// What a script sees of the key space: the commands a Lua script runs through
@@ -308,8 +321,19 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 }
 
 impl ScriptName {
-    /// Every script, for conformance tests and for loading on a server.
+    /// Every script the adapters carry Lua for, for conformance tests and for loading on a
+    /// server. The scheduler's scripts ([`ScriptName::SCHEDULER`]) have no Lua yet.
     pub const ALL: [ScriptName; 2] = [ScriptName::CompareAndExtend, ScriptName::CompareAndDelete];
+
+    /// The scheduler family's scripts (model only: the adapters refuse them).
+    pub const SCHEDULER: [ScriptName; 6] = [
+        ScriptName::SchedRegister,
+        ScriptName::SchedHeartbeat,
+        ScriptName::SchedDispatch,
+        ScriptName::SchedReap,
+        ScriptName::SchedPoll,
+        ScriptName::SchedComplete,
+    ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
     /// positive integer, is a runtime error (Redis keeps any writes made before it; these
@@ -362,6 +386,12 @@ impl ScriptName {
                     KvReply::Int(0)
                 }
             }
+            ScriptName::SchedRegister => crate::scheduler::scripts::register(view, keys, args),
+            ScriptName::SchedHeartbeat => crate::scheduler::scripts::heartbeat(view, keys, args),
+            ScriptName::SchedDispatch => crate::scheduler::scripts::dispatch(view, keys, args),
+            ScriptName::SchedReap => crate::scheduler::scripts::reap(view, keys, args),
+            ScriptName::SchedPoll => crate::scheduler::scripts::poll(view, keys, args),
+            ScriptName::SchedComplete => crate::scheduler::scripts::complete(view, keys, args),
         }
     }
 
@@ -370,6 +400,12 @@ impl ScriptName {
         match self {
             ScriptName::CompareAndExtend => "compare_and_extend",
             ScriptName::CompareAndDelete => "compare_and_delete",
+            ScriptName::SchedRegister => "sched_register",
+            ScriptName::SchedHeartbeat => "sched_heartbeat",
+            ScriptName::SchedDispatch => "sched_dispatch",
+            ScriptName::SchedReap => "sched_reap",
+            ScriptName::SchedPoll => "sched_poll",
+            ScriptName::SchedComplete => "sched_complete",
         }
     }
 }
