@@ -291,10 +291,14 @@ fn profile_02() -> FaultProfile {
     FaultProfile {
         window: Duration::from_secs(400),
         latency: (Duration::from_ms(1), Duration::from_ms(20)),
-        pauses_at: 2,
+        // A node stalls as it is about to report a result, for longer than the code's TTL:
+        // the zombie, one fault per completion (so the exhaustive search stays small).
+        pause: Ratio::per_mille(300),
         pause_len: (Duration::from_secs(3_700), Duration::from_secs(3_900)),
-        pause_on: Target::processes(&NODES_02),
-        drop_reply: Ratio::per_mille(10),
+        pause_on: Target {
+            kinds: vec![SchedTag::COMPLETE],
+            ..Target::processes(&NODES_02)
+        },
         ..FaultProfile::quiet()
     }
 }
