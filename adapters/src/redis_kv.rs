@@ -135,6 +135,19 @@ end
 return 1
 "#
         }
+        // The scheduler family's scripts exist in the model only (core's
+        // `scheduler::scripts`); their Lua and conformance tests are still to be written, so
+        // a real server answers them with an error instead of a guess.
+        ScriptName::SchedRegister
+        | ScriptName::SchedHeartbeat
+        | ScriptName::SchedDispatch
+        | ScriptName::SchedReap
+        | ScriptName::SchedPoll
+        | ScriptName::SchedComplete => {
+            r#"
+return redis.error_reply('ERR the scheduler scripts have no Lua port yet')
+"#
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`workorder`]: document 002's work-order worker, terminal and consistency checker in
 //!   their `Buggy`, `DocFix` and `Correct` variants (R-002-01 .. R-002-06), built from the
 //!   [`lease`] and [`effects`] protocol pieces.
+//! - [`scheduler`]: document 004's scheduler races (R-004-01, R-004-02): node registry,
+//!   heartbeats and leases, job binding and results.
 //! - [`billing`]: document 000's billing races (R-000-03, R-000-01, R-000-14, R-000-08): an
 //!   LLM gateway's idempotent charges, streamed settlements, token counts and usage records, in their `Buggy`, `DocFix` and `Correct`
 //!   variants, and their oracles.
@@ -41,6 +43,7 @@ pub mod health;
 pub mod lease;
 pub mod quota;
 pub mod route;
+pub mod scheduler;
 pub mod workorder;
 
 pub use history::{

@@ -34,6 +34,7 @@ use racelab_core::quota::{
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
+use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
@@ -603,6 +604,8 @@ enum Kind {
     Warmer,
     Observer(Duration),
     Warm(WarmConfig, u32),
+    SchedNode(Duration),
+    SchedDispatcher(Vec<(String, Timestamp)>, Duration),
 }
 
 impl Kind {
@@ -645,6 +648,12 @@ impl Kind {
             Kind::Warm(mut cfg, incarnation) => {
                 cfg.variant = variant;
                 Box::new(WarmRequest::new(cfg, incarnation))
+            }
+            Kind::SchedNode(length) => {
+                Box::new(SchedNode::new("N1", NodeConfig::of(variant), length))
+            }
+            Kind::SchedDispatcher(jobs, every) => {
+                Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every))
             }
         }
     }
@@ -1204,4 +1213,16 @@ fn mirror_reconcilers_warmers_and_observers_never_panic() {
 #[test]
 fn warm_requests_never_panic() {
     check(false, |_| warm_request());
+}
+
+#[test]
+fn scheduler_nodes_and_dispatchers_never_panic() {
+    check(false, |_| {
+        let job = (text(), millis(100_000)).prop_map(|(j, at)| (j, Timestamp::from_ms(at.as_ms())));
+        prop_oneof![
+            millis(200_000).prop_map(Kind::SchedNode),
+            (prop::collection::vec(job, 0..4), millis(20_000))
+                .prop_map(|(jobs, every)| Kind::SchedDispatcher(jobs, every)),
+        ]
+    });
 }

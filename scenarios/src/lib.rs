@@ -29,6 +29,7 @@ mod proxy;
 mod quota;
 pub mod report;
 pub mod route_bench;
+mod scheduler;
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(doc003::races());
     races.extend(billing::races());
     races.extend(quota::races());
+    races.extend(scheduler::races());
     races
 }
 

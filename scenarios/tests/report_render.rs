@@ -247,7 +247,7 @@ fn the_cli_writes_the_report_and_prints_bench_figures_as_json() {
         .iter()
         .filter_map(|f| f["family"].as_str())
         .collect();
-    assert_eq!(names, ["000", "001", "002", "003"]);
+    assert_eq!(names, ["000", "001", "002", "003", "004"]);
     for family in families {
         for field in ["seeds_per_sec", "store_ops_per_sec", "sim_wall_ratio"] {
             assert!(

@@ -298,6 +298,19 @@ pub enum ScriptName {
     /// integer) write nothing and return 0. The amount must be 1 to 15 ASCII digits (an error
     /// before any write).
     DeductIfEnough,
+    /// The scheduler's node registration (`register_node_v2.lua`); see
+    /// [`crate::scheduler::scripts`] for this and the following scripts' keys and arguments.
+    SchedRegister,
+    /// The scheduler's heartbeat (`heartbeat_with_pool_assign.lua`).
+    SchedHeartbeat,
+    /// The scheduler's submit-and-bind (`select_node.lua` with the binding).
+    SchedDispatch,
+    /// The scheduler's re-dispatch decision for one job.
+    SchedReap,
+    /// A node's query of the jobs bound to it.
+    SchedPoll,
+    /// A node's result for a job.
+    SchedComplete,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -350,12 +363,23 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 }
 
 impl ScriptName {
-    /// Every script, for conformance tests and for loading on a server.
+    /// Every script the adapters carry Lua for, for conformance tests and for loading on a
+    /// server. The scheduler's scripts ([`ScriptName::SCHEDULER`]) have no Lua yet.
     pub const ALL: [ScriptName; 4] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
         ScriptName::DeductIfEnough,
+    ];
+
+    /// The scheduler family's scripts (model only: the adapters refuse them).
+    pub const SCHEDULER: [ScriptName; 6] = [
+        ScriptName::SchedRegister,
+        ScriptName::SchedHeartbeat,
+        ScriptName::SchedDispatch,
+        ScriptName::SchedReap,
+        ScriptName::SchedPoll,
+        ScriptName::SchedComplete,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -411,6 +435,12 @@ impl ScriptName {
                     KvReply::Int(0)
                 }
             }
+            ScriptName::SchedRegister => crate::scheduler::scripts::register(view, keys, args),
+            ScriptName::SchedHeartbeat => crate::scheduler::scripts::heartbeat(view, keys, args),
+            ScriptName::SchedDispatch => crate::scheduler::scripts::dispatch(view, keys, args),
+            ScriptName::SchedReap => crate::scheduler::scripts::reap(view, keys, args),
+            ScriptName::SchedPoll => crate::scheduler::scripts::poll(view, keys, args),
+            ScriptName::SchedComplete => crate::scheduler::scripts::complete(view, keys, args),
         }
     }
 
@@ -421,6 +451,12 @@ impl ScriptName {
             ScriptName::CompareAndDelete => "compare_and_delete",
             ScriptName::SetIfNewer => "set_if_newer",
             ScriptName::DeductIfEnough => "deduct_if_enough",
+            ScriptName::SchedRegister => "sched_register",
+            ScriptName::SchedHeartbeat => "sched_heartbeat",
+            ScriptName::SchedDispatch => "sched_dispatch",
+            ScriptName::SchedReap => "sched_reap",
+            ScriptName::SchedPoll => "sched_poll",
+            ScriptName::SchedComplete => "sched_complete",
         }
     }
 

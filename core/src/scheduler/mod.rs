@@ -1,0 +1,430 @@
+//! Document 004's scheduler: worker nodes register and heartbeat in Redis, schedulers bind
+//! jobs to them with Lua scripts and re-dispatch the jobs of nodes that went away (R-004-01,
+//! R-004-02).
+//!
+//! | variant | node TTL / pool TTL / heartbeat | selection | heartbeat after expiry | result |
+//! |---|---|---|---|---|
+//! | `Buggy` | 3600 s / 3600 s / 30 s (the code) | any member of the pool set | re-creates a partial node | accepted unconditionally |
+//! | `DocFix` | 60 s / 70 s / 30 s (the revision's retune) | the same | the same | the same |
+//! | `Correct` | a 40 s lease renewed every 10 s (Kubernetes' node lease), no pool TTL | members whose lease is present, in the same script, stale ones removed | "re-register": a new epoch, the old epoch's jobs abandoned | a CAS on (running, node, epoch) |
+//!
+//! Every script is one atomic step ([`scripts`]); TTLs are `ARGV` from [`NodeConfig`]. A
+//! [`Node`] registers, heartbeats, polls the jobs bound to it and runs each for the job's
+//! duration before reporting its result; a [`Dispatcher`] submits its jobs at their times
+//! (a stable `job_id`: a restarted dispatcher submits the same ids again, which the dispatch
+//! script leaves alone) and then reaps them every interval until it sees each done.
+//!
+//! Drain order of both machines is [`Machine`]'s: at most one operation in flight, the
+//! rest queued; timers through `poll_timeout`, spurious `handle_timeout` calls do nothing.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::ids::OpId;
+use crate::machine::{Machine, Outgoing};
+use crate::ops::{KvOp, KvReply, Reply, ScriptName, StoreOp};
+use crate::tag::{Note, Tag};
+use crate::time::{Duration, Timestamp};
+use crate::variant::Variant;
+
+mod oracle;
+pub mod scripts;
+mod tag;
+
+pub use oracle::{
+    DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, L2, LEASE_LOST, STALE_RESULT_REFUSED, T_DEAD,
+    binding_liveness, coverage, fenced_results, jobs_delivered, one_outcome,
+};
+pub use tag::{SchedNote, SchedTag};
+
+/// A node's timing: the TTLs its scripts set and how often it heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeConfig {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// The node key's TTL (the lease).
+    pub node_ttl: Duration,
+    /// The pool set's TTL (zero: none).
+    pub pool_ttl: Duration,
+    /// Epoch fencing (the correct scripts).
+    pub fenced: bool,
+}
+
+impl NodeConfig {
+    /// The variant's configuration: the code's 3600 s, the revision's 60/70 s, or a fenced
+    /// 40 s lease renewed every 10 s.
+    pub fn of(variant: Variant) -> NodeConfig {
+        match variant {
+            Variant::Buggy => NodeConfig {
+                heartbeat: Duration::from_secs(30),
+                node_ttl: Duration::from_secs(3600),
+                pool_ttl: Duration::from_secs(3600),
+                fenced: false,
+            },
+            Variant::DocFix => NodeConfig {
+                heartbeat: Duration::from_secs(30),
+                node_ttl: Duration::from_secs(60),
+                pool_ttl: Duration::from_secs(70),
+                fenced: false,
+            },
+            Variant::Correct => NodeConfig {
+                heartbeat: Duration::from_secs(10),
+                node_ttl: Duration::from_secs(40),
+                pool_ttl: Duration::ZERO,
+                fenced: true,
+            },
+        }
+    }
+
+    fn fenced_arg(self) -> String {
+        u8::from(self.fenced).to_string()
+    }
+}
+
+/// One operation at a time, the rest queued.
+#[derive(Debug, Default)]
+struct Pipe {
+    queue: VecDeque<(StoreOp, Tag)>,
+    out: VecDeque<Outgoing>,
+    in_flight: Option<(OpId, Tag)>,
+    next: u64,
+}
+
+impl Pipe {
+    fn push(&mut self, script: ScriptName, keys: Vec<String>, args: Vec<String>, tag: SchedTag) {
+        let op = StoreOp::Kv(KvOp::Script { script, keys, args });
+        self.queue.push_back((op, Tag::new(tag)));
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some((op, tag)) = self.queue.pop_front() {
+            self.next += 1;
+            let id = OpId(self.next);
+            self.in_flight = Some((id, tag.clone()));
+            self.out.push_back(Outgoing { id, op, tag });
+        }
+    }
+
+    /// The tag of the answered operation, if it is the one in flight.
+    fn answer(&mut self, op: OpId) -> Option<SchedTag> {
+        match &self.in_flight {
+            Some((id, tag)) if *id == op => {
+                let tag = tag.get::<SchedTag>().cloned();
+                self.in_flight = None;
+                tag
+            }
+            _ => None,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || !self.queue.is_empty() || !self.out.is_empty()
+    }
+}
+
+/// A worker node: registers, heartbeats, runs the jobs bound to it and reports their results.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    config: NodeConfig,
+    job_length: Duration,
+    pipe: Pipe,
+    notes: VecDeque<Note>,
+    /// `None` until registered.
+    epoch: Option<u64>,
+    registering: bool,
+    next_heartbeat: Option<Timestamp>,
+    /// The jobs it runs, with when each finishes and the epoch it runs under.
+    running: BTreeMap<String, (Timestamp, u64)>,
+    /// The jobs whose result is on its way, by epoch: a poll answered before the result
+    /// applied must not run them again.
+    finished: BTreeSet<(String, u64)>,
+}
+
+impl Node {
+    /// A node named `name` (its id in Redis) whose jobs each take `job_length`.
+    pub fn new(name: &str, config: NodeConfig, job_length: Duration) -> Node {
+        Node {
+            name: name.into(),
+            config,
+            job_length,
+            pipe: Pipe::default(),
+            notes: VecDeque::new(),
+            epoch: None,
+            registering: false,
+            next_heartbeat: None,
+            running: BTreeMap::new(),
+            finished: BTreeSet::new(),
+        }
+    }
+
+    fn ttl_args(&self) -> Vec<String> {
+        vec![
+            self.config.node_ttl.as_ms().to_string(),
+            self.config.pool_ttl.as_ms().to_string(),
+            self.config.fenced_arg(),
+        ]
+    }
+
+    fn register(&mut self) {
+        if self.registering {
+            return;
+        }
+        self.registering = true;
+        let args = self.ttl_args();
+        let tag = SchedTag::Register {
+            node: self.name.clone(),
+        };
+        self.pipe.push(
+            ScriptName::SchedRegister,
+            vec![self.name.clone()],
+            args,
+            tag,
+        );
+    }
+
+    fn poll(&mut self, epoch: u64) {
+        let tag = SchedTag::Poll {
+            node: self.name.clone(),
+        };
+        let args = vec![self.config.fenced_arg(), epoch.to_string()];
+        self.pipe
+            .push(ScriptName::SchedPoll, vec![self.name.clone()], args, tag);
+    }
+}
+
+impl Machine for Node {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.next_heartbeat = Some(now + self.config.heartbeat);
+        self.register();
+    }
+
+    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
+        let Some(tag) = self.pipe.answer(op) else {
+            return;
+        };
+        match (tag, reply) {
+            (SchedTag::Register { .. }, Reply::Kv(KvReply::Int(e))) if e >= 0 => {
+                self.registering = false;
+                self.epoch = Some(e.unsigned_abs());
+                self.poll(e.unsigned_abs());
+            }
+            (SchedTag::Register { .. }, _) => {
+                // Unknown outcome: try again at the next heartbeat.
+                self.registering = false;
+            }
+            (SchedTag::Heartbeat { .. }, Reply::Kv(KvReply::Int(-1))) => {
+                // The lease is gone: the jobs bound under it are someone else's now.
+                if let Some(epoch) = self.epoch.take() {
+                    self.notes.push_back(Note::new(SchedNote::LeaseLost {
+                        node: self.name.clone(),
+                        epoch,
+                    }));
+                }
+                self.running.clear();
+                self.register();
+            }
+            (SchedTag::Heartbeat { .. }, Reply::Kv(KvReply::Int(_))) => {
+                if let Some(e) = self.epoch {
+                    self.poll(e);
+                }
+            }
+            (SchedTag::Poll { .. }, Reply::Kv(KvReply::Array(jobs))) => {
+                let epoch = self.epoch.unwrap_or_default();
+                for job in jobs.into_iter().flatten() {
+                    if !self.finished.contains(&(job.clone(), epoch)) {
+                        self.running
+                            .entry(job)
+                            .or_insert((now + self.job_length, epoch));
+                    }
+                }
+            }
+            (SchedTag::Complete { job, epoch, .. }, _) => {
+                // Answered: a later poll that still finds the job bound here means the result
+                // never took (a timeout, or a failover lost it), so it runs again.
+                self.finished.remove(&(job, epoch));
+            }
+            _ => {}
+        }
+        self.pipe.pump();
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            self.next_heartbeat = Some(now + self.config.heartbeat);
+            match self.epoch {
+                Some(epoch) => {
+                    let mut args = self.ttl_args();
+                    args.push(epoch.to_string());
+                    let tag = SchedTag::Heartbeat {
+                        node: self.name.clone(),
+                    };
+                    self.pipe.push(
+                        ScriptName::SchedHeartbeat,
+                        vec![self.name.clone()],
+                        args,
+                        tag,
+                    );
+                }
+                None => self.register(),
+            }
+        }
+        let done: Vec<(String, u64)> = self
+            .running
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(j, (_, e))| (j.clone(), *e))
+            .collect();
+        for (job, epoch) in done {
+            self.running.remove(&job);
+            self.finished.insert((job.clone(), epoch));
+            let tag = SchedTag::Complete {
+                job: job.clone(),
+                node: self.name.clone(),
+                epoch,
+            };
+            let args = vec![
+                self.name.clone(),
+                epoch.to_string(),
+                self.config.fenced_arg(),
+            ];
+            self.pipe
+                .push(ScriptName::SchedComplete, vec![job], args, tag);
+        }
+    }
+
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        self.pipe.out.pop_front()
+    }
+
+    fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        let finish = self.running.values().map(|(at, _)| *at).min();
+        match (self.next_heartbeat, finish) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        // Heartbeats never stop: the world's horizon ends the run.
+        !self.pipe.busy() && self.next_heartbeat.is_none()
+    }
+}
+
+/// A scheduler instance: submits its jobs at their times, then reaps each until it sees it
+/// done and delivers the outcome.
+#[derive(Debug)]
+pub struct Dispatcher {
+    config: NodeConfig,
+    reap_every: Duration,
+    pending: Vec<(String, Timestamp)>,
+    tracked: BTreeSet<String>,
+    pipe: Pipe,
+    notes: VecDeque<Note>,
+    next_reap: Option<Timestamp>,
+}
+
+impl Dispatcher {
+    /// A scheduler submitting `jobs` (id, time), reaping every `reap_every`.
+    pub fn new(
+        config: NodeConfig,
+        jobs: Vec<(String, Timestamp)>,
+        reap_every: Duration,
+    ) -> Dispatcher {
+        Dispatcher {
+            config,
+            // A zero interval would ask for the same instant forever.
+            reap_every: reap_every.max(Duration::from_ms(1)),
+            pending: jobs,
+            tracked: BTreeSet::new(),
+            pipe: Pipe::default(),
+            notes: VecDeque::new(),
+            next_reap: None,
+        }
+    }
+}
+
+impl Machine for Dispatcher {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.next_reap = Some(now + self.reap_every);
+        self.handle_timeout(now);
+    }
+
+    fn handle_reply(&mut self, _now: Timestamp, op: OpId, reply: Reply) {
+        let Some(tag) = self.pipe.answer(op) else {
+            return;
+        };
+        if let (
+            SchedTag::Dispatch { job } | SchedTag::Reap { job },
+            Reply::Kv(KvReply::Bulk(status)),
+        ) = (tag, reply)
+            && status == "done"
+            && self.tracked.remove(&job)
+        {
+            self.notes
+                .push_back(Note::new(SchedNote::Delivered { job }));
+        }
+        self.pipe.pump();
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(j, _)| j.clone())
+            .collect();
+        self.pending.retain(|(_, at)| *at > now);
+        for job in due {
+            self.tracked.insert(job.clone());
+            let tag = SchedTag::Dispatch { job: job.clone() };
+            self.pipe.push(
+                ScriptName::SchedDispatch,
+                vec![job],
+                vec![self.config.fenced_arg()],
+                tag,
+            );
+        }
+        if self.next_reap.is_some_and(|t| t <= now) {
+            self.next_reap = Some(now + self.reap_every);
+            if !self.pipe.busy() {
+                for job in self.tracked.clone() {
+                    let tag = SchedTag::Reap { job: job.clone() };
+                    self.pipe.push(
+                        ScriptName::SchedReap,
+                        vec![job],
+                        vec![self.config.fenced_arg()],
+                        tag,
+                    );
+                }
+            }
+        }
+    }
+
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        self.pipe.out.pop_front()
+    }
+
+    fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        let submit = self.pending.iter().map(|(_, at)| *at).min();
+        match (self.next_reap, submit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.pipe.busy() && self.pending.is_empty() && self.tracked.is_empty()
+    }
+}

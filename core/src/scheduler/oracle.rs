@@ -1,0 +1,274 @@
+//! The scheduler family's properties and oracles, all read from the history: which scripts
+//! the store applied (and kept: a write a failover or restart lost never happened), and what
+//! they answered.
+//!
+//! - L2 (R-004-01): no job is bound to a node whose last kept heartbeat or registration is
+//!   older than [`T_DEAD`] at the moment of the binding.
+//! - F1 (R-004-02): a result is accepted only from the node and epoch the job is currently
+//!   bound to.
+//! - I-JOB: no job has more than one accepted result; and (eventually) every submitted job's
+//!   outcome was delivered by the end of the run.
+
+use std::collections::BTreeMap;
+
+use super::tag::{SchedNote, SchedTag};
+use crate::history::{Fault, History, OpRecord};
+use crate::ops::{KvReply, Reply};
+use crate::oracle::{Property, Verdict, Violation};
+use crate::time::{Duration, Timestamp};
+
+/// The staleness bound of I-LIVE: the document's 60 s.
+pub const T_DEAD: Duration = Duration::from_secs(60);
+
+/// L2.
+pub const L2: Property = Property::always(
+    "L2",
+    "no job is bound to a node whose last heartbeat is older than T_dead (60 s)",
+);
+/// F1.
+pub const F1: Property = Property::always(
+    "F1",
+    "a result is accepted only from the node and lease epoch the job is currently bound to",
+);
+/// I-JOB's safety half.
+pub const I_JOB: Property =
+    Property::always("I-JOB", "no job has results accepted from two executions");
+/// I-JOB's liveness half.
+pub const I_JOB_DELIVERED: Property = Property::eventually(
+    "I-JOB-delivered",
+    "every submitted job's outcome was delivered by the end of the run",
+);
+/// Selection skipped a pool member whose lease was gone.
+pub const DEAD_NODE_SKIPPED: Property = Property::sometimes(
+    "dead-node-skipped",
+    "selection found a pool member whose lease was gone and skipped it",
+);
+/// A stale result was refused.
+pub const STALE_RESULT_REFUSED: Property = Property::protection(
+    "stale-result-refused",
+    "a result from a node or epoch the job is no longer bound to was refused",
+);
+/// A node's heartbeat found its lease gone.
+pub const LEASE_LOST: Property = Property::sometimes(
+    "lease-lost",
+    "a node came back after its lease expired and had to register again",
+);
+
+fn tag(op: &OpRecord) -> Option<&SchedTag> {
+    op.tag.get::<SchedTag>()
+}
+
+/// The store applied it, it was not lost, and it did not answer an error.
+fn kept(op: &OpRecord) -> bool {
+    op.applied_at.is_some()
+        && op.lost_at.is_none()
+        && !matches!(op.result, None | Some(Reply::Kv(KvReply::Error(_))))
+}
+
+fn bulk(op: &OpRecord) -> Option<&str> {
+    match &op.result {
+        Some(Reply::Kv(KvReply::Bulk(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// A dispatch or reap that bound its job: (job, node, epoch, members skipped).
+fn binding(op: &OpRecord) -> Option<(&str, &str, &str, u64)> {
+    let job = match tag(op)? {
+        SchedTag::Dispatch { job } | SchedTag::Reap { job } => job.as_str(),
+        _ => return None,
+    };
+    if !kept(op) {
+        return None;
+    }
+    let mut words = bulk(op)?.split(' ');
+    if words.next()? != "bound" {
+        return None;
+    }
+    let node = words.next()?;
+    let epoch = words.next()?;
+    let skipped = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    Some((job, node, epoch, skipped))
+}
+
+/// Ops in the order the store applied them (index into `history.ops`).
+fn applied_order(history: &History) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..history.ops.len())
+        .filter(|&i| history.ops[i].applied_at.is_some())
+        .collect();
+    order.sort_by_key(|&i| (history.ops[i].applied_at, i));
+    order
+}
+
+/// L2: every kept binding names a node that heartbeated (or registered) successfully
+/// within `t_dead` before it.
+pub fn binding_liveness(history: &History, t_dead: Duration) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut last_beat: BTreeMap<&str, (Timestamp, usize)> = BTreeMap::new();
+    for i in applied_order(history) {
+        let op = &history.ops[i];
+        let at = op.applied_at.unwrap_or(Timestamp::ZERO);
+        match tag(op) {
+            Some(SchedTag::Register { node } | SchedTag::Heartbeat { node })
+                if kept(op) && op.result != Some(Reply::Kv(KvReply::Int(-1))) =>
+            {
+                last_beat.insert(node.as_str(), (at, i));
+            }
+            _ => {}
+        }
+        if let Some((job, node, _, _)) = binding(op) {
+            let stale = match last_beat.get(node) {
+                Some((beat, _)) => at.saturating_since(*beat) > t_dead,
+                None => true,
+            };
+            if stale && verdict.violations.len() < 5 {
+                let (beat, mut ops) = match last_beat.get(node) {
+                    Some((b, j)) => (format!("its last heartbeat was at {b}"), vec![*j]),
+                    None => ("it never heartbeated".into(), Vec::new()),
+                };
+                ops.push(i);
+                verdict.violations.push(Violation {
+                    invariant: L2.name.into(),
+                    explanation: format!(
+                        "{} bound {job} to {node} at {at}, but {beat}: older than T_dead = {}",
+                        history.name(op.process),
+                        t_dead
+                    ),
+                    ops,
+                });
+            }
+        }
+    }
+    verdict
+}
+
+/// F1: every accepted result comes from the binding current when the store applied it.
+pub fn fenced_results(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut bound: BTreeMap<&str, (&str, &str, usize)> = BTreeMap::new();
+    for i in applied_order(history) {
+        let op = &history.ops[i];
+        if let Some((job, node, epoch, _)) = binding(op) {
+            bound.insert(job, (node, epoch, i));
+        }
+        let Some(SchedTag::Complete { job, node, epoch }) = tag(op) else {
+            continue;
+        };
+        if !kept(op) || op.result != Some(Reply::Kv(KvReply::Int(1))) {
+            continue;
+        }
+        let epoch = epoch.to_string();
+        let current = bound.get(job.as_str()).copied();
+        let ok = current.is_some_and(|(n, e, _)| n == node && e == epoch);
+        if !ok && verdict.violations.len() < 5 {
+            let (what, mut ops) = match current {
+                Some((n, e, j)) => (format!("{job} was bound to {n} epoch {e}"), vec![j]),
+                None => (format!("{job} was bound to no node"), Vec::new()),
+            };
+            ops.push(i);
+            verdict.violations.push(Violation {
+                invariant: F1.name.into(),
+                explanation: format!(
+                    "a result of {job} from {node} epoch {epoch} was accepted at {}, but {what}",
+                    op.applied_at.unwrap_or(Timestamp::ZERO)
+                ),
+                ops,
+            });
+        }
+    }
+    verdict
+}
+
+/// I-JOB (safety): at most one accepted result per job. A result a Redis restart erased (the
+/// restart loses every key, as a failover loses the unreplicated writes, which `kept`
+/// already leaves out) was never accepted: the job is redone, which is not a second outcome.
+pub fn one_outcome(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut results: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let restarts: Vec<Timestamp> = history
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::RedisRestart))
+        .map(|f| f.at)
+        .collect();
+    for (i, op) in history.ops.iter().enumerate() {
+        let erased = op
+            .applied_at
+            .is_some_and(|at| restarts.iter().any(|r| *r >= at));
+        if let Some(SchedTag::Complete { job, .. }) = tag(op)
+            && kept(op)
+            && !erased
+            && op.result == Some(Reply::Kv(KvReply::Int(1)))
+        {
+            results.entry(job.as_str()).or_default().push(i);
+        }
+    }
+    for (job, ops) in results {
+        if ops.len() > 1 {
+            let who: Vec<String> = ops
+                .iter()
+                .map(|&i| history.name(history.ops[i].process))
+                .collect();
+            verdict.violations.push(Violation {
+                invariant: I_JOB.name.into(),
+                explanation: format!(
+                    "{job} had {} results accepted, from {}",
+                    ops.len(),
+                    who.join(" and ")
+                ),
+                ops,
+            });
+        }
+    }
+    verdict
+}
+
+/// I-JOB (liveness): every job in `jobs` was delivered (a [`SchedNote::Delivered`]).
+pub fn jobs_delivered(history: &History, jobs: &[String]) -> Verdict {
+    let mut verdict = Verdict::default();
+    for job in jobs {
+        let delivered = history.notes.iter().any(|n| {
+            matches!(n.note.get::<SchedNote>(), Some(SchedNote::Delivered { job: j }) if j == job)
+        });
+        if !delivered {
+            verdict.violations.push(Violation {
+                invariant: I_JOB_DELIVERED.name.into(),
+                explanation: format!("{job}'s outcome was never delivered"),
+                ops: Vec::new(),
+            });
+        }
+    }
+    verdict
+}
+
+/// Counts the family's `sometimes` and protection properties in `verdict`.
+pub fn coverage(history: &History, verdict: &mut Verdict) {
+    let skipped: u64 = history
+        .ops
+        .iter()
+        .filter_map(binding)
+        .map(|(_, _, _, s)| s)
+        .sum();
+    let queued_skips: u64 = history
+        .ops
+        .iter()
+        .filter(|op| kept(op))
+        .filter_map(bulk)
+        .filter_map(|s| s.strip_prefix("queued "))
+        .filter_map(|s| s.parse::<u64>().ok())
+        .sum();
+    verdict.count(DEAD_NODE_SKIPPED.name, skipped + queued_skips);
+    let refused = history
+        .ops
+        .iter()
+        .filter(|op| matches!(tag(op), Some(SchedTag::Complete { .. })))
+        .filter(|op| kept(op) && op.result == Some(Reply::Kv(KvReply::Int(0))))
+        .count() as u64;
+    verdict.count(STALE_RESULT_REFUSED.name, refused);
+    let lost = history
+        .notes
+        .iter()
+        .filter(|n| matches!(n.note.get::<SchedNote>(), Some(SchedNote::LeaseLost { .. })))
+        .count() as u64;
+    verdict.count(LEASE_LOST.name, lost);
+}

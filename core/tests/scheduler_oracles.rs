@@ -1,0 +1,213 @@
+//! The scheduler family's oracles are fed known-bad histories and must flag them, naming the
+//! property, and known-good ones that they must accept.
+
+use racelab_core::scheduler::{
+    F1, I_JOB, I_JOB_DELIVERED, L2, SchedNote, SchedTag, T_DEAD, binding_liveness, coverage,
+    fenced_results, jobs_delivered, one_outcome,
+};
+use racelab_core::{
+    History, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, ScriptName,
+    StoreOp, Tag, Timestamp, Verdict,
+};
+
+const S: ProcessId = ProcessId(0);
+const N1: ProcessId = ProcessId(1);
+const N2: ProcessId = ProcessId(2);
+
+fn history() -> History {
+    History {
+        process_names: vec![(S, "S".into()), (N1, "N1".into()), (N2, "N2".into())],
+        ..History::default()
+    }
+}
+
+/// A script applied at `at_s` seconds, kept (durable) unless `lost`.
+fn op(h: &mut History, p: ProcessId, tag: SchedTag, reply: KvReply, at_s: u64, lost: bool) {
+    let at = Timestamp::from_ms(at_s * 1000);
+    let n = h.ops.len() as u64;
+    h.ops.push(OpRecord {
+        process: p,
+        id: OpId(n + 1),
+        tag: Tag::new(tag),
+        op: StoreOp::Kv(KvOp::Script {
+            script: ScriptName::SchedReap,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }),
+        invoked_at: at,
+        applied_at: Some(at),
+        durable_at: Some(at),
+        lost_at: lost.then_some(at),
+        result: Some(Reply::Kv(reply)),
+        completed_at: Some(at),
+        timed_out: false,
+    });
+}
+
+fn beat(h: &mut History, p: ProcessId, node: &str, at_s: u64) {
+    let tag = SchedTag::Heartbeat { node: node.into() };
+    op(h, p, tag, KvReply::Int(1), at_s, false);
+}
+
+fn bind(h: &mut History, job: &str, node: &str, epoch: u64, at_s: u64) {
+    let tag = SchedTag::Reap { job: job.into() };
+    let reply = KvReply::Bulk(format!("bound {node} {epoch} 0"));
+    op(h, S, tag, reply, at_s, false);
+}
+
+fn complete(h: &mut History, p: ProcessId, job: &str, node: &str, epoch: u64, at_s: u64, r: i64) {
+    let tag = SchedTag::Complete {
+        job: job.into(),
+        node: node.into(),
+        epoch,
+    };
+    op(h, p, tag, KvReply::Int(r), at_s, false);
+}
+
+fn broken(v: &Verdict) -> Vec<&str> {
+    v.broken()
+}
+
+#[test]
+fn l2_flags_a_binding_to_a_node_silent_for_longer_than_t_dead() {
+    let mut h = history();
+    beat(&mut h, N1, "N1", 0);
+    bind(&mut h, "J1", "N1", 0, 30);
+    assert!(binding_liveness(&h, T_DEAD).holds());
+    bind(&mut h, "J2", "N1", 0, 61);
+    let v = binding_liveness(&h, T_DEAD);
+    assert_eq!(broken(&v), [L2.name]);
+    assert!(
+        v.violations[0].explanation.contains("J2"),
+        "{}",
+        v.explanation()
+    );
+}
+
+#[test]
+fn l2_ignores_a_heartbeat_that_was_lost_or_refused() {
+    let mut h = history();
+    beat(&mut h, N1, "N1", 0);
+    // A heartbeat a failover lost, and one refused as "re-register", renew nothing.
+    op(
+        &mut h,
+        N1,
+        SchedTag::Heartbeat { node: "N1".into() },
+        KvReply::Int(1),
+        30,
+        true,
+    );
+    op(
+        &mut h,
+        N1,
+        SchedTag::Heartbeat { node: "N1".into() },
+        KvReply::Int(-1),
+        40,
+        false,
+    );
+    bind(&mut h, "J1", "N1", 0, 70);
+    assert_eq!(broken(&binding_liveness(&h, T_DEAD)), [L2.name]);
+}
+
+#[test]
+fn l2_flags_a_binding_to_a_node_that_never_heartbeated() {
+    let mut h = history();
+    bind(&mut h, "J1", "N9", 0, 1);
+    assert_eq!(broken(&binding_liveness(&h, T_DEAD)), [L2.name]);
+}
+
+#[test]
+fn f1_flags_a_zombie_result_after_the_job_moved() {
+    let mut h = history();
+    bind(&mut h, "J1", "N1", 1, 0);
+    bind(&mut h, "J1", "N2", 4, 100);
+    complete(&mut h, N2, "J1", "N2", 4, 200, 1);
+    assert!(fenced_results(&h).holds());
+    complete(&mut h, N1, "J1", "N1", 1, 300, 1);
+    let v = fenced_results(&h);
+    assert_eq!(broken(&v), [F1.name]);
+    assert!(
+        v.violations[0].explanation.contains("N2 epoch 4"),
+        "{}",
+        v.explanation()
+    );
+}
+
+#[test]
+fn f1_flags_a_result_from_an_older_epoch_of_the_same_node() {
+    let mut h = history();
+    bind(&mut h, "J1", "N1", 2, 0);
+    complete(&mut h, N1, "J1", "N1", 1, 10, 1);
+    assert_eq!(broken(&fenced_results(&h)), [F1.name]);
+}
+
+#[test]
+fn refused_results_break_nothing_and_are_counted() {
+    let mut h = history();
+    bind(&mut h, "J1", "N1", 1, 0);
+    bind(&mut h, "J1", "N2", 2, 100);
+    complete(&mut h, N1, "J1", "N1", 1, 150, 0);
+    complete(&mut h, N2, "J1", "N2", 2, 200, 1);
+    assert!(fenced_results(&h).holds());
+    assert!(one_outcome(&h).holds());
+    let mut v = Verdict::default();
+    coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get("stale-result-refused"), Some(&1));
+}
+
+#[test]
+fn i_job_flags_two_accepted_results() {
+    let mut h = history();
+    complete(&mut h, N1, "J1", "N1", 0, 10, 1);
+    complete(&mut h, N2, "J1", "N2", 0, 20, 1);
+    let v = one_outcome(&h);
+    assert_eq!(broken(&v), [I_JOB.name]);
+    assert!(
+        v.violations[0].explanation.contains("N1 and N2"),
+        "{}",
+        v.explanation()
+    );
+}
+
+#[test]
+fn i_job_does_not_count_a_result_a_failover_lost() {
+    let mut h = history();
+    let tag = SchedTag::Complete {
+        job: "J1".into(),
+        node: "N1".into(),
+        epoch: 0,
+    };
+    op(&mut h, N1, tag, KvReply::Int(1), 10, true);
+    complete(&mut h, N1, "J1", "N1", 0, 20, 1);
+    assert!(one_outcome(&h).holds());
+}
+
+#[test]
+fn undelivered_jobs_break_the_liveness_half() {
+    let mut h = history();
+    let jobs = vec!["J1".to_string(), "J2".to_string()];
+    h.notes.push(NoteRecord {
+        at: Timestamp::from_ms(5),
+        process: S,
+        note: Note::new(SchedNote::Delivered { job: "J1".into() }),
+    });
+    let v = jobs_delivered(&h, &jobs);
+    assert_eq!(broken(&v), [I_JOB_DELIVERED.name]);
+    assert!(v.violations[0].explanation.contains("J2"));
+    assert!(jobs_delivered(&h, &jobs[..1]).holds());
+}
+
+#[test]
+fn i_job_does_not_count_a_result_a_redis_restart_erased() {
+    let mut h = history();
+    complete(&mut h, N1, "J1", "N1", 0, 10, 1);
+    h.faults.push(racelab_core::FaultRecord {
+        at: Timestamp::from_ms(15_000),
+        fault: racelab_core::Fault::RedisRestart,
+    });
+    complete(&mut h, N1, "J1", "N1", 0, 20, 1);
+    assert!(one_outcome(&h).holds());
+    // Two results after the restart are two outcomes.
+    complete(&mut h, N2, "J1", "N2", 0, 30, 1);
+    assert_eq!(broken(&one_outcome(&h)), [I_JOB.name]);
+}

@@ -1,0 +1,304 @@
+//! Document 004's scheduler family: worker nodes register and heartbeat in Redis, a scheduler
+//! binds jobs to them and re-dispatches the jobs of nodes that went away.
+//!
+//! - R-004-01: a node crashes without deregistering; with the code's 3600 s TTLs it stays
+//!   selectable for up to an hour, and with the revision's 60/70 s the pool set, whose TTL
+//!   every live member's heartbeat refreshes, keeps it a member forever (counter-schedule PS).
+//! - R-004-02: a node pauses past its lease while running a job; the job is re-dispatched and
+//!   the zombie's result is accepted beside the new node's (the zombie schedule, independent
+//!   of the TTL value).
+//!
+//! Heartbeats never stop: every world has a horizon and is judged there.
+
+use racelab_core::scheduler::{
+    DEAD_NODE_SKIPPED, Dispatcher, F1, I_JOB, I_JOB_DELIVERED, L2, LEASE_LOST, Node, NodeConfig,
+    STALE_RESULT_REFUSED, SchedTag, T_DEAD, binding_liveness, coverage, fenced_results,
+    jobs_delivered, one_outcome,
+};
+use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
+use racelab_sim::explore::{
+    Action, FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
+};
+
+use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
+
+pub(crate) fn races() -> Vec<Race> {
+    vec![
+        Race {
+            id: "R-004-01",
+            title: "Node/pool TTL is 3600 s in code vs 60/70 s in the document: a dead node \
+                    stays selectable",
+            document: "004",
+            invariant: "L2 (I-LIVE at binding): no job is bound to a node whose last heartbeat \
+                        is older than T_dead = 60 s",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_01,
+            profile: profile_01,
+            seed_budget: 100,
+            properties: PROPS_01,
+            net: false,
+            build: build_01,
+            judge: judge_01,
+        },
+        Race {
+            id: "R-004-02",
+            title: "Heartbeat/TTL lease without fencing: a zombie node's result accepted after \
+                    its job was re-dispatched",
+            document: "004",
+            invariant: "F1: results only from the job's current (node, epoch); I-JOB: at most \
+                        one accepted result per job, every job's outcome delivered",
+            docfix_verdict: "insufficient",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_02,
+            profile: profile_02,
+            seed_budget: 200,
+            properties: PROPS_02,
+            net: false,
+            build: build_02,
+            judge: judge_02,
+        },
+    ]
+}
+
+const NODES_01: [&str; 3] = ["N1", "N2", "N3"];
+const NODES_02: [&str; 2] = ["N1", "N2"];
+
+/// The scheduler reaps its jobs every 10 s.
+const REAP_EVERY: Duration = Duration::from_secs(10);
+
+fn node(name: &str, variant: Variant, job_length: Duration, start: Timestamp) -> ProcessSpec {
+    let name = name.to_string();
+    let id = name.clone();
+    ProcessSpec {
+        host: 0,
+        name,
+        start_at: start,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(Node::new(&id, NodeConfig::of(variant), job_length)) as Box<dyn Machine>
+        }),
+    }
+}
+
+fn dispatcher(variant: Variant, jobs: Vec<(String, Timestamp)>) -> ProcessSpec {
+    ProcessSpec {
+        host: 1,
+        name: "S".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(Dispatcher::new(
+                NodeConfig::of(variant),
+                jobs.clone(),
+                REAP_EVERY,
+            )) as Box<dyn Machine>
+        }),
+    }
+}
+
+fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
+    WorldSpec {
+        processes,
+        sql_rows: Vec::new(),
+        net: NetConfig {
+            redis_timeout: Duration::from_secs(2),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::ZERO + horizon + Duration::from_secs(600),
+        horizon: Some(Timestamp::ZERO + horizon),
+        local: None,
+        upstream: Default::default(),
+    }
+}
+
+/// Keeps only the `sometimes` counts the race declares.
+fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
+    verdict
+        .sometimes
+        .retain(|name, _| properties.iter().any(|p| p.name == name));
+    verdict
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-004-01
+
+const PROPS_01: &[Property] = &[L2, DEAD_NODE_SKIPPED];
+
+/// Jobs are submitted every 5 s until 400 s; the run is judged at 480 s.
+const HORIZON_01: Duration = Duration::from_secs(480);
+
+fn build_01(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let (every, starts) = match workload {
+        Workload::Scripted(_) => (5, [0, 1, 2]),
+        Workload::Random(rng) => (
+            rng.between(3, 15),
+            [rng.below(5_000), rng.below(5_000), rng.below(5_000)],
+        ),
+    };
+    let jobs = (1..)
+        .map(|i| (format!("J{i}"), Timestamp::from_ms(i * every * 1000)))
+        .take_while(|(_, at)| at.as_ms() <= 400_000)
+        .collect();
+    let mut processes: Vec<ProcessSpec> = NODES_01
+        .iter()
+        .zip(starts)
+        .map(|(n, s)| node(n, variant, Duration::from_secs(5), Timestamp::from_ms(s)))
+        .collect();
+    processes.push(dispatcher(variant, jobs));
+    (world(processes, HORIZON_01), Capture::none())
+}
+
+fn judge_01(run: &Run, _: &Capture) -> Verdict {
+    let mut verdict = binding_liveness(&run.history, T_DEAD);
+    coverage(&run.history, &mut verdict);
+    declared(verdict, PROPS_01)
+}
+
+fn crash_forever(process: &str, nth: u32) -> Step {
+    Step::on(
+        process,
+        SchedTag::HEARTBEAT,
+        nth,
+        OpEffect::CrashAfterApply {
+            restart_after: None,
+        },
+    )
+}
+
+fn scripts_01() -> Vec<Script> {
+    vec![
+        Script {
+            name: "crash-without-deregistering",
+            summary: "N1 crashes right after its first heartbeat and never returns; N2 and N3 \
+                      keep heartbeating (and refreshing the pool set's TTL); jobs keep coming",
+            steps: vec![crash_forever("N1", 1)],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "all-nodes-crash",
+            summary: "every node crashes after its second heartbeat: the node keys expire \
+                      (60 s with the retune) while the pool set lives 10 s longer (M)",
+            steps: vec![
+                crash_forever("N1", 2),
+                crash_forever("N2", 2),
+                crash_forever("N3", 2),
+            ],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "no-fault",
+            summary: "every node stays up: no variant binds a job to a dead node",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]),
+        },
+    ]
+}
+
+fn profile_01() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(300),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        crash: Ratio::per_mille(30),
+        // A crashed node stays down past the horizon: it never deregisters.
+        restart_after: (Duration::from_secs(1_000), Duration::from_secs(2_000)),
+        crash_on: Target {
+            kinds: vec![SchedTag::HEARTBEAT],
+            ..Target::processes(&NODES_01)
+        },
+        drop_reply: Ratio::per_mille(10),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-004-02
+
+const PROPS_02: &[Property] = &[F1, I_JOB, I_JOB_DELIVERED, STALE_RESULT_REFUSED, LEASE_LOST];
+
+/// Long enough for a pause past the code's 3600 s TTL, a re-dispatch and both results.
+const HORIZON_02: Duration = Duration::from_secs(4_800);
+
+fn build_02(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let (times, length) = match workload {
+        Workload::Scripted(_) => (vec![5, 60, 200], 120),
+        Workload::Random(rng) => {
+            let n = rng.between(2, 4);
+            let times = (0..n).map(|_| rng.between(1, 300)).collect();
+            (times, rng.between(30, 240))
+        }
+    };
+    let jobs: Vec<(String, Timestamp)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("J{}", i + 1), Timestamp::from_ms(s * 1000)))
+        .collect();
+    let ids: Vec<String> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let mut processes: Vec<ProcessSpec> = NODES_02
+        .iter()
+        .map(|n| node(n, variant, Duration::from_secs(length), Timestamp::ZERO))
+        .collect();
+    processes.push(dispatcher(variant, jobs));
+    (world(processes, HORIZON_02), Capture::new(ids))
+}
+
+fn judge_02(run: &Run, capture: &Capture) -> Verdict {
+    let jobs = capture.get::<Vec<String>>().cloned().unwrap_or_default();
+    let mut verdict = fenced_results(&run.history)
+        .merge(one_outcome(&run.history))
+        .merge(jobs_delivered(&run.history, &jobs));
+    coverage(&run.history, &mut verdict);
+    declared(verdict, PROPS_02)
+}
+
+fn scripts_02() -> Vec<Script> {
+    let pause = |secs| {
+        Step::at(
+            40_000,
+            Action::Pause {
+                process: "N2".into(),
+                duration: Duration::from_secs(secs),
+            },
+        )
+    };
+    vec![
+        Script {
+            name: "zombie",
+            summary: "N2 runs J1 and pauses (GC, VM stall) for 3800 s; its lease expires, J1 is \
+                      re-dispatched to N1 and finished there; N2 resumes and reports J1 too",
+            steps: vec![pause(3_800)],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "zombie-within-the-code-ttl",
+            summary: "N2 pauses for 90 s: past the revision's 60 s TTL but within the code's \
+                      3600 s: only the retuned TTL re-dispatches J1 and accepts both results",
+            steps: vec![pause(90)],
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "no-fault",
+            summary: "no pause: every job runs once and is delivered",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]),
+        },
+    ]
+}
+
+fn profile_02() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(400),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        // A node stalls as it is about to report a result, for longer than the code's TTL:
+        // the zombie, one fault per completion (so the exhaustive search stays small).
+        pause: Ratio::per_mille(300),
+        pause_len: (Duration::from_secs(3_700), Duration::from_secs(3_900)),
+        pause_on: Target {
+            kinds: vec![SchedTag::COMPLETE],
+            ..Target::processes(&NODES_02)
+        },
+        ..FaultProfile::quiet()
+    }
+}
