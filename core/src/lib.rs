@@ -23,6 +23,8 @@
 //!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
 //!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
 //!   oracles.
+//! - [`linear`]: a linearizability checker (Wing and Gong's search with memoisation) over any
+//!   sequential specification, with a step bound and an explicit "unknown".
 //! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
 //!   one hard health gate (document 001's health table), with per-attempt feedback.
 
@@ -41,6 +43,7 @@ pub mod billing;
 pub mod effects;
 pub mod health;
 pub mod lease;
+pub mod linear;
 pub mod quota;
 pub mod route;
 pub mod scheduler;

@@ -6,6 +6,7 @@
 
 mod exhaustive;
 mod faults;
+pub mod linear;
 mod push;
 mod queue;
 mod redis;
@@ -19,7 +20,7 @@ mod world;
 /// real servers.
 pub mod models {
     pub use super::queue::QueueModel;
-    pub use super::redis::{LostWrites, RedisModel};
+    pub use super::redis::{KeySpace, LostWrites, RedisModel};
     pub use super::sql::{DEADLOCK, DEFAULT_DEADLOCK_TIMEOUT, SessionId, SqlModel, SqlOutcome};
 }
 

@@ -25,7 +25,7 @@ const HASH_NOT_AN_INTEGER: &str = "ERR hash value is not an integer";
 const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
 /// A key's value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Value {
     Str(String),
     Hash(BTreeMap<String, String>),
@@ -55,7 +55,7 @@ impl Value {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
     value: Value,
     expires_at: Option<Timestamp>,
@@ -97,6 +97,41 @@ pub struct LostWrites {
     pub first: u64,
     /// How many writes were lost.
     pub count: u64,
+}
+
+/// A key space alone, without replica, backlog or subscribers: Redis' commands and scripts
+/// as a sequential specification, one at a time and atomically, through the same code as
+/// [`RedisModel::execute`]. The linearizability checker ([`super::linear`]) steps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeySpace(Keyspace);
+
+impl KeySpace {
+    /// An empty key space.
+    pub fn new() -> KeySpace {
+        KeySpace::default()
+    }
+
+    /// Executes one command or script atomically at `now`.
+    pub fn execute(&mut self, now: Timestamp, op: &KvOp) -> KvReply {
+        let mut model = RedisModel::new(Duration::ZERO);
+        model.primary = std::mem::take(&mut self.0);
+        let reply = model.execute(now, op);
+        self.0 = std::mem::take(&mut model.primary);
+        reply
+    }
+
+    /// The keys with a TTL, with the instant each expires at.
+    pub fn expiring(&self) -> Vec<(String, Timestamp)> {
+        self.0
+            .iter()
+            .filter_map(|(k, e)| e.expires_at.map(|at| (k.clone(), at)))
+            .collect()
+    }
+
+    /// Removes `key`, as its expiry does.
+    pub fn expire_now(&mut self, key: &str) {
+        self.0.remove(key);
+    }
 }
 
 /// A view of the primary at one instant, through which commands and scripts run.
