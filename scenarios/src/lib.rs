@@ -139,6 +139,14 @@ pub enum Profile {
     Pct(u32),
 }
 
+/// The names of PCT at depths 1 to [`PCT_DEPTH_MAX`], as tables and JSON rows show them.
+const PCT_NAMES: [&str; PCT_DEPTH_MAX as usize] = [
+    "pct1", "pct2", "pct3", "pct4", "pct5", "pct6", "pct7", "pct8", "pct9", "pct10",
+];
+
+/// The deepest PCT run the CLI accepts (`--depth 1..=10`).
+pub const PCT_DEPTH_MAX: u32 = 10;
+
 impl Profile {
     /// Every profile the detection table and the gate measure, in their columns' order.
     pub const ALL: [Profile; 4] = [
@@ -148,16 +156,16 @@ impl Profile {
         Profile::Pct(3),
     ];
 
-    /// `race`, `swarm`, `pct2`, `pct3`, ...: the profile's name in tables and JSON.
+    /// `race`, `swarm`, `pct2`, `pct3`, ...: the profile's name in tables and JSON (`pct`
+    /// alone for a depth beyond [`PCT_DEPTH_MAX`], which the CLI refuses).
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Race => "race",
             Profile::Swarm => "swarm",
-            Profile::Pct(1) => "pct1",
-            Profile::Pct(2) => "pct2",
-            Profile::Pct(3) => "pct3",
-            Profile::Pct(4) => "pct4",
-            Profile::Pct(_) => "pct",
+            Profile::Pct(depth) => PCT_NAMES
+                .get((depth as usize).wrapping_sub(1))
+                .copied()
+                .unwrap_or("pct"),
         }
     }
 

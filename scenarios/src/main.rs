@@ -83,7 +83,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
         scheduler: SchedulerArg,
         /// PCT's bug depth [default: 3].
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=racelab_scenarios::PCT_DEPTH_MAX as i64))]
         depth: Option<u32>,
         /// One JSON object per line per (race, variant).
         #[arg(long)]
@@ -130,7 +130,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
         scheduler: SchedulerArg,
         /// PCT's bug depth [default: 3].
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=racelab_scenarios::PCT_DEPTH_MAX as i64))]
         depth: Option<u32>,
         /// One JSON object.
         #[arg(long)]
@@ -226,7 +226,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SchedulerArg::Random)]
         scheduler: SchedulerArg,
         /// PCT's bug depth [default: 3].
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=racelab_scenarios::PCT_DEPTH_MAX as i64))]
         depth: Option<u32>,
         /// One JSON object.
         #[arg(long)]

@@ -303,3 +303,13 @@ fn a_pct_failure_replays_from_its_printed_command() {
         "--scheduler pct --depth 2",
     );
 }
+
+#[test]
+fn every_pct_depth_the_cli_accepts_has_its_own_name() {
+    let names: Vec<&str> = (1..=racelab_scenarios::PCT_DEPTH_MAX)
+        .map(|d| Profile::Pct(d).as_str())
+        .collect();
+    for (d, name) in (1..).zip(&names) {
+        assert_eq!(*name, format!("pct{d}"));
+    }
+}

@@ -325,6 +325,7 @@ impl Merged {
                 .all(|s| s["matches"].as_bool().unwrap_or(false))
         });
         let observed = Expectation::observed(failures > 0, stuck > 0);
+        let missing = self.missing_shards();
         json!({
             "race": race,
             "variant": variant,
@@ -332,13 +333,13 @@ impl Merged {
             "seeds_run": sum(|p| p.seeds_run),
             "start_seed": self.parts.iter().map(|p| p.start).min(),
             "seed_ranges": self.ranges(),
-            "missing_shards": self.missing_shards().iter().map(Shard::to_string).collect::<Vec<_>>(),
+            "missing_shards": missing.iter().map(Shard::to_string).collect::<Vec<_>>(),
             "failures": failures,
             "first_failing_seed": first_failing,
             "expected": expected.as_str(),
             "observed": observed.as_str(),
             "verdict_matches": expected.matches(observed) && scripts_match
-                && self.missing_shards().is_empty(),
+                && missing.is_empty(),
             "store_ops": sum(|p| p.store_ops),
             "stuck": stuck,
             "first_stuck_seed": first(|p| p.first_stuck_seed),
