@@ -31,7 +31,7 @@ pub mod report;
 pub mod route_bench;
 mod scheduler;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use racelab_core::PropertyKind;
 use racelab_sim::explore::{self, Scheduler, SimRng, Step};
@@ -397,14 +397,34 @@ pub struct Shrunk {
     pub outcome: Outcome,
     /// How many candidate schedules were tried.
     pub attempts: u64,
+    /// How many draws the seed's random workload made.
+    pub workload_draws: usize,
+    /// The workload draws set to their least value (fewer requests, shorter jobs, ...), by
+    /// index ([`run_pinned_minimised`] replays them).
+    pub minimised: BTreeSet<usize>,
 }
+
+/// The most rounds of retargeting faults and shrinking the workload one shrink makes.
+pub const SHRINK_ROUNDS: usize = 4;
 
 /// The most candidate schedules one shrink may try.
 pub const SHRINK_ATTEMPTS_MAX: u64 = 2_000;
 
 /// Runs `race`'s `variant` with `seed`'s workload and latencies but only the faults `steps`.
 pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> Outcome {
-    let mut rng = SimRng::new(workload_seed(seed));
+    run_pinned_minimised(race, variant, seed, steps, &BTreeSet::new())
+}
+
+/// [`run_pinned`] with the workload draws numbered in `minimised` at their least value
+/// ([`SimRng::minimising`]): the workload a shrink settled on.
+pub fn run_pinned_minimised(
+    race: &Race,
+    variant: Variant,
+    seed: u64,
+    steps: &[Step],
+    minimised: &BTreeSet<usize>,
+) -> Outcome {
+    let mut rng = SimRng::minimising(workload_seed(seed), minimised.clone());
     let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
     let latency = (race.profile)().latency;
     let scheduler = Scheduler::Pinned {
@@ -413,6 +433,13 @@ pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> O
         steps: steps.to_vec(),
     };
     judge(race, explore::run(spec, &scheduler), &capture)
+}
+
+/// How many draws `race`'s random workload for `seed` makes.
+fn workload_draws(race: &Race, variant: Variant, seed: u64) -> usize {
+    let mut rng = SimRng::new(workload_seed(seed));
+    let _ = (race.build)(variant, Workload::Random(&mut rng));
+    rng.draws()
 }
 
 /// Shrinks a failing seed: delta debugging (ddmin) over the faults the random scheduler
@@ -434,13 +461,110 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
     }
     let mut steps = original.run.injected.clone();
     let original_faults = steps.len();
+    // A candidate counts only if it still breaks a property the original broke, so that
+    // shrinking the workload cannot wander off to another failure.
+    let broken: BTreeSet<String> = original
+        .verdict
+        .violations
+        .iter()
+        .map(|v| v.invariant.clone())
+        .collect();
     let mut attempts = 0u64;
-    let mut fails = |candidate: &[Step]| {
+    let mut minimised = BTreeSet::new();
+    // The run of a candidate, if it still breaks a property the original broke.
+    let mut failing = |candidate: &[Step], minimised: &BTreeSet<usize>| {
         attempts += 1;
-        attempts <= SHRINK_ATTEMPTS_MAX && run_pinned(race, variant, seed, candidate).violated()
+        if attempts > SHRINK_ATTEMPTS_MAX {
+            return None;
+        }
+        let outcome = run_pinned_minimised(race, variant, seed, candidate, minimised);
+        let same = outcome
+            .verdict
+            .violations
+            .iter()
+            .any(|v| broken.contains(&v.invariant));
+        same.then_some(outcome)
     };
+    // Faults first. Then, in rounds until nothing changes: each fault aimed at the n-th
+    // operation of a kind is aimed at an earlier one if the run still fails (so that fewer
+    // operations of that kind are needed); the workload, one draw at a time, keeping a least
+    // value only when the run still fails and its timeline is no longer (a least value is not
+    // always a simpler story: one work order for every scan makes more contention, not less);
+    // and the faults again, which a smaller workload may need fewer of.
+    steps = ddmin(steps, |c| failing(c, &minimised).is_some());
+    let mut length = timeline_length(&run_pinned_minimised(
+        race, variant, seed, &steps, &minimised,
+    ));
+    for _round in 0..SHRINK_ROUNDS {
+        let mut changed = false;
+        for i in 0..steps.len() {
+            let Step::On { nth, .. } = &steps[i] else {
+                continue;
+            };
+            for earlier in 1..*nth {
+                let mut candidate = steps.clone();
+                if let Step::On { nth, .. } = &mut candidate[i] {
+                    *nth = earlier;
+                }
+                if let Some(run) = failing(&candidate, &minimised) {
+                    length = timeline_length(&run);
+                    steps = candidate;
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        let draws = workload_draws(race, variant, seed);
+        for i in 0..draws {
+            if minimised.contains(&i) {
+                continue;
+            }
+            let mut candidate = minimised.clone();
+            candidate.insert(i);
+            if let Some(run) = failing(&steps, &candidate)
+                && timeline_length(&run) <= length
+            {
+                length = timeline_length(&run);
+                minimised = candidate;
+                changed = true;
+            }
+        }
+        let fewer = ddmin(steps.clone(), |c| failing(c, &minimised).is_some());
+        if fewer.len() < steps.len() {
+            steps = fewer;
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
+    }
+    let outcome = run_pinned_minimised(race, variant, seed, &steps, &minimised);
+    // Invariant: every accepted candidate failed, and runs are deterministic.
+    assert!(
+        outcome.violated(),
+        "the shrunk schedule of {} seed {seed} no longer fails",
+        race.id
+    );
+    Some(Shrunk {
+        original_faults,
+        steps,
+        outcome,
+        attempts,
+        workload_draws: workload_draws(race, variant, seed),
+        minimised,
+    })
+}
+
+/// How many steps a run's timeline shows (T1..Tn).
+fn timeline_length(outcome: &Outcome) -> usize {
+    outcome.run.history.timeline().len()
+}
+
+/// Delta debugging (Zeller's ddmin) over `steps`: a smallest subset (1-minimal) for which
+/// `fails` holds, given that it holds for `steps`.
+fn ddmin(mut steps: Vec<Step>, mut fails: impl FnMut(&[Step]) -> bool) -> Vec<Step> {
     if fails(&[]) {
-        steps.clear();
+        return Vec::new();
     }
     let mut n = 2usize;
     while steps.len() >= 2 {
@@ -474,22 +598,7 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
             n = (n * 2).min(steps.len());
         }
     }
-    if steps.len() == 1 && fails(&[]) {
-        steps.clear();
-    }
-    let outcome = run_pinned(race, variant, seed, &steps);
-    // Invariant: every accepted candidate failed, and runs are deterministic.
-    assert!(
-        outcome.violated(),
-        "the shrunk schedule of {} seed {seed} no longer fails",
-        race.id
-    );
-    Some(Shrunk {
-        original_faults,
-        steps,
-        outcome,
-        attempts,
-    })
+    steps
 }
 
 /// The command that shrinks (and so replays the shrunk schedule of) one seed.

@@ -46,6 +46,8 @@ pub(crate) fn shrink(
             "original_faults": shrunk.original_faults,
             "faults": steps,
             "attempts": shrunk.attempts,
+            "workload_draws": shrunk.workload_draws,
+            "workload_draws_minimised": shrunk.minimised.len(),
             "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash),
             "explanation": shrunk.outcome.verdict.explanation(),
             "timeline": render_timeline(&shrunk.outcome),
@@ -64,6 +66,13 @@ pub(crate) fn shrink(
     );
     if steps.is_empty() {
         out!("  it fails with no fault at all: the seed's workload and latencies suffice");
+    }
+    if !shrunk.minimised.is_empty() {
+        out!(
+            "  workload: {} of its {} random draws at their least value",
+            shrunk.minimised.len(),
+            shrunk.workload_draws
+        );
     }
     for step in &steps {
         out!("  {step}");

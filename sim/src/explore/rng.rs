@@ -1,6 +1,8 @@
 //! The run's one source of randomness: a ChaCha8 stream expanded from the run's `u64` seed.
 //! Probabilities are integer ratios; every draw is recorded as a [`Decision`].
 
+use std::collections::BTreeSet;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -70,6 +72,8 @@ pub struct SimRng {
     decisions: Vec<Decision>,
     /// In enumeration mode: the prefix of choices to take, and every choice made.
     choices: Option<Choices>,
+    /// Draws (by their index in the decision log) that give the least value of their domain.
+    minimise: BTreeSet<usize>,
 }
 
 /// The choices of an enumerating generator.
@@ -90,7 +94,31 @@ impl SimRng {
             kind: DecisionKind::Workload,
             decisions: Vec::new(),
             choices: None,
+            minimise: BTreeSet::new(),
         }
+    }
+
+    /// The stream for `seed`, except that the draws numbered in `minimise` (their index in
+    /// the decision log: the first draw is 0) give the least value of their domain (`below`
+    /// and `alternative` 0, `between` its low end, `chance` false). The stream advances as
+    /// usual at those draws, so every other draw keeps its value as long as the draws before
+    /// it are the same ones. This is how shrinking makes a random workload smaller (fewer
+    /// requests, shorter jobs) without knowing what the numbers mean, in the manner of
+    /// Hypothesis' shrinking of the choice sequence.
+    pub fn minimising(seed: u64, minimise: BTreeSet<usize>) -> SimRng {
+        let mut rng = SimRng::new(seed);
+        rng.minimise = minimise;
+        rng
+    }
+
+    /// How many draws were made so far.
+    pub fn draws(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Whether the next draw is one to minimise.
+    fn minimised(&self) -> bool {
+        self.minimise.contains(&self.decisions.len())
     }
 
     /// A generator that enumerates: it takes `prefix`'s choices, then the first option of
@@ -145,6 +173,7 @@ impl SimRng {
         } else {
             self.rng.random_range(0..n)
         };
+        let v = if self.minimised() { 0 } else { v };
         self.record(v)
     }
 
@@ -155,6 +184,7 @@ impl SimRng {
         } else {
             self.rng.random_range(lo..=hi)
         };
+        let v = if self.minimised() { lo } else { v };
         self.record(v)
     }
 
@@ -183,10 +213,41 @@ impl SimRng {
             return self.record(u64::from(pick)) == 1;
         }
         let v = self.rng.random_range(0..ratio.den.max(1));
-        self.record(u64::from(v)) < u64::from(ratio.num)
+        // Minimised: a value at or above `num`, so false.
+        let v = if self.minimised() {
+            u64::from(ratio.den.max(ratio.num))
+        } else {
+            u64::from(v)
+        };
+        self.record(v) < u64::from(ratio.num)
     }
 
     pub(crate) fn take_decisions(&mut self) -> Vec<Decision> {
         std::mem::take(&mut self.decisions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(rng: &mut SimRng) -> Vec<u64> {
+        vec![
+            rng.between(3, 6),
+            rng.below(10),
+            u64::from(rng.chance(Ratio { num: 1, den: 1 })),
+            rng.between(100, 200),
+        ]
+    }
+
+    #[test]
+    fn minimised_draws_take_their_least_value_and_the_others_keep_theirs() {
+        let plain = draws(&mut SimRng::new(7));
+        let mut rng = SimRng::minimising(7, [0, 2].into_iter().collect());
+        let shrunk = draws(&mut rng);
+        assert_eq!(shrunk, vec![3, plain[1], 0, plain[3]]);
+        assert_eq!(rng.draws(), 4);
+        // Nothing minimised: the plain stream.
+        assert_eq!(draws(&mut SimRng::minimising(7, BTreeSet::new())), plain);
     }
 }
