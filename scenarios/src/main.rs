@@ -138,6 +138,10 @@ enum Command {
         /// Which world the seed belongs to (`explore` or `net`).
         #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
         world: WorldArg,
+        /// Also check the run's Redis keys for linearizability (which keys a failover or a
+        /// restart made lose acknowledged writes).
+        #[arg(long)]
+        linearizability: bool,
     },
     /// Write the race matrix (Markdown, JSON) and a timeline (Markdown, HTML/SVG) per failing
     /// trace.
@@ -502,6 +506,7 @@ fn main() -> ExitCode {
             depth,
             json,
             world,
+            linearizability,
         } => match exploration(profile, scheduler, depth) {
             Ok(profile) => cli::replay::replay(
                 world.into(),
@@ -510,6 +515,7 @@ fn main() -> ExitCode {
                 seed,
                 script.as_deref(),
                 profile,
+                linearizability,
                 json,
             ),
             Err(e) => {

@@ -322,3 +322,43 @@ fn check_real_reports_the_documented_fields() {
     }
     assert_eq!(row["violations"].as_array().map(Vec::len), Some(0), "{row}");
 }
+
+#[test]
+fn replay_checks_redis_linearizability_on_request() {
+    // Seed 8 of R-002-01's swarm has two Redis failovers that lose acknowledged lock writes.
+    let args = [
+        "replay",
+        "R-002-01",
+        "--variant",
+        "buggy",
+        "--seed",
+        "8",
+        "--profile",
+        "swarm",
+        "--linearizability",
+    ];
+    let text = racelab(&args);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let out = stdout(&text);
+    assert!(out.contains("Redis linearizability: "), "{out}");
+    assert!(out.contains("not linearizable: lock:wo-"), "{out}");
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let row: serde_json::Value =
+        serde_json::from_str(stdout(&racelab(&with_json)).trim()).expect("JSON");
+    let lin = &row["linearizability"];
+    assert!(lin["not_linearizable"].as_u64().unwrap_or(0) > 0, "{row}");
+    // Without the flag nothing is checked.
+    let plain: serde_json::Value = serde_json::from_str(
+        stdout(&racelab(
+            &args[..8]
+                .iter()
+                .copied()
+                .chain(["--json"])
+                .collect::<Vec<_>>(),
+        ))
+        .trim(),
+    )
+    .expect("JSON");
+    assert!(plain.get("linearizability").is_none());
+}

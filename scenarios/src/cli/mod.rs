@@ -18,6 +18,7 @@ macro_rules! out {
 
 pub(crate) mod bench;
 pub(crate) mod check_real;
+pub(crate) mod linear;
 pub(crate) mod list;
 pub(crate) mod merge;
 mod output;

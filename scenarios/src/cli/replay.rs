@@ -18,6 +18,7 @@ pub(crate) fn replay(
     seed: Option<u64>,
     script: Option<&str>,
     profile: Profile,
+    linearizability: bool,
     json: bool,
 ) -> ExitCode {
     let races = catalog();
@@ -73,6 +74,7 @@ pub(crate) fn replay(
         script,
         label: &label,
         command: &command,
+        linearizability,
     };
     shown.print(&outcome, json);
     ExitCode::SUCCESS
@@ -92,6 +94,8 @@ struct Shown<'a> {
     label: &'a str,
     /// The command that replays it.
     command: &'a str,
+    /// Whether to check the run's Redis keys for linearizability.
+    linearizability: bool,
 }
 
 impl Shown<'_> {
@@ -101,8 +105,10 @@ impl Shown<'_> {
         let (race, variant) = (self.race, self.variant);
         let timeline = render_timeline(outcome);
         let hash = format!("{:016x}", outcome.run.trace_hash);
+        let history = &outcome.run.history;
+        let linear = self.linearizability.then(|| super::linear::check(history));
         if json {
-            let row = json!({
+            let mut row = json!({
                 "race": race.id,
                 "variant": variant.as_str(),
                 "seed": self.seed,
@@ -116,6 +122,9 @@ impl Shown<'_> {
                 "timeline": timeline,
                 "replay": self.command,
             });
+            if let Some(report) = &linear {
+                row["linearizability"] = super::linear::json(report);
+            }
             out!("{row}");
         } else {
             out!(
@@ -138,6 +147,11 @@ impl Shown<'_> {
                 }
             );
             out!("{}", outcome.verdict.explanation());
+            if let Some(report) = &linear {
+                for line in super::linear::lines(history, report) {
+                    out!("{line}");
+                }
+            }
             out!("trace hash {hash}");
             out!("replay: {}", self.command);
         }

@@ -105,7 +105,7 @@ impl fmt::Display for LinearReport {
         let (ok, bad, unknown) = self.counts();
         write!(
             f,
-            "{} Redis objects: {ok} linearizable, {bad} not, {unknown} undecided",
+            "{} objects: {ok} linearizable, {bad} not, {unknown} undecided",
             self.objects.len()
         )
     }
