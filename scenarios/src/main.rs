@@ -515,8 +515,10 @@ fn main() -> ExitCode {
                 seed,
                 script.as_deref(),
                 profile,
-                linearizability,
-                json,
+                cli::replay::Printed {
+                    json,
+                    linearizability,
+                },
             ),
             Err(e) => {
                 eprintln!("{e}");

@@ -10,6 +10,15 @@ use serde_json::json;
 
 use super::{World, lookup};
 
+/// What a replay prints besides the timeline and verdict.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Printed {
+    /// One JSON object instead of text.
+    pub(crate) json: bool,
+    /// Also the Redis keys' linearizability.
+    pub(crate) linearizability: bool,
+}
+
 /// Runs `racelab replay` in `world`: `seed`, or else the timeline named `script`.
 pub(crate) fn replay(
     world: World,
@@ -18,8 +27,7 @@ pub(crate) fn replay(
     seed: Option<u64>,
     script: Option<&str>,
     profile: Profile,
-    linearizability: bool,
-    json: bool,
+    printed: Printed,
 ) -> ExitCode {
     let races = catalog();
     let race = match lookup(&races, name) {
@@ -74,9 +82,9 @@ pub(crate) fn replay(
         script,
         label: &label,
         command: &command,
-        linearizability,
+        linearizability: printed.linearizability,
     };
-    shown.print(&outcome, json);
+    shown.print(&outcome, printed.json);
     ExitCode::SUCCESS
 }
 
