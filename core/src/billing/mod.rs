@@ -35,6 +35,7 @@ use crate::machine::Outgoing;
 use crate::ops::StoreOp;
 use crate::tag::{Note, Tag};
 
+mod consumer;
 mod idem;
 mod oracle;
 mod outbox;
@@ -42,6 +43,7 @@ mod stream;
 mod tables;
 mod tag;
 
+pub use consumer::{Handler, Next, Notes, QueueConsumer};
 pub use idem::{IdemConfig, IdemGateway, KeySource, MarkerOrder};
 pub use oracle::{BillingMetrics, I_USAGE, USAGE_DEDUPLICATED, UsageEnd, metrics, usage_bijection};
 pub use oracle::{
@@ -49,10 +51,12 @@ pub use oracle::{
     I_IDEM_C, I_IDEM_D, I_TOK, IdemEnd, LedgerRow, RECLAIMED, REPLAYED, SETTLE_REFUSED, StreamEnd,
     USAGE_LOOKED, balance_conserved, coverage, idempotent_billing, streamed_billing,
 };
-pub use outbox::{OutboxRelay, Publish, UsageBillConfig, UsageBiller, UsageWorker};
+pub use outbox::{
+    OutboxRelay, Publish, RecordUsage, RecordWait, UsageBillConfig, UsageBiller, UsageWorker,
+};
 pub use stream::{
-    Accounting, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig, UsageConsumer,
-    count_tokens, price, request_key,
+    Accounting, ChargeUsage, ChargeWait, Settlement, StreamConfig, StreamGateway, Sweeper,
+    SweeperConfig, UsageConsumer, count_tokens, price, request_key,
 };
 pub use tables::{ACCOUNTS, HOLDS, IDEMPOTENCY, LEDGER, OUTBOX, USAGE};
 pub use tag::{Answer, BillNote, BillTag};

@@ -12,6 +12,7 @@
 //!
 //! Drain order and method kinds are [`Machine`]'s.
 
+use super::consumer::{Handler, Next, Notes, QueueConsumer};
 use super::idem::deduct_stmt;
 use super::stream::request_key;
 use super::{Amount, BillNote, BillTag, LEDGER, OUTBOX, Outbox, USAGE};
@@ -21,7 +22,6 @@ use crate::ops::{
     Assign, CmpOp, Cond, DeliveryId, JobFields, OnConflict, QueueOp, QueueReply, Reply, RequestId,
     Row, ScanLock, SqlOp, SqlReply, SqlStmt, StoreOp, Value,
 };
-use crate::tag::Note;
 use crate::time::{Duration, Timestamp};
 
 /// When the biller publishes the usage event.
@@ -354,139 +354,65 @@ impl Machine for OutboxRelay {
 /// `record_usage_task`'s worker: fetches a usage event and writes its record, then acks. With
 /// `dedup` it writes `INSERT ... ON CONFLICT (request) DO NOTHING`; without, a plain insert
 /// keyed by the delivery.
-#[derive(Debug)]
-pub struct UsageWorker {
-    dedup: bool,
-    poll_every: Duration,
-    out: Outbox,
-    timer: Option<Timestamp>,
-    pending: Option<(OpId, WWait)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WWait {
-    Fetch,
-    Record(DeliveryId, RequestId),
-    Finish,
-}
+pub type UsageWorker = QueueConsumer<RecordUsage>;
 
 impl UsageWorker {
     /// A worker polling every `poll_every`, deduplicating or not.
     pub fn new(dedup: bool, poll_every: Duration) -> UsageWorker {
-        UsageWorker {
-            dedup,
-            poll_every,
-            out: Outbox::default(),
-            timer: None,
-            pending: None,
-        }
-    }
-
-    fn send(&mut self, op: StoreOp, tag: BillTag, wait: WWait) {
-        let id = self.out.send(op, tag);
-        self.pending = Some((id, wait));
-    }
-
-    fn finish(&mut self, delivery: DeliveryId, ack: bool) {
-        let op = if ack {
-            QueueOp::Ack { delivery }
-        } else {
-            QueueOp::Nack { delivery }
-        };
-        self.send(StoreOp::Queue(op), BillTag::Queue, WWait::Finish);
+        QueueConsumer::with(RecordUsage { dedup }, poll_every)
     }
 }
 
-impl Machine for UsageWorker {
-    fn handle_start(&mut self, now: Timestamp) {
-        if self.timer.is_none() && self.pending.is_none() {
-            self.timer = Some(now);
-        }
-    }
+/// What [`UsageWorker`] does with a usage event: write its record.
+#[derive(Debug)]
+pub struct RecordUsage {
+    dedup: bool,
+}
 
-    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
-        let wait = match self.pending.take() {
-            Some((id, wait)) if id == op => wait,
-            other => {
-                self.pending = other;
-                return;
+/// [`RecordUsage`] waits for its record's insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordWait(DeliveryId, RequestId);
+
+impl Handler for RecordUsage {
+    type Wait = RecordWait;
+
+    fn delivered(&mut self, d: DeliveryId, request: RequestId, amount: Amount) -> Next<RecordWait> {
+        let row = Row::from([
+            ("request".to_string(), Value::Text(request_key(request))),
+            ("amount".to_string(), Value::Int(amount.0)),
+        ]);
+        let stmt = if self.dedup {
+            SqlStmt::Upsert {
+                table: USAGE,
+                key: request_key(request),
+                row,
+                on_conflict: OnConflict::DoNothing,
+            }
+        } else {
+            SqlStmt::Insert {
+                table: USAGE,
+                key: format!("{}.d{}", request_key(request), d.0),
+                row,
             }
         };
-        match (wait, reply) {
-            (WWait::Fetch, Reply::Queue(QueueReply::Delivered(Some(d)))) => {
-                let request = d
-                    .fields
-                    .get("request")
-                    .and_then(|r| r.strip_prefix('r'))
-                    .and_then(|n| n.parse().ok())
-                    .map(RequestId);
-                let amount = d.fields.get("amount").and_then(|a| a.parse::<i64>().ok());
-                let (Some(request), Some(amount)) = (request, amount) else {
-                    // A poison message: completed, not retried.
-                    return self.finish(d.id, true);
-                };
-                let row = Row::from([
-                    ("request".to_string(), Value::Text(request_key(request))),
-                    ("amount".to_string(), Value::Int(amount)),
-                ]);
-                let stmt = if self.dedup {
-                    SqlStmt::Upsert {
-                        table: USAGE,
-                        key: request_key(request),
-                        row,
-                        on_conflict: OnConflict::DoNothing,
-                    }
-                } else {
-                    SqlStmt::Insert {
-                        table: USAGE,
-                        key: format!("{}.d{}", request_key(request), d.id.0),
-                        row,
-                    }
-                };
-                self.send(
-                    StoreOp::Sql(SqlOp::Exec(stmt)),
-                    BillTag::UsageRecord { request },
-                    WWait::Record(d.id, request),
-                );
-            }
-            (WWait::Fetch, _) => self.timer = Some(now + self.poll_every),
-            (WWait::Record(d, request), Reply::Sql(SqlReply::Rows(rows))) => {
+        Next::Send(
+            StoreOp::Sql(SqlOp::Exec(stmt)),
+            BillTag::UsageRecord { request },
+            RecordWait(d, request),
+        )
+    }
+
+    fn reply(&mut self, wait: RecordWait, reply: Reply, notes: &mut Notes<'_>) -> Next<RecordWait> {
+        let RecordWait(d, request) = wait;
+        match reply {
+            Reply::Sql(SqlReply::Rows(rows)) => {
                 if rows.is_empty() {
-                    self.out.note(BillNote::UsageDeduplicated { request });
+                    notes.note(BillNote::UsageDeduplicated { request });
                 }
-                self.finish(d, true);
+                Next::Finish(d, true)
             }
-            (WWait::Record(d, _), Reply::Sql(SqlReply::Affected(n))) => self.finish(d, n > 0),
-            (WWait::Record(d, _), _) => self.finish(d, false),
-            (WWait::Finish, _) => self.timer = Some(now),
+            Reply::Sql(SqlReply::Affected(n)) => Next::Finish(d, n > 0),
+            _ => Next::Finish(d, false),
         }
-    }
-
-    fn handle_timeout(&mut self, now: Timestamp) {
-        if self.pending.is_some() || self.timer.is_none_or(|t| t > now) {
-            return;
-        }
-        self.timer = None;
-        self.send(StoreOp::Queue(QueueOp::Fetch), BillTag::Queue, WWait::Fetch);
-    }
-
-    fn poll_op(&mut self) -> Option<Outgoing> {
-        self.out.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        self.out.pop_note()
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        if self.pending.is_some() {
-            None
-        } else {
-            self.timer
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.pending.is_none() && self.timer.is_none()
     }
 }

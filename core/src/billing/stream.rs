@@ -19,14 +19,15 @@
 //!
 //! Drain order and method kinds are [`Machine`]'s.
 
+use super::consumer::{Handler, Next, Notes, QueueConsumer};
 use super::idem::deduct_stmt;
 use super::{ACCOUNTS, Amount, BillNote, BillTag, HOLDS, LEDGER, Outbox};
 use crate::ids::{EndpointId, OpId};
 use crate::machine::{Machine, Outgoing};
 use crate::ops::{
-    Assign, CallKind, CmpOp, Cond, DeliveryId, Expr, JobFields, KeyedRow, QueueOp, QueueReply,
-    Reply, RequestId, Row, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply, UpstreamOp,
-    Usage, Value,
+    Assign, CallKind, CmpOp, Cond, DeliveryId, Expr, JobFields, KeyedRow, QueueOp, Reply,
+    RequestId, Row, SqlOp, SqlReply, SqlStmt, StoreOp, StreamId, StreamReply, UpstreamOp, Usage,
+    Value,
 };
 use crate::tag::Note;
 use crate::time::{Duration, Timestamp};
@@ -830,145 +831,96 @@ impl Machine for Sweeper {
 
 /// The document's proposal's consumer: fetches a billing message, charges it (ledger row
 /// keyed by the delivery, deduction, commit) and acks it. Not idempotent (schedule Q-2).
-#[derive(Debug)]
-pub struct UsageConsumer {
-    account: String,
-    poll_every: Duration,
-    out: Outbox,
-    timer: Option<Timestamp>,
-    pending: Option<(OpId, CWait)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CWait {
-    Fetch,
-    Begin(DeliveryId, RequestId, Amount),
-    Charge(DeliveryId, RequestId, Amount),
-    Deduct(DeliveryId),
-    Commit(DeliveryId),
-    Rollback(DeliveryId),
-    Finish,
-}
+pub type UsageConsumer = QueueConsumer<ChargeUsage>;
 
 impl UsageConsumer {
     /// A consumer of the billing queue charging `account`, polling every `poll_every`.
     pub fn new(account: &str, poll_every: Duration) -> UsageConsumer {
-        UsageConsumer {
-            account: account.to_string(),
+        QueueConsumer::with(
+            ChargeUsage {
+                account: account.to_string(),
+            },
             poll_every,
-            out: Outbox::default(),
-            timer: None,
-            pending: None,
-        }
-    }
-
-    fn send(&mut self, op: StoreOp, tag: BillTag, wait: CWait) {
-        let id = self.out.send(op, tag);
-        self.pending = Some((id, wait));
-    }
-
-    fn finish(&mut self, delivery: DeliveryId, ack: bool) {
-        let op = if ack {
-            QueueOp::Ack { delivery }
-        } else {
-            QueueOp::Nack { delivery }
-        };
-        self.send(StoreOp::Queue(op), BillTag::Queue, CWait::Finish);
+        )
     }
 }
 
-impl Machine for UsageConsumer {
-    fn handle_start(&mut self, now: Timestamp) {
-        if self.timer.is_none() && self.pending.is_none() {
-            self.timer = Some(now);
-        }
+/// What [`UsageConsumer`] does with a billing message: charge it in one transaction.
+#[derive(Debug)]
+pub struct ChargeUsage {
+    account: String,
+}
+
+/// Where [`ChargeUsage`]'s transaction stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeWait {
+    /// `BEGIN` sent.
+    Begin(DeliveryId, RequestId, Amount),
+    /// The ledger row sent.
+    Charge(DeliveryId, RequestId, Amount),
+    /// The deduction sent.
+    Deduct(DeliveryId),
+    /// `COMMIT` sent.
+    Commit(DeliveryId),
+    /// `ROLLBACK` sent.
+    Rollback(DeliveryId),
+}
+
+impl Handler for ChargeUsage {
+    type Wait = ChargeWait;
+
+    fn delivered(&mut self, d: DeliveryId, request: RequestId, amount: Amount) -> Next<ChargeWait> {
+        Next::Send(
+            StoreOp::Sql(SqlOp::Begin),
+            BillTag::Tx,
+            ChargeWait::Begin(d, request, amount),
+        )
     }
 
-    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
-        let wait = match self.pending.take() {
-            Some((id, wait)) if id == op => wait,
-            other => {
-                self.pending = other;
-                return;
-            }
-        };
+    fn reply(
+        &mut self,
+        wait: ChargeWait,
+        reply: Reply,
+        _notes: &mut Notes<'_>,
+    ) -> Next<ChargeWait> {
         let sql = |stmt| StoreOp::Sql(SqlOp::Exec(stmt));
         match (wait, reply) {
-            (CWait::Fetch, Reply::Queue(QueueReply::Delivered(Some(d)))) => {
-                let request = d
-                    .fields
-                    .get("request")
-                    .and_then(|r| r.strip_prefix('r'))
-                    .and_then(|n| n.parse().ok())
-                    .map(RequestId);
-                let amount = d.fields.get("amount").and_then(|a| a.parse().ok());
-                match (request, amount) {
-                    (Some(request), Some(amount)) => self.send(
-                        StoreOp::Sql(SqlOp::Begin),
-                        BillTag::Tx,
-                        CWait::Begin(d.id, request, Amount(amount)),
-                    ),
-                    // A poison message: completed, not retried.
-                    _ => self.finish(d.id, true),
-                }
-            }
-            (CWait::Fetch, _) => self.timer = Some(now + self.poll_every),
-            (CWait::Begin(d, request, amount), Reply::Sql(SqlReply::Ok)) => {
+            (ChargeWait::Begin(d, request, amount), Reply::Sql(SqlReply::Ok)) => {
                 let key = format!("{}.d{}", request_key(request), d.0);
                 let stmt = ledger_insert(key, request, amount, false);
-                self.send(
+                Next::Send(
                     sql(stmt),
                     BillTag::Settle { request, amount },
-                    CWait::Charge(d, request, amount),
-                );
+                    ChargeWait::Charge(d, request, amount),
+                )
             }
-            (CWait::Charge(d, request, amount), Reply::Sql(SqlReply::Affected(n))) if n > 0 => {
+            (ChargeWait::Charge(d, request, amount), Reply::Sql(SqlReply::Affected(n)))
+                if n > 0 =>
+            {
                 let stmt = deduct_stmt(&self.account, amount);
-                self.send(sql(stmt), BillTag::Hold { request }, CWait::Deduct(d));
+                Next::Send(sql(stmt), BillTag::Hold { request }, ChargeWait::Deduct(d))
             }
-            (CWait::Deduct(d), Reply::Sql(SqlReply::Rows(rows))) if !rows.is_empty() => {
-                self.send(StoreOp::Sql(SqlOp::Commit), BillTag::Tx, CWait::Commit(d))
+            (ChargeWait::Deduct(d), Reply::Sql(SqlReply::Rows(rows))) if !rows.is_empty() => {
+                Next::Send(
+                    StoreOp::Sql(SqlOp::Commit),
+                    BillTag::Tx,
+                    ChargeWait::Commit(d),
+                )
             }
-            (CWait::Commit(d), Reply::Sql(SqlReply::Committed)) => self.finish(d, true),
-            (CWait::Commit(d), _) => self.finish(d, false),
-            (CWait::Begin(d, ..) | CWait::Charge(d, ..) | CWait::Deduct(d), Reply::Timeout) => {
-                self.finish(d, false)
+            (ChargeWait::Commit(d), Reply::Sql(SqlReply::Committed)) => Next::Finish(d, true),
+            (ChargeWait::Commit(d), _) => Next::Finish(d, false),
+            (
+                ChargeWait::Begin(d, ..) | ChargeWait::Charge(d, ..) | ChargeWait::Deduct(d),
+                Reply::Timeout,
+            ) => Next::Finish(d, false),
+            (ChargeWait::Begin(d, ..) | ChargeWait::Charge(d, ..) | ChargeWait::Deduct(d), _) => {
+                Next::Send(
+                    StoreOp::Sql(SqlOp::Rollback),
+                    BillTag::Tx,
+                    ChargeWait::Rollback(d),
+                )
             }
-            (CWait::Begin(d, ..) | CWait::Charge(d, ..) | CWait::Deduct(d), _) => self.send(
-                StoreOp::Sql(SqlOp::Rollback),
-                BillTag::Tx,
-                CWait::Rollback(d),
-            ),
-            (CWait::Rollback(d), _) => self.finish(d, false),
-            (CWait::Finish, _) => self.timer = Some(now),
+            (ChargeWait::Rollback(d), _) => Next::Finish(d, false),
         }
-    }
-
-    fn handle_timeout(&mut self, now: Timestamp) {
-        if self.pending.is_some() || self.timer.is_none_or(|t| t > now) {
-            return;
-        }
-        self.timer = None;
-        self.send(StoreOp::Queue(QueueOp::Fetch), BillTag::Queue, CWait::Fetch);
-    }
-
-    fn poll_op(&mut self) -> Option<Outgoing> {
-        self.out.ops.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        self.out.pop_note()
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        if self.pending.is_some() {
-            None
-        } else {
-            self.timer
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.pending.is_none() && self.timer.is_none()
     }
 }
