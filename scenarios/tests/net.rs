@@ -4,7 +4,8 @@
 //! every seed replays to the same trace hash. Document 000's billing and quota families and
 //! document 004's scheduler (issues #12 and #14) likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
-//! holding over a seed count per race, replays identical. Streaming upstream calls and push connections
+//! holding over a seed count per race, replays identical, and the scheduler under scripted
+//! partitions of a node from Redis. Streaming upstream calls and push connections
 //! (issue #11) run through the driver with a small scripted machine, each scenario in both
 //! worlds, which must agree.
 
@@ -1283,4 +1284,156 @@ fn the_net_history_lists_operations_applied_at_one_instant_in_redis_order() {
         ties > 0,
         "no two Redis operations shared an instant: the test proves nothing"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Document 004's scheduler with a node partitioned from Redis past its TTL (issue #14).
+
+/// The job outlasts the partition, so the partitioned node is still running it when the
+/// partition heals (the zombie of R-004-02, by the network rather than a pause).
+const SCHED_JOB_LENGTH: Duration = Duration::from_secs(3_800);
+
+/// N2 is cut from Redis both ways from 40 s to 3,740 s: past the code's 3,600 s node TTL.
+fn partition_n2_past_the_ttl() -> Vec<Step> {
+    let redis = racelab_core::StoreId::Redis;
+    vec![
+        Step::at(
+            40_000,
+            Action::Partition {
+                process: "N2".into(),
+                store: redis,
+            },
+        ),
+        Step::at(
+            3_740_000,
+            Action::Heal {
+                process: "N2".into(),
+                store: redis,
+            },
+        ),
+    ]
+}
+
+/// Nodes N1 and N2 and a dispatcher submitting one job, J1, at 5 s (bound round robin to
+/// N2, the second pool member), with a horizon at 4,000 s.
+fn scheduler_world(variant: Variant) -> WorldSpec {
+    use racelab_core::scheduler::{Dispatcher, Node, NodeConfig};
+    let node = |name: &'static str| ProcessSpec {
+        host: 0,
+        name: name.into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(Node::new(name, NodeConfig::of(variant), SCHED_JOB_LENGTH)) as Box<dyn Machine>
+        }),
+    };
+    let dispatcher = ProcessSpec {
+        host: 1,
+        name: "S".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: false,
+        factory: Box::new(move |_| {
+            let jobs = vec![("J1".to_string(), Timestamp::from_ms(5_000))];
+            Box::new(Dispatcher::new(
+                NodeConfig::of(variant),
+                jobs,
+                Duration::from_secs(10),
+            )) as Box<dyn Machine>
+        }),
+    };
+    WorldSpec {
+        local: None,
+        upstream: Upstream::default(),
+        processes: vec![node("N1"), node("N2"), dispatcher],
+        sql_rows: Vec::new(),
+        net: NetConfig {
+            redis_timeout: Duration::from_secs(2),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(50),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(4_600_000),
+        horizon: Some(Timestamp::from_ms(4_000_000)),
+    }
+}
+
+/// A partition of a node from Redis past its TTL, then healed: the unfenced scheduler (the
+/// code's 3,600 s TTL and the revision's 60 s alike) re-dispatches the node's job and then
+/// accepts the healed node's result too (F1), while the fenced lease refuses it and the job
+/// is delivered once (F1, I-JOB, I-JOB-delivered hold). The runs replay.
+#[test]
+fn a_node_partitioned_from_redis_past_its_ttl_breaks_only_the_unfenced_scheduler() {
+    let race = race("R-004-02");
+    let profile = FaultProfile {
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        ..FaultProfile::quiet()
+    };
+    for variant in Variant::ALL {
+        let capture = racelab_scenarios::Capture::new(vec!["J1".to_string()]);
+        let run = |seed| {
+            run_net_with(
+                scheduler_world(variant),
+                profile.clone(),
+                seed,
+                &partition_n2_past_the_ttl(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let a = racelab_scenarios::judge(&race, run(1), &capture);
+        let b = run(1);
+        assert_eq!(
+            a.run.trace_hash,
+            b.trace_hash,
+            "{} replays",
+            variant.as_str()
+        );
+        assert!(
+            a.run.quiescent,
+            "{}: {:?}",
+            variant.as_str(),
+            a.run.unsettled
+        );
+        let partitioned = a.run.history.faults.iter().any(|f| {
+            matches!(
+                f.fault,
+                Fault::Partition {
+                    store: racelab_core::StoreId::Redis,
+                    ..
+                }
+            )
+        });
+        assert!(
+            partitioned,
+            "{}: the partition was carried out",
+            variant.as_str()
+        );
+        let broken = a.verdict.broken();
+        let timeline = || render_timeline(&a).join("\n");
+        match variant {
+            Variant::Correct => {
+                assert!(
+                    !a.violated(),
+                    "correct broke {broken:?}\n{}\n{}",
+                    timeline(),
+                    a.verdict.explanation()
+                );
+                assert!(
+                    a.verdict.sometimes.contains_key("lease-lost"),
+                    "the healed node learns its lease is gone: {:?}",
+                    a.verdict.sometimes
+                );
+            }
+            _ => assert!(
+                broken.contains(&"F1") && broken.iter().all(|p| ["F1", "I-JOB"].contains(p)),
+                "{} broke {broken:?}, expected F1 (and I-JOB)\n{}\n{}",
+                variant.as_str(),
+                timeline(),
+                a.verdict.explanation()
+            ),
+        }
+        eprintln!(
+            "R-004-02 {} with N2 partitioned from Redis 40 s .. 3,740 s: broke {broken:?}",
+            variant.as_str()
+        );
+    }
 }
