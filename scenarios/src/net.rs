@@ -1,4 +1,5 @@
-//! The net world: the races whose entry sets [`Race::net`] (today R-002-01 .. R-002-04) with
+//! The net world: the races whose entry sets [`Race::net`] (today document 002's R-002-01 ..
+//! R-002-04, document 000's billing and quota families and document 004's scheduler) with
 //! the production async driver (`racelab_adapters::drive`, unchanged) inside a turmoil
 //! network simulation, and any world spec ([`run_net`]). Processes that run local blocks stay
 //! in the explore world.
@@ -56,11 +57,22 @@
 //! The first call waits a tick for its host. A hold on a link to one of them planned before it
 //! started takes effect when it starts.
 //!
+//! The history lists operations in invocation order, and those invoked at the same instant
+//! in the order the stores applied them: messages move at tick boundaries, so many operations
+//! share an invocation and an apply time, and the oracles read the store's order of
+//! operations applied at one instant from their order in the history. A random draw, answered
+//! in-process, is recorded applied and durable when the client got it, as in the explore
+//! world.
+//!
 //! Known approximations:
 //! a partition drops TCP segments for good (FIN included: the SQL host's idle-in-transaction
 //! timeout ends the orphaned session); a hold on a partitioned link replaces the partition
 //! with the hold; a failover happens at the chosen write's apply time, after the step, so a
-//! write applied later in the same tick is lost with it.
+//! write applied later in the same tick is lost with it; a pause holds the process' links but
+//! its timers fire (the driver times out and reconnects, so a long pause sends a connection
+//! attempt per timeout, which all arrive when it ends: [`TCP_CAPACITY`] leaves room for them);
+//! two operations applied at one instant but invoked at different instants keep their
+//! invocation order in the history, whatever order the store applied them in.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -108,6 +120,11 @@ pub const TICK_MS: u64 = 50;
 /// The most simulation steps one run may take (a run that needs more is stopped as not
 /// quiescent, like `RUN_EVENTS_MAX` in the explore world).
 pub const RUN_STEPS_MAX: u64 = 400_000;
+
+/// turmoil's per-socket and listen-backlog capacity: its default, 64, is less than the
+/// connection attempts a process held by a long pause sends (R-004-02's zombie node, held
+/// for over an hour with a 2 s Redis timeout), which turmoil answers with a panic.
+pub const TCP_CAPACITY: usize = 4_096;
 
 /// The store hosts' port (one per host).
 const STORE_PORT: u16 = 7000;
@@ -467,6 +484,9 @@ impl NetWorld {
         builder
             .rng_seed(seed)
             .enable_random_order()
+            // A held link (a pause) delivers every connection attempt made during the hold
+            // at once: the driver opens a new connection after each timeout.
+            .tcp_capacity(TCP_CAPACITY)
             .tick_duration(std::time::Duration::from_millis(TICK_MS))
             // The outer loop enforces the time limit; turmoil's own limit only applies to
             // clients, of which there are none.
@@ -952,7 +972,13 @@ impl NetWorld {
         let ended_at = self.now();
         let mut history = self.recorder.history();
         // The client only knows what reached it; the store's apply log says what happened.
+        // A random draw is answered in-process (no store sees it): applied, and durable, when
+        // the client got it, as in the explore world.
         for op in &mut history.ops {
+            if matches!(op.op, StoreOp::Random(_)) {
+                op.durable_at = op.applied_at;
+                continue;
+            }
             op.applied_at = None;
             op.durable_at = None;
             op.result = None;
@@ -990,6 +1016,7 @@ impl NetWorld {
                 }
             }
         }
+        in_apply_order(&mut history, &stores.applied);
         let sql_rows: Vec<(Table, String, racelab_core::Row)> = stores
             .sql
             .all_committed_rows()
@@ -1028,6 +1055,34 @@ impl NetWorld {
             upstream_usage: stores.upstream.final_usage(),
         }
     }
+}
+
+/// Puts `history`'s operations in invocation order, and those invoked at the same instant in
+/// the order the stores applied them (`applied` is the hosts' apply log, in order).
+///
+/// turmoil delivers messages at tick boundaries, so operations sent in one tick are invoked
+/// and applied at the same instants; the oracles read the store's order of operations applied
+/// at one instant from their order in the history (`(applied_at, index)`), which the
+/// recorder alone would leave in the order the hosts happened to run in.
+fn in_apply_order(
+    history: &mut racelab_core::History,
+    applied: &[racelab_sim::net::host::Applied],
+) {
+    let mut rank = vec![usize::MAX; history.ops.len()];
+    for (i, a) in applied.iter().enumerate() {
+        if let Some(r) = usize::try_from(a.op).ok().and_then(|op| rank.get_mut(op))
+            && *r == usize::MAX
+        {
+            *r = i;
+        }
+    }
+    let mut order: Vec<usize> = (0..history.ops.len()).collect();
+    order.sort_by_key(|&i| (history.ops[i].invoked_at, rank[i]));
+    let mut ops: Vec<Option<racelab_core::OpRecord>> = std::mem::take(&mut history.ops)
+        .into_iter()
+        .map(Some)
+        .collect();
+    history.ops = order.iter().filter_map(|&i| ops[i].take()).collect();
 }
 
 // ---------------------------------------------------------------------------------------------

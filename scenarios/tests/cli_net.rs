@@ -83,6 +83,60 @@ fn a_net_sweep_reports_failures_with_the_explore_fields_and_a_net_replay() {
     assert_eq!(keys(&row), keys(&explore_replay));
 }
 
+/// A document-000 race under `--world net`, every variant: Buggy and DocFix fail as the
+/// catalog expects, Correct holds, and Buggy's printed net replay reproduces its failure
+/// byte for byte.
+#[test]
+fn a_billing_race_runs_every_variant_in_the_net_world() {
+    let o = racelab(&[
+        "run",
+        "R-000-03",
+        "--world",
+        "net",
+        "--variant",
+        "all",
+        "--seeds",
+        "30",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let row = |variant: &str| {
+        rows.iter()
+            .find(|r| r["variant"] == variant)
+            .unwrap_or_else(|| panic!("a {variant} row in {rows:?}"))
+    };
+    for r in &rows {
+        assert_eq!(r["race"], "R-000-03");
+        assert_eq!(r["seeds_run"], 30);
+        assert_eq!(r["verdict_matches"], true, "{r}");
+    }
+    for variant in ["buggy", "docfix"] {
+        assert!(
+            row(variant)["failures"].as_u64().is_some_and(|n| n > 0),
+            "{variant} fails: {}",
+            row(variant)
+        );
+    }
+    assert_eq!(row("correct")["failures"], 0, "{}", row("correct"));
+    let replay = row("buggy")["replay"].as_str().expect("a replay command");
+    assert!(replay.ends_with("--world net"), "{replay}");
+    let mut words: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    words.push("--json");
+    let (first, second) = (racelab(&words), racelab(&words));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "replays are byte-identical"
+    );
+    let replayed: serde_json::Value = serde_json::from_str(stdout(&first).trim()).expect("JSON");
+    assert_eq!(replayed["violated"], true, "{replayed}");
+}
+
 #[track_caller]
 fn check_rejected(args: &[&str], needle: &str) {
     let o = racelab(args);

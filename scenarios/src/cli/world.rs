@@ -10,7 +10,7 @@ pub(crate) enum World {
     /// The discrete-event world: random seeds and the races' scripted timelines.
     Explore,
     /// The production driver under turmoil (`racelab_scenarios::net`): random seeds of the
-    /// races in `net::NET_RACES` only.
+    /// races `net::net_races` lists only.
     Net,
 }
 
