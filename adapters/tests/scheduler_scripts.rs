@@ -1,3 +1,9 @@
+//! The scheduler's scripts on real Redis, against document 004's acceptance criteria.
+//!
+//! AC-004-7: a script that fails at run time keeps the writes it made before the error (no
+//! rollback), and the model predicts the same partial state
+//! (`a_scheduler_script_failing_half_way_keeps_its_partial_writes_as_the_model_predicts`).
+//!
 //! AC-004-2 / R-004-08: no script carries a TTL literal; every TTL comes from `ARGV`.
 //!
 //! The document lists the lines of five Lua scripts to hand-edit when the TTL changes
@@ -25,6 +31,7 @@ mod common;
 use racelab_adapters::{RedisKv, lua, queue_lua};
 use racelab_core::scheduler::scripts::NAMESPACE;
 use racelab_core::{KvOp, KvReply, ScriptName};
+use racelab_sim::explore::models::RedisModel;
 
 /// The commands whose argument at the given position (0: the command name) is a TTL.
 const TTL_POSITION: [(&str, usize); 6] = [
@@ -380,6 +387,151 @@ async fn every_ttl_the_scheduler_sets_is_the_one_its_argv_asked_for() {
     ] {
         let t = pttl(&mut kv, &key).await;
         assert!(t == -1 || t == -2, "{key} has a TTL of {t} ms");
+    }
+    kv.clean().await.expect("cleaning the test's keys");
+}
+
+/// AC-004-7: "single-script atomicity" hides that a script which fails at run time keeps the
+/// writes it made before the error (Redis has no rollback). Each case runs the adapters' Lua
+/// on real Redis, reads the keys it touched, and requires (1) the error reply, (2) the
+/// partial state named in the case, and (3) that the model, given the same operations,
+/// answers the same error and predicts the same state, read by read.
+#[tokio::test]
+async fn a_scheduler_script_failing_half_way_keeps_its_partial_writes_as_the_model_predicts() {
+    let Some(config) = common::servers_or_skip("scheduler partial writes", true, false).await
+    else {
+        return;
+    };
+    let mut kv = RedisKv::connect(&config.redis_url, &common::prefix("schedpartial"))
+        .await
+        .expect("Redis answers");
+    let ns = |k: &str| format!("{NAMESPACE}{k}");
+    let hget = |k: &str, f: &str| KvOp::HGet {
+        key: ns(k),
+        field: f.into(),
+    };
+    let members = |k: &str| KvOp::SMembers { key: ns(k) };
+    struct Case {
+        name: &'static str,
+        setup: Vec<KvOp>,
+        script: KvOp,
+        error: &'static str,
+        /// Reads after the script, with what each must answer on both sides.
+        reads: Vec<(KvOp, KvReply)>,
+    }
+    let bulk = |s: &str| KvReply::Bulk(s.into());
+    let set =
+        |members_: &[&str]| KvReply::Array(members_.iter().map(|m| Some(m.to_string())).collect());
+    let cases = vec![
+        Case {
+            // The document's unconditional completion: `state done` is written, HINCRBY then
+            // fails on a `results` another writer left non-numeric, and the index entry is
+            // never removed: the job is done and still listed as N1's running work.
+            name: "completion: state written, counter failed, index entry left",
+            setup: vec![
+                sched(ScriptName::SchedRegister, &["n1", "60000", "0", "0"]),
+                sched(ScriptName::SchedDispatch, &["j1", "0"]),
+                KvOp::HSet {
+                    key: ns("job:j1"),
+                    pairs: vec![("results".into(), "x".into())],
+                },
+            ],
+            script: sched(ScriptName::SchedComplete, &["j1", "n1", "0", "0"]),
+            error: "ERR hash value is not an integer",
+            reads: vec![
+                (hget("job:j1", "state"), bulk("done")),
+                (hget("job:j1", "results"), bulk("x")),
+                (members("jobs:n1"), set(&["j1"])),
+            ],
+        },
+        Case {
+            // Fenced selection removes stale members one at a time; the second member's node
+            // key is a string, HGET fails with WRONGTYPE, and the first removal stays while
+            // the job was never bound.
+            name: "selection: a stale member removed, then WRONGTYPE, job unbound",
+            setup: vec![
+                KvOp::SAdd {
+                    key: ns("pool"),
+                    members: vec!["n1".into(), "n2".into()],
+                },
+                KvOp::Set {
+                    key: ns("node:n2"),
+                    value: "x".into(),
+                    condition: racelab_core::SetCondition::Always,
+                    ttl: None,
+                },
+            ],
+            script: sched(ScriptName::SchedDispatch, &["j1", "1"]),
+            error: racelab_core::WRONGTYPE,
+            reads: vec![
+                (members("pool"), set(&["n2"])),
+                (hget("job:j1", "state"), KvReply::Nil),
+            ],
+        },
+        Case {
+            // Registration increments the epoch counter first; a counter beyond what the
+            // script can return exactly is refused after that write, and no node key exists.
+            name: "registration: epoch counter written, node never created",
+            setup: vec![KvOp::Set {
+                key: ns("epoch:n1"),
+                value: "999999999999999".into(),
+                condition: racelab_core::SetCondition::Always,
+                ttl: None,
+            }],
+            script: sched(ScriptName::SchedRegister, &["n1", "60000", "0", "1"]),
+            error: "ERR epoch out of range",
+            reads: vec![
+                (
+                    KvOp::Get {
+                        key: ns("epoch:n1"),
+                    },
+                    bulk("1000000000000000"),
+                ),
+                (KvOp::Exists { key: ns("node:n1") }, KvReply::Int(0)),
+                (members("pool"), set(&[])),
+            ],
+        },
+    ];
+    for case in cases {
+        kv.clean().await.expect("cleaning before the case");
+        let mut model = RedisModel::new(racelab_core::Duration::ZERO);
+        let now = racelab_core::Timestamp::ZERO;
+        for op in &case.setup {
+            let real = kv.execute_kv(op).await.expect("setup");
+            assert_eq!(model.execute(now, op), real, "{}: setup {op}", case.name);
+        }
+        let real = kv.execute_kv(&case.script).await.expect("script");
+        let predicted = model.execute(now, &case.script);
+        assert_eq!(
+            real,
+            KvReply::Error(case.error.into()),
+            "{}: Redis",
+            case.name
+        );
+        assert_eq!(predicted, real, "{}: the model's reply", case.name);
+        for (read, want) in &case.reads {
+            let real = kv.execute_kv(read).await.expect("read");
+            let predicted = model.execute(now, read);
+            let sorted = |r: KvReply| match r {
+                KvReply::Array(mut items) => {
+                    items.sort();
+                    KvReply::Array(items)
+                }
+                r => r,
+            };
+            assert_eq!(
+                sorted(real.clone()),
+                *want,
+                "{}: Redis after the error: {read}",
+                case.name
+            );
+            assert_eq!(
+                sorted(predicted),
+                sorted(real),
+                "{}: the model's state: {read}",
+                case.name
+            );
+        }
     }
     kv.clean().await.expect("cleaning the test's keys");
 }
