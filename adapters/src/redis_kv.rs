@@ -14,6 +14,164 @@ use racelab_core::{Duration, KvOp, KvReply, ScoreBound, ScriptName, SetCondition
 use crate::AdapterError;
 use crate::redis_conn::{Answer, RedisConn, WHAT};
 
+/// The scheduler scripts' shared helpers (core's `scheduler::scripts`, line by line): a
+/// command's error ends the script with that error and keeps the writes before it (`cmd`
+/// keeps it in `failure` and raises a Lua error, `sched_run!` returns it: Redis 7's `pcall`
+/// hands a raised table back as a string, so the reply travels beside the error); `ARGV` numbers are 1 to 15 ASCII digits, used as
+/// their canonical text (leading zeros stripped, as `PEXPIRE` wants); counters read back from
+/// Redis must stay within 15 digits, where Lua's doubles are exact; `SMEMBERS` is sorted
+/// byte by byte (Lua's `<` on strings follows the server's collation locale).
+macro_rules! sched_prelude {
+    () => {
+        r#"
+local failure = nil
+local function fail(msg)
+  failure = redis.error_reply('ERR ' .. msg)
+  error('script error')
+end
+local function cmd(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    failure = r
+    error('command error')
+  end
+  return r
+end
+local function ns_arg()
+  if #KEYS < 1 then
+    fail('missing key')
+  end
+  return KEYS[1]
+end
+local function id_arg(i)
+  local a = ARGV[i]
+  if a == nil then
+    fail('missing argument')
+  end
+  if #a == 0 then
+    fail('empty id')
+  end
+  return a
+end
+local function int_arg(i)
+  local a = ARGV[i]
+  if a == nil then
+    fail('missing argument')
+  end
+  if #a == 0 or #a > 15 or not string.match(a, '^%d+$') then
+    fail('argument must be a non-negative integer')
+  end
+  local c = string.gsub(a, '^0+', '')
+  if c == '' then
+    c = '0'
+  end
+  return c
+end
+local function hget(key, field)
+  local v = cmd('HGET', key, field)
+  if v == false then
+    return nil
+  end
+  return v
+end
+local function expire(key, ttl)
+  if ttl ~= '0' then
+    cmd('PEXPIRE', key, ttl)
+  end
+end
+local function counter(key, what)
+  local n = cmd('INCRBY', key, 1)
+  if math.abs(n) > 999999999999999 then
+    fail(what .. ' out of range')
+  end
+  return n
+end
+local function less(a, b)
+  local len = math.min(#a, #b)
+  for i = 1, len do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+local function members(key)
+  local m = cmd('SMEMBERS', key)
+  table.sort(m, less)
+  return m
+end
+"#
+    };
+}
+
+/// Selection and binding (`bind`) and the re-dispatch decision (`reap_existing`), shared by
+/// the dispatch and reap scripts.
+macro_rules! sched_bind {
+    () => {
+        r#"
+local function bind(ns, j, fenced)
+  local live = {}
+  local skipped = 0
+  for _, m in ipairs(members(ns .. 'pool')) do
+    local e = hget(ns .. 'node:' .. m, 'epoch')
+    if fenced and e == nil then
+      skipped = skipped + 1
+      cmd('SREM', ns .. 'pool', m)
+    else
+      live[#live + 1] = {m, e or '0'}
+    end
+  end
+  local jk = ns .. 'job:' .. j
+  if #live == 0 then
+    cmd('HSET', jk, 'state', 'queued')
+    return 'queued ' .. skipped
+  end
+  local rr = math.abs(counter(ns .. 'rr', 'round-robin counter'))
+  local pick = live[(rr % #live) + 1]
+  cmd('HSET', jk, 'state', 'running', 'node', pick[1], 'epoch', pick[2])
+  cmd('SADD', ns .. 'jobs:' .. pick[1], j)
+  return 'bound ' .. pick[1] .. ' ' .. pick[2] .. ' ' .. skipped
+end
+local function reap_existing(ns, j, fenced)
+  local jk = ns .. 'job:' .. j
+  local state = hget(jk, 'state')
+  if state == 'done' then
+    return 'done'
+  end
+  if state == 'running' then
+    local node = hget(jk, 'node') or ''
+    local epoch = hget(jk, 'epoch') or ''
+    local current = hget(ns .. 'node:' .. node, 'epoch')
+    local alive = current ~= nil and ((not fenced) or current == epoch)
+    if alive then
+      return 'running ' .. node .. ' ' .. epoch
+    end
+    cmd('SREM', ns .. 'jobs:' .. node, j)
+  end
+  return bind(ns, j, fenced)
+end
+"#
+    };
+}
+
+/// Runs `main`, turning an error it raised (a command's or the script's own) into the
+/// script's error reply.
+macro_rules! sched_run {
+    () => {
+        r#"
+local ok, r = pcall(main)
+if ok then
+  return r
+end
+if failure ~= nil then
+  return failure
+end
+return redis.error_reply('ERR ' .. tostring(r))
+"#
+    };
+}
+
 /// The Lua text of a named script. Arguments arrive only as `KEYS` and `ARGV`.
 ///
 /// Both mirror [`ScriptName::run`]: extra keys or arguments are ignored, too few are an
@@ -135,19 +293,137 @@ end
 return 1
 "#
         }
-        // The scheduler family's scripts exist in the model only (core's
-        // `scheduler::scripts`); their Lua and conformance tests are still to be written, so
-        // a real server answers them with an error instead of a guess.
-        ScriptName::SchedRegister
-        | ScriptName::SchedHeartbeat
-        | ScriptName::SchedDispatch
-        | ScriptName::SchedReap
-        | ScriptName::SchedPoll
-        | ScriptName::SchedComplete => {
+        ScriptName::SchedRegister => concat!(
+            sched_prelude!(),
             r#"
-return redis.error_reply('ERR the scheduler scripts have no Lua port yet')
-"#
-        }
+local function main()
+  local ns = ns_arg()
+  local n = id_arg(1)
+  local node_ttl = int_arg(2)
+  local pool_ttl = int_arg(3)
+  local fenced = int_arg(4) == '1'
+  local key = ns .. 'node:' .. n
+  local epoch = 0
+  if fenced then
+    epoch = counter(ns .. 'epoch:' .. n, 'epoch')
+    if epoch < 0 then
+      fail('epoch out of range')
+    end
+  end
+  cmd('DEL', key)
+  cmd('HSET', key, 'epoch', string.format('%d', epoch), 'cap', '1')
+  expire(key, node_ttl)
+  cmd('SADD', ns .. 'pool', n)
+  expire(ns .. 'pool', pool_ttl)
+  return epoch
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedHeartbeat => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local n = id_arg(1)
+  local node_ttl = int_arg(2)
+  local pool_ttl = int_arg(3)
+  local fenced = int_arg(4) == '1'
+  local epoch = int_arg(5)
+  local key = ns .. 'node:' .. n
+  if fenced then
+    if hget(key, 'epoch') ~= epoch then
+      return -1
+    end
+  else
+    cmd('HSET', key, 'hb', '1')
+  end
+  expire(key, node_ttl)
+  cmd('SADD', ns .. 'pool', n)
+  expire(ns .. 'pool', pool_ttl)
+  return tonumber(epoch)
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedDispatch => concat!(
+            sched_prelude!(),
+            sched_bind!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local fenced = int_arg(2) == '1'
+  if hget(ns .. 'job:' .. j, 'state') ~= nil then
+    return reap_existing(ns, j, fenced)
+  end
+  return bind(ns, j, fenced)
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedReap => concat!(
+            sched_prelude!(),
+            sched_bind!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local fenced = int_arg(2) == '1'
+  return reap_existing(ns, j, fenced)
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedPoll => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local n = id_arg(1)
+  local fenced = int_arg(2) == '1'
+  local epoch = int_arg(3)
+  local out = {}
+  for _, j in ipairs(members(ns .. 'jobs:' .. n)) do
+    local jk = ns .. 'job:' .. j
+    local state = hget(jk, 'state')
+    local node = hget(jk, 'node')
+    local e = hget(jk, 'epoch')
+    if state == 'running' and node == n and ((not fenced) or e == epoch) then
+      out[#out + 1] = j
+    end
+  end
+  return out
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedComplete => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local node = id_arg(2)
+  local epoch = int_arg(3)
+  local fenced = int_arg(4) == '1'
+  local jk = ns .. 'job:' .. j
+  if fenced then
+    local state = hget(jk, 'state')
+    local bound = hget(jk, 'node')
+    local e = hget(jk, 'epoch')
+    if state ~= 'running' or bound ~= node or e ~= epoch then
+      return 0
+    end
+  end
+  cmd('HSET', jk, 'state', 'done')
+  cmd('HINCRBY', jk, 'results', 1)
+  cmd('SREM', ns .. 'jobs:' .. node, j)
+  return 1
+end
+"#,
+            sched_run!()
+        ),
     }
 }
 

@@ -90,7 +90,10 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn push(&mut self, script: ScriptName, keys: Vec<String>, args: Vec<String>, tag: SchedTag) {
+    /// Queues `script` on the object `id` (a node or a job) with `args` after it.
+    fn push(&mut self, script: ScriptName, id: &str, args: Vec<String>, tag: SchedTag) {
+        let keys = vec![scripts::NAMESPACE.to_string()];
+        let args = std::iter::once(id.to_string()).chain(args).collect();
         let op = StoreOp::Kv(KvOp::Script { script, keys, args });
         self.queue.push_back((op, Tag::new(tag)));
         self.pump();
@@ -178,12 +181,8 @@ impl Node {
         let tag = SchedTag::Register {
             node: self.name.clone(),
         };
-        self.pipe.push(
-            ScriptName::SchedRegister,
-            vec![self.name.clone()],
-            args,
-            tag,
-        );
+        self.pipe
+            .push(ScriptName::SchedRegister, &self.name, args, tag);
     }
 
     fn poll(&mut self, epoch: u64) {
@@ -191,8 +190,7 @@ impl Node {
             node: self.name.clone(),
         };
         let args = vec![self.config.fenced_arg(), epoch.to_string()];
-        self.pipe
-            .push(ScriptName::SchedPoll, vec![self.name.clone()], args, tag);
+        self.pipe.push(ScriptName::SchedPoll, &self.name, args, tag);
     }
 }
 
@@ -262,12 +260,8 @@ impl Machine for Node {
                     let tag = SchedTag::Heartbeat {
                         node: self.name.clone(),
                     };
-                    self.pipe.push(
-                        ScriptName::SchedHeartbeat,
-                        vec![self.name.clone()],
-                        args,
-                        tag,
-                    );
+                    self.pipe
+                        .push(ScriptName::SchedHeartbeat, &self.name, args, tag);
                 }
                 None => self.register(),
             }
@@ -291,8 +285,7 @@ impl Machine for Node {
                 epoch.to_string(),
                 self.config.fenced_arg(),
             ];
-            self.pipe
-                .push(ScriptName::SchedComplete, vec![job], args, tag);
+            self.pipe.push(ScriptName::SchedComplete, &job, args, tag);
         }
     }
 
@@ -387,7 +380,7 @@ impl Machine for Dispatcher {
             let tag = SchedTag::Dispatch { job: job.clone() };
             self.pipe.push(
                 ScriptName::SchedDispatch,
-                vec![job],
+                &job,
                 vec![self.config.fenced_arg()],
                 tag,
             );
@@ -399,7 +392,7 @@ impl Machine for Dispatcher {
                     let tag = SchedTag::Reap { job: job.clone() };
                     self.pipe.push(
                         ScriptName::SchedReap,
-                        vec![job],
+                        &job,
                         vec![self.config.fenced_arg()],
                         tag,
                     );

@@ -1,45 +1,68 @@
 //! The scheduler's Redis scripts, one semantic definition each over a [`KvView`], called by
-//! [`ScriptName::run`](crate::ScriptName::run). Each runs as one atomic step; like Redis, a
-//! script that errors half-way keeps the writes it made before the error.
+//! [`ScriptName::run`](crate::ScriptName::run); the adapters carry the matching Lua
+//! (`racelab_adapters::lua`) and the KV conformance test holds the two to the same answers.
+//! Each runs as one atomic step; like Redis, a script that errors half-way keeps the writes it
+//! made before the error (a command error ends the script with that command's error, as a
+//! script returning `redis.pcall`'s error would).
 //!
-//! Keys (all `sched:` prefixed): `sched:node:{N}` (hash: `epoch`, `cap`, `hb`; its TTL is the
-//! node's lease), `sched:epoch:{N}` (the registration counter), `sched:pool` (set of node
-//! ids), `sched:job:{J}` (hash: `state`, `node`, `epoch`, `results`), `sched:jobs:{N}` (the
-//! per-node job index), `sched:rr` (the round-robin counter of selection).
+//! Calling convention: `KEYS[1]` is the family's key namespace ([`NAMESPACE`], so that a
+//! client's key prefix reaches every key the script derives), `ARGV[1]` the node or job id,
+//! then the script's own arguments. Keys: `{ns}node:{N}` (hash: `epoch`, `cap`, `hb`; its TTL
+//! is the node's lease), `{ns}epoch:{N}` (the registration counter), `{ns}pool` (set of node
+//! ids), `{ns}job:{J}` (hash: `state`, `node`, `epoch`, `results`), `{ns}jobs:{N}` (the
+//! per-node job index), `{ns}rr` (the round-robin counter of selection).
 //!
-//! Every TTL comes in `ARGV` (milliseconds; `0`: no TTL), and so does `fenced`, which switches
-//! the document's scripts (`0`: a heartbeat re-creates a missing node, selection trusts the
-//! pool set, a completion is accepted unconditionally) to the fenced ones (`1`: an epoch per
-//! registration checked by heartbeat, re-dispatch and completion, selection checks the node's
-//! lease in the same script). Replies: register and heartbeat an integer epoch (`-1`: the
-//! lease is gone, re-register); dispatch and reap a bulk status
-//! (`bound N E skipped`, `running N E`, `queued skipped`, `done`); poll an array of job ids;
-//! complete `1` (accepted) or `0` (refused).
+//! Every TTL comes in `ARGV` (milliseconds, 1 to 15 ASCII digits; `0`: no TTL), and so does
+//! `fenced`, which switches the document's scripts (`0`: a heartbeat re-creates a missing
+//! node, selection trusts the pool set, a completion is accepted unconditionally) to the
+//! fenced ones (`1`: an epoch per registration checked by heartbeat, re-dispatch and
+//! completion, selection checks the node's lease in the same script). Numbers read from
+//! Redis that a script returns or indexes with (the epoch counter, the round-robin counter)
+//! must stay within 15 digits, where Lua's doubles are exact; beyond, the script answers an
+//! error after the counter's write, as the Lua does. Replies: register and heartbeat an
+//! integer epoch (`-1`: the lease is gone, re-register); dispatch and reap a bulk status
+//! (`bound N E skipped`, `running N E`, `queued skipped`, `done`); poll an array of job ids,
+//! in byte order; complete `1` (accepted) or `0` (refused).
 
 use crate::ops::{KvOp, KvReply, KvView};
 use crate::time::Duration;
 
-/// The key of node `n`'s hash.
-pub fn node_key(n: &str) -> String {
-    format!("sched:node:{n}")
-}
+/// The scheduler's key namespace, `KEYS[1]` of every script.
+pub const NAMESPACE: &str = "sched:";
 
-/// The key of job `j`'s hash.
-pub fn job_key(j: &str) -> String {
-    format!("sched:job:{j}")
-}
+/// The largest number a script reads from Redis and returns or computes with: 15 digits,
+/// exact in Lua's doubles.
+const SCRIPT_NUMBER_MAX: i64 = 999_999_999_999_999;
 
-/// The pool set.
-pub const POOL_KEY: &str = "sched:pool";
+/// The keys of one namespace.
+struct Ns<'a>(&'a str);
 
-fn jobs_key(n: &str) -> String {
-    format!("sched:jobs:{n}")
+impl Ns<'_> {
+    fn node(&self, n: &str) -> String {
+        format!("{}node:{n}", self.0)
+    }
+    fn epoch(&self, n: &str) -> String {
+        format!("{}epoch:{n}", self.0)
+    }
+    fn pool(&self) -> String {
+        format!("{}pool", self.0)
+    }
+    fn job(&self, j: &str) -> String {
+        format!("{}job:{j}", self.0)
+    }
+    fn jobs(&self, n: &str) -> String {
+        format!("{}jobs:{n}", self.0)
+    }
+    fn rr(&self) -> String {
+        format!("{}rr", self.0)
+    }
 }
 
 fn err(msg: &str) -> KvReply {
     KvReply::Error(format!("ERR {msg}"))
 }
 
+/// `ARGV[i + 1]` as a non-negative integer of 1 to 15 ASCII digits (leading zeros allowed).
 fn int_arg(args: &[String], i: usize) -> Result<u64, KvReply> {
     let a = args.get(i).ok_or_else(|| err("missing argument"))?;
     if a.is_empty() || a.len() > 15 || !a.bytes().all(|b| b.is_ascii_digit()) {
@@ -48,15 +71,23 @@ fn int_arg(args: &[String], i: usize) -> Result<u64, KvReply> {
     a.parse::<u64>().map_err(|_| err("bad integer"))
 }
 
-fn key_arg(keys: &[String]) -> Result<&str, KvReply> {
+/// `ARGV[i + 1]` as a node or job id: present and not empty.
+fn id_arg(args: &[String], i: usize) -> Result<&str, KvReply> {
+    match args.get(i) {
+        None => Err(err("missing argument")),
+        Some(a) if a.is_empty() => Err(err("empty id")),
+        Some(a) => Ok(a),
+    }
+}
+
+/// `KEYS[1]`, the namespace (may be empty: the client's prefix is all there is then).
+fn ns_arg(keys: &[String]) -> Result<Ns<'_>, KvReply> {
     keys.first()
-        .map(String::as_str)
-        .filter(|k| !k.is_empty())
+        .map(|k| Ns(k.as_str()))
         .ok_or_else(|| err("missing key"))
 }
 
-/// Runs a command; an error reply aborts the script (as `redis.call` would), keeping earlier
-/// writes.
+/// Runs a command; an error reply ends the script with it, keeping earlier writes.
 fn call(view: &mut dyn KvView, op: KvOp) -> Result<KvReply, KvReply> {
     match view.call(&op) {
         KvReply::Error(e) => Err(KvReply::Error(e)),
@@ -90,11 +121,25 @@ fn expire(view: &mut dyn KvView, key: &str, ttl_ms: u64) -> Result<(), KvReply> 
     Ok(())
 }
 
+/// `INCRBY key 1`, whose result must stay within [`SCRIPT_NUMBER_MAX`] either way.
+fn counter(view: &mut dyn KvView, key: &str, what: &str) -> Result<i64, KvReply> {
+    match call(
+        view,
+        KvOp::IncrBy {
+            key: key.into(),
+            delta: 1,
+        },
+    )? {
+        KvReply::Int(n) if n.unsigned_abs() <= SCRIPT_NUMBER_MAX.unsigned_abs() => Ok(n),
+        _ => Err(err(&format!("{what} out of range"))),
+    }
+}
+
 fn members(view: &mut dyn KvView, key: &str) -> Result<Vec<String>, KvReply> {
     match call(view, KvOp::SMembers { key: key.into() })? {
         KvReply::Array(items) => {
             let mut m: Vec<String> = items.into_iter().flatten().collect();
-            // SMEMBERS comes in hash order; the Lua sorts it too.
+            // SMEMBERS comes in hash order; the Lua sorts it too, byte by byte.
             m.sort();
             Ok(m)
         }
@@ -102,24 +147,20 @@ fn members(view: &mut dyn KvView, key: &str) -> Result<Vec<String>, KvReply> {
     }
 }
 
-/// `register(KEYS[1]=N; ARGV: node_ttl_ms, pool_ttl_ms, fenced)`.
+/// `register(KEYS[1]=ns; ARGV: N, node_ttl_ms, pool_ttl_ms, fenced)`.
 pub fn register(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let n = key_arg(keys)?;
+        let ns = ns_arg(keys)?;
+        let n = id_arg(args, 0)?;
         let (node_ttl, pool_ttl, fenced) =
-            (int_arg(args, 0)?, int_arg(args, 1)?, int_arg(args, 2)?);
-        let key = node_key(n);
+            (int_arg(args, 1)?, int_arg(args, 2)?, int_arg(args, 3)?);
+        let key = ns.node(n);
         let epoch = if fenced == 1 {
-            match call(
-                view,
-                KvOp::IncrBy {
-                    key: format!("sched:epoch:{n}"),
-                    delta: 1,
-                },
-            )? {
-                KvReply::Int(e) => e,
-                _ => return Err(err("epoch counter")),
+            let e = counter(view, &ns.epoch(n), "epoch")?;
+            if e < 0 {
+                return Err(err("epoch out of range"));
             }
+            e
         } else {
             0
         };
@@ -138,24 +179,25 @@ pub fn register(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         call(
             view,
             KvOp::SAdd {
-                key: POOL_KEY.into(),
+                key: ns.pool(),
                 members: vec![n.into()],
             },
         )?;
-        expire(view, POOL_KEY, pool_ttl)?;
+        expire(view, &ns.pool(), pool_ttl)?;
         Ok(KvReply::Int(epoch))
     };
     run().unwrap_or_else(|e| e)
 }
 
-/// `heartbeat(KEYS[1]=N; ARGV: node_ttl_ms, pool_ttl_ms, fenced, epoch)`.
+/// `heartbeat(KEYS[1]=ns; ARGV: N, node_ttl_ms, pool_ttl_ms, fenced, epoch)`.
 pub fn heartbeat(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let n = key_arg(keys)?;
+        let ns = ns_arg(keys)?;
+        let n = id_arg(args, 0)?;
         let (node_ttl, pool_ttl, fenced) =
-            (int_arg(args, 0)?, int_arg(args, 1)?, int_arg(args, 2)?);
-        let epoch = int_arg(args, 3)?;
-        let key = node_key(n);
+            (int_arg(args, 1)?, int_arg(args, 2)?, int_arg(args, 3)?);
+        let epoch = int_arg(args, 4)?;
+        let key = ns.node(n);
         if fenced == 1 {
             // No write before the check: a missing lease or another epoch is "re-register".
             if hget(view, &key, "epoch")? != Some(epoch.to_string()) {
@@ -176,31 +218,32 @@ pub fn heartbeat(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvR
         call(
             view,
             KvOp::SAdd {
-                key: POOL_KEY.into(),
+                key: ns.pool(),
                 members: vec![n.into()],
             },
         )?;
-        expire(view, POOL_KEY, pool_ttl)?;
-        Ok(KvReply::Int(epoch as i64))
+        expire(view, &ns.pool(), pool_ttl)?;
+        // Invariant: at most 15 digits (`int_arg`), so it fits an i64.
+        Ok(KvReply::Int(i64::try_from(epoch).unwrap_or(i64::MAX)))
     };
     run().unwrap_or_else(|e| e)
 }
 
 /// Binds job `j` to a node chosen round robin from the pool (fenced: among the members whose
 /// lease is present, removing the others). Returns the status string.
-fn bind(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<String, KvReply> {
-    let all = members(view, POOL_KEY)?;
+fn bind(view: &mut dyn KvView, ns: &Ns<'_>, j: &str, fenced: bool) -> Result<String, KvReply> {
+    let all = members(view, &ns.pool())?;
     let mut live = Vec::new();
     let mut skipped = 0;
     for m in all {
-        let epoch = hget(view, &node_key(&m), "epoch")?;
+        let epoch = hget(view, &ns.node(&m), "epoch")?;
         match (fenced, epoch) {
             (true, None) => {
                 skipped += 1;
                 call(
                     view,
                     KvOp::SRem {
-                        key: POOL_KEY.into(),
+                        key: ns.pool(),
                         members: vec![m],
                     },
                 )?;
@@ -208,7 +251,7 @@ fn bind(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<String, KvReply>
             (_, e) => live.push((m, e.unwrap_or_else(|| "0".into()))),
         }
     }
-    let jk = job_key(j);
+    let jk = ns.job(j);
     if live.is_empty() {
         call(
             view,
@@ -219,16 +262,7 @@ fn bind(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<String, KvReply>
         )?;
         return Ok(format!("queued {skipped}"));
     }
-    let rr = match call(
-        view,
-        KvOp::IncrBy {
-            key: "sched:rr".into(),
-            delta: 1,
-        },
-    )? {
-        KvReply::Int(n) => n.unsigned_abs(),
-        _ => 0,
-    };
+    let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
     let (node, epoch) = live[(rr % live.len() as u64) as usize].clone();
     call(
         view,
@@ -244,48 +278,55 @@ fn bind(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<String, KvReply>
     call(
         view,
         KvOp::SAdd {
-            key: jobs_key(&node),
+            key: ns.jobs(&node),
             members: vec![j.into()],
         },
     )?;
     Ok(format!("bound {node} {epoch} {skipped}"))
 }
 
-/// `dispatch(KEYS[1]=J; ARGV: fenced)`: submit and bind; a job that exists is left alone
-/// (the client's stable `job_id`).
+/// `dispatch(KEYS[1]=ns; ARGV: J, fenced)`: submit and bind; a job that exists is reaped
+/// instead (the client's stable `job_id`).
 pub fn dispatch(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let j = key_arg(keys)?;
-        let fenced = int_arg(args, 0)? == 1;
-        if hget(view, &job_key(j), "state")?.is_some() {
-            return reap_existing(view, j, fenced);
+        let ns = ns_arg(keys)?;
+        let j = id_arg(args, 0)?;
+        let fenced = int_arg(args, 1)? == 1;
+        if hget(view, &ns.job(j), "state")?.is_some() {
+            return reap_existing(view, &ns, j, fenced);
         }
-        Ok(KvReply::Bulk(bind(view, j, fenced)?))
+        Ok(KvReply::Bulk(bind(view, &ns, j, fenced)?))
     };
     run().unwrap_or_else(|e| e)
 }
 
-/// `reap(KEYS[1]=J; ARGV: fenced)`: the re-dispatch decision for one job: a missing job is
-/// submitted again, a queued one bound, a running one whose node's lease is gone (fenced: or
-/// belongs to another registration) bound again.
+/// `reap(KEYS[1]=ns; ARGV: J, fenced)`: the re-dispatch decision for one job: a missing job
+/// is submitted again, a queued one bound, a running one whose node's lease is gone (fenced:
+/// or belongs to another registration) bound again.
 pub fn reap(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let j = key_arg(keys)?;
-        let fenced = int_arg(args, 0)? == 1;
-        reap_existing(view, j, fenced)
+        let ns = ns_arg(keys)?;
+        let j = id_arg(args, 0)?;
+        let fenced = int_arg(args, 1)? == 1;
+        reap_existing(view, &ns, j, fenced)
     };
     run().unwrap_or_else(|e| e)
 }
 
-fn reap_existing(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<KvReply, KvReply> {
-    let jk = job_key(j);
+fn reap_existing(
+    view: &mut dyn KvView,
+    ns: &Ns<'_>,
+    j: &str,
+    fenced: bool,
+) -> Result<KvReply, KvReply> {
+    let jk = ns.job(j);
     let state = hget(view, &jk, "state")?;
     match state.as_deref() {
         Some("done") => Ok(KvReply::Bulk("done".into())),
         Some("running") => {
             let node = hget(view, &jk, "node")?.unwrap_or_default();
             let epoch = hget(view, &jk, "epoch")?.unwrap_or_default();
-            let current = hget(view, &node_key(&node), "epoch")?;
+            let current = hget(view, &ns.node(&node), "epoch")?;
             let alive = match (fenced, current) {
                 (_, None) => false,
                 (true, Some(e)) => e == epoch,
@@ -297,27 +338,28 @@ fn reap_existing(view: &mut dyn KvView, j: &str, fenced: bool) -> Result<KvReply
                 call(
                     view,
                     KvOp::SRem {
-                        key: jobs_key(&node),
+                        key: ns.jobs(&node),
                         members: vec![j.into()],
                     },
                 )?;
-                Ok(KvReply::Bulk(bind(view, j, fenced)?))
+                Ok(KvReply::Bulk(bind(view, ns, j, fenced)?))
             }
         }
-        _ => Ok(KvReply::Bulk(bind(view, j, fenced)?)),
+        _ => Ok(KvReply::Bulk(bind(view, ns, j, fenced)?)),
     }
 }
 
-/// `poll(KEYS[1]=N; ARGV: fenced, epoch)`: the running jobs bound to this node (fenced: to
-/// this registration).
+/// `poll(KEYS[1]=ns; ARGV: N, fenced, epoch)`: the running jobs bound to this node (fenced:
+/// to this registration).
 pub fn poll(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let n = key_arg(keys)?;
-        let fenced = int_arg(args, 0)? == 1;
-        let epoch = int_arg(args, 1)?.to_string();
+        let ns = ns_arg(keys)?;
+        let n = id_arg(args, 0)?;
+        let fenced = int_arg(args, 1)? == 1;
+        let epoch = int_arg(args, 2)?.to_string();
         let mut out = Vec::new();
-        for j in members(view, &jobs_key(n))? {
-            let jk = job_key(&j);
+        for j in members(view, &ns.jobs(n))? {
+            let jk = ns.job(&j);
             let state = hget(view, &jk, "state")?;
             let node = hget(view, &jk, "node")?;
             let e = hget(view, &jk, "epoch")?;
@@ -333,22 +375,23 @@ pub fn poll(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply 
     run().unwrap_or_else(|e| e)
 }
 
-/// `complete(KEYS[1]=J; ARGV: node, epoch, fenced)`: the result of one execution. Fenced: a
-/// compare-and-set (`running`, bound to this node and epoch) to `done`; otherwise the
-/// document's unconditional write.
+/// `complete(KEYS[1]=ns; ARGV: J, node, epoch, fenced)`: the result of one execution.
+/// Fenced: a compare-and-set (`running`, bound to this node and epoch) to `done`; otherwise
+/// the document's unconditional write.
 pub fn complete(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
-        let j = key_arg(keys)?;
-        let node = args.first().cloned().ok_or_else(|| err("missing node"))?;
-        let epoch = int_arg(args, 1)?.to_string();
-        let fenced = int_arg(args, 2)? == 1;
-        let jk = job_key(j);
+        let ns = ns_arg(keys)?;
+        let j = id_arg(args, 0)?;
+        let node = id_arg(args, 1)?;
+        let epoch = int_arg(args, 2)?.to_string();
+        let fenced = int_arg(args, 3)? == 1;
+        let jk = ns.job(j);
         if fenced {
             let state = hget(view, &jk, "state")?;
             let bound = hget(view, &jk, "node")?;
             let e = hget(view, &jk, "epoch")?;
             if state.as_deref() != Some("running")
-                || bound.as_deref() != Some(node.as_str())
+                || bound.as_deref() != Some(node)
                 || e.as_deref() != Some(epoch.as_str())
             {
                 return Ok(KvReply::Int(0));
@@ -372,7 +415,7 @@ pub fn complete(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         call(
             view,
             KvOp::SRem {
-                key: jobs_key(&node),
+                key: ns.jobs(node),
                 members: vec![j.into()],
             },
         )?;
