@@ -26,7 +26,9 @@ use racelab_core::{
 
 use crate::AdapterError;
 use crate::check::RedisTarget;
-use crate::check_gateway::{GatewayOptions, GatewayReport, check_gateway_with_history, percentile};
+use crate::check_gateway::{
+    GatewayOptions, GatewayReport, KindLatency, check_gateway_with_history, percentile,
+};
 use crate::fault_plan::FaultOptions;
 use crate::postgres::PgSql;
 use crate::redis_conn::{Answer, RedisConn};
@@ -106,6 +108,11 @@ pub struct BenchReport {
     pub correct_costs: Vec<OpCost>,
     /// What each operation of the Buggy path costs (heaviest first), for comparison.
     pub buggy_costs: Vec<OpCost>,
+    /// Buggy's latency per kind of request.
+    pub buggy_by_kind: Vec<KindLatency>,
+    /// Correct's latency per kind of request (a concurrent same-key retry waits for the
+    /// claim holder: 409 and Retry-After, the rest of its lease).
+    pub correct_by_kind: Vec<KindLatency>,
     /// Violations the fault-free runs found (Buggy's protocols break even without faults:
     /// its budget and disconnected streams; Correct's must be 0).
     pub buggy_violations: u64,
@@ -188,6 +195,8 @@ async fn bench_on(opts: &BenchOptions, redis_url: &str) -> Result<BenchReport, A
         throughput_target_met: throughput_ratio >= THROUGHPUT_SHARE_MIN,
         correct_costs: costs(&correct_history, correct.requests),
         buggy_costs: costs(&buggy_history, buggy.requests),
+        buggy_by_kind: buggy.latency_by_kind.clone(),
+        correct_by_kind: correct.latency_by_kind.clone(),
         buggy_violations: buggy.violations.len() as u64,
         correct_violations: correct.violations.len() as u64,
     })

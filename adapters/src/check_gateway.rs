@@ -68,7 +68,9 @@ use tokio::sync::watch;
 
 use crate::AdapterError;
 use crate::check::{RedisTarget, target_of, with_authority};
-use crate::driver::{Clock, Completion, Control, DriveEnd, DriverConfig, Stores, drive};
+use crate::driver::{
+    Clock, Completion, Control, DriveEnd, DriverConfig, StoreClient, Stores, drive,
+};
 use crate::fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
 use crate::postgres::PgSql;
 use crate::provider::{InProcessProvider, WithProvider};
@@ -153,6 +155,20 @@ pub struct MoneyReport {
     pub quota_reserved: i64,
 }
 
+/// The latency of one kind of request.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KindLatency {
+    /// The kind (`idem`, `idem-concurrent-retry`, `idem-duplicate`, `stream`,
+    /// `stream-cancelled`, `quota`).
+    pub kind: String,
+    /// How many finished.
+    pub requests: u64,
+    /// Median latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile latency (ms).
+    pub p99_ms: f64,
+}
+
 /// What a gateway run found. Serialisable for the CLI's JSON output.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct GatewayReport {
@@ -196,6 +212,9 @@ pub struct GatewayReport {
     pub p50_ms: f64,
     /// 99th percentile request latency (ms).
     pub p99_ms: f64,
+    /// Request latency per kind of request (first submissions, concurrent same-key
+    /// retries, later duplicates, streams, cancelled streams, quota).
+    pub latency_by_kind: Vec<KindLatency>,
     /// Median store-operation latency (ms, client side).
     pub op_p50_ms: u64,
     /// 99th percentile store-operation latency (ms).
@@ -204,6 +223,10 @@ pub struct GatewayReport {
     pub operations: u64,
     /// Operations whose answer never came (timeouts, cut connections, kills).
     pub unknown_outcomes: u64,
+    /// Charges whose transaction's outcome the client never learnt (its `COMMIT` answer was
+    /// lost) and that the committed ledger shows did commit: the history is given that truth
+    /// before it is judged.
+    pub charges_recovered: u64,
     /// Wall-clock duration of the requests' part of the run (ms).
     pub duration_ms: u64,
     /// Requests finished per second.
@@ -368,6 +391,8 @@ enum Job {
 struct Planned {
     index: usize,
     job: Job,
+    /// What kind of request it is, for the latency table.
+    label: &'static str,
 }
 
 /// The plan: requests in the order the workers take them, and the seeded rows.
@@ -393,7 +418,7 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
         .map(|_| rng.random_range(1..=12))
         .collect();
     let max_tokens: u32 = chunks.iter().sum();
-    let mut jobs: Vec<Job> = Vec::new();
+    let mut jobs: Vec<(Job, &'static str)> = Vec::new();
     // Duplicates wait to be sent until the queue is a little further on.
     let mut later: Vec<(usize, Job)> = Vec::new();
     let mut p = Plan {
@@ -417,7 +442,7 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
     while jobs.len() < total {
         if let Some(i) = later.iter().position(|(at, _)| *at <= jobs.len()) {
             let (_, job) = later.swap_remove(i);
-            jobs.push(job);
+            jobs.push((job, "idem-duplicate"));
             p.idem += 1;
             p.duplicates += 1;
             continue;
@@ -435,12 +460,12 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
             cfg.backoff = Duration::from_ms(200);
             cfg.attempts_max = 60;
             *p.idem_initial.entry(account).or_default() += 2 * request.amount.0;
-            jobs.push(Job::Idem(cfg.clone()));
+            jobs.push((Job::Idem(cfg.clone()), "idem"));
             p.idem += 1;
             let second = rng.random_range(0..100u32);
             if second < 15 && jobs.len() < total {
                 // A concurrent same-key retry: the next worker takes it at once.
-                jobs.push(Job::Idem(cfg));
+                jobs.push((Job::Idem(cfg), "idem-concurrent-retry"));
                 p.idem += 1;
                 p.concurrent += 1;
             } else if second < 30 {
@@ -468,7 +493,12 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
             p.stream_initial += 2 * (i64::from(cfg.prompt_tokens) + i64::from(max_tokens));
             p.streams += 1;
             p.cancelled += u64::from(disconnect_after.is_some());
-            jobs.push(Job::Stream(cfg));
+            let label = if disconnect_after.is_some() {
+                "stream-cancelled"
+            } else {
+                "stream"
+            };
+            jobs.push((Job::Stream(cfg), label));
         } else {
             quota_ids += 1;
             let key = format!("key-{}", rng.random_range(0..QUOTA_KEYS));
@@ -480,7 +510,7 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
             cfg.retry_after = Duration::from_ms(200);
             *demand.entry(key).or_default() += units;
             p.quota += 1;
-            jobs.push(Job::Quota(cfg));
+            jobs.push((Job::Quota(cfg), "quota"));
         }
     }
     p.idem_initial
@@ -496,7 +526,7 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
     p.jobs = jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| Planned { index, job })
+        .map(|(index, (job, label))| Planned { index, job, label })
         .collect();
     p
 }
@@ -640,6 +670,39 @@ fn is_claim(op: &Outgoing, completion: &Completion) -> bool {
             && matches!(reply, Reply::Sql(SqlReply::Rows(rows)) if !rows.is_empty()))
 }
 
+/// A gateway worker's client: its real stores with the in-process provider beside them, and
+/// the simulated worlds' driver contract for SQL sessions, which document 000's machines are
+/// written for: a statement whose outcome is unknown (it timed out, or its connection failed)
+/// discards the session, the server rolls its transaction back, and the next statement runs
+/// on a fresh session (`sim`'s world resets the session at a timeout). [`PgSql`] alone keeps
+/// a lost transaction's session refusing every statement until the machine says `ROLLBACK`,
+/// which a machine that starts over after a timeout (as the idempotent gateway's claim does)
+/// never says.
+struct GatewayClient<'p> {
+    inner: WithProvider<'p, Stores>,
+    pg_url: &'p str,
+    schema: &'p str,
+    /// The last SQL operation's outcome is unknown (or it never finished): replace the
+    /// session before the next one.
+    sql_in_doubt: bool,
+}
+
+impl StoreClient for GatewayClient<'_> {
+    async fn execute(&mut self, op: &StoreOp) -> Result<Reply, AdapterError> {
+        if !matches!(op, StoreOp::Sql(_)) {
+            return self.inner.execute(op).await;
+        }
+        if self.sql_in_doubt {
+            self.inner.inner.sql = Some(PgSql::lazy(self.pg_url, self.schema)?);
+        }
+        // Stays set if this future is dropped (a timeout, a stop).
+        self.sql_in_doubt = true;
+        let r = self.inner.execute(op).await;
+        self.sql_in_doubt = matches!(&r, Err(e) if !matches!(e, AdapterError::Unreachable { .. }));
+        r
+    }
+}
+
 /// Shared state of one run.
 struct GwRun {
     variant: Variant,
@@ -663,8 +726,8 @@ struct GwRun {
     stopping: AtomicBool,
     stop_sweepers: watch::Sender<bool>,
     driver: DriverConfig,
-    /// Each request's latency, first start to final answer (µs).
-    latencies_us: Mutex<Vec<u64>>,
+    /// Each request's kind and latency, first start to final answer (µs).
+    latencies_us: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl GwRun {
@@ -738,6 +801,8 @@ impl GwRun {
     /// its incarnations.
     async fn worker(self: Arc<GwRun>, slot: usize) -> Result<(), AdapterError> {
         let mut stores = self.stores()?;
+        // Carried from request to request: the worker keeps its session.
+        let mut sql_in_doubt = false;
         loop {
             let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
             let Some(job) = next else {
@@ -771,10 +836,15 @@ impl GwRun {
                     Control::Continue
                 };
                 let mut observer = self.recorder.process(process, crash);
-                let mut client = WithProvider {
-                    inner: &mut stores,
-                    provider: &self.provider,
-                    reader: (job.index, incarnation),
+                let mut client = GatewayClient {
+                    inner: WithProvider {
+                        inner: &mut stores,
+                        provider: &self.provider,
+                        reader: (job.index, incarnation),
+                    },
+                    pg_url: &self.pg_url,
+                    schema: &self.schema,
+                    sql_in_doubt,
                 };
                 let end = drive(
                     &mut machine,
@@ -785,6 +855,7 @@ impl GwRun {
                     &mut observer,
                 )
                 .await;
+                sql_in_doubt = client.sql_in_doubt;
                 if let Ok(mut b) = self.busy[slot].lock() {
                     *b = None;
                 }
@@ -799,6 +870,7 @@ impl GwRun {
                             .fault(self.clock.true_now(), Fault::Crash { process });
                         self.provider.reader_gone(job.index);
                         stores = self.stores()?;
+                        sql_in_doubt = false;
                         incarnation += 1;
                         self.recorder
                             .fault(self.clock.true_now(), Fault::Restart { process });
@@ -807,7 +879,7 @@ impl GwRun {
             }
             let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             if let Ok(mut l) = self.latencies_us.lock() {
-                l.push(us);
+                l.push((job.label, us));
             }
             self.finished.fetch_add(1, Ordering::SeqCst);
         }
@@ -820,10 +892,15 @@ impl GwRun {
         let mut observer = self
             .recorder
             .process(process, |_: &Outgoing, _: &Completion| Control::Continue);
-        let mut client = WithProvider {
-            inner: &mut stores,
-            provider: &self.provider,
-            reader: (usize::MAX - usize::from(process.0), 0),
+        let mut client = GatewayClient {
+            inner: WithProvider {
+                inner: &mut stores,
+                provider: &self.provider,
+                reader: (usize::MAX - usize::from(process.0), 0),
+            },
+            pg_url: &self.pg_url,
+            schema: &self.schema,
+            sql_in_doubt: false,
         };
         if process == HOLD_SWEEPER {
             self.recorder.name(process, "SW-holds");
@@ -1090,13 +1167,14 @@ impl GwRun {
         injected: FaultCounts,
         _plan: &FaultPlan,
     ) -> Result<(GatewayReport, History), AdapterError> {
-        let history = self.recorder.history();
+        let mut history = self.recorder.history();
         let mut tables: Vec<(Table, racelab_core::KeyedRow)> = Vec::new();
         for table in TABLES {
             for r in rows(pg, SqlStmt::scan(table, Cond::True), table.as_str()).await? {
                 tables.push((table, r));
             }
         }
+        let recovered = recover_charges(&mut history, &tables);
         let of = |pred: &dyn Fn(&Table, &str) -> bool| {
             tables
                 .iter()
@@ -1160,12 +1238,29 @@ impl GwRun {
             quota_used: quota_end.buckets.values().map(|b| b.used).sum(),
             quota_reserved: quota_end.buckets.values().map(|b| b.reserved).sum(),
         };
-        let mut latencies = self
+        let labelled = self
             .latencies_us
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default();
+        let mut latencies: Vec<u64> = labelled.iter().map(|(_, us)| *us).collect();
         latencies.sort_unstable();
+        let mut by_kind: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (label, us) in &labelled {
+            by_kind.entry(label).or_default().push(*us);
+        }
+        let latency_by_kind = by_kind
+            .into_iter()
+            .map(|(label, mut l)| {
+                l.sort_unstable();
+                KindLatency {
+                    kind: label.to_string(),
+                    requests: l.len() as u64,
+                    p50_ms: percentile(&l, 50) as f64 / 1_000.0,
+                    p99_ms: percentile(&l, 99) as f64 / 1_000.0,
+                }
+            })
+            .collect();
         let mut op_latencies = self.recorder.latencies_ms();
         op_latencies.sort_unstable();
         let done = self.finished.load(Ordering::SeqCst);
@@ -1193,15 +1288,53 @@ impl GwRun {
             settled,
             p50_ms: percentile(&latencies, 50) as f64 / 1_000.0,
             p99_ms: percentile(&latencies, 99) as f64 / 1_000.0,
+            latency_by_kind,
             op_p50_ms: percentile(&op_latencies, 50),
             op_p99_ms: percentile(&op_latencies, 99),
             operations: history.ops.len() as u64,
             unknown_outcomes: history.ops.iter().filter(|o| o.result.is_none()).count() as u64,
+            charges_recovered: recovered,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             requests_per_second: done as f64 / duration.as_secs_f64().max(0.001),
         };
         Ok((report, history))
     }
+}
+
+/// Gives the history the store's truth about charges whose outcome the client never learnt:
+/// a charge (a ledger row carrying its attempt's generated body, unique to the attempt) that
+/// is in the committed ledger committed, whatever its client saw. The recorder marks a
+/// transaction's statements durable only at its `COMMIT`'s answer; a lost answer leaves a
+/// committed charge looking uncommitted, and I-IDEM-b would then blame a later replay of its
+/// stored response. The durable time given is the charge's own completion (or invocation):
+/// the client cannot know better. Returns how many charges were recovered.
+fn recover_charges(history: &mut History, tables: &[(Table, racelab_core::KeyedRow)]) -> u64 {
+    let committed: BTreeMap<&str, String> = tables
+        .iter()
+        .filter(|(t, _)| *t == LEDGER)
+        .map(|(_, r)| (r.key.as_str(), text(&r.columns, "body")))
+        .collect();
+    let mut recovered = 0;
+    for op in &mut history.ops {
+        if op.accepted() {
+            continue;
+        }
+        let Some(BillTag::Charge { body, .. }) = BillTag::of(&op.tag) else {
+            continue;
+        };
+        let StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { key, .. })) = &op.op else {
+            continue;
+        };
+        if committed.get(key.as_str()) != Some(body) || body.is_empty() {
+            continue;
+        }
+        let at = op.completed_at.unwrap_or(op.invoked_at);
+        op.result = Some(Reply::Sql(SqlReply::Affected(1)));
+        op.applied_at = Some(op.applied_at.unwrap_or(at));
+        op.durable_at = Some(at);
+        recovered += 1;
+    }
+    recovered
 }
 
 /// The `p`th percentile of sorted values (0 when empty).

@@ -57,7 +57,8 @@ pub use check::{
     CheckRealOptions, CheckRealReport, RedisTarget, check_real, check_real_with_history,
 };
 pub use check_gateway::{
-    GatewayOptions, GatewayReport, MoneyReport, check_gateway, check_gateway_with_history,
+    GatewayOptions, GatewayReport, KindLatency, MoneyReport, check_gateway,
+    check_gateway_with_history,
 };
 pub use config::{Config, ServiceStatus, require_services, services};
 pub use driver::{

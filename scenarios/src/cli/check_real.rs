@@ -210,12 +210,13 @@ fn print_gateway(r: &GatewayReport) {
     );
     out!(
         "request latency p50 {:.1} ms, p99 {:.1} ms; {:.0} requests/s; operations {} ({} \
-         unknown outcomes); settled: {}",
+         unknown outcomes, {} charges found committed in the ledger); settled: {}",
         r.p50_ms,
         r.p99_ms,
         r.requests_per_second,
         r.operations,
         r.unknown_outcomes,
+        r.charges_recovered,
         r.settled
     );
     if r.violations.is_empty() {
@@ -300,6 +301,17 @@ fn print_bench(r: &BenchReport) {
         r.buggy_violations,
         r.correct_violations
     );
+    out!("latency per kind of request (p50 / p99 ms):");
+    for (b, c) in r.buggy_by_kind.iter().zip(&r.correct_by_kind) {
+        out!(
+            "  {:<24} buggy {:>8.2} / {:>8.2}   correct {:>8.2} / {:>8.2}",
+            c.kind,
+            b.p50_ms,
+            b.p99_ms,
+            c.p50_ms,
+            c.p99_ms
+        );
+    }
     if !(r.p99_target_met && r.throughput_target_met) {
         out!("what each operation of the Correct path costs (heaviest first):");
         out!(
