@@ -12,11 +12,13 @@
 //!    scan id as the dedup id (`Correct`) or without (`Buggy`), and resubmit when an answer is
 //!    lost. Workers (core [`Worker`] machines) consume the queue. Everything runs through
 //!    [`drive`] and is recorded by a [`Recorder`].
-//! 3. Faults, at random times from the run's seed: latency spikes, stalled connections
-//!    (longer than the queue's lock, so jobs are redelivered while their first worker still
-//!    runs), cut connections, workers killed at random points and right after acquiring a
-//!    lease (before the effect), and Redis restarted without persistence (every queued job is
-//!    lost).
+//! 3. Faults, each kind at least N times at points of progress (effects acknowledged) that
+//!    the [`FaultPlan`] draws from the run's seed, so that a fast run gets them all: latency
+//!    spikes, stalled connections (longer than the queue's lock, so jobs are redelivered
+//!    while their first worker still runs), cut connections, workers killed at random points
+//!    and right after acquiring a lease (before the effect), and Redis restarted without
+//!    persistence (every queued job is lost). A run that could not inject a planned fault is
+//!    an error.
 //! 4. The producer re-submits what a restart lost: scans it has not seen applied (the
 //!    `applied_scans` table for `Correct`; acknowledged effects for `Buggy`, which keeps no
 //!    record) are enqueued again with the same scan id, which the `Correct` protocol makes
@@ -55,6 +57,7 @@ use tokio::sync::watch;
 
 use crate::AdapterError;
 use crate::driver::{Clock, Completion, Control, DriveEnd, DriverConfig, Observer, Stores, drive};
+use crate::fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
 use crate::postgres::PgSql;
 use crate::proxy::FaultProxy;
 use crate::queue::RedisQueue;
@@ -74,35 +77,6 @@ pub enum RedisTarget {
         /// The `redis-server` binary.
         binary: String,
     },
-}
-
-/// The faults a run injects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FaultOptions {
-    /// How many times to restart Redis (needs [`RedisTarget::Spawn`]).
-    pub redis_restarts: u32,
-    /// How many workers to kill at random moments (a fresh incarnation takes over).
-    pub worker_kills: u32,
-    /// How many workers to kill right after they acquired a lease, before the effect.
-    pub kills_after_lease: u32,
-    /// Route the workers through a [`FaultProxy`] and inject latency spikes, stalls and cut
-    /// connections.
-    pub proxy: bool,
-    /// The mean pause between two injected faults.
-    pub every: std::time::Duration,
-}
-
-impl FaultOptions {
-    /// No faults at all.
-    pub fn none() -> FaultOptions {
-        FaultOptions {
-            redis_restarts: 0,
-            worker_kills: 0,
-            kills_after_lease: 0,
-            proxy: false,
-            every: std::time::Duration::from_millis(400),
-        }
-    }
 }
 
 /// The parameters of [`check_real`]. [`CheckRealOptions::new`] gives the defaults.
@@ -168,23 +142,6 @@ impl CheckRealOptions {
     }
 }
 
-/// Faults injected during a run, by kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct FaultCounts {
-    /// Redis restarts (every key and queued job lost).
-    pub redis_restarts: u64,
-    /// Workers killed at a random moment.
-    pub worker_kills: u64,
-    /// Workers killed right after acquiring a lease, before the effect.
-    pub kills_after_lease: u64,
-    /// Latency spikes on every proxied connection.
-    pub latency_spikes: u64,
-    /// Connections stalled (held longer than the queue's lock).
-    pub stalled_connections: u64,
-    /// Connections cut.
-    pub cut_connections: u64,
-}
-
 /// What a real-server run found. Serialisable for the CLI's JSON output.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CheckRealReport {
@@ -244,6 +201,8 @@ const TERMINALS: u16 = 4;
 const PRODUCER: ProcessId = ProcessId(99);
 /// After this long without a newly applied scan, the producer re-submits what is pending.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
+/// How often the run looks at its fault plan.
+const FAULT_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long the producer waits between two looks at the run.
 const PRODUCER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -299,7 +258,7 @@ pub async fn check_real_with_history(
     let mut admin_kv = RedisKv::connect(&redis_url, &prefix).await?;
     let mut admin_queue = RedisQueue::connect(&redis_url, &prefix, opts.queue_lock).await?;
     let mut admin_pg = PgSql::connect(&opts.pg_url, &schema).await?;
-    let (redis_proxy, pg_proxy) = if opts.faults.proxy {
+    let (redis_proxy, pg_proxy) = if opts.faults.needs_proxy() {
         let r = FaultProxy::start(target_of(&redis_url, 6379).await?).await?;
         let p = FaultProxy::start(target_of(&opts.pg_url, 5432).await?).await?;
         (Some(r), Some(p))
@@ -414,7 +373,7 @@ fn validate(opts: &CheckRealOptions) -> Result<(), AdapterError> {
             max: SCAN_QUANTITY_MAX.0,
         });
     }
-    if opts.faults.redis_restarts > 0 && matches!(opts.redis, RedisTarget::Url(_)) {
+    if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
         return bad(
             "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
         );
@@ -503,7 +462,10 @@ struct Run {
     stop_terminals: watch::Sender<bool>,
     /// The kill switch of each worker slot's current incarnation.
     switches: Vec<Mutex<Option<watch::Sender<bool>>>>,
+    /// Kills armed to strike right after the next lease acquisition (planned faults).
     kills_after_lease_left: AtomicU32,
+    /// Effects acknowledged so far (the fault plan's measure of progress).
+    effects_acked: AtomicU64,
     faults: Mutex<FaultCounts>,
     /// Bumped by every Redis restart.
     redis_epoch: AtomicU64,
@@ -552,7 +514,8 @@ impl Run {
             stopping: AtomicBool::new(false),
             stop_terminals: watch::Sender::new(false),
             switches: (0..opts.workers).map(|_| Mutex::new(None)).collect(),
-            kills_after_lease_left: AtomicU32::new(opts.faults.kills_after_lease),
+            kills_after_lease_left: AtomicU32::new(0),
+            effects_acked: AtomicU64::new(0),
             faults: Mutex::new(FaultCounts::default()),
             redis_epoch: AtomicU64::new(0),
             terminals_done: AtomicU32::new(0),
@@ -566,7 +529,11 @@ impl Run {
         })
     }
 
-    fn count(&self, f: impl FnOnce(&mut FaultCounts)) {
+    fn count(&self, kind: FaultKind) {
+        self.count_with(|c| c.add(kind));
+    }
+
+    fn count_with(&self, f: impl FnOnce(&mut FaultCounts)) {
         if let Ok(mut c) = self.faults.lock() {
             f(&mut c);
         }
@@ -604,7 +571,7 @@ impl Run {
     }
 
     /// One worker slot: incarnations of a worker until the run stops.
-    async fn worker_slot(self: Arc<Run>, slot: usize, seed: u64) -> Result<(), AdapterError> {
+    async fn worker_slot(self: Arc<Run>, slot: usize) -> Result<(), AdapterError> {
         let process = ProcessId(100 + u16::try_from(slot).unwrap_or(u16::MAX - 100));
         let name = format!("W{slot}");
         self.recorder.name(process, &name);
@@ -623,19 +590,20 @@ impl Run {
             let mut stores = self.stores(self.variant != Variant::Correct)?;
             let mut machine = Worker::new(self.worker_config.clone(), &name, incarnation);
             let run = self.clone();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(incarnation) << 32));
             let crash = move |op: &Outgoing, completion: &Completion| {
-                let acquired = op.tag.kind() == WoTag::ACQUIRE_LEASE
-                    && matches!(completion, Completion::Reply(r) if r.is_success());
-                if acquired && rng.random_ratio(1, 25) {
-                    let left = &run.kills_after_lease_left;
-                    if left
+                let succeeded = matches!(completion, Completion::Reply(r) if r.is_success());
+                if succeeded && op.tag.kind() == WoTag::EFFECT {
+                    run.effects_acked.fetch_add(1, Ordering::SeqCst);
+                }
+                let acquired = op.tag.kind() == WoTag::ACQUIRE_LEASE && succeeded;
+                if acquired
+                    && run
+                        .kills_after_lease_left
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
-                    {
-                        run.count(|c| c.kills_after_lease += 1);
-                        return Control::Crash;
-                    }
+                {
+                    run.count(FaultKind::KillAfterClaim);
+                    return Control::Crash;
                 }
                 Control::Continue
             };
@@ -794,6 +762,78 @@ impl Run {
             .unwrap_or_default()
     }
 
+    /// Carries out one planned fault; false when it cannot be done now (the plan tries again
+    /// at the next look).
+    async fn inject(
+        &self,
+        kind: FaultKind,
+        rng: &mut ChaCha8Rng,
+        own_redis: &mut Option<OwnRedis>,
+        (redis_proxy, pg_proxy): (Option<&FaultProxy>, Option<&FaultProxy>),
+        spike_until: &mut Option<std::time::Instant>,
+    ) -> Result<bool, AdapterError> {
+        match kind {
+            FaultKind::RedisRestart => {
+                let Some(own) = own_redis.as_mut() else {
+                    return Ok(false);
+                };
+                own.restart().await?;
+                self.redis_epoch.fetch_add(1, Ordering::SeqCst);
+                self.recorder.fault(self.clock.now(), Fault::RedisRestart);
+            }
+            FaultKind::WorkerKill => {
+                let slot = rng.random_range(0..self.switches.len());
+                let killed = self.switches[slot]
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(|tx| tx.send_replace(true)))
+                    .is_some();
+                if !killed {
+                    return Ok(false);
+                }
+            }
+            FaultKind::KillAfterClaim => {
+                // Armed here, counted when it strikes.
+                self.kills_after_lease_left.fetch_add(1, Ordering::SeqCst);
+                return Ok(true);
+            }
+            FaultKind::LatencySpike | FaultKind::StalledConnection | FaultKind::CutConnection => {
+                let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) else {
+                    return Ok(false);
+                };
+                let offset = rng.random::<u64>();
+                match kind {
+                    FaultKind::LatencySpike => {
+                        let ms = rng.random_range(2..=20);
+                        rp.set_latency(std::time::Duration::from_millis(ms));
+                        pp.set_latency(std::time::Duration::from_millis(ms));
+                        *spike_until =
+                            Some(std::time::Instant::now() + std::time::Duration::from_millis(300));
+                    }
+                    FaultKind::StalledConnection => {
+                        // Longer than the queue's lock: the stalled jobs are delivered again
+                        // while their first worker still holds them.
+                        let hold = std::time::Duration::from_millis(self.queue_lock.as_ms() + 800);
+                        let n = rp.stall(4, offset, hold) + pp.stall(4, offset, hold);
+                        if n == 0 {
+                            return Ok(false);
+                        }
+                        self.count_with(|c| c.stalled_connections += n);
+                    }
+                    _ => {
+                        let n = rp.cut(3, offset) + pp.cut(3, offset);
+                        if n == 0 {
+                            return Ok(false);
+                        }
+                        self.count_with(|c| c.cut_connections += n);
+                    }
+                }
+            }
+        }
+        self.count(kind);
+        Ok(true)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         self: Arc<Run>,
@@ -814,8 +854,7 @@ impl Run {
             tasks.spawn(self.clone().terminal(t));
         }
         for slot in 0..self.switches.len() {
-            let seed = rng.random::<u64>();
-            tasks.spawn(self.clone().worker_slot(slot, seed));
+            tasks.spawn(self.clone().worker_slot(slot));
         }
         let mut producer = self
             .recorder
@@ -824,73 +863,47 @@ impl Run {
         let mut seen_epoch = 0u64;
         let mut drained_checks = 0u32;
         let mut injecting = true;
-        let mut next_fault = started + jitter(rng, opts.faults.every);
-        let mut restarts_left = opts.faults.redis_restarts;
-        let mut kills_left = opts.faults.worker_kills;
-        let mut last_restart: Option<std::time::Instant> = None;
+        let mut fault_plan = FaultPlan::new(&opts.faults, total, rng);
+        let mut spike_until: Option<std::time::Instant> = None;
         let mut quiescent = false;
         let mut last_done = 0;
         let mut last_progress = std::time::Instant::now();
         loop {
-            tokio::time::sleep(PRODUCER_TICK).await;
+            // Faults are planned on progress (effects acknowledged) and looked at every
+            // FAULT_TICK, so that a fast run gets them all; the rest runs every
+            // PRODUCER_TICK.
+            let tick_end = std::time::Instant::now() + PRODUCER_TICK;
+            while std::time::Instant::now() < tick_end {
+                tokio::time::sleep(FAULT_TICK).await;
+                if spike_until.is_some_and(|t| std::time::Instant::now() >= t) {
+                    spike_until = None;
+                    if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
+                        rp.set_latency(std::time::Duration::ZERO);
+                        pp.set_latency(std::time::Duration::ZERO);
+                    }
+                }
+                if !injecting {
+                    continue;
+                }
+                let progress = self.effects_acked.load(Ordering::SeqCst).min(total);
+                while let Some(kind) = fault_plan.due(progress) {
+                    let carried_out = self
+                        .inject(
+                            kind,
+                            rng,
+                            own_redis,
+                            (redis_proxy, pg_proxy),
+                            &mut spike_until,
+                        )
+                        .await?;
+                    if !carried_out {
+                        fault_plan.postpone();
+                        break;
+                    }
+                }
+            }
             if started.elapsed() > opts.time_limit {
                 break;
-            }
-            // Faults. Redis restarts come at even steps of progress (so that each one
-            // loses a queue full of jobs mid-run); the others at random times.
-            let restart_due = restarts_left > 0 && {
-                let k = u64::from(opts.faults.redis_restarts - restarts_left + 1);
-                let step = total * k / (u64::from(opts.faults.redis_restarts) + 1);
-                last_done >= step
-                    && last_restart.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(1))
-            };
-            if injecting && restart_due {
-                if let Some(own) = own_redis.as_mut() {
-                    own.restart().await?;
-                    restarts_left -= 1;
-                    last_restart = Some(std::time::Instant::now());
-                    self.redis_epoch.fetch_add(1, Ordering::SeqCst);
-                    self.recorder.fault(self.clock.now(), Fault::RedisRestart);
-                    self.count(|c| c.redis_restarts += 1);
-                }
-            } else if injecting && std::time::Instant::now() >= next_fault {
-                next_fault = std::time::Instant::now() + jitter(rng, opts.faults.every);
-                if kills_left > 0 && rng.random_ratio(1, 2) {
-                    let slot = rng.random_range(0..self.switches.len());
-                    if let Ok(s) = self.switches[slot].lock()
-                        && let Some(tx) = s.as_ref()
-                    {
-                        tx.send_replace(true);
-                    }
-                    kills_left -= 1;
-                    self.count(|c| c.worker_kills += 1);
-                } else if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
-                    match rng.random_range(0..3u8) {
-                        0 => {
-                            let ms = rng.random_range(2..=20);
-                            rp.set_latency(std::time::Duration::from_millis(ms));
-                            pp.set_latency(std::time::Duration::from_millis(ms));
-                            self.count(|c| c.latency_spikes += 1);
-                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                            rp.set_latency(std::time::Duration::ZERO);
-                            pp.set_latency(std::time::Duration::ZERO);
-                        }
-                        1 => {
-                            // Longer than the queue's lock: the stalled jobs are delivered
-                            // again while their first worker still holds them.
-                            let hold =
-                                std::time::Duration::from_millis(self.queue_lock.as_ms() + 800);
-                            let offset = rng.random::<u64>();
-                            let n = rp.stall(4, offset, hold) + pp.stall(4, offset, hold);
-                            self.count(|c| c.stalled_connections += n);
-                        }
-                        _ => {
-                            let offset = rng.random::<u64>();
-                            let n = rp.cut(3, offset) + pp.cut(3, offset);
-                            self.count(|c| c.cut_connections += n);
-                        }
-                    }
-                }
             }
             // Progress and re-submission.
             let applied = match self.applied(admin_pg).await {
@@ -942,6 +955,7 @@ impl Run {
                 // has an acknowledged submission, then wait for the queue to drain.
                 if injecting {
                     injecting = false;
+                    self.kills_after_lease_left.store(0, Ordering::SeqCst);
                     if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
                         rp.heal();
                         pp.heal();
@@ -984,6 +998,10 @@ impl Run {
         if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
             rp.heal();
             pp.heal();
+        }
+        if quiescent {
+            let injected = self.faults.lock().map(|f| *f).unwrap_or_default();
+            fault_plan.verify(&injected)?;
         }
         self.judge(opts, admin_pg, quiescent, duration).await
     }
@@ -1156,11 +1174,6 @@ impl Run {
     }
 }
 
-fn jitter(rng: &mut ChaCha8Rng, mean: std::time::Duration) -> std::time::Duration {
-    let ms = u64::try_from(mean.as_millis()).unwrap_or(1_000).max(1);
-    std::time::Duration::from_millis(rng.random_range(ms / 2..=ms * 3 / 2))
-}
-
 /// The `host:port` part of a URL: its byte range (after any `user@`) and its value.
 fn authority(url: &str) -> Result<(usize, usize), AdapterError> {
     let bad = || AdapterError::InvalidInput(format!("cannot find host:port in URL {url:?}"));
@@ -1176,13 +1189,16 @@ fn authority(url: &str) -> Result<(usize, usize), AdapterError> {
 }
 
 /// `url` with its `host:port` replaced.
-fn with_authority(url: &str, host_port: &str) -> Result<String, AdapterError> {
+pub(crate) fn with_authority(url: &str, host_port: &str) -> Result<String, AdapterError> {
     let (start, end) = authority(url)?;
     Ok(format!("{}{host_port}{}", &url[..start], &url[end..]))
 }
 
 /// The address a URL points to (`default_port` when it names none).
-async fn target_of(url: &str, default_port: u16) -> Result<std::net::SocketAddr, AdapterError> {
+pub(crate) async fn target_of(
+    url: &str,
+    default_port: u16,
+) -> Result<std::net::SocketAddr, AdapterError> {
     let (start, end) = authority(url)?;
     let hp = &url[start..end];
     let hp = if hp.contains(':') {

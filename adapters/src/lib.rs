@@ -14,6 +14,14 @@
 //! - [`check_real`]: document 002's work-order protocol with many workers against real
 //!   servers while faults are injected ([`FaultProxy`], [`OwnRedis`]), judged by the core's
 //!   oracles. This is what `racelab check-real` runs.
+//! - [`check_gateway`]: document 000's money protocols (idempotent billing, streamed
+//!   settlement with holds, two-phase quota reservation) with many gateway workers against
+//!   real servers, the LLM provider answered in process ([`InProcessProvider`]), judged by
+//!   the billing and quota families' oracles. `racelab check-real --protocol gateway`.
+//! - [`bench_gateway`]: `--bench`, the gateway's speed against a ceiling measured in the
+//!   same run (trivial Lua by SHA, trivial one-statement transaction), Buggy and Correct.
+//! - [`FaultPlan`]: both checks' faults, each kind at least N times at planned points of
+//!   the run's progress.
 //! - [`Config`]: `RACELAB_REDIS_URL` / `RACELAB_PG_URL` with loopback defaults.
 //!
 //! Architecture invariant: the adapters own no protocol logic. What to do next is always the
@@ -25,10 +33,14 @@
 
 #![forbid(unsafe_code)]
 
+mod bench_gateway;
 mod check;
+mod check_gateway;
 mod config;
 mod driver;
+mod fault_plan;
 mod postgres;
+mod provider;
 mod proxy;
 mod queue;
 mod recorder;
@@ -37,16 +49,25 @@ mod redis_kv;
 mod redis_pubsub;
 mod redis_server;
 
+pub use bench_gateway::{
+    BenchFigures, BenchOptions, BenchReport, OpCost, P99_RATIO_MAX, THROUGHPUT_SHARE_MIN,
+    bench_gateway,
+};
 pub use check::{
-    CheckRealOptions, CheckRealReport, FaultCounts, FaultOptions, RedisTarget, check_real,
-    check_real_with_history,
+    CheckRealOptions, CheckRealReport, RedisTarget, check_real, check_real_with_history,
+};
+pub use check_gateway::{
+    GatewayOptions, GatewayReport, KindLatency, MoneyReport, check_gateway,
+    check_gateway_with_history,
 };
 pub use config::{Config, ServiceStatus, require_services, services};
 pub use driver::{
     Clock, Completion, Control, DriveEnd, DriverConfig, NoObserver, Observer, StoreClient, Stores,
     drive,
 };
+pub use fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
 pub use postgres::PgSql;
+pub use provider::{InProcessProvider, WithProvider};
 pub use proxy::{FaultProxy, ProxyFaults};
 pub use queue::{QueueClock, QueueStatus, RedisQueue, queue_lua};
 pub use recorder::{ProcessRecorder, Recorder};
@@ -109,6 +130,10 @@ pub enum AdapterError {
         /// The largest accepted value.
         max: i64,
     },
+    /// A real-server run could not carry out its fault plan (a kind injected fewer times
+    /// than planned): its verdict would not cover what it promised.
+    #[error("fault plan not carried out: {0}")]
+    FaultPlan(String),
     /// Starting, stopping or talking to a local helper process (our own `redis-server`)
     /// failed.
     #[error("{what}: {message}")]

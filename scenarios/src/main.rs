@@ -185,10 +185,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
-    /// Run document 002's protocol with many workers against real Redis and PostgreSQL while
-    /// faults are injected (Redis restarts, killed workers, a fault proxy), and judge the
-    /// recorded history with the same oracles.
+    /// Run a protocol with many workers against real Redis and PostgreSQL while faults are
+    /// injected (each kind at least `--faults-per-kind` times, planned on the run's progress:
+    /// Redis restarts, killed workers, workers killed right after a claim, and a fault
+    /// proxy's latency spikes, stalls and cuts), and judge the recorded history and the
+    /// committed rows with the same oracles as the simulations.
     CheckReal {
+        /// The protocol: `workorder` (document 002's scans through a queue) or `gateway`
+        /// (document 000's idempotent billing, streamed settlement with holds and quota
+        /// reservations; the LLM provider is in-process, Redis and PostgreSQL are real).
+        #[arg(long, value_enum, default_value_t = Protocol::Workorder)]
+        protocol: Protocol,
         /// A shared Redis to use (no restarts are injected then); by default the run starts
         /// its own `redis-server` on a free loopback port and restarts it.
         #[arg(long)]
@@ -199,12 +206,20 @@ enum Command {
         /// Workers, each with its own connections.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=512))]
         workers: u16,
-        /// Distinct scans to process.
+        /// Requests: distinct scans (workorder) or gateway requests, duplicates included.
         #[arg(long, default_value_t = 10_000, value_parser = parse_seed_count)]
         requests: u64,
-        /// The protocol: `correct` (shipped) or `buggy`.
+        /// The protocol's variant: `correct` (shipped) or `buggy` (the document's).
         #[arg(long, value_enum, default_value_t = OneVariant::Correct)]
         variant: OneVariant,
+        /// How many times each fault kind is injected (0: none).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+        faults_per_kind: u32,
+        /// Gateway only: measure, back to back without faults, the ceiling (trivial Lua by
+        /// SHA, trivial one-statement transaction), Buggy and Correct, and print throughput,
+        /// p50, p99 and the ratios.
+        #[arg(long)]
+        bench: bool,
         /// The seed of the run's plan and faults.
         #[arg(long, default_value_t = 1, value_parser = parse_seed, allow_negative_numbers = true)]
         seed: u64,
@@ -306,6 +321,15 @@ impl From<WorldArg> for World {
             WorldArg::Net => World::Net,
         }
     }
+}
+
+/// `check-real --protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// Document 002's work orders.
+    Workorder,
+    /// Document 000's gateway.
+    Gateway,
 }
 
 /// `--variant` of the commands that take exactly one.
@@ -558,21 +582,30 @@ fn main() -> ExitCode {
             detection: false,
         } => cli::bench::bench(seeds, repeats, json),
         Command::CheckReal {
+            protocol,
             redis,
             postgres,
             workers,
             requests,
             variant,
+            faults_per_kind,
+            bench,
             seed,
             json,
-        } => cli::check_real::check_real(
+        } => cli::check_real::check_real(cli::check_real::CheckRealArgs {
+            protocol: match protocol {
+                Protocol::Workorder => cli::check_real::Protocol::Workorder,
+                Protocol::Gateway => cli::check_real::Protocol::Gateway,
+            },
             redis,
             postgres,
             workers,
             requests,
-            variant.into(),
+            variant: variant.into(),
+            faults_per_kind,
+            bench,
             seed,
             json,
-        ),
+        }),
     }
 }

@@ -321,6 +321,141 @@ fn check_real_reports_the_documented_fields() {
         assert!(row.get(field).is_some(), "missing {field}: {row}");
     }
     assert_eq!(row["violations"].as_array().map(Vec::len), Some(0), "{row}");
+    // Planned on progress, three of each kind a shared Redis can take, however fast the run.
+    for kind in [
+        "worker_kills",
+        "kills_after_claim",
+        "latency_spikes",
+        "stalls",
+        "cuts",
+    ] {
+        assert!(
+            row["faults_injected"][kind].as_u64() >= Some(3),
+            "{kind}: {row}"
+        );
+    }
+}
+
+#[test]
+fn check_real_refuses_bad_protocol_arguments_in_one_line() {
+    // Refused before anything connects: no server is needed.
+    check_rejected(
+        &["check-real", "--protocol", "payments"],
+        "[possible values: workorder, gateway]",
+    );
+    check_rejected(&["check-real", "--bench"], "--protocol gateway");
+    check_rejected(
+        &["check-real", "--protocol", "gateway", "--variant", "docfix"],
+        "correct and buggy",
+    );
+    check_rejected(
+        &[
+            "check-real",
+            "--protocol",
+            "gateway",
+            "--faults-per-kind",
+            "x",
+        ],
+        "--faults-per-kind",
+    );
+}
+
+/// Runs `check-real` with `args` on the shared Redis; `None` (after a banner) when the
+/// servers are not there and they are not required.
+fn check_real_json(args: &[&str]) -> Option<serde_json::Value> {
+    let redis =
+        std::env::var("RACELAB_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut all = vec!["check-real", "--redis", redis.as_str()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let o = racelab(&all);
+    if o.status.code() == Some(2)
+        && std::env::var_os("RACELAB_REQUIRE_SERVICES").is_none_or(|v| v != "1")
+    {
+        eprintln!(
+            "\n!!! SKIPPED: racelab {all:?} could not run here: {}\n",
+            stderr(&o).trim()
+        );
+        return None;
+    }
+    assert!(o.status.code().is_some_and(|c| c != 2), "{}", stderr(&o));
+    Some(serde_json::from_str(stdout(&o).trim()).expect("JSON"))
+}
+
+#[test]
+fn check_real_gateway_reports_faults_money_and_no_violation() {
+    // The shared Redis is never restarted: the other five kinds, three times each.
+    let Some(row) = check_real_json(&[
+        "--protocol",
+        "gateway",
+        "--workers",
+        "20",
+        "--requests",
+        "400",
+    ]) else {
+        return;
+    };
+    assert_eq!(row["protocol"], "gateway");
+    assert_eq!(row["requests"], 400);
+    assert_eq!(row["violations"].as_array().map(Vec::len), Some(0), "{row}");
+    for kind in [
+        "worker_kills",
+        "kills_after_claim",
+        "latency_spikes",
+        "stalls",
+        "cuts",
+    ] {
+        assert!(
+            row["faults_injected"][kind].as_u64() >= Some(3),
+            "{kind}: {row}"
+        );
+    }
+    let m = &row["money"];
+    for field in [
+        "idem_initial",
+        "stream_charged",
+        "provider_billed",
+        "quota_used",
+    ] {
+        assert!(m.get(field).is_some(), "missing money.{field}: {row}");
+    }
+    for field in ["p50_ms", "p99_ms", "settled"] {
+        assert!(row.get(field).is_some(), "missing {field}: {row}");
+    }
+}
+
+#[test]
+fn check_real_gateway_bench_prints_every_row_and_ratio() {
+    // Shape only: wall-clock figures are reported, never asserted.
+    let Some(row) = check_real_json(&[
+        "--protocol",
+        "gateway",
+        "--bench",
+        "--workers",
+        "4",
+        "--requests",
+        "60",
+    ]) else {
+        return;
+    };
+    for field in ["ceiling_lua", "ceiling_sql", "ceiling", "buggy", "correct"] {
+        for figure in ["throughput_per_s", "p50_ms", "p99_ms"] {
+            assert!(
+                row[field].get(figure).is_some(),
+                "missing {field}.{figure}: {row}"
+            );
+        }
+    }
+    for field in [
+        "p99_ratio",
+        "p99_target_met",
+        "throughput_ratio",
+        "throughput_target_met",
+        "correct_costs",
+    ] {
+        assert!(row.get(field).is_some(), "missing {field}: {row}");
+    }
+    assert_eq!(row["correct_violations"], 0, "{row}");
 }
 
 #[test]

@@ -1,44 +1,71 @@
-//! `racelab check-real`: document 002's protocol with many workers against real Redis and
-//! PostgreSQL under injected faults, judged by the same oracles.
+//! `racelab check-real`: a protocol with many workers against real Redis and PostgreSQL under
+//! planned faults, judged by the same oracles: document 002's work orders (`--protocol
+//! workorder`, the default) or document 000's gateway (`--protocol gateway`, with `--bench`
+//! for its speed against a ceiling measured in the same run).
 
 use std::process::ExitCode;
 
+use racelab_adapters::{
+    BenchOptions, BenchReport, CheckRealOptions, Config, FaultCounts, FaultKind, FaultOptions,
+    GatewayOptions, GatewayReport, P99_RATIO_MAX, RedisTarget, THROUGHPUT_SHARE_MIN,
+};
 use racelab_scenarios::Variant;
 
 use super::output::{clear, progress_bar};
 
+/// Which protocol `check-real` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Document 002.
+    Workorder,
+    /// Document 000's gateway.
+    Gateway,
+}
+
+/// The command's arguments.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckRealArgs {
+    pub(crate) protocol: Protocol,
+    pub(crate) redis: Option<String>,
+    pub(crate) postgres: Option<String>,
+    pub(crate) workers: u16,
+    pub(crate) requests: u64,
+    pub(crate) variant: Variant,
+    pub(crate) faults_per_kind: u32,
+    pub(crate) bench: bool,
+    pub(crate) seed: u64,
+    pub(crate) json: bool,
+}
+
 /// Runs `racelab check-real` and turns the violations found into the exit code (2 when the
-/// run itself fails).
-pub(crate) fn check_real(
-    redis: Option<String>,
-    postgres: Option<String>,
-    workers: u16,
-    requests: u64,
-    variant: Variant,
-    seed: u64,
-    json: bool,
-) -> ExitCode {
-    use racelab_adapters::{CheckRealOptions, Config, FaultOptions, RedisTarget};
+/// run itself fails: a server down, a fault plan that could not be carried out, bad input).
+pub(crate) fn check_real(args: CheckRealArgs) -> ExitCode {
+    if args.bench && args.protocol != Protocol::Gateway {
+        eprintln!("error: --bench measures the gateway: add --protocol gateway");
+        return ExitCode::from(2);
+    }
+    if args.protocol == Protocol::Gateway && args.variant == Variant::DocFix {
+        eprintln!(
+            "error: the gateway run has the variants correct and buggy (the document's \
+             proposals are judged in the simulated worlds: racelab run R-000-03 --variant docfix)"
+        );
+        return ExitCode::from(2);
+    }
     let config = Config::from_env();
-    let pg_url = postgres.unwrap_or(config.pg_url);
-    let shared = redis.is_some();
-    let target = match redis {
+    let pg_url = args.postgres.clone().unwrap_or(config.pg_url);
+    let shared = args.redis.is_some();
+    let target = match args.redis.clone() {
         Some(url) => RedisTarget::Url(url),
         None => RedisTarget::Spawn {
             binary: "redis-server".into(),
         },
     };
-    let mut opts = CheckRealOptions::new(variant, workers, requests, target, &pg_url);
-    opts.seed = seed;
-    opts.faults = FaultOptions {
-        // A shared server is never restarted.
-        redis_restarts: if shared { 0 } else { 3 },
-        worker_kills: 3,
-        kills_after_lease: 3,
-        proxy: true,
-        every: std::time::Duration::from_millis(400),
+    // A shared server is never restarted.
+    let faults = if shared {
+        FaultOptions::shared_redis(args.faults_per_kind)
+    } else {
+        FaultOptions::every_kind(args.faults_per_kind)
     };
-    opts.time_limit = std::time::Duration::from_secs(600);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,9 +77,27 @@ pub(crate) fn check_real(
             return ExitCode::FAILURE;
         }
     };
+    match (args.protocol, args.bench) {
+        (Protocol::Workorder, _) => workorder(&args, &runtime, target, &pg_url, faults),
+        (Protocol::Gateway, false) => gateway(&args, &runtime, target, &pg_url, faults),
+        (Protocol::Gateway, true) => bench(&args, &runtime, target, &pg_url),
+    }
+}
+
+fn workorder(
+    args: &CheckRealArgs,
+    runtime: &tokio::runtime::Runtime,
+    target: RedisTarget,
+    pg_url: &str,
+    faults: FaultOptions,
+) -> ExitCode {
+    let mut opts = CheckRealOptions::new(args.variant, args.workers, args.requests, target, pg_url);
+    opts.seed = args.seed;
+    opts.faults = faults;
+    opts.time_limit = std::time::Duration::from_secs(600);
     let bar = progress_bar(
-        json,
-        requests,
+        args.json,
+        args.requests,
         "check-real [{bar:40}] {pos}/{len} scans applied (eta {eta})",
     );
     let result = runtime.block_on(racelab_adapters::check_real(opts, |applied, _| {
@@ -68,22 +113,16 @@ pub(crate) fn check_real(
             return ExitCode::from(2);
         }
     };
-    if json {
+    if args.json {
         out!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        let f = &report.faults_injected;
         out!(
-            "{} variant: {} scans, {} workers; faults: {} Redis restarts, {} worker kills, {} kills after a lease, {} latency spikes, {} stalled and {} cut connections",
+            "workorder {} variant: {} scans, {} workers",
             report.variant,
             report.requests,
-            report.workers,
-            f.redis_restarts,
-            f.worker_kills,
-            f.kills_after_lease,
-            f.latency_spikes,
-            f.stalled_connections,
-            f.cut_connections
+            report.workers
         );
+        out!("faults: {}", faults_line(&report.faults_injected));
         out!(
             "operation latency p50 {} ms, p99 {} ms; quiescent: {}",
             report.p50_ms,
@@ -98,7 +137,218 @@ pub(crate) fn check_real(
             }
         }
     }
-    if report.violations.is_empty() {
+    verdict_code(report.violations.is_empty())
+}
+
+fn gateway(
+    args: &CheckRealArgs,
+    runtime: &tokio::runtime::Runtime,
+    target: RedisTarget,
+    pg_url: &str,
+    faults: FaultOptions,
+) -> ExitCode {
+    let mut opts = GatewayOptions::new(args.variant, args.workers, args.requests, target, pg_url);
+    opts.seed = args.seed;
+    opts.faults = faults;
+    opts.time_limit = std::time::Duration::from_secs(600);
+    let bar = progress_bar(
+        args.json,
+        args.requests,
+        "check-real [{bar:40}] {pos}/{len} requests finished (eta {eta})",
+    );
+    let result = runtime.block_on(racelab_adapters::check_gateway(opts, |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    }));
+    clear(bar);
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print_gateway(&report);
+    }
+    verdict_code(report.violations.is_empty())
+}
+
+fn print_gateway(r: &GatewayReport) {
+    out!(
+        "gateway {} variant: {} requests, {} workers ({} idempotent: {} later duplicates, {} \
+         concurrent same-key retries; {} streamed: {} cancelled by the client; {} quota)",
+        r.variant,
+        r.requests,
+        r.workers,
+        r.idem_requests,
+        r.duplicate_submissions,
+        r.concurrent_retries,
+        r.stream_requests,
+        r.cancelled_streams,
+        r.quota_requests
+    );
+    out!("faults: {}", faults_line(&r.faults_injected));
+    let m = &r.money;
+    out!(
+        "money: idempotent accounts {} -> {} (ledger {}); streaming account {} -> {} (ledger \
+         {}, provider billed {}, holds open {}); quota used {} (ledger {}), reserved {}",
+        m.idem_initial,
+        m.idem_final,
+        m.idem_charged,
+        m.stream_initial,
+        m.stream_final,
+        m.stream_charged,
+        m.provider_billed,
+        m.open_holds,
+        m.quota_used,
+        m.quota_expected_used,
+        m.quota_reserved
+    );
+    out!(
+        "request latency p50 {:.1} ms, p99 {:.1} ms; {:.0} requests/s; operations {} ({} \
+         unknown outcomes, {} charges found committed in the ledger); settled: {}",
+        r.p50_ms,
+        r.p99_ms,
+        r.requests_per_second,
+        r.operations,
+        r.unknown_outcomes,
+        r.charges_recovered,
+        r.settled
+    );
+    if r.violations.is_empty() {
+        out!("no violation: money conserved to the unit, every invariant held");
+    } else {
+        for v in &r.violations {
+            out!("{} violated: {}", v.invariant, v.explanation);
+        }
+    }
+}
+
+fn bench(
+    args: &CheckRealArgs,
+    runtime: &tokio::runtime::Runtime,
+    target: RedisTarget,
+    pg_url: &str,
+) -> ExitCode {
+    let opts = BenchOptions {
+        workers: args.workers,
+        requests: args.requests,
+        redis: target,
+        pg_url: pg_url.into(),
+        seed: args.seed,
+    };
+    let report = match runtime.block_on(racelab_adapters::bench_gateway(opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print_bench(&report);
+    }
+    // The figures are measurements, not a verdict; a Correct run with a violation is one.
+    verdict_code(report.correct_violations == 0)
+}
+
+fn print_bench(r: &BenchReport) {
+    out!(
+        "gateway bench: {} concurrent clients, {} requests per row, no faults",
+        r.workers,
+        r.requests
+    );
+    out!(
+        "{:<44} {:>12} {:>10} {:>10}",
+        "",
+        "requests/s",
+        "p50 ms",
+        "p99 ms"
+    );
+    for f in [
+        &r.ceiling_lua,
+        &r.ceiling_sql,
+        &r.ceiling,
+        &r.buggy,
+        &r.correct,
+    ] {
+        out!(
+            "{:<44} {:>12.0} {:>10.2} {:>10.2}",
+            f.name,
+            f.throughput_per_s,
+            f.p50_ms,
+            f.p99_ms
+        );
+    }
+    let met = |b: bool| if b { "met" } else { "NOT met" };
+    out!(
+        "Correct p99 / Buggy p99 = {:.2} (target <= {P99_RATIO_MAX:.2}: {})",
+        r.p99_ratio,
+        met(r.p99_target_met)
+    );
+    out!(
+        "Correct throughput / ceiling = {:.2} (target >= {THROUGHPUT_SHARE_MIN:.2}: {})",
+        r.throughput_ratio,
+        met(r.throughput_target_met)
+    );
+    out!(
+        "violations without faults: buggy {}, correct {}",
+        r.buggy_violations,
+        r.correct_violations
+    );
+    out!("latency per kind of request (p50 / p99 ms):");
+    for (b, c) in r.buggy_by_kind.iter().zip(&r.correct_by_kind) {
+        out!(
+            "  {:<24} buggy {:>8.2} / {:>8.2}   correct {:>8.2} / {:>8.2}",
+            c.kind,
+            b.p50_ms,
+            b.p99_ms,
+            c.p50_ms,
+            c.p99_ms
+        );
+    }
+    if !(r.p99_target_met && r.throughput_target_met) {
+        out!("what each operation of the Correct path costs (heaviest first):");
+        out!(
+            "  {:<44} {:>8} {:>9} {:>7} {:>7}",
+            "operation",
+            "per req",
+            "mean ms",
+            "p50 ms",
+            "p99 ms"
+        );
+        for c in &r.correct_costs {
+            out!(
+                "  {:<44} {:>8.2} {:>9.2} {:>7} {:>7}",
+                c.operation,
+                c.per_request,
+                c.mean_ms,
+                c.p50_ms,
+                c.p99_ms
+            );
+        }
+    }
+}
+
+fn faults_line(f: &FaultCounts) -> String {
+    let mut parts: Vec<String> = FaultKind::ALL
+        .iter()
+        .map(|k| format!("{} {}", f.of(*k), k.name()))
+        .collect();
+    parts.push(format!(
+        "({} connections stalled, {} cut)",
+        f.stalled_connections, f.cut_connections
+    ));
+    parts.join(", ")
+}
+
+fn verdict_code(holds: bool) -> ExitCode {
+    if holds {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
