@@ -9,9 +9,10 @@ mod common;
 
 use racelab_adapters::{
     AdapterError, FaultKind, FaultOptions, GatewayOptions, GatewayReport, RedisTarget,
-    check_gateway,
+    check_gateway_with_history,
 };
-use racelab_core::Variant;
+use racelab_core::{Fault, History, StoreOp, Variant};
+use racelab_sim::explore::linear::{LINEAR_BOUND, check_redis};
 
 fn requests() -> u64 {
     std::env::var("RACELAB_GW_REQUESTS")
@@ -23,6 +24,15 @@ fn requests() -> u64 {
 /// Runs `variant` with every fault kind `per_kind` times; `None` (after a banner) when a
 /// server is missing.
 fn run(variant: Variant, per_kind: u32, test: &str) -> Option<GatewayReport> {
+    run_with_history(variant, per_kind, test).map(|(report, _)| report)
+}
+
+/// [`run`], with the recorded history.
+fn run_with_history(
+    variant: Variant,
+    per_kind: u32,
+    test: &str,
+) -> Option<(GatewayReport, History)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,14 +51,14 @@ fn run(variant: Variant, per_kind: u32, test: &str) -> Option<GatewayReport> {
     opts.seed = 3;
     opts.faults = FaultOptions::every_kind(per_kind);
     opts.time_limit = std::time::Duration::from_secs(120);
-    match rt.block_on(check_gateway(opts, |_, _| {})) {
-        Ok(report) => {
+    match rt.block_on(check_gateway_with_history(opts, |_, _| {})) {
+        Ok((report, history)) => {
             common::ran(test);
             eprintln!(
                 "{test} report:\n{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
-            Some(report)
+            Some((report, history))
         }
         Err(e @ AdapterError::Process { .. }) => {
             common::skip(test, &format!("our own redis-server cannot run: {e}"));
@@ -109,4 +119,43 @@ fn the_gateway_check_catches_the_buggy_protocols() {
     // client disconnects is never charged though the provider billed it.
     assert!(broken.contains("I-LIMIT"), "{broken:?}");
     assert!(broken.contains("I-BILL-1"), "{broken:?}");
+}
+
+#[test]
+fn redis_keys_are_linearizable_without_faults_and_flagged_where_a_restart_erased_writes() {
+    let test =
+        "redis_keys_are_linearizable_without_faults_and_flagged_where_a_restart_erased_writes";
+    let Some((_, quiet)) = run_with_history(Variant::Correct, 0, test) else {
+        return;
+    };
+    let report = check_redis(&quiet, LINEAR_BOUND);
+    let (ok, bad, unknown) = report.counts();
+    eprintln!("fault-free: {report}");
+    assert_eq!(bad, 0, "{:?}", report.violating_keys());
+    assert!(ok > 100 && unknown * 10 < ok, "{report}");
+
+    let Some((_, faulty)) = run_with_history(Variant::Correct, 3, test) else {
+        return;
+    };
+    let report = check_redis(&faulty, LINEAR_BOUND);
+    eprintln!("with faults: {report}");
+    let restarts: Vec<_> = faulty
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::RedisRestart))
+        .map(|f| f.at)
+        .collect();
+    assert!(restarts.len() >= 3);
+    // Every key flagged had a write acknowledged by Redis from before a restart.
+    for bad in report.violations() {
+        let explained = faulty.ops.iter().any(|rec| {
+            matches!(&rec.op, StoreOp::Kv(op) if bad.keys.iter().any(|k| format!("{op:?}").contains(&format!("{k:?}"))))
+                && rec.completed_at.is_some()
+                && restarts.iter().any(|&r| rec.invoked_at <= r)
+        });
+        assert!(
+            explained,
+            "{bad:?} flagged without an acknowledged write before a restart"
+        );
+    }
 }

@@ -100,21 +100,25 @@ fn workorder(
         args.requests,
         "check-real [{bar:40}] {pos}/{len} scans applied (eta {eta})",
     );
-    let result = runtime.block_on(racelab_adapters::check_real(opts, |applied, _| {
-        if let Some(b) = &bar {
-            b.set_position(applied);
-        }
-    }));
+    let result = runtime.block_on(racelab_adapters::check_real_with_history(
+        opts,
+        |applied, _| {
+            if let Some(b) = &bar {
+                b.set_position(applied);
+            }
+        },
+    ));
     clear(bar);
-    let report = match result {
-        Ok(report) => report,
+    let (report, history) = match result {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let linear = super::linear::check(&history);
     if args.json {
-        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", with_linearizability(&report, &linear));
     } else {
         out!(
             "workorder {} variant: {} scans, {} workers",
@@ -136,6 +140,7 @@ fn workorder(
                 out!("{} violated: {}", v.invariant, v.explanation);
             }
         }
+        print_linearizability(&history, &linear);
     }
     verdict_code(report.violations.is_empty())
 }
@@ -156,25 +161,54 @@ fn gateway(
         args.requests,
         "check-real [{bar:40}] {pos}/{len} requests finished (eta {eta})",
     );
-    let result = runtime.block_on(racelab_adapters::check_gateway(opts, |done, _| {
-        if let Some(b) = &bar {
-            b.set_position(done);
-        }
-    }));
+    let result = runtime.block_on(racelab_adapters::check_gateway_with_history(
+        opts,
+        |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        },
+    ));
     clear(bar);
-    let report = match result {
-        Ok(report) => report,
+    let (report, history) = match result {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let linear = super::linear::check(&history);
     if args.json {
-        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", with_linearizability(&report, &linear));
     } else {
         print_gateway(&report);
+        print_linearizability(&history, &linear);
     }
     verdict_code(report.violations.is_empty())
+}
+
+/// The report as JSON with the Redis keys' linearizability added (`linearizability`).
+fn with_linearizability(
+    report: &impl serde::Serialize,
+    linear: &racelab_sim::explore::linear::LinearReport,
+) -> serde_json::Value {
+    let mut row = serde_json::to_value(report).unwrap_or_default();
+    if let Some(map) = row.as_object_mut() {
+        map.insert("linearizability".into(), super::linear::json(linear));
+    }
+    row
+}
+
+/// The Redis keys' linearizability, after the verdict. Informative: Redis without
+/// persistence loses acknowledged writes at a restart, which the protocols must survive and
+/// which the checker shows key by key; it does not change the exit code.
+fn print_linearizability(
+    history: &racelab_core::History,
+    linear: &racelab_sim::explore::linear::LinearReport,
+) {
+    for line in super::linear::lines(history, linear) {
+        out!("{line}");
+    }
 }
 
 fn print_gateway(r: &GatewayReport) {

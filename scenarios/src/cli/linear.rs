@@ -10,11 +10,25 @@ pub(crate) fn check(history: &History) -> LinearReport {
     check_redis(history, LINEAR_BOUND)
 }
 
+/// How many objects not linearizable or undecided the text lists (JSON lists every key).
+const LISTED_MAX: usize = 10;
+
 /// The report as text lines: a summary, then one line per object not linearizable (its keys
-/// and the operation that could not be placed) or undecided (why).
+/// and the operation that could not be placed) or undecided (why), at most [`LISTED_MAX`].
 pub(crate) fn lines(history: &History, report: &LinearReport) -> Vec<String> {
     let mut out = vec![format!("Redis linearizability: {report}")];
-    for o in &report.objects {
+    let listed: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|o| !matches!(o.verdict, ObjectVerdict::Linearizable))
+        .collect();
+    if listed.len() > LISTED_MAX {
+        out.push(format!(
+            "  the first {LISTED_MAX} of {} objects not linearizable or undecided:",
+            listed.len()
+        ));
+    }
+    for o in listed.into_iter().take(LISTED_MAX) {
         match &o.verdict {
             ObjectVerdict::Linearizable => {}
             ObjectVerdict::NotLinearizable { prefix, stuck } => {
