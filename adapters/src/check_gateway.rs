@@ -289,10 +289,11 @@ pub async fn check_gateway_with_history(
     validate(&opts)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let run_id = format!(
-        "gw_{}_{}_{}",
+        "gw_{}_{}_{}_{}",
         opts.variant.as_str(),
         std::process::id(),
-        rng.random_range(0..1_000_000_000u64)
+        rng.random_range(0..1_000_000_000u64),
+        crate::fault_plan::next_run()
     );
     let schema = format!("rl_check_{run_id}");
     let prefix = format!("racelab:check:{run_id}:");

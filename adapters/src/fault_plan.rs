@@ -272,6 +272,14 @@ impl FaultPlan {
     }
 }
 
+/// A number no other real-server run of this process has had: with the process id it makes
+/// a run's schema and key prefix its own, even when two runs with the same seed go at once
+/// (as tests do).
+pub(crate) fn next_run() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use racelab_adapters::{
     check_gateway_with_history,
 };
 use racelab_core::{Fault, History, StoreOp, Variant};
-use racelab_sim::explore::linear::{LINEAR_BOUND, check_redis};
+use racelab_sim::explore::linear::{LINEAR_BOUND, check_redis, keys_of};
 
 fn requests() -> u64 {
     std::env::var("RACELAB_GW_REQUESTS")
@@ -149,7 +149,7 @@ fn redis_keys_are_linearizable_without_faults_and_flagged_where_a_restart_erased
     // Every key flagged had a write acknowledged by Redis from before a restart.
     for bad in report.violations() {
         let explained = faulty.ops.iter().any(|rec| {
-            matches!(&rec.op, StoreOp::Kv(op) if bad.keys.iter().any(|k| format!("{op:?}").contains(&format!("{k:?}"))))
+            matches!(&rec.op, StoreOp::Kv(op) if keys_of(op).unwrap_or_default().iter().any(|k| bad.keys.iter().any(|b| b == k)))
                 && rec.completed_at.is_some()
                 && restarts.iter().any(|&r| rec.invoked_at <= r)
         });

@@ -6,7 +6,7 @@
 
 use racelab_core::{Fault, History, StoreOp, Timestamp};
 use racelab_scenarios::{Profile, Variant, catalog, run_seed_in};
-use racelab_sim::explore::linear::{LINEAR_BOUND, ObjectReport, check_redis};
+use racelab_sim::explore::linear::{LINEAR_BOUND, ObjectReport, check_redis, keys_of};
 
 /// Seeds per race and variant.
 const SEEDS: u64 = 30;
@@ -24,13 +24,13 @@ fn redis_losses(h: &History) -> Vec<Timestamp> {
 /// or later): an acknowledged write a failover or restart could have erased.
 fn explained(h: &History, object: &ObjectReport, losses: &[Timestamp]) -> bool {
     h.ops.iter().any(|rec| {
-        let StoreOp::Kv(_) = &rec.op else {
+        let StoreOp::Kv(op) = &rec.op else {
             return false;
         };
-        let touches = object
-            .keys
+        let touches = keys_of(op)
+            .unwrap_or_default()
             .iter()
-            .any(|k| format!("{:?}", rec.op).contains(&format!("{k:?}")));
+            .any(|k| object.keys.iter().any(|o| o == k));
         touches && rec.completed_at.is_some() && losses.iter().any(|&l| rec.invoked_at <= l)
     })
 }

@@ -204,35 +204,14 @@ fn declares_its_keys(script: ScriptName) -> bool {
     )
 }
 
-/// The keys an operation touches; `None` for operations left out.
-fn keys_of(op: &KvOp) -> Option<Vec<&str>> {
-    Some(match op {
-        KvOp::Publish { .. } | KvOp::Ttl { .. } | KvOp::PTtl { .. } => return None,
-        KvOp::Script { keys, .. } => keys.iter().map(String::as_str).collect(),
-        KvOp::Get { key }
-        | KvOp::Set { key, .. }
-        | KvOp::Del { key }
-        | KvOp::IncrBy { key, .. }
-        | KvOp::PExpire { key, .. }
-        | KvOp::DecrBy { key, .. }
-        | KvOp::Expire { key, .. }
-        | KvOp::Exists { key }
-        | KvOp::HGet { key, .. }
-        | KvOp::HSet { key, .. }
-        | KvOp::HMGet { key, .. }
-        | KvOp::HGetAll { key }
-        | KvOp::HIncrBy { key, .. }
-        | KvOp::HDel { key, .. }
-        | KvOp::SAdd { key, .. }
-        | KvOp::SRem { key, .. }
-        | KvOp::SIsMember { key, .. }
-        | KvOp::SMembers { key }
-        | KvOp::SCard { key }
-        | KvOp::ZAdd { key, .. }
-        | KvOp::ZRem { key, .. }
-        | KvOp::ZRangeByScore { key, .. }
-        | KvOp::ZScore { key, .. } => vec![key.as_str()],
-    })
+/// The keys an operation is given (a script's `KEYS`); `None` for the operations the checker
+/// leaves out (`PUBLISH`, `TTL`, `PTTL`).
+pub fn keys_of(op: &KvOp) -> Option<Vec<&str>> {
+    match op {
+        KvOp::Publish { .. } | KvOp::Ttl { .. } | KvOp::PTtl { .. } => None,
+        KvOp::Script { keys, .. } => Some(keys.iter().map(String::as_str).collect()),
+        other => other.key().map(|k| vec![k]),
+    }
 }
 
 /// Union-find over key names.
