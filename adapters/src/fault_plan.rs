@@ -181,8 +181,8 @@ const SPREAD_TO_PERCENT: u64 = 80;
 
 impl FaultPlan {
     /// The plan of `options` over a run whose progress goes from 0 to `total`: every kind
-    /// `per_kind` times, the kinds of each round in an order drawn from `rng`, the points
-    /// evenly spread over 5-80 % of the progress.
+    /// `per_kind` times, the kinds of each round in an order drawn from `rng` (the kills after
+    /// a claim first of all), the points evenly spread over 5-80 % of the progress.
     pub fn new(options: &FaultOptions, total: u64, rng: &mut ChaCha8Rng) -> FaultPlan {
         let mut kinds = options.kinds.clone();
         kinds.sort();
@@ -196,6 +196,11 @@ impl FaultPlan {
             }
             order.extend(round);
         }
+        // A kill after a claim is only armed at its point and strikes at the next claim, so
+        // those come first: armed early, each has most of the run's claims still ahead of
+        // it, instead of being armed late and disarmed at the end unstruck (a run that
+        // finished its last claims while an earlier fault was being injected).
+        order.sort_by_key(|k| *k != FaultKind::KillAfterClaim);
         let n = order.len() as u64;
         let points = order
             .into_iter()
@@ -293,14 +298,21 @@ mod tests {
         assert_eq!(plan.len(), 18);
         let mut counts = FaultCounts::default();
         let mut last = 0;
+        let mut order = Vec::new();
         for progress in 0..=1_000 {
             while let Some(kind) = plan.due(progress) {
                 assert!((50..=800).contains(&progress), "due at {progress}");
                 assert!(progress >= last);
                 last = progress;
                 counts.add(kind);
+                order.push(kind);
             }
         }
+        // The kills after a claim are armed before anything else.
+        assert!(
+            order[..3].iter().all(|k| *k == FaultKind::KillAfterClaim),
+            "{order:?}"
+        );
         for kind in FaultKind::ALL {
             assert_eq!(counts.of(kind), 3, "{kind:?}");
         }
