@@ -495,6 +495,8 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
     let mut length = timeline_length(&run_pinned_minimised(
         race, variant, seed, &steps, &minimised,
     ));
+    // The seed's own workload's draw count (minimising changes values, not the stream).
+    let draws = workload_draws(race, variant, seed);
     for _round in 0..SHRINK_ROUNDS {
         let mut changed = false;
         for i in 0..steps.len() {
@@ -514,7 +516,6 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
                 }
             }
         }
-        let draws = workload_draws(race, variant, seed);
         for i in 0..draws {
             if minimised.contains(&i) {
                 continue;
@@ -550,7 +551,7 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
         steps,
         outcome,
         attempts,
-        workload_draws: workload_draws(race, variant, seed),
+        workload_draws: draws,
         minimised,
     })
 }

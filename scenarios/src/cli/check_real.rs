@@ -109,40 +109,33 @@ fn workorder(
         },
     ));
     clear(bar);
-    let (report, history) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let linear = super::linear::check(&history);
-    if args.json {
-        out!("{}", with_linearizability(&report, &linear));
-    } else {
-        out!(
-            "workorder {} variant: {} scans, {} workers",
-            report.variant,
-            report.requests,
-            report.workers
-        );
-        out!("faults: {}", faults_line(&report.faults_injected));
-        out!(
-            "operation latency p50 {} ms, p99 {} ms; quiescent: {}",
-            report.p50_ms,
-            report.p99_ms,
-            report.quiescent
-        );
-        if report.violations.is_empty() {
-            out!("no violation: every scan applied exactly once");
-        } else {
-            for v in &report.violations {
-                out!("{} violated: {}", v.invariant, v.explanation);
+    finish(
+        args.json,
+        result,
+        |r| r.violations.is_empty(),
+        |report| {
+            out!(
+                "workorder {} variant: {} scans, {} workers",
+                report.variant,
+                report.requests,
+                report.workers
+            );
+            out!("faults: {}", faults_line(&report.faults_injected));
+            out!(
+                "operation latency p50 {} ms, p99 {} ms; quiescent: {}",
+                report.p50_ms,
+                report.p99_ms,
+                report.quiescent
+            );
+            if report.violations.is_empty() {
+                out!("no violation: every scan applied exactly once");
+            } else {
+                for v in &report.violations {
+                    out!("{} violated: {}", v.invariant, v.explanation);
+                }
             }
-        }
-        print_linearizability(&history, &linear);
-    }
-    verdict_code(report.violations.is_empty())
+        },
+    )
 }
 
 fn gateway(
@@ -170,6 +163,23 @@ fn gateway(
         },
     ));
     clear(bar);
+    finish(
+        args.json,
+        result,
+        |r| r.violations.is_empty(),
+        print_gateway,
+    )
+}
+
+/// Ends a run: a set-up failure is exit code 2; otherwise the report as JSON (with the Redis
+/// keys' linearizability added) or as text (`print`, then the linearizability lines), and the
+/// exit code from whether it `holds`.
+fn finish<R: serde::Serialize>(
+    json: bool,
+    result: Result<(R, racelab_core::History), racelab_adapters::AdapterError>,
+    holds: impl Fn(&R) -> bool,
+    print: impl Fn(&R),
+) -> ExitCode {
     let (report, history) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -178,13 +188,13 @@ fn gateway(
         }
     };
     let linear = super::linear::check(&history);
-    if args.json {
+    if json {
         out!("{}", with_linearizability(&report, &linear));
     } else {
-        print_gateway(&report);
+        print(&report);
         print_linearizability(&history, &linear);
     }
-    verdict_code(report.violations.is_empty())
+    verdict_code(holds(&report))
 }
 
 /// The report as JSON with the Redis keys' linearizability added (`linearizability`).
