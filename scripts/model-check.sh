@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The model-checking lanes, each its own build in its own target directory:
 #
-# - loom: the shared health table and failure queue of racelab-local (R-003-02, R-003-03,
-#   R-001-04, R-001-02). Buggy and DocFix must be caught; Correct is explored exhaustively
+# - loom: the shared health table, failure queue and endpoint router of racelab-local
+#   (R-003-02, R-003-03, R-001-04, R-001-02, R-000-15). Buggy and DocFix must be caught; Correct is explored exhaustively
 #   under the preemption bound each model states. No LOOM_MAX_DURATION: a model that runs
 #   out of time must not pass silently, so the bound, not a clock, limits it.
 # - madsim: the proxy's async code under madsim's seeded task order (R-001-01, R-001-02,

@@ -7,6 +7,9 @@
 //!   [`racelab_core::health`]'s; these types only decide the critical sections (a `Mutex`
 //!   around the core type for `Correct`, the ported check-then-act and load/store splits for
 //!   the others).
+//! - [`SharedRouter`]: document 000's endpoint router ([`racelab_core::route::Router`]) shared
+//!   by a gateway's threads: `Buggy`/`DocFix` update it by read-modify-write, as the
+//!   document's selection statistics are, `Correct` in one critical section per operation.
 //! - [`LocalProxy`]: request forwarding, the health monitor's probe round and the failure
 //!   queue's recovery round as `async fn`s over an [`Upstream`], with the documents' await
 //!   points, plus an [`EventLog`] and the invariants judged on it ([`no_dispatch_after_401`],
@@ -22,6 +25,7 @@
 mod log;
 mod proxy;
 mod queue;
+mod router;
 pub mod sync;
 mod table;
 
@@ -30,4 +34,5 @@ pub use log::{
 };
 pub use proxy::{ATTEMPTS_MAX, CallKind, Forwarded, LocalProxy, Upstream};
 pub use queue::{QueueAdd, RecoveryTicket, SharedFailureQueue};
+pub use router::SharedRouter;
 pub use table::SharedHealthTable;

@@ -1,5 +1,6 @@
 //! racelab-models: loom models of the in-process shared structures of `racelab-local`
-//! (the proxy's endpoint health table and failure queue, documents 001 and 003).
+//! (the proxy's endpoint health table and failure queue, documents 001 and 003; the
+//! gateway's endpoint router, document 000).
 //!
 //! The models are the integration tests `tests/loom_*.rs`, compiled only under `--cfg loom`
 //! (a normal `cargo test` builds them to nothing); `scripts/model-check.sh` runs them:

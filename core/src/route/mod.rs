@@ -158,6 +158,8 @@ pub struct Router {
     in_flight: BTreeMap<AttemptId, InFlight>,
     next_attempt: u64,
     candidates: Vec<usize>,
+    /// Outcomes recorded per endpoint (requests and probes), exact integers (P2).
+    recorded: Vec<u64>,
 }
 
 impl Router {
@@ -186,6 +188,7 @@ impl Router {
             in_flight: BTreeMap::new(),
             next_attempt: 0,
             candidates: Vec::with_capacity(n),
+            recorded: vec![0; n],
         })
     }
 
@@ -202,6 +205,13 @@ impl Router {
     /// Attempts handed out and not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// The outcomes recorded for `endpoint` so far (requests and probes): R-000-15's P2 says
+    /// this equals the outcomes its attempts produced; `None` for an unknown endpoint.
+    pub fn recorded(&self, endpoint: EndpointId) -> Option<u64> {
+        let index = self.endpoints.iter().position(|e| *e == endpoint)?;
+        Some(self.recorded[index])
     }
 
     /// Whether the gate lets requests go to `endpoint` now.
@@ -304,6 +314,7 @@ impl Router {
             .remove(&id)
             .ok_or(RouteError::UnknownAttempt(id.0))?;
         let endpoint = self.endpoints[attempt.index];
+        self.recorded[attempt.index] += 1;
         let source = if attempt.probe {
             self.probe_in_flight[attempt.index] = false;
             Source::Probe

@@ -267,7 +267,8 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
 proptest::proptest! {
     /// P1 of R-000-15 over random failure scripts, for every policy: a request only goes to
     /// an endpoint the table calls healthy at that moment, a probe only to one it does not,
-    /// at most one probe per endpoint is in flight, and every attempt is recorded once.
+    /// at most one probe per endpoint is in flight, and every attempt is recorded once (and
+    /// counted once: P2).
     #[test]
     fn the_gate_holds_for_every_policy_over_random_scripts(
         steps in proptest::collection::vec(step(), 1..200),
@@ -285,6 +286,7 @@ proptest::proptest! {
             let mut rng = RandomStream::for_process(seed, 0, 0);
             let mut now = 0u64;
             let mut flying: Vec<Attempt> = Vec::new();
+            let mut outcomes = std::collections::BTreeMap::<EndpointId, u64>::new();
             for s in &steps {
                 let t = Timestamp::from_ms(now);
                 match s {
@@ -322,10 +324,16 @@ proptest::proptest! {
                             router.record(a.id, t, o),
                             Err(RouteError::UnknownAttempt(a.id.0))
                         );
+                        *outcomes.entry(a.endpoint).or_default() += 1;
                     }
                     Step::Wait(ms) => now += u64::from(*ms) * 10,
                 }
                 proptest::prop_assert_eq!(router.in_flight(), flying.len());
+                for e in E {
+                    // P2: the router's count is the outcomes recorded, each once.
+                    let expected = outcomes.get(&e).copied().unwrap_or(0);
+                    proptest::prop_assert_eq!(router.recorded(e), Some(expected));
+                }
             }
         }
     }
