@@ -19,6 +19,10 @@
 //!   already recorded a failure from that endpoint in the same episode. Probes are counted
 //!   apart.
 //!
+//! A second experiment, [`herding`], runs several gateway instances that share their load
+//! through a store read with a lag, on endpoints whose latency grows with their load: stale
+//! shared load sends every instance to the same shortest queue.
+//!
 //! The scenarios are fixed here, not tuned to any policy: Linkerd's "Beyond Round Robin"
 //! comparison (11 endpoints, median 167 ms, one forced to 2 s; its 30 s slow period halved
 //! with the run so the bench takes seconds), an endpoint failing fast with 503/429, a key
@@ -307,6 +311,8 @@ pub struct RouteBench {
     pub shipped: String,
     /// One table per scenario.
     pub scenarios: Vec<ScenarioTable>,
+    /// Several instances sharing load with a lag: where stale load makes them herd.
+    pub herding: HerdingTable,
 }
 
 /// Runs every router on every scenario.
@@ -337,6 +343,7 @@ pub fn run() -> RouteBench {
         timeout_ms: TIMEOUT_MS,
         shipped: SHIPPED.to_string(),
         scenarios,
+        herding: herding(),
     }
 }
 
@@ -554,6 +561,260 @@ fn target(rows: &[Row]) -> Target {
     }
 }
 
+/// The herding experiment's figures: several gateway instances sharing their load through
+/// a store with a lag, on endpoints whose latency grows with their load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HerdingTable {
+    /// What it models.
+    pub summary: String,
+    /// Gateway instances.
+    pub instances: u32,
+    /// Endpoints.
+    pub endpoints: u32,
+    /// Requests sent (all instances).
+    pub requests: u64,
+    /// One row per (policy, sharing).
+    pub rows: Vec<HerdRow>,
+}
+
+/// One policy under one way of sharing load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HerdRow {
+    /// The policy.
+    pub policy: String,
+    /// `local` (each instance counts only its own requests), or `shared-<lag>ms`: every
+    /// instance publishes its outstanding requests per endpoint and reads the others' every
+    /// `lag` ms (`shared-0ms`: exact global load).
+    pub sharing: String,
+    /// Requests answered 200 within the timeout, per mille.
+    pub success_per_mille: u64,
+    /// The client's median wait, ms.
+    pub p50_ms: u64,
+    /// The client's 99th percentile wait, ms.
+    pub p99_ms: u64,
+    /// The most requests in flight at one endpoint at any instant (a fair share is the
+    /// total in flight over the endpoints).
+    pub peak_in_flight: u64,
+    /// Per second, the share of the requests sent that went to the most chosen endpoint,
+    /// per mille, as the median over the seconds of the run (a fair share is 1000 / endpoints).
+    pub top_share_per_mille: u64,
+}
+
+/// Gateway instances in the herding experiment.
+pub const HERD_INSTANCES: u32 = 4;
+/// Endpoints in the herding experiment.
+pub const HERD_ENDPOINTS: u32 = 10;
+/// Its duration, ms of virtual time (one request per ms across the instances).
+pub const HERD_DURATION_MS: u64 = 20_000;
+/// An endpoint's latency grows by this many ms per request already in flight there.
+pub const HERD_MS_PER_IN_FLIGHT: u64 = 8;
+/// The lags of the shared load, ms.
+pub const HERD_LAGS_MS: [u64; 3] = [0, 100, 1_000];
+
+/// The policies the herding table compares (the shipped one does not read load).
+fn herd_policies() -> Vec<Policy> {
+    vec![
+        Policy::Uniform,
+        Policy::LeastLoaded,
+        Policy::LeastOutstanding,
+        Policy::PeakEwma { tau_ms: 10_000.0 },
+        Policy::DiscountedThompson {
+            gamma: 0.999,
+            censored: true,
+        },
+    ]
+}
+
+/// Runs the herding experiment: [`HERD_INSTANCES`] gateways, each with its own router and
+/// random stream, take turns sending one request per ms to [`HERD_ENDPOINTS`] equal
+/// endpoints (log-normal latency, median 40 ms, plus [`HERD_MS_PER_IN_FLIGHT`] per request in
+/// flight there when it arrives, so piling onto one endpoint is slow and past the 1 s timeout
+/// fails). Each load-based policy runs with local load only and with load shared at each lag
+/// of [`HERD_LAGS_MS`]; stale shared load makes every instance see the same shortest queue.
+pub fn herding() -> HerdingTable {
+    let mut rows = Vec::new();
+    for policy in herd_policies() {
+        let load_based = matches!(
+            policy,
+            Policy::LeastLoaded | Policy::LeastOutstanding | Policy::PeakEwma { .. }
+        );
+        rows.push(herd_run(policy, None));
+        if load_based {
+            for lag in HERD_LAGS_MS {
+                rows.push(herd_run(policy, Some(lag)));
+            }
+        }
+    }
+    HerdingTable {
+        summary: format!(
+            "{HERD_INSTANCES} gateway instances, {HERD_ENDPOINTS} equal endpoints (median 40 ms \
+             + {HERD_MS_PER_IN_FLIGHT} ms per request in flight there), 1,000 requests per \
+             second in all, load shared through a store read every lag ms"
+        ),
+        instances: HERD_INSTANCES,
+        endpoints: HERD_ENDPOINTS,
+        requests: HERD_DURATION_MS,
+        rows,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct HerdDone {
+    at_ms: u64,
+    instance: u32,
+    attempt: u64,
+    endpoint: u32,
+    /// The router learns the outcome now (at the answer, or at the client's timeout).
+    record: Option<Observation>,
+    /// The endpoint finishes the request now (it works on after a client timed out).
+    release: bool,
+}
+
+fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
+    let n = HERD_ENDPOINTS as usize;
+    let ids: Vec<EndpointId> = (0..HERD_ENDPOINTS).map(EndpointId).collect();
+    let mut routers: Vec<Router> = (0..HERD_INSTANCES)
+        .map(|_| {
+            // Invariant: HERD_ENDPOINTS is within 1..=ENDPOINTS_MAX.
+            Router::new(RouterConfig::gated(policy), &ids).expect("valid endpoints")
+        })
+        .collect();
+    let mut rngs: Vec<RandomStream> = (0..HERD_INSTANCES)
+        .map(|k| RandomStream::for_process(SEED, k as u16, 0))
+        .collect();
+    // What each instance last published (its own outstanding per endpoint).
+    let mut published: Vec<Vec<u32>> = vec![vec![0; n]; HERD_INSTANCES as usize];
+    let mut in_flight = vec![0u64; n];
+    let mut heap: BinaryHeap<Reverse<HerdDone>> = BinaryHeap::new();
+    let mut waits = Vec::with_capacity(HERD_DURATION_MS as usize);
+    let (mut successes, mut peak) = (0u64, 0u64);
+    let mut second = vec![0u64; n];
+    let mut top_shares = Vec::new();
+    let mut t = 0u64;
+    while t < HERD_DURATION_MS || !heap.is_empty() {
+        let now = Timestamp::from_ms(t);
+        while heap.peek().is_some_and(|d| d.0.at_ms <= t) {
+            let Some(Reverse(d)) = heap.pop() else { break };
+            if d.release {
+                in_flight[d.endpoint as usize] -= 1;
+            }
+            if let Some(obs) = d.record {
+                let router = &mut routers[d.instance as usize];
+                let recorded = router.record(AttemptId(d.attempt), now, obs);
+                assert!(recorded.is_ok(), "every attempt is recorded once");
+            }
+        }
+        if t >= HERD_DURATION_MS {
+            t += 1;
+            continue;
+        }
+        if let Some(lag) = lag_ms
+            && t.is_multiple_of(lag.max(1))
+        {
+            for (k, r) in routers.iter().enumerate() {
+                published[k].copy_from_slice(r.own_load());
+            }
+            for (k, r) in routers.iter_mut().enumerate() {
+                let peers: Vec<u32> = (0..n)
+                    .map(|e| {
+                        (0..HERD_INSTANCES as usize)
+                            .filter(|j| *j != k)
+                            .map(|j| published[j][e])
+                            .sum()
+                    })
+                    .collect();
+                // Invariant: one figure per endpoint.
+                r.set_peer_load(&peers).expect("one figure per endpoint");
+            }
+        }
+        let k = (t % u64::from(HERD_INSTANCES)) as usize;
+        // Timeouts can close an endpoint in an instance's gate: it probes it back (a probe
+        // is answered like a request, without adding to the endpoint's load).
+        while let Some(p) = routers[k].poll_probe(now) {
+            let e = p.endpoint.0 as usize;
+            let latency = 40 + HERD_MS_PER_IN_FLIGHT * in_flight[e];
+            let (at, obs) = if latency <= TIMEOUT_MS {
+                (t + latency, Observation::Success)
+            } else {
+                (t + TIMEOUT_MS, Observation::Timeout)
+            };
+            heap.push(Reverse(HerdDone {
+                at_ms: at,
+                instance: k as u32,
+                attempt: p.id.0,
+                endpoint: e as u32,
+                record: Some(obs),
+                release: false,
+            }));
+        }
+        let Ok(a) = routers[k].pick(now, &mut rngs[k]) else {
+            // Every endpoint is closed in this instance's gate: the request fails at once.
+            waits.push(TIMEOUT_MS);
+            t += 1;
+            continue;
+        };
+        let e = a.endpoint.0 as usize;
+        let h = mix(SEED ^ mix(t ^ 0x4E5D));
+        let u1 = 1.0 - unit(h);
+        let u2 = unit(mix(h));
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let base = (40.0 * (0.35 * z).exp()).round().max(1.0) as u64;
+        let latency = base + HERD_MS_PER_IN_FLIGHT * in_flight[e];
+        in_flight[e] += 1;
+        peak = peak.max(in_flight[e]);
+        second[e] += 1;
+        let ok = latency <= TIMEOUT_MS;
+        successes += u64::from(ok);
+        let wait = latency.min(TIMEOUT_MS);
+        waits.push(wait);
+        let done = HerdDone {
+            at_ms: t + latency,
+            instance: k as u32,
+            attempt: a.id.0,
+            endpoint: e as u32,
+            record: Some(Observation::Success),
+            release: true,
+        };
+        if ok {
+            heap.push(Reverse(done));
+        } else {
+            // The client gives up at its timeout; the endpoint works on until it is done.
+            heap.push(Reverse(HerdDone {
+                at_ms: t + TIMEOUT_MS,
+                record: Some(Observation::Timeout),
+                release: false,
+                ..done
+            }));
+            heap.push(Reverse(HerdDone {
+                record: None,
+                ..done
+            }));
+        }
+        if (t + 1).is_multiple_of(1000) {
+            let sent: u64 = second.iter().sum();
+            let top = second.iter().copied().max().unwrap_or(0);
+            top_shares.push(top * 1000 / sent.max(1));
+            second.iter_mut().for_each(|c| *c = 0);
+        }
+        t += 1;
+    }
+    waits.sort_unstable();
+    top_shares.sort_unstable();
+    let pct = |p: usize| {
+        let i = (waits.len() * p / 100).min(waits.len().saturating_sub(1));
+        waits.get(i).copied().unwrap_or(0)
+    };
+    HerdRow {
+        policy: policy.name().to_string(),
+        sharing: lag_ms.map_or("local".to_string(), |l| format!("shared-{l}ms")),
+        success_per_mille: successes * 1000 / HERD_DURATION_MS,
+        p50_ms: pct(50),
+        p99_ms: pct(99),
+        peak_in_flight: peak,
+        top_share_per_mille: top_shares.get(top_shares.len() / 2).copied().unwrap_or(0),
+    }
+}
+
 /// Line colours, one per router in table order.
 const COLOURS: [&str; 10] = [
     "#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -662,6 +923,28 @@ pub fn html(bench: &RouteBench) -> String {
         ));
         page.push_str(&chart("success rate (%) per second of the run", &success));
     }
+    let h = &bench.herding;
+    page.push_str(&format!(
+        "<h2>herding</h2><p>{}</p><table border=\"1\" cellpadding=\"3\" \
+         style=\"border-collapse:collapse\"><tr><th>policy</th><th>load</th>\
+         <th>success %</th><th>p50 ms</th><th>p99 ms</th><th>peak in flight at one \
+         endpoint</th><th>top endpoint's share %</th></tr>",
+        escape(&h.summary)
+    ));
+    for r in &h.rows {
+        page.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.1}</td></tr>",
+            escape(&r.policy),
+            escape(&r.sharing),
+            r.success_per_mille as f64 / 10.0,
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_in_flight,
+            r.top_share_per_mille as f64 / 10.0
+        ));
+    }
+    page.push_str("</table>");
     page.push_str("</body></html>\n");
     page
 }

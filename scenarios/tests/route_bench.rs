@@ -92,3 +92,43 @@ fn the_gate_stops_traffic_to_a_revoked_key_and_the_document_code_does_not() {
         }
     }
 }
+
+#[test]
+fn stale_shared_load_makes_instances_herd_and_p2c_limits_it() {
+    let bench = route_bench::run();
+    let h = &bench.herding;
+    let row = |policy: &str, sharing: &str| {
+        h.rows
+            .iter()
+            .find(|r| r.policy == policy && r.sharing == sharing)
+            .unwrap_or_else(|| panic!("no row {policy} {sharing}"))
+    };
+    let fair = 1000 / u64::from(h.endpoints);
+    // Exact shared load: join-the-shortest-queue spreads evenly.
+    let exact = row("least-loaded", "shared-0ms");
+    assert!(exact.top_share_per_mille <= fair + fair / 5, "{exact:?}");
+    assert_eq!(exact.success_per_mille, 1000, "{exact:?}");
+    // Read a second late, every instance joins the same stale shortest queue.
+    let stale = row("least-loaded", "shared-1000ms");
+    assert!(stale.top_share_per_mille >= 2 * fair, "{stale:?}");
+    assert!(
+        stale.peak_in_flight >= 5 * exact.peak_in_flight,
+        "{stale:?}"
+    );
+    assert!(stale.success_per_mille < 1000, "{stale:?}");
+    // Two random choices bound the damage of the same stale load: no request fails and the
+    // pile-up is a third of join-the-shortest-queue's.
+    let p2c = row("p2c-least-outstanding", "shared-1000ms");
+    assert_eq!(p2c.success_per_mille, 1000, "{p2c:?}");
+    assert!(
+        3 * p2c.peak_in_flight <= stale.peak_in_flight + 3,
+        "{p2c:?}"
+    );
+    // Local load alone is close to exact shared load: sharing with a lag buys nothing here.
+    let local = row("p2c-least-outstanding", "local");
+    assert!(local.p99_ms <= exact.p99_ms + exact.p99_ms / 4, "{local:?}");
+    // The shipped policy reads no load; on load-sensitive endpoints its argmax over delayed
+    // rewards piles onto one endpoint by itself (reported in the README, not hidden).
+    let shipped = row(SHIPPED, "local");
+    assert!(shipped.top_share_per_mille >= 2 * fair, "{shipped:?}");
+}

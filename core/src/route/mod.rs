@@ -12,6 +12,7 @@
 //! | `Weighted`          | at random, weighted by each endpoint's decayed mean reward           |
 //! | `RoundRobin`        | in turn                                                              |
 //! | `LeastOutstanding`  | the less loaded of two random endpoints (P2C)                        |
+//! | `LeastLoaded`       | the least loaded of all (join the shortest queue; herds on stale load) |
 //! | `PeakEwma`          | the cheaper of two random endpoints, cost = peak-EWMA latency × (outstanding + 1) (Finagle, Linkerd) |
 //! | `Ucb1`              | the highest mean reward + sqrt(2 ln t / n) (Auer et al. 2002)         |
 //! | `SlidingWindowUcb`  | UCB over the last `window` outcomes only (Garivier and Moulines 2011) |
@@ -160,6 +161,11 @@ pub struct Router {
     candidates: Vec<usize>,
     /// Outcomes recorded per endpoint (requests and probes), exact integers (P2).
     recorded: Vec<u64>,
+    /// Other instances' outstanding requests per endpoint, as last read from the shared
+    /// store ([`Router::set_peer_load`]); added to this router's own in every load figure.
+    peer_load: Vec<u32>,
+    /// `outstanding + peer_load`, the load figures the policy reads.
+    load: Vec<u32>,
 }
 
 impl Router {
@@ -189,6 +195,8 @@ impl Router {
             next_attempt: 0,
             candidates: Vec::with_capacity(n),
             recorded: vec![0; n],
+            peer_load: vec![0; n],
+            load: vec![0; n],
         })
     }
 
@@ -212,6 +220,25 @@ impl Router {
     pub fn recorded(&self, endpoint: EndpointId) -> Option<u64> {
         let index = self.endpoints.iter().position(|e| *e == endpoint)?;
         Some(self.recorded[index])
+    }
+
+    /// Sets the other gateway instances' outstanding requests per endpoint (in configured
+    /// order), as read from the store they share them through. The read may be stale: that
+    /// lag is what makes instances herd (`route-bench`'s herding table). Until it is called,
+    /// and after a call with the wrong length (an error), the router knows only its own load.
+    pub fn set_peer_load(&mut self, peer: &[u32]) -> Result<(), ConfigError> {
+        if peer.len() != self.endpoints.len() {
+            self.peer_load.iter_mut().for_each(|p| *p = 0);
+            return Err(ConfigError::Endpoints);
+        }
+        self.peer_load.copy_from_slice(peer);
+        Ok(())
+    }
+
+    /// This router's own outstanding requests (not probes) per endpoint, in configured
+    /// order: what an instance publishes for the others.
+    pub fn own_load(&self) -> &[u32] {
+        &self.outstanding
     }
 
     /// Whether the gate lets requests go to `endpoint` now.
@@ -238,9 +265,13 @@ impl Router {
             self.age_sum_ms[i] =
                 (u64::from(self.outstanding[i]) * now.as_ms()).saturating_sub(self.start_sum_ms[i]);
         }
+        for i in 0..self.endpoints.len() {
+            self.load[i] = self.outstanding[i].saturating_add(self.peer_load[i]);
+        }
         let index = self.stats.choose(
             &self.candidates,
             &self.outstanding,
+            &self.load,
             &self.age_sum_ms,
             now,
             rng,

@@ -29,6 +29,11 @@ pub enum Policy {
     RoundRobin,
     /// The one with fewer outstanding requests of two distinct random endpoints.
     LeastOutstanding,
+    /// The one with the fewest outstanding requests of all (join the shortest queue), ties
+    /// broken at random. Not in [`Policy::all`]: it is the policy that herds when the load it
+    /// reads is stale (instances sharing load through a store with a lag all see the same
+    /// shortest queue and all join it); `route-bench`'s herding table compares it with P2C.
+    LeastLoaded,
     /// The cheaper of two random endpoints, cost = peak-EWMA latency × (outstanding + 1).
     PeakEwma {
         /// The EWMA's time constant in milliseconds (Finagle's default is 10 s).
@@ -63,6 +68,7 @@ impl Policy {
             Policy::Weighted { .. } => "weighted",
             Policy::RoundRobin => "round-robin",
             Policy::LeastOutstanding => "p2c-least-outstanding",
+            Policy::LeastLoaded => "least-loaded",
             Policy::PeakEwma { .. } => "p2c-peak-ewma",
             Policy::Ucb1 => "ucb1",
             Policy::SlidingWindowUcb { .. } => "sw-ucb",
@@ -163,11 +169,14 @@ impl Stats {
         }
     }
 
-    /// Chooses one of `candidates` (non-empty).
+    /// Chooses one of `candidates` (non-empty). `outstanding` is this router's own requests
+    /// in flight (whose summed ages are `age_sum_ms`), `load` the same plus the other
+    /// instances' as last read: the load-based policies read `load`.
     pub(super) fn choose(
         &mut self,
         candidates: &[usize],
         outstanding: &[u32],
+        load: &[u32],
         age_sum_ms: &[u64],
         now: Timestamp,
         rng: &mut RandomStream,
@@ -200,17 +209,22 @@ impl Stats {
             }
             Policy::LeastOutstanding => {
                 let (a, b) = two(candidates, rng);
-                if outstanding[b] < outstanding[a] {
-                    b
-                } else {
-                    a
-                }
+                if load[b] < load[a] { b } else { a }
+            }
+            Policy::LeastLoaded => {
+                let least = candidates.iter().map(|&i| load[i]).min();
+                let tied: Vec<usize> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|&i| Some(load[i]) == least)
+                    .collect();
+                tied[rng.below(tied.len() as u64) as usize]
             }
             Policy::PeakEwma { tau_ms } => {
                 let (a, b) = two(candidates, rng);
                 let cost = |i: usize| {
                     let decayed = self.decayed_ewma(i, now, tau_ms);
-                    decayed * f64::from(outstanding[i] + 1)
+                    decayed * f64::from(load[i].saturating_add(1))
                 };
                 if cost(b) < cost(a) { b } else { a }
             }
@@ -280,7 +294,10 @@ impl Stats {
     pub(super) fn observe(&mut self, i: usize, reward: f64, latency_ms: f64, now: Timestamp) {
         self.total += 1;
         match self.policy {
-            Policy::Uniform | Policy::RoundRobin | Policy::LeastOutstanding => {}
+            Policy::Uniform
+            | Policy::RoundRobin
+            | Policy::LeastOutstanding
+            | Policy::LeastLoaded => {}
             Policy::Weighted { decay } => {
                 self.mean[i] = self.mean[i] * decay + reward * (1.0 - decay);
             }

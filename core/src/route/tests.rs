@@ -132,12 +132,12 @@ fn a_401_is_sticky_until_a_probe_started_after_it_succeeds() {
     let mut router = Router::new(RouterConfig::gated(Policy::RoundRobin), &E).unwrap();
     let mut rng = RandomStream::for_process(1, 0, 0);
     let t = Timestamp::from_ms;
-    let a = router.pick(t(0), &mut rng).unwrap();
-    let b = router.pick(t(0), &mut rng).unwrap();
+    let a = router.pick(Timestamp::ZERO, &mut rng).unwrap();
+    let b = router.pick(Timestamp::ZERO, &mut rng).unwrap();
     assert_eq!((a.endpoint, b.endpoint), (E[0], E[1]));
     // Two attempts to E0 in flight; one answers 401, then the older one succeeds late.
-    let c = router.pick(t(1), &mut rng).unwrap();
-    let d = router.pick(t(1), &mut rng).unwrap();
+    let c = router.pick(Timestamp::from_ms(1), &mut rng).unwrap();
+    let d = router.pick(Timestamp::from_ms(1), &mut rng).unwrap();
     assert_eq!(d.endpoint, E[0]);
     assert_eq!(
         router.record(d.id, t(5), Observation::Unauthorized),
@@ -264,6 +264,38 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     ]
 }
 
+#[test]
+fn peer_load_steers_the_load_based_policies_and_a_wrong_length_is_an_error() {
+    let mut rng = RandomStream::for_process(3, 0, 0);
+    for policy in [Policy::LeastLoaded, Policy::LeastOutstanding] {
+        let mut router = Router::new(RouterConfig::gated(policy), &E).unwrap();
+        // The others load E[0] and E[1] heavily: every pick goes to E[2] (P2C: whenever E[2]
+        // is one of the two drawn; least-loaded: always).
+        router.set_peer_load(&[50, 50, 0]).unwrap();
+        let picks: Vec<EndpointId> = (0..30)
+            .map(|_| router.pick(Timestamp::ZERO, &mut rng).unwrap().endpoint)
+            .collect();
+        let to_e2 = picks.iter().filter(|e| **e == E[2]).count();
+        if policy == Policy::LeastLoaded {
+            assert_eq!(to_e2, 30, "{policy:?}");
+        } else {
+            assert!(to_e2 >= 15, "{policy:?}: {to_e2}");
+        }
+        let own = router.own_load().to_vec();
+        assert_eq!((own.iter().sum::<u32>(), own[2] as usize), (30, to_e2));
+        assert_eq!(router.set_peer_load(&[1]), Err(ConfigError::Endpoints));
+        // Back to its own load only: E[2] is now the longest queue, and neither policy
+        // picks the longest of all.
+        if own[2] > own[0].max(own[1]) {
+            let next = router
+                .pick(Timestamp::from_ms(1), &mut rng)
+                .unwrap()
+                .endpoint;
+            assert_ne!(next, E[2], "{policy:?}");
+        }
+    }
+}
+
 proptest::proptest! {
     /// P1 of R-000-15 over random failure scripts, for every policy: a request only goes to
     /// an endpoint the table calls healthy at that moment, a probe only to one it does not,
@@ -281,7 +313,7 @@ proptest::proptest! {
             Observation::ServerError,
             Observation::Timeout,
         ];
-        for policy in Policy::all() {
+        for policy in Policy::all().into_iter().chain([Policy::LeastLoaded]) {
             let mut router = Router::new(RouterConfig::gated(policy), &E).unwrap();
             let mut rng = RandomStream::for_process(seed, 0, 0);
             let mut now = 0u64;

@@ -84,5 +84,30 @@ pub(crate) fn route_bench(json: bool, out: Option<&std::path::Path>) -> ExitCode
             yn(t.none_to_known_down)
         );
     }
+    let h = &bench.herding;
+    out!();
+    out!("herding: {} ({} requests)", h.summary, h.requests);
+    out!(
+        "  {:<22} {:<14} {:>8} {:>6} {:>6} {:>10} {:>10}",
+        "policy",
+        "load",
+        "success",
+        "p50",
+        "p99",
+        "peak busy",
+        "top share"
+    );
+    for r in &h.rows {
+        out!(
+            "  {:<22} {:<14} {:>7.1}% {:>6} {:>6} {:>10} {:>9.1}%",
+            r.policy,
+            r.sharing,
+            r.success_per_mille as f64 / 10.0,
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_in_flight,
+            r.top_share_per_mille as f64 / 10.0
+        );
+    }
     ExitCode::SUCCESS
 }
