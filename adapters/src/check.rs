@@ -59,11 +59,10 @@ use crate::AdapterError;
 use crate::driver::{Clock, Completion, Control, DriveEnd, DriverConfig, Observer, Stores, drive};
 use crate::fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
 use crate::postgres::PgSql;
-use crate::proxy::FaultProxy;
 use crate::queue::RedisQueue;
 use crate::recorder::Recorder;
 use crate::redis_kv::RedisKv;
-use crate::redis_server::OwnRedis;
+use crate::run_env::{Injector, RunEnv};
 
 /// Where the run's Redis comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +202,8 @@ const PRODUCER: ProcessId = ProcessId(99);
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
 /// How often the run looks at its fault plan.
 const FAULT_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long a latency spike lasts.
+const SPIKE: std::time::Duration = std::time::Duration::from_millis(300);
 /// How long the producer waits between two looks at the run.
 const PRODUCER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -234,47 +235,17 @@ pub async fn check_real_with_history(
 ) -> Result<(CheckRealReport, History), AdapterError> {
     validate(&opts)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let run_id = format!(
-        "{}_{}_{}_{}",
-        opts.variant.as_str(),
-        std::process::id(),
-        rng.random_range(0..1_000_000_000u64),
-        crate::fault_plan::next_run()
-    );
-    let schema = format!("rl_check_{run_id}");
-    let prefix = format!("racelab:check:{run_id}:");
-
-    // Servers, and the proxies the workers go through.
-    let mut own_redis = match &opts.redis {
-        RedisTarget::Spawn { binary } => Some(OwnRedis::start(binary).await?),
-        RedisTarget::Url(_) => None,
-    };
-    let redis_url = match (&opts.redis, &own_redis) {
-        (_, Some(own)) => own.url(),
-        (RedisTarget::Url(url), None) => url.clone(),
-        (RedisTarget::Spawn { .. }, None) => {
-            return Err(AdapterError::InvalidInput("no Redis".into()));
+    let label = opts.variant.as_str();
+    let mut env = RunEnv::start(label, &mut rng, &opts.redis, &opts.pg_url, &opts.faults).await?;
+    let admin_queue = RedisQueue::connect(&env.redis_url, &env.prefix, opts.queue_lock).await;
+    let mut admin_queue = match admin_queue {
+        Ok(q) => q,
+        Err(e) => {
+            env.finish(opts.keep_data).await;
+            return Err(e);
         }
     };
-    let mut admin_kv = RedisKv::connect(&redis_url, &prefix).await?;
-    let mut admin_queue = RedisQueue::connect(&redis_url, &prefix, opts.queue_lock).await?;
-    let mut admin_pg = PgSql::connect(&opts.pg_url, &schema).await?;
-    let (redis_proxy, pg_proxy) = if opts.faults.needs_proxy() {
-        let r = FaultProxy::start(target_of(&redis_url, 6379).await?).await?;
-        let p = FaultProxy::start(target_of(&opts.pg_url, 5432).await?).await?;
-        (Some(r), Some(p))
-    } else {
-        (None, None)
-    };
-    let worker_redis_url = match &redis_proxy {
-        Some(p) => with_authority(&redis_url, &p.addr().to_string())?,
-        None => redis_url.clone(),
-    };
-    let worker_pg_url = match &pg_proxy {
-        Some(p) => with_authority(&opts.pg_url, &p.addr().to_string())?,
-        None => opts.pg_url.clone(),
-    };
-
+    let admin_pg = &mut env.admin_pg;
     let result = async {
         // The work orders and the plan.
         admin_pg.reset().await?;
@@ -309,20 +280,18 @@ pub async fn check_real_with_history(
             &opts,
             plan,
             initial_qty,
-            &schema,
-            &prefix,
-            &worker_redis_url,
-            &worker_pg_url,
+            &env.schema,
+            &env.prefix,
+            &env.worker_redis,
+            &env.worker_pg,
         );
         let outcome = state
             .execute(
                 &opts,
                 &mut rng,
-                &mut admin_pg,
+                admin_pg,
                 &mut admin_queue,
-                &mut own_redis,
-                redis_proxy.as_ref(),
-                pg_proxy.as_ref(),
+                &mut env.injector,
                 &mut progress,
             )
             .await;
@@ -330,17 +299,7 @@ pub async fn check_real_with_history(
     }
     .await;
 
-    // Clean up whatever happened (best effort: the run's own outcome is what matters, and a
-    // server that went away has nothing left to clean).
-    if !opts.keep_data {
-        let _ = admin_pg.drop_schema().await;
-        let _ = admin_kv.clean().await;
-    }
-    if let Some(own) = &mut own_redis {
-        own.stop().await;
-    }
-    drop(redis_proxy);
-    drop(pg_proxy);
+    env.finish(opts.keep_data).await;
     result?
 }
 
@@ -769,16 +728,13 @@ impl Run {
         &self,
         kind: FaultKind,
         rng: &mut ChaCha8Rng,
-        own_redis: &mut Option<OwnRedis>,
-        (redis_proxy, pg_proxy): (Option<&FaultProxy>, Option<&FaultProxy>),
-        spike_until: &mut Option<std::time::Instant>,
+        injector: &mut Injector,
     ) -> Result<bool, AdapterError> {
         match kind {
             FaultKind::RedisRestart => {
-                let Some(own) = own_redis.as_mut() else {
+                if !injector.restart_redis().await? {
                     return Ok(false);
-                };
-                own.restart().await?;
+                }
                 self.redis_epoch.fetch_add(1, Ordering::SeqCst);
                 self.recorder.fault(self.clock.now(), Fault::RedisRestart);
             }
@@ -798,37 +754,27 @@ impl Run {
                 self.kills_after_lease_left.fetch_add(1, Ordering::SeqCst);
                 return Ok(true);
             }
-            FaultKind::LatencySpike | FaultKind::StalledConnection | FaultKind::CutConnection => {
-                let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) else {
+            FaultKind::LatencySpike => {
+                if !injector.latency_spike(rng, SPIKE) {
                     return Ok(false);
-                };
-                let offset = rng.random::<u64>();
-                match kind {
-                    FaultKind::LatencySpike => {
-                        let ms = rng.random_range(2..=20);
-                        rp.set_latency(std::time::Duration::from_millis(ms));
-                        pp.set_latency(std::time::Duration::from_millis(ms));
-                        *spike_until =
-                            Some(std::time::Instant::now() + std::time::Duration::from_millis(300));
-                    }
-                    FaultKind::StalledConnection => {
-                        // Longer than the queue's lock: the stalled jobs are delivered again
-                        // while their first worker still holds them.
-                        let hold = std::time::Duration::from_millis(self.queue_lock.as_ms() + 800);
-                        let n = rp.stall(4, offset, hold) + pp.stall(4, offset, hold);
-                        if n == 0 {
-                            return Ok(false);
-                        }
-                        self.count_with(|c| c.stalled_connections += n);
-                    }
-                    _ => {
-                        let n = rp.cut(3, offset) + pp.cut(3, offset);
-                        if n == 0 {
-                            return Ok(false);
-                        }
-                        self.count_with(|c| c.cut_connections += n);
-                    }
                 }
+            }
+            FaultKind::StalledConnection => {
+                // Longer than the queue's lock: the stalled jobs are delivered again while
+                // their first worker still holds them.
+                let hold = std::time::Duration::from_millis(self.queue_lock.as_ms() + 800);
+                let n = injector.stall(rng, 4, hold);
+                if n == 0 {
+                    return Ok(false);
+                }
+                self.count_with(|c| c.stalled_connections += n);
+            }
+            FaultKind::CutConnection => {
+                let n = injector.cut(rng, 3);
+                if n == 0 {
+                    return Ok(false);
+                }
+                self.count_with(|c| c.cut_connections += n);
             }
         }
         self.count(kind);
@@ -842,9 +788,7 @@ impl Run {
         rng: &mut ChaCha8Rng,
         admin_pg: &mut PgSql,
         admin_queue: &mut RedisQueue,
-        own_redis: &mut Option<OwnRedis>,
-        redis_proxy: Option<&FaultProxy>,
-        pg_proxy: Option<&FaultProxy>,
+        injector: &mut Injector,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(CheckRealReport, History), AdapterError> {
         let started = std::time::Instant::now();
@@ -865,7 +809,6 @@ impl Run {
         let mut drained_checks = 0u32;
         let mut injecting = true;
         let mut fault_plan = FaultPlan::new(&opts.faults, total, rng);
-        let mut spike_until: Option<std::time::Instant> = None;
         let mut quiescent = false;
         let mut last_done = 0;
         let mut last_progress = std::time::Instant::now();
@@ -876,27 +819,13 @@ impl Run {
             let tick_end = std::time::Instant::now() + PRODUCER_TICK;
             while std::time::Instant::now() < tick_end {
                 tokio::time::sleep(FAULT_TICK).await;
-                if spike_until.is_some_and(|t| std::time::Instant::now() >= t) {
-                    spike_until = None;
-                    if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
-                        rp.set_latency(std::time::Duration::ZERO);
-                        pp.set_latency(std::time::Duration::ZERO);
-                    }
-                }
+                injector.end_spike_if_due();
                 if !injecting {
                     continue;
                 }
                 let progress = self.effects_acked.load(Ordering::SeqCst).min(total);
                 while let Some(kind) = fault_plan.due(progress) {
-                    let carried_out = self
-                        .inject(
-                            kind,
-                            rng,
-                            own_redis,
-                            (redis_proxy, pg_proxy),
-                            &mut spike_until,
-                        )
-                        .await?;
+                    let carried_out = self.inject(kind, rng, injector).await?;
                     if !carried_out {
                         fault_plan.postpone();
                         break;
@@ -957,10 +886,7 @@ impl Run {
                 if injecting {
                     injecting = false;
                     self.kills_after_lease_left.store(0, Ordering::SeqCst);
-                    if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
-                        rp.heal();
-                        pp.heal();
-                    }
+                    injector.heal();
                 }
                 let accepted = self.accepted();
                 let unacknowledged: Vec<ScanJob> = self
@@ -996,10 +922,7 @@ impl Run {
             }
         }
         let duration = started.elapsed();
-        if let (Some(rp), Some(pp)) = (redis_proxy, pg_proxy) {
-            rp.heal();
-            pp.heal();
-        }
+        injector.heal();
         if quiescent {
             let injected = self.faults.lock().map(|f| *f).unwrap_or_default();
             fault_plan.verify(&injected)?;

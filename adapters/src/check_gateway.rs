@@ -67,17 +67,16 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
 use crate::AdapterError;
-use crate::check::{RedisTarget, target_of, with_authority};
+use crate::check::RedisTarget;
 use crate::driver::{
     Clock, Completion, Control, DriveEnd, DriverConfig, StoreClient, Stores, drive,
 };
 use crate::fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
 use crate::postgres::PgSql;
 use crate::provider::{InProcessProvider, WithProvider};
-use crate::proxy::FaultProxy;
 use crate::recorder::Recorder;
 use crate::redis_kv::RedisKv;
-use crate::redis_server::OwnRedis;
+use crate::run_env::{Injector, RunEnv};
 
 /// The parameters of [`check_gateway`]. [`GatewayOptions::new`] gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,66 +287,31 @@ pub async fn check_gateway_with_history(
 ) -> Result<(GatewayReport, History), AdapterError> {
     validate(&opts)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let run_id = format!(
-        "gw_{}_{}_{}_{}",
-        opts.variant.as_str(),
-        std::process::id(),
-        rng.random_range(0..1_000_000_000u64),
-        crate::fault_plan::next_run()
-    );
-    let schema = format!("rl_check_{run_id}");
-    let prefix = format!("racelab:check:{run_id}:");
-    let mut own_redis = match &opts.redis {
-        RedisTarget::Spawn { binary } => Some(OwnRedis::start(binary).await?),
-        RedisTarget::Url(_) => None,
-    };
-    let redis_url = match (&opts.redis, &own_redis) {
-        (_, Some(own)) => own.url(),
-        (RedisTarget::Url(url), None) => url.clone(),
-        (RedisTarget::Spawn { .. }, None) => {
-            return Err(AdapterError::InvalidInput("no Redis".into()));
-        }
-    };
-    let mut admin_kv = RedisKv::connect(&redis_url, &prefix).await?;
-    let mut admin_pg = PgSql::connect(&opts.pg_url, &schema).await?;
-    let proxies = if opts.faults.needs_proxy() {
-        let r = FaultProxy::start(target_of(&redis_url, 6379).await?).await?;
-        let p = FaultProxy::start(target_of(&opts.pg_url, 5432).await?).await?;
-        Some((r, p))
-    } else {
-        None
-    };
-    let (worker_redis, worker_pg) = match &proxies {
-        Some((r, p)) => (
-            with_authority(&redis_url, &r.addr().to_string())?,
-            with_authority(&opts.pg_url, &p.addr().to_string())?,
-        ),
-        None => (redis_url.clone(), opts.pg_url.clone()),
-    };
+    let label = format!("gw_{}", opts.variant.as_str());
+    let mut env = RunEnv::start(&label, &mut rng, &opts.redis, &opts.pg_url, &opts.faults).await?;
     let result = async {
-        admin_pg.reset().await?;
+        env.admin_pg.reset().await?;
         let plan = plan(&opts, &mut rng);
-        seed_rows(&mut admin_pg, &plan).await?;
-        let run = GwRun::new(&opts, plan, &schema, &prefix, &worker_redis, &worker_pg);
+        seed_rows(&mut env.admin_pg, &plan).await?;
+        let run = GwRun::new(
+            &opts,
+            plan,
+            &env.schema,
+            &env.prefix,
+            &env.worker_redis,
+            &env.worker_pg,
+        );
         run.execute(
             &opts,
             &mut rng,
-            &mut admin_pg,
-            &mut own_redis,
-            proxies.as_ref(),
+            &mut env.admin_pg,
+            &mut env.injector,
             &mut progress,
         )
         .await
     }
     .await;
-    if !opts.keep_data {
-        let _ = admin_pg.drop_schema().await;
-        let _ = admin_kv.clean().await;
-    }
-    if let Some(own) = &mut own_redis {
-        own.stop().await;
-    }
-    drop(proxies);
+    env.finish(opts.keep_data).await;
     result
 }
 
@@ -957,16 +921,13 @@ impl GwRun {
         &self,
         kind: FaultKind,
         rng: &mut ChaCha8Rng,
-        own_redis: &mut Option<OwnRedis>,
-        proxies: Option<&(FaultProxy, FaultProxy)>,
-        spike_until: &mut Option<std::time::Instant>,
+        injector: &mut Injector,
     ) -> Result<bool, AdapterError> {
         match kind {
             FaultKind::RedisRestart => {
-                let Some(own) = own_redis.as_mut() else {
+                if !injector.restart_redis().await? {
                     return Ok(false);
-                };
-                own.restart().await?;
+                }
                 self.recorder
                     .fault(self.clock.true_now(), Fault::RedisRestart);
             }
@@ -985,34 +946,24 @@ impl GwRun {
                 self.claim_kills_armed.fetch_add(1, Ordering::SeqCst);
                 return Ok(true);
             }
-            FaultKind::LatencySpike | FaultKind::StalledConnection | FaultKind::CutConnection => {
-                let Some((rp, pp)) = proxies else {
+            FaultKind::LatencySpike => {
+                if !injector.latency_spike(rng, SPIKE) {
                     return Ok(false);
-                };
-                match kind {
-                    FaultKind::LatencySpike => {
-                        let ms = rng.random_range(2..=20);
-                        rp.set_latency(std::time::Duration::from_millis(ms));
-                        pp.set_latency(std::time::Duration::from_millis(ms));
-                        *spike_until = Some(std::time::Instant::now() + SPIKE);
-                    }
-                    FaultKind::StalledConnection => {
-                        let offset = rng.random::<u64>();
-                        let n = rp.stall(3, offset, STALL) + pp.stall(3, offset, STALL);
-                        if n == 0 {
-                            return Ok(false);
-                        }
-                        self.add_connections(|c| c.stalled_connections += n);
-                    }
-                    _ => {
-                        let offset = rng.random::<u64>();
-                        let n = rp.cut(3, offset) + pp.cut(3, offset);
-                        if n == 0 {
-                            return Ok(false);
-                        }
-                        self.add_connections(|c| c.cut_connections += n);
-                    }
                 }
+            }
+            FaultKind::StalledConnection => {
+                let n = injector.stall(rng, 3, STALL);
+                if n == 0 {
+                    return Ok(false);
+                }
+                self.add_connections(|c| c.stalled_connections += n);
+            }
+            FaultKind::CutConnection => {
+                let n = injector.cut(rng, 3);
+                if n == 0 {
+                    return Ok(false);
+                }
+                self.add_connections(|c| c.cut_connections += n);
             }
         }
         self.count(kind);
@@ -1062,8 +1013,7 @@ impl GwRun {
         opts: &GatewayOptions,
         rng: &mut ChaCha8Rng,
         admin_pg: &mut PgSql,
-        own_redis: &mut Option<OwnRedis>,
-        proxies: Option<&(FaultProxy, FaultProxy)>,
+        injector: &mut Injector,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(GatewayReport, History), AdapterError> {
         let total = self.plan.jobs.len() as u64;
@@ -1078,7 +1028,6 @@ impl GwRun {
         for slot in 0..self.busy.len() {
             tasks.spawn(self.clone().worker(slot));
         }
-        let mut spike_until: Option<std::time::Instant> = None;
         let mut reported = u64::MAX;
         let mut requests_done_at = None;
         let mut settled = false;
@@ -1093,19 +1042,10 @@ impl GwRun {
                 reported = done;
                 progress(done, total);
             }
-            if spike_until.is_some_and(|t| std::time::Instant::now() >= t) {
-                spike_until = None;
-                if let Some((rp, pp)) = proxies {
-                    rp.set_latency(std::time::Duration::ZERO);
-                    pp.set_latency(std::time::Duration::ZERO);
-                }
-            }
+            injector.end_spike_if_due();
             if done < total {
                 while let Some(kind) = fault_plan.due(done) {
-                    if !self
-                        .inject(kind, rng, own_redis, proxies, &mut spike_until)
-                        .await?
-                    {
+                    if !self.inject(kind, rng, injector).await? {
                         fault_plan.postpone();
                         break;
                     }
@@ -1116,10 +1056,7 @@ impl GwRun {
             if requests_done_at.is_none() {
                 requests_done_at = Some(started.elapsed());
                 self.claim_kills_armed.store(0, Ordering::SeqCst);
-                if let Some((rp, pp)) = proxies {
-                    rp.heal();
-                    pp.heal();
-                }
+                injector.heal();
             }
             if !correct {
                 settled = true;
@@ -1146,10 +1083,7 @@ impl GwRun {
                 return Err(e);
             }
         }
-        if let Some((rp, pp)) = proxies {
-            rp.heal();
-            pp.heal();
-        }
+        injector.heal();
         let injected = self.faults.lock().map(|f| *f).unwrap_or_default();
         if settled {
             fault_plan.verify(&injected)?;

@@ -48,6 +48,7 @@ mod redis_conn;
 mod redis_kv;
 mod redis_pubsub;
 mod redis_server;
+mod run_env;
 
 pub use bench_gateway::{
     BenchFigures, BenchOptions, BenchReport, OpCost, P99_RATIO_MAX, THROUGHPUT_SHARE_MIN,
