@@ -23,6 +23,9 @@
 //!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
 //!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
 //!   oracles.
+//! - [`context`]: document 000's request context (R-000-13): steps and plugins sharing a
+//!   `WorkflowContext`, as a shared dict, typed namespaced fields, or owner-declared
+//!   write-once cells, and the I-CTX oracle.
 //! - [`linear`]: a linearizability checker (Wing and Gong's search with memoisation) over any
 //!   sequential specification, with a step bound and an explicit "unknown".
 //! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
@@ -40,6 +43,7 @@ mod time;
 mod variant;
 
 pub mod billing;
+pub mod context;
 pub mod effects;
 pub mod health;
 pub mod lease;

@@ -19,6 +19,7 @@ pub mod acceptance;
 pub mod bench;
 mod billing;
 mod catalog;
+mod context;
 mod doc001;
 mod doc002;
 mod doc003;
@@ -50,6 +51,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(billing::races());
     races.extend(quota::races());
     races.extend(scheduler::races());
+    races.extend(context::races());
     races
 }
 
