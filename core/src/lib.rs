@@ -23,6 +23,8 @@
 //!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
 //!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
 //!   oracles.
+//! - [`access`]: document 000's access races: the per-instance permission cache and its
+//!   invalidation (R-000-11), with the I-PERM oracle.
 //! - [`context`]: document 000's request context (R-000-13): steps and plugins sharing a
 //!   `WorkflowContext`, as a shared dict, typed namespaced fields, or owner-declared
 //!   write-once cells, and the I-CTX oracle.
@@ -42,6 +44,7 @@ mod tag;
 mod time;
 mod variant;
 
+pub mod access;
 pub mod billing;
 pub mod context;
 pub mod effects;

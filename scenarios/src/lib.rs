@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acceptance;
+mod access;
 pub mod bench;
 mod billing;
 mod catalog;
@@ -52,6 +53,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(quota::races());
     races.extend(scheduler::races());
     races.extend(context::races());
+    races.extend(access::races());
     races
 }
 

@@ -32,8 +32,8 @@ use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
 pub use oracle::{
-    FOREIGN_WRITE_REFUSED, I_CTX_ONCE, I_CTX_OWNER, I_CTX_READ, WRITE_IN_WINDOW,
-    context_integrity, coverage,
+    FOREIGN_WRITE_REFUSED, I_CTX_ONCE, I_CTX_OWNER, I_CTX_READ, WRITE_IN_WINDOW, context_integrity,
+    coverage,
 };
 
 /// A step or plugin of the request pipeline.
@@ -406,7 +406,13 @@ impl fmt::Display for CtxNote {
         match self {
             CtxNote::Refused { step, slot, why } => {
                 write!(f, "{step}'s write refused: ")?;
-                fmt::Display::fmt(&CtxOut::Refused { slot: *slot, why: *why }, f)
+                fmt::Display::fmt(
+                    &CtxOut::Refused {
+                        slot: *slot,
+                        why: *why,
+                    },
+                    f,
+                )
             }
             CtxNote::Charged { amount } => write!(f, "charges {amount} tokens"),
             CtxNote::GaveUp { step } => write!(f, "{step} gave up waiting"),
@@ -498,9 +504,10 @@ impl StepTask {
                 CtxBlock::Write { step, key, value },
                 CtxTag::Write { step, key, value },
             ),
-            Some(Action::Read { key, after, .. }) => {
-                self.send(CtxBlock::Read { step, key, after }, CtxTag::Read { step, key })
-            }
+            Some(Action::Read { key, after, .. }) => self.send(
+                CtxBlock::Read { step, key, after },
+                CtxTag::Read { step, key },
+            ),
             Some(Action::Finish) => self.send(CtxBlock::Finish { step }, CtxTag::Finish { step }),
         }
     }
@@ -533,7 +540,8 @@ impl Machine for StepTask {
             (Some(CtxOut::NotYet), Some(poll)) | (None, Some(poll)) => {
                 self.polls += 1;
                 if self.polls >= READ_POLLS_MAX {
-                    self.notes.push_back(Note::new(CtxNote::GaveUp { step: self.step }));
+                    self.notes
+                        .push_back(Note::new(CtxNote::GaveUp { step: self.step }));
                     self.pc = self.plan.len();
                 } else {
                     self.timer = Some(now + poll);

@@ -1,0 +1,11 @@
+//! Document 000's access races end to end: every scripted timeline does what the catalog says
+//! for every variant; the random scheduler finds the Buggy and DocFix violations within the
+//! seed budget, naming the broken property; the Correct variant holds for 10,000 seeds with
+//! its protections seen.
+
+#[macro_use]
+mod common;
+
+race_tests! {
+    r_000_11 => "R-000-11", ["I-PERM"],
+}
