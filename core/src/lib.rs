@@ -24,7 +24,8 @@
 //!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
 //!   oracles.
 //! - [`access`]: document 000's access races: the per-instance permission cache and its
-//!   invalidation (R-000-11), with the I-PERM oracle.
+//!   invalidation (R-000-11), the API-key revocation blacklist (R-000-12), with the I-PERM,
+//!   B1 and B2 oracles.
 //! - [`context`]: document 000's request context (R-000-13): steps and plugins sharing a
 //!   `WorkflowContext`, as a shared dict, typed namespaced fields, or owner-declared
 //!   write-once cells, and the I-CTX oracle.

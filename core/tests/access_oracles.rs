@@ -185,3 +185,222 @@ fn a_fill_under_a_retired_epoch_counts_as_the_protection() {
     perm_coverage(&h.0, DELTA, &mut verdict);
     assert_eq!(verdict.sometimes.get(STALE_FILL_DEAD_KEY.name), Some(&1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// R-000-12: the decision function over every combination of sources, and B1/B2.
+
+mod revocation {
+    use proptest::prelude::*;
+    use racelab_core::access::{
+        B1, B2, KeyDecision, KeyTag, Known, Next, REVOKE_DELTA, Seen, Source, next_source,
+        revocation,
+    };
+    use racelab_core::{
+        History, KvOp, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, StoreOp, Tag, Timestamp,
+        Variant,
+    };
+
+    /// What each source says for one request.
+    #[derive(Clone, Copy, Debug)]
+    struct Sources {
+        memory: Seen,
+        status: Seen,
+        set: Seen,
+        cache: Seen,
+        db: Seen,
+    }
+
+    fn seen(options: &'static [Seen]) -> impl Strategy<Value = Seen> {
+        proptest::sample::select(options)
+    }
+
+    fn sources() -> impl Strategy<Value = Sources> {
+        use Seen::*;
+        (
+            seen(&[Revoked, Clear]),
+            seen(&[Active, Revoked, Clear, Error]),
+            seen(&[Revoked, Clear, Error]),
+            seen(&[Revoked, Clear, Error]),
+            seen(&[Revoked, Clear, Error]),
+        )
+            .prop_map(|(memory, status, set, cache, db)| Sources {
+                memory,
+                status,
+                set,
+                cache,
+                db,
+            })
+    }
+
+    /// Runs the decision function to its decision: the sources asked and the verdict.
+    fn decide(variant: Variant, s: Sources) -> (Vec<Source>, bool) {
+        let mut known = Known::new();
+        let mut asked = Vec::new();
+        for _ in 0..8 {
+            match next_source(variant, &known) {
+                Next::Decide(accept) => return (asked, accept),
+                Next::Ask(source) => {
+                    assert!(!asked.contains(&source), "{source:?} asked twice");
+                    asked.push(source);
+                    let value = match source {
+                        Source::Memory => s.memory,
+                        Source::StatusKey => s.status,
+                        Source::Set => s.set,
+                        Source::Cache => s.cache,
+                        Source::Db => s.db,
+                    };
+                    known.learn(source, value);
+                }
+            }
+        }
+        panic!("no decision after 8 steps");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// B1 and B3 for Correct: an acceptance is always the database's word, whatever Redis
+        /// said or failed to say; a rejection is a revoked row, a revocation entry in Redis,
+        /// or no authority answering.
+        #[test]
+        fn correct_accepts_only_on_the_databases_word(s in sources()) {
+            let (asked, accept) = decide(Variant::Correct, s);
+            prop_assert!(asked.iter().all(|a| matches!(a, Source::Cache | Source::Db)));
+            if accept {
+                prop_assert_eq!(s.db, Seen::Clear);
+                prop_assert!(asked.contains(&Source::Db));
+            } else {
+                prop_assert!(s.cache == Seen::Revoked || s.db != Seen::Clear);
+            }
+        }
+
+        /// DocFix decides on the one Redis set alone (B3 holds) and accepts when it errs.
+        #[test]
+        fn docfix_decides_on_the_set_alone(s in sources()) {
+            let (asked, accept) = decide(Variant::DocFix, s);
+            prop_assert_eq!(asked, vec![Source::Set]);
+            prop_assert_eq!(accept, s.set != Seen::Revoked);
+        }
+
+        /// Buggy's verdict depends on which source it reaches first.
+        #[test]
+        fn buggy_returns_early_on_the_first_source_with_an_opinion(s in sources()) {
+            let (_, accept) = decide(Variant::Buggy, s);
+            let expected = match (s.memory, s.status, s.set) {
+                (Seen::Revoked, _, _) => false,
+                (_, Seen::Active, _) => true,
+                (_, Seen::Revoked, _) => false,
+                (_, _, set) => set != Seen::Revoked,
+            };
+            prop_assert_eq!(accept, expected);
+        }
+    }
+
+    #[test]
+    fn the_document_and_its_fix_accept_a_revoked_key_where_correct_does_not() {
+        use Seen::*;
+        // The revoke path wrote the set but not the status key: Buggy accepts (B1, B3).
+        let disagree = Sources {
+            memory: Clear,
+            status: Active,
+            set: Revoked,
+            cache: Revoked,
+            db: Revoked,
+        };
+        assert!(decide(Variant::Buggy, disagree).1);
+        // A failover lost the SADD, or Redis errs: DocFix accepts (B1); Correct asks the
+        // database, which says revoked.
+        for redis in [Clear, Error] {
+            let lost = Sources {
+                memory: Clear,
+                status: redis,
+                set: redis,
+                cache: redis,
+                db: Revoked,
+            };
+            assert!(decide(Variant::DocFix, lost).1);
+            assert!(!decide(Variant::Correct, lost).1);
+        }
+    }
+
+    fn op(at_ms: u64, tag: KeyTag, succeeded: bool) -> OpRecord {
+        let at = Timestamp::from_ms(at_ms);
+        let result = if succeeded {
+            Reply::Kv(racelab_core::KvReply::Int(1))
+        } else {
+            Reply::Timeout
+        };
+        OpRecord {
+            process: ProcessId(9),
+            id: OpId(at_ms),
+            tag: Tag::new(tag),
+            op: StoreOp::Kv(KvOp::SAdd {
+                key: "apikey:blacklist".into(),
+                members: vec!["k1".into()],
+            }),
+            invoked_at: at,
+            applied_at: Some(at),
+            durable_at: Some(at),
+            lost_at: None,
+            result: Some(result),
+            completed_at: Some(at),
+            timed_out: !succeeded,
+        }
+    }
+
+    fn decision(h: &mut History, request: u32, at_ms: u64, accepted: bool, probe: bool) {
+        h.ops.push(OpRecord {
+            process: ProcessId(request as u16),
+            ..op(
+                at_ms,
+                KeyTag::Check {
+                    request,
+                    source: Source::Set,
+                },
+                true,
+            )
+        });
+        h.notes.push(NoteRecord {
+            at: Timestamp::from_ms(at_ms),
+            process: ProcessId(request as u16),
+            note: Note::new(KeyDecision {
+                request,
+                instance: 0,
+                accepted,
+                probe,
+                by: Source::Set,
+            }),
+        });
+    }
+
+    #[test]
+    fn accepting_a_key_revoked_more_than_delta_before_breaks_b1() {
+        let mut h = History::default();
+        h.ops.push(op(500, KeyTag::Decide { revoked: true }, true));
+        decision(&mut h, 1, 800, true, false);
+        decision(&mut h, 2, 1_500, true, false);
+        let verdict = revocation(&h, REVOKE_DELTA);
+        assert_eq!(verdict.broken(), [B1.name], "{}", verdict.explanation());
+        assert_eq!(verdict.violations.len(), 1, "r1 is within Δ");
+        assert!(verdict.explanation().contains("r2"));
+    }
+
+    #[test]
+    fn a_final_probe_rejecting_an_unrevoked_key_breaks_b2() {
+        let mut h = History::default();
+        h.ops.push(op(500, KeyTag::Decide { revoked: true }, true));
+        h.ops
+            .push(op(1_000, KeyTag::Decide { revoked: false }, true));
+        decision(&mut h, 1, 8_000, false, true);
+        let verdict = revocation(&h, REVOKE_DELTA);
+        assert_eq!(verdict.broken(), [B2.name], "{}", verdict.explanation());
+    }
+
+    #[test]
+    fn a_revocation_the_admin_never_got_acknowledged_is_not_one() {
+        let mut h = History::default();
+        h.ops.push(op(500, KeyTag::Decide { revoked: true }, false));
+        decision(&mut h, 1, 1_500, true, true);
+        assert!(revocation(&h, REVOKE_DELTA).holds());
+    }
+}

@@ -1,5 +1,9 @@
 //! Document 000's access races.
 //!
+//! R-000-12 (the revocation blacklist): two instances check one API key for their requests
+//! (each with a final probe at 8 s, after every fault), the admin on instance 0 revokes it
+//! and may un-revoke it.
+//!
 //! R-000-11 (permission-cache invalidation): two or three gateway instances (hosts), each an
 //! instance process serving its requests with an in-process cache (the host's memory) and,
 //! for DocFix and Correct, a subscriber on the invalidation channel; an admin on instance 0
@@ -8,6 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use racelab_core::access::{
+    ACCESS_API_KEYS, B1, B2, DB_DECIDED_AFTER_REDIS_FAILED, KeyAction, KeyAdmin, KeyInstance,
+    KeyMemory, KeyRequest, KeyTag, REJECTED_FROM_CACHE, REVOCATION_LOST, REVOKE_DELTA, revocation,
+    revocation_coverage,
+};
 use racelab_core::access::{
     ACCESS_EPOCH, CACHED_ACROSS_CHANGE, DELTA, EPOCH_ROW, I_PERM, PermAdmin, PermCache,
     PermInstance, PermSubscriber, PermTag, PlannedRequest, RECONNECT_FORGETS_EPOCH, RoleChange,
@@ -21,7 +30,11 @@ use racelab_sim::explore::{
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 
 pub(crate) fn races() -> Vec<Race> {
-    vec![Race {
+    vec![race_11(), race_12()]
+}
+
+fn race_11() -> Race {
+    Race {
         id: "R-000-11",
         title: "Permission-cache invalidation is incomplete: only the edited user is cleared, \
                 stale fills, pub/sub at most once",
@@ -37,7 +50,7 @@ pub(crate) fn races() -> Vec<Race> {
         net: false,
         build: build_11,
         judge: judge_11,
-    }]
+    }
 }
 
 const PROPS_11: &[Property] = &[
@@ -315,6 +328,203 @@ fn profile_11() -> FaultProfile {
             ..Target::ANY
         },
         redis_restarts: 1,
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-12
+
+fn race_12() -> Race {
+    Race {
+        id: "R-000-12",
+        title: "API-key blacklist checked in redundant memory + multiple Redis keys; one Redis \
+                key as the sole authority",
+        document: "000",
+        invariant: "B1: no request starting Δ = 500 ms after a revocation accepts the key while \
+                    it stays revoked; B2: an un-revoked key is accepted again once faults end",
+        docfix_verdict: "partially",
+        sweep: PerVariant::DOCFIX_INSUFFICIENT,
+        scripts: scripts_12,
+        profile: profile_12,
+        seed_budget: 200,
+        properties: PROPS_12,
+        net: false,
+        build: build_12,
+        judge: judge_12,
+    }
+}
+
+const PROPS_12: &[Property] = &[
+    B1,
+    B2,
+    REVOCATION_LOST,
+    REJECTED_FROM_CACHE,
+    DB_DECIDED_AFTER_REDIS_FAILED,
+];
+
+const API_KEY: &str = "k1";
+
+/// Every instance's final probe, after every fault of the sweep is over.
+const PROBE_AT_MS: u64 = 8_000;
+
+struct Plan12 {
+    requests: Vec<(u32, u64)>,
+    actions: Vec<KeyAction>,
+}
+
+fn scripted_12(name: &str) -> Plan12 {
+    let at = Timestamp::from_ms;
+    match name {
+        "unrevoke-not-propagated" => Plan12 {
+            requests: vec![(0, 700), (1, 700), (0, 1_500)],
+            actions: vec![KeyAction::Revoke(at(500)), KeyAction::Unrevoke(at(1_000))],
+        },
+        _ => Plan12 {
+            requests: vec![(0, 1_500), (1, 1_500)],
+            actions: vec![KeyAction::Revoke(at(500))],
+        },
+    }
+}
+
+fn random_12(rng: &mut SimRng) -> Plan12 {
+    let n = rng.between(3, 7);
+    let requests = (0..n)
+        .map(|_| (rng.below(2) as u32, rng.below(3_000)))
+        .collect();
+    let revoke = rng.between(200, 1_500);
+    let mut actions = vec![KeyAction::Revoke(Timestamp::from_ms(revoke))];
+    if rng.below(2) == 0 {
+        let unrevoke = revoke + rng.between(300, 1_500);
+        actions.push(KeyAction::Unrevoke(Timestamp::from_ms(unrevoke)));
+    }
+    Plan12 { requests, actions }
+}
+
+fn build_12(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let plan = match workload {
+        Workload::Scripted(name) => scripted_12(name),
+        Workload::Random(rng) => random_12(rng),
+    };
+    let mut processes = Vec::new();
+    let mut number = 0;
+    for instance in 0..2u32 {
+        let mut mine: Vec<KeyRequest> = Vec::new();
+        for (i, at) in &plan.requests {
+            if *i == instance {
+                number += 1;
+                mine.push(KeyRequest {
+                    at: Timestamp::from_ms(*at),
+                    request: number,
+                    probe: false,
+                });
+            }
+        }
+        number += 1;
+        mine.push(KeyRequest {
+            at: Timestamp::from_ms(PROBE_AT_MS),
+            request: number,
+            probe: true,
+        });
+        processes.push(ProcessSpec {
+            host: instance,
+            name: format!("G{instance}"),
+            start_at: Timestamp::ZERO,
+            fault_prone: true,
+            factory: Box::new(move |_| {
+                Box::new(KeyInstance::new(variant, instance, API_KEY, mine.clone()))
+                    as Box<dyn Machine>
+            }),
+        });
+    }
+    let actions = plan.actions.clone();
+    processes.push(ProcessSpec {
+        host: 0,
+        name: "A".into(),
+        start_at: Timestamp::ZERO,
+        fault_prone: true,
+        factory: Box::new(move |_| {
+            Box::new(KeyAdmin::new(variant, API_KEY, actions.clone())) as Box<dyn Machine>
+        }),
+    });
+    let row = Row::from([
+        ("revoked".to_string(), Value::Int(0)),
+        ("key_version".to_string(), Value::Int(0)),
+    ]);
+    let spec = WorldSpec {
+        processes,
+        sql_rows: vec![(ACCESS_API_KEYS, API_KEY.into(), row)],
+        net: NetConfig {
+            scripted_latency: Duration::from_ms(5),
+            redis_timeout: Duration::from_secs(1),
+            sql_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(10),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(120_000),
+        horizon: None,
+        local: Some(Box::new(KeyMemory::new())),
+        upstream: Default::default(),
+    };
+    (spec, Capture::none())
+}
+
+fn judge_12(run: &Run, _: &Capture) -> Verdict {
+    let mut verdict = revocation(&run.history, REVOKE_DELTA);
+    revocation_coverage(&run.history, &mut verdict);
+    verdict
+}
+
+fn scripts_12() -> Vec<Script> {
+    vec![
+        Script {
+            name: "sources-disagree",
+            summary: "the admin revokes k1 at 500 ms (the blacklist set, and G0's memory); at \
+                      1500 ms G1 consults apikey:status:k1 first, which still says active",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "unrevoke-not-propagated",
+            summary: "the admin revokes k1 at 500 ms (G0 keeps it in memory) and un-revokes it in \
+                      Redis at 1000 ms; G0 rejects k1 until it restarts",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "failover-loses-sadd",
+            summary: "the revocation's Redis write is acked and Redis fails over before it \
+                      replicates (at 506 ms, and 516 ms for the write after the row's update); \
+                      G0 and G1 check k1 at 1500 ms",
+            steps: vec![
+                Step::at(506, Action::Failover),
+                Step::at(516, Action::Failover),
+            ],
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+    ]
+}
+
+fn profile_12() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(3),
+        latency: (Duration::from_ms(1), Duration::from_ms(10)),
+        // Redis loses the admin's writes (a failover before replication, a restart) and
+        // answers some checks too late (a lost reply: the driver's timeout, an error).
+        failover: Ratio::per_mille(300),
+        failover_on: Target {
+            kinds: vec![KeyTag::DECIDE, KeyTag::PROPAGATE],
+            ..Target::ANY
+        },
+        redis_restarts: 1,
+        drop_reply: Ratio::per_mille(50),
+        drop_reply_on: Target {
+            kinds: vec![KeyTag::CHECK],
+            ..Target::ANY
+        },
+        pauses_at: 2,
+        pause_len: (Duration::from_ms(50), Duration::from_ms(1_000)),
         ..FaultProfile::quiet()
     }
 }

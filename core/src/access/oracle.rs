@@ -1,4 +1,5 @@
-//! I-PERM over a history of permission decisions, and the family's coverage.
+//! I-PERM over a history of permission decisions (R-000-11), B1 and B2 over a history of
+//! API-key decisions (R-000-12), and the family's coverage.
 //!
 //! The truth is the role graph as each committed change left it (the admin's `COMMIT`s in
 //! the order the database applied them). A decision of a request that started at `s` and
@@ -9,8 +10,9 @@
 use std::collections::BTreeSet;
 
 use super::perm::{PermDecision, PermTag, RoleChange, RoleGraph};
+use super::revoke::{KeyDecision, KeyTag, Source};
 use crate::history::History;
-use crate::ops::{Reply, SqlReply};
+use crate::ops::{KvReply, Reply, SqlReply};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::{Duration, Timestamp};
 
@@ -193,4 +195,172 @@ pub fn perm_coverage(history: &History, delta: Duration, verdict: &mut Verdict) 
     verdict.count(CACHED_ACROSS_CHANGE.name, across);
     verdict.count(STALE_FILL_DEAD_KEY.name, dead);
     verdict.count(RECONNECT_FORGETS_EPOCH.name, forgot);
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-12
+
+/// B1 (safety) with the declared bound.
+pub const B1: Property = Property::always(
+    "B1",
+    "no request starting more than Δ after a revocation accepted the key while it stayed \
+     revoked (whatever Redis lost or failed)",
+);
+/// B2 (liveness): the final probes agree with the key's final state.
+pub const B2: Property = Property::eventually(
+    "B2",
+    "once every fault is over, every instance's final probe decides as the key's final \
+     state says (an un-revoked key is accepted again)",
+);
+/// The window opened: Redis lost a write of a revocation or un-revocation.
+pub const REVOCATION_LOST: Property = Property::sometimes(
+    "revocation-lost",
+    "a failover or a Redis restart lost a write of the admin's (revocation or un-revocation)",
+);
+/// The accelerator worked: a rejection decided by Correct's Redis entry.
+pub const REJECTED_FROM_CACHE: Property = Property::sometimes(
+    "rejected-from-cache",
+    "a request was rejected by the Redis entry of a revocation, without a database read",
+);
+/// Correct's protection: a Redis miss or error sent the decision to the database.
+pub const DB_DECIDED_AFTER_REDIS_FAILED: Property = Property::protection(
+    "db-decided-after-redis-failed",
+    "a request whose Redis check failed (an error or a timeout) was decided by the database",
+);
+
+/// The key's state after each of the admin's acknowledged deciding writes, from
+/// "not revoked" at the start.
+fn key_states(history: &History) -> Vec<(Timestamp, bool)> {
+    let mut states: Vec<(Timestamp, bool)> = history
+        .ops
+        .iter()
+        .filter_map(|op| match op.tag.get::<KeyTag>() {
+            Some(KeyTag::Decide { revoked }) if op.succeeded() => Some((op.applied_at?, *revoked)),
+            _ => None,
+        })
+        .collect();
+    states.sort();
+    states.insert(0, (Timestamp::ZERO, false));
+    states
+}
+
+fn key_request_start(history: &History, request: u32) -> Option<Timestamp> {
+    history
+        .ops
+        .iter()
+        .filter(|op| op.tag.get::<KeyTag>().and_then(KeyTag::request) == Some(request))
+        .map(|op| op.invoked_at)
+        .min()
+}
+
+fn key_request_ops(history: &History, request: u32) -> Vec<usize> {
+    history
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| op.tag.get::<KeyTag>().and_then(KeyTag::request) == Some(request))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// B1 and B2 over the instances' decisions.
+pub fn revocation(history: &History, delta: Duration) -> Verdict {
+    let states = key_states(history);
+    let final_revoked = states.last().is_some_and(|s| s.1);
+    let mut verdict = Verdict::default();
+    for note in &history.notes {
+        let Some(d) = note.note.get::<KeyDecision>() else {
+            continue;
+        };
+        let start = key_request_start(history, d.request).unwrap_or(note.at);
+        if d.accepted {
+            let lo = start - delta;
+            let at_lo = states.iter().rposition(|(t, _)| *t <= lo).unwrap_or(0);
+            let ok = states
+                .iter()
+                .enumerate()
+                .filter(|(i, (t, _))| *i == at_lo || (*t > lo && *t <= note.at))
+                .any(|(_, (_, revoked))| !revoked);
+            if !ok {
+                let since = states.get(at_lo).map_or(Timestamp::ZERO, |s| s.0);
+                verdict.violations.push(Violation {
+                    invariant: B1.name.into(),
+                    explanation: format!(
+                        "{} (r{}, started {start}) accepted the key at {} by {:?}, but it was \
+                         revoked at {since}, more than Δ = {delta} before",
+                        history.name(note.process),
+                        d.request,
+                        note.at,
+                        d.by
+                    ),
+                    ops: key_request_ops(history, d.request),
+                });
+            }
+        }
+        if d.probe && d.accepted == final_revoked {
+            verdict.violations.push(Violation {
+                invariant: B2.name.into(),
+                explanation: format!(
+                    "{}'s final probe r{} {} the key at {} (by {:?}), but the key is {}",
+                    history.name(note.process),
+                    d.request,
+                    if d.accepted { "accepted" } else { "rejected" },
+                    note.at,
+                    d.by,
+                    if final_revoked {
+                        "revoked"
+                    } else {
+                        "not revoked"
+                    }
+                ),
+                ops: key_request_ops(history, d.request),
+            });
+        }
+    }
+    verdict
+}
+
+/// Counts R-000-12's `sometimes` properties.
+pub fn revocation_coverage(history: &History, verdict: &mut Verdict) {
+    let lost = history
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.tag.get::<KeyTag>(),
+                Some(KeyTag::Decide { .. } | KeyTag::Propagate { .. })
+            ) && op.lost_at.is_some()
+        })
+        .count() as u64;
+    let from_cache = history
+        .notes
+        .iter()
+        .filter_map(|n| n.note.get::<KeyDecision>())
+        .filter(|d| !d.accepted && d.by == Source::Cache)
+        .count() as u64;
+    let failed_then_db = history
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.tag.get::<KeyTag>(),
+                Some(KeyTag::Check {
+                    source: Source::Cache,
+                    ..
+                })
+            ) && (op.timed_out
+                || !matches!(op.result, Some(Reply::Kv(KvReply::Bulk(_) | KvReply::Nil))))
+        })
+        .filter(|op| {
+            let request = op.tag.get::<KeyTag>().and_then(KeyTag::request);
+            history.notes.iter().any(|n| {
+                n.note
+                    .get::<KeyDecision>()
+                    .is_some_and(|d| Some(d.request) == request && d.by == Source::Db)
+            })
+        })
+        .count() as u64;
+    verdict.count(REVOCATION_LOST.name, lost);
+    verdict.count(REJECTED_FROM_CACHE.name, from_cache);
+    verdict.count(DB_DECIDED_AFTER_REDIS_FAILED.name, failed_then_db);
 }

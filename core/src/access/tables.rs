@@ -31,3 +31,16 @@ pub const ACCESS_EPOCH: Table = Table::declare(&ACCESS_EPOCH_DEF);
 
 /// The key of [`ACCESS_EPOCH`]'s one row.
 pub const EPOCH_ROW: &str = "global";
+
+static ACCESS_API_KEYS_DEF: TableDef = TableDef {
+    name: "access_api_keys",
+    columns: &[
+        ("revoked", ColumnType::Int),
+        ("key_version", ColumnType::Int),
+    ],
+};
+
+/// The API keys' authoritative revocation state (R-000-12's correct protocol), keyed by API
+/// key: `revoked` (0 or 1; the document's `revoked_at` reduced to whether it is set) and
+/// `key_version`, bumped by every revocation and un-revocation.
+pub const ACCESS_API_KEYS: Table = Table::declare(&ACCESS_API_KEYS_DEF);
