@@ -29,6 +29,9 @@
 //! - [`context`]: document 000's request context (R-000-13): steps and plugins sharing a
 //!   `WorkflowContext`, as a shared dict, typed namespaced fields, or owner-declared
 //!   write-once cells, and the I-CTX oracle.
+//! - [`session`]: document 000's conversation window under concurrent turns (R-000-06):
+//!   uncoordinated appends, a Redis lock with a TTL, and an optimistic version CAS, with the
+//!   I-CONV oracle.
 //! - [`linear`]: a linearizability checker (Wing and Gong's search with memoisation) over any
 //!   sequential specification, with a step bound and an explicit "unknown".
 //! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
@@ -55,6 +58,7 @@ pub mod linear;
 pub mod quota;
 pub mod route;
 pub mod scheduler;
+pub mod session;
 pub mod workorder;
 
 pub use history::{

@@ -32,6 +32,7 @@ mod quota;
 pub mod report;
 pub mod route_bench;
 mod scheduler;
+mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,6 +55,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(scheduler::races());
     races.extend(context::races());
     races.extend(access::races());
+    races.extend(session::races());
     races
 }
 
