@@ -100,7 +100,7 @@ pub fn i_perm(
         let start = started(history, d.request).unwrap_or(note.at);
         let lo = start - delta;
         let current_at_lo = states.iter().rposition(|(t, _)| *t <= lo).unwrap_or(0);
-        let window = states
+        let mut window = states
             .iter()
             .enumerate()
             .filter(|(i, (t, _))| *i == current_at_lo || (*t > lo && *t <= note.at));
@@ -109,7 +109,7 @@ pub fn i_perm(
             .any(|(_, (_, g))| g.effective(&d.user).contains(&d.perm) == d.allowed);
         if !agrees {
             let truth: BTreeSet<String> = window
-                .last()
+                .next_back()
                 .map(|(_, (_, g))| g.effective(&d.user))
                 .unwrap_or_default();
             let ops = request_ops(history, d.request).map(|(i, _)| i).collect();

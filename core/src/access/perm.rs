@@ -507,7 +507,10 @@ struct PermRequest {
 }
 
 impl PermRequest {
-    fn new(variant: Variant, request: u32, instance: u32, user: &str, perm: &str) -> Self {
+    /// `first_id`: the operation ids before this request's (an instance numbers all its
+    /// requests' operations in one sequence).
+    fn new(variant: Variant, r: &PlannedRequest, instance: u32, first_id: u64) -> Self {
+        let (request, user, perm) = (r.request, r.user.as_str(), r.perm.as_str());
         PermRequest {
             variant,
             request,
@@ -517,9 +520,8 @@ impl PermRequest {
             stage: Stage::Done,
             epoch: None,
             now: Timestamp::ZERO,
-            // Each request of an instance numbers its operations in its own range.
             io: Io {
-                next: u64::from(request) * REQUEST_OPS_MAX,
+                next: first_id,
                 ..Io::default()
             },
             notes: VecDeque::new(),
@@ -592,10 +594,6 @@ impl PermRequest {
             }
             Stage::Done => {}
         }
-        assert!(
-            self.io.next % REQUEST_OPS_MAX != 0,
-            "a request sends at most 7 operations"
-        );
         self.stage = stage;
     }
 
@@ -691,10 +689,6 @@ impl Machine for PermRequest {
     }
 }
 
-/// A request sends at most this many operations minus one (epoch get, read, set, lookup,
-/// user, roles, fill), so that every request of an instance has its own range of op ids.
-const REQUEST_OPS_MAX: u64 = 8;
-
 /// One request an instance serves: when it arrives, for whom, for what.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PlannedRequest {
@@ -720,6 +714,7 @@ pub struct PermInstance {
     plan: Vec<PlannedRequest>,
     next: usize,
     current: Option<PermRequest>,
+    ids: u64,
     timer: Option<Timestamp>,
     out: VecDeque<Outgoing>,
     notes: VecDeque<Note>,
@@ -735,6 +730,7 @@ impl PermInstance {
             plan,
             next: 0,
             current: None,
+            ids: 0,
             timer: None,
             out: VecDeque::new(),
             notes: VecDeque::new(),
@@ -745,6 +741,7 @@ impl PermInstance {
     /// once it is done.
     fn drain(&mut self, now: Timestamp) {
         if let Some(r) = self.current.as_mut() {
+            self.ids = r.io.next;
             self.out.extend(std::iter::from_fn(|| r.poll_op()));
             self.notes.extend(std::iter::from_fn(|| r.poll_note()));
             if r.is_idle() {
@@ -766,8 +763,7 @@ impl PermInstance {
             self.timer = Some(r.at);
             return;
         }
-        let mut request =
-            PermRequest::new(self.variant, r.request, self.instance, &r.user, &r.perm);
+        let mut request = PermRequest::new(self.variant, r, self.instance, self.ids);
         self.next += 1;
         request.handle_start(now);
         self.current = Some(request);

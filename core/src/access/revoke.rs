@@ -300,9 +300,6 @@ pub struct KeyRequest {
     pub probe: bool,
 }
 
-/// Operation ids per request (a request asks at most four sources and remembers once).
-const REQUEST_OPS_MAX: u64 = 8;
-
 /// A gateway instance checking `key` for each of its requests, one at a time. Inputs:
 /// `handle_start`, `handle_reply`, `handle_timeout` (the next arrival). A restarted instance
 /// (its memory survives: the host's) serves the requests arriving from then on.
@@ -366,7 +363,6 @@ impl KeyInstance {
             return;
         }
         self.next += 1;
-        self.ids = u64::from(r.request) * REQUEST_OPS_MAX;
         self.current = Some((r, Known::new(), Source::Memory));
         self.step(now);
     }
