@@ -23,6 +23,15 @@
 //!   and the correct protocol's reservation sweeper (R-000-02, R-000-05), the balance's
 //!   Redis mirror with its reconciler (R-000-04) and its warm-up (R-000-09), with their
 //!   oracles.
+//! - [`access`]: document 000's access races: the per-instance permission cache and its
+//!   invalidation (R-000-11), the API-key revocation blacklist (R-000-12), with the I-PERM,
+//!   B1 and B2 oracles.
+//! - [`context`]: document 000's request context (R-000-13): steps and plugins sharing a
+//!   `WorkflowContext`, as a shared dict, typed namespaced fields, or owner-declared
+//!   write-once cells, and the I-CTX oracle.
+//! - [`session`]: document 000's conversation window under concurrent turns (R-000-06):
+//!   uncoordinated appends, a Redis lock with a TTL, and an optimistic version CAS, with the
+//!   I-CONV oracle.
 //! - [`linear`]: a linearizability checker (Wing and Gong's search with memoisation) over any
 //!   sequential specification, with a step bound and an explicit "unknown".
 //! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
@@ -39,7 +48,9 @@ mod tag;
 mod time;
 mod variant;
 
+pub mod access;
 pub mod billing;
+pub mod context;
 pub mod effects;
 pub mod health;
 pub mod lease;
@@ -47,6 +58,7 @@ pub mod linear;
 pub mod quota;
 pub mod route;
 pub mod scheduler;
+pub mod session;
 pub mod workorder;
 
 pub use history::{

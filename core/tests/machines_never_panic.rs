@@ -16,11 +16,16 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use racelab_core::access::{
+    KeyAction, KeyAdmin, KeyInstance, KeyRequest, PermAdmin, PermInstance, PermSubscriber,
+    PlannedRequest, RoleChange,
+};
 use racelab_core::billing::{
     Accounting, Amount, BillRequest, ClientKey, IdemConfig, IdemGateway, KeySource, MarkerOrder,
     OutboxRelay, Publish, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig,
     UsageBillConfig, UsageBiller, UsageConsumer, UsageWorker,
 };
+use racelab_core::context::{Action as CtxAction, StepId, StepTask};
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
     SaverTask, Selection,
@@ -35,6 +40,7 @@ use racelab_core::quota::{
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
 use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
+use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
     Terminal, UPDATE_LOG, WORK_ORDERS, Worker, WorkerConfig,
@@ -606,6 +612,13 @@ enum Kind {
     Warm(WarmConfig, u32),
     SchedNode(Duration),
     SchedDispatcher(Vec<(String, Timestamp)>, Duration),
+    CtxStep(StepId, Vec<CtxAction>),
+    PermInstance(Vec<PlannedRequest>),
+    PermAdmin(Vec<RoleChange>),
+    PermSubscriber(Timestamp),
+    KeyInstance(Vec<KeyRequest>),
+    KeyAdmin(Vec<KeyAction>),
+    Turn(TurnConfig),
 }
 
 impl Kind {
@@ -655,6 +668,13 @@ impl Kind {
             Kind::SchedDispatcher(jobs, every) => {
                 Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every))
             }
+            Kind::CtxStep(step, plan) => Box::new(StepTask::new(step, plan)),
+            Kind::PermInstance(plan) => Box::new(PermInstance::new(variant, 0, plan)),
+            Kind::PermAdmin(changes) => Box::new(PermAdmin::new(variant, changes)),
+            Kind::PermSubscriber(until) => Box::new(PermSubscriber::new(variant, until)),
+            Kind::KeyInstance(plan) => Box::new(KeyInstance::new(variant, 0, "k1", plan)),
+            Kind::KeyAdmin(actions) => Box::new(KeyAdmin::new(variant, "k1", actions)),
+            Kind::Turn(cfg) => Box::new(Turn::new(variant, cfg)),
         }
     }
 }
@@ -1223,6 +1243,70 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
             millis(200_000).prop_map(Kind::SchedNode),
             (prop::collection::vec(job, 0..4), millis(20_000))
                 .prop_map(|(jobs, every)| Kind::SchedDispatcher(jobs, every)),
+        ]
+    });
+}
+
+#[test]
+fn access_session_and_context_machines_never_panic() {
+    check(false, |_| {
+        let at = || millis(5_000).prop_map(|d| Timestamp::from_ms(d.as_ms()));
+        let step = prop_oneof![
+            Just(StepId::Upstream),
+            Just(StepId::Billing),
+            (0u8..4).prop_map(StepId::Plugin),
+        ];
+        let key = prop::sample::select(vec!["usage", "moderation", "trace", "other"]);
+        let action = prop_oneof![
+            millis(50).prop_map(CtxAction::Wait),
+            (key.clone(), small_int()).prop_map(|(key, value)| CtxAction::Write { key, value }),
+            (key, step.clone(), millis(20)).prop_map(|(key, after, poll)| CtxAction::Read {
+                key,
+                after,
+                poll
+            }),
+            Just(CtxAction::Finish),
+        ];
+        let user = prop::sample::select(vec!["u0", "u1", "nobody"]);
+        let perm_request =
+            (at(), 0u32..1_000, user, text()).prop_map(|(at, request, user, perm)| {
+                PlannedRequest {
+                    at,
+                    request,
+                    user: user.into(),
+                    perm,
+                }
+            });
+        let change = (text(), prop::collection::btree_set(text(), 0..3), text()).prop_map(
+            |(role, perms, edited_user)| RoleChange {
+                role,
+                perms,
+                edited_user,
+            },
+        );
+        let key_request = (at(), 0u32..1_000, any::<bool>())
+            .prop_map(|(at, request, probe)| KeyRequest { at, request, probe });
+        let key_action = prop_oneof![
+            at().prop_map(KeyAction::Revoke),
+            at().prop_map(KeyAction::Unrevoke),
+        ];
+        let turn = (0u32..5, millis(5_000), millis(5_000)).prop_map(|(turn, stream, lock_ttl)| {
+            TurnConfig {
+                turn,
+                session: "S1".into(),
+                stream,
+                lock_ttl,
+            }
+        });
+        prop_oneof![
+            (step, prop::collection::vec(action, 0..6))
+                .prop_map(|(step, plan)| Kind::CtxStep(step, plan)),
+            prop::collection::vec(perm_request, 0..4).prop_map(Kind::PermInstance),
+            prop::collection::vec(change, 0..3).prop_map(Kind::PermAdmin),
+            at().prop_map(Kind::PermSubscriber),
+            prop::collection::vec(key_request, 0..4).prop_map(Kind::KeyInstance),
+            prop::collection::vec(key_action, 0..3).prop_map(Kind::KeyAdmin),
+            turn.prop_map(Kind::Turn),
         ]
     });
 }

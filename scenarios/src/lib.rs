@@ -16,9 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod acceptance;
+mod access;
 pub mod bench;
 mod billing;
 mod catalog;
+mod context;
 mod doc001;
 mod doc002;
 mod doc003;
@@ -30,6 +32,7 @@ mod quota;
 pub mod report;
 pub mod route_bench;
 mod scheduler;
+mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +53,9 @@ pub fn catalog() -> Vec<Race> {
     races.extend(billing::races());
     races.extend(quota::races());
     races.extend(scheduler::races());
+    races.extend(context::races());
+    races.extend(access::races());
+    races.extend(session::races());
     races
 }
 
