@@ -424,6 +424,87 @@ end
 "#,
             sched_run!()
         ),
+        ScriptName::SchedSelect => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  id_arg(1)
+  local pool = members(ns .. 'pool')
+  if #pool == 0 then
+    return 'none'
+  end
+  local rr = math.abs(counter(ns .. 'rr', 'round-robin counter'))
+  local node = pool[(rr % #pool) + 1]
+  local epoch = hget(ns .. 'node:' .. node, 'epoch') or '0'
+  return node .. ' ' .. epoch
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedBind => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local node = id_arg(2)
+  local epoch = int_arg(3)
+  cmd('HSET', ns .. 'job:' .. j, 'state', 'running', 'node', node, 'epoch', epoch)
+  cmd('SADD', ns .. 'jobs:' .. node, j)
+  return 'bound ' .. node .. ' ' .. epoch .. ' 0'
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedOffline => concat!(
+            sched_prelude!(),
+            sched_bind!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local n = id_arg(1)
+  local fenced = int_arg(2) == '1'
+  local key = ns .. 'node:' .. n
+  if hget(key, 'epoch') ~= nil then
+    return {'alive'}
+  end
+  local out = {'offline ' .. n}
+  cmd('SREM', ns .. 'pool', n)
+  if not fenced then
+    cmd('DEL', key)
+  end
+  for _, j in ipairs(members(ns .. 'jobs:' .. n)) do
+    local jk = ns .. 'job:' .. j
+    if hget(jk, 'state') == 'running' and hget(jk, 'node') == n then
+      local line
+      if fenced then
+        cmd('SREM', ns .. 'jobs:' .. n, j)
+        line = bind(ns, j, true)
+      else
+        -- The document's loop indexes the pool as it finds it: with no member left it meets
+        -- a runtime error here, after the writes above (made explicit, so that its text is
+        -- the model's).
+        local pool = members(ns .. 'pool')
+        if #pool == 0 then
+          fail('no node to re-dispatch to')
+        end
+        local rr = math.abs(counter(ns .. 'rr', 'round-robin counter'))
+        local target = pool[(rr % #pool) + 1]
+        local epoch = hget(ns .. 'node:' .. target, 'epoch') or '0'
+        cmd('HSET', jk, 'node', target, 'epoch', epoch)
+        cmd('SADD', ns .. 'jobs:' .. target, j)
+        cmd('SREM', ns .. 'jobs:' .. n, j)
+        line = 'bound ' .. target .. ' ' .. epoch .. ' 0'
+      end
+      out[#out + 1] = j .. ' ' .. line
+    end
+  end
+  return out
+end
+"#,
+            sched_run!()
+        ),
     }
 }
 

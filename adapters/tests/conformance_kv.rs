@@ -328,6 +328,10 @@ fn sched_script() -> impl Strategy<Value = KvOp> {
             .prop_map(|(n, f, e)| (ScriptName::SchedPoll, vec![n, f, e])),
         (sched_job(), sched_node(), sched_epoch(), sched_fenced())
             .prop_map(|(j, n, e, f)| (ScriptName::SchedComplete, vec![j, n, e, f])),
+        sched_job().prop_map(|j| (ScriptName::SchedSelect, vec![j])),
+        (sched_job(), sched_node(), sched_epoch())
+            .prop_map(|(j, n, e)| (ScriptName::SchedBind, vec![j, n, e])),
+        (sched_node(), sched_fenced()).prop_map(|(n, f)| (ScriptName::SchedOffline, vec![n, f])),
     ];
     // Mostly every argument; sometimes one too few, or an extra one (ignored).
     let cut = prop_oneof![12 => Just(0usize), 1 => Just(1usize), 1 => Just(usize::MAX)];
@@ -384,7 +388,7 @@ fn sched_plant() -> impl Strategy<Value = KvOp> {
 /// The scheduler's scripts and the state other writers leave on their keys.
 fn sched_op() -> impl Strategy<Value = KvOp> {
     prop_oneof![
-        5 => sched_script(),
+        7 => sched_script(),
         2 => sched_plant(),
     ]
 }

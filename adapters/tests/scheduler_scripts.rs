@@ -375,12 +375,16 @@ async fn every_ttl_the_scheduler_sets_is_the_one_its_argv_asked_for() {
         sched(ScriptName::SchedReap, &["j1", "1"]),
         sched(ScriptName::SchedPoll, &["n2", "1", "1"]),
         sched(ScriptName::SchedComplete, &["j1", "n2", "1", "1"]),
+        sched(ScriptName::SchedSelect, &["j2"]),
+        sched(ScriptName::SchedBind, &["j2", "n2", "1"]),
+        sched(ScriptName::SchedOffline, &["n1", "1"]),
     ] {
         let r = kv.execute_kv(&op).await.expect("script");
         assert!(!matches!(r, KvReply::Error(_)), "{op}: {r:?}");
     }
     for key in [
         format!("{NAMESPACE}job:j1"),
+        format!("{NAMESPACE}job:j2"),
         format!("{NAMESPACE}jobs:n2"),
         format!("{NAMESPACE}rr"),
         format!("{NAMESPACE}epoch:n1"),
@@ -489,6 +493,29 @@ async fn a_scheduler_script_failing_half_way_keeps_its_partial_writes_as_the_mod
                 ),
                 (KvOp::Exists { key: ns("node:n1") }, KvReply::Int(0)),
                 (members("pool"), set(&[])),
+            ],
+        },
+        Case {
+            // R-004-03's partial offline script: the document's node-offline script removes
+            // N1 from the pool and deletes its hash, then finds no member to move N1's job
+            // to and fails there: N1 is out of the pool, j1 still bound to it, and nothing
+            // will look at N1's jobs again.
+            name: "node offline: removed from the pool, job left bound to it",
+            setup: vec![
+                sched(ScriptName::SchedRegister, &["n1", "60000", "0", "0"]),
+                sched(ScriptName::SchedDispatch, &["j1", "0"]),
+                KvOp::HDel {
+                    key: ns("node:n1"),
+                    fields: vec!["epoch".into()],
+                },
+            ],
+            script: sched(ScriptName::SchedOffline, &["n1", "0"]),
+            error: "ERR no node to re-dispatch to",
+            reads: vec![
+                (members("pool"), set(&[])),
+                (KvOp::Exists { key: ns("node:n1") }, KvReply::Int(0)),
+                (hget("job:j1", "node"), bulk("n1")),
+                (members("jobs:n1"), set(&["j1"])),
             ],
         },
     ];

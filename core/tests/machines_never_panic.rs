@@ -39,7 +39,7 @@ use racelab_core::quota::{
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
-use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
+use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
@@ -611,7 +611,8 @@ enum Kind {
     Observer(Duration),
     Warm(WarmConfig, u32),
     SchedNode(Duration),
-    SchedDispatcher(Vec<(String, Timestamp)>, Duration),
+    SchedDispatcher(Vec<(String, Timestamp)>, Duration, Submit),
+    SchedMonitor(Duration),
     CtxStep(StepId, Vec<CtxAction>),
     PermInstance(Vec<PlannedRequest>),
     PermAdmin(Vec<RoleChange>),
@@ -665,9 +666,10 @@ impl Kind {
             Kind::SchedNode(length) => {
                 Box::new(SchedNode::new("N1", NodeConfig::of(variant), length))
             }
-            Kind::SchedDispatcher(jobs, every) => {
-                Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every))
+            Kind::SchedDispatcher(jobs, every, submit) => {
+                Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every).with_submit(submit))
             }
+            Kind::SchedMonitor(every) => Box::new(Monitor::new(NodeConfig::of(variant), every)),
             Kind::CtxStep(step, plan) => Box::new(StepTask::new(step, plan)),
             Kind::PermInstance(plan) => Box::new(PermInstance::new(variant, 0, plan)),
             Kind::PermAdmin(changes) => Box::new(PermAdmin::new(variant, changes)),
@@ -1241,8 +1243,17 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
         let job = (text(), millis(100_000)).prop_map(|(j, at)| (j, Timestamp::from_ms(at.as_ms())));
         prop_oneof![
             millis(200_000).prop_map(Kind::SchedNode),
-            (prop::collection::vec(job, 0..4), millis(20_000))
-                .prop_map(|(jobs, every)| Kind::SchedDispatcher(jobs, every)),
+            (
+                prop::collection::vec(job, 0..4),
+                millis(20_000),
+                prop::sample::select(vec![
+                    Submit::DispatchAndReap,
+                    Submit::DispatchThenWatch,
+                    Submit::SelectBindThenWatch,
+                ])
+            )
+                .prop_map(|(jobs, every, submit)| Kind::SchedDispatcher(jobs, every, submit)),
+            millis(20_000).prop_map(Kind::SchedMonitor),
         ]
     });
 }

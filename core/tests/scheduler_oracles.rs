@@ -2,8 +2,9 @@
 //! property, and known-good ones that they must accept.
 
 use racelab_core::scheduler::{
-    F1, I_JOB, I_JOB_DELIVERED, L2, SchedNote, SchedTag, T_DEAD, binding_liveness, coverage,
-    fenced_results, jobs_delivered, one_outcome,
+    F1, I_JOB, I_JOB_DELIVERED, J3, L2, NO_NODE_LEFT, OFFLINE_REDISPATCHED, SchedNote, SchedTag,
+    T_DEAD, binding_liveness, coverage, fenced_results, jobs_delivered, offline_bindings,
+    one_outcome,
 };
 use racelab_core::{
     History, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, ScriptName,
@@ -210,4 +211,88 @@ fn i_job_does_not_count_a_result_a_redis_restart_erased() {
     // Two results after the restart are two outcomes.
     complete(&mut h, N2, "J1", "N2", 0, 30, 1);
     assert_eq!(broken(&one_outcome(&h)), [I_JOB.name]);
+}
+
+/// The node-offline script's reply: `offline N` and one line per job it moved.
+fn offline(h: &mut History, node: &str, lines: &[&str], at_s: u64) {
+    let mut reply = vec![Some(format!("offline {node}"))];
+    reply.extend(lines.iter().map(|l| Some(l.to_string())));
+    let tag = SchedTag::Offline { node: node.into() };
+    op(h, S, tag, KvReply::Array(reply), at_s, false);
+}
+
+/// The split binding (the second call after a selection).
+fn split_bind(h: &mut History, job: &str, node: &str, at_s: u64) {
+    let tag = SchedTag::Bind { job: job.into() };
+    let reply = KvReply::Bulk(format!("bound {node} 0 0"));
+    op(h, S, tag, reply, at_s, false);
+}
+
+#[test]
+fn j3_flags_a_binding_that_lands_after_the_offline_script_took_the_node_out() {
+    let mut h = history();
+    beat(&mut h, N1, "N1", 0);
+    offline(&mut h, "N1", &[], 40);
+    split_bind(&mut h, "J2", "N1", 50);
+    let v = offline_bindings(&h);
+    assert_eq!(broken(&v), [J3.name]);
+    assert!(
+        v.violations[0].explanation.contains("J2") && v.violations[0].ops.len() == 2,
+        "{}",
+        v.explanation()
+    );
+}
+
+#[test]
+fn j3_accepts_a_binding_after_the_node_came_back_or_that_the_offline_script_refused() {
+    let mut h = history();
+    offline(&mut h, "N1", &[], 40);
+    beat(&mut h, N1, "N1", 45);
+    split_bind(&mut h, "J2", "N1", 50);
+    // An "alive" answer took nothing offline.
+    let tag = SchedTag::Offline { node: "N2".into() };
+    op(
+        &mut h,
+        S,
+        tag,
+        KvReply::Array(vec![Some("alive".into())]),
+        55,
+        false,
+    );
+    split_bind(&mut h, "J3", "N2", 56);
+    assert!(offline_bindings(&h).holds());
+    // An offline script whose write a failover lost took nothing offline either.
+    let mut h = history();
+    let tag = SchedTag::Offline { node: "N1".into() };
+    let reply = KvReply::Array(vec![Some("offline N1".into())]);
+    op(&mut h, S, tag, reply, 40, true);
+    split_bind(&mut h, "J2", "N1", 50);
+    assert!(offline_bindings(&h).holds());
+}
+
+#[test]
+fn f1_and_i_job_see_the_offline_scripts_re_dispatch() {
+    let mut h = history();
+    bind(&mut h, "J1", "N1", 0, 5);
+    // The offline script moves J1 to N2; N1's late result is accepted anyway, then N2's.
+    offline(&mut h, "N1", &["J1 bound N2 0 0"], 40);
+    complete(&mut h, N1, "J1", "N1", 0, 57, 1);
+    complete(&mut h, N2, "J1", "N2", 0, 80, 1);
+    let v = fenced_results(&h).merge(one_outcome(&h));
+    let mut names = broken(&v);
+    names.sort();
+    assert_eq!(names, [F1.name, I_JOB.name], "{}", v.explanation());
+    let mut v = Verdict::default();
+    coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get(OFFLINE_REDISPATCHED.name), Some(&1));
+}
+
+#[test]
+fn coverage_counts_a_job_the_offline_script_queued_for_want_of_a_live_node() {
+    let mut h = history();
+    offline(&mut h, "N1", &["J1 queued 1"], 40);
+    let mut v = Verdict::default();
+    coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get(NO_NODE_LEFT.name), Some(&1));
+    assert_eq!(v.sometimes.get(OFFLINE_REDISPATCHED.name), None);
 }

@@ -8,12 +8,19 @@
 //!   the zombie's result is accepted beside the new node's (the zombie schedule, independent
 //!   of the TTL value).
 //!
+//! - R-004-03: the node-offline script (which re-dispatches the node's jobs) against the
+//!   selection and binding scripts and the result path: a binding that lands after the
+//!   offline script looked at the node's jobs (lost job), a re-dispatch of a slow node's job
+//!   whose late result is accepted beside the new one (double dispatch), and an offline
+//!   script that fails half-way with no node left, its writes kept (orphaned job).
+//!
 //! Heartbeats never stop: every world has a horizon and is judged there.
 
 use racelab_core::scheduler::{
-    DEAD_NODE_SKIPPED, Dispatcher, F1, I_JOB, I_JOB_DELIVERED, L2, LEASE_LOST, Node, NodeConfig,
-    STALE_RESULT_REFUSED, SchedTag, T_DEAD, binding_liveness, coverage, fenced_results,
-    jobs_delivered, one_outcome,
+    DEAD_NODE_SKIPPED, Dispatcher, F1, I_JOB, I_JOB_DELIVERED, J3, L2, LEASE_LOST, Monitor,
+    NO_NODE_LEFT, Node, NodeConfig, OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, SchedTag, Submit,
+    T_DEAD, binding_liveness, coverage, fenced_results, jobs_delivered, offline_bindings,
+    one_outcome,
 };
 use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
@@ -58,6 +65,24 @@ pub(crate) fn races() -> Vec<Race> {
             build: build_02,
             judge: judge_02,
         },
+        Race {
+            id: "R-004-03",
+            title: "Node-offline script vs job re-dispatch: a lost, doubly dispatched or \
+                    orphaned job between scripts",
+            document: "004",
+            invariant: "J3: no binding to a node the offline script took offline; F1 and I-JOB: \
+                        one accepted result per job, from its current binding; every job's \
+                        outcome delivered",
+            docfix_verdict: "insufficient",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_03,
+            profile: profile_03,
+            seed_budget: 200,
+            properties: PROPS_03,
+            net: true,
+            build: build_03,
+            judge: judge_03,
+        },
     ]
 }
 
@@ -82,17 +107,28 @@ fn node(name: &str, variant: Variant, job_length: Duration, start: Timestamp) ->
 }
 
 fn dispatcher(variant: Variant, jobs: Vec<(String, Timestamp)>) -> ProcessSpec {
+    dispatcher_with(
+        NodeConfig::of(variant),
+        Submit::DispatchAndReap,
+        jobs,
+        REAP_EVERY,
+    )
+}
+
+fn dispatcher_with(
+    config: NodeConfig,
+    submit: Submit,
+    jobs: Vec<(String, Timestamp)>,
+    reap_every: Duration,
+) -> ProcessSpec {
     ProcessSpec {
         host: 1,
         name: "S".into(),
         start_at: Timestamp::ZERO,
         fault_prone: true,
         factory: Box::new(move |_| {
-            Box::new(Dispatcher::new(
-                NodeConfig::of(variant),
-                jobs.clone(),
-                REAP_EVERY,
-            )) as Box<dyn Machine>
+            Box::new(Dispatcher::new(config, jobs.clone(), reap_every).with_submit(submit))
+                as Box<dyn Machine>
         }),
     }
 }
@@ -298,6 +334,192 @@ fn profile_02() -> FaultProfile {
         pause_on: Target {
             kinds: vec![SchedTag::COMPLETE],
             ..Target::processes(&NODES_02)
+        },
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-004-03
+
+const PROPS_03: &[Property] = &[
+    J3,
+    F1,
+    I_JOB,
+    I_JOB_DELIVERED,
+    OFFLINE_REDISPATCHED,
+    NO_NODE_LEFT,
+    STALE_RESULT_REFUSED,
+];
+
+/// Faults end at 120 s; a crashed node is back by 270 s; every job is done well before.
+const HORIZON_03: Duration = Duration::from_secs(400);
+
+/// The monitor scans the pool every 10 s.
+const MONITOR_EVERY: Duration = Duration::from_secs(10);
+
+/// The scheduler follows its jobs every 30 s: the offline script is the fast path of
+/// re-dispatch, the Correct scheduler's own reap the slow one (and the one that binds a job
+/// queued for want of a live node).
+const REAP_EVERY_03: Duration = Duration::from_secs(30);
+
+/// Every variant runs at the same short timing (a 30 s lease renewed every 10 s, the pool
+/// without TTL: only the offline script removes a member), so that the offline script fires
+/// within the run: the race is between scripts, not about the TTL's value (R-004-01 is).
+/// Buggy splits selection from binding (assumption A9's split branch), DocFix selects and
+/// binds in one script (the document's "key design"), both unfenced, re-dispatch left to the
+/// offline script; Correct fences every script on the node's lease and epoch, and its
+/// scheduler's own re-dispatch decision is one script too.
+fn config_03(variant: Variant) -> NodeConfig {
+    NodeConfig {
+        heartbeat: Duration::from_secs(10),
+        node_ttl: Duration::from_secs(30),
+        pool_ttl: Duration::ZERO,
+        fenced: variant == Variant::Correct,
+    }
+}
+
+fn build_03(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let (times, length) = match workload {
+        Workload::Scripted(_) => (vec![5, 35], 20),
+        Workload::Random(rng) => {
+            let n = rng.between(1, 3);
+            let times = (0..n).map(|_| rng.between(1, 90)).collect();
+            (times, rng.between(10, 40))
+        }
+    };
+    let jobs: Vec<(String, Timestamp)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("J{}", i + 1), Timestamp::from_ms(s * 1000)))
+        .collect();
+    let ids: Vec<String> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let config = config_03(variant);
+    let length = Duration::from_secs(length);
+    let mut processes: Vec<ProcessSpec> = NODES_02
+        .iter()
+        .map(|n| {
+            let id = n.to_string();
+            ProcessSpec {
+                host: 0,
+                name: id.clone(),
+                start_at: Timestamp::ZERO,
+                fault_prone: true,
+                factory: Box::new(move |_| {
+                    Box::new(Node::new(&id, config, length)) as Box<dyn Machine>
+                }),
+            }
+        })
+        .collect();
+    let submit = match variant {
+        Variant::Buggy => Submit::SelectBindThenWatch,
+        Variant::DocFix => Submit::DispatchThenWatch,
+        Variant::Correct => Submit::DispatchAndReap,
+    };
+    processes.push(dispatcher_with(config, submit, jobs, REAP_EVERY_03));
+    processes.push(ProcessSpec {
+        host: 2,
+        name: "M".into(),
+        // Halfway between the scheduler's reaps: either may be the first to find a node gone.
+        start_at: Timestamp::from_ms(5_000),
+        fault_prone: false,
+        factory: Box::new(move |_| {
+            Box::new(Monitor::new(config, MONITOR_EVERY)) as Box<dyn Machine>
+        }),
+    });
+    (world(processes, HORIZON_03), Capture::new(ids))
+}
+
+fn judge_03(run: &Run, capture: &Capture) -> Verdict {
+    let jobs = capture.get::<Vec<String>>().cloned().unwrap_or_default();
+    let mut verdict = offline_bindings(&run.history)
+        .merge(fenced_results(&run.history))
+        .merge(one_outcome(&run.history))
+        .merge(jobs_delivered(&run.history, &jobs));
+    coverage(&run.history, &mut verdict);
+    declared(verdict, PROPS_03)
+}
+
+fn scripts_03() -> Vec<Script> {
+    let crash = |process, restart_after| {
+        Step::on(
+            process,
+            SchedTag::HEARTBEAT,
+            1,
+            OpEffect::CrashAfterApply { restart_after },
+        )
+    };
+    vec![
+        Script {
+            name: "lost-job",
+            summary: "N1 crashes after its first heartbeat; at 35 s S selects N1 (still a pool \
+                      member) for J2 and stalls 15 s before binding; at 45 s the offline \
+                      script takes N1 out and moves its jobs (J2 is not bound yet); S then \
+                      binds J2 to the dead N1",
+            steps: vec![
+                crash("N1", None),
+                Step::on(
+                    "S",
+                    SchedTag::BIND,
+                    2,
+                    OpEffect::PauseBeforeSend(Duration::from_secs(15)),
+                ),
+            ],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "double-dispatch",
+            summary: "N2 runs J1 and stalls 45 s at 12 s: its lease runs out, the offline \
+                      script moves J1 to N1, which runs it; N2 resumes and reports J1 too, \
+                      and the result path takes both",
+            steps: vec![Step::at(
+                12_000,
+                Action::Pause {
+                    process: "N2".into(),
+                    duration: Duration::from_secs(45),
+                },
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "partial-offline-script",
+            summary: "both nodes crash after their first heartbeat, N2 (running J1) for good, \
+                      N1 back after 100 s; the offline script takes N1 out, then N2, and \
+                      fails with no node to move J1 to, keeping its writes: N2 is out of \
+                      the pool and J1 still bound to it, where nothing looks again",
+            steps: vec![
+                crash("N1", Some(Duration::from_secs(100))),
+                crash("N2", None),
+            ],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "no-fault",
+            summary: "no fault: every job runs once and is delivered",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]),
+        },
+    ]
+}
+
+fn profile_03() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(120),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        // A node crashes after a heartbeat and is back within 20 s to 150 s.
+        crash: Ratio::per_mille(40),
+        restart_after: (Duration::from_secs(20), Duration::from_secs(150)),
+        crash_on: Target {
+            kinds: vec![SchedTag::HEARTBEAT],
+            ..Target::processes(&NODES_02)
+        },
+        // A node stalls as it reports a result, or the scheduler between selection and
+        // binding, for about a lease.
+        pause: Ratio::per_mille(200),
+        pause_len: (Duration::from_secs(15), Duration::from_secs(50)),
+        pause_on: Target {
+            kinds: vec![SchedTag::COMPLETE, SchedTag::BIND],
+            ..Target::processes(&["N1", "N2", "S"])
         },
         ..FaultProfile::quiet()
     }

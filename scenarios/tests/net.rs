@@ -250,6 +250,7 @@ net_race_tests! {
     r_000_09 => "R-000-09", 200, ["W1", "W2", "W3", "cache-warmed"],
     r_004_01 => "R-004-01", 60, ["L2"],
     r_004_02 => "R-004-02", 10, ["F1", "I-JOB"],
+    r_004_03 => "R-004-03", 60, ["J3", "F1", "I-JOB", "I-JOB-delivered"],
 }
 
 /// Document 002's races, eight seeds each (the other families' detected seeds and last

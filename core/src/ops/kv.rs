@@ -311,6 +311,12 @@ pub enum ScriptName {
     SchedPoll,
     /// A node's result for a job.
     SchedComplete,
+    /// The scheduler's node selection without the binding (the split of assumption A9).
+    SchedSelect,
+    /// The binding of a job to a node selected by an earlier call.
+    SchedBind,
+    /// The node-offline script, which re-dispatches the node's jobs.
+    SchedOffline,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -365,7 +371,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 10] = [
+    pub const ALL: [ScriptName; 13] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -376,17 +382,23 @@ impl ScriptName {
         ScriptName::SchedReap,
         ScriptName::SchedPoll,
         ScriptName::SchedComplete,
+        ScriptName::SchedSelect,
+        ScriptName::SchedBind,
+        ScriptName::SchedOffline,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
     /// [`crate::scheduler::scripts`]).
-    pub const SCHEDULER: [ScriptName; 6] = [
+    pub const SCHEDULER: [ScriptName; 9] = [
         ScriptName::SchedRegister,
         ScriptName::SchedHeartbeat,
         ScriptName::SchedDispatch,
         ScriptName::SchedReap,
         ScriptName::SchedPoll,
         ScriptName::SchedComplete,
+        ScriptName::SchedSelect,
+        ScriptName::SchedBind,
+        ScriptName::SchedOffline,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -450,6 +462,9 @@ impl ScriptName {
             ScriptName::SchedReap => crate::scheduler::scripts::reap(view, keys, args),
             ScriptName::SchedPoll => crate::scheduler::scripts::poll(view, keys, args),
             ScriptName::SchedComplete => crate::scheduler::scripts::complete(view, keys, args),
+            ScriptName::SchedSelect => crate::scheduler::scripts::select(view, keys, args),
+            ScriptName::SchedBind => crate::scheduler::scripts::bind_to(view, keys, args),
+            ScriptName::SchedOffline => crate::scheduler::scripts::offline(view, keys, args),
         }
     }
 
@@ -466,6 +481,9 @@ impl ScriptName {
             ScriptName::SchedReap => "sched_reap",
             ScriptName::SchedPoll => "sched_poll",
             ScriptName::SchedComplete => "sched_complete",
+            ScriptName::SchedSelect => "sched_select",
+            ScriptName::SchedBind => "sched_bind",
+            ScriptName::SchedOffline => "sched_offline",
         }
     }
 

@@ -8,6 +8,17 @@
 //! | `DocFix` | 60 s / 70 s / 30 s (the revision's retune) | the same | the same | the same |
 //! | `Correct` | a 40 s lease renewed every 10 s (Kubernetes' node lease), no pool TTL | members whose lease is present, in the same script, stale ones removed | "re-register": a new epoch, the old epoch's jobs abandoned | a CAS on (running, node, epoch) |
 //!
+//! R-004-03 adds the node-offline script and who runs it. A [`Monitor`] reads the pool every
+//! interval and runs the offline script for each member; the script itself checks that the
+//! member's registration is gone and moves its jobs. How the scheduler submits and follows a
+//! job is its [`Submit`]:
+//!
+//! | variant | selection and binding | re-dispatch | offline script | result |
+//! |---|---|---|---|---|
+//! | `Buggy` | two calls (`select`, then `bind_to`) | left to the offline script | unfenced: fails half-way with no node left | unconditional |
+//! | `DocFix` | one unfenced script | left to the offline script | the same | unconditional |
+//! | `Correct` | one script checking the lease | the scheduler's reap, one script | fenced: validates, then queues a job with no live node | CAS on (running, node, epoch) |
+//!
 //! Every script is one atomic step ([`scripts`]); TTLs are `ARGV` from [`NodeConfig`]. A
 //! [`Node`] registers, heartbeats, polls the jobs bound to it and runs each for the job's
 //! duration before reporting its result; a [`Dispatcher`] submits its jobs at their times
@@ -31,8 +42,9 @@ pub mod scripts;
 mod tag;
 
 pub use oracle::{
-    DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, L2, LEASE_LOST, STALE_RESULT_REFUSED, T_DEAD,
-    binding_liveness, coverage, fenced_results, jobs_delivered, one_outcome,
+    DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, J3, L2, LEASE_LOST, NO_NODE_LEFT,
+    OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, T_DEAD, binding_liveness, coverage, fenced_results,
+    jobs_delivered, offline_bindings, one_outcome,
 };
 pub use tag::{SchedNote, SchedTag};
 
@@ -96,6 +108,12 @@ impl Pipe {
         let args = std::iter::once(id.to_string()).chain(args).collect();
         let op = StoreOp::Kv(KvOp::Script { script, keys, args });
         self.queue.push_back((op, Tag::new(tag)));
+        self.pump();
+    }
+
+    /// Queues a plain command.
+    fn push_op(&mut self, op: KvOp, tag: SchedTag) {
+        self.queue.push_back((StoreOp::Kv(op), Tag::new(tag)));
         self.pump();
     }
 
@@ -316,12 +334,31 @@ impl Machine for Node {
 #[derive(Debug)]
 pub struct Dispatcher {
     config: NodeConfig,
+    submit: Submit,
     reap_every: Duration,
     pending: Vec<(String, Timestamp)>,
+    /// Split selection: jobs waiting for a selection (none answered yet, or no node).
+    unbound: BTreeSet<String>,
     tracked: BTreeSet<String>,
     pipe: Pipe,
     notes: VecDeque<Note>,
     next_reap: Option<Timestamp>,
+}
+
+/// How a [`Dispatcher`] submits its jobs and follows them (R-004-03).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Submit {
+    /// One dispatch script per job (selection and binding, with fencing the lease check, in
+    /// one step), then the reap script every interval: every re-dispatch decision is one
+    /// script that checks the binding it replaces.
+    #[default]
+    DispatchAndReap,
+    /// One dispatch script per job, then only reads of its state: re-dispatch is left to the
+    /// node-offline script.
+    DispatchThenWatch,
+    /// The document's split: a selection script, the binding in a later call, then only
+    /// reads of the job's state.
+    SelectBindThenWatch,
 }
 
 impl Dispatcher {
@@ -333,14 +370,28 @@ impl Dispatcher {
     ) -> Dispatcher {
         Dispatcher {
             config,
+            submit: Submit::default(),
             // A zero interval would ask for the same instant forever.
             reap_every: reap_every.max(Duration::from_ms(1)),
             pending: jobs,
+            unbound: BTreeSet::new(),
             tracked: BTreeSet::new(),
             pipe: Pipe::default(),
             notes: VecDeque::new(),
             next_reap: None,
         }
+    }
+
+    /// The same scheduler submitting and following its jobs as `submit` says.
+    pub fn with_submit(mut self, submit: Submit) -> Dispatcher {
+        self.submit = submit;
+        self
+    }
+
+    fn select(&mut self, job: String) {
+        let tag = SchedTag::Select { job: job.clone() };
+        self.pipe
+            .push(ScriptName::SchedSelect, &job, Vec::new(), tag);
     }
 }
 
@@ -354,15 +405,33 @@ impl Machine for Dispatcher {
         let Some(tag) = self.pipe.answer(op) else {
             return;
         };
-        if let (
-            SchedTag::Dispatch { job } | SchedTag::Reap { job },
-            Reply::Kv(KvReply::Bulk(status)),
-        ) = (tag, reply)
-            && status == "done"
-            && self.tracked.remove(&job)
-        {
-            self.notes
-                .push_back(Note::new(SchedNote::Delivered { job }));
+        match (tag, reply) {
+            (
+                SchedTag::Dispatch { job } | SchedTag::Reap { job } | SchedTag::Status { job },
+                Reply::Kv(KvReply::Bulk(status)),
+            ) if status == "done" && self.tracked.remove(&job) => {
+                self.notes
+                    .push_back(Note::new(SchedNote::Delivered { job }));
+            }
+            (SchedTag::Select { job }, Reply::Kv(KvReply::Bulk(choice))) => {
+                let mut words = choice.split(' ');
+                match (words.next(), words.next()) {
+                    (Some(node), Some(epoch)) if !node.is_empty() => {
+                        let args = vec![node.to_string(), epoch.to_string()];
+                        let tag = SchedTag::Bind { job: job.clone() };
+                        self.pipe.push(ScriptName::SchedBind, &job, args, tag);
+                    }
+                    // `none`: no node yet; select again at the next interval.
+                    _ => {
+                        self.unbound.insert(job);
+                    }
+                }
+            }
+            (SchedTag::Select { job }, _) => {
+                // Unknown outcome (selection writes only its counter): select again.
+                self.unbound.insert(job);
+            }
+            _ => {}
         }
         self.pipe.pump();
     }
@@ -377,6 +446,10 @@ impl Machine for Dispatcher {
         self.pending.retain(|(_, at)| *at > now);
         for job in due {
             self.tracked.insert(job.clone());
+            if self.submit == Submit::SelectBindThenWatch {
+                self.select(job);
+                continue;
+            }
             let tag = SchedTag::Dispatch { job: job.clone() };
             self.pipe.push(
                 ScriptName::SchedDispatch,
@@ -388,14 +461,25 @@ impl Machine for Dispatcher {
         if self.next_reap.is_some_and(|t| t <= now) {
             self.next_reap = Some(now + self.reap_every);
             if !self.pipe.busy() {
+                for job in std::mem::take(&mut self.unbound) {
+                    self.select(job);
+                }
                 for job in self.tracked.clone() {
-                    let tag = SchedTag::Reap { job: job.clone() };
-                    self.pipe.push(
-                        ScriptName::SchedReap,
-                        &job,
-                        vec![self.config.fenced_arg()],
-                        tag,
-                    );
+                    if self.submit == Submit::DispatchAndReap {
+                        let tag = SchedTag::Reap { job: job.clone() };
+                        self.pipe.push(
+                            ScriptName::SchedReap,
+                            &job,
+                            vec![self.config.fenced_arg()],
+                            tag,
+                        );
+                    } else {
+                        let op = KvOp::HGet {
+                            key: scripts::job_key(&job),
+                            field: "state".into(),
+                        };
+                        self.pipe.push_op(op, SchedTag::Status { job });
+                    }
                 }
             }
         }
@@ -419,5 +503,82 @@ impl Machine for Dispatcher {
 
     fn is_idle(&self) -> bool {
         !self.pipe.busy() && self.pending.is_empty() && self.tracked.is_empty()
+    }
+}
+
+/// The node-offline monitor (R-004-03): every interval it reads the pool's members and runs
+/// the node-offline script for each; the script itself decides whether the node's
+/// registration is gone and re-dispatches its jobs. A node no longer in the pool is no longer
+/// watched.
+#[derive(Debug)]
+pub struct Monitor {
+    config: NodeConfig,
+    every: Duration,
+    pipe: Pipe,
+    next_scan: Option<Timestamp>,
+}
+
+impl Monitor {
+    /// A monitor scanning the pool every `every`, with `config`'s fencing.
+    pub fn new(config: NodeConfig, every: Duration) -> Monitor {
+        Monitor {
+            config,
+            // A zero interval would ask for the same instant forever.
+            every: every.max(Duration::from_ms(1)),
+            pipe: Pipe::default(),
+            next_scan: None,
+        }
+    }
+}
+
+impl Machine for Monitor {
+    fn handle_start(&mut self, now: Timestamp) {
+        self.next_scan = Some(now + self.every);
+    }
+
+    fn handle_reply(&mut self, _now: Timestamp, op: OpId, reply: Reply) {
+        let Some(tag) = self.pipe.answer(op) else {
+            return;
+        };
+        if let (SchedTag::Scan, Reply::Kv(KvReply::Array(members))) = (tag, reply) {
+            let mut members: Vec<String> = members.into_iter().flatten().collect();
+            // SMEMBERS answers in hash order: visit them in one order whatever the store.
+            members.sort();
+            for node in members {
+                let tag = SchedTag::Offline { node: node.clone() };
+                let args = vec![self.config.fenced_arg()];
+                self.pipe.push(ScriptName::SchedOffline, &node, args, tag);
+            }
+        }
+        self.pipe.pump();
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        if self.next_scan.is_some_and(|t| t <= now) {
+            self.next_scan = Some(now + self.every);
+            if !self.pipe.busy() {
+                let op = KvOp::SMembers {
+                    key: scripts::pool_key(),
+                };
+                self.pipe.push_op(op, SchedTag::Scan);
+            }
+        }
+    }
+
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        self.pipe.out.pop_front()
+    }
+
+    fn poll_note(&mut self) -> Option<Note> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.next_scan
+    }
+
+    fn is_idle(&self) -> bool {
+        // It scans until the world's horizon.
+        !self.pipe.busy() && self.next_scan.is_none()
     }
 }

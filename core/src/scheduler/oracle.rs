@@ -6,6 +6,9 @@
 //!   older than [`T_DEAD`] at the moment of the binding.
 //! - F1 (R-004-02): a result is accepted only from the node and epoch the job is currently
 //!   bound to.
+//! - J3 (R-004-03): no job is bound to a node the node-offline script took offline, until
+//!   that node heartbeats or registers again (the split selection binds after the script
+//!   looked at the node's jobs).
 //! - I-JOB: no job has more than one accepted result; and (eventually) every submitted job's
 //!   outcome was delivered by the end of the run.
 
@@ -48,6 +51,22 @@ pub const STALE_RESULT_REFUSED: Property = Property::protection(
     "stale-result-refused",
     "a result from a node or epoch the job is no longer bound to was refused",
 );
+/// J3 (R-004-03).
+pub const J3: Property = Property::always(
+    "J3",
+    "no job is bound to a node that the node-offline script took offline, unless the node \
+     heartbeated or registered since",
+);
+/// The node-offline script moved a job (the window of R-004-03 opened).
+pub const OFFLINE_REDISPATCHED: Property = Property::sometimes(
+    "offline-redispatched",
+    "a node-offline script moved a job bound to a node whose registration was gone",
+);
+/// The node-offline script found no live node for a job and queued it.
+pub const NO_NODE_LEFT: Property = Property::sometimes(
+    "no-node-left",
+    "a node-offline script found no live node to move a job to and queued it",
+);
 /// A node's heartbeat found its lease gone.
 pub const LEASE_LOST: Property = Property::sometimes(
     "lease-lost",
@@ -72,23 +91,54 @@ fn bulk(op: &OpRecord) -> Option<&str> {
     }
 }
 
-/// A dispatch or reap that bound its job: (job, node, epoch, members skipped).
-fn binding(op: &OpRecord) -> Option<(&str, &str, &str, u64)> {
-    let job = match tag(op)? {
-        SchedTag::Dispatch { job } | SchedTag::Reap { job } => job.as_str(),
-        _ => return None,
-    };
+/// The bindings an operation made, each (job, node, epoch, members skipped): a dispatch,
+/// reap or split binding that bound its job, or the jobs a node-offline script moved.
+fn bindings(op: &OpRecord) -> Vec<(&str, &str, &str, u64)> {
     if !kept(op) {
-        return None;
+        return Vec::new();
     }
-    let mut words = bulk(op)?.split(' ');
+    match tag(op) {
+        Some(SchedTag::Dispatch { job } | SchedTag::Reap { job } | SchedTag::Bind { job }) => {
+            bulk(op)
+                .and_then(bound_line)
+                .map(|(n, e, s)| (job.as_str(), n, e, s))
+                .into_iter()
+                .collect()
+        }
+        Some(SchedTag::Offline { .. }) => offline_iter(op)
+            .filter_map(|line| {
+                let (job, rest) = line.split_once(' ')?;
+                bound_line(rest).map(|(n, e, s)| (job, n, e, s))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `bound N E skipped`: (node, epoch, skipped).
+fn bound_line(line: &str) -> Option<(&str, &str, u64)> {
+    let mut words = line.split(' ');
     if words.next()? != "bound" {
         return None;
     }
     let node = words.next()?;
     let epoch = words.next()?;
     let skipped = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-    Some((job, node, epoch, skipped))
+    Some((node, epoch, skipped))
+}
+
+/// The lines of a kept node-offline script's reply after its first (`offline N`); empty if
+/// the node was alive, or the script failed.
+fn offline_lines(op: &OpRecord) -> &[Option<String>] {
+    match &op.result {
+        Some(Reply::Kv(KvReply::Array(lines))) if offline_took(op) => &lines[1..],
+        _ => &[],
+    }
+}
+
+/// Iterates the present lines of [`offline_lines`].
+fn offline_iter(op: &OpRecord) -> impl Iterator<Item = &str> {
+    offline_lines(op).iter().filter_map(|l| l.as_deref())
 }
 
 /// Ops in the order the store applied them (index into `history.ops`).
@@ -116,7 +166,7 @@ pub fn binding_liveness(history: &History, t_dead: Duration) -> Verdict {
             }
             _ => {}
         }
-        if let Some((job, node, _, _)) = binding(op) {
+        for (job, node, _, _) in bindings(op) {
             let stale = match last_beat.get(node) {
                 Some((beat, _)) => at.saturating_since(*beat) > t_dead,
                 None => true,
@@ -148,7 +198,7 @@ pub fn fenced_results(history: &History) -> Verdict {
     let mut bound: BTreeMap<&str, (&str, &str, usize)> = BTreeMap::new();
     for i in applied_order(history) {
         let op = &history.ops[i];
-        if let Some((job, node, epoch, _)) = binding(op) {
+        for (job, node, epoch, _) in bindings(op) {
             bound.insert(job, (node, epoch, i));
         }
         let Some(SchedTag::Complete { job, node, epoch }) = tag(op) else {
@@ -177,6 +227,60 @@ pub fn fenced_results(history: &History) -> Verdict {
         }
     }
     verdict
+}
+
+/// J3: no kept binding names a node that a kept node-offline script took offline, with no
+/// kept registration or heartbeat of that node in between (in the store's order).
+pub fn offline_bindings(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut offline: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in applied_order(history) {
+        let op = &history.ops[i];
+        match tag(op) {
+            Some(SchedTag::Register { node } | SchedTag::Heartbeat { node })
+                if kept(op) && op.result != Some(Reply::Kv(KvReply::Int(-1))) =>
+            {
+                offline.remove(node.as_str());
+            }
+            Some(SchedTag::Offline { node }) if offline_took(op) => {
+                offline.insert(node.as_str(), i);
+            }
+            _ => {}
+        }
+        for (job, node, _, _) in bindings(op) {
+            if let Some(&off) = offline.get(node)
+                && verdict.violations.len() < 5
+            {
+                verdict.violations.push(Violation {
+                    invariant: J3.name.into(),
+                    explanation: format!(
+                        "{} bound {job} to {node} at {}, after {} took {node} offline at {} \
+                         (and {node} had not come back since)",
+                        history.name(op.process),
+                        op.applied_at.unwrap_or(Timestamp::ZERO),
+                        history.name(history.ops[off].process),
+                        history.ops[off].applied_at.unwrap_or(Timestamp::ZERO),
+                    ),
+                    ops: vec![off, i],
+                });
+            }
+        }
+    }
+    verdict
+}
+
+/// The kept node-offline script took its node offline (its reply's first line).
+fn offline_took(op: &OpRecord) -> bool {
+    match &op.result {
+        Some(Reply::Kv(KvReply::Array(lines))) => {
+            kept(op)
+                && lines
+                    .first()
+                    .and_then(|l| l.as_deref())
+                    .is_some_and(|l| l.starts_with("offline "))
+        }
+        _ => false,
+    }
 }
 
 /// I-JOB (safety): at most one accepted result per job. A result a Redis restart erased (the
@@ -246,7 +350,7 @@ pub fn coverage(history: &History, verdict: &mut Verdict) {
     let skipped: u64 = history
         .ops
         .iter()
-        .filter_map(binding)
+        .flat_map(bindings)
         .map(|(_, _, _, s)| s)
         .sum();
     let queued_skips: u64 = history
@@ -271,4 +375,15 @@ pub fn coverage(history: &History, verdict: &mut Verdict) {
         .filter(|n| matches!(n.note.get::<SchedNote>(), Some(SchedNote::LeaseLost { .. })))
         .count() as u64;
     verdict.count(LEASE_LOST.name, lost);
+    let offline = || {
+        history
+            .ops
+            .iter()
+            .filter(|op| matches!(tag(op), Some(SchedTag::Offline { .. })))
+            .flat_map(offline_iter)
+    };
+    let moved = offline().filter(|l| l.contains(" bound ")).count() as u64;
+    verdict.count(OFFLINE_REDISPATCHED.name, moved);
+    let queued = offline().filter(|l| l.contains(" queued ")).count() as u64;
+    verdict.count(NO_NODE_LEFT.name, queued);
 }

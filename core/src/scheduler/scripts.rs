@@ -22,13 +22,25 @@
 //! error after the counter's write, as the Lua does. Replies: register and heartbeat an
 //! integer epoch (`-1`: the lease is gone, re-register); dispatch and reap a bulk status
 //! (`bound N E skipped`, `running N E`, `queued skipped`, `done`); poll an array of job ids,
-//! in byte order; complete `1` (accepted) or `0` (refused).
+//! in byte order; complete `1` (accepted) or `0` (refused). R-004-03 adds the document's
+//! selection split from its binding ([`select`], `N E` or `none`, then [`bind_to`]) and the
+//! node-offline script with its re-dispatch ([`offline`], an array of lines).
 
 use crate::ops::{KvOp, KvReply, KvView};
 use crate::time::Duration;
 
 /// The scheduler's key namespace, `KEYS[1]` of every script.
 pub const NAMESPACE: &str = "sched:";
+
+/// The job hash of `j` in [`NAMESPACE`] (read by a scheduler that follows a job's state).
+pub fn job_key(j: &str) -> String {
+    Ns(NAMESPACE).job(j)
+}
+
+/// The pool set in [`NAMESPACE`] (read by the node-offline monitor).
+pub fn pool_key() -> String {
+    Ns(NAMESPACE).pool()
+}
 
 /// The largest number a script reads from Redis and returns or computes with: 15 digits,
 /// exact in Lua's doubles.
@@ -420,6 +432,148 @@ pub fn complete(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
             },
         )?;
         Ok(KvReply::Int(1))
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+/// `select(KEYS[1]=ns; ARGV: J)`: the document's `select_node.lua` with the binding left to
+/// a later call (assumption A9's split branch): a pool member chosen round robin, trusting
+/// the pool set. Replies `N E` (the node and the epoch its hash holds, `0` if none) or
+/// `none` when the pool is empty. Writes only the round-robin counter.
+pub fn select(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+    let mut run = || -> Result<KvReply, KvReply> {
+        let ns = ns_arg(keys)?;
+        id_arg(args, 0)?;
+        let pool = members(view, &ns.pool())?;
+        if pool.is_empty() {
+            return Ok(KvReply::Bulk("none".into()));
+        }
+        let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
+        let node = pool[(rr % pool.len() as u64) as usize].clone();
+        let epoch = hget(view, &ns.node(&node), "epoch")?.unwrap_or_else(|| "0".into());
+        Ok(KvReply::Bulk(format!("{node} {epoch}")))
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+/// `bind_to(KEYS[1]=ns; ARGV: J, N, E)`: the second half of the split selection: binds `J`
+/// to `N` at epoch `E` unconditionally (no liveness check, no state check). Replies
+/// `bound N E 0`, as dispatch does.
+pub fn bind_to(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+    let mut run = || -> Result<KvReply, KvReply> {
+        let ns = ns_arg(keys)?;
+        let j = id_arg(args, 0)?;
+        let node = id_arg(args, 1)?;
+        let epoch = int_arg(args, 2)?.to_string();
+        call(
+            view,
+            KvOp::HSet {
+                key: ns.job(j),
+                pairs: vec![
+                    ("state".into(), "running".into()),
+                    ("node".into(), node.into()),
+                    ("epoch".into(), epoch.clone()),
+                ],
+            },
+        )?;
+        call(
+            view,
+            KvOp::SAdd {
+                key: ns.jobs(node),
+                members: vec![j.into()],
+            },
+        )?;
+        Ok(KvReply::Bulk(format!("bound {node} {epoch} 0")))
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+/// `offline(KEYS[1]=ns; ARGV: N, fenced)`: the node-offline script with the re-dispatch of
+/// the node's jobs, fired for a pool member whose registration is gone (a node whose hash
+/// still has its `epoch` is alive: `[alive]`, nothing written). Replies an array: `offline N`,
+/// then one line per job of the node's index it moved: `J bound M E skipped` or `J queued
+/// skipped`.
+///
+/// Unfenced (the document's): removes `N` from the pool and deletes its hash, then moves each
+/// job bound to `N` to a pool member chosen round robin; with no member left it fails there,
+/// keeping the writes made so far (the node is out of the pool, its jobs still bound to it:
+/// nothing will ever look at them again). Fenced: removes `N` from the pool and moves each
+/// job bound to `N` with the fenced selection (members whose lease is present, checked in the
+/// same script), which queues the job when no node is live: no error after the first write
+/// that the data can cause.
+pub fn offline(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+    let mut run = || -> Result<KvReply, KvReply> {
+        let ns = ns_arg(keys)?;
+        let n = id_arg(args, 0)?;
+        let fenced = int_arg(args, 1)? == 1;
+        let key = ns.node(n);
+        if hget(view, &key, "epoch")?.is_some() {
+            return Ok(KvReply::Array(vec![Some("alive".into())]));
+        }
+        let mut out = vec![Some(format!("offline {n}"))];
+        call(
+            view,
+            KvOp::SRem {
+                key: ns.pool(),
+                members: vec![n.into()],
+            },
+        )?;
+        if !fenced {
+            call(view, KvOp::Del { key })?;
+        }
+        for j in members(view, &ns.jobs(n))? {
+            let jk = ns.job(&j);
+            let running = hget(view, &jk, "state")?.as_deref() == Some("running")
+                && hget(view, &jk, "node")?.as_deref() == Some(n);
+            if !running {
+                continue;
+            }
+            let line = if fenced {
+                call(
+                    view,
+                    KvOp::SRem {
+                        key: ns.jobs(n),
+                        members: vec![j.clone()],
+                    },
+                )?;
+                bind(view, &ns, &j, true)?
+            } else {
+                let pool = members(view, &ns.pool())?;
+                if pool.is_empty() {
+                    return Err(err("no node to re-dispatch to"));
+                }
+                let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
+                let target = pool[(rr % pool.len() as u64) as usize].clone();
+                let epoch = hget(view, &ns.node(&target), "epoch")?.unwrap_or_else(|| "0".into());
+                call(
+                    view,
+                    KvOp::HSet {
+                        key: jk,
+                        pairs: vec![
+                            ("node".into(), target.clone()),
+                            ("epoch".into(), epoch.clone()),
+                        ],
+                    },
+                )?;
+                call(
+                    view,
+                    KvOp::SAdd {
+                        key: ns.jobs(&target),
+                        members: vec![j.clone()],
+                    },
+                )?;
+                call(
+                    view,
+                    KvOp::SRem {
+                        key: ns.jobs(n),
+                        members: vec![j.clone()],
+                    },
+                )?;
+                format!("bound {target} {epoch} 0")
+            };
+            out.push(Some(format!("{j} {line}")));
+        }
+        Ok(KvReply::Array(out))
     };
     run().unwrap_or_else(|e| e)
 }

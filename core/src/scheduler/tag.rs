@@ -42,6 +42,28 @@ pub enum SchedTag {
         /// The registration epoch the node ran the job under.
         epoch: u64,
     },
+    /// A scheduler's node selection for a job, the binding left to a later call.
+    Select {
+        /// The job.
+        job: String,
+    },
+    /// A scheduler's binding of a job to the node it selected.
+    Bind {
+        /// The job.
+        job: String,
+    },
+    /// A monitor's read of the pool's members.
+    Scan,
+    /// A monitor's node-offline script (with the re-dispatch of the node's jobs).
+    Offline {
+        /// The node.
+        node: String,
+    },
+    /// A scheduler's read of a job's state.
+    Status {
+        /// The job.
+        job: String,
+    },
 }
 
 impl SchedTag {
@@ -57,6 +79,16 @@ impl SchedTag {
     pub const REAP: TagKind = TagKind::new("sched-reap");
     /// [`SchedTag::Complete`].
     pub const COMPLETE: TagKind = TagKind::new("sched-complete");
+    /// [`SchedTag::Select`].
+    pub const SELECT: TagKind = TagKind::new("sched-select");
+    /// [`SchedTag::Bind`].
+    pub const BIND: TagKind = TagKind::new("sched-bind");
+    /// [`SchedTag::Scan`].
+    pub const SCAN: TagKind = TagKind::new("sched-scan");
+    /// [`SchedTag::Offline`].
+    pub const OFFLINE: TagKind = TagKind::new("sched-offline");
+    /// [`SchedTag::Status`].
+    pub const STATUS: TagKind = TagKind::new("sched-status");
 }
 
 impl FamilyTag for SchedTag {
@@ -68,6 +100,11 @@ impl FamilyTag for SchedTag {
             SchedTag::Dispatch { .. } => SchedTag::DISPATCH,
             SchedTag::Reap { .. } => SchedTag::REAP,
             SchedTag::Complete { .. } => SchedTag::COMPLETE,
+            SchedTag::Select { .. } => SchedTag::SELECT,
+            SchedTag::Bind { .. } => SchedTag::BIND,
+            SchedTag::Scan => SchedTag::SCAN,
+            SchedTag::Offline { .. } => SchedTag::OFFLINE,
+            SchedTag::Status { .. } => SchedTag::STATUS,
         }
     }
 }
