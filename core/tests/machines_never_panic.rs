@@ -34,6 +34,8 @@ use racelab_core::quota::{
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
+use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
+use racelab_core::route::{Attempt, AttemptId};
 use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
@@ -302,10 +304,27 @@ fn local_result() -> impl Strategy<Value = LocalResult> {
 fn local_reply() -> impl Strategy<Value = LocalReply> {
     let result = prop_oneof![
         6 => local_result().prop_map(LocalValue::new),
+        2 => pool_result().prop_map(LocalValue::new),
         1 => text().prop_map(|s| LocalValue::new(ForeignBlock(s))),
         1 => any::<u32>().prop_map(LocalValue::new),
     ];
     (any::<u64>(), result).prop_map(|(seq, result)| LocalReply { seq, result })
+}
+
+/// A routing block's result, of any kind.
+fn pool_result() -> impl Strategy<Value = PoolResult> {
+    prop_oneof![
+        (any::<u64>(), endpoint(), any::<bool>()).prop_map(|(id, endpoint, probe)| {
+            PoolResult::Attempt(Attempt {
+                id: AttemptId(id),
+                endpoint,
+                probe,
+            })
+        }),
+        Just(PoolResult::Nothing),
+        endpoint().prop_map(PoolResult::Recorded),
+        text().prop_map(PoolResult::Refused),
+    ]
 }
 
 /// An answer to a streaming upstream call, of any kind.
@@ -606,6 +625,8 @@ enum Kind {
     Warm(WarmConfig, u32),
     SchedNode(Duration),
     SchedDispatcher(Vec<(String, Timestamp)>, Duration),
+    PoolClient(u32, u32, Duration),
+    PoolProber(u32, Duration, u32),
 }
 
 impl Kind {
@@ -654,6 +675,15 @@ impl Kind {
             }
             Kind::SchedDispatcher(jobs, every) => {
                 Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every))
+            }
+            Kind::PoolClient(instance, requests, stream) => Box::new(PoolClient::new(
+                instance,
+                CounterWrite::of(variant),
+                requests,
+                stream,
+            )),
+            Kind::PoolProber(instance, every, rounds) => {
+                Box::new(PoolProber::new(instance, every, rounds))
             }
         }
     }
@@ -1223,6 +1253,26 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
             millis(200_000).prop_map(Kind::SchedNode),
             (prop::collection::vec(job, 0..4), millis(20_000))
                 .prop_map(|(jobs, every)| Kind::SchedDispatcher(jobs, every)),
+        ]
+    });
+}
+
+#[test]
+fn routing_clients_and_probers_never_panic() {
+    check(false, |_| {
+        prop_oneof![
+            (
+                any::<u32>(),
+                prop_oneof![0u32..5, any::<u32>()],
+                millis(2_000)
+            )
+                .prop_map(|(i, n, stream)| Kind::PoolClient(i, n, stream)),
+            (
+                any::<u32>(),
+                millis(2_000),
+                prop_oneof![0u32..5, any::<u32>()]
+            )
+                .prop_map(|(i, every, rounds)| Kind::PoolProber(i, every, rounds)),
         ]
     });
 }

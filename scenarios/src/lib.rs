@@ -29,6 +29,7 @@ mod proxy;
 mod quota;
 pub mod report;
 pub mod route_bench;
+mod routing;
 mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +51,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(billing::races());
     races.extend(quota::races());
     races.extend(scheduler::races());
+    races.extend(routing::races());
     races
 }
 
