@@ -34,6 +34,7 @@ use racelab_core::quota::{
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
+use racelab_core::route::affinity::{AffinityConfig, AffinityRequest};
 use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
 use racelab_core::route::{Attempt, AttemptId};
 use racelab_core::scheduler::{Dispatcher, Node as SchedNode, NodeConfig};
@@ -627,6 +628,7 @@ enum Kind {
     SchedDispatcher(Vec<(String, Timestamp)>, Duration),
     PoolClient(u32, u32, Duration),
     PoolProber(u32, Duration, u32),
+    Affinity(u64, u32, Duration, u32),
 }
 
 impl Kind {
@@ -684,6 +686,16 @@ impl Kind {
             )),
             Kind::PoolProber(instance, every, rounds) => {
                 Box::new(PoolProber::new(instance, every, rounds))
+            }
+            Kind::Affinity(seq, first, stream, incarnation) => {
+                let cfg = AffinityConfig {
+                    variant,
+                    session: "S".into(),
+                    seq,
+                    first_choice: EndpointId(first),
+                    stream,
+                };
+                Box::new(AffinityRequest::new(cfg, incarnation))
             }
         }
     }
@@ -1258,7 +1270,7 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
 }
 
 #[test]
-fn routing_clients_and_probers_never_panic() {
+fn routing_clients_probers_and_affinity_requests_never_panic() {
     check(false, |_| {
         prop_oneof![
             (
@@ -1273,6 +1285,8 @@ fn routing_clients_and_probers_never_panic() {
                 prop_oneof![0u32..5, any::<u32>()]
             )
                 .prop_map(|(i, every, rounds)| Kind::PoolProber(i, every, rounds)),
+            (any::<u64>(), 0u32..4, millis(2_000), 0u32..2)
+                .prop_map(|(seq, first, stream, inc)| Kind::Affinity(seq, first, stream, inc)),
         ]
     });
 }

@@ -265,3 +265,281 @@ fn overlapping_updates_by_two_processes_are_counted() {
         Some(&1)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// R-000-07: the affinity record
+
+mod affinity {
+    use racelab_core::route::affinity::oracle::{
+        A1, A2, A3, A4, FAILOVER_RETRY, FOREIGN_CLEAR_REFUSED, STALE_WRITE_REFUSED, affinity,
+    };
+    use racelab_core::route::affinity::{AffinityTag, RequestRef, affinity_key, bandit_key};
+    use racelab_core::{
+        CallKind, EndpointId, Fault, FaultRecord, History, KvOp, KvReply, OpId, OpRecord,
+        ProcessId, Reply, ScriptName, StoreOp, Tag, Timestamp, UpstreamOp, UpstreamReply,
+    };
+
+    const E1: EndpointId = EndpointId(1);
+    const E2: EndpointId = EndpointId(2);
+
+    fn r(seq: u64) -> RequestRef {
+        RequestRef {
+            seq,
+            incarnation: 0,
+        }
+    }
+
+    fn history() -> History {
+        History {
+            process_names: vec![(ProcessId(1), "R1".into()), (ProcessId(2), "R2".into())],
+            ..History::default()
+        }
+    }
+
+    fn push(
+        h: &mut History,
+        seq: u64,
+        tag: AffinityTag,
+        op: StoreOp,
+        reply: Reply,
+        at: u64,
+    ) -> usize {
+        let at = Timestamp::from_ms(at);
+        let n = h.ops.len();
+        h.ops.push(OpRecord {
+            process: ProcessId(seq as u16),
+            id: OpId(n as u64 + 1),
+            tag: Tag::new(tag),
+            op,
+            invoked_at: at,
+            applied_at: Some(at),
+            durable_at: Some(at),
+            lost_at: None,
+            result: Some(reply),
+            completed_at: Some(at),
+            timed_out: false,
+        });
+        n
+    }
+
+    fn attempt(h: &mut History, seq: u64, n: u32, e: EndpointId, status: u16, at: u64) {
+        let tag = AffinityTag::Attempt {
+            request: r(seq),
+            n,
+            endpoint: e,
+        };
+        let op = StoreOp::Upstream(UpstreamOp {
+            endpoint: e,
+            kind: CallKind::Request {
+                stream: racelab_core::Duration::ZERO,
+            },
+        });
+        push(
+            h,
+            seq,
+            tag,
+            op,
+            Reply::Upstream(UpstreamReply { status }),
+            at,
+        );
+    }
+
+    /// A versioned write (`set_if_newer`) answering `wrote`.
+    fn set(h: &mut History, seq: u64, e: EndpointId, wrote: bool, at: u64) -> usize {
+        let tag = AffinityTag::Set {
+            request: r(seq),
+            endpoint: e,
+        };
+        let op = StoreOp::Kv(KvOp::Script {
+            script: ScriptName::SetIfNewer,
+            keys: vec![affinity_key("S")],
+            args: vec![seq.to_string(), "upstream".into(), e.to_string()],
+        });
+        push(
+            h,
+            seq,
+            tag,
+            op,
+            Reply::Kv(KvReply::Int(i64::from(wrote))),
+            at,
+        )
+    }
+
+    /// A plain `DEL` answering how many keys it removed.
+    fn clear(h: &mut History, seq: u64, e: EndpointId, removed: bool, at: u64) -> usize {
+        let tag = AffinityTag::Clear {
+            request: r(seq),
+            endpoint: e,
+        };
+        let op = StoreOp::Kv(KvOp::Del {
+            key: affinity_key("S"),
+        });
+        push(
+            h,
+            seq,
+            tag,
+            op,
+            Reply::Kv(KvReply::Int(i64::from(removed))),
+            at,
+        )
+    }
+
+    fn credit(h: &mut History, seq: u64, n: u32, e: EndpointId, at: u64) {
+        let tag = AffinityTag::Credit {
+            request: r(seq),
+            n,
+            endpoint: e,
+        };
+        let op = StoreOp::Kv(KvOp::HIncrBy {
+            key: bandit_key(e),
+            field: "ok".into(),
+            delta: 1,
+        });
+        push(h, seq, tag, op, Reply::Kv(KvReply::Int(1)), at);
+    }
+
+    #[test]
+    fn a1_flags_an_affinity_written_for_a_failed_attempt() {
+        let mut h = history();
+        attempt(&mut h, 1, 1, E1, 503, 10);
+        attempt(&mut h, 1, 2, E2, 200, 20);
+        set(&mut h, 1, E2, true, 30);
+        let v = affinity(&h);
+        assert!(v.holds(), "{}", v.explanation());
+        assert_eq!(v.sometimes.get(FAILOVER_RETRY.name), Some(&1));
+        // The late feedback of attempt 1 lands last.
+        set(&mut h, 1, E1, true, 40);
+        let v = affinity(&h);
+        assert_eq!(v.broken(), [A1.name]);
+        assert!(v.violations[0].explanation.contains("succeeded on E2"));
+    }
+
+    #[test]
+    fn a2_flags_an_older_request_overwriting_a_newer_ones_record() {
+        let mut h = history();
+        attempt(&mut h, 2, 1, E2, 200, 10);
+        set(&mut h, 2, E2, true, 20);
+        attempt(&mut h, 1, 1, E1, 200, 30);
+        // Refused: the protection, no violation.
+        set(&mut h, 1, E1, false, 40);
+        let v = affinity(&h);
+        assert!(v.holds(), "{}", v.explanation());
+        assert_eq!(v.sometimes.get(STALE_WRITE_REFUSED.name), Some(&1));
+        set(&mut h, 1, E1, true, 50);
+        assert_eq!(affinity(&h).broken(), [A2.name]);
+    }
+
+    #[test]
+    fn a2_does_not_count_a_write_a_failover_lost_or_a_restart_erased() {
+        let mut h = history();
+        attempt(&mut h, 2, 1, E2, 200, 10);
+        let lost = set(&mut h, 2, E2, true, 20);
+        h.ops[lost].lost_at = Some(Timestamp::from_ms(25));
+        attempt(&mut h, 1, 1, E1, 200, 30);
+        set(&mut h, 1, E1, true, 40);
+        assert!(affinity(&h).holds());
+        h.ops[lost].lost_at = None;
+        assert_eq!(affinity(&h).broken(), [A2.name]);
+        h.faults.push(FaultRecord {
+            at: Timestamp::from_ms(25),
+            fault: Fault::RedisRestart,
+        });
+        assert!(affinity(&h).holds());
+    }
+
+    #[test]
+    fn a3_flags_a_failure_clearing_another_upstreams_affinity() {
+        let mut h = history();
+        attempt(&mut h, 2, 1, E2, 200, 10);
+        set(&mut h, 2, E2, true, 20);
+        attempt(&mut h, 1, 1, E1, 503, 30);
+        clear(&mut h, 1, E1, false, 40);
+        let v = affinity(&h);
+        assert!(v.holds(), "{}", v.explanation());
+        assert_eq!(v.sometimes.get(FOREIGN_CLEAR_REFUSED.name), Some(&1));
+        clear(&mut h, 1, E1, true, 50);
+        let v = affinity(&h);
+        assert_eq!(v.broken(), [A3.name]);
+        assert!(v.violations[0].explanation.contains("named E2"));
+    }
+
+    #[test]
+    fn a4_flags_a_credit_to_the_wrong_upstream_or_twice() {
+        let mut h = history();
+        attempt(&mut h, 1, 1, E1, 503, 10);
+        credit(&mut h, 1, 1, E1, 15);
+        assert!(affinity(&h).holds());
+        credit(&mut h, 1, 1, E1, 16);
+        assert_eq!(affinity(&h).broken(), [A4.name]);
+        let mut h = history();
+        attempt(&mut h, 1, 1, E1, 503, 10);
+        attempt(&mut h, 1, 2, E2, 200, 20);
+        credit(&mut h, 1, 1, E2, 21);
+        assert_eq!(affinity(&h).broken(), [A4.name]);
+    }
+
+    #[test]
+    fn the_versioned_compare_and_delete_clears_only_its_own_upstream_and_no_newer_record() {
+        use racelab_core::KvView;
+        use std::collections::BTreeMap;
+        #[derive(Default)]
+        struct Hash(BTreeMap<String, String>);
+        impl KvView for Hash {
+            fn call(&mut self, op: &KvOp) -> KvReply {
+                match op {
+                    KvOp::HGet { field, .. } => self
+                        .0
+                        .get(field)
+                        .cloned()
+                        .map_or(KvReply::Nil, KvReply::Bulk),
+                    KvOp::HSet { pairs, .. } => {
+                        for (f, v) in pairs {
+                            self.0.insert(f.clone(), v.clone());
+                        }
+                        KvReply::Int(0)
+                    }
+                    KvOp::Del { .. } => {
+                        let had = !self.0.is_empty();
+                        self.0.clear();
+                        KvReply::Int(i64::from(had))
+                    }
+                    _ => KvReply::Error("ERR".into()),
+                }
+            }
+        }
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let key = s(&["aff:S"]);
+        let cdv = ScriptName::CompareAndDeleteVersioned;
+        let mut kv = Hash::default();
+        assert_eq!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E1", "3"])),
+            KvReply::Int(0)
+        );
+        ScriptName::SetIfNewer.run(&mut kv, &key, &s(&["2", "upstream", "E2"]));
+        // Another upstream, or a newer record: kept.
+        assert_eq!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E1", "3"])),
+            KvReply::Int(0)
+        );
+        assert_eq!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E2", "1"])),
+            KvReply::Int(0)
+        );
+        assert_eq!(kv.0.get("upstream").map(String::as_str), Some("E2"));
+        // A bad version is an error before any write.
+        assert!(matches!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E2", "x"])),
+            KvReply::Error(_)
+        ));
+        assert!(matches!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E2"])),
+            KvReply::Error(_)
+        ));
+        // Its own upstream with a version at most the caller's: deleted.
+        assert_eq!(
+            cdv.run(&mut kv, &key, &s(&["upstream", "E2", "2"])),
+            KvReply::Int(1)
+        );
+        assert!(kv.0.is_empty());
+    }
+}

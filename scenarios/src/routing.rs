@@ -3,11 +3,20 @@
 //! endpoints of the simulated world (the same local-memory and upstream machinery as the
 //! proxy world of documents 001 and 003), and share per-endpoint outcome counters in Redis.
 //!
+//! - R-000-07: a session's affinity after failover retries: the fired-and-forgotten feedback
+//!   on every attempt (A1, A4), the document's "only on final success, clear on failure"
+//!   under concurrent requests of one session (C-1: A2, C-2: A3). Correct: the affinity
+//!   record versioned by the request's start sequence, `set_if_newer` and the versioned
+//!   compare-and-delete.
 //! - R-000-15: the document's stateless uniform pick keeps a dead endpoint's share of the
 //!   traffic; its weighted random still picks a DOWN endpoint; shared counters updated by
 //!   read-modify-write lose updates. Correct: the hard gate with probes, then the bandit
 //!   among healthy endpoints, `INCRBY` counters.
 
+use racelab_core::route::affinity::oracle::{
+    A1, A2, A3, A4, FAILOVER_RETRY, FOREIGN_CLEAR_REFUSED, STALE_WRITE_REFUSED, affinity,
+};
+use racelab_core::route::affinity::{AffinityConfig, AffinityRequest, AffinityTag};
 use racelab_core::route::oracle::{
     DOWN_SKIPPED, ENDPOINT_DOWN, P1, P2, PROBE_RECOVERED, STATS_OVERLAPPED, counters_exact,
     down_endpoints_avoided,
@@ -15,29 +24,50 @@ use racelab_core::route::oracle::{
 use racelab_core::route::pool::{CounterWrite, DOWN_AFTER, PoolClient, PoolMemory, PoolProber};
 use racelab_core::{Duration, EndpointId, Machine, Property, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
-    FaultProfile, NetConfig, ProcessSpec, Ratio, Run, SimRng, Upstream, WorldSpec,
+    FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, SimRng, Step, Upstream, WorldSpec,
 };
 
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
 
 pub(crate) fn races() -> Vec<Race> {
-    vec![Race {
-        id: "R-000-15",
-        title: "Proxy-pool endpoint selection is stateless random",
-        document: "000",
-        invariant: "P1: no request to an endpoint that is DOWN (k consecutive recorded failures) \
+    vec![
+        Race {
+            id: "R-000-07",
+            title: "Routing affinity updated on success and failure; after a failover retry it \
+                    points to an undetermined upstream",
+            document: "000",
+            invariant: "A1: affinity U only from a request whose final attempt succeeded on U; \
+                        A2: an earlier-started request never overwrites a later one's; A3: a \
+                        failure on U never clears an affinity naming another upstream; A4: each \
+                        attempt credited at most once, to the upstream that served it",
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_07,
+            profile: profile_07,
+            seed_budget: 300,
+            properties: PROPS_07,
+            net: false,
+            build: build_07,
+            judge: judge_07,
+        },
+        Race {
+            id: "R-000-15",
+            title: "Proxy-pool endpoint selection is stateless random",
+            document: "000",
+            invariant: "P1: no request to an endpoint that is DOWN (k consecutive recorded failures) \
                     except its probes; P2: shared per-endpoint counters equal the updates \
                     accepted (no lost update)",
-        docfix_verdict: "partially",
-        sweep: PerVariant::DOCFIX_INSUFFICIENT,
-        scripts: scripts_15,
-        profile: profile_15,
-        seed_budget: 200,
-        properties: PROPS_15,
-        net: false,
-        build: build_15,
-        judge: judge_15,
-    }]
+            docfix_verdict: "partially",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_15,
+            profile: profile_15,
+            seed_budget: 200,
+            properties: PROPS_15,
+            net: false,
+            build: build_15,
+            judge: judge_15,
+        },
+    ]
 }
 
 const PROPS_15: &[Property] = &[
@@ -264,6 +294,191 @@ fn profile_15() -> FaultProfile {
         latency: (Duration::from_ms(1), Duration::from_ms(40)),
         delay: Ratio::per_mille(20),
         delay_len: (Duration::from_ms(200), Duration::from_ms(2_000)),
+        drop_reply: Ratio::per_mille(10),
+        failover: Ratio::per_mille(10),
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-000-07
+
+const PROPS_07: &[Property] = &[
+    A1,
+    A2,
+    A3,
+    A4,
+    STALE_WRITE_REFUSED,
+    FOREIGN_CLEAR_REFUSED,
+    FAILOVER_RETRY,
+];
+
+/// The session every request of an R-000-07 world belongs to.
+const SESSION: &str = "S";
+
+/// One request of a session: its start time (its start sequence is its rank by start),
+/// first choice (1 or 2) and stream length.
+struct SessionRequest {
+    start_ms: u64,
+    first: u32,
+    stream_ms: u64,
+}
+
+fn affinity_world(
+    variant: Variant,
+    mut requests: Vec<SessionRequest>,
+    upstream: Upstream,
+) -> (WorldSpec, Capture) {
+    requests.sort_by_key(|r| r.start_ms);
+    let processes = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let cfg = AffinityConfig {
+                variant,
+                session: SESSION.to_string(),
+                seq: i as u64 + 1,
+                first_choice: EndpointId(r.first),
+                stream: Duration::from_ms(r.stream_ms),
+            };
+            process(format!("R{}", i + 1), 0, r.start_ms, move |inc| {
+                Box::new(AffinityRequest::new(cfg.clone(), inc))
+            })
+        })
+        .collect();
+    let spec = WorldSpec {
+        processes,
+        sql_rows: Vec::new(),
+        net: NetConfig {
+            upstream_timeout: Duration::from_secs(2),
+            redis_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+        replication_lag: Duration::from_ms(20),
+        queue_lock: Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(120_000),
+        horizon: None,
+        local: None,
+        upstream,
+    };
+    (spec, Capture::none())
+}
+
+fn window(upstream: &mut Upstream, endpoint: u32, from_ms: u64, to_ms: u64, slow_ms: u64) {
+    let script = upstream.endpoints.entry(EndpointId(endpoint)).or_default();
+    let (from, to) = (Timestamp::from_ms(from_ms), Timestamp::from_ms(to_ms));
+    script.down.push((from, to));
+    if slow_ms > 0 {
+        script.slow.push((from, to, Duration::from_ms(slow_ms)));
+    }
+}
+
+fn req(start_ms: u64, first: u32, stream_ms: u64) -> SessionRequest {
+    SessionRequest {
+        start_ms,
+        first,
+        stream_ms,
+    }
+}
+
+fn build_07(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let mut upstream = Upstream::default();
+    let requests = match workload {
+        // R1's first attempt on E1 fails (E1 down), its retry on E2 succeeds.
+        Workload::Scripted("late-feedback") => {
+            window(&mut upstream, 1, 0, 1_000, 0);
+            vec![req(0, 1, 50)]
+        }
+        // R1 streams from E1 for 1 s; R2 starts at 100 ms, E1 is down from 50 ms: R2 fails
+        // on E1 and succeeds on E2 before R1 ends.
+        Workload::Scripted("C-1") => {
+            window(&mut upstream, 1, 50, 2_000, 0);
+            vec![req(0, 1, 1_000), req(100, 1, 50)]
+        }
+        // R1 starts on E1, which answers 503 only after 500 ms; R2 starts at 100 ms on E2
+        // and sets the affinity to E2 before R1's failure arrives.
+        Workload::Scripted(_) => {
+            window(&mut upstream, 1, 0, 50, 500);
+            vec![req(0, 1, 50), req(100, 2, 50)]
+        }
+        Workload::Random(rng) => random_07(rng, &mut upstream),
+    };
+    affinity_world(variant, requests, upstream)
+}
+
+/// Two endpoints, each down for a while in most seeds (its 503s sometimes slow); 2-4
+/// requests of one session in the first 1.5 s, some streaming for up to 1.2 s.
+fn random_07(rng: &mut SimRng, upstream: &mut Upstream) -> Vec<SessionRequest> {
+    for e in 1..=2 {
+        if rng.below(4) != 0 {
+            let from = rng.below(1_500);
+            let to = from + rng.between(100, 1_500);
+            let slow = if rng.below(2) == 0 {
+                rng.between(100, 800)
+            } else {
+                0
+            };
+            window(upstream, e, from, to, slow);
+        }
+    }
+    (0..rng.between(2, 4))
+        .map(|_| {
+            let stream = if rng.below(3) == 0 {
+                rng.between(300, 1_200)
+            } else {
+                rng.between(20, 200)
+            };
+            req(rng.below(1_500), 1 + rng.below(2) as u32, stream)
+        })
+        .collect()
+}
+
+fn judge_07(run: &Run, _: &Capture) -> Verdict {
+    affinity(&run.history)
+}
+
+fn scripts_07() -> Vec<Script> {
+    vec![
+        Script {
+            name: "late-feedback",
+            summary: "R1's attempt on E1 gets 503; its fired-and-forgotten feedback (affinity \
+                      E1, credit to ctx.upstream, already E2) is delayed past the retry's \
+                      success on E2 and lands last: the affinity names the failing E1 (A1)",
+            steps: vec![Step::on(
+                "R1",
+                AffinityTag::SET,
+                1,
+                OpEffect::Delay(Duration::from_ms(500)),
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
+            name: "C-1",
+            summary: "R1 starts on E1 (a 1 s stream); R2 starts on E1 at 100 ms, fails, clears \
+                      the affinity, retries on E2 and sets E2; R1 succeeds at ~1 s and sets \
+                      E1 over the newer request's E2 (A2)",
+            steps: Vec::new(),
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
+            name: "C-2",
+            summary: "R1 starts on E1, whose 503 takes 500 ms; R2 starts at 100 ms on E2 and \
+                      sets E2; R1's failure on E1 arrives and clears the affinity that names \
+                      E2 (A3)",
+            steps: Vec::new(),
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+    ]
+}
+
+/// Latencies 1-30 ms; some operations delayed (a late feedback write), some replies lost,
+/// some Redis failovers after a write.
+fn profile_07() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(5),
+        latency: (Duration::from_ms(1), Duration::from_ms(30)),
+        delay: Ratio::per_mille(40),
+        delay_len: (Duration::from_ms(100), Duration::from_ms(1_500)),
         drop_reply: Ratio::per_mille(10),
         failover: Ratio::per_mille(10),
         ..FaultProfile::quiet()

@@ -40,6 +40,7 @@
 //! [`Router::poll_probe`]). A caller drains probes with `poll_probe` until `None` before it
 //! picks for the requests of the same instant.
 
+pub mod affinity;
 pub mod oracle;
 mod policy;
 pub mod pool;
