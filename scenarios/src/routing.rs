@@ -260,19 +260,19 @@ fn judge_15(run: &Run, _: &Capture) -> Verdict {
 fn scripts_15() -> Vec<Script> {
     vec![
         Script {
+            name: "lost-counter-update",
+            summary: "one healthy endpoint; instances G0 and G1 each finish a request at the \
+                      same instant: both GET route:ok:E1 (nil), both SET it to 1, one outcome \
+                      lost (P2); INCRBY counts both",
+            steps: Vec::new(),
+            expect: PerVariant::DOCFIX_INSUFFICIENT,
+        },
+        Script {
             name: "dead-endpoint",
             summary: "E3 answers 503 to every call from the start; one instance sends 16 \
                       requests one after the other: the uniform pick keeps sending E3 its \
                       third after 2 consecutive failures, the weighted random still picks it \
                       (P1); the gate holds it back and only probes reach it",
-            steps: Vec::new(),
-            expect: PerVariant::DOCFIX_INSUFFICIENT,
-        },
-        Script {
-            name: "lost-counter-update",
-            summary: "one healthy endpoint; instances G0 and G1 each finish a request at the \
-                      same instant: both GET route:ok:E1 (nil), both SET it to 1, one outcome \
-                      lost (P2); INCRBY counts both",
             steps: Vec::new(),
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },
