@@ -237,7 +237,6 @@ impl MachineRecording {
                 factories.push(Rc::clone(&original));
                 let lives = Rc::clone(&lives);
                 ProcessSpec {
-                    host: 0,
                     factory: Box::new(move |incarnation| {
                         let log: Log = Rc::default();
                         lives.borrow_mut().push(Life {
