@@ -255,6 +255,39 @@ end
 return 1
 "#
         }
+        ScriptName::CompareAndDeleteVersioned => {
+            r#"
+if #KEYS < 1 or #ARGV < 3 then
+  return redis.error_reply('ERR compare_and_delete_versioned needs 1 key and 3 args')
+end
+local function version(v)
+  if type(v) ~= 'string' or #v == 0 or #v > 15 or not string.match(v, '^%d+$') then
+    return nil
+  end
+  return tonumber(v)
+end
+local mine = version(ARGV[3])
+if mine == nil then
+  return redis.error_reply('ERR version must be 1 to 15 digits')
+end
+local current = redis.pcall('HGET', KEYS[1], ARGV[1])
+if type(current) == 'table' and current.err then
+  return current
+end
+if current ~= ARGV[2] then
+  return 0
+end
+local stored = redis.pcall('HGET', KEYS[1], 'version')
+if type(stored) == 'table' and stored.err then
+  return stored
+end
+if (version(stored) or -1) > mine then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#
+        }
         ScriptName::DeductIfEnough => {
             r#"
 if #KEYS < 1 or #ARGV < 2 then

@@ -223,6 +223,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => zset_op(),
         2 => any_type_op(),
         4 => cache_script_op(),
+        6 => affinity_script_op(),
         6 => sched_op(),
     ]
 }
@@ -248,11 +249,16 @@ fn sched_keys() -> Vec<String> {
     keys
 }
 
-/// Every key a sequence may touch: the generic ones and the scheduler's.
+/// The routing family's affinity record's own key.
+const AFFINITY_KEY: &str = "aff";
+
+/// Every key a sequence may touch: the generic ones, the scheduler's and the affinity
+/// record's.
 fn all_keys() -> Vec<String> {
     KEYS.iter()
         .map(|k| k.to_string())
         .chain(sched_keys())
+        .chain([AFFINITY_KEY.to_string()])
         .collect()
 }
 
@@ -457,6 +463,50 @@ fn cache_script_op() -> impl Strategy<Value = KvOp> {
     ]
 }
 
+/// The routing family's affinity record: `set_if_newer` of an upstream and the versioned
+/// compare-and-delete, mostly on one key of their own, with few upstreams and versions so
+/// that writes, refusals and deletions all happen; sometimes another field, a bad version,
+/// missing arguments or another type's key.
+fn affinity_script_op() -> impl Strategy<Value = KvOp> {
+    let keys = || {
+        prop_oneof![
+            6 => Just(vec![AFFINITY_KEY.to_string()]),
+            1 => script_keys(),
+        ]
+    };
+    let upstream = || {
+        prop_oneof![
+            4 => prop::sample::select(&["E1", "E2"][..]).prop_map(str::to_string),
+            1 => value(),
+        ]
+    };
+    let field = || {
+        prop_oneof![
+            6 => Just("upstream".to_string()),
+            1 => field(),
+        ]
+    };
+    prop_oneof![
+        1 => (keys(), script_number(), upstream()).prop_map(|(keys, version, u)| KvOp::Script {
+            script: ScriptName::SetIfNewer,
+            keys,
+            args: vec![version, "upstream".to_string(), u],
+        }),
+        1 => (
+            keys(),
+            field(),
+            upstream(),
+            script_number(),
+            prop_oneof![6 => Just(3usize), 1 => 0usize..=2],
+        )
+            .prop_map(|(keys, field, expected, version, nargs)| KvOp::Script {
+                script: ScriptName::CompareAndDeleteVersioned,
+                keys,
+                args: [field, expected, version].into_iter().take(nargs).collect(),
+            }),
+    ]
+}
+
 /// The string commands and the scripts.
 fn string_op() -> impl Strategy<Value = KvOp> {
     let delta = delta();
@@ -524,6 +574,8 @@ struct Seen {
     versioned_writes: u32,
     /// `deduct_if_enough` calls that deducted.
     deductions: u32,
+    /// `compare_and_delete_versioned` calls that deleted.
+    versioned_deletes: u32,
     ttls_compared: u32,
     errors: u32,
     nils: u32,
@@ -653,6 +705,13 @@ impl Ctx {
                     },
                     KvReply::Int(1),
                 ) => self.seen.deductions += 1,
+                (
+                    KvOp::Script {
+                        script: ScriptName::CompareAndDeleteVersioned,
+                        ..
+                    },
+                    KvReply::Int(1),
+                ) => self.seen.versioned_deletes += 1,
                 (KvOp::Script { .. }, KvReply::Int(1)) => self.seen.script_successes += 1,
                 (KvOp::PTtl { .. }, KvReply::Int(n)) if *n > 0 => self.seen.ttls_compared += 1,
                 (_, KvReply::Error(_)) => self.seen.errors += 1,
@@ -713,6 +772,7 @@ fn kv_ops_and_scripts_agree_with_the_model() {
         seen.script_successes >= 20
             && seen.versioned_writes >= 20
             && seen.deductions >= 20
+            && seen.versioned_deletes >= 20
             && seen.ttls_compared >= 20
             && seen.errors >= 20
             && seen.nils >= 20

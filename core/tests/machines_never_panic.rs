@@ -39,6 +39,9 @@ use racelab_core::quota::{
     QUOTA_RESERVATIONS, QUOTA_USAGE, Reconciler, Request as QuotaRequest,
     RequestConfig as QuotaConfig, Sweeper as QuotaSweeper, WarmConfig, WarmRequest, Warmer,
 };
+use racelab_core::route::affinity::{AffinityConfig, AffinityRequest};
+use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
+use racelab_core::route::{Attempt, AttemptId};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -308,10 +311,27 @@ fn local_result() -> impl Strategy<Value = LocalResult> {
 fn local_reply() -> impl Strategy<Value = LocalReply> {
     let result = prop_oneof![
         6 => local_result().prop_map(LocalValue::new),
+        2 => pool_result().prop_map(LocalValue::new),
         1 => text().prop_map(|s| LocalValue::new(ForeignBlock(s))),
         1 => any::<u32>().prop_map(LocalValue::new),
     ];
     (any::<u64>(), result).prop_map(|(seq, result)| LocalReply { seq, result })
+}
+
+/// A routing block's result, of any kind.
+fn pool_result() -> impl Strategy<Value = PoolResult> {
+    prop_oneof![
+        (any::<u64>(), endpoint(), any::<bool>()).prop_map(|(id, endpoint, probe)| {
+            PoolResult::Attempt(Attempt {
+                id: AttemptId(id),
+                endpoint,
+                probe,
+            })
+        }),
+        Just(PoolResult::Nothing),
+        endpoint().prop_map(PoolResult::Recorded),
+        text().prop_map(PoolResult::Refused),
+    ]
 }
 
 /// An answer to a streaming upstream call, of any kind.
@@ -620,6 +640,9 @@ enum Kind {
     KeyInstance(Vec<KeyRequest>),
     KeyAdmin(Vec<KeyAction>),
     Turn(TurnConfig),
+    PoolClient(u32, u32, Duration),
+    PoolProber(u32, Duration, u32),
+    Affinity(u64, u32, Duration, u32),
 }
 
 impl Kind {
@@ -677,6 +700,25 @@ impl Kind {
             Kind::KeyInstance(plan) => Box::new(KeyInstance::new(variant, 0, "k1", plan)),
             Kind::KeyAdmin(actions) => Box::new(KeyAdmin::new(variant, "k1", actions)),
             Kind::Turn(cfg) => Box::new(Turn::new(variant, cfg)),
+            Kind::PoolClient(instance, requests, stream) => Box::new(PoolClient::new(
+                instance,
+                CounterWrite::of(variant),
+                requests,
+                stream,
+            )),
+            Kind::PoolProber(instance, every, rounds) => {
+                Box::new(PoolProber::new(instance, every, rounds))
+            }
+            Kind::Affinity(seq, first, stream, incarnation) => {
+                let cfg = AffinityConfig {
+                    variant,
+                    session: "S".into(),
+                    seq,
+                    first_choice: EndpointId(first),
+                    stream,
+                };
+                Box::new(AffinityRequest::new(cfg, incarnation))
+            }
         }
     }
 }
@@ -1318,6 +1360,28 @@ fn access_session_and_context_machines_never_panic() {
             prop::collection::vec(key_request, 0..4).prop_map(Kind::KeyInstance),
             prop::collection::vec(key_action, 0..3).prop_map(Kind::KeyAdmin),
             turn.prop_map(Kind::Turn),
+        ]
+    });
+}
+
+#[test]
+fn routing_clients_probers_and_affinity_requests_never_panic() {
+    check(false, |_| {
+        prop_oneof![
+            (
+                any::<u32>(),
+                prop_oneof![0u32..5, any::<u32>()],
+                millis(2_000)
+            )
+                .prop_map(|(i, n, stream)| Kind::PoolClient(i, n, stream)),
+            (
+                any::<u32>(),
+                millis(2_000),
+                prop_oneof![0u32..5, any::<u32>()]
+            )
+                .prop_map(|(i, every, rounds)| Kind::PoolProber(i, every, rounds)),
+            (any::<u64>(), 0u32..4, millis(2_000), 0u32..2)
+                .prop_map(|(seq, first, stream, inc)| Kind::Affinity(seq, first, stream, inc)),
         ]
     });
 }

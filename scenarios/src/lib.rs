@@ -31,6 +31,7 @@ mod proxy;
 mod quota;
 pub mod report;
 pub mod route_bench;
+mod routing;
 mod scheduler;
 mod session;
 
@@ -56,6 +57,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(context::races());
     races.extend(access::races());
     races.extend(session::races());
+    races.extend(routing::races());
     races
 }
 

@@ -317,6 +317,12 @@ pub enum ScriptName {
     SchedBind,
     /// The node-offline script, which re-dispatches the node's jobs.
     SchedOffline,
+    /// `KEYS[1]` hash, `ARGV[1]` field, `ARGV[2]` expected value, `ARGV[3]` version: a
+    /// versioned compare-and-delete (the routing family's affinity cleared on a failure). If
+    /// the field holds exactly the expected value and the hash's `version` field (missing or
+    /// not a version: -1) is at most `ARGV[3]`, `DEL key` and return 1; otherwise write
+    /// nothing and return 0. `ARGV[3]` must be a version (an error before any write).
+    CompareAndDeleteVersioned,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -371,7 +377,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 13] = [
+    pub const ALL: [ScriptName; 14] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -385,6 +391,7 @@ impl ScriptName {
         ScriptName::SchedSelect,
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
+        ScriptName::CompareAndDeleteVersioned,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
@@ -440,6 +447,9 @@ impl ScriptName {
                 }
             }
             ScriptName::SetIfNewer => ScriptName::set_if_newer(view, keys, args),
+            ScriptName::CompareAndDeleteVersioned => {
+                ScriptName::compare_and_delete_versioned(view, keys, args)
+            }
             ScriptName::DeductIfEnough => ScriptName::deduct_if_enough(view, keys, args),
             ScriptName::CompareAndDelete => {
                 let (Some(key), Some(owner)) = (keys.first(), args.first()) else {
@@ -474,6 +484,7 @@ impl ScriptName {
             ScriptName::CompareAndExtend => "compare_and_extend",
             ScriptName::CompareAndDelete => "compare_and_delete",
             ScriptName::SetIfNewer => "set_if_newer",
+            ScriptName::CompareAndDeleteVersioned => "compare_and_delete_versioned",
             ScriptName::DeductIfEnough => "deduct_if_enough",
             ScriptName::SchedRegister => "sched_register",
             ScriptName::SchedHeartbeat => "sched_heartbeat",
@@ -514,6 +525,39 @@ impl ScriptName {
             KvReply::Error(e) => KvReply::Error(e),
             _ => KvReply::Int(1),
         }
+    }
+
+    fn compare_and_delete_versioned(
+        view: &mut dyn KvView,
+        keys: &[String],
+        args: &[String],
+    ) -> KvReply {
+        let (Some(key), Some(field), Some(expected), Some(version)) =
+            (keys.first(), args.first(), args.get(1), args.get(2))
+        else {
+            return KvReply::Error(
+                "ERR compare_and_delete_versioned needs 1 key and 3 args".into(),
+            );
+        };
+        let Some(mine) = script_number(version) else {
+            return KvReply::Error("ERR version must be 1 to 15 digits".into());
+        };
+        let current = match script_hget(view, key, field) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if current.as_deref() != Some(expected.as_str()) {
+            return KvReply::Int(0);
+        }
+        let stored = match script_hget(view, key, "version") {
+            Ok(v) => v.as_deref().and_then(script_number).unwrap_or(-1),
+            Err(e) => return e,
+        };
+        if stored > mine {
+            return KvReply::Int(0);
+        }
+        view.call(&KvOp::Del { key: key.clone() });
+        KvReply::Int(1)
     }
 
     fn deduct_if_enough(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
@@ -724,6 +768,7 @@ mod tests {
             let args = match script {
                 ScriptName::SetIfNewer => s(&["7", "balance", "10"]),
                 ScriptName::DeductIfEnough => s(&["balance", "10"]),
+                ScriptName::CompareAndDeleteVersioned => s(&["upstream", "E1", "3"]),
                 _ => s(&["A", "1000"]),
             };
             let r = script.run(&mut WrongType, &s(&["lock"]), &args);

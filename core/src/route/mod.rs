@@ -41,7 +41,11 @@
 //! [`Router::poll_probe`]). A caller drains probes with `poll_probe` until `None` before it
 //! picks for the requests of the same instant.
 
+pub mod affinity;
+pub mod oracle;
 mod policy;
+pub mod pool;
+mod tag;
 
 use std::collections::BTreeMap;
 
@@ -55,6 +59,7 @@ use crate::variant::Variant;
 
 use policy::Stats;
 pub use policy::{Policy, WINDOW_MAX};
+pub use tag::{Outcome, RouteTag};
 
 /// The most endpoints a router serves (a limit on its per-pick work).
 pub const ENDPOINTS_MAX: usize = 64;
