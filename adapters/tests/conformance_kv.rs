@@ -224,7 +224,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         2 => any_type_op(),
         4 => cache_script_op(),
         6 => affinity_script_op(),
-        6 => sched_op(),
+        9 => sched_op(),
     ]
 }
 
