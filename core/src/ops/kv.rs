@@ -317,6 +317,8 @@ pub enum ScriptName {
     SchedBind,
     /// The node-offline script, which re-dispatches the node's jobs.
     SchedOffline,
+    /// The timeout finalize of a job (R-004-06).
+    SchedFinalize,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -371,7 +373,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 13] = [
+    pub const ALL: [ScriptName; 14] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -385,11 +387,12 @@ impl ScriptName {
         ScriptName::SchedSelect,
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
+        ScriptName::SchedFinalize,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
     /// [`crate::scheduler::scripts`]).
-    pub const SCHEDULER: [ScriptName; 9] = [
+    pub const SCHEDULER: [ScriptName; 10] = [
         ScriptName::SchedRegister,
         ScriptName::SchedHeartbeat,
         ScriptName::SchedDispatch,
@@ -399,6 +402,7 @@ impl ScriptName {
         ScriptName::SchedSelect,
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
+        ScriptName::SchedFinalize,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -465,6 +469,7 @@ impl ScriptName {
             ScriptName::SchedSelect => crate::scheduler::scripts::select(view, keys, args),
             ScriptName::SchedBind => crate::scheduler::scripts::bind_to(view, keys, args),
             ScriptName::SchedOffline => crate::scheduler::scripts::offline(view, keys, args),
+            ScriptName::SchedFinalize => crate::scheduler::scripts::finalize(view, keys, args),
         }
     }
 
@@ -484,6 +489,7 @@ impl ScriptName {
             ScriptName::SchedSelect => "sched_select",
             ScriptName::SchedBind => "sched_bind",
             ScriptName::SchedOffline => "sched_offline",
+            ScriptName::SchedFinalize => "sched_finalize",
         }
     }
 
