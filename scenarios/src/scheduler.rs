@@ -103,7 +103,7 @@ pub(crate) fn races() -> Vec<Race> {
             profile: profile_06,
             seed_budget: 200,
             properties: PROPS_06,
-            net: false,
+            net: true,
             build: build_06,
             judge: judge_06,
         },
