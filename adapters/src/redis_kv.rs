@@ -136,8 +136,8 @@ end
 local function reap_existing(ns, j, fenced)
   local jk = ns .. 'job:' .. j
   local state = hget(jk, 'state')
-  if state == 'done' then
-    return 'done'
+  if state == 'done' or state == 'timed_out' then
+    return state
   end
   if state == 'running' then
     local node = hget(jk, 'node') or ''
@@ -534,6 +534,35 @@ local function main()
     end
   end
   return out
+end
+"#,
+            sched_run!()
+        ),
+        ScriptName::SchedFinalize => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local fenced = int_arg(2) == '1'
+  local jk = ns .. 'job:' .. j
+  if fenced then
+    local state = hget(jk, 'state')
+    if state == 'done' or state == 'timed_out' then
+      return 'state ' .. state
+    end
+    cmd('HSET', jk, 'state', 'timed_out')
+    return 'timed_out'
+  end
+  local node = cmd('GET', ns .. 'binding:' .. j)
+  if node ~= false then
+    cmd('HSET', jk, 'state', 'timed_out')
+    return 'timed_out ' .. node
+  end
+  if hget(jk, 'state') == 'running' then
+    return 'lost'
+  end
+  return 'unbound'
 end
 "#,
             sched_run!()

@@ -223,8 +223,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => zset_op(),
         2 => any_type_op(),
         4 => cache_script_op(),
-        6 => affinity_script_op(),
-        9 => sched_op(),
+        10 => sched_op(),
     ]
 }
 
@@ -245,6 +244,7 @@ fn sched_keys() -> Vec<String> {
     }
     for j in SCHED_JOBS.iter().chain([&""]) {
         keys.push(format!("{SCHED_NS}job:{j}"));
+        keys.push(format!("{SCHED_NS}binding:{j}"));
     }
     keys
 }
@@ -338,6 +338,7 @@ fn sched_script() -> impl Strategy<Value = KvOp> {
         (sched_job(), sched_node(), sched_epoch())
             .prop_map(|(j, n, e)| (ScriptName::SchedBind, vec![j, n, e])),
         (sched_node(), sched_fenced()).prop_map(|(n, f)| (ScriptName::SchedOffline, vec![n, f])),
+        (sched_job(), sched_fenced()).prop_map(|(j, f)| (ScriptName::SchedFinalize, vec![j, f])),
     ];
     // Mostly every argument; sometimes one too few, or an extra one (ignored).
     let cut = prop_oneof![12 => Just(0usize), 1 => Just(1usize), 1 => Just(usize::MAX)];
@@ -355,7 +356,18 @@ fn sched_script() -> impl Strategy<Value = KvOp> {
 /// hash belongs (`WRONGTYPE` half-way through a script), counters beyond 15 digits, and
 /// deleted keys (an expired lease).
 fn sched_plant() -> impl Strategy<Value = KvOp> {
-    const FIELD_VALUES: [&str; 9] = ["running", "done", "queued", "n1", "n2", "0", "1", "2", "x"];
+    const FIELD_VALUES: [&str; 10] = [
+        "running",
+        "done",
+        "queued",
+        "timed_out",
+        "n1",
+        "n2",
+        "0",
+        "1",
+        "2",
+        "x",
+    ];
     const STRINGS: [&str; 4] = ["1", "x", "999999999999999", "-999999999999999"];
     let job_field = prop::sample::select(&["state", "node", "epoch", "results"][..]);
     prop_oneof![
@@ -376,6 +388,12 @@ fn sched_plant() -> impl Strategy<Value = KvOp> {
         1 => (sched_node(), sched_job()).prop_map(|(n, j)| KvOp::SAdd {
             key: format!("{SCHED_NS}jobs:{n}"),
             members: vec![j],
+        }),
+        1 => (sched_job(), sched_node()).prop_map(|(j, n)| KvOp::Set {
+            key: format!("{SCHED_NS}binding:{j}"),
+            value: n,
+            condition: SetCondition::Always,
+            ttl: None,
         }),
         1 => (sched_key(), prop::sample::select(&STRINGS[..])).prop_map(|(key, v)| KvOp::Set {
             key,

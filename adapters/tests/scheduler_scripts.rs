@@ -378,6 +378,8 @@ async fn every_ttl_the_scheduler_sets_is_the_one_its_argv_asked_for() {
         sched(ScriptName::SchedSelect, &["j2"]),
         sched(ScriptName::SchedBind, &["j2", "n2", "1"]),
         sched(ScriptName::SchedOffline, &["n1", "1"]),
+        sched(ScriptName::SchedFinalize, &["j2", "1"]),
+        sched(ScriptName::SchedFinalize, &["j1", "0"]),
     ] {
         let r = kv.execute_kv(&op).await.expect("script");
         assert!(!matches!(r, KvReply::Error(_)), "{op}: {r:?}");

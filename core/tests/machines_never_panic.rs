@@ -139,6 +139,17 @@ fn kv_reply() -> impl Strategy<Value = KvReply> {
         1 => Just(KvReply::Nil),
         1 => small_int().prop_map(KvReply::Int),
         1 => text().prop_map(KvReply::Bulk),
+        // The scheduler's answers, which `text` is too short to spell.
+        1 => prop::sample::select(&[
+            "timed_out",
+            "timed_out N1",
+            "state done",
+            "state timed_out",
+            "lost",
+            "bound N1 0 0",
+            "bound  ",
+        ][..])
+        .prop_map(|s| KvReply::Bulk(s.to_string())),
         1 => text().prop_map(KvReply::Error),
         1 => prop::collection::vec(prop::option::of(text()), 0..3).prop_map(KvReply::Array),
         1 => prop::collection::vec((text(), text()), 0..3).prop_map(KvReply::Pairs),
@@ -631,7 +642,12 @@ enum Kind {
     Observer(Duration),
     Warm(WarmConfig, u32),
     SchedNode(Duration),
-    SchedDispatcher(Vec<(String, Timestamp)>, Duration, Submit),
+    SchedDispatcher(
+        Vec<(String, Timestamp)>,
+        Duration,
+        Submit,
+        Option<(Duration, Duration)>,
+    ),
     SchedMonitor(Duration),
     CtxStep(StepId, Vec<CtxAction>),
     PermInstance(Vec<PlannedRequest>),
@@ -689,8 +705,12 @@ impl Kind {
             Kind::SchedNode(length) => {
                 Box::new(SchedNode::new("N1", NodeConfig::of(variant), length))
             }
-            Kind::SchedDispatcher(jobs, every, submit) => {
-                Box::new(Dispatcher::new(NodeConfig::of(variant), jobs, every).with_submit(submit))
+            Kind::SchedDispatcher(jobs, every, submit, timeout) => {
+                let d = Dispatcher::new(NodeConfig::of(variant), jobs, every).with_submit(submit);
+                Box::new(match timeout {
+                    Some((after, binding_ttl)) => d.with_timeout(after, binding_ttl),
+                    None => d,
+                })
             }
             Kind::SchedMonitor(every) => Box::new(Monitor::new(NodeConfig::of(variant), every)),
             Kind::CtxStep(step, plan) => Box::new(StepTask::new(step, plan)),
@@ -1292,9 +1312,13 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
                     Submit::DispatchAndReap,
                     Submit::DispatchThenWatch,
                     Submit::SelectBindThenWatch,
-                ])
+                ]),
+                // R-004-06's timeout finalize (a zero deadline and a zero binding TTL too).
+                prop::option::of((millis(50_000), millis(50_000))),
             )
-                .prop_map(|(jobs, every, submit)| Kind::SchedDispatcher(jobs, every, submit)),
+                .prop_map(|(jobs, every, submit, timeout)| {
+                    Kind::SchedDispatcher(jobs, every, submit, timeout)
+                }),
             millis(20_000).prop_map(Kind::SchedMonitor),
         ]
     });

@@ -2,9 +2,10 @@
 //! property, and known-good ones that they must accept.
 
 use racelab_core::scheduler::{
-    F1, I_JOB, I_JOB_DELIVERED, J3, L2, NO_NODE_LEFT, OFFLINE_REDISPATCHED, SchedNote, SchedTag,
-    T_DEAD, binding_liveness, coverage, fenced_results, jobs_delivered, offline_bindings,
-    one_outcome,
+    B1, F1, I_JOB, I_JOB_DELIVERED, I_JOB_NOTIFIED, J2, J3, L2, LATE_RESULT, NO_NODE_LEFT,
+    OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, SchedNote, SchedTag, T_DEAD, TIMED_OUT_FINALIZED,
+    binding_lifetime, binding_liveness, coverage, fenced_results, finalize_coverage,
+    jobs_delivered, notified_once, offline_bindings, one_outcome, terminal_transitions,
 };
 use racelab_core::{
     History, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, ScriptName,
@@ -295,4 +296,104 @@ fn coverage_counts_a_job_the_offline_script_queued_for_want_of_a_live_node() {
     coverage(&h, &mut v);
     assert_eq!(v.sometimes.get(NO_NODE_LEFT.name), Some(&1));
     assert_eq!(v.sometimes.get(OFFLINE_REDISPATCHED.name), None);
+}
+
+// R-004-06: the timeout finalize against a late completion.
+
+fn finalize(h: &mut History, job: &str, reply: &str, at_s: u64, lost: bool) {
+    let tag = SchedTag::Finalize { job: job.into() };
+    op(h, S, tag, KvReply::Bulk(reply.into()), at_s, lost);
+}
+
+fn told(h: &mut History, note: SchedNote, at_s: u64) {
+    h.notes.push(NoteRecord {
+        at: Timestamp::from_ms(at_s * 1000),
+        process: S,
+        note: Note::new(note),
+    });
+}
+
+#[test]
+fn j2_flags_a_result_accepted_after_the_timeout_finalize_and_the_reverse() {
+    let mut h = history();
+    bind(&mut h, "J1", "N1", 0, 5);
+    finalize(&mut h, "J1", "timed_out N1", 605, false);
+    complete(&mut h, N1, "J1", "N1", 0, 650, 1);
+    let v = terminal_transitions(&h);
+    assert_eq!(broken(&v), [J2.name], "{}", v.explanation());
+    assert!(
+        v.violations[0].explanation.contains("timeout finalize") && v.violations[0].ops.len() == 2,
+        "{}",
+        v.explanation()
+    );
+    // A result, then an unconditional finalize over it.
+    let mut h = history();
+    complete(&mut h, N1, "J1", "N1", 0, 600, 1);
+    finalize(&mut h, "J1", "timed_out N1", 605, false);
+    assert_eq!(broken(&terminal_transitions(&h)), [J2.name]);
+    // Two accepted results are two terminal transitions too.
+    let mut h = history();
+    complete(&mut h, N1, "J1", "N1", 0, 600, 1);
+    complete(&mut h, N1, "J1", "N1", 0, 700, 1);
+    assert_eq!(broken(&terminal_transitions(&h)), [J2.name]);
+}
+
+#[test]
+fn j2_accepts_a_refused_late_result_a_lost_finalize_and_a_finalize_that_lost_the_cas() {
+    let mut h = history();
+    finalize(&mut h, "J1", "timed_out", 605, false);
+    complete(&mut h, N1, "J1", "N1", 1, 650, 0);
+    // Another job: the result won, the finalize found it done.
+    complete(&mut h, N1, "J2", "N1", 1, 600, 1);
+    finalize(&mut h, "J2", "state done", 605, false);
+    // A finalize whose write a failover lost never happened.
+    finalize(&mut h, "J3", "timed_out N1", 605, true);
+    complete(&mut h, N1, "J3", "N1", 0, 650, 1);
+    let v = terminal_transitions(&h);
+    assert!(v.holds(), "{}", v.explanation());
+    let mut v = Verdict::default();
+    finalize_coverage(&h, &mut v);
+    coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get(TIMED_OUT_FINALIZED.name), Some(&1));
+    assert_eq!(v.sometimes.get(LATE_RESULT.name), Some(&1));
+    assert_eq!(v.sometimes.get(STALE_RESULT_REFUSED.name), Some(&1));
+}
+
+#[test]
+fn i_job_notified_flags_a_timeout_and_a_result_told_for_one_job() {
+    let mut h = history();
+    told(&mut h, SchedNote::TimedOut { job: "J1".into() }, 605);
+    told(&mut h, SchedNote::Delivered { job: "J2".into() }, 300);
+    assert!(notified_once(&h).holds());
+    told(&mut h, SchedNote::Delivered { job: "J1".into() }, 660);
+    let v = notified_once(&h);
+    assert_eq!(broken(&v), [I_JOB_NOTIFIED.name]);
+    assert!(
+        v.violations[0].explanation.contains("J1"),
+        "{}",
+        v.explanation()
+    );
+    // A timeout is an outcome: the job counts as delivered.
+    let jobs = vec!["J1".to_string(), "J2".to_string()];
+    assert!(jobs_delivered(&h, &jobs).holds());
+}
+
+#[test]
+fn b1_flags_a_finalize_that_found_a_running_jobs_binding_gone() {
+    let mut h = history();
+    finalize(&mut h, "J1", "unbound", 605, false);
+    finalize(&mut h, "J2", "timed_out N1", 605, false);
+    assert!(binding_lifetime(&h).holds());
+    finalize(&mut h, "J3", "lost", 605, false);
+    let v = binding_lifetime(&h);
+    assert_eq!(broken(&v), [B1.name]);
+    assert!(
+        v.violations[0].explanation.contains("J3"),
+        "{}",
+        v.explanation()
+    );
+    // A lost (unkept) answer is not the store's.
+    let mut h = history();
+    finalize(&mut h, "J3", "lost", 605, true);
+    assert!(binding_lifetime(&h).holds());
 }

@@ -14,13 +14,20 @@
 //!   whose late result is accepted beside the new one (double dispatch), and an offline
 //!   script that fails half-way with no node left, its writes kept (orphaned job).
 //!
+//! - R-004-06: the job->node binding's TTL and the timeout finalize: with the job's state in
+//!   the scheduler's memory and an unconditional finalize, a result arriving just after the
+//!   deadline gives the client a timeout and then the result (J2, I-JOB-notified); with the
+//!   binding TTL retuned with the node TTL, a long job outlives its binding and the finalizer
+//!   can no longer find it (B1, I-JOB-delivered).
+//!
 //! Heartbeats never stop: every world has a horizon and is judged there.
 
 use racelab_core::scheduler::{
-    DEAD_NODE_SKIPPED, Dispatcher, F1, I_JOB, I_JOB_DELIVERED, J3, L2, LEASE_LOST, Monitor,
-    NO_NODE_LEFT, Node, NodeConfig, OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, SchedTag, Submit,
-    T_DEAD, binding_liveness, coverage, fenced_results, jobs_delivered, offline_bindings,
-    one_outcome,
+    B1, DEAD_NODE_SKIPPED, Dispatcher, F1, I_JOB, I_JOB_DELIVERED, I_JOB_NOTIFIED, J2, J3, L2,
+    LATE_RESULT, LEASE_LOST, Monitor, NO_NODE_LEFT, Node, NodeConfig, OFFLINE_REDISPATCHED,
+    STALE_RESULT_REFUSED, SchedTag, Submit, T_DEAD, TIMED_OUT_FINALIZED, binding_lifetime,
+    binding_liveness, coverage, fenced_results, finalize_coverage, jobs_delivered, notified_once,
+    offline_bindings, one_outcome, terminal_transitions,
 };
 use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
@@ -82,6 +89,23 @@ pub(crate) fn races() -> Vec<Race> {
             net: true,
             build: build_03,
             judge: judge_03,
+        },
+        Race {
+            id: "R-004-06",
+            title: "Job->node binding TTL, and the timeout finalize vs a late completion",
+            document: "004",
+            invariant: "J2: at most one terminal transition per job (lease-based); \
+                        I-JOB-notified: the client told one outcome per job; B1: a running \
+                        job's binding outlives it; every job's outcome delivered",
+            docfix_verdict: "insufficient",
+            sweep: PerVariant::DOCFIX_INSUFFICIENT,
+            scripts: scripts_06,
+            profile: profile_06,
+            seed_budget: 200,
+            properties: PROPS_06,
+            net: true,
+            build: build_06,
+            judge: judge_06,
         },
     ]
 }
@@ -521,6 +545,142 @@ fn profile_03() -> FaultProfile {
             kinds: vec![SchedTag::COMPLETE, SchedTag::BIND],
             ..Target::processes(&["N1", "N2", "S"])
         },
+        ..FaultProfile::quiet()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// R-004-06
+
+const PROPS_06: &[Property] = &[
+    J2,
+    I_JOB_NOTIFIED,
+    B1,
+    I_JOB_DELIVERED,
+    TIMED_OUT_FINALIZED,
+    LATE_RESULT,
+    STALE_RESULT_REFUSED,
+];
+
+/// Deadlines and late results all fall well before it.
+const HORIZON_06: Duration = Duration::from_secs(1_000);
+
+/// The job->node binding's TTL: the code's 3600 s; the revision's, lowered with the node TTL
+/// to the top of its 60-120 s range; none (the job FSM in Redis is the binding).
+fn binding_ttl_06(variant: Variant) -> Duration {
+    match variant {
+        Variant::Buggy => Duration::from_secs(3_600),
+        Variant::DocFix => Duration::from_secs(120),
+        Variant::Correct => Duration::ZERO,
+    }
+}
+
+/// One node (the variant's TTLs and fencing), one scheduler that submits, follows each job's
+/// state and finalizes it at its deadline; no re-dispatch ("the binding is used only by the
+/// timeout finalize"). Scripted: J1 at 5 s, a 300 s audio job, a 600 s deadline.
+fn build_06(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
+    let (times, length, timeout) = match workload {
+        Workload::Scripted(_) => (vec![5], 300, 600),
+        Workload::Random(rng) => {
+            let n = rng.between(1, 2);
+            let times = (0..n).map(|_| rng.between(1, 60)).collect();
+            let length = rng.between(60, 400);
+            // Around the job's length: the node starts it at its next poll (up to a
+            // heartbeat later), so some deadlines fall before the result.
+            (times, length, length + rng.between(5, 90))
+        }
+    };
+    let jobs: Vec<(String, Timestamp)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("J{}", i + 1), Timestamp::from_ms(s * 1000)))
+        .collect();
+    let ids: Vec<String> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let config = NodeConfig::of(variant);
+    let ttl = binding_ttl_06(variant);
+    let processes = vec![
+        node("N1", variant, Duration::from_secs(length), Timestamp::ZERO),
+        ProcessSpec {
+            host: 1,
+            name: "S".into(),
+            start_at: Timestamp::ZERO,
+            fault_prone: true,
+            factory: Box::new(move |_| {
+                Box::new(
+                    Dispatcher::new(config, jobs.clone(), REAP_EVERY)
+                        .with_submit(Submit::DispatchThenWatch)
+                        .with_timeout(Duration::from_secs(timeout), ttl),
+                ) as Box<dyn Machine>
+            }),
+        },
+    ];
+    (world(processes, HORIZON_06), Capture::new(ids))
+}
+
+fn judge_06(run: &Run, capture: &Capture) -> Verdict {
+    let jobs = capture.get::<Vec<String>>().cloned().unwrap_or_default();
+    let mut verdict = terminal_transitions(&run.history)
+        .merge(notified_once(&run.history))
+        .merge(binding_lifetime(&run.history))
+        .merge(jobs_delivered(&run.history, &jobs));
+    coverage(&run.history, &mut verdict);
+    finalize_coverage(&run.history, &mut verdict);
+    declared(verdict, PROPS_06)
+}
+
+fn scripts_06() -> Vec<Script> {
+    vec![
+        Script {
+            name: "late-completion",
+            summary: "N1 runs J1 (300 s, deadline 605 s) and stalls 320 s as it reports the \
+                      result; at 605 s the finalizer reads the binding and times J1 out, \
+                      telling the client; the result then lands and is delivered too",
+            steps: vec![Step::on(
+                "N1",
+                SchedTag::COMPLETE,
+                1,
+                OpEffect::PauseBeforeSend(Duration::from_secs(320)),
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "binding-outlived",
+            summary: "N1 crashes for good after its second heartbeat, running J1: only the \
+                      finalizer can end J1, and with the binding TTL lowered to 120 s it finds \
+                      no binding at 605 s: J1 is never finalized",
+            steps: vec![crash_forever("N1", 2)],
+            expect: PerVariant([Expectation::Holds, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "no-fault",
+            summary: "no fault: J1 finishes at about 330 s, before its deadline, and is \
+                      delivered once",
+            steps: Vec::new(),
+            expect: PerVariant([Expectation::Holds, Expectation::Holds, Expectation::Holds]),
+        },
+    ]
+}
+
+fn profile_06() -> FaultProfile {
+    FaultProfile {
+        window: Duration::from_secs(500),
+        latency: (Duration::from_ms(1), Duration::from_ms(20)),
+        // The node stalls as it reports a result, for up to a few minutes: around the
+        // deadline.
+        pause: Ratio::per_mille(300),
+        pause_len: (Duration::from_secs(10), Duration::from_secs(300)),
+        pause_on: Target {
+            kinds: vec![SchedTag::COMPLETE],
+            ..Target::processes(&["N1"])
+        },
+        // Or crashes after a heartbeat and comes back after a while.
+        crash: Ratio::per_mille(20),
+        restart_after: (Duration::from_secs(30), Duration::from_secs(600)),
+        crash_on: Target {
+            kinds: vec![SchedTag::HEARTBEAT],
+            ..Target::processes(&["N1"])
+        },
+        drop_reply: Ratio::per_mille(10),
         ..FaultProfile::quiet()
     }
 }

@@ -10,4 +10,5 @@ race_tests! {
     r_004_01 => "R-004-01", ["L2"],
     r_004_02 => "R-004-02", ["F1", "I-JOB"],
     r_004_03 => "R-004-03", ["J3", "F1", "I-JOB", "I-JOB-delivered"],
+    r_004_06 => "R-004-06", ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
 }

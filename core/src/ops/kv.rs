@@ -317,6 +317,8 @@ pub enum ScriptName {
     SchedBind,
     /// The node-offline script, which re-dispatches the node's jobs.
     SchedOffline,
+    /// The timeout finalize of a job (R-004-06).
+    SchedFinalize,
     /// `KEYS[1]` hash, `ARGV[1]` field, `ARGV[2]` expected value, `ARGV[3]` version: a
     /// versioned compare-and-delete (the routing family's affinity cleared on a failure). If
     /// the field holds exactly the expected value and the hash's `version` field (missing or
@@ -377,7 +379,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 14] = [
+    pub const ALL: [ScriptName; 15] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -391,12 +393,13 @@ impl ScriptName {
         ScriptName::SchedSelect,
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
+        ScriptName::SchedFinalize,
         ScriptName::CompareAndDeleteVersioned,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
     /// [`crate::scheduler::scripts`]).
-    pub const SCHEDULER: [ScriptName; 9] = [
+    pub const SCHEDULER: [ScriptName; 10] = [
         ScriptName::SchedRegister,
         ScriptName::SchedHeartbeat,
         ScriptName::SchedDispatch,
@@ -406,6 +409,7 @@ impl ScriptName {
         ScriptName::SchedSelect,
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
+        ScriptName::SchedFinalize,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -475,6 +479,7 @@ impl ScriptName {
             ScriptName::SchedSelect => crate::scheduler::scripts::select(view, keys, args),
             ScriptName::SchedBind => crate::scheduler::scripts::bind_to(view, keys, args),
             ScriptName::SchedOffline => crate::scheduler::scripts::offline(view, keys, args),
+            ScriptName::SchedFinalize => crate::scheduler::scripts::finalize(view, keys, args),
         }
     }
 
@@ -495,6 +500,7 @@ impl ScriptName {
             ScriptName::SchedSelect => "sched_select",
             ScriptName::SchedBind => "sched_bind",
             ScriptName::SchedOffline => "sched_offline",
+            ScriptName::SchedFinalize => "sched_finalize",
         }
     }
 

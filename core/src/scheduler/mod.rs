@@ -19,6 +19,13 @@
 //! | `DocFix` | one unfenced script | left to the offline script | the same | unconditional |
 //! | `Correct` | one script checking the lease | the scheduler's reap, one script | fenced: validates, then queues a job with no live node | CAS on (running, node, epoch) |
 //!
+//! R-004-06 adds the timeout finalize ([`Dispatcher::with_timeout`]): at a job's deadline
+//! the scheduler runs [`scripts::finalize`]. Buggy: the code's 3600 s binding TTL, the job's
+//! state in memory and an unconditional finalize (a late result is still accepted and
+//! delivered); DocFix: the binding TTL retuned with the node TTL, otherwise the same; Correct:
+//! no binding TTL, the job FSM in Redis, the finalize and the result each a compare-and-set
+//! on the job's state, so only the first terminal transition wins.
+//!
 //! Every script is one atomic step ([`scripts`]); TTLs are `ARGV` from [`NodeConfig`]. A
 //! [`Node`] registers, heartbeats, polls the jobs bound to it and runs each for the job's
 //! duration before reporting its result; a [`Dispatcher`] submits its jobs at their times
@@ -32,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::OpId;
 use crate::machine::{Machine, Outgoing};
-use crate::ops::{KvOp, KvReply, Reply, ScriptName, StoreOp};
+use crate::ops::{KvOp, KvReply, Reply, ScriptName, SetCondition, StoreOp};
 use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
@@ -42,9 +49,11 @@ pub mod scripts;
 mod tag;
 
 pub use oracle::{
-    DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, J3, L2, LEASE_LOST, NO_NODE_LEFT,
-    OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, T_DEAD, binding_liveness, coverage, fenced_results,
-    jobs_delivered, offline_bindings, one_outcome,
+    B1, DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, I_JOB_NOTIFIED, J2, J3, L2, LATE_RESULT,
+    LEASE_LOST, NO_NODE_LEFT, OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, T_DEAD,
+    TIMED_OUT_FINALIZED, binding_lifetime, binding_liveness, coverage, fenced_results,
+    finalize_coverage, jobs_delivered, notified_once, offline_bindings, one_outcome,
+    terminal_transitions,
 };
 pub use tag::{SchedNote, SchedTag};
 
@@ -343,6 +352,21 @@ pub struct Dispatcher {
     pipe: Pipe,
     notes: VecDeque<Note>,
     next_reap: Option<Timestamp>,
+    /// R-004-06: the timeout finalize, if any (see [`Dispatcher::with_timeout`]).
+    timeout: Option<Timeout>,
+    /// When each tracked job's finalize is due.
+    deadlines: BTreeMap<String, Timestamp>,
+    /// Jobs whose finalize was sent (or answered that it could not find the job's node).
+    finalizing: BTreeSet<String>,
+    /// Jobs whose timeout the client was told.
+    timed_out: BTreeSet<String>,
+}
+
+/// A [`Dispatcher`]'s timeout finalize (R-004-06).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Timeout {
+    after: Duration,
+    binding_ttl: Duration,
 }
 
 /// How a [`Dispatcher`] submits its jobs and follows them (R-004-03).
@@ -379,6 +403,45 @@ impl Dispatcher {
             pipe: Pipe::default(),
             notes: VecDeque::new(),
             next_reap: None,
+            timeout: None,
+            deadlines: BTreeMap::new(),
+            finalizing: BTreeSet::new(),
+            timed_out: BTreeSet::new(),
+        }
+    }
+
+    /// The same scheduler with the document's timeout finalize (R-004-06): `after` its
+    /// submission time a job it still follows is finalized ([`ScriptName::SchedFinalize`],
+    /// fenced as the configuration says); with a non-zero `binding_ttl` each binding the
+    /// dispatch script reports is also written to the binding key with that TTL (the
+    /// document's `select_node.lua` line 66; a zero TTL writes no binding key: the job FSM in
+    /// Redis is the binding). Unfenced, the job's state is the scheduler's memory: a timed-out
+    /// job is still followed and its result still delivered if it arrives (the document's
+    /// result path); fenced, the finalize's compare-and-set decides and the job is no longer
+    /// followed once it is terminal.
+    pub fn with_timeout(mut self, after: Duration, binding_ttl: Duration) -> Dispatcher {
+        self.timeout = Some(Timeout { after, binding_ttl });
+        self
+    }
+
+    /// The client is told `job` timed out (once); fenced, the job is terminal.
+    fn time_out(&mut self, job: String) {
+        if !self.tracked.contains(&job) {
+            return;
+        }
+        if self.timed_out.insert(job.clone()) {
+            self.notes
+                .push_back(Note::new(SchedNote::TimedOut { job: job.clone() }));
+        }
+        if self.config.fenced {
+            self.tracked.remove(&job);
+        }
+    }
+
+    fn deliver(&mut self, job: String) {
+        if self.tracked.remove(&job) {
+            self.notes
+                .push_back(Note::new(SchedNote::Delivered { job }));
         }
     }
 
@@ -401,17 +464,53 @@ impl Machine for Dispatcher {
         self.handle_timeout(now);
     }
 
-    fn handle_reply(&mut self, _now: Timestamp, op: OpId, reply: Reply) {
+    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
         let Some(tag) = self.pipe.answer(op) else {
             return;
         };
         match (tag, reply) {
+            (SchedTag::Finalize { job }, Reply::Kv(KvReply::Bulk(answer))) => {
+                match answer.as_str() {
+                    "state done" => self.deliver(job),
+                    a if a.starts_with("timed_out") || a == "state timed_out" => self.time_out(job),
+                    // `lost`, `unbound`: the finalizer cannot find the job's node and gives up.
+                    _ => {}
+                }
+            }
+            (SchedTag::Finalize { job }, _) => {
+                // Unknown outcome: finalize again (the fenced finalize is idempotent) at the
+                // next interval.
+                self.finalizing.remove(&job);
+                self.deadlines.insert(job, now + self.reap_every);
+            }
+            (
+                SchedTag::Dispatch { job } | SchedTag::Reap { job } | SchedTag::Status { job },
+                Reply::Kv(KvReply::Bulk(status)),
+            ) if status == "timed_out" && self.timeout.is_some() => {
+                self.time_out(job);
+            }
             (
                 SchedTag::Dispatch { job } | SchedTag::Reap { job } | SchedTag::Status { job },
                 Reply::Kv(KvReply::Bulk(status)),
             ) if status == "done" && self.tracked.remove(&job) => {
                 self.notes
                     .push_back(Note::new(SchedNote::Delivered { job }));
+            }
+            (SchedTag::Dispatch { job }, Reply::Kv(KvReply::Bulk(status)))
+                if status.starts_with("bound ") =>
+            {
+                let ttl = self.timeout.map(|t| t.binding_ttl).unwrap_or_default();
+                if let Some(node) = status.split(' ').nth(1)
+                    && ttl > Duration::ZERO
+                {
+                    let op = KvOp::Set {
+                        key: scripts::binding_key(&job),
+                        value: node.to_string(),
+                        condition: SetCondition::Always,
+                        ttl: Some(ttl),
+                    };
+                    self.pipe.push_op(op, SchedTag::Binding { job });
+                }
             }
             (SchedTag::Select { job }, Reply::Kv(KvReply::Bulk(choice))) => {
                 let mut words = choice.split(' ');
@@ -437,15 +536,20 @@ impl Machine for Dispatcher {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        let due: Vec<String> = self
+        let due: Vec<(String, Timestamp)> = self
             .pending
             .iter()
             .filter(|(_, at)| *at <= now)
-            .map(|(j, _)| j.clone())
+            .cloned()
             .collect();
         self.pending.retain(|(_, at)| *at > now);
-        for job in due {
+        for (job, at) in due {
             self.tracked.insert(job.clone());
+            if let Some(t) = self.timeout {
+                // The deadline is the job's (its submission time's), not this incarnation's:
+                // a restarted scheduler finalizes on the same schedule.
+                self.deadlines.insert(job.clone(), at + t.after);
+            }
             if self.submit == Submit::SelectBindThenWatch {
                 self.select(job);
                 continue;
@@ -453,6 +557,23 @@ impl Machine for Dispatcher {
             let tag = SchedTag::Dispatch { job: job.clone() };
             self.pipe.push(
                 ScriptName::SchedDispatch,
+                &job,
+                vec![self.config.fenced_arg()],
+                tag,
+            );
+        }
+        let expired: Vec<String> = self
+            .deadlines
+            .iter()
+            .filter(|(j, at)| **at <= now && self.tracked.contains(*j))
+            .map(|(j, _)| j.clone())
+            .filter(|j| !self.finalizing.contains(j))
+            .collect();
+        for job in expired {
+            self.finalizing.insert(job.clone());
+            let tag = SchedTag::Finalize { job: job.clone() };
+            self.pipe.push(
+                ScriptName::SchedFinalize,
                 &job,
                 vec![self.config.fenced_arg()],
                 tag,
@@ -494,7 +615,17 @@ impl Machine for Dispatcher {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
+        let deadline = self
+            .deadlines
+            .iter()
+            .filter(|(j, _)| self.tracked.contains(*j) && !self.finalizing.contains(*j))
+            .map(|(_, at)| *at)
+            .min();
         let submit = self.pending.iter().map(|(_, at)| *at).min();
+        let submit = match (submit, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.next_reap, submit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

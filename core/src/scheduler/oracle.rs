@@ -10,7 +10,21 @@
 //!   that node heartbeats or registers again (the split selection binds after the script
 //!   looked at the node's jobs).
 //! - I-JOB: no job has more than one accepted result; and (eventually) every submitted job's
-//!   outcome was delivered by the end of the run.
+//!   outcome was delivered (its result, or its timeout) by the end of the run.
+//! - R-004-06, the timeout finalize against a late completion:
+//!   - J2, defined on leases: a job's right to an outcome is held by the node its binding
+//!     names for as long as the binding's lease lasts (the binding key's TTL; with the job
+//!     FSM in Redis, as long as the job's state is not terminal), and the timeout finalize
+//!     takes it by a terminal transition. J2 is that at most one holder ever turns the right
+//!     into a terminal transition: in the store's order, a job has at most one kept terminal
+//!     transition, counting every accepted result (`complete` answering 1) and every timeout
+//!     finalize that wrote `timed_out` (answering `timed_out...`). A transition a failover
+//!     lost (not kept) never happened.
+//!   - I-JOB-notified: the client is told at most one outcome per job: never both its result
+//!     and a timeout (the scheduler's notes; the same outcome told twice is one outcome).
+//!   - B1: a running job's binding exists for its whole life: no timeout finalize finds the
+//!     binding of a job whose state is still `running` gone (`lost`: the binding's TTL ran
+//!     out before the job did). It is judged where the binding is used, by its only reader.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +85,32 @@ pub const NO_NODE_LEFT: Property = Property::sometimes(
 pub const LEASE_LOST: Property = Property::sometimes(
     "lease-lost",
     "a node came back after its lease expired and had to register again",
+);
+
+/// J2 (R-004-06; lease-based, see the module's docs).
+pub const J2: Property = Property::always(
+    "J2",
+    "a job has at most one kept terminal transition: an accepted result or a timeout finalize",
+);
+/// I-JOB as the client sees it (R-004-06).
+pub const I_JOB_NOTIFIED: Property = Property::always(
+    "I-JOB-notified",
+    "the client is told at most one outcome per job: never both its result and a timeout",
+);
+/// B1 (R-004-06).
+pub const B1: Property = Property::always(
+    "B1",
+    "a running job's binding exists for its whole life: the timeout finalize never finds it gone",
+);
+/// A timeout finalize timed a job out.
+pub const TIMED_OUT_FINALIZED: Property = Property::sometimes(
+    "timed-out-finalized",
+    "a timeout finalize moved a job to timed_out",
+);
+/// A node's result reached the store after its job's timeout finalize (the race's window).
+pub const LATE_RESULT: Property = Property::sometimes(
+    "late-result",
+    "a node's result for a job reached the store after the job's timeout finalize",
 );
 
 fn tag(op: &OpRecord) -> Option<&SchedTag> {
@@ -327,12 +367,16 @@ pub fn one_outcome(history: &History) -> Verdict {
     verdict
 }
 
-/// I-JOB (liveness): every job in `jobs` was delivered (a [`SchedNote::Delivered`]).
+/// I-JOB (liveness): every job in `jobs` was delivered (a [`SchedNote::Delivered`], or a
+/// [`SchedNote::TimedOut`]: a timeout is an outcome).
 pub fn jobs_delivered(history: &History, jobs: &[String]) -> Verdict {
     let mut verdict = Verdict::default();
     for job in jobs {
         let delivered = history.notes.iter().any(|n| {
-            matches!(n.note.get::<SchedNote>(), Some(SchedNote::Delivered { job: j }) if j == job)
+            matches!(
+                n.note.get::<SchedNote>(),
+                Some(SchedNote::Delivered { job: j } | SchedNote::TimedOut { job: j }) if j == job
+            )
         });
         if !delivered {
             verdict.violations.push(Violation {
@@ -343,6 +387,165 @@ pub fn jobs_delivered(history: &History, jobs: &[String]) -> Verdict {
         }
     }
     verdict
+}
+
+/// A kept timeout finalize that wrote `timed_out` (its job), R-004-06.
+fn finalized(op: &OpRecord) -> Option<&str> {
+    match tag(op) {
+        Some(SchedTag::Finalize { job }) if kept(op) && bulk(op)?.starts_with("timed_out") => {
+            Some(job)
+        }
+        _ => None,
+    }
+}
+
+/// A kept accepted result (its job).
+fn accepted(op: &OpRecord) -> Option<&str> {
+    match tag(op) {
+        Some(SchedTag::Complete { job, .. })
+            if kept(op) && op.result == Some(Reply::Kv(KvReply::Int(1))) =>
+        {
+            Some(job)
+        }
+        _ => None,
+    }
+}
+
+/// J2: at most one kept terminal transition per job (accepted results and timeout finalizes
+/// that wrote `timed_out`), in the store's order. A transition a Redis restart erased (as
+/// [`one_outcome`] counts them) never happened: the job starts over.
+pub fn terminal_transitions(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    let restarts: Vec<Timestamp> = history
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::RedisRestart))
+        .map(|f| f.at)
+        .collect();
+    for i in applied_order(history) {
+        let op = &history.ops[i];
+        if op
+            .applied_at
+            .is_some_and(|at| restarts.iter().any(|r| *r >= at))
+        {
+            continue;
+        }
+        let Some(job) = finalized(op).or_else(|| accepted(op)) else {
+            continue;
+        };
+        match first.get(job) {
+            None => {
+                first.insert(job, i);
+            }
+            Some(&f) if verdict.violations.len() < 5 => {
+                let what = |k: usize| {
+                    let o = &history.ops[k];
+                    let kind = if finalized(o).is_some() {
+                        "a timeout finalize"
+                    } else {
+                        "a result"
+                    };
+                    format!(
+                        "{kind} by {} at {}",
+                        history.name(o.process),
+                        o.applied_at.unwrap_or(Timestamp::ZERO)
+                    )
+                };
+                verdict.violations.push(Violation {
+                    invariant: J2.name.into(),
+                    explanation: format!(
+                        "{job} reached a terminal state twice: {}, then {}",
+                        what(f),
+                        what(i)
+                    ),
+                    ops: vec![f, i],
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    verdict
+}
+
+/// I-JOB-notified: no job has both a [`SchedNote::Delivered`] and a [`SchedNote::TimedOut`]
+/// (the same outcome told again is still one outcome).
+pub fn notified_once(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    // The outcomes told per job, each kind once, in the order first told: a scheduler that
+    // restarts may tell the same outcome again, which the client can take twice.
+    let mut told: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for n in &history.notes {
+        let (job, what) = match n.note.get::<SchedNote>() {
+            Some(SchedNote::Delivered { job }) => (job, "its result"),
+            Some(SchedNote::TimedOut { job }) => (job, "a timeout"),
+            _ => continue,
+        };
+        let seen = told.entry(job).or_default();
+        if !seen.contains(&what) {
+            seen.push(what);
+        }
+    }
+    for (job, outcomes) in told {
+        if outcomes.len() > 1 {
+            verdict.violations.push(Violation {
+                invariant: I_JOB_NOTIFIED.name.into(),
+                explanation: format!(
+                    "the client was told {} outcomes of {job}: {}",
+                    outcomes.len(),
+                    outcomes.join(", then ")
+                ),
+                ops: Vec::new(),
+            });
+        }
+    }
+    verdict
+}
+
+/// B1: no kept timeout finalize answered `lost` (the binding of a running job was gone).
+pub fn binding_lifetime(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    for (i, op) in history.ops.iter().enumerate() {
+        if let Some(SchedTag::Finalize { job }) = tag(op)
+            && kept(op)
+            && bulk(op) == Some("lost")
+            && verdict.violations.len() < 5
+        {
+            verdict.violations.push(Violation {
+                invariant: B1.name.into(),
+                explanation: format!(
+                    "{}'s timeout finalize of {job} at {} found no binding, though {job} was \
+                     still running: the binding's TTL ran out before the job",
+                    history.name(op.process),
+                    op.applied_at.unwrap_or(Timestamp::ZERO)
+                ),
+                ops: vec![i],
+            });
+        }
+    }
+    verdict
+}
+
+/// Counts R-004-06's `sometimes` properties: timeout finalizes that timed a job out, and
+/// results (accepted or refused) that reached the store after their job's finalize.
+pub fn finalize_coverage(history: &History, verdict: &mut Verdict) {
+    let mut done: BTreeMap<&str, ()> = BTreeMap::new();
+    let (mut finals, mut late) = (0, 0);
+    for i in applied_order(history) {
+        let op = &history.ops[i];
+        if let Some(job) = finalized(op) {
+            finals += 1;
+            done.insert(job, ());
+        }
+        if let Some(SchedTag::Complete { job, .. }) = tag(op)
+            && kept(op)
+            && done.contains_key(job.as_str())
+        {
+            late += 1;
+        }
+    }
+    verdict.count(TIMED_OUT_FINALIZED.name, finals);
+    verdict.count(LATE_RESULT.name, late);
 }
 
 /// Counts the family's `sometimes` and protection properties in `verdict`.

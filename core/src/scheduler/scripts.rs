@@ -24,7 +24,8 @@
 //! (`bound N E skipped`, `running N E`, `queued skipped`, `done`); poll an array of job ids,
 //! in byte order; complete `1` (accepted) or `0` (refused). R-004-03 adds the document's
 //! selection split from its binding ([`select`], `N E` or `none`, then [`bind_to`]) and the
-//! node-offline script with its re-dispatch ([`offline`], an array of lines).
+//! node-offline script with its re-dispatch ([`offline`], an array of lines). R-004-06 adds
+//! the timeout finalize ([`finalize`]) and the binding key `{ns}binding:{J}` it reads.
 
 use crate::ops::{KvOp, KvReply, KvView};
 use crate::time::Duration;
@@ -40,6 +41,13 @@ pub fn job_key(j: &str) -> String {
 /// The pool set in [`NAMESPACE`] (read by the node-offline monitor).
 pub fn pool_key() -> String {
     Ns(NAMESPACE).pool()
+}
+
+/// The job->node binding key of `j` in [`NAMESPACE`] (R-004-06: the document's
+/// `select_node.lua` line 66, a string holding the node id, written with its TTL by the
+/// scheduler right after the binding, read only by the timeout finalize).
+pub fn binding_key(j: &str) -> String {
+    Ns(NAMESPACE).binding(j)
 }
 
 /// The largest number a script reads from Redis and returns or computes with: 15 digits,
@@ -67,6 +75,9 @@ impl Ns<'_> {
     }
     fn rr(&self) -> String {
         format!("{}rr", self.0)
+    }
+    fn binding(&self, j: &str) -> String {
+        format!("{}binding:{j}", self.0)
     }
 }
 
@@ -312,8 +323,9 @@ pub fn dispatch(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
     run().unwrap_or_else(|e| e)
 }
 
-/// `reap(KEYS[1]=ns; ARGV: J, fenced)`: the re-dispatch decision for one job: a missing job
-/// is submitted again, a queued one bound, a running one whose node's lease is gone (fenced:
+/// `reap(KEYS[1]=ns; ARGV: J, fenced)`: the re-dispatch decision for one job: a terminal
+/// one (`done`, `timed_out`) is left alone (its state the reply), a missing job is submitted
+/// again, a queued one bound, a running one whose node's lease is gone (fenced:
 /// or belongs to another registration) bound again.
 pub fn reap(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
     let mut run = || -> Result<KvReply, KvReply> {
@@ -334,7 +346,7 @@ fn reap_existing(
     let jk = ns.job(j);
     let state = hget(view, &jk, "state")?;
     match state.as_deref() {
-        Some("done") => Ok(KvReply::Bulk("done".into())),
+        Some(s @ ("done" | "timed_out")) => Ok(KvReply::Bulk(s.into())),
         Some("running") => {
             let node = hget(view, &jk, "node")?.unwrap_or_default();
             let epoch = hget(view, &jk, "epoch")?.unwrap_or_default();
@@ -574,6 +586,55 @@ pub fn offline(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRep
             out.push(Some(format!("{j} {line}")));
         }
         Ok(KvReply::Array(out))
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+/// `finalize(KEYS[1]=ns; ARGV: J, fenced)`: the timeout finalize of job `J`, run by the
+/// scheduler at the job's deadline (R-004-06).
+///
+/// Unfenced (the document's: the binding `{ns}binding:{J}` is the only thing in Redis the
+/// finalize reads; the job's state lives in the scheduler's memory): `GET` the binding; if it
+/// is there, write `state` `timed_out` unconditionally and reply `timed_out N` (the node the
+/// binding named); if it expired, write nothing and reply `lost` when the job hash still says
+/// `running` (the finalizer cannot find the node of a running job), `unbound` otherwise.
+/// Fenced (the job FSM in Redis): a compare-and-set on the job's state: a job that is not
+/// terminal (`done` or `timed_out`) moves to `timed_out` (reply `timed_out`), a job whose
+/// record a Redis restart erased too (the deadline passed with no result kept); a terminal
+/// one is left alone (reply `state S`), so that a late completion and the finalize cannot
+/// both win.
+pub fn finalize(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+    let mut run = || -> Result<KvReply, KvReply> {
+        let ns = ns_arg(keys)?;
+        let j = id_arg(args, 0)?;
+        let fenced = int_arg(args, 1)? == 1;
+        let jk = ns.job(j);
+        let timed_out = || KvOp::HSet {
+            key: jk.clone(),
+            pairs: vec![("state".into(), "timed_out".into())],
+        };
+        if fenced {
+            let state = hget(view, &jk, "state")?;
+            return match state.as_deref() {
+                Some(s @ ("done" | "timed_out")) => Ok(KvReply::Bulk(format!("state {s}"))),
+                _ => {
+                    call(view, timed_out())?;
+                    Ok(KvReply::Bulk("timed_out".into()))
+                }
+            };
+        }
+        match call(view, KvOp::Get { key: ns.binding(j) })? {
+            KvReply::Bulk(node) => {
+                call(view, timed_out())?;
+                Ok(KvReply::Bulk(format!("timed_out {node}")))
+            }
+            _ => {
+                let running = hget(view, &jk, "state")?.as_deref() == Some("running");
+                Ok(KvReply::Bulk(
+                    if running { "lost" } else { "unbound" }.into(),
+                ))
+            }
+        }
     };
     run().unwrap_or_else(|e| e)
 }

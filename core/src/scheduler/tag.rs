@@ -64,6 +64,16 @@ pub enum SchedTag {
         /// The job.
         job: String,
     },
+    /// A scheduler's timeout finalize of a job at its deadline (R-004-06).
+    Finalize {
+        /// The job.
+        job: String,
+    },
+    /// A scheduler's write of the job->node binding key with its TTL (R-004-06).
+    Binding {
+        /// The job.
+        job: String,
+    },
 }
 
 impl SchedTag {
@@ -89,6 +99,10 @@ impl SchedTag {
     pub const OFFLINE: TagKind = TagKind::new("sched-offline");
     /// [`SchedTag::Status`].
     pub const STATUS: TagKind = TagKind::new("sched-status");
+    /// [`SchedTag::Finalize`].
+    pub const FINALIZE: TagKind = TagKind::new("sched-finalize");
+    /// [`SchedTag::Binding`].
+    pub const BINDING: TagKind = TagKind::new("sched-binding");
 }
 
 impl FamilyTag for SchedTag {
@@ -105,6 +119,8 @@ impl FamilyTag for SchedTag {
             SchedTag::Scan => SchedTag::SCAN,
             SchedTag::Offline { .. } => SchedTag::OFFLINE,
             SchedTag::Status { .. } => SchedTag::STATUS,
+            SchedTag::Finalize { .. } => SchedTag::FINALIZE,
+            SchedTag::Binding { .. } => SchedTag::BINDING,
         }
     }
 }
@@ -114,6 +130,11 @@ impl FamilyTag for SchedTag {
 pub enum SchedNote {
     /// The scheduler saw the job done and delivered its outcome to the client.
     Delivered {
+        /// The job.
+        job: String,
+    },
+    /// The scheduler's timeout finalize timed the job out and told the client so.
+    TimedOut {
         /// The job.
         job: String,
     },
@@ -132,6 +153,7 @@ impl fmt::Display for SchedNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SchedNote::Delivered { job } => write!(f, "delivers the outcome of {job}"),
+            SchedNote::TimedOut { job } => write!(f, "tells the client {job} timed out"),
             SchedNote::LeaseLost { node, epoch } => {
                 write!(
                     f,
