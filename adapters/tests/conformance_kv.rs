@@ -223,6 +223,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => zset_op(),
         2 => any_type_op(),
         4 => cache_script_op(),
+        6 => affinity_script_op(),
         10 => sched_op(),
     ]
 }
