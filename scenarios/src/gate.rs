@@ -40,7 +40,7 @@ pub const COST_SEEDS: u64 = 50;
 pub const SWARM_SEED_BUDGET: u64 = 500;
 
 /// The most seeds the median detection under the swarm profile may need for any race
-/// (issue target: every Buggy race found with a median of at most 100 seeds, no per-race
+/// (the target: every Buggy race found with a median of at most 100 seeds, no per-race
 /// profile).
 pub const SWARM_MEDIAN_MAX: u64 = 100;
 

@@ -1,5 +1,5 @@
 //! `racelab route-bench`: routing quality, every policy of `core::route` on the same seeded
-//! upstream scenarios (R-000-15, issue 13).
+//! upstream scenarios (R-000-15).
 //!
 //! A deterministic discrete-time simulation: virtual time in milliseconds, one request per
 //! millisecond (1,000 per second), each answered after a latency drawn from the scenario's

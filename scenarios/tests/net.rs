@@ -1,12 +1,12 @@
-//! The net world (issue #4): R-002-01 .. R-002-04 with the production async driver inside
+//! The net world: R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
 //! every seed replays to the same trace hash. Document 000's billing and quota families and
-//! document 004's scheduler (issues #12 and #14) likewise: the failing variants found within
+//! document 004's scheduler likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
 //! holding over a seed count per race, replays identical, and the scheduler under scripted
 //! partitions of a node from Redis. Streaming upstream calls and push connections
-//! (issue #11) run through the driver with a small scripted machine, each scenario in both
+//! run through the driver with a small scripted machine, each scenario in both
 //! worlds, which must agree.
 
 use racelab_scenarios::net::{
@@ -122,7 +122,7 @@ fn r_002_04_correct_holds_for_1000_seeds_under_turmoil() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Documents 000 and 004 (issues #12 and #14): the billing, quota and scheduler families under
+// Documents 000 and 004: the billing, quota and scheduler families under
 // turmoil, judged by the same judges, each detection naming a property the explore world's
 // test (`tests/billing.rs`, `tests/quota.rs`, `tests/scheduler.rs`) names.
 
@@ -1289,7 +1289,7 @@ fn the_net_history_lists_operations_applied_at_one_instant_in_redis_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Document 004's scheduler with a node partitioned from Redis past its TTL (issue #14).
+// Document 004's scheduler with a node partitioned from Redis past its TTL.
 
 /// The job outlasts the partition, so the partitioned node is still running it when the
 /// partition heals (the zombie of R-004-02, by the network rather than a pause).
