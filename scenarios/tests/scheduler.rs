@@ -107,3 +107,48 @@ fn ac_004_5_6_a_scheduler_restart_at_every_step_loses_no_job_in_correct() {
         );
     }
 }
+
+/// AC-004-1: I-LIVE with `T_dead` the configured value. The revision's TTL policy is a node
+/// TTL of twice the 30 s heartbeat and a pool TTL 10 s longer, so a node that stopped
+/// heartbeating must stop receiving jobs within the pool's refresh: 70 s. R-004-01's
+/// timelines and 500 random seeds are judged by L2 with that bound. The fenced lease
+/// (Correct, 40 s, checked in the selecting script) keeps it on every run. The code's
+/// 3600 s (Buggy) does not, and neither does the revision's configuration itself (DocFix):
+/// the pool set's TTL is refreshed by every live node's heartbeat, so a dead member stays
+/// selectable for as long as any other node lives, whatever the TTLs.
+#[test]
+fn ac_004_1_no_binding_to_a_node_dead_longer_than_the_configured_t_dead() {
+    use racelab_core::scheduler::{NodeConfig, binding_liveness};
+    use racelab_scenarios::{Variant, run_script, run_seed};
+
+    let race = common::race("R-004-01");
+    let docfix = NodeConfig::of(Variant::DocFix);
+    let t_dead = docfix.node_ttl.max(docfix.pool_ttl);
+    assert_eq!(t_dead, racelab_core::Duration::from_secs(70));
+    for variant in Variant::ALL {
+        let mut broken = 0;
+        let mut runs = 0;
+        let scripted = (race.scripts)()
+            .iter()
+            .map(|s| run_script(&race, s, variant))
+            .collect::<Vec<_>>();
+        let random = (0..500).map(|seed| run_seed(&race, variant, seed));
+        for outcome in scripted.into_iter().chain(random) {
+            runs += 1;
+            if !binding_liveness(&outcome.run.history, t_dead).holds() {
+                broken += 1;
+            }
+        }
+        println!(
+            "AC-004-1 {variant:?}: I-LIVE with T_dead {t_dead} broken in {broken} of {runs} runs"
+        );
+        if variant == Variant::Correct {
+            assert_eq!(broken, 0, "Correct breaks I-LIVE at the configured T_dead");
+        } else {
+            assert!(
+                broken > 0,
+                "{variant:?}: the pool set must break I-LIVE at 70 s"
+            );
+        }
+    }
+}
