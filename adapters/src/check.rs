@@ -62,7 +62,7 @@ use crate::postgres::PgSql;
 use crate::queue::RedisQueue;
 use crate::recorder::Recorder;
 use crate::redis_kv::RedisKv;
-use crate::run_env::{Injector, RunEnv};
+use crate::run_env::{ConnectionFaults, Injector, RunEnv};
 
 /// Where the run's Redis comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -754,27 +754,20 @@ impl Run {
                 self.kills_after_lease_left.fetch_add(1, Ordering::SeqCst);
                 return Ok(true);
             }
-            FaultKind::LatencySpike => {
-                if !injector.latency_spike(rng, SPIKE) {
+            FaultKind::LatencySpike | FaultKind::StalledConnection | FaultKind::CutConnection => {
+                let shape = ConnectionFaults {
+                    spike: SPIKE,
+                    stall_every: 4,
+                    // Longer than the queue's lock: the stalled jobs are delivered again while
+                    // their first worker still holds them.
+                    stall_hold: std::time::Duration::from_millis(self.queue_lock.as_ms() + 800),
+                    cut_every: 3,
+                };
+                let mut done = false;
+                self.count_with(|c| done = injector.connection_fault(kind, rng, &shape, c));
+                if !done {
                     return Ok(false);
                 }
-            }
-            FaultKind::StalledConnection => {
-                // Longer than the queue's lock: the stalled jobs are delivered again while
-                // their first worker still holds them.
-                let hold = std::time::Duration::from_millis(self.queue_lock.as_ms() + 800);
-                let n = injector.stall(rng, 4, hold);
-                if n == 0 {
-                    return Ok(false);
-                }
-                self.count_with(|c| c.stalled_connections += n);
-            }
-            FaultKind::CutConnection => {
-                let n = injector.cut(rng, 3);
-                if n == 0 {
-                    return Ok(false);
-                }
-                self.count_with(|c| c.cut_connections += n);
             }
         }
         self.count(kind);

@@ -76,7 +76,7 @@ use crate::postgres::PgSql;
 use crate::provider::{InProcessProvider, WithProvider};
 use crate::recorder::Recorder;
 use crate::redis_kv::RedisKv;
-use crate::run_env::{Injector, RunEnv};
+use crate::run_env::{ConnectionFaults, Injector, RunEnv};
 
 /// The parameters of [`check_gateway`]. [`GatewayOptions::new`] gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -747,9 +747,7 @@ impl GwRun {
     }
 
     fn count(&self, kind: FaultKind) {
-        if let Ok(mut c) = self.faults.lock() {
-            c.add(kind);
-        }
+        self.count_with(|c| c.add(kind));
     }
 
     fn stores(&self) -> Result<Stores, AdapterError> {
@@ -946,31 +944,25 @@ impl GwRun {
                 self.claim_kills_armed.fetch_add(1, Ordering::SeqCst);
                 return Ok(true);
             }
-            FaultKind::LatencySpike => {
-                if !injector.latency_spike(rng, SPIKE) {
+            FaultKind::LatencySpike | FaultKind::StalledConnection | FaultKind::CutConnection => {
+                let shape = ConnectionFaults {
+                    spike: SPIKE,
+                    stall_every: 3,
+                    stall_hold: STALL,
+                    cut_every: 3,
+                };
+                let mut done = false;
+                self.count_with(|c| done = injector.connection_fault(kind, rng, &shape, c));
+                if !done {
                     return Ok(false);
                 }
-            }
-            FaultKind::StalledConnection => {
-                let n = injector.stall(rng, 3, STALL);
-                if n == 0 {
-                    return Ok(false);
-                }
-                self.add_connections(|c| c.stalled_connections += n);
-            }
-            FaultKind::CutConnection => {
-                let n = injector.cut(rng, 3);
-                if n == 0 {
-                    return Ok(false);
-                }
-                self.add_connections(|c| c.cut_connections += n);
             }
         }
         self.count(kind);
         Ok(true)
     }
 
-    fn add_connections(&self, f: impl FnOnce(&mut FaultCounts)) {
+    fn count_with(&self, f: impl FnOnce(&mut FaultCounts)) {
         if let Ok(mut c) = self.faults.lock() {
             f(&mut c);
         }

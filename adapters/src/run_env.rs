@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::AdapterError;
 use crate::check::{RedisTarget, target_of, with_authority};
-use crate::fault_plan::FaultOptions;
+use crate::fault_plan::{FaultCounts, FaultKind, FaultOptions};
 use crate::postgres::PgSql;
 use crate::proxy::FaultProxy;
 use crate::redis_kv::RedisKv;
@@ -137,6 +137,18 @@ impl RunEnv {
     }
 }
 
+/// The shape of a run's connection faults.
+pub(crate) struct ConnectionFaults {
+    /// How long a latency spike lasts.
+    pub(crate) spike: std::time::Duration,
+    /// Every how many connections one is stalled.
+    pub(crate) stall_every: u64,
+    /// How long a stalled connection is held still.
+    pub(crate) stall_hold: std::time::Duration,
+    /// Every how many connections one is cut.
+    pub(crate) cut_every: u64,
+}
+
 /// The server and connection faults of a run: its own Redis (restartable) and the proxies.
 pub(crate) struct Injector {
     own_redis: Option<OwnRedis>,
@@ -155,20 +167,45 @@ impl Injector {
         Ok(true)
     }
 
-    /// Slows every proxied connection by 2 to 20 ms for `length`; false without proxies.
-    pub(crate) fn latency_spike(
+    /// Carries out a connection fault through the proxies: a latency spike (2 to 20 ms on
+    /// every proxied connection for `shape.spike`), stalls (every `shape.stall_every`-th
+    /// connection from a random offset held still for `shape.stall_hold`) or cuts (every
+    /// `shape.cut_every`-th connection). The connections touched are added to `counts`.
+    /// False when it cannot be done now: no proxies, no connection picked, or a kind that is
+    /// not a connection fault ([`FaultKind::needs_proxy`]).
+    pub(crate) fn connection_fault(
         &mut self,
+        kind: FaultKind,
         rng: &mut ChaCha8Rng,
-        length: std::time::Duration,
+        shape: &ConnectionFaults,
+        counts: &mut FaultCounts,
     ) -> bool {
         let Some((rp, pp)) = &self.proxies else {
             return false;
         };
-        let ms = rng.random_range(2..=20);
-        rp.set_latency(std::time::Duration::from_millis(ms));
-        pp.set_latency(std::time::Duration::from_millis(ms));
-        self.spike_until = Some(std::time::Instant::now() + length);
-        true
+        match kind {
+            FaultKind::LatencySpike => {
+                let ms = rng.random_range(2..=20);
+                rp.set_latency(std::time::Duration::from_millis(ms));
+                pp.set_latency(std::time::Duration::from_millis(ms));
+                self.spike_until = Some(std::time::Instant::now() + shape.spike);
+                true
+            }
+            FaultKind::StalledConnection => {
+                let offset = rng.random::<u64>();
+                let n = rp.stall(shape.stall_every, offset, shape.stall_hold)
+                    + pp.stall(shape.stall_every, offset, shape.stall_hold);
+                counts.stalled_connections += n;
+                n > 0
+            }
+            FaultKind::CutConnection => {
+                let offset = rng.random::<u64>();
+                let n = rp.cut(shape.cut_every, offset) + pp.cut(shape.cut_every, offset);
+                counts.cut_connections += n;
+                n > 0
+            }
+            _ => false,
+        }
     }
 
     /// Ends a latency spike whose time is up; call it on every look at the run.
@@ -183,30 +220,6 @@ impl Injector {
                 pp.set_latency(std::time::Duration::ZERO);
             }
         }
-    }
-
-    /// Holds every `every_nth` proxied connection (from a random offset) still for `hold`;
-    /// the number held (0 without proxies or connections).
-    pub(crate) fn stall(
-        &self,
-        rng: &mut ChaCha8Rng,
-        every_nth: u64,
-        hold: std::time::Duration,
-    ) -> u64 {
-        let Some((rp, pp)) = &self.proxies else {
-            return 0;
-        };
-        let offset = rng.random::<u64>();
-        rp.stall(every_nth, offset, hold) + pp.stall(every_nth, offset, hold)
-    }
-
-    /// Cuts every `every_nth` proxied connection (from a random offset); the number cut.
-    pub(crate) fn cut(&self, rng: &mut ChaCha8Rng, every_nth: u64) -> u64 {
-        let Some((rp, pp)) = &self.proxies else {
-            return 0;
-        };
-        let offset = rng.random::<u64>();
-        rp.cut(every_nth, offset) + pp.cut(every_nth, offset)
     }
 
     /// Ends every connection fault (latency, stalls) for good: the run's faults are over.

@@ -181,16 +181,20 @@ fn unit(bits: u64) -> f64 {
     (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// A log-normal latency (ms, at least 1) with this median and a spread of 0.35, from the
+/// random bits `h` (Box-Muller over `h` and its mix).
+fn lognormal_ms(h: u64, median: f64) -> u64 {
+    let u1 = 1.0 - unit(h);
+    let u2 = unit(mix(h));
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    (median * (0.35 * z).exp()).round().max(1.0) as u64
+}
+
 /// The answer of endpoint `e` to the attempt numbered `key` sent at `t`: a latency (ms) and
 /// an observation (before the client's timeout is applied).
 fn answer(s: &Scenario, e: u32, t: u64, key: u64) -> (u64, Observation) {
     let h = mix(SEED ^ mix(key ^ (u64::from(e) << 48)));
-    let lognormal = |median: f64| {
-        let u1 = 1.0 - unit(h);
-        let u2 = unit(mix(h));
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        (median * (0.35 * z).exp()).round().max(1.0) as u64
-    };
+    let lognormal = |median: f64| lognormal_ms(h, median);
     match (s.mode)(e, t) {
         Mode::Up(median) => (lognormal(median), Observation::Success),
         Mode::Fixed(ms) => (ms, Observation::Success),
@@ -754,11 +758,7 @@ fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
             continue;
         };
         let e = a.endpoint.0 as usize;
-        let h = mix(SEED ^ mix(t ^ 0x4E5D));
-        let u1 = 1.0 - unit(h);
-        let u2 = unit(mix(h));
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let base = (40.0 * (0.35 * z).exp()).round().max(1.0) as u64;
+        let base = lognormal_ms(mix(SEED ^ mix(t ^ 0x4E5D)), 40.0);
         let latency = base + HERD_MS_PER_IN_FLIGHT * in_flight[e];
         in_flight[e] += 1;
         peak = peak.max(in_flight[e]);
