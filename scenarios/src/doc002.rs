@@ -263,13 +263,11 @@ fn world(plan: Plan) -> (WorldSpec, Capture) {
 /// A random workload: 2-3 workers, 1-2 work orders, 3-6 scans in the first 20 s, most of
 /// them quick, one in four taking 5-25 s between lock and `$inc`.
 fn random_plan(variant: Variant, docfix: DocFixPlans, rng: &mut SimRng) -> Plan {
-    let workers: &[&'static str] = if rng.below(2) == 0 {
-        &["W_A", "W_B"]
-    } else {
-        &["W_A", "W_B", "W_C"]
-    };
+    // Sizes a shrink may take below what a sweep draws: one worker, one scan.
+    const WORKERS: [&str; 3] = ["W_A", "W_B", "W_C"];
+    let workers = &WORKERS[..usize::try_from(rng.size(1, 2, 3)).unwrap_or(2)];
     let work_orders: Vec<WorkOrderId> = (1..=1 + rng.below(2)).map(WorkOrderId).collect();
-    let n = rng.between(3, 6);
+    let n = rng.size(1, 3, 6);
     let scans = (1..=n)
         .map(|id| {
             let at = rng.below(20_000);

@@ -37,7 +37,7 @@ mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use racelab_core::PropertyKind;
+use racelab_core::{PropertyKind, Timestamp};
 use racelab_sim::explore::{self, Scheduler, SimRng, Step};
 
 pub use catalog::{
@@ -407,9 +407,17 @@ pub struct Shrunk {
     pub attempts: u64,
     /// How many draws the seed's random workload made.
     pub workload_draws: usize,
-    /// The workload draws set to their least value (fewer requests, shorter jobs, ...), by
-    /// index ([`run_pinned_minimised`] replays them).
-    pub minimised: BTreeSet<usize>,
+    /// The workload the shrink settled on, as the values of its draws
+    /// ([`run_pinned_workload`] replays them; [`SimRng::replaying`] says how).
+    pub workload: Vec<u64>,
+    /// How many draws the shrunk workload makes (fewer than `workload` holds values for
+    /// when a size went down; more when draws past its end take their simplest value).
+    pub workload_draws_now: usize,
+    /// How many of those draws take their simplest value (the least request count, worker
+    /// count, job length, ...).
+    pub workload_simplest: usize,
+    /// Whether the shrink edited the workload at all.
+    pub workload_changed: bool,
 }
 
 /// The most rounds of retargeting faults and shrinking the workload one shrink makes.
@@ -420,20 +428,32 @@ pub const SHRINK_ATTEMPTS_MAX: u64 = 2_000;
 
 /// Runs `race`'s `variant` with `seed`'s workload and latencies but only the faults `steps`.
 pub fn run_pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step]) -> Outcome {
-    run_pinned_minimised(race, variant, seed, steps, &BTreeSet::new())
+    let mut rng = SimRng::new(workload_seed(seed));
+    pinned(race, variant, seed, steps, &mut rng)
 }
 
-/// [`run_pinned`] with the workload draws numbered in `minimised` at their least value
-/// ([`SimRng::minimising`]): the workload a shrink settled on.
-pub fn run_pinned_minimised(
+/// [`run_pinned`] with the workload whose draws take the values `workload`
+/// ([`SimRng::replaying`]): the workload a shrink settled on.
+pub fn run_pinned_workload(
     race: &Race,
     variant: Variant,
     seed: u64,
     steps: &[Step],
-    minimised: &BTreeSet<usize>,
+    workload: &[u64],
 ) -> Outcome {
-    let mut rng = SimRng::minimising(workload_seed(seed), minimised.clone());
-    let (spec, capture) = (race.build)(variant, Workload::Random(&mut rng));
+    pinned(
+        race,
+        variant,
+        seed,
+        steps,
+        &mut SimRng::replaying(workload.to_vec()),
+    )
+}
+
+/// Runs `race`'s `variant` with the workload `rng` draws, `seed`'s latencies and the faults
+/// `steps`.
+fn pinned(race: &Race, variant: Variant, seed: u64, steps: &[Step], rng: &mut SimRng) -> Outcome {
+    let (spec, capture) = (race.build)(variant, Workload::Random(rng));
     let latency = (race.profile)().latency;
     let scheduler = Scheduler::Pinned {
         seed,
@@ -443,11 +463,19 @@ pub fn run_pinned_minimised(
     judge(race, explore::run(spec, &scheduler), &capture)
 }
 
-/// How many draws `race`'s random workload for `seed` makes.
-fn workload_draws(race: &Race, variant: Variant, seed: u64) -> usize {
+/// The values of the draws `race`'s random workload for `seed` makes.
+fn workload_values(race: &Race, variant: Variant, seed: u64) -> Vec<u64> {
     let mut rng = SimRng::new(workload_seed(seed));
     let _ = (race.build)(variant, Workload::Random(&mut rng));
-    rng.draws()
+    rng.values()
+}
+
+/// The generator after building the workload of `values`: its draws and their simplest
+/// values.
+fn replayed_workload(race: &Race, variant: Variant, values: &[u64]) -> SimRng {
+    let mut rng = SimRng::replaying(values.to_vec());
+    let _ = (race.build)(variant, Workload::Random(&mut rng));
+    rng
 }
 
 /// Shrinks a failing seed: delta debugging (ddmin) over the faults the random scheduler
@@ -478,14 +506,15 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
         .map(|v| v.invariant.clone())
         .collect();
     let mut attempts = 0u64;
-    let mut minimised = BTreeSet::new();
+    let original_workload = workload_values(race, variant, seed);
+    let mut workload = original_workload.clone();
     // The run of a candidate, if it still breaks a property the original broke.
-    let mut failing = |candidate: &[Step], minimised: &BTreeSet<usize>| {
+    let mut failing = |candidate: &[Step], workload: &[u64]| {
         attempts += 1;
         if attempts > SHRINK_ATTEMPTS_MAX {
             return None;
         }
-        let outcome = run_pinned_minimised(race, variant, seed, candidate, minimised);
+        let outcome = run_pinned_workload(race, variant, seed, candidate, workload);
         let same = outcome
             .verdict
             .violations
@@ -495,16 +524,15 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
     };
     // Faults first. Then, in rounds until nothing changes: each fault aimed at the n-th
     // operation of a kind is aimed at an earlier one if the run still fails (so that fewer
-    // operations of that kind are needed); the workload, one draw at a time, keeping a least
-    // value only when the run still fails and its timeline is no longer (a least value is not
-    // always a simpler story: one work order for every scan makes more contention, not less);
-    // and the faults again, which a smaller workload may need fewer of.
-    steps = ddmin(steps, |c| failing(c, &minimised).is_some());
-    let mut length = timeline_length(&run_pinned_minimised(
-        race, variant, seed, &steps, &minimised,
-    ));
-    // The seed's own workload's draw count (minimising changes values, not the stream).
-    let draws = workload_draws(race, variant, seed);
+    // operations of that kind are needed), and each fault planned at a time earlier; the
+    // workload's draws, keeping an edit only when
+    // the run still fails and its timeline is no longer (a simpler value is not always a
+    // simpler story: one work order for every scan makes more contention, not less): spans
+    // of draws deleted (a request, a worker fewer: the later draws move up), then each draw
+    // set to its simplest value; and the faults again, which a smaller workload may need
+    // fewer of.
+    steps = ddmin(steps, |c| failing(c, &workload).is_some());
+    let mut length = timeline_length(&run_pinned_workload(race, variant, seed, &steps, &workload));
     for _round in 0..SHRINK_ROUNDS {
         let mut changed = false;
         for i in 0..steps.len() {
@@ -516,7 +544,7 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
                 if let Step::On { nth, .. } = &mut candidate[i] {
                     *nth = earlier;
                 }
-                if let Some(run) = failing(&candidate, &minimised) {
+                if let Some(run) = failing(&candidate, &workload) {
                     length = timeline_length(&run);
                     steps = candidate;
                     changed = true;
@@ -524,21 +552,61 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
                 }
             }
         }
-        for i in 0..draws {
-            if minimised.contains(&i) {
+        for i in 0..steps.len() {
+            let Step::At { at, .. } = &steps[i] else {
+                continue;
+            };
+            // Earlier, by halving the gap to 0 while the run still fails.
+            let (mut now, mut gap) = (at.as_ms(), at.as_ms());
+            while gap > 0 {
+                let mut candidate = steps.clone();
+                if let Step::At { at, .. } = &mut candidate[i] {
+                    *at = Timestamp::from_ms(now - gap);
+                }
+                match failing(&candidate, &workload) {
+                    Some(run) if timeline_length(&run) <= length => {
+                        length = timeline_length(&run);
+                        steps = candidate;
+                        now -= gap;
+                        changed = true;
+                    }
+                    _ => gap /= 2,
+                }
+            }
+        }
+        for span in (1..=8).rev() {
+            let mut at = 0;
+            while at + span <= workload.len() {
+                let mut candidate = workload.clone();
+                candidate.drain(at..at + span);
+                match failing(&steps, &candidate) {
+                    Some(run) if timeline_length(&run) <= length => {
+                        length = timeline_length(&run);
+                        workload = candidate;
+                        changed = true;
+                    }
+                    _ => at += 1,
+                }
+            }
+        }
+        let simplest = replayed_workload(race, variant, &workload)
+            .simplest()
+            .to_vec();
+        for (i, least) in simplest.iter().enumerate() {
+            if workload.get(i).is_none_or(|v| v == least) {
                 continue;
             }
-            let mut candidate = minimised.clone();
-            candidate.insert(i);
+            let mut candidate = workload.clone();
+            candidate[i] = *least;
             if let Some(run) = failing(&steps, &candidate)
                 && timeline_length(&run) <= length
             {
                 length = timeline_length(&run);
-                minimised = candidate;
+                workload = candidate;
                 changed = true;
             }
         }
-        let fewer = ddmin(steps.clone(), |c| failing(c, &minimised).is_some());
+        let fewer = ddmin(steps.clone(), |c| failing(c, &workload).is_some());
         if fewer.len() < steps.len() {
             steps = fewer;
             changed = true;
@@ -547,26 +615,36 @@ pub fn shrink_in(race: &Race, variant: Variant, seed: u64, profile: Profile) -> 
             break;
         }
     }
-    let outcome = run_pinned_minimised(race, variant, seed, &steps, &minimised);
+    let outcome = run_pinned_workload(race, variant, seed, &steps, &workload);
     // Invariant: every accepted candidate failed, and runs are deterministic.
     assert!(
         outcome.violated(),
         "the shrunk schedule of {} seed {seed} no longer fails",
         race.id
     );
+    let replayed = replayed_workload(race, variant, &workload);
+    let workload_simplest = replayed
+        .simplest()
+        .iter()
+        .zip(replayed.values())
+        .filter(|(least, v)| **least == *v)
+        .count();
     Some(Shrunk {
         original_faults,
         steps,
         outcome,
         attempts,
-        workload_draws: draws,
-        minimised,
+        workload_draws: original_workload.len(),
+        workload_changed: workload != original_workload,
+        workload,
+        workload_draws_now: replayed.draws(),
+        workload_simplest,
     })
 }
 
-/// How many steps a run's timeline shows (T1..Tn).
+/// How many steps a run's story shows (T1..Tn up to its last violation: [`render_story`]).
 fn timeline_length(outcome: &Outcome) -> usize {
-    outcome.run.history.timeline().len()
+    render_story(outcome).0.len()
 }
 
 /// Delta debugging (Zeller's ddmin) over `steps`: a smallest subset (1-minimal) for which
@@ -738,4 +816,18 @@ pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// A failing run's story: its timeline ([`render_timeline`]) up to and including the last
+/// step marked as a violation, and how many later steps that leaves out (none when no step
+/// is marked, as for a property judged on the end state alone). What a shrink minimises and
+/// prints: the steps after the last violation do not tell how it came about.
+pub fn render_story(outcome: &Outcome) -> (Vec<String>, usize) {
+    let mut lines = render_timeline(outcome);
+    let Some(last) = lines.iter().rposition(|l| l.ends_with("<== violation")) else {
+        return (lines, 0);
+    };
+    let later = lines.len() - last - 1;
+    lines.truncate(last + 1);
+    (lines, later)
 }

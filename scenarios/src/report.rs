@@ -168,7 +168,7 @@ fn seed_pages(
     };
     pages.push(page.write(out, race, &outcome)?);
     if let Some(shrunk) = shrink(race, variant, seed)
-        && (shrunk.steps.len() < shrunk.original_faults || !shrunk.minimised.is_empty())
+        && (shrunk.steps.len() < shrunk.original_faults || shrunk.workload_changed)
     {
         let faults = if shrunk.steps.is_empty() {
             "no fault at all: the seed's workload and latencies suffice".to_string()
@@ -184,12 +184,13 @@ fn seed_pages(
             name: format!("{base}-shrunk"),
             title: format!("{} {}, seed {seed} shrunk", race.id, variant.as_str()),
             summary: format!(
-                "{}: seed {seed} with its {} injected faults shrunk to {}: {faults}; {} of its {} workload draws at their least value",
+                "{}: seed {seed} with its {} injected faults shrunk to {}: {faults}; its {} workload draws became {}, {} at their simplest value",
                 race.title,
                 shrunk.original_faults,
                 shrunk.steps.len(),
-                shrunk.minimised.len(),
-                shrunk.workload_draws
+                shrunk.workload_draws,
+                shrunk.workload_draws_now,
+                shrunk.workload_simplest
             ),
             replay: shrink_command(race, variant, seed),
         };

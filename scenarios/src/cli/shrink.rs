@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use racelab_scenarios::{Profile, Variant, catalog, render_timeline};
+use racelab_scenarios::{Profile, Variant, catalog, render_story};
 use serde_json::json;
 
 use super::lookup;
@@ -38,6 +38,7 @@ pub(crate) fn shrink(
     };
     let command = racelab_scenarios::shrink_command_in(race, variant, seed, profile);
     let steps: Vec<String> = shrunk.steps.iter().map(ToString::to_string).collect();
+    let (story, later) = render_story(&shrunk.outcome);
     if json {
         let row = json!({
             "race": race.id,
@@ -47,10 +48,12 @@ pub(crate) fn shrink(
             "faults": steps,
             "attempts": shrunk.attempts,
             "workload_draws": shrunk.workload_draws,
-            "workload_draws_minimised": shrunk.minimised.len(),
+            "workload_draws_now": shrunk.workload_draws_now,
+            "workload_draws_simplest": shrunk.workload_simplest,
             "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash),
             "explanation": shrunk.outcome.verdict.explanation(),
-            "timeline": render_timeline(&shrunk.outcome),
+            "timeline": story,
+            "later_steps": later,
             "replay": command,
         });
         out!("{row}");
@@ -67,19 +70,23 @@ pub(crate) fn shrink(
     if steps.is_empty() {
         out!("  it fails with no fault at all: the seed's workload and latencies suffice");
     }
-    if !shrunk.minimised.is_empty() {
+    if shrunk.workload_changed {
         out!(
-            "  workload: {} of its {} random draws at their least value",
-            shrunk.minimised.len(),
-            shrunk.workload_draws
+            "  workload: {} random draws became {}, {} of them at their simplest value",
+            shrunk.workload_draws,
+            shrunk.workload_draws_now,
+            shrunk.workload_simplest
         );
     }
     for step in &steps {
         out!("  {step}");
     }
     out!();
-    for line in render_timeline(&shrunk.outcome) {
+    for line in &story {
         out!("{line}");
+    }
+    if later > 0 {
+        out!("     ({later} later steps, after the last violation, not shown)");
     }
     out!();
     out!("{}", shrunk.outcome.verdict.explanation());

@@ -1,8 +1,6 @@
 //! The run's one source of randomness: a ChaCha8 stream expanded from the run's `u64` seed.
 //! Probabilities are integer ratios; every draw is recorded as a [`Decision`].
 
-use std::collections::BTreeSet;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -72,8 +70,11 @@ pub struct SimRng {
     decisions: Vec<Decision>,
     /// In enumeration mode: the prefix of choices to take, and every choice made.
     choices: Option<Choices>,
-    /// Draws (by their index in the decision log) that give the least value of their domain.
-    minimise: BTreeSet<usize>,
+    /// In replay mode ([`SimRng::replaying`]): the value of each draw, by its index in the
+    /// decision log; draws past its end give their simplest value.
+    replay: Option<Vec<u64>>,
+    /// Each draw's simplest value (the one a shrink tries first), by index.
+    simplest: Vec<u64>,
 }
 
 /// The choices of an enumerating generator.
@@ -94,20 +95,23 @@ impl SimRng {
             kind: DecisionKind::Workload,
             decisions: Vec::new(),
             choices: None,
-            minimise: BTreeSet::new(),
+            replay: None,
+            simplest: Vec::new(),
         }
     }
 
-    /// The stream for `seed`, except that the draws numbered in `minimise` (their index in
-    /// the decision log: the first draw is 0) give the least value of their domain (`below`
-    /// and `alternative` 0, `between` its low end, `chance` false). The stream advances as
-    /// usual at those draws, so every other draw keeps its value as long as the draws before
-    /// it are the same ones. This is how shrinking makes a random workload smaller (fewer
-    /// requests, shorter jobs) without knowing what the numbers mean, in the manner of
-    /// Hypothesis' shrinking of the choice sequence.
-    pub fn minimising(seed: u64, minimise: BTreeSet<usize>) -> SimRng {
-        let mut rng = SimRng::new(seed);
-        rng.minimise = minimise;
+    /// A generator that gives each draw the value at its index in `values` instead of the
+    /// stream's, brought into the draw's domain (`below(n)` at most `n - 1`, `between` and
+    /// `size` clamped to their range, `chance` true when the value is below its numerator),
+    /// and to every draw past the end of `values` its simplest value (`below` and
+    /// `alternative` 0, `between` its low end, `size` its floor, `chance` false). Seeded with
+    /// a run's own draws ([`SimRng::values`]) it replays that run's workload; a shrink edits
+    /// the values (deletes a span, lowers one) without knowing what the numbers mean, in the
+    /// manner of Hypothesis' shrinking of the choice sequence: deleting the draws of one
+    /// request shifts the next request's draws into its place.
+    pub fn replaying(values: Vec<u64>) -> SimRng {
+        let mut rng = SimRng::new(0);
+        rng.replay = Some(values);
         rng
     }
 
@@ -116,9 +120,26 @@ impl SimRng {
         self.decisions.len()
     }
 
-    /// Whether the next draw is one to minimise.
-    fn minimised(&self) -> bool {
-        self.minimise.contains(&self.decisions.len())
+    /// The values drawn so far, in order ([`SimRng::replaying`] takes them back).
+    pub fn values(&self) -> Vec<u64> {
+        self.decisions.iter().map(|d| d.value).collect()
+    }
+
+    /// The simplest value of each draw made so far, in order: what a replayed draw gives
+    /// past the end of its values.
+    pub fn simplest(&self) -> &[u64] {
+        &self.simplest
+    }
+
+    /// In replay mode, the next draw's given value (`simplest` past the end of the values).
+    fn replayed(&self, simplest: u64) -> Option<u64> {
+        let values = self.replay.as_ref()?;
+        Some(
+            values
+                .get(self.decisions.len())
+                .copied()
+                .unwrap_or(simplest),
+        )
     }
 
     /// A generator that enumerates: it takes `prefix`'s choices, then the first option of
@@ -157,7 +178,8 @@ impl SimRng {
         self
     }
 
-    fn record(&mut self, value: u64) -> u64 {
+    fn record(&mut self, value: u64, simplest: u64) -> u64 {
+        self.simplest.push(simplest);
         self.decisions.push(Decision {
             at: self.now,
             kind: self.kind,
@@ -173,8 +195,8 @@ impl SimRng {
         } else {
             self.rng.random_range(0..n)
         };
-        let v = if self.minimised() { 0 } else { v };
-        self.record(v)
+        let v = self.replayed(0).map_or(v, |r| r.min(n.saturating_sub(1)));
+        self.record(v, 0)
     }
 
     /// A uniform integer in `lo..=hi`.
@@ -184,8 +206,25 @@ impl SimRng {
         } else {
             self.rng.random_range(lo..=hi)
         };
-        let v = if self.minimised() { lo } else { v };
-        self.record(v)
+        let v = self.replayed(lo).map_or(v, |r| r.clamp(lo, hi.max(lo)));
+        self.record(v, lo)
+    }
+
+    /// A workload's size (how many scans, requests or workers): uniform in `lo..=hi`, as
+    /// [`SimRng::between`] draws it (the same value from the same stream), except that a
+    /// minimised draw gives `floor`, which may be below `lo`. A sweep draws sizes worth
+    /// exploring; a shrink may take the workload down to the least one the protocol can run.
+    pub fn size(&mut self, floor: u64, lo: u64, hi: u64) -> u64 {
+        let v = if hi <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi)
+        };
+        let floor = floor.min(lo);
+        let v = self
+            .replayed(floor)
+            .map_or(v, |r| r.clamp(floor, hi.max(lo)));
+        self.record(v, floor)
     }
 
     /// A uniform duration in `lo..=hi`.
@@ -197,7 +236,7 @@ impl SimRng {
     /// a uniform draw otherwise.
     pub fn alternative(&mut self, domain: u32) -> u32 {
         if let Some(pick) = self.choose(domain) {
-            self.record(u64::from(pick));
+            self.record(u64::from(pick), 0);
             return pick;
         }
         let v = self.below(u64::from(domain.max(1)));
@@ -210,16 +249,13 @@ impl SimRng {
             return false;
         }
         if let Some(pick) = self.choose(2) {
-            return self.record(u64::from(pick)) == 1;
+            return self.record(u64::from(pick), 0) == 1;
         }
-        let v = self.rng.random_range(0..ratio.den.max(1));
-        // Minimised: a value at or above `num`, so false.
-        let v = if self.minimised() {
-            u64::from(ratio.den.max(ratio.num))
-        } else {
-            u64::from(v)
-        };
-        self.record(v) < u64::from(ratio.num)
+        let v = u64::from(self.rng.random_range(0..ratio.den.max(1)));
+        // The simplest value is at or above `num`: false.
+        let never = u64::from(ratio.den.max(ratio.num));
+        let v = self.replayed(never).unwrap_or(v);
+        self.record(v, never) < u64::from(ratio.num)
     }
 
     pub(crate) fn take_decisions(&mut self) -> Vec<Decision> {
@@ -241,13 +277,30 @@ mod tests {
     }
 
     #[test]
-    fn minimised_draws_take_their_least_value_and_the_others_keep_theirs() {
-        let plain = draws(&mut SimRng::new(7));
-        let mut rng = SimRng::minimising(7, [0, 2].into_iter().collect());
-        let shrunk = draws(&mut rng);
-        assert_eq!(shrunk, vec![3, plain[1], 0, plain[3]]);
-        assert_eq!(rng.draws(), 4);
-        // Nothing minimised: the plain stream.
-        assert_eq!(draws(&mut SimRng::minimising(7, BTreeSet::new())), plain);
+    fn a_replayed_stream_gives_its_values_in_their_domains_and_the_simplest_past_them() {
+        let mut plain = SimRng::new(7);
+        let values = draws(&mut plain);
+        // Its own values replay the run.
+        let mut again = SimRng::replaying(plain.values());
+        assert_eq!(draws(&mut again), values);
+        assert_eq!(again.values(), plain.values());
+        // Out-of-domain values are brought in; past the end, the simplest values.
+        let mut edited = SimRng::replaying(vec![99, 99]);
+        assert_eq!(draws(&mut edited), vec![6, 9, 0, 100]);
+        assert_eq!(edited.simplest(), &[3, 0, 1, 100]);
+    }
+
+    #[test]
+    fn a_size_draws_as_between_does_and_shrinks_to_its_floor() {
+        for seed in 0..50 {
+            let mut a = SimRng::new(seed);
+            let mut b = SimRng::new(seed);
+            assert_eq!(a.size(1, 3, 6), b.between(3, 6));
+            assert_eq!(a.below(1000), b.below(1000));
+        }
+        let mut rng = SimRng::replaying(vec![0, 9]);
+        assert_eq!(rng.size(1, 3, 6), 1);
+        assert_eq!(rng.size(1, 3, 6), 6);
+        assert_eq!(rng.size(1, 3, 6), 1);
     }
 }
