@@ -145,46 +145,102 @@ fn scripted_11(name: &str) -> Plan11 {
     }
 }
 
-fn random_11(rng: &mut SimRng) -> Plan11 {
-    let instances = rng.between(2, 3) as u32;
-    let n = rng.between(5, 9) as u32;
-    let users = ["u0", "u1"];
-    let requests = (1..=n)
-        .map(|i| {
-            let instance = rng.below(u64::from(instances)) as u32;
-            let at = rng.below(3_000);
-            let user = users[rng.below(2) as usize];
-            let perm = PERMS[rng.below(3) as usize];
-            (instance, request(i, at, user, perm))
-        })
-        .collect();
-    let changes = (0..rng.between(1, 2))
+/// A role graph drawn from the seed, in the manner of a property test's generator: 2 to 5
+/// roles `r0..`, each with a random subset of the permissions and random included roles
+/// (cycles and diamonds allowed: the graph is followed at most `ROLE_DEPTH_MAX` deep), and 2
+/// to 4 users `u0..` holding one or more roles directly. Most users then hold some roles only
+/// through others, the case the document's clearing misses.
+fn random_graph(rng: &mut SimRng) -> RoleGraph {
+    let roles = rng.between(2, 5) as usize;
+    let name = |i: usize| format!("r{i}");
+    let mut graph = RoleGraph::default();
+    for i in 0..roles {
+        let perms = PERMS
+            .iter()
+            .filter(|_| rng.below(2) == 0)
+            .map(|p| p.to_string())
+            .collect();
+        let includes = (0..roles)
+            .filter(|j| *j != i && rng.below(3) == 0)
+            .map(name)
+            .collect();
+        graph.roles.insert(name(i), (perms, includes));
+    }
+    for u in 0..rng.between(2, 4) as usize {
+        let mut held: BTreeSet<String> =
+            (0..roles).filter(|_| rng.below(3) == 0).map(name).collect();
+        if held.is_empty() {
+            held.insert(name(rng.below(roles as u64) as usize));
+        }
+        graph.users.insert(format!("u{u}"), held);
+    }
+    graph
+}
+
+fn random_11(rng: &mut SimRng) -> (RoleGraph, Plan11) {
+    let graph = random_graph(rng);
+    let users: Vec<String> = graph.users.keys().cloned().collect();
+    let roles: Vec<String> = graph.roles.keys().cloned().collect();
+    let changes: Vec<RoleChange> = (0..rng.between(1, 2))
         .map(|_| {
-            let role = if rng.below(3) == 0 { "admin" } else { "base" };
+            let role = roles[rng.below(roles.len() as u64) as usize].clone();
             let perms = PERMS
                 .iter()
                 .filter(|_| rng.below(2) == 0)
                 .map(|p| p.to_string())
                 .collect();
-            let edited_user = if role == "base" { "u0" } else { "u1" };
+            // The admin edits a user holding the role directly (the document's page), if any.
+            let edited_user = graph
+                .users
+                .iter()
+                .find(|(_, held)| held.contains(&role))
+                .map_or_else(|| users[0].clone(), |(u, _)| u.clone());
             RoleChange {
-                role: role.into(),
+                role,
                 perms,
-                edited_user: edited_user.into(),
+                edited_user,
             }
         })
         .collect();
-    Plan11 {
+    // The users whose effective permissions the changes alter: requests ask for them two
+    // times in three, as traffic from the users an admin is editing the roles of would.
+    let mut after = graph.clone();
+    for change in &changes {
+        if let Some((perms, _)) = after.roles.get_mut(&change.role) {
+            perms.clone_from(&change.perms);
+        }
+    }
+    let affected: Vec<&String> = users
+        .iter()
+        .filter(|u| graph.effective(u) != after.effective(u))
+        .collect();
+    let instances = rng.between(2, 3) as u32;
+    let n = rng.between(5, 9) as u32;
+    let requests = (1..=n)
+        .map(|i| {
+            let instance = rng.below(u64::from(instances)) as u32;
+            let at = rng.below(3_000);
+            let user = if !affected.is_empty() && rng.below(3) > 0 {
+                affected[rng.below(affected.len() as u64) as usize]
+            } else {
+                &users[rng.below(users.len() as u64) as usize]
+            };
+            let perm = PERMS[rng.below(3) as usize];
+            (instance, request(i, at, user, perm))
+        })
+        .collect();
+    let plan = Plan11 {
         instances,
         requests,
         admin_at: rng.between(200, 1_500),
         changes,
-    }
+    };
+    (graph, plan)
 }
 
 fn build_11(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
-    let plan = match workload {
-        Workload::Scripted(name) => scripted_11(name),
+    let (graph, plan) = match workload {
+        Workload::Scripted(name) => (role_graph(), scripted_11(name)),
         Workload::Random(rng) => random_11(rng),
     };
     let last = plan
@@ -231,7 +287,6 @@ fn build_11(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
             Box::new(PermAdmin::new(variant, changes.clone())) as Box<dyn Machine>
         }),
     });
-    let graph = role_graph();
     let mut sql_rows = graph.rows();
     sql_rows.push((
         ACCESS_EPOCH,
