@@ -252,6 +252,7 @@ net_race_tests! {
     r_004_02 => "R-004-02", 10, ["F1", "I-JOB"],
     r_004_03 => "R-004-03", 60, ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", 60, ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
+    r_000_10 => "R-000-10", 100, ["C1", "C2", "C3", "C4"],
 }
 
 /// Document 002's races, eight seeds each (the other families' detected seeds and last
