@@ -410,3 +410,30 @@ fn coverage_counts_the_protections() {
         assert_eq!(c.sometimes.get(p.name), Some(&1), "{}", p.name);
     }
 }
+
+/// Updates applied at one instant are judged in increasing value (the net world lists them
+/// in invocation order); a restart at the instant of an update may come before it.
+#[test]
+fn c4_takes_one_instants_updates_in_any_order() {
+    let mut h = history();
+    count(&mut h, G1, true, 1, 10);
+    count(&mut h, G2, true, 3, 20);
+    count(&mut h, G3, true, 2, 20);
+    h.faults.push(FaultRecord {
+        at: Timestamp::from_ms(30),
+        fault: Fault::RedisRestart,
+    });
+    count(&mut h, G1, true, 1, 30);
+    window(&mut h, G1, 31);
+    count(&mut h, G2, true, 2, 40);
+    let v = counter_exact(&h);
+    assert!(v.holds(), "{}", v.explanation());
+
+    // Two read-modify-writes at one instant leaving the same value still lose one.
+    let mut h = history();
+    count(&mut h, G1, false, 1, 10);
+    count(&mut h, G2, false, 2, 20);
+    count(&mut h, G3, false, 2, 20);
+    let v = counter_exact(&h);
+    assert!(v.broke(C4.name), "{}", v.explanation());
+}

@@ -456,19 +456,26 @@ pub fn counter_exact(history: &History) -> Verdict {
     }
     for (key, mut events) in by_key {
         events.sort_by_key(|(at, i, _)| (*at, *i));
-        // The values the counter may hold: a restart or the window's end at the same
-        // instant as an event may have come before or after it.
+        // The values the counter may hold. Events of one instant are taken as one group:
+        // the net world lists operations applied at one instant in their invocation order,
+        // not necessarily Redis' order, so a group's updates are taken in increasing value
+        // and its resets (its own, a restart's, the window's end) may come before or after
+        // them.
         let mut counts: BTreeSet<i64> = BTreeSet::from([0]);
         let mut expires: Option<Timestamp> = None;
         let mut restart = 0;
-        for (at, i, event) in events {
-            let mut also_after = false;
+        let mut start = 0;
+        'groups: while start < events.len() {
+            let at = events[start].0;
+            let end = start + events[start..].iter().take_while(|e| e.0 == at).count();
+            let group = &events[start..end];
+            start = end;
+            let mut reset_in_group = false;
             while restart < restarts.len() && restarts[restart] <= at {
                 if restarts[restart] < at {
                     counts = BTreeSet::from([0]);
                 } else {
-                    counts.insert(0);
-                    also_after = true;
+                    reset_in_group = true;
                 }
                 expires = None;
                 restart += 1;
@@ -477,38 +484,45 @@ pub fn counter_exact(history: &History) -> Verdict {
                 if e < at {
                     counts = BTreeSet::from([0]);
                 } else {
-                    counts.insert(0);
-                    also_after = true;
+                    reset_in_group = true;
                 }
                 expires = None;
             }
-            match event {
-                CounterEvent::Reset => counts = BTreeSet::from([0]),
-                CounterEvent::Window(ttl) => expires = Some(at + ttl),
-                CounterEvent::Update(v) => {
-                    if !counts.contains(&(v - 1)) {
-                        let count = counts.iter().next_back().copied().unwrap_or(0);
-                        let op = &history.ops[i];
-                        verdict.violations.push(Violation {
-                            invariant: C4.name.into(),
-                            explanation: format!(
-                                "{} left {key} = {v} at {at}, but {count} failure(s) had been \
-                                 recorded in it since its last reset: {}",
-                                history.name(op.process),
-                                if v <= count {
-                                    format!("{} recorded failure(s) lost", count + 1 - v)
-                                } else {
-                                    "it counted failures nobody recorded".to_string()
-                                },
-                            ),
-                            ops: vec![i],
-                        });
-                        break;
-                    }
-                    counts = BTreeSet::from([v]);
+            let mut updates: Vec<(i64, usize)> = Vec::new();
+            for (_, i, event) in group {
+                match event {
+                    CounterEvent::Reset => reset_in_group = true,
+                    CounterEvent::Window(ttl) => expires = Some(at + *ttl),
+                    CounterEvent::Update(v) => updates.push((*v, *i)),
                 }
             }
-            if also_after {
+            if reset_in_group {
+                counts.insert(0);
+            }
+            updates.sort_unstable();
+            for (v, i) in updates {
+                if !counts.contains(&(v - 1)) {
+                    let count = counts.iter().next_back().copied().unwrap_or(0);
+                    let op = &history.ops[i];
+                    verdict.violations.push(Violation {
+                        invariant: C4.name.into(),
+                        explanation: format!(
+                            "{} left {key} = {v} at {at}, but {count} failure(s) had been \
+                             recorded in it since its last reset: {}",
+                            history.name(op.process),
+                            if v <= count {
+                                format!("{} recorded failure(s) lost", count + 1 - v)
+                            } else {
+                                "it counted failures nobody recorded".to_string()
+                            },
+                        ),
+                        ops: vec![i],
+                    });
+                    break 'groups;
+                }
+                counts = BTreeSet::from([v]);
+            }
+            if reset_in_group {
                 counts.insert(0);
             }
         }
