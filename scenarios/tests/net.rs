@@ -1,7 +1,7 @@
 //! The net world: R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
-//! every seed replays to the same trace hash. Document 000's billing and quota families and
+//! every seed replays to the same trace hash. Document 000's billing, quota and breaker families and
 //! document 004's scheduler likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
 //! holding over a seed count per race, replays identical, and the scheduler under scripted
