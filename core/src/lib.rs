@@ -50,6 +50,7 @@ mod variant;
 
 pub mod access;
 pub mod billing;
+pub mod breaker;
 pub mod context;
 pub mod effects;
 pub mod health;

@@ -25,6 +25,7 @@ use racelab_core::billing::{
     OutboxRelay, Publish, Settlement, StreamConfig, StreamGateway, Sweeper, SweeperConfig,
     UsageBillConfig, UsageBiller, UsageConsumer, UsageWorker,
 };
+use racelab_core::breaker::{BreakerInstance, PlannedRequest as BreakerRequest};
 use racelab_core::context::{Action as CtxAction, StepId, StepTask};
 use racelab_core::health::tasks::{
     AddThread, BlockTask, ProbeConfig, ProbeRole, ProbeTask, RequestConfig, RequestTask, SaveStyle,
@@ -659,6 +660,7 @@ enum Kind {
     PoolClient(u32, u32, Duration),
     PoolProber(u32, Duration, u32),
     Affinity(u64, u32, Duration, u32),
+    Breaker(u32, u32, Vec<(Timestamp, u32)>),
 }
 
 impl Kind {
@@ -739,6 +741,17 @@ impl Kind {
                 };
                 Box::new(AffinityRequest::new(cfg, incarnation))
             }
+            Kind::Breaker(instance, incarnation, plan) => Box::new(BreakerInstance::new(
+                variant,
+                instance,
+                incarnation,
+                plan.into_iter()
+                    .map(|(at, e)| BreakerRequest {
+                        at,
+                        endpoint: EndpointId(e),
+                    })
+                    .collect(),
+            )),
         }
     }
 }
@@ -1407,5 +1420,18 @@ fn routing_clients_probers_and_affinity_requests_never_panic() {
             (any::<u64>(), 0u32..4, millis(2_000), 0u32..2)
                 .prop_map(|(seq, first, stream, inc)| Kind::Affinity(seq, first, stream, inc)),
         ]
+    });
+}
+
+#[test]
+fn breaker_instances_never_panic() {
+    check(false, |_| {
+        let at = prop_oneof![4 => 0u64..3_000, 1 => Just(u64::MAX)].prop_map(Timestamp::from_ms);
+        (
+            any::<u32>(),
+            0u32..3,
+            prop::collection::vec((at, 0u32..4), 0..6),
+        )
+            .prop_map(|(i, inc, plan)| Kind::Breaker(i, inc, plan))
     });
 }

@@ -19,6 +19,7 @@ pub mod acceptance;
 mod access;
 pub mod bench;
 mod billing;
+mod breaker;
 mod catalog;
 mod context;
 mod doc001;
@@ -58,6 +59,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(access::races());
     races.extend(session::races());
     races.extend(routing::races());
+    races.extend(breaker::races());
     races
 }
 

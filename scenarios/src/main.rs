@@ -89,8 +89,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Where to run: `explore` (the discrete-event world) or `net` (the production driver
-        /// under turmoil; R-002-01 .. R-002-04, document 000's billing and quota races and
-        /// document 004's scheduler, random seeds only).
+        /// under turmoil; R-002-01 .. R-002-04, document 000's billing, quota and breaker races
+        /// and document 004's scheduler, random seeds only).
         #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
         world: WorldArg,
     },

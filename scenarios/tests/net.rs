@@ -1,7 +1,7 @@
 //! The net world: R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
-//! every seed replays to the same trace hash. Document 000's billing and quota families and
+//! every seed replays to the same trace hash. Document 000's billing, quota and breaker families and
 //! document 004's scheduler likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
 //! holding over a seed count per race, replays identical, and the scheduler under scripted
@@ -252,6 +252,7 @@ net_race_tests! {
     r_004_02 => "R-004-02", 10, ["F1", "I-JOB"],
     r_004_03 => "R-004-03", 60, ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", 60, ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
+    r_000_10 => "R-000-10", 100, ["C1", "C2", "C3", "C4"],
 }
 
 /// Document 002's races, eight seeds each (the other families' detected seeds and last
