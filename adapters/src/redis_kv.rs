@@ -567,6 +567,58 @@ end
 "#,
             sched_run!()
         ),
+        ScriptName::SchedVersioned => concat!(
+            sched_prelude!(),
+            r#"
+local function main()
+  local ns = ns_arg()
+  local n = id_arg(1)
+  local version = int_arg(2)
+  local mode = ARGV[3]
+  if mode == nil then
+    fail('missing argument')
+  end
+  if mode ~= 'register' and mode ~= 'heartbeat' then
+    fail('unknown mode')
+  end
+  if hget(ns .. 'config', 'version') ~= version then
+    return -2
+  end
+  local node_ttl = int_arg(4)
+  local pool_ttl = int_arg(5)
+  local fenced = int_arg(6) == '1'
+  local key = ns .. 'node:' .. n
+  if mode == 'register' then
+    local epoch = 0
+    if fenced then
+      epoch = counter(ns .. 'epoch:' .. n, 'epoch')
+      if epoch < 0 then
+        fail('epoch out of range')
+      end
+    end
+    cmd('DEL', key)
+    cmd('HSET', key, 'epoch', string.format('%d', epoch), 'cap', '1')
+    expire(key, node_ttl)
+    cmd('SADD', ns .. 'pool', n)
+    expire(ns .. 'pool', pool_ttl)
+    return epoch
+  end
+  local epoch = int_arg(7)
+  if fenced then
+    if hget(key, 'epoch') ~= epoch then
+      return -1
+    end
+  else
+    cmd('HSET', key, 'hb', '1')
+  end
+  expire(key, node_ttl)
+  cmd('SADD', ns .. 'pool', n)
+  expire(ns .. 'pool', pool_ttl)
+  return tonumber(epoch)
+end
+"#,
+            sched_run!()
+        ),
     }
 }
 

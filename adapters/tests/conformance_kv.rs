@@ -225,6 +225,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => cache_script_op(),
         6 => affinity_script_op(),
         10 => sched_op(),
+        3 => sched_versioned_op(),
     ]
 }
 
@@ -247,6 +248,8 @@ fn sched_keys() -> Vec<String> {
         keys.push(format!("{SCHED_NS}job:{j}"));
         keys.push(format!("{SCHED_NS}binding:{j}"));
     }
+    // R-004-08's configuration hash, read by the versioned registration and heartbeat.
+    keys.push(format!("{SCHED_NS}config"));
     keys
 }
 
@@ -479,6 +482,58 @@ fn cache_script_op() -> impl Strategy<Value = KvOp> {
                 args: [field, amount, "extra".to_string()].into_iter().take(2 + extra.min(1)).collect(),
             }
         ),
+    ]
+}
+
+/// R-004-08's versioned registration and heartbeat (arguments mostly valid: the published
+/// version or another, both modes, the inner scripts' TTLs, fencing and epochs, sometimes cut
+/// short or with an extra argument), and the configuration hash they read: published as
+/// version 1, 2 or `02` (text that is not the canonical number), or deleted; other types on
+/// its key come from the scheduler's own plants.
+fn sched_versioned_op() -> impl Strategy<Value = KvOp> {
+    let version = prop_oneof![
+        6 => prop::sample::select(&["1", "2"][..]).prop_map(str::to_string),
+        1 => prop::sample::select(&["02", "", "x", "1234567890123456"][..]).prop_map(str::to_string),
+    ];
+    let mode = prop_oneof![
+        6 => prop::sample::select(&["register", "heartbeat"][..]).prop_map(str::to_string),
+        1 => prop::sample::select(&["", "Register"][..]).prop_map(str::to_string),
+    ];
+    let script = (
+        sched_node(),
+        version,
+        mode,
+        sched_ttl(),
+        sched_ttl(),
+        sched_fenced(),
+        sched_epoch(),
+        prop_oneof![12 => Just(0usize), 1 => 1usize..=6, 1 => Just(usize::MAX)],
+    )
+        .prop_map(|(n, v, m, a, b, f, e, cut)| {
+            let mut args = vec![n, v, m, a, b, f];
+            if args[2] == "heartbeat" {
+                args.push(e);
+            }
+            match cut {
+                usize::MAX => args.push("extra".into()),
+                n => args.truncate(args.len().saturating_sub(n)),
+            }
+            KvOp::Script {
+                script: ScriptName::SchedVersioned,
+                keys: vec![SCHED_NS.to_string()],
+                args,
+            }
+        });
+    let publish = prop::sample::select(&["1", "2", "02"][..]).prop_map(|v| KvOp::HSet {
+        key: format!("{SCHED_NS}config"),
+        pairs: vec![("version".into(), v.to_string())],
+    });
+    prop_oneof![
+        6 => script,
+        2 => publish,
+        1 => Just(KvOp::Del {
+            key: format!("{SCHED_NS}config"),
+        }),
     ]
 }
 

@@ -43,6 +43,9 @@ use racelab_core::quota::{
 use racelab_core::route::affinity::{AffinityConfig, AffinityRequest};
 use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
 use racelab_core::route::{Attempt, AttemptId};
+use racelab_core::scheduler::rollout::{
+    Config as RolloutConfig, Publisher, Rollout, RolloutNode, TtlSource,
+};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -661,6 +664,8 @@ enum Kind {
     PoolProber(u32, Duration, u32),
     Affinity(u64, u32, Duration, u32),
     Breaker(u32, u32, Vec<(Timestamp, u32)>),
+    RolloutNode(Duration, Vec<(u64, u32)>, u32),
+    RolloutPublisher(u64),
 }
 
 impl Kind {
@@ -752,6 +757,24 @@ impl Kind {
                     })
                     .collect(),
             )),
+            Kind::RolloutNode(length, phases, offset) => {
+                let phases = phases
+                    .into_iter()
+                    .map(|(at, n)| (Timestamp::from_ms(at), n))
+                    .collect();
+                Box::new(RolloutNode::new(
+                    "N1",
+                    NodeConfig::of(variant),
+                    length,
+                    Rollout::new(phases),
+                    TtlSource::of(variant),
+                    offset,
+                ))
+            }
+            Kind::RolloutPublisher(version) => Box::new(Publisher::new(RolloutConfig {
+                version,
+                ..RolloutConfig::TARGET
+            })),
         }
     }
 }
@@ -1333,6 +1356,21 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
                     Kind::SchedDispatcher(jobs, every, submit, timeout)
                 }),
             millis(20_000).prop_map(Kind::SchedMonitor),
+        ]
+    });
+}
+
+#[test]
+fn scheduler_rollout_machines_never_panic() {
+    check(false, |_| {
+        prop_oneof![
+            (
+                millis(200_000),
+                prop::collection::vec((0u64..400_000, prop_oneof![0u32..11, Just(u32::MAX)]), 0..4),
+                prop_oneof![0u32..10, Just(u32::MAX)],
+            )
+                .prop_map(|(length, phases, offset)| Kind::RolloutNode(length, phases, offset)),
+            prop_oneof![0u64..3, Just(u64::MAX)].prop_map(Kind::RolloutPublisher),
         ]
     });
 }

@@ -34,6 +34,7 @@ pub mod report;
 pub mod route_bench;
 mod routing;
 mod scheduler;
+mod scheduler_rollout;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +56,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(billing::races());
     races.extend(quota::races());
     races.extend(scheduler::races());
+    races.extend(scheduler_rollout::races());
     races.extend(context::races());
     races.extend(access::races());
     races.extend(session::races());

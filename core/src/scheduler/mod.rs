@@ -45,6 +45,7 @@ use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
 mod oracle;
+pub mod rollout;
 pub mod scripts;
 mod tag;
 

@@ -199,8 +199,10 @@ pub fn binding_liveness(history: &History, t_dead: Duration) -> Verdict {
         let op = &history.ops[i];
         let at = op.applied_at.unwrap_or(Timestamp::ZERO);
         match tag(op) {
+            // A negative answer wrote nothing: `-1` the lease was gone, `-2` (R-004-08) the
+            // call's configuration version was not the published one.
             Some(SchedTag::Register { node } | SchedTag::Heartbeat { node })
-                if kept(op) && op.result != Some(Reply::Kv(KvReply::Int(-1))) =>
+                if kept(op) && !matches!(op.result, Some(Reply::Kv(KvReply::Int(n))) if n < 0) =>
             {
                 last_beat.insert(node.as_str(), (at, i));
             }
@@ -277,8 +279,10 @@ pub fn offline_bindings(history: &History) -> Verdict {
     for i in applied_order(history) {
         let op = &history.ops[i];
         match tag(op) {
+            // A negative answer wrote nothing: `-1` the lease was gone, `-2` (R-004-08) the
+            // call's configuration version was not the published one.
             Some(SchedTag::Register { node } | SchedTag::Heartbeat { node })
-                if kept(op) && op.result != Some(Reply::Kv(KvReply::Int(-1))) =>
+                if kept(op) && !matches!(op.result, Some(Reply::Kv(KvReply::Int(n))) if n < 0) =>
             {
                 offline.remove(node.as_str());
             }
