@@ -42,6 +42,7 @@ use racelab_core::quota::{
 use racelab_core::route::affinity::{AffinityConfig, AffinityRequest};
 use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
 use racelab_core::route::{Attempt, AttemptId};
+use racelab_core::scheduler::jobfsm::{Finalize, FsmConfig, JobScheduler, JobSpec};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -148,6 +149,12 @@ fn kv_reply() -> impl Strategy<Value = KvReply> {
             "lost",
             "bound N1 0 0",
             "bound  ",
+            "ok none created 1",
+            "ok created dispatched 2",
+            "ok x done 18446744073709551615",
+            "dup running 3",
+            "no timed_out 4",
+            "no none 0",
         ][..])
         .prop_map(|s| KvReply::Bulk(s.to_string())),
         1 => text().prop_map(KvReply::Error),
@@ -659,6 +666,8 @@ enum Kind {
     PoolClient(u32, u32, Duration),
     PoolProber(u32, Duration, u32),
     Affinity(u64, u32, Duration, u32),
+    JobSubmitter(Vec<JobSpec>),
+    JobFinalizer(Vec<JobSpec>, Finalize),
 }
 
 impl Kind {
@@ -739,6 +748,15 @@ impl Kind {
                 };
                 Box::new(AffinityRequest::new(cfg, incarnation))
             }
+            Kind::JobSubmitter(jobs) => {
+                Box::new(JobScheduler::submitter("S1", FsmConfig::of(variant), jobs))
+            }
+            Kind::JobFinalizer(jobs, finalize) => Box::new(JobScheduler::finalizer(
+                "S2",
+                FsmConfig::of(variant),
+                jobs,
+                finalize,
+            )),
         }
     }
 }
@@ -1320,6 +1338,34 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
                     Kind::SchedDispatcher(jobs, every, submit, timeout)
                 }),
             millis(20_000).prop_map(Kind::SchedMonitor),
+        ]
+    });
+}
+
+#[test]
+fn job_fsm_schedulers_never_panic() {
+    check(false, |_| {
+        let jobs = || {
+            let job = (text(), millis(100_000), millis(100_000), any::<bool>()).prop_map(
+                |(id, at, length, fails)| JobSpec {
+                    id,
+                    at: Timestamp::from_ms(at.as_ms()),
+                    length,
+                    fails,
+                },
+            );
+            prop::collection::vec(job, 0..4)
+        };
+        let finalize = (millis(20_000), millis(20_000), millis(100_000)).prop_map(
+            |(every, grace, deadline)| Finalize {
+                every,
+                grace,
+                deadline,
+            },
+        );
+        prop_oneof![
+            jobs().prop_map(Kind::JobSubmitter),
+            (jobs(), finalize).prop_map(|(jobs, f)| Kind::JobFinalizer(jobs, f)),
         ]
     });
 }

@@ -157,7 +157,7 @@ fn dispatcher_with(
     }
 }
 
-fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
+pub(crate) fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
     WorldSpec {
         processes,
         sql_rows: Vec::new(),
@@ -175,7 +175,7 @@ fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
 }
 
 /// Keeps only the `sometimes` counts the race declares.
-fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
+pub(crate) fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
     verdict
         .sometimes
         .retain(|name, _| properties.iter().any(|p| p.name == name));

@@ -325,6 +325,9 @@ pub enum ScriptName {
     /// not a version: -1) is at most `ARGV[3]`, `DEL key` and return 1; otherwise write
     /// nothing and return 0. `ARGV[3]` must be a version (an error before any write).
     CompareAndDeleteVersioned,
+    /// A transition of a job's FSM record (R-004-05), unconditional or a compare-and-set;
+    /// see [`crate::scheduler::jobfsm::script`].
+    SchedTransition,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -379,7 +382,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 15] = [
+    pub const ALL: [ScriptName; 16] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -395,11 +398,12 @@ impl ScriptName {
         ScriptName::SchedOffline,
         ScriptName::SchedFinalize,
         ScriptName::CompareAndDeleteVersioned,
+        ScriptName::SchedTransition,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
     /// [`crate::scheduler::scripts`]).
-    pub const SCHEDULER: [ScriptName; 10] = [
+    pub const SCHEDULER: [ScriptName; 11] = [
         ScriptName::SchedRegister,
         ScriptName::SchedHeartbeat,
         ScriptName::SchedDispatch,
@@ -410,6 +414,7 @@ impl ScriptName {
         ScriptName::SchedBind,
         ScriptName::SchedOffline,
         ScriptName::SchedFinalize,
+        ScriptName::SchedTransition,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -480,6 +485,9 @@ impl ScriptName {
             ScriptName::SchedBind => crate::scheduler::scripts::bind_to(view, keys, args),
             ScriptName::SchedOffline => crate::scheduler::scripts::offline(view, keys, args),
             ScriptName::SchedFinalize => crate::scheduler::scripts::finalize(view, keys, args),
+            ScriptName::SchedTransition => {
+                crate::scheduler::jobfsm::script::transition(view, keys, args)
+            }
         }
     }
 
@@ -501,6 +509,7 @@ impl ScriptName {
             ScriptName::SchedBind => "sched_bind",
             ScriptName::SchedOffline => "sched_offline",
             ScriptName::SchedFinalize => "sched_finalize",
+            ScriptName::SchedTransition => "sched_transition",
         }
     }
 
