@@ -33,7 +33,6 @@ pub mod report;
 pub mod route_bench;
 mod routing;
 mod scheduler;
-mod scheduler_jobs;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +54,6 @@ pub fn catalog() -> Vec<Race> {
     races.extend(billing::races());
     races.extend(quota::races());
     races.extend(scheduler::races());
-    races.extend(scheduler_jobs::races());
     races.extend(context::races());
     races.extend(access::races());
     races.extend(session::races());

@@ -157,7 +157,7 @@ fn dispatcher_with(
     }
 }
 
-pub(crate) fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
+fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
     WorldSpec {
         processes,
         sql_rows: Vec::new(),
@@ -175,7 +175,7 @@ pub(crate) fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec
 }
 
 /// Keeps only the `sometimes` counts the race declares.
-pub(crate) fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
+fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
     verdict
         .sometimes
         .retain(|name, _| properties.iter().any(|p| p.name == name));

@@ -11,7 +11,6 @@ race_tests! {
     r_004_02 => "R-004-02", ["F1", "I-JOB"],
     r_004_03 => "R-004-03", ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
-    r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified"],
 }
 
 /// AC-004-5/6 for the protocols whose job state lives in Redis (R-004-03's scheduler and
