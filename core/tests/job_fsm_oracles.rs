@@ -186,13 +186,58 @@ fn fsm2_flags_memory_ahead_of_the_record() {
 #[test]
 fn executions_are_counted_per_job() {
     let mut h = history();
-    note(&mut h, S1, JobNote::Executed { job: "J1".into() }, 6);
-    note(&mut h, S1, JobNote::Executed { job: "J2".into() }, 7);
+    note(&mut h, S1, executed("J1", "a"), 6);
+    note(&mut h, S1, executed("J2", "b"), 7);
     assert!(executed_once(&h).holds());
-    note(&mut h, S2, JobNote::Executed { job: "J1".into() }, 20);
+    note(&mut h, S2, executed("J1", "c"), 20);
     let v = executed_once(&h);
     assert_eq!(broken(&v), vec![EXECUTED_ONCE.name]);
     assert!(v.explanation().contains("J1 was executed 2 times"));
+}
+
+fn executed(job: &str, tx: &str) -> JobNote {
+    JobNote::Executed {
+        job: job.into(),
+        tx: tx.into(),
+    }
+}
+
+#[test]
+fn an_execution_whose_dispatch_a_restart_erased_is_redone_not_doubled() {
+    let mut h = history();
+    transition(
+        &mut h,
+        S1,
+        JobState::Dispatched,
+        "a",
+        5,
+        Some(5),
+        "ok created dispatched 2",
+        false,
+    );
+    note(&mut h, S1, executed("J1", "a"), 5);
+    h.faults.push(racelab_core::FaultRecord {
+        at: Timestamp::from_ms(30_000),
+        fault: racelab_core::Fault::RedisRestart,
+    });
+    transition(
+        &mut h,
+        S2,
+        JobState::Dispatched,
+        "c",
+        40,
+        Some(40),
+        "ok created dispatched 2",
+        false,
+    );
+    note(&mut h, S2, executed("J1", "c"), 40);
+    assert!(executed_once(&h).holds());
+    // FSM1 starts the erased record over too.
+    assert!(fsm_transitions(&h).holds());
+    // A dispatch that never reached Redis still ran on a node: it counts.
+    transition(&mut h, S1, JobState::Dispatched, "d", 50, None, "", true);
+    note(&mut h, S1, executed("J1", "d"), 52);
+    assert_eq!(broken(&executed_once(&h)), vec![EXECUTED_ONCE.name]);
 }
 
 #[test]

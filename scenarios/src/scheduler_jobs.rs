@@ -1,16 +1,18 @@
 // NOT BUILT AND NOT IN THE CATALOG: `scenarios/src/lib.rs` does not declare this module.
 // R-004-05's race as written here passes its timelines, its discovery (Buggy at seed 0,
-// DocFix at seed 1) and 10,000 Correct seeds under its own profile, but its Correct variant
-// fails the swarm profile (`tests/swarm.rs`, 743 of 2,000 seeds): a Redis restart erases the
-// FSM records and a failover rolls them back, so a job's outcome is never delivered, or a
-// job is dispatched again. Registering it needs Correct to survive losing its records (the
-// owner re-creating an erased record and redoing the job, as R-004-03's reap does) and the
-// oracles to treat transitions a failover lost or a restart erased as never having happened
-// (as J2 and I-JOB do), or a durable record (RACES.md: WAIT or an SQL row). To build it:
-// `mod scheduler_jobs;` and `races.extend(scheduler_jobs::races())` in `lib.rs`, `world` and
-// `declared` in `scheduler.rs` made `pub(crate)`, and a `race_tests!` line in
-// `tests/scheduler.rs`: `r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once",
-// "I-JOB-notified"]`.
+// DocFix at seed 1) and 10,000 Correct seeds under its own profile (`racelab run R-004-05
+// --variant all --seeds 2000` matched every verdict), but its Correct variant fails the
+// swarm profile (`tests/swarm.rs`) in 26 of 2,000 seeds, all I-JOB-notified: an outcome is
+// told, then a failover loses (23) or a Redis restart erases (3) the terminal record, and the
+// job ends a second time (the finalizer's timeout). Record loss short of that is handled
+// (the finalizer adopts an erased job; an execution or transition a failover lost or a
+// restart erased never happened, as the family's I-JOB and J2 count them). What is missing
+// is durability before the client is told (RACES.md: WAIT, or the record in SQL), which the
+// Redis model does not offer. To build it: `mod scheduler_jobs;` and
+// `races.extend(scheduler_jobs::races())` in `lib.rs`, `world` and `declared` in
+// `scheduler.rs` made `pub(crate)`, a `race_tests!` line in `tests/scheduler.rs`:
+// `r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified"]`, and
+// the gate baseline updated.
 //! Document 004's job state, kept in the scheduler's memory and, partly or wholly, as an FSM
 //! record in Redis (`core::scheduler::jobfsm`).
 //!

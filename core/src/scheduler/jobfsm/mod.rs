@@ -13,6 +13,11 @@
 //! | `DocFix` | the same (the FSM complete in Redis, as planned) | set when the write answers | assumed applied: memory moves on |
 //! | `Correct` | a CAS `(expected state, version) -> (new state, version + 1)` with a transition id, returning the resulting state | set only from the script's reply | the same transition sent again (same id): the script answers what the record holds |
 //!
+//! The finalizer also adopts a job whose record is missing long after its submission (never
+//! created, or erased by a Redis restart) and starts it over; in `Correct` it hands an
+//! outcome it reads in the record to the client (the result is kept under the job's id, and
+//! the instance that wrote it may have crashed before telling).
+//!
 //! Every memory update is reported ([`JobNote::Memory`]), as is every hand-off of a job to a node ([`JobNote::Executed`]), so that
 //! the oracles ([`fsm_transitions`], [`memory_behind_redis`], [`executed_once`]) judge the
 //! history and nothing else.
@@ -221,6 +226,8 @@ struct Job {
     retry_at: Option<Timestamp>,
     /// When the node's result arrives.
     result_at: Option<Timestamp>,
+    /// The id of the latest transition to `dispatched` this process sent.
+    dispatch_tx: String,
     /// A read of the record is in flight.
     reading: bool,
     /// No longer followed.
@@ -286,6 +293,7 @@ impl JobScheduler {
                 pending: None,
                 retry_at: None,
                 result_at: None,
+                dispatch_tx: String::new(),
                 reading: false,
                 finished: false,
             })
@@ -337,6 +345,9 @@ impl JobScheduler {
             to.as_str(),
             expected.1
         );
+        if to == JobState::Dispatched {
+            self.jobs[i].dispatch_tx = tx.clone();
+        }
         self.jobs[i].pending = Some(Pending {
             to,
             expected,
@@ -388,7 +399,8 @@ impl JobScheduler {
         match to {
             JobState::Created if self.jobs[i].own => self.transition(now, i, JobState::Dispatched),
             JobState::Dispatched if self.jobs[i].own => {
-                self.note(JobNote::Executed { job: id });
+                let tx = self.jobs[i].dispatch_tx.clone();
+                self.note(JobNote::Executed { job: id, tx });
                 self.jobs[i].result_at = Some(now + self.jobs[i].spec.length);
                 if self.config.complete {
                     self.transition(now, i, JobState::Running);
@@ -433,13 +445,22 @@ impl JobScheduler {
                 self.remember(i, Some(to), v);
                 self.proceed(now, i, to);
             }
+            Answer::Current(None, _, _) if self.finalize.is_some() && self.jobs[i].own => {
+                // The record is gone (a Redis restart erased it): the finalizer's own job
+                // starts over, as a job never submitted would.
+                self.jobs[i].pending = None;
+                self.jobs[i].result_at = None;
+                self.remember(i, None, 0);
+                self.transition(now, i, JobState::Created);
+            }
             Answer::Current(state, v, mine) => {
                 self.jobs[i].pending = None;
                 self.remember(i, state, v);
                 if mine && state == Some(p.to) {
                     self.proceed(now, i, p.to);
                 } else if self.finalize.is_none() || self.jobs[i].own {
-                    // Someone else moved the job: it is theirs to end (and to tell).
+                    // Someone else moved the job, or its record is gone: the finalizer ends
+                    // it (and tells the client), or adopts it.
                     self.jobs[i].own = false;
                     self.jobs[i].result_at = None;
                     self.jobs[i].finished = self.finalize.is_none();
@@ -471,18 +492,30 @@ impl JobScheduler {
         };
         let state = fields.first().cloned().flatten();
         let version = fields.get(1).cloned().flatten();
+        let busy = self.jobs[i].own || self.jobs[i].pending.is_some() || self.jobs[i].finished;
+        let age = now.saturating_since(self.jobs[i].spec.at);
+        if state.is_none() && version.is_none() && !busy && age >= f.grace {
+            // No record long after the submission: never created, or erased by a Redis
+            // restart. This instance adopts the job and starts it over.
+            self.jobs[i].own = true;
+            self.remember(i, None, 0);
+            self.transition(now, i, JobState::Created);
+            return;
+        }
         let (Some(state), Some(version)) = (
             state.as_deref().and_then(JobState::parse),
             version.and_then(|v| v.parse::<u64>().ok()),
         ) else {
             return;
         };
-        if self.jobs[i].own || self.jobs[i].pending.is_some() || self.jobs[i].finished {
+        if busy {
             return;
         }
         self.remember(i, Some(state), version);
-        let age = now.saturating_since(self.jobs[i].spec.at);
         match state {
+            // Correct: the outcome is kept under the job's id, and any instance hands it to
+            // the client (the instance that wrote it may have crashed before telling).
+            s if s.is_terminal() && self.config.cas => self.proceed(now, i, s),
             s if s.is_terminal() => self.jobs[i].finished = true,
             JobState::Created if age >= f.grace => {
                 // "Never dispatched": this instance dispatches it.
@@ -538,6 +571,7 @@ impl Machine for JobScheduler {
                 pending: None,
                 retry_at: None,
                 result_at: None,
+                dispatch_tx: String::new(),
                 reading: false,
                 finished: false,
             });

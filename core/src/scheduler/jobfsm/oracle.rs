@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::JobState;
 use super::tag::{JobNote, JobTag};
-use crate::history::{History, OpRecord};
+use crate::history::{Fault, History, OpRecord};
 use crate::ops::{KvReply, Reply};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::Timestamp;
@@ -65,12 +65,15 @@ fn reply(op: &OpRecord) -> Option<&str> {
 
 /// A kept transition that applied: (job, from, to).
 fn applied(op: &OpRecord) -> Option<(&str, Option<JobState>, JobState)> {
+    applied_any(op).filter(|_| kept(op))
+}
+
+/// A transition that applied, even if a failover lost it later: (job, from, to).
+fn applied_any(op: &OpRecord) -> Option<(&str, Option<JobState>, JobState)> {
     let Some(JobTag::Transition { job, .. }) = tag(op) else {
         return None;
     };
-    if !kept(op) {
-        return None;
-    }
+    op.applied_at?;
     let mut words = reply(op)?.split(' ');
     if words.next()? != "ok" {
         return None;
@@ -78,6 +81,24 @@ fn applied(op: &OpRecord) -> Option<(&str, Option<JobState>, JobState)> {
     let from = words.next()?;
     let to = JobState::parse(words.next()?)?;
     Some((job, JobState::parse(from), to))
+}
+
+/// When Redis restarted, in order (each restart erased every record).
+fn restarts(history: &History) -> Vec<Timestamp> {
+    let mut r: Vec<Timestamp> = history
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::RedisRestart))
+        .map(|f| f.at)
+        .collect();
+    r.sort();
+    r
+}
+
+/// A Redis restart at or after it erased what it wrote.
+fn erased(op: &OpRecord, restarts: &[Timestamp]) -> bool {
+    op.applied_at
+        .is_some_and(|at| restarts.iter().any(|r| *r >= at))
 }
 
 fn applied_order(history: &History) -> Vec<usize> {
@@ -93,12 +114,22 @@ fn name(s: Option<JobState>) -> &'static str {
 }
 
 /// FSM1: in the store's order, every applied transition is declared and enters a state the
-/// job's record never held before.
+/// job's record never held before. A transition a failover lost never happened; a Redis
+/// restart erases every record, and a job starts over.
 pub fn fsm_transitions(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     let mut entered: BTreeMap<&str, BTreeSet<JobState>> = BTreeMap::new();
+    let restarts = restarts(history);
+    let mut next_restart = 0;
     for i in applied_order(history) {
         let op = &history.ops[i];
+        while restarts
+            .get(next_restart)
+            .is_some_and(|r| op.applied_at.is_some_and(|at| *r < at))
+        {
+            entered.clear();
+            next_restart += 1;
+        }
         let Some((job, from, to)) = applied(op) else {
             continue;
         };
@@ -131,7 +162,8 @@ pub fn fsm_transitions(history: &History) -> Verdict {
 }
 
 /// FSM2: every [`JobNote::Memory`] names a state the job's record held at or before the
-/// note (by the kept transitions applied by then).
+/// note (by the transitions applied by then, a failover's later loss or a restart's later
+/// erasure notwithstanding: the record held it).
 pub fn memory_behind_redis(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     let order = applied_order(history);
@@ -142,7 +174,7 @@ pub fn memory_behind_redis(history: &History) -> Verdict {
         let held = order.iter().any(|&i| {
             let op = &history.ops[i];
             op.applied_at.is_some_and(|at| at <= n.at)
-                && applied(op).is_some_and(|(j, _, to)| j == job && to == *state)
+                && applied_any(op).is_some_and(|(j, _, to)| j == job && to == *state)
         });
         if !held && verdict.violations.len() < 5 {
             let current = order
@@ -169,12 +201,25 @@ pub fn memory_behind_redis(history: &History) -> Verdict {
     verdict
 }
 
-/// I-JOB-executed-once: at most one [`JobNote::Executed`] per job.
+/// I-JOB-executed-once: at most one [`JobNote::Executed`] per job. An execution whose
+/// dispatch the store applied and then lost (a failover) or erased (a Redis restart) is
+/// redone, not a second execution (as I-JOB counts results); one whose dispatch was never
+/// applied at all still counts: the node ran it.
 pub fn executed_once(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let restarts = restarts(history);
     for n in &history.notes {
-        if let Some(JobNote::Executed { job }) = n.note.get::<JobNote>() {
+        let Some(JobNote::Executed { job, tx }) = n.note.get::<JobNote>() else {
+            continue;
+        };
+        let forgotten = history.ops.iter().any(|op| {
+            op.process == n.process
+                && matches!(tag(op), Some(JobTag::Transition { tx: t, .. }) if t == tx)
+                && applied_any(op).is_some()
+                && (op.lost_at.is_some() || erased(op, &restarts))
+        });
+        if !forgotten {
             by.entry(job)
                 .or_default()
                 .push(format!("{} at {}", history.name(n.process), n.at));

@@ -78,6 +78,8 @@ pub enum JobNote {
     Executed {
         /// The job.
         job: String,
+        /// The id of the transition to `dispatched` it followed.
+        tx: String,
     },
 }
 
@@ -87,7 +89,7 @@ impl fmt::Display for JobNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JobNote::Memory { job, state } => write!(f, "holds {job} {} in memory", state.as_str()),
-            JobNote::Executed { job } => write!(f, "hands {job} to a node, which runs it"),
+            JobNote::Executed { job, .. } => write!(f, "hands {job} to a node, which runs it"),
         }
     }
 }
