@@ -619,6 +619,75 @@ end
 "#,
             sched_run!()
         ),
+        ScriptName::SchedTransition => concat!(
+            sched_prelude!(),
+            r#"
+local declared = {
+  none = {created = true},
+  created = {dispatched = true},
+  dispatched = {running = true, timed_out = true},
+  running = {done = true, failed = true, timed_out = true},
+}
+local states = {
+  created = true, dispatched = true, running = true, done = true, failed = true,
+  timed_out = true,
+}
+local function state_arg(i, none)
+  local a = ARGV[i]
+  if a == nil then
+    fail('missing argument')
+  end
+  if states[a] == true or (none and a == 'none') then
+    return a
+  end
+  fail('unknown state')
+end
+local function number(v)
+  if type(v) ~= 'string' or #v == 0 or #v > 15 or not string.match(v, '^%d+$') then
+    return nil
+  end
+  return tonumber(v)
+end
+local function main()
+  local ns = ns_arg()
+  local j = id_arg(1)
+  local cas = int_arg(2) == '1'
+  local expected = state_arg(3, true)
+  local expected_version = tonumber(int_arg(4))
+  local new = state_arg(5, false)
+  local tx = id_arg(6)
+  local key = ns .. 'fsm:' .. j
+  if not cas then
+    local prev = hget(key, 'state') or 'none'
+    cmd('HSET', key, 'state', new, 'tx', tx)
+    local v = cmd('HINCRBY', key, 'version', 1)
+    if math.abs(v) > 999999999999999 then
+      fail('version out of range')
+    end
+    return 'ok ' .. prev .. ' ' .. new .. ' ' .. string.format('%d', v)
+  end
+  local edges = declared[expected]
+  if edges == nil or edges[new] ~= true then
+    fail('undeclared transition')
+  end
+  if expected_version >= 999999999999999 then
+    fail('version out of range')
+  end
+  local state = hget(key, 'state') or 'none'
+  local version = hget(key, 'version') or '0'
+  if hget(key, 'tx') == tx then
+    return 'dup ' .. state .. ' ' .. version
+  end
+  if state ~= expected or number(version) ~= expected_version then
+    return 'no ' .. state .. ' ' .. version
+  end
+  local nv = string.format('%d', expected_version + 1)
+  cmd('HSET', key, 'state', new, 'version', nv, 'tx', tx)
+  return 'ok ' .. expected .. ' ' .. new .. ' ' .. nv
+end
+"#,
+            sched_run!()
+        ),
     }
 }
 

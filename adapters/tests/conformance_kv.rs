@@ -226,6 +226,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         6 => affinity_script_op(),
         10 => sched_op(),
         3 => sched_versioned_op(),
+        4 => job_fsm_op(),
     ]
 }
 
@@ -263,6 +264,7 @@ fn all_keys() -> Vec<String> {
         .map(|k| k.to_string())
         .chain(sched_keys())
         .chain([AFFINITY_KEY.to_string()])
+        .chain(fsm_keys())
         .collect()
 }
 
@@ -418,6 +420,132 @@ fn sched_op() -> impl Strategy<Value = KvOp> {
     prop_oneof![
         7 => sched_script(),
         2 => sched_plant(),
+    ]
+}
+
+/// The job FSM records (R-004-05) of the scheduler's job ids, and of the empty id (refused
+/// before any write, listed so that a write to it would show).
+fn fsm_keys() -> Vec<String> {
+    SCHED_JOBS
+        .iter()
+        .chain([&""])
+        .map(|j| format!("{SCHED_NS}fsm:{j}"))
+        .collect()
+}
+
+/// A job FSM state argument: mostly a state (or `none`), sometimes text the script refuses.
+fn fsm_state() -> impl Strategy<Value = String> {
+    const STATES: [&str; 7] = [
+        "none",
+        "created",
+        "dispatched",
+        "running",
+        "done",
+        "failed",
+        "timed_out",
+    ];
+    prop_oneof![
+        10 => prop::sample::select(&STATES[..]).prop_map(str::to_string),
+        1 => prop::sample::select(&["", "x", "DONE"][..]).prop_map(str::to_string),
+    ]
+}
+
+/// An expected version: mostly the small ones a few transitions reach, sometimes leading
+/// zeros, the largest, or text the script refuses.
+fn fsm_version() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => prop::sample::select(&["0", "1", "2", "3"][..]).prop_map(str::to_string),
+        1 => prop::sample::select(&["007", "", "x", "999999999999999"][..])
+            .prop_map(str::to_string),
+    ]
+}
+
+/// `sched_transition` (R-004-05): a declared transition mostly (so that compare-and-sets
+/// meet the record they expect), any pair of states sometimes; unconditional or CAS; a few
+/// transition ids (so that a retry meets its own id); arguments sometimes cut short, the
+/// namespace missing or an extra key.
+fn fsm_script() -> impl Strategy<Value = KvOp> {
+    const DECLARED: [(&str, &str); 7] = [
+        ("none", "created"),
+        ("created", "dispatched"),
+        ("dispatched", "running"),
+        ("dispatched", "timed_out"),
+        ("running", "done"),
+        ("running", "failed"),
+        ("running", "timed_out"),
+    ];
+    let keys = prop_oneof![
+        12 => Just(vec![SCHED_NS.to_string()]),
+        1 => Just(Vec::new()),
+        1 => Just(vec![SCHED_NS.to_string(), KEYS[0].to_string()]),
+    ];
+    let edge = prop_oneof![
+        6 => prop::sample::select(&DECLARED[..]).prop_map(|(a, b)| (a.to_string(), b.to_string())),
+        1 => (fsm_state(), fsm_state()),
+    ];
+    let tx = prop_oneof![
+        12 => Just("t1".to_string()),
+        2 => Just("t2".to_string()),
+        1 => Just(String::new()),
+    ];
+    let cut = prop_oneof![12 => Just(0usize), 1 => 1usize..=6, 1 => Just(usize::MAX)];
+    // Mostly compare-and-sets; the unconditional writes, and the `cas` texts the others
+    // take, sometimes.
+    let cas = prop_oneof![
+        6 => Just("1".to_string()),
+        3 => Just("0".to_string()),
+        1 => prop::sample::select(&["01", "2", "x"][..]).prop_map(str::to_string),
+    ];
+    (keys, sched_job(), cas, edge, fsm_version(), tx, cut).prop_map(
+        |(keys, j, cas, (from, to), version, tx, cut)| {
+            let mut args = vec![j, cas, from, version, to, tx];
+            match cut {
+                usize::MAX => args.push("extra".into()),
+                n => args.truncate(args.len().saturating_sub(n)),
+            }
+            KvOp::Script {
+                script: ScriptName::SchedTransition,
+                keys,
+                args,
+            }
+        },
+    )
+}
+
+/// What other writers leave on a job FSM record: a state, a version (not an integer, or at
+/// the 15-digit bound: the unconditional write fails half-way), a transition id, a string or
+/// a set where the hash belongs (`WRONGTYPE`), the record deleted.
+fn fsm_plant() -> impl Strategy<Value = KvOp> {
+    let record = || sched_job().prop_map(|j| format!("{SCHED_NS}fsm:{j}"));
+    let field = prop_oneof![
+        2 => (Just("state"), fsm_state()),
+        2 => (Just("version"), prop::sample::select(&["1", "2", "x", "999999999999999", "-1"][..]).prop_map(str::to_string)),
+        1 => (Just("tx"), prop::sample::select(&["t1", "t2"][..]).prop_map(str::to_string)),
+    ];
+    prop_oneof![
+        4 => (record(), field).prop_map(|(key, (f, v))| KvOp::HSet {
+            key,
+            pairs: vec![(f.to_string(), v)],
+        }),
+        1 => record().prop_map(|key| KvOp::Set {
+            key,
+            value: "1".into(),
+            condition: SetCondition::Always,
+            ttl: None,
+        }),
+        1 => record().prop_map(|key| KvOp::SAdd {
+            key,
+            members: vec!["m".into()],
+        }),
+        2 => record().prop_map(|key| KvOp::Del { key }),
+    ]
+}
+
+/// The job FSM's script and what other writers leave on its records.
+fn job_fsm_op() -> impl Strategy<Value = KvOp> {
+    prop_oneof![
+        6 => fsm_script(),
+        2 => fsm_plant(),
     ]
 }
 
@@ -664,6 +792,8 @@ struct Seen {
     commands: BTreeMap<String, u32>,
     /// Generated scheduler scripts run, by name: (runs, error replies).
     sched: BTreeMap<&'static str, (u32, u32)>,
+    /// `sched_transition`'s replies by their first word (`ok`, `dup`, `no`, or `error`).
+    fsm: BTreeMap<String, u32>,
 }
 
 /// A reply in a canonical order: `HGETALL` and `SMEMBERS` come in Redis' hash order.
@@ -760,6 +890,21 @@ impl Ctx {
                 let counts = self.seen.sched.entry(script.as_str()).or_default();
                 counts.0 += 1;
                 counts.1 += u32::from(matches!(expected, KvReply::Error(_)));
+            }
+            if let (
+                true,
+                KvOp::Script {
+                    script: ScriptName::SchedTransition,
+                    ..
+                },
+            ) = (i < ops.len(), &op)
+            {
+                let word = match &expected {
+                    KvReply::Bulk(text) => text.split(' ').next().unwrap_or_default().to_string(),
+                    KvReply::Error(_) => "error".to_string(),
+                    _ => "other".to_string(),
+                };
+                *self.seen.fsm.entry(word).or_default() += 1;
             }
             if i < ops.len() && expected == KvReply::Error(WRONGTYPE.into()) {
                 self.seen.wrongtype += 1;
@@ -861,6 +1006,15 @@ fn kv_ops_and_scripts_agree_with_the_model() {
             runs >= 200 && errors >= 10 && runs - errors >= 100,
             "{}: {runs} runs, {errors} errors (the generator needs work)",
             script.as_str()
+        );
+    }
+    // The job FSM's script applied, answered a retry of its own transition, refused a stale
+    // one, and failed (bad arguments, a wrong type, a version that is not an integer).
+    for (word, least) in [("ok", 100), ("dup", 10), ("no", 100), ("error", 100)] {
+        let n = seen.fsm.get(word).copied().unwrap_or(0);
+        assert!(
+            n >= least,
+            "sched_transition answered `{word}` only {n} times (the generator needs work)"
         );
     }
     for name in NEW_COMMANDS {

@@ -520,6 +520,29 @@ async fn a_scheduler_script_failing_half_way_keeps_its_partial_writes_as_the_mod
                 (members("jobs:n1"), set(&["j1"])),
             ],
         },
+        Case {
+            // R-004-05's unconditional `job_fsm_to_*`: the state and the transition id are
+            // written, then HINCRBY fails on a version another writer left non-numeric: the
+            // record says done at no version the FSM ever gave it.
+            name: "job FSM transition: state written, version increment failed",
+            setup: vec![KvOp::HSet {
+                key: ns("fsm:j1"),
+                pairs: vec![
+                    ("state".into(), "running".into()),
+                    ("version".into(), "x".into()),
+                ],
+            }],
+            script: sched(
+                ScriptName::SchedTransition,
+                &["j1", "0", "running", "3", "done", "t1"],
+            ),
+            error: "ERR hash value is not an integer",
+            reads: vec![
+                (hget("fsm:j1", "state"), bulk("done")),
+                (hget("fsm:j1", "tx"), bulk("t1")),
+                (hget("fsm:j1", "version"), bulk("x")),
+            ],
+        },
     ];
     for case in cases {
         kv.clean().await.expect("cleaning before the case");

@@ -46,6 +46,7 @@ use racelab_core::route::{Attempt, AttemptId};
 use racelab_core::scheduler::rollout::{
     Config as RolloutConfig, Publisher, Rollout, RolloutNode, TtlSource,
 };
+use racelab_core::scheduler::jobfsm::{Finalize, FsmConfig, JobScheduler, JobSpec};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -152,6 +153,12 @@ fn kv_reply() -> impl Strategy<Value = KvReply> {
             "lost",
             "bound N1 0 0",
             "bound  ",
+            "ok none created 1",
+            "ok created dispatched 2",
+            "ok x done 18446744073709551615",
+            "dup running 3",
+            "no timed_out 4",
+            "no none 0",
         ][..])
         .prop_map(|s| KvReply::Bulk(s.to_string())),
         1 => text().prop_map(KvReply::Error),
@@ -666,6 +673,8 @@ enum Kind {
     Breaker(u32, u32, Vec<(Timestamp, u32)>),
     RolloutNode(Duration, Vec<(u64, u32)>, u32),
     RolloutPublisher(u64),
+    JobSubmitter(Vec<JobSpec>),
+    JobFinalizer(Vec<JobSpec>, Finalize),
 }
 
 impl Kind {
@@ -775,6 +784,15 @@ impl Kind {
                 version,
                 ..RolloutConfig::TARGET
             })),
+            Kind::JobSubmitter(jobs) => {
+                Box::new(JobScheduler::submitter("S1", FsmConfig::of(variant), jobs))
+            }
+            Kind::JobFinalizer(jobs, finalize) => Box::new(JobScheduler::finalizer(
+                "S2",
+                FsmConfig::of(variant),
+                jobs,
+                finalize,
+            )),
         }
     }
 }
@@ -1371,6 +1389,29 @@ fn scheduler_rollout_machines_never_panic() {
             )
                 .prop_map(|(length, phases, offset)| Kind::RolloutNode(length, phases, offset)),
             prop_oneof![0u64..3, Just(u64::MAX)].prop_map(Kind::RolloutPublisher),
+fn job_fsm_schedulers_never_panic() {
+    check(false, |_| {
+        let jobs = || {
+            let job = (text(), millis(100_000), millis(100_000), any::<bool>()).prop_map(
+                |(id, at, length, fails)| JobSpec {
+                    id,
+                    at: Timestamp::from_ms(at.as_ms()),
+                    length,
+                    fails,
+                },
+            );
+            prop::collection::vec(job, 0..4)
+        };
+        let finalize = (millis(20_000), millis(20_000), millis(100_000)).prop_map(
+            |(every, grace, deadline)| Finalize {
+                every,
+                grace,
+                deadline,
+            },
+        );
+        prop_oneof![
+            jobs().prop_map(Kind::JobSubmitter),
+            (jobs(), finalize).prop_map(|(jobs, f)| Kind::JobFinalizer(jobs, f)),
         ]
     });
 }

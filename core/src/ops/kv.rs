@@ -328,6 +328,9 @@ pub enum ScriptName {
     /// The scheduler's registration or heartbeat behind a configuration version check
     /// (R-004-08, [`crate::scheduler::rollout::versioned`]).
     SchedVersioned,
+    /// A transition of a job's FSM record (R-004-05), unconditional or a compare-and-set;
+    /// see [`crate::scheduler::jobfsm::script`].
+    SchedTransition,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -382,7 +385,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 16] = [
+    pub const ALL: [ScriptName; 17] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -399,11 +402,12 @@ impl ScriptName {
         ScriptName::SchedFinalize,
         ScriptName::CompareAndDeleteVersioned,
         ScriptName::SchedVersioned,
+        ScriptName::SchedTransition,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
     /// [`crate::scheduler::scripts`]).
-    pub const SCHEDULER: [ScriptName; 11] = [
+    pub const SCHEDULER: [ScriptName; 12] = [
         ScriptName::SchedRegister,
         ScriptName::SchedHeartbeat,
         ScriptName::SchedDispatch,
@@ -415,6 +419,7 @@ impl ScriptName {
         ScriptName::SchedOffline,
         ScriptName::SchedFinalize,
         ScriptName::SchedVersioned,
+        ScriptName::SchedTransition,
     ];
 
     /// The script's semantics. A wrong number of keys or arguments, or a TTL that is not a
@@ -486,6 +491,9 @@ impl ScriptName {
             ScriptName::SchedOffline => crate::scheduler::scripts::offline(view, keys, args),
             ScriptName::SchedFinalize => crate::scheduler::scripts::finalize(view, keys, args),
             ScriptName::SchedVersioned => crate::scheduler::rollout::versioned(view, keys, args),
+            ScriptName::SchedTransition => {
+                crate::scheduler::jobfsm::script::transition(view, keys, args)
+            }
         }
     }
 
@@ -508,6 +516,7 @@ impl ScriptName {
             ScriptName::SchedOffline => "sched_offline",
             ScriptName::SchedFinalize => "sched_finalize",
             ScriptName::SchedVersioned => "sched_versioned",
+            ScriptName::SchedTransition => "sched_transition",
         }
     }
 

@@ -44,6 +44,7 @@ use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
+pub mod jobfsm;
 mod oracle;
 pub mod rollout;
 pub mod scripts;
