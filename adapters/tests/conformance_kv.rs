@@ -226,7 +226,7 @@ fn op() -> impl Strategy<Value = KvOp> {
         6 => affinity_script_op(),
         10 => sched_op(),
         3 => sched_versioned_op(),
-        4 => job_fsm_op(),
+        6 => job_fsm_op(),
     ]
 }
 

@@ -43,10 +43,10 @@ use racelab_core::quota::{
 use racelab_core::route::affinity::{AffinityConfig, AffinityRequest};
 use racelab_core::route::pool::{CounterWrite, PoolClient, PoolProber, PoolResult};
 use racelab_core::route::{Attempt, AttemptId};
+use racelab_core::scheduler::jobfsm::{Finalize, FsmConfig, JobScheduler, JobSpec};
 use racelab_core::scheduler::rollout::{
     Config as RolloutConfig, Publisher, Rollout, RolloutNode, TtlSource,
 };
-use racelab_core::scheduler::jobfsm::{Finalize, FsmConfig, JobScheduler, JobSpec};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -1389,6 +1389,11 @@ fn scheduler_rollout_machines_never_panic() {
             )
                 .prop_map(|(length, phases, offset)| Kind::RolloutNode(length, phases, offset)),
             prop_oneof![0u64..3, Just(u64::MAX)].prop_map(Kind::RolloutPublisher),
+        ]
+    });
+}
+
+#[test]
 fn job_fsm_schedulers_never_panic() {
     check(false, |_| {
         let jobs = || {
