@@ -105,6 +105,54 @@ end
     };
 }
 
+/// The node's registration and heartbeat, shared by `register`, `heartbeat` and
+/// `sched_versioned` (which passes its own arguments after the version and the mode): the
+/// node TTL, pool TTL and `fenced` switch (and, for a heartbeat, the epoch) are `ARGV[at]`
+/// onwards, checked before any write.
+macro_rules! sched_beats {
+    () => {
+        r#"
+local function register(ns, n, at)
+  local node_ttl = int_arg(at)
+  local pool_ttl = int_arg(at + 1)
+  local fenced = int_arg(at + 2) == '1'
+  local key = ns .. 'node:' .. n
+  local epoch = 0
+  if fenced then
+    epoch = counter(ns .. 'epoch:' .. n, 'epoch')
+    if epoch < 0 then
+      fail('epoch out of range')
+    end
+  end
+  cmd('DEL', key)
+  cmd('HSET', key, 'epoch', string.format('%d', epoch), 'cap', '1')
+  expire(key, node_ttl)
+  cmd('SADD', ns .. 'pool', n)
+  expire(ns .. 'pool', pool_ttl)
+  return epoch
+end
+local function heartbeat(ns, n, at)
+  local node_ttl = int_arg(at)
+  local pool_ttl = int_arg(at + 1)
+  local fenced = int_arg(at + 2) == '1'
+  local epoch = int_arg(at + 3)
+  local key = ns .. 'node:' .. n
+  if fenced then
+    if hget(key, 'epoch') ~= epoch then
+      return -1
+    end
+  else
+    cmd('HSET', key, 'hb', '1')
+  end
+  expire(key, node_ttl)
+  cmd('SADD', ns .. 'pool', n)
+  expire(ns .. 'pool', pool_ttl)
+  return tonumber(epoch)
+end
+"#
+    };
+}
+
 /// Selection and binding (`bind`) and the re-dispatch decision (`reap_existing`), shared by
 /// the dispatch and reap scripts.
 macro_rules! sched_bind {
@@ -328,53 +376,24 @@ return 1
         }
         ScriptName::SchedRegister => concat!(
             sched_prelude!(),
+            sched_beats!(),
             r#"
 local function main()
   local ns = ns_arg()
   local n = id_arg(1)
-  local node_ttl = int_arg(2)
-  local pool_ttl = int_arg(3)
-  local fenced = int_arg(4) == '1'
-  local key = ns .. 'node:' .. n
-  local epoch = 0
-  if fenced then
-    epoch = counter(ns .. 'epoch:' .. n, 'epoch')
-    if epoch < 0 then
-      fail('epoch out of range')
-    end
-  end
-  cmd('DEL', key)
-  cmd('HSET', key, 'epoch', string.format('%d', epoch), 'cap', '1')
-  expire(key, node_ttl)
-  cmd('SADD', ns .. 'pool', n)
-  expire(ns .. 'pool', pool_ttl)
-  return epoch
+  return register(ns, n, 2)
 end
 "#,
             sched_run!()
         ),
         ScriptName::SchedHeartbeat => concat!(
             sched_prelude!(),
+            sched_beats!(),
             r#"
 local function main()
   local ns = ns_arg()
   local n = id_arg(1)
-  local node_ttl = int_arg(2)
-  local pool_ttl = int_arg(3)
-  local fenced = int_arg(4) == '1'
-  local epoch = int_arg(5)
-  local key = ns .. 'node:' .. n
-  if fenced then
-    if hget(key, 'epoch') ~= epoch then
-      return -1
-    end
-  else
-    cmd('HSET', key, 'hb', '1')
-  end
-  expire(key, node_ttl)
-  cmd('SADD', ns .. 'pool', n)
-  expire(ns .. 'pool', pool_ttl)
-  return tonumber(epoch)
+  return heartbeat(ns, n, 2)
 end
 "#,
             sched_run!()
@@ -569,6 +588,7 @@ end
         ),
         ScriptName::SchedVersioned => concat!(
             sched_prelude!(),
+            sched_beats!(),
             r#"
 local function main()
   local ns = ns_arg()
@@ -584,37 +604,10 @@ local function main()
   if hget(ns .. 'config', 'version') ~= version then
     return -2
   end
-  local node_ttl = int_arg(4)
-  local pool_ttl = int_arg(5)
-  local fenced = int_arg(6) == '1'
-  local key = ns .. 'node:' .. n
   if mode == 'register' then
-    local epoch = 0
-    if fenced then
-      epoch = counter(ns .. 'epoch:' .. n, 'epoch')
-      if epoch < 0 then
-        fail('epoch out of range')
-      end
-    end
-    cmd('DEL', key)
-    cmd('HSET', key, 'epoch', string.format('%d', epoch), 'cap', '1')
-    expire(key, node_ttl)
-    cmd('SADD', ns .. 'pool', n)
-    expire(ns .. 'pool', pool_ttl)
-    return epoch
+    return register(ns, n, 4)
   end
-  local epoch = int_arg(7)
-  if fenced then
-    if hget(key, 'epoch') ~= epoch then
-      return -1
-    end
-  else
-    cmd('HSET', key, 'hb', '1')
-  end
-  expire(key, node_ttl)
-  cmd('SADD', ns .. 'pool', n)
-  expire(ns .. 'pool', pool_ttl)
-  return tonumber(epoch)
+  return heartbeat(ns, n, 4)
 end
 "#,
             sched_run!()
