@@ -800,8 +800,27 @@ pub fn replay_script_command(race: &Race, script: &Script, variant: Variant) -> 
 
 /// The timeline of an outcome, one line per step, with the violating operations marked.
 pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
+    marked_lines(marked_timeline(outcome))
+}
+
+/// The lines of `steps`, a violating one marked.
+fn marked_lines(steps: Vec<(String, bool)>) -> Vec<String> {
+    steps
+        .into_iter()
+        .map(|(line, violation)| {
+            if violation {
+                format!("{line}   <== violation")
+            } else {
+                line
+            }
+        })
+        .collect()
+}
+
+/// Each timeline step rendered, and whether it is an operation a violation names.
+fn marked_timeline(outcome: &Outcome) -> Vec<(String, bool)> {
     let history = &outcome.run.history;
-    let marked: Vec<usize> = outcome
+    let marked: BTreeSet<usize> = outcome
         .verdict
         .violations
         .iter()
@@ -811,13 +830,9 @@ pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
         .timeline()
         .iter()
         .map(|step| {
-            let line = history.render_step(step);
-            match step.kind {
-                racelab_core::TimelineKind::Op(i) if marked.contains(&i) => {
-                    format!("{line}   <== violation")
-                }
-                _ => line,
-            }
+            let violation =
+                matches!(step.kind, racelab_core::TimelineKind::Op(i) if marked.contains(&i));
+            (history.render_step(step), violation)
         })
         .collect()
 }
@@ -827,11 +842,12 @@ pub fn render_timeline(outcome: &Outcome) -> Vec<String> {
 /// is marked, as for a property judged on the end state alone). What a shrink minimises and
 /// prints: the steps after the last violation do not tell how it came about.
 pub fn render_story(outcome: &Outcome) -> (Vec<String>, usize) {
-    let mut lines = render_timeline(outcome);
-    let Some(last) = lines.iter().rposition(|l| l.ends_with("<== violation")) else {
-        return (lines, 0);
-    };
-    let later = lines.len() - last - 1;
-    lines.truncate(last + 1);
-    (lines, later)
+    let mut steps = marked_timeline(outcome);
+    let end = steps
+        .iter()
+        .rposition(|(_, v)| *v)
+        .map_or(steps.len(), |last| last + 1);
+    let later = steps.len() - end;
+    steps.truncate(end);
+    (marked_lines(steps), later)
 }

@@ -157,7 +157,9 @@ fn dispatcher_with(
     }
 }
 
-fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
+/// The scheduler family's world: `processes` against Redis alone, heartbeats until
+/// `horizon`, then ten minutes to settle.
+pub(crate) fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec {
     WorldSpec {
         processes,
         sql_rows: Vec::new(),

@@ -19,7 +19,7 @@ use racelab_core::scheduler::{
 };
 use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
-    FaultProfile, NetConfig, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
+    FaultProfile, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
 };
 
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
@@ -159,21 +159,7 @@ fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     if let TtlSource::Published { current, .. } = source {
         processes.push(publisher(current));
     }
-    let world = WorldSpec {
-        processes,
-        sql_rows: Vec::new(),
-        net: NetConfig {
-            redis_timeout: Duration::from_secs(2),
-            ..NetConfig::default()
-        },
-        replication_lag: Duration::from_ms(50),
-        queue_lock: Duration::from_secs(30),
-        time_limit: Timestamp::ZERO + HORIZON + Duration::from_secs(600),
-        horizon: Some(Timestamp::ZERO + HORIZON),
-        local: None,
-        upstream: Default::default(),
-    };
-    (world, Capture::none())
+    (crate::scheduler::world(processes, HORIZON), Capture::none())
 }
 
 /// The operator, publishing the configuration before the nodes start.
