@@ -755,6 +755,20 @@ pub fn explore_exhaustively(
     })
 }
 
+/// As [`explore_exhaustively`], but stops at the first schedule that breaks an invariant.
+pub fn explore_until_violation(
+    race: &Race,
+    variant: Variant,
+    deviations_max: u32,
+    schedules_max: u64,
+) -> explore::Exhaustive {
+    explore::exhaustive_until_violation(deviations_max, schedules_max, |prefix| {
+        let outcome = run_exhaustive(race, variant, prefix);
+        let choices = outcome.run.choices.clone().unwrap_or_default();
+        (outcome.violated(), choices)
+    })
+}
+
 /// The first seed from `start` whose run violates an invariant, within `budget` seeds.
 pub fn seeds_to_detect(race: &Race, variant: Variant, start: u64, budget: u64) -> Option<u64> {
     seeds_to_detect_in(race, variant, start, budget, Profile::Race)

@@ -5,7 +5,8 @@
 //! instead: every schedule in which up to two messages take the profile's longest latency.
 
 use racelab_scenarios::{
-    Variant, catalog, explore_exhaustively, injects_faults, render_timeline, run_exhaustive,
+    Variant, catalog, explore_exhaustively, explore_until_violation, injects_faults,
+    render_timeline, run_exhaustive,
 };
 
 /// Faults per schedule.
@@ -13,9 +14,31 @@ const DEVIATIONS_MAX: u32 = 2;
 /// A cap that the searches below stay well under (asserted through `complete`).
 const SCHEDULES_MAX: u64 = 200_000;
 
+/// The races that inject faults are split over this many tests, by their place in the
+/// catalog, so that the test harness runs the shards on every core at once.
+const SHARDS: usize = 3;
+
 #[test]
-fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not() {
-    for race in catalog() {
+fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not_shard_0() {
+    faulted_races_hold_when_correct_and_break_when_buggy(0);
+}
+
+#[test]
+fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not_shard_1() {
+    faulted_races_hold_when_correct_and_break_when_buggy(1);
+}
+
+#[test]
+fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not_shard_2() {
+    faulted_races_hold_when_correct_and_break_when_buggy(2);
+}
+
+/// Every race of the catalog at a place `shard` modulo [`SHARDS`] whose sweep injects faults:
+/// the Correct variant holds on every schedule with up to [`DEVIATIONS_MAX`] faults, and some
+/// such schedule breaks the Buggy variant.
+fn faulted_races_hold_when_correct_and_break_when_buggy(shard: usize) {
+    let races = catalog().into_iter().enumerate();
+    for race in races.filter(|(i, _)| i % SHARDS == shard).map(|(_, r)| r) {
         if !injects_faults(&(race.profile)()) {
             // Checked over arrival orders instead (below).
             continue;
@@ -44,10 +67,10 @@ fn correct_holds_on_every_schedule_within_the_bound_and_buggy_does_not() {
             "{}: no fault was ever a choice",
             race.id
         );
-        let buggy = explore_exhaustively(&race, Variant::Buggy, DEVIATIONS_MAX, SCHEDULES_MAX);
+        let buggy = explore_until_violation(&race, Variant::Buggy, DEVIATIONS_MAX, SCHEDULES_MAX);
         eprintln!(
-            "{} buggy: {} schedules, {} violations, first at choices {:?}",
-            race.id, buggy.schedules, buggy.violations, buggy.first_violation
+            "{} buggy: broken at schedule {} by the choices {:?}",
+            race.id, buggy.schedules, buggy.first_violation
         );
         assert!(
             buggy.violations > 0,
@@ -68,10 +91,10 @@ fn races_without_faults_are_checked_over_every_arrival_order_within_the_bound() 
             continue;
         }
         let correct = explore_exhaustively(&race, Variant::Correct, SLOW_MAX, SCHEDULES_MAX);
-        let buggy = explore_exhaustively(&race, Variant::Buggy, SLOW_MAX, SCHEDULES_MAX);
+        let buggy = explore_until_violation(&race, Variant::Buggy, SLOW_MAX, SCHEDULES_MAX);
         eprintln!(
             "{}: up to {SLOW_MAX} slow messages: correct {} schedules ({} violations, complete: \
-             {}), buggy {} schedules ({} violations, first at {:?})",
+             {}), buggy broken at schedule {} ({} violation, choices {:?})",
             race.id,
             correct.schedules,
             correct.violations,

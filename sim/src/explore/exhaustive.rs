@@ -28,6 +28,26 @@ pub struct Exhaustive {
 pub fn exhaustive(
     deviations_max: u32,
     schedules_max: u64,
+    run: impl FnMut(&[u32]) -> (bool, Choices),
+) -> Exhaustive {
+    search(deviations_max, schedules_max, false, run)
+}
+
+/// As [`exhaustive`], but stops at the first schedule that breaks an invariant (`complete`
+/// is then false: the rest was not visited): for a variant that must break somewhere, where
+/// visiting the rest only costs time.
+pub fn exhaustive_until_violation(
+    deviations_max: u32,
+    schedules_max: u64,
+    run: impl FnMut(&[u32]) -> (bool, Choices),
+) -> Exhaustive {
+    search(deviations_max, schedules_max, true, run)
+}
+
+fn search(
+    deviations_max: u32,
+    schedules_max: u64,
+    stop_at_violation: bool,
     mut run: impl FnMut(&[u32]) -> (bool, Choices),
 ) -> Exhaustive {
     let mut found = Exhaustive {
@@ -47,6 +67,10 @@ pub fn exhaustive(
         if violated {
             found.violations += 1;
             found.first_violation.get_or_insert_with(|| prefix.clone());
+            if stop_at_violation {
+                found.complete = false;
+                break;
+            }
         }
         let deviations =
             u32::try_from(prefix.iter().filter(|c| **c != 0).count()).unwrap_or(u32::MAX);
@@ -70,6 +94,17 @@ pub fn exhaustive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_search_until_a_violation_stops_at_the_first_one() {
+        let all = exhaustive(2, 100, toy);
+        let first = exhaustive_until_violation(2, 100, toy);
+        assert_eq!(first.violations, 1);
+        assert_eq!(first.first_violation, all.first_violation);
+        assert!(first.schedules < all.schedules && !first.complete);
+        let none = exhaustive_until_violation(1, 100, toy);
+        assert_eq!((none.violations, none.complete), (0, true));
+    }
 
     /// A toy "run": three binary choice points; it fails iff the 1st and 3rd are taken.
     fn toy(prefix: &[u32]) -> (bool, Choices) {

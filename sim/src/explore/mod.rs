@@ -24,7 +24,7 @@ pub mod models {
     pub use super::sql::{DEADLOCK, DEFAULT_DEADLOCK_TIMEOUT, SessionId, SqlModel, SqlOutcome};
 }
 
-pub use exhaustive::{Exhaustive, exhaustive};
+pub use exhaustive::{Exhaustive, exhaustive, exhaustive_until_violation};
 // The net world's balancer host serves the same balancer.
 pub use faults::{FaultProfile, OpSite, PlannedPause, Target};
 #[cfg(feature = "net")]
