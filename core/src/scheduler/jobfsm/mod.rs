@@ -54,7 +54,7 @@ pub use oracle::{
     AMBIGUOUS_RESOLVED, EXECUTED_ONCE, FSM_TIMED_OUT, FSM1, FSM2, OUTCOME_ADOPTED,
     STALE_TRANSITION_REFUSED, executed_once, fsm_coverage, fsm_transitions, memory_behind_redis,
 };
-pub use outcome::JOB_OUTCOMES;
+pub use outcome::{JOB_OUTCOMES, read_outcome, store_outcome};
 pub use tag::{JobNote, JobTag};
 
 /// A job's state, as the FSM names it (`none`, a missing record, is `Option::None`).
@@ -481,11 +481,11 @@ impl JobScheduler {
             Some(outcome) if !s.reading => {
                 let writer = format!("{}:{job}:{}", self.name, outcome.as_str());
                 (
-                    outcome::store(&job, outcome, &writer),
+                    store_outcome(&job, outcome, &writer),
                     JobTag::StoreOutcome { job, outcome },
                 )
             }
-            _ => (outcome::read(&job), JobTag::ReadOutcome { job }),
+            _ => (read_outcome(&job), JobTag::ReadOutcome { job }),
         };
         self.push(StoreOp::Sql(SqlOp::Exec(stmt)), tag);
     }

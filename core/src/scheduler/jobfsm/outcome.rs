@@ -22,7 +22,7 @@ pub const JOB_OUTCOMES: Table = Table::declare(&JOB_OUTCOMES_DEF);
 
 /// `INSERT INTO job_outcomes (key, outcome, writer) VALUES (job, outcome, writer) ON CONFLICT
 /// (key) DO NOTHING RETURNING *`.
-pub(super) fn store(job: &str, outcome: JobState, writer: &str) -> SqlStmt {
+pub fn store_outcome(job: &str, outcome: JobState, writer: &str) -> SqlStmt {
     SqlStmt::Upsert {
         table: JOB_OUTCOMES,
         key: job.to_string(),
@@ -35,7 +35,7 @@ pub(super) fn store(job: &str, outcome: JobState, writer: &str) -> SqlStmt {
 }
 
 /// `SELECT * FROM job_outcomes WHERE key = job`.
-pub(super) fn read(job: &str) -> SqlStmt {
+pub fn read_outcome(job: &str) -> SqlStmt {
     SqlStmt::Select {
         table: JOB_OUTCOMES,
         key: job.to_string(),
@@ -54,7 +54,7 @@ pub(super) enum Stored {
     Unknown,
 }
 
-/// Decodes the reply to [`store`] or [`read`].
+/// Decodes the reply to [`store_outcome`] or [`read_outcome`].
 pub(super) fn stored(reply: &Reply) -> Stored {
     let Reply::Sql(SqlReply::Rows(rows)) = reply else {
         return Stored::Unknown;
