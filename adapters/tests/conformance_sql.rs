@@ -1172,3 +1172,53 @@ fn a_deadlock_fails_the_first_waiter_with_40p01() {
             .expect("dropping the test's schema");
     });
 }
+
+/// R-004-05's durable outcomes (`core::scheduler::jobfsm::{store_outcome, read_outcome}`),
+/// in autocommit as the job FSM sends them: the first store wins and returns its row, a
+/// later store (another outcome, or the same one sent again after a lost reply) returns no
+/// row, and the read returns the winner's; the model and PostgreSQL agree on each reply.
+#[test]
+fn the_job_outcome_store_and_read_agree_with_the_model() {
+    use racelab_core::scheduler::jobfsm::{JobState, read_outcome, store_outcome};
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("job outcome statements")) else {
+        return;
+    };
+    rt.block_on(async {
+        let mut model = seeded(&mut ctx, &[]).await;
+        let exec = |stmt: SqlStmt| SqlOp::Exec(stmt);
+        let outcome_of = |reply: &SqlReply| match reply {
+            SqlReply::Rows(rows) => rows
+                .iter()
+                .map(|r| r.columns.get("outcome").cloned())
+                .collect::<Vec<_>>(),
+            other => panic!("expected rows, got {other:?}"),
+        };
+        let done = Some(Value::Text("done".into()));
+        let first = exec(store_outcome("J1", JobState::Done, "S1:J1:done"));
+        assert_eq!(
+            outcome_of(&both(&mut ctx, &mut model, 0, &first).await),
+            vec![done.clone()]
+        );
+        let late = exec(store_outcome("J1", JobState::TimedOut, "S2:J1:timed_out"));
+        assert!(outcome_of(&both(&mut ctx, &mut model, 1, &late).await).is_empty());
+        assert!(outcome_of(&both(&mut ctx, &mut model, 0, &first).await).is_empty());
+        let read = exec(read_outcome("J1"));
+        let stored = both(&mut ctx, &mut model, 1, &read).await;
+        assert_eq!(outcome_of(&stored), vec![done]);
+        let SqlReply::Rows(rows) = &stored else {
+            unreachable!("checked above")
+        };
+        assert_eq!(
+            rows[0].columns.get("writer"),
+            Some(&Value::Text("S1:J1:done".into()))
+        );
+        let none = exec(read_outcome("J'2"));
+        assert!(outcome_of(&both(&mut ctx, &mut model, 0, &none).await).is_empty());
+    });
+    let dropped = match ctx.session(0) {
+        Ok(pg) => rt.block_on(pg.drop_schema()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    dropped.expect("dropping the test's schema");
+}

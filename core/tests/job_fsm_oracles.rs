@@ -3,7 +3,8 @@
 
 use racelab_core::scheduler::jobfsm::{
     AMBIGUOUS_RESOLVED, EXECUTED_ONCE, FSM_TIMED_OUT, FSM1, FSM2, JobNote, JobState, JobTag,
-    STALE_TRANSITION_REFUSED, executed_once, fsm_coverage, fsm_transitions, memory_behind_redis,
+    OUTCOME_ADOPTED, STALE_TRANSITION_REFUSED, executed_once, fsm_coverage, fsm_transitions,
+    memory_behind_redis,
 };
 use racelab_core::{
     History, KvOp, KvReply, Note, NoteRecord, OpId, OpRecord, ProcessId, Reply, ScriptName,
@@ -280,4 +281,63 @@ fn coverage_counts_resolved_ambiguity_refusals_and_timeouts() {
     assert_eq!(v.sometimes.get(STALE_TRANSITION_REFUSED.name), Some(&1));
     assert_eq!(v.sometimes.get(FSM_TIMED_OUT.name), Some(&1));
     assert!(fsm_transitions(&h).holds());
+}
+
+/// The race the durable outcome closes: S1 tells J1's result, a failover loses `done`, and
+/// at the deadline S2 times J1 out. Telling the timeout breaks I-JOB-notified; adopting the
+/// stored outcome (and telling it) holds, and counts as `outcome-adopted`. An adoption of
+/// the outcome the process would have told anyway (its own earlier store, whose reply was
+/// lost) is not counted.
+#[test]
+fn a_timeout_after_a_lost_terminal_record_breaks_notified_unless_the_stored_outcome_is_adopted() {
+    use racelab_core::scheduler::{I_JOB_NOTIFIED, SchedNote, notified_once};
+    let told = |h: &mut History, p: ProcessId, note: SchedNote, at_s: u64| {
+        h.notes.push(NoteRecord {
+            at: Timestamp::from_ms(at_s * 1000),
+            process: p,
+            note: Note::new(note),
+        });
+    };
+    let mut base = history();
+    happy_path(&mut base);
+    base.ops.last_mut().expect("done").lost_at = Some(Timestamp::from_ms(70_100));
+    told(&mut base, S1, SchedNote::Delivered { job: "J1".into() }, 70);
+    ok(
+        &mut base,
+        S2,
+        JobState::TimedOut,
+        "ok running timed_out 4",
+        205,
+    );
+    assert!(fsm_transitions(&base).holds());
+
+    let mut h = base.clone();
+    told(&mut h, S2, SchedNote::TimedOut { job: "J1".into() }, 206);
+    assert_eq!(broken(&notified_once(&h)), vec![I_JOB_NOTIFIED.name]);
+
+    let mut h = base.clone();
+    let adopted = JobNote::Adopted {
+        job: "J1".into(),
+        proposed: Some(JobState::TimedOut),
+        stored: JobState::Done,
+        writer: "S1:J1:done".into(),
+    };
+    note(&mut h, S2, adopted, 206);
+    told(&mut h, S2, SchedNote::Delivered { job: "J1".into() }, 206);
+    assert!(notified_once(&h).holds());
+    let mut v = Verdict::default();
+    fsm_coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get(OUTCOME_ADOPTED.name), Some(&1));
+
+    let mut h = base;
+    let own = JobNote::Adopted {
+        job: "J1".into(),
+        proposed: Some(JobState::TimedOut),
+        stored: JobState::TimedOut,
+        writer: "S2:J1:timed_out".into(),
+    };
+    note(&mut h, S2, own, 206);
+    let mut v = Verdict::default();
+    fsm_coverage(&h, &mut v);
+    assert_eq!(v.sometimes.get(OUTCOME_ADOPTED.name), None);
 }

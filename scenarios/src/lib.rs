@@ -34,6 +34,7 @@ pub mod report;
 pub mod route_bench;
 mod routing;
 mod scheduler;
+mod scheduler_jobs;
 mod scheduler_rollout;
 mod session;
 
@@ -62,6 +63,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(session::races());
     races.extend(routing::races());
     races.extend(breaker::races());
+    races.extend(scheduler_jobs::races());
     races
 }
 

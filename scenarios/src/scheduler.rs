@@ -177,7 +177,7 @@ pub(crate) fn world(processes: Vec<ProcessSpec>, horizon: Duration) -> WorldSpec
 }
 
 /// Keeps only the `sometimes` counts the race declares.
-fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
+pub(crate) fn declared(mut verdict: Verdict, properties: &[Property]) -> Verdict {
     verdict
         .sometimes
         .retain(|name, _| properties.iter().any(|p| p.name == name));

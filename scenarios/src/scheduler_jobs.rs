@@ -1,18 +1,3 @@
-// NOT BUILT AND NOT IN THE CATALOG: `scenarios/src/lib.rs` does not declare this module.
-// R-004-05's race as written here passes its timelines, its discovery (Buggy at seed 0,
-// DocFix at seed 1) and 10,000 Correct seeds under its own profile (`racelab run R-004-05
-// --variant all --seeds 2000` matched every verdict), but its Correct variant fails the
-// swarm profile (`tests/swarm.rs`) in 26 of 2,000 seeds, all I-JOB-notified: an outcome is
-// told, then a failover loses (23) or a Redis restart erases (3) the terminal record, and the
-// job ends a second time (the finalizer's timeout). Record loss short of that is handled
-// (the finalizer adopts an erased job; an execution or transition a failover lost or a
-// restart erased never happened, as the family's I-JOB and J2 count them). What is missing
-// is durability before the client is told (RACES.md: WAIT, or the record in SQL), which the
-// Redis model does not offer. To build it: `mod scheduler_jobs;` and
-// `races.extend(scheduler_jobs::races())` in `lib.rs`, `world` and `declared` in
-// `scheduler.rs` made `pub(crate)`, a `race_tests!` line in `tests/scheduler.rs`:
-// `r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified"]`, and
-// the gate baseline updated.
 //! Document 004's job state, kept in the scheduler's memory and, partly or wholly, as an FSM
 //! record in Redis (`core::scheduler::jobfsm`).
 //!
@@ -24,17 +9,20 @@
 //!   unconditionally; the planned FSM writes
 //!   every transition, unconditionally, and takes an unanswered write as applied; the correct
 //!   one is a CAS with a transition id whose reply alone moves memory, an unanswered call sent
-//!   again.
+//!   again, and an outcome stored durably in PostgreSQL (first one wins) before it is told:
+//!   a failover can lose, and a Redis restart erase, a terminal record already told, and a
+//!   process about to tell another outcome then finds the stored one and tells that instead
+//!   (`outcome-adopted`).
 
 use racelab_core::scheduler::jobfsm::{
     AMBIGUOUS_RESOLVED, EXECUTED_ONCE, FSM_TIMED_OUT, FSM1, FSM2, Finalize, FsmConfig,
-    JobScheduler, JobSpec, JobTag, STALE_TRANSITION_REFUSED, executed_once, fsm_coverage,
-    fsm_transitions, memory_behind_redis,
+    JobScheduler, JobSpec, JobTag, OUTCOME_ADOPTED, STALE_TRANSITION_REFUSED, executed_once,
+    fsm_coverage, fsm_transitions, memory_behind_redis,
 };
 use racelab_core::scheduler::{I_JOB_DELIVERED, I_JOB_NOTIFIED, jobs_delivered, notified_once};
 use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
-    FaultProfile, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
+    Action, FaultProfile, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
 };
 
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
@@ -69,6 +57,7 @@ const PROPS_05: &[Property] = &[
     AMBIGUOUS_RESOLVED,
     STALE_TRANSITION_REFUSED,
     FSM_TIMED_OUT,
+    OUTCOME_ADOPTED,
 ];
 
 /// Faults end at 150 s; a result held back past a 250 s deadline has landed well before.
@@ -197,6 +186,32 @@ fn scripts_05() -> Vec<Script> {
             expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
         },
         Script {
+            name: "told-outcome-lost-in-failover",
+            summary: "J1's node finishes at 65 s; S1 writes done and tells the client, and \
+                      Redis fails over before done reaches the replica: the record says \
+                      running again. At the 205 s deadline S2 times J1 out and the planned \
+                      FSM tells the client a timeout after its result; the correct one's \
+                      timeout loses to the outcome S1 stored in PostgreSQL first, and S2 \
+                      tells that (done) instead",
+            steps: vec![Step::on(
+                "S1",
+                JobTag::TO_DONE,
+                1,
+                OpEffect::FailoverAfterApply,
+            )],
+            expect: PerVariant([Expectation::Fails, Expectation::Fails, Expectation::Holds]),
+        },
+        Script {
+            name: "told-outcome-erased-by-restart",
+            summary: "J1 is done and told at 65 s; Redis restarts at 100 s and keeps nothing. \
+                      At 110 s S2 finds no record and adopts J1: the planned FSM runs it \
+                      again and tells the same result a second time (a dispatch the restart \
+                      erased counts as redone, not as a second execution), the correct one \
+                      first finds J1's outcome in PostgreSQL and tells it without running J1",
+            steps: vec![Step::at(100_000, Action::RedisRestart)],
+            expect: PerVariant([Expectation::Fails, Expectation::Holds, Expectation::Holds]),
+        },
+        Script {
             name: "no-fault",
             summary: "no fault: the document's code still holds each state in memory before \
                       Redis does (FSM2), `running` never, and its record skips from \
@@ -228,8 +243,10 @@ fn profile_05() -> FaultProfile {
             ..Target::processes(&["S1", "S2"])
         },
         drop_reply: Ratio::per_mille(120),
+        // ... and the durable outcome's store, applied with its reply lost: sent again, it
+        // conflicts with itself and reads its own outcome back.
         drop_reply_on: Target {
-            kinds: transitions,
+            kinds: [transitions.clone(), vec![JobTag::STORE_OUTCOME]].concat(),
             ..Target::processes(&["S1", "S2"])
         },
         // S1 stalls as it writes a result, for up to a few minutes: around the deadline.
@@ -238,6 +255,13 @@ fn profile_05() -> FaultProfile {
         pause_on: Target {
             kinds: vec![JobTag::TO_DONE, JobTag::TO_FAILED],
             ..Target::processes(&["S1"])
+        },
+        // Redis fails over right after a transition, before it reaches the replica: a
+        // terminal record already told is lost, and the job's record is behind its outcome.
+        failover: Ratio::per_mille(60),
+        failover_on: Target {
+            kinds: transitions,
+            ..Target::processes(&["S1", "S2"])
         },
         ..FaultProfile::quiet()
     }

@@ -11,6 +11,7 @@ race_tests! {
     r_004_02 => "R-004-02", ["F1", "I-JOB"],
     r_004_03 => "R-004-03", ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
+    r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified"],
 }
 
 /// AC-004-5/6 for the protocols whose job state lives in Redis (R-004-03's scheduler and
@@ -151,4 +152,109 @@ fn ac_004_1_no_binding_to_a_node_dead_longer_than_the_configured_t_dead() {
             );
         }
     }
+}
+
+/// AC-004-5/6 for R-004-05 (the job FSM with stable job ids): each scheduler in turn, the
+/// submitter `S1` and the finalizer `S2`, is killed right after each of its operations (the
+/// n-th of each kind it sends: every transition, the record read, and Correct's durable
+/// outcome's store and read) and restarted 2 s later, on every scripted timeline. Correct
+/// must keep every job to one execution and exactly one delivered outcome (the race's whole
+/// verdict) at every crash point; the points reached are counted, so the test fails if the
+/// schedulers' work changes shape and the sweep stops covering it. The planned FSM (DocFix),
+/// on the timelines it survives without a restart, must break at some crash point, naming a
+/// property of the race, or the sweep cannot tell the protocols apart.
+#[test]
+fn ac_004_5_6_r_004_05_a_scheduler_restart_at_every_step_keeps_one_outcome_in_correct() {
+    use racelab_core::Duration;
+    use racelab_core::Fault;
+    use racelab_core::scheduler::jobfsm::JobTag;
+    use racelab_scenarios::{Expectation, Script, Variant, run_script};
+    use racelab_sim::explore::{OpEffect, Step};
+
+    let race = common::race("R-004-05");
+    let properties: Vec<&str> = race.properties.iter().map(|p| p.name).collect();
+    let kinds = [
+        JobTag::TO_CREATED,
+        JobTag::TO_DISPATCHED,
+        JobTag::TO_RUNNING,
+        JobTag::TO_DONE,
+        JobTag::TO_FAILED,
+        JobTag::TO_TIMED_OUT,
+        JobTag::READ,
+        JobTag::STORE_OUTCOME,
+        JobTag::READ_OUTCOME,
+    ];
+    let (mut points, mut docfix_breaks) = (0, 0);
+    let mut crashed_after = std::collections::BTreeSet::new();
+    for base in (race.scripts)() {
+        for process in ["S1", "S2"] {
+            for kind in kinds {
+                for nth in 1..=4 {
+                    let mut steps = base.steps.clone();
+                    steps.push(Step::on(
+                        process,
+                        kind,
+                        nth,
+                        OpEffect::CrashAfterApply {
+                            restart_after: Some(Duration::from_secs(2)),
+                        },
+                    ));
+                    let script = Script {
+                        steps,
+                        ..base.clone()
+                    };
+                    if base.expect.get(Variant::DocFix) == Expectation::Holds {
+                        let docfix = run_script(&race, &script, Variant::DocFix);
+                        if docfix.violated() {
+                            let broken = docfix.verdict.broken();
+                            assert!(
+                                broken.iter().all(|b| properties.contains(b)),
+                                "DocFix broke {broken:?} after a restart"
+                            );
+                            docfix_breaks += 1;
+                        }
+                    }
+                    let outcome = run_script(&race, &script, Variant::Correct);
+                    let history = &outcome.run.history;
+                    let crashed = history.faults.iter().any(|f| {
+                        matches!(f.fault, Fault::Crash { process: p } if history.name(p) == process)
+                    });
+                    if !crashed {
+                        continue;
+                    }
+                    points += 1;
+                    crashed_after.insert((process, kind));
+                    assert!(
+                        !outcome.violated(),
+                        "R-004-05 timeline {} with {process} killed after its {nth}th {kind:?}: \
+                         {}",
+                        base.name,
+                        outcome.verdict.explanation()
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "R-004-05: Correct kept one execution and one outcome per job through {points} \
+         scheduler restarts ({} process/kind pairs); the planned FSM broke at {docfix_breaks}",
+        crashed_after.len()
+    );
+    // Both schedulers die after their transitions, and after the durable outcome's store.
+    for must in [
+        ("S1", JobTag::TO_DONE),
+        ("S1", JobTag::STORE_OUTCOME),
+        ("S2", JobTag::READ),
+        ("S2", JobTag::STORE_OUTCOME),
+    ] {
+        assert!(
+            crashed_after.contains(&must),
+            "never crashed after {must:?}"
+        );
+    }
+    assert!(points >= 40, "only {points} crash points reached");
+    assert!(
+        docfix_breaks > 0,
+        "no restart broke the planned FSM: the sweep cannot tell the protocols apart"
+    );
 }

@@ -18,6 +18,14 @@
 //! outcome it reads in the record to the client (the result is kept under the job's id, and
 //! the instance that wrote it may have crashed before telling).
 //!
+//! `Correct` also makes every outcome durable before anyone is told it (R-004-04's rule): a
+//! failover can lose, and a restart erase, the Redis record after its terminal transition was
+//! told, and the finalizer would then end the job a second time. Whoever is about to tell an
+//! outcome first stores it in PostgreSQL ([`JOB_OUTCOMES`], one row per job, first insert
+//! wins); a loser reads the stored outcome and tells that one ([`JobNote::Adopted`]), and the
+//! finalizer reads the table before it starts over a job whose record is gone. Redis keeps
+//! the FSM of a job in flight; the table alone says how a job ended.
+//!
 //! Every memory update is reported ([`JobNote::Memory`]), as is every hand-off of a job to a node ([`JobNote::Executed`]), so that
 //! the oracles ([`fsm_transitions`], [`memory_behind_redis`], [`executed_once`]) judge the
 //! history and nothing else.
@@ -29,21 +37,24 @@ use std::collections::VecDeque;
 
 use crate::ids::OpId;
 use crate::machine::{Machine, Outgoing};
-use crate::ops::{KvOp, KvReply, Reply, ScriptName, StoreOp};
+use crate::ops::{KvOp, KvReply, Reply, ScriptName, SqlOp, StoreOp};
 use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
 use super::SchedNote;
+use outcome::Stored;
 
 mod oracle;
+mod outcome;
 pub mod script;
 mod tag;
 
 pub use oracle::{
-    AMBIGUOUS_RESOLVED, EXECUTED_ONCE, FSM_TIMED_OUT, FSM1, FSM2, STALE_TRANSITION_REFUSED,
-    executed_once, fsm_coverage, fsm_transitions, memory_behind_redis,
+    AMBIGUOUS_RESOLVED, EXECUTED_ONCE, FSM_TIMED_OUT, FSM1, FSM2, OUTCOME_ADOPTED,
+    STALE_TRANSITION_REFUSED, executed_once, fsm_coverage, fsm_transitions, memory_behind_redis,
 };
+pub use outcome::{JOB_OUTCOMES, read_outcome, store_outcome};
 pub use tag::{JobNote, JobTag};
 
 /// A job's state, as the FSM names it (`none`, a missing record, is `Option::None`).
@@ -124,15 +135,20 @@ pub struct FsmConfig {
     pub memory_first: bool,
     /// `running` is written to Redis too (the document's partial FSM keeps it in memory).
     pub complete: bool,
+    /// An outcome is stored durably (PostgreSQL, first one wins) before it is told, and the
+    /// stored one is what is told.
+    pub durable: bool,
 }
 
 impl FsmConfig {
-    /// The variant's: the document's code, the FSM it plans, the CAS one.
+    /// The variant's: the document's code, the FSM it plans, the CAS one with durable
+    /// outcomes.
     pub fn of(variant: Variant) -> FsmConfig {
         FsmConfig {
             cas: variant == Variant::Correct,
             memory_first: variant == Variant::Buggy,
             complete: variant != Variant::Buggy,
+            durable: variant == Variant::Correct,
         }
     }
 }
@@ -212,6 +228,17 @@ struct Pending {
     attempts: u32,
 }
 
+/// An outcome being made durable before it is told (`Correct`).
+#[derive(Clone, Debug)]
+struct Settle {
+    /// The outcome this process would tell (`None`: the job's record is gone and this
+    /// process would start it over, unless an outcome is stored).
+    proposed: Option<JobState>,
+    /// The store has conflicted (or there is nothing to store): the stored row is read.
+    reading: bool,
+    attempts: u32,
+}
+
 /// One job as a process follows it.
 #[derive(Clone, Debug)]
 struct Job {
@@ -230,6 +257,8 @@ struct Job {
     dispatch_tx: String,
     /// A read of the record is in flight.
     reading: bool,
+    /// Its outcome is being stored or read in PostgreSQL (`Correct`).
+    settle: Option<Settle>,
     /// No longer followed.
     finished: bool,
 }
@@ -295,6 +324,7 @@ impl JobScheduler {
                 result_at: None,
                 dispatch_tx: String::new(),
                 reading: false,
+                settle: None,
                 finished: false,
             })
             .collect();
@@ -409,15 +439,113 @@ impl JobScheduler {
                     self.remember(i, Some(JobState::Running), v);
                 }
             }
-            JobState::Done | JobState::Failed => {
-                self.jobs[i].finished = true;
-                self.note(SchedNote::Delivered { job: id });
-            }
-            JobState::TimedOut => {
-                self.jobs[i].finished = true;
-                self.note(SchedNote::TimedOut { job: id });
-            }
+            s if s.is_terminal() && self.config.durable => self.settle(i, Some(s)),
+            s if s.is_terminal() => self.tell(i, s),
             _ => {}
+        }
+    }
+
+    /// Tells the client `outcome` of job `i`, and stops following it.
+    fn tell(&mut self, i: usize, outcome: JobState) {
+        assert!(outcome.is_terminal(), "only an outcome is told");
+        let job = &mut self.jobs[i];
+        job.finished = true;
+        job.result_at = None;
+        job.retry_at = None;
+        let job = job.spec.id.clone();
+        if outcome == JobState::TimedOut {
+            self.note(SchedNote::TimedOut { job });
+        } else {
+            self.note(SchedNote::Delivered { job });
+        }
+    }
+
+    /// `Correct`: before telling `proposed`, stores it in PostgreSQL; before starting over
+    /// a job whose record is gone (`None`), reads whether an outcome is stored.
+    fn settle(&mut self, i: usize, proposed: Option<JobState>) {
+        assert!(self.config.durable && self.jobs[i].pending.is_none());
+        self.jobs[i].settle = Some(Settle {
+            proposed,
+            reading: proposed.is_none(),
+            attempts: 0,
+        });
+        self.send_settle(i);
+    }
+
+    fn send_settle(&mut self, i: usize) {
+        let Some(s) = &self.jobs[i].settle else {
+            return;
+        };
+        let job = self.jobs[i].spec.id.clone();
+        let (stmt, tag) = match s.proposed {
+            Some(outcome) if !s.reading => {
+                let writer = format!("{}:{job}:{}", self.name, outcome.as_str());
+                (
+                    store_outcome(&job, outcome, &writer),
+                    JobTag::StoreOutcome { job, outcome },
+                )
+            }
+            _ => (read_outcome(&job), JobTag::ReadOutcome { job }),
+        };
+        self.push(StoreOp::Sql(SqlOp::Exec(stmt)), tag);
+    }
+
+    fn on_settle(&mut self, now: Timestamp, job: &str, reply: &Reply) {
+        let Some(i) = self.index(job) else {
+            return;
+        };
+        let Some(mut s) = self.jobs[i].settle.take() else {
+            return;
+        };
+        match outcome::stored(reply) {
+            Stored::Outcome(stored, writer) => {
+                if s.proposed != Some(stored) {
+                    let job = job.to_string();
+                    let proposed = s.proposed;
+                    self.note(JobNote::Adopted {
+                        job,
+                        proposed,
+                        stored,
+                        writer,
+                    });
+                }
+                self.tell(i, stored);
+            }
+            Stored::None if s.proposed.is_none() => {
+                // No outcome stored: the job never ended, and this process starts it over.
+                self.transition(now, i, JobState::Created);
+            }
+            Stored::None if !s.reading => {
+                // The insert conflicted: another outcome (or this one, whose earlier reply
+                // was lost) is stored; read it.
+                s.reading = true;
+                s.attempts = 0;
+                self.jobs[i].settle = Some(s);
+                self.send_settle(i);
+            }
+            // A stored row is never deleted: a read that finds none (or any reply that says
+            // nothing) is asked again, the insert first.
+            Stored::None | Stored::Unknown => {
+                s.attempts += 1;
+                s.reading = s.proposed.is_none();
+                if s.attempts <= RETRIES_MAX {
+                    self.jobs[i].settle = Some(s);
+                    self.jobs[i].retry_at = Some(now + RETRY_AFTER);
+                }
+            }
+        }
+    }
+
+    /// The record of job `i` is gone and this process would start it over: `Correct` first
+    /// reads whether its outcome is stored.
+    fn start_over(&mut self, now: Timestamp, i: usize) {
+        self.jobs[i].own = true;
+        self.jobs[i].result_at = None;
+        self.remember(i, None, 0);
+        if self.config.durable {
+            self.settle(i, None);
+        } else {
+            self.transition(now, i, JobState::Created);
         }
     }
 
@@ -449,9 +577,7 @@ impl JobScheduler {
                 // The record is gone (a Redis restart erased it): the finalizer's own job
                 // starts over, as a job never submitted would.
                 self.jobs[i].pending = None;
-                self.jobs[i].result_at = None;
-                self.remember(i, None, 0);
-                self.transition(now, i, JobState::Created);
+                self.start_over(now, i);
             }
             Answer::Current(state, v, mine) => {
                 self.jobs[i].pending = None;
@@ -492,14 +618,15 @@ impl JobScheduler {
         };
         let state = fields.first().cloned().flatten();
         let version = fields.get(1).cloned().flatten();
-        let busy = self.jobs[i].own || self.jobs[i].pending.is_some() || self.jobs[i].finished;
+        let busy = self.jobs[i].own
+            || self.jobs[i].pending.is_some()
+            || self.jobs[i].settle.is_some()
+            || self.jobs[i].finished;
         let age = now.saturating_since(self.jobs[i].spec.at);
         if state.is_none() && version.is_none() && !busy && age >= f.grace {
             // No record long after the submission: never created, or erased by a Redis
             // restart. This instance adopts the job and starts it over.
-            self.jobs[i].own = true;
-            self.remember(i, None, 0);
-            self.transition(now, i, JobState::Created);
+            self.start_over(now, i);
             return;
         }
         let (Some(state), Some(version)) = (
@@ -547,6 +674,9 @@ impl Machine for JobScheduler {
         match tag {
             Some(JobTag::Transition { job, tx, .. }) => self.on_transition(now, &job, &tx, &reply),
             Some(JobTag::Read { job }) => self.on_read(now, &job, &reply),
+            Some(JobTag::StoreOutcome { job, .. } | JobTag::ReadOutcome { job }) => {
+                self.on_settle(now, &job, &reply);
+            }
             None => {}
         }
         self.pump();
@@ -573,6 +703,7 @@ impl Machine for JobScheduler {
                 result_at: None,
                 dispatch_tx: String::new(),
                 reading: false,
+                settle: None,
                 finished: false,
             });
             let i = self.jobs.len() - 1;
@@ -582,9 +713,10 @@ impl Machine for JobScheduler {
             if self.jobs[i].retry_at.is_some_and(|t| t <= now) {
                 self.jobs[i].retry_at = None;
                 self.send(i);
+                self.send_settle(i);
             }
             let result_due = self.jobs[i].result_at.is_some_and(|t| t <= now);
-            if result_due && self.jobs[i].pending.is_none() {
+            if result_due && self.jobs[i].pending.is_none() && self.jobs[i].settle.is_none() {
                 self.jobs[i].result_at = None;
                 let to = if self.jobs[i].spec.fails {
                     JobState::Failed
@@ -600,7 +732,8 @@ impl Machine for JobScheduler {
             self.next_scan = Some(now + f.every);
             for i in 0..self.jobs.len() {
                 let j = &self.jobs[i];
-                if j.own || j.finished || j.reading || j.pending.is_some() || j.spec.at > now {
+                let busy = j.pending.is_some() || j.settle.is_some();
+                if j.own || j.finished || j.reading || busy || j.spec.at > now {
                     continue;
                 }
                 let job = j.spec.id.clone();
@@ -625,7 +758,9 @@ impl Machine for JobScheduler {
     fn poll_timeout(&self) -> Option<Timestamp> {
         let submit = self.pending.iter().map(|j| j.at);
         let timers = self.jobs.iter().flat_map(|j| {
-            let result = j.result_at.filter(|_| j.pending.is_none());
+            let result = j
+                .result_at
+                .filter(|_| j.pending.is_none() && j.settle.is_none());
             [j.retry_at, result].into_iter().flatten()
         });
         let scan = self

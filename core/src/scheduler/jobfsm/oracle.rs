@@ -42,6 +42,12 @@ pub const STALE_TRANSITION_REFUSED: Property = Property::protection(
     "stale-transition-refused",
     "a transition from a state or version the record no longer held was refused",
 );
+/// A process about to tell an outcome found another one stored durably and told that one.
+pub const OUTCOME_ADOPTED: Property = Property::protection(
+    "outcome-adopted",
+    "a process about to tell an outcome (or to start over a job whose record was gone) found \
+     another outcome stored durably and told that one instead",
+);
 /// The finalizer timed a job out.
 pub const FSM_TIMED_OUT: Property = Property::sometimes(
     "fsm-timed-out",
@@ -242,7 +248,8 @@ pub fn executed_once(history: &History) -> Verdict {
 }
 
 /// Counts R-004-05's `sometimes` and protection properties: transitions sent again after a
-/// call with no answer and then answered, CAS refusals, applied timeouts.
+/// call with no answer and then answered, CAS refusals, applied timeouts, adopted outcomes
+/// ([`JobNote::Adopted`]).
 pub fn fsm_coverage(history: &History, verdict: &mut Verdict) {
     let mut unanswered: BTreeSet<(crate::ids::ProcessId, &str)> = BTreeSet::new();
     let (mut resolved, mut refused, mut timed_out) = (0, 0, 0);
@@ -274,4 +281,16 @@ pub fn fsm_coverage(history: &History, verdict: &mut Verdict) {
     verdict.count(AMBIGUOUS_RESOLVED.name, resolved);
     verdict.count(STALE_TRANSITION_REFUSED.name, refused);
     verdict.count(FSM_TIMED_OUT.name, timed_out);
+    let adopted = history
+        .notes
+        .iter()
+        .filter(|n| {
+            matches!(n.note.get::<JobNote>(),
+                Some(JobNote::Adopted { proposed, stored, .. }) if *proposed != Some(*stored))
+        })
+        .count();
+    verdict.count(
+        OUTCOME_ADOPTED.name,
+        u64::try_from(adopted).unwrap_or(u64::MAX),
+    );
 }

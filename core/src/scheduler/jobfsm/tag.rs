@@ -23,6 +23,19 @@ pub enum JobTag {
         /// The job.
         job: String,
     },
+    /// `Correct`: the outcome about to be told, stored durably first (first one wins).
+    StoreOutcome {
+        /// The job.
+        job: String,
+        /// The outcome.
+        outcome: JobState,
+    },
+    /// `Correct`: a read of the job's durable outcome (after losing the store, or before
+    /// starting over a job whose record is gone).
+    ReadOutcome {
+        /// The job.
+        job: String,
+    },
 }
 
 impl JobTag {
@@ -40,6 +53,10 @@ impl JobTag {
     pub const TO_TIMED_OUT: TagKind = TagKind::new("job-to-timed-out");
     /// [`JobTag::Read`].
     pub const READ: TagKind = TagKind::new("job-read");
+    /// [`JobTag::StoreOutcome`].
+    pub const STORE_OUTCOME: TagKind = TagKind::new("job-store-outcome");
+    /// [`JobTag::ReadOutcome`].
+    pub const READ_OUTCOME: TagKind = TagKind::new("job-read-outcome");
 
     /// The kind of a transition to `to`.
     pub fn to_kind(to: JobState) -> TagKind {
@@ -59,6 +76,8 @@ impl FamilyTag for JobTag {
         match self {
             JobTag::Transition { to, .. } => JobTag::to_kind(*to),
             JobTag::Read { .. } => JobTag::READ,
+            JobTag::StoreOutcome { .. } => JobTag::STORE_OUTCOME,
+            JobTag::ReadOutcome { .. } => JobTag::READ_OUTCOME,
         }
     }
 }
@@ -81,6 +100,19 @@ pub enum JobNote {
         /// The id of the transition to `dispatched` it followed.
         tx: String,
     },
+    /// `Correct`: about to tell `proposed` (or, `None`, to start over a job whose record was
+    /// gone), the process found `stored`, another outcome, stored durably by `writer`, and
+    /// tells that one instead.
+    Adopted {
+        /// The job.
+        job: String,
+        /// What it would have told (`None`: nothing yet, it would have started the job over).
+        proposed: Option<JobState>,
+        /// The durable outcome it tells.
+        stored: JobState,
+        /// Who stored it.
+        writer: String,
+    },
 }
 
 impl FamilyNote for JobNote {}
@@ -90,6 +122,17 @@ impl fmt::Display for JobNote {
         match self {
             JobNote::Memory { job, state } => write!(f, "holds {job} {} in memory", state.as_str()),
             JobNote::Executed { job, .. } => write!(f, "hands {job} to a node, which runs it"),
+            JobNote::Adopted {
+                job,
+                proposed,
+                stored,
+                writer,
+            } => write!(
+                f,
+                "finds {job}'s outcome {} stored by {writer} and tells it (instead of {})",
+                stored.as_str(),
+                proposed.map_or("starting it over", JobState::as_str)
+            ),
         }
     }
 }
