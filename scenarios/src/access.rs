@@ -404,7 +404,7 @@ fn race_12() -> Race {
         profile: profile_12,
         seed_budget: 200,
         properties: PROPS_12,
-        net: false,
+        net: true,
         build: build_12,
         judge: judge_12,
     }
