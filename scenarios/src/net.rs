@@ -1,6 +1,6 @@
 //! The net world: the races whose entry sets [`Race::net`] (today document 002's R-002-01 ..
-//! R-002-04, document 000's billing, quota and breaker families and its revocation race
-//! R-000-12, and document 004's scheduler) with
+//! R-002-04, document 000's billing, quota and breaker families, its access races R-000-11
+//! and R-000-12 and its affinity race R-000-07, and document 004's scheduler) with
 //! the production async driver (`racelab_adapters::drive`, unchanged) inside a turmoil
 //! network simulation, and any world spec ([`run_net`]). A process' local blocks (one
 //! synchronous block on its host's memory) never cross the network: its store client answers

@@ -1,8 +1,9 @@
 //! The net world: R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
-//! every seed replays to the same trace hash. Document 000's billing, quota, breaker and
-//! revocation (R-000-12, whose local blocks the net world answers in process) families and
+//! every seed replays to the same trace hash. Document 000's billing, quota, breaker, access
+//! (R-000-11, R-000-12, whose local blocks the net world answers in process) and affinity
+//! (R-000-07) races and
 //! document 004's scheduler likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
 //! holding over a seed count per race, replays identical, and the scheduler under scripted
@@ -255,6 +256,8 @@ net_race_tests! {
     r_004_06 => "R-004-06", 60, ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
     r_000_10 => "R-000-10", 100, ["C1", "C2", "C3", "C4"],
     r_000_12 => "R-000-12", 200, ["B1", "B2"],
+    r_000_07 => "R-000-07", 100, ["A1", "A2", "A3", "A4"],
+    r_000_11 => "R-000-11", 100, ["I-PERM"],
 }
 
 /// R-000-12's Buggy instances remember a revoked key in their host's memory (local blocks):

@@ -20,7 +20,7 @@ mod common;
 
 use racelab_adapters::WorldOptions;
 use racelab_core::access::{B1, CACHED_ACROSS_CHANGE, I_PERM};
-use racelab_core::breaker::BREAKER_OPENED;
+use racelab_core::breaker::{BREAKER_OPENED, C4};
 use racelab_core::route::affinity::oracle::{A2, A3, FOREIGN_CLEAR_REFUSED, STALE_WRITE_REFUSED};
 use racelab_scenarios::real::{RealError, run_script_real, runnable_scripts};
 use racelab_scenarios::{Outcome, Race, Variant, catalog, render_timeline};
@@ -91,14 +91,23 @@ fn caught(id: &str, variant: Variant, outcome: &Outcome, property: &str) {
 }
 
 #[test]
-fn breaker_correct_holds_on_real_redis() {
-    let Some(opts) = servers("breaker_correct_holds_on_real_redis") else {
+fn breaker_correct_holds_and_buggy_loses_a_counter_update_on_real_redis() {
+    let Some(opts) =
+        servers("breaker_correct_holds_and_buggy_loses_a_counter_update_on_real_redis")
+    else {
         return;
     };
     // U fails for 2 s under G1's traffic: the breaker opens, probes once per cool-down
     // (the probe token by SET NX PX), closes again; G2 and G3 serve U'.
     let outcome = run("R-000-10", Variant::Correct, "no-fault", &opts);
     holds("R-000-10", &outcome, &[BREAKER_OPENED.name]);
+    // At 500 ms G2 and G3 each see a failure of U at the same instant: the document's
+    // GET/SET of cb:E1:fails loses one on the real server (C4); INCRBY does not.
+    let script = "half-open-stampede";
+    let correct = run("R-000-10", Variant::Correct, script, &opts);
+    holds("R-000-10", &correct, &[BREAKER_OPENED.name]);
+    let buggy = run("R-000-10", Variant::Buggy, script, &opts);
+    caught("R-000-10", Variant::Buggy, &buggy, C4.name);
 }
 
 #[test]
