@@ -41,6 +41,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
 use crate::check::RedisTarget;
+use crate::check_gateway::execute_sql_afresh_after_doubt;
 use crate::driver::{Clock, Completion, Control, DriveEnd, DriverConfig, StoreClient, Stores};
 use crate::fault_plan::FaultOptions;
 use crate::host_memory::HostMemories;
@@ -373,8 +374,8 @@ struct WorldClient {
     host: u32,
     reader: (usize, u32),
     /// The last SQL operation's outcome is unknown (or it never finished): the session is
-    /// replaced before the next one, as in the gateway check (`PgSql` alone keeps a lost
-    /// transaction's session refusing statements until the machine says `ROLLBACK`).
+    /// replaced before the next one, as in the gateway check, the simulated worlds' session
+    /// contract the machines are written for.
     sql_in_doubt: bool,
 }
 
@@ -395,15 +396,14 @@ impl StoreClient for WorldClient {
                 )))
             }
             StoreOp::Sql(_) => {
-                if self.sql_in_doubt {
-                    self.stores.sql = Some(PgSql::lazy(&self.shared.pg_url, &self.shared.schema)?);
-                }
-                // Stays set if this future is dropped (a timeout, a stop).
-                self.sql_in_doubt = true;
-                let r = self.stores.execute(op).await;
-                self.sql_in_doubt =
-                    matches!(&r, Err(e) if !matches!(e, AdapterError::Unreachable { .. }));
-                r
+                let session = (self.shared.pg_url.as_str(), self.shared.schema.as_str());
+                execute_sql_afresh_after_doubt(
+                    &mut self.stores,
+                    &mut self.sql_in_doubt,
+                    session,
+                    op,
+                )
+                .await
             }
             StoreOp::Kv(_) | StoreOp::PubSub(_) | StoreOp::Random(_) => {
                 self.stores.execute(op).await
