@@ -2,7 +2,7 @@
 # Every test of racelab: the workspace's tests (unit, catalog, determinism, tidy, CLI,
 # real-server adapters, regression gate), then the model-checking lanes (loom, madsim),
 # which need their own builds. The last line, pass or fail, counts the real-server tests
-# (adapters/tests) that ran and those skipped because a server was unreachable.
+# (adapters/tests, scenarios/tests/real.rs) that ran and those skipped because a server was unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The conformance tests' generated sequences are reproducible: the same seed every run, so a

@@ -657,15 +657,29 @@ impl StoreClient for GatewayClient<'_> {
         if !matches!(op, StoreOp::Sql(_)) {
             return self.inner.execute(op).await;
         }
-        if self.sql_in_doubt {
-            self.inner.inner.sql = Some(PgSql::lazy(self.pg_url, self.schema)?);
-        }
-        // Stays set if this future is dropped (a timeout, a stop).
-        self.sql_in_doubt = true;
-        let r = self.inner.execute(op).await;
-        self.sql_in_doubt = matches!(&r, Err(e) if !matches!(e, AdapterError::Unreachable { .. }));
-        r
+        let session = (self.pg_url, self.schema);
+        execute_sql_afresh_after_doubt(self.inner.inner, &mut self.sql_in_doubt, session, op).await
     }
+}
+
+/// Executes the SQL operation `op` on `stores` under the simulated worlds' session contract
+/// ([`GatewayClient`]'s): when `in_doubt` (the last SQL operation's outcome is unknown, or it
+/// never finished), the session is replaced by a fresh one on `session` (URL, schema) first;
+/// `in_doubt` is set during the call (so it stays set if the future is dropped) and after an
+/// outcome that may or may not have applied.
+pub(crate) async fn execute_sql_afresh_after_doubt(
+    stores: &mut Stores,
+    in_doubt: &mut bool,
+    session: (&str, &str),
+    op: &StoreOp,
+) -> Result<Reply, AdapterError> {
+    if *in_doubt {
+        stores.sql = Some(PgSql::lazy(session.0, session.1)?);
+    }
+    *in_doubt = true;
+    let r = stores.execute(op).await;
+    *in_doubt = matches!(&r, Err(e) if !matches!(e, AdapterError::Unreachable { .. }));
+    r
 }
 
 /// Shared state of one run.

@@ -20,6 +20,10 @@
 //!   the billing and quota families' oracles. `racelab check-real --protocol gateway`.
 //! - [`bench_gateway`]: `--bench`, the gateway's speed against a ceiling measured in the
 //!   same run (trivial Lua by SHA, trivial one-statement transaction), Buggy and Correct.
+//! - [`run_world`]: any simulated world's [`racelab_sim::explore::WorldSpec`] (a catalog
+//!   race's processes) on real Redis and PostgreSQL with the same driver, no faults, recorded
+//!   as a `Run` for the race's own judge; local blocks answered by [`HostMemories`], upstream
+//!   calls by the [`InProcessProvider`]. `racelab run --world real` runs it.
 //! - [`FaultPlan`]: both checks' faults, each kind at least N times at planned points of
 //!   the run's progress.
 //! - [`Config`]: `RACELAB_REDIS_URL` / `RACELAB_PG_URL` with loopback defaults.
@@ -39,10 +43,12 @@ mod check_gateway;
 mod config;
 mod driver;
 mod fault_plan;
+mod host_memory;
 mod postgres;
 mod provider;
 mod proxy;
 mod queue;
+mod real_world;
 mod recorder;
 mod redis_conn;
 mod redis_kv;
@@ -67,10 +73,12 @@ pub use driver::{
     drive,
 };
 pub use fault_plan::{FaultCounts, FaultKind, FaultOptions, FaultPlan};
+pub use host_memory::HostMemories;
 pub use postgres::PgSql;
 pub use provider::{InProcessProvider, WithProvider};
 pub use proxy::{FaultProxy, ProxyFaults};
 pub use queue::{QueueClock, QueueStatus, RedisQueue, queue_lua};
+pub use real_world::{WORLD_PROCESSES_MAX, WorldOptions, run_world};
 pub use recorder::{ProcessRecorder, Recorder};
 pub use redis_kv::{RedisKv, lua};
 pub use redis_pubsub::RedisPubSub;

@@ -47,7 +47,7 @@ fn race_11() -> Race {
         profile: profile_11,
         seed_budget: 200,
         properties: PROPS_11,
-        net: false,
+        net: true,
         build: build_11,
         judge: judge_11,
     }
@@ -404,7 +404,7 @@ fn race_12() -> Race {
         profile: profile_12,
         seed_budget: 200,
         properties: PROPS_12,
-        net: false,
+        net: true,
         build: build_12,
         judge: judge_12,
     }

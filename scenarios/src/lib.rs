@@ -30,6 +30,7 @@ pub mod net;
 mod parallel;
 mod proxy;
 mod quota;
+pub mod real;
 pub mod report;
 pub mod route_bench;
 mod routing;

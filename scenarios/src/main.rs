@@ -3,9 +3,10 @@
 //! ```text
 //! racelab list [--json]
 //! racelab run RACE... | --all  [--variant V] [--seeds N] [--start-seed S] [--jobs J]
-//!     [--shard K/N] [--time 10m] [--json] [--world explore|net]
+//!     [--shard K/N] [--time 10m] [--json] [--world explore|net|real]
 //! racelab merge FILE... [--json]
-//! racelab replay RACE --variant V (--seed S | --script NAME) [--json] [--world explore|net]
+//! racelab replay RACE --variant V (--seed S | --script NAME) [--json]
+//!     [--world explore|net|real]
 //! racelab report [--out DIR] [--seeds N]
 //! racelab bench [--seeds N] [--repeats R] [--json]
 //! racelab route-bench [--json] [--out DIR]
@@ -88,9 +89,11 @@ enum Command {
         /// One JSON object per line per (race, variant).
         #[arg(long)]
         json: bool,
-        /// Where to run: `explore` (the discrete-event world) or `net` (the production driver
-        /// under turmoil; R-002-01 .. R-002-04, document 000's billing, quota and breaker races
-        /// and document 004's scheduler, random seeds only).
+        /// Where to run: `explore` (the discrete-event world), `net` (the production driver
+        /// under turmoil; R-002-01 .. R-002-04, document 000's billing, quota, breaker and
+        /// revocation races and document 004's scheduler, random seeds only) or `real` (the
+        /// production driver on the real Redis and PostgreSQL of RACELAB_REDIS_URL and
+        /// RACELAB_PG_URL: each seed's workload without faults, Correct only).
         #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
         world: WorldArg,
     },
@@ -136,7 +139,8 @@ enum Command {
         /// One JSON object.
         #[arg(long)]
         json: bool,
-        /// Which world the seed belongs to (`explore` or `net`).
+        /// Which world the seed belongs to (`explore`, `net`, or `real`: real servers, where a
+        /// timeline without scripted steps also runs).
         #[arg(long, value_enum, default_value_t = WorldArg::Explore)]
         world: WorldArg,
         /// Also check the run's Redis keys for linearizability (which keys a failover or a
@@ -312,6 +316,7 @@ fn exploration(
 enum WorldArg {
     Explore,
     Net,
+    Real,
 }
 
 impl From<WorldArg> for World {
@@ -319,6 +324,7 @@ impl From<WorldArg> for World {
         match w {
             WorldArg::Explore => World::Explore,
             WorldArg::Net => World::Net,
+            WorldArg::Real => World::Real,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The net world: the races whose entry sets [`Race::net`] (today document 002's R-002-01 ..
-//! R-002-04, document 000's billing, quota and breaker families and document 004's scheduler) with
+//! R-002-04, document 000's billing, quota and breaker families, its access races R-000-11
+//! and R-000-12 and its affinity race R-000-07, and document 004's scheduler) with
 //! the production async driver (`racelab_adapters::drive`, unchanged) inside a turmoil
-//! network simulation, and any world spec ([`run_net`]). Processes that run local blocks stay
-//! in the explore world.
+//! network simulation, and any world spec ([`run_net`]). A process' local blocks (one
+//! synchronous block on its host's memory) never cross the network: its store client answers
+//! them in process on its host's memory ([`HostMemories`], shared by the processes of a host,
+//! as in the explore world), recorded applied and durable when the client got them.
 //!
 //! Each process of a race's world (for example a terminal `T` and workers `W_A`, `W_B`) is a
 //! turmoil host that runs its core machine with `drive` over `NetClient`, a
@@ -83,8 +86,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use racelab_adapters::{
-    AdapterError, Clock, Completion, Control, DriveEnd, DriverConfig, Observer, ProcessRecorder,
-    Recorder, StoreClient, drive,
+    AdapterError, Clock, Completion, Control, DriveEnd, DriverConfig, HostMemories, Observer,
+    ProcessRecorder, Recorder, StoreClient, drive,
 };
 use racelab_core::{
     Duration, Fault, Machine, Note, OpId, Outgoing, ProcessId, QueueOp, Reply, SqlReply, StoreId,
@@ -338,6 +341,9 @@ struct ProcState {
 struct ProcCtx {
     index: usize,
     name: String,
+    /// Its host, whose memory its local blocks run on.
+    host: u32,
+    memories: HostMemories,
     factory: Factory,
     shared: Rc<RefCell<Shared>>,
     recorder: Recorder,
@@ -443,6 +449,8 @@ struct NetWorld {
     shared: Rc<RefCell<Shared>>,
     stores: Rc<RefCell<Stores>>,
     recorder: Recorder,
+    /// The hosts' memories (local blocks, answered in process).
+    memories: HostMemories,
     planned: Vec<(Timestamp, Planned)>,
     ips: StoreIps,
     time_limit: Timestamp,
@@ -521,6 +529,7 @@ impl NetWorld {
             push: Arc::default(),
         };
         let recorder = Recorder::new();
+        let memories = HostMemories::new(spec.local);
         let shared = Rc::new(RefCell::new(Shared {
             procs: Vec::new(),
             holds: BTreeMap::new(),
@@ -542,6 +551,8 @@ impl NetWorld {
             let ctx = Rc::new(ProcCtx {
                 index,
                 name: p.name.clone(),
+                host: p.host,
+                memories: memories.clone(),
                 factory: p.factory,
                 shared: shared.clone(),
                 recorder: recorder.clone(),
@@ -571,6 +582,7 @@ impl NetWorld {
             shared,
             stores,
             recorder,
+            memories,
             planned: Vec::new(),
             ips,
             time_limit: spec.time_limit,
@@ -972,10 +984,10 @@ impl NetWorld {
         let ended_at = self.now();
         let mut history = self.recorder.history();
         // The client only knows what reached it; the store's apply log says what happened.
-        // A random draw is answered in-process (no store sees it): applied, and durable, when
-        // the client got it, as in the explore world.
+        // A random draw and a local block are answered in-process (no store sees them):
+        // applied, and durable, when the client got them, as in the explore world.
         for op in &mut history.ops {
-            if matches!(op.op, StoreOp::Random(_)) {
+            if matches!(op.op, StoreOp::Random(_) | StoreOp::Local(_)) {
                 op.durable_at = op.applied_at;
                 continue;
             }
@@ -1029,6 +1041,11 @@ impl NetWorld {
         for a in &stores.applied {
             (&a.client, a.op, a.at, &a.reply, a.durable, &a.committed).hash(&mut hasher);
         }
+        let local = self.memories.snapshot();
+        for (host, memory) in &local {
+            host.hash(&mut hasher);
+            memory.hash_memory(&mut hasher);
+        }
         let faults = self.shared.borrow().faults;
         Run {
             trace_hash: hasher.finish(),
@@ -1051,7 +1068,7 @@ impl NetWorld {
             },
             sql_rows,
             history,
-            local: std::collections::BTreeMap::new(),
+            local,
             upstream_usage: stores.upstream.final_usage(),
         }
     }
@@ -1124,6 +1141,8 @@ async fn run_process(ctx: Rc<ProcCtx>) -> turmoil::Result {
         upstream: Conn::new(Host::Started(ctx.ips.upstream.clone())),
         push: Conn::new(Host::Started(ctx.ips.push.clone())),
         random: racelab_core::RandomStream::for_process(ctx.seed, pid(ctx.index).0, incarnation),
+        memories: ctx.memories.clone(),
+        host: ctx.host,
     };
     let mut observer = NetObserver {
         recorder: ctx.recorder.process(
@@ -1257,7 +1276,12 @@ impl<F> NetObserver<F> {
             kind: op.tag.kind(),
             store,
         };
-        let effects = self.ctx.profile.op_faults(&mut self.rng, at, &site);
+        let mut effects = self.ctx.profile.op_faults(&mut self.rng, at, &site);
+        if store == StoreId::Local {
+            // A synchronous block runs without the network: only a crash right after it
+            // applies (as in the explore world).
+            effects.retain(|e| matches!(e, OpEffect::CrashAfterApply { .. }));
+        }
         let mut faults = Vec::new();
         for effect in effects {
             match effect {
@@ -1365,6 +1389,9 @@ struct NetClient {
     push: Conn,
     /// The process's random stream (draws are answered in-process, as in the explore world).
     random: racelab_core::RandomStream,
+    /// The hosts' memories, and this process' host: its local blocks run there, in process.
+    memories: HostMemories,
+    host: u32,
 }
 
 /// Where a connection goes.
@@ -1453,16 +1480,19 @@ impl StoreClient for NetClient {
             incarnation: self.incarnation,
             body: op.clone(),
         };
-        if let StoreOp::Random(draw) = op {
-            return Ok(Reply::Random(self.random.answer(draw)));
+        match op {
+            StoreOp::Random(draw) => return Ok(Reply::Random(self.random.answer(draw))),
+            StoreOp::Local(block) => return self.memories.run(self.host, block),
+            _ => {}
         }
         match op.store() {
             StoreId::Sql => self.sql.call(&req, "SQL").await,
             StoreId::Redis => self.redis.call(&req, "Redis").await,
             StoreId::Upstream => self.upstream.call(&req, "upstream").await,
             StoreId::Push => self.push.call(&req, "push balancer").await,
+            // Answered above: a local block never crosses the network.
             StoreId::Local => Err(AdapterError::InvalidInput(format!(
-                "the net world runs no local blocks, not {op}"
+                "{op} is answered in process"
             ))),
         }
     }

@@ -46,7 +46,7 @@ pub(crate) fn races() -> Vec<Race> {
             profile: profile_07,
             seed_budget: 300,
             properties: PROPS_07,
-            net: false,
+            net: true,
             build: build_07,
             judge: judge_07,
         },

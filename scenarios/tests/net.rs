@@ -1,7 +1,9 @@
 //! The net world: R-002-01 .. R-002-04 with the production async driver inside
 //! turmoil. The Buggy variants are found within the asserted seed budget, the Correct
 //! variants hold for 1,000 seeds each (with faults injected and protections exercised), and
-//! every seed replays to the same trace hash. Document 000's billing, quota and breaker families and
+//! every seed replays to the same trace hash. Document 000's billing, quota, breaker, access
+//! (R-000-11, R-000-12, whose local blocks the net world answers in process) and affinity
+//! (R-000-07) races and
 //! document 004's scheduler likewise: the failing variants found within
 //! the budget naming the property the explore world's tests name, the Correct variants
 //! holding over a seed count per race, replays identical, and the scheduler under scripted
@@ -253,6 +255,54 @@ net_race_tests! {
     r_004_03 => "R-004-03", 60, ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", 60, ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
     r_000_10 => "R-000-10", 100, ["C1", "C2", "C3", "C4"],
+    r_000_12 => "R-000-12", 200, ["B1", "B2"],
+    r_000_07 => "R-000-07", 100, ["A1", "A2", "A3", "A4"],
+    r_000_11 => "R-000-11", 100, ["I-PERM"],
+}
+
+/// R-000-12's Buggy instances remember a revoked key in their host's memory (local blocks):
+/// the net world answers those in process, on the memory the host's processes share, each
+/// recorded applied and durable when the client got it, numbered in one order, and the
+/// hosts' memories are the run's end state.
+#[test]
+fn local_blocks_run_in_process_on_the_hosts_memory_in_the_net_world() {
+    use racelab_core::access::KeyMemory;
+    use racelab_core::{Reply, StoreOp};
+    let race = race("R-000-12");
+    let outcome = run_seed_net(&race, Variant::Buggy, 0).unwrap_or_else(|e| panic!("{e}"));
+    let blocks: Vec<_> = outcome
+        .run
+        .history
+        .ops
+        .iter()
+        .filter(|o| matches!(o.op, StoreOp::Local(_)))
+        .collect();
+    assert!(!blocks.is_empty(), "Buggy's instances run local blocks");
+    let mut seqs = Vec::new();
+    for b in &blocks {
+        let Some(Reply::Local(reply)) = &b.result else {
+            panic!("a local block answered in process: {b:?}");
+        };
+        assert_eq!(b.applied_at, b.completed_at, "{b:?}");
+        assert_eq!(b.durable_at, b.applied_at, "{b:?}");
+        seqs.push(reply.seq);
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        seqs.len(),
+        "each block has its own number: {seqs:?}"
+    );
+    assert!(
+        outcome
+            .run
+            .local
+            .values()
+            .any(|m| m.get::<KeyMemory>().is_some()),
+        "the hosts' memories are the run's end state"
+    );
 }
 
 /// Document 002's races, eight seeds each (the other families' detected seeds and last

@@ -1,5 +1,6 @@
-//! `racelab replay`: re-runs one seed (in either world) or one scripted timeline (explore world
-//! only) and prints its timeline, verdict, trace hash and replay command.
+//! `racelab replay`: re-runs one seed (in any world) or one scripted timeline (explore world;
+//! the real world runs those without scripted steps) and prints its timeline, verdict, trace
+//! hash and replay command.
 
 use std::process::ExitCode;
 
@@ -46,6 +47,31 @@ pub(crate) fn replay(
                 return ExitCode::from(2);
             }
         },
+        (None, None) => {
+            eprintln!("error: pass --seed S or --script NAME");
+            return ExitCode::from(2);
+        }
+        (None, Some(name)) if world == World::Real => {
+            match World::run_real_script(race, variant, name) {
+                Ok(outcome) => {
+                    // The timeline exists: the run found it.
+                    let command = (race.scripts)()
+                        .iter()
+                        .find(|s| s.name == name)
+                        .map(|s| replay_script_command(race, s, variant))
+                        .unwrap_or_default();
+                    (
+                        outcome,
+                        format!("{command} --world real"),
+                        format!("timeline {name}, real servers"),
+                    )
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         (None, _) if !world.runs_scripts() => {
             eprintln!(
                 "error: the net world replays seeds (--seed S); scripted timelines run with \
@@ -69,10 +95,6 @@ pub(crate) fn replay(
                 replay_script_command(race, s, variant),
                 format!("timeline {name}"),
             )
-        }
-        (None, None) => {
-            eprintln!("error: pass --seed S or --script NAME");
-            return ExitCode::from(2);
         }
     };
     let shown = Shown {

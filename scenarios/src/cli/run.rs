@@ -79,6 +79,13 @@ pub(crate) fn run(
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if let Some(e) = variants
+        .iter()
+        .find_map(|v| world.check_sweep(*v, seeds.profile).err())
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let (start, count) = match seeds.range() {
         Ok(r) => r,
         Err(e) => {

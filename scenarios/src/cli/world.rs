@@ -1,8 +1,30 @@
 //! The world a `run` or `replay` happens in: one code path per command, with the world as a
 //! parameter.
 
+use racelab_adapters::{Config, WorldOptions};
 use racelab_scenarios::net::{self, NetError};
+use racelab_scenarios::real::{self, RealError};
 use racelab_scenarios::{Outcome, Profile, Race, Script, Sweep, SweepPlan, Variant};
+
+/// Why a world cannot run what was asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorldError {
+    /// The net world's refusal or failure.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The real world's refusal or failure.
+    #[error(transparent)]
+    Real(#[from] RealError),
+    /// The real world judges Correct only: with no faults, a Buggy variant's expected
+    /// failure is not expected there.
+    #[error(
+        "the real world runs no faults, so a sweep there can only check that {variant} holds,          which only Correct promises: use --variant correct (any variant's timeline runs with          `racelab replay RACE --variant V --script NAME --world real`)"
+    )]
+    RealVariant {
+        /// The variant asked for.
+        variant: String,
+    },
+}
 
 /// Where a race runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,18 +34,50 @@ pub(crate) enum World {
     /// The production driver under turmoil (`racelab_scenarios::net`): random seeds of the
     /// races `net::net_races` lists only.
     Net,
+    /// The production driver on the real Redis and PostgreSQL of `RACELAB_REDIS_URL` and
+    /// `RACELAB_PG_URL` (`racelab_scenarios::real`): a seed's workload with no faults, or a
+    /// timeline without scripted steps (`replay --script`); Correct only in `run`.
+    Real,
 }
 
 impl World {
     /// `Ok` if `race` runs in this world; otherwise why not.
-    pub(crate) fn check(self, race: &Race) -> Result<(), NetError> {
+    pub(crate) fn check(self, race: &Race) -> Result<(), WorldError> {
         match self {
             World::Net if !net::supports(race) => Err(NetError::Unsupported {
                 race: race.id.to_string(),
                 supported: net::net_races().join(", "),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Ok` if a sweep of `variant` under `profile` can be judged in this world; otherwise
+    /// why not.
+    pub(crate) fn check_sweep(self, variant: Variant, profile: Profile) -> Result<(), WorldError> {
+        match self {
+            World::Real if profile != Profile::Race => Err(RealError::NoProfile.into()),
+            World::Real if variant != Variant::Correct => Err(WorldError::RealVariant {
+                variant: variant.as_str().to_string(),
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Runs the timeline `script` of `race` in the real world (the other worlds run scripts
+    /// through the catalog's `run_script`).
+    pub(crate) fn run_real_script(
+        race: &Race,
+        variant: Variant,
+        script: &str,
+    ) -> Result<Outcome, WorldError> {
+        Ok(real::run_script_real(
+            race,
+            variant,
+            script,
+            &WorldOptions::new(&Config::from_env(), 1),
+        )?)
     }
 
     /// Whether this world runs scripted timelines (the net world runs seeds only).
@@ -47,10 +101,17 @@ impl World {
         variant: Variant,
         seed: u64,
         profile: Profile,
-    ) -> Result<Outcome, NetError> {
+    ) -> Result<Outcome, WorldError> {
         match self {
             World::Explore => Ok(racelab_scenarios::run_seed_in(race, variant, seed, profile)),
-            World::Net => net::run_seed_net_in(race, variant, seed, profile),
+            World::Net => Ok(net::run_seed_net_in(race, variant, seed, profile)?),
+            World::Real => Ok(real::run_seed_real(
+                race,
+                variant,
+                seed,
+                profile,
+                &WorldOptions::new(&Config::from_env(), seed),
+            )?),
         }
     }
 
@@ -61,10 +122,18 @@ impl World {
         variant: Variant,
         plan: SweepPlan,
         progress: impl FnMut(u64),
-    ) -> Result<Sweep, NetError> {
+    ) -> Result<Sweep, WorldError> {
         match self {
             World::Explore => Ok(racelab_scenarios::sweep_plan(race, variant, plan, progress)),
-            World::Net => net::sweep_plan_net(race, variant, plan, progress),
+            World::Net => Ok(net::sweep_plan_net(race, variant, plan, progress)?),
+            World::Real => {
+                let opts = WorldOptions::new(&Config::from_env(), 0);
+                let run = |seed| {
+                    real::run_seed_real(race, variant, seed, plan.profile, &opts)
+                        .map_err(WorldError::from)
+                };
+                racelab_scenarios::sweep_seeds(race, plan, run, progress)
+            }
         }
     }
 
@@ -79,6 +148,11 @@ impl World {
         match self {
             World::Explore => racelab_scenarios::replay_command_in(race, variant, seed, profile),
             World::Net => net::replay_command_net_in(race, variant, seed, profile),
+            // The same workload again; the servers' timing is not replayed.
+            World::Real => format!(
+                "{} --world real",
+                racelab_scenarios::replay_command_in(race, variant, seed, profile)
+            ),
         }
     }
 
@@ -87,6 +161,11 @@ impl World {
         match self {
             World::Explore => format!("{} {}:", race.id, variant.as_str()),
             World::Net => format!("{} {} (net world):", race.id, variant.as_str()),
+            World::Real => format!(
+                "{} {} (real servers, no faults):",
+                race.id,
+                variant.as_str()
+            ),
         }
     }
 
@@ -95,6 +174,10 @@ impl World {
         match self {
             World::Explore => "race matrix (random sweep; failures / seeds, expected):",
             World::Net => "race matrix (net world, random sweep; failures / seeds, expected):",
+            World::Real => {
+                "race matrix (real servers, seeds' workloads without faults; failures / seeds, \
+                 expected):"
+            }
         }
     }
 
@@ -103,6 +186,7 @@ impl World {
         match self {
             World::Explore => format!("seed {seed}"),
             World::Net => format!("seed {seed}, net world"),
+            World::Real => format!("seed {seed}'s workload, real servers"),
         }
     }
 
@@ -110,7 +194,7 @@ impl World {
     pub(crate) fn progress_template(self) -> &'static str {
         match self {
             World::Explore => "{msg:<18} [{bar:40}] {pos}/{len} seeds (eta {eta})",
-            World::Net => "{msg:<22} [{bar:40}] {pos}/{len} seeds (eta {eta})",
+            World::Net | World::Real => "{msg:<22} [{bar:40}] {pos}/{len} seeds (eta {eta})",
         }
     }
 
@@ -119,6 +203,7 @@ impl World {
         match self {
             World::Explore => format!("{} {}", race.id, variant.as_str()),
             World::Net => format!("{} {} (net)", race.id, variant.as_str()),
+            World::Real => format!("{} {} (real)", race.id, variant.as_str()),
         }
     }
 }
