@@ -18,7 +18,10 @@ pub(crate) enum WorldError {
     /// The real world judges Correct only: with no faults, a Buggy variant's expected
     /// failure is not expected there.
     #[error(
-        "the real world runs no faults, so a sweep there can only check that {variant} holds,          which only Correct promises: use --variant correct (any variant's timeline runs with          `racelab replay RACE --variant V --script NAME --world real`)"
+        "the real world injects no faults, so a sweep of {variant} there could only check \
+         that it holds: use --variant correct, the variant every race promises to hold (any \
+         variant's timeline runs with `racelab replay RACE --variant V --script NAME --world \
+         real`)"
     )]
     RealVariant {
         /// The variant asked for.
