@@ -35,6 +35,7 @@ pub mod route_bench;
 mod routing;
 mod scheduler;
 mod scheduler_rollout;
+mod scheduler_ws;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +63,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(session::races());
     races.extend(routing::races());
     races.extend(breaker::races());
+    races.extend(scheduler_ws::races());
     races
 }
 
