@@ -956,11 +956,12 @@ impl Machine for WsScheduler {
                         self.open.insert(conn);
                     }
                     PushReply::Message { conn, payload } => {
-                        if self.mode == WsMode::Durable && !self.watch.contains_key(&conn) {
-                            if let Some(client) = payload.split(' ').nth(1) {
-                                self.watch
-                                    .insert(conn, (client.to_string(), BTreeSet::new()));
-                            }
+                        if self.mode == WsMode::Durable
+                            && !self.watch.contains_key(&conn)
+                            && let Some(client) = payload.split(' ').nth(1)
+                        {
+                            self.watch
+                                .insert(conn, (client.to_string(), BTreeSet::new()));
                         }
                         self.message(conn, &payload);
                     }
@@ -1342,12 +1343,8 @@ pub fn ws_coverage(history: &History, verdict: &mut Verdict) {
     for op in &history.ops {
         match (op.tag.get::<WsTag>(), &op.result) {
             (Some(WsTag::Connect), Some(Reply::Push(PushReply::Connected { peer, .. }))) => {
-                if last_peer
-                    .insert(op.process, *peer)
-                    .is_some_and(|p| p != *peer)
-                {
-                    moved += 1;
-                }
+                let before = last_peer.insert(op.process, *peer);
+                moved += u64::from(before.is_some_and(|p| p != *peer));
             }
             (Some(WsTag::Record { .. }), Some(Reply::Sql(SqlReply::Rows(rows))))
                 if rows.is_empty()
@@ -1376,12 +1373,8 @@ pub fn ws_coverage(history: &History, verdict: &mut Verdict) {
                 conn,
                 ..
             } => {
-                if accepted_on
-                    .get(&(client, request))
-                    .is_some_and(|c| c != conn)
-                {
-                    replayed += 1;
-                }
+                let first = accepted_on.get(&(client, request));
+                replayed += u64::from(first.is_some_and(|c| c != conn));
             }
             _ => {}
         }
