@@ -16,6 +16,7 @@
 
 mod common;
 
+use racelab_core::scheduler::ws::WS_JOBS;
 use racelab_core::workorder::{APPLIED_SCANS, UPDATE_LOG, WORK_ORDERS};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -610,7 +611,7 @@ impl Ctx {
             model.execute(*session, &SqlOp::Rollback);
             self.exec(s, &SqlOp::Rollback).await?;
         }
-        for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG] {
+        for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG, WS_JOBS] {
             let all = SqlOp::Exec(SqlStmt::scan(table, Cond::True));
             let real = match self.exec(0, &all).await? {
                 SqlReply::Rows(rows) => rows,
@@ -1171,6 +1172,266 @@ fn a_deadlock_fails_the_first_waiter_with_40p01() {
             .await
             .expect("dropping the test's schema");
     });
+}
+
+/// R-004-07's statements on `ws_jobs` (its machines' seven shapes over three job keys, two
+/// clients and two nodes), generated into two-session sequences with transaction control.
+fn ws_jobs_op() -> impl Strategy<Value = (usize, SqlOp)> {
+    let t = |v: &str| Value::Text(v.into());
+    let key = prop_oneof![Just("S1-0-1"), Just("C:J1"), Just("C2:J1")];
+    let who = prop_oneof![Just("N1"), Just("N2")];
+    let claimable = move |node: &str| {
+        Cond::Or(vec![
+            Cond::cmp("state", CmpOp::Eq, t("queued")),
+            Cond::And(vec![
+                Cond::cmp("state", CmpOp::Eq, t("running")),
+                Cond::cmp("node", CmpOp::Eq, t(node)),
+            ]),
+        ])
+    };
+    let row = move |k: &str| {
+        Row::from([
+            ("client".to_string(), t(k.split(':').next().unwrap_or("C"))),
+            ("request".to_string(), t("J1")),
+            ("owner".to_string(), t("S1")),
+            ("state".to_string(), t("queued")),
+        ])
+    };
+    let set = move |a: &str, b: &str, c: &str, d: &str| {
+        vec![
+            Assign::Set {
+                column: a.into(),
+                value: t(b),
+            },
+            Assign::Set {
+                column: c.into(),
+                value: t(d),
+            },
+        ]
+    };
+    let stmt = prop_oneof![
+        2 => key.clone().prop_map(move |k| SqlStmt::Insert { table: WS_JOBS, key: k.into(), row: row(k) }),
+        3 => key.clone().prop_map(move |k| SqlStmt::Upsert {
+            table: WS_JOBS,
+            key: k.into(),
+            row: row(k),
+            on_conflict: OnConflict::DoNothing,
+        }),
+        2 => who.clone().prop_map(move |n| SqlStmt::scan(WS_JOBS, claimable(n)).limit(1)),
+        3 => (key.clone(), who.clone()).prop_map(move |(k, n)| SqlStmt::Update {
+            table: WS_JOBS,
+            key: k.into(),
+            guard: claimable(n),
+            set: set("state", "running", "node", n),
+        }),
+        2 => (key, who).prop_map(move |(k, n)| SqlStmt::Update {
+            table: WS_JOBS,
+            key: k.into(),
+            guard: Cond::cmp("node", CmpOp::Eq, t(n)),
+            set: set("state", "done", "result", &format!("r-{k}")),
+        }),
+        1 => Just(SqlStmt::scan(WS_JOBS, Cond::And(vec![
+            Cond::cmp("owner", CmpOp::Eq, t("S1")),
+            Cond::cmp("state", CmpOp::Eq, t("done")),
+        ]))),
+        1 => Just(SqlStmt::scan(WS_JOBS, Cond::And(vec![
+            Cond::cmp("state", CmpOp::Eq, t("done")),
+            Cond::Or(vec![
+                Cond::cmp("client", CmpOp::Eq, t("C")),
+                Cond::cmp("client", CmpOp::Eq, t("C2")),
+            ]),
+        ]))),
+    ];
+    let op = prop_oneof![
+        8 => stmt.prop_map(SqlOp::Exec),
+        2 => Just(SqlOp::Begin),
+        1 => Just(SqlOp::Commit),
+        1 => Just(SqlOp::Rollback),
+    ];
+    (0usize..2, op)
+}
+
+#[test]
+fn ws_jobs_generated_sequences_agree_with_the_model() {
+    let rt = common::runtime();
+    let Some((ctx, _schema)) = rt.block_on(connect("ws_jobs generated")) else {
+        return;
+    };
+    let ctx = RefCell::new(ctx);
+    let mut runner = TestRunner::new(PropConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
+    let result = runner.run(&prop::collection::vec(ws_jobs_op(), 1..14), |ops| {
+        rt.block_on(ctx.borrow_mut().check(false, &ops))
+            .map_err(TestCaseError::fail)
+    });
+    let mut ctx = ctx.into_inner();
+    let dropped = match ctx.session(0) {
+        Ok(pg) => rt.block_on(pg.drop_schema()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        panic!(
+            "ws_jobs conformance failed (a difference is a bug in the model or the adapter):\n{e}"
+        );
+    }
+    dropped.expect("dropping the test's schema");
+    let seen = &ctx.seen;
+    assert!(
+        seen.parked >= 5 && seen.unique_violations >= 5 && seen.committed_writes >= 5,
+        "the generated ws_jobs sequences did not exercise enough: {seen:?}"
+    );
+    eprintln!("ws_jobs conformance exercised: {seen:?}");
+}
+
+/// R-004-07's statements on `ws_jobs`, as its machines send them: the in-memory instance's
+/// insert (a duplicate violates), Correct's insert-if-absent (the second finds the job and
+/// returns nothing), the node's scan and claim of a queued job (or one it claimed before),
+/// a second claim waiting for the first and re-checking its guard, the finish, and both
+/// instances' result polls.
+#[test]
+fn ws_jobs_statements_agree_with_the_model() {
+    let rt = common::runtime();
+    let Some((mut ctx, _schema)) = rt.block_on(connect("ws_jobs statements")) else {
+        return;
+    };
+    let t = |v: &str| Value::Text(v.into());
+    let job_row = |client: &str, request: &str, owner: &str| {
+        Row::from([
+            ("client".to_string(), t(client)),
+            ("request".to_string(), t(request)),
+            ("owner".to_string(), t(owner)),
+            ("state".to_string(), t("queued")),
+        ])
+    };
+    let insert = SqlOp::Exec(SqlStmt::Insert {
+        table: WS_JOBS,
+        key: "S1-0-1".into(),
+        row: job_row("C", "J1", "S1"),
+    });
+    let upsert = SqlOp::Exec(SqlStmt::Upsert {
+        table: WS_JOBS,
+        key: "C:J1".into(),
+        row: job_row("C", "J1", "S2"),
+        on_conflict: OnConflict::DoNothing,
+    });
+    let claimable = Cond::Or(vec![
+        Cond::cmp("state", CmpOp::Eq, t("queued")),
+        Cond::And(vec![
+            Cond::cmp("state", CmpOp::Eq, t("running")),
+            Cond::cmp("node", CmpOp::Eq, t("N1")),
+        ]),
+    ]);
+    let scan = SqlOp::Exec(SqlStmt::scan(WS_JOBS, claimable.clone()).limit(1));
+    let claim = |key: &str| {
+        SqlOp::Exec(SqlStmt::Update {
+            table: WS_JOBS,
+            key: key.into(),
+            guard: claimable.clone(),
+            set: vec![
+                Assign::Set {
+                    column: "state".into(),
+                    value: t("running"),
+                },
+                Assign::Set {
+                    column: "node".into(),
+                    value: t("N1"),
+                },
+            ],
+        })
+    };
+    let finish = |key: &str| {
+        SqlOp::Exec(SqlStmt::Update {
+            table: WS_JOBS,
+            key: key.into(),
+            guard: Cond::cmp("node", CmpOp::Eq, t("N1")),
+            set: vec![
+                Assign::Set {
+                    column: "state".into(),
+                    value: t("done"),
+                },
+                Assign::Set {
+                    column: "result".into(),
+                    value: t(&format!("r-{key}")),
+                },
+            ],
+        })
+    };
+    let poll_owner = SqlOp::Exec(SqlStmt::scan(
+        WS_JOBS,
+        Cond::And(vec![
+            Cond::cmp("owner", CmpOp::Eq, t("S1")),
+            Cond::cmp("state", CmpOp::Eq, t("done")),
+        ]),
+    ));
+    let poll_clients = SqlOp::Exec(SqlStmt::scan(
+        WS_JOBS,
+        Cond::And(vec![
+            Cond::cmp("state", CmpOp::Eq, t("done")),
+            Cond::Or(vec![
+                Cond::cmp("client", CmpOp::Eq, t("C")),
+                Cond::cmp("client", CmpOp::Eq, t("C2")),
+            ]),
+        ]),
+    ));
+    let cases: Vec<(&str, Vec<(usize, SqlOp)>)> = vec![
+        (
+            "insert, duplicate insert, insert-if-absent twice",
+            vec![
+                (0, insert.clone()),
+                (1, insert.clone()),
+                (0, upsert.clone()),
+                (1, upsert.clone()),
+            ],
+        ),
+        (
+            "scan, claim, claim again, finish, polls",
+            vec![
+                (0, insert.clone()),
+                (1, upsert.clone()),
+                (0, scan.clone()),
+                (0, claim("C:J1")),
+                (0, claim("C:J1")),
+                (0, scan.clone()),
+                (1, poll_clients.clone()),
+                (0, finish("C:J1")),
+                (0, finish("C:J1")),
+                (1, poll_clients.clone()),
+                (0, claim("S1-0-1")),
+                (0, finish("S1-0-1")),
+                (1, poll_owner.clone()),
+                (0, scan.clone()),
+            ],
+        ),
+        (
+            "a claim waits for a claim in flight and re-checks its guard",
+            vec![
+                (0, upsert.clone()),
+                (0, SqlOp::Begin),
+                (0, claim("C:J1")),
+                (1, claim("C:J1")),
+                (0, SqlOp::Commit),
+                (1, finish("C:J1")),
+            ],
+        ),
+        (
+            "an insert-if-absent waits for an uncommitted insert of the job",
+            vec![
+                (0, SqlOp::Begin),
+                (0, upsert.clone()),
+                (1, upsert.clone()),
+                (0, SqlOp::Commit),
+            ],
+        ),
+    ];
+    for (name, ops) in cases {
+        let r = rt.block_on(ctx.check(false, &ops));
+        assert!(r.is_ok(), "ws_jobs case `{name}`: {}", r.unwrap_err());
+    }
+    rt.block_on(async { ctx.session(0).expect("idle").drop_schema().await })
+        .expect("dropping the test's schema");
 }
 
 /// R-004-05's durable outcomes (`core::scheduler::jobfsm::{store_outcome, read_outcome}`),

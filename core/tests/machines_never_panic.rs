@@ -47,6 +47,7 @@ use racelab_core::scheduler::jobfsm::{Finalize, FsmConfig, JobScheduler, JobSpec
 use racelab_core::scheduler::rollout::{
     Config as RolloutConfig, Publisher, Rollout, RolloutNode, TtlSource,
 };
+use racelab_core::scheduler::ws::{WsClient, WsMode, WsNode, WsScheduler};
 use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
@@ -675,6 +676,9 @@ enum Kind {
     RolloutPublisher(u64),
     JobSubmitter(Vec<JobSpec>),
     JobFinalizer(Vec<JobSpec>, Finalize),
+    WsClient(Vec<(String, Timestamp)>),
+    WsScheduler,
+    WsNode(Duration),
 }
 
 impl Kind {
@@ -793,6 +797,9 @@ impl Kind {
                 jobs,
                 finalize,
             )),
+            Kind::WsClient(jobs) => Box::new(WsClient::new("C", &jobs)),
+            Kind::WsScheduler => Box::new(WsScheduler::new("S1", WsMode::of(variant))),
+            Kind::WsNode(length) => Box::new(WsNode::new("N1", length)),
         }
     }
 }
@@ -1517,5 +1524,20 @@ fn breaker_instances_never_panic() {
             prop::collection::vec((at, 0u32..4), 0..6),
         )
             .prop_map(|(i, inc, plan)| Kind::Breaker(i, inc, plan))
+    });
+}
+
+#[test]
+fn ws_clients_schedulers_and_nodes_never_panic() {
+    check(false, |_| {
+        prop_oneof![
+            prop::collection::vec(
+                (text(), millis(30_000).prop_map(|d| Timestamp::ZERO + d)),
+                0..4
+            )
+            .prop_map(Kind::WsClient),
+            Just(Kind::WsScheduler),
+            millis(10_000).prop_map(Kind::WsNode),
+        ]
     });
 }

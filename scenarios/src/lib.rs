@@ -37,6 +37,7 @@ mod routing;
 mod scheduler;
 mod scheduler_jobs;
 mod scheduler_rollout;
+mod scheduler_ws;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(routing::races());
     races.extend(breaker::races());
     races.extend(scheduler_jobs::races());
+    races.extend(scheduler_ws::races());
     races
 }
 

@@ -26,6 +26,10 @@
 //! no binding TTL, the job FSM in Redis, the finalize and the result each a compare-and-set
 //! on the job's state, so only the first terminal transition wins.
 //!
+//! R-004-07 ([`ws`]): the client's WebSocket connection held in scheduler memory against job
+//! ownership by a client-supplied id with results kept by job id in SQL and replayed on
+//! reconnect.
+//!
 //! Every script is one atomic step ([`scripts`]); TTLs are `ARGV` from [`NodeConfig`]. A
 //! [`Node`] registers, heartbeats, polls the jobs bound to it and runs each for the job's
 //! duration before reporting its result; a [`Dispatcher`] submits its jobs at their times
@@ -49,6 +53,7 @@ mod oracle;
 pub mod rollout;
 pub mod scripts;
 mod tag;
+pub mod ws;
 
 pub use oracle::{
     B1, DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, I_JOB_NOTIFIED, J2, J3, L2, LATE_RESULT,

@@ -2,6 +2,12 @@
 //! which service, the open connections, and each endpoint's queue of events (accepted
 //! connections, messages in the order they were sent, closures). An endpoint is a process in
 //! one incarnation: a restarted process starts with no connection and no listener.
+//!
+//! The balancer picks a listener in one of two modes ([`PushHub::new`]): least connections,
+//! or sticky (the load balancer's WebSocket session persistence, R-004-07): a process that
+//! connected before is sent back to the listener process it last reached while that process
+//! listens and is reachable (a restarted listener counts: session persistence knows an
+//! address, not what the instance remembers), and otherwise to the least-loaded one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -23,11 +29,25 @@ pub(crate) struct PushHub {
     listeners: BTreeMap<String, BTreeSet<Endpoint>>,
     conns: BTreeMap<u64, Conn>,
     inbox: BTreeMap<Endpoint, VecDeque<PushReply>>,
-    /// Endpoints cut off from the balancer (partitioned): no new connection reaches them.
+    /// Endpoints cut off from the balancer (partitioned): no new connection reaches them,
+    /// and none leaves them.
     cut: BTreeSet<usize>,
+    /// Session persistence on (see the module's docs).
+    sticky: bool,
+    /// Sticky mode: the listener process each connecting process last reached.
+    last: BTreeMap<usize, usize>,
 }
 
 impl PushHub {
+    /// A balancer with no listener; `sticky`: session persistence instead of least
+    /// connections alone.
+    pub(crate) fn new(sticky: bool) -> PushHub {
+        PushHub {
+            sticky,
+            ..PushHub::default()
+        }
+    }
+
     pub(crate) fn listen(&mut self, ep: Endpoint, service: &str) -> PushReply {
         self.listeners
             .entry(service.to_string())
@@ -36,30 +56,46 @@ impl PushHub {
         PushReply::Listening
     }
 
-    /// Connects `ep` to the reachable listener of `service` with the fewest open connections.
+    /// Connects `ep` to the reachable listener of `service` with the fewest open connections
+    /// (sticky mode: to the listener process `ep`'s process last reached, if it is still a
+    /// reachable listener). A process cut off from the balancer reaches nothing.
     pub(crate) fn connect(
         &mut self,
         ep: Endpoint,
         service: &str,
         pid: impl Fn(usize) -> ProcessId,
     ) -> PushReply {
+        if self.cut.contains(&ep.0) {
+            return PushReply::Refused;
+        }
+        let reachable = |l: &&Endpoint| !self.cut.contains(&l.0);
+        let sticky = self.last.get(&ep.0).filter(|_| self.sticky).and_then(|to| {
+            self.listeners
+                .get(service)
+                .into_iter()
+                .flatten()
+                .filter(reachable)
+                .find(|l| l.0 == *to)
+                .copied()
+        });
         let open_at = |l: &Endpoint| {
             self.conns
                 .values()
                 .filter(|c| c.open && c.ends[1] == *l)
                 .count()
         };
-        let Some(listener) = self
-            .listeners
-            .get(service)
-            .into_iter()
-            .flatten()
-            .filter(|l| !self.cut.contains(&l.0))
-            .min_by_key(|l| (open_at(l), **l))
-            .copied()
-        else {
+        let Some(listener) = sticky.or_else(|| {
+            self.listeners
+                .get(service)
+                .into_iter()
+                .flatten()
+                .filter(reachable)
+                .min_by_key(|l| (open_at(l), **l))
+                .copied()
+        }) else {
             return PushReply::Refused;
         };
+        self.last.insert(ep.0, listener.0);
         let id = self.conns.len() as u64 + 1;
         self.conns.insert(
             id,
@@ -171,5 +207,93 @@ impl PushHub {
         } else {
             self.cut.remove(&p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(i: usize) -> ProcessId {
+        ProcessId(u16::try_from(i).unwrap_or(u16::MAX))
+    }
+
+    fn peer(reply: &PushReply) -> Option<ProcessId> {
+        match reply {
+            PushReply::Connected { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    /// Two listeners (processes 0 and 1), and client 2 connected to listener 0.
+    fn two_listeners(sticky: bool) -> (PushHub, ConnId) {
+        let mut hub = PushHub::new(sticky);
+        hub.listen((0, 0), "s");
+        hub.listen((1, 0), "s");
+        let PushReply::Connected { conn, peer } = hub.connect((2, 0), "s", pid) else {
+            panic!("connects");
+        };
+        assert_eq!(peer, pid(0), "the lowest process on a tie");
+        (hub, conn)
+    }
+
+    #[test]
+    fn least_connections_picks_the_listener_with_the_fewest_open() {
+        let (mut hub, conn) = two_listeners(false);
+        assert_eq!(peer(&hub.connect((3, 0), "s", pid)), Some(pid(1)));
+        assert_eq!(peer(&hub.connect((4, 0), "s", pid)), Some(pid(0)));
+        // Client 2 leaves listener 0 and comes back: listener 0 holds one (client 4),
+        // listener 1 one (client 3): the tie rule, not where client 2 was.
+        hub.close((2, 0), conn);
+        assert_eq!(peer(&hub.connect((5, 0), "s", pid)), Some(pid(0)));
+        assert_eq!(peer(&hub.connect((2, 0), "s", pid)), Some(pid(1)));
+    }
+
+    #[test]
+    fn sticky_returns_to_the_last_listener_while_it_is_reachable() {
+        let (mut hub, conn) = two_listeners(true);
+        assert_eq!(peer(&hub.connect((4, 0), "s", pid)), Some(pid(1)));
+        hub.close((2, 0), conn);
+        assert_eq!(peer(&hub.connect((5, 0), "s", pid)), Some(pid(0)));
+        assert_eq!(peer(&hub.connect((6, 0), "s", pid)), Some(pid(0)));
+        // Listener 0 holds two, listener 1 one: client 2 still goes back to 0.
+        assert_eq!(peer(&hub.connect((2, 0), "s", pid)), Some(pid(0)));
+        // Listener 0 cut off: client 2 goes to listener 1, and stays there once 0 is back
+        // (0 now holds nothing, 1 holds two).
+        hub.set_cut(0, true);
+        assert_eq!(peer(&hub.connect((2, 0), "s", pid)), Some(pid(1)));
+        hub.set_cut(0, false);
+        assert_eq!(peer(&hub.connect((2, 0), "s", pid)), Some(pid(1)));
+        // Listener 1 crashes: client 2 goes to listener 0.
+        hub.crashed(1);
+        assert_eq!(peer(&hub.connect((2, 0), "s", pid)), Some(pid(0)));
+    }
+
+    #[test]
+    fn sticky_follows_a_restarted_listener_which_remembers_nothing() {
+        let (mut hub, _) = two_listeners(true);
+        hub.crashed(0);
+        hub.listen((0, 1), "s");
+        // Session persistence knows the address: back to process 0, its new incarnation.
+        let reply = hub.connect((2, 0), "s", pid);
+        assert_eq!(peer(&reply), Some(pid(0)));
+        let PushReply::Connected { conn, .. } = reply else {
+            panic!("connects");
+        };
+        assert_eq!(
+            hub.next_event((0, 1)),
+            Some(PushReply::Accepted { conn, peer: pid(2) })
+        );
+    }
+
+    #[test]
+    fn a_process_cut_off_from_the_balancer_connects_nowhere() {
+        let (mut hub, conn) = two_listeners(false);
+        hub.set_cut(2, true);
+        assert_eq!(hub.connect((2, 0), "s", pid), PushReply::Refused);
+        // Its connection closed at the cut, for both ends.
+        assert_eq!(hub.send((0, 0), conn, "late"), PushReply::Closed { conn });
+        hub.set_cut(2, false);
+        assert!(peer(&hub.connect((2, 0), "s", pid)).is_some());
     }
 }

@@ -52,6 +52,10 @@ pub struct NetConfig {
     pub redis_timeout: Duration,
     /// The driver's timeout for SQL operations.
     pub sql_timeout: Duration,
+    /// The push balancer's WebSocket session persistence: a process reconnects to the
+    /// listener it last reached while that one is reachable (otherwise, and by default, the
+    /// least-loaded listener).
+    pub push_sticky: bool,
     /// The proxy's timeout for upstream calls (time to the first byte).
     pub upstream_timeout: Duration,
     /// The SQL server's `deadlock_timeout`: a statement waiting for a lock checks for a
@@ -65,6 +69,7 @@ impl Default for NetConfig {
             scripted_latency: Duration::from_ms(1),
             redis_timeout: Duration::from_secs(5),
             sql_timeout: Duration::from_secs(30),
+            push_sticky: false,
             upstream_timeout: Duration::from_secs(10),
             sql_deadlock_timeout: Duration::from_secs(1),
         }
@@ -354,6 +359,7 @@ impl World {
     fn new(spec: WorldSpec, scheduler: &Scheduler) -> World {
         let mut sql = SqlModel::new();
         sql.set_deadlock_timeout(spec.net.sql_deadlock_timeout);
+        let push_sticky = spec.net.push_sticky;
         for (table, key, row) in &spec.sql_rows {
             sql.seed(*table, key, row.clone());
         }
@@ -482,7 +488,7 @@ impl World {
             },
             draws: Vec::new(),
             receive_waits: Vec::new(),
-            push: PushHub::default(),
+            push: PushHub::new(push_sticky),
         };
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
@@ -941,6 +947,15 @@ impl World {
             // applies.
             effects.retain(|e| matches!(e, OpEffect::CrashAfterApply { .. }));
         }
+        if matches!(
+            self.history.ops[index].op,
+            StoreOp::Push(PushOp::Receive { .. })
+        ) {
+            // A push receive reads the process's end of its connections: a lost or late
+            // answer would be a message lost or held on a connection that stays open, which
+            // a WebSocket does not do (its failures close it: a crash or a cut).
+            effects.retain(|e| !matches!(e, OpEffect::DropReply | OpEffect::Delay(_)));
+        }
         if matches!(self.faults, Faults::Random { .. }) {
             for effect in &effects {
                 let process = self.procs[p].name.clone();
@@ -1146,7 +1161,12 @@ impl World {
             }
             StoreOp::Push(op) => {
                 let ep = (self.ops[index].proc, self.ops[index].incarnation);
+                // A request that outlived its process (delayed past a crash) reaches an
+                // endpoint that no longer exists: it listens for nothing and connects nowhere.
+                let gone =
+                    self.procs[ep.0].machine.is_none() || self.procs[ep.0].incarnation != ep.1;
                 let reply = match op {
+                    PushOp::Listen { .. } | PushOp::Connect { .. } if gone => PushReply::Refused,
                     PushOp::Listen { service } => self.push.listen(ep, service),
                     PushOp::Connect { service } => self.push.connect(ep, service, pid),
                     PushOp::Send { conn, message } => self.push.send(ep, *conn, message),
@@ -1414,6 +1434,12 @@ impl World {
             self.procs[p].held.push(Held::Timeout(index));
             return;
         }
+        if matches!(self.history.ops[index].op, StoreOp::Push(_)) {
+            // A push receive still waiting is withdrawn: it must not take a message after
+            // its caller gave up on it.
+            self.receive_waits.retain(|i| *i != index);
+        }
+        let state = &self.ops[index];
         if let Some(session) = state.session {
             // The driver discards a connection whose statement timed out: PostgreSQL rolls
             // back its transaction; a statement still waiting for a lock is cancelled.
