@@ -321,9 +321,13 @@ impl Cond {
     /// Evaluates the condition as the qualifier of a scan's, an `UPDATE`'s or a `DELETE`'s
     /// `WHERE` clause, the way PostgreSQL's planner arranges it: first constant folding
     /// ([`Cond::eval_folded`]), then the top-level `AND` is flattened into a list of conjuncts
-    /// that run cheapest first (by their number of operators, ties in written order),
-    /// stopping at the first false one. (`ON CONFLICT DO UPDATE ... WHERE` is not reordered:
-    /// use [`Cond::eval_folded`].)
+    /// that run cheapest first (by their number of operators), stopping at the first false
+    /// one. Among conjuncts of the same cost the equalities come last, in written order: the
+    /// planner turns a top-level `a = b` into an equivalence class and puts the clause it
+    /// generates back after the other qualifiers (so `qty + 0 = lease_until AND qty + 2 <>
+    /// lease_until` computes `qty + 2` first and fails with 22003 where `qty + 0 <
+    /// lease_until AND ...` stops at its false first side). (`ON CONFLICT DO UPDATE ...
+    /// WHERE` is not reordered: use [`Cond::eval_folded`].)
     pub fn eval_where(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
         let folded = match self.fold(at.table) {
             Folded::Const(b) => return Ok(b),
@@ -331,7 +335,7 @@ impl Cond {
         };
         let mut conjuncts = Vec::new();
         folded.flatten_and(&mut conjuncts);
-        conjuncts.sort_by_key(|c| c.operators());
+        conjuncts.sort_by_key(|c| (c.operators(), c.is_equality()));
         for c in conjuncts {
             if !c.eval(at)? {
                 return Ok(false);
@@ -386,6 +390,12 @@ impl Cond {
             Cond::And(all) => all.iter().for_each(|c| c.flatten_and(out)),
             other => out.push(other),
         }
+    }
+
+    /// Whether the condition is one comparison with `=` (a clause PostgreSQL's planner makes
+    /// an equivalence class of).
+    fn is_equality(&self) -> bool {
+        matches!(self, Cond::Cmp { op: CmpOp::Eq, .. })
     }
 
     /// How many operators (comparisons and arithmetic) the condition computes: PostgreSQL's
@@ -1497,6 +1507,31 @@ mod tests {
             Cond::cmp("t", CmpOp::Eq, Value::Text("y".into())),
         ]);
         assert_eq!(and.eval_folded(&at), Err(OutOfRange));
+        // Among conjuncts of one cost, equalities run last (PostgreSQL 15 answers 22003 to
+        // `b + 0 = a AND b + 2 <> a` and no row to `b + 0 < a AND b + 2 <> a`).
+        let row = Row::from([
+            ("a".to_string(), Value::Int(5)),
+            ("b".to_string(), Value::Int(i64::MAX - 1)),
+        ]);
+        let at = RowRef {
+            table: AB,
+            key: "k",
+            row: &row,
+            excluded: None,
+        };
+        let b0 = || Expr::col("b").plus(Expr::int(0));
+        let b2_ne_a = Cond::compare(Expr::col("b").plus(Expr::int(2)), CmpOp::Ne, Expr::col("a"));
+        let eq_first = Cond::And(vec![
+            Cond::compare(b0(), CmpOp::Eq, Expr::col("a")),
+            b2_ne_a.clone(),
+        ]);
+        assert_eq!(eq_first.eval(&at), Ok(false));
+        assert_eq!(eq_first.eval_where(&at), Err(OutOfRange));
+        let lt_first = Cond::And(vec![
+            Cond::compare(b0(), CmpOp::Lt, Expr::col("a")),
+            b2_ne_a,
+        ]);
+        assert_eq!(lt_first.eval_where(&at), Ok(false));
     }
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {
