@@ -50,7 +50,7 @@
 //!   go at once, so the other members proceed). In a two-session cycle that is the session that
 //!   started waiting first, unless its check came before the cycle closed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use racelab_core::{
     Assign, Cond, Duration, KeyedRow, OnConflict, OutOfRange, Row, RowRef, ScanLock, SqlOp,
@@ -105,6 +105,9 @@ struct Txn {
     /// The session's uncommitted row versions (inserted or updated rows; `None` for a
     /// deleted one), visible only to the session until commit.
     writes: BTreeMap<RowId, Option<Row>>,
+    /// The rows whose committed version this transaction deleted (even if it inserted the
+    /// key again): for PostgreSQL the row is gone, and a key inserted again is a new row.
+    ended: BTreeSet<RowId>,
     /// The transaction of one autocommit statement, kept open only while that statement
     /// waits holding row locks (a `FOR UPDATE` scan that locked some rows): it ends with the
     /// statement.
@@ -127,7 +130,15 @@ pub struct SqlModel {
     waits: BTreeMap<SessionId, SessionId>,
     /// The candidate keys of a `FOR UPDATE` scan that is waiting, by session: the keys its
     /// first execution's snapshot saw pass the filter.
-    scan_candidates: BTreeMap<SessionId, Vec<String>>,
+    scan_candidates: BTreeMap<SessionId, Vec<(String, u64)>>,
+    /// Per row, how many committed transactions deleted its committed version: a statement
+    /// that waited for a row whose incarnation changed meanwhile finds it gone, as
+    /// PostgreSQL's re-check follows the row's update chain and a delete ends it (a row
+    /// deleted and inserted again under the same key is another row).
+    incarnations: BTreeMap<RowId, u64>,
+    /// The row a waiting `UPDATE`, `DELETE` or `SELECT ... FOR UPDATE` waits for, by
+    /// session, and its incarnation when the statement first ran.
+    waited: BTreeMap<SessionId, (RowId, u64)>,
     /// PostgreSQL's `deadlock_timeout`.
     deadlock_timeout: Duration,
 }
@@ -141,6 +152,8 @@ impl Default for SqlModel {
             lock_releases: 0,
             waits: BTreeMap::new(),
             scan_candidates: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            waited: BTreeMap::new(),
             deadlock_timeout: DEFAULT_DEADLOCK_TIMEOUT,
         }
     }
@@ -188,6 +201,7 @@ impl SqlModel {
         }
         self.waits.remove(&session);
         self.scan_candidates.remove(&session);
+        self.waited.remove(&session);
         if self.txns.get(&session).is_some_and(|txn| txn.autocommit) {
             self.end(session);
         } else {
@@ -219,6 +233,7 @@ impl SqlModel {
             SqlOutcome::Done { .. } => {
                 self.waits.remove(&session);
                 self.scan_candidates.remove(&session);
+                self.waited.remove(&session);
             }
         }
         outcome
@@ -309,6 +324,7 @@ impl SqlModel {
     pub fn disconnect(&mut self, session: SessionId) -> bool {
         self.waits.remove(&session);
         self.scan_candidates.remove(&session);
+        self.waited.remove(&session);
         self.end(session).is_some()
     }
 
@@ -367,6 +383,7 @@ impl SqlModel {
         };
         txn.failed = true;
         txn.writes.clear();
+        txn.ended.clear();
         self.release_locks(session);
     }
 
@@ -383,6 +400,9 @@ impl SqlModel {
     /// wrote anything.
     fn apply(&mut self, txn: Txn) -> bool {
         let wrote = !txn.writes.is_empty();
+        for id in txn.ended {
+            *self.incarnations.entry(id).or_default() += 1;
+        }
         for ((table, key), row) in txn.writes {
             let rows = self.committed.entry(table).or_default();
             match row {
@@ -396,6 +416,29 @@ impl SqlModel {
     /// The committed version of a row.
     fn committed_row(&self, id: &RowId) -> Option<&Row> {
         self.committed.get(&id.0)?.get(&id.1)
+    }
+
+    /// How many committed transactions deleted the row's committed version.
+    fn incarnation(&self, id: &RowId) -> u64 {
+        self.incarnations.get(id).copied().unwrap_or(0)
+    }
+
+    /// `Err(holder)`, remembering the row `session` waits for and its incarnation (the first
+    /// time: a statement that waits again keeps its first snapshot's).
+    fn wait_for_row(&mut self, session: SessionId, id: &RowId, holder: SessionId) -> SessionId {
+        let incarnation = self.incarnation(id);
+        self.waited
+            .entry(session)
+            .or_insert_with(|| (id.clone(), incarnation));
+        holder
+    }
+
+    /// Whether `session` waited for this row and a committed transaction deleted it since
+    /// (PostgreSQL's re-check then finds no row, even if the key was inserted again).
+    fn waited_row_gone(&self, session: SessionId, id: &RowId) -> bool {
+        self.waited
+            .get(&session)
+            .is_some_and(|(w, inc)| w == id && *inc != self.incarnation(id))
     }
 
     /// The version of a row `session` sees: its own uncommitted one, else the committed one.
@@ -457,7 +500,10 @@ impl SqlModel {
                     if let Some(holder) = self.other_holder(session, &id)
                         && self.committed_row(&id).is_some()
                     {
-                        return Err(holder);
+                        return Err(self.wait_for_row(session, &id, holder));
+                    }
+                    if self.waited_row_gone(session, &id) {
+                        return Ok(SqlReply::Rows(Vec::new()));
                     }
                 }
                 let Some(row) = self.visible(session, &id).cloned() else {
@@ -511,19 +557,22 @@ impl SqlModel {
                     let Some(row) = self.committed_row(&id) else {
                         return Ok(SqlReply::Rows(Vec::new()));
                     };
-                    return match matches(*table, guard, key, row, None) {
+                    return match matches_by_key(*table, guard, key, row) {
                         Err(e) => Ok(e),
                         Ok(false) => Ok(SqlReply::Rows(Vec::new())),
                         Ok(true) => match assign(*table, key, row, None, set) {
-                            Ok(_) => Err(holder),
+                            Ok(_) => Err(self.wait_for_row(session, &id, holder)),
                             Err(e) => Ok(e),
                         },
                     };
                 }
+                if self.waited_row_gone(session, &id) {
+                    return Ok(SqlReply::Rows(Vec::new()));
+                }
                 let Some(row) = self.visible(session, &id) else {
                     return Ok(SqlReply::Rows(Vec::new()));
                 };
-                match matches(*table, guard, key, row, None) {
+                match matches_by_key(*table, guard, key, row) {
                     Err(e) => return Ok(e),
                     Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
                     Ok(true) => {}
@@ -542,20 +591,28 @@ impl SqlModel {
                     // the re-execution re-checks on the newest version.
                     return match self
                         .committed_row(&id)
-                        .map(|row| matches(*table, guard, key, row, None))
+                        .map(|row| matches_by_key(*table, guard, key, row))
                     {
                         Some(Err(e)) => Ok(e),
-                        Some(Ok(true)) => Err(holder),
+                        Some(Ok(true)) => Err(self.wait_for_row(session, &id, holder)),
                         _ => Ok(SqlReply::Rows(Vec::new())),
                     };
+                }
+                if self.waited_row_gone(session, &id) {
+                    return Ok(SqlReply::Rows(Vec::new()));
                 }
                 let Some(row) = self.visible(session, &id).cloned() else {
                     return Ok(SqlReply::Rows(Vec::new()));
                 };
-                match matches(*table, guard, key, &row, None) {
+                match matches_by_key(*table, guard, key, &row) {
                     Err(e) => return Ok(e),
                     Ok(false) => return Ok(SqlReply::Rows(Vec::new())),
                     Ok(true) => {}
+                }
+                if self.committed_row(&id).is_some()
+                    && let Some(txn) = self.txns.get_mut(&session)
+                {
+                    txn.ended.insert(id.clone());
                 }
                 self.write(session, id, None);
                 Ok(SqlReply::Rows(vec![keyed(key, row)]))
@@ -669,12 +726,19 @@ impl SqlModel {
                 }
             }
             ScanLock::ForUpdate => {
-                // After a wait, the candidates are still those of the first snapshot.
+                // After a wait, the candidates are still those of the first snapshot, and one
+                // that a committed transaction deleted meanwhile is gone.
                 let candidates = match self.scan_candidates.get(&session) {
                     Some(keys) => keys.clone(),
-                    None => passing,
+                    None => passing
+                        .into_iter()
+                        .map(|k| {
+                            let incarnation = self.incarnation(&(table, k.clone()));
+                            (k, incarnation)
+                        })
+                        .collect(),
                 };
-                for k in &candidates {
+                for (k, incarnation) in &candidates {
                     if found.len() >= limit {
                         break;
                     }
@@ -682,6 +746,9 @@ impl SqlModel {
                     if let Some(holder) = self.other_holder(session, &id) {
                         self.scan_candidates.insert(session, candidates.clone());
                         return Err(holder);
+                    }
+                    if self.incarnation(&id) != *incarnation {
+                        continue;
                     }
                     // The newest version (unchanged unless this scan waited): re-checked.
                     let Some(row) = self.visible(session, &id).cloned() else {
@@ -749,6 +816,17 @@ fn matches(
         Some(_) => cond.eval_folded(&at),
     }
     .map_err(OutOfRange::reply)
+}
+
+/// [`matches`] for the guard of an `UPDATE` or `DELETE` by key ([`Cond::eval_where_by_key`]).
+fn matches_by_key(table: Table, guard: &Cond, key: &str, row: &Row) -> Result<bool, SqlReply> {
+    let at = RowRef {
+        table,
+        key,
+        row,
+        excluded: None,
+    };
+    guard.eval_where_by_key(&at).map_err(OutOfRange::reply)
 }
 
 /// The row after an `UPDATE`'s (checked) assignments, every expression computed on the row
@@ -1590,6 +1668,47 @@ mod tests {
             vec![add("qty", 1)],
         );
         assert_eq!(rows(ok(&mut m, A, &on_key))[0].int("qty"), Some(2));
+    }
+
+    /// PostgreSQL 15, READ COMMITTED: a statement that waited for a row another transaction
+    /// deleted and inserted again under the same key finds no row (the re-check follows the
+    /// row's update chain, which the delete ended; the new row is not in its snapshot),
+    /// while a plain update of the row is followed.
+    #[test]
+    fn a_row_deleted_and_inserted_again_is_gone_for_a_statement_that_waited_for_it() {
+        let again = || {
+            exec(SqlStmt::Upsert {
+                table: WORK_ORDERS,
+                key: WO.into(),
+                row: work_order(20, 1),
+                on_conflict: OnConflict::DoNothing,
+            })
+        };
+        let waiters = [
+            update(WO, Cond::True, vec![add("qty", 1)]),
+            delete(WO, Cond::True),
+            select_for_update(WORK_ORDERS, WO),
+            scan_qty_over(5, ScanLock::ForUpdate, None),
+        ];
+        for waiter in &waiters {
+            let mut m = seeded();
+            ok(&mut m, A, &SqlOp::Begin);
+            rows(ok(&mut m, A, &delete(WO, Cond::True)));
+            assert_eq!(m.execute(B, waiter), SqlOutcome::Blocked { holder: A });
+            rows(ok(&mut m, A, &again()));
+            assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+            assert!(rows(ok(&mut m, B, waiter)).is_empty(), "{waiter:?}");
+            assert_eq!(committed_qty(&m), Some(&int(20)), "{waiter:?}");
+            // A later statement sees the new row.
+            assert_eq!(rows(ok(&mut m, B, waiter)).len(), 1, "{waiter:?}");
+        }
+        // An update (no delete) is followed to the newest version.
+        let mut m = seeded();
+        ok(&mut m, A, &SqlOp::Begin);
+        rows(ok(&mut m, A, &update(WO, Cond::True, vec![add("qty", 10)])));
+        assert_eq!(m.execute(B, &waiters[0]), SqlOutcome::Blocked { holder: A });
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert_eq!(rows(ok(&mut m, B, &waiters[0]))[0].int("qty"), Some(21));
     }
 
     fn delete(key: &str, guard: Cond) -> SqlOp {
