@@ -13,7 +13,9 @@
 //!   false on the committed version skips the row without waiting, and one whose new values
 //!   cannot be computed from the committed version (22003, `bigint` overflow) fails without
 //!   waiting: PostgreSQL computes them before it tries the lock (and again, on the newest
-//!   version, after the wait).
+//!   version, after the wait). The re-check follows the row's update chain, which a delete
+//!   ends: a statement that waited for a row the holder deleted finds no row, even if the
+//!   holder inserted the key again (a new row, outside the statement's snapshot).
 //! - `INSERT` of a key that another session inserted, updated or deleted without committing
 //!   waits for that session, then fails with a unique violation if the row exists.
 //! - `DELETE` locks and re-checks like `UPDATE`; a deleted row is the session's own until it
@@ -23,7 +25,9 @@
 //!   violation on the key.
 //! - `WHERE` clauses of scans, `UPDATE` and `DELETE` are computed as PostgreSQL plans them
 //!   ([`Cond::eval_where`]: constant folding, then the top-level `AND`'s conjuncts cheapest
-//!   first), which decides whether an overflowing conjunct (22003) is ever computed.
+//!   first, equalities last among equals; by key, [`Cond::eval_where_by_key`] also leaves out
+//!   what `key = $1` proves), which decides whether an overflowing conjunct (22003) is ever
+//!   computed.
 //! - A statement that breaks the schema's rules ([`SqlStmt::validate`]: unknown columns,
 //!   wrong types, ...) is an error before it reads or locks anything.
 //! - An error inside a transaction fails it (SQLSTATE 25P02 for every later statement, and
