@@ -27,11 +27,8 @@ race_tests! {
 /// loses in-progress jobs"), naming a job property.
 #[test]
 fn ac_004_5_6_a_scheduler_restart_at_every_step_loses_no_job_in_correct() {
-    use racelab_core::Duration;
-    use racelab_core::Fault;
     use racelab_core::scheduler::SchedTag;
-    use racelab_scenarios::{Expectation, Script, Variant, run_script};
-    use racelab_sim::explore::{OpEffect, Step};
+    use racelab_scenarios::Variant;
 
     // What a restart of the document's scheduler breaks: a job lost, doubled, left without
     // an outcome or given two.
@@ -45,65 +42,20 @@ fn ac_004_5_6_a_scheduler_restart_at_every_step_loses_no_job_in_correct() {
         SchedTag::SELECT,
         SchedTag::BIND,
     ];
-    for (id, min_points) in [("R-004-03", 10), ("R-004-06", 10)] {
-        let race = common::race(id);
-        let mut points = 0;
-        let mut buggy_breaks = 0;
-        for base in (race.scripts)() {
-            for kind in kinds {
-                for nth in 1..=12 {
-                    let mut steps = base.steps.clone();
-                    steps.push(Step::on(
-                        "S",
-                        kind,
-                        nth,
-                        OpEffect::CrashAfterApply {
-                            restart_after: Some(Duration::from_secs(2)),
-                        },
-                    ));
-                    let script = Script {
-                        steps,
-                        ..base.clone()
-                    };
-                    // The document's code, on a timeline it survives without the restart.
-                    if base.expect.get(Variant::Buggy) == Expectation::Holds {
-                        let buggy = run_script(&race, &script, Variant::Buggy);
-                        if buggy.violated() {
-                            let broken = buggy.verdict.broken();
-                            assert!(
-                                broken.iter().all(|b| job_properties.contains(b)),
-                                "{id}: Buggy broke {broken:?} after a restart"
-                            );
-                            buggy_breaks += 1;
-                        }
-                    }
-                    let outcome = run_script(&race, &script, Variant::Correct);
-                    let crashed = outcome.run.history.faults.iter().any(|f| {
-                        matches!(f.fault, Fault::Crash { process } if outcome.run.history.name(process) == "S")
-                    });
-                    if !crashed {
-                        continue;
-                    }
-                    points += 1;
-                    assert!(
-                        !outcome.violated(),
-                        "{id} timeline {} with S killed after its {nth}th {kind:?}: {}",
-                        base.name,
-                        outcome.verdict.explanation()
-                    );
-                }
-            }
-        }
+    for id in ["R-004-03", "R-004-06"] {
+        let sweep = crash_at_every_step(id, &["S"], &kinds, 12, Variant::Buggy, &job_properties);
         println!(
-            "{id}: Correct kept every job through {points} scheduler restarts; the document's \
-             code lost or doubled a job at {buggy_breaks} of them"
+            "{id}: Correct kept every job through {} scheduler restarts; the document's code \
+             lost or doubled a job at {} of them",
+            sweep.points, sweep.other_breaks
         );
         assert!(
-            points >= min_points,
-            "{id}: only {points} crash points reached"
+            sweep.points >= 10,
+            "{id}: only {} crash points reached",
+            sweep.points
         );
         assert!(
-            buggy_breaks > 0,
+            sweep.other_breaks > 0,
             "{id}: no restart broke the Buggy scheduler: the sweep cannot tell the protocols apart"
         );
     }
@@ -165,11 +117,8 @@ fn ac_004_1_no_binding_to_a_node_dead_longer_than_the_configured_t_dead() {
 /// property of the race, or the sweep cannot tell the protocols apart.
 #[test]
 fn ac_004_5_6_r_004_05_a_scheduler_restart_at_every_step_keeps_one_outcome_in_correct() {
-    use racelab_core::Duration;
-    use racelab_core::Fault;
     use racelab_core::scheduler::jobfsm::JobTag;
-    use racelab_scenarios::{Expectation, Script, Variant, run_script};
-    use racelab_sim::explore::{OpEffect, Step};
+    use racelab_scenarios::Variant;
 
     let race = common::race("R-004-05");
     let properties: Vec<&str> = race.properties.iter().map(|p| p.name).collect();
@@ -184,57 +133,18 @@ fn ac_004_5_6_r_004_05_a_scheduler_restart_at_every_step_keeps_one_outcome_in_co
         JobTag::STORE_OUTCOME,
         JobTag::READ_OUTCOME,
     ];
-    let (mut points, mut docfix_breaks) = (0, 0);
-    let mut crashed_after = std::collections::BTreeSet::new();
-    for base in (race.scripts)() {
-        for process in ["S1", "S2"] {
-            for kind in kinds {
-                for nth in 1..=4 {
-                    let mut steps = base.steps.clone();
-                    steps.push(Step::on(
-                        process,
-                        kind,
-                        nth,
-                        OpEffect::CrashAfterApply {
-                            restart_after: Some(Duration::from_secs(2)),
-                        },
-                    ));
-                    let script = Script {
-                        steps,
-                        ..base.clone()
-                    };
-                    if base.expect.get(Variant::DocFix) == Expectation::Holds {
-                        let docfix = run_script(&race, &script, Variant::DocFix);
-                        if docfix.violated() {
-                            let broken = docfix.verdict.broken();
-                            assert!(
-                                broken.iter().all(|b| properties.contains(b)),
-                                "DocFix broke {broken:?} after a restart"
-                            );
-                            docfix_breaks += 1;
-                        }
-                    }
-                    let outcome = run_script(&race, &script, Variant::Correct);
-                    let history = &outcome.run.history;
-                    let crashed = history.faults.iter().any(|f| {
-                        matches!(f.fault, Fault::Crash { process: p } if history.name(p) == process)
-                    });
-                    if !crashed {
-                        continue;
-                    }
-                    points += 1;
-                    crashed_after.insert((process, kind));
-                    assert!(
-                        !outcome.violated(),
-                        "R-004-05 timeline {} with {process} killed after its {nth}th {kind:?}: \
-                         {}",
-                        base.name,
-                        outcome.verdict.explanation()
-                    );
-                }
-            }
-        }
-    }
+    let CrashSweep {
+        points,
+        other_breaks: docfix_breaks,
+        crashed_after,
+    } = crash_at_every_step(
+        "R-004-05",
+        &["S1", "S2"],
+        &kinds,
+        4,
+        Variant::DocFix,
+        &properties,
+    );
     println!(
         "R-004-05: Correct kept one execution and one outcome per job through {points} \
          scheduler restarts ({} process/kind pairs); the planned FSM broke at {docfix_breaks}",
@@ -257,4 +167,87 @@ fn ac_004_5_6_r_004_05_a_scheduler_restart_at_every_step_keeps_one_outcome_in_co
         docfix_breaks > 0,
         "no restart broke the planned FSM: the sweep cannot tell the protocols apart"
     );
+}
+
+/// What [`crash_at_every_step`] saw.
+struct CrashSweep {
+    /// Crash points reached (the process did crash there) on which Correct held.
+    points: u32,
+    /// Crash points at which the other variant broke, on timelines it survives unharmed.
+    other_breaks: u32,
+    /// The (process, operation kind) pairs a crash followed.
+    crashed_after: std::collections::BTreeSet<(&'static str, racelab_core::TagKind)>,
+}
+
+/// Kills each of `processes` right after its n-th operation of each of `kinds` (n up to
+/// `nth_max`) and restarts it 2 s later, on every scripted timeline of race `id`: Correct
+/// must hold at every crash point reached; `other` is run too on the timelines it is
+/// expected to survive without the crash, and may break only properties in `may_break`.
+fn crash_at_every_step(
+    id: &str,
+    processes: &[&'static str],
+    kinds: &[racelab_core::TagKind],
+    nth_max: u32,
+    other: racelab_scenarios::Variant,
+    may_break: &[&str],
+) -> CrashSweep {
+    use racelab_core::{Duration, Fault};
+    use racelab_scenarios::{Expectation, Script, Variant, run_script};
+    use racelab_sim::explore::{OpEffect, Step};
+
+    let race = common::race(id);
+    let mut sweep = CrashSweep {
+        points: 0,
+        other_breaks: 0,
+        crashed_after: std::collections::BTreeSet::new(),
+    };
+    for base in (race.scripts)() {
+        for &process in processes {
+            for &kind in kinds {
+                for nth in 1..=nth_max {
+                    let mut steps = base.steps.clone();
+                    steps.push(Step::on(
+                        process,
+                        kind,
+                        nth,
+                        OpEffect::CrashAfterApply {
+                            restart_after: Some(Duration::from_secs(2)),
+                        },
+                    ));
+                    let script = Script {
+                        steps,
+                        ..base.clone()
+                    };
+                    if base.expect.get(other) == Expectation::Holds {
+                        let outcome = run_script(&race, &script, other);
+                        if outcome.violated() {
+                            let broken = outcome.verdict.broken();
+                            assert!(
+                                broken.iter().all(|b| may_break.contains(b)),
+                                "{id}: {other:?} broke {broken:?} after a restart"
+                            );
+                            sweep.other_breaks += 1;
+                        }
+                    }
+                    let outcome = run_script(&race, &script, Variant::Correct);
+                    let history = &outcome.run.history;
+                    let crashed = history.faults.iter().any(|f| {
+                        matches!(f.fault, Fault::Crash { process: p } if history.name(p) == process)
+                    });
+                    if !crashed {
+                        continue;
+                    }
+                    sweep.points += 1;
+                    sweep.crashed_after.insert((process, kind));
+                    assert!(
+                        !outcome.violated(),
+                        "{id} timeline {} with {process} killed after its {nth}th {kind:?}: {}",
+                        base.name,
+                        outcome.verdict.explanation()
+                    );
+                }
+            }
+        }
+    }
+    sweep
 }
