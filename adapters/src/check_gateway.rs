@@ -515,17 +515,7 @@ async fn seed_rows(pg: &mut PgSql, plan: &Plan) -> Result<(), AdapterError> {
         ]);
         ops.push(insert(QUOTA_USAGE, key.clone(), row));
     }
-    for op in ops {
-        match pg.execute_sql(&op).await? {
-            SqlReply::Affected(1) => {}
-            other => {
-                return Err(AdapterError::Protocol {
-                    what: "PostgreSQL",
-                    message: format!("seeding {op} answered {other}"),
-                });
-            }
-        }
-    }
+    pg.insert_each(ops).await?;
     for table in TABLES {
         pg.execute_sql(&SqlOp::Exec(SqlStmt::scan(table, Cond::True).limit(1)))
             .await?;

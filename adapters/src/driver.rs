@@ -73,6 +73,21 @@ impl Default for DriverConfig {
     }
 }
 
+impl DriverConfig {
+    /// The driver of a simulated or real run of `spec`: the world's store and upstream
+    /// timeouts and its horizon, the default retries.
+    pub fn of_world(spec: &racelab_sim::explore::WorldSpec) -> DriverConfig {
+        let to_std = |d: racelab_core::Duration| std::time::Duration::from_millis(d.as_ms());
+        DriverConfig {
+            redis_timeout: to_std(spec.net.redis_timeout),
+            sql_timeout: to_std(spec.net.sql_timeout),
+            upstream_timeout: to_std(spec.net.upstream_timeout),
+            horizon: spec.horizon,
+            ..DriverConfig::default()
+        }
+    }
+}
+
 /// One time line for every process of a run: milliseconds since `start`, on tokio's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {

@@ -386,6 +386,25 @@ fn table_ddl(schema: &str, table: Table) -> String {
 const DDL_LOCK: i64 = 0x0072_6163_656c_6162;
 
 impl PgSql {
+    /// Runs each `INSERT` of a run's seed rows, failing on any answer but one row inserted.
+    pub(crate) async fn insert_each(
+        &mut self,
+        ops: impl IntoIterator<Item = SqlOp>,
+    ) -> Result<(), AdapterError> {
+        for op in ops {
+            match self.execute_sql(&op).await? {
+                SqlReply::Affected(1) => {}
+                other => {
+                    return Err(AdapterError::Protocol {
+                        what: "PostgreSQL",
+                        message: format!("seeding {op} answered {other}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Connects to `url`, creates `schema` if absent, and works inside it from then on. A
     /// table is created (if absent) when a statement of the session first names it. `schema` must be `[a-z0-9_]+` (it is a name in SQL
     /// text; checked so that it can never carry SQL). Safe to call concurrently.

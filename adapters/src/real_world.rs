@@ -129,23 +129,14 @@ async fn seed_rows(
     pg: &mut PgSql,
     rows: &[(Table, String, racelab_core::Row)],
 ) -> Result<(), AdapterError> {
-    for (table, key, row) in rows {
-        let op = SqlOp::Exec(SqlStmt::Insert {
+    pg.insert_each(rows.iter().map(|(table, key, row)| {
+        SqlOp::Exec(SqlStmt::Insert {
             table: *table,
             key: key.clone(),
             row: row.clone(),
-        });
-        match pg.execute_sql(&op).await? {
-            SqlReply::Affected(1) => {}
-            other => {
-                return Err(AdapterError::Protocol {
-                    what: "PostgreSQL",
-                    message: format!("seeding {op} answered {other}"),
-                });
-            }
-        }
-    }
-    Ok(())
+        })
+    }))
+    .await
 }
 
 /// What every process task of one run shares.
@@ -182,13 +173,7 @@ async fn run_processes(
     prefix: &str,
     admin_pg: &mut PgSql,
 ) -> Result<Run, AdapterError> {
-    let config = DriverConfig {
-        redis_timeout: to_std(spec.net.redis_timeout),
-        sql_timeout: to_std(spec.net.sql_timeout),
-        upstream_timeout: to_std(spec.net.upstream_timeout),
-        horizon: spec.horizon,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::of_world(&spec);
     let longest_timeout = config
         .redis_timeout
         .max(config.sql_timeout)

@@ -502,6 +502,7 @@ impl NetWorld {
             .min_message_latency(to_std(profile.latency.0))
             .max_message_latency(to_std(profile.latency.1));
         let mut sim = builder.build();
+        let config = DriverConfig::of_world(&spec);
         let stores = Rc::new(RefCell::new(Stores::new(
             spec.replication_lag,
             spec.queue_lock,
@@ -537,13 +538,6 @@ impl NetWorld {
             failover_after: Vec::new(),
             faults: 0,
         }));
-        let config = DriverConfig {
-            redis_timeout: to_std(spec.net.redis_timeout),
-            sql_timeout: to_std(spec.net.sql_timeout),
-            upstream_timeout: to_std(spec.net.upstream_timeout),
-            horizon: spec.horizon,
-            ..DriverConfig::default()
-        };
         let mut procs = Vec::new();
         for (index, p) in spec.processes.into_iter().enumerate() {
             recorder.name(pid(index), &p.name);
