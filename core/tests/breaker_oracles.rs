@@ -219,6 +219,28 @@ fn c2_flags_a_local_probe_without_an_outage_and_excuses_only_forgotten_tokens() 
     assert!(v.holds(), "{}", v.explanation());
 }
 
+/// The forgotten token may be the later probe's: G2's grant is lost by a failover, G1 is
+/// granted the token after it and probes first, G2 probes on its lost token a moment later.
+/// The store forgot G2's token, so the pair is excused; with nothing lost it is flagged.
+#[test]
+fn c2_excuses_a_pair_whose_earlier_grant_was_forgotten_whoever_probes_first() {
+    let build = |lost: bool| {
+        let mut h = history();
+        token(&mut h, G2, "G2.0.1", KvReply::Ok, 1_000);
+        if lost {
+            h.ops[0].lost_at = Some(Timestamp::from_ms(1_000));
+        }
+        token(&mut h, G1, "G1.0.1", KvReply::Ok, 1_002);
+        call(&mut h, G1, U, Probe::Token("G1.0.1".into()), 200, 1_015);
+        call(&mut h, G2, U, Probe::Token("G2.0.1".into()), 200, 1_019);
+        h
+    };
+    let v = one_probe_per_cooldown(&build(true));
+    assert!(v.holds(), "{}", v.explanation());
+    let v = one_probe_per_cooldown(&build(false));
+    assert!(v.broke(C2.name), "{}", v.explanation());
+}
+
 /// One token probe per cool-down, and an instance cut off from Redis probing on its own.
 #[test]
 fn c2_accepts_spaced_token_probes_and_an_outage_probe() {

@@ -13,8 +13,8 @@
 //!   A crash starts a new incarnation (its in-process breaker is lost).
 //! - C2: at most one half-open probe of U per cool-down cluster-wide: two probes whose starts
 //!   are less than [`PROBE_GAP`] (half a cool-down) apart break it. A token whose grant a
-//!   failover lost, or a Redis restart erased before the next probe, excuses the pair (the
-//!   store forgot it). Declared k: an instance whose token request got no answer from Redis
+//!   failover lost, or a Redis restart erased, before the pair's other token was granted
+//!   excuses the pair (the store forgot it; its holder may well probe second). Declared k: an instance whose token request got no answer from Redis
 //!   may probe on its own breaker, at most once per [`PROBE_GAP`] per instance; such probes
 //!   are outside the cluster-wide count.
 //! - C3: no request to an upstream is rejected unless a call to it failed within
@@ -276,11 +276,23 @@ pub fn one_probe_per_cooldown(history: &History) -> Verdict {
             if tb.as_ms() - ta.as_ms() >= PROBE_GAP.as_ms() {
                 continue;
             }
-            let excused = match tag(&history.ops[a]) {
+            // The store forgot a token if the grant of the two that came first (not
+            // necessarily the first probe's: its holder may start later) was lost or erased
+            // before the other grant.
+            let granted = |i: usize| match tag(&history.ops[i]) {
                 Some(BreakerTag::Call {
                     probe: Probe::Token(token),
                     ..
-                }) => grant(history, token).is_some_and(|g| token_forgotten(history, g, tb)),
+                }) => grant(history, token),
+                _ => None,
+            };
+            let excused = match (granted(a), granted(b)) {
+                (Some(ga), Some(gb)) => {
+                    let at = |g: &OpRecord| g.applied_at.unwrap_or(g.invoked_at);
+                    let (first, second) = if at(ga) <= at(gb) { (ga, gb) } else { (gb, ga) };
+                    token_forgotten(history, first, at(second))
+                }
+                (Some(ga), None) => token_forgotten(history, ga, tb),
                 _ => false,
             };
             if !excused && !flagged {

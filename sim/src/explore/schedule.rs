@@ -162,9 +162,12 @@ pub enum Scheduler {
     },
     /// PCT (Burckhardt et al., ASPLOS 2010) adapted to a world of messages: each process gets
     /// a distinct random priority, and every message it sends or receives takes longer the
-    /// lower its priority (the latency's lower bound plus one `PCT_STEP` per rank), so a
-    /// lower-priority process's next delivery waits behind every higher one's and its local
-    /// blocks start after theirs; at `depth - 1` change points, drawn among the first
+    /// lower its priority (the latency's lower bound plus one step per rank, the step being
+    /// the profile's latency spread divided among the processes, at least `PCT_STEP`), so a
+    /// lower-priority process's next delivery waits behind every higher one's, the ranks span
+    /// the same latencies the random walk draws from (a race that needs one process's
+    /// round trip to outlast another's, such as a slow probe overtaken by a newer failure,
+    /// stays reachable), and its local blocks start after theirs; at `depth - 1` change points, drawn among the first
     /// `PCT_CHANGE_SPAN` operations sent, the sending process drops below every other. Faults
     /// come from `faults`, drawn as under `Random`.
     Pct {
@@ -177,7 +180,8 @@ pub enum Scheduler {
     },
 }
 
-/// The extra latency per priority rank under [`Scheduler::Pct`].
+/// The least extra latency per priority rank under [`Scheduler::Pct`] (and the delay per rank
+/// of a local block's start).
 pub const PCT_STEP: Duration = Duration::from_ms(1);
 
 /// Under [`Scheduler::Pct`], the change points are drawn among this many first operations

@@ -285,9 +285,11 @@ enum Latency {
         bounds: (Duration, Duration),
     },
     /// PCT's priorities ([`Scheduler::Pct`]): a message of the process ranked `r` (0 is the
-    /// highest priority) takes `lo + r * PCT_STEP`.
+    /// highest priority) takes `lo + r * step`.
     Pct {
         lo: Duration,
+        /// The extra latency per rank.
+        step: Duration,
         /// Rank per process index.
         ranks: Vec<u64>,
         /// The send counts at which the sender drops to the bottom, ascending.
@@ -428,6 +430,15 @@ impl World {
                     },
                     Latency::Pct {
                         lo: faults.latency.0,
+                        step: Duration::from_ms(
+                            ((faults
+                                .latency
+                                .1
+                                .as_ms()
+                                .saturating_sub(faults.latency.0.as_ms()))
+                                / n.max(1))
+                            .max(PCT_STEP.as_ms()),
+                        ),
                         ranks,
                         changes,
                         sent: 0,
@@ -1034,9 +1045,9 @@ impl World {
     fn latency(&mut self, p: usize) -> Duration {
         let now = self.now;
         match &mut self.latency {
-            Latency::Pct { lo, ranks, .. } => {
-                *lo + Duration::from_ms(PCT_STEP.as_ms() * ranks.get(p).copied().unwrap_or(0))
-            }
+            Latency::Pct {
+                lo, step, ranks, ..
+            } => *lo + Duration::from_ms(step.as_ms() * ranks.get(p).copied().unwrap_or(0)),
             Latency::Fixed(d) => *d,
             Latency::Choice { fixed, slow } => match &mut self.faults {
                 Faults::Random { rng, .. } => {
