@@ -250,4 +250,29 @@ mod tests {
             );
         }
     }
+
+    /// Every timeline with a step does crash S1 and restart it, in every variant, so that a
+    /// timeline expected to hold (crash-after-result) holds across a restart that happened.
+    #[test]
+    fn every_faulted_timeline_crashes_and_restarts_s1() {
+        use racelab_core::Fault;
+
+        let race = races().remove(0);
+        for script in scripts().iter().filter(|s| !s.steps.is_empty()) {
+            for variant in Variant::ALL {
+                let outcome = run_script(&race, script, variant);
+                let h = &outcome.run.history;
+                let s1 = |p| h.name(p) == "S1";
+                let crashed = h
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f.fault, Fault::Crash { process } if s1(process)));
+                let restarted = h
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f.fault, Fault::Restart { process } if s1(process)));
+                assert!(crashed && restarted, "{} {variant:?}", script.name);
+            }
+        }
+    }
 }
