@@ -301,3 +301,80 @@ fn the_client_ignores_malformed_messages() {
     }
     assert!(c.poll_note().is_none());
 }
+
+/// R-004-04's coverage: a crash of an instance that restarts, between the client's
+/// submission and its receiving the result, is counted once per job; the result's arrival on
+/// a connection opened after the crash is counted too; a crash outside the job's flight, or
+/// one with no restart, or of a process that is not an instance, is not.
+#[test]
+fn restart_coverage_counts_a_crash_in_flight_and_a_result_after_it() {
+    use racelab_core::scheduler::restart::{
+        RESTART_IN_FLIGHT, RESULT_AFTER_RESTART, restart_coverage,
+    };
+    use racelab_core::{Fault, FaultRecord};
+
+    let instances = ["S1", "S2"];
+    let counted = |h: &History| {
+        let mut v = Verdict::default();
+        restart_coverage(h, &instances, &mut v);
+        (
+            v.sometimes.get(RESTART_IN_FLIGHT.name).copied(),
+            v.sometimes.get(RESULT_AFTER_RESTART.name).copied(),
+        )
+    };
+    let fault = |h: &mut History, ms: u64, fault: Fault| {
+        h.faults.push(FaultRecord { at: at(ms), fault });
+    };
+    let mut h = history();
+    let connect = StoreOp::Push(PushOp::Connect {
+        service: "sched-ws".into(),
+    });
+    let connected = |conn: u64, peer: ProcessId| {
+        Reply::Push(PushReply::Connected {
+            conn: ConnId(conn),
+            peer,
+        })
+    };
+    op(
+        &mut h,
+        C,
+        WsTag::Connect,
+        connect.clone(),
+        connected(1, S1),
+        0,
+    );
+    let submit = StoreOp::Push(PushOp::Send {
+        conn: ConnId(1),
+        message: "submit C J1 C:J1".into(),
+    });
+    let tag = WsTag::Submit {
+        request: "J1".into(),
+    };
+    op(&mut h, C, tag, submit, Reply::Push(PushReply::Sent), 1_000);
+    accepted(&mut h, "C:J1", 1, 1_050);
+    // A crash before the submission, one of a process that is not an instance, and one
+    // never followed by a restart: none counts.
+    fault(&mut h, 500, Fault::Crash { process: S1 });
+    fault(&mut h, 600, Fault::Restart { process: S1 });
+    fault(&mut h, 2_000, Fault::Crash { process: N1 });
+    fault(&mut h, 2_100, Fault::Restart { process: N1 });
+    fault(&mut h, 3_000, Fault::Crash { process: S2 });
+    received(&mut h, "C:J1", 1, 6_000);
+    assert_eq!(counted(&h), (None, None));
+    // S1 crashes in the job's flight and restarts; the result still came on the old
+    // connection (before any reconnect): in flight, not after.
+    let mut h2 = history();
+    h2.ops = h.ops.clone();
+    h2.notes = h.notes.clone();
+    fault(&mut h2, 2_000, Fault::Crash { process: S1 });
+    fault(&mut h2, 3_000, Fault::Restart { process: S1 });
+    assert_eq!(counted(&h2), (Some(1), None));
+    // The result arrives on a connection opened after the crash.
+    let mut h3 = history();
+    h3.ops = h.ops.clone();
+    h3.faults = h2.faults.clone();
+    op(&mut h3, C, WsTag::Connect, connect, connected(2, S2), 2_500);
+    accepted(&mut h3, "C:J1", 1, 1_050);
+    received(&mut h3, "C:J1", 2, 6_000);
+    assert_eq!(counted(&h3), (Some(1), Some(1)));
+}

@@ -36,6 +36,7 @@ pub mod route_bench;
 mod routing;
 mod scheduler;
 mod scheduler_jobs;
+mod scheduler_restart;
 mod scheduler_rollout;
 mod scheduler_ws;
 mod session;
@@ -67,6 +68,7 @@ pub fn catalog() -> Vec<Race> {
     races.extend(breaker::races());
     races.extend(scheduler_jobs::races());
     races.extend(scheduler_ws::races());
+    races.extend(scheduler_restart::races());
     races
 }
 

@@ -12,6 +12,7 @@ race_tests! {
     r_004_03 => "R-004-03", ["J3", "F1", "I-JOB", "I-JOB-delivered"],
     r_004_06 => "R-004-06", ["J2", "I-JOB-notified", "B1", "I-JOB-delivered"],
     r_004_05 => "R-004-05", ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified"],
+    r_004_04 => "R-004-04", ["I-JOB-one-execution", "I-JOB-delivered-once", "I-JOB-no-stale-connection"],
 }
 
 /// AC-004-5/6 for the protocols whose job state lives in Redis (R-004-03's scheduler and
@@ -166,6 +167,68 @@ fn ac_004_5_6_r_004_05_a_scheduler_restart_at_every_step_keeps_one_outcome_in_co
     assert!(
         docfix_breaks > 0,
         "no restart broke the planned FSM: the sweep cannot tell the protocols apart"
+    );
+}
+
+/// AC-004-5/6 for R-004-04 (the job in scheduler memory, the document's "a scheduler restart
+/// loses in-progress jobs" and "clients must implement retry"): each instance in turn, `S1`
+/// and `S2`, is killed right after each of its operations (the n-th of each kind it sends:
+/// listening, receiving, recording a job, answering, polling for results, delivering one)
+/// and restarted 2 s later, on every scripted timeline. Correct (the job durable under the
+/// client's stable id before it is acknowledged, its result delivered from the table by
+/// whichever instance the client reaches) must keep every job to one execution and one
+/// delivery at every crash point; the points reached are counted, so the test fails if the
+/// instances' work changes shape and the sweep stops covering it. The document's code
+/// (Buggy), on the timelines it survives without a restart, must break at some crash point,
+/// naming a property of the race.
+#[test]
+fn ac_004_5_6_r_004_04_a_scheduler_restart_at_every_step_keeps_every_job_in_correct() {
+    use racelab_core::scheduler::ws::WsTag;
+    use racelab_scenarios::Variant;
+
+    let race = common::race("R-004-04");
+    let properties: Vec<&str> = race.properties.iter().map(|p| p.name).collect();
+    let kinds = [
+        WsTag::LISTEN,
+        WsTag::RECEIVE,
+        WsTag::RECORD,
+        WsTag::ANSWER,
+        WsTag::POLL,
+        WsTag::DELIVER,
+    ];
+    let CrashSweep {
+        points,
+        other_breaks: buggy_breaks,
+        crashed_after,
+    } = crash_at_every_step(
+        "R-004-04",
+        &["S1", "S2"],
+        &kinds,
+        4,
+        Variant::Buggy,
+        &properties,
+    );
+    println!(
+        "R-004-04: Correct kept one execution and one delivery per job through {points} \
+         scheduler restarts ({} process/kind pairs); the document's code broke at {buggy_breaks}",
+        crashed_after.len()
+    );
+    // The instance that accepted the job dies after each step of the job's life.
+    for must in [
+        ("S1", WsTag::RECORD),
+        ("S1", WsTag::ANSWER),
+        ("S1", WsTag::POLL),
+        ("S1", WsTag::DELIVER),
+    ] {
+        assert!(
+            crashed_after.contains(&must),
+            "never crashed after {must:?}"
+        );
+    }
+    assert!(points >= 40, "only {points} crash points reached");
+    assert!(
+        buggy_breaks > 0,
+        "no restart broke the document's code: the sweep cannot tell the protocols apart"
     );
 }
 

@@ -28,7 +28,8 @@
 //!
 //! R-004-07 ([`ws`]): the client's WebSocket connection held in scheduler memory against job
 //! ownership by a client-supplied id with results kept by job id in SQL and replayed on
-//! reconnect.
+//! reconnect. R-004-04 ([`restart`]) runs the same machines with crashes and restarts of the
+//! instances between a job's submission and its result.
 //!
 //! Every script is one atomic step ([`scripts`]); TTLs are `ARGV` from [`NodeConfig`]. A
 //! [`Node`] registers, heartbeats, polls the jobs bound to it and runs each for the job's
@@ -50,6 +51,7 @@ use crate::variant::Variant;
 
 pub mod jobfsm;
 mod oracle;
+pub mod restart;
 pub mod rollout;
 pub mod scripts;
 mod tag;
