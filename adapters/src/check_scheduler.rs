@@ -853,11 +853,13 @@ impl SchedRun {
     ) -> Result<bool, AdapterError> {
         match kind {
             FaultKind::RedisRestart => {
-                if !injector.restart_redis().await? {
+                // Recorded while no server runs: every result applied before it was erased
+                // (`one_outcome` leaves them out), none applied after it.
+                let (recorder, clock) = (&self.recorder, self.clock);
+                let dead = || recorder.fault(clock.true_now(), Fault::RedisRestart);
+                if !injector.restart_redis_marking(dead).await? {
                     return Ok(false);
                 }
-                self.recorder
-                    .fault(self.clock.true_now(), Fault::RedisRestart);
             }
             FaultKind::SchedulerKill => {
                 let Some(i) = Self::pick(&self.schedulers, rng) else {
