@@ -1,9 +1,9 @@
 //! The real-server check of document 004's scheduler (R-004-01, R-004-02, with R-004-05's
 //! durable outcomes), Jepsen style: scheduler instances submit thousands of jobs by stable id
 //! and reap them, worker nodes register, heartbeat, run the jobs bound to them and report
-//! their results, every one of them a task driving core's machines ([`Dispatcher`], [`Node`])
-//! with [`drive`] over connections of its own to a real Redis (the scheduler's scripts, by
-//! SHA) and PostgreSQL, while faults planned on the run's progress are injected; the recorded
+//! their results, every one of them a task driving core's machines ([`DurableScheduler`],
+//! [`Node`]) with [`drive`] over connections of its own to a real Redis (the scheduler's
+//! scripts, by SHA) and PostgreSQL, while faults planned on the run's progress are injected; the recorded
 //! history and the committed outcomes are judged by the family's oracles from core.
 //!
 //! The run, step by step:
@@ -17,10 +17,10 @@
 //!    ([`NodeConfig::of`]) scaled down 200 times ([`real_config`]): the Correct lease of 40 s
 //!    renewed every 10 s becomes 200 ms renewed every 50 ms, T_dead 60 s becomes 300 ms.
 //!    The configuration is one value the scripts read as `ARGV`.
-//! 3. Each scheduler instance is one machine: core's [`Dispatcher`] (one dispatch script per
-//!    job, then the reap script every interval) inside a durable outcome record
-//!    ([`DurableScheduler`]): before the client is told a job's outcome it is inserted into
-//!    `job_outcomes` (first insert wins, R-004-05's rule), and an instance that starts (or
+//! 3. Each scheduler instance is one machine, core's [`DurableScheduler`]: a dispatcher (one
+//!    dispatch script per job, then the reap script every interval) inside a durable outcome
+//!    record: before the client is told a job's outcome it is inserted into `job_outcomes`
+//!    (first insert wins, R-004-05's rule), and an instance that starts (or
 //!    starts again) first reads the outcomes it stored and submits only the other jobs of its
 //!    list. Redis keeps the jobs in flight; PostgreSQL alone says how a job ended.
 //! 4. Faults ([`FaultPlan`]), each kind at least N times, at planned points of progress (jobs
@@ -46,18 +46,18 @@
 //! charges: a later reply that shows the job bound to a node and epoch no kept binding made
 //! (a reap answering `running N E`, an accepted result) names the lost binding that made it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use racelab_core::scheduler::jobfsm::{JOB_OUTCOMES, JobState, JobTag, store_outcome};
+use racelab_core::scheduler::jobfsm::JOB_OUTCOMES;
 use racelab_core::scheduler::{
-    DEAD_NODE_SKIPPED, Dispatcher, LEASE_LOST, Node, NodeConfig, STALE_RESULT_REFUSED, SchedNote,
-    SchedTag, T_DEAD, binding_liveness, coverage, fenced_results, one_outcome,
+    DEAD_NODE_SKIPPED, DurableScheduler, LEASE_LOST, Node, NodeConfig, STALE_RESULT_REFUSED,
+    SchedNote, SchedTag, T_DEAD, binding_liveness, coverage, fenced_results, one_outcome,
 };
 use racelab_core::{
-    CmpOp, Cond, Duration, Fault, History, KvReply, Machine, Note, OpId, Outgoing, ProcessId,
-    Reply, SqlOp, SqlReply, SqlStmt, StoreOp, Tag, Timestamp, Value, Variant, Violation,
+    Cond, Duration, Fault, History, KvReply, Note, Outgoing, ProcessId, Reply, SqlOp, SqlReply,
+    SqlStmt, StoreOp, Timestamp, Variant, Violation,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -361,194 +361,6 @@ fn plan(opts: &SchedulerOptions) -> (Vec<Vec<(String, Timestamp)>>, Duration) {
         lists[s].push((format!("j{}", i + 1), at));
     }
     (lists, window)
-}
-
-/// A scheduler instance: core's [`Dispatcher`] inside a durable outcome record. It first
-/// reads the outcomes its earlier incarnations stored (`job_outcomes` rows it wrote) and
-/// submits only the other jobs of its list; before the client is told a job's outcome
-/// ([`SchedNote::Delivered`]) the outcome is inserted (first insert wins; a conflicting
-/// insert means it is stored already), and told only once the insert answered. A job it
-/// finds stored at its start is told again (the same outcome: its earlier incarnation may
-/// have died between storing and telling). Its own operations are tagged with [`JobTag`];
-/// the dispatcher's pass through unchanged (their ids doubled, its own odd).
-pub struct DurableScheduler {
-    name: String,
-    config: NodeConfig,
-    jobs: Vec<(String, Timestamp)>,
-    reap_every: Duration,
-    inner: Option<Dispatcher>,
-    /// The read of the stored outcomes is in flight (its id), or due again at a time.
-    loading: Option<OpId>,
-    retry_load_at: Option<Timestamp>,
-    /// Stores in flight (id -> job) and stores waiting to be sent.
-    storing: BTreeMap<OpId, String>,
-    to_store: VecDeque<String>,
-    next_own: u64,
-    out: VecDeque<Outgoing>,
-    notes: VecDeque<Note>,
-}
-
-impl std::fmt::Debug for DurableScheduler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DurableScheduler")
-            .field("name", &self.name)
-            .field("started", &self.inner.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl DurableScheduler {
-    /// The scheduler `name` (the `writer` of its rows) submitting `jobs` with `config`,
-    /// reaping every `reap_every`.
-    pub fn new(
-        name: &str,
-        config: NodeConfig,
-        jobs: Vec<(String, Timestamp)>,
-        reap_every: Duration,
-    ) -> DurableScheduler {
-        DurableScheduler {
-            name: name.to_string(),
-            config,
-            jobs,
-            reap_every,
-            inner: None,
-            loading: None,
-            retry_load_at: None,
-            storing: BTreeMap::new(),
-            to_store: VecDeque::new(),
-            next_own: 0,
-            out: VecDeque::new(),
-            notes: VecDeque::new(),
-        }
-    }
-
-    fn own(&mut self, op: SqlStmt, tag: JobTag) -> OpId {
-        self.next_own += 1;
-        let id = OpId(self.next_own * 2 + 1);
-        self.out.push_back(Outgoing {
-            id,
-            op: StoreOp::Sql(SqlOp::Exec(op)),
-            tag: Tag::new(tag),
-        });
-        id
-    }
-
-    fn load(&mut self) {
-        let filter = Cond::cmp("writer", CmpOp::Eq, Value::Text(self.name.clone()));
-        let tag = JobTag::ReadOutcome {
-            job: format!("{}:*", self.name),
-        };
-        self.loading = Some(self.own(SqlStmt::scan(JOB_OUTCOMES, filter), tag));
-    }
-
-    /// Moves the dispatcher's operations and notes out, holding back each delivery until its
-    /// outcome is stored.
-    fn pump(&mut self) {
-        let Some(inner) = self.inner.as_mut() else {
-            return;
-        };
-        while let Some(mut op) = inner.poll_op() {
-            op.id = OpId(op.id.0 * 2);
-            self.out.push_back(op);
-        }
-        while let Some(note) = inner.poll_note() {
-            match note.get::<SchedNote>() {
-                Some(SchedNote::Delivered { job }) => self.to_store.push_back(job.clone()),
-                _ => self.notes.push_back(note),
-            }
-        }
-        // One store in flight at a time: the session is one.
-        if self.storing.is_empty()
-            && let Some(job) = self.to_store.pop_front()
-        {
-            let tag = JobTag::StoreOutcome {
-                job: job.clone(),
-                outcome: JobState::Done,
-            };
-            let id = self.own(store_outcome(&job, JobState::Done, &self.name), tag);
-            self.storing.insert(id, job);
-        }
-    }
-}
-
-impl Machine for DurableScheduler {
-    fn handle_start(&mut self, _now: Timestamp) {
-        self.load();
-    }
-
-    fn handle_reply(&mut self, now: Timestamp, op: OpId, reply: Reply) {
-        if op.0.is_multiple_of(2) {
-            if let Some(inner) = self.inner.as_mut() {
-                inner.handle_reply(now, OpId(op.0 / 2), reply);
-            }
-        } else if self.loading == Some(op) {
-            self.loading = None;
-            match reply {
-                Reply::Sql(SqlReply::Rows(rows)) => {
-                    let stored: BTreeSet<String> = rows.into_iter().map(|r| r.key).collect();
-                    for job in &stored {
-                        self.notes
-                            .push_back(Note::new(SchedNote::Delivered { job: job.clone() }));
-                    }
-                    let jobs = std::mem::take(&mut self.jobs)
-                        .into_iter()
-                        .filter(|(j, _)| !stored.contains(j))
-                        .collect();
-                    let mut inner = Dispatcher::new(self.config, jobs, self.reap_every);
-                    inner.handle_start(now);
-                    self.inner = Some(inner);
-                }
-                _ => self.retry_load_at = Some(now + self.reap_every),
-            }
-        } else if let Some(job) = self.storing.remove(&op) {
-            match reply {
-                // Stored now, or stored before (the conflict): told either way.
-                Reply::Sql(SqlReply::Rows(_)) => {
-                    self.notes
-                        .push_back(Note::new(SchedNote::Delivered { job }));
-                }
-                // Unknown: store again (first insert wins, so again is harmless).
-                _ => self.to_store.push_front(job),
-            }
-        }
-        self.pump();
-    }
-
-    fn handle_timeout(&mut self, now: Timestamp) {
-        if self.retry_load_at.is_some_and(|t| t <= now) {
-            self.retry_load_at = None;
-            self.load();
-        }
-        if let Some(inner) = self.inner.as_mut() {
-            inner.handle_timeout(now);
-        }
-        self.pump();
-    }
-
-    fn poll_op(&mut self) -> Option<Outgoing> {
-        self.out.pop_front()
-    }
-
-    fn poll_note(&mut self) -> Option<Note> {
-        self.notes.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        let inner = self.inner.as_ref().and_then(|d| d.poll_timeout());
-        match (inner, self.retry_load_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.inner.as_ref().is_some_and(|d| d.is_idle())
-            && self.loading.is_none()
-            && self.retry_load_at.is_none()
-            && self.storing.is_empty()
-            && self.to_store.is_empty()
-            && self.out.is_empty()
-    }
 }
 
 /// A node's client: its real stores, held still while the node is paused (nothing it sends
@@ -1288,6 +1100,7 @@ fn dispatch_latencies(history: &History) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use racelab_core::{OpId, Tag};
 
     #[test]
     fn the_run_can_be_spawned() {

@@ -74,8 +74,8 @@ pub use check_gateway::{
     check_gateway_with_history,
 };
 pub use check_scheduler::{
-    DurableScheduler, SchedulerOptions, SchedulerReport, SchedulerTiming, TIME_SCALE,
-    check_scheduler, check_scheduler_with_history, real_config, real_t_dead, recover_unknown,
+    SchedulerOptions, SchedulerReport, SchedulerTiming, TIME_SCALE, check_scheduler,
+    check_scheduler_with_history, real_config, real_t_dead, recover_unknown,
 };
 pub use config::{Config, ServiceStatus, require_services, services};
 pub use driver::{
