@@ -333,6 +333,17 @@ fn validate(opts: &CheckRealOptions) -> Result<(), AdapterError> {
             max: SCAN_QUANTITY_MAX.0,
         });
     }
+    if let Some(k) = opts
+        .faults
+        .kinds
+        .iter()
+        .find(|k| opts.faults.per_kind > 0 && !FaultKind::WORKERS.contains(*k))
+    {
+        return bad(format!(
+            "the work-order run cannot inject {} (the scheduler's kind)",
+            k.name()
+        ));
+    }
     if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
         return bad(
             "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
@@ -731,6 +742,10 @@ impl Run {
         injector: &mut Injector,
     ) -> Result<bool, AdapterError> {
         match kind {
+            // The scheduler's kinds: `validate` refuses them.
+            FaultKind::SchedulerKill | FaultKind::NodeKill | FaultKind::NodePause => {
+                return Ok(false);
+            }
             FaultKind::RedisRestart => {
                 if !injector.restart_redis().await? {
                     return Ok(false);

@@ -335,6 +335,17 @@ fn validate(opts: &GatewayOptions) -> Result<(), AdapterError> {
             opts.variant.as_str()
         ));
     }
+    if let Some(k) = opts
+        .faults
+        .kinds
+        .iter()
+        .find(|k| opts.faults.per_kind > 0 && !FaultKind::WORKERS.contains(*k))
+    {
+        return bad(format!(
+            "the gateway run cannot inject {} (the scheduler's kind)",
+            k.name()
+        ));
+    }
     if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
         return bad(
             "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
@@ -926,6 +937,10 @@ impl GwRun {
         injector: &mut Injector,
     ) -> Result<bool, AdapterError> {
         match kind {
+            // The scheduler's kinds: `validate` refuses them.
+            FaultKind::SchedulerKill | FaultKind::NodeKill | FaultKind::NodePause => {
+                return Ok(false);
+            }
             FaultKind::RedisRestart => {
                 if !injector.restart_redis().await? {
                     return Ok(false);

@@ -3,8 +3,9 @@
 //! the run's seed, so that a fast run gets every one of them as surely as a slow one, and a
 //! run that could not inject one of them fails instead of passing quietly.
 //!
-//! Both real-server checks use it: document 002's ([`crate::check_real`], progress = scans
-//! seen applied) and the gateway's ([`crate::check_gateway`], progress = requests finished).
+//! Every real-server check uses it: document 002's ([`crate::check_real`], progress = scans
+//! seen applied), the gateway's ([`crate::check_gateway`], progress = requests finished) and
+//! the scheduler's ([`crate::check_scheduler`], progress = jobs whose outcome was told).
 //! The plan only says *when* a kind is due; each run carries it out on its own processes and
 //! servers and reports back with [`FaultPlan::injected`], and [`FaultPlan::verify`] turns a
 //! shortfall into an error.
@@ -33,16 +34,47 @@ pub enum FaultKind {
     StalledConnection,
     /// Some proxied connections cut.
     CutConnection,
+    /// A scheduler instance killed (its connections with it) and started again, fresh, a
+    /// moment later (document 004).
+    SchedulerKill,
+    /// A worker node killed (its connections with it) and started again, fresh, after longer
+    /// than the dead-node bound T_dead (document 004).
+    NodeKill,
+    /// A worker node paused past its lease (nothing it sends leaves it), then resumed: the
+    /// zombie whose results must be refused (document 004).
+    NodePause,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::RedisRestart,
         FaultKind::WorkerKill,
         FaultKind::KillAfterClaim,
         FaultKind::LatencySpike,
         FaultKind::StalledConnection,
+        FaultKind::CutConnection,
+        FaultKind::SchedulerKill,
+        FaultKind::NodeKill,
+        FaultKind::NodePause,
+    ];
+
+    /// The kinds of the worker runs (document 002's and the gateway's), in a fixed order.
+    pub const WORKERS: [FaultKind; 6] = [
+        FaultKind::RedisRestart,
+        FaultKind::WorkerKill,
+        FaultKind::KillAfterClaim,
+        FaultKind::LatencySpike,
+        FaultKind::StalledConnection,
+        FaultKind::CutConnection,
+    ];
+
+    /// The kinds of the scheduler run (document 004), in a fixed order.
+    pub const SCHEDULER: [FaultKind; 5] = [
+        FaultKind::RedisRestart,
+        FaultKind::SchedulerKill,
+        FaultKind::NodeKill,
+        FaultKind::NodePause,
         FaultKind::CutConnection,
     ];
 
@@ -55,6 +87,9 @@ impl FaultKind {
             FaultKind::LatencySpike => "latency-spike",
             FaultKind::StalledConnection => "stalled-connection",
             FaultKind::CutConnection => "cut-connection",
+            FaultKind::SchedulerKill => "scheduler-kill",
+            FaultKind::NodeKill => "node-kill",
+            FaultKind::NodePause => "node-pause",
         }
     }
 
@@ -85,20 +120,33 @@ impl FaultOptions {
         }
     }
 
-    /// Every kind, `per_kind` times each.
+    /// Every kind of the worker runs ([`FaultKind::WORKERS`]), `per_kind` times each.
     pub fn every_kind(per_kind: u32) -> FaultOptions {
         FaultOptions {
-            kinds: FaultKind::ALL.to_vec(),
+            kinds: FaultKind::WORKERS.to_vec(),
             per_kind,
         }
     }
 
-    /// Every kind but Redis restarts (a shared Redis is never restarted), `per_kind` times.
+    /// Every kind of the worker runs but Redis restarts (a shared Redis is never restarted),
+    /// `per_kind` times.
     pub fn shared_redis(per_kind: u32) -> FaultOptions {
         FaultOptions {
-            kinds: FaultKind::ALL
+            kinds: FaultKind::WORKERS
                 .into_iter()
                 .filter(|k| *k != FaultKind::RedisRestart)
+                .collect(),
+            per_kind,
+        }
+    }
+
+    /// Every kind of the scheduler run ([`FaultKind::SCHEDULER`]), `per_kind` times each;
+    /// without Redis restarts when `shared` (a shared Redis is never restarted).
+    pub fn scheduler(per_kind: u32, shared: bool) -> FaultOptions {
+        FaultOptions {
+            kinds: FaultKind::SCHEDULER
+                .into_iter()
+                .filter(|k| !shared || *k != FaultKind::RedisRestart)
                 .collect(),
             per_kind,
         }
@@ -135,6 +183,12 @@ pub struct FaultCounts {
     pub stalled_connections: u64,
     /// Connections cut, over all cuts.
     pub cut_connections: u64,
+    /// Scheduler instances killed and started again (document 004).
+    pub scheduler_kills: u64,
+    /// Worker nodes killed and started again after T_dead (document 004).
+    pub node_kills: u64,
+    /// Worker nodes paused past their lease and resumed (document 004).
+    pub node_pauses: u64,
 }
 
 impl FaultCounts {
@@ -147,6 +201,9 @@ impl FaultCounts {
             FaultKind::LatencySpike => self.latency_spikes,
             FaultKind::StalledConnection => self.stalls,
             FaultKind::CutConnection => self.cuts,
+            FaultKind::SchedulerKill => self.scheduler_kills,
+            FaultKind::NodeKill => self.node_kills,
+            FaultKind::NodePause => self.node_pauses,
         }
     }
 
@@ -159,6 +216,9 @@ impl FaultCounts {
             FaultKind::LatencySpike => &mut self.latency_spikes,
             FaultKind::StalledConnection => &mut self.stalls,
             FaultKind::CutConnection => &mut self.cuts,
+            FaultKind::SchedulerKill => &mut self.scheduler_kills,
+            FaultKind::NodeKill => &mut self.node_kills,
+            FaultKind::NodePause => &mut self.node_pauses,
         };
         *n += 1;
     }
@@ -313,7 +373,7 @@ mod tests {
             order[..3].iter().all(|k| *k == FaultKind::KillAfterClaim),
             "{order:?}"
         );
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::WORKERS {
             assert_eq!(counts.of(kind), 3, "{kind:?}");
         }
         assert!(plan.verify(&counts).is_ok());
@@ -324,7 +384,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let plan = FaultPlan::new(&FaultOptions::shared_redis(2), 100, &mut rng);
         let mut counts = FaultCounts::default();
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::WORKERS {
             counts.add(kind);
             counts.add(kind);
         }
@@ -354,5 +414,28 @@ mod tests {
         }
         assert_eq!(n, 18);
         assert_eq!(plan.remaining(), 0);
+    }
+
+    #[test]
+    fn the_scheduler_plan_has_its_five_kinds_and_a_shared_redis_drops_restarts() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let plan = FaultPlan::new(&FaultOptions::scheduler(3, false), 100, &mut rng);
+        assert_eq!(plan.len(), 15);
+        let mut counts = FaultCounts::default();
+        for kind in FaultKind::SCHEDULER {
+            for _ in 0..3 {
+                counts.add(kind);
+            }
+        }
+        assert!(plan.verify(&counts).is_ok());
+        counts.node_pauses = 2;
+        let err = plan.verify(&counts).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("node-pause 2/3")),
+            "{err:?}"
+        );
+        let shared = FaultOptions::scheduler(3, true);
+        assert!(!shared.plans(FaultKind::RedisRestart));
+        assert!(shared.plans(FaultKind::NodePause) && shared.needs_proxy());
     }
 }

@@ -18,13 +18,18 @@
 //!   settlement with holds, two-phase quota reservation) with many gateway workers against
 //!   real servers, the LLM provider answered in process ([`InProcessProvider`]), judged by
 //!   the billing and quota families' oracles. `racelab check-real --protocol gateway`.
+//! - [`check_scheduler`]: document 004's scheduler (core's dispatcher and nodes, outcomes
+//!   durable in PostgreSQL) with scheduler instances and worker nodes against real servers
+//!   under Redis restarts, scheduler and node kills, node pauses past the lease and cut
+//!   connections, judged by the scheduler family's oracles. `racelab check-real --protocol
+//!   scheduler`.
 //! - [`bench_gateway`]: `--bench`, the gateway's speed against a ceiling measured in the
 //!   same run (trivial Lua by SHA, trivial one-statement transaction), Buggy and Correct.
 //! - [`run_world`]: any simulated world's [`racelab_sim::explore::WorldSpec`] (a catalog
 //!   race's processes) on real Redis and PostgreSQL with the same driver, no faults, recorded
 //!   as a `Run` for the race's own judge; local blocks answered by [`HostMemories`], upstream
 //!   calls by the [`InProcessProvider`]. `racelab run --world real` runs it.
-//! - [`FaultPlan`]: both checks' faults, each kind at least N times at planned points of
+//! - [`FaultPlan`]: every check's faults, each kind at least N times at planned points of
 //!   the run's progress.
 //! - [`Config`]: `RACELAB_REDIS_URL` / `RACELAB_PG_URL` with loopback defaults.
 //!
@@ -40,6 +45,7 @@
 mod bench_gateway;
 mod check;
 mod check_gateway;
+mod check_scheduler;
 mod config;
 mod driver;
 mod fault_plan;
@@ -66,6 +72,10 @@ pub use check::{
 pub use check_gateway::{
     GatewayOptions, GatewayReport, KindLatency, MoneyReport, check_gateway,
     check_gateway_with_history,
+};
+pub use check_scheduler::{
+    SchedulerOptions, SchedulerReport, SchedulerTiming, TIME_SCALE, check_scheduler,
+    check_scheduler_with_history, real_config, real_t_dead, recover_unknown,
 };
 pub use config::{Config, ServiceStatus, require_services, services};
 pub use driver::{

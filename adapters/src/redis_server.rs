@@ -53,7 +53,15 @@ impl OwnRedis {
     /// Kills the server (`SIGKILL`: no shutdown, no save) and starts it again on the same
     /// port, empty.
     pub async fn restart(&mut self) -> Result<(), AdapterError> {
+        self.restart_marking(|| {}).await
+    }
+
+    /// [`OwnRedis::restart`], calling `dead` once the old server has exited and before the
+    /// new one starts: the one moment at which every key is certainly gone and nothing new
+    /// is written yet (a run records its restart there).
+    pub async fn restart_marking(&mut self, dead: impl FnOnce()) -> Result<(), AdapterError> {
         self.stop().await;
+        dead();
         self.spawn().await?;
         self.restarts += 1;
         Ok(())

@@ -167,6 +167,20 @@ impl Injector {
         Ok(true)
     }
 
+    /// [`Injector::restart_redis`], calling `dead` between the old server's exit and the
+    /// new one's start (where a run records the restart: every write applied before it was
+    /// lost, none after it).
+    pub(crate) async fn restart_redis_marking(
+        &mut self,
+        dead: impl FnOnce(),
+    ) -> Result<bool, AdapterError> {
+        let Some(own) = self.own_redis.as_mut() else {
+            return Ok(false);
+        };
+        own.restart_marking(dead).await?;
+        Ok(true)
+    }
+
     /// Carries out a connection fault through the proxies: a latency spike (2 to 20 ms on
     /// every proxied connection for `shape.spike`), stalls (every `shape.stall_every`-th
     /// connection from a random offset held still for `shape.stall_hold`) or cuts (every

@@ -48,7 +48,9 @@ use racelab_core::scheduler::rollout::{
     Config as RolloutConfig, Publisher, Rollout, RolloutNode, TtlSource,
 };
 use racelab_core::scheduler::ws::{WsClient, WsMode, WsNode, WsScheduler};
-use racelab_core::scheduler::{Dispatcher, Monitor, Node as SchedNode, NodeConfig, Submit};
+use racelab_core::scheduler::{
+    Dispatcher, DurableScheduler, Monitor, Node as SchedNode, NodeConfig, Submit,
+};
 use racelab_core::session::{Turn, TurnConfig};
 use racelab_core::workorder::{
     APPLIED_SCANS, Checker, DocFixPlans, LogOrder, Plan2, PlannedScan, RequestIdSource, ScanJob,
@@ -661,6 +663,7 @@ enum Kind {
         Option<(Duration, Duration)>,
     ),
     SchedMonitor(Duration),
+    SchedDurable(Vec<(String, Timestamp)>, Duration),
     CtxStep(StepId, Vec<CtxAction>),
     PermInstance(Vec<PlannedRequest>),
     PermAdmin(Vec<RoleChange>),
@@ -733,6 +736,12 @@ impl Kind {
                 })
             }
             Kind::SchedMonitor(every) => Box::new(Monitor::new(NodeConfig::of(variant), every)),
+            Kind::SchedDurable(jobs, every) => Box::new(DurableScheduler::new(
+                "S1",
+                NodeConfig::of(variant),
+                jobs,
+                every,
+            )),
             Kind::CtxStep(step, plan) => Box::new(StepTask::new(step, plan)),
             Kind::PermInstance(plan) => Box::new(PermInstance::new(variant, 0, plan)),
             Kind::PermAdmin(changes) => Box::new(PermAdmin::new(variant, changes)),
@@ -1363,11 +1372,12 @@ fn warm_requests_never_panic() {
 #[test]
 fn scheduler_nodes_and_dispatchers_never_panic() {
     check(false, |_| {
-        let job = (text(), millis(100_000)).prop_map(|(j, at)| (j, Timestamp::from_ms(at.as_ms())));
+        let job =
+            || (text(), millis(100_000)).prop_map(|(j, at)| (j, Timestamp::from_ms(at.as_ms())));
         prop_oneof![
             millis(200_000).prop_map(Kind::SchedNode),
             (
-                prop::collection::vec(job, 0..4),
+                prop::collection::vec(job(), 0..4),
                 millis(20_000),
                 prop::sample::select(vec![
                     Submit::DispatchAndReap,
@@ -1381,6 +1391,8 @@ fn scheduler_nodes_and_dispatchers_never_panic() {
                     Kind::SchedDispatcher(jobs, every, submit, timeout)
                 }),
             millis(20_000).prop_map(Kind::SchedMonitor),
+            (prop::collection::vec(job(), 0..4), millis(20_000))
+                .prop_map(|(jobs, every)| Kind::SchedDurable(jobs, every)),
         ]
     });
 }

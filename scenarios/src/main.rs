@@ -195,9 +195,11 @@ enum Command {
     /// proxy's latency spikes, stalls and cuts), and judge the recorded history and the
     /// committed rows with the same oracles as the simulations.
     CheckReal {
-        /// The protocol: `workorder` (document 002's scans through a queue) or `gateway`
+        /// The protocol: `workorder` (document 002's scans through a queue), `gateway`
         /// (document 000's idempotent billing, streamed settlement with holds and quota
-        /// reservations; the LLM provider is in-process, Redis and PostgreSQL are real).
+        /// reservations; the LLM provider is in-process, Redis and PostgreSQL are real) or
+        /// `scheduler` (document 004's schedulers and worker nodes, outcomes durable in
+        /// PostgreSQL).
         #[arg(long, value_enum, default_value_t = Protocol::Workorder)]
         protocol: Protocol,
         /// A shared Redis to use (no restarts are injected then); by default the run starts
@@ -213,7 +215,17 @@ enum Command {
         /// Requests: distinct scans (workorder) or gateway requests, duplicates included.
         #[arg(long, default_value_t = 10_000, value_parser = parse_seed_count)]
         requests: u64,
-        /// The protocol's variant: `correct` (shipped) or `buggy` (the document's).
+        /// Scheduler only: jobs to run (default: `--requests`).
+        #[arg(long, value_parser = parse_seed_count)]
+        jobs: Option<u64>,
+        /// Scheduler only: worker nodes (default: `--workers`).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        nodes: Option<u16>,
+        /// Scheduler only: scheduler instances.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+        schedulers: u16,
+        /// The protocol's variant: `correct` (shipped) or `buggy` (the document's); the
+        /// scheduler also has `docfix` (the revision's TTLs).
         #[arg(long, value_enum, default_value_t = OneVariant::Correct)]
         variant: OneVariant,
         /// How many times each fault kind is injected (0: none).
@@ -336,6 +348,8 @@ enum Protocol {
     Workorder,
     /// Document 000's gateway.
     Gateway,
+    /// Document 004's scheduler.
+    Scheduler,
 }
 
 /// `--variant` of the commands that take exactly one.
@@ -593,6 +607,9 @@ fn main() -> ExitCode {
             postgres,
             workers,
             requests,
+            jobs,
+            nodes,
+            schedulers,
             variant,
             faults_per_kind,
             bench,
@@ -602,11 +619,15 @@ fn main() -> ExitCode {
             protocol: match protocol {
                 Protocol::Workorder => cli::check_real::Protocol::Workorder,
                 Protocol::Gateway => cli::check_real::Protocol::Gateway,
+                Protocol::Scheduler => cli::check_real::Protocol::Scheduler,
             },
             redis,
             postgres,
             workers,
             requests,
+            jobs: jobs.unwrap_or(requests),
+            nodes: nodes.unwrap_or(workers),
+            schedulers,
             variant: variant.into(),
             faults_per_kind,
             bench,

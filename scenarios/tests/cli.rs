@@ -341,7 +341,15 @@ fn check_real_refuses_bad_protocol_arguments_in_one_line() {
     // Refused before anything connects: no server is needed.
     check_rejected(
         &["check-real", "--protocol", "payments"],
-        "[possible values: workorder, gateway]",
+        "[possible values: workorder, gateway, scheduler]",
+    );
+    check_rejected(
+        &["check-real", "--protocol", "scheduler", "--schedulers", "0"],
+        "--schedulers",
+    );
+    check_rejected(
+        &["check-real", "--protocol", "scheduler", "--bench"],
+        "--protocol gateway",
     );
     check_rejected(&["check-real", "--bench"], "--protocol gateway");
     check_rejected(
@@ -420,6 +428,47 @@ fn check_real_gateway_reports_faults_money_and_no_violation() {
         assert!(m.get(field).is_some(), "missing money.{field}: {row}");
     }
     for field in ["p50_ms", "p99_ms", "settled"] {
+        assert!(row.get(field).is_some(), "missing {field}: {row}");
+    }
+}
+
+#[test]
+fn check_real_scheduler_reports_jobs_outcomes_and_dispatch_latency() {
+    // A small run on the shared Redis (never restarted), one fault of each other kind.
+    let Some(row) = check_real_json(&[
+        "--protocol",
+        "scheduler",
+        "--jobs",
+        "150",
+        "--nodes",
+        "4",
+        "--schedulers",
+        "3",
+        "--faults-per-kind",
+        "1",
+    ]) else {
+        return;
+    };
+    assert_eq!(row["protocol"], "scheduler");
+    assert_eq!(row["jobs"], 150);
+    assert_eq!(row["nodes"], 4);
+    assert_eq!(row["schedulers"], 3);
+    assert_eq!(row["outcomes"], 150, "{row}");
+    assert_eq!(row["violations"].as_array().map(Vec::len), Some(0), "{row}");
+    assert_eq!(row["faults_injected"]["redis_restarts"], 0, "{row}");
+    for kind in ["scheduler_kills", "node_kills", "node_pauses", "cuts"] {
+        assert!(
+            row["faults_injected"][kind].as_u64() >= Some(1),
+            "{kind}: {row}"
+        );
+    }
+    for field in [
+        "dispatch_p50_ms",
+        "dispatch_p99_ms",
+        "sometimes",
+        "timing",
+        "settled",
+    ] {
         assert!(row.get(field).is_some(), "missing {field}: {row}");
     }
 }

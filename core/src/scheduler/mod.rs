@@ -49,6 +49,7 @@ use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
 
+mod durable;
 pub mod jobfsm;
 mod oracle;
 pub mod restart;
@@ -57,6 +58,7 @@ pub mod scripts;
 mod tag;
 pub mod ws;
 
+pub use durable::DurableScheduler;
 pub use oracle::{
     B1, DEAD_NODE_SKIPPED, F1, I_JOB, I_JOB_DELIVERED, I_JOB_NOTIFIED, J2, J3, L2, LATE_RESULT,
     LEASE_LOST, NO_NODE_LEFT, OFFLINE_REDISPATCHED, STALE_RESULT_REFUSED, T_DEAD,

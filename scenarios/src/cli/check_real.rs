@@ -1,13 +1,15 @@
 //! `racelab check-real`: a protocol with many workers against real Redis and PostgreSQL under
 //! planned faults, judged by the same oracles: document 002's work orders (`--protocol
-//! workorder`, the default) or document 000's gateway (`--protocol gateway`, with `--bench`
-//! for its speed against a ceiling measured in the same run).
+//! workorder`, the default), document 000's gateway (`--protocol gateway`, with `--bench`
+//! for its speed against a ceiling measured in the same run) or document 004's scheduler
+//! (`--protocol scheduler`).
 
 use std::process::ExitCode;
 
 use racelab_adapters::{
     BenchOptions, BenchReport, CheckRealOptions, Config, FaultCounts, FaultKind, FaultOptions,
-    GatewayOptions, GatewayReport, P99_RATIO_MAX, RedisTarget, THROUGHPUT_SHARE_MIN,
+    GatewayOptions, GatewayReport, P99_RATIO_MAX, RedisTarget, SchedulerOptions, SchedulerReport,
+    THROUGHPUT_SHARE_MIN,
 };
 use racelab_scenarios::Variant;
 
@@ -20,6 +22,8 @@ pub(crate) enum Protocol {
     Workorder,
     /// Document 000's gateway.
     Gateway,
+    /// Document 004's scheduler.
+    Scheduler,
 }
 
 /// The command's arguments.
@@ -30,6 +34,10 @@ pub(crate) struct CheckRealArgs {
     pub(crate) postgres: Option<String>,
     pub(crate) workers: u16,
     pub(crate) requests: u64,
+    /// Scheduler: jobs, worker nodes, scheduler instances.
+    pub(crate) jobs: u64,
+    pub(crate) nodes: u16,
+    pub(crate) schedulers: u16,
     pub(crate) variant: Variant,
     pub(crate) faults_per_kind: u32,
     pub(crate) bench: bool,
@@ -61,7 +69,9 @@ pub(crate) fn check_real(args: CheckRealArgs) -> ExitCode {
         },
     };
     // A shared server is never restarted.
-    let faults = if shared {
+    let faults = if args.protocol == Protocol::Scheduler {
+        FaultOptions::scheduler(args.faults_per_kind, shared)
+    } else if shared {
         FaultOptions::shared_redis(args.faults_per_kind)
     } else {
         FaultOptions::every_kind(args.faults_per_kind)
@@ -81,6 +91,98 @@ pub(crate) fn check_real(args: CheckRealArgs) -> ExitCode {
         (Protocol::Workorder, _) => workorder(&args, &runtime, target, &pg_url, faults),
         (Protocol::Gateway, false) => gateway(&args, &runtime, target, &pg_url, faults),
         (Protocol::Gateway, true) => bench(&args, &runtime, target, &pg_url),
+        (Protocol::Scheduler, _) => scheduler(&args, &runtime, target, &pg_url, faults),
+    }
+}
+
+fn scheduler(
+    args: &CheckRealArgs,
+    runtime: &tokio::runtime::Runtime,
+    target: RedisTarget,
+    pg_url: &str,
+    faults: FaultOptions,
+) -> ExitCode {
+    let mut opts = SchedulerOptions::new(
+        args.variant,
+        args.schedulers,
+        args.nodes,
+        args.jobs,
+        target,
+        pg_url,
+    );
+    opts.seed = args.seed;
+    opts.faults = faults;
+    opts.time_limit = std::time::Duration::from_secs(600);
+    let bar = progress_bar(
+        args.json,
+        args.jobs,
+        "check-real [{bar:40}] {pos}/{len} jobs told their outcome (eta {eta})",
+    );
+    let result = runtime.block_on(racelab_adapters::check_scheduler_with_history(
+        opts,
+        |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        },
+    ));
+    clear(bar);
+    finish(
+        args.json,
+        result,
+        |r| r.violations.is_empty(),
+        print_scheduler,
+    )
+}
+
+fn print_scheduler(r: &SchedulerReport) {
+    let t = &r.timing;
+    out!(
+        "scheduler {} variant: {} jobs, {} schedulers, {} nodes; lease {} ms renewed every {} \
+         ms (fenced: {}), T_dead {} ms, jobs of {} ms submitted over {} ms",
+        r.variant,
+        r.jobs,
+        r.schedulers,
+        r.nodes,
+        t.node_ttl_ms,
+        t.heartbeat_ms,
+        t.fenced,
+        t.t_dead_ms,
+        t.job_ms,
+        t.submit_window_ms
+    );
+    out!(
+        "faults: {}",
+        faults_line(&r.faults_injected, &FaultKind::SCHEDULER)
+    );
+    out!(
+        "outcomes stored: {} of {} jobs; results accepted: {}; dispatch latency p50 {} ms, p99 \
+         {} ms; {:.0} jobs/s; operations {} ({} unknown outcomes, {} recovered); settled: {}",
+        r.outcomes,
+        r.jobs,
+        r.results_accepted,
+        r.dispatch_p50_ms,
+        r.dispatch_p99_ms,
+        r.jobs_per_second,
+        r.operations,
+        r.unknown_outcomes,
+        r.recovered,
+        r.settled
+    );
+    let sometimes: Vec<String> = r
+        .sometimes
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    out!("protections exercised: {}", sometimes.join(", "));
+    if r.violations.is_empty() {
+        out!(
+            "no violation: every job has exactly one outcome, no binding to a dead node, no stale result accepted"
+        );
+    } else {
+        for v in &r.violations {
+            out!("{} violated: {}", v.invariant, v.explanation);
+        }
     }
 }
 
@@ -120,7 +222,10 @@ fn workorder(
                 report.requests,
                 report.workers
             );
-            out!("faults: {}", faults_line(&report.faults_injected));
+            out!(
+                "faults: {}",
+                faults_line(&report.faults_injected, &FaultKind::WORKERS)
+            );
             out!(
                 "operation latency p50 {} ms, p99 {} ms; quiescent: {}",
                 report.p50_ms,
@@ -235,7 +340,10 @@ fn print_gateway(r: &GatewayReport) {
         r.cancelled_streams,
         r.quota_requests
     );
-    out!("faults: {}", faults_line(&r.faults_injected));
+    out!(
+        "faults: {}",
+        faults_line(&r.faults_injected, &FaultKind::WORKERS)
+    );
     let m = &r.money;
     out!(
         "money: idempotent accounts {} -> {} (ledger {}); streaming account {} -> {} (ledger \
@@ -379,15 +487,20 @@ fn print_bench(r: &BenchReport) {
     }
 }
 
-fn faults_line(f: &FaultCounts) -> String {
-    let mut parts: Vec<String> = FaultKind::ALL
+fn faults_line(f: &FaultCounts, kinds: &[FaultKind]) -> String {
+    let mut parts: Vec<String> = kinds
         .iter()
         .map(|k| format!("{} {}", f.of(*k), k.name()))
         .collect();
-    parts.push(format!(
-        "({} connections stalled, {} cut)",
-        f.stalled_connections, f.cut_connections
-    ));
+    let stalls = kinds.contains(&FaultKind::StalledConnection);
+    parts.push(if stalls {
+        format!(
+            "({} connections stalled, {} cut)",
+            f.stalled_connections, f.cut_connections
+        )
+    } else {
+        format!("({} connections cut)", f.cut_connections)
+    });
     parts.join(", ")
 }
 
