@@ -681,6 +681,39 @@ end
 "#,
             sched_run!()
         ),
+        // The window as canonical text: PEXPIRE rejects leading zeros, and Lua would print a
+        // 15-digit number in exponent notation.
+        ScriptName::IncrWindow => {
+            r#"
+if #KEYS < 1 or #ARGV < 1 then
+  return redis.error_reply('ERR incr_window needs 1 key and 1 arg')
+end
+local window = ARGV[1]
+if #window == 0 or #window > 15 or not string.match(window, '^%d+$') or tonumber(window) <= 0 then
+  return redis.error_reply('ERR window must be 1 to 15 digits, not zero')
+end
+window = string.gsub(window, '^0+', '')
+-- A reply's integer is a double in Lua: a counter past 15 digits would come back rounded.
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'table' and current.err then
+  return current
+end
+if type(current) == 'string' then
+  local digits = string.match(current, '^%-?(%d+)$')
+  if digits ~= nil and #digits > 15 then
+    return redis.error_reply('ERR incr_window counter past 15 digits')
+  end
+end
+local count = redis.pcall('INCRBY', KEYS[1], 1)
+if type(count) == 'table' and count.err then
+  return count
+end
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return count
+"#
+        }
     }
 }
 

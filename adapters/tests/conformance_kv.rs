@@ -257,14 +257,18 @@ fn sched_keys() -> Vec<String> {
 /// The routing family's affinity record's own key.
 const AFFINITY_KEY: &str = "aff";
 
-/// Every key a sequence may touch: the generic ones, the scheduler's and the affinity
-/// record's.
+/// The breaker's failure counter's own key (`incr_window`).
+const WINDOW_KEY: &str = "cb:fails";
+
+/// Every key a sequence may touch: the generic ones, the scheduler's, the affinity
+/// record's, the job FSM's and the breaker counter's.
 fn all_keys() -> Vec<String> {
     KEYS.iter()
         .map(|k| k.to_string())
         .chain(sched_keys())
         .chain([AFFINITY_KEY.to_string()])
         .chain(fsm_keys())
+        .chain([WINDOW_KEY.to_string()])
         .collect()
 }
 
@@ -709,6 +713,36 @@ fn affinity_script_op() -> impl Strategy<Value = KvOp> {
     ]
 }
 
+/// The breaker's `incr_window`, mostly on a key of its own so that counts go on in an open
+/// window, and on the generic keys, so that it meets absent keys, counters, text that is not
+/// an integer and other types; its window one of
+/// the scripts' TTL texts (valid, with leading zeros, zero, or text it must refuse), its
+/// argument sometimes missing or followed by another; and a `PTTL` of the key, which
+/// compares the window it set.
+fn window_script_op() -> impl Strategy<Value = KvOp> {
+    let keys = prop_oneof![
+        3 => Just(vec![WINDOW_KEY.to_string()]),
+        2 => script_keys(),
+    ];
+    let script = (
+        keys,
+        prop::sample::select(&SCRIPT_TTLS[..]),
+        prop_oneof![8 => Just(1usize), 1 => Just(0usize), 1 => Just(2usize)],
+    )
+        .prop_map(|(keys, window, nargs)| KvOp::Script {
+            script: ScriptName::IncrWindow,
+            keys,
+            args: [window.to_string(), "extra".to_string()]
+                .into_iter()
+                .take(nargs)
+                .collect(),
+        });
+    prop_oneof![
+        4 => script,
+        1 => prop_oneof![Just(WINDOW_KEY.to_string()), key()].prop_map(|key| KvOp::PTtl { key }),
+    ]
+}
+
 /// The string commands and the scripts.
 fn string_op() -> impl Strategy<Value = KvOp> {
     let delta = delta();
@@ -778,6 +812,10 @@ struct Seen {
     deductions: u32,
     /// `compare_and_delete_versioned` calls that deleted.
     versioned_deletes: u32,
+    /// `incr_window` calls that opened a window (answered 1).
+    windows_opened: u32,
+    /// `incr_window` calls that counted in an open window (answered more than 1).
+    window_counts: u32,
     ttls_compared: u32,
     errors: u32,
     nils: u32,
@@ -931,6 +969,19 @@ impl Ctx {
                     },
                     KvReply::Int(1),
                 ) => self.seen.versioned_deletes += 1,
+                (
+                    KvOp::Script {
+                        script: ScriptName::IncrWindow,
+                        ..
+                    },
+                    KvReply::Int(n),
+                ) if *n >= 1 => {
+                    if *n == 1 {
+                        self.seen.windows_opened += 1;
+                    } else {
+                        self.seen.window_counts += 1;
+                    }
+                }
                 (KvOp::Script { .. }, KvReply::Int(1)) => self.seen.script_successes += 1,
                 (KvOp::PTtl { .. }, KvReply::Int(n)) if *n > 0 => self.seen.ttls_compared += 1,
                 (_, KvReply::Error(_)) => self.seen.errors += 1,
@@ -956,6 +1007,59 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// The breaker's `incr_window` among string and hash commands on the same keys: a
+/// generator of its own, so that the main one's sequences (and what they exercise under a
+/// given seed) stay as they were.
+fn window_sequence() -> impl Strategy<Value = Vec<KvOp>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => window_script_op(),
+            3 => string_op(),
+            1 => hash_op(),
+        ],
+        1..24,
+    )
+}
+
+#[test]
+fn incr_window_agrees_with_the_model() {
+    let rt = common::runtime();
+    let Some(config) = rt.block_on(common::servers_or_skip("kv incr_window", true, false)) else {
+        return;
+    };
+    let prefix = common::prefix("kvwin");
+    let kv = rt
+        .block_on(RedisKv::connect(&config.redis_url, &prefix))
+        .expect("Redis was reachable a moment ago");
+    let ctx = RefCell::new(Ctx {
+        seen: Seen::default(),
+        kv,
+    });
+    let mut runner = TestRunner::new(PropConfig {
+        cases: 500,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
+    let result = runner.run(&window_sequence(), |ops| {
+        rt.block_on(ctx.borrow_mut().check(&ops))
+            .map_err(TestCaseError::fail)
+    });
+    let cleaned = rt.block_on(ctx.borrow_mut().kv.clean());
+    if let Err(e) = result {
+        panic!("incr_window conformance failed (a bug in the model or the adapter):\n{e}");
+    }
+    cleaned.expect("cleaning the test's keys");
+    let seen = &ctx.borrow().seen;
+    assert!(
+        seen.windows_opened >= 50
+            && seen.window_counts >= 50
+            && seen.ttls_compared >= 50
+            && seen.errors >= 50
+            && seen.wrongtype >= 10,
+        "the generated sequences did not exercise incr_window enough: {seen:?}"
+    );
 }
 
 #[test]
@@ -1206,6 +1310,43 @@ fn kv_regression_sequences_agree_with_the_model() {
                 script(ScriptName::SetIfNewer, &["s"], &["7", "balance", "1"]),
                 script(ScriptName::DeductIfEnough, &["s"], &["balance", "1"]),
                 KvOp::HGetAll { key: "m".into() },
+            ],
+        ),
+        (
+            // The breaker's counter in a window: the first count sets the window, the next
+            // ones keep it; the window's text with leading zeros (which PEXPIRE rejects) and
+            // 15 digits (which Lua prints in exponent notation); a zero, empty or signed
+            // window, a missing argument, a counter past 15 digits, a value that is no
+            // integer and another type are errors with nothing written.
+            "incr_window",
+            vec![
+                script(ScriptName::IncrWindow, &["c"], &["60000"]),
+                script(ScriptName::IncrWindow, &["c"], &["1"]),
+                KvOp::PTtl { key: "c".into() },
+                script(ScriptName::IncrWindow, &["d"], &["0060000"]),
+                KvOp::PTtl { key: "d".into() },
+                script(ScriptName::IncrWindow, &["e"], &["100000000000000"]),
+                KvOp::PTtl { key: "e".into() },
+                script(ScriptName::IncrWindow, &["f"], &["0"]),
+                script(ScriptName::IncrWindow, &["f"], &[""]),
+                script(ScriptName::IncrWindow, &["f"], &["-1"]),
+                script(ScriptName::IncrWindow, &["f"], &[]),
+                KvOp::Get { key: "f".into() },
+                // Counts stay exact through Lua's doubles: 15 digits count on, 16 are
+                // refused (found by the generator with PROPTEST_RNG_SEED=1).
+                set("b", "999999999999999"),
+                script(ScriptName::IncrWindow, &["b"], &["60000"]),
+                set("b", "-9223372036854775808"),
+                script(ScriptName::IncrWindow, &["b"], &["60000"]),
+                KvOp::Get { key: "b".into() },
+                set("s", "A"),
+                script(ScriptName::IncrWindow, &["s"], &["60000"]),
+                KvOp::HSet {
+                    key: "h".into(),
+                    pairs: vec![("n".into(), "1".into())],
+                },
+                script(ScriptName::IncrWindow, &["h"], &["60000"]),
+                KvOp::PTtl { key: "h".into() },
             ],
         ),
         (

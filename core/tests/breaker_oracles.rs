@@ -9,8 +9,8 @@ use racelab_core::breaker::{
 };
 use racelab_core::{
     CallKind, Duration, EndpointId, Fault, FaultRecord, History, KvOp, KvReply, Note, NoteRecord,
-    OpId, OpRecord, ProcessId, Reply, SetCondition, StoreOp, Tag, Timestamp, UpstreamOp,
-    UpstreamReply,
+    OpId, OpRecord, ProcessId, Reply, ScriptName, SetCondition, StoreOp, Tag, Timestamp,
+    UpstreamOp, UpstreamReply,
 };
 
 const G1: ProcessId = ProcessId(0);
@@ -93,11 +93,19 @@ fn reject(h: &mut History, p: ProcessId, e: EndpointId, why: Rejection, at: u64)
     });
 }
 
-/// A counter update by `p` leaving `value` at `at`: `SET` (read-modify-write) or `INCRBY`.
+/// A counter update by `p` leaving `value` at `at`: `SET` (read-modify-write) or the
+/// `incr_window` script (which opens the window when it answers 1).
 fn count(h: &mut History, p: ProcessId, atomic: bool, value: i64, at: u64) {
     let key = fails_key(U);
     let (op, reply) = if atomic {
-        (KvOp::IncrBy { key, delta: 1 }, KvReply::Int(value))
+        (
+            KvOp::Script {
+                script: ScriptName::IncrWindow,
+                keys: vec![key],
+                args: vec![FAIL_WINDOW.as_ms().to_string()],
+            },
+            KvReply::Int(value),
+        )
     } else {
         (
             KvOp::Set {
@@ -116,16 +124,24 @@ fn count(h: &mut History, p: ProcessId, atomic: bool, value: i64, at: u64) {
     push(h, p, tag, StoreOp::Kv(op), Reply::Kv(reply), at);
 }
 
-fn window(h: &mut History, p: ProcessId, at: u64) {
-    let tag = BreakerTag::FailWindow {
+/// A bare `INCRBY` by `p` leaving `value` at `at`: a count that sets no window.
+fn count_without_window(h: &mut History, p: ProcessId, value: i64, at: u64) {
+    let tag = BreakerTag::FailCount {
         instance: instance(p),
         endpoint: U,
     };
-    let op = KvOp::PExpire {
+    let op = KvOp::IncrBy {
         key: fails_key(U),
-        ttl: FAIL_WINDOW,
+        delta: 1,
     };
-    push(h, p, tag, StoreOp::Kv(op), Reply::Kv(KvReply::Int(1)), at);
+    push(
+        h,
+        p,
+        tag,
+        StoreOp::Kv(op),
+        Reply::Kv(KvReply::Int(value)),
+        at,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +319,40 @@ fn c3_accepts_rejecting_a_failing_upstream() {
     assert!(v.holds(), "{}", v.explanation());
 }
 
+/// A "probe taken" rejection is excused by the instance's own token request that Redis
+/// refused (a token was held), even when a failover lost that token before the rejection
+/// was noted; without the refusal, the lost token excuses nothing.
+#[test]
+fn c3_accepts_a_rejection_on_a_refused_token_whose_holder_a_failover_lost() {
+    let mut h = history();
+    call(&mut h, G1, U, Probe::No, 503, 0);
+    token(&mut h, G2, "G2.0.1", KvReply::Ok, 5_000);
+    h.ops.last_mut().expect("pushed").lost_at = Some(Timestamp::from_ms(5_600));
+    token(&mut h, G1, "G1.0.1", KvReply::Nil, 5_600);
+    reject(&mut h, G1, U, Rejection::ProbeTaken, 5_601);
+    let v = no_rejection_without_failure(&h);
+    assert!(v.holds(), "{}", v.explanation());
+
+    // Granted instead (used too late): the lost token and the old failure excuse nothing.
+    let mut h = history();
+    call(&mut h, G1, U, Probe::No, 503, 0);
+    token(&mut h, G2, "G2.0.1", KvReply::Ok, 5_000);
+    h.ops.last_mut().expect("pushed").lost_at = Some(Timestamp::from_ms(5_600));
+    token(&mut h, G1, "G1.0.1", KvReply::Ok, 5_600);
+    h.ops.last_mut().expect("pushed").lost_at = Some(Timestamp::from_ms(5_600));
+    reject(&mut h, G1, U, Rejection::ProbeTaken, 5_601);
+    let v = no_rejection_without_failure(&h);
+    assert!(v.broke(C3.name), "{}", v.explanation());
+
+    // Another instance's refused request does not excuse this one's rejection.
+    let mut h = history();
+    call(&mut h, G1, U, Probe::No, 503, 0);
+    token(&mut h, G2, "G2.0.1", KvReply::Nil, 5_600);
+    reject(&mut h, G1, U, Rejection::ProbeTaken, 5_601);
+    let v = no_rejection_without_failure(&h);
+    assert!(v.broke(C3.name), "{}", v.explanation());
+}
+
 // ---------------------------------------------------------------------------------------------
 // C4
 
@@ -316,16 +366,15 @@ fn c4_flags_a_lost_update() {
     assert!(v.broke(C4.name), "{}", v.explanation());
 }
 
-/// INCRBY's answers count up; the window's end, a reset and a restart start again at 1; a
-/// write a failover lost is not counted.
+/// `incr_window`'s answers count up; the window its first count opened ending, a reset and
+/// a restart start again at 1; a write a failover lost is not counted.
 #[test]
 fn c4_accepts_atomic_counts_resets_expiry_and_lost_writes() {
     let mut h = history();
     count(&mut h, G1, true, 1, 10);
-    window(&mut h, G1, 11);
     count(&mut h, G2, true, 2, 20);
     // The window runs out.
-    count(&mut h, G3, true, 1, 11 + FAIL_WINDOW.as_ms() + 1);
+    count(&mut h, G3, true, 1, 10 + FAIL_WINDOW.as_ms() + 1);
     // A reset.
     push(
         &mut h,
@@ -352,11 +401,19 @@ fn c4_accepts_atomic_counts_resets_expiry_and_lost_writes() {
     let v = counter_exact(&h);
     assert!(v.holds(), "{}", v.explanation());
 
-    // Without the window the restart at 1 is a lost count.
+    // Without the window (a bare INCRBY) the restart at 1 is a lost count.
+    let mut h = history();
+    count_without_window(&mut h, G1, 1, 10);
+    count(&mut h, G2, true, 2, 20);
+    count(&mut h, G3, true, 1, 10 + FAIL_WINDOW.as_ms() + 1);
+    let v = counter_exact(&h);
+    assert!(v.broke(C4.name), "{}", v.explanation());
+
+    // Nor does the window outlast its length: a count of 1 before it ends is a lost count.
     let mut h = history();
     count(&mut h, G1, true, 1, 10);
     count(&mut h, G2, true, 2, 20);
-    count(&mut h, G3, true, 1, 11 + FAIL_WINDOW.as_ms() + 1);
+    count(&mut h, G3, true, 1, 10 + FAIL_WINDOW.as_ms() - 1);
     let v = counter_exact(&h);
     assert!(v.broke(C4.name), "{}", v.explanation());
 }
@@ -446,7 +503,6 @@ fn c4_takes_one_instants_updates_in_any_order() {
         fault: Fault::RedisRestart,
     });
     count(&mut h, G1, true, 1, 30);
-    window(&mut h, G1, 31);
     count(&mut h, G2, true, 2, 40);
     let v = counter_exact(&h);
     assert!(v.holds(), "{}", v.explanation());

@@ -272,7 +272,7 @@ fn scripts() -> Vec<Script> {
             name: "lost-update",
             summary: "U fails; G1 and G2 each see one failure at the same instant: both GET \
                       cb:E1:fails (nil), both SET it to 1, one failure lost and the breaker opens \
-                      late (C4); INCRBY counts both",
+                      late (C4); incr_window counts both",
             steps: Vec::new(),
             expect: PerVariant::DOCFIX_INSUFFICIENT,
         },

@@ -22,7 +22,8 @@
 //! - planned partitions (both ways, or one way in either direction) between a worker and a
 //!   store, repaired after `partition_len` (Redis or SQL, as in the explore world; a test may
 //!   script partitions and heals of any store at times, [`run_net_with`]: one from the push
-//!   balancer also closes the process' push connections for both ends);
+//!   balancer also closes the process' push connections for both ends; and pauses, crashes
+//!   with a restart and Redis restarts at times);
 //! - per operation, decided as it leaves by the explore world's own fault engine
 //!   ([`FaultProfile::op_faults`]: the same ratios, targets and order of draws, from a stream
 //!   of this process incarnation's own): `pause` holds every link of the process for
@@ -101,7 +102,7 @@ use racelab_sim::net::host::{StoreKinds, Stores, serve};
 use racelab_sim::net::wire::{Request, Response, read_frame, write_frame};
 use tokio::sync::{Notify, watch};
 
-use crate::catalog::{Outcome, Race, Workload};
+use crate::catalog::{Outcome, Race, Script, Workload};
 use crate::{Profile, Sweep, SweepPlan, Variant};
 
 /// The races the net world runs: those of the catalog whose entry says so ([`Race::net`]).
@@ -158,8 +159,9 @@ pub enum NetError {
     NoPct,
     /// A scripted step the net world does not carry out.
     #[error(
-        "the net world carries out partitions and heals at times only, not {step} (use the \
-         explore world's scripted scheduler)"
+        "the net world carries out partitions, heals, pauses, crashes with a restart and \
+         Redis restarts at times only, not {step} (use the explore world's scripted \
+         scheduler)"
     )]
     UnsupportedStep {
         /// The step.
@@ -216,6 +218,37 @@ pub fn run_seed_net_in(
     Ok(crate::judge(race, run, &capture))
 }
 
+/// Runs `race`'s scripted timeline `script` for `variant` in the net world: its scripted
+/// workload, its steps carried out as [`run_net_with`] does (faults at times only: any other
+/// step is refused, [`NetError::UnsupportedStep`]) and no other fault, turmoil's latencies
+/// between the race's profile's bounds drawn from `seed`; judged by the race's judge.
+pub fn run_script_net(
+    race: &Race,
+    script: &Script,
+    variant: Variant,
+    seed: u64,
+) -> Result<Outcome, NetError> {
+    if !supports(race) {
+        return Err(NetError::Unsupported {
+            race: race.id.to_string(),
+            supported: net_races().join(", "),
+        });
+    }
+    let (spec, capture) = (race.build)(variant, Workload::Scripted(script.name));
+    let profile = FaultProfile {
+        latency: (race.profile)().latency,
+        ..FaultProfile::quiet()
+    };
+    let mut world = NetWorld::new(spec, profile, seed);
+    world.script(&script.steps)?;
+    let run = world.run().map_err(|message| NetError::Simulation {
+        race: race.id.to_string(),
+        seed,
+        message,
+    })?;
+    Ok(crate::judge(race, run, &capture))
+}
+
 /// Runs `spec` in the net world with faults from `profile` drawn from `seed`: what
 /// [`run_seed_net`] does for a race's workload, for any world (a test's own machines).
 pub fn run_net(
@@ -226,10 +259,13 @@ pub fn run_net(
     run_net_with(spec, profile, seed, &[])
 }
 
-/// [`run_net`] plus partitions and heals at given times: the `Step::At` steps whose action
-/// is [`Action::Partition`] or [`Action::Heal`] (both ways; the only scripted faults the net
-/// world carries out), so that a scenario of the explore world's scripted tests runs in both
-/// worlds.
+/// [`run_net`] plus faults at given times: the `Step::At` steps whose action is
+/// [`Action::Partition`] or [`Action::Heal`] (both ways), [`Action::Pause`] (every link of
+/// the process held), [`Action::Crash`] with a restart (the host killed at the end of the
+/// tick and bounced later) or [`Action::RedisRestart`], the only scripted faults the net
+/// world carries out, so that a scenario of the explore world's scripted tests runs in both
+/// worlds. Any other step ([`Step::On`], a failover or a clock at a time, a crash for good)
+/// is refused.
 pub fn run_net_with(
     spec: racelab_sim::explore::WorldSpec,
     profile: FaultProfile,
@@ -423,6 +459,12 @@ enum Planned {
         proc: usize,
         duration: Duration,
     },
+    /// Kill the process' host at the end of this step and bounce it `restart_after` later
+    /// (as a per-operation crash is carried out).
+    Crash {
+        proc: usize,
+        restart_after: Duration,
+    },
 }
 
 /// The links of a process: the stores it reaches (a link to a host not started yet is held
@@ -511,6 +553,7 @@ impl NetWorld {
             .borrow_mut()
             .sql
             .set_deadlock_timeout(spec.net.sql_deadlock_timeout);
+        stores.borrow_mut().set_push_sticky(spec.net.push_sticky);
         for (table, key, row) in &spec.sql_rows {
             stores.borrow_mut().sql.seed(*table, key, row.clone());
         }
@@ -647,7 +690,8 @@ impl NetWorld {
         self.planned.sort_by_key(|(at, _)| *at);
     }
 
-    /// Adds the scripted partitions and heals to the planned faults.
+    /// Adds the scripted faults at times to the planned faults: partitions and heals, pauses,
+    /// crashes with a restart, Redis restarts.
     fn script(&mut self, steps: &[Step]) -> Result<(), NetError> {
         for step in steps {
             let unsupported = || NetError::UnsupportedStep {
@@ -656,29 +700,40 @@ impl NetWorld {
             let Step::At { at, action } = step else {
                 return Err(unsupported());
             };
-            let (process, store) = match action {
-                Action::Partition { process, store } | Action::Heal { process, store } => {
-                    (process, *store)
-                }
-                _ => return Err(unsupported()),
+            let proc_of = |process: &String| {
+                self.recorder
+                    .with_history(|h| {
+                        h.process_names
+                            .iter()
+                            .find(|(_, name)| name == process)
+                            .map(|(p, _)| usize::from(p.0))
+                    })
+                    .flatten()
+                    .ok_or_else(unsupported)
             };
-            let proc = self
-                .recorder
-                .with_history(|h| {
-                    h.process_names
-                        .iter()
-                        .find(|(_, name)| name == process)
-                        .map(|(p, _)| usize::from(p.0))
-                })
-                .flatten()
-                .ok_or_else(unsupported)?;
             let planned = match action {
-                Action::Partition { .. } => Planned::Partition {
-                    proc,
-                    store,
+                Action::Partition { process, store } => Planned::Partition {
+                    proc: proc_of(process)?,
+                    store: *store,
                     direction: 0,
                 },
-                _ => Planned::Heal { proc, store },
+                Action::Heal { process, store } => Planned::Heal {
+                    proc: proc_of(process)?,
+                    store: *store,
+                },
+                Action::Pause { process, duration } => Planned::Pause {
+                    proc: proc_of(process)?,
+                    duration: *duration,
+                },
+                Action::Crash {
+                    process,
+                    restart_after: Some(restart_after),
+                } => Planned::Crash {
+                    proc: proc_of(process)?,
+                    restart_after: *restart_after,
+                },
+                Action::RedisRestart => Planned::RedisRestart,
+                _ => return Err(unsupported()),
             };
             self.planned.push((*at, planned));
         }
@@ -789,6 +844,17 @@ impl NetWorld {
                     // Subscribers waiting for a message learn they lost their subscription.
                     self.tx_done.notify_waiters();
                     self.fault(Fault::RedisRestart);
+                }
+                Planned::Crash {
+                    proc,
+                    restart_after,
+                } => {
+                    // A process already down stays down until its own restart.
+                    let mut shared = self.shared.borrow_mut();
+                    let p = &mut shared.procs[proc];
+                    if p.restart_at.is_none() && p.crash.is_none() {
+                        p.crash = Some(restart_after);
+                    }
                 }
                 Planned::Pause { proc, duration } => {
                     let p = self.shared.borrow().procs[proc].ip;

@@ -42,7 +42,7 @@ pub(crate) fn races() -> Vec<Race> {
         profile: profile_05,
         seed_budget: 200,
         properties: PROPS_05,
-        net: false,
+        net: true,
         build: build_05,
         judge: judge_05,
     }]

@@ -36,7 +36,7 @@ pub(crate) fn races() -> Vec<Race> {
         profile,
         seed_budget: 100,
         properties: PROPS,
-        net: false,
+        net: true,
         build,
         judge,
     }]
@@ -65,9 +65,11 @@ type Jobs = Vec<(String, Timestamp)>;
 
 fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     let clients: Vec<(String, Timestamp, Jobs)> = match workload {
+        // The clients connect once both instances listen (in the net world too, where the
+        // balancer's host starts on first use and messages move at 50 ms ticks).
         Workload::Scripted("client-cut") => vec![
-            ("C2".into(), Timestamp::ZERO, jobs(&[500])),
-            ("C".into(), Timestamp::from_ms(100), jobs(&[1_000])),
+            ("C2".into(), Timestamp::from_ms(200), jobs(&[500])),
+            ("C".into(), Timestamp::from_ms(300), jobs(&[1_000])),
         ],
         Workload::Scripted(_) => vec![("C".into(), Timestamp::ZERO, jobs(&[1_000]))],
         Workload::Random(rng) => (1..=rng.between(1, 2))
@@ -184,8 +186,8 @@ fn scripts() -> Vec<Script> {
         },
         Script {
             name: "client-cut",
-            summary: "C2 holds S1 until its job is done (about 5 s), so C lands on S2 and \
-                      submits J1 (1 s); C is cut off at 6 s for 0.5 s and reconnects while J1 \
+            summary: "C2 connects at 0.2 s and holds S1 until its job is done (about 5 s), \
+                      so C, connecting at 0.3 s, lands on S2 and submits J1 (1 s); C is cut off at 6 s for 0.5 s and reconnects while J1 \
                       runs: the least-loaded balancer sends it to S1, which does not know J1 \
                       (a second execution, J1's result dropped at S2); the sticky one sends it \
                       back to S2, which still holds J1",

@@ -258,6 +258,75 @@ net_race_tests! {
     r_000_12 => "R-000-12", 200, ["B1", "B2"],
     r_000_07 => "R-000-07", 100, ["A1", "A2", "A3", "A4"],
     r_000_11 => "R-000-11", 100, ["I-PERM"],
+    r_004_05 => "R-004-05", 60, ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified", "I-JOB-delivered"],
+    r_004_08 => "R-004-08", 20, ["I-LIVE", "C1"],
+    r_004_07 => "R-004-07", 30, ["I-JOB-one-execution", "I-JOB-delivered-once", "I-JOB-no-stale-connection"],
+}
+
+/// Document 004's R-004-05, R-004-07 and R-004-08: every scripted timeline whose faults the
+/// net world carries out (faults at times: R-004-07's cuts from the balancer and S1's crash,
+/// R-004-05's Redis restart, and the no-fault timelines) gives each variant, over three
+/// latency seeds, the verdict the catalog expects, which the explore world's tests hold
+/// (`tests/scheduler.rs`, `tests/scheduler_ws.rs`, `tests/scheduler_rollout.rs`): among
+/// them R-004-07's client-cut, which only the balancer's session persistence (DocFix) keeps.
+/// The timelines aimed at the n-th operation of a kind are refused, and named here.
+#[test]
+fn document_004s_timelines_of_faults_at_times_give_the_catalog_verdict_in_the_net_world() {
+    use racelab_scenarios::net::run_script_net;
+    let carried_out: &[(&str, &[&str])] = &[
+        ("R-004-05", &["told-outcome-erased-by-restart", "no-fault"]),
+        (
+            "R-004-07",
+            &["s1-cut", "s1-restart", "client-cut", "no-fault"],
+        ),
+        ("R-004-08", &["no-fault"]),
+    ];
+    for (id, names) in carried_out {
+        let race = race(id);
+        let mut ran = Vec::new();
+        for script in (race.scripts)() {
+            let mut carried = false;
+            for variant in Variant::ALL {
+                for seed in 0..3 {
+                    let outcome = match run_script_net(&race, &script, variant, seed) {
+                        Err(NetError::UnsupportedStep { .. }) => continue,
+                        other => other.unwrap_or_else(|e| panic!("{e}")),
+                    };
+                    carried = true;
+                    let expected = script.expect.get(variant);
+                    let broken = outcome.verdict.broken();
+                    assert!(
+                        outcome.run.quiescent && outcome.verdict.stuck.is_none(),
+                        "{id} {} {} seed {seed} did not settle: {:?}",
+                        script.name,
+                        variant.as_str(),
+                        outcome.run.unsettled
+                    );
+                    assert_eq!(
+                        outcome.violated(),
+                        expected == racelab_scenarios::Expectation::Fails,
+                        "{id} {} {} seed {seed} in the net world broke {broken:?}, the catalog \
+                         expects it to {expected:?}\n{}\n{}",
+                        script.name,
+                        variant.as_str(),
+                        render_timeline(&outcome).join("\n"),
+                        outcome.verdict.explanation()
+                    );
+                    if seed == 0 {
+                        eprintln!(
+                            "{id} {} {}: broke {broken:?} in the net world",
+                            script.name,
+                            variant.as_str()
+                        );
+                    }
+                }
+            }
+            if carried {
+                ran.push(script.name);
+            }
+        }
+        assert_eq!(&ran, names, "{id}: the timelines the net world carries out");
+    }
 }
 
 /// R-000-12's Buggy instances remember a revoked key in their host's memory (local blocks):

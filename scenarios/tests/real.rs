@@ -1,7 +1,7 @@
 //! Document 000's routing and access races on real Redis and PostgreSQL through the shipped
 //! driver (`racelab_scenarios::real`, `racelab_adapters::run_world`), judged by each race's
 //! own judge: R-000-07 (affinity: `set_if_newer` and the versioned compare-and-delete by
-//! SHA), R-000-10 (breaker: the windowed `INCRBY` counter, the `SET NX PX` probe token, the
+//! SHA), R-000-10 (breaker: the `incr_window` counter script by SHA, the `SET NX PX` probe token, the
 //! shared OPEN), R-000-11 (permission cache: the epoch in PostgreSQL, pub/sub) and R-000-12
 //! (revocation: the row in PostgreSQL, the Redis entry). Each Correct variant holds on a
 //! timeline without scripted faults and its `sometimes` properties show the protocol was
@@ -102,7 +102,7 @@ fn breaker_correct_holds_and_buggy_loses_a_counter_update_on_real_redis() {
     let outcome = run("R-000-10", Variant::Correct, "no-fault", &opts);
     holds("R-000-10", &outcome, &[BREAKER_OPENED.name]);
     // At 500 ms G2 and G3 each see a failure of U at the same instant: the document's
-    // GET/SET of cb:E1:fails loses one on the real server (C4); INCRBY does not.
+    // GET/SET of cb:E1:fails loses one on the real server (C4); incr_window does not.
     let script = "half-open-stampede";
     let correct = run("R-000-10", Variant::Correct, script, &opts);
     holds("R-000-10", &correct, &[BREAKER_OPENED.name]);

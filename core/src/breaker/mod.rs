@@ -11,7 +11,7 @@
 //! |-----------|----------------------------------------------------------------|-------------------------------------|------------------------------------|-------------------------------|
 //! | `Buggy`   | `GET`/`SET cb:U:state` (`CLOSED`, `OPEN:<ms>`, `HALF_OPEN`)     | the stale copy of the last answer; writes swallowed | every reader of `HALF_OPEN` sends | `GET` then `SET n + 1`        |
 //! | `DocFix`  | the same                                                       | fail closed: the request is rejected | the same                           | the same                      |
-//! | `Correct` | a local breaker, authoritative for the instance's own traffic; `cb:U:open` (value: when it opened) forces it OPEN | the local breaker decides alone     | `SET probe:U tok NX PX cooldown`   | `INCRBY` + `PEXPIRE` window   |
+//! | `Correct` | a local breaker, authoritative for the instance's own traffic; `cb:U:open` (value: when it opened) forces it OPEN | the local breaker decides alone     | `SET probe:U tok NX PX cooldown`   | `incr_window`: `INCRBY`, and `PEXPIRE` on a new window, one script |
 //!
 //! Reading of the document (assumption A4 of the catalog, plus one of ours): the accessors
 //! are a read-modify-write through `GET`/`SET`; the in-process fallback is the instance's
@@ -23,8 +23,10 @@
 //! opening is less than a cool-down old forces a CLOSED local breaker OPEN from that moment;
 //! an absent one while the local breaker holds an OPEN Redis never heard of is written back
 //! (the "OPEN wins" merge on Redis' recovery). The local breaker counts its own consecutive
-//! failures and opens at [`THRESHOLD`], or when the shared counter (`INCRBY`, its window set
-//! by `PEXPIRE` after its first failure) reaches it; each open is published with the rest of
+//! failures and opens at [`THRESHOLD`], or when the shared counter reaches it: one atomic
+//! script, [`ScriptName::IncrWindow`], adds the failure and, when it is the window's first,
+//! sets the window's expiry (as two commands, a crash between them left a counter without
+//! TTL until the next close); each open is published with the rest of
 //! its cool-down as TTL. After the cool-down one probe needs the token; a token answered
 //! later than [`TOKEN_USE_MAX`] after it was asked for is not used (its cool-down may be
 //! running out), and an instance Redis does not answer probes on its own breaker. A
@@ -41,7 +43,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::health::Observation;
 use crate::ids::{EndpointId, OpId};
 use crate::machine::{Machine, Outgoing};
-use crate::ops::{CallKind, KvOp, KvReply, Reply, SetCondition, StoreOp, UpstreamOp};
+use crate::ops::{CallKind, KvOp, KvReply, Reply, ScriptName, SetCondition, StoreOp, UpstreamOp};
 use crate::tag::{Note, Tag};
 use crate::time::{Duration, Timestamp};
 use crate::variant::Variant;
@@ -58,7 +60,7 @@ pub use tag::{BreakerNote, BreakerTag, Probe, Rejection};
 pub const THRESHOLD: u32 = 3;
 /// How long a breaker stays OPEN before one probe may test the upstream.
 pub const COOLDOWN: Duration = Duration::from_ms(1_000);
-/// The shared failure counter's window (Correct's `PEXPIRE`).
+/// The shared failure counter's window (the expiry Correct's `incr_window` sets).
 pub const FAIL_WINDOW: Duration = Duration::from_ms(10_000);
 /// The longest a Correct instance waits for the probe token's answer and still uses it.
 pub const TOKEN_USE_MAX: Duration = Duration::from_ms(200);
@@ -167,10 +169,8 @@ enum Stage {
     Calling(EndpointId, Probe),
     /// Buggy, DocFix: `GET fails` after a failure.
     FailReading(EndpointId, bool),
-    /// `SET fails n` (Buggy, DocFix: then open if `open`) or `INCRBY` (Correct).
+    /// `SET fails n` (Buggy, DocFix: then open if `open`) or `incr_window` (Correct).
     FailCounting(EndpointId, bool, i64),
-    /// Correct: `PEXPIRE` of a new window.
-    Windowing(EndpointId, bool, i64),
     /// A write whose answer only ends the request, or leads to `then`.
     Writing(Then),
 }
@@ -519,9 +519,10 @@ impl BreakerInstance {
                 let local = self.local(endpoint);
                 local.consecutive = local.consecutive.saturating_add(1);
                 self.kv(
-                    KvOp::IncrBy {
-                        key: fails_key(endpoint),
-                        delta: 1,
+                    KvOp::Script {
+                        script: ScriptName::IncrWindow,
+                        keys: vec![fails_key(endpoint)],
+                        args: vec![FAIL_WINDOW.as_ms().to_string()],
                     },
                     BreakerTag::FailCount { instance, endpoint },
                     Stage::FailCounting(endpoint, probe.is_probe(), 0),
@@ -649,18 +650,7 @@ impl BreakerInstance {
                 Variant::Correct => match reply {
                     Reply::Kv(KvReply::Int(count)) => {
                         self.local(endpoint).redis_down = false;
-                        if count == 1 {
-                            self.kv(
-                                KvOp::PExpire {
-                                    key: fails_key(endpoint),
-                                    ttl: FAIL_WINDOW,
-                                },
-                                BreakerTag::FailWindow { instance, endpoint },
-                                Stage::Windowing(endpoint, probe, count),
-                            );
-                        } else {
-                            self.maybe_open(now, endpoint, probe, count);
-                        }
+                        self.maybe_open(now, endpoint, probe, count);
                     }
                     _ => {
                         self.local(endpoint).redis_down = true;
@@ -668,9 +658,6 @@ impl BreakerInstance {
                     }
                 },
             },
-            Stage::Windowing(endpoint, probe, count) => {
-                self.maybe_open(now, endpoint, probe, count)
-            }
             Stage::Writing(then) => match then {
                 Then::Done => self.finish(now),
                 Then::Cache(endpoint, state) => {

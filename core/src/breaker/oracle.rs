@@ -20,22 +20,23 @@
 //! - C3: no request to an upstream is rejected unless a call to it failed within
 //!   [`C3_WINDOW`] before the rejection, or a probe token of it was live in Redis (granted
 //!   less than a cool-down before: the half-open protocol letting one probe test it while
-//!   the others wait). Any other rejection of a healthy upstream's requests comes from the
+//!   the others wait), or Redis refused the rejecting instance's own token request (a token
+//!   was held then, even if a failover lost it before the rejection). Any other rejection of a healthy upstream's requests comes from the
 //!   breaker's store: its outage, or stale state in it. The window covers the cool-down of
 //!   a breaker that opened on that failure, with the Redis round trips after the failure and
 //!   the skew of the instances' clocks.
 //! - C4: each accepted update of the shared failure counter leaves it one above the accepted
-//!   updates before it since its last reset (a `SET 0` or `DEL`, the `PEXPIRE` window
+//!   updates before it since its last reset (a `SET 0` or `DEL`, the window `incr_window` set
 //!   running out, a Redis restart); updates a failover lost do not count. A lost update
 //!   breaks it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::tag::{BreakerNote, BreakerTag, Probe};
+use super::tag::{BreakerNote, BreakerTag, Probe, Rejection};
 use super::{COOLDOWN, THRESHOLD};
 use crate::history::{Fault, History, OpRecord};
 use crate::ids::{EndpointId, ProcessId};
-use crate::ops::{KvOp, KvReply, Reply, StoreOp};
+use crate::ops::{KvOp, KvReply, Reply, ScriptName, StoreOp};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::{Duration, Timestamp};
 
@@ -348,6 +349,29 @@ fn token_live(history: &History, endpoint: EndpointId, at: Timestamp) -> bool {
     })
 }
 
+/// Whether `process`'s last probe token request of `endpoint` answered by `at` was refused
+/// by Redis (`SET NX` applied, answered nil): a token was held when Redis refused it, even if
+/// a failover lost that token right after, before the rejection was noted.
+fn token_refused(
+    history: &History,
+    process: ProcessId,
+    endpoint: EndpointId,
+    at: Timestamp,
+) -> bool {
+    history
+        .ops
+        .iter()
+        .filter(|op| {
+            op.process == process
+                && matches!(tag(op), Some(BreakerTag::ProbeToken { endpoint: e, .. }) if *e == endpoint)
+                && op.completed_at.is_some_and(|c| c <= at)
+        })
+        .max_by_key(|op| op.completed_at)
+        .is_some_and(|op| {
+            op.applied_at.is_some() && matches!(op.result, Some(Reply::Kv(KvReply::Nil)))
+        })
+}
+
 fn token_forgotten_by_restart(history: &History, applied: Timestamp, at: Timestamp) -> bool {
     history
         .faults
@@ -380,7 +404,12 @@ pub fn no_rejection_without_failure(history: &History) -> Verdict {
             .filter(|(e, at)| e == endpoint && *at <= note.at)
             .map(|(_, at)| *at)
             .max();
-        if last.is_some_and(|at| at >= from) || token_live(history, *endpoint, note.at) {
+        let probe_taken = *why == Rejection::ProbeTaken
+            && token_refused(history, note.process, *endpoint, note.at);
+        if last.is_some_and(|at| at >= from)
+            || token_live(history, *endpoint, note.at)
+            || probe_taken
+        {
             continue;
         }
         verdict.violations.push(Violation {
@@ -411,42 +440,55 @@ enum CounterEvent {
     Update(i64),
     /// A reset (`SET 0`, `DEL`).
     Reset,
-    /// `PEXPIRE` on an existing key: it expires this long after.
+    /// A window set on the key by the update of its group (`incr_window` answering 1): it
+    /// expires this long after.
     Window(Duration),
 }
 
-fn counter_event(op: &OpRecord) -> Option<(String, CounterEvent)> {
+/// An accepted counter event of `op`, and the window it opened (`incr_window`'s first count
+/// of a window sets its expiry in the same atomic step).
+fn counter_event(op: &OpRecord) -> Option<(String, CounterEvent, Option<Duration>)> {
     let t = tag(op)?;
     if op.lost_at.is_some() || op.applied_at.is_none() {
         return None;
     }
     let result = op.result.as_ref()?;
+    let event = |key: &String, e: CounterEvent| Some((key.clone(), e, None));
     match (t, &op.op, result) {
         (BreakerTag::FailCount { .. }, StoreOp::Kv(KvOp::Set { key, value, .. }), r)
             if r.is_success_of(&op.op) =>
         {
-            Some((key.clone(), CounterEvent::Update(value.parse().ok()?)))
+            event(key, CounterEvent::Update(value.parse().ok()?))
         }
         (
             BreakerTag::FailCount { .. },
             StoreOp::Kv(KvOp::IncrBy { key, .. }),
             Reply::Kv(KvReply::Int(v)),
-        ) => Some((key.clone(), CounterEvent::Update(*v))),
+        ) => event(key, CounterEvent::Update(*v)),
+        (
+            BreakerTag::FailCount { .. },
+            StoreOp::Kv(KvOp::Script {
+                script: ScriptName::IncrWindow,
+                keys,
+                args,
+            }),
+            Reply::Kv(KvReply::Int(v)),
+        ) => {
+            let window = (*v == 1)
+                .then(|| args.first()?.parse::<u64>().ok().map(Duration::from_ms))
+                .flatten();
+            Some((keys.first()?.clone(), CounterEvent::Update(*v), window))
+        }
         (BreakerTag::FailReset { .. }, StoreOp::Kv(KvOp::Set { key, .. }), r)
             if r.is_success_of(&op.op) =>
         {
-            Some((key.clone(), CounterEvent::Reset))
+            event(key, CounterEvent::Reset)
         }
         (
             BreakerTag::FailReset { .. },
             StoreOp::Kv(KvOp::Del { key }),
             Reply::Kv(KvReply::Int(_)),
-        ) => Some((key.clone(), CounterEvent::Reset)),
-        (
-            BreakerTag::FailWindow { .. },
-            StoreOp::Kv(KvOp::PExpire { key, ttl }),
-            Reply::Kv(KvReply::Int(1)),
-        ) => Some((key.clone(), CounterEvent::Window(*ttl))),
+        ) => event(key, CounterEvent::Reset),
         _ => None,
     }
 }
@@ -462,8 +504,12 @@ pub fn counter_exact(history: &History) -> Verdict {
         .collect();
     let mut by_key: BTreeMap<String, Vec<(Timestamp, usize, CounterEvent)>> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
-        if let (Some((key, event)), Some(at)) = (counter_event(op), op.applied_at) {
-            by_key.entry(key).or_default().push((at, i, event));
+        if let (Some((key, event, window)), Some(at)) = (counter_event(op), op.applied_at) {
+            let events = by_key.entry(key).or_default();
+            events.push((at, i, event));
+            if let Some(ttl) = window {
+                events.push((at, i, CounterEvent::Window(ttl)));
+            }
         }
     }
     for (key, mut events) in by_key {

@@ -76,16 +76,9 @@ pub enum BreakerTag {
         /// The upstream.
         endpoint: EndpointId,
     },
-    /// One recorded failure: `SET cb:U:fails n+1` (Buggy, DocFix) or `INCRBY cb:U:fails 1`
-    /// (Correct).
+    /// One recorded failure: `SET cb:U:fails n+1` (Buggy, DocFix) or the script
+    /// `incr_window cb:U:fails <window>` (Correct: `INCRBY`, and `PEXPIRE` on a new window).
     FailCount {
-        /// The instance.
-        instance: u32,
-        /// The upstream.
-        endpoint: EndpointId,
-    },
-    /// `PEXPIRE cb:U:fails <window>` after the window's first failure (Correct).
-    FailWindow {
         /// The instance.
         instance: u32,
         /// The upstream.
@@ -133,8 +126,6 @@ impl BreakerTag {
     pub const FAIL_READ: TagKind = TagKind::new("cb-fail-read");
     /// [`BreakerTag::FailCount`]'s kind.
     pub const FAIL_COUNT: TagKind = TagKind::new("cb-fail-count");
-    /// [`BreakerTag::FailWindow`]'s kind.
-    pub const FAIL_WINDOW: TagKind = TagKind::new("cb-fail-window");
     /// [`BreakerTag::FailReset`]'s kind.
     pub const FAIL_RESET: TagKind = TagKind::new("cb-fail-reset");
     /// [`BreakerTag::ProbeToken`]'s kind.
@@ -157,7 +148,6 @@ impl BreakerTag {
             | BreakerTag::OpenClear { instance, .. }
             | BreakerTag::FailRead { instance, .. }
             | BreakerTag::FailCount { instance, .. }
-            | BreakerTag::FailWindow { instance, .. }
             | BreakerTag::FailReset { instance, .. }
             | BreakerTag::ProbeToken { instance, .. }
             | BreakerTag::Call { instance, .. } => *instance,
@@ -174,7 +164,6 @@ impl BreakerTag {
             | BreakerTag::OpenClear { endpoint, .. }
             | BreakerTag::FailRead { endpoint, .. }
             | BreakerTag::FailCount { endpoint, .. }
-            | BreakerTag::FailWindow { endpoint, .. }
             | BreakerTag::FailReset { endpoint, .. }
             | BreakerTag::ProbeToken { endpoint, .. }
             | BreakerTag::Call { endpoint, .. } => *endpoint,
@@ -192,7 +181,6 @@ impl FamilyTag for BreakerTag {
             BreakerTag::OpenClear { .. } => BreakerTag::OPEN_CLEAR,
             BreakerTag::FailRead { .. } => BreakerTag::FAIL_READ,
             BreakerTag::FailCount { .. } => BreakerTag::FAIL_COUNT,
-            BreakerTag::FailWindow { .. } => BreakerTag::FAIL_WINDOW,
             BreakerTag::FailReset { .. } => BreakerTag::FAIL_RESET,
             BreakerTag::ProbeToken { .. } => BreakerTag::PROBE_TOKEN,
             BreakerTag::Call { .. } => BreakerTag::CALL,

@@ -331,6 +331,15 @@ pub enum ScriptName {
     /// A transition of a job's FSM record (R-004-05), unconditional or a compare-and-set;
     /// see [`crate::scheduler::jobfsm::script`].
     SchedTransition,
+    /// `KEYS[1]` counter, `ARGV[1]` window in ms: a counter in a window, as one atomic step
+    /// (the breaker's shared failure counter, R-000-10). `INCRBY key 1`; if that made the
+    /// counter 1 (it was absent: a new window), `PEXPIRE key window`; return the count. So
+    /// that no crash can fall between the two and leave a counter without a TTL. The window
+    /// must be 1 to 15 ASCII digits and not zero, and a counter's text may hold at most 15
+    /// digits (Lua would round a larger count): errors before any write; a key of another
+    /// type is `WRONGTYPE`, and a value that is not an integer `INCRBY`'s error, with
+    /// nothing written.
+    IncrWindow,
 }
 
 /// A version or amount as the scripts accept it: 1 to 15 ASCII digits, so that Rust's and
@@ -385,7 +394,7 @@ fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvRepl
 impl ScriptName {
     /// Every script, each with its Lua in the adapters: for conformance tests and for loading
     /// on a server.
-    pub const ALL: [ScriptName; 17] = [
+    pub const ALL: [ScriptName; 18] = [
         ScriptName::CompareAndExtend,
         ScriptName::CompareAndDelete,
         ScriptName::SetIfNewer,
@@ -403,6 +412,7 @@ impl ScriptName {
         ScriptName::CompareAndDeleteVersioned,
         ScriptName::SchedVersioned,
         ScriptName::SchedTransition,
+        ScriptName::IncrWindow,
     ];
 
     /// The scheduler family's scripts, whose keys derive from a namespace in `KEYS[1]` (see
@@ -494,6 +504,7 @@ impl ScriptName {
             ScriptName::SchedTransition => {
                 crate::scheduler::jobfsm::script::transition(view, keys, args)
             }
+            ScriptName::IncrWindow => ScriptName::incr_window(view, keys, args),
         }
     }
 
@@ -517,6 +528,7 @@ impl ScriptName {
             ScriptName::SchedFinalize => "sched_finalize",
             ScriptName::SchedVersioned => "sched_versioned",
             ScriptName::SchedTransition => "sched_transition",
+            ScriptName::IncrWindow => "incr_window",
         }
     }
 
@@ -580,6 +592,41 @@ impl ScriptName {
         }
         view.call(&KvOp::Del { key: key.clone() });
         KvReply::Int(1)
+    }
+
+    fn incr_window(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
+        let (Some(key), Some(window)) = (keys.first(), args.first()) else {
+            return KvReply::Error("ERR incr_window needs 1 key and 1 arg".into());
+        };
+        let Some(window) = script_number(window).filter(|ms| *ms > 0) else {
+            return KvReply::Error("ERR window must be 1 to 15 digits, not zero".into());
+        };
+        // Lua holds a reply's integer as a double: a counter past 15 digits would come back
+        // rounded, so such a counter is refused before the write.
+        match script_get(view, key) {
+            Ok(Some(v)) => {
+                let digits = v.strip_prefix('-').unwrap_or(&v);
+                if digits.len() > 15 && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return KvReply::Error("ERR incr_window counter past 15 digits".into());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return e,
+        }
+        let count = match view.call(&KvOp::IncrBy {
+            key: key.clone(),
+            delta: 1,
+        }) {
+            KvReply::Int(count) => count,
+            other => return other,
+        };
+        if count == 1 {
+            view.call(&KvOp::PExpire {
+                key: key.clone(),
+                ttl: Duration::from_ms(window.unsigned_abs()),
+            });
+        }
+        KvReply::Int(count)
     }
 
     fn deduct_if_enough(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply {
@@ -775,7 +822,10 @@ mod tests {
     impl KvView for WrongType {
         fn call(&mut self, op: &KvOp) -> KvReply {
             match op {
-                KvOp::Get { .. } | KvOp::HGet { .. } => KvReply::Error(WRONGTYPE.into()),
+                // INCRBY on a hash fails as a whole: nothing is written.
+                KvOp::Get { .. } | KvOp::HGet { .. } | KvOp::IncrBy { .. } => {
+                    KvReply::Error(WRONGTYPE.into())
+                }
                 _ => panic!("the script wrote after WRONGTYPE: {op}"),
             }
         }
@@ -791,11 +841,62 @@ mod tests {
                 ScriptName::SetIfNewer => s(&["7", "balance", "10"]),
                 ScriptName::DeductIfEnough => s(&["balance", "10"]),
                 ScriptName::CompareAndDeleteVersioned => s(&["upstream", "E1", "3"]),
+                ScriptName::IncrWindow => s(&["1000"]),
                 _ => s(&["A", "1000"]),
             };
             let r = script.run(&mut WrongType, &s(&["lock"]), &args);
             assert_eq!(r, KvReply::Error(WRONGTYPE.into()), "{}", script.as_str());
         }
+    }
+
+    /// A counter and the windows set on it.
+    #[derive(Default)]
+    struct Counter {
+        value: Option<i64>,
+        windows: Vec<Duration>,
+    }
+
+    impl KvView for Counter {
+        fn call(&mut self, op: &KvOp) -> KvReply {
+            match op {
+                KvOp::IncrBy { delta, .. } => {
+                    let v = self.value.unwrap_or(0) + delta;
+                    self.value = Some(v);
+                    KvReply::Int(v)
+                }
+                KvOp::PExpire { ttl, .. } => {
+                    self.windows.push(*ttl);
+                    KvReply::Int(1)
+                }
+                KvOp::Get { .. } => self
+                    .value
+                    .map_or(KvReply::Nil, |v| KvReply::Bulk(v.to_string())),
+                _ => panic!("incr_window sent {op}"),
+            }
+        }
+    }
+
+    /// The first count opens a window, the next ones only count; a bad window is refused
+    /// before any write.
+    #[test]
+    fn incr_window_sets_the_window_with_the_first_count_only() {
+        let mut c = Counter::default();
+        let run = |c: &mut Counter, window: &str| {
+            ScriptName::IncrWindow.run(c, &s(&["cb:E1:fails"]), &s(&[window]))
+        };
+        assert_eq!(run(&mut c, "10000"), KvReply::Int(1));
+        assert_eq!(run(&mut c, "10000"), KvReply::Int(2));
+        assert_eq!(c.windows, vec![Duration::from_ms(10_000)]);
+        for bad in ["0", "", "-5", "1e3", "1234567890123456"] {
+            assert!(
+                matches!(run(&mut c, bad), KvReply::Error(_)),
+                "window {bad:?} refused"
+            );
+        }
+        assert_eq!((c.value, c.windows.len()), (Some(2), 1), "nothing written");
+        c.value = Some(-1_000_000_000_000_000);
+        assert!(matches!(run(&mut c, "10"), KvReply::Error(_)), "16 digits");
+        assert_eq!(c.value, Some(-1_000_000_000_000_000), "nothing written");
     }
 
     #[test]

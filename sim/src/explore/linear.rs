@@ -201,6 +201,7 @@ fn declares_its_keys(script: ScriptName) -> bool {
             | ScriptName::CompareAndDelete
             | ScriptName::SetIfNewer
             | ScriptName::DeductIfEnough
+            | ScriptName::IncrWindow
     )
 }
 

@@ -48,6 +48,12 @@ impl PushHub {
         }
     }
 
+    /// Turns session persistence on or off (the balancer remembers every process' last
+    /// listener in either mode, so the switch takes effect at the next connect).
+    pub(crate) fn set_sticky(&mut self, sticky: bool) {
+        self.sticky = sticky;
+    }
+
     pub(crate) fn listen(&mut self, ep: Endpoint, service: &str) -> PushReply {
         self.listeners
             .entry(service.to_string())

@@ -117,6 +117,14 @@ impl Stores {
             .map(|(at, _)| *at)
     }
 
+    /// The push balancer's mode: session persistence (`NetConfig::push_sticky`, as the
+    /// explore world's balancer) or least connections alone (the default).
+    ///
+    /// [`NetConfig::push_sticky`]: crate::explore::NetConfig
+    pub fn set_push_sticky(&mut self, sticky: bool) {
+        self.push.set_sticky(sticky);
+    }
+
     /// Process `process` (its index) crashed: its push connections close for both ends and
     /// it listens no more; its streams lose their reader and keep generating to their end.
     /// The caller wakes the waiting reads and receives (the hosts' `Notify`).
