@@ -39,7 +39,7 @@ pub(crate) fn races() -> Vec<Race> {
         profile,
         seed_budget: 100,
         properties: PROPS,
-        net: false,
+        net: true,
         build,
         judge,
     }]

@@ -261,6 +261,7 @@ net_race_tests! {
     r_004_05 => "R-004-05", 60, ["FSM1", "FSM2", "I-JOB-executed-once", "I-JOB-notified", "I-JOB-delivered"],
     r_004_08 => "R-004-08", 20, ["I-LIVE", "C1"],
     r_004_07 => "R-004-07", 30, ["I-JOB-one-execution", "I-JOB-delivered-once", "I-JOB-no-stale-connection"],
+    r_004_04 => "R-004-04", 30, ["I-JOB-one-execution"],
 }
 
 /// Document 004's R-004-05, R-004-07 and R-004-08: every scripted timeline whose faults the
