@@ -34,7 +34,7 @@
 //!   I-CONV oracle.
 //! - [`linear`]: a linearizability checker (Wing and Gong's search with memoisation) over any
 //!   sequential specification, with a step bound and an explicit "unknown".
-//! - [`route`]: document 000's endpoint router (R-000-15): eight policies side by side behind
+//! - [`route`]: document 000's endpoint router (R-000-15): ten policies side by side behind
 //!   one hard health gate (document 001's health table), with per-attempt feedback.
 
 #![forbid(unsafe_code)]

@@ -16,8 +16,11 @@
 //!   1 s, an error as its own latency).
 //! - **To down**: user requests sent to an endpoint that was down or had its key revoked
 //!   when they were sent; **after evidence**: those of them sent after the router had
-//!   already recorded a failure from that endpoint in the same episode. Probes are counted
-//!   apart.
+//!   recorded the evidence its gate acts on, from attempts sent in the same episode: the
+//!   health table's `failure_threshold` failures, or one 401 (sticky at once). Requests
+//!   between the first failure and the threshold are in *to down* only: one 503 is not
+//!   evidence of an outage (fail-fast's endpoint answers 503 60% of the time and is up).
+//!   Probes are counted apart.
 //!
 //! A second experiment, [`herding`], runs several gateway instances that share their load
 //! through a store read with a lag, on endpoints whose latency grows with their load: stale
@@ -42,7 +45,7 @@ pub const TIMEOUT_MS: u64 = 1_000;
 pub const SEED: u64 = 0x0013_0002;
 /// The policy the Correct gateway ships (behind the hard gate), chosen by this bench's table
 /// (see the README's route-bench section for the figures).
-pub const SHIPPED: &str = "thompson-censored";
+pub const SHIPPED: &str = "thompson-load";
 
 /// What an endpoint does at an instant.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,8 +195,8 @@ fn lognormal_ms(h: u64, median: f64) -> u64 {
 
 /// The answer of endpoint `e` to the attempt numbered `key` sent at `t`: a latency (ms) and
 /// an observation (before the client's timeout is applied).
-fn answer(s: &Scenario, e: u32, t: u64, key: u64) -> (u64, Observation) {
-    let h = mix(SEED ^ mix(key ^ (u64::from(e) << 48)));
+fn answer(seed: u64, s: &Scenario, e: u32, t: u64, key: u64) -> (u64, Observation) {
+    let h = mix(seed ^ mix(key ^ (u64::from(e) << 48)));
     let lognormal = |median: f64| lognormal_ms(h, median);
     match (s.mode)(e, t) {
         Mode::Up(median) => (lognormal(median), Observation::Success),
@@ -247,7 +250,8 @@ pub struct Row {
     pub p99_ms: u64,
     /// User requests sent to a down or revoked endpoint.
     pub to_down: u64,
-    /// Of those, the ones sent after the router had recorded a failure of that episode.
+    /// Of those, the ones sent after the router had recorded the gate's evidence of that
+    /// episode (`failure_threshold` failures, or a 401).
     pub to_down_after_evidence: u64,
     /// Requests failed by the router because no endpoint passed the gate.
     pub refused: u64,
@@ -319,15 +323,21 @@ pub struct RouteBench {
     pub herding: HerdingTable,
 }
 
-/// Runs every router on every scenario.
+/// Runs every router on every scenario, with the bench's [`SEED`] (the table the gate holds).
 pub fn run() -> RouteBench {
+    run_seeded(SEED)
+}
+
+/// Runs every router on every scenario with `seed` for the upstream answers and the
+/// routers' random streams (other seeds check that a policy is not tuned to [`SEED`]).
+pub fn run_seeded(seed: u64) -> RouteBench {
     let scenarios = scenarios()
         .iter()
         .map(|s| {
-            let (best_fixed, best_loss, best_per_second) = best_fixed(s);
+            let (best_fixed, best_loss, best_per_second) = best_fixed(seed, s);
             let (rows, series): (Vec<Row>, Vec<Series>) = routers()
                 .into_iter()
-                .map(|(name, config)| simulate(s, &name, config, best_loss, &best_per_second))
+                .map(|(name, config)| simulate(seed, s, &name, config, best_loss, &best_per_second))
                 .unzip();
             let target = target(&rows);
             ScenarioTable {
@@ -343,23 +353,23 @@ pub fn run() -> RouteBench {
         })
         .collect();
     RouteBench {
-        seed: SEED,
+        seed,
         timeout_ms: TIMEOUT_MS,
         shipped: SHIPPED.to_string(),
         scenarios,
-        herding: herding(),
+        herding: herding(seed),
     }
 }
 
 /// The best single endpoint in hindsight: the one whose answers to every request (the same
 /// common random numbers) lose least.
 /// Also returns its cumulative loss at the end of each second.
-fn best_fixed(s: &Scenario) -> (u32, u64, Vec<u64>) {
+fn best_fixed(seed: u64, s: &Scenario) -> (u32, u64, Vec<u64>) {
     let (e, total) = (0..s.endpoints)
         .map(|e| {
             let total: u64 = (0..s.duration_ms)
                 .map(|t| {
-                    let (ms, obs) = answer(s, e, t, t);
+                    let (ms, obs) = answer(seed, s, e, t, t);
                     loss(ms, obs)
                 })
                 .sum();
@@ -370,7 +380,7 @@ fn best_fixed(s: &Scenario) -> (u32, u64, Vec<u64>) {
     let mut cumulative = Vec::new();
     let mut sum = 0u64;
     for t in 0..s.duration_ms {
-        let (ms, obs) = answer(s, e, t, t);
+        let (ms, obs) = answer(seed, s, e, t, t);
         sum += loss(ms, obs);
         if (t + 1).is_multiple_of(1000) {
             cumulative.push(sum);
@@ -385,6 +395,7 @@ const PROBE_KEY_BASE: u64 = 1 << 40;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Done {
     at_ms: u64,
+    sent_ms: u64,
     attempt: u64,
     endpoint: u32,
     observation: u8,
@@ -412,6 +423,7 @@ fn code_obs(c: u8) -> Observation {
 }
 
 fn simulate(
+    seed: u64,
     s: &Scenario,
     name: &str,
     config: RouterConfig,
@@ -427,13 +439,17 @@ fn simulate(
     let ids: Vec<EndpointId> = (0..s.endpoints).map(EndpointId).collect();
     // Invariant: the scenarios have 1..=ENDPOINTS_MAX distinct endpoints.
     let mut router = Router::new(config, &ids).expect("the scenarios' endpoints are valid");
-    let mut rng = RandomStream::for_process(SEED, 0, 0);
+    let mut rng = RandomStream::for_process(seed, 0, 0);
     let mut heap: BinaryHeap<Reverse<Done>> = BinaryHeap::new();
     let mut waits = Vec::with_capacity(s.duration_ms as usize);
     let mut total_loss: u64 = 0;
     let mut successes = 0u64;
     let (mut to_down, mut after_evidence, mut refused, mut probes) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_failure_ms: Vec<Option<u64>> = vec![None; s.endpoints as usize];
+    // Per endpoint, the episode (its start) the router has evidence of and the failures it
+    // recorded in it: evidence is what the gate acts on, `failure_threshold` failures of
+    // attempts sent in the episode, or one 401 (sticky at once).
+    let threshold = config.health.failure_threshold.max(1);
+    let mut evidence: Vec<(Option<u64>, u32)> = vec![(None, 0); s.endpoints as usize];
     let mut probe_key = PROBE_KEY_BASE;
     let mut t = 0u64;
     while t < s.duration_ms || !heap.is_empty() {
@@ -441,8 +457,18 @@ fn simulate(
         while heap.peek().is_some_and(|d| d.0.at_ms <= t) {
             let Some(Reverse(d)) = heap.pop() else { break };
             let obs = code_obs(d.observation);
-            if obs.is_failure() {
-                last_failure_ms[d.endpoint as usize] = Some(t);
+            if obs.is_failure()
+                && let Some(since) = (s.down_since)(d.endpoint, d.sent_ms)
+            {
+                let seen = &mut evidence[d.endpoint as usize];
+                if seen.0 != Some(since) {
+                    *seen = (Some(since), 0);
+                }
+                seen.1 = if obs == Observation::Unauthorized {
+                    seen.1.max(threshold)
+                } else {
+                    seen.1 + 1
+                };
             }
             // Invariant: every attempt is recorded exactly once, at its completion.
             let recorded = router.record(AttemptId(d.attempt), now, obs);
@@ -451,7 +477,7 @@ fn simulate(
         if t < s.duration_ms {
             while let Some(a) = router.poll_probe(now) {
                 probes += 1;
-                let (ms, obs) = answer(s, a.endpoint.0, t, probe_key);
+                let (ms, obs) = answer(seed, s, a.endpoint.0, t, probe_key);
                 probe_key += 1;
                 let (wait, ok) = client_view(ms, obs);
                 let obs = if ok || ms <= TIMEOUT_MS {
@@ -461,6 +487,7 @@ fn simulate(
                 };
                 heap.push(Reverse(Done {
                     at_ms: t + wait,
+                    sent_ms: t,
                     attempt: a.id.0,
                     endpoint: a.endpoint.0,
                     observation: obs_code(obs),
@@ -472,11 +499,12 @@ fn simulate(
                     let e = a.endpoint.0;
                     if let Some(since) = (s.down_since)(e, t) {
                         to_down += 1;
-                        if last_failure_ms[e as usize].is_some_and(|f| f >= since) {
+                        let seen = evidence[e as usize];
+                        if seen.0 == Some(since) && seen.1 >= threshold {
                             after_evidence += 1;
                         }
                     }
-                    let (ms, obs) = answer(s, e, t, t);
+                    let (ms, obs) = answer(seed, s, e, t, t);
                     let (wait, ok) = client_view(ms, obs);
                     total_loss += loss(ms, obs);
                     successes += u64::from(ok);
@@ -489,6 +517,7 @@ fn simulate(
                     };
                     heap.push(Reverse(Done {
                         at_ms: t + wait,
+                        sent_ms: t,
                         attempt: a.id.0,
                         endpoint: e,
                         observation: obs_code(obs),
@@ -615,7 +644,8 @@ pub const HERD_MS_PER_IN_FLIGHT: u64 = 8;
 /// The lags of the shared load, ms.
 pub const HERD_LAGS_MS: [u64; 3] = [0, 100, 1_000];
 
-/// The policies the herding table compares (the shipped one does not read load).
+/// The policies the herding table compares (the Thompson ones without shared load: the
+/// shipped one reads its own load only).
 fn herd_policies() -> Vec<Policy> {
     vec![
         Policy::Uniform,
@@ -626,6 +656,7 @@ fn herd_policies() -> Vec<Policy> {
             gamma: 0.999,
             censored: true,
         },
+        Policy::LoadAwareThompson { gamma: 0.999 },
     ]
 }
 
@@ -635,17 +666,17 @@ fn herd_policies() -> Vec<Policy> {
 /// flight there when it arrives, so piling onto one endpoint is slow and past the 1 s timeout
 /// fails). Each load-based policy runs with local load only and with load shared at each lag
 /// of [`HERD_LAGS_MS`]; stale shared load makes every instance see the same shortest queue.
-pub fn herding() -> HerdingTable {
+pub fn herding(seed: u64) -> HerdingTable {
     let mut rows = Vec::new();
     for policy in herd_policies() {
         let load_based = matches!(
             policy,
             Policy::LeastLoaded | Policy::LeastOutstanding | Policy::PeakEwma { .. }
         );
-        rows.push(herd_run(policy, None));
+        rows.push(herd_run(seed, policy, None));
         if load_based {
             for lag in HERD_LAGS_MS {
-                rows.push(herd_run(policy, Some(lag)));
+                rows.push(herd_run(seed, policy, Some(lag)));
             }
         }
     }
@@ -674,7 +705,7 @@ struct HerdDone {
     release: bool,
 }
 
-fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
+fn herd_run(seed: u64, policy: Policy, lag_ms: Option<u64>) -> HerdRow {
     let n = HERD_ENDPOINTS as usize;
     let ids: Vec<EndpointId> = (0..HERD_ENDPOINTS).map(EndpointId).collect();
     let mut routers: Vec<Router> = (0..HERD_INSTANCES)
@@ -684,7 +715,7 @@ fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
         })
         .collect();
     let mut rngs: Vec<RandomStream> = (0..HERD_INSTANCES)
-        .map(|k| RandomStream::for_process(SEED, k as u16, 0))
+        .map(|k| RandomStream::for_process(seed, k as u16, 0))
         .collect();
     // What each instance last published (its own outstanding per endpoint).
     let mut published: Vec<Vec<u32>> = vec![vec![0; n]; HERD_INSTANCES as usize];
@@ -758,7 +789,7 @@ fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
             continue;
         };
         let e = a.endpoint.0 as usize;
-        let base = lognormal_ms(mix(SEED ^ mix(t ^ 0x4E5D)), 40.0);
+        let base = lognormal_ms(mix(seed ^ mix(t ^ 0x4E5D)), 40.0);
         let latency = base + HERD_MS_PER_IN_FLIGHT * in_flight[e];
         in_flight[e] += 1;
         peak = peak.max(in_flight[e]);
@@ -816,9 +847,9 @@ fn herd_run(policy: Policy, lag_ms: Option<u64>) -> HerdRow {
 }
 
 /// Line colours, one per router in table order.
-const COLOURS: [&str; 10] = [
+const COLOURS: [&str; 11] = [
     "#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#17becf", "#000000",
+    "#17becf", "#000000", "#bcbd22",
 ];
 
 /// One SVG line chart: a polyline per series, one point per second.

@@ -112,7 +112,7 @@ fn route_bench_json_has_every_scenario_policy_and_target() {
     );
     for s in scenarios {
         let rows = s["rows"].as_array().expect("rows");
-        assert_eq!(rows.len(), 10, "{s}");
+        assert_eq!(rows.len(), 11, "{s}");
         for field in [
             "regret_ms",
             "success_per_mille",
@@ -132,7 +132,7 @@ fn route_bench_json_has_every_scenario_policy_and_target() {
     let page = std::fs::read_to_string(dir.join("route-bench.html")).expect("the page");
     assert_eq!(page.matches("<svg").count(), 10);
     assert_eq!(page.matches("</svg>").count(), 10);
-    assert_eq!(page.matches("<polyline").count(), 100);
+    assert_eq!(page.matches("<polyline").count(), 110);
     // A DIR that cannot be created (under a file) is one clear line and exit 2.
     let file = dir.join("route-bench.html");
     check_rejected(
@@ -144,7 +144,15 @@ fn route_bench_json_has_every_scenario_policy_and_target() {
     let text = racelab(&["route-bench"]);
     let table = stdout(&text);
     assert!(table.contains("thompson-censored"), "{table}");
+    assert!(table.contains("thompson-load"), "{table}");
     assert_eq!(table.matches("target for").count(), 5, "{table}");
+    // `--seed` runs the same bench on other upstream answers and draws.
+    let o = racelab(&["route-bench", "--json", "--seed", "7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let other: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(other["seed"], 7);
+    assert_ne!(other["scenarios"], bench["scenarios"]);
+    check_rejected(&["route-bench", "--seed", "x"], "--seed");
 }
 
 #[test]

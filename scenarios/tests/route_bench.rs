@@ -48,7 +48,7 @@ fn the_shipped_policy_meets_its_targets_where_it_can_and_the_misses_are_the_repo
     let bench = route_bench::run();
     assert_eq!(bench.shipped, SHIPPED);
     for s in &bench.scenarios {
-        assert_eq!(s.rows.len(), 10, "{}", s.scenario);
+        assert_eq!(s.rows.len(), 11, "{}", s.scenario);
         assert_eq!(s.target.policy, SHIPPED);
     }
     // Regret at most 20% of gated uniform's: holds where the best endpoint matters.
@@ -60,19 +60,35 @@ fn the_shipped_policy_meets_its_targets_where_it_can_and_the_misses_are_the_repo
     }
     // Reported misses (README, route-bench): on linkerd no policy reaches 20% of uniform's
     // regret (P2C is best), and on fail-fast the shipped policy is short of it (UCB1 is
-    // closest); UCB1 beats it on fail-fast, revoked, recovers and drift, but herds onto one
-    // endpoint under delayed feedback and loses 16x more on linkerd.
+    // closest); UCB1 beats it on fail-fast, revoked and recovers, but herds onto one
+    // endpoint under delayed feedback and loses 16x more on linkerd. On drift it is within
+    // 10% of UCB1.
     assert!(!scenario(&bench, "linkerd").target.within_20pct_of_uniform);
     assert!(!scenario(&bench, "fail-fast").target.within_20pct_of_uniform);
     for s in &bench.scenarios {
-        assert!(!s.target.within_10pct_of_best_other, "{}", s.scenario);
+        let within = s.target.within_10pct_of_best_other;
+        assert_eq!(within, s.scenario == "drift", "{}", s.scenario);
     }
-    // No request to an endpoint known to be down, except on `recovers`: the gate needs three
-    // consecutive failures, and the requests sent between the first and the third count.
-    for name in ["linkerd", "fail-fast", "revoked", "drift"] {
-        assert!(scenario(&bench, name).target.none_to_known_down, "{name}");
+    // No request to an endpoint after the router had the gate's evidence that it is down.
+    for s in &bench.scenarios {
+        assert!(s.target.none_to_known_down, "{}", s.scenario);
     }
-    assert!(!scenario(&bench, "recovers").target.none_to_known_down);
+}
+
+#[test]
+fn after_evidence_counts_what_the_gate_had_evidence_of_and_not_the_first_failures() {
+    let bench = route_bench::run();
+    let recovers = scenario(&bench, "recovers");
+    for row in &recovers.rows {
+        if row.policy == "doc-uniform-no-gate" {
+            // Without the gate, a fifth of the 10 s outage's requests, all after evidence.
+            assert!(row.to_down_after_evidence > 1_500, "{row:?}");
+        } else {
+            // Gated: requests sent before the third failure came back, none after.
+            assert!(row.to_down >= 1, "{row:?}");
+            assert_eq!(row.to_down_after_evidence, 0, "{row:?}");
+        }
+    }
 }
 
 #[test]
@@ -127,8 +143,65 @@ fn stale_shared_load_makes_instances_herd_and_p2c_limits_it() {
     // Local load alone is close to exact shared load: sharing with a lag buys nothing here.
     let local = row("p2c-least-outstanding", "local");
     assert!(local.p99_ms <= exact.p99_ms + exact.p99_ms / 4, "{local:?}");
-    // The shipped policy reads no load; on load-sensitive endpoints its argmax over delayed
-    // rewards piles onto one endpoint by itself (reported in the README, not hidden).
+    // Thompson sampling that reads no load piles onto one endpoint by itself on
+    // load-sensitive endpoints: its argmax over delayed rewards sends a round trip's
+    // requests to one endpoint.
+    let censored = row("thompson-censored", "local");
+    assert!(censored.top_share_per_mille >= 2 * fair, "{censored:?}");
+    assert!(censored.success_per_mille < 800, "{censored:?}");
+    // The shipped policy corrects its draws by its own load: it spreads like P2C.
     let shipped = row(SHIPPED, "local");
-    assert!(shipped.top_share_per_mille >= 2 * fair, "{shipped:?}");
+    assert_eq!(shipped.success_per_mille, 1000, "{shipped:?}");
+    assert!(
+        shipped.top_share_per_mille <= fair + fair / 5,
+        "{shipped:?}"
+    );
+    assert!(
+        shipped.p99_ms <= local.p99_ms + local.p99_ms / 5,
+        "{shipped:?}"
+    );
+}
+
+#[test]
+fn the_shipped_policy_is_not_tuned_to_the_bench_seed() {
+    // Four other seeds: the herding fix and the gate hold on each, and on every scenario the
+    // mean regret is within 5% of uniform's (the target's scale) of the policy it extends,
+    // censored Thompson, whose figures are noisy by as much on Linkerd's (seed 1: 50.2 s vs
+    // 33.3 s; seed 2: 33.8 s vs 36.4 s).
+    let seeds = [1, 2, 3, 4];
+    let benches: Vec<RouteBench> = seeds.iter().map(|&s| route_bench::run_seeded(s)).collect();
+    for (k, name) in ["linkerd", "fail-fast", "revoked", "recovers", "drift"]
+        .iter()
+        .enumerate()
+    {
+        let total = |p: &str| -> i64 {
+            benches
+                .iter()
+                .map(|b| {
+                    let s = &b.scenarios[k];
+                    assert_eq!(s.scenario, *name);
+                    s.rows.iter().find(|r| r.policy == p).unwrap().regret_ms
+                })
+                .sum()
+        };
+        let (shipped, censored, uniform) =
+            (total(SHIPPED), total("thompson-censored"), total("uniform"));
+        assert!(
+            shipped * 20 <= censored * 20 + uniform,
+            "{name}: summed regret {shipped} vs censored {censored}, uniform {uniform}"
+        );
+    }
+    for (seed, bench) in seeds.iter().zip(&benches) {
+        for s in &bench.scenarios {
+            assert!(s.target.none_to_known_down, "seed {seed} {}", s.scenario);
+        }
+        let herd = bench
+            .herding
+            .rows
+            .iter()
+            .find(|r| r.policy == SHIPPED)
+            .unwrap();
+        assert_eq!(herd.success_per_mille, 1000, "seed {seed} {herd:?}");
+        assert!(herd.top_share_per_mille <= 120, "seed {seed} {herd:?}");
+    }
 }

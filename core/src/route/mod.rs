@@ -3,7 +3,7 @@
 //! The document's `proxy_pool.py:pick()` draws an endpoint uniformly at random and ignores
 //! history, so a dead endpoint keeps its share of the traffic (R-000-15). Its fix, "weighted
 //! random or a bandit", is partial: every exploring policy still picks a hard-down endpoint
-//! with non-zero probability. This module puts eight policies side by side behind one
+//! with non-zero probability. This module puts ten policies side by side behind one
 //! interface, [`Router`], and behind one **hard health gate**:
 //!
 //! | [`Policy`]          | picks among the gate's healthy endpoints                             |
@@ -17,6 +17,7 @@
 //! | `Ucb1`              | the highest mean reward + sqrt(2 ln t / n) (Auer et al. 2002)         |
 //! | `SlidingWindowUcb`  | UCB over the last `window` outcomes only (Garivier and Moulines 2011) |
 //! | `DiscountedThompson`| the highest draw from a Gaussian posterior over discounted reward sums (Raj and Kalyani 2017, with Gaussian instead of Beta posteriors); optionally `censored`: attempts in flight count as outcomes whose loss is at least their age |
+//! | `LoadAwareThompson` | censored discounted Thompson, each draw moved by a fitted reward-per-load slope × (load now − the mean load its outcomes were dispatched at): Thompson where latency ignores load, load-spreading where it queues (the shipped policy) |
 //!
 //! The gate is document 001's health table ([`HealthTable`], variant `Correct`), not a second
 //! FSM: per-endpoint [`Generation`], sticky [`Status::AuthFailed`] on 401 until a probe started
@@ -147,6 +148,8 @@ struct InFlight {
     generation: Generation,
     started: Timestamp,
     probe: bool,
+    /// The endpoint's load when the policy chose it (0 for a probe).
+    load: u32,
 }
 
 /// The router: the health gate, the policy's statistics and the attempts in flight.
@@ -285,7 +288,8 @@ impl Router {
         assert!(self.candidates.contains(&index));
         let endpoint = self.endpoints[index];
         let generation = self.health.dispatch(endpoint);
-        Ok(self.start(index, generation, now, false))
+        let load = self.load[index];
+        Ok(self.start(index, generation, now, false, load))
     }
 
     /// The next probe due at `now`, if any: an endpoint the gate holds back, with no probe in
@@ -304,7 +308,7 @@ impl Router {
         self.probe_in_flight[index] = true;
         self.last_probe[index] = Some(now);
         let generation = self.health.begin_probe(self.endpoints[index]);
-        Some(self.start(index, generation, now, true))
+        Some(self.start(index, generation, now, true, 0))
     }
 
     fn start(
@@ -313,6 +317,7 @@ impl Router {
         generation: Generation,
         now: Timestamp,
         probe: bool,
+        load: u32,
     ) -> Attempt {
         let id = AttemptId(self.next_attempt);
         self.next_attempt += 1;
@@ -327,6 +332,7 @@ impl Router {
                 generation,
                 started: now,
                 probe,
+                load,
             },
         );
         Attempt {
@@ -373,8 +379,13 @@ impl Router {
                 latency.as_ms()
             };
             let reward = 1.0 - loss_ms as f64 / self.config.timeout.as_ms().max(1) as f64;
-            self.stats
-                .observe(attempt.index, reward, latency.as_ms() as f64, now);
+            self.stats.observe(
+                attempt.index,
+                reward,
+                latency.as_ms() as f64,
+                f64::from(attempt.load),
+                now,
+            );
         }
         Ok(endpoint)
     }

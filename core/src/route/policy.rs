@@ -58,6 +58,19 @@ pub enum Policy {
         /// endpoint is seen after a fraction of the timeout, not after it).
         censored: bool,
     },
+    /// Censored discounted Thompson sampling (as `DiscountedThompson { censored: true }`)
+    /// whose draws are moved by the load: each endpoint's draw is corrected for the
+    /// difference between its load now and the mean load its outcomes were dispatched at,
+    /// by a slope fitted on the outcomes (discounted least squares of reward on load at
+    /// dispatch, within each endpoint, pooled over endpoints; never rewarding load). Where
+    /// latency does not depend on load the slope stays near 0 and it is Thompson sampling;
+    /// where it does (queueing upstreams), an endpoint it piles onto loses its lead as
+    /// soon as its requests are dispatched, before any of them completes, so it does not
+    /// herd.
+    LoadAwareThompson {
+        /// The discount per outcome, in `(0, 1)`.
+        gamma: f64,
+    },
 }
 
 impl Policy {
@@ -76,6 +89,7 @@ impl Policy {
                 censored: false, ..
             } => "thompson-discounted",
             Policy::DiscountedThompson { censored: true, .. } => "thompson-censored",
+            Policy::LoadAwareThompson { .. } => "thompson-load",
         }
     }
 
@@ -100,6 +114,7 @@ impl Policy {
                 gamma: 0.999,
                 censored: true,
             },
+            Policy::LoadAwareThompson { gamma: 0.999 },
         ]
     }
 }
@@ -145,6 +160,11 @@ pub(super) struct Stats {
     stamp: Vec<Timestamp>,
     /// Sliding window: the last outcomes (endpoint, reward).
     window: VecDeque<(usize, f64)>,
+    /// Load-aware Thompson: per endpoint, discounted sums (same accounting as `count`) of
+    /// the load at dispatch, its square, and its product with the reward.
+    load_sum: Vec<f64>,
+    load_sq: Vec<f64>,
+    load_reward: Vec<f64>,
     /// Outcomes seen (UCB1's t).
     total: u64,
     /// Round robin's cursor.
@@ -163,6 +183,9 @@ impl Stats {
             ewma: vec![0.0; n],
             stamp: vec![Timestamp::ZERO; n],
             window: VecDeque::new(),
+            load_sum: vec![0.0; n],
+            load_sq: vec![0.0; n],
+            load_reward: vec![0.0; n],
             total: 0,
             cursor: 0,
             timeout_ms: timeout_ms.max(1) as f64,
@@ -243,7 +266,11 @@ impl Stats {
                     s.sum[i] / s.count[i] + c * (ln_t / s.count[i]).sqrt()
                 })
             }
-            Policy::DiscountedThompson { censored, .. } => {
+            Policy::DiscountedThompson { .. } | Policy::LoadAwareThompson { .. } => {
+                let (censored, slope) = match self.policy {
+                    Policy::DiscountedThompson { censored, .. } => (censored, 0.0),
+                    _ => (true, self.load_slope()),
+                };
                 let mut draws = Vec::with_capacity(candidates.len());
                 for &i in candidates {
                     // Prior: one pseudo-outcome of reward 1 (optimistic), sd 0.5 per outcome.
@@ -257,7 +284,18 @@ impl Stats {
                             n += k;
                         }
                     }
-                    draws.push(mean + 0.5 / n.sqrt() * normal(rng));
+                    let mut draw = mean + 0.5 / n.sqrt() * normal(rng);
+                    if slope > 0.0 {
+                        // The expected reward at today's load, not at the mean load the
+                        // endpoint's outcomes were dispatched at.
+                        let dispatched = if self.count[i] > 0.0 {
+                            self.load_sum[i] / self.count[i]
+                        } else {
+                            0.0
+                        };
+                        draw -= slope * (f64::from(load[i]) - dispatched);
+                    }
+                    draws.push(draw);
                 }
                 let mut best = 0;
                 for k in 1..draws.len() {
@@ -268,6 +306,26 @@ impl Stats {
                 candidates[best]
             }
         }
+    }
+
+    /// The reward lost per unit of load at dispatch: minus the slope of reward on load,
+    /// fitted by discounted least squares within each endpoint (deviations from the
+    /// endpoint's own means, so a fast endpoint's higher load does not read as load being
+    /// good) pooled over endpoints; 0 when it is not positive or there is no spread of load.
+    fn load_slope(&self) -> f64 {
+        let (mut cov, mut var) = (0.0, 0.0);
+        for i in 0..self.count.len() {
+            let n = self.count[i];
+            if n < 2.0 {
+                continue;
+            }
+            cov += self.load_reward[i] - self.load_sum[i] * self.sum[i] / n;
+            var += self.load_sq[i] - self.load_sum[i] * self.load_sum[i] / n;
+        }
+        if var <= 1e-9 {
+            return 0.0;
+        }
+        (-cov / var).max(0.0)
     }
 
     fn argmax(&self, candidates: &[usize], score: impl Fn(&Stats, usize) -> f64) -> usize {
@@ -291,7 +349,16 @@ impl Stats {
     }
 
     /// Records a request's outcome on endpoint `i`.
-    pub(super) fn observe(&mut self, i: usize, reward: f64, latency_ms: f64, now: Timestamp) {
+    /// `load` is the load (own plus peers') the endpoint had when the request was chosen,
+    /// not counting it: the figure `choose` compared.
+    pub(super) fn observe(
+        &mut self,
+        i: usize,
+        reward: f64,
+        latency_ms: f64,
+        load: f64,
+        now: Timestamp,
+    ) {
         self.total += 1;
         match self.policy {
             Policy::Uniform
@@ -334,6 +401,20 @@ impl Stats {
                 }
                 self.count[i] += 1.0;
                 self.sum[i] += reward;
+            }
+            Policy::LoadAwareThompson { gamma } => {
+                for k in 0..self.count.len() {
+                    self.count[k] *= gamma;
+                    self.sum[k] *= gamma;
+                    self.load_sum[k] *= gamma;
+                    self.load_sq[k] *= gamma;
+                    self.load_reward[k] *= gamma;
+                }
+                self.count[i] += 1.0;
+                self.sum[i] += reward;
+                self.load_sum[i] += load;
+                self.load_sq[i] += load * load;
+                self.load_reward[i] += load * reward;
             }
         }
     }

@@ -12,7 +12,7 @@
 //! |-----------|---------------------------------------------------------|--------------------------|
 //! | `Buggy`   | `proxy_pool.py:pick()`: uniform over every endpoint      | `GET` then `SET n + 1`   |
 //! | `DocFix`  | the document's weighted random (decay 0.5 per outcome, an exploration floor), no gate | `GET` then `SET n + 1` |
-//! | `Correct` | the hard health gate (document 001's table), probes with one token per endpoint, then route-bench's shipped policy (censored discounted Thompson) among healthy endpoints | `INCRBY` |
+//! | `Correct` | the hard health gate (document 001's table), probes with one token per endpoint, then route-bench's shipped policy (load-aware censored discounted Thompson) among healthy endpoints | `INCRBY` |
 //!
 //! Method kinds of both machines: inputs `handle_start`, `handle_reply`, `handle_timeout`
 //! (a spurious one is a no-op); outputs `poll_op` (at most one step in flight), then
@@ -48,13 +48,7 @@ pub fn router_config(variant: Variant) -> RouterConfig {
     let (policy, gate) = match variant {
         Variant::Buggy => (Policy::Uniform, Gate::Off),
         Variant::DocFix => (Policy::Weighted { decay: 0.5 }, Gate::Off),
-        Variant::Correct => (
-            Policy::DiscountedThompson {
-                gamma: 0.999,
-                censored: true,
-            },
-            Gate::Hard,
-        ),
+        Variant::Correct => (Policy::LoadAwareThompson { gamma: 0.999 }, Gate::Hard),
     };
     RouterConfig {
         gate,

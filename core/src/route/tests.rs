@@ -370,3 +370,95 @@ proptest::proptest! {
         }
     }
 }
+
+/// Sends one request per ms for `ms` to ten equal endpoints whose latency is 40 ms plus
+/// 8 ms per request in flight there when it arrives (spread evenly, each settles at 200 ms
+/// with 20 in flight; on a few, their queues grow past the timeout); returns the most
+/// requests in flight at one endpoint at any instant and the fewest requests an endpoint got.
+fn queueing(policy: Policy, ms: u64, seed: u64) -> (u64, u64) {
+    let ids: Vec<EndpointId> = (0..10).map(EndpointId).collect();
+    let mut router = Router::new(RouterConfig::gated(policy), &ids).unwrap();
+    let mut rng = RandomStream::for_process(seed, 0, 0);
+    let mut pending: Vec<(u64, AttemptId, usize)> = Vec::new();
+    let (mut peak, mut sent) = (0u64, [0u64; 10]);
+    for t in 0..ms + 2_000 {
+        let now = Timestamp::from_ms(t);
+        pending.sort_by_key(|p| (p.0, p.1));
+        while pending.first().is_some_and(|p| p.0 <= t) {
+            let (_, id, _) = pending.remove(0);
+            assert!(router.record(id, now, Observation::Success).is_ok());
+        }
+        if t < ms {
+            let a = router.pick(now, &mut rng).unwrap();
+            let i = a.endpoint.0 as usize;
+            let busy = pending.iter().filter(|p| p.2 == i).count() as u64;
+            peak = peak.max(busy + 1);
+            sent[i] += 1;
+            // Capped below the timeout: every request succeeds, only its latency grows.
+            let latency = (40 + 8 * busy).min(900);
+            pending.push((t + latency, a.id, i));
+        }
+    }
+    (peak, sent.iter().copied().min().unwrap_or(0))
+}
+
+#[test]
+fn load_aware_thompson_spreads_over_queueing_endpoints_where_plain_thompson_piles_up() {
+    let load = Policy::LoadAwareThompson { gamma: 0.999 };
+    let censored = Policy::DiscountedThompson {
+        gamma: 0.999,
+        censored: true,
+    };
+    for seed in [1, 2, 3] {
+        let (peak, fewest) = queueing(load, 5_000, seed);
+        let (peak_censored, fewest_censored) = queueing(censored, 5_000, seed);
+        // Fair: 500 requests and 20 in flight each. The load-aware draws stay near it...
+        assert!(peak <= 40 && fewest >= 400, "seed {seed}: {peak}, {fewest}");
+        // ...where plain Thompson (the known-bad case) piles several times that on some.
+        assert!(
+            peak_censored >= 100 && fewest_censored < fewest,
+            "seed {seed}: {peak_censored}, {fewest_censored}"
+        );
+    }
+}
+#[test]
+fn load_aware_thompson_concentrates_where_latency_ignores_load() {
+    // Latency independent of load: no slope to fit, and the best endpoint (E[0]) gets most
+    // requests, as censored Thompson sends it.
+    let world = World {
+        latency_ms: [40, 120, 200],
+        down: [false, false, false],
+    };
+    let mut router = Router::new(
+        RouterConfig::gated(Policy::LoadAwareThompson { gamma: 0.999 }),
+        &E,
+    )
+    .unwrap();
+    let mut rng = RandomStream::for_process(9, 0, 0);
+    let (sent, _) = drive(&mut router, &mut rng, &world, 0, 5_000);
+    assert!(sent[0] >= 4_000, "{sent:?}");
+}
+
+#[test]
+fn load_aware_thompson_picks_only_endpoints_that_pass_the_gate() {
+    // E[0] is down: after the threshold's failures, the load correction (E[0] idle, so its
+    // draw is the least penalised) never lets a request through the gate to it.
+    let world = World {
+        latency_ms: [40, 60, 80],
+        down: [true, false, false],
+    };
+    let mut router = Router::new(
+        RouterConfig::gated(Policy::LoadAwareThompson { gamma: 0.999 }),
+        &E,
+    )
+    .unwrap();
+    let mut rng = RandomStream::for_process(4, 0, 0);
+    // The first requests go out before any failure is back (40 ms): the gate needs its
+    // evidence first.
+    let (first, _) = drive(&mut router, &mut rng, &world, 0, 1_000);
+    assert!(first[0] > 0, "{first:?}");
+    assert_eq!(router.status(E[0]), Some(Status::Unhealthy));
+    let (later, probes) = drive(&mut router, &mut rng, &world, 3_000, 3_000);
+    assert_eq!(later[0], 0, "{later:?}");
+    assert!(probes[0] > 0, "{probes:?}");
+}

@@ -5,9 +5,14 @@ use std::process::ExitCode;
 
 use racelab_scenarios::route_bench;
 
-/// Runs `racelab route-bench`; with `out`, also writes `route-bench.html` there.
-pub(crate) fn route_bench(json: bool, out: Option<&std::path::Path>) -> ExitCode {
-    let bench = route_bench::run();
+/// Runs `racelab route-bench` (with `seed`, on that seed instead of the bench's own); with
+/// `out`, also writes `route-bench.html` there.
+pub(crate) fn route_bench(
+    json: bool,
+    out: Option<&std::path::Path>,
+    seed: Option<u64>,
+) -> ExitCode {
+    let bench = seed.map_or_else(route_bench::run, route_bench::run_seeded);
     if let Some(dir) = out {
         let path = dir.join("route-bench.html");
         let written = std::fs::create_dir_all(dir)
