@@ -13,15 +13,13 @@
 
 use racelab_core::scheduler::restart::{RESTART_IN_FLIGHT, RESULT_AFTER_RESTART, restart_coverage};
 use racelab_core::scheduler::ws::{
-    DELIVERED_ONCE, NO_STALE_CONNECTION, ONE_EXECUTION, RESUBMIT_DEDUPED, WsClient, WsMode, WsNode,
-    WsScheduler, WsTag, delivered_once, no_stale_connection, one_execution, ws_coverage,
+    DELIVERED_ONCE, NO_STALE_CONNECTION, ONE_EXECUTION, RESUBMIT_DEDUPED, WsTag,
 };
-use racelab_core::{Duration, Machine, Property, Timestamp, Variant, Verdict};
-use racelab_sim::explore::{
-    Action, FaultProfile, OpEffect, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
-};
+use racelab_core::{Duration, Property, Timestamp, Variant, Verdict};
+use racelab_sim::explore::{Action, FaultProfile, OpEffect, Ratio, Run, Step, Target, WorldSpec};
 
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
+use crate::scheduler_ws::{Client, INSTANCES, jobs, judge_jobs, random_clients, world};
 
 pub(crate) fn races() -> Vec<Race> {
     vec![Race {
@@ -54,82 +52,17 @@ const PROPS: &[Property] = &[
     RESULT_AFTER_RESTART,
 ];
 
-/// The instances behind the balancer.
-const INSTANCES: [&str; 2] = ["S1", "S2"];
-
-/// A job runs this long on the node.
-const JOB_LENGTH: Duration = Duration::from_secs(4);
-
-/// Jobs are submitted in the first 20 s; the run is judged at 120 s.
-const HORIZON: Duration = Duration::from_secs(120);
-
-/// One client's jobs: its name for each, and when it submits it.
-type Jobs = Vec<(String, Timestamp)>;
-
 fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
-    let clients: Vec<(String, Timestamp, Jobs)> = match workload {
+    let clients: Vec<Client> = match workload {
         Workload::Scripted(_) => vec![("C".into(), Timestamp::ZERO, jobs(&[1_000]))],
-        Workload::Random(rng) => (1..=rng.between(1, 2))
-            .map(|i| {
-                let start = rng.below(2_000);
-                let n = rng.between(1, 3);
-                let at: Vec<u64> = (0..n).map(|_| start + rng.below(20_000)).collect();
-                (format!("C{i}"), Timestamp::from_ms(start), jobs(&at))
-            })
-            .collect(),
+        Workload::Random(rng) => random_clients(rng),
     };
-    let mode = WsMode::of(variant);
-    let mut processes: Vec<ProcessSpec> = INSTANCES
-        .iter()
-        .zip(0u32..)
-        .map(|(name, host)| ProcessSpec {
-            host,
-            name: name.to_string(),
-            start_at: Timestamp::ZERO,
-            fault_prone: true,
-            factory: Box::new(move |_| Box::new(WsScheduler::new(name, mode)) as Box<dyn Machine>),
-        })
-        .collect();
-    processes.push(ProcessSpec {
-        host: 2,
-        name: "N1".into(),
-        start_at: Timestamp::ZERO,
-        fault_prone: false,
-        factory: Box::new(|_| Box::new(WsNode::new("N1", JOB_LENGTH)) as Box<dyn Machine>),
-    });
-    for ((name, start, jobs), host) in clients.into_iter().zip(3u32..) {
-        let id = name.clone();
-        processes.push(ProcessSpec {
-            host,
-            name,
-            start_at: start,
-            fault_prone: false,
-            factory: Box::new(move |_| Box::new(WsClient::new(&id, &jobs)) as Box<dyn Machine>),
-        });
-    }
-    let mut spec = crate::scheduler::world(processes, HORIZON);
-    spec.net.sql_timeout = Duration::from_secs(2);
-    // The document's short-term fix: WebSocket session persistence at the balancer.
-    spec.net.push_sticky = variant == Variant::DocFix;
-    (spec, Capture::none())
-}
-
-/// Jobs `J1`, `J2`, ... at these times (ms).
-fn jobs(at_ms: &[u64]) -> Jobs {
-    at_ms
-        .iter()
-        .enumerate()
-        .map(|(i, at)| (format!("J{}", i + 1), Timestamp::from_ms(*at)))
-        .collect()
+    (world(variant, clients), Capture::none())
 }
 
 fn judge(run: &Run, _: &Capture) -> Verdict {
-    let h = &run.history;
-    let mut verdict = one_execution(h)
-        .merge(delivered_once(h))
-        .merge(no_stale_connection(h));
-    ws_coverage(h, &mut verdict);
-    restart_coverage(h, &INSTANCES, &mut verdict);
+    let mut verdict = judge_jobs(&run.history);
+    restart_coverage(&run.history, &INSTANCES, &mut verdict);
     verdict
         .sometimes
         .retain(|name, _| PROPS.iter().any(|p| p.name == name));

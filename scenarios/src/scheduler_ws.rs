@@ -16,7 +16,7 @@ use racelab_core::scheduler::ws::{
 };
 use racelab_core::{Duration, Machine, Property, StoreId, Timestamp, Variant, Verdict};
 use racelab_sim::explore::{
-    Action, FaultProfile, ProcessSpec, Ratio, Run, Step, Target, WorldSpec,
+    Action, FaultProfile, ProcessSpec, Ratio, Run, SimRng, Step, Target, WorldSpec,
 };
 
 use crate::catalog::{Capture, Expectation, PerVariant, Race, Script, Workload};
@@ -51,8 +51,8 @@ const PROPS: &[Property] = &[
     RESULT_REPLAYED,
 ];
 
-/// The instances behind the balancer.
-const INSTANCES: [&str; 2] = ["S1", "S2"];
+/// The instances behind the balancer (R-004-04 runs the same world).
+pub(crate) const INSTANCES: [&str; 2] = ["S1", "S2"];
 
 /// A job runs this long on the node.
 const JOB_LENGTH: Duration = Duration::from_secs(4);
@@ -61,10 +61,13 @@ const JOB_LENGTH: Duration = Duration::from_secs(4);
 const HORIZON: Duration = Duration::from_secs(120);
 
 /// One client's jobs: its name for each, and when it submits it.
-type Jobs = Vec<(String, Timestamp)>;
+pub(crate) type Jobs = Vec<(String, Timestamp)>;
+
+/// A client: its name, when it starts, its jobs.
+pub(crate) type Client = (String, Timestamp, Jobs);
 
 fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
-    let clients: Vec<(String, Timestamp, Jobs)> = match workload {
+    let clients: Vec<Client> = match workload {
         // The clients connect once both instances listen (in the net world too, where the
         // balancer's host starts on first use and messages move at 50 ms ticks).
         Workload::Scripted("client-cut") => vec![
@@ -72,15 +75,26 @@ fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
             ("C".into(), Timestamp::from_ms(300), jobs(&[1_000])),
         ],
         Workload::Scripted(_) => vec![("C".into(), Timestamp::ZERO, jobs(&[1_000]))],
-        Workload::Random(rng) => (1..=rng.between(1, 2))
-            .map(|i| {
-                let start = rng.below(2_000);
-                let n = rng.between(1, 3);
-                let at: Vec<u64> = (0..n).map(|_| start + rng.below(20_000)).collect();
-                (format!("C{i}"), Timestamp::from_ms(start), jobs(&at))
-            })
-            .collect(),
+        Workload::Random(rng) => random_clients(rng),
     };
+    (world(variant, clients), Capture::none())
+}
+
+/// One or two clients, each starting in the first 2 s with one to three jobs in its first 20 s.
+pub(crate) fn random_clients(rng: &mut SimRng) -> Vec<Client> {
+    (1..=rng.between(1, 2))
+        .map(|i| {
+            let start = rng.below(2_000);
+            let n = rng.between(1, 3);
+            let at: Vec<u64> = (0..n).map(|_| start + rng.below(20_000)).collect();
+            (format!("C{i}"), Timestamp::from_ms(start), jobs(&at))
+        })
+        .collect()
+}
+
+/// The world: [`INSTANCES`] behind the balancer (sticky in DocFix, the document's fix:
+/// WebSocket session persistence), node N1, and the clients.
+pub(crate) fn world(variant: Variant, clients: Vec<Client>) -> WorldSpec {
     let mode = WsMode::of(variant);
     let mut processes: Vec<ProcessSpec> = INSTANCES
         .iter()
@@ -112,13 +126,12 @@ fn build(variant: Variant, workload: Workload<'_>) -> (WorldSpec, Capture) {
     }
     let mut spec = crate::scheduler::world(processes, HORIZON);
     spec.net.sql_timeout = Duration::from_secs(2);
-    // The document's fix: WebSocket session persistence at the balancer.
     spec.net.push_sticky = variant == Variant::DocFix;
-    (spec, Capture::none())
+    spec
 }
 
 /// Jobs `J1`, `J2`, ... at these times (ms).
-fn jobs(at_ms: &[u64]) -> Jobs {
+pub(crate) fn jobs(at_ms: &[u64]) -> Jobs {
     at_ms
         .iter()
         .enumerate()
@@ -126,12 +139,18 @@ fn jobs(at_ms: &[u64]) -> Jobs {
         .collect()
 }
 
-fn judge(run: &Run, _: &Capture) -> Verdict {
-    let h = &run.history;
+/// The properties both races judge: one execution, delivered once, no stale connection, and
+/// the ws machines' `sometimes` counts.
+pub(crate) fn judge_jobs(h: &racelab_core::History) -> Verdict {
     let mut verdict = one_execution(h)
         .merge(delivered_once(h))
         .merge(no_stale_connection(h));
     ws_coverage(h, &mut verdict);
+    verdict
+}
+
+fn judge(run: &Run, _: &Capture) -> Verdict {
+    let mut verdict = judge_jobs(&run.history);
     verdict
         .sometimes
         .retain(|name, _| PROPS.iter().any(|p| p.name == name));
