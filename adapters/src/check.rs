@@ -333,22 +333,13 @@ fn validate(opts: &CheckRealOptions) -> Result<(), AdapterError> {
             max: SCAN_QUANTITY_MAX.0,
         });
     }
-    if let Some(k) = opts
-        .faults
-        .kinds
-        .iter()
-        .find(|k| opts.faults.per_kind > 0 && !FaultKind::WORKERS.contains(*k))
-    {
-        return bad(format!(
-            "the work-order run cannot inject {} (the scheduler's kind)",
-            k.name()
-        ));
-    }
-    if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
-        return bad(
-            "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
-        );
-    }
+    opts.faults
+        .refuse_unsupported(
+            "work-order",
+            &FaultKind::WORKERS,
+            matches!(opts.redis, RedisTarget::Url(_)),
+        )
+        .or_else(bad)?;
     if opts.queue_lock.as_ms() < 100 || opts.lease_ttl.as_ms() < 100 {
         return bad("the queue lock and the lease TTL must be at least 100 ms".into());
     }

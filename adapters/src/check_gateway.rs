@@ -335,22 +335,13 @@ fn validate(opts: &GatewayOptions) -> Result<(), AdapterError> {
             opts.variant.as_str()
         ));
     }
-    if let Some(k) = opts
-        .faults
-        .kinds
-        .iter()
-        .find(|k| opts.faults.per_kind > 0 && !FaultKind::WORKERS.contains(*k))
-    {
-        return bad(format!(
-            "the gateway run cannot inject {} (the scheduler's kind)",
-            k.name()
-        ));
-    }
-    if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
-        return bad(
-            "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
-        );
-    }
+    opts.faults
+        .refuse_unsupported(
+            "gateway",
+            &FaultKind::WORKERS,
+            matches!(opts.redis, RedisTarget::Url(_)),
+        )
+        .or_else(bad)?;
     Ok(())
 }
 

@@ -330,23 +330,13 @@ fn validate(opts: &SchedulerOptions) -> Result<(), AdapterError> {
     if opts.jobs == 0 || opts.jobs > JOBS_MAX {
         return bad(format!("jobs must be 1..={JOBS_MAX}, not {}", opts.jobs));
     }
-    if let Some(k) = opts
-        .faults
-        .kinds
-        .iter()
-        .find(|k| opts.faults.per_kind > 0 && !FaultKind::SCHEDULER.contains(*k))
-    {
-        return bad(format!(
-            "the scheduler run cannot inject {} (its kinds: {})",
-            k.name(),
-            FaultKind::SCHEDULER.map(FaultKind::name).join(", ")
-        ));
-    }
-    if opts.faults.plans(FaultKind::RedisRestart) && matches!(opts.redis, RedisTarget::Url(_)) {
-        return bad(
-            "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)".into(),
-        );
-    }
+    opts.faults
+        .refuse_unsupported(
+            "scheduler",
+            &FaultKind::SCHEDULER,
+            matches!(opts.redis, RedisTarget::Url(_)),
+        )
+        .or_else(bad)?;
     Ok(())
 }
 

@@ -161,6 +161,35 @@ impl FaultOptions {
     pub fn plans(&self, kind: FaultKind) -> bool {
         self.per_kind > 0 && self.kinds.contains(&kind)
     }
+
+    /// Refuses, in one sentence, a kind outside `allowed` (the kinds the run named `run` can
+    /// inject) and a Redis restart planned against a shared server (`shared_redis`).
+    pub fn refuse_unsupported(
+        &self,
+        run: &str,
+        allowed: &[FaultKind],
+        shared_redis: bool,
+    ) -> Result<(), String> {
+        if let Some(k) = self
+            .kinds
+            .iter()
+            .find(|k| self.per_kind > 0 && !allowed.contains(*k))
+        {
+            let names: Vec<&str> = allowed.iter().map(|k| k.name()).collect();
+            return Err(format!(
+                "the {run} run cannot inject {} (its kinds: {})",
+                k.name(),
+                names.join(", ")
+            ));
+        }
+        if shared_redis && self.plans(FaultKind::RedisRestart) {
+            return Err(
+                "restarting Redis needs RedisTarget::Spawn (a shared server is never restarted)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Faults injected during a run, by kind.

@@ -50,6 +50,7 @@ impl PushHub {
 
     /// Turns session persistence on or off (the balancer remembers every process' last
     /// listener in either mode, so the switch takes effect at the next connect).
+    #[cfg(feature = "net")]
     pub(crate) fn set_sticky(&mut self, sticky: bool) {
         self.sticky = sticky;
     }
