@@ -1023,35 +1023,46 @@ fn window_sequence() -> impl Strategy<Value = Vec<KvOp>> {
     )
 }
 
-#[test]
-fn incr_window_agrees_with_the_model() {
+/// Runs `cases` sequences of `strategy` against real Redis and the model under the key
+/// prefix `prefix` (`what` names the run in the skip notice and the failure) and returns what
+/// they exercised; `None`: Redis unreachable (the skip is recorded).
+fn run_sequences(
+    what: &str,
+    prefix: &str,
+    cases: u32,
+    strategy: impl Strategy<Value = Vec<KvOp>>,
+) -> Option<Seen> {
     let rt = common::runtime();
-    let Some(config) = rt.block_on(common::servers_or_skip("kv incr_window", true, false)) else {
-        return;
-    };
-    let prefix = common::prefix("kvwin");
+    let config = rt.block_on(common::servers_or_skip(what, true, false))?;
     let kv = rt
-        .block_on(RedisKv::connect(&config.redis_url, &prefix))
+        .block_on(RedisKv::connect(&config.redis_url, &common::prefix(prefix)))
         .expect("Redis was reachable a moment ago");
     let ctx = RefCell::new(Ctx {
         seen: Seen::default(),
         kv,
     });
     let mut runner = TestRunner::new(PropConfig {
-        cases: 500,
+        cases,
         failure_persistence: None,
         ..PropConfig::default()
     });
-    let result = runner.run(&window_sequence(), |ops| {
+    let result = runner.run(&strategy, |ops| {
         rt.block_on(ctx.borrow_mut().check(&ops))
             .map_err(TestCaseError::fail)
     });
     let cleaned = rt.block_on(ctx.borrow_mut().kv.clean());
     if let Err(e) = result {
-        panic!("incr_window conformance failed (a bug in the model or the adapter):\n{e}");
+        panic!("{what} failed (a difference is a bug in the model or the adapter):\n{e}");
     }
     cleaned.expect("cleaning the test's keys");
-    let seen = &ctx.borrow().seen;
+    Some(ctx.into_inner().seen)
+}
+
+#[test]
+fn incr_window_agrees_with_the_model() {
+    let Some(seen) = run_sequences("kv incr_window", "kvwin", 500, window_sequence()) else {
+        return;
+    };
     assert!(
         seen.windows_opened >= 50
             && seen.window_counts >= 50
@@ -1064,33 +1075,9 @@ fn incr_window_agrees_with_the_model() {
 
 #[test]
 fn kv_ops_and_scripts_agree_with_the_model() {
-    let rt = common::runtime();
-    let Some(config) = rt.block_on(common::servers_or_skip("kv conformance", true, false)) else {
+    let Some(seen) = run_sequences("kv conformance", "kv", 1_500, sequence()) else {
         return;
     };
-    let prefix = common::prefix("kv");
-    let kv = rt
-        .block_on(RedisKv::connect(&config.redis_url, &prefix))
-        .expect("Redis was reachable a moment ago");
-    let ctx = RefCell::new(Ctx {
-        seen: Seen::default(),
-        kv,
-    });
-    let mut runner = TestRunner::new(PropConfig {
-        cases: 1_500,
-        failure_persistence: None,
-        ..PropConfig::default()
-    });
-    let result = runner.run(&sequence(), |ops| {
-        rt.block_on(ctx.borrow_mut().check(&ops))
-            .map_err(TestCaseError::fail)
-    });
-    let cleaned = rt.block_on(ctx.borrow_mut().kv.clean());
-    if let Err(e) = result {
-        panic!("KV conformance failed (a difference is a bug in the model or the adapter):\n{e}");
-    }
-    cleaned.expect("cleaning the test's keys");
-    let seen = &ctx.borrow().seen;
     assert!(
         seen.script_successes >= 20
             && seen.versioned_writes >= 20
