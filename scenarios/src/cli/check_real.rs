@@ -113,20 +113,16 @@ fn scheduler(
     opts.seed = args.seed;
     opts.faults = faults;
     opts.time_limit = std::time::Duration::from_secs(600);
-    let bar = progress_bar(
+    let result = with_progress(
         args.json,
         args.jobs,
-        "check-real [{bar:40}] {pos}/{len} jobs told their outcome (eta {eta})",
-    );
-    let result = runtime.block_on(racelab_adapters::check_scheduler_with_history(
-        opts,
-        |done, _| {
-            if let Some(b) = &bar {
-                b.set_position(done);
-            }
+        "jobs told their outcome",
+        |progress| {
+            runtime.block_on(racelab_adapters::check_scheduler_with_history(
+                opts, progress,
+            ))
         },
-    ));
-    clear(bar);
+    );
     finish(
         args.json,
         result,
@@ -197,20 +193,9 @@ fn workorder(
     opts.seed = args.seed;
     opts.faults = faults;
     opts.time_limit = std::time::Duration::from_secs(600);
-    let bar = progress_bar(
-        args.json,
-        args.requests,
-        "check-real [{bar:40}] {pos}/{len} scans applied (eta {eta})",
-    );
-    let result = runtime.block_on(racelab_adapters::check_real_with_history(
-        opts,
-        |applied, _| {
-            if let Some(b) = &bar {
-                b.set_position(applied);
-            }
-        },
-    ));
-    clear(bar);
+    let result = with_progress(args.json, args.requests, "scans applied", |progress| {
+        runtime.block_on(racelab_adapters::check_real_with_history(opts, progress))
+    });
     finish(
         args.json,
         result,
@@ -254,26 +239,39 @@ fn gateway(
     opts.seed = args.seed;
     opts.faults = faults;
     opts.time_limit = std::time::Duration::from_secs(600);
-    let bar = progress_bar(
-        args.json,
-        args.requests,
-        "check-real [{bar:40}] {pos}/{len} requests finished (eta {eta})",
-    );
-    let result = runtime.block_on(racelab_adapters::check_gateway_with_history(
-        opts,
-        |done, _| {
-            if let Some(b) = &bar {
-                b.set_position(done);
-            }
-        },
-    ));
-    clear(bar);
+    let result = with_progress(args.json, args.requests, "requests finished", |progress| {
+        runtime.block_on(racelab_adapters::check_gateway_with_history(opts, progress))
+    });
     finish(
         args.json,
         result,
         |r| r.violations.is_empty(),
         print_gateway,
     )
+}
+
+/// Runs a real-server check with a progress bar over `len` items counted as `what` ("scans
+/// applied"), none under `--json` or off a terminal; `run` hands the adapters' progress
+/// callback to the check.
+fn with_progress<R>(
+    json: bool,
+    len: u64,
+    what: &str,
+    run: impl FnOnce(Box<dyn FnMut(u64, u64) + Send>) -> R,
+) -> R {
+    let bar = progress_bar(
+        json,
+        len,
+        &format!("check-real [{{bar:40}}] {{pos}}/{{len}} {what} (eta {{eta}})"),
+    );
+    let shown = bar.clone();
+    let result = run(Box::new(move |done, _| {
+        if let Some(b) = &shown {
+            b.set_position(done);
+        }
+    }));
+    clear(bar);
+    result
 }
 
 /// Ends a run: a set-up failure is exit code 2; otherwise the report as JSON (with the Redis
