@@ -5,7 +5,8 @@
 //! OS: the seed (through [`SimRng`]) or the script decides everything, so a run is a pure
 //! function of (spec, scheduler).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{Hash, Hasher};
 
 use racelab_core::{
@@ -217,6 +218,35 @@ enum Event {
     DeadlockCheck(usize, Timestamp),
 }
 
+/// A scheduled event, ordered by (time, sequence) alone: the sequence numbers are unique,
+/// so the queue's order is total and the same on every run.
+#[derive(Debug)]
+struct Queued {
+    at: Timestamp,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Queued) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Queued) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Queued) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Held {
     Send(usize, Duration),
@@ -329,7 +359,7 @@ impl TxStep {
 struct World {
     now: Timestamp,
     seq: u64,
-    events: BTreeMap<(Timestamp, u64), Event>,
+    events: BinaryHeap<Reverse<Queued>>,
     procs: Vec<Proc>,
     redis: RedisModel,
     sql: SqlModel,
@@ -483,7 +513,7 @@ impl World {
         let mut world = World {
             now: Timestamp::ZERO,
             seq: 0,
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
             procs: Vec::new(),
             redis: RedisModel::new(spec.replication_lag),
             sql,
@@ -558,7 +588,11 @@ impl World {
 
     fn schedule(&mut self, at: Timestamp, event: Event) {
         self.seq += 1;
-        self.events.insert((at.max(self.now), self.seq), event);
+        self.events.push(Reverse(Queued {
+            at: at.max(self.now),
+            seq: self.seq,
+            event,
+        }));
     }
 
     fn proc_index(&self, name: &str) -> usize {
@@ -661,7 +695,7 @@ impl World {
     fn run(mut self) -> Run {
         let mut quiescent = false;
         let mut stopped_by = None;
-        while let Some(((at, _), event)) = self.events.pop_first() {
+        while let Some(Reverse(Queued { at, event, .. })) = self.events.pop() {
             if at > self.time_limit {
                 stopped_by = Some(format!("the time limit {} was reached", self.time_limit));
                 break;
