@@ -324,9 +324,17 @@ impl View<'_> {
 
     fn write(&mut self, key: &str, entry: Option<Entry>) {
         match &entry {
-            Some(e) => self.model.primary.insert(key.to_string(), e.clone()),
-            None => self.model.primary.remove(key),
-        };
+            // An existing key is overwritten in place (no new key string).
+            Some(e) => match self.model.primary.get_mut(key) {
+                Some(slot) => *slot = e.clone(),
+                None => {
+                    self.model.primary.insert(key.to_string(), e.clone());
+                }
+            },
+            None => {
+                self.model.primary.remove(key);
+            }
+        }
         self.model
             .backlog
             .push_back((self.now, key.to_string(), entry));
@@ -344,7 +352,7 @@ impl View<'_> {
     }
 
     fn del(&mut self, key: &str) -> bool {
-        let existed = self.entry(key).is_some();
+        let existed = self.exists(key);
         if existed {
             self.write(key, None);
         }
@@ -364,7 +372,7 @@ impl View<'_> {
 
     /// The remaining time to live in ms: -2 missing, -1 no expiry.
     fn pttl(&self, key: &str) -> i64 {
-        match self.entry(key) {
+        match self.model.live(self.now, key) {
             None => -2,
             Some(Entry {
                 expires_at: None, ..
@@ -427,6 +435,48 @@ impl View<'_> {
         Ok(zset.unwrap_or_default())
     }
 
+    /// Like [`View::typed`], borrowing the value instead of copying it (for commands that
+    /// only read).
+    fn typed_ref<T>(
+        &self,
+        key: &str,
+        pick: fn(&Value) -> Option<&T>,
+    ) -> Result<Option<&T>, KvReply> {
+        match self.model.live(self.now, key) {
+            None => Ok(None),
+            Some(e) => pick(&e.value).map(Some).ok_or_else(wrongtype),
+        }
+    }
+
+    /// The hash at `key`, borrowed (`None` when missing), or `WRONGTYPE`.
+    fn hash_ref(&self, key: &str) -> Result<Option<&BTreeMap<String, String>>, KvReply> {
+        self.typed_ref(key, |v| match v {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        })
+    }
+
+    /// The set at `key`, borrowed (`None` when missing), or `WRONGTYPE`.
+    fn set_ref(&self, key: &str) -> Result<Option<&BTreeSet<String>>, KvReply> {
+        self.typed_ref(key, |v| match v {
+            Value::Set(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The sorted set at `key`, borrowed (`None` when missing), or `WRONGTYPE`.
+    fn zset_ref(&self, key: &str) -> Result<Option<&BTreeMap<String, i64>>, KvReply> {
+        self.typed_ref(key, |v| match v {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        })
+    }
+
+    /// Whether `key` holds a live value of any type.
+    fn exists(&self, key: &str) -> bool {
+        self.model.live(self.now, key).is_some()
+    }
+
     /// One command other than a script.
     fn command(&mut self, op: &KvOp) -> KvReply {
         match self.try_command(op) {
@@ -456,7 +506,7 @@ impl View<'_> {
                     return Err(KvReply::Error(INVALID_SET_EXPIRE.into()));
                 }
                 // A key of any type counts, and `SET` replaces it whatever its type.
-                let exists = self.entry(key).is_some();
+                let exists = self.exists(key);
                 let applies = match condition {
                     SetCondition::Always => true,
                     SetCondition::IfAbsent => !exists,
@@ -476,7 +526,7 @@ impl View<'_> {
                 KvReply::Ok
             }
             KvOp::Del { key } => KvReply::Int(i64::from(self.del(key))),
-            KvOp::Exists { key } => KvReply::Int(i64::from(self.entry(key).is_some())),
+            KvOp::Exists { key } => KvReply::Int(i64::from(self.exists(key))),
             KvOp::Publish { channel, message } => {
                 let model = &mut *self.model;
                 let mut receivers = 0;
@@ -513,10 +563,9 @@ impl View<'_> {
                 code => KvReply::Int(code),
             },
             KvOp::HGet { key, field } => self
-                .hash(key)?
-                .0
-                .remove(field)
-                .map_or(KvReply::Nil, KvReply::Bulk),
+                .hash_ref(key)?
+                .and_then(|h| h.get(field))
+                .map_or(KvReply::Nil, |v| KvReply::Bulk(v.clone())),
             KvOp::HSet { key, pairs } => {
                 if pairs.is_empty() {
                     return Err(arity("hset"));
@@ -535,8 +584,13 @@ impl View<'_> {
                 if fields.is_empty() {
                     return Err(arity("hmget"));
                 }
-                let (h, _) = self.hash(key)?;
-                KvReply::Array(fields.iter().map(|f| h.get(f).cloned()).collect())
+                let h = self.hash_ref(key)?;
+                KvReply::Array(
+                    fields
+                        .iter()
+                        .map(|f| h.and_then(|h| h.get(f)).cloned())
+                        .collect(),
+                )
             }
             KvOp::HGetAll { key } => KvReply::Pairs(self.hash(key)?.0.into_iter().collect()),
             KvOp::HIncrBy { key, field, delta } => {
@@ -586,13 +640,13 @@ impl View<'_> {
                 }
                 count(removed)
             }
-            KvOp::SIsMember { key, member } => {
-                KvReply::Int(i64::from(self.set(key)?.0.contains(member)))
-            }
+            KvOp::SIsMember { key, member } => KvReply::Int(i64::from(
+                self.set_ref(key)?.is_some_and(|s| s.contains(member)),
+            )),
             KvOp::SMembers { key } => {
                 KvReply::Array(self.set(key)?.0.into_iter().map(Some).collect())
             }
-            KvOp::SCard { key } => count(self.set(key)?.0.len()),
+            KvOp::SCard { key } => count(self.set_ref(key)?.map_or(0, BTreeSet::len)),
             KvOp::ZAdd { key, pairs } => {
                 if pairs.is_empty() {
                     return Err(arity("zadd"));
@@ -619,19 +673,19 @@ impl View<'_> {
                 count(removed)
             }
             KvOp::ZRangeByScore { key, min, max } => {
-                let (z, _) = self.zset(key)?;
-                let mut hits: Vec<(i64, String)> = z
+                let mut hits: Vec<(i64, String)> = self
+                    .zset_ref(key)?
                     .into_iter()
-                    .filter(|(_, score)| min.below_or_at(*score) && max.above_or_at(*score))
-                    .map(|(member, score)| (score, member))
+                    .flatten()
+                    .filter(|(_, score)| min.below_or_at(**score) && max.above_or_at(**score))
+                    .map(|(member, score)| (*score, member.clone()))
                     .collect();
                 hits.sort();
                 KvReply::Array(hits.into_iter().map(|(_, m)| Some(m)).collect())
             }
             KvOp::ZScore { key, member } => self
-                .zset(key)?
-                .0
-                .get(member)
+                .zset_ref(key)?
+                .and_then(|z| z.get(member))
                 .map_or(KvReply::Nil, |score| KvReply::Bulk(score.to_string())),
         })
     }

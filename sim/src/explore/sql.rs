@@ -669,16 +669,19 @@ impl SqlModel {
 
 impl SqlModel {
     /// The rows a scan of `table` by `session` sees (committed, with its own uncommitted
-    /// versions), in key order.
-    fn visible_rows(&self, session: SessionId, table: Table) -> BTreeMap<String, Row> {
-        let mut rows: BTreeMap<String, Row> =
-            self.committed.get(&table).cloned().unwrap_or_default();
+    /// versions), in key order, borrowed from the model.
+    fn visible_rows(&self, session: SessionId, table: Table) -> BTreeMap<&str, &Row> {
+        let mut rows: BTreeMap<&str, &Row> = self
+            .committed
+            .get(&table)
+            .map(|t| t.iter().map(|(k, r)| (k.as_str(), r)).collect())
+            .unwrap_or_default();
         if let Some(txn) = self.txns.get(&session) {
             for ((t, k), r) in &txn.writes {
                 if *t == table {
                     match r {
-                        Some(r) => rows.insert(k.clone(), r.clone()),
-                        None => rows.remove(k),
+                        Some(r) => rows.insert(k.as_str(), r),
+                        None => rows.remove(k.as_str()),
                     };
                 }
             }
@@ -698,37 +701,53 @@ impl SqlModel {
         limit: Option<u64>,
     ) -> Result<SqlReply, SessionId> {
         let limit = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let visible = self.visible_rows(session, table);
-        let mut passing = Vec::new();
-        for (k, r) in &visible {
-            match matches(table, filter, k, r, None) {
-                Ok(true) => passing.push(k.clone()),
-                Ok(false) => {}
-                Err(e) => return Ok(e),
-            }
-        }
         let mut found = Vec::new();
+        // Rows are copied only when returned; the rows a SKIP LOCKED scan locks are locked
+        // after its pass (each row once, and only other sessions' locks skip a row, so the
+        // order changes nothing).
+        let mut to_lock = Vec::new();
+        let passing = {
+            let visible = self.visible_rows(session, table);
+            let mut passing = Vec::new();
+            for (k, r) in &visible {
+                match matches(table, filter, k, r, None) {
+                    Ok(true) => passing.push((*k, *r)),
+                    Ok(false) => {}
+                    Err(e) => return Ok(e),
+                }
+            }
+            match lock {
+                ScanLock::None => {
+                    for (k, r) in passing.into_iter().take(limit) {
+                        found.push(keyed(k, r.clone()));
+                    }
+                    Vec::new()
+                }
+                ScanLock::SkipLocked => {
+                    for (k, r) in passing {
+                        if found.len() >= limit {
+                            break;
+                        }
+                        let id = (table, k.to_string());
+                        if self.other_holder(session, &id).is_some() {
+                            continue;
+                        }
+                        found.push(keyed(k, r.clone()));
+                        to_lock.push(id);
+                    }
+                    Vec::new()
+                }
+                ScanLock::ForUpdate => passing
+                    .into_iter()
+                    .map(|(k, _)| k.to_string())
+                    .collect::<Vec<String>>(),
+            }
+        };
+        for id in to_lock {
+            self.lock(session, id);
+        }
         match lock {
-            ScanLock::None => {
-                for k in passing.into_iter().take(limit) {
-                    let row = visible.get(&k).cloned().unwrap_or_default();
-                    found.push(keyed(&k, row));
-                }
-            }
-            ScanLock::SkipLocked => {
-                for k in passing {
-                    if found.len() >= limit {
-                        break;
-                    }
-                    let id = (table, k);
-                    if self.other_holder(session, &id).is_some() {
-                        continue;
-                    }
-                    let row = visible.get(&id.1).cloned().unwrap_or_default();
-                    found.push(keyed(&id.1, row));
-                    self.lock(session, id);
-                }
-            }
+            ScanLock::None | ScanLock::SkipLocked => {}
             ScanLock::ForUpdate => {
                 // After a wait, the candidates are still those of the first snapshot, and one
                 // that a committed transaction deleted meanwhile is gone.

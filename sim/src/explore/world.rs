@@ -5,7 +5,8 @@
 //! OS: the seed (through [`SimRng`]) or the script decides everything, so a run is a pure
 //! function of (spec, scheduler).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{Hash, Hasher};
 
 use racelab_core::{
@@ -217,6 +218,35 @@ enum Event {
     DeadlockCheck(usize, Timestamp),
 }
 
+/// A scheduled event, ordered by (time, sequence) alone: the sequence numbers are unique,
+/// so the queue's order is total and the same on every run.
+#[derive(Debug)]
+struct Queued {
+    at: Timestamp,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Queued) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Queued) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Queued) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Held {
     Send(usize, Duration),
@@ -306,10 +336,30 @@ fn latency_seed(seed: u64) -> u64 {
     seed.rotate_left(17) ^ 0x5DEE_CE66_D1CE_4E5B
 }
 
+/// What a SQL operation does to its session's transaction, for [`World::track_transaction`].
+#[derive(Clone, Copy)]
+enum TxStep {
+    Begin,
+    Exec,
+    Commit,
+    Rollback,
+}
+
+impl TxStep {
+    fn of(op: &SqlOp) -> TxStep {
+        match op {
+            SqlOp::Begin => TxStep::Begin,
+            SqlOp::Exec(_) => TxStep::Exec,
+            SqlOp::Commit => TxStep::Commit,
+            SqlOp::Rollback => TxStep::Rollback,
+        }
+    }
+}
+
 struct World {
     now: Timestamp,
     seq: u64,
-    events: BTreeMap<(Timestamp, u64), Event>,
+    events: BinaryHeap<Reverse<Queued>>,
     procs: Vec<Proc>,
     redis: RedisModel,
     sql: SqlModel,
@@ -463,7 +513,7 @@ impl World {
         let mut world = World {
             now: Timestamp::ZERO,
             seq: 0,
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
             procs: Vec::new(),
             redis: RedisModel::new(spec.replication_lag),
             sql,
@@ -538,7 +588,11 @@ impl World {
 
     fn schedule(&mut self, at: Timestamp, event: Event) {
         self.seq += 1;
-        self.events.insert((at.max(self.now), self.seq), event);
+        self.events.push(Reverse(Queued {
+            at: at.max(self.now),
+            seq: self.seq,
+            event,
+        }));
     }
 
     fn proc_index(&self, name: &str) -> usize {
@@ -641,7 +695,7 @@ impl World {
     fn run(mut self) -> Run {
         let mut quiescent = false;
         let mut stopped_by = None;
-        while let Some(((at, _), event)) = self.events.pop_first() {
+        while let Some(Reverse(Queued { at, event, .. })) = self.events.pop() {
             if at > self.time_limit {
                 stopped_by = Some(format!("the time limit {} was reached", self.time_limit));
                 break;
@@ -847,17 +901,18 @@ impl World {
             return;
         }
         let (Some(session), StoreOp::Sql(sql)) =
-            (self.ops[index].session, self.history.ops[index].op.clone())
+            (self.ops[index].session, &self.history.ops[index].op)
         else {
             return;
         };
+        let step = TxStep::of(sql);
         let releases = self.sql.lock_releases();
         let Some(reply) = self.sql.check_deadlock(session) else {
             return;
         };
         self.parked.retain(|i| *i != index);
         self.waits.remove(&index);
-        self.track_transaction(session, index, &sql, true, false);
+        self.track_transaction(session, index, step, true, false);
         self.finish_apply(index, Reply::Sql(reply), false);
         if self.sql.lock_releases() != releases {
             self.retry_parked();
@@ -1140,8 +1195,9 @@ impl World {
     /// Executes an arrived operation at its store (or parks it behind a SQL lock).
     fn apply(&mut self, index: usize) {
         let now = self.now;
-        let op = self.history.ops[index].op.clone();
-        let reply = match &op {
+        // The common operations borrow theirs from the history (the stores are other fields
+        // of the world); the rest need the world whole while they use it, so take a copy.
+        let reply = match &self.history.ops[index].op {
             StoreOp::Kv(kv) => {
                 let before = self.redis.writes();
                 let reply = Reply::Kv(self.redis.execute(now, kv));
@@ -1170,6 +1226,66 @@ impl World {
                     result,
                 })
             }
+            StoreOp::Random(draw) => {
+                let value = self.procs[self.ops[index].proc].random.answer(draw);
+                self.draws.push(Decision {
+                    at: now,
+                    kind: DecisionKind::ProcessRandom,
+                    value,
+                });
+                Reply::Random(value)
+            }
+            StoreOp::Sql(sql) => {
+                let Some(session) = self.ops[index].session else {
+                    return;
+                };
+                let in_tx = self.sql.in_transaction(session);
+                let releases = self.sql.lock_releases();
+                match self.sql.execute(session, sql) {
+                    SqlOutcome::Blocked { holder } => {
+                        if !self.parked.contains(&index) {
+                            self.parked.push(index);
+                        }
+                        // A new wait (not a retry that waits for the same holder) arms a
+                        // deadlock check.
+                        if self.waits.get(&index).map(|w| w.1) != Some(holder) {
+                            self.waits.insert(index, (now, holder));
+                            let at = now + self.sql.deadlock_timeout();
+                            self.schedule(at, Event::DeadlockCheck(index, now));
+                        }
+                        return;
+                    }
+                    SqlOutcome::Done { reply, durable } => {
+                        let step = TxStep::of(sql);
+                        self.parked.retain(|i| *i != index);
+                        self.waits.remove(&index);
+                        self.track_transaction(session, index, step, in_tx, durable);
+                        self.finish_apply(index, Reply::Sql(reply), durable && !in_tx);
+                        // Locks go at a transaction's end and at its first error.
+                        if self.sql.lock_releases() != releases {
+                            self.retry_parked();
+                        }
+                        return;
+                    }
+                }
+            }
+            _ => return self.apply_other(index),
+        };
+        self.finish_apply(index, reply, true);
+    }
+
+    /// [`World::apply`] for the operations that need the world whole while they run.
+    fn apply_other(&mut self, index: usize) {
+        let now = self.now;
+        let op = self.history.ops[index].op.clone();
+        let reply = match &op {
+            StoreOp::Kv(_)
+            | StoreOp::Queue(_)
+            | StoreOp::Local(_)
+            | StoreOp::Random(_)
+            | StoreOp::Sql(_) => {
+                unreachable!("world invariant: World::apply runs these without the world whole")
+            }
             StoreOp::Push(op) => {
                 let ep = (self.ops[index].proc, self.ops[index].incarnation);
                 // A request that outlived its process (delayed past a crash) reaches an
@@ -1197,15 +1313,6 @@ impl World {
                 }
                 PubSubOp::Receive { wait } => return self.receive(index, *wait),
             },
-            StoreOp::Random(draw) => {
-                let value = self.procs[self.ops[index].proc].random.answer(draw);
-                self.draws.push(Decision {
-                    at: now,
-                    kind: DecisionKind::ProcessRandom,
-                    value,
-                });
-                Reply::Random(value)
-            }
             StoreOp::Upstream(call) if call.kind.is_stream() => {
                 let reader = (self.ops[index].proc, self.ops[index].incarnation);
                 match self.upstream.stream_call(now, reader, call) {
@@ -1233,39 +1340,6 @@ impl World {
                 let (reply, extra) = self.upstream.call(now, call);
                 self.ops[index].reply_extra = extra;
                 Reply::Upstream(reply)
-            }
-            StoreOp::Sql(sql) => {
-                let Some(session) = self.ops[index].session else {
-                    return;
-                };
-                let in_tx = self.sql.in_transaction(session);
-                let releases = self.sql.lock_releases();
-                match self.sql.execute(session, sql) {
-                    SqlOutcome::Blocked { holder } => {
-                        if !self.parked.contains(&index) {
-                            self.parked.push(index);
-                        }
-                        // A new wait (not a retry that waits for the same holder) arms a
-                        // deadlock check.
-                        if self.waits.get(&index).map(|w| w.1) != Some(holder) {
-                            self.waits.insert(index, (now, holder));
-                            let at = now + self.sql.deadlock_timeout();
-                            self.schedule(at, Event::DeadlockCheck(index, now));
-                        }
-                        return;
-                    }
-                    SqlOutcome::Done { reply, durable } => {
-                        self.parked.retain(|i| *i != index);
-                        self.waits.remove(&index);
-                        self.track_transaction(session, index, sql, in_tx, durable);
-                        self.finish_apply(index, Reply::Sql(reply), durable && !in_tx);
-                        // Locks go at a transaction's end and at its first error.
-                        if self.sql.lock_releases() != releases {
-                            self.retry_parked();
-                        }
-                        return;
-                    }
-                }
             }
         };
         self.finish_apply(index, reply, true);
@@ -1295,19 +1369,19 @@ impl World {
         &mut self,
         session: SessionId,
         index: usize,
-        op: &SqlOp,
+        step: TxStep,
         in_tx: bool,
         durable: bool,
     ) {
-        match op {
-            SqlOp::Begin => {
+        match step {
+            TxStep::Begin => {
                 self.txn_ops.entry(session).or_default();
             }
-            SqlOp::Exec(_) if in_tx => {
+            TxStep::Exec if in_tx => {
                 self.txn_ops.entry(session).or_default().push(index);
             }
-            SqlOp::Exec(_) => {}
-            SqlOp::Commit => {
+            TxStep::Exec => {}
+            TxStep::Commit => {
                 let ops = self.txn_ops.remove(&session).unwrap_or_default();
                 if durable {
                     for i in ops {
@@ -1315,7 +1389,7 @@ impl World {
                     }
                 }
             }
-            SqlOp::Rollback => {
+            TxStep::Rollback => {
                 self.txn_ops.remove(&session);
             }
         }
