@@ -952,12 +952,7 @@ fn shown_binding(reply: &str) -> Option<(&str, &str, bool)> {
 /// Nothing is recovered across a Redis restart (the restart erased what it wrote). Returns
 /// how many operations were recovered.
 pub fn recover_unknown(history: &mut History) -> u64 {
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     let across = |from: Timestamp, to: Timestamp| restarts.iter().any(|r| *r >= from && *r <= to);
     let mut recovered = 0;
     // Per job: (node, epoch) of its last kept binding, and its lost bindings since.

@@ -11,7 +11,7 @@ use racelab_adapters::{
     AdapterError, FaultKind, FaultOptions, GatewayOptions, GatewayReport, RedisTarget,
     check_gateway_with_history,
 };
-use racelab_core::{Fault, History, StoreOp, Variant};
+use racelab_core::{History, StoreOp, Variant};
 use racelab_sim::explore::linear::{LINEAR_BOUND, check_redis, keys_of};
 
 fn requests() -> u64 {
@@ -139,12 +139,7 @@ fn redis_keys_are_linearizable_without_faults_and_flagged_where_a_restart_erased
     };
     let report = check_redis(&faulty, LINEAR_BOUND);
     eprintln!("with faults: {report}");
-    let restarts: Vec<_> = faulty
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<_> = faulty.redis_restarts();
     assert!(restarts.len() >= 3);
     // Every key flagged had a write acknowledged by Redis from before a restart.
     for bad in report.violations() {

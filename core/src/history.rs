@@ -258,6 +258,16 @@ impl History {
         Ok(())
     }
 
+    /// When Redis restarted (every key lost), in the order recorded: oracles use it to tell a
+    /// write the restart erased from one that took effect.
+    pub fn redis_restarts(&self) -> Vec<Timestamp> {
+        self.faults
+            .iter()
+            .filter(|f| matches!(f.fault, Fault::RedisRestart))
+            .map(|f| f.at)
+            .collect()
+    }
+
     /// The process' display name.
     pub fn name(&self, process: ProcessId) -> String {
         self.process_names

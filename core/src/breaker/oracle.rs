@@ -496,12 +496,7 @@ fn counter_event(op: &OpRecord) -> Option<(String, CounterEvent, Option<Duration
 /// C4.
 pub fn counter_exact(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     let mut by_key: BTreeMap<String, Vec<(Timestamp, usize, CounterEvent)>> = BTreeMap::new();
     for (i, op) in history.ops.iter().enumerate() {
         if let (Some((key, event, window)), Some(at)) = (counter_event(op), op.applied_at) {

@@ -16,7 +16,7 @@ use super::AttemptId;
 use super::pool::{PoolBlock, PoolResult};
 use super::tag::RouteTag;
 use crate::health::Observation;
-use crate::history::{Fault, History, OpRecord};
+use crate::history::{History, OpRecord};
 use crate::ids::EndpointId;
 use crate::ops::{KvOp, KvReply, Reply, StoreOp};
 use crate::oracle::{Property, Verdict, Violation};
@@ -246,12 +246,7 @@ fn counter_key(op: &OpRecord) -> Option<&str> {
 /// P2, and the count of `stats-updates-overlapped`.
 pub fn counters_exact(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     let mut writes: BTreeMap<String, Vec<Write>> = BTreeMap::new();
     for (index, op) in history.ops.iter().enumerate() {
         if let (Some((key, value)), Some(at)) = (counter_write(op), op.applied_at) {

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use super::tag::{SchedNote, SchedTag};
-use crate::history::{Fault, History, OpRecord};
+use crate::history::{History, OpRecord};
 use crate::ops::{KvReply, Reply};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::{Duration, Timestamp};
@@ -333,12 +333,7 @@ fn offline_took(op: &OpRecord) -> bool {
 pub fn one_outcome(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     let mut results: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     for (i, op) in history.ops.iter().enumerate() {
         let erased = op
             .applied_at
@@ -421,12 +416,7 @@ fn accepted(op: &OpRecord) -> Option<&str> {
 pub fn terminal_transitions(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     let mut first: BTreeMap<&str, usize> = BTreeMap::new();
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     for i in applied_order(history) {
         let op = &history.ops[i];
         if op

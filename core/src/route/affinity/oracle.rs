@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use super::{AffinityTag, RequestRef};
-use crate::history::{Fault, History, OpRecord};
+use crate::history::{History, OpRecord};
 use crate::ids::EndpointId;
 use crate::ops::{KvOp, KvReply, Reply, ScriptName, StoreOp};
 use crate::oracle::{Property, Verdict, Violation};
@@ -117,12 +117,7 @@ pub fn affinity(history: &History) -> Verdict {
         .count() as u64;
     verdict.count(FAILOVER_RETRY.name, retried);
 
-    let restarts: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let restarts: Vec<Timestamp> = history.redis_restarts();
     let mut record_ops: Vec<(Timestamp, usize)> = history
         .ops
         .iter()

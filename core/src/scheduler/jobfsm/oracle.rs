@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::JobState;
 use super::tag::{JobNote, JobTag};
-use crate::history::{Fault, History, OpRecord};
+use crate::history::{History, OpRecord};
 use crate::ops::{KvReply, Reply};
 use crate::oracle::{Property, Verdict, Violation};
 use crate::time::Timestamp;
@@ -91,12 +91,7 @@ fn applied_any(op: &OpRecord) -> Option<(&str, Option<JobState>, JobState)> {
 
 /// When Redis restarted, in order (each restart erased every record).
 fn restarts(history: &History) -> Vec<Timestamp> {
-    let mut r: Vec<Timestamp> = history
-        .faults
-        .iter()
-        .filter(|f| matches!(f.fault, Fault::RedisRestart))
-        .map(|f| f.at)
-        .collect();
+    let mut r: Vec<Timestamp> = history.redis_restarts();
     r.sort();
     r
 }
