@@ -25,6 +25,11 @@ use cli::World;
 
 mod cli;
 
+/// The explore world allocates on every store operation (keys, replies, history records);
+/// mimalloc serves those small, short-lived blocks faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reproduce, judge and replay the consistency races of Redis + SQL + queue services.
 #[derive(Parser, Debug)]
 #[command(name = "racelab", version, about)]
