@@ -3,6 +3,7 @@
 //! semantic definition lives here ([`ScriptName::run`], a pure function over a [`KvView`]);
 //! the adapters hold the matching Lua text.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -361,34 +362,123 @@ fn script_signed(text: &str) -> Option<i64> {
 /// `HGET key field` inside a script: the value, `None` when missing, or the error reply
 /// (`WRONGTYPE`) the script must return at once.
 fn script_hget(view: &mut dyn KvView, key: &str, field: &str) -> Result<Option<String>, KvReply> {
-    let op = KvOp::HGet {
-        key: key.into(),
-        field: field.into(),
-    };
-    match view.call(&op) {
-        KvReply::Bulk(v) => Ok(Some(v)),
-        KvReply::Error(e) => Err(KvReply::Error(e)),
-        _ => Ok(None),
-    }
+    Ok(view.hget(key, field)?.map(Cow::into_owned))
 }
 
 /// What a script sees of the key space: the commands a Lua script runs through
 /// `redis.pcall`, every [`KvOp`] but a script. Implemented by the Redis model (with TTL on the
 /// virtual clock) and by test doubles.
+///
+/// [`KvView::call`] is the one required method. The others are the commands scripts run most,
+/// taking borrowed arguments so that a script builds no [`KvOp`] for them; each one's default
+/// goes through [`KvView::call`] with the matching [`KvOp`], and an implementation that
+/// overrides one must answer exactly as that default would (the Redis model's tests hold it
+/// to that). A reply that is an error comes back as [`KvReply::Error`], as from `call`.
 pub trait KvView {
     /// Runs one command inside the script and returns its reply; an error (`WRONGTYPE`, ...)
     /// comes back as [`KvReply::Error`], as `redis.pcall` returns it.
     fn call(&mut self, op: &KvOp) -> KvReply;
+
+    /// `GET key`: the value (borrowed where the view can), `None` when missing or not a bulk
+    /// reply, or the error reply (`WRONGTYPE`).
+    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, str>>, KvReply> {
+        match self.call(&KvOp::Get { key: key.into() }) {
+            KvReply::Bulk(v) => Ok(Some(Cow::Owned(v))),
+            KvReply::Error(e) => Err(KvReply::Error(e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `HGET key field`: the value (borrowed where the view can), `None` when missing or not
+    /// a bulk reply, or the error reply (`WRONGTYPE`).
+    fn hget(&mut self, key: &str, field: &str) -> Result<Option<Cow<'_, str>>, KvReply> {
+        let op = KvOp::HGet {
+            key: key.into(),
+            field: field.into(),
+        };
+        match self.call(&op) {
+            KvReply::Bulk(v) => Ok(Some(Cow::Owned(v))),
+            KvReply::Error(e) => Err(KvReply::Error(e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `SMEMBERS key` sorted byte by byte (as the scripts' Lua sorts it), the nil items of
+    /// the reply left out; empty when the reply is not an array, or the error reply.
+    fn members_sorted(&mut self, key: &str) -> Result<Vec<String>, KvReply> {
+        match self.call(&KvOp::SMembers { key: key.into() }) {
+            KvReply::Array(items) => {
+                let mut m: Vec<String> = items.into_iter().flatten().collect();
+                m.sort();
+                Ok(m)
+            }
+            KvReply::Error(e) => Err(KvReply::Error(e)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// `HSET key field value [field value ...]`.
+    fn hset(&mut self, key: &str, pairs: &[(&str, &str)]) -> KvReply {
+        self.call(&KvOp::HSet {
+            key: key.into(),
+            pairs: pairs
+                .iter()
+                .map(|(f, v)| ((*f).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+    }
+
+    /// `HINCRBY key field delta`.
+    fn hincr_by(&mut self, key: &str, field: &str, delta: i64) -> KvReply {
+        self.call(&KvOp::HIncrBy {
+            key: key.into(),
+            field: field.into(),
+            delta,
+        })
+    }
+
+    /// `SADD key member`.
+    fn sadd(&mut self, key: &str, member: &str) -> KvReply {
+        self.call(&KvOp::SAdd {
+            key: key.into(),
+            members: vec![member.into()],
+        })
+    }
+
+    /// `SREM key member`.
+    fn srem(&mut self, key: &str, member: &str) -> KvReply {
+        self.call(&KvOp::SRem {
+            key: key.into(),
+            members: vec![member.into()],
+        })
+    }
+
+    /// `INCRBY key delta`.
+    fn incr_by(&mut self, key: &str, delta: i64) -> KvReply {
+        self.call(&KvOp::IncrBy {
+            key: key.into(),
+            delta,
+        })
+    }
+
+    /// `PEXPIRE key ttl`.
+    fn pexpire(&mut self, key: &str, ttl: Duration) -> KvReply {
+        self.call(&KvOp::PExpire {
+            key: key.into(),
+            ttl,
+        })
+    }
+
+    /// `DEL key`.
+    fn del(&mut self, key: &str) -> KvReply {
+        self.call(&KvOp::Del { key: key.into() })
+    }
 }
 
 /// `GET key` inside a script: the value, `None` when missing, or the error reply
 /// (`WRONGTYPE`) the script must return at once.
 fn script_get(view: &mut dyn KvView, key: &str) -> Result<Option<String>, KvReply> {
-    match view.call(&KvOp::Get { key: key.into() }) {
-        KvReply::Bulk(v) => Ok(Some(v)),
-        KvReply::Error(e) => Err(KvReply::Error(e)),
-        _ => Ok(None),
-    }
+    Ok(view.get(key)?.map(Cow::into_owned))
 }
 
 impl ScriptName {

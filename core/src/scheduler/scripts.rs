@@ -27,7 +27,9 @@
 //! node-offline script with its re-dispatch ([`offline`], an array of lines). R-004-06 adds
 //! the timeout finalize ([`finalize`]) and the binding key `{ns}binding:{J}` it reads.
 
-use crate::ops::{KvOp, KvReply, KvView};
+use std::borrow::Cow;
+
+use crate::ops::{KvReply, KvView};
 use crate::time::Duration;
 
 /// The scheduler's key namespace, `KEYS[1]` of every script.
@@ -59,26 +61,36 @@ struct Ns<'a>(&'a str);
 
 impl Ns<'_> {
     fn node(&self, n: &str) -> String {
-        format!("{}node:{n}", self.0)
+        key(self.0, "node:", n)
     }
     fn epoch(&self, n: &str) -> String {
-        format!("{}epoch:{n}", self.0)
+        key(self.0, "epoch:", n)
     }
     fn pool(&self) -> String {
-        format!("{}pool", self.0)
+        key(self.0, "pool", "")
     }
     fn job(&self, j: &str) -> String {
-        format!("{}job:{j}", self.0)
+        key(self.0, "job:", j)
     }
     fn jobs(&self, n: &str) -> String {
-        format!("{}jobs:{n}", self.0)
+        key(self.0, "jobs:", n)
     }
     fn rr(&self) -> String {
-        format!("{}rr", self.0)
+        key(self.0, "rr", "")
     }
     fn binding(&self, j: &str) -> String {
-        format!("{}binding:{j}", self.0)
+        key(self.0, "binding:", j)
     }
+}
+
+/// `{ns}{kind}{id}`, sized once: scripts build several keys per call, and `format!` costs
+/// several times as much.
+fn key(ns: &str, kind: &str, id: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + kind.len() + id.len());
+    k.push_str(ns);
+    k.push_str(kind);
+    k.push_str(id);
+    k
 }
 
 fn err(msg: &str) -> KvReply {
@@ -110,64 +122,58 @@ fn ns_arg(keys: &[String]) -> Result<Ns<'_>, KvReply> {
         .ok_or_else(|| err("missing key"))
 }
 
-/// Runs a command; an error reply ends the script with it, keeping earlier writes.
-fn call(view: &mut dyn KvView, op: KvOp) -> Result<KvReply, KvReply> {
-    match view.call(&op) {
+/// A command's reply; an error reply ends the script with it, keeping earlier writes.
+fn ok(reply: KvReply) -> Result<KvReply, KvReply> {
+    match reply {
         KvReply::Error(e) => Err(KvReply::Error(e)),
         r => Ok(r),
     }
 }
 
+/// `HGET key field`, owned (for a value the script keeps across later commands).
 fn hget(view: &mut dyn KvView, key: &str, field: &str) -> Result<Option<String>, KvReply> {
-    match call(
-        view,
-        KvOp::HGet {
-            key: key.into(),
-            field: field.into(),
-        },
-    )? {
-        KvReply::Bulk(v) => Ok(Some(v)),
-        _ => Ok(None),
-    }
+    Ok(view.hget(key, field)?.map(Cow::into_owned))
+}
+
+/// Whether `HGET key field` is exactly `expected` (missing: no).
+fn hget_is(view: &mut dyn KvView, key: &str, field: &str, expected: &str) -> Result<bool, KvReply> {
+    Ok(view.hget(key, field)?.as_deref() == Some(expected))
+}
+
+/// Whether `HGET key field` is exactly the decimal text of `n` (missing: no).
+fn hget_is_number(view: &mut dyn KvView, key: &str, field: &str, n: u64) -> Result<bool, KvReply> {
+    Ok(view.hget(key, field)?.is_some_and(|v| is_decimal(&v, n)))
+}
+
+/// Whether `text == n.to_string()`, without writing `n` out: the canonical digits of `n`
+/// (no sign, no leading zero but in "0" itself).
+fn is_decimal(text: &str, n: u64) -> bool {
+    let canonical = match text.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical && text.parse::<u64>() == Ok(n)
 }
 
 fn expire(view: &mut dyn KvView, key: &str, ttl_ms: u64) -> Result<(), KvReply> {
     if ttl_ms > 0 {
-        call(
-            view,
-            KvOp::PExpire {
-                key: key.into(),
-                ttl: Duration::from_ms(ttl_ms),
-            },
-        )?;
+        ok(view.pexpire(key, Duration::from_ms(ttl_ms)))?;
     }
     Ok(())
 }
 
 /// `INCRBY key 1`, whose result must stay within [`SCRIPT_NUMBER_MAX`] either way.
 fn counter(view: &mut dyn KvView, key: &str, what: &str) -> Result<i64, KvReply> {
-    match call(
-        view,
-        KvOp::IncrBy {
-            key: key.into(),
-            delta: 1,
-        },
-    )? {
+    match ok(view.incr_by(key, 1))? {
         KvReply::Int(n) if n.unsigned_abs() <= SCRIPT_NUMBER_MAX.unsigned_abs() => Ok(n),
         _ => Err(err(&format!("{what} out of range"))),
     }
 }
 
+/// `SMEMBERS key`, sorted: SMEMBERS comes in hash order; the Lua sorts it too, byte by byte.
 fn members(view: &mut dyn KvView, key: &str) -> Result<Vec<String>, KvReply> {
-    match call(view, KvOp::SMembers { key: key.into() })? {
-        KvReply::Array(items) => {
-            let mut m: Vec<String> = items.into_iter().flatten().collect();
-            // SMEMBERS comes in hash order; the Lua sorts it too, byte by byte.
-            m.sort();
-            Ok(m)
-        }
-        _ => Ok(Vec::new()),
-    }
+    view.members_sorted(key)
 }
 
 /// `register(KEYS[1]=ns; ARGV: N, node_ttl_ms, pool_ttl_ms, fenced)`.
@@ -187,26 +193,12 @@ pub fn register(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         } else {
             0
         };
-        call(view, KvOp::Del { key: key.clone() })?;
-        call(
-            view,
-            KvOp::HSet {
-                key: key.clone(),
-                pairs: vec![
-                    ("epoch".into(), epoch.to_string()),
-                    ("cap".into(), "1".into()),
-                ],
-            },
-        )?;
+        ok(view.del(&key))?;
+        ok(view.hset(&key, &[("epoch", &epoch.to_string()), ("cap", "1")]))?;
         expire(view, &key, node_ttl)?;
-        call(
-            view,
-            KvOp::SAdd {
-                key: ns.pool(),
-                members: vec![n.into()],
-            },
-        )?;
-        expire(view, &ns.pool(), pool_ttl)?;
+        let pool = ns.pool();
+        ok(view.sadd(&pool, n))?;
+        expire(view, &pool, pool_ttl)?;
         Ok(KvReply::Int(epoch))
     };
     run().unwrap_or_else(|e| e)
@@ -223,29 +215,18 @@ pub fn heartbeat(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvR
         let key = ns.node(n);
         if fenced == 1 {
             // No write before the check: a missing lease or another epoch is "re-register".
-            if hget(view, &key, "epoch")? != Some(epoch.to_string()) {
+            if !hget_is_number(view, &key, "epoch", epoch)? {
                 return Ok(KvReply::Int(-1));
             }
         } else {
             // heartbeat_with_pool_assign.lua: HSET then EXPIRE, which re-creates a node whose
             // key expired as a partial hash.
-            call(
-                view,
-                KvOp::HSet {
-                    key: key.clone(),
-                    pairs: vec![("hb".into(), "1".into())],
-                },
-            )?;
+            ok(view.hset(&key, &[("hb", "1")]))?;
         }
         expire(view, &key, node_ttl)?;
-        call(
-            view,
-            KvOp::SAdd {
-                key: ns.pool(),
-                members: vec![n.into()],
-            },
-        )?;
-        expire(view, &ns.pool(), pool_ttl)?;
+        let pool = ns.pool();
+        ok(view.sadd(&pool, n))?;
+        expire(view, &pool, pool_ttl)?;
         // Invariant: at most 15 digits (`int_arg`), so it fits an i64.
         Ok(KvReply::Int(i64::try_from(epoch).unwrap_or(i64::MAX)))
     };
@@ -255,56 +236,38 @@ pub fn heartbeat(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvR
 /// Binds job `j` to a node chosen round robin from the pool (fenced: among the members whose
 /// lease is present, removing the others). Returns the status string.
 fn bind(view: &mut dyn KvView, ns: &Ns<'_>, j: &str, fenced: bool) -> Result<String, KvReply> {
-    let all = members(view, &ns.pool())?;
+    let pool = ns.pool();
+    let all = members(view, &pool)?;
     let mut live = Vec::new();
     let mut skipped = 0;
+    // One buffer for every member's node key.
+    let mut node_key = String::new();
     for m in all {
-        let epoch = hget(view, &ns.node(&m), "epoch")?;
+        node_key.clear();
+        node_key.push_str(ns.0);
+        node_key.push_str("node:");
+        node_key.push_str(&m);
+        let epoch = hget(view, &node_key, "epoch")?;
         match (fenced, epoch) {
             (true, None) => {
                 skipped += 1;
-                call(
-                    view,
-                    KvOp::SRem {
-                        key: ns.pool(),
-                        members: vec![m],
-                    },
-                )?;
+                ok(view.srem(&pool, &m))?;
             }
             (_, e) => live.push((m, e.unwrap_or_else(|| "0".into()))),
         }
     }
     let jk = ns.job(j);
     if live.is_empty() {
-        call(
-            view,
-            KvOp::HSet {
-                key: jk,
-                pairs: vec![("state".into(), "queued".into())],
-            },
-        )?;
+        ok(view.hset(&jk, &[("state", "queued")]))?;
         return Ok(format!("queued {skipped}"));
     }
     let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
-    let (node, epoch) = live[(rr % live.len() as u64) as usize].clone();
-    call(
-        view,
-        KvOp::HSet {
-            key: jk,
-            pairs: vec![
-                ("state".into(), "running".into()),
-                ("node".into(), node.clone()),
-                ("epoch".into(), epoch.clone()),
-            ],
-        },
-    )?;
-    call(
-        view,
-        KvOp::SAdd {
-            key: ns.jobs(&node),
-            members: vec![j.into()],
-        },
-    )?;
+    let (node, epoch) = live.swap_remove((rr % live.len() as u64) as usize);
+    ok(view.hset(
+        &jk,
+        &[("state", "running"), ("node", &node), ("epoch", &epoch)],
+    ))?;
+    ok(view.sadd(&ns.jobs(&node), j))?;
     Ok(format!("bound {node} {epoch} {skipped}"))
 }
 
@@ -315,7 +278,7 @@ pub fn dispatch(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         let ns = ns_arg(keys)?;
         let j = id_arg(args, 0)?;
         let fenced = int_arg(args, 1)? == 1;
-        if hget(view, &ns.job(j), "state")?.is_some() {
+        if view.hget(&ns.job(j), "state")?.is_some() {
             return reap_existing(view, &ns, j, fenced);
         }
         Ok(KvReply::Bulk(bind(view, &ns, j, fenced)?))
@@ -344,28 +307,25 @@ fn reap_existing(
     fenced: bool,
 ) -> Result<KvReply, KvReply> {
     let jk = ns.job(j);
-    let state = hget(view, &jk, "state")?;
-    match state.as_deref() {
+    // The states this decision tells apart; any other counts as none.
+    let state = view.hget(&jk, "state")?.and_then(|s| {
+        ["done", "timed_out", "running"]
+            .into_iter()
+            .find(|known| *known == s)
+    });
+    match state {
         Some(s @ ("done" | "timed_out")) => Ok(KvReply::Bulk(s.into())),
         Some("running") => {
             let node = hget(view, &jk, "node")?.unwrap_or_default();
             let epoch = hget(view, &jk, "epoch")?.unwrap_or_default();
-            let current = hget(view, &ns.node(&node), "epoch")?;
-            let alive = match (fenced, current) {
-                (_, None) => false,
-                (true, Some(e)) => e == epoch,
-                (false, Some(_)) => true,
+            let alive = match view.hget(&ns.node(&node), "epoch")? {
+                None => false,
+                Some(e) => !fenced || e == epoch.as_str(),
             };
             if alive {
                 Ok(KvReply::Bulk(format!("running {node} {epoch}")))
             } else {
-                call(
-                    view,
-                    KvOp::SRem {
-                        key: ns.jobs(&node),
-                        members: vec![j.into()],
-                    },
-                )?;
+                ok(view.srem(&ns.jobs(&node), j))?;
                 Ok(KvReply::Bulk(bind(view, ns, j, fenced)?))
             }
         }
@@ -380,16 +340,21 @@ pub fn poll(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply 
         let ns = ns_arg(keys)?;
         let n = id_arg(args, 0)?;
         let fenced = int_arg(args, 1)? == 1;
-        let epoch = int_arg(args, 2)?.to_string();
+        let epoch = int_arg(args, 2)?;
         let mut out = Vec::new();
+        // One buffer for every job's key.
+        let mut jk = String::new();
         for j in members(view, &ns.jobs(n))? {
-            let jk = ns.job(&j);
-            let state = hget(view, &jk, "state")?;
-            let node = hget(view, &jk, "node")?;
-            let e = hget(view, &jk, "epoch")?;
-            let mine = state.as_deref() == Some("running")
-                && node.as_deref() == Some(n)
-                && (!fenced || e.as_deref() == Some(epoch.as_str()));
+            jk.clear();
+            jk.push_str(ns.0);
+            jk.push_str("job:");
+            jk.push_str(&j);
+            // The Lua reads the three fields first; reads write nothing, and a read that
+            // fails fails on the first (the same key), so stopping at the first mismatch
+            // answers the same.
+            let mine = hget_is(view, &jk, "state", "running")?
+                && hget_is(view, &jk, "node", n)?
+                && (!fenced || hget_is_number(view, &jk, "epoch", epoch)?);
             if mine {
                 out.push(Some(j));
             }
@@ -407,42 +372,20 @@ pub fn complete(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         let ns = ns_arg(keys)?;
         let j = id_arg(args, 0)?;
         let node = id_arg(args, 1)?;
-        let epoch = int_arg(args, 2)?.to_string();
+        let epoch = int_arg(args, 2)?;
         let fenced = int_arg(args, 3)? == 1;
         let jk = ns.job(j);
-        if fenced {
-            let state = hget(view, &jk, "state")?;
-            let bound = hget(view, &jk, "node")?;
-            let e = hget(view, &jk, "epoch")?;
-            if state.as_deref() != Some("running")
-                || bound.as_deref() != Some(node)
-                || e.as_deref() != Some(epoch.as_str())
-            {
-                return Ok(KvReply::Int(0));
-            }
+        // As in poll: stopping at the first mismatch answers the same as reading all three.
+        if fenced
+            && !(hget_is(view, &jk, "state", "running")?
+                && hget_is(view, &jk, "node", node)?
+                && hget_is_number(view, &jk, "epoch", epoch)?)
+        {
+            return Ok(KvReply::Int(0));
         }
-        call(
-            view,
-            KvOp::HSet {
-                key: jk.clone(),
-                pairs: vec![("state".into(), "done".into())],
-            },
-        )?;
-        call(
-            view,
-            KvOp::HIncrBy {
-                key: jk,
-                field: "results".into(),
-                delta: 1,
-            },
-        )?;
-        call(
-            view,
-            KvOp::SRem {
-                key: ns.jobs(node),
-                members: vec![j.into()],
-            },
-        )?;
+        ok(view.hset(&jk, &[("state", "done")]))?;
+        ok(view.hincr_by(&jk, "results", 1))?;
+        ok(view.srem(&ns.jobs(node), j))?;
         Ok(KvReply::Int(1))
     };
     run().unwrap_or_else(|e| e)
@@ -456,12 +399,12 @@ pub fn select(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRepl
     let mut run = || -> Result<KvReply, KvReply> {
         let ns = ns_arg(keys)?;
         id_arg(args, 0)?;
-        let pool = members(view, &ns.pool())?;
+        let mut pool = members(view, &ns.pool())?;
         if pool.is_empty() {
             return Ok(KvReply::Bulk("none".into()));
         }
         let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
-        let node = pool[(rr % pool.len() as u64) as usize].clone();
+        let node = pool.swap_remove((rr % pool.len() as u64) as usize);
         let epoch = hget(view, &ns.node(&node), "epoch")?.unwrap_or_else(|| "0".into());
         Ok(KvReply::Bulk(format!("{node} {epoch}")))
     };
@@ -477,24 +420,11 @@ pub fn bind_to(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRep
         let j = id_arg(args, 0)?;
         let node = id_arg(args, 1)?;
         let epoch = int_arg(args, 2)?.to_string();
-        call(
-            view,
-            KvOp::HSet {
-                key: ns.job(j),
-                pairs: vec![
-                    ("state".into(), "running".into()),
-                    ("node".into(), node.into()),
-                    ("epoch".into(), epoch.clone()),
-                ],
-            },
-        )?;
-        call(
-            view,
-            KvOp::SAdd {
-                key: ns.jobs(node),
-                members: vec![j.into()],
-            },
-        )?;
+        ok(view.hset(
+            &ns.job(j),
+            &[("state", "running"), ("node", node), ("epoch", &epoch)],
+        ))?;
+        ok(view.sadd(&ns.jobs(node), j))?;
         Ok(KvReply::Bulk(format!("bound {node} {epoch} 0")))
     };
     run().unwrap_or_else(|e| e)
@@ -519,68 +449,36 @@ pub fn offline(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRep
         let n = id_arg(args, 0)?;
         let fenced = int_arg(args, 1)? == 1;
         let key = ns.node(n);
-        if hget(view, &key, "epoch")?.is_some() {
+        if view.hget(&key, "epoch")?.is_some() {
             return Ok(KvReply::Array(vec![Some("alive".into())]));
         }
         let mut out = vec![Some(format!("offline {n}"))];
-        call(
-            view,
-            KvOp::SRem {
-                key: ns.pool(),
-                members: vec![n.into()],
-            },
-        )?;
+        let pool_key = ns.pool();
+        ok(view.srem(&pool_key, n))?;
         if !fenced {
-            call(view, KvOp::Del { key })?;
+            ok(view.del(&key))?;
         }
-        for j in members(view, &ns.jobs(n))? {
+        let index = ns.jobs(n);
+        for j in members(view, &index)? {
             let jk = ns.job(&j);
-            let running = hget(view, &jk, "state")?.as_deref() == Some("running")
-                && hget(view, &jk, "node")?.as_deref() == Some(n);
+            let running = hget_is(view, &jk, "state", "running")? && hget_is(view, &jk, "node", n)?;
             if !running {
                 continue;
             }
             let line = if fenced {
-                call(
-                    view,
-                    KvOp::SRem {
-                        key: ns.jobs(n),
-                        members: vec![j.clone()],
-                    },
-                )?;
+                ok(view.srem(&index, &j))?;
                 bind(view, &ns, &j, true)?
             } else {
-                let pool = members(view, &ns.pool())?;
+                let mut pool = members(view, &pool_key)?;
                 if pool.is_empty() {
                     return Err(err("no node to re-dispatch to"));
                 }
                 let rr = counter(view, &ns.rr(), "round-robin counter")?.unsigned_abs();
-                let target = pool[(rr % pool.len() as u64) as usize].clone();
+                let target = pool.swap_remove((rr % pool.len() as u64) as usize);
                 let epoch = hget(view, &ns.node(&target), "epoch")?.unwrap_or_else(|| "0".into());
-                call(
-                    view,
-                    KvOp::HSet {
-                        key: jk,
-                        pairs: vec![
-                            ("node".into(), target.clone()),
-                            ("epoch".into(), epoch.clone()),
-                        ],
-                    },
-                )?;
-                call(
-                    view,
-                    KvOp::SAdd {
-                        key: ns.jobs(&target),
-                        members: vec![j.clone()],
-                    },
-                )?;
-                call(
-                    view,
-                    KvOp::SRem {
-                        key: ns.jobs(n),
-                        members: vec![j.clone()],
-                    },
-                )?;
+                ok(view.hset(&jk, &[("node", &target), ("epoch", &epoch)]))?;
+                ok(view.sadd(&ns.jobs(&target), &j))?;
+                ok(view.srem(&index, &j))?;
                 format!("bound {target} {epoch} 0")
             };
             out.push(Some(format!("{j} {line}")));
@@ -609,27 +507,24 @@ pub fn finalize(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         let j = id_arg(args, 0)?;
         let fenced = int_arg(args, 1)? == 1;
         let jk = ns.job(j);
-        let timed_out = || KvOp::HSet {
-            key: jk.clone(),
-            pairs: vec![("state".into(), "timed_out".into())],
-        };
+        let timed_out: &[(&str, &str)] = &[("state", "timed_out")];
         if fenced {
             let state = hget(view, &jk, "state")?;
             return match state.as_deref() {
                 Some(s @ ("done" | "timed_out")) => Ok(KvReply::Bulk(format!("state {s}"))),
                 _ => {
-                    call(view, timed_out())?;
+                    ok(view.hset(&jk, timed_out))?;
                     Ok(KvReply::Bulk("timed_out".into()))
                 }
             };
         }
-        match call(view, KvOp::Get { key: ns.binding(j) })? {
-            KvReply::Bulk(node) => {
-                call(view, timed_out())?;
+        match view.get(&ns.binding(j))?.map(Cow::into_owned) {
+            Some(node) => {
+                ok(view.hset(&jk, timed_out))?;
                 Ok(KvReply::Bulk(format!("timed_out {node}")))
             }
-            _ => {
-                let running = hget(view, &jk, "state")?.as_deref() == Some("running");
+            None => {
+                let running = hget_is(view, &jk, "state", "running")?;
                 Ok(KvReply::Bulk(
                     if running { "lost" } else { "unbound" }.into(),
                 ))
@@ -637,4 +532,40 @@ pub fn finalize(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvRe
         }
     };
     run().unwrap_or_else(|e| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_decimal` is `text == n.to_string()`, on canonical and near-miss texts.
+    #[test]
+    fn is_decimal_is_comparing_with_the_written_number() {
+        let texts = [
+            "0",
+            "00",
+            "7",
+            "07",
+            "+7",
+            "-7",
+            " 7",
+            "7 ",
+            "",
+            "12",
+            "120",
+            "1e2",
+            "18446744073709551615",
+            "18446744073709551616",
+            "999999999999999",
+        ];
+        let numbers = [0, 7, 12, 120, 999_999_999_999_999, u64::MAX];
+        let mut matches = 0;
+        for text in texts {
+            for n in numbers {
+                assert_eq!(is_decimal(text, n), text == n.to_string(), "{text:?} {n}");
+                matches += usize::from(is_decimal(text, n));
+            }
+        }
+        assert_eq!(matches, 6, "each number matches its own text once");
+    }
 }

@@ -5,7 +5,10 @@
 //! error, and a primary with an asynchronous replica: a failover promotes the replica and
 //! loses every write not yet replicated; a restart without persistence loses everything.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::rc::Rc;
 
 use racelab_core::{Duration, KvOp, KvReply, KvView, SetCondition, Timestamp, WRONGTYPE};
 
@@ -61,7 +64,21 @@ struct Entry {
     expires_at: Option<Timestamp>,
 }
 
-type Keyspace = BTreeMap<String, Entry>;
+impl Entry {
+    /// A new key's entry: `fresh`'s empty value, no TTL.
+    fn fresh(fresh: fn() -> Value) -> Entry {
+        Entry {
+            value: fresh(),
+            expires_at: None,
+        }
+    }
+}
+
+/// Keys and entries are shared (`Rc`) between the primary, the replication backlog and the
+/// replica, so that a write queues its entry without a copy: a later write to the same key
+/// copies the entry only while the backlog or the replica still holds the older version
+/// (`Rc::make_mut`), and a failover's promotion copies no entry at all.
+type Keyspace = BTreeMap<Rc<str>, Rc<Entry>>;
 
 /// The primary's key space, its replica, and the replication backlog.
 #[derive(Debug)]
@@ -70,7 +87,7 @@ pub struct RedisModel {
     replica: Keyspace,
     /// Writes applied on the primary and not yet on the replica: (applied at, key, whole new
     /// entry or deletion).
-    backlog: VecDeque<(Timestamp, String, Option<Entry>)>,
+    backlog: VecDeque<(Timestamp, Rc<str>, Option<Rc<Entry>>)>,
     /// How long a write takes to reach the replica.
     replication_lag: Duration,
     /// Writes applied on the primary since the start, the lost ones included.
@@ -124,7 +141,7 @@ impl KeySpace {
     pub fn expiring(&self) -> Vec<(String, Timestamp)> {
         self.0
             .iter()
-            .filter_map(|(k, e)| e.expires_at.map(|at| (k.clone(), at)))
+            .filter_map(|(k, e)| e.expires_at.map(|at| (k.to_string(), at)))
             .collect()
     }
 
@@ -274,6 +291,7 @@ impl RedisModel {
     fn live(&self, now: Timestamp, key: &str) -> Option<&Entry> {
         self.primary
             .get(key)
+            .map(|e| &**e)
             .filter(|e| e.expires_at.is_none_or(|at| at > now))
     }
 
@@ -318,40 +336,84 @@ fn parse_redis_integer(text: &str) -> Option<i64> {
 }
 
 impl View<'_> {
-    fn entry(&self, key: &str) -> Option<Entry> {
-        self.model.live(self.now, key).cloned()
+    /// The key space's own string for `key` if it holds the key (shared with the backlog, so
+    /// a write to an existing key allocates no key string), or a new one.
+    fn key_of(&self, key: &str) -> Rc<str> {
+        self.model
+            .primary
+            .get_key_value(key)
+            .map_or_else(|| Rc::from(key), |(k, _)| Rc::clone(k))
     }
 
-    fn write(&mut self, key: &str, entry: Option<Entry>) {
-        match &entry {
-            // An existing key is overwritten in place (no new key string).
-            Some(e) => match self.model.primary.get_mut(key) {
-                Some(slot) => *slot = e.clone(),
-                None => {
-                    self.model.primary.insert(key.to_string(), e.clone());
-                }
-            },
-            None => {
-                self.model.primary.remove(key);
-            }
-        }
-        self.model
-            .backlog
-            .push_back((self.now, key.to_string(), entry));
+    /// Counts a write the primary applied and queues it for the replica: the key's whole
+    /// new entry (shared with the primary until either changes), or its deletion.
+    fn record(&mut self, key: Rc<str>, entry: Option<Rc<Entry>>) {
+        self.model.backlog.push_back((self.now, key, entry));
         self.model.writes += 1;
     }
 
-    /// Writes a collection back, keeping the key's TTL, or deletes the key when the
-    /// collection is empty (as Redis does when the last field or member goes).
-    fn put(&mut self, key: &str, value: Value, expires_at: Option<Timestamp>) {
-        if value.is_empty_collection() {
-            self.write(key, None);
-        } else {
-            self.write(key, Some(Entry { value, expires_at }));
+    /// Replaces the entry at `key`, or deletes the key.
+    fn write(&mut self, key: &str, entry: Option<Entry>) {
+        match entry {
+            Some(e) => {
+                let k = self.key_of(key);
+                let e = Rc::new(e);
+                self.model.primary.insert(Rc::clone(&k), Rc::clone(&e));
+                self.record(k, Some(e));
+            }
+            None => {
+                let k = self
+                    .model
+                    .primary
+                    .remove_entry(key)
+                    .map_or_else(|| Rc::from(key), |(k, _)| k);
+                self.record(k, None);
+            }
         }
     }
 
-    fn del(&mut self, key: &str) -> bool {
+    /// Changes the value of `pick`'s type at `key` in place and records the write, keeping
+    /// the key's TTL: a missing (or expired) key starts as `fresh` without one, and a
+    /// collection left empty deletes the key (as Redis does when the last field or member
+    /// goes). A key of another type is `WRONGTYPE`, with nothing changed. `change` cannot
+    /// fail: the caller checks what can fail first.
+    fn update<T, R>(
+        &mut self,
+        key: &str,
+        fresh: fn() -> Value,
+        pick: fn(&mut Value) -> Option<&mut T>,
+        change: impl FnOnce(&mut T) -> R,
+    ) -> Result<R, KvReply> {
+        let now = self.now;
+        let k = self.key_of(key);
+        let slot = self
+            .model
+            .primary
+            .entry(Rc::clone(&k))
+            .or_insert_with(|| Rc::new(Entry::fresh(fresh)));
+        if slot.expires_at.is_some_and(|at| at <= now) {
+            *slot = Rc::new(Entry::fresh(fresh));
+        }
+        // Copies the entry only if the backlog or the replica still holds this version.
+        let entry = Rc::make_mut(slot);
+        let Some(value) = pick(&mut entry.value) else {
+            // Only a live key of another type gets here (a fresh one is of `pick`'s type),
+            // and it is left as it was.
+            return Err(wrongtype());
+        };
+        let result = change(value);
+        if entry.value.is_empty_collection() {
+            self.model.primary.remove(key);
+            self.record(k, None);
+        } else {
+            let e = Rc::clone(slot);
+            self.record(k, Some(e));
+        }
+        Ok(result)
+    }
+
+    /// `DEL key`: whether it existed.
+    fn remove_key(&mut self, key: &str) -> bool {
         let existed = self.exists(key);
         if existed {
             self.write(key, None);
@@ -360,14 +422,18 @@ impl View<'_> {
     }
 
     fn expire_in(&mut self, key: &str, ttl: Duration) -> bool {
-        match self.entry(key) {
-            Some(mut e) => {
-                e.expires_at = Some(self.now + ttl);
-                self.write(key, Some(e));
-                true
-            }
-            None => false,
+        if !self.exists(key) {
+            return false;
         }
+        let at = self.now + ttl;
+        let k = self.key_of(key);
+        let Some(slot) = self.model.primary.get_mut(key) else {
+            return false;
+        };
+        Rc::make_mut(slot).expires_at = Some(at);
+        let e = Rc::clone(slot);
+        self.record(k, Some(e));
+        true
     }
 
     /// The remaining time to live in ms: -2 missing, -1 no expiry.
@@ -384,59 +450,8 @@ impl View<'_> {
         }
     }
 
-    /// The value at `key` (`None` when missing) with its expiry, if `pick` accepts its type;
+    /// The value at `key`, borrowed (`None` when missing), if `pick` accepts its type;
     /// `WRONGTYPE` otherwise.
-    fn typed<T>(
-        &self,
-        key: &str,
-        pick: fn(Value) -> Option<T>,
-    ) -> Result<Option<(T, Option<Timestamp>)>, KvReply> {
-        match self.entry(key) {
-            None => Ok(None),
-            Some(Entry { value, expires_at }) => match pick(value) {
-                Some(v) => Ok(Some((v, expires_at))),
-                None => Err(wrongtype()),
-            },
-        }
-    }
-
-    /// The string at `key` (`None` when missing) with its expiry, or `WRONGTYPE`.
-    fn string(&self, key: &str) -> Result<Option<(String, Option<Timestamp>)>, KvReply> {
-        self.typed(key, |v| match v {
-            Value::Str(s) => Some(s),
-            _ => None,
-        })
-    }
-
-    /// The hash at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
-    fn hash(&self, key: &str) -> Result<(BTreeMap<String, String>, Option<Timestamp>), KvReply> {
-        let hash = self.typed(key, |v| match v {
-            Value::Hash(h) => Some(h),
-            _ => None,
-        })?;
-        Ok(hash.unwrap_or_default())
-    }
-
-    /// The set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
-    fn set(&self, key: &str) -> Result<(BTreeSet<String>, Option<Timestamp>), KvReply> {
-        let set = self.typed(key, |v| match v {
-            Value::Set(s) => Some(s),
-            _ => None,
-        })?;
-        Ok(set.unwrap_or_default())
-    }
-
-    /// The sorted set at `key` (empty when missing) with its expiry, or `WRONGTYPE`.
-    fn zset(&self, key: &str) -> Result<(BTreeMap<String, i64>, Option<Timestamp>), KvReply> {
-        let zset = self.typed(key, |v| match v {
-            Value::ZSet(z) => Some(z),
-            _ => None,
-        })?;
-        Ok(zset.unwrap_or_default())
-    }
-
-    /// Like [`View::typed`], borrowing the value instead of copying it (for commands that
-    /// only read).
     fn typed_ref<T>(
         &self,
         key: &str,
@@ -446,6 +461,14 @@ impl View<'_> {
             None => Ok(None),
             Some(e) => pick(&e.value).map(Some).ok_or_else(wrongtype),
         }
+    }
+
+    /// The string at `key`, borrowed (`None` when missing), or `WRONGTYPE`.
+    fn string_ref(&self, key: &str) -> Result<Option<&String>, KvReply> {
+        self.typed_ref(key, |v| match v {
+            Value::Str(s) => Some(s),
+            _ => None,
+        })
     }
 
     /// The hash at `key`, borrowed (`None` when missing), or `WRONGTYPE`.
@@ -493,8 +516,8 @@ impl View<'_> {
                 ));
             }
             KvOp::Get { key } => self
-                .string(key)?
-                .map_or(KvReply::Nil, |(s, _)| KvReply::Bulk(s)),
+                .string_ref(key)?
+                .map_or(KvReply::Nil, |s| KvReply::Bulk(s.clone())),
             KvOp::Set {
                 key,
                 value,
@@ -525,7 +548,7 @@ impl View<'_> {
                 );
                 KvReply::Ok
             }
-            KvOp::Del { key } => KvReply::Int(i64::from(self.del(key))),
+            KvOp::Del { key } => KvReply::Int(i64::from(self.remove_key(key))),
             KvOp::Exists { key } => KvReply::Int(i64::from(self.exists(key))),
             KvOp::Publish { channel, message } => {
                 let model = &mut *self.model;
@@ -566,20 +589,7 @@ impl View<'_> {
                 .hash_ref(key)?
                 .and_then(|h| h.get(field))
                 .map_or(KvReply::Nil, |v| KvReply::Bulk(v.clone())),
-            KvOp::HSet { key, pairs } => {
-                if pairs.is_empty() {
-                    return Err(arity("hset"));
-                }
-                let (mut h, expires_at) = self.hash(key)?;
-                let mut created = 0;
-                for (field, value) in pairs {
-                    if h.insert(field.clone(), value.clone()).is_none() {
-                        created += 1;
-                    }
-                }
-                self.put(key, Value::Hash(h), expires_at);
-                count(created)
-            }
+            KvOp::HSet { key, pairs } => self.hset_pairs(key, pairs)?,
             KvOp::HMGet { key, fields } => {
                 if fields.is_empty() {
                     return Err(arity("hmget"));
@@ -592,84 +602,76 @@ impl View<'_> {
                         .collect(),
                 )
             }
-            KvOp::HGetAll { key } => KvReply::Pairs(self.hash(key)?.0.into_iter().collect()),
-            KvOp::HIncrBy { key, field, delta } => {
-                let (mut h, expires_at) = self.hash(key)?;
-                let current = match h.get(field) {
-                    None => 0,
-                    Some(text) => parse_redis_integer(text)
-                        .ok_or_else(|| KvReply::Error(HASH_NOT_AN_INTEGER.into()))?,
-                };
-                let next = current
-                    .checked_add(*delta)
-                    .ok_or_else(|| KvReply::Error(OVERFLOW.into()))?;
-                h.insert(field.clone(), next.to_string());
-                self.put(key, Value::Hash(h), expires_at);
-                KvReply::Int(next)
-            }
+            KvOp::HGetAll { key } => KvReply::Pairs(
+                self.hash_ref(key)?
+                    .into_iter()
+                    .flatten()
+                    .map(|(f, v)| (f.clone(), v.clone()))
+                    .collect(),
+            ),
+            KvOp::HIncrBy { key, field, delta } => self.hincr(key, field, *delta)?,
             KvOp::HDel { key, fields } => {
                 if fields.is_empty() {
                     return Err(arity("hdel"));
                 }
-                let (mut h, expires_at) = self.hash(key)?;
-                let removed = fields.iter().filter(|f| h.remove(*f).is_some()).count();
-                if removed > 0 {
-                    self.put(key, Value::Hash(h), expires_at);
-                }
+                let any = self
+                    .hash_ref(key)?
+                    .is_some_and(|h| fields.iter().any(|f| h.contains_key(f)));
+                let removed = if any {
+                    self.update(key, fresh_hash, pick_hash, |h| {
+                        fields.iter().filter(|f| h.remove(*f).is_some()).count()
+                    })?
+                } else {
+                    0
+                };
                 count(removed)
             }
-            KvOp::SAdd { key, members } => {
-                if members.is_empty() {
-                    return Err(arity("sadd"));
-                }
-                let (mut s, expires_at) = self.set(key)?;
-                let added = members.iter().filter(|m| s.insert((*m).clone())).count();
-                if added > 0 {
-                    self.put(key, Value::Set(s), expires_at);
-                }
-                count(added)
-            }
-            KvOp::SRem { key, members } => {
-                if members.is_empty() {
-                    return Err(arity("srem"));
-                }
-                let (mut s, expires_at) = self.set(key)?;
-                let removed = members.iter().filter(|m| s.remove(*m)).count();
-                if removed > 0 {
-                    self.put(key, Value::Set(s), expires_at);
-                }
-                count(removed)
-            }
+            KvOp::SAdd { key, members } => self.sadd_members(key, members)?,
+            KvOp::SRem { key, members } => self.srem_members(key, members)?,
             KvOp::SIsMember { key, member } => KvReply::Int(i64::from(
                 self.set_ref(key)?.is_some_and(|s| s.contains(member)),
             )),
-            KvOp::SMembers { key } => {
-                KvReply::Array(self.set(key)?.0.into_iter().map(Some).collect())
-            }
+            KvOp::SMembers { key } => KvReply::Array(
+                self.set_ref(key)?
+                    .into_iter()
+                    .flatten()
+                    .map(|m| Some(m.clone()))
+                    .collect(),
+            ),
             KvOp::SCard { key } => count(self.set_ref(key)?.map_or(0, BTreeSet::len)),
             KvOp::ZAdd { key, pairs } => {
                 if pairs.is_empty() {
                     return Err(arity("zadd"));
                 }
-                let (mut z, expires_at) = self.zset(key)?;
-                let mut added = 0;
-                for (score, member) in pairs {
-                    if z.insert(member.clone(), *score).is_none() {
-                        added += 1;
+                let added = self.update(key, fresh_zset, pick_zset, |z| {
+                    let mut added = 0;
+                    for (score, member) in pairs {
+                        match z.get_mut(member) {
+                            Some(s) => *s = *score,
+                            None => {
+                                z.insert(member.clone(), *score);
+                                added += 1;
+                            }
+                        }
                     }
-                }
-                self.put(key, Value::ZSet(z), expires_at);
+                    added
+                })?;
                 count(added)
             }
             KvOp::ZRem { key, members } => {
                 if members.is_empty() {
                     return Err(arity("zrem"));
                 }
-                let (mut z, expires_at) = self.zset(key)?;
-                let removed = members.iter().filter(|m| z.remove(*m).is_some()).count();
-                if removed > 0 {
-                    self.put(key, Value::ZSet(z), expires_at);
-                }
+                let any = self
+                    .zset_ref(key)?
+                    .is_some_and(|z| members.iter().any(|m| z.contains_key(m)));
+                let removed = if any {
+                    self.update(key, fresh_zset, pick_zset, |z| {
+                        members.iter().filter(|m| z.remove(*m).is_some()).count()
+                    })?
+                } else {
+                    0
+                };
                 count(removed)
             }
             KvOp::ZRangeByScore { key, min, max } => {
@@ -690,14 +692,122 @@ impl View<'_> {
         })
     }
 
+    /// `HSET key field value ...`: the number of fields created; the key keeps its TTL.
+    fn hset_pairs<F: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        key: &str,
+        pairs: &[(F, V)],
+    ) -> Result<KvReply, KvReply> {
+        if pairs.is_empty() {
+            return Err(arity("hset"));
+        }
+        let created = self.update(key, fresh_hash, pick_hash, |h| {
+            let mut created = 0;
+            for (field, value) in pairs {
+                let (field, value) = (field.as_ref(), value.as_ref());
+                match h.get_mut(field) {
+                    Some(v) => {
+                        v.clear();
+                        v.push_str(value);
+                    }
+                    None => {
+                        h.insert(field.to_owned(), value.to_owned());
+                        created += 1;
+                    }
+                }
+            }
+            created
+        })?;
+        Ok(count(created))
+    }
+
+    /// `HINCRBY`: the field must hold an integer; the key keeps its TTL.
+    fn hincr(&mut self, key: &str, field: &str, delta: i64) -> Result<KvReply, KvReply> {
+        let current = match self.hash_ref(key)?.and_then(|h| h.get(field)) {
+            None => 0,
+            Some(text) => parse_redis_integer(text)
+                .ok_or_else(|| KvReply::Error(HASH_NOT_AN_INTEGER.into()))?,
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| KvReply::Error(OVERFLOW.into()))?;
+        self.update(key, fresh_hash, pick_hash, |h| match h.get_mut(field) {
+            Some(v) => {
+                v.clear();
+                // Invariant: writing to a String cannot fail.
+                let _ = write!(v, "{next}");
+            }
+            None => {
+                h.insert(field.to_owned(), next.to_string());
+            }
+        })?;
+        Ok(KvReply::Int(next))
+    }
+
+    /// `SADD key member ...`: the number of members added; the key keeps its TTL.
+    fn sadd_members<M: AsRef<str>>(
+        &mut self,
+        key: &str,
+        members: &[M],
+    ) -> Result<KvReply, KvReply> {
+        if members.is_empty() {
+            return Err(arity("sadd"));
+        }
+        let set = self.set_ref(key)?;
+        let any = members
+            .iter()
+            .any(|m| set.is_none_or(|s| !s.contains(m.as_ref())));
+        let added = if any {
+            self.update(key, fresh_set, pick_set, |s| {
+                members
+                    .iter()
+                    .filter(|m| {
+                        let m = m.as_ref();
+                        !s.contains(m) && s.insert(m.to_owned())
+                    })
+                    .count()
+            })?
+        } else {
+            0
+        };
+        Ok(count(added))
+    }
+
+    /// `SREM key member ...`: the number of members removed; the key keeps its TTL.
+    fn srem_members<M: AsRef<str>>(
+        &mut self,
+        key: &str,
+        members: &[M],
+    ) -> Result<KvReply, KvReply> {
+        if members.is_empty() {
+            return Err(arity("srem"));
+        }
+        let any = self
+            .set_ref(key)?
+            .is_some_and(|s| members.iter().any(|m| s.contains(m.as_ref())));
+        let removed = if any {
+            self.update(key, fresh_set, pick_set, |s| {
+                members.iter().filter(|m| s.remove(m.as_ref())).count()
+            })?
+        } else {
+            0
+        };
+        Ok(count(removed))
+    }
+
     /// `INCRBY`: the string must hold an integer; the key keeps its TTL.
     fn incr(&mut self, key: &str, delta: i64) -> Result<KvReply, KvReply> {
-        let (current, expires_at) = match self.string(key)? {
-            Some((text, expires_at)) => (
-                parse_redis_integer(&text).ok_or_else(|| KvReply::Error(NOT_AN_INTEGER.into()))?,
-                expires_at,
-            ),
+        let now = self.now;
+        let (current, expires_at) = match self.model.live(now, key) {
             None => (0, None),
+            Some(Entry {
+                value: Value::Str(text),
+                expires_at,
+            }) => (
+                parse_redis_integer(text).ok_or_else(|| KvReply::Error(NOT_AN_INTEGER.into()))?,
+                *expires_at,
+            ),
+            Some(_) => return Err(wrongtype()),
         };
         let next = current
             .checked_add(delta)
@@ -713,9 +823,91 @@ impl View<'_> {
     }
 }
 
+fn fresh_hash() -> Value {
+    Value::Hash(BTreeMap::new())
+}
+
+fn fresh_set() -> Value {
+    Value::Set(BTreeSet::new())
+}
+
+fn fresh_zset() -> Value {
+    Value::ZSet(BTreeMap::new())
+}
+
+fn pick_hash(v: &mut Value) -> Option<&mut BTreeMap<String, String>> {
+    match v {
+        Value::Hash(h) => Some(h),
+        _ => None,
+    }
+}
+
+fn pick_set(v: &mut Value) -> Option<&mut BTreeSet<String>> {
+    match v {
+        Value::Set(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn pick_zset(v: &mut Value) -> Option<&mut BTreeMap<String, i64>> {
+    match v {
+        Value::ZSet(z) => Some(z),
+        _ => None,
+    }
+}
+
+/// The script fast paths answer as [`View::command`] does for the matching [`KvOp`] (the
+/// same code underneath), borrowing instead of building the command or copying the value.
 impl KvView for View<'_> {
     fn call(&mut self, op: &KvOp) -> KvReply {
         self.command(op)
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Cow<'_, str>>, KvReply> {
+        Ok(self.string_ref(key)?.map(|s| Cow::Borrowed(s.as_str())))
+    }
+
+    fn hget(&mut self, key: &str, field: &str) -> Result<Option<Cow<'_, str>>, KvReply> {
+        Ok(self
+            .hash_ref(key)?
+            .and_then(|h| h.get(field))
+            .map(|v| Cow::Borrowed(v.as_str())))
+    }
+
+    fn members_sorted(&mut self, key: &str) -> Result<Vec<String>, KvReply> {
+        // A BTreeSet of Strings iterates byte by byte, already sorted.
+        Ok(self
+            .set_ref(key)?
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn hset(&mut self, key: &str, pairs: &[(&str, &str)]) -> KvReply {
+        self.hset_pairs(key, pairs).unwrap_or_else(|e| e)
+    }
+
+    fn hincr_by(&mut self, key: &str, field: &str, delta: i64) -> KvReply {
+        self.hincr(key, field, delta).unwrap_or_else(|e| e)
+    }
+
+    fn sadd(&mut self, key: &str, member: &str) -> KvReply {
+        self.sadd_members(key, &[member]).unwrap_or_else(|e| e)
+    }
+
+    fn srem(&mut self, key: &str, member: &str) -> KvReply {
+        self.srem_members(key, &[member]).unwrap_or_else(|e| e)
+    }
+
+    fn incr_by(&mut self, key: &str, delta: i64) -> KvReply {
+        self.incr(key, delta).unwrap_or_else(|e| e)
+    }
+
+    fn pexpire(&mut self, key: &str, ttl: Duration) -> KvReply {
+        KvReply::Int(i64::from(self.expire_in(key, ttl)))
+    }
+
+    fn del(&mut self, key: &str) -> KvReply {
+        KvReply::Int(i64::from(self.remove_key(key)))
     }
 }
 
@@ -909,6 +1101,146 @@ mod tests {
                 r.execute(t(0), &inc),
                 KvReply::Int(next),
                 "INCRBY on {text:?}"
+            );
+        }
+    }
+
+    /// A view that only runs commands: each script fast path takes the trait's default,
+    /// which builds the matching [`KvOp`].
+    struct ThroughCall<'a>(View<'a>);
+
+    impl KvView for ThroughCall<'_> {
+        fn call(&mut self, op: &KvOp) -> KvReply {
+            self.0.call(op)
+        }
+    }
+
+    /// One fast path on one key, its answer written out.
+    type Step = fn(&mut dyn KvView, &str) -> String;
+
+    /// Each fast path the scripts use answers, writes, counts and replicates exactly as its
+    /// default through the [`KvOp`] command does, on keys of every type, missing and expired.
+    #[test]
+    fn script_fast_paths_match_the_commands() {
+        let setup = |r: &mut RedisModel| {
+            r.execute(t(0), &hset("h", &[("f", "1"), ("g", "x")]));
+            r.execute(t(0), &hset("old", &[("f", "1")]));
+            for (key, ms) in [("h", 60_000), ("old", 5)] {
+                let ttl = Duration::from_ms(ms);
+                r.execute(
+                    t(0),
+                    &KvOp::PExpire {
+                        key: key.into(),
+                        ttl,
+                    },
+                );
+            }
+            let members = strs(&["b", "a", "c"]);
+            r.execute(
+                t(0),
+                &KvOp::SAdd {
+                    key: "s".into(),
+                    members,
+                },
+            );
+            r.execute(
+                t(0),
+                &KvOp::SAdd {
+                    key: "one".into(),
+                    members: strs(&["a"]),
+                },
+            );
+            r.execute(t(0), &set_nx("str", "7", 60_000));
+            r.execute(t(0), &set_nx("text", "x", 60_000));
+            let pairs = vec![(1, "m".into())];
+            r.execute(
+                t(0),
+                &KvOp::ZAdd {
+                    key: "z".into(),
+                    pairs,
+                },
+            );
+        };
+        let keys = ["h", "old", "s", "one", "str", "text", "z", "missing"];
+        let steps: [(&str, Step); 15] = [
+            ("get", |v, k| {
+                format!("{:?}", v.get(k).map(|o| o.map(Cow::into_owned)))
+            }),
+            ("hget", |v, k| {
+                format!("{:?}", v.hget(k, "f").map(|o| o.map(Cow::into_owned)))
+            }),
+            ("hget of a missing field", |v, k| {
+                format!("{:?}", v.hget(k, "nope").map(|o| o.map(Cow::into_owned)))
+            }),
+            ("members_sorted", |v, k| {
+                format!("{:?}", v.members_sorted(k))
+            }),
+            ("hset", |v, k| {
+                v.hset(k, &[("f", "2"), ("n", "3"), ("f", "4")]).to_string()
+            }),
+            ("hincr_by", |v, k| v.hincr_by(k, "f", 5).to_string()),
+            ("hincr_by of a text field", |v, k| {
+                v.hincr_by(k, "g", 1).to_string()
+            }),
+            ("sadd", |v, k| v.sadd(k, "d").to_string()),
+            ("sadd of a member", |v, k| v.sadd(k, "a").to_string()),
+            ("srem", |v, k| v.srem(k, "a").to_string()),
+            ("srem of a non-member", |v, k| v.srem(k, "zz").to_string()),
+            ("incr_by", |v, k| v.incr_by(k, 2).to_string()),
+            ("pexpire", |v, k| {
+                v.pexpire(k, Duration::from_ms(100)).to_string()
+            }),
+            ("del", |v, k| v.del(k).to_string()),
+            ("two writes", |v, k| {
+                let first = v.hset(k, &[("f", "9")]);
+                format!("{first} {}", v.pexpire(k, Duration::from_ms(30)))
+            }),
+        ];
+        let mut answers = BTreeSet::new();
+        for (name, step) in steps {
+            for key in keys {
+                let (mut fast, mut slow) = (
+                    RedisModel::new(Duration::from_ms(50)),
+                    RedisModel::new(Duration::from_ms(50)),
+                );
+                setup(&mut fast);
+                setup(&mut slow);
+                let now = t(10);
+                let a = step(
+                    &mut View {
+                        model: &mut fast,
+                        now,
+                    },
+                    key,
+                );
+                let b = step(
+                    &mut ThroughCall(View {
+                        model: &mut slow,
+                        now,
+                    }),
+                    key,
+                );
+                assert_eq!(a, b, "{name} on {key}");
+                assert_eq!(fast.primary, slow.primary, "{name} on {key}: the key space");
+                assert_eq!(fast.backlog, slow.backlog, "{name} on {key}: the backlog");
+                assert_eq!(fast.writes, slow.writes, "{name} on {key}: the write count");
+                fast.replicate(t(100));
+                slow.replicate(t(100));
+                assert_eq!(fast.replica, slow.replica, "{name} on {key}: the replica");
+                answers.insert(a);
+            }
+        }
+        // Not vacuous: the steps met values, misses, writes and WRONGTYPE.
+        for expected in [
+            r#"Ok(Some("1"))"#,
+            "Ok(None)",
+            "1",
+            "0",
+            "error \"WRONGTYPE",
+        ] {
+            assert!(
+                answers.iter().any(|a| a.starts_with(expected)),
+                "no answer {expected}: {answers:?}"
             );
         }
     }

@@ -22,15 +22,22 @@
 //! [`ScriptName::SchedTransition`]: crate::ScriptName::SchedTransition
 //! [`ScriptName::run`]: crate::ScriptName::run
 
+use std::borrow::Cow;
+
 use super::JobState;
-use crate::ops::{KvOp, KvReply, KvView};
+use crate::ops::{KvReply, KvView};
 
 /// The largest version: 15 digits, exact in Lua's doubles.
 const VERSION_MAX: u64 = 999_999_999_999_999;
 
 /// The FSM record of job `j` in namespace `ns`.
 pub(crate) fn record_key(ns: &str, j: &str) -> String {
-    format!("{ns}fsm:{j}")
+    // Sized once, without `format!`: the script builds it on every call.
+    let mut k = String::with_capacity(ns.len() + "fsm:".len() + j.len());
+    k.push_str(ns);
+    k.push_str("fsm:");
+    k.push_str(j);
+    k
 }
 
 fn err(msg: &str) -> KvReply {
@@ -70,22 +77,16 @@ fn state_arg(args: &[String], i: usize, none: bool) -> Result<Option<JobState>, 
     }
 }
 
-fn call(view: &mut dyn KvView, op: KvOp) -> Result<KvReply, KvReply> {
-    match view.call(&op) {
+/// A command's reply; an error reply ends the script with it, keeping earlier writes.
+fn ok(reply: KvReply) -> Result<KvReply, KvReply> {
+    match reply {
         KvReply::Error(e) => Err(KvReply::Error(e)),
         r => Ok(r),
     }
 }
 
 fn hget(view: &mut dyn KvView, key: &str, field: &str) -> Result<Option<String>, KvReply> {
-    let op = KvOp::HGet {
-        key: key.into(),
-        field: field.into(),
-    };
-    match call(view, op)? {
-        KvReply::Bulk(v) => Ok(Some(v)),
-        _ => Ok(None),
-    }
+    Ok(view.hget(key, field)?.map(Cow::into_owned))
 }
 
 /// `transition(KEYS[1]=ns; ARGV: J, cas, expected_state, expected_version, new_state, tx)`.
@@ -101,24 +102,8 @@ pub fn transition(view: &mut dyn KvView, keys: &[String], args: &[String]) -> Kv
         let key = record_key(ns, j);
         if !cas {
             let prev = hget(view, &key, "state")?.unwrap_or_else(|| "none".into());
-            call(
-                view,
-                KvOp::HSet {
-                    key: key.clone(),
-                    pairs: vec![
-                        ("state".into(), new.as_str().into()),
-                        ("tx".into(), tx.into()),
-                    ],
-                },
-            )?;
-            let v = match call(
-                view,
-                KvOp::HIncrBy {
-                    key,
-                    field: "version".into(),
-                    delta: 1,
-                },
-            )? {
+            ok(view.hset(&key, &[("state", new.as_str()), ("tx", tx)]))?;
+            let v = match ok(view.hincr_by(&key, "version", 1))? {
                 KvReply::Int(v) if v.unsigned_abs() <= VERSION_MAX => v,
                 _ => return Err(err("version out of range")),
             };
@@ -132,7 +117,7 @@ pub fn transition(view: &mut dyn KvView, keys: &[String], args: &[String]) -> Kv
         }
         let state = hget(view, &key, "state")?.unwrap_or_else(|| "none".into());
         let version = hget(view, &key, "version")?.unwrap_or_else(|| "0".into());
-        if hget(view, &key, "tx")?.as_deref() == Some(tx) {
+        if view.hget(&key, "tx")?.as_deref() == Some(tx) {
             return Ok(KvReply::Bulk(format!("dup {state} {version}")));
         }
         let expected_text = expected.map_or("none", JobState::as_str);
@@ -140,17 +125,14 @@ pub fn transition(view: &mut dyn KvView, keys: &[String], args: &[String]) -> Kv
             return Ok(KvReply::Bulk(format!("no {state} {version}")));
         }
         let next = expected_version + 1;
-        call(
-            view,
-            KvOp::HSet {
-                key,
-                pairs: vec![
-                    ("state".into(), new.as_str().into()),
-                    ("version".into(), next.to_string()),
-                    ("tx".into(), tx.into()),
-                ],
-            },
-        )?;
+        ok(view.hset(
+            &key,
+            &[
+                ("state", new.as_str()),
+                ("version", &next.to_string()),
+                ("tx", tx),
+            ],
+        ))?;
         Ok(KvReply::Bulk(format!(
             "ok {expected_text} {} {next}",
             new.as_str()
