@@ -204,19 +204,61 @@ impl Expr {
     /// The value on a row. A column the row lacks is `NULL`; arithmetic on anything but two
     /// integers is `NULL` (validation refuses text operands).
     pub fn eval(&self, at: &RowRef<'_>) -> Result<Value, OutOfRange> {
+        self.eval_ref(at).map(Val::to_value)
+    }
+
+    /// [`Expr::eval`] without copying: the value borrowed from the expression or the row.
+    fn eval_ref<'a>(&'a self, at: &RowRef<'a>) -> Result<Val<'a>, OutOfRange> {
         match self {
-            Expr::Const(v) => Ok(v.clone()),
-            Expr::Col(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
-            Expr::Col(c) => Ok(at.row.get(c).cloned().unwrap_or(Value::Null)),
-            Expr::Excluded(c) if c == KEY_COLUMN => Ok(Value::Text(at.key.to_string())),
+            Expr::Const(v) => Ok(Val::of(v)),
+            Expr::Col(c) | Expr::Excluded(c) if c == KEY_COLUMN => Ok(Val::Text(at.key)),
+            Expr::Col(c) => Ok(at.row.get(c).map_or(Val::Null, Val::of)),
             Expr::Excluded(c) => Ok(at
                 .excluded
                 .and_then(|r| r.get(c))
-                .cloned()
-                .unwrap_or(Value::Null)),
-            Expr::Add(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_add),
-            Expr::Sub(l, r) => arith(l.eval(at)?, r.eval(at)?, i64::checked_sub),
+                .map_or(Val::Null, Val::of)),
+            Expr::Add(l, r) => arith_ref(l.eval_ref(at)?, r.eval_ref(at)?, i64::checked_add),
+            Expr::Sub(l, r) => arith_ref(l.eval_ref(at)?, r.eval_ref(at)?, i64::checked_sub),
         }
+    }
+}
+
+/// A [`Value`] borrowed from an expression or a row (what evaluation computes without
+/// copying text).
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+impl<'a> Val<'a> {
+    fn of(v: &'a Value) -> Val<'a> {
+        match v {
+            Value::Null => Val::Null,
+            Value::Int(n) => Val::Int(*n),
+            Value::Text(t) => Val::Text(t),
+        }
+    }
+
+    fn to_value(self) -> Value {
+        match self {
+            Val::Null => Value::Null,
+            Val::Int(n) => Value::Int(n),
+            Val::Text(t) => Value::Text(t.to_string()),
+        }
+    }
+}
+
+/// [`arith`] on borrowed values.
+fn arith_ref<'a>(
+    l: Val<'a>,
+    r: Val<'a>,
+    f: fn(i64, i64) -> Option<i64>,
+) -> Result<Val<'a>, OutOfRange> {
+    match (l, r) {
+        (Val::Int(a), Val::Int(b)) => f(a, b).map(Val::Int).ok_or(OutOfRange),
+        _ => Ok(Val::Null),
     }
 }
 
@@ -300,20 +342,7 @@ impl Cond {
                 if Cond::statically_false(at.table, left, right) {
                     return Ok(false);
                 }
-                let (l, r) = (left.eval(at)?, right.eval(at)?);
-                let ordering = match (&l, &r) {
-                    (Value::Int(a), Value::Int(b)) => a.cmp(b),
-                    (Value::Text(a), Value::Text(b)) => a.cmp(b),
-                    _ => return Ok(false),
-                };
-                Ok(match op {
-                    CmpOp::Eq => ordering.is_eq(),
-                    CmpOp::Ne => ordering.is_ne(),
-                    CmpOp::Lt => ordering.is_lt(),
-                    CmpOp::Le => ordering.is_le(),
-                    CmpOp::Gt => ordering.is_gt(),
-                    CmpOp::Ge => ordering.is_ge(),
-                })
+                compare(left, *op, right, at)
             }
         }
     }
@@ -342,22 +371,49 @@ impl Cond {
     }
 
     fn eval_conjuncts(&self, at: &RowRef<'_>, by_key: bool) -> Result<bool, OutOfRange> {
-        let folded = match self.fold(at.table) {
-            Folded::Const(b) => return Ok(b),
-            Folded::Cond(c) => c,
+        let by_key = by_key.then_some(at.key);
+        self.plan_where(at.table, by_key).eval(at)
+    }
+
+    /// The qualifier [`Cond::eval_where`] computes on a row of `table` (with `by_key`, for
+    /// [`Cond::eval_where_by_key`] on the row of that key), planned once: it depends on the
+    /// table alone, not on the row.
+    fn plan_where(&self, table: Table, by_key: Option<&str>) -> Plan<'_> {
+        let folded = match self.fold_ref(table) {
+            FoldedRef::Const(b) => return Plan::Const(b),
+            FoldedRef::Node(n) => n,
         };
         let mut conjuncts = Vec::new();
         folded.flatten_and(&mut conjuncts);
-        if by_key {
-            conjuncts.retain(|c| !c.implied_by_key(at.key));
+        if let Some(key) = by_key {
+            conjuncts.retain(|c| !c.implied_by_key(key));
         }
         conjuncts.sort_by_key(|c| (c.operators(), c.is_equality()));
-        for c in conjuncts {
-            if !c.eval(at)? {
-                return Ok(false);
+        Plan::Conjuncts(conjuncts)
+    }
+
+    /// [`Cond::eval_where`] on each row in turn, in the order given: the rows that pass,
+    /// or the first row's 22003 (the rows after it are not evaluated). The same as calling
+    /// [`Cond::eval_where`] on each, with the clause planned once for all of them.
+    pub fn filter_where<'r>(
+        &self,
+        table: Table,
+        rows: impl IntoIterator<Item = (&'r str, &'r Row)>,
+    ) -> Result<Vec<(&'r str, &'r Row)>, OutOfRange> {
+        let plan = self.plan_where(table, None);
+        let mut passing = Vec::new();
+        for (key, row) in rows {
+            let at = RowRef {
+                table,
+                key,
+                row,
+                excluded: None,
+            };
+            if plan.eval(&at)? {
+                passing.push((key, row));
             }
         }
-        Ok(true)
+        Ok(passing)
     }
 
     /// Evaluates the condition left to right after PostgreSQL's constant folding: a
@@ -365,81 +421,38 @@ impl Cond {
     /// `FALSE`; an `AND` holding a `FALSE` is `FALSE` and an `OR` holding a `TRUE` is `TRUE`,
     /// without computing their other sides.
     pub fn eval_folded(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
-        match self.fold(at.table) {
-            Folded::Const(b) => Ok(b),
-            Folded::Cond(c) => c.eval(at),
+        match self.fold_ref(at.table) {
+            FoldedRef::Const(b) => Ok(b),
+            FoldedRef::Node(n) => n.eval(at),
         }
     }
 
-    /// The condition after constant folding.
-    fn fold(&self, table: Table) -> Folded {
+    /// The condition after constant folding, borrowing its comparisons.
+    fn fold_ref(&self, table: Table) -> FoldedRef<'_> {
         match self {
-            Cond::True => Folded::Const(true),
+            Cond::True => FoldedRef::Const(true),
             Cond::Cmp { left, right, .. } if Cond::statically_false(table, left, right) => {
-                Folded::Const(false)
+                FoldedRef::Const(false)
             }
-            Cond::Cmp { .. } => Folded::Cond(self.clone()),
+            Cond::Cmp { left, op, right } => FoldedRef::Node(Node::Cmp(left, *op, right)),
             Cond::And(all) | Cond::Or(all) => {
                 let and = matches!(self, Cond::And(_));
                 let mut kept = Vec::new();
                 for c in all {
-                    match c.fold(table) {
+                    match c.fold_ref(table) {
                         // FALSE decides an AND, TRUE an OR.
-                        Folded::Const(b) if b != and => return Folded::Const(b),
-                        Folded::Const(_) => {}
-                        Folded::Cond(c) => kept.push(c),
+                        FoldedRef::Const(b) if b != and => return FoldedRef::Const(b),
+                        FoldedRef::Const(_) => {}
+                        FoldedRef::Node(n) => kept.push(n),
                     }
                 }
                 match (kept.len(), and) {
-                    (0, _) => Folded::Const(and),
-                    (1, _) => Folded::Cond(kept.remove(0)),
-                    (_, true) => Folded::Cond(Cond::And(kept)),
-                    (_, false) => Folded::Cond(Cond::Or(kept)),
+                    (0, _) => FoldedRef::Const(and),
+                    (1, _) => FoldedRef::Node(kept.remove(0)),
+                    (_, true) => FoldedRef::Node(Node::And(kept)),
+                    (_, false) => FoldedRef::Node(Node::Or(kept)),
                 }
             }
-        }
-    }
-
-    /// The conjuncts of a top-level `AND` (nested ones flattened).
-    fn flatten_and<'a>(&'a self, out: &mut Vec<&'a Cond>) {
-        match self {
-            Cond::And(all) => all.iter().for_each(|c| c.flatten_and(out)),
-            other => out.push(other),
-        }
-    }
-
-    /// Whether `key = 'key'` proves the condition: that comparison itself (either way round),
-    /// an `OR` with such an arm, an `AND` of such (the cases of PostgreSQL's predicate proof
-    /// that need no operator semantics).
-    fn implied_by_key(&self, key: &str) -> bool {
-        let is_key = |e: &Expr| matches!(e, Expr::Col(c) if c == "key");
-        let is_this = |e: &Expr| matches!(e, Expr::Const(Value::Text(k)) if k == key);
-        match self {
-            Cond::True => true,
-            Cond::Cmp {
-                left,
-                op: CmpOp::Eq,
-                right,
-            } => (is_key(left) && is_this(right)) || (is_this(left) && is_key(right)),
-            Cond::Cmp { .. } => false,
-            Cond::Or(any) => any.iter().any(|c| c.implied_by_key(key)),
-            Cond::And(all) => all.iter().all(|c| c.implied_by_key(key)),
-        }
-    }
-
-    /// Whether the condition is one comparison with `=` (a clause PostgreSQL's planner makes
-    /// an equivalence class of).
-    fn is_equality(&self) -> bool {
-        matches!(self, Cond::Cmp { op: CmpOp::Eq, .. })
-    }
-
-    /// How many operators (comparisons and arithmetic) the condition computes: PostgreSQL's
-    /// cost of a qualifier, every operator here costing the same.
-    fn operators(&self) -> usize {
-        match self {
-            Cond::True => 0,
-            Cond::Cmp { left, right, .. } => 1 + left.operators() + right.operators(),
-            Cond::And(all) | Cond::Or(all) => all.iter().map(Cond::operators).sum(),
         }
     }
 
@@ -466,10 +479,125 @@ impl Cond {
     }
 }
 
+/// `left op right` on a row, its sides' static types already known to agree: `NULL`
+/// (or values of different kinds) compare false.
+fn compare(left: &Expr, op: CmpOp, right: &Expr, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+    let ordering = match (left.eval_ref(at)?, right.eval_ref(at)?) {
+        (Val::Int(a), Val::Int(b)) => a.cmp(&b),
+        (Val::Text(a), Val::Text(b)) => a.cmp(b),
+        _ => return Ok(false),
+    };
+    Ok(match op {
+        CmpOp::Eq => ordering.is_eq(),
+        CmpOp::Ne => ordering.is_ne(),
+        CmpOp::Lt => ordering.is_lt(),
+        CmpOp::Le => ordering.is_le(),
+        CmpOp::Gt => ordering.is_gt(),
+        CmpOp::Ge => ordering.is_ge(),
+    })
+}
+
 /// A condition after constant folding: a constant, or what is left to compute.
-enum Folded {
+enum FoldedRef<'a> {
     Const(bool),
-    Cond(Cond),
+    Node(Node<'a>),
+}
+
+/// What is left of a condition after constant folding, borrowing the condition's
+/// comparisons: no `TRUE` and no comparison false whatever the row.
+enum Node<'a> {
+    Cmp(&'a Expr, CmpOp, &'a Expr),
+    And(Vec<Node<'a>>),
+    Or(Vec<Node<'a>>),
+}
+
+impl<'a> Node<'a> {
+    /// [`Cond::eval`] on the folded condition: left to right, `AND` and `OR` stopping at
+    /// the first side that decides them.
+    fn eval(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        match self {
+            Node::Cmp(left, op, right) => compare(left, *op, right, at),
+            Node::And(all) => {
+                for c in all {
+                    if !c.eval(at)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Node::Or(any) => {
+                for c in any {
+                    if c.eval(at)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// The conjuncts of a top-level `AND` (nested ones flattened).
+    fn flatten_and(self, out: &mut Vec<Node<'a>>) {
+        match self {
+            Node::And(all) => all.into_iter().for_each(|c| c.flatten_and(out)),
+            other => out.push(other),
+        }
+    }
+
+    /// Whether `key = 'key'` proves the condition: that comparison itself (either way round),
+    /// an `OR` with such an arm, an `AND` of such (the cases of PostgreSQL's predicate proof
+    /// that need no operator semantics).
+    fn implied_by_key(&self, key: &str) -> bool {
+        let is_key = |e: &Expr| matches!(e, Expr::Col(c) if c == KEY_COLUMN);
+        let is_this = |e: &Expr| matches!(e, Expr::Const(Value::Text(k)) if k == key);
+        match self {
+            Node::Cmp(left, CmpOp::Eq, right) => {
+                (is_key(left) && is_this(right)) || (is_this(left) && is_key(right))
+            }
+            Node::Cmp(..) => false,
+            Node::Or(any) => any.iter().any(|c| c.implied_by_key(key)),
+            Node::And(all) => all.iter().all(|c| c.implied_by_key(key)),
+        }
+    }
+
+    /// Whether the condition is one comparison with `=` (a clause PostgreSQL's planner makes
+    /// an equivalence class of).
+    fn is_equality(&self) -> bool {
+        matches!(self, Node::Cmp(_, CmpOp::Eq, _))
+    }
+
+    /// How many operators (comparisons and arithmetic) the condition computes: PostgreSQL's
+    /// cost of a qualifier, every operator here costing the same.
+    fn operators(&self) -> usize {
+        match self {
+            Node::Cmp(left, _, right) => 1 + left.operators() + right.operators(),
+            Node::And(all) | Node::Or(all) => all.iter().map(Node::operators).sum(),
+        }
+    }
+}
+
+/// A planned `WHERE` qualifier (see [`Cond::eval_where`]): a constant, or the conjuncts in
+/// the order they run.
+enum Plan<'a> {
+    Const(bool),
+    Conjuncts(Vec<Node<'a>>),
+}
+
+impl Plan<'_> {
+    /// The qualifier on a row: the conjuncts in order, stopping at the first false one.
+    fn eval(&self, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
+        match self {
+            Plan::Const(b) => Ok(*b),
+            Plan::Conjuncts(conjuncts) => {
+                for c in conjuncts {
+                    if !c.eval(at)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// One assignment in an `UPDATE ... SET`.
@@ -1582,6 +1710,72 @@ mod tests {
         assert_eq!(or_key("j").eval_where_by_key(&at), Err(OutOfRange));
         let both = Cond::And(vec![b2_eq_a(), or_key("k")]);
         assert_eq!(both.eval_where_by_key(&at), Err(OutOfRange));
+    }
+
+    #[test]
+    fn filter_where_is_eval_where_on_each_row_until_the_first_overflow() {
+        let rows: Vec<(String, Row)> = [
+            ("j", 1, "x"),
+            ("k", i64::MAX, "y"),
+            ("l", 3, "y"),
+            ("m", i64::MAX, "x"),
+        ]
+        .into_iter()
+        .map(|(k, b, t)| {
+            let row = Row::from([
+                ("b".to_string(), Value::Int(b)),
+                ("t".to_string(), Value::Text(t.into())),
+            ]);
+            (k.to_string(), row)
+        })
+        .collect();
+        let rows: Vec<(&str, &Row)> = rows.iter().map(|(k, r)| (k.as_str(), r)).collect();
+        let b_plus_1_gt_2 =
+            Cond::compare(Expr::col("b").plus(Expr::int(1)), CmpOp::Gt, Expr::int(2));
+        let t_is = |t: &str| Cond::cmp("t", CmpOp::Eq, Value::Text(t.into()));
+        let conds = [
+            Cond::True,
+            t_is("y"),
+            Cond::And(vec![b_plus_1_gt_2.clone(), t_is("x")]),
+            Cond::And(vec![b_plus_1_gt_2.clone(), t_is("y")]),
+            Cond::Or(vec![
+                t_is("x"),
+                Cond::cmp("key", CmpOp::Eq, Value::Text("l".into())),
+            ]),
+            Cond::And(vec![Cond::cmp("b", CmpOp::Eq, Value::Null), b_plus_1_gt_2]),
+        ];
+        for cond in &conds {
+            // Row by row, as a scan computed it before it planned the clause once.
+            let mut expected = Ok(Vec::new());
+            for &(key, row) in &rows {
+                let at = RowRef {
+                    table: AB,
+                    key,
+                    row,
+                    excluded: None,
+                };
+                match cond.eval_where(&at) {
+                    Ok(true) => expected.as_mut().unwrap().push(key),
+                    Ok(false) => {}
+                    Err(e) => {
+                        expected = Err(e);
+                        break;
+                    }
+                }
+            }
+            let got = cond
+                .filter_where(AB, rows.iter().copied())
+                .map(|passing| passing.into_iter().map(|(k, _)| k).collect::<Vec<_>>());
+            assert_eq!(got, expected, "{cond:?}");
+        }
+        let passing = |cond: &Cond| {
+            cond.filter_where(AB, rows.iter().copied())
+                .map(|p| p.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+        };
+        assert_eq!(passing(&conds[1]), Ok(vec!["k", "l"]));
+        assert_eq!(passing(&conds[2]), Err(OutOfRange));
+        assert_eq!(passing(&conds[4]), Ok(vec!["j", "l", "m"]));
+        assert_eq!(passing(&conds[5]), Ok(vec![]));
     }
 
     fn insert(row: &[(&str, Value)]) -> SqlStmt {

@@ -670,22 +670,47 @@ impl SqlModel {
 impl SqlModel {
     /// The rows a scan of `table` by `session` sees (committed, with its own uncommitted
     /// versions), in key order, borrowed from the model.
-    fn visible_rows(&self, session: SessionId, table: Table) -> BTreeMap<&str, &Row> {
-        let mut rows: BTreeMap<&str, &Row> = self
-            .committed
-            .get(&table)
-            .map(|t| t.iter().map(|(k, r)| (k.as_str(), r)).collect())
+    fn visible_rows(&self, session: SessionId, table: Table) -> Vec<(&str, &Row)> {
+        let committed = self.committed.get(&table);
+        let committed_rows = || {
+            committed
+                .into_iter()
+                .flatten()
+                .map(|(k, r)| (k.as_str(), r))
+        };
+        // The session's own versions of this table's rows, in key order (the writes are
+        // ordered by table, then key).
+        let own: Vec<(&str, Option<&Row>)> = self
+            .txns
+            .get(&session)
+            .map(|txn| {
+                txn.writes
+                    .range((table, String::new())..)
+                    .take_while(|((t, _), _)| *t == table)
+                    .map(|((_, k), r)| (k.as_str(), r.as_ref()))
+                    .collect()
+            })
             .unwrap_or_default();
-        if let Some(txn) = self.txns.get(&session) {
-            for ((t, k), r) in &txn.writes {
-                if *t == table {
-                    match r {
-                        Some(r) => rows.insert(k.as_str(), r),
-                        None => rows.remove(k.as_str()),
-                    };
+        if own.is_empty() {
+            return committed_rows().collect();
+        }
+        // Merge the two key-ordered lists; an own version replaces (or deletes) the
+        // committed row of its key.
+        let mut rows = Vec::new();
+        let mut own = own.into_iter().peekable();
+        for (k, r) in committed_rows() {
+            let mut replaced = false;
+            while let Some((ok, or)) = own.next_if(|(ok, _)| *ok <= k) {
+                replaced |= ok == k;
+                if let Some(or) = or {
+                    rows.push((ok, or));
                 }
             }
+            if !replaced {
+                rows.push((k, r));
+            }
         }
+        rows.extend(own.filter_map(|(k, r)| r.map(|r| (k, r))));
         rows
     }
 
@@ -708,14 +733,10 @@ impl SqlModel {
         let mut to_lock = Vec::new();
         let passing = {
             let visible = self.visible_rows(session, table);
-            let mut passing = Vec::new();
-            for (k, r) in &visible {
-                match matches(table, filter, k, r, None) {
-                    Ok(true) => passing.push((*k, *r)),
-                    Ok(false) => {}
-                    Err(e) => return Ok(e),
-                }
-            }
+            let passing = match filter.filter_where(table, visible) {
+                Ok(passing) => passing,
+                Err(e) => return Ok(e.reply()),
+            };
             match lock {
                 ScanLock::None => {
                     for (k, r) in passing.into_iter().take(limit) {
@@ -1691,6 +1712,60 @@ mod tests {
             vec![add("qty", 1)],
         );
         assert_eq!(rows(ok(&mut m, A, &on_key))[0].int("qty"), Some(2));
+    }
+
+    /// A scan inside a transaction sees the committed rows with the transaction's own
+    /// inserts, updates and deletes merged in key order (of its table only); other sessions
+    /// see the committed rows until the commit.
+    #[test]
+    fn a_scan_merges_the_sessions_own_inserts_updates_and_deletes_in_key_order() {
+        let mut m = SqlModel::new();
+        for (key, qty) in [("b", 2), ("d", 4), ("f", 6)] {
+            m.seed(WORK_ORDERS, key, row(&[("qty", int(qty))]));
+        }
+        m.seed(UPDATE_LOG, "c", Row::new());
+        let insert = |key: &str, qty: i64| {
+            exec(SqlStmt::Insert {
+                table: WORK_ORDERS,
+                key: key.into(),
+                row: row(&[("qty", int(qty))]),
+            })
+        };
+        ok(&mut m, A, &SqlOp::Begin);
+        for (key, qty) in [("a", 1), ("e", 5), ("g", 7)] {
+            assert_eq!(ok(&mut m, A, &insert(key, qty)), SqlReply::Affected(1));
+        }
+        let log = exec(SqlStmt::Insert {
+            table: UPDATE_LOG,
+            key: "z".into(),
+            row: Row::new(),
+        });
+        assert_eq!(ok(&mut m, A, &log), SqlReply::Affected(1));
+        rows(ok(&mut m, A, &delete("b", Cond::True)));
+        rows(ok(
+            &mut m,
+            A,
+            &update("d", Cond::True, vec![add("qty", 10)]),
+        ));
+        let scan = |filter| exec(SqlStmt::scan(WORK_ORDERS, filter));
+        let seen = |r: SqlReply| {
+            rows(r)
+                .into_iter()
+                .map(|r| (r.key.clone(), r.int("qty")))
+                .collect::<Vec<_>>()
+        };
+        let own = [("a", 1), ("d", 14), ("e", 5), ("f", 6), ("g", 7)]
+            .map(|(k, q)| (k.to_string(), Some(q)));
+        assert_eq!(seen(ok(&mut m, A, &scan(Cond::True))), own);
+        let over_4 = Cond::cmp("qty", CmpOp::Gt, int(4));
+        assert_eq!(
+            seen(ok(&mut m, A, &scan(over_4.clone()))),
+            own[1..].to_vec()
+        );
+        let committed = [("b", 2), ("d", 4), ("f", 6)].map(|(k, q)| (k.to_string(), Some(q)));
+        assert_eq!(seen(ok(&mut m, B, &scan(Cond::True))), committed);
+        assert_eq!(ok(&mut m, A, &SqlOp::Commit), SqlReply::Committed);
+        assert_eq!(seen(ok(&mut m, B, &scan(over_4))), own[1..].to_vec());
     }
 
     /// PostgreSQL 15, READ COMMITTED: a statement that waited for a row another transaction
