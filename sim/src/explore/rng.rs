@@ -258,6 +258,12 @@ impl SimRng {
         self.record(v, never) < u64::from(ratio.num)
     }
 
+    /// Makes room for `additional` more draws in the logs (a capacity: draws are unchanged).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.decisions.reserve(additional);
+        self.simplest.reserve(additional);
+    }
+
     pub(crate) fn take_decisions(&mut self) -> Vec<Decision> {
         std::mem::take(&mut self.decisions)
     }

@@ -5,8 +5,8 @@
 //! OS: the seed (through [`SimRng`]) or the script decides everything, so a run is a pure
 //! function of (spec, scheduler).
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use racelab_core::{
@@ -175,9 +175,25 @@ pub fn run(spec: WorldSpec, scheduler: &Scheduler) -> Run {
     World::new(spec, scheduler).run()
 }
 
-/// FNV-1a, 64 bit: a stable hash (unlike `DefaultHasher`, fixed across runs and releases).
+/// A stable 64-bit hash (unlike `DefaultHasher`, fixed across runs, releases and platforms),
+/// fed a word at a time: every integer is widened to a `u64` (a `usize` or `isize` too, so
+/// the result does not depend on the platform's pointer width), byte strings are read in
+/// little-endian 8-byte words with the tail padded and its length in the top byte. Each word
+/// is xored into the state, which is then multiplied by an odd constant and xor-shifted: both
+/// steps are bijections, so two equally long inputs that differ in one word never collide.
+/// `finish` adds a final avalanche (MurmurHash3's `fmix64`).
 #[derive(Debug)]
 pub struct StableHasher(u64);
+
+impl StableHasher {
+    /// The multiplier of a word step (the 64-bit golden ratio, odd).
+    const WORD_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    fn mix(&mut self, word: u64) {
+        let h = (self.0 ^ word).wrapping_mul(StableHasher::WORD_MUL);
+        self.0 = h ^ (h >> 29);
+    }
+}
 
 impl Default for StableHasher {
     fn default() -> StableHasher {
@@ -187,16 +203,88 @@ impl Default for StableHasher {
 
 impl Hasher for StableHasher {
     fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            // At most 7 bytes: the top byte is free for the length, so that a tail is never
+            // taken for a shorter one padded with zeros.
+            let mut word = [0; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            word[7] = tail.len() as u8;
+            self.mix(u64::from_le_bytes(word));
         }
     }
+
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u16(&mut self, i: u16) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.mix(i as u64);
+        self.mix((i >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        // Invariant: no supported platform has a `usize` wider than 64 bits.
+        self.mix(u64::try_from(i).expect("usize fits in 64 bits"));
+    }
+
+    fn write_i8(&mut self, i: i8) {
+        self.write_u64(i64::from(i) as u64);
+    }
+
+    fn write_i16(&mut self, i: i16) {
+        self.write_u64(i64::from(i) as u64);
+    }
+
+    fn write_i32(&mut self, i: i32) {
+        self.write_u64(i64::from(i) as u64);
+    }
+
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+
+    fn write_i128(&mut self, i: i128) {
+        self.write_u128(i as u128);
+    }
+
+    fn write_isize(&mut self, i: isize) {
+        // Invariant: no supported platform has an `isize` wider than 64 bits.
+        self.write_u64(i64::try_from(i).expect("isize fits in 64 bits") as u64);
+    }
 }
+
+/// What a run reserves up front of each growing log (operations, pending events, draws),
+/// instead of growing it from empty through a series of reallocations: about a small
+/// race's run. A capacity never shows in a run's result.
+const INITIAL_CAPACITY: usize = 256;
 
 #[derive(Debug)]
 enum Event {
@@ -218,32 +306,107 @@ enum Event {
     DeadlockCheck(usize, Timestamp),
 }
 
-/// A scheduled event, ordered by (time, sequence) alone: the sequence numbers are unique,
-/// so the queue's order is total and the same on every run.
-#[derive(Debug)]
-struct Queued {
+/// A scheduled event's key, ordered by (time, sequence): the sequence numbers are unique, so
+/// the queue's order is total and the same on every run (`slot` is never compared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
     at: Timestamp,
     seq: u64,
-    event: Event,
+    /// Where the event waits in [`EventQueue::slots`].
+    slot: u32,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Queued) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+/// The pending events in (time, sequence) order. The heap holds only the small keys (sifting
+/// moves 24 bytes an entry, not a whole event); the events wait in slots, reused once
+/// popped.
+///
+/// Operation timeouts, most of the pending events (one per operation sent, most of them
+/// popped long after their operation completed), bypass the heap: they wait in one
+/// first-in-first-out lane per timeout length. A timeout is due at the send time plus its
+/// lane's length, and the clock never goes back, so each lane is already in (time,
+/// sequence) order and its front is its earliest; `pop` takes the earliest of the heap's top
+/// and the lanes' fronts, which is the order one heap of everything would give.
+#[derive(Debug, Default)]
+struct EventQueue {
+    heap: BinaryHeap<Reverse<QueueKey>>,
+    slots: Vec<Option<Event>>,
+    /// Slots whose event was popped, to reuse.
+    free: Vec<u32>,
+    /// Operation timeouts by timeout length, in order.
+    lanes: Vec<(Duration, VecDeque<LaneEntry>)>,
+}
+
+/// A queued operation timeout: (due, sequence, operation index).
+type LaneEntry = (Timestamp, u64, usize);
+
+impl EventQueue {
+    fn push(&mut self, at: Timestamp, seq: u64, event: Event) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len())
+                    .expect("world invariant: fewer than 2^32 events pending at once");
+                self.slots.push(Some(event));
+                slot
+            }
+        };
+        self.heap.push(Reverse(QueueKey { at, seq, slot }));
     }
-}
 
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Queued) -> Option<Ordering> {
-        Some(self.cmp(other))
+    /// Queues operation `op`'s timeout, due at `at`, `length` after its send.
+    fn push_timeout(&mut self, at: Timestamp, seq: u64, length: Duration, op: usize) {
+        let lane = match self.lanes.iter().position(|(l, _)| *l == length) {
+            Some(lane) => lane,
+            None => {
+                self.lanes.push((length, VecDeque::new()));
+                self.lanes.len() - 1
+            }
+        };
+        let queue = &mut self.lanes[lane].1;
+        assert!(
+            queue.back().is_none_or(|&(t, s, _)| (t, s) < (at, seq)),
+            "world invariant: a timeout lane is in (time, sequence) order"
+        );
+        queue.push_back((at, seq, op));
     }
-}
 
-impl Ord for Queued {
-    fn cmp(&self, other: &Queued) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+    /// Makes room for `additional` more pending events.
+    fn reserve(&mut self, additional: usize) {
+        self.heap.reserve(additional);
+        self.slots.reserve(additional);
+    }
+
+    /// The earliest event and its time.
+    fn pop(&mut self) -> Option<(Timestamp, Event)> {
+        let mut earliest_lane: Option<(Timestamp, u64, usize)> = None;
+        for (i, (_, queue)) in self.lanes.iter().enumerate() {
+            if let Some(&(at, seq, _)) = queue.front()
+                && earliest_lane.is_none_or(|(t, s, _)| (at, seq) < (t, s))
+            {
+                earliest_lane = Some((at, seq, i));
+            }
+        }
+        if let Some((at, seq, lane)) = earliest_lane
+            && self
+                .heap
+                .peek()
+                .is_none_or(|Reverse(top)| (at, seq) < (top.at, top.seq))
+        {
+            let (at, _, op) = self.lanes[lane]
+                .1
+                .pop_front()
+                .expect("world invariant: the lane's front was just read");
+            return Some((at, Event::OpTimeout(op)));
+        }
+        let Reverse(key) = self.heap.pop()?;
+        let event = self.slots[key.slot as usize]
+            .take()
+            .expect("world invariant: a queued key's slot holds its event");
+        self.free.push(key.slot);
+        Some((key.at, event))
     }
 }
 
@@ -359,7 +522,7 @@ impl TxStep {
 struct World {
     now: Timestamp,
     seq: u64,
-    events: BinaryHeap<Reverse<Queued>>,
+    events: EventQueue,
     procs: Vec<Proc>,
     redis: RedisModel,
     sql: SqlModel,
@@ -412,8 +575,8 @@ impl World {
         let mut sql = SqlModel::new();
         sql.set_deadlock_timeout(spec.net.sql_deadlock_timeout);
         let push_sticky = spec.net.push_sticky;
-        for (table, key, row) in &spec.sql_rows {
-            sql.seed(*table, key, row.clone());
+        for (table, key, row) in spec.sql_rows {
+            sql.seed(table, &key, row);
         }
         let mut hasher = StableHasher::default();
         scheduler.hash(&mut hasher);
@@ -513,7 +676,7 @@ impl World {
         let mut world = World {
             now: Timestamp::ZERO,
             seq: 0,
-            events: BinaryHeap::new(),
+            events: EventQueue::default(),
             procs: Vec::new(),
             redis: RedisModel::new(spec.replication_lag),
             sql,
@@ -551,6 +714,15 @@ impl World {
             receive_waits: Vec::new(),
             push: PushHub::new(push_sticky),
         };
+        world.history.ops.reserve(INITIAL_CAPACITY);
+        world.ops.reserve(INITIAL_CAPACITY);
+        world.events.reserve(INITIAL_CAPACITY);
+        if let Faults::Random { rng, .. } = &mut world.faults {
+            rng.reserve(INITIAL_CAPACITY);
+        }
+        if let Latency::Random { rng, .. } = &mut world.latency {
+            rng.reserve(INITIAL_CAPACITY);
+        }
         for (i, p) in spec.processes.into_iter().enumerate() {
             world.history.process_names.push((pid(i), p.name.clone()));
             let session = world.new_session();
@@ -588,11 +760,15 @@ impl World {
 
     fn schedule(&mut self, at: Timestamp, event: Event) {
         self.seq += 1;
-        self.events.push(Reverse(Queued {
-            at: at.max(self.now),
-            seq: self.seq,
-            event,
-        }));
+        self.events.push(at.max(self.now), self.seq, event);
+    }
+
+    /// Schedules operation `index`'s timeout, `length` from now, in its timeout lane (the
+    /// same sequence numbering as [`World::schedule`]).
+    fn schedule_timeout(&mut self, length: Duration, index: usize) {
+        self.seq += 1;
+        self.events
+            .push_timeout(self.now + length, self.seq, length, index);
     }
 
     fn proc_index(&self, name: &str) -> usize {
@@ -695,7 +871,7 @@ impl World {
     fn run(mut self) -> Run {
         let mut quiescent = false;
         let mut stopped_by = None;
-        while let Some(Reverse(Queued { at, event, .. })) = self.events.pop() {
+        while let Some((at, event)) = self.events.pop() {
             if at > self.time_limit {
                 stopped_by = Some(format!("the time limit {} was reached", self.time_limit));
                 break;
@@ -737,6 +913,7 @@ impl World {
             Faults::Scripted { .. } => Vec::new(),
         };
         if let Latency::Random { rng, .. } = &mut self.latency {
+            decisions.reserve(rng.draws() + self.draws.len());
             decisions.extend(rng.take_decisions());
         }
         decisions.append(&mut self.draws);
@@ -1175,7 +1352,7 @@ impl World {
             Some(StoreId::Upstream) => self.net.upstream_timeout,
             _ => self.net.redis_timeout,
         };
-        self.schedule(self.now + timeout, Event::OpTimeout(index));
+        self.schedule_timeout(timeout, index);
     }
 
     fn arrive(&mut self, index: usize) {
@@ -1777,4 +1954,43 @@ fn subscriber(p: usize, incarnation: u32) -> u64 {
 
 fn pid(index: usize) -> ProcessId {
     ProcessId(u16::try_from(index).unwrap_or(u16::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(feed: impl Fn(&mut StableHasher)) -> u64 {
+        let mut hasher = StableHasher::default();
+        feed(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn the_stable_hasher_is_independent_of_the_platform_and_tells_inputs_apart() {
+        // A `usize` or `isize` hashes as its 64-bit value, whatever the platform's width.
+        assert_eq!(hash(|h| h.write_usize(7)), hash(|h| h.write_u64(7)));
+        assert_eq!(hash(|h| h.write_isize(-7)), hash(|h| h.write_i64(-7)));
+        // Bytes are read as little-endian words.
+        assert_eq!(
+            hash(|h| h.write(&0x0102_0304_0506_0708_u64.to_le_bytes())),
+            hash(|h| h.write_u64(0x0102_0304_0506_0708))
+        );
+        // A tail is never taken for a shorter one padded with zeros.
+        assert_ne!(hash(|h| h.write(&[1])), hash(|h| h.write(&[1, 0])));
+        assert_ne!(hash(|h| h.write(&[])), hash(|h| h.write(&[0])));
+        // Order matters, and so does every word.
+        assert_ne!(
+            hash(|h| {
+                h.write_u64(1);
+                h.write_u64(2);
+            }),
+            hash(|h| {
+                h.write_u64(2);
+                h.write_u64(1);
+            })
+        );
+        let values: BTreeSet<u64> = (0..1000_u64).map(|i| hash(|h| h.write_u64(i))).collect();
+        assert_eq!(values.len(), 1000);
+    }
 }
