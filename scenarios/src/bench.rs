@@ -441,6 +441,12 @@ pub struct BenchReport {
     /// `store_ops_per_sec / bare_steps_per_sec`: how close the world's inner loop comes to
     /// the bare step (the throughput target is 0.2).
     pub store_op_to_bare_step: f64,
+    /// The world floor ([`floor_run`]): store operations per second of the explore world
+    /// running machines that do next to nothing, so the world's own cost per operation.
+    pub floor_store_ops_per_sec: f64,
+    /// `floor_store_ops_per_sec / bare_steps_per_sec`: the ratio the catalog's workload could
+    /// reach if its machines and judges cost nothing.
+    pub floor_to_bare_step: f64,
     /// The regression gate's deterministic figures.
     pub gate: Figures,
     /// The gate's figures compared with the committed baseline.
@@ -515,6 +521,112 @@ pub fn bare_steps_per_sec(repeats: u32) -> f64 {
     BARE_STEPS as f64 / best.max(1e-9)
 }
 
+/// Processes of the world floor's workload.
+pub const FLOOR_PROCESSES: u32 = 4;
+/// `INCRBY`s each process of the world floor's workload sends, one after another.
+pub const FLOOR_OPS_PER_PROCESS: u64 = 250;
+/// Seeds of the world floor's workload per measurement.
+pub const FLOOR_SEEDS: u64 = 200;
+
+/// The floor's machine: sends `INCRBY key 1` as soon as the last one was answered, until it
+/// has sent [`FLOOR_OPS_PER_PROCESS`]. It does as little as a machine can, so that the world
+/// floor's rate is the explore world's own (scheduler, store model, history, trace hash).
+struct FloorMachine {
+    key: String,
+    tag: racelab_core::Tag,
+    sent: u64,
+    pending: bool,
+}
+
+impl Machine for FloorMachine {
+    fn handle_start(&mut self, _now: Timestamp) {
+        self.sent = 0;
+        self.pending = true;
+    }
+
+    fn handle_reply(&mut self, _now: Timestamp, _op: OpId, _reply: Reply) {
+        self.pending = self.sent < FLOOR_OPS_PER_PROCESS;
+    }
+
+    fn poll_op(&mut self) -> Option<Outgoing> {
+        if !self.pending {
+            return None;
+        }
+        self.pending = false;
+        self.sent += 1;
+        Some(Outgoing {
+            id: OpId(self.sent),
+            op: racelab_core::StoreOp::Kv(racelab_core::KvOp::IncrBy {
+                key: self.key.clone(),
+                delta: 1,
+            }),
+            tag: self.tag.clone(),
+        })
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.pending
+    }
+}
+
+/// The world floor's workload for `seed`: [`FLOOR_PROCESSES`] processes of [`FloorMachine`]
+/// on one Redis, under the random scheduler with latencies and no faults.
+pub fn floor_run(seed: u64) -> Run {
+    let tag = racelab_core::Tag::plain(racelab_core::TagKind::new("floor"));
+    let processes = (0..FLOOR_PROCESSES)
+        .map(|p| {
+            let tag = tag.clone();
+            ProcessSpec {
+                name: format!("P{p}"),
+                start_at: Timestamp::ZERO,
+                fault_prone: false,
+                factory: Box::new(move |_| {
+                    Box::new(FloorMachine {
+                        key: format!("floor:{p}"),
+                        tag: tag.clone(),
+                        sent: 0,
+                        pending: false,
+                    })
+                }),
+                host: p,
+            }
+        })
+        .collect();
+    let spec = explore::WorldSpec {
+        processes,
+        sql_rows: Vec::new(),
+        net: explore::NetConfig::default(),
+        replication_lag: racelab_core::Duration::from_ms(10),
+        queue_lock: racelab_core::Duration::from_secs(30),
+        time_limit: Timestamp::from_ms(3_600_000),
+        horizon: None,
+        local: None,
+        upstream: Default::default(),
+    };
+    explore::run(
+        spec,
+        &Scheduler::Random {
+            seed,
+            faults: explore::FaultProfile::quiet(),
+        },
+    )
+}
+
+/// The world floor: store operations per second of [`floor_run`] over [`FLOOR_SEEDS`]
+/// seeds (fastest of `repeats`), with the operations counted.
+pub fn floor_ops_per_sec(repeats: u32) -> (f64, u64) {
+    let mut best = f64::MAX;
+    let mut ops = 0;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        ops = (0..FLOOR_SEEDS)
+            .map(|seed| black_box(floor_run(seed)).stats.store_ops)
+            .sum();
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (ops as f64 / best.max(1e-9), ops)
+}
+
 /// Measures `races` on `seeds` seeds per race and variant, `repeats` times each.
 pub fn run(
     races: &[Race],
@@ -554,6 +666,8 @@ pub fn run(
         (o + r.explore.work.store_ops, w + r.explore.wall_ms / 1000.0)
     });
     let store_ops_per_sec = ops as f64 / wall.max(1e-9);
+    progress("the world floor");
+    let (floor_store_ops_per_sec, _) = floor_ops_per_sec(repeats);
     progress("gate figures");
     let gate = gate::measure(races);
     let gate_check = check_gate(&gate);
@@ -578,6 +692,10 @@ pub fn run(
         bare_steps_per_sec: bare_steps_per_sec.round(),
         store_op_to_bare_step: (store_ops_per_sec / bare_steps_per_sec.max(1.0) * 1000.0).round()
             / 1000.0,
+        floor_store_ops_per_sec: floor_store_ops_per_sec.round(),
+        floor_to_bare_step: (floor_store_ops_per_sec / bare_steps_per_sec.max(1.0) * 1000.0)
+            .round()
+            / 1000.0,
         gate,
         gate_check,
     }
@@ -600,6 +718,19 @@ mod tests {
                 assert!(recording.ops() > 0 && recording.calls() > recording.ops());
             }
         }
+    }
+
+    #[test]
+    fn the_floor_runs_every_operation_and_replays() {
+        let a = floor_run(7);
+        assert!(a.quiescent);
+        assert_eq!(
+            a.stats.store_ops,
+            u64::from(FLOOR_PROCESSES) * FLOOR_OPS_PER_PROCESS
+        );
+        assert_eq!(a.history.ops.len() as u64, a.stats.store_ops);
+        assert_eq!(floor_run(7).trace_hash, a.trace_hash);
+        assert_ne!(floor_run(8).trace_hash, a.trace_hash);
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub(crate) fn bench(seeds: u64, repeats: u32, json: bool) -> ExitCode {
         report.bare_steps_per_sec,
         report.store_op_to_bare_step
     );
+    out!(
+        "the world floor (the explore world running machines that only send INCRBY, no faults): \
+         {} store operations per second; ratio {}",
+        report.floor_store_ops_per_sec,
+        report.floor_to_bare_step
+    );
     out!();
     out!(
         "regression gate (deterministic): seeds to detect from seed 0 / median over {} start \
