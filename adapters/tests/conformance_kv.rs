@@ -122,6 +122,15 @@ fn fields() -> impl Strategy<Value = Vec<String>> {
     ]
 }
 
+/// What `HDEL`, `SREM` and `ZREM` remove: like [`fields`], or every field there is, which
+/// empties the key (Redis then deletes it, and so must the model).
+fn removal() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        3 => fields(),
+        2 => Just(FIELDS.iter().map(|f| f.to_string()).collect()),
+    ]
+}
+
 /// Integer scores, exact in Redis' doubles up to 2^53.
 fn score() -> impl Strategy<Value = i64> {
     prop_oneof![
@@ -156,7 +165,7 @@ fn hash_op() -> impl Strategy<Value = KvOp> {
         1 => key().prop_map(|key| KvOp::HGetAll { key }),
         2 => (key(), field(), delta())
             .prop_map(|(key, field, delta)| KvOp::HIncrBy { key, field, delta }),
-        2 => (key(), fields()).prop_map(|(key, fields)| KvOp::HDel { key, fields }),
+        2 => (key(), removal()).prop_map(|(key, fields)| KvOp::HDel { key, fields }),
     ]
 }
 
@@ -164,7 +173,7 @@ fn hash_op() -> impl Strategy<Value = KvOp> {
 fn set_op() -> impl Strategy<Value = KvOp> {
     prop_oneof![
         4 => (key(), fields()).prop_map(|(key, members)| KvOp::SAdd { key, members }),
-        3 => (key(), fields()).prop_map(|(key, members)| KvOp::SRem { key, members }),
+        3 => (key(), removal()).prop_map(|(key, members)| KvOp::SRem { key, members }),
         1 => (key(), field()).prop_map(|(key, member)| KvOp::SIsMember { key, member }),
         1 => key().prop_map(|key| KvOp::SMembers { key }),
         1 => key().prop_map(|key| KvOp::SCard { key }),
@@ -179,7 +188,7 @@ fn zset_op() -> impl Strategy<Value = KvOp> {
     ];
     prop_oneof![
         4 => (key(), pairs).prop_map(|(key, pairs)| KvOp::ZAdd { key, pairs }),
-        3 => (key(), fields()).prop_map(|(key, members)| KvOp::ZRem { key, members }),
+        3 => (key(), removal()).prop_map(|(key, members)| KvOp::ZRem { key, members }),
         2 => (key(), bound(), bound())
             .prop_map(|(key, min, max)| KvOp::ZRangeByScore { key, min, max }),
         1 => (key(), field()).prop_map(|(key, member)| KvOp::ZScore { key, member }),
@@ -222,9 +231,9 @@ fn op() -> impl Strategy<Value = KvOp> {
         4 => set_op(),
         4 => zset_op(),
         2 => any_type_op(),
-        4 => cache_script_op(),
-        6 => affinity_script_op(),
-        10 => sched_op(),
+        5 => cache_script_op(),
+        9 => affinity_script_op(),
+        11 => sched_op(),
         3 => sched_versioned_op(),
         6 => job_fsm_op(),
     ]
