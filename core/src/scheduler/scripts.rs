@@ -63,6 +63,10 @@ impl Ns<'_> {
     fn node(&self, n: &str) -> String {
         key(self.0, "node:", n)
     }
+    /// [`Ns::node`] written into `buf` (for a loop over many nodes: one buffer).
+    fn node_into(&self, buf: &mut String, n: &str) {
+        key_into(buf, self.0, "node:", n);
+    }
     fn epoch(&self, n: &str) -> String {
         key(self.0, "epoch:", n)
     }
@@ -71,6 +75,10 @@ impl Ns<'_> {
     }
     fn job(&self, j: &str) -> String {
         key(self.0, "job:", j)
+    }
+    /// [`Ns::job`] written into `buf` (for a loop over many jobs: one buffer).
+    fn job_into(&self, buf: &mut String, j: &str) {
+        key_into(buf, self.0, "job:", j);
     }
     fn jobs(&self, n: &str) -> String {
         key(self.0, "jobs:", n)
@@ -86,11 +94,18 @@ impl Ns<'_> {
 /// `{ns}{kind}{id}`, sized once: scripts build several keys per call, and `format!` costs
 /// several times as much.
 fn key(ns: &str, kind: &str, id: &str) -> String {
-    let mut k = String::with_capacity(ns.len() + kind.len() + id.len());
-    k.push_str(ns);
-    k.push_str(kind);
-    k.push_str(id);
+    let mut k = String::new();
+    key_into(&mut k, ns, kind, id);
     k
+}
+
+/// [`key`] written into `buf`, replacing what it held.
+fn key_into(buf: &mut String, ns: &str, kind: &str, id: &str) {
+    buf.clear();
+    buf.reserve(ns.len() + kind.len() + id.len());
+    buf.push_str(ns);
+    buf.push_str(kind);
+    buf.push_str(id);
 }
 
 fn err(msg: &str) -> KvReply {
@@ -243,10 +258,7 @@ fn bind(view: &mut dyn KvView, ns: &Ns<'_>, j: &str, fenced: bool) -> Result<Str
     // One buffer for every member's node key.
     let mut node_key = String::new();
     for m in all {
-        node_key.clear();
-        node_key.push_str(ns.0);
-        node_key.push_str("node:");
-        node_key.push_str(&m);
+        ns.node_into(&mut node_key, &m);
         let epoch = hget(view, &node_key, "epoch")?;
         match (fenced, epoch) {
             (true, None) => {
@@ -345,10 +357,7 @@ pub fn poll(view: &mut dyn KvView, keys: &[String], args: &[String]) -> KvReply 
         // One buffer for every job's key.
         let mut jk = String::new();
         for j in members(view, &ns.jobs(n))? {
-            jk.clear();
-            jk.push_str(ns.0);
-            jk.push_str("job:");
-            jk.push_str(&j);
+            ns.job_into(&mut jk, &j);
             // The Lua reads the three fields first; reads write nothing, and a read that
             // fails fails on the first (the same key), so stopping at the first mismatch
             // answers the same.
