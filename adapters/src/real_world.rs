@@ -251,7 +251,8 @@ async fn run_processes(
         .filter(|o| o.result.is_some() && !matches!(o.op, StoreOp::Random(_)))
         .count() as u64;
     Ok(Run {
-        trace_hash: 0,
+        // A real run has no scheduler to hash: its trace is the history it recorded.
+        trace_seed: 0,
         injected: Vec::new(),
         choices: None,
         decisions: Vec::new(),

@@ -712,7 +712,12 @@ mod tests {
             for variant in BENCH_VARIANTS {
                 let recording = MachineRecording::record(&race, variant, 3);
                 let plain = run_seed(&race, variant, 3).run;
-                assert_eq!(recording.run.trace_hash, plain.trace_hash, "{}", race.id);
+                assert_eq!(
+                    recording.run.trace_hash(),
+                    plain.trace_hash(),
+                    "{}",
+                    race.id
+                );
                 assert!(recording.replay_matches(), "{} {variant:?}", race.id);
                 assert_eq!(recording.replay(), recording.ops());
                 assert!(recording.ops() > 0 && recording.calls() > recording.ops());
@@ -729,8 +734,8 @@ mod tests {
             u64::from(FLOOR_PROCESSES) * FLOOR_OPS_PER_PROCESS
         );
         assert_eq!(a.history.ops.len() as u64, a.stats.store_ops);
-        assert_eq!(floor_run(7).trace_hash, a.trace_hash);
-        assert_ne!(floor_run(8).trace_hash, a.trace_hash);
+        assert_eq!(floor_run(7).trace_hash(), a.trace_hash());
+        assert_ne!(floor_run(8).trace_hash(), a.trace_hash());
     }
 
     #[test]

@@ -1094,21 +1094,17 @@ impl NetWorld {
             .all_committed_rows()
             .map(|(table, key, row)| (table, key.to_string(), row.clone()))
             .collect();
+        // The net world's own part of the trace: the seed and the stores' log in apply order
+        // (the history, the rows and the memories are hashed by `Run::trace_hash`).
         let mut hasher = StableHasher::default();
         self.seed.hash(&mut hasher);
-        history.hash(&mut hasher);
-        sql_rows.hash(&mut hasher);
         for a in &stores.applied {
             (&a.client, a.op, a.at, &a.reply, a.durable, &a.committed).hash(&mut hasher);
         }
         let local = self.memories.snapshot();
-        for (host, memory) in &local {
-            host.hash(&mut hasher);
-            memory.hash_memory(&mut hasher);
-        }
         let faults = self.shared.borrow().faults;
         Run {
-            trace_hash: hasher.finish(),
+            trace_seed: hasher.finish(),
             injected: Vec::new(),
             choices: None,
             decisions: Vec::new(),

@@ -218,7 +218,7 @@ impl Page {
             history: &outcome.run.history,
             verdict: &outcome.verdict,
             replay: &self.replay,
-            trace_hash: Some(outcome.run.trace_hash),
+            trace_hash: Some(outcome.run.trace_hash()),
         };
         let name = file_name(&self.name);
         let html = PathBuf::from("timelines").join(format!("{name}.html"));

@@ -27,8 +27,8 @@ fn every_race_and_variant_replays_byte_for_byte() {
                 let a = run_seed(&race, variant, seed);
                 let b = run_seed(&race, variant, seed);
                 assert_eq!(
-                    a.run.trace_hash,
-                    b.run.trace_hash,
+                    a.run.trace_hash(),
+                    b.run.trace_hash(),
                     "{} {} seed {seed}",
                     race.id,
                     variant.as_str()
@@ -40,9 +40,11 @@ fn every_race_and_variant_replays_byte_for_byte() {
                 let a = run_script(&race, &script, variant);
                 let b = run_script(&race, &script, variant);
                 assert_eq!(
-                    a.run.trace_hash, b.run.trace_hash,
+                    a.run.trace_hash(),
+                    b.run.trace_hash(),
                     "{} {}",
-                    race.id, script.name
+                    race.id,
+                    script.name
                 );
             }
         }
@@ -53,7 +55,7 @@ fn every_race_and_variant_replays_byte_for_byte() {
 fn different_seeds_give_different_traces() {
     let race = race("R-002-01");
     let hashes: std::collections::BTreeSet<u64> = (0..50)
-        .map(|s| run_seed(&race, Variant::Buggy, s).run.trace_hash)
+        .map(|s| run_seed(&race, Variant::Buggy, s).run.trace_hash())
         .collect();
     assert!(
         hashes.len() > 45,

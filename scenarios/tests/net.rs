@@ -159,8 +159,8 @@ fn check_found_naming(id: &str, expected: &[&str]) {
             replay_command_net(&race, variant, seed)
         );
         assert_eq!(
-            (a.run.trace_hash, render_timeline(&a)),
-            (b.run.trace_hash, render_timeline(&b)),
+            (a.run.trace_hash(), render_timeline(&a)),
+            (b.run.trace_hash(), render_timeline(&b)),
             "{id} {} seed {seed} did not replay identically; replay: {}",
             variant.as_str(),
             replay_command_net(&race, variant, seed)
@@ -210,8 +210,8 @@ fn check_correct_holds_for(id: &str, seeds: u64) {
     let a = run_seed_net(&race, Variant::Correct, last).unwrap_or_else(|e| panic!("{e}"));
     let b = run_seed_net(&race, Variant::Correct, last).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        a.run.trace_hash,
-        b.run.trace_hash,
+        a.run.trace_hash(),
+        b.run.trace_hash(),
         "{id} correct seed {last} did not replay; replay: {}",
         replay_command_net(&race, Variant::Correct, last)
     );
@@ -389,8 +389,8 @@ fn every_seed_replays_to_the_same_trace_hash() {
                 let a = run_seed_net(&race, variant, seed).unwrap_or_else(|e| panic!("{e}"));
                 let b = run_seed_net(&race, variant, seed).unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(
-                    (a.run.trace_hash, render_timeline(&a)),
-                    (b.run.trace_hash, render_timeline(&b)),
+                    (a.run.trace_hash(), render_timeline(&a)),
+                    (b.run.trace_hash(), render_timeline(&b)),
                     "{id} {} seed {seed} did not replay identically; replay: {}",
                     variant.as_str(),
                     replay_command_net(&race, variant, seed)
@@ -475,7 +475,11 @@ fn hosts_with_skewed_clocks_are_recorded_and_the_fenced_protocol_holds() {
             render_timeline(&a).join("\n")
         );
         let b = run_seed_net(&skewed, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
+        assert_eq!(
+            a.run.trace_hash(),
+            b.run.trace_hash(),
+            "seed {seed} replays"
+        );
     }
 }
 
@@ -515,7 +519,11 @@ fn a_run_with_a_horizon_drains_in_the_net_world() {
             "seed {seed}: a fault after the horizon"
         );
         let b = run_seed_net(&bounded, Variant::Correct, seed).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed} replays");
+        assert_eq!(
+            a.run.trace_hash(),
+            b.run.trace_hash(),
+            "seed {seed} replays"
+        );
     }
 }
 
@@ -802,7 +810,8 @@ fn a_stream_read_through_the_driver_gets_every_chunk_at_its_production_time() {
     );
     assert_eq!(net.upstream_usage, [((E1, R1), full)].into());
     assert_eq!(
-        again.trace_hash, net.trace_hash,
+        again.trace_hash(),
+        net.trace_hash(),
         "the same seed, the same trace"
     );
 }
@@ -1146,7 +1155,7 @@ fn a_run_with_streams_and_push_connections_replays_from_its_seed() {
                 .map(|s| r.history.render_step(s))
                 .collect()
         };
-        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(a.trace_hash(), b.trace_hash(), "seed {seed}");
         assert_eq!(timeline(&a), timeline(&b), "seed {seed}");
         assert_eq!(a.upstream_usage, b.upstream_usage, "seed {seed}");
         let replies = |g: &[Replies]| g.iter().map(replies_of).collect::<Vec<_>>();
@@ -1505,8 +1514,8 @@ fn a_node_partitioned_from_redis_past_its_ttl_breaks_only_the_unfenced_scheduler
         let a = racelab_scenarios::judge(&race, run(1), &capture);
         let b = run(1);
         assert_eq!(
-            a.run.trace_hash,
-            b.trace_hash,
+            a.run.trace_hash(),
+            b.trace_hash(),
             "{} replays",
             variant.as_str()
         );

@@ -63,7 +63,8 @@ fn swarm_runs_replay_and_differ_from_the_race_profile() {
             let a = run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm);
             let b = run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm);
             assert_eq!(
-                a.run.trace_hash, b.run.trace_hash,
+                a.run.trace_hash(),
+                b.run.trace_hash(),
                 "{} seed {seed}",
                 race.id
             );
@@ -71,10 +72,10 @@ fn swarm_runs_replay_and_differ_from_the_race_profile() {
         }
         let own = run_seed(&race, Variant::Buggy, 3);
         assert_eq!(
-            own.run.trace_hash,
+            own.run.trace_hash(),
             run_seed_in(&race, Variant::Buggy, 3, Profile::Race)
                 .run
-                .trace_hash
+                .trace_hash()
         );
     }
 }
@@ -165,7 +166,7 @@ fn pct_runs_replay_and_order_by_priority() {
     for seed in [0, 5, 99] {
         let a = run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(3));
         let b = run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(3));
-        assert_eq!(a.run.trace_hash, b.run.trace_hash, "seed {seed}");
+        assert_eq!(a.run.trace_hash(), b.run.trace_hash(), "seed {seed}");
     }
     // The priorities, not the random latencies, order the messages: the same seed's PCT and
     // swarm runs (same faults) differ.
@@ -173,10 +174,10 @@ fn pct_runs_replay_and_order_by_priority() {
         .filter(|&seed| {
             run_seed_in(&race, Variant::Buggy, seed, Profile::Pct(2))
                 .run
-                .trace_hash
+                .trace_hash()
                 != run_seed_in(&race, Variant::Buggy, seed, Profile::Swarm)
                     .run
-                    .trace_hash
+                    .trace_hash()
         })
         .count();
     assert!(
@@ -231,7 +232,7 @@ fn the_net_world_draws_its_faults_from_the_swarm_too() {
         .filter(|&seed| {
             let own = run_seed_net_in(&race, Variant::Buggy, seed, Profile::Race).expect("runs");
             let swarm = run_seed_net_in(&race, Variant::Buggy, seed, Profile::Swarm).expect("runs");
-            own.run.trace_hash != swarm.run.trace_hash
+            own.run.trace_hash() != swarm.run.trace_hash()
         })
         .count();
     assert!(
@@ -278,7 +279,7 @@ fn failure_replays_from_its_printed_command(
     let direct = run_seed_in(&race(race_id), Variant::Buggy, seed, profile);
     assert_eq!(
         replayed["trace_hash"].as_str(),
-        Some(format!("{:016x}", direct.run.trace_hash).as_str()),
+        Some(format!("{:016x}", direct.run.trace_hash()).as_str()),
         "{replayed}"
     );
     assert_eq!(replayed["violated"], true, "{replayed}");

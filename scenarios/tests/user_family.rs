@@ -313,7 +313,7 @@ fn a_sweep_finds_buggy_replays_it_and_shrinks_it() {
         .expect("the lost update is found within the budget");
     let a = run_seed(&race, Variant::Buggy, seed);
     let b = run_seed(&race, Variant::Buggy, seed);
-    assert_eq!(a.run.trace_hash, b.run.trace_hash);
+    assert_eq!(a.run.trace_hash(), b.run.trace_hash());
     assert_eq!(a.verdict.broken(), ["no-lost-update"]);
     assert_eq!(
         replay_command(&race, Variant::Buggy, seed),

@@ -294,7 +294,7 @@ fn random_runs_are_reproducible_and_record_their_faults() {
     };
     let sched = Scheduler::Random { seed: 9, faults };
     let (a, b) = (run(make(), &sched), run(make(), &sched));
-    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.trace_hash(), b.trace_hash());
     assert!(
         !a.injected.is_empty(),
         "a 20% drop rate over 20 operations injected something"
@@ -536,7 +536,7 @@ fn pinning_the_injected_steps_reproduces_a_run_with_planned_pauses() {
     let (a, b) = (run(make(), &pinned), run(make(), &pinned));
     assert_eq!(a.history, original.history);
     assert_eq!(a.sql_rows, original.sql_rows);
-    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.trace_hash(), b.trace_hash());
 }
 
 /// A process that wakes every millisecond forever and is never idle.
@@ -903,7 +903,7 @@ fn each_process_draws_from_its_own_seeded_stream_recorded_in_the_history() {
     let (spec, ra, _) = make();
     let run2 = run(spec, &sched(5));
     assert_eq!(values(&ra), a1);
-    assert_eq!(run1.trace_hash, run2.trace_hash);
+    assert_eq!(run1.trace_hash(), run2.trace_hash());
     let (spec, ra, _) = make();
     run(spec, &sched(6));
     assert_ne!(values(&ra), a1);
@@ -1007,8 +1007,8 @@ fn a_skewed_clock_moves_a_process_timers_and_the_timeline_shows_both_times() {
         original.history
     );
     assert_eq!(
-        run(heartbeat_world(Some(horizon)), &random).trace_hash,
-        original.trace_hash
+        run(heartbeat_world(Some(horizon)), &random).trace_hash(),
+        original.trace_hash()
     );
 }
 
@@ -1425,7 +1425,7 @@ fn streamed_runs_under_random_faults_are_reproducible() {
             faults: every_fault(),
         };
         let (a, b) = (run(make(), &sched), run(make(), &sched));
-        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(a.trace_hash(), b.trace_hash(), "seed {seed}");
         assert_eq!(a.upstream_usage, b.upstream_usage);
         struck_any |= !a.injected.is_empty();
         a.history.check_well_formed().expect("well formed");
@@ -1644,7 +1644,7 @@ fn a_deadlock_fails_the_first_waiter_whose_check_comes_after_the_cycle_closed() 
     );
     // Deterministic.
     let (again, _, _) = opposite_lock_orders(200);
-    assert_eq!(r.trace_hash, again.trace_hash);
+    assert_eq!(r.trace_hash(), again.trace_hash());
 
     // A waits from about 4.0 s but B closes the cycle only at about 5.5 s: A's check at about
     // 5.0 s finds nothing (and PostgreSQL does not check again); B's at about 6.5 s does.
@@ -1880,8 +1880,8 @@ fn pct_orders_messages_by_process_priority_and_drops_a_process_at_a_change_point
         per_process.sort_unstable();
         assert_eq!(per_process, vec![2, 4, 6], "seed {seed}");
         assert_eq!(
-            r.trace_hash,
-            run(three_setters(4), &pct(seed, 1)).trace_hash
+            r.trace_hash(),
+            run(three_setters(4), &pct(seed, 1)).trace_hash()
         );
     }
     assert_eq!(orders.len(), 6, "every priority order occurs: {orders:?}");

@@ -134,7 +134,7 @@ impl Shown<'_> {
     fn print(&self, outcome: &Outcome, json: bool) {
         let (race, variant) = (self.race, self.variant);
         let timeline = render_timeline(outcome);
-        let hash = format!("{:016x}", outcome.run.trace_hash);
+        let hash = format!("{:016x}", outcome.run.trace_hash());
         let history = &outcome.run.history;
         let linear = self.linearizability.then(|| super::linear::check(history));
         if json {

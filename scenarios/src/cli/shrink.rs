@@ -50,7 +50,7 @@ pub(crate) fn shrink(
             "workload_draws": shrunk.workload_draws,
             "workload_draws_now": shrunk.workload_draws_now,
             "workload_draws_simplest": shrunk.workload_simplest,
-            "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash),
+            "trace_hash": format!("{:016x}", shrunk.outcome.run.trace_hash()),
             "explanation": shrunk.outcome.verdict.explanation(),
             "timeline": story,
             "later_steps": later,

@@ -122,8 +122,8 @@ pub(crate) fn check_discovery(id: &str, expected: &[&str]) -> Vec<(Variant, u64)
             &format!("{} seed {seed}", variant.as_str()),
         );
         assert_eq!(
-            a.run.trace_hash,
-            b.run.trace_hash,
+            a.run.trace_hash(),
+            b.run.trace_hash(),
             "replay: {}",
             replay_command(&race, variant, seed)
         );

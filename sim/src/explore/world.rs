@@ -146,9 +146,9 @@ pub struct Run {
     pub sql_rows: Vec<(Table, String, Row)>,
     /// Each host's local memory at the end (read back with `<dyn LocalMemory>::get`).
     pub local: BTreeMap<u32, Box<dyn LocalMemory>>,
-    /// A hash of the scheduler, every decision and the whole history: equal hashes mean
-    /// byte-identical runs.
-    pub trace_hash: u64,
+    /// What the world that ran it fed into the trace hash of its own, before the parts every
+    /// run has ([`Run::trace_hash`]): a hash of the scheduler for the explore world.
+    pub trace_seed: u64,
     /// Every fault the random scheduler injected, as steps that reproduce it under
     /// [`Scheduler::Pinned`] (empty for scripted and pinned runs).
     pub injected: Vec<Step>,
@@ -161,6 +161,23 @@ pub struct Run {
 }
 
 impl Run {
+    /// A hash of the run's whole trace: [`Run::trace_seed`], every decision, the whole
+    /// history, the committed SQL rows and every host's local memory. Equal hashes mean
+    /// byte-identical runs. It is computed when asked (it reads everything the run recorded,
+    /// which a sweep that only judges the run does not need).
+    pub fn trace_hash(&self) -> u64 {
+        let mut hasher = StableHasher::default();
+        self.trace_seed.hash(&mut hasher);
+        self.decisions.hash(&mut hasher);
+        self.history.hash(&mut hasher);
+        self.sql_rows.hash(&mut hasher);
+        for (host, memory) in &self.local {
+            host.hash(&mut hasher);
+            memory.hash_memory(&mut hasher);
+        }
+        hasher.finish()
+    }
+
     /// The committed row `key` of `table` at the end of the run.
     pub fn row(&self, table: Table, key: &str) -> Option<&Row> {
         self.sql_rows
@@ -923,22 +940,13 @@ impl World {
             .all_committed_rows()
             .map(|(table, key, row)| (table, key.to_string(), row.clone()))
             .collect();
-        let mut hasher = StableHasher::default();
-        self.scheduler_hash.hash(&mut hasher);
-        decisions.hash(&mut hasher);
-        self.history.hash(&mut hasher);
-        sql_rows.hash(&mut hasher);
-        for (host, memory) in &self.locals {
-            host.hash(&mut hasher);
-            memory.hash_memory(&mut hasher);
-        }
         Run {
             horizon: if quiescent && self.past_horizon {
                 self.horizon
             } else {
                 None
             },
-            trace_hash: hasher.finish(),
+            trace_seed: self.scheduler_hash,
             injected: self.injected,
             choices,
             upstream_usage: self.upstream.final_usage(),
