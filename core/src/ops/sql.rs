@@ -484,6 +484,9 @@ impl Cond {
 fn compare(left: &Expr, op: CmpOp, right: &Expr, at: &RowRef<'_>) -> Result<bool, OutOfRange> {
     let ordering = match (left.eval_ref(at)?, right.eval_ref(at)?) {
         (Val::Int(a), Val::Int(b)) => a.cmp(&b),
+        // Equality of texts, the common case, is decided by their lengths first.
+        (Val::Text(a), Val::Text(b)) if matches!(op, CmpOp::Eq) => return Ok(a == b),
+        (Val::Text(a), Val::Text(b)) if matches!(op, CmpOp::Ne) => return Ok(a != b),
         (Val::Text(a), Val::Text(b)) => a.cmp(b),
         _ => return Ok(false),
     };
