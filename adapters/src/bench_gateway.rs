@@ -152,7 +152,7 @@ async fn bench_on(opts: &BenchOptions, redis_url: &str) -> Result<BenchReport, A
     for w in 0..opts.workers {
         let row = Row::from([("balance".to_string(), Value::Int(0))]);
         admin
-            .execute_sql(&SqlOp::Exec(SqlStmt::Insert {
+            .execute_sql(&SqlOp::exec(SqlStmt::Insert {
                 table: ACCOUNTS,
                 key: format!("bench-{w}"),
                 row,
@@ -244,7 +244,7 @@ async fn ceiling(
         let mut pg = PgSql::connect(&opts.pg_url, schema).await?;
         let total = opts.requests;
         let script = redis::Script::new(TRIVIAL_LUA);
-        let bump = SqlOp::Exec(SqlStmt::Update {
+        let bump = SqlOp::exec(SqlStmt::Update {
             table: ACCOUNTS,
             key: format!("bench-{w}"),
             guard: Cond::True,

@@ -265,7 +265,7 @@ pub async fn check_real_with_history(
                 key: wo.to_string(),
                 row,
             };
-            match admin_pg.execute_sql(&SqlOp::Exec(insert)).await? {
+            match admin_pg.execute_sql(&SqlOp::exec(insert)).await? {
                 SqlReply::Affected(1) => {}
                 other => {
                     return Err(AdapterError::Protocol {
@@ -632,7 +632,7 @@ impl Run {
     /// Scans seen applied: `applied_scans` rows (`Correct`) or acknowledged effects.
     async fn applied(&self, pg: &mut PgSql) -> Result<BTreeSet<ScanId>, AdapterError> {
         if self.variant == Variant::Correct {
-            let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, Cond::True));
+            let all = SqlOp::exec(SqlStmt::scan(APPLIED_SCANS, Cond::True));
             return match pg.execute_sql(&all).await? {
                 SqlReply::Rows(rows) => Ok(rows
                     .iter()
@@ -937,7 +937,7 @@ impl Run {
         duration: std::time::Duration,
     ) -> Result<(CheckRealReport, History), AdapterError> {
         let history = self.recorder.history();
-        let read = |table| SqlOp::Exec(SqlStmt::scan(table, Cond::True));
+        let read = |table| SqlOp::exec(SqlStmt::scan(table, Cond::True));
         let rows = |r: SqlReply, what: &str| match r {
             SqlReply::Rows(rows) => Ok(rows),
             other => Err(AdapterError::Protocol {

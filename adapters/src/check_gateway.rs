@@ -501,7 +501,7 @@ fn plan(opts: &GatewayOptions, rng: &mut ChaCha8Rng) -> Plan {
 /// Seeds the accounts and buckets, and creates every table before the workers name them.
 async fn seed_rows(pg: &mut PgSql, plan: &Plan) -> Result<(), AdapterError> {
     let insert =
-        |table: Table, key: String, row: Row| SqlOp::Exec(SqlStmt::Insert { table, key, row });
+        |table: Table, key: String, row: Row| SqlOp::exec(SqlStmt::Insert { table, key, row });
     let mut ops = Vec::new();
     for (account, balance) in &plan.idem_initial {
         let row = Row::from([("balance".to_string(), Value::Int(*balance))]);
@@ -519,7 +519,7 @@ async fn seed_rows(pg: &mut PgSql, plan: &Plan) -> Result<(), AdapterError> {
     }
     pg.insert_each(ops).await?;
     for table in TABLES {
-        pg.execute_sql(&SqlOp::Exec(SqlStmt::scan(table, Cond::True).limit(1)))
+        pg.execute_sql(&SqlOp::exec(SqlStmt::scan(table, Cond::True).limit(1)))
             .await?;
     }
     Ok(())
@@ -1259,7 +1259,10 @@ fn recover_charges(history: &mut History, tables: &[(Table, racelab_core::KeyedR
         let Some(BillTag::Charge { body, .. }) = BillTag::of(&op.tag) else {
             continue;
         };
-        let StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { key, .. })) = &op.op else {
+        let StoreOp::Sql(SqlOp::Exec(stmt)) = &op.op else {
+            continue;
+        };
+        let SqlStmt::Insert { key, .. } = &**stmt else {
             continue;
         };
         if committed.get(key.as_str()) != Some(body) || body.is_empty() {
@@ -1294,7 +1297,7 @@ async fn rows(
     stmt: SqlStmt,
     what: &str,
 ) -> Result<Vec<racelab_core::KeyedRow>, AdapterError> {
-    match pg.execute_sql(&SqlOp::Exec(stmt)).await? {
+    match pg.execute_sql(&SqlOp::exec(stmt)).await? {
         SqlReply::Rows(rows) => Ok(rows),
         other => Err(AdapterError::Protocol {
             what: "PostgreSQL",

@@ -291,7 +291,7 @@ pub async fn check_scheduler_with_history(
         env.admin_pg.reset().await?;
         // The table exists before any scheduler names it.
         env.admin_pg
-            .execute_sql(&SqlOp::Exec(
+            .execute_sql(&SqlOp::exec(
                 SqlStmt::scan(JOB_OUTCOMES, Cond::True).limit(1),
             ))
             .await?;
@@ -807,7 +807,7 @@ impl SchedRun {
         let mut history = self.recorder.history();
         let recovered = recover_unknown(&mut history);
         let rows = match pg
-            .execute_sql(&SqlOp::Exec(SqlStmt::scan(JOB_OUTCOMES, Cond::True)))
+            .execute_sql(&SqlOp::exec(SqlStmt::scan(JOB_OUTCOMES, Cond::True)))
             .await?
         {
             SqlReply::Rows(rows) => rows,

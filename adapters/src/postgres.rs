@@ -682,7 +682,7 @@ impl PgSql {
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> =
                     params.iter().map(Param::typed).collect();
                 let client = self.client().await?;
-                match stmt {
+                match &**stmt {
                     SqlStmt::Insert { key, .. } => {
                         match client.execute_typed(&text, &typed).await {
                             Ok(n) => Ok(SqlReply::Affected(n)),

@@ -130,7 +130,7 @@ async fn seed_rows(
     rows: &[(Table, String, racelab_core::Row)],
 ) -> Result<(), AdapterError> {
     pg.insert_each(rows.iter().map(|(table, key, row)| {
-        SqlOp::Exec(SqlStmt::Insert {
+        SqlOp::exec(SqlStmt::Insert {
             table: *table,
             key: key.clone(),
             row: row.clone(),
@@ -412,7 +412,7 @@ async fn read_rows(
     }
     let mut rows = Vec::new();
     for table in tables.into_keys() {
-        let scan = SqlOp::Exec(SqlStmt::scan(table, Cond::True));
+        let scan = SqlOp::exec(SqlStmt::scan(table, Cond::True));
         match pg.execute_sql(&scan).await? {
             SqlReply::Rows(found) => {
                 rows.extend(found.into_iter().map(|r| (table, r.key, r.columns)));

@@ -223,7 +223,7 @@ mod tests {
     }
 
     fn stmt() -> StoreOp {
-        StoreOp::Sql(SqlOp::Exec(racelab_core::SqlStmt::Select {
+        StoreOp::Sql(SqlOp::exec(racelab_core::SqlStmt::Select {
             table: racelab_core::workorder::WORK_ORDERS,
             key: "wo-1".into(),
             for_update: true,

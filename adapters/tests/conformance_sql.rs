@@ -207,7 +207,7 @@ fn op() -> impl Strategy<Value = (usize, SqlOp)> {
         3 => Just(SqlOp::Begin),
         2 => Just(SqlOp::Commit),
         1 => Just(SqlOp::Rollback),
-        10 => stmt().prop_map(SqlOp::Exec),
+        10 => stmt().prop_map(SqlOp::exec),
     ];
     (0usize..2, op)
 }
@@ -273,8 +273,8 @@ fn contention() -> impl Strategy<Value = Vec<(usize, SqlOp)>> {
     (0usize..2, locking(), second).prop_map(|(a, first, second)| {
         vec![
             (a, SqlOp::Begin),
-            (a, SqlOp::Exec(first)),
-            (1 - a, SqlOp::Exec(second)),
+            (a, SqlOp::exec(first)),
+            (1 - a, SqlOp::exec(second)),
         ]
     })
 }
@@ -487,7 +487,7 @@ impl Ctx {
         }
         for (key, row) in seeds {
             model.seed(WORK_ORDERS, key, row.clone());
-            let insert = SqlOp::Exec(SqlStmt::Insert {
+            let insert = SqlOp::exec(SqlStmt::Insert {
                 table: WORK_ORDERS,
                 key: key.into(),
                 row,
@@ -518,12 +518,13 @@ impl Ctx {
                             format!("S{s} `{op}`: model {reply:?}, PostgreSQL {real:?}"),
                         );
                     }
-                    if let SqlOp::Exec(stmt @ SqlStmt::Scan { lock, .. }) = op
+                    if let SqlOp::Exec(stmt) = op
+                        && let SqlStmt::Scan { lock, .. } = &**stmt
                         && *lock == ScanLock::SkipLocked
                         && matches!(reply, SqlReply::Rows(_))
                     {
                         // The same scan without the lock clause: a read that changes nothing.
-                        let plain = SqlOp::Exec(stmt.clone().locking(ScanLock::None));
+                        let plain = SqlOp::exec((**stmt).clone().locking(ScanLock::None));
                         if let SqlOutcome::Done { reply: all, .. } =
                             model.execute(SESSIONS[s], &plain)
                             && all != reply
@@ -593,7 +594,7 @@ impl Ctx {
                         );
                     }
                     self.seen.parked += 1;
-                    if matches!(op, SqlOp::Exec(SqlStmt::Scan { .. })) {
+                    if matches!(op, SqlOp::Exec(stmt) if matches!(**stmt, SqlStmt::Scan { .. })) {
                         self.seen.parked_scans += 1;
                     }
                     parked = Some((s, op.clone(), task));
@@ -612,7 +613,7 @@ impl Ctx {
             self.exec(s, &SqlOp::Rollback).await?;
         }
         for table in [WORK_ORDERS, APPLIED_SCANS, UPDATE_LOG, WS_JOBS] {
-            let all = SqlOp::Exec(SqlStmt::scan(table, Cond::True));
+            let all = SqlOp::exec(SqlStmt::scan(table, Cond::True));
             let real = match self.exec(0, &all).await? {
                 SqlReply::Rows(rows) => rows,
                 other => {
@@ -749,7 +750,7 @@ fn sql_regression_sequences_agree_with_the_model() {
         return;
     };
     let bump = |epoch: i64| {
-        SqlOp::Exec(SqlStmt::Update {
+        SqlOp::exec(SqlStmt::Update {
             table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(epoch)),
@@ -759,25 +760,25 @@ fn sql_regression_sequences_agree_with_the_model() {
             }],
         })
     };
-    let insert = SqlOp::Exec(SqlStmt::Insert {
+    let insert = SqlOp::exec(SqlStmt::Insert {
         table: APPLIED_SCANS,
         key: "s-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(1))]),
     });
-    let lock = SqlOp::Exec(SqlStmt::Select {
+    let lock = SqlOp::exec(SqlStmt::Select {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         for_update: true,
     });
     // A statement that fails at analysis (42703), whatever the data.
-    let bad = SqlOp::Exec(SqlStmt::Insert {
+    let bad = SqlOp::exec(SqlStmt::Insert {
         table: APPLIED_SCANS,
         key: "s-9".into(),
         row: Row::from([("no_such_column".to_string(), Value::Int(1))]),
     });
     // wo-2 is seeded with qty i64::MAX - 1.
     let add_to_wo2 = |delta: i64| {
-        SqlOp::Exec(SqlStmt::Update {
+        SqlOp::exec(SqlStmt::Update {
             table: WORK_ORDERS,
             key: "wo-2".into(),
             guard: Cond::True,
@@ -787,13 +788,13 @@ fn sql_regression_sequences_agree_with_the_model() {
             }],
         })
     };
-    let lock_wo2 = SqlOp::Exec(SqlStmt::Select {
+    let lock_wo2 = SqlOp::exec(SqlStmt::Select {
         table: WORK_ORDERS,
         key: "wo-2".into(),
         for_update: true,
     });
     // wo-2's qty + 2 overflows; its lease_owner is ''.
-    let overflow_and_false = SqlOp::Exec(SqlStmt::scan(
+    let overflow_and_false = SqlOp::exec(SqlStmt::scan(
         WORK_ORDERS,
         Cond::And(vec![
             Cond::compare(
@@ -951,8 +952,8 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
             row: seed_row(0),
         };
         model.seed(WORK_ORDERS, "wo-1", seed_row(0));
-        ctx.exec(0, &SqlOp::Exec(seed)).await.expect("seed");
-        let bump = SqlOp::Exec(SqlStmt::Update {
+        ctx.exec(0, &SqlOp::exec(seed)).await.expect("seed");
+        let bump = SqlOp::exec(SqlStmt::Update {
             table: WORK_ORDERS,
             key: "wo-1".into(),
             guard: Cond::True,
@@ -961,7 +962,7 @@ fn a_failed_transaction_releases_its_locks_at_the_error() {
                 delta: 1,
             }],
         });
-        let insert = SqlOp::Exec(SqlStmt::Insert {
+        let insert = SqlOp::exec(SqlStmt::Insert {
             table: APPLIED_SCANS,
             key: "s-1".into(),
             row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
@@ -1009,7 +1010,7 @@ async fn seeded(ctx: &mut Ctx, keys: &[&str]) -> SqlModel {
     let mut model = SqlModel::new();
     for key in keys {
         model.seed(WORK_ORDERS, key, seed_row(0));
-        let insert = SqlOp::Exec(SqlStmt::Insert {
+        let insert = SqlOp::exec(SqlStmt::Insert {
             table: WORK_ORDERS,
             key: (*key).into(),
             row: seed_row(0),
@@ -1042,7 +1043,7 @@ fn keys_of(reply: &SqlReply) -> Vec<&str> {
 }
 
 fn lock_row(key: &str) -> SqlOp {
-    SqlOp::Exec(SqlStmt::Select {
+    SqlOp::exec(SqlStmt::Select {
         table: WORK_ORDERS,
         key: key.into(),
         for_update: true,
@@ -1063,14 +1064,14 @@ fn skip_locked_returns_the_next_row_another_session_does_not_hold() {
         assert_eq!(keys_of(&both(c, m, 0, &lock_row("wo-1")).await), ["wo-1"]);
         both(c, m, 1, &SqlOp::Begin).await;
         let skip = SqlStmt::scan(WORK_ORDERS, Cond::True).locking(ScanLock::SkipLocked);
-        let skip_one = SqlOp::Exec(skip.clone().limit(1));
+        let skip_one = SqlOp::exec(skip.clone().limit(1));
         assert_eq!(keys_of(&both(c, m, 1, &skip_one).await), ["wo-2"]);
         // What it returned is locked: S0 skips wo-2 and keeps its own wo-1.
-        let skip_all = SqlOp::Exec(skip);
+        let skip_all = SqlOp::exec(skip);
         assert_eq!(keys_of(&both(c, m, 0, &skip_all).await), ["wo-1", "wo-3"]);
         // An uncommitted update is skipped too; a plain scan neither waits nor skips.
         both(c, m, 1, &SqlOp::Commit).await;
-        let plain = SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True).limit(2));
+        let plain = SqlOp::exec(SqlStmt::scan(WORK_ORDERS, Cond::True).limit(2));
         assert_eq!(keys_of(&both(c, m, 1, &plain).await), ["wo-1", "wo-2"]);
         assert_eq!(keys_of(&both(c, m, 1, &skip_all).await), ["wo-2"]);
         both(c, m, 0, &SqlOp::Commit).await;
@@ -1163,7 +1164,7 @@ fn a_deadlock_fails_the_first_waiter_with_40p01() {
         // S1 holds both rows: after S0's rollback, its SKIP LOCKED scan finds nothing.
         both(c, m, 0, &SqlOp::Rollback).await;
         let skip =
-            SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True).locking(ScanLock::SkipLocked));
+            SqlOp::exec(SqlStmt::scan(WORK_ORDERS, Cond::True).locking(ScanLock::SkipLocked));
         assert!(keys_of(&both(c, m, 0, &skip).await).is_empty());
         assert_eq!(both(c, m, 1, &SqlOp::Commit).await, SqlReply::Committed);
         ctx.session(0)
@@ -1245,7 +1246,7 @@ fn ws_jobs_op() -> impl Strategy<Value = (usize, SqlOp)> {
     // Transactions often enough, and sequences long enough, that one session's statement
     // regularly waits for the other's uncommitted write (the floor below asks for five).
     let op = prop_oneof![
-        8 => stmt.prop_map(SqlOp::Exec),
+        8 => stmt.prop_map(SqlOp::exec),
         3 => Just(SqlOp::Begin),
         1 => Just(SqlOp::Commit),
         1 => Just(SqlOp::Rollback),
@@ -1308,12 +1309,12 @@ fn ws_jobs_statements_agree_with_the_model() {
             ("state".to_string(), t("queued")),
         ])
     };
-    let insert = SqlOp::Exec(SqlStmt::Insert {
+    let insert = SqlOp::exec(SqlStmt::Insert {
         table: WS_JOBS,
         key: "S1-0-1".into(),
         row: job_row("C", "J1", "S1"),
     });
-    let upsert = SqlOp::Exec(SqlStmt::Upsert {
+    let upsert = SqlOp::exec(SqlStmt::Upsert {
         table: WS_JOBS,
         key: "C:J1".into(),
         row: job_row("C", "J1", "S2"),
@@ -1326,9 +1327,9 @@ fn ws_jobs_statements_agree_with_the_model() {
             Cond::cmp("node", CmpOp::Eq, t("N1")),
         ]),
     ]);
-    let scan = SqlOp::Exec(SqlStmt::scan(WS_JOBS, claimable.clone()).limit(1));
+    let scan = SqlOp::exec(SqlStmt::scan(WS_JOBS, claimable.clone()).limit(1));
     let claim = |key: &str| {
-        SqlOp::Exec(SqlStmt::Update {
+        SqlOp::exec(SqlStmt::Update {
             table: WS_JOBS,
             key: key.into(),
             guard: claimable.clone(),
@@ -1345,7 +1346,7 @@ fn ws_jobs_statements_agree_with_the_model() {
         })
     };
     let finish = |key: &str| {
-        SqlOp::Exec(SqlStmt::Update {
+        SqlOp::exec(SqlStmt::Update {
             table: WS_JOBS,
             key: key.into(),
             guard: Cond::cmp("node", CmpOp::Eq, t("N1")),
@@ -1361,14 +1362,14 @@ fn ws_jobs_statements_agree_with_the_model() {
             ],
         })
     };
-    let poll_owner = SqlOp::Exec(SqlStmt::scan(
+    let poll_owner = SqlOp::exec(SqlStmt::scan(
         WS_JOBS,
         Cond::And(vec![
             Cond::cmp("owner", CmpOp::Eq, t("S1")),
             Cond::cmp("state", CmpOp::Eq, t("done")),
         ]),
     ));
-    let poll_clients = SqlOp::Exec(SqlStmt::scan(
+    let poll_clients = SqlOp::exec(SqlStmt::scan(
         WS_JOBS,
         Cond::And(vec![
             Cond::cmp("state", CmpOp::Eq, t("done")),
@@ -1449,7 +1450,7 @@ fn the_job_outcome_store_and_read_agree_with_the_model() {
     };
     rt.block_on(async {
         let mut model = seeded(&mut ctx, &[]).await;
-        let exec = |stmt: SqlStmt| SqlOp::Exec(stmt);
+        let exec = |stmt: SqlStmt| SqlOp::exec(stmt);
         let outcome_of = |reply: &SqlReply| match reply {
             SqlReply::Rows(rows) => rows
                 .iter()

@@ -349,7 +349,7 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
         .replace(&pg_addr.to_string(), &proxy.addr().to_string());
     let mut pg = PgSql::lazy(&url, &schema).expect("a valid schema");
     let insert = |key: &str| {
-        SqlOp::Exec(SqlStmt::Insert {
+        SqlOp::exec(SqlStmt::Insert {
             table: APPLIED_SCANS,
             key: key.into(),
             row: Row::from([("qty".to_string(), Value::Int(1))]),
@@ -388,7 +388,7 @@ async fn a_transaction_whose_connection_is_cut_is_never_continued_on_a_new_conne
             .expect("a fresh session"),
         SqlReply::Affected(1)
     );
-    let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
+    let all = SqlOp::exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
     let SqlReply::Rows(rows) = admin.execute_sql(&all).await.expect("scan") else {
         panic!("a scan returns rows");
     };
@@ -418,7 +418,7 @@ async fn a_transaction_whose_connection_dies_mid_statement_never_runs_it_in_auto
     let mut admin = PgSql::connect(&config.pg_url, &schema)
         .await
         .expect("PostgreSQL answers");
-    let all = SqlOp::Exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
+    let all = SqlOp::exec(SqlStmt::scan(APPLIED_SCANS, racelab_core::Cond::True));
     // The admin session creates the table; the worker session has not named it yet.
     admin.execute_sql(&all).await.expect("scan");
     let (raw, connection) = tokio_postgres::connect(&config.pg_url, tokio_postgres::NoTls)
@@ -436,7 +436,7 @@ async fn a_transaction_whose_connection_dies_mid_statement_never_runs_it_in_auto
         pg.execute_sql(&SqlOp::Begin).await.expect("BEGIN"),
         SqlReply::Ok
     );
-    let insert = SqlOp::Exec(SqlStmt::Insert {
+    let insert = SqlOp::exec(SqlStmt::Insert {
         table: APPLIED_SCANS,
         key: "s-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(1))]),

@@ -190,7 +190,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
             ("request_id".to_string(), Value::Text(s.clone())),
             ("qty".to_string(), Value::Int(1)),
         ]);
-        let insert = SqlOp::Exec(SqlStmt::Insert {
+        let insert = SqlOp::exec(SqlStmt::Insert {
             table: UPDATE_LOG,
             key: key.clone(),
             row,
@@ -199,7 +199,7 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
             db.execute_sql(&insert).await.expect("insert"),
             SqlReply::Affected(1)
         );
-        let find = SqlOp::Exec(SqlStmt::scan(
+        let find = SqlOp::exec(SqlStmt::scan(
             UPDATE_LOG,
             Cond::cmp("request_id", CmpOp::Eq, Value::Text(s.clone())),
         ));
@@ -210,19 +210,19 @@ async fn nasty_keys_and_values_round_trip_through_postgresql_and_are_never_sql()
         assert_eq!(rows[0].key, key);
         assert_eq!(rows[0].columns.get("request_id"), Some(&Value::Text(s)));
     }
-    let all = SqlOp::Exec(SqlStmt::scan(WORK_ORDERS, Cond::True));
+    let all = SqlOp::exec(SqlStmt::scan(WORK_ORDERS, Cond::True));
     assert!(
         matches!(db.execute_sql(&all).await, Ok(SqlReply::Rows(_))),
         "work_orders still exists: no DROP TABLE in the data ever ran"
     );
     // bigint overflow is the server's error reply (22003), and nothing changes.
-    let seed = SqlOp::Exec(SqlStmt::Insert {
+    let seed = SqlOp::exec(SqlStmt::Insert {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         row: Row::from([("qty".to_string(), Value::Int(i64::MAX))]),
     });
     db.execute_sql(&seed).await.expect("seed");
-    let overflow = SqlOp::Exec(SqlStmt::Update {
+    let overflow = SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,

@@ -52,7 +52,7 @@ fn charge(
             request,
             body: body.into(),
         }),
-        op: StoreOp::Sql(SqlOp::Exec(stmt)),
+        op: StoreOp::Sql(SqlOp::exec(stmt)),
         invoked_at: t(at),
         applied_at: Some(t(at)),
         durable_at: committed.then(|| t(at + 1)),

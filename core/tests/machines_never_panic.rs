@@ -438,17 +438,19 @@ impl Fitting {
             StoreOp::Sql(SqlOp::Begin) => Reply::Sql(SqlReply::Ok),
             StoreOp::Sql(SqlOp::Commit) => Reply::Sql(SqlReply::Committed),
             StoreOp::Sql(SqlOp::Rollback) => Reply::Sql(SqlReply::RolledBack),
-            StoreOp::Sql(SqlOp::Exec(SqlStmt::Insert { .. })) => Reply::Sql(SqlReply::Affected(1)),
-            StoreOp::Sql(SqlOp::Exec(
+            StoreOp::Sql(SqlOp::Exec(stmt)) => match &**stmt {
+                SqlStmt::Insert { .. } => Reply::Sql(SqlReply::Affected(1)),
                 SqlStmt::Select { table, key, .. }
                 | SqlStmt::Update { table, key, .. }
                 | SqlStmt::Delete { table, key, .. }
-                | SqlStmt::Upsert { table, key, .. },
-            )) => Reply::Sql(SqlReply::Rows(vec![self.row(*table, key)])),
-            StoreOp::Sql(SqlOp::Exec(SqlStmt::Scan { table, .. })) => {
-                let rows = (self.int % 2 == 0).then(|| self.row(*table, "k"));
-                Reply::Sql(SqlReply::Rows(rows.into_iter().collect()))
-            }
+                | SqlStmt::Upsert { table, key, .. } => {
+                    Reply::Sql(SqlReply::Rows(vec![self.row(*table, key)]))
+                }
+                SqlStmt::Scan { table, .. } => {
+                    let rows = (self.int % 2 == 0).then(|| self.row(*table, "k"));
+                    Reply::Sql(SqlReply::Rows(rows.into_iter().collect()))
+                }
+            },
             StoreOp::Queue(QueueOp::Fetch) => Reply::Queue(QueueReply::Delivered(Some(Delivery {
                 id: DeliveryId(self.int.unsigned_abs()),
                 job: JobId(self.job.scan.0),

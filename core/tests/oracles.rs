@@ -83,7 +83,7 @@ fn acquire(h: &mut History, p: ProcessId, at: u64) {
 }
 
 fn inc(qty: i64) -> StoreOp {
-    StoreOp::Sql(SqlOp::Exec(SqlStmt::Update {
+    StoreOp::Sql(SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
@@ -253,7 +253,7 @@ fn checker_history(commit_at: u64) -> History {
         op(
             c,
             WoTag::CheckerRead,
-            StoreOp::Sql(SqlOp::Exec(select)),
+            StoreOp::Sql(SqlOp::exec(select)),
             at,
             Reply::Sql(SqlReply::Rows(vec![])),
             false,
@@ -305,7 +305,7 @@ fn no_false_alarm_flags_an_alarm_on_a_store_that_was_always_consistent() {
 fn no_false_alarm_accepts_an_alarm_after_a_repair_broke_the_store() {
     let mut h = checker_history(6_000);
     // A repair at 6.5 s overwrote qty: the store really was inconsistent during the reads.
-    let repair = StoreOp::Sql(SqlOp::Exec(SqlStmt::Update {
+    let repair = StoreOp::Sql(SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,

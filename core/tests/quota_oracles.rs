@@ -62,7 +62,7 @@ fn op(process: ProcessId, tag: QuotaTag, at_ms: u64, rows: usize, durable: bool)
         process,
         id: OpId(at_ms),
         tag: Tag::new(tag),
-        op: StoreOp::Sql(SqlOp::Exec(stmt)),
+        op: StoreOp::Sql(SqlOp::exec(stmt)),
         invoked_at: at,
         applied_at: Some(at),
         durable_at: durable.then_some(at),
@@ -288,7 +288,7 @@ fn deduct(h: &mut History, balance: i64, version: i64, at: u64) {
     };
     let reply = Reply::Sql(SqlReply::Rows(vec![row]));
     h.ops
-        .push(record(A, tag, StoreOp::Sql(SqlOp::Exec(stmt)), at, reply));
+        .push(record(A, tag, StoreOp::Sql(SqlOp::exec(stmt)), at, reply));
 }
 
 /// The observer sees the mirror at `balance` / `version` at `at`.
@@ -408,7 +408,7 @@ fn reconcile_read(h: &mut History, process: ProcessId, at: u64) {
     h.ops.push(record(
         process,
         QuotaTag::SourceRead,
-        StoreOp::Sql(SqlOp::Exec(stmt)),
+        StoreOp::Sql(SqlOp::exec(stmt)),
         at,
         Reply::Timeout,
     ));
@@ -651,7 +651,7 @@ fn warm_load(h: &mut History, process: Pid, at: u64) {
     h.ops.push(record(
         process,
         tag,
-        StoreOp::Sql(SqlOp::Exec(stmt)),
+        StoreOp::Sql(SqlOp::exec(stmt)),
         at,
         Reply::Sql(SqlReply::Rows(vec![])),
     ));

@@ -248,7 +248,7 @@ fn coverage_counts_moves_dedups_and_replays() {
         connected(3, S2),
         2_000,
     );
-    let upsert = StoreOp::Sql(SqlOp::Exec(SqlStmt::Upsert {
+    let upsert = StoreOp::Sql(SqlOp::exec(SqlStmt::Upsert {
         table: WS_JOBS,
         key: "C:J1".into(),
         row: Row::new(),

@@ -363,7 +363,7 @@ pub(crate) mod tests {
                 op(
                     1,
                     4,
-                    StoreOp::Sql(SqlOp::Exec(SqlStmt::Select {
+                    StoreOp::Sql(SqlOp::exec(SqlStmt::Select {
                         table: racelab_core::workorder::WORK_ORDERS,
                         key: "wo-1".into(),
                         for_update: false,

@@ -76,7 +76,7 @@ impl Adder {
         self.pending = Some(id);
         self.out.push_back(Outgoing {
             id,
-            op: StoreOp::Sql(SqlOp::Exec(stmt)),
+            op: StoreOp::Sql(SqlOp::exec(stmt)),
             tag: Tag::new(tag),
         });
     }

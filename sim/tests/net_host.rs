@@ -24,7 +24,7 @@ async fn call(stream: &mut turmoil::net::TcpStream, op: u64, body: SqlOp) -> Rep
 }
 
 fn bump(guard_epoch: i64) -> SqlOp {
-    SqlOp::Exec(SqlStmt::Update {
+    SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(guard_epoch)),
@@ -149,7 +149,7 @@ fn a_dropped_connection_rolls_back_its_transaction() {
 
 /// `qty += 1` on wo-1 under the epoch-1 guard.
 fn bump_qty() -> SqlOp {
-    SqlOp::Exec(SqlStmt::Update {
+    SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::cmp("lease_epoch", CmpOp::Eq, Value::Int(1)),
@@ -231,7 +231,7 @@ fn a_transaction_orphaned_by_a_partition_is_rolled_back_after_the_idle_timeout()
 }
 
 fn lock_row(key: &str) -> SqlOp {
-    SqlOp::Exec(SqlStmt::Select {
+    SqlOp::exec(SqlStmt::Select {
         table: WORK_ORDERS,
         key: key.into(),
         for_update: true,

@@ -120,7 +120,7 @@ fn sql(op: SqlOp) -> (StoreOp, Tag) {
 }
 
 fn add_qty(n: i64) -> SqlOp {
-    SqlOp::Exec(SqlStmt::Update {
+    SqlOp::exec(SqlStmt::Update {
         table: WORK_ORDERS,
         key: "wo-1".into(),
         guard: Cond::True,
@@ -1575,7 +1575,7 @@ fn pub_sub_delivers_at_most_once_and_a_failover_disconnects_subscribers() {
 }
 
 fn lock_row(key: &str) -> (StoreOp, Tag) {
-    sql(SqlOp::Exec(SqlStmt::Select {
+    sql(SqlOp::exec(SqlStmt::Select {
         table: WORK_ORDERS,
         key: key.into(),
         for_update: true,

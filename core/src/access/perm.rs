@@ -543,7 +543,7 @@ impl PermRequest {
                 PermTag::Epoch { request },
             ),
             Stage::EpochDb { .. } => self.io.sql(
-                SqlOp::Exec(SqlStmt::Select {
+                SqlOp::exec(SqlStmt::Select {
                     table: ACCESS_EPOCH,
                     key: EPOCH_ROW.into(),
                     for_update: false,
@@ -565,7 +565,7 @@ impl PermRequest {
                 PermTag::Lookup { request },
             ),
             Stage::ReadUser => self.io.sql(
-                SqlOp::Exec(SqlStmt::Select {
+                SqlOp::exec(SqlStmt::Select {
                     table: ACCESS_USERS,
                     key: self.user.clone(),
                     for_update: false,
@@ -573,7 +573,7 @@ impl PermRequest {
                 PermTag::ReadDb { request },
             ),
             Stage::ReadRoles { .. } => self.io.sql(
-                SqlOp::Exec(SqlStmt::scan(ACCESS_ROLES, Cond::True)),
+                SqlOp::exec(SqlStmt::scan(ACCESS_ROLES, Cond::True)),
                 PermTag::ReadDb { request },
             ),
             Stage::Fill { perms } => {
@@ -855,7 +855,7 @@ impl PermAdmin {
         match step {
             AdminStep::Begin => self.io.sql(SqlOp::Begin, PermTag::Change { change }),
             AdminStep::Update => self.io.sql(
-                SqlOp::Exec(SqlStmt::Update {
+                SqlOp::exec(SqlStmt::Update {
                     table: ACCESS_ROLES,
                     key: c.role.clone(),
                     guard: Cond::True,
@@ -867,7 +867,7 @@ impl PermAdmin {
                 PermTag::Change { change },
             ),
             AdminStep::Bump => self.io.sql(
-                SqlOp::Exec(SqlStmt::Update {
+                SqlOp::exec(SqlStmt::Update {
                     table: ACCESS_EPOCH,
                     key: EPOCH_ROW.into(),
                     guard: Cond::True,

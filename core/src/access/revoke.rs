@@ -388,7 +388,7 @@ impl KeyInstance {
                     Source::Cache => StoreOp::Kv(KvOp::Get {
                         key: revoked_key(&key),
                     }),
-                    Source::Db => StoreOp::Sql(SqlOp::Exec(SqlStmt::Select {
+                    Source::Db => StoreOp::Sql(SqlOp::exec(SqlStmt::Select {
                         table: ACCESS_API_KEYS,
                         key,
                         for_update: false,
@@ -602,7 +602,7 @@ impl KeyAdmin {
                     }
                 };
                 vec![
-                    (StoreOp::Sql(SqlOp::Exec(row)), decide),
+                    (StoreOp::Sql(SqlOp::exec(row)), decide),
                     (StoreOp::Kv(cache), propagate),
                 ]
             }

@@ -165,7 +165,7 @@ impl IdemGateway {
     }
 
     fn sql(&mut self, stmt: SqlStmt, tag: BillTag, wait: Wait) {
-        self.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag, wait);
+        self.send(StoreOp::Sql(SqlOp::exec(stmt)), tag, wait);
     }
 
     fn tx(&mut self, op: SqlOp, wait: Wait) {

@@ -116,7 +116,7 @@ impl UsageBiller {
                     row,
                 };
                 self.send(
-                    StoreOp::Sql(SqlOp::Exec(stmt)),
+                    StoreOp::Sql(SqlOp::exec(stmt)),
                     BillTag::Relay,
                     BWait::Event,
                 );
@@ -159,7 +159,7 @@ impl Machine for UsageBiller {
                     row,
                 };
                 self.send(
-                    StoreOp::Sql(SqlOp::Exec(stmt)),
+                    StoreOp::Sql(SqlOp::exec(stmt)),
                     BillTag::Settle { request, amount },
                     BWait::Ledger,
                 );
@@ -167,7 +167,7 @@ impl Machine for UsageBiller {
             (BWait::Ledger, Reply::Sql(SqlReply::Affected(n))) if n > 0 => {
                 let stmt = deduct_stmt(&self.cfg.account, amount);
                 self.send(
-                    StoreOp::Sql(SqlOp::Exec(stmt)),
+                    StoreOp::Sql(SqlOp::exec(stmt)),
                     BillTag::Hold { request },
                     BWait::Deduct,
                 );
@@ -292,7 +292,7 @@ impl Machine for OutboxRelay {
                 let stmt = SqlStmt::scan(OUTBOX, Cond::cmp("sent", CmpOp::Eq, Value::Int(0)))
                     .locking(ScanLock::SkipLocked)
                     .limit(self.batch_max);
-                self.send(StoreOp::Sql(SqlOp::Exec(stmt)), BillTag::Relay, RWait::Scan);
+                self.send(StoreOp::Sql(SqlOp::exec(stmt)), BillTag::Relay, RWait::Scan);
             }
             (RWait::Scan, Reply::Sql(SqlReply::Rows(rows))) => {
                 self.batch = rows
@@ -314,7 +314,7 @@ impl Machine for OutboxRelay {
                         value: Value::Int(1),
                     }],
                 };
-                self.send(StoreOp::Sql(SqlOp::Exec(stmt)), BillTag::Relay, RWait::Mark);
+                self.send(StoreOp::Sql(SqlOp::exec(stmt)), BillTag::Relay, RWait::Mark);
             }
             (RWait::Mark, Reply::Sql(SqlReply::Rows(rows))) if !rows.is_empty() => self.next_row(),
             (RWait::Commit | RWait::Rollback, _) => self.end_round(now),
@@ -396,7 +396,7 @@ impl Handler for RecordUsage {
             }
         };
         Next::Send(
-            StoreOp::Sql(SqlOp::Exec(stmt)),
+            StoreOp::Sql(SqlOp::exec(stmt)),
             BillTag::UsageRecord { request },
             RecordWait(d, request),
         )

@@ -184,7 +184,7 @@ impl SettleTx {
     }
 
     fn exec(&self, out: &mut Outbox, stmt: SqlStmt, tag: BillTag) -> OpId {
-        out.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag)
+        out.send(StoreOp::Sql(SqlOp::exec(stmt)), tag)
     }
 
     fn balance(&self, out: &mut Outbox, delta: i64) -> OpId {
@@ -384,7 +384,7 @@ impl StreamGateway {
     }
 
     fn sql(&mut self, stmt: SqlStmt, tag: BillTag, wait: GwWait) {
-        self.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag, wait);
+        self.send(StoreOp::Sql(SqlOp::exec(stmt)), tag, wait);
     }
 
     fn tx(&mut self, op: SqlOp, wait: GwWait) {
@@ -801,7 +801,7 @@ impl Machine for Sweeper {
         .limit(self.cfg.batch_max);
         let id = self
             .out
-            .send(StoreOp::Sql(SqlOp::Exec(stmt)), BillTag::Sweep);
+            .send(StoreOp::Sql(SqlOp::exec(stmt)), BillTag::Sweep);
         self.pending = Some((id, SwWait::Scan));
     }
 
@@ -883,7 +883,7 @@ impl Handler for ChargeUsage {
         reply: Reply,
         _notes: &mut Notes<'_>,
     ) -> Next<ChargeWait> {
-        let sql = |stmt| StoreOp::Sql(SqlOp::Exec(stmt));
+        let sql = |stmt| StoreOp::Sql(SqlOp::exec(stmt));
         match (wait, reply) {
             (ChargeWait::Begin(d, request, amount), Reply::Sql(SqlReply::Ok)) => {
                 let key = format!("{}.d{}", request_key(request), d.0);

@@ -196,3 +196,23 @@ impl fmt::Display for Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::OpRecord;
+
+    /// Every operation in flight and every record of a history is as large as the largest
+    /// kind of operation: a statement is boxed so that an operation stays the size of a
+    /// Redis command (the explore world moves and stores millions of them).
+    #[test]
+    fn an_operation_is_the_size_of_a_redis_command() {
+        assert!(
+            std::mem::size_of::<StoreOp>() <= 80,
+            "{}",
+            std::mem::size_of::<StoreOp>()
+        );
+        assert!(std::mem::size_of::<SqlOp>() <= 16);
+        assert!(std::mem::size_of::<OpRecord>() <= 256);
+    }
+}

@@ -968,12 +968,20 @@ pub enum OnConflict {
 pub enum SqlOp {
     /// `BEGIN` (READ COMMITTED).
     Begin,
-    /// A statement.
-    Exec(SqlStmt),
+    /// A statement (boxed: a statement is large, and every store operation, in flight or
+    /// in a history, is as large as its largest kind; [`SqlOp::exec`] builds one).
+    Exec(Box<SqlStmt>),
     /// `COMMIT`.
     Commit,
     /// `ROLLBACK`.
     Rollback,
+}
+
+impl SqlOp {
+    /// The statement `stmt`.
+    pub fn exec(stmt: SqlStmt) -> SqlOp {
+        SqlOp::Exec(Box::new(stmt))
+    }
 }
 
 /// The SQL database's answer.

@@ -156,7 +156,7 @@ impl Outbox {
     }
 
     fn exec(&mut self, stmt: SqlStmt, tag: QuotaTag) -> OpId {
-        self.send(SqlOp::Exec(stmt), tag)
+        self.send(SqlOp::exec(stmt), tag)
     }
 }
 
@@ -436,7 +436,7 @@ impl Request {
                 let stmts = vec![
                     (SqlOp::Begin, QuotaTag::Tx, Need::Begun),
                     (
-                        SqlOp::Exec(hold),
+                        SqlOp::exec(hold),
                         QuotaTag::Hold {
                             request,
                             bucket: bucket.clone(),
@@ -444,7 +444,7 @@ impl Request {
                         Need::Inserted,
                     ),
                     (
-                        SqlOp::Exec(reserve),
+                        SqlOp::exec(reserve),
                         QuotaTag::Reserve { request, bucket },
                         Need::Row,
                     ),
@@ -527,7 +527,7 @@ impl Request {
             // The Context's `budget_used += cost` is lost with the Context: only the ledger.
             Variant::Buggy if self.cfg.counter == Counter::Budget => {
                 let stmts = vec![(
-                    SqlOp::Exec(ledger),
+                    SqlOp::exec(ledger),
                     QuotaTag::Ledger { request },
                     Need::Inserted,
                 )];
@@ -548,12 +548,12 @@ impl Request {
                 let stmts = vec![
                     (SqlOp::Begin, QuotaTag::Tx, Need::Begun),
                     (
-                        SqlOp::Exec(charge),
+                        SqlOp::exec(charge),
                         QuotaTag::Bill { request, bucket },
                         Need::Row,
                     ),
                     (
-                        SqlOp::Exec(ledger),
+                        SqlOp::exec(ledger),
                         QuotaTag::Ledger { request },
                         Need::Inserted,
                     ),
@@ -586,12 +586,12 @@ impl Request {
             let stmts = vec![
                 begin,
                 (
-                    SqlOp::Exec(transition(&request_key(request), STATUS_RELEASED, None)),
+                    SqlOp::exec(transition(&request_key(request), STATUS_RELEASED, None)),
                     QuotaTag::Release { request },
                     Need::Row,
                 ),
                 (
-                    SqlOp::Exec(unhold(&bucket, est)),
+                    SqlOp::exec(unhold(&bucket, est)),
                     QuotaTag::Unhold { request },
                     Need::Row,
                 ),
@@ -624,7 +624,7 @@ impl Request {
         let stmts = vec![
             begin,
             (
-                SqlOp::Exec(transition(&request_key(request), STATUS_SETTLED, None)),
+                SqlOp::exec(transition(&request_key(request), STATUS_SETTLED, None)),
                 QuotaTag::Settle {
                     request,
                     bucket: bucket.clone(),
@@ -632,12 +632,12 @@ impl Request {
                 Need::Row,
             ),
             (
-                SqlOp::Exec(charge),
+                SqlOp::exec(charge),
                 QuotaTag::Bill { request, bucket },
                 Need::Row,
             ),
             (
-                SqlOp::Exec(ledger),
+                SqlOp::exec(ledger),
                 QuotaTag::Ledger { request },
                 Need::Inserted,
             ),
@@ -807,9 +807,9 @@ impl Sweeper {
         let void = transition(&key, STATUS_VOIDED, Some(now));
         let stmts = vec![
             (SqlOp::Begin, QuotaTag::Tx, Need::Begun),
-            (SqlOp::Exec(void), QuotaTag::Void { request }, Need::Row),
+            (SqlOp::exec(void), QuotaTag::Void { request }, Need::Row),
             (
-                SqlOp::Exec(unhold(&bucket, est)),
+                SqlOp::exec(unhold(&bucket, est)),
                 QuotaTag::Unhold { request },
                 Need::Row,
             ),

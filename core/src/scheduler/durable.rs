@@ -83,7 +83,7 @@ impl DurableScheduler {
         let id = OpId(self.next_own * 2 + 1);
         self.out.push_back(Outgoing {
             id,
-            op: StoreOp::Sql(SqlOp::Exec(op)),
+            op: StoreOp::Sql(SqlOp::exec(op)),
             tag: Tag::new(tag),
         });
         id

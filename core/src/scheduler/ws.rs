@@ -780,7 +780,7 @@ impl WsScheduler {
             },
         };
         self.pipe.push(
-            StoreOp::Sql(SqlOp::Exec(stmt)),
+            StoreOp::Sql(SqlOp::exec(stmt)),
             WsTag::Record { job: p.job.clone() },
             SchedStep::Record(p),
         );
@@ -871,7 +871,7 @@ impl WsScheduler {
             _ => return,
         };
         self.pipe.push(
-            StoreOp::Sql(SqlOp::Exec(SqlStmt::scan(WS_JOBS, filter))),
+            StoreOp::Sql(SqlOp::exec(SqlStmt::scan(WS_JOBS, filter))),
             WsTag::Poll,
             SchedStep::Poll,
         );
@@ -1061,7 +1061,7 @@ impl WsNode {
     fn scan(&mut self) {
         let stmt = SqlStmt::scan(WS_JOBS, self.claimable()).limit(1);
         self.pipe
-            .push(StoreOp::Sql(SqlOp::Exec(stmt)), WsTag::Scan, NodeStep::Scan);
+            .push(StoreOp::Sql(SqlOp::exec(stmt)), WsTag::Scan, NodeStep::Scan);
     }
 
     fn finish(&mut self, job: String) {
@@ -1081,7 +1081,7 @@ impl WsNode {
             ],
         };
         self.pipe.push(
-            StoreOp::Sql(SqlOp::Exec(stmt)),
+            StoreOp::Sql(SqlOp::exec(stmt)),
             WsTag::Finish { job: job.clone() },
             NodeStep::Finish(job),
         );
@@ -1116,7 +1116,7 @@ impl Machine for WsNode {
                         ],
                     };
                     self.pipe.push(
-                        StoreOp::Sql(SqlOp::Exec(stmt)),
+                        StoreOp::Sql(SqlOp::exec(stmt)),
                         WsTag::Claim {
                             job: row.key.clone(),
                         },
@@ -1348,7 +1348,7 @@ pub fn ws_coverage(history: &History, verdict: &mut Verdict) {
             }
             (Some(WsTag::Record { .. }), Some(Reply::Sql(SqlReply::Rows(rows))))
                 if rows.is_empty()
-                    && matches!(op.op, StoreOp::Sql(SqlOp::Exec(SqlStmt::Upsert { .. }))) =>
+                    && matches!(&op.op, StoreOp::Sql(SqlOp::Exec(stmt)) if matches!(**stmt, SqlStmt::Upsert { .. })) =>
             {
                 deduped += 1;
             }

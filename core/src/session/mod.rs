@@ -250,7 +250,7 @@ impl Turn {
     }
 
     fn sql(&mut self, stmt: SqlStmt, tag: SessionTag) {
-        self.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag);
+        self.send(StoreOp::Sql(SqlOp::exec(stmt)), tag);
     }
 
     fn message(&self, seq: i64, role: &str) -> SqlStmt {

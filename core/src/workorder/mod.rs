@@ -227,7 +227,7 @@ impl Outbox {
     }
 
     fn sql(&mut self, stmt: SqlStmt, tag: WoTag) -> OpId {
-        self.send(StoreOp::Sql(SqlOp::Exec(stmt)), tag)
+        self.send(StoreOp::Sql(SqlOp::exec(stmt)), tag)
     }
 }
 
@@ -834,7 +834,7 @@ impl Machine for Worker {
                         (StoreOp::Kv(lock.extend()), work_order)
                     }
                     RenewedLease::Epoch(lease, epoch) => (
-                        StoreOp::Sql(SqlOp::Exec(lease.renew(*epoch, now))),
+                        StoreOp::Sql(SqlOp::exec(lease.renew(*epoch, now))),
                         lease.work_order,
                     ),
                 };

@@ -358,7 +358,10 @@ impl QtyChange {
 }
 
 fn repair_change(op: &StoreOp) -> Option<QtyChange> {
-    let StoreOp::Sql(SqlOp::Exec(SqlStmt::Update { set, .. })) = op else {
+    let StoreOp::Sql(SqlOp::Exec(stmt)) = op else {
+        return None;
+    };
+    let SqlStmt::Update { set, .. } = &**stmt else {
         return None;
     };
     set.iter().find_map(|a| match a {

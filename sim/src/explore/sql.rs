@@ -954,7 +954,7 @@ mod tests {
     }
 
     fn exec(stmt: SqlStmt) -> SqlOp {
-        SqlOp::Exec(stmt)
+        SqlOp::exec(stmt)
     }
 
     fn select(table: Table, key: &str) -> SqlOp {

@@ -487,7 +487,7 @@ impl JobScheduler {
             }
             _ => (read_outcome(&job), JobTag::ReadOutcome { job }),
         };
-        self.push(StoreOp::Sql(SqlOp::Exec(stmt)), tag);
+        self.push(StoreOp::Sql(SqlOp::exec(stmt)), tag);
     }
 
     fn on_settle(&mut self, now: Timestamp, job: &str, reply: &Reply) {
